@@ -1,0 +1,161 @@
+/*
+ * libocolos — online code layout optimization for running native programs.
+ *
+ * This is the only header a user includes. Everything here is stable ABI:
+ * options structs start with `size_t sz` and are filled with OCOLOS_OPTS(),
+ * so fields can be appended without breaking programs built against an
+ * older header. Every call returns 0 or a negative OCOLOS_E* code;
+ * ocolos_strerror() names the code and ocolos_last_error() says what
+ * happened and what to do about it.
+ *
+ * One optimization round: sample the process for a window, have LLVM BOLT
+ * re-lay out the hot code of the program's own binary for an address range
+ * reserved in the process, map that code (C1) beside the original (C0),
+ * stop the world briefly, redirect direct calls and static function-pointer
+ * slots to C1, resume. C0 is never modified except for the rel32 of call
+ * instructions, so return addresses and function pointers into C0 stay valid.
+ */
+#ifndef OCOLOS_OCOLOS_H
+#define OCOLOS_OCOLOS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OCOLOS_VERSION_MAJOR 0
+#define OCOLOS_VERSION_MINOR 1
+#define OCOLOS_VERSION_PATCH 0
+
+#define OCOLOS_API __attribute__((visibility("default")))
+
+/* Error codes: every call returns 0 or one of these (negative). */
+enum ocolos_error {
+	OCOLOS_OK = 0,
+	OCOLOS_EINVAL = -1,	/* bad argument or unknown non-zero opts bytes */
+	OCOLOS_ENOMEM = -2,	/* out of memory */
+	OCOLOS_EIO = -3,	/* reading a file or /proc failed */
+	OCOLOS_EELF = -4,	/* the binary is not an ELF file we can model */
+	OCOLOS_ENORELOCS = -5,	/* binary linked without -Wl,--emit-relocs */
+	OCOLOS_ENOSYMS = -6,	/* binary is stripped (no .symtab) */
+	OCOLOS_ENOTSUP = -7,	/* unsupported machine, binary feature or sampler */
+	OCOLOS_EPERF = -8,	/* perf_event_open refused or failed */
+	OCOLOS_ENOPROFILE = -9,	/* the window produced no samples in the binary */
+	OCOLOS_ENOBOLT = -10,	/* no usable llvm-bolt found */
+	OCOLOS_EBOLT = -11,	/* llvm-bolt failed on this binary/profile */
+	OCOLOS_ETIMEDOUT = -12,	/* BOLT or stop-the-world exceeded its limit */
+	OCOLOS_ERESERVE = -13,	/* no free address range within branch reach */
+	OCOLOS_EBUSY = -14,	/* another round is running on this target */
+	OCOLOS_ESTOP = -15,	/* could not stop every thread of the target */
+	OCOLOS_EPATCH = -16,	/* code or data to patch was not what we expected */
+	OCOLOS_ENOTHOT = -17,	/* BOLT moved no function: nothing to redirect */
+};
+
+/* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL. */
+OCOLOS_API const char *ocolos_strerror(int err);
+
+/* Log levels for the log callback. */
+enum ocolos_log_level {
+	OCOLOS_LOG_ERROR = 0,
+	OCOLOS_LOG_WARN = 1,
+	OCOLOS_LOG_INFO = 2,
+	OCOLOS_LOG_DEBUG = 3,
+};
+
+/* The library never prints; it calls this if set. `msg` has no newline and is
+ * valid only for the duration of the call. Called from the thread running the
+ * round, never while the world is stopped. */
+typedef void (*ocolos_log_fn)(enum ocolos_log_level level, const char *msg,
+			      void *user);
+
+/* Zero-fill an options struct, set its sz, and apply designated initializers. */
+#define OCOLOS_OPTS(TYPE, NAME, ...)                                           \
+	struct TYPE NAME = ({                                                  \
+		struct TYPE ___##NAME;                                         \
+		__builtin_memset(&___##NAME, 0, sizeof(___##NAME));            \
+		___##NAME = (struct TYPE){ .sz = sizeof(struct TYPE),          \
+					   __VA_ARGS__ };                      \
+		___##NAME;                                                     \
+	})
+
+/* Options of one in-process round. All fields default when zero/NULL. */
+struct ocolos_self_opts {
+	size_t sz; /* sizeof(struct ocolos_self_opts); set by OCOLOS_OPTS */
+	/* Length of the sampling window, ms. Default 2000. */
+	uint32_t profile_ms;
+	/* Samples per second per thread (cpu-clock / cycles). Default 10000. */
+	uint32_t sample_hz;
+	/* llvm-bolt to run. Default: probe /usr/lib/llvm-22/bin/llvm-bolt,
+	 * then other /usr/lib/llvm-N/bin/llvm-bolt, then $PATH. */
+	const char *bolt_path;
+	/* Kill BOLT after this many ms and fail with OCOLOS_ETIMEDOUT.
+	 * Default 300000. */
+	uint32_t bolt_timeout_ms;
+	/* Give up stopping the world after this many ms (OCOLOS_ESTOP). A
+	 * thread that blocks the stop signal cannot be parked. Default 2000. */
+	uint32_t stop_timeout_ms;
+	/* Real-time signal used to park threads. Default SIGRTMIN + 7. */
+	int stop_signal;
+	/* Binary to optimize. Default: the file behind /proc/self/exe. */
+	const char *binary_path;
+	/* Parent of the private 0700 work directory. Default $TMPDIR or /tmp. */
+	const char *tmp_dir;
+	/* Keep the work directory (profile, BOLT output, BOLT log). Default 0. */
+	int keep_work_dir;
+	/* Log callback and its user pointer. Default: no logging. */
+	ocolos_log_fn log_fn;
+	void *log_user;
+	/* Extra llvm-bolt arguments appended after the library's (NULL-ended
+	 * array, or NULL). For experiments; the library's placement options
+	 * must not be overridden. */
+	const char *const *bolt_extra_args;
+};
+#define ocolos_self_opts__last_field bolt_extra_args
+
+/* What a round did. Filled on success, and as far as the round got on error. */
+struct ocolos_stats {
+	uint64_t samples;	      /* samples taken in the window */
+	uint64_t samples_in_binary;   /* of those, in the binary's own code */
+	uint32_t threads_sampled;     /* threads sampled during the window */
+	uint32_t functions_moved;     /* functions that now have a C1 copy */
+	uint64_t c1_bytes;	      /* bytes of C1 mapped (code + tables) */
+	uint64_t c1_addr;	      /* run-time address of the C1 mapping */
+	uint32_t call_sites_patched;  /* C0 call rel32 redirected to C1 */
+	uint32_t pointer_slots_patched; /* v-table/function-pointer slots */
+	uint32_t threads_stopped;     /* threads parked during the pause */
+	uint64_t profile_ns;	      /* sampling window */
+	uint64_t bolt_ns;	      /* llvm-bolt wall time */
+	uint64_t pause_ns;	      /* stop-the-world duration */
+	uint64_t round_ns;	      /* whole round */
+};
+
+/*
+ * Run one full round on the calling process, synchronously in the calling
+ * thread, while the other threads keep running. `opts` may be NULL (all
+ * defaults); `stats` may be NULL.
+ *
+ * Returns 0, or a negative OCOLOS_E* code; then the program still runs its
+ * original code, and ocolos_last_error(NULL) says what went wrong and what
+ * to do. A second concurrent call gets OCOLOS_EBUSY.
+ *
+ * The calling thread must not be inside a function of the binary that BOLT
+ * could move... it may: C0 stays intact, so returning into it is safe.
+ */
+OCOLOS_API int ocolos_optimize_self(const struct ocolos_self_opts *opts,
+				    struct ocolos_stats *stats);
+
+/* Detailed message of the last failed call on the calling process's
+ * in-process context (pass NULL). Empty string if none. The pointer is
+ * valid until the next call into the library on that context. */
+struct ocolos_ctx;
+OCOLOS_API const char *ocolos_last_error(const struct ocolos_ctx *ctx);
+
+/* Library version string, "MAJOR.MINOR.PATCH". */
+OCOLOS_API const char *ocolos_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OCOLOS_OCOLOS_H */

@@ -1,0 +1,48 @@
+/*
+ * The context: one target process and what libocolos has done to it. For
+ * the in-process API there is exactly one, for the calling process (its
+ * code image is process-wide state already; see self.c).
+ */
+#ifndef OCOLOS_CORE_CTX_H
+#define OCOLOS_CORE_CTX_H
+
+#include <limits.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "elf/binary.h"
+#include "inject/inject.h"
+
+/* Options of one round, defaults applied (see ocolos_self_opts). */
+struct round_opts {
+	uint32_t profile_ms, sample_hz, bolt_timeout_ms, stop_timeout_ms;
+	int stop_signal, keep_work_dir;
+	const char *bolt_path, *binary_path, *tmp_dir;
+	const char *const *bolt_extra_args;
+};
+
+/* What a successful round left in the process (kept for undoing it). */
+struct round_live {
+	struct inject_reservation c1;	/* C1's mapping */
+	struct inject_plan plan;	/* patches written */
+	void *unwind;			/* unwinder registration */
+};
+
+struct ocolos_ctx {
+	atomic_flag busy;		/* a round is running */
+	struct core_err err;		/* last error of a call on this context */
+	struct core_log log;
+	pid_t pid;
+	struct elf_binary *bin;		/* opened by the first round */
+	char bolt[PATH_MAX];		/* probed llvm-bolt, "" until probed */
+	int live;			/* a round's C1 is in use */
+	struct round_live applied;
+};
+
+/* Run one profile → optimize → replace round on the calling process. */
+int core_round_self(struct ocolos_ctx *ctx, const struct round_opts *o,
+		    struct ocolos_stats *st);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * Reader of /proc/PID/maps. Used for the load bias (PIE and non-PIE alike:
+ * found by the binary's device and inode, not its name, so a replaced file
+ * is noticed) and for finding free address space near the code.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+
+#include "core/procmaps.h"
+#include "core/util.h"
+
+int procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err)
+{
+	char path[64], line[4096];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return core_errf(err, OCOLOS_EIO, "cannot read %s: is the process alive?", path);
+	m->n = 0;
+	while (fgets(line, sizeof(line), f)) {
+		struct procmaps_entry e = { 0 };
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %x:%x %" SCNu64,
+			   &e.start, &e.end, e.perms, &e.offset, &e.dev_major,
+			   &e.dev_minor, &e.ino) != 7)
+			continue;
+		if (core_grow((void **)&m->v, &m->cap, m->n, sizeof(*m->v))) {
+			fclose(f);
+			return core_errf(err, OCOLOS_ENOMEM, "out of memory reading %s", path);
+		}
+		m->v[m->n++] = e;
+	}
+	fclose(f);
+	return 0;
+}
+
+void procmaps_free(struct procmaps *m)
+{
+	free(m->v);
+	m->v = NULL;
+	m->n = m->cap = 0;
+}
+
+int procmaps_load_bias(const struct procmaps *m, dev_t dev, ino_t ino,
+		       uint64_t first_vaddr, uint64_t first_offset,
+		       uint64_t *bias, struct core_err *err)
+{
+	const uint64_t page = 4096;
+	for (size_t i = 0; i < m->n; i++) {
+		const struct procmaps_entry *e = &m->v[i];
+		if (e->ino != (uint64_t)ino || e->dev_major != major(dev) ||
+		    e->dev_minor != minor(dev))
+			continue;
+		if (e->offset != (first_offset & ~(page - 1)))
+			continue;
+		*bias = e->start - (first_vaddr & ~(page - 1));
+		return 0;
+	}
+	return core_errf(err, OCOLOS_EIO,
+			 "the binary file is not mapped in the process: it was replaced or "
+			 "deleted on disk since the process started; restart the process or "
+			 "point opts.binary_path at the file it runs");
+}
+
+static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
+
+uint64_t procmaps_find_free(const struct procmaps *m, uint64_t size,
+			    uint64_t align, uint64_t lo, uint64_t hi, uint64_t near)
+{
+	uint64_t best = 0, best_dist = UINT64_MAX;
+	uint64_t prev_end = 0x10000; /* stay clear of mmap_min_addr */
+	for (size_t i = 0; i <= m->n; i++) {
+		uint64_t gap_lo = prev_end;
+		uint64_t gap_hi = i < m->n ? m->v[i].start : (1ull << 47) - 0x1000;
+		if (i < m->n)
+			prev_end = m->v[i].end > prev_end ? m->v[i].end : prev_end;
+		if (gap_lo < lo)
+			gap_lo = lo;
+		if (gap_hi > hi)
+			gap_hi = hi;
+		if (gap_hi <= gap_lo)
+			continue;
+		/* Candidate nearest `near` inside the gap. */
+		uint64_t c;
+		if (near <= gap_lo)
+			c = align_up(gap_lo, align);
+		else
+			c = align_up(near, align) + size <= gap_hi
+				    ? align_up(near, align)
+				    : (gap_hi - size) & ~(align - 1);
+		if (c < gap_lo || c + size > gap_hi || c + size < c)
+			continue;
+		uint64_t d = c > near ? c - near : near - c;
+		if (d < best_dist) {
+			best_dist = d;
+			best = c;
+		}
+	}
+	return best;
+}

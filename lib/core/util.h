@@ -1,0 +1,20 @@
+/* Small helpers shared by every module: monotonic time, growing arrays. */
+#ifndef OCOLOS_CORE_UTIL_H
+#define OCOLOS_CORE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+static inline uint64_t core_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Make room for one more element of `elem` bytes in *arr (which holds *n of
+ * *cap). Returns 0 or -1 on allocation failure (then *arr is unchanged). */
+int core_grow(void **arr, size_t *cap, size_t n, size_t elem);
+
+#endif

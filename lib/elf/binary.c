@@ -1,0 +1,373 @@
+/*
+ * Binary model (see binary.h). Reads the program's ELF file with libelf:
+ * functions, PT_LOAD segments, build-id, and the call sites and pointer
+ * slots recovered from the static relocations kept by -Wl,--emit-relocs.
+ *
+ * Why relocations and not disassembly: a relocation at offset P of type
+ * R_X86_64_PLT32/PC32 inside code is the rel32 field of the instruction that
+ * ends at P+4. The byte before a rel32 is either the one-byte opcode of
+ * `call` (e8) / `jmp` (e9) or a ModRM byte of a RIP-relative operand, whose
+ * mod=00 rm=101 encoding (0x05, 0x0d, ... 0x3d) can never be e8 or e9, and
+ * jcc rel32 is 0f 8x. So "byte before the field is e8/e9" identifies direct
+ * calls and tail jumps exactly, without a decoder.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "elf/binary.h"
+
+struct scan {
+	struct elf_binary *b;
+	Elf *elf;
+	size_t shnum;
+	GElf_Shdr *shdrs;	 /* all section headers, by index */
+	uint64_t relro_lo, relro_hi;
+	size_t symtab_idx;
+	Elf_Data *symdata;
+};
+
+static int cmp_func(const void *a, const void *b)
+{
+	const struct elf_func *x = a, *y = b;
+	if (x->addr != y->addr)
+		return x->addr < y->addr ? -1 : 1;
+	return x->symidx < y->symidx ? -1 : x->symidx > y->symidx;
+}
+
+static int cmp_site(const void *a, const void *b)
+{
+	const struct elf_branch_site *x = a, *y = b;
+	return x->site < y->site ? -1 : x->site > y->site;
+}
+
+long elf_func_at(const struct elf_binary *b, uint64_t addr)
+{
+	size_t lo = 0, hi = b->nfuncs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->funcs[mid].addr < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < b->nfuncs && b->funcs[lo].addr == addr)
+		return (long)lo;
+	return -1;
+}
+
+long elf_func_containing(const struct elf_binary *b, uint64_t addr)
+{
+	size_t lo = 0, hi = b->nfuncs;
+	while (lo < hi) { /* first function with start > addr */
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->funcs[mid].addr <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return -1;
+	const struct elf_func *f = &b->funcs[lo - 1];
+	if (addr < f->addr + (f->size ? f->size : 1))
+		return (long)(lo - 1);
+	return -1;
+}
+
+int elf_read_vaddr(const struct elf_binary *b, uint64_t addr, void *buf,
+		   size_t len, struct core_err *err)
+{
+	for (size_t i = 0; i < b->nsegs; i++) {
+		const struct elf_segment *s = &b->segs[i];
+		if (addr < s->vaddr || addr + len > s->vaddr + s->filesz)
+			continue;
+		ssize_t n = pread(b->fd, buf, len, (off_t)(s->offset + (addr - s->vaddr)));
+		if (n != (ssize_t)len)
+			return core_errf(err, OCOLOS_EIO, "cannot read %zu bytes at 0x%llx of '%s'",
+					 len, (unsigned long long)addr, b->path);
+		return 0;
+	}
+	return core_errf(err, OCOLOS_EELF, "address 0x%llx is not in a loaded part of '%s'",
+			 (unsigned long long)addr, b->path);
+}
+
+static int read_segments(struct scan *sc, struct core_err *err)
+{
+	struct elf_binary *b = sc->b;
+	size_t phnum;
+	if (elf_getphdrnum(sc->elf, &phnum) != 0)
+		return core_errf(err, OCOLOS_EELF, "'%s': no program headers: %s", b->path, elf_errmsg(-1));
+	b->segs = calloc(phnum ? phnum : 1, sizeof(*b->segs));
+	if (!b->segs)
+		return OCOLOS_ENOMEM;
+	b->img_lo = UINT64_MAX;
+	for (size_t i = 0; i < phnum; i++) {
+		GElf_Phdr ph;
+		if (!gelf_getphdr(sc->elf, (int)i, &ph))
+			return core_errf(err, OCOLOS_EELF, "'%s': bad program header %zu", b->path, i);
+		if (ph.p_type == PT_GNU_RELRO) {
+			sc->relro_lo = ph.p_vaddr;
+			sc->relro_hi = ph.p_vaddr + ph.p_memsz;
+		}
+		if (ph.p_type != PT_LOAD)
+			continue;
+		b->segs[b->nsegs++] = (struct elf_segment){ ph.p_vaddr, ph.p_memsz,
+			ph.p_offset, ph.p_filesz, ph.p_flags };
+		if (ph.p_vaddr < b->img_lo)
+			b->img_lo = ph.p_vaddr;
+		if (ph.p_vaddr + ph.p_memsz > b->img_hi)
+			b->img_hi = ph.p_vaddr + ph.p_memsz;
+		if (ph.p_flags & PF_X)
+			b->text_bytes += ph.p_memsz;
+	}
+	if (!b->nsegs)
+		return core_errf(err, OCOLOS_EELF, "'%s' has no loadable segments", b->path);
+	return 0;
+}
+
+static int read_sections(struct scan *sc, struct core_err *err)
+{
+	struct elf_binary *b = sc->b;
+	if (elf_getshdrnum(sc->elf, &sc->shnum) != 0)
+		return core_errf(err, OCOLOS_EELF, "'%s': no section headers", b->path);
+	sc->shdrs = calloc(sc->shnum ? sc->shnum : 1, sizeof(*sc->shdrs));
+	if (!sc->shdrs)
+		return OCOLOS_ENOMEM;
+	for (size_t i = 0; i < sc->shnum; i++) {
+		Elf_Scn *scn = elf_getscn(sc->elf, i);
+		if (!scn || !gelf_getshdr(scn, &sc->shdrs[i]))
+			return core_errf(err, OCOLOS_EELF, "'%s': bad section header %zu", b->path, i);
+		if (sc->shdrs[i].sh_type == SHT_SYMTAB) {
+			sc->symtab_idx = i;
+			sc->symdata = elf_getdata(scn, NULL);
+		}
+		if (sc->shdrs[i].sh_type == SHT_NOTE && !b->build_id_len) {
+			Elf_Data *d = elf_getdata(scn, NULL);
+			size_t off = 0, noff, doff;
+			GElf_Nhdr nh;
+			while (d && (off = gelf_getnote(d, off, &nh, &noff, &doff)) > 0) {
+				if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
+				    !memcmp((char *)d->d_buf + noff, "GNU", 4) &&
+				    nh.n_descsz <= sizeof(b->build_id)) {
+					memcpy(b->build_id, (char *)d->d_buf + doff, nh.n_descsz);
+					b->build_id_len = nh.n_descsz;
+				}
+			}
+		}
+	}
+	if (!sc->symdata)
+		return core_errf(err, OCOLOS_ENOSYMS,
+				 "'%s' is stripped: it has no .symtab, so functions cannot be found; "
+				 "ship the unstripped binary (keep debug info separately if needed)", b->path);
+	return 0;
+}
+
+static int read_functions(struct scan *sc, struct core_err *err)
+{
+	struct elf_binary *b = sc->b;
+	size_t nsyms = sc->shdrs[sc->symtab_idx].sh_size / sizeof(Elf64_Sym);
+	size_t strndx = sc->shdrs[sc->symtab_idx].sh_link;
+	for (size_t i = 1; i < nsyms; i++) {
+		GElf_Sym sym;
+		if (!gelf_getsym(sc->symdata, (int)i, &sym))
+			continue;
+		if (GELF_ST_TYPE(sym.st_info) != STT_FUNC || sym.st_shndx == SHN_UNDEF ||
+		    sym.st_shndx >= sc->shnum || !sym.st_value)
+			continue;
+		if (!(sc->shdrs[sym.st_shndx].sh_flags & SHF_EXECINSTR))
+			continue;
+		if (core_grow((void **)&b->funcs, &b->nalloc_funcs, b->nfuncs, sizeof(*b->funcs)))
+			return OCOLOS_ENOMEM;
+		const char *name = elf_strptr(sc->elf, strndx, sym.st_name);
+		b->funcs[b->nfuncs++] = (struct elf_func){ sym.st_value, sym.st_size,
+			name ? name : "?", (uint32_t)i };
+	}
+	if (!b->nfuncs)
+		return core_errf(err, OCOLOS_ENOSYMS, "'%s' has no function symbols", b->path);
+	qsort(b->funcs, b->nfuncs, sizeof(*b->funcs), cmp_func);
+	/* Aliases share an address: keep the lowest symbol index of each. */
+	size_t w = 0;
+	for (size_t i = 0; i < b->nfuncs; i++)
+		if (!w || b->funcs[w - 1].addr != b->funcs[i].addr)
+			b->funcs[w++] = b->funcs[i];
+		else if (!b->funcs[w - 1].size)
+			b->funcs[w - 1].size = b->funcs[i].size;
+	b->nfuncs = w;
+	return 0;
+}
+
+/* Value S of the symbol a relocation refers to, or 0 if undefined. */
+static uint64_t reloc_sym_value(struct scan *sc, size_t symidx)
+{
+	GElf_Sym sym;
+	if (!gelf_getsym(sc->symdata, (int)symidx, &sym) || sym.st_shndx == SHN_UNDEF)
+		return 0;
+	if (GELF_ST_TYPE(sym.st_info) == STT_SECTION)
+		return sym.st_shndx < sc->shnum ? sc->shdrs[sym.st_shndx].sh_addr : 0;
+	return sym.st_value;
+}
+
+static int add_code_reloc(struct scan *sc, const GElf_Shdr *tsh, Elf_Data *tdata,
+			  const GElf_Rela *r, uint64_t s)
+{
+	struct elf_binary *b = sc->b;
+	uint32_t type = (uint32_t)GELF_R_TYPE(r->r_info);
+	if (type != R_X86_64_PLT32 && type != R_X86_64_PC32)
+		return 0;
+	if (r->r_offset <= tsh->sh_addr || !tdata || tsh->sh_type == SHT_NOBITS)
+		return 0;
+	uint64_t at = r->r_offset - 1 - tsh->sh_addr;
+	if (at >= tdata->d_size)
+		return 0;
+	uint8_t op = ((const uint8_t *)tdata->d_buf)[at];
+	if (op != 0xe8 && op != 0xe9)
+		return 0;
+	long f = elf_func_at(b, s + (uint64_t)r->r_addend + 4);
+	if (f < 0)
+		return 0;
+	if (core_grow((void **)&b->sites, &b->nalloc_sites, b->nsites, sizeof(*b->sites)))
+		return OCOLOS_ENOMEM;
+	b->sites[b->nsites++] = (struct elf_branch_site){ r->r_offset - 1, (uint32_t)f, op };
+	return 0;
+}
+
+static int add_data_reloc(struct scan *sc, const char *tname, const GElf_Shdr *tsh,
+			  const GElf_Rela *r, uint64_t s)
+{
+	struct elf_binary *b = sc->b;
+	if (GELF_R_TYPE(r->r_info) != R_X86_64_64)
+		return 0;
+	/* Unwind and exception tables describe C0 and must keep doing so;
+	 * constructor arrays run once, before any round. */
+	static const char *const skip[] = { ".eh_frame", ".gcc_except_table",
+		".init_array", ".fini_array", ".preinit_array", NULL };
+	for (int i = 0; skip[i]; i++)
+		if (!strcmp(tname, skip[i]))
+			return 0;
+	long f = elf_func_at(b, s + (uint64_t)r->r_addend);
+	if (f < 0)
+		return 0;
+	int in_relro = r->r_offset >= sc->relro_lo && r->r_offset < sc->relro_hi;
+	if (core_grow((void **)&b->slots, &b->nalloc_slots, b->nslots, sizeof(*b->slots)))
+		return OCOLOS_ENOMEM;
+	b->slots[b->nslots++] = (struct elf_ptr_slot){ r->r_offset, (uint32_t)f,
+		(uint8_t)((tsh->sh_flags & SHF_WRITE) && !in_relro) };
+	return 0;
+}
+
+static int read_relocations(struct scan *sc, struct core_err *err)
+{
+	struct elf_binary *b = sc->b;
+	size_t shstrndx, code_relocs = 0;
+	if (elf_getshdrstrndx(sc->elf, &shstrndx) != 0)
+		return core_errf(err, OCOLOS_EELF, "'%s': no section name table", b->path);
+	for (size_t i = 0; i < sc->shnum; i++) {
+		const GElf_Shdr *sh = &sc->shdrs[i];
+		/* Static relocations kept by --emit-relocs are non-alloc RELA
+		 * sections against .symtab; .rela.dyn/.rela.plt are alloc. */
+		if (sh->sh_type != SHT_RELA || (sh->sh_flags & SHF_ALLOC) ||
+		    sh->sh_link != sc->symtab_idx || !sh->sh_info || sh->sh_info >= sc->shnum)
+			continue;
+		const GElf_Shdr *tsh = &sc->shdrs[sh->sh_info];
+		if (!(tsh->sh_flags & SHF_ALLOC))
+			continue;
+		const char *tname = elf_strptr(sc->elf, shstrndx, tsh->sh_name);
+		Elf_Data *rdata = elf_getdata(elf_getscn(sc->elf, i), NULL);
+		Elf_Data *tdata = elf_getdata(elf_getscn(sc->elf, sh->sh_info), NULL);
+		size_t n = sh->sh_entsize ? sh->sh_size / sh->sh_entsize : 0;
+		int is_code = (tsh->sh_flags & SHF_EXECINSTR) != 0;
+		code_relocs += is_code ? n : 0;
+		for (size_t k = 0; rdata && k < n; k++) {
+			GElf_Rela r;
+			if (!gelf_getrela(rdata, (int)k, &r))
+				return core_errf(err, OCOLOS_EELF, "'%s': bad relocation", b->path);
+			uint64_t s = reloc_sym_value(sc, GELF_R_SYM(r.r_info));
+			if (!s)
+				continue;
+			int rc = is_code ? add_code_reloc(sc, tsh, tdata, &r, s)
+					 : add_data_reloc(sc, tname ? tname : "", tsh, &r, s);
+			if (rc)
+				return rc;
+		}
+	}
+	if (!code_relocs)
+		return core_errf(err, OCOLOS_ENORELOCS,
+				 "'%s' has no static relocations for its code: relink it with "
+				 "-Wl,--emit-relocs (LDFLAGS) so call sites and v-tables can be found", b->path);
+	qsort(b->sites, b->nsites, sizeof(*b->sites), cmp_site);
+	return 0;
+}
+
+int elf_binary_open(const char *path, struct elf_binary **out, struct core_err *err)
+{
+	*out = NULL;
+	if (elf_version(EV_CURRENT) == EV_NONE)
+		return core_errf(err, OCOLOS_EELF, "libelf is too old: %s", elf_errmsg(-1));
+	struct elf_binary *b = calloc(1, sizeof(*b));
+	if (!b || !(b->path = strdup(path))) {
+		free(b);
+		return OCOLOS_ENOMEM;
+	}
+	b->fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct scan sc = { .b = b };
+	int rc;
+	struct stat st;
+	if (b->fd < 0 || fstat(b->fd, &st) != 0) {
+		rc = core_errf(err, OCOLOS_EIO, "cannot open '%s': %s", path, strerror(errno));
+		goto fail;
+	}
+	b->dev = st.st_dev;
+	b->ino = st.st_ino;
+	Elf *elf = elf_begin(b->fd, ELF_C_READ_MMAP, NULL);
+	b->elf = elf;
+	sc.elf = elf;
+	GElf_Ehdr eh;
+	if (!elf || elf_kind(elf) != ELF_K_ELF || !gelf_getehdr(elf, &eh) ||
+	    gelf_getclass(elf) != ELFCLASS64) {
+		rc = core_errf(err, OCOLOS_EELF, "'%s' is not a 64-bit ELF file", path);
+		goto fail;
+	}
+	b->machine = eh.e_machine;
+	b->is_pie = eh.e_type == ET_DYN;
+	if (eh.e_machine != EM_X86_64) {
+		rc = core_errf(err, OCOLOS_ENOTSUP, "'%s': machine %u is not supported yet (x86-64 only)",
+			       path, eh.e_machine);
+		goto fail;
+	}
+	if (eh.e_type != ET_EXEC && eh.e_type != ET_DYN) {
+		rc = core_errf(err, OCOLOS_EELF, "'%s' is not an executable", path);
+		goto fail;
+	}
+	if ((rc = read_segments(&sc, err)) || (rc = read_sections(&sc, err)) ||
+	    (rc = read_functions(&sc, err)) || (rc = read_relocations(&sc, err)))
+		goto fail;
+	free(sc.shdrs);
+	*out = b;
+	return 0;
+fail:
+	free(sc.shdrs);
+	elf_binary_close(b);
+	return rc == OCOLOS_ENOMEM ? core_errf(err, rc, "out of memory reading '%s'", path) : rc;
+}
+
+void elf_binary_close(struct elf_binary *b)
+{
+	if (!b)
+		return;
+	if (b->elf)
+		elf_end(b->elf);
+	if (b->fd >= 0)
+		close(b->fd);
+	free(b->segs);
+	free(b->funcs);
+	free(b->sites);
+	free(b->slots);
+	free(b->path);
+	free(b);
+}

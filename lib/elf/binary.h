@@ -1,0 +1,80 @@
+/*
+ * Binary model: what libocolos needs to know about the program's ELF file,
+ * read once with libelf before the target is touched. Functions (from
+ * .symtab), the loadable image, the build-id, and — from the relocations
+ * that `-Wl,--emit-relocs` keeps — every direct call/jump site and every
+ * static function-pointer slot (v-tables, const tables) that targets the
+ * start of a function. Nothing here acts on a process.
+ */
+#ifndef OCOLOS_ELF_BINARY_H
+#define OCOLOS_ELF_BINARY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "core/err.h"
+
+struct elf_func {
+	uint64_t addr;	   /* link-time address */
+	uint64_t size;	   /* st_size (may be 0 for asm labels) */
+	const char *name;  /* points into the binary's string table */
+	uint32_t symidx;   /* index in .symtab (BOLT keeps the order) */
+};
+
+/* A `call rel32` (e8) or `jmp rel32` (e9) whose target is a function start.
+ * `site` is the address of the opcode byte; the rel32 follows it. */
+struct elf_branch_site {
+	uint64_t site;
+	uint32_t func;	   /* index into funcs[] of the target */
+	uint8_t opcode;	   /* 0xe8 or 0xe9 */
+};
+
+/* An 8-byte data word that holds the address of a function start. */
+struct elf_ptr_slot {
+	uint64_t addr;	   /* link-time address of the slot */
+	uint32_t func;	   /* index into funcs[] of the target */
+	uint8_t writable;  /* in a section that stays writable at run time */
+};
+
+struct elf_segment {
+	uint64_t vaddr, memsz, offset, filesz;
+	uint32_t flags;	   /* PF_R | PF_W | PF_X */
+};
+
+struct elf_binary {
+	char *path;		 /* owned */
+	dev_t dev;		 /* of the file, to find it in /proc/PID/maps */
+	ino_t ino;
+	uint16_t machine;	 /* EM_X86_64, ... */
+	int is_pie;		 /* ET_DYN */
+	uint64_t img_lo, img_hi; /* span of all PT_LOAD, link-time */
+	struct elf_segment *segs; size_t nsegs; /* PT_LOAD, in file order */
+	struct elf_func *funcs; size_t nfuncs;	/* sorted by addr, unique */
+	struct elf_branch_site *sites; size_t nsites;
+	struct elf_ptr_slot *slots; size_t nslots;
+	uint8_t build_id[64]; size_t build_id_len;
+	uint64_t text_bytes;	 /* size of executable PT_LOADs */
+	/* private */
+	int fd;
+	void *elf;		 /* Elf * */
+	size_t nalloc_funcs, nalloc_sites, nalloc_slots;
+};
+
+/* Open and model the ELF file at `path`. Refuses, before anything is done to
+ * a process: non-ELF or non-x86-64 files (OCOLOS_EELF/OCOLOS_ENOTSUP), stripped
+ * binaries (OCOLOS_ENOSYMS), binaries without --emit-relocs (OCOLOS_ENORELOCS).
+ * On success *out is owned by the caller: elf_binary_close(). */
+int elf_binary_open(const char *path, struct elf_binary **out,
+		    struct core_err *err);
+void elf_binary_close(struct elf_binary *b);
+
+/* Index of the function starting exactly at `addr`, or -1. */
+long elf_func_at(const struct elf_binary *b, uint64_t addr);
+/* Index of the function containing `addr` (addr in [start, start+size)), or -1. */
+long elf_func_containing(const struct elf_binary *b, uint64_t addr);
+
+/* Read `len` bytes at link-time address `addr` from the file. */
+int elf_read_vaddr(const struct elf_binary *b, uint64_t addr, void *buf,
+		   size_t len, struct core_err *err);
+
+#endif

@@ -1,0 +1,106 @@
+/*
+ * Injection: reserving the C1 range, mapping C1, the patch plan (C0 call
+ * sites and pointer slots to redirect), stop-the-world, writing the patches,
+ * and registering C1's unwind tables. Everything that can happen while the
+ * target runs happens before the stop; the stop only verifies and writes.
+ */
+#ifndef OCOLOS_INJECT_H
+#define OCOLOS_INJECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "core/err.h"
+#include "core/log.h"
+#include "core/procmaps.h"
+#include "elf/binary.h"
+#include "elf/bolt_output.h"
+
+/* ---- reservation (reserve.c) ---- */
+
+/* A PROT_NONE range in this process within rel32 reach of the whole image
+ * (run-time [img_lo, img_hi)), above it so that its link-time address
+ * (addr - bias) is above every original segment. */
+struct inject_reservation {
+	uint64_t addr, size; /* run-time; 0 when none */
+};
+int inject_reserve_self(const struct elf_binary *b, uint64_t bias, uint64_t size,
+			struct inject_reservation *r, struct core_err *err);
+/* Give back what is still reserved in [from, addr + size). */
+void inject_reservation_trim(struct inject_reservation *r, uint64_t from);
+void inject_reservation_release(struct inject_reservation *r);
+
+/* ---- process memory access (memwrite.c) ---- */
+
+/* /proc/PID/mem writes go through the kernel's FOLL_FORCE path: they change
+ * read-only text and RELRO pages (copy-on-write, as a debugger's breakpoint
+ * does) without the pages ever becoming writable in the process. */
+int inject_mem_open(pid_t pid, int *fd, struct core_err *err);
+int inject_mem_write(int fd, uint64_t addr, const void *buf, size_t len);
+int inject_mem_read(int fd, uint64_t addr, void *buf, size_t len);
+
+/* ---- patch plan (plan.c) ---- */
+
+struct inject_patch {
+	uint64_t addr;	   /* run-time address of the bytes */
+	uint8_t len;	   /* 4 (rel32) or 8 (pointer) */
+	uint8_t kind;	   /* INJECT_CALL_SITE or INJECT_PTR_SLOT */
+	uint8_t old[8];	   /* bytes expected there now (C0) */
+	uint8_t new_[8];   /* bytes that redirect to C1 */
+};
+enum { INJECT_CALL_SITE = 1, INJECT_PTR_SLOT = 2 };
+
+struct inject_plan {
+	struct inject_patch *v; size_t n, cap;
+	uint32_t call_sites, ptr_slots;	    /* planned, by kind */
+	uint32_t skipped_writable;	    /* slots left alone (see plan.c) */
+};
+
+int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
+		      uint64_t bias, struct inject_plan *plan, struct core_err *err);
+void inject_plan_free(struct inject_plan *plan);
+
+/* ---- C1 mapping (map.c) ---- */
+
+/* Map C1's segments from BOLT's output into the reservation: written while
+ * read-write, then switched to their final protection (R+X for code);
+ * never writable and executable at once. Returns bytes mapped. */
+int inject_map_c1(const struct bolt_output *o, uint64_t bias,
+		  struct inject_reservation *r, uint64_t *mapped, struct core_err *err);
+
+/* ---- unwind tables (unwind.c) ---- */
+
+/* Register C1's .eh_frame (run-time address) with the unwinder, so C++
+ * exceptions and backtraces cross C1 frames. *handle is for deregistering. */
+int inject_unwind_register(uint64_t eh_frame, uint64_t size, void **handle,
+			   struct core_err *err);
+void inject_unwind_deregister(void *handle);
+
+/* ---- stop-the-world, in-process (stop_self.c) ---- */
+
+struct inject_stop; /* opaque: lives for one stop */
+
+/* Park every thread of this process but the caller in a signal handler
+ * (threads in system calls and threads created meanwhile included).
+ * OCOLOS_ESTOP after timeout_ms (e.g. a thread blocks `sig`): then nothing
+ * stays parked. */
+int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
+		     uint32_t *threads, struct core_err *err);
+void inject_resume_self(struct inject_stop *s);
+
+/* ---- applying a plan (apply.c) ---- */
+
+struct inject_apply_result {
+	uint32_t call_sites, ptr_slots;	 /* written */
+	uint32_t mismatched;		 /* skipped: memory differed from plan */
+};
+
+/* Write each patch whose `old` bytes are in memory (all threads must be
+ * stopped), then make the new code visible to every core. */
+int inject_apply(int memfd, const struct inject_plan *plan,
+		 struct inject_apply_result *res, struct core_err *err);
+/* Register this process for membarrier SYNC_CORE, once, before a stop
+ * (registration may be slow; the barrier in inject_apply is not). */
+int inject_sync_core_register(void);
+
+#endif

@@ -1,0 +1,217 @@
+/*
+ * In-process stop-the-world.
+ *
+ * Protocol: the optimizing thread installs a handler for a real-time signal,
+ * sends it with tgkill() to every other thread listed in /proc/self/task,
+ * and waits until each has entered the handler, where it marks itself
+ * parked and sleeps on a futex. It then lists the threads again: a thread
+ * created before the first listing but not yet visible, or created by a
+ * thread before that thread parked, shows up now and is signalled too.
+ * When a listing finds no thread that is neither parked nor gone, no thread
+ * can run user code (parked threads cannot create threads), and the world
+ * is stopped. A thread in a blocking system call is interrupted by the
+ * signal; the handler is installed with SA_RESTART so the call resumes.
+ *
+ * Resume wakes the futex and waits until every parked thread has left the
+ * handler before the shared state is freed (if a thread never parked, the
+ * state and the inert handler are kept, see inject_resume_self). The state is reached from the
+ * handler through one static pointer: a signal handler has no other way in,
+ * and only one stop can be in progress per process (the caller holds the
+ * context's round lock).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "inject/inject.h"
+
+#define MAX_THREADS 65536
+
+struct inject_stop {
+	int sig;
+	struct sigaction old;
+	pid_t self;
+	pid_t *tids;		  /* signalled threads */
+	_Atomic int *parked;	  /* per tids[i]: 1 once in the handler */
+	_Atomic int *gone;	  /* per tids[i]: 1 if it exited before parking */
+	size_t n, cap;
+	_Atomic uint32_t release; /* futex word: 1 = resume */
+	_Atomic int inside;	  /* threads currently in the handler */
+};
+
+static struct inject_stop *_Atomic active_stop;
+
+static void park_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig; (void)uc;
+	int saved = errno;
+	struct inject_stop *s = atomic_load(&active_stop);
+	if (!s || si->si_code != SI_TKILL || si->si_pid != getpid()) {
+		errno = saved;
+		return; /* not ours (a stale or foreign signal): ignore */
+	}
+	atomic_fetch_add(&s->inside, 1);
+	pid_t me = (pid_t)syscall(SYS_gettid);
+	for (size_t i = 0; i < s->n; i++)
+		if (s->tids[i] == me)
+			atomic_store(&s->parked[i], 1);
+	while (!atomic_load(&s->release))
+		syscall(SYS_futex, &s->release, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+	atomic_fetch_sub(&s->inside, 1);
+	errno = saved;
+}
+
+static int thread_exists(pid_t tid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d", (int)tid);
+	return access(path, F_OK) == 0;
+}
+
+static int known(const struct inject_stop *s, pid_t tid)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->tids[i] == tid)
+			return 1;
+	return 0;
+}
+
+/* Signal threads not seen before. Returns how many were new, or -1. */
+static int signal_new_threads(struct inject_stop *s)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return -1;
+	int added = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		pid_t tid = (pid_t)atoi(e->d_name);
+		if (tid <= 0 || tid == s->self || known(s, tid))
+			continue;
+		if (s->n == s->cap) { /* arrays are preallocated: no realloc under handlers */
+			closedir(d);
+			return -1;
+		}
+		s->tids[s->n] = tid;
+		atomic_store(&s->parked[s->n], 0);
+		atomic_store(&s->gone[s->n], 0);
+		s->n++; /* publish after the slot is filled; the handler scans [0,n) */
+		if (syscall(SYS_tgkill, getpid(), tid, s->sig) != 0)
+			atomic_store(&s->gone[s->n - 1], 1);
+		added++;
+	}
+	closedir(d);
+	return added;
+}
+
+/* 1 when every signalled thread is parked or gone. */
+static int all_parked(struct inject_stop *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (atomic_load(&s->parked[i]) || atomic_load(&s->gone[i]))
+			continue;
+		if (!thread_exists(s->tids[i])) {
+			atomic_store(&s->gone[i], 1);
+			continue;
+		}
+		return 0;
+	}
+	return 1;
+}
+
+static void stop_free(struct inject_stop *s)
+{
+	free(s->tids);
+	free((void *)s->parked);
+	free((void *)s->gone);
+	free(s);
+}
+
+int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
+		     uint32_t *threads, struct core_err *err)
+{
+	*out = NULL;
+	struct inject_stop *s = calloc(1, sizeof(*s));
+	if (!s)
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	s->sig = sig;
+	s->self = (pid_t)syscall(SYS_gettid);
+	s->cap = MAX_THREADS;
+	s->tids = calloc(s->cap, sizeof(*s->tids));
+	s->parked = calloc(s->cap, sizeof(*s->parked));
+	s->gone = calloc(s->cap, sizeof(*s->gone));
+	if (!s->tids || !s->parked || !s->gone) {
+		stop_free(s);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = park_handler;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigfillset(&sa.sa_mask); /* nothing else runs on a parked thread */
+	atomic_store(&active_stop, s);
+	if (sigaction(sig, &sa, &s->old) != 0) {
+		atomic_store(&active_stop, NULL);
+		stop_free(s);
+		return core_errf(err, OCOLOS_EINVAL, "cannot install a handler for signal %d", sig);
+	}
+	uint64_t deadline = core_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	for (;;) {
+		int added = signal_new_threads(s);
+		if (added < 0) {
+			inject_resume_self(s);
+			return core_errf(err, OCOLOS_ESTOP, "cannot list or track the process's threads");
+		}
+		while (!all_parked(s) && core_now_ns() < deadline)
+			sched_yield();
+		if (!all_parked(s)) {
+			pid_t stuck = 0;
+			for (size_t i = 0; i < s->n && !stuck; i++)
+				if (!atomic_load(&s->parked[i]) && !atomic_load(&s->gone[i]))
+					stuck = s->tids[i];
+			inject_resume_self(s);
+			return core_errf(err, OCOLOS_ESTOP,
+					 "thread %d did not stop within %u ms (does it block signal %d?); "
+					 "unblock it, pick another opts.stop_signal, or raise opts.stop_timeout_ms",
+					 (int)stuck, timeout_ms, sig);
+		}
+		if (added == 0)
+			break; /* a full listing found nothing new: stopped */
+	}
+	uint32_t parked = 0;
+	for (size_t i = 0; i < s->n; i++)
+		parked += (uint32_t)atomic_load(&s->parked[i]);
+	*threads = parked;
+	*out = s;
+	return 0;
+}
+
+void inject_resume_self(struct inject_stop *s)
+{
+	if (!s)
+		return;
+	atomic_store(&s->release, 1);
+	syscall(SYS_futex, &s->release, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+	while (atomic_load(&s->inside) > 0)
+		sched_yield();
+	if (!all_parked(s)) {
+		/* Error path: some thread still has our signal pending (it blocks
+		 * it). Keep our handler, which ignores signals once no stop is
+		 * active, so the pending signal cannot kill the process later, and
+		 * keep the state: that thread may yet read it. */
+		atomic_store(&active_stop, NULL);
+		return;
+	}
+	sigaction(s->sig, &s->old, NULL);
+	atomic_store(&active_stop, NULL);
+	stop_free(s);
+}

@@ -1,0 +1,197 @@
+/*
+ * BOLT backend of the layout engine (see layout.h).
+ *
+ * Options and why:
+ *  --pa --ba             pre-aggregated basic (IP) samples, written by us
+ *  --custom-allocation-vma  new code goes exactly into the range reserved in
+ *                        the process, so PIE needs no heap-shifting tricks
+ *  --enable-bat          address translation, to map later samples in C1
+ *                        back to C0 for the next round
+ *  --lite                only sampled functions move: C1 stays small
+ *  --jump-tables=move    moved functions get their own jump tables in the
+ *                        new segment; C0's tables stay untouched
+ *  --no-huge-pages       no 2 MiB padding of the new text
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "layout/layout.h"
+
+extern char **environ;
+
+#define MAX_ARGS 64
+
+/* Spawn argv with stdout/stderr to `log` (or /dev/null), wait at most
+ * timeout_ms. Returns the wait status, -1 on spawn failure (errno set),
+ * or -2 on timeout (child killed and reaped). */
+static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, log ? log : "/dev/null",
+					 O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	posix_spawn_file_actions_adddup2(&fa, 1, 2);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	pid_t pid;
+	int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (rc) {
+		errno = rc;
+		return -1;
+	}
+	uint64_t deadline = core_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	for (;;) {
+		int status;
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		if (w == pid)
+			return status;
+		if (w < 0 && errno != EINTR)
+			return -1;
+		if (core_now_ns() > deadline) {
+			kill(pid, SIGKILL);
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			return -2;
+		}
+		struct timespec ts = { 0, 5 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Last `max` bytes of a file, as one line, for error messages. */
+static void log_tail(const char *path, char *out, size_t max)
+{
+	out[0] = '\0';
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return;
+	fseek(f, 0, SEEK_END);
+	long len = ftell(f);
+	fseek(f, len > (long)max - 1 ? len - (long)max + 1 : 0, SEEK_SET);
+	size_t n = fread(out, 1, max - 1, f);
+	out[n] = '\0';
+	fclose(f);
+	for (size_t i = 0; i < n; i++)
+		if (out[i] == '\n')
+			out[i] = i + 1 < n ? ' ' : '\0';
+}
+
+static int bolt_has_custom_vma(const char *path, const char *dir)
+{
+	char tmpl[PATH_MAX];
+	snprintf(tmpl, sizeof(tmpl), "%s/bolt-help.txt", dir);
+	char *argv[] = { (char *)path, "--help-hidden", NULL };
+	int st = spawn_wait(argv, tmpl, 20000);
+	int ok = 0;
+	FILE *f = fopen(tmpl, "re");
+	if (f && st >= 0) {
+		char line[512];
+		while (!ok && fgets(line, sizeof(line), f))
+			ok = strstr(line, "--custom-allocation-vma") != NULL;
+	}
+	if (f)
+		fclose(f);
+	unlink(tmpl);
+	return ok;
+}
+
+int layout_bolt_probe(const char *hint, const char *dir, char *out, struct core_err *err)
+{
+	static const char *const known[] = { "/usr/lib/llvm-22/bin/llvm-bolt",
+		"/usr/lib/llvm-21/bin/llvm-bolt", "/usr/lib/llvm-20/bin/llvm-bolt", NULL };
+	const char *cands[8];
+	size_t nc = 0;
+	char pathbuf[PATH_MAX];
+	if (hint) {
+		cands[nc++] = hint;
+	} else {
+		for (size_t i = 0; known[i]; i++)
+			cands[nc++] = known[i];
+		const char *p = getenv("PATH");
+		while (p && *p && nc < 7) { /* first llvm-bolt on $PATH */
+			const char *e = strchr(p, ':');
+			size_t l = e ? (size_t)(e - p) : strlen(p);
+			if (l && l + 12 < sizeof(pathbuf)) {
+				snprintf(pathbuf, sizeof(pathbuf), "%.*s/llvm-bolt", (int)l, p);
+				if (access(pathbuf, X_OK) == 0) {
+					cands[nc++] = pathbuf;
+					break;
+				}
+			}
+			p = e ? e + 1 : NULL;
+		}
+	}
+	int found_old = 0;
+	for (size_t i = 0; i < nc; i++) {
+		if (access(cands[i], X_OK) != 0)
+			continue;
+		if (!bolt_has_custom_vma(cands[i], dir)) {
+			found_old = 1;
+			continue;
+		}
+		snprintf(out, PATH_MAX, "%s", cands[i]);
+		return 0;
+	}
+	if (hint && !found_old)
+		return core_errf(err, OCOLOS_ENOBOLT,
+				 "llvm-bolt '%s' does not exist or is not executable; fix opts.bolt_path "
+				 "or leave it NULL and install Debian's bolt-22 (apt-get install bolt-22)", hint);
+	return core_errf(err, OCOLOS_ENOBOLT, found_old
+			 ? "the llvm-bolt found lacks --custom-allocation-vma (BOLT 20 or newer is needed); "
+			   "install Debian's bolt-22 (apt-get install bolt-22)"
+			 : "no llvm-bolt found in /usr/lib/llvm-*/bin or $PATH; install Debian's bolt-22 "
+			   "(apt-get install bolt-22) or set opts.bolt_path");
+}
+
+int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
+		    struct core_err *err)
+{
+	char vma[64], data[PATH_MAX + 8], outarg[PATH_MAX + 8];
+	snprintf(vma, sizeof(vma), "--custom-allocation-vma=0x%llx",
+		 (unsigned long long)req->alloc_vma);
+	snprintf(data, sizeof(data), "-p=%s", req->profile);
+	snprintf(outarg, sizeof(outarg), "-o=%s", req->output);
+	const char *argv[MAX_ARGS] = { req->bolt_path, req->binary, outarg, data,
+		"--pa", "--ba", vma, "--enable-bat", "--lite",
+		"--reorder-blocks=ext-tsp", "--reorder-functions=cdsort",
+		"--split-functions", "--jump-tables=move", "--no-huge-pages", NULL };
+	size_t n = 0;
+	while (argv[n])
+		n++;
+	for (size_t i = 0; req->extra_args && req->extra_args[i]; i++) {
+		if (n + 1 >= MAX_ARGS)
+			return core_errf(err, OCOLOS_EINVAL, "too many extra BOLT arguments");
+		argv[n++] = req->extra_args[i];
+	}
+	argv[n] = NULL;
+	uint64_t t0 = core_now_ns();
+	int st = spawn_wait((char *const *)argv, req->log_path, req->timeout_ms);
+	*elapsed_ns = core_now_ns() - t0;
+	if (st == -2)
+		return core_errf(err, OCOLOS_ETIMEDOUT,
+				 "llvm-bolt did not finish within %u ms and was killed; raise "
+				 "opts.bolt_timeout_ms (large binaries take minutes)", req->timeout_ms);
+	if (st == -1)
+		return core_errf(err, OCOLOS_ENOBOLT, "cannot run '%s': %s", req->bolt_path, strerror(errno));
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		char tail[400];
+		log_tail(req->log_path, tail, sizeof(tail));
+		return core_errf(err, OCOLOS_EBOLT, "llvm-bolt %s %d on '%s'; its output ends: %s",
+				 WIFEXITED(st) ? "exited with status" : "was killed by signal",
+				 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), req->binary, tail);
+	}
+	struct stat sb;
+	if (stat(req->output, &sb) != 0)
+		return core_errf(err, OCOLOS_EBOLT, "llvm-bolt succeeded but wrote no '%s'", req->output);
+	return 0;
+}

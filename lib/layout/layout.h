@@ -1,0 +1,36 @@
+/*
+ * Layout engine interface. The one backend spawns Debian's llvm-bolt (no
+ * BOLT library exists in Debian) without a shell, under a time limit, and
+ * leaves its output file for elf/bolt_output.c to parse.
+ */
+#ifndef OCOLOS_LAYOUT_H
+#define OCOLOS_LAYOUT_H
+
+#include <limits.h>
+#include <stdint.h>
+#include "core/err.h"
+
+struct layout_request {
+	const char *bolt_path;	 /* from layout_bolt_probe() */
+	const char *binary;	 /* input binary (C0) */
+	const char *profile;	 /* pre-aggregated profile */
+	const char *output;	 /* where BOLT writes the optimized binary */
+	const char *log_path;	 /* BOLT's stdout+stderr */
+	uint64_t alloc_vma;	 /* link-time address for new code */
+	uint32_t timeout_ms;
+	const char *const *extra_args; /* NULL-ended, may be NULL */
+};
+
+/* Find a usable llvm-bolt: `hint` if set, else the known Debian paths, else
+ * $PATH. "Usable" means it runs and has --custom-allocation-vma; its help
+ * text is captured in the private directory `dir`.
+ * Writes the path to `out` (PATH_MAX). OCOLOS_ENOBOLT with what to install. */
+int layout_bolt_probe(const char *hint, const char *dir, char *out,
+		      struct core_err *err);
+
+/* Run BOLT; returns 0, OCOLOS_EBOLT (with the tail of its log), or
+ * OCOLOS_ETIMEDOUT (BOLT killed). `elapsed_ns` gets BOLT's wall time. */
+int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
+		    struct core_err *err);
+
+#endif

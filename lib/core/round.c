@@ -153,9 +153,14 @@ static int stage_replace(struct round *r)
 	rc = inject_stop_self(r->o->stop_signal, r->o->stop_timeout_ms, &stop,
 			      &r->st->threads_stopped, r->err);
 	if (!rc) {
+		uint64_t t1 = core_now_ns();
 		rc = inject_apply(memfd, &r->plan, &res, r->err);
-		inject_resume_self(stop);
-		r->st->pause_ns = core_now_ns() - t0;
+		uint64_t t2 = core_now_ns(), t3;
+		inject_resume_self(stop, &t3);
+		/* The pause ends when the parked threads are woken. */
+		r->st->pause_ns = t3 - t0;
+		core_logf(&r->ctx->log, OCOLOS_LOG_DEBUG, "pause: stop %.3f ms, patch %.3f ms, wake %.3f ms",
+			  (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6, (double)(t3 - t2) / 1e6);
 	}
 	close(memfd);
 	if (rc)

@@ -86,7 +86,9 @@ struct inject_stop; /* opaque: lives for one stop */
  * stays parked. */
 int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 		     uint32_t *threads, struct core_err *err);
-void inject_resume_self(struct inject_stop *s);
+/* Let every parked thread run again; `released_ns` (may be NULL) gets the
+ * time they were woken, before this waits for them to leave the handler. */
+void inject_resume_self(struct inject_stop *s, uint64_t *released_ns);
 
 /* ---- applying a plan (apply.c) ---- */
 

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/util.h"
@@ -46,6 +47,7 @@ struct inject_stop {
 	size_t n, cap;
 	_Atomic uint32_t release; /* futex word: 1 = resume */
 	_Atomic int inside;	  /* threads currently in the handler */
+	_Atomic uint32_t arrivals; /* futex word: bumped by each parking thread */
 };
 
 static struct inject_stop *_Atomic active_stop;
@@ -64,6 +66,8 @@ static void park_handler(int sig, siginfo_t *si, void *uc)
 	for (size_t i = 0; i < s->n; i++)
 		if (s->tids[i] == me)
 			atomic_store(&s->parked[i], 1);
+	atomic_fetch_add(&s->arrivals, 1);
+	syscall(SYS_futex, &s->arrivals, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	while (!atomic_load(&s->release))
 		syscall(SYS_futex, &s->release, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
 	atomic_fetch_sub(&s->inside, 1);
@@ -168,17 +172,24 @@ int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 	for (;;) {
 		int added = signal_new_threads(s);
 		if (added < 0) {
-			inject_resume_self(s);
+			inject_resume_self(s, NULL);
 			return core_errf(err, OCOLOS_ESTOP, "cannot list or track the process's threads");
 		}
-		while (!all_parked(s) && core_now_ns() < deadline)
-			sched_yield();
+		/* Sleep rather than spin: on a busy machine the threads we wait
+		 * for may need this very CPU to reach their handler. */
+		for (;;) {
+			uint32_t seen = atomic_load(&s->arrivals);
+			if (all_parked(s) || core_now_ns() >= deadline)
+				break;
+			struct timespec ts = { 0, 500000 };
+			syscall(SYS_futex, &s->arrivals, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+		}
 		if (!all_parked(s)) {
 			pid_t stuck = 0;
 			for (size_t i = 0; i < s->n && !stuck; i++)
 				if (!atomic_load(&s->parked[i]) && !atomic_load(&s->gone[i]))
 					stuck = s->tids[i];
-			inject_resume_self(s);
+			inject_resume_self(s, NULL);
 			return core_errf(err, OCOLOS_ESTOP,
 					 "thread %d did not stop within %u ms (does it block signal %d?); "
 					 "unblock it, pick another opts.stop_signal, or raise opts.stop_timeout_ms",
@@ -195,11 +206,13 @@ int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 	return 0;
 }
 
-void inject_resume_self(struct inject_stop *s)
+void inject_resume_self(struct inject_stop *s, uint64_t *released_ns)
 {
 	if (!s)
 		return;
 	atomic_store(&s->release, 1);
+	if (released_ns) /* before the wake: woken threads may preempt us */
+		*released_ns = core_now_ns();
 	syscall(SYS_futex, &s->release, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
 	while (atomic_load(&s->inside) > 0)
 		sched_yield();

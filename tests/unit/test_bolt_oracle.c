@@ -1,0 +1,310 @@
+/*
+ * The free oracle (DESIGN.md): in relocation mode BOLT itself rewrites the
+ * references to moved functions in the code it did not move (its output's
+ * .bolt.org.text) and in data (.data.rel.ro, .data). The patches libocolos
+ * computes from relocations are checked against those bytes, and every
+ * difference must be explained:
+ *   agree       a call/jmp rel32 or read-only slot we patch, same new bytes
+ *   in-moved    a call site inside a moved function's C0 body: we patch it
+ *               (threads already there should reach C1 too), BOLT does not
+ *               touch code it moved away
+ *   addr-taken  a RIP-relative or absolute reference to a moved function
+ *               that is not a call (lea/mov of &f), deliberately left on C0
+ *   writable    a function pointer in writable data, deliberately left on C0
+ * Also: the profile writer's output is read back by BOLT (it reports the
+ * sampled functions as profiled), and the model's moved-function map is
+ * consistent with BOLT's output.
+ * argv: fixture llvm-bolt
+ */
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/workdir.h"
+#include "elf/binary.h"
+#include "elf/bolt_output.h"
+#include "infer/profile.h"
+#include "inject/inject.h"
+#include "layout/layout.h"
+#include "sample/sample.h"
+#include "unit.h"
+
+struct sec { uint64_t addr, size; uint8_t *bytes; };
+
+static struct sec read_section(const char *path, const char *name)
+{
+	struct sec s = { 0 };
+	int fd = open(path, O_RDONLY);
+	elf_version(EV_CURRENT);
+	Elf *e = elf_begin(fd, ELF_C_READ, NULL);
+	size_t shstrndx;
+	elf_getshdrstrndx(e, &shstrndx);
+	Elf_Scn *scn = NULL;
+	GElf_Shdr sh;
+	while ((scn = elf_nextscn(e, scn))) {
+		gelf_getshdr(scn, &sh);
+		const char *n = elf_strptr(e, shstrndx, sh.sh_name);
+		if (n && !strcmp(n, name) && sh.sh_type == SHT_PROGBITS) {
+			Elf_Data *d = elf_getdata(scn, NULL);
+			s.addr = sh.sh_addr;
+			s.size = sh.sh_size;
+			s.bytes = malloc(sh.sh_size);
+			memcpy(s.bytes, d->d_buf, sh.sh_size);
+		}
+	}
+	elf_end(e);
+	close(fd);
+	return s;
+}
+
+/* The value BOLT gives the 8-byte slot at `a`: in a PIE it updates the
+ * R_X86_64_RELATIVE addend in .rela.dyn (the loader fills the slot); else
+ * the section bytes. */
+static uint64_t bolt_slot_value(const char *path, const struct sec *out, uint64_t a)
+{
+	uint64_t v;
+	memcpy(&v, out->bytes + (a - out->addr), 8);
+	int fd = open(path, O_RDONLY);
+	Elf *e = elf_begin(fd, ELF_C_READ, NULL);
+	Elf_Scn *scn = NULL;
+	GElf_Shdr sh;
+	while ((scn = elf_nextscn(e, scn))) {
+		gelf_getshdr(scn, &sh);
+		if (sh.sh_type != SHT_RELA || !(sh.sh_flags & SHF_ALLOC))
+			continue;
+		Elf_Data *d = elf_getdata(scn, NULL);
+		for (size_t i = 0; i < sh.sh_size / sizeof(Elf64_Rela); i++) {
+			GElf_Rela r;
+			if (gelf_getrela(d, (int)i, &r) && r.r_offset == a &&
+			    GELF_R_TYPE(r.r_info) == R_X86_64_RELATIVE)
+				v = (uint64_t)r.r_addend;
+		}
+	}
+	elf_end(e);
+	close(fd);
+	return v;
+}
+
+static const struct inject_patch *patch_covering(const struct inject_plan *p, uint64_t a)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (a >= p->v[i].addr && a < p->v[i].addr + p->v[i].len)
+			return &p->v[i];
+	return NULL;
+}
+
+/* C0 function whose C1 copy is at `c1`, or -1. */
+static long moved_to(const struct elf_binary *b, const struct bolt_output *o, uint64_t c1)
+{
+	for (size_t i = 0; i < b->nfuncs; i++)
+		if (o->c1_addr[i] && o->c1_addr[i] == c1)
+			return (long)i;
+	return -1;
+}
+
+static int in_moved_function(const struct elf_binary *b, const struct bolt_output *o, uint64_t a)
+{
+	long f = elf_func_containing(b, a);
+	return f >= 0 && o->c1_addr[f];
+}
+
+/* Is the 4-byte word at `a` a reference to moved function f: C0 address in
+ * the input, C1 address in the output, either RIP-relative or absolute? */
+static int addr_taken(const struct elf_binary *b, const struct bolt_output *o,
+		      const struct sec *in, const struct sec *out, uint64_t a)
+{
+	for (uint64_t w = a >= 3 ? a - 3 : 0; w <= a; w++) {
+		if (w < in->addr || w + 4 > in->addr + in->size)
+			continue;
+		int32_t ri, ro;
+		memcpy(&ri, in->bytes + (w - in->addr), 4);
+		memcpy(&ro, out->bytes + (w - out->addr), 4);
+		/* RIP-relative: relative to the end of the field (an immediate
+		 * may follow; the tests' fixture has none on such references). */
+		long f = moved_to(b, o, w + 4 + (uint64_t)(int64_t)ro);
+		if (f >= 0 && w + 4 + (uint64_t)(int64_t)ri == b->funcs[f].addr)
+			return 1;
+		f = moved_to(b, o, (uint64_t)(uint32_t)ro);
+		if (f >= 0 && (uint64_t)(uint32_t)ri == b->funcs[f].addr)
+			return 1;
+	}
+	return 0;
+}
+
+static void check_text(const struct elf_binary *b, const struct bolt_output *o,
+		       const struct inject_plan *plan, const char *in_path, const char *out_path)
+{
+	struct sec in = read_section(in_path, ".text");
+	struct sec out = read_section(out_path, ".bolt.org.text");
+	expect(in.bytes && out.bytes && in.addr == out.addr && in.size == out.size,
+	       "BOLT output lacks .bolt.org.text matching .text");
+	if (!in.bytes || !out.bytes)
+		return;
+	size_t agree = 0, in_moved = 0, taken = 0, unexplained = 0;
+	for (uint64_t a = in.addr; a < in.addr + in.size; a++) {
+		uint8_t bi = in.bytes[a - in.addr], bo = out.bytes[a - in.addr];
+		const struct inject_patch *p = patch_covering(plan, a);
+		if (p && p->kind == INJECT_CALL_SITE) {
+			uint8_t want = p->new_[a - p->addr];
+			if (bo == want)
+				agree++;
+			else if (bo == bi && in_moved_function(b, o, a))
+				in_moved++;
+			else {
+				unexplained++;
+				fprintf(stderr, "call site byte 0x%llx: BOLT %02x, we %02x\n",
+					(unsigned long long)a, bo, want);
+			}
+			continue;
+		}
+		if (bi == bo)
+			continue;
+		if (addr_taken(b, o, &in, &out, a)) {
+			taken++;
+			continue;
+		}
+		unexplained++;
+		fprintf(stderr, "unexplained .text difference at 0x%llx: %02x -> %02x\n",
+			(unsigned long long)a, bi, bo);
+	}
+	fprintf(stderr, ".text: %zu bytes agree with BOLT, %zu in moved bodies, %zu address-taking left on C0, %zu unexplained\n",
+		agree, in_moved, taken, unexplained);
+	expect(agree >= 4, "only %zu call-site bytes agree with BOLT's rewrite", agree);
+	expect(unexplained == 0, "%zu unexplained differences in .text", unexplained);
+	free(in.bytes);
+	free(out.bytes);
+}
+
+static void check_data(const struct elf_binary *b, const struct bolt_output *o,
+		       const struct inject_plan *plan, const char *in_path, const char *out_path,
+		       const char *name)
+{
+	struct sec in = read_section(in_path, name), out = read_section(out_path, name);
+	if (!in.bytes || !out.bytes)
+		return;
+	size_t agree = 0, writable = 0, unexplained = 0;
+	for (uint64_t a = in.addr; a + 8 <= in.addr + in.size; a++) {
+		const struct inject_patch *p = patch_covering(plan, a);
+		if (p && p->addr == a) {
+			uint64_t want;
+			memcpy(&want, p->new_, 8);
+			if (bolt_slot_value(out_path, &out, a) == want)
+				agree++;
+			else
+				unexplained++;
+			a += 7;
+			continue;
+		}
+		const struct elf_ptr_slot *ws = NULL;
+		for (size_t i = 0; i < b->nslots; i++)
+			if (b->slots[i].writable && b->slots[i].addr == a)
+				ws = &b->slots[i];
+		if (ws && o->c1_addr[ws->func] &&
+		    bolt_slot_value(out_path, &out, a) == o->c1_addr[ws->func]) {
+			writable++; /* BOLT redirected it; we leave it on C0 */
+			a += 7;
+			continue;
+		}
+		if (in.bytes[a - in.addr] == out.bytes[a - out.addr])
+			continue;
+		unexplained++;
+		fprintf(stderr, "unexplained %s difference at 0x%llx\n", name, (unsigned long long)a);
+	}
+	fprintf(stderr, "%s: %zu slots agree with BOLT, %zu writable slots left on C0, %zu unexplained\n",
+		name, agree, writable, unexplained);
+	expect(unexplained == 0, "%zu unexplained differences in %s", unexplained, name);
+	if (!strcmp(name, ".data.rel.ro"))
+		expect(agree == 3, "fx_table: %zu slots agree, want 3", agree);
+	if (!strcmp(name, ".data"))
+		expect(writable == 1, "fx_hook: %zu writable slots seen redirected by BOLT, want 1", writable);
+	free(in.bytes);
+	free(out.bytes);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: %s fixture llvm-bolt\n", argv[0]);
+		return 2;
+	}
+	struct core_err err = { 0 };
+	struct elf_binary *b;
+	expect(elf_binary_open(argv[1], &b, &err) == 0, "%s", err.msg);
+	if (unit_failures)
+		unit_done();
+
+	/* Synthetic samples: every byte of the hot functions, many times. */
+	static const char *const hot[] = { "fx_hot", "fx_leaf", "fx_mid", "fx_tail", NULL };
+	struct sample_set s = { 0 };
+	for (size_t i = 0; i < b->nfuncs; i++)
+		for (int k = 0; hot[k]; k++)
+			if (!strcmp(b->funcs[i].name, hot[k]))
+				for (uint64_t off = 0; off < b->funcs[i].size; off++)
+					for (int rep = 0; rep < 20; rep++)
+						sample_set_push(&s, b->funcs[i].addr + off);
+	sample_set_push(&s, 0x10); /* outside the binary: dropped */
+
+	struct core_workdir wd;
+	expect(core_workdir_create(&wd, NULL, &err) == 0, "%s", err.msg);
+	char profile[PATH_MAX], output[PATH_MAX], log[PATH_MAX], bolt[PATH_MAX];
+	core_workdir_file(&wd, "p.preagg", profile, &err);
+	core_workdir_file(&wd, "out.bolt", output, &err);
+	core_workdir_file(&wd, "bolt.log", log, &err);
+	struct infer_profile_stats ps;
+	expect(infer_write_preagg(b, 0, &s, profile, &ps, &err) == 0, "%s", err.msg);
+	expect(ps.in_binary == s.n - 1, "in_binary %llu of %zu", (unsigned long long)ps.in_binary, s.n);
+	expect(ps.functions == 4, "%u functions in the profile, want 4", ps.functions);
+
+	/* Empty profile: a named error. */
+	struct sample_set none = { 0 };
+	sample_set_push(&none, 0x10);
+	struct core_err e2 = { 0 };
+	expect(infer_write_preagg(b, 0, &none, profile, &ps, &e2) == OCOLOS_ENOPROFILE, "empty profile");
+	expect(infer_write_preagg(b, 0, &s, profile, &ps, &err) == 0, "%s", err.msg);
+
+	expect(layout_bolt_probe(argv[2], wd.path, bolt, &err) == 0, "%s", err.msg);
+	uint64_t vma = ((b->img_hi + (64ull << 20)) & ~((2ull << 20) - 1)), ns;
+	struct layout_request req = { .bolt_path = bolt, .binary = argv[1], .profile = profile,
+		.output = output, .log_path = log, .alloc_vma = vma, .timeout_ms = 120000 };
+	int rc = layout_bolt_run(&req, &ns, &err);
+	expect(rc == 0, "BOLT: %s", err.msg);
+	struct bolt_output *o = NULL;
+	if (!rc)
+		expect(elf_bolt_output_open(output, b, vma, 256ull << 20, &o, &err) == 0, "%s", err.msg);
+	if (o) {
+		/* BOLT read our profile: it says the 4 functions have one. */
+		char line[512];
+		int profiled = -1;
+		FILE *f = fopen(log, "r");
+		while (f && fgets(line, sizeof(line), f))
+			if (strstr(line, "have non-empty execution profile"))
+				sscanf(strstr(line, "BOLT-INFO: ") + 11, "%d", &profiled);
+		if (f)
+			fclose(f);
+		expect(profiled == 4, "BOLT reports %d profiled functions, want 4", profiled);
+		expect(o->moved >= 4, "%u functions moved", o->moved);
+		for (size_t i = 0; i < b->nfuncs; i++)
+			if (o->c1_addr[i])
+				expect(o->c1_addr[i] >= vma && o->c1_addr[i] < o->hi, "%s moved outside C1",
+				       b->funcs[i].name);
+		struct inject_plan plan;
+		expect(inject_plan_build(b, o, 0, &plan, &err) == 0, "%s", err.msg);
+		expect(plan.call_sites >= 4 && plan.ptr_slots == 3 && plan.skipped_writable == 1,
+		       "plan: %u call sites, %u slots, %u writable skipped", plan.call_sites,
+		       plan.ptr_slots, plan.skipped_writable);
+		check_text(b, o, &plan, argv[1], output);
+		check_data(b, o, &plan, argv[1], output, ".data.rel.ro");
+		check_data(b, o, &plan, argv[1], output, ".data");
+		inject_plan_free(&plan);
+		elf_bolt_output_close(o);
+	}
+	core_workdir_remove(&wd);
+	sample_set_free(&s);
+	sample_set_free(&none);
+	elf_binary_close(b);
+	unit_done();
+}

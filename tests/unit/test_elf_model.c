@@ -1,0 +1,89 @@
+/*
+ * ELF model: functions, call sites and pointer slots of the fixture, and
+ * the named refusals (no relocations, stripped, not ELF).
+ * argv: fixture fixture-norelocs fixture-stripped
+ */
+#include <string.h>
+
+#include "elf/binary.h"
+#include "reloc/reloc.h"
+#include "unit.h"
+
+static long func_named(const struct elf_binary *b, const char *name)
+{
+	for (size_t i = 0; i < b->nfuncs; i++)
+		if (!strcmp(b->funcs[i].name, name))
+			return (long)i;
+	return -1;
+}
+
+static void check_model(const char *path)
+{
+	struct elf_binary *b;
+	struct core_err err = { 0 };
+	int rc = elf_binary_open(path, &b, &err);
+	expect(rc == 0, "%s: %s", path, err.msg);
+	if (rc)
+		return;
+	long leaf = func_named(b, "fx_leaf"), mid = func_named(b, "fx_mid");
+	long tail = func_named(b, "fx_tail"), hot = func_named(b, "fx_hot");
+	expect(leaf >= 0 && mid >= 0 && tail >= 0 && hot >= 0, "fixture functions missing");
+	for (size_t i = 1; i < b->nfuncs; i++)
+		expect(b->funcs[i - 1].addr < b->funcs[i].addr, "functions not sorted/unique");
+
+	/* Every call site is an e8/e9 whose rel32, read from the file, reaches
+	 * the start of the function the model says. */
+	size_t to_leaf = 0, jumps = 0;
+	for (size_t i = 0; i < b->nsites; i++) {
+		uint8_t insn[5];
+		expect(elf_read_vaddr(b, b->sites[i].site, insn, 5, &err) == 0, "%s", err.msg);
+		expect(insn[0] == b->sites[i].opcode && (insn[0] == 0xe8 || insn[0] == 0xe9),
+		       "site 0x%llx opcode %02x", (unsigned long long)b->sites[i].site, insn[0]);
+		expect(reloc_x86_branch_target(b->sites[i].site, insn) == b->funcs[b->sites[i].func].addr,
+		       "site 0x%llx does not reach %s", (unsigned long long)b->sites[i].site,
+		       b->funcs[b->sites[i].func].name);
+		to_leaf += b->sites[i].func == (uint32_t)leaf;
+		jumps += insn[0] == 0xe9;
+	}
+	expect(to_leaf >= 4, "%zu call sites of fx_leaf, want >= 4", to_leaf);
+	expect(jumps >= 1, "no tail jump (e9) found");
+
+	/* fx_table: three read-only slots; fx_hook: one writable slot. */
+	size_t ro = 0, rw = 0;
+	for (size_t i = 0; i < b->nslots; i++) {
+		long f = b->slots[i].func;
+		if (f == leaf || f == mid || f == tail) {
+			ro += !b->slots[i].writable;
+			rw += b->slots[i].writable;
+		}
+	}
+	expect(ro == 3, "%zu read-only slots to fixture functions, want 3 (fx_table)", ro);
+	expect(rw == 1, "%zu writable slots, want 1 (fx_hook)", rw);
+	expect(b->build_id_len == 20, "build-id length %zu", b->build_id_len);
+	expect(elf_func_containing(b, b->funcs[hot].addr + 1) == hot, "containing lookup");
+	elf_binary_close(b);
+}
+
+static void check_refusal(const char *path, int want, const char *needle)
+{
+	struct elf_binary *b = NULL;
+	struct core_err err = { 0 };
+	int rc = elf_binary_open(path, &b, &err);
+	expect(rc == want, "%s: got %d (%s), want %d", path, rc, err.msg, want);
+	expect(b == NULL, "no model on failure");
+	expect(strstr(err.msg, needle) != NULL, "message '%s' lacks '%s'", err.msg, needle);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4) {
+		fprintf(stderr, "usage: %s fixture fixture-norelocs fixture-stripped\n", argv[0]);
+		return 2;
+	}
+	check_model(argv[1]);
+	check_refusal(argv[2], OCOLOS_ENORELOCS, "-Wl,--emit-relocs");
+	check_refusal(argv[3], OCOLOS_ENOSYMS, "stripped");
+	check_refusal(__FILE__, OCOLOS_EELF, "not a 64-bit ELF");
+	check_refusal("/nonexistent/binary", OCOLOS_EIO, "cannot open");
+	unit_done();
+}

@@ -33,6 +33,6 @@ int main(int argc, char **argv)
 	long s = fx_hot(n);
 	if (s == 42)
 		fx_cold(s);
-	printf("%ld %p\n", s, (void *)fx_cold);
+	printf("%ld %p %p\n", s, (void *)fx_cold, (void *)fx_leaf); /* &fx_leaf: address-taking */
 	return 0;
 }

@@ -174,6 +174,7 @@ static void check_text(const struct elf_binary *b, const struct bolt_output *o,
 	fprintf(stderr, ".text: %zu bytes agree with BOLT, %zu in moved bodies, %zu address-taking left on C0, %zu unexplained\n",
 		agree, in_moved, taken, unexplained);
 	expect(agree >= 4, "only %zu call-site bytes agree with BOLT's rewrite", agree);
+	expect(taken >= 4, "&fx_leaf in main: %zu address-taking bytes seen", taken);
 	expect(unexplained == 0, "%zu unexplained differences in .text", unexplained);
 	free(in.bytes);
 	free(out.bytes);

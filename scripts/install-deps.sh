@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs everything libocolos needs to build, test and run, from Debian 12's
+# own archive (bookworm + bookworm-security, where bolt-22 lives). Run as root.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libelf-dev zlib1g-dev bolt-22 python3)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run as root (or: sudo $0)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -140,11 +140,32 @@ struct ocolos_stats {
  * original code, and ocolos_last_error(NULL) says what went wrong and what
  * to do. A second concurrent call gets OCOLOS_EBUSY.
  *
- * The calling thread must not be inside a function of the binary that BOLT
- * could move... it may: C0 stays intact, so returning into it is safe.
+ * The calling thread may itself be inside functions BOLT moves (main, say):
+ * C0 stays intact, so returning into it is safe.
  */
 OCOLOS_API int ocolos_optimize_self(const struct ocolos_self_opts *opts,
 				    struct ocolos_stats *stats);
+
+/* What switching between C0 and C1 did (revert / re-apply). */
+struct ocolos_switch_stats {
+	uint32_t call_sites;	 /* call sites rewritten */
+	uint32_t pointer_slots;	 /* pointer slots rewritten */
+	uint32_t mismatched;	 /* skipped: memory held something unexpected */
+	uint32_t threads_stopped;
+	uint64_t pause_ns;	 /* stop-the-world duration */
+};
+
+/*
+ * Send execution back to the original code: undo the call-site and
+ * pointer-slot redirections of the last round in one short stop-the-world.
+ * C1 stays mapped (threads may still be in it, and a re-apply is then
+ * cheap). `stats` may be NULL. OCOLOS_EINVAL if no round's code is in use.
+ * After a revert, ocolos_optimize_self() may run a new round.
+ */
+OCOLOS_API int ocolos_revert_self(struct ocolos_switch_stats *stats);
+
+/* Redirect to the last round's C1 again after ocolos_revert_self(). */
+OCOLOS_API int ocolos_reapply_self(struct ocolos_switch_stats *stats);
 
 /* Detailed message of the last failed call on the calling process's
  * in-process context (pass NULL). Empty string if none. The pointer is

@@ -37,9 +37,18 @@ struct ocolos_ctx {
 	pid_t pid;
 	struct elf_binary *bin;		/* opened by the first round */
 	char bolt[PATH_MAX];		/* probed llvm-bolt, "" until probed */
-	int live;			/* a round's C1 is in use */
+	int live;			/* `applied` holds the last round's C1 */
+	int redirected;			/* its patches are in place */
+	int stop_signal;		/* of the last round, for switching */
+	uint32_t stop_timeout_ms;
 	struct round_live applied;
 };
+
+/* Stop the world and write `plan` forward (C0 -> C1) or backward, filling
+ * `st`. Every failure leaves the plan wholly unapplied (or wholly applied
+ * when going back). */
+int core_switch_self(struct ocolos_ctx *ctx, const struct inject_plan *plan,
+		     int forward, struct ocolos_switch_stats *st);
 
 /* Run one profile → optimize → replace round on the calling process. */
 int core_round_self(struct ocolos_ctx *ctx, const struct round_opts *o,

@@ -144,35 +144,19 @@ static int stage_prepare(struct round *r)
 
 static int stage_replace(struct round *r)
 {
-	int memfd, rc = inject_mem_open(getpid(), &memfd, r->err);
-	if (rc)
-		return rc;
-	struct inject_stop *stop;
-	struct inject_apply_result res;
-	uint64_t t0 = core_now_ns();
-	rc = inject_stop_self(r->o->stop_signal, r->o->stop_timeout_ms, &stop,
-			      &r->st->threads_stopped, r->err);
-	if (!rc) {
-		uint64_t t1 = core_now_ns();
-		rc = inject_apply(memfd, &r->plan, &res, r->err);
-		uint64_t t2 = core_now_ns(), t3;
-		inject_resume_self(stop, &t3);
-		/* The pause ends when the parked threads are woken. */
-		r->st->pause_ns = t3 - t0;
-		core_logf(&r->ctx->log, OCOLOS_LOG_DEBUG, "pause: stop %.3f ms, patch %.3f ms, wake %.3f ms",
-			  (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6, (double)(t3 - t2) / 1e6);
-	}
-	close(memfd);
-	if (rc)
-		return rc;
-	r->st->call_sites_patched = res.call_sites;
-	r->st->pointer_slots_patched = res.ptr_slots;
-	core_logf(&r->ctx->log, OCOLOS_LOG_INFO,
-		  "replace: %u call sites, %u pointer slots (%u writable slots left on C0, %u mismatched), "
-		  "%u threads stopped for %.3f ms",
-		  res.call_sites, res.ptr_slots, r->plan.skipped_writable, res.mismatched,
-		  r->st->threads_stopped, (double)r->st->pause_ns / 1e6);
-	return 0;
+	struct ocolos_switch_stats sw;
+	r->ctx->stop_signal = r->o->stop_signal;
+	r->ctx->stop_timeout_ms = r->o->stop_timeout_ms;
+	int rc = core_switch_self(r->ctx, &r->plan, 1, &sw);
+	r->st->pause_ns = sw.pause_ns;
+	r->st->threads_stopped = sw.threads_stopped;
+	r->st->call_sites_patched = sw.call_sites;
+	r->st->pointer_slots_patched = sw.pointer_slots;
+	if (!rc && r->plan.skipped_writable)
+		core_logf(&r->ctx->log, OCOLOS_LOG_INFO,
+			  "%u function pointers in writable data left on C0 (see docs/guide.md)",
+			  r->plan.skipped_writable);
+	return rc;
 }
 
 int core_round_self(struct ocolos_ctx *ctx, const struct round_opts *o,
@@ -180,10 +164,17 @@ int core_round_self(struct ocolos_ctx *ctx, const struct round_opts *o,
 {
 	struct round r = { .ctx = ctx, .o = o, .st = st, .err = &ctx->err };
 	uint64_t t0 = core_now_ns();
-	if (ctx->live)
+	if (ctx->live && ctx->redirected)
 		return core_errf(&ctx->err, OCOLOS_ENOTSUP,
 				 "this process already runs optimized code from an earlier round; "
-				 "continuous re-optimization is not implemented yet");
+				 "continuous re-optimization is not implemented yet: call "
+				 "ocolos_revert_self() first to optimize afresh");
+	if (ctx->live) {
+		/* A reverted round: its C1 stays mapped and registered for
+		 * good (a thread may still return into it); only its plan goes. */
+		inject_plan_free(&ctx->applied.plan);
+		ctx->live = 0;
+	}
 	int rc = stage_model(&r);
 	if (!rc)
 		rc = core_workdir_create(&r.wd, o->tmp_dir, r.err);
@@ -207,6 +198,7 @@ int core_round_self(struct ocolos_ctx *ctx, const struct round_opts *o,
 		inject_plan_free(&r.plan);
 	} else {
 		ctx->live = 1;
+		ctx->redirected = 1;
 		ctx->applied = (struct round_live){ r.res, r.plan, r.unwind };
 	}
 	sample_set_free(&r.samples);

@@ -93,3 +93,38 @@ OCOLOS_API int ocolos_optimize_self(const struct ocolos_self_opts *opts,
 	atomic_flag_clear(&ctx->busy);
 	return rc;
 }
+
+/* Revert (forward = 0) or re-apply (forward = 1) the last round. */
+static int switch_self(int forward, struct ocolos_switch_stats *stats)
+{
+	struct ocolos_ctx *ctx = &self_ctx;
+	if (atomic_flag_test_and_set(&ctx->busy))
+		return OCOLOS_EBUSY;
+	struct ocolos_switch_stats local;
+	if (!stats)
+		stats = &local;
+	memset(stats, 0, sizeof(*stats));
+	core_err_clear(&ctx->err);
+	int rc;
+	if (!ctx->live)
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL,
+			       "no optimized code to switch: run ocolos_optimize_self() first");
+	else if (ctx->redirected == forward)
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL, forward
+			       ? "the optimized code is already in use"
+			       : "the program already runs its original code");
+	else if (!(rc = core_switch_self(ctx, &ctx->applied.plan, forward, stats)))
+		ctx->redirected = forward;
+	atomic_flag_clear(&ctx->busy);
+	return rc;
+}
+
+OCOLOS_API int ocolos_revert_self(struct ocolos_switch_stats *stats)
+{
+	return switch_self(0, stats);
+}
+
+OCOLOS_API int ocolos_reapply_self(struct ocolos_switch_stats *stats)
+{
+	return switch_self(1, stats);
+}

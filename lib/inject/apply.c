@@ -15,7 +15,8 @@
  * what the x86 cross-modifying-code rule asks for; parked threads also
  * return through rt_sigreturn, itself serializing on x86-64.
  *
- * Each patch is checked against the bytes the plan expects (C0 as on disk):
+ * Each patch is checked against the bytes the plan expects there (C0 as on
+ * disk going forward, the C1 redirection going back, for a revert):
  * if memory differs — another tool patched it, or the file is not what is
  * running — that patch is skipped and counted, never forced.
  */
@@ -26,21 +27,27 @@
 
 #include "inject/inject.h"
 
-int inject_apply(int memfd, const struct inject_plan *plan,
+int inject_apply(int memfd, const struct inject_plan *plan, int forward,
 		 struct inject_apply_result *res, struct core_err *err)
 {
 	memset(res, 0, sizeof(*res));
 	for (size_t i = 0; i < plan->n; i++) {
 		const struct inject_patch *p = &plan->v[i];
+		const uint8_t *from = forward ? p->old : p->new_, *to = forward ? p->new_ : p->old;
 		uint8_t cur[8];
-		if (inject_mem_read(memfd, p->addr, cur, p->len) || memcmp(cur, p->old, p->len)) {
+		if (inject_mem_read(memfd, p->addr, cur, p->len) || memcmp(cur, from, p->len)) {
 			res->mismatched++;
 			continue;
 		}
-		if (inject_mem_write(memfd, p->addr, p->new_, p->len)) {
+		if (inject_mem_write(memfd, p->addr, to, p->len)) {
 			/* Put back what this call wrote: all or nothing. */
-			for (size_t k = 0; k < i; k++)
-				inject_mem_write(memfd, plan->v[k].addr, plan->v[k].old, plan->v[k].len);
+			for (size_t k = 0; k < i; k++) {
+				const struct inject_patch *q = &plan->v[k];
+				uint8_t now[8];
+				if (!inject_mem_read(memfd, q->addr, now, q->len) &&
+				    !memcmp(now, forward ? q->new_ : q->old, q->len))
+					inject_mem_write(memfd, q->addr, forward ? q->old : q->new_, q->len);
+			}
 			return core_errf(err, OCOLOS_EPATCH, "writing %u bytes at 0x%llx failed; "
 					 "earlier patches were undone, the program runs its original code",
 					 p->len, (unsigned long long)p->addr);

@@ -97,9 +97,10 @@ struct inject_apply_result {
 	uint32_t mismatched;		 /* skipped: memory differed from plan */
 };
 
-/* Write each patch whose `old` bytes are in memory (all threads must be
- * stopped), then make the new code visible to every core. */
-int inject_apply(int memfd, const struct inject_plan *plan,
+/* Forward: write `new_` where `old` is in memory; backward (a revert):
+ * write `old` where `new_` is. All threads must be stopped. Then make the
+ * change visible to every core. */
+int inject_apply(int memfd, const struct inject_plan *plan, int forward,
 		 struct inject_apply_result *res, struct core_err *err);
 /* Register this process for membarrier SYNC_CORE, once, before a stop
  * (registration may be slow; the barrier in inject_apply is not). */

@@ -167,6 +167,30 @@ OCOLOS_API int ocolos_revert_self(struct ocolos_switch_stats *stats);
 /* Redirect to the last round's C1 again after ocolos_revert_self(). */
 OCOLOS_API int ocolos_reapply_self(struct ocolos_switch_stats *stats);
 
+/* Options of ocolos_where_self(). All fields default when zero. */
+struct ocolos_where_opts {
+	size_t sz;	    /* sizeof(struct ocolos_where_opts); set by OCOLOS_OPTS */
+	uint32_t window_ms; /* how long to sample. Default 500. */
+	uint32_t sample_hz; /* samples per second per thread. Default 2000. */
+};
+#define ocolos_where_opts__last_field sample_hz
+
+/* Where the process's threads run, by sample counts. */
+struct ocolos_where {
+	uint64_t samples;	/* all samples of the other threads */
+	uint64_t in_original;	/* in the binary's original code (C0) */
+	uint64_t in_optimized;	/* in the last round's optimized code (C1) */
+	uint64_t elsewhere;	/* libraries, kernel-adjacent stubs, JITs */
+};
+
+/*
+ * Sample every thread but the caller for a short window and report where
+ * they run: the way to see that a round's code is in use (and that a
+ * revert took effect). `opts` may be NULL.
+ */
+OCOLOS_API int ocolos_where_self(const struct ocolos_where_opts *opts,
+				 struct ocolos_where *out);
+
 /* Detailed message of the last failed call on the calling process's
  * in-process context (pass NULL). Empty string if none. The pointer is
  * valid until the next call into the library on that context. */

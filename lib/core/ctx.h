@@ -37,6 +37,7 @@ struct ocolos_ctx {
 	pid_t pid;
 	struct elf_binary *bin;		/* opened by the first round */
 	char bolt[PATH_MAX];		/* probed llvm-bolt, "" until probed */
+	char bolt_hint[PATH_MAX];	/* the opts.bolt_path it was probed for */
 	int live;			/* `applied` holds the last round's C1 */
 	int redirected;			/* its patches are in place */
 	int stop_signal;		/* of the last round, for switching */
@@ -47,6 +48,10 @@ struct ocolos_ctx {
 /* Stop the world and write `plan` forward (C0 -> C1) or backward, filling
  * `st`. Every failure leaves the plan wholly unapplied (or wholly applied
  * when going back). */
+/* Sample the other threads and classify where they run (see ocolos.h). */
+int core_where_self(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
+		    struct ocolos_where *out);
+
 int core_switch_self(struct ocolos_ctx *ctx, const struct inject_plan *plan,
 		     int forward, struct ocolos_switch_stats *st);
 

@@ -2,6 +2,7 @@
  * One optimization round on the calling process, stage by stage:
  *
  *   model     open the binary, find its load bias           (elf/, core/procmaps)
+ *             find a usable BOLT                           (layout/)
  *   reserve   PROT_NONE range for C1 near the code          (inject/reserve)
  *   profile   sample every other thread for the window      (sample/)
  *             write the samples as a BOLT profile           (infer/)
@@ -14,6 +15,7 @@
  * there or before it unmaps C1 and leaves the program on its original code.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -102,12 +104,25 @@ static int stage_profile(struct round *r)
 	return rc;
 }
 
+/* Find BOLT before anything is done to the process; the result is kept
+ * for later rounds that ask for the same opts.bolt_path. */
+static int stage_find_bolt(struct round *r)
+{
+	struct ocolos_ctx *ctx = r->ctx;
+	const char *hint = r->o->bolt_path ? r->o->bolt_path : "";
+	if (ctx->bolt[0] && !strcmp(ctx->bolt_hint, hint))
+		return 0;
+	ctx->bolt[0] = '\0';
+	int rc = layout_bolt_probe(r->o->bolt_path, r->wd.path, ctx->bolt, r->err);
+	if (!rc)
+		snprintf(ctx->bolt_hint, sizeof(ctx->bolt_hint), "%s", hint);
+	return rc;
+}
+
 static int stage_optimize(struct round *r)
 {
 	struct ocolos_ctx *ctx = r->ctx;
 	int rc;
-	if (!ctx->bolt[0] && (rc = layout_bolt_probe(r->o->bolt_path, r->wd.path, ctx->bolt, r->err)))
-		return rc;
 	struct layout_request req = { .bolt_path = ctx->bolt, .binary = ctx->bin->path,
 		.profile = r->profile, .output = r->output, .log_path = r->log,
 		.alloc_vma = r->res.addr - r->bias, .timeout_ms = r->o->bolt_timeout_ms,
@@ -181,6 +196,8 @@ int core_round_self(struct ocolos_ctx *ctx, const struct round_opts *o,
 	if (!rc && !(rc = core_workdir_file(&r.wd, "profile.preagg", r.profile, r.err)) &&
 	    !(rc = core_workdir_file(&r.wd, "c1.bolt", r.output, r.err)))
 		rc = core_workdir_file(&r.wd, "bolt.log", r.log, r.err);
+	if (!rc)
+		rc = stage_find_bolt(&r);
 	if (!rc)
 		rc = stage_reserve(&r);
 	if (!rc)

@@ -26,20 +26,21 @@ OCOLOS_API const char *ocolos_last_error(const struct ocolos_ctx *ctx)
 	return ctx->err.msg;
 }
 
-/* Copy the caller's options (of whatever size they were compiled with)
- * into the current struct; non-zero bytes beyond what we know are refused,
- * since they are settings this library version would silently ignore. */
-static int read_opts(const struct ocolos_self_opts *in, struct ocolos_self_opts *out,
-		     struct core_err *err)
+/* Copy the caller's options (of whatever size they were compiled with,
+ * given by their leading `size_t sz`) into a struct of `known` bytes;
+ * non-zero bytes beyond what we know are refused, since they are settings
+ * this library version would silently ignore. `in` may be NULL. */
+static int read_opts(const void *in, void *out, size_t known, struct core_err *err)
 {
-	memset(out, 0, sizeof(*out));
+	memset(out, 0, known);
 	if (!in)
 		return 0;
-	if (in->sz < sizeof(size_t))
-		return core_errf(err, OCOLOS_EINVAL, "opts.sz is %zu: fill options with OCOLOS_OPTS()", in->sz);
-	size_t n = in->sz < sizeof(*out) ? in->sz : sizeof(*out);
-	memcpy(out, in, n);
-	for (size_t i = sizeof(*out); i < in->sz; i++)
+	size_t sz;
+	memcpy(&sz, in, sizeof(sz));
+	if (sz < sizeof(size_t))
+		return core_errf(err, OCOLOS_EINVAL, "opts.sz is %zu: fill options with OCOLOS_OPTS()", sz);
+	memcpy(out, in, sz < known ? sz : known);
+	for (size_t i = known; i < sz; i++)
 		if (((const unsigned char *)in)[i])
 			return core_errf(err, OCOLOS_EINVAL,
 					 "opts has fields this libocolos (%s) does not know; upgrade the library",
@@ -73,7 +74,7 @@ OCOLOS_API int ocolos_optimize_self(const struct ocolos_self_opts *opts,
 	memset(stats, 0, sizeof(*stats));
 	core_err_clear(&ctx->err);
 	struct ocolos_self_opts u;
-	int rc = read_opts(opts, &u, &ctx->err);
+	int rc = read_opts(opts, &u, sizeof(u), &ctx->err);
 	if (!rc) {
 		struct round_opts o;
 		apply_defaults(&u, &o);
@@ -127,4 +128,23 @@ OCOLOS_API int ocolos_revert_self(struct ocolos_switch_stats *stats)
 OCOLOS_API int ocolos_reapply_self(struct ocolos_switch_stats *stats)
 {
 	return switch_self(1, stats);
+}
+
+OCOLOS_API int ocolos_where_self(const struct ocolos_where_opts *opts,
+				 struct ocolos_where *out)
+{
+	struct ocolos_ctx *ctx = &self_ctx;
+	if (!out)
+		return OCOLOS_EINVAL;
+	memset(out, 0, sizeof(*out));
+	if (atomic_flag_test_and_set(&ctx->busy))
+		return OCOLOS_EBUSY;
+	core_err_clear(&ctx->err);
+	struct ocolos_where_opts u;
+	int rc = read_opts(opts, &u, sizeof(u), &ctx->err);
+	if (!rc)
+		rc = core_where_self(ctx, u.window_ms ? u.window_ms : 500,
+				     u.sample_hz ? u.sample_hz : 2000, out);
+	atomic_flag_clear(&ctx->busy);
+	return rc;
 }

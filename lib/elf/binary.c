@@ -3,13 +3,17 @@
  * functions, PT_LOAD segments, build-id, and the call sites and pointer
  * slots recovered from the static relocations kept by -Wl,--emit-relocs.
  *
- * Why relocations and not disassembly: a relocation at offset P of type
- * R_X86_64_PLT32/PC32 inside code is the rel32 field of the instruction that
- * ends at P+4. The byte before a rel32 is either the one-byte opcode of
- * `call` (e8) / `jmp` (e9) or a ModRM byte of a RIP-relative operand, whose
- * mod=00 rm=101 encoding (0x05, 0x0d, ... 0x3d) can never be e8 or e9, and
- * jcc rel32 is 0f 8x. So "byte before the field is e8/e9" identifies direct
- * calls and tail jumps exactly, without a decoder.
+ * Call sites come from two sources that check each other:
+ *  - relocations: one of type R_X86_64_PLT32/PC32 at offset P inside code is
+ *    the rel32 field of the instruction ending at P+4. The byte before a
+ *    rel32 is either the opcode of `call` (e8) / `jmp` (e9) or a ModRM byte
+ *    of a RIP-relative operand (mod=00 rm=101: 0x05 ... 0x3d), never e8/e9,
+ *    and jcc rel32 is 0f 8x: so "byte before is e8/e9" is exact.
+ *  - a linear sweep of each function with a decoder: the assembler resolves
+ *    a call to a local (static) function in the same section itself and
+ *    keeps no relocation for it, even with --emit-relocs.
+ * The union is kept: a function whose sweep stops early (bytes that do not
+ * decode) still has its relocation sites.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +26,7 @@
 
 #include "core/util.h"
 #include "elf/binary.h"
+#include "reloc/reloc.h"
 
 struct scan {
 	struct elf_binary *b;
@@ -177,6 +182,11 @@ static int read_functions(struct scan *sc, struct core_err *err)
 		GElf_Sym sym;
 		if (!gelf_getsym(sc->symdata, (int)i, &sym))
 			continue;
+		const char *sname = elf_strptr(sc->elf, strndx, sym.st_name);
+		if (sname && !b->sanitizer) /* BOLT's own test: these runtimes' entry points */
+			b->sanitizer = !strcmp(sname, "__asan_init") ? "AddressSanitizer"
+				     : !strcmp(sname, "__tsan_init") ? "ThreadSanitizer"
+				     : !strcmp(sname, "__msan_init") ? "MemorySanitizer" : NULL;
 		if (GELF_ST_TYPE(sym.st_info) != STT_FUNC || sym.st_shndx == SHN_UNDEF ||
 		    sym.st_shndx >= sc->shnum || !sym.st_value)
 			continue;
@@ -190,6 +200,10 @@ static int read_functions(struct scan *sc, struct core_err *err)
 	}
 	if (!b->nfuncs)
 		return core_errf(err, OCOLOS_ENOSYMS, "'%s' has no function symbols", b->path);
+	if (b->sanitizer)
+		return core_errf(err, OCOLOS_ENOTSUP,
+				 "'%s' is built with a sanitizer (%s): BOLT refuses such binaries; "
+				 "optimize a build without -fsanitize", b->path, b->sanitizer);
 	qsort(b->funcs, b->nfuncs, sizeof(*b->funcs), cmp_func);
 	/* Aliases share an address: keep the lowest symbol index of each. */
 	size_t w = 0;
@@ -261,6 +275,59 @@ static int add_data_reloc(struct scan *sc, const char *tname, const GElf_Shdr *t
 	return 0;
 }
 
+struct sweep {
+	struct elf_binary *b;
+	int rc;
+};
+
+static int on_branch(uint64_t site, uint8_t opcode, uint64_t target, void *user)
+{
+	struct sweep *sw = user;
+	struct elf_binary *b = sw->b;
+	long f = elf_func_at(b, target);
+	if (f < 0)
+		return 0;
+	if (core_grow((void **)&b->sites, &b->nalloc_sites, b->nsites, sizeof(*b->sites))) {
+		sw->rc = OCOLOS_ENOMEM;
+		return 1;
+	}
+	b->sites[b->nsites++] = (struct elf_branch_site){ site, (uint32_t)f, opcode };
+	return 0;
+}
+
+/* Decode every function of every executable section for direct branches. */
+static int sweep_functions(struct scan *sc, struct core_err *err)
+{
+	struct sweep sw = { sc->b, 0 };
+	for (size_t i = 0; i < sc->shnum && !sw.rc; i++) {
+		const GElf_Shdr *sh = &sc->shdrs[i];
+		if (!(sh->sh_flags & SHF_EXECINSTR) || sh->sh_type != SHT_PROGBITS)
+			continue;
+		Elf_Data *d = elf_getdata(elf_getscn(sc->elf, i), NULL);
+		if (!d || !d->d_buf)
+			continue;
+		for (size_t k = 0; k < sc->b->nfuncs && !sw.rc; k++) {
+			const struct elf_func *f = &sc->b->funcs[k];
+			if (f->addr < sh->sh_addr || f->addr + f->size > sh->sh_addr + d->d_size)
+				continue;
+			reloc_x86_scan_branches((const uint8_t *)d->d_buf + (f->addr - sh->sh_addr),
+						f->size, f->addr, on_branch, &sw);
+		}
+	}
+	return sw.rc ? core_errf(err, sw.rc, "out of memory") : 0;
+}
+
+/* Sort and merge the two sources' sites. */
+static void dedupe_sites(struct elf_binary *b)
+{
+	qsort(b->sites, b->nsites, sizeof(*b->sites), cmp_site);
+	size_t w = 0;
+	for (size_t i = 0; i < b->nsites; i++)
+		if (!w || b->sites[w - 1].site != b->sites[i].site)
+			b->sites[w++] = b->sites[i];
+	b->nsites = w;
+}
+
 static int read_relocations(struct scan *sc, struct core_err *err)
 {
 	struct elf_binary *b = sc->b;
@@ -300,7 +367,11 @@ static int read_relocations(struct scan *sc, struct core_err *err)
 		return core_errf(err, OCOLOS_ENORELOCS,
 				 "'%s' has no static relocations for its code: relink it with "
 				 "-Wl,--emit-relocs (LDFLAGS) so call sites and v-tables can be found", b->path);
-	qsort(b->sites, b->nsites, sizeof(*b->sites), cmp_site);
+	b->reloc_sites = b->nsites;
+	int rc = sweep_functions(sc, err);
+	if (rc)
+		return rc;
+	dedupe_sites(b);
 	return 0;
 }
 

@@ -50,10 +50,12 @@ struct elf_binary {
 	uint64_t img_lo, img_hi; /* span of all PT_LOAD, link-time */
 	struct elf_segment *segs; size_t nsegs; /* PT_LOAD, in file order */
 	struct elf_func *funcs; size_t nfuncs;	/* sorted by addr, unique */
-	struct elf_branch_site *sites; size_t nsites;
+	struct elf_branch_site *sites; size_t nsites; /* sorted by site, unique */
+	size_t reloc_sites;	 /* how many the relocations alone gave */
 	struct elf_ptr_slot *slots; size_t nslots;
 	uint8_t build_id[64]; size_t build_id_len;
 	uint64_t text_bytes;	 /* size of executable PT_LOADs */
+	const char *sanitizer;	 /* non-NULL: built with this sanitizer */
 	/* private */
 	int fd;
 	void *elf;		 /* Elf * */
@@ -62,7 +64,8 @@ struct elf_binary {
 
 /* Open and model the ELF file at `path`. Refuses, before anything is done to
  * a process: non-ELF or non-x86-64 files (OCOLOS_EELF/OCOLOS_ENOTSUP), stripped
- * binaries (OCOLOS_ENOSYMS), binaries without --emit-relocs (OCOLOS_ENORELOCS).
+ * binaries (OCOLOS_ENOSYMS), sanitizer builds, which BOLT refuses
+ * (OCOLOS_ENOTSUP), binaries without --emit-relocs (OCOLOS_ENORELOCS).
  * On success *out is owned by the caller: elf_binary_close(). */
 int elf_binary_open(const char *path, struct elf_binary **out,
 		    struct core_err *err);

@@ -48,9 +48,13 @@ struct inject_stop {
 	_Atomic uint32_t release; /* futex word: 1 = resume */
 	_Atomic int inside;	  /* threads currently in the handler */
 	_Atomic uint32_t arrivals; /* futex word: bumped by each parking thread */
+	struct inject_stop *next_stranded;
 };
 
 static struct inject_stop *_Atomic active_stop;
+/* Stops given up on while a thread still had the signal pending (see
+ * inject_resume_self): kept, and kept reachable, for the life of the process. */
+static struct inject_stop *stranded;
 
 static void park_handler(int sig, siginfo_t *si, void *uc)
 {
@@ -222,6 +226,8 @@ void inject_resume_self(struct inject_stop *s, uint64_t *released_ns)
 		 * active, so the pending signal cannot kill the process later, and
 		 * keep the state: that thread may yet read it. */
 		atomic_store(&active_stop, NULL);
+		s->next_stranded = stranded;
+		stranded = s;
 		return;
 	}
 	sigaction(s->sig, &s->old, NULL);

@@ -31,11 +31,33 @@ extern char **environ;
 
 #define MAX_ARGS 64
 
+/* The caller's environment without LD_PRELOAD: what the target preloads
+ * (an allocator, a sanitizer runtime) is not BOLT's business. NULL-ended
+ * array of pointers into environ; free() the array only. */
+static char **bolt_environment(void)
+{
+	size_t n = 0;
+	while (environ && environ[n])
+		n++;
+	char **env = calloc(n + 1, sizeof(*env));
+	if (!env)
+		return NULL;
+	for (size_t i = 0, k = 0; i < n; i++)
+		if (strncmp(environ[i], "LD_PRELOAD=", 11))
+			env[k++] = environ[i];
+	return env;
+}
+
 /* Spawn argv with stdout/stderr to `log` (or /dev/null), wait at most
  * timeout_ms. Returns the wait status, -1 on spawn failure (errno set),
  * or -2 on timeout (child killed and reaped). */
 static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms)
 {
+	char **env = bolt_environment();
+	if (!env) {
+		errno = ENOMEM;
+		return -1;
+	}
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 1, log ? log : "/dev/null",
@@ -43,8 +65,9 @@ static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms)
 	posix_spawn_file_actions_adddup2(&fa, 1, 2);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	pid_t pid;
-	int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, env);
 	posix_spawn_file_actions_destroy(&fa);
+	free(env);
 	if (rc) {
 		errno = rc;
 		return -1;

@@ -22,4 +22,13 @@ int reloc_x86_encode_rel32(uint64_t site, uint64_t target, uint8_t rel32[4]);
  * with a rel32 (used to choose where C1 may go). */
 int reloc_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2);
 
+/* Decode `code` (the bytes of one function, at link-time address `addr`)
+ * from its start and call `fn` for every `call rel32` / `jmp rel32` with
+ * the instruction's address, opcode and target. Stops at the first byte
+ * that does not decode (padding or data), returning its offset; returns
+ * `len` when the whole function decoded. */
+typedef int (*reloc_branch_fn)(uint64_t site, uint8_t opcode, uint64_t target, void *user);
+size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, void *user);
+
 #endif

@@ -1,5 +1,9 @@
-/* x86-64 branch encoding: rel32 of call/jmp, and the ±2 GiB reach rule. */
+/*
+ * x86-64 branches: rel32 of call/jmp, the ±2 GiB reach rule, and a linear
+ * sweep (Zydis) that finds direct calls and jumps in a function's bytes.
+ */
 #include <string.h>
+#include <Zydis/Zydis.h>
 
 #include "reloc/reloc.h"
 
@@ -26,4 +30,27 @@ int reloc_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
 	uint64_t a = lo < lo2 ? lo : lo2;
 	uint64_t b = hi > hi2 ? hi : hi2;
 	return b - a <= (uint64_t)INT32_MAX;
+}
+
+size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, void *user)
+{
+	ZydisDecoder dec;
+	ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+	size_t off = 0;
+	while (off < len) {
+		ZydisDecodedInstruction insn;
+		if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&dec, NULL, code + off, len - off, &insn)))
+			break;
+		/* Plain e8/e9 only: a prefixed form (e.g. bnd jmp, f2 e9) has its
+		 * rel32 elsewhere and is not redirected. */
+		if (insn.length == RELOC_X86_BRANCH_LEN && insn.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT &&
+		    (insn.opcode == 0xe8 || insn.opcode == 0xe9) && code[off] == insn.opcode) {
+			uint64_t site = addr + off;
+			if (fn(site, insn.opcode, reloc_x86_branch_target(site, code + off), user))
+				return off;
+		}
+		off += insn.length;
+	}
+	return off;
 }

@@ -1,0 +1,54 @@
+/*
+ * Where the process runs: samples of every thread but the caller, sorted
+ * into the binary's original code (any executable mapping of the file the
+ * process runs), the last round's optimized code, and everything else.
+ */
+#include <limits.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "core/ctx.h"
+#include "sample/sample.h"
+
+static int in_exe(const struct procmaps *m, dev_t dev, ino_t ino, uint64_t ip)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		const struct procmaps_entry *e = &m->v[i];
+		if (ip >= e->start && ip < e->end)
+			return e->ino == (uint64_t)ino && e->dev_major == major(dev) &&
+			       e->dev_minor == minor(dev) && e->perms[2] == 'x';
+	}
+	return 0;
+}
+
+int core_where_self(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
+		    struct ocolos_where *out)
+{
+	struct stat st;
+	if (stat("/proc/self/exe", &st) != 0)
+		return core_errf(&ctx->err, OCOLOS_EIO, "cannot stat /proc/self/exe");
+	struct sample_config cfg = { .backend = SAMPLE_PERF_IP, .pid = getpid(), .hz = hz,
+		.window_ms = window_ms, .exclude_tid = (pid_t)syscall(SYS_gettid) };
+	struct sample_set s = { 0 };
+	int rc = sample_collect(&cfg, &s, &ctx->err);
+	struct procmaps m = { 0 };
+	if (!rc)
+		rc = procmaps_read(getpid(), &m, &ctx->err);
+	uint64_t lo = ctx->live ? ctx->applied.c1.addr : 0;
+	uint64_t hi = ctx->live ? ctx->applied.c1.addr + ctx->applied.c1.size : 0;
+	for (size_t i = 0; !rc && i < s.n; i++) {
+		uint64_t ip = s.ips[i];
+		if (ip >= lo && ip < hi)
+			out->in_optimized++;
+		else if (in_exe(&m, st.st_dev, st.st_ino, ip))
+			out->in_original++;
+		else
+			out->elsewhere++;
+	}
+	out->samples = rc ? 0 : s.n;
+	procmaps_free(&m);
+	sample_set_free(&s);
+	return rc;
+}

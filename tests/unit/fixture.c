@@ -11,6 +11,9 @@
 typedef long (*op_fn)(long);
 
 __attribute__((noinline)) long fx_leaf(long x) { return x * 3 + (x >> 2); }
+/* static, called from the same section: no relocation for its call sites */
+__attribute__((noinline)) static long fx_local(long x) { return x ^ 0x55; }
+__attribute__((noinline)) long fx_uses_local(long x) { return fx_local(x) + fx_local(x >> 1); }
 __attribute__((noinline)) long fx_mid(long x) { return fx_leaf(x) ^ fx_leaf(x + 1); }
 long fx_far(long x); /* in fixture_far.c: reached by a tail jump (e9) */
 __attribute__((noinline)) long fx_tail(long x) { if (x & 1) return fx_leaf(x) + 1; return fx_far(x - 1); }
@@ -23,7 +26,7 @@ __attribute__((noinline)) long fx_hot(long n)
 {
 	long s = 0;
 	for (long i = 0; i < n; i++)
-		s += fx_table[i % 3](i) + fx_hook(i);
+		s += fx_table[i % 3](i) + fx_hook(i) + fx_local(i);
 	return s;
 }
 
@@ -32,7 +35,7 @@ int main(int argc, char **argv)
 	long n = argc > 1 ? atol(argv[1]) : 1000;
 	long s = fx_hot(n);
 	if (s == 42)
-		fx_cold(s);
+		fx_cold(s + fx_uses_local(n));
 	printf("%ld %p %p\n", s, (void *)fx_cold, (void *)fx_leaf); /* &fx_leaf: address-taking */
 	return 0;
 }

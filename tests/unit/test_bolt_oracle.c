@@ -239,7 +239,7 @@ int main(int argc, char **argv)
 		unit_done();
 
 	/* Synthetic samples: every byte of the hot functions, many times. */
-	static const char *const hot[] = { "fx_hot", "fx_leaf", "fx_mid", "fx_tail", NULL };
+	static const char *const hot[] = { "fx_hot", "fx_leaf", "fx_mid", "fx_tail", "fx_local", NULL };
 	struct sample_set s = { 0 };
 	for (size_t i = 0; i < b->nfuncs; i++)
 		for (int k = 0; hot[k]; k++)
@@ -258,7 +258,7 @@ int main(int argc, char **argv)
 	struct infer_profile_stats ps;
 	expect(infer_write_preagg(b, 0, &s, profile, &ps, &err) == 0, "%s", err.msg);
 	expect(ps.in_binary == s.n - 1, "in_binary %llu of %zu", (unsigned long long)ps.in_binary, s.n);
-	expect(ps.functions == 4, "%u functions in the profile, want 4", ps.functions);
+	expect(ps.functions == 5, "%u functions in the profile, want 5", ps.functions);
 
 	/* Empty profile: a named error. */
 	struct sample_set none = { 0 };
@@ -277,7 +277,7 @@ int main(int argc, char **argv)
 	if (!rc)
 		expect(elf_bolt_output_open(output, b, vma, 256ull << 20, &o, &err) == 0, "%s", err.msg);
 	if (o) {
-		/* BOLT read our profile: it says the 4 functions have one. */
+		/* BOLT read our profile: it says the 5 functions have one. */
 		char line[512];
 		int profiled = -1;
 		FILE *f = fopen(log, "r");
@@ -286,8 +286,8 @@ int main(int argc, char **argv)
 				sscanf(strstr(line, "BOLT-INFO: ") + 11, "%d", &profiled);
 		if (f)
 			fclose(f);
-		expect(profiled == 4, "BOLT reports %d profiled functions, want 4", profiled);
-		expect(o->moved >= 4, "%u functions moved", o->moved);
+		expect(profiled == 5, "BOLT reports %d profiled functions, want 5", profiled);
+		expect(o->moved >= 5, "%u functions moved", o->moved);
 		for (size_t i = 0; i < b->nfuncs; i++)
 			if (o->c1_addr[i])
 				expect(o->c1_addr[i] >= vma && o->c1_addr[i] < o->hi, "%s moved outside C1",

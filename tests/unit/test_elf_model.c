@@ -47,6 +47,15 @@ static void check_model(const char *path)
 	}
 	expect(to_leaf >= 4, "%zu call sites of fx_leaf, want >= 4", to_leaf);
 	expect(jumps >= 1, "no tail jump (e9) found");
+	/* Calls to a static function in the same section carry no relocation:
+	 * only the decoder sweep finds them. */
+	long local = func_named(b, "fx_local");
+	size_t to_local = 0;
+	for (size_t i = 0; i < b->nsites; i++)
+		to_local += b->sites[i].func == (uint32_t)local;
+	expect(local >= 0 && to_local >= 3, "%zu call sites of static fx_local, want >= 3", to_local);
+	expect(b->nsites > b->reloc_sites, "the sweep added no site to the %zu from relocations",
+	       b->reloc_sites);
 
 	/* fx_table: three read-only slots; fx_hook: one writable slot. */
 	size_t ro = 0, rw = 0;

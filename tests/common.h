@@ -1,0 +1,127 @@
+/*
+ * Shared harness of the integration and bad-input tests: the check() macro,
+ * clocks, a thread blocked in a syscall, /proc/self/maps queries, and the
+ * verification of a successful round (stats, C1 placement, W^X, and where
+ * the process's own samples land afterwards).
+ *
+ * Not here: the deterministic workload itself (work.h for C, it_cxx.cpp for
+ * C++), which must be compiled into each test binary with its own flags.
+ *
+ * Conventions of every test program: only deterministic output on stdout
+ * (the driver compares it across modes), diagnostics on stderr, exit 0 on
+ * success, 1 on a failed check, TEST_SKIP (77) when the machine cannot run
+ * the test (no perf_event access).
+ */
+#ifndef OCOLOS_TESTS_COMMON_H
+#define OCOLOS_TESTS_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <ocolos/ocolos.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TEST_SKIP 77
+
+/* Abort the test with a message naming the condition unless `cond` holds.
+ * The message is a printf format and its arguments (at least a format). */
+#define check(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			test_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);     \
+	} while (0)
+
+/* Print "FAIL file:line: cond: msg" on stderr and _exit(1). */
+void test_fail(const char *file, int line, const char *cond, const char *fmt,
+	       ...) __attribute__((noreturn, format(printf, 4, 5)));
+
+/* Monotonic clock, ns / ms. */
+uint64_t test_now_ns(void);
+uint64_t test_now_ms(void);
+void test_sleep_ms(unsigned ms);
+pid_t test_gettid(void);
+
+/* After `seconds`, print "FAIL: watchdog" and _exit(1) (SIGALRM), so a
+ * hung library call fails the test with a message before ctest's timeout. */
+void test_watchdog(unsigned seconds);
+
+/* Exit with TEST_SKIP unless this process may perf_event_open() its own
+ * threads (user-mode cpu-clock), which every sampling round needs. */
+void test_require_perf(void);
+
+/* ocolos_log_fn that prints to stderr; `user` is an optional prefix. */
+void test_log(enum ocolos_log_level level, const char *msg, void *user);
+
+/* Print the round's return code and stats on stderr. */
+void test_print_stats(int rc, const struct ocolos_stats *st);
+
+/* True if `s` contains `needle` (NULL-safe). */
+int test_contains(const char *s, const char *needle);
+
+/* ---- /proc/self/maps ---------------------------------------------------- */
+
+#define TEST_MAX_RANGES 64
+
+/* The mappings of the program's own binary (/proc/self/exe). */
+struct test_exe_map {
+	size_t n;
+	struct {
+		uint64_t lo, hi;
+		int exec;
+	} r[TEST_MAX_RANGES];
+};
+
+void test_exe_map_load(struct test_exe_map *m);
+int test_exe_map_contains(const struct test_exe_map *m, uint64_t addr);
+
+/* FNV-1a over every executable mapping of the binary (C0's code): equal
+ * before and after a failed round means nothing was patched. */
+uint64_t test_exe_text_hash(void);
+
+/* Executable mappings backed by no live file (anonymous, memfd, deleted):
+ * where C1 would live. A failed round must not leave one behind. */
+unsigned test_anon_exec_mappings(void);
+
+/* Fail if any mapping of the process is writable and executable at once. */
+void test_check_no_wx(void);
+
+/* Fail if the process has a child (zombie or running): the library must
+ * kill and reap the llvm-bolt it spawned, on every path. */
+void test_check_no_children(void);
+
+/* ---- a thread blocked in read(2) on a pipe ------------------------------- */
+
+/* Start one thread blocked in read() on a pipe. It must stay blocked
+ * through a round (the stop signal must not make read() fail with EINTR). */
+void test_blocker_start(void);
+/* Write a byte to the pipe, join the thread, check that read() returned that
+ * byte, and return it. */
+int test_blocker_release(void);
+
+/* ---- after a successful round -------------------------------------------- */
+
+/* True if `addr` lies in [st->c1_addr, st->c1_addr + st->c1_bytes). */
+int test_in_c1(const struct ocolos_stats *st, uint64_t addr);
+
+/* Check that a round succeeded and did real work: rc == 0, functions moved,
+ * call sites and pointer slots patched, C1 mapped within direct-branch reach
+ * of C0 and not overlapping it, every other thread (`workers` busy ones,
+ * plus `blocked` ones) stopped, no W+X mapping left. Prints the stats. */
+void test_check_round(int rc, const struct ocolos_stats *st, unsigned workers,
+		      unsigned blocked);
+
+/* Sample the process (all threads but the caller) with ocolos_where_self()
+ * for `window_ms` at `hz`, and return the share of the samples in the
+ * binary's code (C0 or C1) that land in C1. Fails the test if fewer
+ * than `min_samples` land in the binary at all. */
+double test_c1_share(const struct ocolos_stats *st, uint32_t hz,
+		     uint32_t window_ms, size_t min_samples);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -26,6 +26,18 @@ int inject_map_c1(const struct bolt_output *o, uint64_t bias,
 		  struct inject_reservation *r, uint64_t *mapped, struct core_err *err)
 {
 	*mapped = 0;
+	/* Each segment gets pages of its own protection: two sharing a page
+	 * would need one mapping with both protections. BOLT page-aligns its
+	 * segments; refuse anything else rather than weaken W^X. */
+	for (size_t i = 0; i < o->nsegs; i++)
+		for (size_t k = 0; k < o->nsegs; k++) {
+			const struct elf_segment *a = &o->segs[i], *b = &o->segs[k];
+			if (i != k && a->vaddr <= b->vaddr &&
+			    ((a->vaddr + a->memsz + PAGE - 1) & ~(PAGE - 1)) > (b->vaddr & ~(PAGE - 1)))
+				return core_errf(err, OCOLOS_EBOLT,
+						 "BOLT placed two new segments on one page (0x%llx, 0x%llx)",
+						 (unsigned long long)a->vaddr, (unsigned long long)b->vaddr);
+		}
 	for (size_t i = 0; i < o->nsegs; i++) {
 		const struct elf_segment *s = &o->segs[i];
 		uint64_t start = (bias + s->vaddr) & ~(PAGE - 1);

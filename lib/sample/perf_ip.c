@@ -161,6 +161,23 @@ static void close_rings(struct perf_sampler *ps)
 	free(ps->rings);
 }
 
+int sample_perf_ip_probe(pid_t pid, struct core_err *err)
+{
+	struct sample_config cfg = { .backend = SAMPLE_PERF_IP, .pid = pid, .hz = 100, .window_ms = 1 };
+	struct perf_sampler ps = { .cfg = &cfg };
+	int fd = perf_open(&ps, pid);
+	if (fd < 0 && (errno == ENOENT || errno == EOPNOTSUPP || errno == ENODEV || errno == EINVAL)) {
+		ps.use_sw = 1;
+		fd = perf_open(&ps, pid);
+	}
+	if (fd < 0)
+		return core_errf(err, OCOLOS_EPERF,
+				 "perf_event_open refused for pid %d: %s; allow it (sysctl "
+				 "kernel.perf_event_paranoid<=2, or CAP_PERFMON)", (int)pid, strerror(errno));
+	close(fd);
+	return 0;
+}
+
 int sample_perf_ip_collect(const struct sample_config *cfg,
 			   struct sample_set *out, struct core_err *err)
 {

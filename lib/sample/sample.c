@@ -15,8 +15,12 @@ int sample_set_push(struct sample_set *s, uint64_t ip)
 void sample_set_free(struct sample_set *s)
 {
 	free(s->ips);
+	free(s->branches);
+	free(s->stack_start);
 	s->ips = NULL;
-	s->n = s->cap = 0;
+	s->branches = NULL;
+	s->stack_start = NULL;
+	s->n = s->cap = s->nbranches = s->cap_branches = s->nstacks = s->cap_stacks = 0;
 }
 
 int sample_collect(const struct sample_config *cfg, struct sample_set *out,
@@ -27,6 +31,23 @@ int sample_collect(const struct sample_config *cfg, struct sample_set *out,
 	switch (cfg->backend) {
 	case SAMPLE_PERF_IP:
 		return sample_perf_ip_collect(cfg, out, err);
+	case SAMPLE_PERF_LBR:
+	case SAMPLE_SIGPROF:
+		break;
 	}
-	return core_errf(err, OCOLOS_EINVAL, "unknown sampler backend %d", (int)cfg->backend);
+	return core_errf(err, OCOLOS_ENOTSUP, "sampler backend %d is not available in this build",
+			 (int)cfg->backend);
+}
+
+int sample_probe(enum sample_backend_kind kind, pid_t pid, struct core_err *err)
+{
+	switch (kind) {
+	case SAMPLE_PERF_IP:
+		return sample_perf_ip_probe(pid, err);
+	case SAMPLE_PERF_LBR:
+	case SAMPLE_SIGPROF:
+		break;
+	}
+	return core_errf(err, OCOLOS_ENOTSUP, "sampler backend %d is not available in this build",
+			 (int)kind);
 }

@@ -1,9 +1,12 @@
 /*
  * Sampler interface. A backend samples every thread of one process (threads
  * created during the window included) for a window and returns raw
- * instruction-pointer samples as run-time addresses. Mapping addresses to
- * the binary (C0 function + offset) is the profile writer's job, not the
- * sampler's.
+ * instruction-pointer samples — and, for branch-stack backends, the taken
+ * branches of each sample — as run-time addresses. Mapping addresses to the
+ * binary (C0 function + offset) is the profile writer's job (infer/), not
+ * the sampler's.
+ *
+ * Backends (one file each): perf_ip.c, perf_lbr.c, sigprof.c.
  */
 #ifndef OCOLOS_SAMPLE_H
 #define OCOLOS_SAMPLE_H
@@ -13,7 +16,14 @@
 #include "core/err.h"
 
 enum sample_backend_kind {
-	SAMPLE_PERF_IP = 0, /* perf_event_open IP samples (cycles or cpu-clock) */
+	SAMPLE_PERF_IP = 0,  /* perf_event_open IP samples (cycles or cpu-clock) */
+	SAMPLE_PERF_LBR = 1, /* perf_event_open branch stacks (LBR, BRS, BRBE) */
+	SAMPLE_SIGPROF = 2,  /* in-process CPU-time timers; PC from the signal context */
+};
+
+/* One taken branch of a branch stack, run-time addresses. */
+struct sample_branch {
+	uint64_t from, to;
 };
 
 struct sample_config {
@@ -32,6 +42,13 @@ struct sample_set {
 	uint64_t lost;	     /* samples the kernel reported lost */
 	uint32_t threads;    /* threads that had a sampler attached */
 	const char *event;   /* event that was sampled ("cycles", "cpu-clock") */
+	/* Branch stacks (perf-lbr only). Stack k is
+	 * branches[stack_start[k] .. (k+1 < nstacks ? stack_start[k+1] : nbranches)),
+	 * newest branch first, as the hardware records them. */
+	struct sample_branch *branches;
+	size_t nbranches, cap_branches;
+	size_t *stack_start;
+	size_t nstacks, cap_stacks;
 };
 
 /* Sample `cfg->pid` for `cfg->window_ms`, blocking the calling thread, and
@@ -45,8 +62,20 @@ int sample_set_push(struct sample_set *s, uint64_t ip);
 
 void sample_set_free(struct sample_set *s);
 
+/* Can `kind` sample process `pid` here? 0, or OCOLOS_ENOTSUP / OCOLOS_EPERF
+ * with the reason in `err` (e.g. "this CPU has no branch-stack sampling").
+ * Cheap: opens and closes an event, samples nothing. */
+int sample_probe(enum sample_backend_kind kind, pid_t pid, struct core_err *err);
+
 /* Backend entry points (one file each). */
 int sample_perf_ip_collect(const struct sample_config *cfg,
 			   struct sample_set *out, struct core_err *err);
+int sample_perf_ip_probe(pid_t pid, struct core_err *err);
+int sample_perf_lbr_collect(const struct sample_config *cfg,
+			    struct sample_set *out, struct core_err *err);
+int sample_perf_lbr_probe(pid_t pid, struct core_err *err);
+int sample_sigprof_collect(const struct sample_config *cfg,
+			   struct sample_set *out, struct core_err *err);
+int sample_sigprof_probe(pid_t pid, struct core_err *err);
 
 #endif

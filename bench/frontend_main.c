@@ -1,0 +1,354 @@
+/*
+ * main() of the generated front-end-bound benchmark (bench/gen_frontend.py
+ * copies this file next to the generated sources as fe_main.c).
+ *
+ * Responsible for: running the worker loop in N threads, printing
+ * machine-readable throughput lines, a correctness checksum before and after
+ * the run, and (when built with -DWITH_OCOLOS and linked with libocolos) one
+ * in-process optimization round after a warm-up. Not responsible for any
+ * measurement logic beyond counting operations: bench/driver.py does that.
+ *
+ * Output lines (one record per line, key=value, stdout, flushed):
+ *   fe pid=<pid> funcs=<n> roots=<n> threads=<n> depth=<d> pie=<0|1>
+ *   check start=<hex>
+ *   tput t=<sec> ops=<ops in interval> ops_per_s=<rate>
+ *   ocolos rc=<rc> t_start=<sec> t_done=<sec> samples=... [error="..."]
+ *   done secs=<sec> ops=<total> ops_per_s=<rate> rss_kb=<kb>
+ *   check end=<hex> ok=<0|1>
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fe.h"
+
+#ifdef WITH_OCOLOS
+#include <ocolos/ocolos.h>
+#endif
+
+/* Rare-block mask: the compiler cannot see its value, so the cold blocks
+ * stay in the code; with 20 bits they run about once in 2^20 tests. */
+uint64_t fe_rare_mask = 0xfffff;
+
+struct worker {
+	_Atomic uint64_t ops; /* operations done so far */
+	uint64_t sum;	      /* keeps the results alive */
+	uint64_t limit;	      /* --ops mode: stop after this many (0: none) */
+	int id;
+	pthread_t tid;
+	char pad[64];
+};
+
+static _Atomic int g_stop;
+static int g_depth = 5;
+static struct timespec g_t0;
+
+static double now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - g_t0.tv_sec) +
+	       (double)(t.tv_nsec - g_t0.tv_nsec) / 1e9;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	*s = x;
+	return x;
+}
+
+/* One operation: a call tree of depth g_depth from a root picked with a
+ * skewed distribution (product of two uniforms), so some hot functions are
+ * much hotter than others, as in real programs. */
+static uint64_t fe_op(uint64_t *rng)
+{
+	uint64_t r = xorshift(rng);
+	uint64_t a = (uint32_t)r % FE_NROOTS, b = (r >> 32) % FE_NROOTS;
+
+	return fe_roots[a * b / FE_NROOTS](r, g_depth);
+}
+
+/* Deterministic checksum of `n` operations from a fixed seed. */
+static uint64_t checksum(long n)
+{
+	uint64_t rng = 0x9e3779b97f4a7c15ULL, sum = 0;
+
+	for (long i = 0; i < n; i++)
+		sum = sum * 31 + fe_op(&rng);
+	return sum;
+}
+
+static void *worker_main(void *p)
+{
+	struct worker *w = p;
+	uint64_t rng = 0x2545f4914f6cdd1dULL * (uint64_t)(w->id + 1);
+
+	while (!atomic_load_explicit(&g_stop, memory_order_relaxed)) {
+		for (int i = 0; i < 64; i++)
+			w->sum += fe_op(&rng);
+		uint64_t n = atomic_fetch_add_explicit(&w->ops, 64,
+						       memory_order_relaxed);
+		if (w->limit && n + 64 >= w->limit)
+			break;
+	}
+	return NULL;
+}
+
+static long rss_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+static int is_pie(void)
+{
+	extern char __executable_start[];
+
+	/* Non-PIE x86-64 executables link at 0x400000. */
+	return (uintptr_t)__executable_start != 0x400000;
+}
+
+#ifdef WITH_OCOLOS
+struct online {
+	double after;
+	uint32_t profile_ms, sample_hz;
+	int keep;
+	pthread_t tid;
+};
+
+static void *online_main(void *p)
+{
+	struct online *o = p;
+	struct timespec ts = { (time_t)o->after,
+			       (long)((o->after - (time_t)o->after) * 1e9) };
+	struct ocolos_stats st;
+	int rc;
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+	memset(&st, 0, sizeof(st));
+	long rss0 = rss_kb();
+	double t_start = now_s();
+	if (o->profile_ms || o->sample_hz || o->keep) {
+		OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = o->profile_ms,
+			    .sample_hz = o->sample_hz,
+			    .keep_work_dir = o->keep);
+		rc = ocolos_optimize_self(&opts, &st);
+	} else {
+		rc = ocolos_optimize_self(NULL, &st);
+	}
+	double t_done = now_s();
+	long rss1 = rss_kb();
+	printf("ocolos rc=%d t_start=%.3f t_done=%.3f samples=%" PRIu64
+	       " samples_in_binary=%" PRIu64 " functions_moved=%" PRIu32
+	       " c1_bytes=%" PRIu64 " call_sites_patched=%" PRIu32
+	       " pointer_slots_patched=%" PRIu32 " threads_stopped=%" PRIu32
+	       " profile_ns=%" PRIu64 " bolt_ns=%" PRIu64 " pause_ns=%" PRIu64
+	       " round_ns=%" PRIu64 " rss_before_kb=%ld rss_after_kb=%ld",
+	       rc, t_start, t_done, st.samples, st.samples_in_binary,
+	       st.functions_moved, st.c1_bytes, st.call_sites_patched,
+	       st.pointer_slots_patched, st.threads_stopped, st.profile_ns,
+	       st.bolt_ns, st.pause_ns, st.round_ns, rss0, rss1);
+	if (rc) {
+		/* Quotes in the message would break the key="..." field. */
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", ocolos_last_error(NULL));
+		for (char *c = msg; *c; c++)
+			if (*c == '"' || *c == '\n')
+				*c = '\'';
+		printf(" strerror=\"%s\" error=\"%s\"", ocolos_strerror(rc),
+		       msg);
+	}
+	printf("\n");
+	fflush(stdout);
+	return NULL;
+}
+#endif
+
+static void usage(const char *argv0)
+{
+	fprintf(stderr,
+		"usage: %s [--duration SEC] [--threads N] [--interval SEC]\n"
+		"          [--depth D] [--ops N] [--check N]\n"
+		"          [--online-after SEC [--ocolos-profile-ms MS]\n"
+		"           [--ocolos-hz HZ] [--ocolos-keep]]\n"
+		"  --duration SEC      run time (default 10)\n"
+		"  --threads N         worker threads (default 2)\n"
+		"  --interval SEC      reporting interval (default 1)\n"
+		"  --depth D           call depth of one operation (default 5)\n"
+		"  --ops N             fixed work: N operations per thread, "
+		"then exit\n"
+		"  --check N           operations in the start/end checksum "
+		"(default 2000)\n"
+		"  --online-after SEC  call ocolos_optimize_self() after SEC "
+		"(needs -DWITH_OCOLOS)\n",
+		argv0);
+}
+
+int main(int argc, char **argv)
+{
+	double duration = 10, interval = 1, online_after = -1;
+	long nthreads = 2, check_ops = 2000;
+	uint64_t fixed_ops = 0;
+	uint32_t profile_ms = 0, sample_hz = 0;
+	int keep = 0;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		int used = 1;
+		if (!strcmp(a, "--ocolos-keep")) {
+			keep = 1;
+			continue;
+		}
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(argv[0]);
+			return 0;
+		}
+		if (!v) {
+			usage(argv[0]);
+			return 2;
+		}
+		if (!strcmp(a, "--duration"))
+			duration = atof(v);
+		else if (!strcmp(a, "--threads"))
+			nthreads = atol(v);
+		else if (!strcmp(a, "--interval"))
+			interval = atof(v);
+		else if (!strcmp(a, "--depth"))
+			g_depth = atoi(v);
+		else if (!strcmp(a, "--ops"))
+			fixed_ops = strtoull(v, NULL, 0);
+		else if (!strcmp(a, "--check"))
+			check_ops = atol(v);
+		else if (!strcmp(a, "--online-after"))
+			online_after = atof(v);
+		else if (!strcmp(a, "--ocolos-profile-ms"))
+			profile_ms = (uint32_t)atol(v);
+		else if (!strcmp(a, "--ocolos-hz"))
+			sample_hz = (uint32_t)atol(v);
+		else
+			used = 0;
+		if (!used) {
+			fprintf(stderr, "unknown option %s\n", a);
+			usage(argv[0]);
+			return 2;
+		}
+		i++;
+	}
+	if (nthreads < 1 || nthreads > 256 || interval <= 0) {
+		usage(argv[0]);
+		return 2;
+	}
+#ifndef WITH_OCOLOS
+	if (online_after >= 0) {
+		fprintf(stderr, "--online-after: this binary was built without "
+				"libocolos (-DWITH_OCOLOS)\n");
+		return 2;
+	}
+#endif
+	clock_gettime(CLOCK_MONOTONIC, &g_t0);
+	printf("fe pid=%d funcs=%d roots=%d threads=%ld depth=%d pie=%d "
+	       "seed=%d\n",
+	       (int)getpid(), FE_NFUNCS, FE_NROOTS, nthreads, g_depth,
+	       is_pie(), FE_SEED);
+	uint64_t check0 = checksum(check_ops);
+	printf("check start=%016" PRIx64 "\n", check0);
+	fflush(stdout);
+
+	struct worker *w = calloc((size_t)nthreads, sizeof(*w));
+	if (!w)
+		return 1;
+	double t_begin = now_s();
+	for (long i = 0; i < nthreads; i++) {
+		w[i].id = (int)i;
+		w[i].limit = fixed_ops;
+		if (pthread_create(&w[i].tid, NULL, worker_main, &w[i])) {
+			perror("pthread_create");
+			return 1;
+		}
+	}
+#ifdef WITH_OCOLOS
+	struct online on = { online_after, profile_ms, sample_hz, keep, 0 };
+	if (online_after >= 0 &&
+	    pthread_create(&on.tid, NULL, online_main, &on)) {
+		perror("pthread_create");
+		return 1;
+	}
+#else
+	(void)profile_ms;
+	(void)sample_hz;
+	(void)keep;
+#endif
+
+	uint64_t last = 0;
+	if (!fixed_ops) {
+		struct timespec next = g_t0;
+		double t_next = t_begin;
+		for (;;) {
+			t_next += interval;
+			if (t_next > t_begin + duration + 1e-9)
+				break;
+			double whole = (double)(long)t_next;
+			next.tv_sec = g_t0.tv_sec + (time_t)whole;
+			next.tv_nsec = g_t0.tv_nsec +
+				       (long)((t_next - whole) * 1e9);
+			while (next.tv_nsec >= 1000000000L) {
+				next.tv_nsec -= 1000000000L;
+				next.tv_sec++;
+			}
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME,
+					       &next, NULL) == EINTR)
+				;
+			uint64_t tot = 0;
+			for (long i = 0; i < nthreads; i++)
+				tot += atomic_load(&w[i].ops);
+			printf("tput t=%.2f ops=%" PRIu64 " ops_per_s=%.0f\n",
+			       t_next - t_begin, tot - last,
+			       (double)(tot - last) / interval);
+			fflush(stdout);
+			last = tot;
+		}
+		atomic_store(&g_stop, 1);
+	}
+	uint64_t tot = 0, sink = 0;
+	for (long i = 0; i < nthreads; i++) {
+		pthread_join(w[i].tid, NULL);
+		tot += atomic_load(&w[i].ops);
+		sink ^= w[i].sum;
+	}
+	double secs = now_s() - t_begin;
+#ifdef WITH_OCOLOS
+	if (online_after >= 0)
+		pthread_join(on.tid, NULL);
+#endif
+	printf("done secs=%.3f ops=%" PRIu64 " ops_per_s=%.0f rss_kb=%ld "
+	       "sink=%016" PRIx64 "\n",
+	       secs, tot, (double)tot / secs, rss_kb(), sink);
+	uint64_t check1 = checksum(check_ops);
+	printf("check end=%016" PRIx64 " ok=%d\n", check1, check1 == check0);
+	fflush(stdout);
+	free(w);
+	return check1 == check0 ? 0 : 1;
+}

@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,6 +31,9 @@ extern "C" {
 #define OCOLOS_VERSION_PATCH 0
 
 #define OCOLOS_API __attribute__((visibility("default")))
+
+/* A target process and what libocolos did to it (opaque). */
+struct ocolos_ctx;
 
 /* Error codes: every call returns 0 or one of these (negative). */
 enum ocolos_error {
@@ -51,6 +55,9 @@ enum ocolos_error {
 	OCOLOS_ESTOP = -15,	/* could not stop every thread of the target */
 	OCOLOS_EPATCH = -16,	/* code or data to patch was not what we expected */
 	OCOLOS_ENOTHOT = -17,	/* BOLT moved no function: nothing to redirect */
+	OCOLOS_EATTACH = -18,	/* cannot ptrace the target process */
+	OCOLOS_ENOPROC = -19,	/* the target process is gone or exiting */
+	OCOLOS_ESTALE = -20,	/* the binary on disk is not the one running */
 };
 
 /* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL. */
@@ -176,7 +183,7 @@ struct ocolos_where_opts {
 #define ocolos_where_opts__last_field sample_hz
 
 /* Where the process's threads run, by sample counts. */
-struct ocolos_where {
+struct ocolos_where_result {
 	uint64_t samples;	/* all samples of the other threads */
 	uint64_t in_original;	/* in the binary's original code (C0) */
 	uint64_t in_optimized;	/* in the last round's optimized code (C1) */
@@ -189,12 +196,72 @@ struct ocolos_where {
  * revert took effect). `opts` may be NULL.
  */
 OCOLOS_API int ocolos_where_self(const struct ocolos_where_opts *opts,
-				 struct ocolos_where *out);
+				 struct ocolos_where_result *out);
 
-/* Detailed message of the last failed call on the calling process's
- * in-process context (pass NULL). Empty string if none. The pointer is
+/* ---- optimizing another process (supervisors, fleet agents) ---- */
+
+/* Options of a context on another process. All fields default when zero. */
+struct ocolos_pid_opts {
+	size_t sz; /* sizeof(struct ocolos_pid_opts); set by OCOLOS_OPTS */
+	uint32_t profile_ms;	  /* sampling window, ms. Default 2000. */
+	uint32_t sample_hz;	  /* samples per second per thread. Default 10000. */
+	const char *bolt_path;	  /* as in ocolos_self_opts */
+	uint32_t bolt_timeout_ms; /* default 300000 */
+	/* Give up stopping the target's threads after this (OCOLOS_ESTOP).
+	 * Default 2000. */
+	uint32_t stop_timeout_ms;
+	/* Limit of a call injected into the target (registering C1's unwind
+	 * tables with its libgcc); OCOLOS_ETIMEDOUT past it. Default 2000. */
+	uint32_t call_timeout_ms;
+	/* The target's binary. Default: the file behind /proc/PID/exe. */
+	const char *binary_path;
+	const char *tmp_dir;	  /* as in ocolos_self_opts */
+	int keep_work_dir;
+	ocolos_log_fn log_fn;
+	void *log_user;
+	const char *const *bolt_extra_args;
+};
+#define ocolos_pid_opts__last_field bolt_extra_args
+
+/*
+ * Open a context on process `pid`, which needs nothing from libocolos: no
+ * linking, no preload. Attaching happens only while a stage needs it
+ * (ptrace; the caller must be allowed to trace the target). On success
+ * *ctx must be closed with ocolos_close(). On failure *ctx is NULL and the
+ * reason went to opts->log_fn.
+ */
+OCOLOS_API int ocolos_open_pid(pid_t pid, const struct ocolos_pid_opts *opts,
+			       struct ocolos_ctx **ctx);
+
+/*
+ * The stages of a round, callable one by one (e.g. to profile while the
+ * target is busy and replace when it is idle), or all at once with
+ * ocolos_round(). Each fills `stats` (may be NULL) as far as the round got.
+ *  profile:  check the binary, reserve C1's range, sample, write the profile
+ *  optimize: run BOLT, compute the patches
+ *  replace:  map C1, stop the world, redirect, resume
+ * A failing stage abandons the round; the target keeps its original code.
+ */
+OCOLOS_API int ocolos_profile(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
+OCOLOS_API int ocolos_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
+OCOLOS_API int ocolos_replace(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
+OCOLOS_API int ocolos_round(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
+
+/* Revert / re-apply the last round in the target (see ocolos_revert_self). */
+OCOLOS_API int ocolos_revert(struct ocolos_ctx *ctx, struct ocolos_switch_stats *stats);
+OCOLOS_API int ocolos_reapply(struct ocolos_ctx *ctx, struct ocolos_switch_stats *stats);
+
+/* Where the target's threads run (see ocolos_where_self). */
+OCOLOS_API int ocolos_where(struct ocolos_ctx *ctx, const struct ocolos_where_opts *opts,
+			    struct ocolos_where_result *out);
+
+/* Release the context. What was injected stays in the target, which keeps
+ * running whatever code it runs now. NULL is fine. */
+OCOLOS_API void ocolos_close(struct ocolos_ctx *ctx);
+
+/* Detailed message of the last failed call on `ctx`, or on the calling
+ * process's in-process context (pass NULL). Empty string if none. The pointer is
  * valid until the next call into the library on that context. */
-struct ocolos_ctx;
 OCOLOS_API const char *ocolos_last_error(const struct ocolos_ctx *ctx);
 
 /* Library version string, "MAJOR.MINOR.PATCH". */

@@ -29,6 +29,9 @@ OCOLOS_API const char *ocolos_strerror(int err)
 	case OCOLOS_ESTOP: return "OCOLOS_ESTOP: could not stop every thread";
 	case OCOLOS_EPATCH: return "OCOLOS_EPATCH: code to patch is not what the binary says";
 	case OCOLOS_ENOTHOT: return "OCOLOS_ENOTHOT: BOLT moved no function";
+	case OCOLOS_EATTACH: return "OCOLOS_EATTACH: cannot ptrace the target";
+	case OCOLOS_ENOPROC: return "OCOLOS_ENOPROC: the target process is gone";
+	case OCOLOS_ESTALE: return "OCOLOS_ESTALE: the binary on disk is not the one running";
 	default: return "OCOLOS_E?: unknown error code";
 	}
 }

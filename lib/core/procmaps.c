@@ -22,10 +22,15 @@ int procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err)
 	m->n = 0;
 	while (fgets(line, sizeof(line), f)) {
 		struct procmaps_entry e = { 0 };
-		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %x:%x %" SCNu64,
+		int end = 0;
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %x:%x %" SCNu64 "%n",
 			   &e.start, &e.end, e.perms, &e.offset, &e.dev_major,
-			   &e.dev_minor, &e.ino) != 7)
+			   &e.dev_minor, &e.ino, &end) != 7)
 			continue;
+		const char *p = line + end;
+		while (*p == ' ')
+			p++;
+		snprintf(e.path, sizeof(e.path), "%.*s", (int)strcspn(p, "\n"), p);
 		if (core_grow((void **)&m->v, &m->cap, m->n, sizeof(*m->v))) {
 			fclose(f);
 			return core_errf(err, OCOLOS_ENOMEM, "out of memory reading %s", path);

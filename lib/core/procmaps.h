@@ -12,6 +12,7 @@ struct procmaps_entry {
 	uint64_t ino;
 	unsigned dev_major, dev_minor;
 	char perms[5];
+	char path[256];	  /* "" for anonymous mappings; "[vdso]", "[heap]", ... */
 };
 
 struct procmaps {

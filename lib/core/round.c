@@ -1,18 +1,22 @@
 /*
- * One optimization round on the calling process, stage by stage:
+ * One optimization round, stage by stage:
  *
- *   model     open the binary, find its load bias           (elf/, core/procmaps)
- *             find a usable BOLT                           (layout/)
- *   reserve   PROT_NONE range for C1 near the code          (inject/reserve)
- *   profile   sample every other thread for the window      (sample/)
- *             write the samples as a BOLT profile           (infer/)
- *   optimize  run BOLT for the reserved address             (layout/)
+ *   profile   model the binary, find its load bias, check the running
+ *             image is the file on disk                 (elf/, core/procmaps)
+ *             find a usable BOLT                        (layout/)
+ *             reserve the C1 range near the code        (inject/reserve, target)
+ *             sample the target for the window          (sample/)
+ *             write the samples as a BOLT profile       (infer/)
+ *   optimize  run BOLT for the reserved address         (layout/)
  *             read its output: C1 segments, moved functions (elf/bolt_output)
- *   prepare   patch plan, map C1, register unwind tables    (inject/)
- *   replace   stop the world, write the plan, resume        (inject/)
+ *             compute the patch plan                    (inject/plan)
+ *   replace   map C1, register its unwind tables        (target)
+ *             stop the world, write the plan, resume    (target, inject/apply)
  *
- * Until `replace`, nothing the program executes has changed; a failure
- * there or before it unmaps C1 and leaves the program on its original code.
+ * Until the last step nothing the target executes has changed; a failure
+ * there or before it unmaps C1 and leaves the target on its original code.
+ * The stages can be called one by one (ocolos_profile/optimize/replace);
+ * the round between them is `ctx->pending`.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -28,202 +32,301 @@
 #include "layout/layout.h"
 #include "sample/sample.h"
 
-struct round {
-	struct ocolos_ctx *ctx;
-	const struct round_opts *o;
-	struct ocolos_stats *st;
-	struct core_err *err;
+struct round_pending {
+	int stage;		/* 1 profiled, 2 optimized */
 	uint64_t bias;
 	struct core_workdir wd;
 	struct inject_reservation res;
-	struct sample_set samples;
 	struct bolt_output *out;
 	struct inject_plan plan;
-	void *unwind;
+	struct ocolos_stats st;
+	uint64_t t_start;
 	char profile[PATH_MAX], output[PATH_MAX], log[PATH_MAX];
 };
 
-static int stage_model(struct round *r)
+static void copy_stats(const struct round_pending *p, struct ocolos_stats *st)
 {
-	struct ocolos_ctx *ctx = r->ctx;
-	if (!ctx->bin) {
-		char exe[PATH_MAX];
-		const char *path = r->o->binary_path;
-		if (!path) {
-			ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-			if (n <= 0)
-				return core_errf(r->err, OCOLOS_EIO, "cannot read /proc/self/exe; set opts.binary_path");
-			exe[n] = '\0';
-			path = exe;
-		}
-		int rc = elf_binary_open(path, &ctx->bin, r->err);
-		if (rc)
-			return rc;
-		core_logf(&ctx->log, OCOLOS_LOG_INFO, "binary %s: %zu functions, %zu call sites, %zu pointer slots%s",
-			  path, ctx->bin->nfuncs, ctx->bin->nsites, ctx->bin->nslots,
-			  ctx->bin->is_pie ? ", PIE" : "");
+	if (st && p)
+		*st = p->st;
+}
+
+/* The file the target runs: opts.binary_path, or /proc/PID/exe resolved. */
+static int open_model(struct ocolos_ctx *ctx)
+{
+	if (ctx->bin)
+		return 0;
+	char exe[PATH_MAX], link[64];
+	const char *path = ctx->opts.binary_path;
+	if (!path) {
+		snprintf(link, sizeof(link), "/proc/%d/exe", (int)ctx->pid);
+		ssize_t n = readlink(link, exe, sizeof(exe) - 1);
+		if (n <= 0)
+			return core_errf(&ctx->err, OCOLOS_ENOPROC, "cannot read %s: is process %d alive?",
+					 link, (int)ctx->pid);
+		exe[n] = '\0';
+		/* " (deleted)": the file is gone; /proc/PID/exe still opens it. */
+		path = strstr(exe, " (deleted)") ? link : exe;
 	}
-	struct procmaps m = { 0 };
-	int rc = procmaps_read(getpid(), &m, r->err);
+	int rc = elf_binary_open(path, &ctx->bin, &ctx->err);
 	if (!rc)
-		rc = procmaps_load_bias(&m, ctx->bin->dev, ctx->bin->ino, ctx->bin->segs[0].vaddr,
-					ctx->bin->segs[0].offset, &r->bias, r->err);
-	procmaps_free(&m);
+		core_logf(&ctx->log, OCOLOS_LOG_INFO,
+			  "binary %s: %zu functions, %zu call sites (%zu from relocations), %zu pointer slots%s",
+			  path, ctx->bin->nfuncs, ctx->bin->nsites, ctx->bin->reloc_sites,
+			  ctx->bin->nslots, ctx->bin->is_pie ? ", PIE" : "");
 	return rc;
 }
 
-static int stage_reserve(struct round *r)
+/* Load bias, and proof that the running image is the file BOLT will read:
+ * same inode mapped, same build-id in memory. */
+static int find_bias(struct ocolos_ctx *ctx, uint64_t *bias)
 {
-	/* C1 holds at most the moved code plus its tables; 2x the original
-	 * text leaves room for BOLT's alignment. Address space is cheap. */
-	uint64_t size = 2 * r->ctx->bin->text_bytes + (64ull << 20);
-	size = (size + (2ull << 20) - 1) & ~((2ull << 20) - 1);
-	if (size > (1ull << 30))
-		size = 1ull << 30;
-	return inject_reserve_self(r->ctx->bin, r->bias, size, &r->res, r->err);
-}
-
-static int stage_profile(struct round *r)
-{
-	struct sample_config cfg = { .backend = SAMPLE_PERF_IP, .pid = getpid(),
-		.hz = r->o->sample_hz, .window_ms = r->o->profile_ms,
-		.exclude_tid = (pid_t)syscall(SYS_gettid) };
-	uint64_t t0 = core_now_ns();
-	int rc = sample_collect(&cfg, &r->samples, r->err);
-	r->st->profile_ns = core_now_ns() - t0;
-	r->st->samples = r->samples.n;
-	r->st->threads_sampled = r->samples.threads;
+	struct procmaps m = { 0 };
+	int rc = procmaps_read(ctx->pid, &m, &ctx->err);
 	if (rc)
-		return rc;
-	struct infer_profile_stats ps;
-	rc = infer_write_preagg(r->ctx->bin, r->bias, &r->samples, r->profile, &ps, r->err);
-	r->st->samples_in_binary = ps.in_binary;
-	core_logf(&r->ctx->log, OCOLOS_LOG_INFO, "profile: %zu samples (%s, %u threads), %llu in %u functions of the binary",
-		  r->samples.n, r->samples.event ? r->samples.event : "-", r->samples.threads,
-		  (unsigned long long)ps.in_binary, ps.functions);
-	return rc;
+		return rc == OCOLOS_EIO ? OCOLOS_ENOPROC : rc;
+	rc = procmaps_load_bias(&m, ctx->bin->dev, ctx->bin->ino, ctx->bin->segs[0].vaddr,
+				ctx->bin->segs[0].offset, bias, &ctx->err);
+	procmaps_free(&m);
+	if (rc)
+		return OCOLOS_ESTALE;
+	const struct elf_binary *b = ctx->bin;
+	uint8_t id[64];
+	if (b->build_id_vaddr && b->build_id_len &&
+	    (inject_mem_read(ctx->target.memfd, *bias + b->build_id_vaddr, id, b->build_id_len) ||
+	     memcmp(id, b->build_id, b->build_id_len)))
+		return core_errf(&ctx->err, OCOLOS_ESTALE,
+				 "'%s' on disk has another build-id than the image process %d runs: the "
+				 "file was rewritten since the process started; restart it, or point "
+				 "binary_path at the original file", b->path, (int)ctx->pid);
+	return 0;
 }
 
-/* Find BOLT before anything is done to the process; the result is kept
- * for later rounds that ask for the same opts.bolt_path. */
-static int stage_find_bolt(struct round *r)
+/* Find BOLT before anything is done to the target; the result is kept for
+ * later rounds that ask for the same bolt_path. */
+static int find_bolt(struct ocolos_ctx *ctx, const char *dir)
 {
-	struct ocolos_ctx *ctx = r->ctx;
-	const char *hint = r->o->bolt_path ? r->o->bolt_path : "";
+	const char *hint = ctx->opts.bolt_path ? ctx->opts.bolt_path : "";
 	if (ctx->bolt[0] && !strcmp(ctx->bolt_hint, hint))
 		return 0;
 	ctx->bolt[0] = '\0';
-	int rc = layout_bolt_probe(r->o->bolt_path, r->wd.path, ctx->bolt, r->err);
+	int rc = layout_bolt_probe(ctx->opts.bolt_path, dir, ctx->bolt, &ctx->err);
 	if (!rc)
 		snprintf(ctx->bolt_hint, sizeof(ctx->bolt_hint), "%s", hint);
 	return rc;
 }
 
-static int stage_optimize(struct round *r)
+static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 {
-	struct ocolos_ctx *ctx = r->ctx;
-	int rc;
-	struct layout_request req = { .bolt_path = ctx->bolt, .binary = ctx->bin->path,
-		.profile = r->profile, .output = r->output, .log_path = r->log,
-		.alloc_vma = r->res.addr - r->bias, .timeout_ms = r->o->bolt_timeout_ms,
-		.extra_args = r->o->bolt_extra_args };
-	rc = layout_bolt_run(&req, &r->st->bolt_ns, r->err);
-	if (rc)
-		return rc;
-	rc = elf_bolt_output_open(r->output, ctx->bin, req.alloc_vma, r->res.size, &r->out, r->err);
-	if (rc)
-		return rc;
-	core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT: %u functions moved in %.1f ms",
-		  r->out->moved, (double)r->st->bolt_ns / 1e6);
-	return 0;
+	/* C1 holds at most the moved code plus its tables; 2x the original
+	 * text leaves room for BOLT's alignment. Address space is cheap. */
+	uint64_t size = 2 * ctx->bin->text_bytes + (64ull << 20);
+	size = (size + (2ull << 20) - 1) & ~((2ull << 20) - 1);
+	if (size > (1ull << 30))
+		size = 1ull << 30;
+	return inject_reserve(&ctx->target, ctx->bin, p->bias, size, &p->res, &ctx->err);
 }
 
-static int stage_prepare(struct round *r)
+static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 {
-	int rc = inject_plan_build(r->ctx->bin, r->out, r->bias, &r->plan, r->err);
-	if (rc)
-		return rc;
-	rc = inject_map_c1(r->out, r->bias, &r->res, &r->st->c1_bytes, r->err);
-	if (rc)
-		return rc;
-	inject_reservation_trim(&r->res, r->bias + r->out->hi);
-	r->st->c1_addr = r->bias + r->out->lo;
-	r->st->functions_moved = r->out->moved;
-	if (r->out->eh_frame &&
-	    (rc = inject_unwind_register(r->bias + r->out->eh_frame, r->out->eh_frame_size,
-					 &r->unwind, r->err)))
-		return rc;
-	inject_sync_core_register();
-	return 0;
-}
-
-static int stage_replace(struct round *r)
-{
-	struct ocolos_switch_stats sw;
-	r->ctx->stop_signal = r->o->stop_signal;
-	r->ctx->stop_timeout_ms = r->o->stop_timeout_ms;
-	int rc = core_switch_self(r->ctx, &r->plan, 1, &sw);
-	r->st->pause_ns = sw.pause_ns;
-	r->st->threads_stopped = sw.threads_stopped;
-	r->st->call_sites_patched = sw.call_sites;
-	r->st->pointer_slots_patched = sw.pointer_slots;
-	if (!rc && r->plan.skipped_writable)
-		core_logf(&r->ctx->log, OCOLOS_LOG_INFO,
-			  "%u function pointers in writable data left on C0 (see docs/guide.md)",
-			  r->plan.skipped_writable);
+	int self = ctx->pid == getpid();
+	struct sample_config cfg = { .backend = SAMPLE_PERF_IP, .pid = ctx->pid,
+		.hz = ctx->opts.sample_hz, .window_ms = ctx->opts.profile_ms,
+		.exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0 };
+	struct sample_set s = { 0 };
+	uint64_t t0 = core_now_ns();
+	int rc = sample_collect(&cfg, &s, &ctx->err);
+	p->st.profile_ns = core_now_ns() - t0;
+	p->st.samples = s.n;
+	p->st.threads_sampled = s.threads;
+	struct infer_profile_stats ps = { 0 };
+	if (!rc)
+		rc = infer_write_preagg(ctx->bin, p->bias, &s, p->profile, &ps, &ctx->err);
+	p->st.samples_in_binary = ps.in_binary;
+	core_logf(&ctx->log, OCOLOS_LOG_INFO,
+		  "profile: %zu samples (%s, %u threads), %llu in %u functions of the binary",
+		  s.n, s.event ? s.event : "-", s.threads, (unsigned long long)ps.in_binary, ps.functions);
+	sample_set_free(&s);
 	return rc;
 }
 
-int core_round_self(struct ocolos_ctx *ctx, const struct round_opts *o,
-		    struct ocolos_stats *st)
+void core_drop_pending(struct ocolos_ctx *ctx)
 {
-	struct round r = { .ctx = ctx, .o = o, .st = st, .err = &ctx->err };
-	uint64_t t0 = core_now_ns();
+	struct round_pending *p = ctx->pending;
+	if (!p)
+		return;
+	inject_plan_free(&p->plan);
+	elf_bolt_output_close(p->out);
+	if (ctx->target_open)
+		inject_reservation_release(&ctx->target, &p->res);
+	if (ctx->opts.keep_work_dir && p->wd.path[0])
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "work directory kept: %s", p->wd.path);
+	else
+		core_workdir_remove(&p->wd);
+	free(p);
+	ctx->pending = NULL;
+}
+
+int core_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
+{
 	if (ctx->live && ctx->redirected)
 		return core_errf(&ctx->err, OCOLOS_ENOTSUP,
-				 "this process already runs optimized code from an earlier round; "
-				 "continuous re-optimization is not implemented yet: call "
-				 "ocolos_revert_self() first to optimize afresh");
-	if (ctx->live) {
-		/* A reverted round: its C1 stays mapped and registered for
-		 * good (a thread may still return into it); only its plan goes. */
-		inject_plan_free(&ctx->applied.plan);
-		ctx->live = 0;
-	}
-	int rc = stage_model(&r);
+				 "process %d already runs optimized code from an earlier round; "
+				 "continuous re-optimization is not implemented yet: revert first "
+				 "to optimize afresh", (int)ctx->pid);
+	core_drop_pending(ctx);
+	struct round_pending *p = calloc(1, sizeof(*p));
+	if (!p)
+		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+	ctx->pending = p;
+	p->t_start = core_now_ns();
+	int rc = open_model(ctx);
 	if (!rc)
-		rc = core_workdir_create(&r.wd, o->tmp_dir, r.err);
-	if (!rc && !(rc = core_workdir_file(&r.wd, "profile.preagg", r.profile, r.err)) &&
-	    !(rc = core_workdir_file(&r.wd, "c1.bolt", r.output, r.err)))
-		rc = core_workdir_file(&r.wd, "bolt.log", r.log, r.err);
+		rc = find_bias(ctx, &p->bias);
 	if (!rc)
-		rc = stage_find_bolt(&r);
+		rc = core_workdir_create(&p->wd, ctx->opts.tmp_dir, &ctx->err);
+	if (!rc && !(rc = core_workdir_file(&p->wd, "profile.preagg", p->profile, &ctx->err)) &&
+	    !(rc = core_workdir_file(&p->wd, "c1.bolt", p->output, &ctx->err)))
+		rc = core_workdir_file(&p->wd, "bolt.log", p->log, &ctx->err);
 	if (!rc)
-		rc = stage_reserve(&r);
+		rc = find_bolt(ctx, p->wd.path);
 	if (!rc)
-		rc = stage_profile(&r);
+		rc = reserve(ctx, p);
 	if (!rc)
-		rc = stage_optimize(&r);
-	if (!rc)
-		rc = stage_prepare(&r);
-	if (!rc)
-		rc = stage_replace(&r);
-	if (rc) {
-		/* Nothing points at C1: it can go. */
-		inject_unwind_deregister(r.unwind);
-		inject_reservation_release(&r.res);
-		inject_plan_free(&r.plan);
-	} else {
-		ctx->live = 1;
-		ctx->redirected = 1;
-		ctx->applied = (struct round_live){ r.res, r.plan, r.unwind };
-	}
-	sample_set_free(&r.samples);
-	elf_bolt_output_close(r.out);
-	if (o->keep_work_dir && r.wd.path[0])
-		core_logf(&ctx->log, OCOLOS_LOG_INFO, "work directory kept: %s", r.wd.path);
+		rc = sample(ctx, p);
+	p->st.round_ns = core_now_ns() - p->t_start;
+	copy_stats(p, st);
+	if (rc)
+		core_drop_pending(ctx);
 	else
-		core_workdir_remove(&r.wd);
-	st->round_ns = core_now_ns() - t0;
+		p->stage = 1;
 	return rc;
+}
+
+int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
+{
+	struct round_pending *p = ctx->pending;
+	if (!p || p->stage != 1)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "nothing to optimize: profile first");
+	struct layout_request req = { .bolt_path = ctx->bolt, .binary = ctx->bin->path,
+		.profile = p->profile, .output = p->output, .log_path = p->log,
+		.alloc_vma = p->res.addr - p->bias, .timeout_ms = ctx->opts.bolt_timeout_ms,
+		.extra_args = ctx->opts.bolt_extra_args };
+	int rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
+	if (!rc)
+		rc = elf_bolt_output_open(p->output, ctx->bin, req.alloc_vma, p->res.size, &p->out, &ctx->err);
+	if (!rc) {
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT: %u functions moved in %.1f ms",
+			  p->out->moved, (double)p->st.bolt_ns / 1e6);
+		p->st.functions_moved = p->out->moved;
+		rc = inject_plan_build(ctx->bin, p->out, p->bias, &p->plan, &ctx->err);
+	}
+	p->st.round_ns = core_now_ns() - p->t_start;
+	copy_stats(p, st);
+	if (rc)
+		core_drop_pending(ctx);
+	else
+		p->stage = 2;
+	return rc;
+}
+
+/* Map C1 and register its unwind tables: still invisible to the target. */
+static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *unwind)
+{
+	struct target *t = &ctx->target;
+	int rc = t->ops->map_c1(t, p->out, p->bias, &p->res, &p->st.c1_bytes, &ctx->err);
+	if (rc)
+		return rc;
+	p->st.c1_addr = p->bias + p->out->lo;
+	uint64_t used = p->bias + p->out->hi - p->res.addr;
+	if (p->out->eh_frame)
+		rc = t->ops->register_unwind(t, p->bias + p->out->eh_frame, p->out->eh_frame_size,
+					     &p->res, &used, unwind, &ctx->err);
+	if (!rc)
+		inject_reservation_trim(t, &p->res, p->res.addr + used);
+	return rc;
+}
+
+int core_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
+{
+	struct round_pending *p = ctx->pending;
+	if (!p || p->stage != 2)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "nothing to replace: optimize first");
+	uint64_t unwind = 0;
+	int rc = prepare(ctx, p, &unwind);
+	struct inject_apply_result res = { 0 };
+	if (!rc)
+		rc = ctx->target.ops->switch_plan(&ctx->target, &p->plan, 1, &p->st.threads_stopped,
+						  &p->st.pause_ns, &res, &ctx->err);
+	p->st.call_sites_patched = res.call_sites;
+	p->st.pointer_slots_patched = res.ptr_slots;
+	p->st.round_ns = core_now_ns() - p->t_start;
+	copy_stats(p, st);
+	if (rc) {
+		if (unwind)
+			ctx->target.ops->unregister_unwind(&ctx->target, unwind);
+		core_drop_pending(ctx); /* unmaps C1: nothing points at it */
+		return rc;
+	}
+	core_logf(&ctx->log, OCOLOS_LOG_INFO,
+		  "redirect to C1: %u call sites, %u pointer slots (%u writable slots left on C0, "
+		  "%u mismatched), %u threads stopped for %.3f ms", res.call_sites, res.ptr_slots,
+		  p->plan.skipped_writable, res.mismatched, p->st.threads_stopped,
+		  (double)p->st.pause_ns / 1e6);
+	if (ctx->live) /* a reverted earlier round: its C1 stays mapped for good */
+		inject_plan_free(&ctx->applied.plan);
+	ctx->live = 1;
+	ctx->redirected = 1;
+	ctx->applied = (struct round_live){ p->res, p->plan, unwind };
+	p->res = (struct inject_reservation){ 0 }; /* now owned by `applied` */
+	p->plan = (struct inject_plan){ 0 };
+	core_drop_pending(ctx);
+	return 0;
+}
+
+int core_round(struct ocolos_ctx *ctx, struct ocolos_stats *st)
+{
+	int rc = core_profile(ctx, st);
+	if (!rc)
+		rc = core_optimize(ctx, st);
+	if (!rc)
+		rc = core_replace(ctx, st);
+	return rc;
+}
+
+int core_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!ctx->live)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "no optimized code to switch: run a round first");
+	if (ctx->redirected == forward)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, forward
+				 ? "the optimized code is already in use"
+				 : "the target already runs its original code");
+	struct inject_apply_result res = { 0 };
+	int rc = ctx->target.ops->switch_plan(&ctx->target, &ctx->applied.plan, forward,
+					      &st->threads_stopped, &st->pause_ns, &res, &ctx->err);
+	st->call_sites = res.call_sites;
+	st->pointer_slots = res.ptr_slots;
+	st->mismatched = res.mismatched;
+	if (rc)
+		return rc;
+	ctx->redirected = forward;
+	core_logf(&ctx->log, OCOLOS_LOG_INFO,
+		  "%s: %u call sites, %u pointer slots (%u mismatched), %u threads stopped for %.3f ms",
+		  forward ? "redirect to C1" : "revert to C0", res.call_sites, res.ptr_slots,
+		  res.mismatched, st->threads_stopped, (double)st->pause_ns / 1e6);
+	return 0;
+}
+
+void core_ctx_release(struct ocolos_ctx *ctx)
+{
+	core_drop_pending(ctx);
+	if (ctx->live)
+		inject_plan_free(&ctx->applied.plan);
+	ctx->live = ctx->redirected = 0;
+	elf_binary_close(ctx->bin);
+	ctx->bin = NULL;
+	if (ctx->target_open)
+		target_close(&ctx->target);
+	ctx->target_open = 0;
 }

@@ -1,16 +1,17 @@
 /*
- * Public in-process API: ocolos_optimize_self() and friends.
+ * Public in-process API: ocolos_optimize_self() and friends, plus what all
+ * public entry points share (options reading, the busy flag, errors).
  *
  * The in-process context is the library's only static state. It describes
  * the calling process's code image, which is itself process-wide: two
- * contexts for one process could only step on each other. A round holds
- * its busy flag, so a concurrent second call gets OCOLOS_EBUSY.
+ * contexts for one process could only step on each other. A call holds the
+ * context's busy flag, so a concurrent second call gets OCOLOS_EBUSY.
  */
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "core/ctx.h"
+#include "core/api.h"
 
 static struct ocolos_ctx self_ctx = { .busy = ATOMIC_FLAG_INIT };
 
@@ -26,11 +27,7 @@ OCOLOS_API const char *ocolos_last_error(const struct ocolos_ctx *ctx)
 	return ctx->err.msg;
 }
 
-/* Copy the caller's options (of whatever size they were compiled with,
- * given by their leading `size_t sz`) into a struct of `known` bytes;
- * non-zero bytes beyond what we know are refused, since they are settings
- * this library version would silently ignore. `in` may be NULL. */
-static int read_opts(const void *in, void *out, size_t known, struct core_err *err)
+int api_read_opts(const void *in, void *out, size_t known, struct core_err *err)
 {
 	memset(out, 0, known);
 	if (!in)
@@ -48,45 +45,34 @@ static int read_opts(const void *in, void *out, size_t known, struct core_err *e
 	return 0;
 }
 
-static void apply_defaults(const struct ocolos_self_opts *u, struct round_opts *o)
+void api_defaults(struct round_opts *o)
 {
-	o->profile_ms = u->profile_ms ? u->profile_ms : 2000;
-	o->sample_hz = u->sample_hz ? u->sample_hz : 10000;
-	o->bolt_timeout_ms = u->bolt_timeout_ms ? u->bolt_timeout_ms : 300000;
-	o->stop_timeout_ms = u->stop_timeout_ms ? u->stop_timeout_ms : 2000;
-	o->stop_signal = u->stop_signal ? u->stop_signal : SIGRTMIN + 7;
-	o->keep_work_dir = u->keep_work_dir;
-	o->bolt_path = u->bolt_path;
-	o->binary_path = u->binary_path;
-	o->tmp_dir = u->tmp_dir;
-	o->bolt_extra_args = u->bolt_extra_args;
+	if (!o->profile_ms)
+		o->profile_ms = 2000;
+	if (!o->sample_hz)
+		o->sample_hz = 10000;
+	if (!o->bolt_timeout_ms)
+		o->bolt_timeout_ms = 300000;
+	if (!o->stop_timeout_ms)
+		o->stop_timeout_ms = 2000;
+	if (!o->call_timeout_ms)
+		o->call_timeout_ms = 2000;
+	if (!o->stop_signal)
+		o->stop_signal = SIGRTMIN + 7;
 }
 
-OCOLOS_API int ocolos_optimize_self(const struct ocolos_self_opts *opts,
-				    struct ocolos_stats *stats)
+int api_enter(struct ocolos_ctx *ctx)
 {
-	struct ocolos_ctx *ctx = &self_ctx;
+	if (!ctx)
+		return OCOLOS_EINVAL;
 	if (atomic_flag_test_and_set(&ctx->busy))
-		return OCOLOS_EBUSY; /* the running round owns ctx->err */
-	struct ocolos_stats local;
-	if (!stats)
-		stats = &local;
-	memset(stats, 0, sizeof(*stats));
+		return OCOLOS_EBUSY; /* the running call owns ctx->err */
 	core_err_clear(&ctx->err);
-	struct ocolos_self_opts u;
-	int rc = read_opts(opts, &u, sizeof(u), &ctx->err);
-	if (!rc) {
-		struct round_opts o;
-		apply_defaults(&u, &o);
-		ctx->log = (struct core_log){ u.log_fn, u.log_user };
-		ctx->pid = getpid();
-		if (o.stop_signal < SIGRTMIN || o.stop_signal > SIGRTMAX)
-			rc = core_errf(&ctx->err, OCOLOS_EINVAL,
-				       "opts.stop_signal %d is not a real-time signal (SIGRTMIN..SIGRTMAX)",
-				       o.stop_signal);
-		else
-			rc = core_round_self(ctx, &o, stats);
-	}
+	return 0;
+}
+
+int api_leave(struct ocolos_ctx *ctx, int rc)
+{
 	if (rc && !ctx->err.msg[0])
 		core_errf(&ctx->err, rc, "%s", ocolos_strerror(rc));
 	if (rc)
@@ -95,29 +81,74 @@ OCOLOS_API int ocolos_optimize_self(const struct ocolos_self_opts *opts,
 	return rc;
 }
 
+int api_open_target(struct ocolos_ctx *ctx)
+{
+	if (ctx->target_open)
+		return 0;
+	int rc = target_open(&ctx->target, ctx->pid, &ctx->log, &ctx->err);
+	if (rc)
+		return rc;
+	ctx->target_open = 1;
+	ctx->target.stop_signal = ctx->opts.stop_signal;
+	ctx->target.stop_timeout_ms = ctx->opts.stop_timeout_ms;
+	ctx->target.call_timeout_ms = ctx->opts.call_timeout_ms;
+	return 0;
+}
+
+/* The self context's options for this call. */
+static int self_configure(const struct ocolos_self_opts *opts)
+{
+	struct ocolos_ctx *ctx = &self_ctx;
+	struct ocolos_self_opts u;
+	int rc = api_read_opts(opts, &u, sizeof(u), &ctx->err);
+	if (rc)
+		return rc;
+	if (u.stop_signal && (u.stop_signal < SIGRTMIN || u.stop_signal > SIGRTMAX))
+		return core_errf(&ctx->err, OCOLOS_EINVAL,
+				 "opts.stop_signal %d is not a real-time signal (SIGRTMIN..SIGRTMAX)",
+				 u.stop_signal);
+	ctx->opts = (struct round_opts){ .profile_ms = u.profile_ms, .sample_hz = u.sample_hz,
+		.bolt_timeout_ms = u.bolt_timeout_ms, .stop_timeout_ms = u.stop_timeout_ms,
+		.stop_signal = u.stop_signal, .keep_work_dir = u.keep_work_dir,
+		.bolt_path = u.bolt_path, .binary_path = u.binary_path, .tmp_dir = u.tmp_dir,
+		.bolt_extra_args = u.bolt_extra_args };
+	api_defaults(&ctx->opts);
+	ctx->log = (struct core_log){ u.log_fn, u.log_user };
+	if (ctx->pid != getpid()) { /* first call, or first after a fork */
+		core_ctx_release(ctx);
+		ctx->pid = getpid();
+	}
+	rc = api_open_target(ctx);
+	ctx->target.stop_signal = ctx->opts.stop_signal;
+	ctx->target.stop_timeout_ms = ctx->opts.stop_timeout_ms;
+	return rc;
+}
+
+OCOLOS_API int ocolos_optimize_self(const struct ocolos_self_opts *opts,
+				    struct ocolos_stats *stats)
+{
+	struct ocolos_ctx *ctx = &self_ctx;
+	int rc = api_enter(ctx);
+	if (rc)
+		return rc;
+	if (stats)
+		memset(stats, 0, sizeof(*stats));
+	rc = self_configure(opts);
+	if (!rc)
+		rc = core_round(ctx, stats);
+	return api_leave(ctx, rc);
+}
+
 /* Revert (forward = 0) or re-apply (forward = 1) the last round. */
 static int switch_self(int forward, struct ocolos_switch_stats *stats)
 {
 	struct ocolos_ctx *ctx = &self_ctx;
-	if (atomic_flag_test_and_set(&ctx->busy))
-		return OCOLOS_EBUSY;
+	int rc = api_enter(ctx);
+	if (rc)
+		return rc;
 	struct ocolos_switch_stats local;
-	if (!stats)
-		stats = &local;
-	memset(stats, 0, sizeof(*stats));
-	core_err_clear(&ctx->err);
-	int rc;
-	if (!ctx->live)
-		rc = core_errf(&ctx->err, OCOLOS_EINVAL,
-			       "no optimized code to switch: run ocolos_optimize_self() first");
-	else if (ctx->redirected == forward)
-		rc = core_errf(&ctx->err, OCOLOS_EINVAL, forward
-			       ? "the optimized code is already in use"
-			       : "the program already runs its original code");
-	else if (!(rc = core_switch_self(ctx, &ctx->applied.plan, forward, stats)))
-		ctx->redirected = forward;
-	atomic_flag_clear(&ctx->busy);
-	return rc;
+	rc = core_switch(ctx, forward, stats ? stats : &local);
+	return api_leave(ctx, rc);
 }
 
 OCOLOS_API int ocolos_revert_self(struct ocolos_switch_stats *stats)
@@ -130,21 +161,27 @@ OCOLOS_API int ocolos_reapply_self(struct ocolos_switch_stats *stats)
 	return switch_self(1, stats);
 }
 
-OCOLOS_API int ocolos_where_self(const struct ocolos_where_opts *opts,
-				 struct ocolos_where *out)
+int api_where(struct ocolos_ctx *ctx, const struct ocolos_where_opts *opts,
+	      struct ocolos_where_result *out)
 {
-	struct ocolos_ctx *ctx = &self_ctx;
 	if (!out)
 		return OCOLOS_EINVAL;
 	memset(out, 0, sizeof(*out));
-	if (atomic_flag_test_and_set(&ctx->busy))
-		return OCOLOS_EBUSY;
-	core_err_clear(&ctx->err);
+	int rc = api_enter(ctx);
+	if (rc)
+		return rc;
 	struct ocolos_where_opts u;
-	int rc = read_opts(opts, &u, sizeof(u), &ctx->err);
+	rc = api_read_opts(opts, &u, sizeof(u), &ctx->err);
 	if (!rc)
-		rc = core_where_self(ctx, u.window_ms ? u.window_ms : 500,
-				     u.sample_hz ? u.sample_hz : 2000, out);
-	atomic_flag_clear(&ctx->busy);
-	return rc;
+		rc = core_where(ctx, u.window_ms ? u.window_ms : 500, u.sample_hz ? u.sample_hz : 2000, out);
+	return api_leave(ctx, rc);
+}
+
+OCOLOS_API int ocolos_where_self(const struct ocolos_where_opts *opts, struct ocolos_where_result *out)
+{
+	if (self_ctx.pid != getpid()) { /* before any round, or after a fork */
+		core_ctx_release(&self_ctx);
+		self_ctx.pid = getpid();
+	}
+	return api_where(&self_ctx, opts, out);
 }

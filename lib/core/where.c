@@ -1,9 +1,10 @@
 /*
- * Where the process runs: samples of every thread but the caller, sorted
+ * Where a process runs: samples of every thread but the caller, sorted
  * into the binary's original code (any executable mapping of the file the
  * process runs), the last round's optimized code, and everything else.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -23,19 +24,23 @@ static int in_exe(const struct procmaps *m, dev_t dev, ino_t ino, uint64_t ip)
 	return 0;
 }
 
-int core_where_self(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
-		    struct ocolos_where *out)
+int core_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
+	       struct ocolos_where_result *out)
 {
 	struct stat st;
-	if (stat("/proc/self/exe", &st) != 0)
-		return core_errf(&ctx->err, OCOLOS_EIO, "cannot stat /proc/self/exe");
-	struct sample_config cfg = { .backend = SAMPLE_PERF_IP, .pid = getpid(), .hz = hz,
-		.window_ms = window_ms, .exclude_tid = (pid_t)syscall(SYS_gettid) };
+	char exe[64];
+	snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)ctx->pid);
+	if (stat(exe, &st) != 0)
+		return core_errf(&ctx->err, OCOLOS_ENOPROC, "cannot stat %s: is process %d alive?",
+				 exe, (int)ctx->pid);
+	int self = ctx->pid == getpid();
+	struct sample_config cfg = { .backend = SAMPLE_PERF_IP, .pid = ctx->pid, .hz = hz,
+		.window_ms = window_ms, .exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0 };
 	struct sample_set s = { 0 };
 	int rc = sample_collect(&cfg, &s, &ctx->err);
 	struct procmaps m = { 0 };
 	if (!rc)
-		rc = procmaps_read(getpid(), &m, &ctx->err);
+		rc = procmaps_read(ctx->pid, &m, &ctx->err);
 	uint64_t lo = ctx->live ? ctx->applied.c1.addr : 0;
 	uint64_t hi = ctx->live ? ctx->applied.c1.addr + ctx->applied.c1.size : 0;
 	for (size_t i = 0; !rc && i < s.n; i++) {

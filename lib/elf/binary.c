@@ -162,6 +162,8 @@ static int read_sections(struct scan *sc, struct core_err *err)
 				    nh.n_descsz <= sizeof(b->build_id)) {
 					memcpy(b->build_id, (char *)d->d_buf + doff, nh.n_descsz);
 					b->build_id_len = nh.n_descsz;
+					if (sc->shdrs[i].sh_flags & SHF_ALLOC)
+						b->build_id_vaddr = sc->shdrs[i].sh_addr + doff;
 				}
 			}
 		}

@@ -54,6 +54,7 @@ struct elf_binary {
 	size_t reloc_sites;	 /* how many the relocations alone gave */
 	struct elf_ptr_slot *slots; size_t nslots;
 	uint8_t build_id[64]; size_t build_id_len;
+	uint64_t build_id_vaddr;  /* where the loaded image holds it, or 0 */
 	uint64_t text_bytes;	 /* size of executable PT_LOADs */
 	const char *sanitizer;	 /* non-NULL: built with this sanitizer */
 	/* private */

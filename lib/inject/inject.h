@@ -18,17 +18,19 @@
 
 /* ---- reservation (reserve.c) ---- */
 
-/* A PROT_NONE range in this process within rel32 reach of the whole image
+struct target; /* inject/target.h */
+
+/* A PROT_NONE range in the target within rel32 reach of the whole image
  * (run-time [img_lo, img_hi)), above it so that its link-time address
  * (addr - bias) is above every original segment. */
 struct inject_reservation {
 	uint64_t addr, size; /* run-time; 0 when none */
 };
-int inject_reserve_self(const struct elf_binary *b, uint64_t bias, uint64_t size,
-			struct inject_reservation *r, struct core_err *err);
+int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, uint64_t size,
+		   struct inject_reservation *r, struct core_err *err);
 /* Give back what is still reserved in [from, addr + size). */
-void inject_reservation_trim(struct inject_reservation *r, uint64_t from);
-void inject_reservation_release(struct inject_reservation *r);
+void inject_reservation_trim(struct target *t, struct inject_reservation *r, uint64_t from);
+void inject_reservation_release(struct target *t, struct inject_reservation *r);
 
 /* ---- process memory access (memwrite.c) ---- */
 

@@ -12,6 +12,13 @@ int inject_mem_open(pid_t pid, int *fd, struct core_err *err)
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
 	*fd = open(path, O_RDWR | O_CLOEXEC);
+	if (*fd < 0 && errno == ENOENT)
+		return core_errf(err, OCOLOS_ENOPROC, "process %d does not exist", (int)pid);
+	if (*fd < 0 && (errno == EACCES || errno == EPERM) && pid != getpid())
+		return core_errf(err, OCOLOS_EATTACH,
+				 "no access to process %d's memory (%s): run as its user with ptrace "
+				 "allowed (kernel.yama.ptrace_scope=0, or CAP_SYS_PTRACE)",
+				 (int)pid, strerror(errno));
 	if (*fd < 0)
 		return core_errf(err, OCOLOS_ENOTSUP,
 				 "cannot open %s for writing (%s): this kernel forbids /proc/PID/mem "

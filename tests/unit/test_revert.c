@@ -55,7 +55,7 @@ static void *worker(void *arg)
 static double fraction_in_c1(void)
 {
 	OCOLOS_OPTS(ocolos_where_opts, o, .window_ms = 300);
-	struct ocolos_where w;
+	struct ocolos_where_result w;
 	int rc = ocolos_where_self(&o, &w);
 	expect(rc == 0, "ocolos_where_self: %s", ocolos_last_error(NULL));
 	expect(w.samples > 50, "only %llu samples", (unsigned long long)w.samples);

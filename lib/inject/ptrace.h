@@ -1,0 +1,43 @@
+/* ptrace injector primitives (see ptrace.c for the protocol). */
+#ifndef OCOLOS_INJECT_PTRACE_H
+#define OCOLOS_INJECT_PTRACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "core/err.h"
+#include "core/procmaps.h"
+#include "inject/inject.h"
+
+struct inject_ptrace_thread {
+	pid_t tid;
+	int seized, stopped, gone;
+	int pending_sig;	/* signal that arrived while we held the thread */
+};
+
+struct inject_ptrace {
+	pid_t pid;
+	struct inject_ptrace_thread *t;
+	size_t n, cap;
+};
+
+/* Seize and stop every thread of `pid` (all = 1), or one (all = 0).
+ * OCOLOS_EATTACH (not permitted), OCOLOS_ENOPROC (gone), OCOLOS_ESTOP. On
+ * error nothing stays attached. */
+int inject_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
+		       struct inject_ptrace **out, struct core_err *err);
+/* Detach every thread (delivering signals that arrived meanwhile). */
+void inject_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns);
+
+/* Run system call `nr` in a stopped thread, at the `syscall` instruction
+ * at `gadget` (see inject_ptrace_find_gadget). */
+int inject_ptrace_syscall(struct inject_ptrace *pt, uint64_t gadget, long nr,
+			  const uint64_t args[6], int64_t *ret, struct core_err *err);
+/* Call fn(arg) in a stopped thread; it returns to `trap`, an int3 byte in
+ * the target. OCOLOS_ETIMEDOUT if it does not return in time. */
+int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t fn, uint64_t arg,
+		       uint64_t trap, uint32_t timeout_ms, uint64_t *ret, struct core_err *err);
+/* Address of a `syscall` instruction in the target's code, or 0. */
+uint64_t inject_ptrace_find_gadget(pid_t pid, const struct procmaps *m, int memfd);
+
+#endif

@@ -1,0 +1,99 @@
+/*
+ * The calling process as a target: local mmap/munmap, C1 written through
+ * a read-write mapping then made read-execute, libgcc's unwinder called
+ * directly, and a stop-the-world by signals (stop_self.c).
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "inject/target.h"
+
+static int self_reserve_at(struct target *t, uint64_t addr, uint64_t size, struct core_err *err)
+{
+	void *p = mmap((void *)addr, size, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+	if (p == (void *)addr)
+		return 0;
+	if (p != MAP_FAILED) { /* an old kernel ignored NOREPLACE and moved it */
+		munmap(p, size);
+		return 1;
+	}
+	if (errno == EEXIST)
+		return 1;
+	return core_errf(err, OCOLOS_ERESERVE, "cannot reserve %llu MiB at 0x%llx: %s",
+			 (unsigned long long)(size >> 20), (unsigned long long)addr, strerror(errno));
+}
+
+static void self_unmap(struct target *t, uint64_t addr, uint64_t size)
+{
+	munmap((void *)addr, size);
+}
+
+static int self_map_c1(struct target *t, const struct bolt_output *o, uint64_t bias,
+		       struct inject_reservation *r, uint64_t *mapped, struct core_err *err)
+{
+	return inject_map_c1(o, bias, r, mapped, err);
+}
+
+static int self_register_unwind(struct target *t, uint64_t eh_frame, uint64_t size,
+				struct inject_reservation *r, uint64_t *used, uint64_t *handle,
+				struct core_err *err)
+{
+	void *h = NULL;
+	int rc = inject_unwind_register(eh_frame, size, &h, err);
+	*handle = (uint64_t)(uintptr_t)h;
+	return rc;
+}
+
+static void self_unregister_unwind(struct target *t, uint64_t handle)
+{
+	inject_unwind_deregister((void *)(uintptr_t)handle);
+}
+
+static int self_switch(struct target *t, const struct inject_plan *plan, int forward,
+		       uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
+		       struct core_err *err)
+{
+	struct inject_stop *stop;
+	uint64_t t0 = core_now_ns(), t1;
+	int rc = inject_stop_self(t->stop_signal, t->stop_timeout_ms, &stop, threads, err);
+	if (rc)
+		return rc;
+	rc = inject_apply(t->memfd, plan, forward, res, err);
+	inject_resume_self(stop, &t1);
+	*pause_ns = t1 - t0; /* the pause ends when the parked threads are woken */
+	return rc;
+}
+
+const struct target_ops target_self_ops = {
+	.name = "self",
+	.reserve_at = self_reserve_at,
+	.unmap = self_unmap,
+	.map_c1 = self_map_c1,
+	.register_unwind = self_register_unwind,
+	.unregister_unwind = self_unregister_unwind,
+	.switch_plan = self_switch,
+};
+
+int target_open(struct target *t, pid_t pid, const struct core_log *log, struct core_err *err)
+{
+	memset(t, 0, sizeof(*t));
+	t->pid = pid;
+	t->log = log;
+	t->memfd = -1;
+	t->ops = pid == getpid() ? &target_self_ops : &target_ptrace_ops;
+	int rc = inject_mem_open(pid, &t->memfd, err);
+	if (!rc && t->ops == &target_self_ops)
+		inject_sync_core_register();
+	return rc;
+}
+
+void target_close(struct target *t)
+{
+	if (t->memfd >= 0)
+		close(t->memfd);
+	t->memfd = -1;
+}

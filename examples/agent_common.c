@@ -11,8 +11,8 @@
 
 static void log_cb(enum ocolos_log_level level, const char *msg, void *user)
 {
-	if (level <= OCOLOS_LOG_INFO)
-		fprintf(stderr, "ocolos: %s\n", msg);
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+	fprintf(stderr, "ocolos %s: %s\n", names[level & 3], msg);
 }
 
 static void json_string(const char *s)

@@ -240,6 +240,7 @@ static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *un
 	uint64_t used = p->bias + p->out->hi - p->res.addr;
 	if (p->out->eh_frame)
 		rc = t->ops->register_unwind(t, p->bias + p->out->eh_frame, p->out->eh_frame_size,
+					     p->bias + p->out->lo, p->bias + p->out->hi,
 					     &p->res, &used, unwind, &ctx->err);
 	if (!rc)
 		inject_reservation_trim(t, &p->res, p->res.addr + used);

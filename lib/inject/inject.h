@@ -72,9 +72,18 @@ int inject_map_c1(const struct bolt_output *o, uint64_t bias,
 
 /* ---- unwind tables (unwind.c) ---- */
 
-/* Register C1's .eh_frame (run-time address) with the unwinder, so C++
- * exceptions and backtraces cross C1 frames. *handle is for deregistering. */
-int inject_unwind_register(uint64_t eh_frame, uint64_t size, void **handle,
+/* Build an .eh_frame, to live at run-time address `new_addr`, holding the
+ * FDEs of `eh` (`size` bytes at run-time address `eh_addr`) whose code
+ * starts in [lo, hi), their CIEs, and a terminator; pc-relative pointers are
+ * re-based. *out is malloc'ed (*out_len bytes, *fdes FDEs). */
+int inject_build_eh_frame(const uint8_t *eh, uint64_t size, uint64_t eh_addr, uint64_t lo,
+			  uint64_t hi, uint64_t new_addr, uint8_t **out, size_t *out_len,
+			  size_t *fdes);
+/* In this process: build that .eh_frame for C1 [lo, hi) at r->addr + *used
+ * (page-aligned; *used advances), read-only, and register it with the
+ * unwinder so C++ exceptions and backtraces cross C1 frames. */
+int inject_unwind_register(uint64_t eh_frame, uint64_t size, uint64_t lo, uint64_t hi,
+			   struct inject_reservation *r, uint64_t *used, void **handle,
 			   struct core_err *err);
 void inject_unwind_deregister(void *handle);
 

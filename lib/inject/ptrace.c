@@ -112,31 +112,35 @@ static void on_status(struct inject_ptrace *pt, pid_t tid, int status)
 	}
 }
 
-/* Wait until every known thread is stopped or gone, or the deadline. */
+/* Wait until every known thread is stopped or gone, or the deadline. Waits
+ * name each thread: waitpid(-1) would reap the host program's own children
+ * (a supervisor's target among them). */
 static int wait_all_stopped(struct inject_ptrace *pt, uint64_t deadline)
 {
 	for (;;) {
-		int all = 1;
-		for (size_t i = 0; i < pt->n; i++)
+		int all = 1, progress = 0;
+		for (size_t i = 0; i < pt->n; i++) {
+			struct inject_ptrace_thread *t = &pt->t[i];
+			if (t->stopped || t->gone)
+				continue;
+			int status;
+			pid_t w = waitpid(t->tid, &status, __WALL | WNOHANG);
+			if (w == t->tid) {
+				on_status(pt, w, status); /* may append to pt->t */
+				progress = 1;
+			} else if (w < 0 && errno == ECHILD) {
+				pt->t[i].gone = 1; /* exited and reaped, or never ours */
+			}
 			all &= pt->t[i].stopped || pt->t[i].gone;
+		}
 		if (all)
 			return 0;
-		int status;
-		pid_t w = waitpid(-1, &status, __WALL | WNOHANG);
-		if (w > 0) {
-			on_status(pt, w, status);
-			continue;
-		}
-		if (w < 0 && errno == ECHILD) {
-			for (size_t i = 0; i < pt->n; i++) /* nothing left to wait for */
-				if (!pt->t[i].stopped)
-					pt->t[i].gone = 1;
-			continue;
-		}
 		if (core_now_ns() > deadline)
 			return -1;
-		struct timespec ts = { 0, 50000 };
-		nanosleep(&ts, NULL);
+		if (!progress) {
+			struct timespec ts = { 0, 50000 };
+			nanosleep(&ts, NULL);
+		}
 	}
 }
 
@@ -212,14 +216,24 @@ void inject_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns)
 		*released_ns = core_now_ns();
 	for (size_t i = 0; i < pt->n; i++) {
 		struct inject_ptrace_thread *t = &pt->t[i];
-		if (t->seized && !t->gone)
-			ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig);
+		if (!t->seized || t->gone)
+			continue;
+		if (ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig) != 0 && errno == ESRCH &&
+		    !t->stopped) {
+			/* Not in a ptrace stop yet (a thread still running towards
+			 * its first stop): wait for that stop, then detach. */
+			int status;
+			uint64_t deadline = core_now_ns() + 1000000000ull;
+			pid_t w;
+			while ((w = waitpid(t->tid, &status, __WALL | WNOHANG)) == 0 &&
+			       core_now_ns() < deadline) {
+				struct timespec ts = { 0, 100000 };
+				nanosleep(&ts, NULL);
+			}
+			if (w == t->tid && WIFSTOPPED(status))
+				ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig);
+		}
 	}
-	/* Reap the stop notifications of threads detached before they reported
-	 * (a child still running towards its first stop). */
-	int status;
-	while (waitpid(-1, &status, __WALL | WNOHANG) > 0)
-		;
 	free(pt->t);
 	free(pt);
 }

@@ -28,11 +28,12 @@ struct target_ops {
 	int (*map_c1)(struct target *t, const struct bolt_output *o, uint64_t bias,
 		      struct inject_reservation *r, uint64_t *mapped, struct core_err *err);
 	/* Register C1's .eh_frame (run-time address) with the target's
-	 * unwinder. May place a table in the reservation at r->addr + *used
-	 * (advancing *used). *handle is for unregister. */
+	 * unwinder, for the code in [lo, hi). May place a table in the
+	 * reservation at r->addr + *used (advancing *used). *handle is for
+	 * unregister. */
 	int (*register_unwind)(struct target *t, uint64_t eh_frame, uint64_t size,
-			       struct inject_reservation *r, uint64_t *used, uint64_t *handle,
-			       struct core_err *err);
+			       uint64_t lo, uint64_t hi, struct inject_reservation *r,
+			       uint64_t *used, uint64_t *handle, struct core_err *err);
 	void (*unregister_unwind)(struct target *t, uint64_t handle);
 	/* Stop every thread, write `plan` forward or backward, resume. */
 	int (*switch_plan)(struct target *t, const struct inject_plan *plan, int forward,

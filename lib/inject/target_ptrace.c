@@ -172,64 +172,50 @@ static int remote_call(struct target *t, uint64_t fn, uint64_t arg, uint64_t tra
 }
 
 /*
- * The table of FDE pointers libgcc's __register_frame_table() wants (see
- * unwind.c) is built here from C1's .eh_frame as mapped in the target, and
- * placed after C1 in the reservation: one read-execute page holding the
- * int3 our injected call returns to, then the table, read-only.
+ * C1's rebuilt .eh_frame (see unwind.c) goes after C1 in the reservation:
+ * one read-execute page holding the int3 our injected call returns to, then
+ * the .eh_frame, read-only; then the target's libgcc registers it.
  */
 static int ptrace_register_unwind(struct target *t, uint64_t eh_frame, uint64_t size,
-				  struct inject_reservation *r, uint64_t *used, uint64_t *handle,
-				  struct core_err *err)
+				  uint64_t lo, uint64_t hi, struct inject_reservation *r,
+				  uint64_t *used, uint64_t *handle, struct core_err *err)
 {
 	*handle = 0;
-	uint64_t reg = find_libgcc_symbol(t, "__register_frame_table");
+	uint64_t reg = find_libgcc_symbol(t, "__register_frame");
 	if (!reg) {
 		core_logf(t->log, OCOLOS_LOG_INFO,
 			  "process %d has no libgcc_s loaded: C1's unwind tables are not registered "
 			  "(a C program without exceptions does not need them)", (int)t->pid);
 		return 0;
 	}
-	uint8_t *eh = malloc(size ? size : 1);
-	uint64_t *table = NULL;
-	size_t n = 0;
-	if (!eh || inject_mem_read(t->memfd, eh_frame, eh, size)) {
-		free(eh);
-		return core_errf(err, OCOLOS_EIO, "cannot read C1's .eh_frame back from process %d", (int)t->pid);
-	}
-	table = calloc(size / 8 + 2, sizeof(*table));
-	for (uint64_t off = 0; table && off + 8 <= size;) {
-		uint32_t len, id;
-		memcpy(&len, eh + off, 4);
-		if (len == 0 || len == 0xffffffffu || off + 4 + len > size)
-			break;
-		memcpy(&id, eh + off + 4, 4);
-		if (id != 0)
-			table[n++] = eh_frame + off;
-		off += 4 + len;
-	}
+	uint64_t trap = (r->addr + *used + PAGE - 1) & ~(PAGE - 1), at = trap + PAGE;
+	uint8_t *eh = malloc(size ? size : 1), *buf = NULL;
+	size_t len = 0, n = 0;
+	int rc = 0;
+	if (!eh || inject_mem_read(t->memfd, eh_frame, eh, size))
+		rc = core_errf(err, OCOLOS_EIO, "cannot read C1's .eh_frame back from process %d", (int)t->pid);
+	else if (inject_build_eh_frame(eh, size, eh_frame, lo, hi, at, &buf, &len, &n))
+		rc = core_errf(err, OCOLOS_ENOTSUP, "C1's .eh_frame could not be rebuilt (an encoding "
+			       "this library does not handle)");
 	free(eh);
-	if (!table)
-		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
-	uint64_t bytes = (n + 1) * 8, base = (r->addr + *used + PAGE - 1) & ~(PAGE - 1);
-	uint64_t tpages = (bytes + PAGE - 1) & ~(PAGE - 1);
-	if (base + PAGE + tpages > r->addr + r->size) {
-		free(table);
-		return core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table");
-	}
+	uint64_t pages = (len + PAGE - 1) & ~(PAGE - 1);
+	if (!rc && n && at + pages > r->addr + r->size)
+		rc = core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table");
 	uint8_t int3 = 0xcc;
-	int rc = remote_mmap(t, base, PAGE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
-	if (!rc)
-		rc = remote_mmap(t, base + PAGE, tpages, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
-	if (!rc && (inject_mem_write(t->memfd, base, &int3, 1) ||
-		    inject_mem_write(t->memfd, base + PAGE, table, bytes)))
+	if (!rc && n)
+		rc = remote_mmap(t, trap, PAGE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
+	if (!rc && n)
+		rc = remote_mmap(t, at, pages, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
+	if (!rc && n && (inject_mem_write(t->memfd, trap, &int3, 1) ||
+			 inject_mem_write(t->memfd, at, buf, len)))
 		rc = core_errf(err, OCOLOS_EIO, "cannot write C1's unwind table into process %d", (int)t->pid);
-	free(table);
-	if (!rc)
-		rc = remote_call(t, reg, base + PAGE, base, err);
-	if (rc)
+	free(buf);
+	if (!rc && n)
+		rc = remote_call(t, reg, at, trap, err);
+	if (rc || !n)
 		return rc;
-	*used = base + PAGE + tpages - r->addr;
-	*handle = base;
+	*used = at + pages - r->addr;
+	*handle = trap;
 	core_logf(t->log, OCOLOS_LOG_DEBUG, "registered %zu FDEs of C1 with process %d's libgcc_s",
 		  n, (int)t->pid);
 	return 0;
@@ -237,7 +223,7 @@ static int ptrace_register_unwind(struct target *t, uint64_t eh_frame, uint64_t 
 
 static void ptrace_unregister_unwind(struct target *t, uint64_t handle)
 {
-	uint64_t dereg = handle ? find_libgcc_symbol(t, "__deregister_frame_info") : 0;
+	uint64_t dereg = handle ? find_libgcc_symbol(t, "__deregister_frame") : 0;
 	struct core_err ignore = { 0 };
 	if (dereg)
 		remote_call(t, dereg, handle + PAGE, handle, &ignore);

@@ -39,11 +39,11 @@ static int self_map_c1(struct target *t, const struct bolt_output *o, uint64_t b
 }
 
 static int self_register_unwind(struct target *t, uint64_t eh_frame, uint64_t size,
-				struct inject_reservation *r, uint64_t *used, uint64_t *handle,
-				struct core_err *err)
+				uint64_t lo, uint64_t hi, struct inject_reservation *r,
+				uint64_t *used, uint64_t *handle, struct core_err *err)
 {
 	void *h = NULL;
-	int rc = inject_unwind_register(eh_frame, size, &h, err);
+	int rc = inject_unwind_register(eh_frame, size, lo, hi, r, used, &h, err);
 	*handle = (uint64_t)(uintptr_t)h;
 	return rc;
 }

@@ -8,7 +8,8 @@
  * their order alternating between pairs, so drift of the machine (other
  * load, frequency) hits both halves of a pair alike. Reports, per backend
  * and rate, the median of the paired ratios (sampled / unsampled) as a loss
- * in percent, the min..max of the pairs, and the samples actually obtained
+ * in percent, the min..max of the pairs, the same per CPU second of the
+ * workers (robust to other load on the machine), and the samples obtained
  * per second per busy thread (the sigprof rate is capped by the kernel tick).
  * Not responsible for: the profile's quality, or optimizing anything.
  *
@@ -29,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/util.h"
@@ -44,6 +46,7 @@ struct worker {
 };
 
 static struct worker workers[NWORKERS] __attribute__((aligned(64)));
+static clockid_t worker_clock[NWORKERS]; /* each worker's CPU-time clock */
 static atomic_int quit;
 static volatile uint64_t sink;
 
@@ -78,11 +81,32 @@ static uint64_t total_units(void)
 	return s;
 }
 
-/* One window: units per second of the workers, sampling with `cfg` (or
- * sleeping when cfg is NULL). *samples gets the samples taken. */
-static double window(const struct sample_config *cfg, uint32_t ms, size_t *samples)
+/* CPU time the workers used so far, ns. */
+static uint64_t workers_cpu_ns(void)
 {
-	uint64_t u0 = total_units(), t0 = core_now_ns();
+	uint64_t s = 0;
+	for (int i = 0; i < NWORKERS; i++) {
+		struct timespec ts;
+		clock_gettime(worker_clock[i], &ts);
+		s += (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	}
+	return s;
+}
+
+/* Throughput of one window: work units per wall second (what the program
+ * sees, including CPU the sampler itself takes from the workers), and per
+ * CPU second of the workers (insensitive to other load on the machine;
+ * includes the signal/interrupt cost charged to the workers, not the
+ * sampling thread's own CPU). */
+struct rate {
+	double wall, cpu;
+};
+
+/* One window, sampling with `cfg` (or sleeping when cfg is NULL).
+ * *samples gets the samples taken. */
+static struct rate window(const struct sample_config *cfg, uint32_t ms, size_t *samples)
+{
+	uint64_t u0 = total_units(), t0 = core_now_ns(), c0 = workers_cpu_ns();
 	*samples = 0;
 	if (cfg) {
 		struct sample_set set = { 0 };
@@ -97,8 +121,9 @@ static double window(const struct sample_config *cfg, uint32_t ms, size_t *sampl
 	} else {
 		poll(NULL, 0, (int)ms);
 	}
-	uint64_t u1 = total_units(), t1 = core_now_ns();
-	return (double)(u1 - u0) * 1e9 / (double)(t1 - t0);
+	uint64_t u1 = total_units(), t1 = core_now_ns(), c1 = workers_cpu_ns();
+	return (struct rate){ (double)(u1 - u0) * 1e9 / (double)(t1 - t0),
+			      (double)(u1 - u0) * 1e9 / (double)(c1 - c0) };
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -120,11 +145,11 @@ static void measure(enum sample_backend_kind kind, const char *name, uint32_t hz
 	struct sample_config cfg = { .backend = kind, .pid = getpid(), .hz = hz,
 				     .window_ms = ms,
 				     .exclude_tid = (pid_t)syscall(SYS_gettid) };
-	double loss[MAX_PAIRS];
+	double loss[MAX_PAIRS], loss_cpu[MAX_PAIRS];
 	size_t total_samples = 0;
 	for (int p = 0; p < pairs; p++) {
 		size_t n0, n1;
-		double base, sampled;
+		struct rate base, sampled;
 		if (p % 2) {
 			sampled = window(&cfg, ms, &n1);
 			base = window(NULL, ms, &n0);
@@ -132,14 +157,18 @@ static void measure(enum sample_backend_kind kind, const char *name, uint32_t hz
 			base = window(NULL, ms, &n0);
 			sampled = window(&cfg, ms, &n1);
 		}
-		loss[p] = 100.0 * (1.0 - sampled / base);
+		loss[p] = 100.0 * (1.0 - sampled.wall / base.wall);
+		loss_cpu[p] = 100.0 * (1.0 - sampled.cpu / base.cpu);
 		total_samples += n1;
 	}
 	double per_thread_s = (double)total_samples / pairs / (ms / 1000.0) / NWORKERS;
-	printf("backend=%s hz=%u pairs=%d window_ms=%u loss_median=%.2f%% loss_min=%.2f%% "
-	       "loss_max=%.2f%% samples_per_thread_s=%.0f losses=", name, hz, pairs, ms,
-	       median(loss, pairs), loss[0], loss[pairs - 1], per_thread_s);
-	for (int p = 0; p < pairs; p++) /* sorted by median() */
+	double med = median(loss, pairs), med_cpu = median(loss_cpu, pairs); /* sort */
+	printf("backend=%s hz=%u pairs=%d window_ms=%u samples_per_thread_s=%.0f "
+	       "loss_median=%.2f%% loss_min=%.2f%% loss_max=%.2f%% "
+	       "cpu_loss_median=%.2f%% cpu_loss_min=%.2f%% cpu_loss_max=%.2f%% losses=",
+	       name, hz, pairs, ms, per_thread_s, med, loss[0], loss[pairs - 1],
+	       med_cpu, loss_cpu[0], loss_cpu[pairs - 1]);
+	for (int p = 0; p < pairs; p++)
 		printf("%s%.2f", p ? "," : "", loss[p]);
 	printf("\n");
 	fflush(stdout);
@@ -179,7 +208,9 @@ int main(int argc, char **argv)
 	}
 	pthread_t t[NWORKERS];
 	for (int i = 0; i < NWORKERS; i++)
-		pthread_create(&t[i], NULL, worker_main, &workers[i]);
+		if (pthread_create(&t[i], NULL, worker_main, &workers[i]) ||
+		    pthread_getcpuclockid(t[i], &worker_clock[i]))
+			return 1;
 	size_t dummy;
 	window(NULL, ms, &dummy); /* warm-up, discarded */
 	printf("cpus=%ld workers=%d\n", sysconf(_SC_NPROCESSORS_ONLN), NWORKERS);

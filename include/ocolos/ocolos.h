@@ -87,6 +87,23 @@ typedef void (*ocolos_log_fn)(enum ocolos_log_level level, const char *msg,
 		___##NAME;                                                     \
 	})
 
+/* Where samples come from. */
+enum ocolos_sampler {
+	/* perf-lbr where the machine has branch-stack sampling, else perf-ip,
+	 * else (in-process only) sigprof. */
+	OCOLOS_SAMPLER_AUTO = 0,
+	/* perf_event_open branch stacks (Intel LBR, AMD BRS, AArch64 BRBE):
+	 * exact taken branches. */
+	OCOLOS_SAMPLER_PERF_LBR = 1,
+	/* perf_event_open instruction-pointer samples (cycles, or cpu-clock
+	 * without a PMU). */
+	OCOLOS_SAMPLER_PERF_IP = 2,
+	/* Per-thread CPU-time timers in the process itself: no perf_event
+	 * access needed (containers, qemu-user); at most one sample per kernel
+	 * tick per thread. In-process only. */
+	OCOLOS_SAMPLER_SIGPROF = 3,
+};
+
 /* Options of one in-process round. All fields default when zero/NULL. */
 struct ocolos_self_opts {
 	size_t sz; /* sizeof(struct ocolos_self_opts); set by OCOLOS_OPTS */
@@ -118,8 +135,10 @@ struct ocolos_self_opts {
 	 * array, or NULL). For experiments; the library's placement options
 	 * must not be overridden. */
 	const char *const *bolt_extra_args;
+	/* Sampler (enum ocolos_sampler). Default OCOLOS_SAMPLER_AUTO. */
+	int sampler;
 };
-#define ocolos_self_opts__last_field bolt_extra_args
+#define ocolos_self_opts__last_field sampler
 
 /* What a round did. Filled on success, and as far as the round got on error. */
 struct ocolos_stats {
@@ -136,6 +155,7 @@ struct ocolos_stats {
 	uint64_t bolt_ns;	      /* llvm-bolt wall time */
 	uint64_t pause_ns;	      /* stop-the-world duration */
 	uint64_t round_ns;	      /* whole round */
+	char sampler[16];	      /* sampler used: "perf-lbr", "perf-ip", "sigprof" */
 };
 
 /*
@@ -220,8 +240,11 @@ struct ocolos_pid_opts {
 	ocolos_log_fn log_fn;
 	void *log_user;
 	const char *const *bolt_extra_args;
+	/* Sampler (enum ocolos_sampler; sigprof is in-process only). Default
+	 * OCOLOS_SAMPLER_AUTO. */
+	int sampler;
 };
-#define ocolos_pid_opts__last_field bolt_extra_args
+#define ocolos_pid_opts__last_field sampler
 
 /*
  * Open a context on process `pid`, which needs nothing from libocolos: no

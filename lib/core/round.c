@@ -34,6 +34,7 @@
 
 struct round_pending {
 	int stage;		/* 1 profiled, 2 optimized */
+	int branches;		/* the profile holds branches (B/F), not IP samples */
 	uint64_t bias;
 	struct core_workdir wd;
 	struct inject_reservation res;
@@ -126,25 +127,69 @@ static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 	return inject_reserve(&ctx->target, ctx->bin, p->bias, size, &p->res, &ctx->err);
 }
 
+/* The backend for opts.sampler: the one asked for if it can run here, or
+ * for AUTO the best that can (branch stacks, then IP samples, then, in the
+ * process itself, CPU-time timers). */
+static int choose_sampler(struct ocolos_ctx *ctx, enum sample_backend_kind *kind)
+{
+	static const enum sample_backend_kind by_option[] = {
+		[OCOLOS_SAMPLER_PERF_LBR] = SAMPLE_PERF_LBR, [OCOLOS_SAMPLER_PERF_IP] = SAMPLE_PERF_IP,
+		[OCOLOS_SAMPLER_SIGPROF] = SAMPLE_SIGPROF };
+	int want = ctx->opts.sampler;
+	if (want < 0 || want > OCOLOS_SAMPLER_SIGPROF)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "unknown sampler %d", want);
+	if (want != OCOLOS_SAMPLER_AUTO) {
+		*kind = by_option[want];
+		return sample_probe(*kind, ctx->pid, &ctx->err);
+	}
+	static const enum sample_backend_kind order[] = { SAMPLE_PERF_LBR, SAMPLE_PERF_IP, SAMPLE_SIGPROF };
+	int rc = 0;
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		struct core_err why = { 0 };
+		rc = sample_probe(order[i], ctx->pid, &why);
+		if (!rc) {
+			*kind = order[i];
+			return 0;
+		}
+		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "sampler %d unusable: %s", (int)order[i], why.msg);
+		core_err_clear(&ctx->err);
+		core_errf(&ctx->err, rc, "%s", why.msg); /* keep the last reason */
+	}
+	return rc;
+}
+
+static const char *sampler_name(enum sample_backend_kind k)
+{
+	return k == SAMPLE_PERF_LBR ? "perf-lbr" : k == SAMPLE_SIGPROF ? "sigprof" : "perf-ip";
+}
+
 static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 {
 	int self = ctx->pid == getpid();
-	struct sample_config cfg = { .backend = SAMPLE_PERF_IP, .pid = ctx->pid,
+	enum sample_backend_kind kind = SAMPLE_PERF_IP;
+	int rc = choose_sampler(ctx, &kind);
+	if (rc)
+		return rc;
+	snprintf(p->st.sampler, sizeof(p->st.sampler), "%s", sampler_name(kind));
+	p->branches = kind == SAMPLE_PERF_LBR;
+	struct sample_config cfg = { .backend = kind, .pid = ctx->pid,
 		.hz = ctx->opts.sample_hz, .window_ms = ctx->opts.profile_ms,
 		.exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0 };
 	struct sample_set s = { 0 };
 	uint64_t t0 = core_now_ns();
-	int rc = sample_collect(&cfg, &s, &ctx->err);
+	rc = sample_collect(&cfg, &s, &ctx->err);
 	p->st.profile_ns = core_now_ns() - t0;
 	p->st.samples = s.n;
 	p->st.threads_sampled = s.threads;
 	struct infer_profile_stats ps = { 0 };
 	if (!rc)
-		rc = infer_write_preagg(ctx->bin, p->bias, &s, p->profile, &ps, &ctx->err);
+		rc = (p->branches ? infer_write_lbr : infer_write_preagg)(ctx->bin, p->bias, &s,
+									 p->profile, &ps, &ctx->err);
 	p->st.samples_in_binary = ps.in_binary;
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
-		  "profile: %zu samples (%s, %u threads), %llu in %u functions of the binary",
-		  s.n, s.event ? s.event : "-", s.threads, (unsigned long long)ps.in_binary, ps.functions);
+		  "profile: %zu samples (%s, %s, %u threads), %llu in %u functions of the binary",
+		  s.n, p->st.sampler, s.event ? s.event : "-", s.threads,
+		  (unsigned long long)ps.in_binary, ps.functions);
 	sample_set_free(&s);
 	return rc;
 }
@@ -210,7 +255,7 @@ int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	struct layout_request req = { .bolt_path = ctx->bolt, .binary = ctx->bin->path,
 		.profile = p->profile, .output = p->output, .log_path = p->log,
 		.alloc_vma = p->res.addr - p->bias, .timeout_ms = ctx->opts.bolt_timeout_ms,
-		.extra_args = ctx->opts.bolt_extra_args };
+		.basic_samples = !p->branches, .extra_args = ctx->opts.bolt_extra_args };
 	int rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
 	if (!rc)
 		rc = elf_bolt_output_open(p->output, ctx->bin, req.alloc_vma, p->res.size, &p->out, &ctx->err);

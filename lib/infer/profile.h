@@ -26,4 +26,28 @@ int infer_write_preagg(const struct elf_binary *b, uint64_t bias,
 		       const struct sample_set *s, const char *path,
 		       struct infer_profile_stats *st, struct core_err *err);
 
+/* Write the branch stacks of `s` (run-time addresses; `bias` = run-time
+ * minus link-time address) as a pre-aggregated LBR profile to `path`, read
+ * by BOLT with `--pa` and without `--ba` (see lbr_writer.c for the records
+ * and BOLT's rules they follow). `st`: in_binary = branches with an end in
+ * the binary's image, addresses = records written, functions = distinct
+ * functions (by .symtab) touched. OCOLOS_ENOPROFILE if no branch or
+ * fall-through touches one of the binary's functions; OCOLOS_EIO /
+ * OCOLOS_ENOMEM. */
+int infer_write_lbr(const struct elf_binary *b, uint64_t bias,
+		    const struct sample_set *s, const char *path,
+		    struct infer_profile_stats *st, struct core_err *err);
+
+/* Write `s` as a pre-aggregated branch profile to `path`: for every sampled
+ * function, its CFG (infer/cfg.h), block counts from the samples, edge
+ * weights from the hybrid estimator with must-have-run inference
+ * (infer/hybrid.h), written as `B` (taken branches, calls, entries) and `F`
+ * (fall-throughs) records. Read it with `llvm-bolt --pa -p path` WITHOUT
+ * `--ba`. Machine from b->machine (x86-64, AArch64). Functions whose bytes
+ * do not decode into a CFG get no profile. OCOLOS_ENOPROFILE if no sample
+ * is in the binary. */
+int infer_write_hybrid(const struct elf_binary *b, uint64_t bias,
+		       const struct sample_set *s, const char *path,
+		       struct infer_profile_stats *st, struct core_err *err);
+
 #endif

@@ -2,7 +2,8 @@
  * BOLT backend of the layout engine (see layout.h).
  *
  * Options and why:
- *  --pa --ba             pre-aggregated basic (IP) samples, written by us
+ *  --pa [--ba]           pre-aggregated profile written by us: branches
+ *                        (B/F records), or basic IP samples (S, with --ba)
  *  --custom-allocation-vma  new code goes exactly into the range reserved in
  *                        the process, so PIE needs no heap-shifting tricks
  *  --enable-bat          address translation, to map later samples in C1
@@ -185,12 +186,14 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 	snprintf(data, sizeof(data), "-p=%s", req->profile);
 	snprintf(outarg, sizeof(outarg), "-o=%s", req->output);
 	const char *argv[MAX_ARGS] = { req->bolt_path, req->binary, outarg, data,
-		"--pa", "--ba", vma, "--enable-bat", "--lite",
+		"--pa", vma, "--enable-bat", "--lite",
 		"--reorder-blocks=ext-tsp", "--reorder-functions=cdsort",
 		"--split-functions", "--jump-tables=move", "--no-huge-pages", NULL };
 	size_t n = 0;
 	while (argv[n])
 		n++;
+	if (req->basic_samples)
+		argv[n++] = "--ba";
 	for (size_t i = 0; req->extra_args && req->extra_args[i]; i++) {
 		if (n + 1 >= MAX_ARGS)
 			return core_errf(err, OCOLOS_EINVAL, "too many extra BOLT arguments");

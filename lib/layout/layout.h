@@ -18,6 +18,7 @@ struct layout_request {
 	const char *log_path;	 /* BOLT's stdout+stderr */
 	uint64_t alloc_vma;	 /* link-time address for new code */
 	uint32_t timeout_ms;
+	int basic_samples;	 /* profile holds IP samples (S records): --ba */
 	const char *const *extra_args; /* NULL-ended, may be NULL */
 };
 

@@ -31,12 +31,12 @@ int sample_collect(const struct sample_config *cfg, struct sample_set *out,
 	switch (cfg->backend) {
 	case SAMPLE_PERF_IP:
 		return sample_perf_ip_collect(cfg, out, err);
-	case SAMPLE_PERF_LBR:
 	case SAMPLE_SIGPROF:
-		break;
+		return sample_sigprof_collect(cfg, out, err);
+	case SAMPLE_PERF_LBR:
+		return sample_perf_lbr_collect(cfg, out, err);
 	}
-	return core_errf(err, OCOLOS_ENOTSUP, "sampler backend %d is not available in this build",
-			 (int)cfg->backend);
+	return core_errf(err, OCOLOS_EINVAL, "unknown sampler backend %d", (int)cfg->backend);
 }
 
 int sample_probe(enum sample_backend_kind kind, pid_t pid, struct core_err *err)
@@ -44,10 +44,10 @@ int sample_probe(enum sample_backend_kind kind, pid_t pid, struct core_err *err)
 	switch (kind) {
 	case SAMPLE_PERF_IP:
 		return sample_perf_ip_probe(pid, err);
-	case SAMPLE_PERF_LBR:
 	case SAMPLE_SIGPROF:
-		break;
+		return sample_sigprof_probe(pid, err);
+	case SAMPLE_PERF_LBR:
+		return sample_perf_lbr_probe(pid, err);
 	}
-	return core_errf(err, OCOLOS_ENOTSUP, "sampler backend %d is not available in this build",
-			 (int)kind);
+	return core_errf(err, OCOLOS_EINVAL, "unknown sampler backend %d", (int)kind);
 }

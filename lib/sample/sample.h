@@ -53,7 +53,8 @@ struct sample_set {
 
 /* Sample `cfg->pid` for `cfg->window_ms`, blocking the calling thread, and
  * append the samples to `out` (which may already hold samples). Returns 0 or
- * OCOLOS_EPERF / OCOLOS_ENOMEM / OCOLOS_EINVAL with a message in `err`. */
+ * OCOLOS_EPERF / OCOLOS_ENOTSUP (backend unusable here) / OCOLOS_EBUSY /
+ * OCOLOS_ENOMEM / OCOLOS_EINVAL with a message in `err`. */
 int sample_collect(const struct sample_config *cfg, struct sample_set *out,
 		   struct core_err *err);
 

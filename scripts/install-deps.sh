@@ -2,7 +2,9 @@
 # Installs everything libocolos needs to build, test and run, from Debian 12's
 # own archive (bookworm + bookworm-security, where bolt-22 lives). Run as root.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libelf-dev libzydis-dev libpfm4-dev zlib1g-dev bolt-22 python3)
+# gcc-aarch64-linux-gnu: cross-compiles the AArch64 decoder's test inputs.
+pkgs=(build-essential cmake pkg-config libelf-dev libzydis-dev libpfm4-dev zlib1g-dev bolt-22
+      python3 gcc-aarch64-linux-gnu)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,13 +28,14 @@
 #include "core/ctx.h"
 #include "core/util.h"
 #include "core/workdir.h"
+#include "infer/hybrid.h"
 #include "infer/profile.h"
 #include "layout/layout.h"
 #include "sample/sample.h"
 
 struct round_pending {
 	int stage;		/* 1 profiled, 2 optimized */
-	int branches;		/* the profile holds branches (B/F), not IP samples */
+	int branches;		/* sampled branch stacks (else IP samples) */
 	uint64_t bias;
 	struct core_workdir wd;
 	struct inject_reservation res;
@@ -127,6 +128,11 @@ static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 	return inject_reserve(&ctx->target, ctx->bin, p->bias, size, &p->res, &ctx->err);
 }
 
+static const char *sampler_name(enum sample_backend_kind k)
+{
+	return k == SAMPLE_PERF_LBR ? "perf-lbr" : k == SAMPLE_SIGPROF ? "sigprof" : "perf-ip";
+}
+
 /* The backend for opts.sampler: the one asked for if it can run here, or
  * for AUTO the best that can (branch stacks, then IP samples, then, in the
  * process itself, CPU-time timers). */
@@ -143,24 +149,19 @@ static int choose_sampler(struct ocolos_ctx *ctx, enum sample_backend_kind *kind
 		return sample_probe(*kind, ctx->pid, &ctx->err);
 	}
 	static const enum sample_backend_kind order[] = { SAMPLE_PERF_LBR, SAMPLE_PERF_IP, SAMPLE_SIGPROF };
+	struct core_err why = { 0 };
 	int rc = 0;
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-		struct core_err why = { 0 };
+		core_err_clear(&why);
 		rc = sample_probe(order[i], ctx->pid, &why);
 		if (!rc) {
 			*kind = order[i];
 			return 0;
 		}
-		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "sampler %d unusable: %s", (int)order[i], why.msg);
-		core_err_clear(&ctx->err);
-		core_errf(&ctx->err, rc, "%s", why.msg); /* keep the last reason */
+		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "sampler %s unusable: %s",
+			  sampler_name(order[i]), why.msg);
 	}
-	return rc;
-}
-
-static const char *sampler_name(enum sample_backend_kind k)
-{
-	return k == SAMPLE_PERF_LBR ? "perf-lbr" : k == SAMPLE_SIGPROF ? "sigprof" : "perf-ip";
+	return core_errf(&ctx->err, rc, "no sampler can run here; the last one tried said: %s", why.msg);
 }
 
 static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
@@ -181,10 +182,23 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 	p->st.profile_ns = core_now_ns() - t0;
 	p->st.samples = s.n;
 	p->st.threads_sampled = s.threads;
+	/* Branch stacks give edges directly. IP samples alone would reach BOLT
+	 * only as per-function counts (with --pa --ba, BOLT 22 leaves every
+	 * block's count unknown), so they become edge weights here: our CFGs,
+	 * the hybrid estimator and must-have-run inference (infer/hybrid.c). */
 	struct infer_profile_stats ps = { 0 };
-	if (!rc)
-		rc = (p->branches ? infer_write_lbr : infer_write_preagg)(ctx->bin, p->bias, &s,
-									 p->profile, &ps, &ctx->err);
+	struct hybrid_write_stats hs = { 0 };
+	if (!rc && p->branches)
+		rc = infer_write_lbr(ctx->bin, p->bias, &s, p->profile, &ps, &ctx->err);
+	else if (!rc)
+		rc = infer_write_hybrid_flags(ctx->bin, p->bias, &s, p->profile, 0, &ps, &hs, &ctx->err);
+	if (!rc && !p->branches)
+		core_logf(&ctx->log, OCOLOS_LOG_DEBUG,
+			  "hybrid edges: %u functions with a CFG (%u without), %u sampled blocks, "
+			  "%u inferred (R1..R4: %u %u %u %u), %llu branch + %llu fall-through records",
+			  hs.functions_cfg, hs.functions_nocfg, hs.est.sampled_blocks, hs.est.inferred_blocks,
+			  hs.est.by_rule[0], hs.est.by_rule[1], hs.est.by_rule[2], hs.est.by_rule[3],
+			  (unsigned long long)hs.branch_records, (unsigned long long)hs.fallthrough_records);
 	p->st.samples_in_binary = ps.in_binary;
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
 		  "profile: %zu samples (%s, %s, %u threads), %llu in %u functions of the binary",
@@ -255,7 +269,7 @@ int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	struct layout_request req = { .bolt_path = ctx->bolt, .binary = ctx->bin->path,
 		.profile = p->profile, .output = p->output, .log_path = p->log,
 		.alloc_vma = p->res.addr - p->bias, .timeout_ms = ctx->opts.bolt_timeout_ms,
-		.basic_samples = !p->branches, .extra_args = ctx->opts.bolt_extra_args };
+		.basic_samples = 0, .extra_args = ctx->opts.bolt_extra_args };
 	int rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
 	if (!rc)
 		rc = elf_bolt_output_open(p->output, ctx->bin, req.alloc_vma, p->res.size, &p->out, &ctx->err);

@@ -270,7 +270,8 @@ int main(int argc, char **argv)
 	expect(layout_bolt_probe(argv[2], wd.path, bolt, &err) == 0, "%s", err.msg);
 	uint64_t vma = ((b->img_hi + (64ull << 20)) & ~((2ull << 20) - 1)), ns;
 	struct layout_request req = { .bolt_path = bolt, .binary = argv[1], .profile = profile,
-		.output = output, .log_path = log, .alloc_vma = vma, .timeout_ms = 120000 };
+		.output = output, .log_path = log, .alloc_vma = vma, .timeout_ms = 120000,
+		.basic_samples = 1 };
 	int rc = layout_bolt_run(&req, &ns, &err);
 	expect(rc == 0, "BOLT: %s", err.msg);
 	struct bolt_output *o = NULL;

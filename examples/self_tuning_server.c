@@ -9,7 +9,13 @@
  * and prints throughput before and after, with what the round did.
  *
  * Build with -Wl,--emit-relocs (see examples/CMakeLists.txt).
- * Usage: self_tuning_server [threads] [warmup_s] [measure_s]
+ * Because timings on shared machines drift by tens of percent, it then
+ * also measures the layout the way that cancels the drift: it switches the
+ * same process between the optimized and the original code
+ * (ocolos_revert_self / ocolos_reapply_self) for a few paired windows and
+ * prints the median of the paired ratios.
+ *
+ * Usage: self_tuning_server [threads] [warmup_s] [measure_s] [ab_pairs]
  */
 #include <ocolos/ocolos.h>
 #include <pthread.h>
@@ -197,6 +203,40 @@ static double throughput(double seconds)
 	return (double)(atomic_load(&served) - a) / (now_s() - t0);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Paired windows C1 / C0 (order alternating, to cancel drift within a
+ * pair); prints the median ratio and its spread. Ends on C1. */
+static void ab_compare(int pairs, double secs)
+{
+	double ratio[64];
+	int n = 0;
+	for (int i = 0; i < pairs && i < 64; i++) {
+		double c1, c0;
+		if (i & 1) {
+			ocolos_revert_self(NULL);
+			c0 = throughput(secs);
+			ocolos_reapply_self(NULL);
+			c1 = throughput(secs);
+		} else {
+			c1 = throughput(secs);
+			ocolos_revert_self(NULL);
+			c0 = throughput(secs);
+			ocolos_reapply_self(NULL);
+		}
+		ratio[n++] = c1 / c0;
+	}
+	if (!n)
+		return;
+	qsort(ratio, (size_t)n, sizeof(ratio[0]), cmp_double);
+	printf("in-process A/B (%d pairs of %.1f s, optimized vs original code, same process): "
+	       "median %.3fx, range %.3f-%.3f\n", n, secs, ratio[n / 2], ratio[0], ratio[n - 1]);
+}
+
 static void log_cb(enum ocolos_log_level level, const char *msg, void *user)
 {
 	(void)user;
@@ -208,6 +248,7 @@ int main(int argc, char **argv)
 {
 	int nthreads = argc > 1 ? atoi(argv[1]) : 2;
 	double warmup = argc > 2 ? atof(argv[2]) : 2, measure = argc > 3 ? atof(argv[3]) : 3;
+	int ab_pairs = argc > 4 ? atoi(argv[4]) : 4;
 	if (nthreads < 1 || nthreads > 64)
 		nthreads = 2;
 	pthread_t t[64];
@@ -233,8 +274,12 @@ int main(int argc, char **argv)
 		       (double)st.pause_ns / 1e6, st.threads_stopped);
 	}
 	double after = throughput(measure);
-	printf("after:  %.0f requests/s (%.2fx; a small program like this is not front-end "
-	       "bound, see bench/ for workloads where layout matters)\n", after, after / before);
+	printf("after:  %.0f requests/s (%.2fx, sequential: includes machine drift)\n", after,
+	       after / before);
+	if (!rc)
+		ab_compare(ab_pairs, measure / 2);
+	printf("(a program this small is not front-end bound; bench/ has workloads where layout "
+	       "matters)\n");
 	atomic_store(&stopping, 1);
 	for (int i = 0; i < nthreads; i++)
 		pthread_join(t[i], NULL);

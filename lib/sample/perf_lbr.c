@@ -18,15 +18,10 @@
  * perf_lbr.h so tests can feed it bytes) is here, but turning stacks into
  * BOLT's branch and fall-through records is infer/lbr_writer.c.
  */
-#include <dirent.h>
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 /* linux/perf_event.h first: libpfm's own copy of the perf ABI then steps
  * aside instead of redefining it. */
@@ -35,10 +30,10 @@
 
 #include "core/util.h"
 #include "sample/perf_lbr.h"
+#include "sample/perf_threads.h"
 #include "sample/sample.h"
 
 #define LBR_RING_PAGES 64 /* 256 KiB per thread: ~300 samples of 32 entries */
-#define LBR_POLL_MS 20
 /* AMD BRS counts taken branches with a fixed period (no frequency mode). */
 #define LBR_BRS_PERIOD 500009
 
@@ -106,65 +101,10 @@ int sample_perf_lbr_parse(const void *rec, size_t len, struct sample_set *out)
 	return 0;
 }
 
-/* Copy `len` bytes starting at byte counter `pos` out of the ring. */
-static void ring_copy(const uint8_t *data, uint64_t size, uint64_t pos, void *dst, size_t len)
-{
-	uint64_t off = pos & (size - 1);
-	size_t first = (size_t)(size - off) < len ? (size_t)(size - off) : len;
-	memcpy(dst, data + off, first);
-	memcpy((uint8_t *)dst + first, data, len - first);
-}
-
-/* Handle one record of `h.size` bytes at `pos`. */
-static int drain_one(const uint8_t *data, uint64_t size, uint64_t pos,
-		     const struct perf_event_header *h, struct sample_set *out, uint64_t *bad)
-{
-	uint64_t off = pos & (size - 1);
-	if (h->type == PERF_RECORD_LOST && h->size >= sizeof(*h) + 16) {
-		uint64_t lost;
-		ring_copy(data, size, pos + sizeof(*h) + 8, &lost, sizeof(lost));
-		out->lost += lost;
-		return 0;
-	}
-	if (h->type != PERF_RECORD_SAMPLE)
-		return 0;
-	int rc;
-	if (off + h->size <= size) { /* contiguous: parse in place */
-		rc = sample_perf_lbr_parse(data + off, h->size, out);
-	} else {		     /* wraps around the end: parse a copy */
-		uint8_t *tmp = malloc(h->size);
-		if (!tmp)
-			return OCOLOS_ENOMEM;
-		ring_copy(data, size, pos, tmp, h->size);
-		rc = sample_perf_lbr_parse(tmp, h->size, out);
-		free(tmp);
-	}
-	if (rc == OCOLOS_EINVAL) {
-		*bad += 1;
-		rc = 0;
-	}
-	return rc;
-}
-
 int sample_perf_lbr_drain(const uint8_t *data, uint64_t size, uint64_t tail,
 			  uint64_t head, struct sample_set *out, uint64_t *bad)
 {
-	uint64_t ignored = 0;
-	if (!bad)
-		bad = &ignored;
-	while (tail < head) {
-		struct perf_event_header h;
-		ring_copy(data, size, tail, &h, sizeof(h));
-		if (h.size < sizeof(h) || h.size > head - tail || h.size > size) {
-			*bad += 1; /* cannot find the next record: drop the rest */
-			return 0;
-		}
-		int rc = drain_one(data, size, tail, &h, out, bad);
-		if (rc)
-			return rc;
-		tail += h.size;
-	}
-	return 0;
+	return perf_ring_walk(data, size, tail, head, sample_perf_lbr_parse, out, bad);
 }
 
 /* ---- event choice --------------------------------------------------------- */
@@ -209,11 +149,6 @@ static int lbr_attr(struct perf_event_attr *a, const struct lbr_event *ev, uint3
 	return 0;
 }
 
-static int lbr_open(struct perf_event_attr *a, pid_t tid)
-{
-	return (int)syscall(SYS_perf_event_open, a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
-}
-
 /* Choose the event: the first candidate that opens on `pid` with a branch
  * stack. On success *a and *name are set and the open fd is returned (the
  * caller keeps or closes it). On failure returns -1 with *err_no the errno
@@ -229,7 +164,7 @@ static int lbr_choose(pid_t pid, uint32_t hz, struct perf_event_attr *a,
 		const struct lbr_event *ev = &lbr_candidates[i];
 		if ((ev->pfm && !pfm_ok) || lbr_attr(a, ev, hz))
 			continue;
-		int fd = lbr_open(a, pid);
+		int fd = perf_event_open_tid(a, pid);
 		if (fd >= 0) {
 			*name = ev->pfm ? ev->pfm : "cycles";
 			return fd;
@@ -291,164 +226,32 @@ int sample_perf_lbr_probe(pid_t pid, struct core_err *err)
 
 /* ---- collection ------------------------------------------------------------ */
 
-struct lbr_ring {
-	pid_t tid;
-	int fd;
-	void *map; /* 1 metadata page + LBR_RING_PAGES data pages */
-};
-
-struct lbr_sampler {
-	const struct sample_config *cfg;
-	struct perf_event_attr attr; /* the chosen event, for every thread */
-	struct lbr_ring *rings;
-	size_t n, cap;
-	size_t page;
-	int last_errno;
-	uint64_t bad;		     /* malformed records seen */
-	struct sample_set *out;
-};
-
-static size_t ring_len(const struct lbr_sampler *ls)
-{
-	return (1 + LBR_RING_PAGES) * ls->page;
-}
-
-/* Map the ring of an open event `fd` and keep it. Closes fd on failure. */
-static int keep_ring(struct lbr_sampler *ls, pid_t tid, int fd)
-{
-	void *map = mmap(NULL, ring_len(ls), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (map == MAP_FAILED) {
-		ls->last_errno = errno;
-		close(fd);
-		return -1;
-	}
-	if (core_grow((void **)&ls->rings, &ls->cap, ls->n, sizeof(*ls->rings))) {
-		munmap(map, ring_len(ls));
-		close(fd);
-		ls->last_errno = ENOMEM;
-		return -1;
-	}
-	ls->rings[ls->n++] = (struct lbr_ring){ tid, fd, map };
-	return 0;
-}
-
-static int attach_thread(struct lbr_sampler *ls, pid_t tid)
-{
-	int fd = lbr_open(&ls->attr, tid);
-	if (fd < 0) {
-		ls->last_errno = errno;
-		return errno == ESRCH ? 0 : -1; /* a thread that just exited is fine */
-	}
-	return keep_ring(ls, tid, fd);
-}
-
-static int known_thread(const struct lbr_sampler *ls, pid_t tid)
-{
-	for (size_t i = 0; i < ls->n; i++)
-		if (ls->rings[i].tid == tid)
-			return 1;
-	return 0;
-}
-
-/* Attach to threads not seen yet; a failure on one thread is remembered in
- * last_errno and does not stop the others. */
-static void scan_threads(struct lbr_sampler *ls)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)ls->cfg->pid);
-	DIR *d = opendir(path);
-	if (!d) {
-		ls->last_errno = errno;
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid > 0 && tid != ls->cfg->exclude_tid && !known_thread(ls, tid))
-			attach_thread(ls, tid);
-	}
-	closedir(d);
-}
-
-/* Hand the kernel's new records to the parser, then give the space back. */
-static int drain_ring(struct lbr_sampler *ls, struct lbr_ring *r)
-{
-	struct perf_event_mmap_page *meta = r->map;
-	const uint8_t *data = (const uint8_t *)r->map + ls->page;
-	uint64_t head = __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
-	int rc = sample_perf_lbr_drain(data, (uint64_t)LBR_RING_PAGES * ls->page,
-				       meta->data_tail, head, ls->out, &ls->bad);
-	__atomic_store_n(&meta->data_tail, head, __ATOMIC_RELEASE);
-	return rc;
-}
-
-static void close_rings(struct lbr_sampler *ls)
-{
-	for (size_t i = 0; i < ls->n; i++) {
-		munmap(ls->rings[i].map, ring_len(ls));
-		close(ls->rings[i].fd);
-	}
-	free(ls->rings);
-}
-
-/* The first thread: choose the event on it (the main thread, tid == pid,
- * unless it is the one excluded), keeping that fd. */
-static int start_first(struct lbr_sampler *ls, const char **name, struct core_err *err)
-{
-	const struct sample_config *cfg = ls->cfg;
-	int e = 0;
-	int fd = lbr_choose(cfg->pid, cfg->hz, &ls->attr, name, &e);
-	if (fd < 0)
-		return lbr_refusal(cfg->pid, e, err);
-	if (cfg->exclude_tid == cfg->pid) {
-		close(fd); /* the event works; this thread is not to be sampled */
-		return 0;
-	}
-	if (keep_ring(ls, cfg->pid, fd))
-		return core_errf(err, OCOLOS_EPERF, "cannot map the perf ring buffer of pid %d: %s",
-				 (int)cfg->pid, strerror(ls->last_errno));
-	return 0;
-}
-
-/* Poll until the window closes, then stop every event and drain once more. */
-static int run_window(struct lbr_sampler *ls)
-{
-	int rc = 0;
-	uint64_t end = core_now_ns() + (uint64_t)ls->cfg->window_ms * 1000000ull;
-	while (!rc && core_now_ns() < end) {
-		poll(NULL, 0, LBR_POLL_MS);
-		scan_threads(ls);
-		for (size_t i = 0; i < ls->n && !rc; i++)
-			rc = drain_ring(ls, &ls->rings[i]);
-	}
-	for (size_t i = 0; i < ls->n; i++)
-		ioctl(ls->rings[i].fd, PERF_EVENT_IOC_DISABLE, 0);
-	for (size_t i = 0; i < ls->n && !rc; i++)
-		rc = drain_ring(ls, &ls->rings[i]);
-	return rc;
-}
-
 int sample_perf_lbr_collect(const struct sample_config *cfg,
 			    struct sample_set *out, struct core_err *err)
 {
-	struct lbr_sampler ls = { .cfg = cfg, .page = (size_t)sysconf(_SC_PAGESIZE), .out = out };
+	struct perf_threads pt = { .pid = cfg->pid, .exclude = cfg->exclude_tid,
+		.data_pages = LBR_RING_PAGES, .page = (size_t)sysconf(_SC_PAGESIZE),
+		.parse = sample_perf_lbr_parse, .out = out };
+	/* The event is chosen on the main thread (tid == pid), whose fd is
+	 * kept unless that is the thread not to sample. */
 	const char *name = NULL;
-	int rc = start_first(&ls, &name, err);
-	if (rc)
-		goto out;
-	scan_threads(&ls);
-	if (!ls.n) {
+	int e = 0;
+	int fd = lbr_choose(cfg->pid, cfg->hz, &pt.attr, &name, &e);
+	if (fd < 0)
+		return lbr_refusal(cfg->pid, e, err);
+	if (cfg->exclude_tid == cfg->pid)
+		close(fd);
+	else
+		perf_threads_keep(&pt, cfg->pid, fd);
+	perf_threads_scan(&pt);
+	int rc = 0;
+	if (!pt.n)
 		rc = core_errf(err, OCOLOS_EPERF,
 			       "branch-stack sampling could not attach to any thread of pid %d: %s",
-			       (int)cfg->pid, strerror(ls.last_errno));
-		goto out;
-	}
-	rc = run_window(&ls);
-	if (rc)
+			       (int)cfg->pid, strerror(pt.last_errno));
+	else if ((rc = perf_threads_run(&pt, cfg->window_ms)))
 		rc = core_errf(err, rc, "out of memory storing branch stacks");
-	out->threads += (uint32_t)ls.n;
 	out->event = name;
-out:
-	close_rings(&ls);
+	perf_threads_close(&pt);
 	return rc;
 }

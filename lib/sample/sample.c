@@ -1,4 +1,8 @@
-/* Sampler dispatch and the sample container shared by all backends. */
+/* Sampler dispatch, the sample container and the thread listing shared by
+ * all backends. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "core/util.h"
@@ -10,6 +14,27 @@ int sample_set_push(struct sample_set *s, uint64_t ip)
 		return OCOLOS_ENOMEM;
 	s->ips[s->n++] = ip;
 	return 0;
+}
+
+int sample_each_new_thread(pid_t pid, pid_t exclude, int (*known)(void *, pid_t),
+			   int (*attach)(void *, pid_t), void *user)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	int failures = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		pid_t tid = (pid_t)atoi(e->d_name);
+		if (tid > 0 && tid != exclude && !known(user, tid) && attach(user, tid))
+			failures++;
+	}
+	int saved = errno;
+	closedir(d);
+	errno = saved;
+	return failures;
 }
 
 void sample_set_free(struct sample_set *s)

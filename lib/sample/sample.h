@@ -58,6 +58,13 @@ struct sample_set {
 int sample_collect(const struct sample_config *cfg, struct sample_set *out,
 		   struct core_err *err);
 
+/* Call attach(user, tid) for every thread of `pid` but `exclude` for which
+ * known(user, tid) is 0 (threads that appeared since the last call, when
+ * `known` remembers attached ones). Returns how many attach calls failed,
+ * or -1 if the thread list cannot be read (errno set). */
+int sample_each_new_thread(pid_t pid, pid_t exclude, int (*known)(void *, pid_t),
+			   int (*attach)(void *, pid_t), void *user);
+
 /* Append one sample; returns 0 or OCOLOS_ENOMEM. */
 int sample_set_push(struct sample_set *s, uint64_t ip);
 

@@ -137,8 +137,9 @@ static int timer_for_thread(pid_t tid, int gen, timer_t *id)
 	return timer_create(thread_cpu_clock(tid), &sev, id);
 }
 
-static int known_thread(const struct sigprof_run *r, pid_t tid)
+static int known_thread(void *user, pid_t tid)
 {
+	const struct sigprof_run *r = user;
 	for (size_t i = 0; i < r->n; i++)
 		if (r->timers[i].tid == tid)
 			return 1;
@@ -147,8 +148,9 @@ static int known_thread(const struct sigprof_run *r, pid_t tid)
 
 /* Arm a timer on one thread. A thread that exited meanwhile (EINVAL: its
  * clock no longer exists) is not a failure. 0 or -1. */
-static int attach_thread(struct sigprof_run *r, pid_t tid)
+static int attach_thread(void *user, pid_t tid)
 {
+	struct sigprof_run *r = user;
 	if (core_grow((void **)&r->timers, &r->cap, r->n, sizeof(*r->timers))) {
 		r->last_errno = ENOMEM;
 		return -1;
@@ -176,21 +178,12 @@ static int attach_thread(struct sigprof_run *r, pid_t tid)
  * new thread is taken for the old one and missed). Returns failures. */
 static int scan_threads(struct sigprof_run *r)
 {
-	DIR *d = opendir("/proc/self/task");
-	if (!d) {
+	int failures = sample_each_new_thread(getpid(), r->cfg->exclude_tid, known_thread,
+					      attach_thread, r);
+	if (failures < 0) {
 		r->last_errno = errno;
 		return 1;
 	}
-	int failures = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid <= 0 || tid == r->cfg->exclude_tid || known_thread(r, tid))
-			continue;
-		if (attach_thread(r, tid))
-			failures++;
-	}
-	closedir(d);
 	return failures;
 }
 

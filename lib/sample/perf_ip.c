@@ -82,18 +82,6 @@ int sample_perf_ip_collect(const struct sample_config *cfg,
 	int fd = open_first(&pt.attr, cfg->pid, cfg->hz);
 	if (fd < 0)
 		return refusal(cfg->pid, errno, err);
-	if (cfg->exclude_tid == cfg->pid)
-		close(fd);
-	else
-		perf_threads_keep(&pt, cfg->pid, fd);
-	perf_threads_scan(&pt);
-	int rc = 0;
-	if (!pt.n)
-		rc = core_errf(err, OCOLOS_EPERF, "perf_event_open failed for every thread of pid %d: %s",
-			       (int)cfg->pid, strerror(pt.last_errno));
-	else if ((rc = perf_threads_run(&pt, cfg->window_ms)))
-		rc = core_errf(err, rc, "out of memory storing samples");
 	out->event = pt.attr.type == PERF_TYPE_SOFTWARE ? "cpu-clock" : "cycles";
-	perf_threads_close(&pt);
-	return rc;
+	return perf_threads_collect(&pt, fd, cfg->window_ms, "IP sampling", err);
 }

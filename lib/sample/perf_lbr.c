@@ -239,19 +239,6 @@ int sample_perf_lbr_collect(const struct sample_config *cfg,
 	int fd = lbr_choose(cfg->pid, cfg->hz, &pt.attr, &name, &e);
 	if (fd < 0)
 		return lbr_refusal(cfg->pid, e, err);
-	if (cfg->exclude_tid == cfg->pid)
-		close(fd);
-	else
-		perf_threads_keep(&pt, cfg->pid, fd);
-	perf_threads_scan(&pt);
-	int rc = 0;
-	if (!pt.n)
-		rc = core_errf(err, OCOLOS_EPERF,
-			       "branch-stack sampling could not attach to any thread of pid %d: %s",
-			       (int)cfg->pid, strerror(pt.last_errno));
-	else if ((rc = perf_threads_run(&pt, cfg->window_ms)))
-		rc = core_errf(err, rc, "out of memory storing branch stacks");
 	out->event = name;
-	perf_threads_close(&pt);
-	return rc;
+	return perf_threads_collect(&pt, fd, cfg->window_ms, "branch-stack sampling", err);
 }

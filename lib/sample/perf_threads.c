@@ -1,5 +1,6 @@
 /* Per-thread perf events and their rings, shared by the perf backends. */
 #include <errno.h>
+#include <stdio.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,4 +169,22 @@ void perf_threads_close(struct perf_threads *pt)
 	free(pt->v);
 	pt->v = NULL;
 	pt->n = pt->cap = 0;
+}
+
+int perf_threads_collect(struct perf_threads *pt, int fd, uint32_t window_ms,
+			 const char *what, struct core_err *err)
+{
+	if (pt->exclude == pt->pid)
+		close(fd); /* the event works; this thread is not to be sampled */
+	else
+		perf_threads_keep(pt, pt->pid, fd);
+	perf_threads_scan(pt);
+	int rc = 0;
+	if (!pt->n)
+		rc = core_errf(err, OCOLOS_EPERF, "%s could not attach to any thread of pid %d: %s",
+			       what, (int)pt->pid, strerror(pt->last_errno));
+	else if ((rc = perf_threads_run(pt, window_ms)))
+		rc = core_errf(err, rc, "out of memory storing %s", what);
+	perf_threads_close(pt);
+	return rc;
 }

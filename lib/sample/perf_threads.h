@@ -54,5 +54,10 @@ void perf_threads_scan(struct perf_threads *pt);
  * the way), then stop every event and drain once more. 0 or ENOMEM. */
 int perf_threads_run(struct perf_threads *pt, uint32_t window_ms);
 void perf_threads_close(struct perf_threads *pt);
+/* The whole window: keep `fd` (the event opened on the main thread, which
+ * chose pt->attr) unless that thread is excluded, attach the others, run,
+ * close. `what` names the samples in messages. */
+int perf_threads_collect(struct perf_threads *pt, int fd, uint32_t window_ms,
+			 const char *what, struct core_err *err);
 
 #endif

@@ -3,8 +3,9 @@
 # own archive (bookworm + bookworm-security, where bolt-22 lives). Run as root.
 set -euo pipefail
 # gcc-aarch64-linux-gnu: cross-compiles the AArch64 decoder's test inputs.
+# libunwind8: libunwind-ptrace, loaded at run time to walk a target's stacks.
 pkgs=(build-essential cmake pkg-config libelf-dev libzydis-dev libpfm4-dev zlib1g-dev bolt-22
-      python3 gcc-aarch64-linux-gnu)
+      python3 gcc-aarch64-linux-gnu libunwind8)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -314,9 +314,28 @@ int core_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	uint64_t unwind = 0;
 	int rc = prepare(ctx, p, &unwind);
 	struct inject_apply_result res = { 0 };
+	uint64_t (*moved)[2] = calloc(p->out->moved + 1, sizeof(*moved));
+	size_t nmoved = 0;
+	for (size_t i = 0; moved && i < ctx->bin->nfuncs; i++)
+		if (p->out->c1_addr[i]) {
+			const struct elf_func *f = &ctx->bin->funcs[i];
+			moved[nmoved][0] = p->bias + f->addr;
+			moved[nmoved++][1] = p->bias + f->addr + (f->size ? f->size : 1);
+		}
+	ctx->target.moved = moved;
+	ctx->target.nmoved = nmoved;
+	ctx->target.stack_threads = ctx->target.stack_frames = 0;
+	ctx->target.stack_ns = 0;
 	if (!rc)
 		rc = ctx->target.ops->switch_plan(&ctx->target, &p->plan, 1, &p->st.threads_stopped,
 						  &p->st.pause_ns, &res, &ctx->err);
+	ctx->target.moved = NULL;
+	free(moved);
+	if (!rc && ctx->target.stack_ns)
+		core_logf(&ctx->log, OCOLOS_LOG_INFO,
+			  "at the switch %u threads had %u frames in the C0 code of moved functions "
+			  "(they finish there; stack walk %.3f ms of the pause)", ctx->target.stack_threads,
+			  ctx->target.stack_frames, (double)ctx->target.stack_ns / 1e6);
 	p->st.call_sites_patched = res.call_sites;
 	p->st.pointer_slots_patched = res.ptr_slots;
 	p->st.round_ns = core_now_ns() - p->t_start;

@@ -37,6 +37,15 @@ int inject_ptrace_syscall(struct inject_ptrace *pt, uint64_t gadget, long nr,
  * the target. OCOLOS_ETIMEDOUT if it does not return in time. */
 int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t fn, uint64_t arg,
 		       uint64_t trap, uint32_t timeout_ms, uint64_t *ret, struct core_err *err);
+/* Load libunwind-ptrace now (dlopen; slow the first time): do it before a
+ * stop. 0, or -1 if it is not installed. */
+int inject_stacks_load(void);
+/* Walk the stack of every stopped thread of `pt` (libunwind-ptrace) and
+ * count the threads with, and the frames at, an IP inside one of the
+ * `nranges` [lo, hi) ranges. -1 if libunwind is not available. */
+int inject_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
+			size_t nranges, uint32_t *threads_in, uint32_t *frames_in);
+
 /* Address of a `syscall` instruction in the target's code, or 0. */
 uint64_t inject_ptrace_find_gadget(pid_t pid, const struct procmaps *m, int memfd);
 

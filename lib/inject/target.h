@@ -50,6 +50,12 @@ struct target {
 	uint32_t call_timeout_ms; /* ptrace: limit of an injected call */
 	const struct core_log *log;
 	uint64_t gadget;	 /* ptrace: a `syscall` instruction in the target */
+	/* ptrace: C0 ranges of moved functions; if set, the next switch counts
+	 * the stack frames in them (stack_threads, stack_frames, stack_ns). */
+	const uint64_t (*moved)[2];
+	size_t nmoved;
+	uint32_t stack_threads, stack_frames;
+	uint64_t stack_ns;
 };
 
 /* Open a target for `pid` (getpid(): in-process). Fills *t. */

@@ -234,6 +234,8 @@ static int ptrace_switch(struct target *t, const struct inject_plan *plan, int f
 			 struct core_err *err)
 {
 	struct inject_ptrace *pt;
+	if (t->moved)
+		inject_stacks_load(); /* not inside the pause */
 	uint64_t t0 = core_now_ns(), t1;
 	int rc = inject_ptrace_stop(t->pid, 1, t->stop_timeout_ms, &pt, err);
 	if (rc)
@@ -242,6 +244,13 @@ static int ptrace_switch(struct target *t, const struct inject_plan *plan, int f
 	for (size_t i = 0; i < pt->n; i++)
 		*threads += pt->t[i].stopped && !pt->t[i].gone;
 	rc = inject_apply(t->memfd, plan, forward, res, err);
+	if (!rc && t->moved) {
+		/* Counted while stopped, so part of the pause (reported apart). */
+		uint64_t s0 = core_now_ns();
+		if (inject_stacks_count(pt, t->moved, t->nmoved, &t->stack_threads, &t->stack_frames))
+			core_logf(t->log, OCOLOS_LOG_DEBUG, "libunwind-ptrace unavailable: stacks not walked");
+		t->stack_ns = core_now_ns() - s0;
+	}
 	inject_ptrace_resume(pt, &t1);
 	*pause_ns = t1 - t0;
 	return rc;

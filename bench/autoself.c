@@ -16,6 +16,17 @@
  *   OCOLOS_PROFILE_MS  sampling window (default: library default)
  *   OCOLOS_HZ          sample rate (default: library default)
  *   OCOLOS_KEEP        1: keep the library's work directory
+ *   OCOLOS_BOLT        llvm-bolt to use (opts.bolt_path), e.g.
+ *                      bench/bolt_twostep.sh
+ *   OCOLOS_BOLT_ARGS   extra llvm-bolt arguments, space-separated
+ *   OCOLOS_AB_PAIRS    after a successful round, K pairs of windows running
+ *                      C1 then C0 (or C0 then C1, alternating) through
+ *                      ocolos_revert_self()/ocolos_reapply_self(); every
+ *                      switch is reported as
+ *                        ocolos-ab state=<c1|c0> t=<s> pause_ns=<ns>
+ *                      and the driver attributes the program's own timings
+ *                      to the windows (bench/driver.py ab --workload sqlite)
+ *   OCOLOS_AB_SECS     window length (default 4)
  *
  * build: gcc -O2 -fPIC -shared -o autoself.so bench/autoself.c \
  *          -Iinclude -Lbuild -locolos -Wl,-rpath,$PWD/build -pthread
@@ -68,6 +79,45 @@ static uint32_t env_u32(const char *name)
 	return v ? (uint32_t)strtoul(v, NULL, 0) : 0;
 }
 
+static void sleep_s(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* See OCOLOS_AB_PAIRS above. C1 is in use when this starts. */
+static void ab_phase(int pairs, double secs)
+{
+	int in_c1 = 1;
+
+	for (int i = 0; i < pairs; i++) {
+		int first = (i % 2 == 0);
+		for (int k = 0; k < 2; k++) {
+			int want = k == 0 ? first : !first;
+			struct ocolos_switch_stats ss;
+			memset(&ss, 0, sizeof(ss));
+			if (want != in_c1) {
+				int rc = want ? ocolos_reapply_self(&ss)
+					      : ocolos_revert_self(&ss);
+				if (rc) {
+					fprintf(stderr, "ocolos-ab error=\"%s\"\n",
+						ocolos_strerror(rc));
+					return;
+				}
+				in_c1 = want;
+			}
+			fprintf(stderr, "ocolos-ab state=%s t=%.3f pause_ns=%" PRIu64
+				"\n", want ? "c1" : "c0", since_start(), ss.pause_ns);
+			sleep_s(secs);
+		}
+	}
+	if (!in_c1)
+		ocolos_reapply_self(NULL);
+	fprintf(stderr, "ocolos-ab state=end t=%.3f\n", since_start());
+}
+
 static void *autoself_main(void *arg)
 {
 	struct timespec ts = { (time_t)g_after,
@@ -78,10 +128,24 @@ static void *autoself_main(void *arg)
 	(void)arg;
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
+	/* OCOLOS_BOLT_ARGS split at spaces (16 at most). */
+	static char argbuf[1024];
+	static const char *bolt_args[17];
+	const char *ea = getenv("OCOLOS_BOLT_ARGS");
+	int na = 0;
+	if (ea && *ea) {
+		snprintf(argbuf, sizeof(argbuf), "%s", ea);
+		for (char *save = NULL, *t = strtok_r(argbuf, " ", &save);
+		     t && na < 16; t = strtok_r(NULL, " ", &save))
+			bolt_args[na++] = t;
+	}
+	const char *bolt = getenv("OCOLOS_BOLT");
 	OCOLOS_OPTS(ocolos_self_opts, opts,
 		    .profile_ms = env_u32("OCOLOS_PROFILE_MS"),
 		    .sample_hz = env_u32("OCOLOS_HZ"),
-		    .keep_work_dir = (int)env_u32("OCOLOS_KEEP"));
+		    .keep_work_dir = (int)env_u32("OCOLOS_KEEP"),
+		    .bolt_path = bolt && *bolt ? bolt : NULL,
+		    .bolt_extra_args = na ? bolt_args : NULL);
 	memset(&st, 0, sizeof(st));
 	long rss0 = rss_kb();
 	double t_start = since_start();
@@ -109,6 +173,11 @@ static void *autoself_main(void *arg)
 		st.bolt_ns, st.pause_ns, st.round_ns, rss0, rss1,
 		rc ? " strerror=\"" : "", rc ? ocolos_strerror(rc) : "",
 		rc ? "\" error=\"" : "", rc ? msg : "", rc ? "\"" : "");
+	int pairs = (int)env_u32("OCOLOS_AB_PAIRS");
+	if (rc == 0 && pairs > 0) {
+		const char *v = getenv("OCOLOS_AB_SECS");
+		ab_phase(pairs, v && *v ? atof(v) : 4.0);
+	}
 	return NULL;
 }
 

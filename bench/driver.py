@@ -14,6 +14,12 @@ Subcommands (each writes JSON to bench/out/results/ and prints Markdown):
             dense recording)
   cachesim  valgrind callgrind --cache-sim=yes: I1 misses per 1000
             instructions, original vs offline BOLT, on a short fixed run
+  ab        method 1: one online round, then K pairs of C1/C0 windows in
+            the same process (ocolos_revert_self / ocolos_reapply_self);
+            median of the per-pair ratios C1/C0 with IQR
+  pairs     method 2: original and offline-BOLTed run at the same time,
+            one per core (taskset), cores swapped every round; median of
+            the per-round ratios with IQR
 
 Measurement (see docs/benchmarks.md for why):
   fe      throughput = median of the per-second `tput` lines after the
@@ -41,9 +47,15 @@ LLVM_BIN = "/usr/lib/llvm-22/bin"
 BOLT = os.path.join(LLVM_BIN, "llvm-bolt")
 # The library's options, minus --custom-allocation-vma (offline BOLT lets
 # BOLT choose where the new code goes).
-BOLT_OPTS = ["--ba", "--enable-bat", "--reorder-blocks=ext-tsp",
+# Profile: `S` records (bench/perf2pa.py) aggregated by `llvm-bolt
+# --aggregate-only --pa --ba` into fdata, then `llvm-bolt -data` (--bolt-profile
+# fdata, the default): a single `llvm-bolt --pa --ba -p` call (--bolt-profile
+# pa, what the library did first) leaves every basic block without a count
+# with llvm-bolt 22 -- see docs/benchmarks.md, "BOLT option study".
+BOLT_OPTS = ["--enable-bat", "--reorder-blocks=ext-tsp",
              "--reorder-functions=cdsort", "--split-functions", "--lite",
-             "--no-huge-pages"]
+             "--jump-tables=move", "--no-huge-pages"]
+TWOSTEP = os.path.join(HERE, "bolt_twostep.sh")
 KV_RE = re.compile(r'(\w+)=("[^"]*"|\S+)')
 
 
@@ -240,8 +252,21 @@ def to_pa(w, a, data, max_samples, tag):
 def bolt(w, a, pa, tag):
     outbin = os.path.join(a.work, "%s.%s.bolt" % (stem(w.bin),
                                                    tag))
-    argv = [BOLT, w.bin, "-o", outbin, "--pa", "-p", pa] + BOLT_OPTS
+    opts = a.bolt_opts.split() if a.bolt_opts else BOLT_OPTS
+    t0 = time.monotonic()
+    if a.bolt_profile == "pa":
+        argv = [BOLT, w.bin, "-o", outbin, "--pa", "--ba", "-p", pa] + opts
+    else:
+        fdata = pa + ".fdata"
+        agg = [BOLT, w.bin, "--aggregate-only", "--pa", "--ba", "-p", pa,
+               "-o", fdata]
+        out, err, _, rc = run_cmd(agg, timeout=1800)
+        if rc != 0:
+            sys.exit("driver: llvm-bolt --aggregate-only failed:\n" +
+                     "\n".join((out + err)[-20:]))
+        argv = [BOLT, w.bin, "-o", outbin, "-data", fdata] + opts
     out, err, secs, rc = run_cmd(argv, timeout=1800)
+    secs = time.monotonic() - t0
     with open(outbin + ".log", "w") as f:
         f.write(shlex.join(argv) + "\n" + "\n".join(out + err) + "\n")
     if rc != 0:
@@ -420,6 +445,173 @@ def cmd_cachesim(a):
     report_cachesim(a, res)
 
 
+AB_RE = re.compile(r"^ab pair=")
+
+
+def cmd_ab(a):
+    """Method 1: in-process A/B after one online round."""
+    w = WORKLOADS[a.workload](a)
+    runs = []
+    for r in range(a.reps):
+        if w.name == "fe":
+            argv = [w.online_bin, "--duration", "100000", "--threads",
+                    str(a.threads), "--online-after", str(a.warmup),
+                    "--ab-pairs", str(a.ab_pairs), "--ab-secs",
+                    str(a.ab_secs)]
+            if a.twostep:
+                argv += ["--ocolos-bolt", TWOSTEP]
+            env = {}
+        else:
+            passes = a.sq_ab_passes
+            argv = w._argv(w.bin, passes)
+            env = {"LD_PRELOAD": w.preload, "OCOLOS_AFTER": str(a.warmup),
+                   "OCOLOS_AB_PAIRS": str(a.ab_pairs),
+                   "OCOLOS_AB_SECS": str(a.ab_secs)}
+            if a.twostep:
+                env["OCOLOS_BOLT"] = TWOSTEP
+        if a.bolt_drop:
+            env["BOLT_DROP"] = a.bolt_drop
+        log("ab run %d: %s%s" % (r + 1, " ".join("%s=%s" % kv_ for kv_ in
+                                                  env.items() if kv_[0] !=
+                                                  "LD_PRELOAD") + " "
+                                  if env else "", shlex.join(argv)))
+        out, err, wall, rc = run_cmd(argv, env=env, timeout=3600)
+        oc, ratios, pauses = {}, [], []
+        for line in out + err:
+            if line.startswith("ocolos "):
+                oc = kv(line)
+            elif AB_RE.match(line):
+                d = kv(line)
+                if "ratio" in d:
+                    ratios.append(float(d["ratio"]))
+                    pauses += [float(d[k]) / 1e6 for k in ("revert_ns",
+                                                          "reapply_ns")
+                               if float(d.get(k, 0)) > 0]
+        if w.name == "sqlite":
+            ratios, pauses = sqlite_ab_ratios(w, out, err)
+        run = {"argv": shlex.join(argv), "env": {k: v for k, v in env.items()
+                                                 if k != "LD_PRELOAD"},
+               "rc": rc, "ocolos": oc, "ratios": ratios,
+               "switch_pause_ms": pauses}
+        if rc != 0 or oc.get("rc") != "0":
+            run["error"] = "exit %d, ocolos rc=%s %s" % (
+                rc, oc.get("rc"), oc.get("error", ""))
+            log(run["error"])
+        log("ab run %d: ratios %s" % (r + 1, ["%.3f" % x for x in ratios]))
+        runs.append(run)
+    allr = [x for rr in runs for x in rr["ratios"]]
+    ocs = [rr["ocolos"] for rr in runs if rr["ocolos"].get("rc") == "0"]
+    res = {"cmd": "ab", "workload": w.name, "binary": w.bin,
+           "pairs": a.ab_pairs, "secs": a.ab_secs, "twostep": a.twostep,
+           "runs": runs, "ratio": med_iqr(allr), "n": len(allr),
+           "pause_ms": med_iqr([float(o["pause_ns"]) / 1e6 for o in ocs]),
+           "bolt_ms": med_iqr([float(o["bolt_ns"]) / 1e6 for o in ocs]),
+           "switch_pause_ms": med_iqr([p for rr in runs
+                                       for p in rr["switch_pause_ms"]]),
+           "rss_growth_kb": med_iqr([float(o["rss_after_kb"]) -
+                                     float(o["rss_before_kb"]) for o in ocs]),
+           "samples": med_iqr([float(o["samples_in_binary"]) for o in ocs]),
+           "functions_moved": med_iqr([float(o["functions_moved"])
+                                       for o in ocs])}
+    save(a, res)
+    print("### A/B in one process (method 1): %s, %d run(s) x %d pairs x "
+          "%.1f s\n" % (w.name, a.reps, a.ab_pairs, a.ab_secs))
+    print("command: `%s`\n" % res["argv"])
+    print("C1/C0 throughput, median of %d paired ratios: %s×; round pause %s, "
+          "revert/reapply pause %s, BOLT %s, samples %s, functions moved %s, "
+          "RSS growth %s\n" %
+          (len(allr), fmt(res["ratio"], 3), fmt(res["pause_ms"], 2, " ms"),
+           fmt(res["switch_pause_ms"], 2, " ms"), fmt(res["bolt_ms"], 0,
+                                                      " ms"),
+           fmt(res["samples"], 0), fmt(res["functions_moved"], 0),
+           fmt(res["rss_growth_kb"], 0, " kB")))
+
+
+def sqlite_ab_ratios(w, out, err):
+    """speedtest1 under autoself's A/B: attribute every pass lying entirely
+    inside one window to that window's state (times: cumulative per-test
+    times, which track time since start), then pair each C1 pass with the
+    nearest C0 pass of the adjacent window: ratio = C0 time / C1 time."""
+    wins, pauses = [], []
+    for line in err:
+        if line.startswith("ocolos-ab state="):
+            d = kv(line)
+            wins.append((float(d["t"]), d["state"]))
+            if float(d.get("pause_ns", 0)) > 0:
+                pauses.append(float(d["pause_ns"]) / 1e6)
+    spans = [(wins[i][0], wins[i + 1][0], wins[i][1])
+             for i in range(len(wins) - 1)]
+    # Per-test times are CPU-bound work only; add the process start-up
+    # offset: the first pass starts when the shim's clock reads ~0.
+    ps = w.passes(out)[1:]
+    cls = []
+    for st, d in ps:
+        for t0, t1, state in spans:
+            if st >= t0 + 0.05 and st + d <= t1:
+                cls.append((st, d, state, t0))
+                break
+    ratios = []
+    by_win = {}
+    for st, d, state, t0 in cls:
+        by_win.setdefault((t0, state), []).append(d)
+    keys = sorted(by_win)
+    for i in range(len(keys) - 1):
+        (ta, sa), (tb, sb) = keys[i], keys[i + 1]
+        if {sa, sb} == {"c0", "c1"} and i % 2 == 0:
+            c1 = statistics.median(by_win[keys[i] if sa == "c1"
+                                          else keys[i + 1]])
+            c0 = statistics.median(by_win[keys[i] if sa == "c0"
+                                          else keys[i + 1]])
+            ratios.append(c0 / c1)
+    return ratios, pauses
+
+
+def cmd_pairs(a):
+    """Method 2: original and offline BOLT concurrently, cores swapped."""
+    w = WORKLOADS[a.workload](a)
+    os.makedirs(a.work, exist_ok=True)
+    bolted = a.bolted
+    nsamples = None
+    if not bolted:
+        data = profile(w, a, "full")
+        pa, nsamples = to_pa(w, a, data, 0, "full")
+        bolted, _, _ = bolt(w, a, pa, "full")
+    ratios = []
+    rounds = []
+    for r in range(a.reps):
+        cores = (0, 1) if r % 2 == 0 else (1, 0)
+        procs = []
+        for binary, core in ((w.bin, cores[0]), (bolted, cores[1])):
+            argv = ["taskset", "-c", str(core)] + \
+                w.cmd(binary, a.secs)
+            if w.name == "fe":
+                argv[argv.index("--threads") + 1] = "1"
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True,
+                                          errors="replace"))
+        res = []
+        for p in procs:
+            o, e = p.communicate(timeout=a.secs * 10 + 600)
+            t, errs = w.parse(o.splitlines(), e.splitlines(), a.warmup)
+            res.append(t)
+        rnd = {"cores": cores, "base": res[0], "bolt": res[1]}
+        if res[0] and res[1]:
+            rnd["ratio"] = res[1] / res[0]
+            ratios.append(rnd["ratio"])
+        log("round %d cores %s: base %s bolt %s ratio %s" %
+            (r + 1, cores, res[0], res[1], rnd.get("ratio")))
+        rounds.append(rnd)
+    out = {"cmd": "pairs", "workload": w.name, "binary": w.bin,
+           "bolted": bolted, "samples": nsamples, "rounds": rounds,
+           "ratio": med_iqr(ratios), "n": len(ratios)}
+    save(a, out)
+    print("### concurrent pairs (method 2): %s, %d rounds\n" % (w.name,
+                                                               a.reps))
+    print("command: `%s`\n" % out["argv"])
+    print("offline BOLT / original, median of per-round ratios: %s× (n=%d)\n"
+          % (fmt(out["ratio"], 3), len(ratios)))
+
+
 # ---- reporting -------------------------------------------------------------
 
 def save(a, res):
@@ -495,7 +687,8 @@ def report_cachesim(a, res):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("cmd", choices=["run", "curve", "cachesim"])
+    p.add_argument("cmd", choices=["run", "curve", "cachesim", "ab",
+                                   "pairs"])
     p.add_argument("--workload", choices=list(WORKLOADS), default="fe")
     p.add_argument("--bin", help="original binary (default per workload)")
     p.add_argument("--online-bin", help="fe: binary built with libocolos "
@@ -529,8 +722,22 @@ def main():
     p.add_argument("--d1", default="49152,12,64")
     p.add_argument("--ll", default="2097152,16,64")
     p.add_argument("--work", default=os.path.join(ROOT, "bench/out/work"))
+    p.add_argument("--bolt-profile", choices=["fdata", "pa"],
+                   default="fdata", help="offline BOLT: aggregate S records "
+                   "to fdata first (default), or one --pa --ba call")
+    p.add_argument("--bolt-opts", help="offline BOLT layout options "
+                   "(space-separated; default: BOLT_OPTS)")
+    p.add_argument("--ab-pairs", type=int, default=10)
+    p.add_argument("--ab-secs", type=float, default=2)
+    p.add_argument("--sq-ab-passes", type=int, default=60)
+    p.add_argument("--twostep", action="store_true",
+                   help="ab: run the library's BOLT through "
+                   "bench/bolt_twostep.sh (aggregate, then -data)")
+    p.add_argument("--bolt-drop", help="ab with --twostep: llvm-bolt "
+                   "arguments the wrapper removes (e.g. --split-functions)")
     a = p.parse_args()
-    {"run": cmd_run, "curve": cmd_curve, "cachesim": cmd_cachesim}[a.cmd](a)
+    {"run": cmd_run, "curve": cmd_curve, "cachesim": cmd_cachesim,
+     "ab": cmd_ab, "pairs": cmd_pairs}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@
  *   check start=<hex>
  *   tput t=<sec> ops=<ops in interval> ops_per_s=<rate>
  *   ocolos rc=<rc> t_start=<sec> t_done=<sec> samples=... [error="..."]
+ *   ab pair=<i> first=<c1|c0> c1_ops_per_s=<x> c0_ops_per_s=<x> ratio=<c1/c0>
+ *      revert_ns=<ns> reapply_ns=<ns>          (--ab-pairs, after the round)
+ *   ab done pairs=<k> median=<x> q1=<x> q3=<x>
  *   done secs=<sec> ops=<total> ops_per_s=<rate> rss_kb=<kb>
  *   check end=<hex> ok=<0|1>
  */
@@ -47,6 +50,9 @@ struct worker {
 };
 
 static _Atomic int g_stop;
+static _Atomic int g_ab_done;	/* --ab-pairs: the A/B phase is over */
+static struct worker *g_workers;
+static long g_nthreads;
 static int g_depth = 5;
 static struct timespec g_t0;
 
@@ -135,8 +141,115 @@ struct online {
 	double after;
 	uint32_t profile_ms, sample_hz;
 	int keep;
+	const char *bolt;	      /* --ocolos-bolt */
+	const char *bolt_args[17];    /* --ocolos-bolt-arg, NULL-ended */
+	int ab_pairs;		      /* --ab-pairs */
+	double ab_secs;		      /* --ab-secs */
 	pthread_t tid;
 };
+
+static uint64_t total_ops(void)
+{
+	uint64_t t = 0;
+
+	for (long i = 0; i < g_nthreads; i++)
+		t += atomic_load(&g_workers[i].ops);
+	return t;
+}
+
+static void sleep_s(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Quantile with linear interpolation (same as Python's
+ * statistics.quantiles(method="inclusive")). */
+static double quantile(const double *sorted, int n, double q)
+{
+	double pos = q * (n - 1);
+	int i = (int)pos;
+
+	if (i + 1 >= n)
+		return sorted[n - 1];
+	return sorted[i] + (pos - i) * (sorted[i + 1] - sorted[i]);
+}
+
+/*
+ * In-process A/B: after a successful round, alternate C1 (reapply) and C0
+ * (revert) windows of ab_secs each, K pairs, the order inside a pair
+ * alternating (C1,C0), (C0,C1), ... so a slow drift of the machine's speed
+ * cancels. Same process, same threads, same data: only the code differs.
+ * Throughput of a window = operations completed in it / its length; the
+ * first 10 % of every window is skipped (threads may still be finishing a
+ * call in the other copy of the code).
+ */
+static void ab_phase(const struct online *o)
+{
+	double *ratios = calloc((size_t)o->ab_pairs, sizeof(double));
+	int n = 0, in_c1 = 1;
+
+	if (!ratios)
+		return;
+	sleep_s(1.0);
+	for (int i = 0; i < o->ab_pairs; i++) {
+		double rate[2] = { 0, 0 }; /* [0] = C0, [1] = C1 */
+		uint64_t sw_ns[2] = { 0, 0 };
+		int first = (i % 2 == 0) ? 1 : 0, bad = 0;
+		for (int k = 0; k < 2; k++) {
+			int want = k == 0 ? first : !first;
+			struct ocolos_switch_stats ss;
+			memset(&ss, 0, sizeof(ss));
+			if (want != in_c1) {
+				int rc = want ? ocolos_reapply_self(&ss)
+					      : ocolos_revert_self(&ss);
+				if (rc) {
+					printf("ab pair=%d error=\"%s %s\"\n", i,
+					       want ? "reapply" : "revert",
+					       ocolos_strerror(rc));
+					bad = 1;
+					break;
+				}
+				in_c1 = want;
+				sw_ns[want] = ss.pause_ns;
+			}
+			sleep_s(o->ab_secs * 0.1);
+			uint64_t a = total_ops();
+			double t0 = now_s();
+			sleep_s(o->ab_secs * 0.9);
+			uint64_t b = total_ops();
+			rate[want] = (double)(b - a) / (now_s() - t0);
+		}
+		if (bad)
+			break;
+		double r = rate[1] / rate[0];
+		ratios[n++] = r;
+		printf("ab pair=%d first=%s c1_ops_per_s=%.0f c0_ops_per_s=%.0f "
+		       "ratio=%.4f revert_ns=%" PRIu64 " reapply_ns=%" PRIu64 "\n",
+		       i, first ? "c1" : "c0", rate[1], rate[0], r, sw_ns[0],
+		       sw_ns[1]);
+		fflush(stdout);
+	}
+	if (!in_c1)
+		ocolos_reapply_self(NULL);
+	if (n) {
+		qsort(ratios, (size_t)n, sizeof(double), cmp_dbl);
+		printf("ab done pairs=%d median=%.4f q1=%.4f q3=%.4f\n", n,
+		       quantile(ratios, n, 0.5), quantile(ratios, n, 0.25),
+		       quantile(ratios, n, 0.75));
+		fflush(stdout);
+	}
+	free(ratios);
+}
 
 static void *online_main(void *p)
 {
@@ -151,10 +264,13 @@ static void *online_main(void *p)
 	memset(&st, 0, sizeof(st));
 	long rss0 = rss_kb();
 	double t_start = now_s();
-	if (o->profile_ms || o->sample_hz || o->keep) {
+	if (o->profile_ms || o->sample_hz || o->keep || o->bolt ||
+	    o->bolt_args[0]) {
 		OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = o->profile_ms,
 			    .sample_hz = o->sample_hz,
-			    .keep_work_dir = o->keep);
+			    .keep_work_dir = o->keep, .bolt_path = o->bolt,
+			    .bolt_extra_args = o->bolt_args[0] ? o->bolt_args
+							       : NULL);
 		rc = ocolos_optimize_self(&opts, &st);
 	} else {
 		rc = ocolos_optimize_self(NULL, &st);
@@ -183,6 +299,9 @@ static void *online_main(void *p)
 	}
 	printf("\n");
 	fflush(stdout);
+	if (rc == 0 && o->ab_pairs > 0)
+		ab_phase(o);
+	atomic_store(&g_ab_done, 1);
 	return NULL;
 }
 #endif
@@ -203,7 +322,16 @@ static void usage(const char *argv0)
 		"  --check N           operations in the start/end checksum "
 		"(default 2000)\n"
 		"  --online-after SEC  call ocolos_optimize_self() after SEC "
-		"(needs -DWITH_OCOLOS)\n",
+		"(needs -DWITH_OCOLOS)\n"
+		"  --ocolos-bolt PATH  llvm-bolt (or bench/bolt_twostep.sh) "
+		"for the round\n"
+		"  --ocolos-bolt-arg A extra llvm-bolt argument (repeatable, "
+		"16 at most)\n"
+		"  --ab-pairs K        after the round, K pairs of C1/C0 "
+		"windows (revert/reapply);\n"
+		"                      the run ends when they are done "
+		"(or at --duration)\n"
+		"  --ab-secs T         length of one A/B window (default 2)\n",
 		argv0);
 }
 
@@ -213,7 +341,9 @@ int main(int argc, char **argv)
 	long nthreads = 2, check_ops = 2000;
 	uint64_t fixed_ops = 0;
 	uint32_t profile_ms = 0, sample_hz = 0;
-	int keep = 0;
+	int keep = 0, ab_pairs = 0, nbolt_args = 0;
+	double ab_secs = 2;
+	const char *bolt = NULL, *bolt_args[17] = { NULL };
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -248,6 +378,14 @@ int main(int argc, char **argv)
 			profile_ms = (uint32_t)atol(v);
 		else if (!strcmp(a, "--ocolos-hz"))
 			sample_hz = (uint32_t)atol(v);
+		else if (!strcmp(a, "--ocolos-bolt"))
+			bolt = v;
+		else if (!strcmp(a, "--ocolos-bolt-arg") && nbolt_args < 16)
+			bolt_args[nbolt_args++] = v;
+		else if (!strcmp(a, "--ab-pairs"))
+			ab_pairs = atoi(v);
+		else if (!strcmp(a, "--ab-secs"))
+			ab_secs = atof(v);
 		else
 			used = 0;
 		if (!used) {
@@ -280,6 +418,8 @@ int main(int argc, char **argv)
 	struct worker *w = calloc((size_t)nthreads, sizeof(*w));
 	if (!w)
 		return 1;
+	g_workers = w;
+	g_nthreads = nthreads;
 	double t_begin = now_s();
 	for (long i = 0; i < nthreads; i++) {
 		w[i].id = (int)i;
@@ -290,7 +430,12 @@ int main(int argc, char **argv)
 		}
 	}
 #ifdef WITH_OCOLOS
-	struct online on = { online_after, profile_ms, sample_hz, keep, 0 };
+	struct online on = { .after = online_after, .profile_ms = profile_ms,
+			     .sample_hz = sample_hz, .keep = keep, .bolt = bolt,
+			     .ab_pairs = ab_pairs, .ab_secs = ab_secs };
+	memcpy(on.bolt_args, bolt_args, sizeof(bolt_args));
+	if (online_after < 0)
+		atomic_store(&g_ab_done, 1);
 	if (online_after >= 0 &&
 	    pthread_create(&on.tid, NULL, online_main, &on)) {
 		perror("pthread_create");
@@ -300,6 +445,13 @@ int main(int argc, char **argv)
 	(void)profile_ms;
 	(void)sample_hz;
 	(void)keep;
+	(void)bolt;
+	(void)bolt_args;
+	(void)ab_secs;
+	if (ab_pairs > 0) {
+		fprintf(stderr, "--ab-pairs: built without libocolos\n");
+		return 2;
+	}
 #endif
 
 	uint64_t last = 0;
@@ -309,6 +461,9 @@ int main(int argc, char **argv)
 		for (;;) {
 			t_next += interval;
 			if (t_next > t_begin + duration + 1e-9)
+				break;
+			/* --ab-pairs: stop once the A/B phase is over. */
+			if (ab_pairs > 0 && atomic_load(&g_ab_done))
 				break;
 			double whole = (double)(long)t_next;
 			next.tv_sec = g_t0.tv_sec + (time_t)whole;

@@ -77,11 +77,40 @@ class Gen:
                            (var, var, s, var, 64 - s))
         return out
 
+    def ilp_ops(self, count):
+        """`count` cheap 1-cycle operations spread round-robin over four
+        independent variables (y, a, b, c): plenty of instruction-level
+        parallelism, so the core could retire them fast if it could fetch
+        them -- the speed is then limited by instruction fetch, not by a
+        chain of dependent multiplies."""
+        r = self.rng
+        out = []
+        for i in range(count):
+            v = "yabc"[(self.ilp_next + i) % 4]
+            k = r.randrange(3)
+            if k == 0:
+                out.append("%s += 0x%08xU;" % (v, r.getrandbits(31)))
+            elif k == 1:
+                out.append("%s ^= 0x%08xU;" % (v, r.getrandbits(31)))
+            else:
+                sh = r.randrange(5, 59)
+                out.append("%s = (%s << %d) | (%s >> %d);" %
+                           (v, v, sh, v, 64 - sh))
+        self.ilp_next = (self.ilp_next + count) % 4
+        return out
+
     def cold_block(self, var, calls_cold):
         """A rare block: many operations, sometimes a call to cold code."""
         r = self.rng
-        lines = ["if ((%s & fe_rare_mask) == %s) {" %
-                 (var, c_hex(r.getrandbits(20)))]
+        cond = "(%s & fe_rare_mask) == %s" % (var, c_hex(r.getrandbits(20)))
+        if self.a.cold_layout == "inline":
+            # Tell the compiler the rare block is likely: it then places
+            # the rare block as the fall-through, inline between the hot
+            # blocks, and the hot path jumps over it -- the layout a
+            # compiler without a profile produces whenever its static
+            # guess is wrong, and the one BOLT is meant to repair.
+            cond = "__builtin_expect(%s, 1)" % cond
+        lines = ["if (%s) {" % cond]
         lines += ["\t" + s for s in self.mix_ops(var, self.a.cold_ops +
                                                  r.randrange(-4, 5))]
         if calls_cold and self.cold:
@@ -99,9 +128,15 @@ class Gen:
         is_hot = idx in self.hot_set
         body = ["uint64_t f%d(uint64_t x, int d)" % idx, "{",
                 "\tuint64_t y = x ^ %s;" % c_hex(r.getrandbits(64))]
+        if a.hot_style == "ilp":
+            self.ilp_next = 0
+            body += ["\tuint64_t a = x >> 7, b = x << 3, c = ~x;"]
         nblocks = a.cold_blocks
         for b in range(nblocks):
-            body += ["\t" + s for s in self.mix_ops("y", a.hot_ops)]
+            if a.hot_style == "ilp":
+                body += ["\t" + s for s in self.ilp_ops(a.hot_ops)]
+            else:
+                body += ["\t" + s for s in self.mix_ops("y", a.hot_ops)]
             body += ["\t" + s for s in self.cold_block("y", True)]
         if is_hot:
             da, db = r.choice(self.hot), r.choice(self.hot)
@@ -126,8 +161,11 @@ class Gen:
                 "\tif (d > 0)",
                 "\t\ty += f%d(y, d - 1);" % r.choice(self.cold),
             ]
-        body += ["\t" + s for s in self.mix_ops("y", a.hot_ops)]
-        body += ["\treturn y;", "}", ""]
+        if a.hot_style == "ilp":
+            body += ["\treturn y + (a ^ b ^ c);", "}", ""]
+        else:
+            body += ["\t" + s for s in self.mix_ops("y", a.hot_ops)]
+            body += ["\treturn y;", "}", ""]
         return body
 
     # ---- files ----------------------------------------------------------
@@ -239,18 +277,28 @@ class Gen:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--functions", type=int, default=20000)
+    p.add_argument("--functions", type=int, default=10000)
     p.add_argument("--hot", type=int, default=None,
                    help="hot functions (default: 15%% of --functions)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tus", type=int, default=None,
                    help="translation units (default: functions/1000, >= 2)")
-    p.add_argument("--hot-ops", type=int, default=6,
+    p.add_argument("--hot-ops", type=int, default=4,
                    help="operations per hot block")
     p.add_argument("--cold-ops", type=int, default=25,
                    help="operations per cold block (average)")
-    p.add_argument("--cold-blocks", type=int, default=3,
+    p.add_argument("--cold-blocks", type=int, default=6,
                    help="cold blocks per function")
+    p.add_argument("--hot-style", choices=["ilp", "chain"], default="ilp",
+                   help="ilp: hot operations are 1-cycle and spread over four "
+                   "independent variables, so fetch limits speed (default); "
+                   "chain: one dependent chain with 64-bit multiplies (the "
+                   "first version, limited by multiply latency)")
+    p.add_argument("--cold-layout", choices=["inline", "outline"],
+                   default="inline",
+                   help="inline: rare blocks marked likely, so the compiler "
+                   "places them between the hot blocks (default); outline: "
+                   "no hint, gcc -O1 moves them to the end of the function")
     p.add_argument("--fptab", type=int, default=512,
                    help="entries of the function-pointer table")
     p.add_argument("--vtables", type=int, default=128)

@@ -47,10 +47,12 @@ static void report(pid_t pid, int round, int rc, const struct ocolos_stats *st,
 	fflush(stdout);
 }
 
-static int sleep_unless(double s, volatile sig_atomic_t *stop, pid_t pid)
+static int sleep_unless(double s, volatile sig_atomic_t *stop, pid_t pid,
+			const struct agent_cfg *cfg)
 {
 	for (double t = 0; t < s; t += 0.1) {
-		if ((stop && *stop) || (kill(pid, 0) != 0 && errno == ESRCH))
+		if ((stop && *stop) || (kill(pid, 0) != 0 && errno == ESRCH) ||
+		    (cfg->poll && cfg->poll(cfg->poll_user)))
 			return -1;
 		struct timespec ts = { 0, 100000000 };
 		nanosleep(&ts, NULL);
@@ -73,7 +75,7 @@ int agent_run(pid_t pid, const struct agent_cfg *cfg, volatile sig_atomic_t *sto
 	int failures = 0;
 	for (int round = 1; cfg->rounds == 0 || round <= cfg->rounds; round++) {
 		if (round > 1) {
-			if (sleep_unless(cfg->every_s, stop, pid))
+			if (sleep_unless(cfg->every_s, stop, pid, cfg))
 				break;
 			ocolos_revert(ctx, NULL); /* optimize afresh from the original code */
 		}
@@ -81,7 +83,7 @@ int agent_run(pid_t pid, const struct agent_cfg *cfg, volatile sig_atomic_t *sto
 		rc = ocolos_round(ctx, &st);
 		report(pid, round, rc, &st, ctx);
 		failures += rc != 0;
-		if (rc == OCOLOS_ENOPROC || (stop && *stop))
+		if (rc == OCOLOS_ENOPROC || (stop && *stop) || (cfg->poll && cfg->poll(cfg->poll_user)))
 			break;
 	}
 	ocolos_close(ctx);

@@ -10,6 +10,12 @@ struct agent_cfg {
 	double every_s;	    /* >0: a new round every this many seconds */
 	int rounds;	    /* rounds to run (0: until stopped, with every_s) */
 	int verbose;	    /* library log on stderr */
+	/* Called about every 100 ms between rounds and after each round;
+	 * non-zero ends the rounds. NULL: only *stop and the target's
+	 * existence are checked. ocolos-supervise reaps its child here: a
+	 * child that exited is a zombie, which kill(pid, 0) still finds. */
+	int (*poll)(void *user);
+	void *poll_user;
 };
 
 /* Run the configured rounds on `pid`, printing one JSON line per round on

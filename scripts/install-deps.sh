@@ -4,8 +4,14 @@
 set -euo pipefail
 # gcc-aarch64-linux-gnu: cross-compiles the AArch64 decoder's test inputs.
 # libunwind8: libunwind-ptrace, loaded at run time to walk a target's stacks.
+# AArch64 build (cmake/aarch64-toolchain.cmake) and its tests under qemu-user:
+# the cross compilers, qemu-aarch64, bolt-19 (the BOLT that handles AArch64
+# inputs), and the arm64 libraries the library links (multiarch, below;
+# libstdc++6:arm64 for the C++ test, which runs on the multiarch loader).
 pkgs=(build-essential cmake pkg-config libelf-dev libzydis-dev libpfm4-dev zlib1g-dev bolt-22
-      python3 gcc-aarch64-linux-gnu libunwind8)
+      python3 gcc-aarch64-linux-gnu libunwind8
+      g++-aarch64-linux-gnu qemu-user bolt-19
+      libelf-dev:arm64 zlib1g-dev:arm64 libpfm4-dev:arm64 libstdc++6:arm64)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,5 +24,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -46,6 +46,7 @@ struct ocolos_ctx {
 	struct elf_binary *bin;		/* opened by the first round */
 	char bolt[PATH_MAX];		/* probed llvm-bolt, "" until probed */
 	char bolt_hint[PATH_MAX];	/* the opts.bolt_path it was probed for */
+	int bolt_custom_vma;		/* it has --custom-allocation-vma */
 	struct round_pending *pending;	/* profiled and/or optimized, not replaced */
 	int live;			/* `applied` holds the last round's C1 */
 	int redirected;			/* its patches are in place */

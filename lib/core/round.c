@@ -39,6 +39,7 @@ struct round_pending {
 	uint64_t bias;
 	struct core_workdir wd;
 	struct inject_reservation res;
+	struct inject_reservation island; /* AArch64 veneers, when C1 is out of BL reach */
 	struct bolt_output *out;
 	struct inject_plan plan;
 	struct ocolos_stats st;
@@ -111,14 +112,25 @@ static int find_bolt(struct ocolos_ctx *ctx, const char *dir)
 	if (ctx->bolt[0] && !strcmp(ctx->bolt_hint, hint))
 		return 0;
 	ctx->bolt[0] = '\0';
-	int rc = layout_bolt_probe(ctx->opts.bolt_path, dir, ctx->bolt, &ctx->err);
-	if (!rc)
+	int rc = layout_bolt_probe_for(ctx->opts.bolt_path, dir, ctx->bin->machine, ctx->bolt,
+				       &ctx->bolt_custom_vma, &ctx->err);
+	if (!rc) {
 		snprintf(ctx->bolt_hint, sizeof(ctx->bolt_hint), "%s", hint);
+		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "BOLT: %s (%s)", ctx->bolt, ctx->bolt_custom_vma
+			  ? "--custom-allocation-vma" : "places new code after the image");
+	}
 	return rc;
 }
 
 static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 {
+#if defined(__aarch64__)
+	/* The range BOLT 19 will use was reserved when the library was loaded,
+	 * before the heap could grow there (inject/reserve.c); with a BOLT
+	 * that has --custom-allocation-vma the same range is simply passed. */
+	if (ctx->pid == getpid())
+		return inject_reserve_early_take(ctx->bin, p->bias, &p->res, &ctx->err);
+#endif
 	/* C1 holds at most the moved code plus its tables; 2x the original
 	 * text leaves room for BOLT's alignment. Address space is cheap. */
 	uint64_t size = 2 * ctx->bin->text_bytes + (64ull << 20);
@@ -215,8 +227,10 @@ void core_drop_pending(struct ocolos_ctx *ctx)
 		return;
 	inject_plan_free(&p->plan);
 	elf_bolt_output_close(p->out);
-	if (ctx->target_open)
+	if (ctx->target_open) {
 		inject_reservation_release(&ctx->target, &p->res);
+		inject_reservation_release(&ctx->target, &p->island);
+	}
 	if (ctx->opts.keep_work_dir && p->wd.path[0])
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "work directory kept: %s", p->wd.path);
 	else
@@ -268,7 +282,8 @@ int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "nothing to optimize: profile first");
 	struct layout_request req = { .bolt_path = ctx->bolt, .binary = ctx->bin->path,
 		.profile = p->profile, .output = p->output, .log_path = p->log,
-		.alloc_vma = p->res.addr - p->bias, .timeout_ms = ctx->opts.bolt_timeout_ms,
+		.alloc_vma = p->res.addr - p->bias, .self_placed = !ctx->bolt_custom_vma,
+		.timeout_ms = ctx->opts.bolt_timeout_ms,
 		.basic_samples = 0, .extra_args = ctx->opts.bolt_extra_args };
 	int rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
 	if (!rc)
@@ -277,8 +292,18 @@ int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT: %u functions moved in %.1f ms",
 			  p->out->moved, (double)p->st.bolt_ns / 1e6);
 		p->st.functions_moved = p->out->moved;
-		rc = inject_plan_build(ctx->bin, p->out, p->bias, &p->plan, &ctx->err);
+		/* AArch64: call sites beyond BL reach of C1 go through veneers. */
+		if (inject_plan_needs_island(ctx->bin, p->out))
+			rc = inject_reserve_island(&ctx->target, ctx->bin, p->bias,
+						   inject_plan_island_size(ctx->bin, p->out),
+						   &p->island, &ctx->err);
 	}
+	if (!rc)
+		rc = inject_plan_build_island(ctx->bin, p->out, p->bias, p->island.addr, &p->plan,
+					      &ctx->err);
+	if (!rc && p->plan.veneers)
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "C1 is beyond BL reach of the code: %u veneers at 0x%llx",
+			  p->plan.veneers, (unsigned long long)p->plan.island);
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc)
@@ -293,6 +318,8 @@ static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *un
 {
 	struct target *t = &ctx->target;
 	int rc = t->ops->map_c1(t, p->out, p->bias, &p->res, &p->st.c1_bytes, &ctx->err);
+	if (!rc)
+		rc = inject_map_island(&p->plan, &ctx->err);
 	if (rc)
 		return rc;
 	p->st.c1_addr = p->bias + p->out->lo;
@@ -357,6 +384,7 @@ int core_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	ctx->redirected = 1;
 	ctx->applied = (struct round_live){ p->res, p->plan, unwind };
 	p->res = (struct inject_reservation){ 0 }; /* now owned by `applied` */
+	p->island = (struct inject_reservation){ 0 }; /* veneers: mapped for good, like C1 */
 	p->plan = (struct inject_plan){ 0 };
 	core_drop_pending(ctx);
 	return 0;

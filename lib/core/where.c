@@ -34,7 +34,13 @@ int core_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 		return core_errf(&ctx->err, OCOLOS_ENOPROC, "cannot stat %s: is process %d alive?",
 				 exe, (int)ctx->pid);
 	int self = ctx->pid == getpid();
-	struct sample_config cfg = { .backend = SAMPLE_PERF_IP, .pid = ctx->pid, .hz = hz,
+	/* perf-ip, or in the process itself CPU-time timers where perf_event
+	 * is unavailable (qemu-user: ENOSYS; containers). */
+	struct core_err why = { 0 };
+	enum sample_backend_kind kind = SAMPLE_PERF_IP;
+	if (self && sample_probe(SAMPLE_PERF_IP, ctx->pid, &why) != 0)
+		kind = SAMPLE_SIGPROF;
+	struct sample_config cfg = { .backend = kind, .pid = ctx->pid, .hz = hz,
 		.window_ms = window_ms, .exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0 };
 	struct sample_set s = { 0 };
 	int rc = sample_collect(&cfg, &s, &ctx->err);

@@ -14,6 +14,15 @@
  *    keeps no relocation for it, even with --emit-relocs.
  * The union is kept: a function whose sweep stops early (bytes that do not
  * decode) still has its relocation sites.
+ *
+ * AArch64: R_AARCH64_CALL26 / JUMP26 at P is the `BL` / `B` at P itself.
+ * A site counts only if the linked instruction still targets S + A: a call
+ * the linker routed through its own veneer (a long-branch stub) is left
+ * alone. GNU as resolves a BL to a local function of the same section
+ * itself, as on x86-64, so the sweep runs here too: every word is an
+ * instruction (fixed width) except data the assembler marks with a `$d`
+ * mapping symbol, where the sweep of that function stops. Function-pointer
+ * slots are R_AARCH64_ABS64.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,7 +45,15 @@ struct scan {
 	uint64_t relro_lo, relro_hi;
 	size_t symtab_idx;
 	Elf_Data *symdata;
+	uint64_t *data_marks;	 /* AArch64 `$d` mapping symbols, sorted */
+	size_t ndata_marks, nalloc_marks;
 };
+
+static int cmp_u64(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	return *x < *y ? -1 : *x > *y;
+}
 
 static int cmp_func(const void *a, const void *b)
 {
@@ -189,6 +206,13 @@ static int read_functions(struct scan *sc, struct core_err *err)
 			b->sanitizer = !strcmp(sname, "__asan_init") ? "AddressSanitizer"
 				     : !strcmp(sname, "__tsan_init") ? "ThreadSanitizer"
 				     : !strcmp(sname, "__msan_init") ? "MemorySanitizer" : NULL;
+		if (b->machine == EM_AARCH64 && sname && !strncmp(sname, "$d", 2) &&
+		    (sname[2] == '\0' || sname[2] == '.')) {
+			if (core_grow((void **)&sc->data_marks, &sc->nalloc_marks, sc->ndata_marks,
+				      sizeof(*sc->data_marks)))
+				return OCOLOS_ENOMEM;
+			sc->data_marks[sc->ndata_marks++] = sym.st_value;
+		}
 		if (GELF_ST_TYPE(sym.st_info) != STT_FUNC || sym.st_shndx == SHN_UNDEF ||
 		    sym.st_shndx >= sc->shnum || !sym.st_value)
 			continue;
@@ -207,6 +231,8 @@ static int read_functions(struct scan *sc, struct core_err *err)
 				 "'%s' is built with a sanitizer (%s): BOLT refuses such binaries; "
 				 "optimize a build without -fsanitize", b->path, b->sanitizer);
 	qsort(b->funcs, b->nfuncs, sizeof(*b->funcs), cmp_func);
+	if (sc->ndata_marks)
+		qsort(sc->data_marks, sc->ndata_marks, sizeof(*sc->data_marks), cmp_u64);
 	/* Aliases share an address: keep the lowest symbol index of each. */
 	size_t w = 0;
 	for (size_t i = 0; i < b->nfuncs; i++)
@@ -229,10 +255,40 @@ static uint64_t reloc_sym_value(struct scan *sc, size_t symidx)
 	return sym.st_value;
 }
 
+static int push_site(struct elf_binary *b, uint64_t site, long f, uint8_t op)
+{
+	if (core_grow((void **)&b->sites, &b->nalloc_sites, b->nsites, sizeof(*b->sites)))
+		return OCOLOS_ENOMEM;
+	b->sites[b->nsites++] = (struct elf_branch_site){ site, (uint32_t)f, op };
+	return 0;
+}
+
+/* AArch64: a BL/B at r_offset that, as linked, targets a function start. */
+static int add_code_reloc_a64(struct scan *sc, const GElf_Shdr *tsh, Elf_Data *tdata,
+			      const GElf_Rela *r, uint64_t s)
+{
+	uint32_t type = (uint32_t)GELF_R_TYPE(r->r_info);
+	if (type != R_AARCH64_CALL26 && type != R_AARCH64_JUMP26)
+		return 0;
+	if (!tdata || tsh->sh_type == SHT_NOBITS || r->r_offset < tsh->sh_addr ||
+	    r->r_offset - tsh->sh_addr + 4 > tdata->d_size || (r->r_offset & 3))
+		return 0;
+	const uint8_t *p = (const uint8_t *)tdata->d_buf + (r->r_offset - tsh->sh_addr);
+	uint32_t insn = p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	uint8_t op = reloc_a64_branch_kind(insn);
+	uint64_t target = s + (uint64_t)r->r_addend;
+	if (!op || reloc_a64_branch_target(r->r_offset, insn) != target)
+		return 0;
+	long f = elf_func_at(sc->b, target);
+	return f < 0 ? 0 : push_site(sc->b, r->r_offset, f, op);
+}
+
 static int add_code_reloc(struct scan *sc, const GElf_Shdr *tsh, Elf_Data *tdata,
 			  const GElf_Rela *r, uint64_t s)
 {
 	struct elf_binary *b = sc->b;
+	if (b->machine == EM_AARCH64)
+		return add_code_reloc_a64(sc, tsh, tdata, r, s);
 	uint32_t type = (uint32_t)GELF_R_TYPE(r->r_info);
 	if (type != R_X86_64_PLT32 && type != R_X86_64_PC32)
 		return 0;
@@ -247,17 +303,15 @@ static int add_code_reloc(struct scan *sc, const GElf_Shdr *tsh, Elf_Data *tdata
 	long f = elf_func_at(b, s + (uint64_t)r->r_addend + 4);
 	if (f < 0)
 		return 0;
-	if (core_grow((void **)&b->sites, &b->nalloc_sites, b->nsites, sizeof(*b->sites)))
-		return OCOLOS_ENOMEM;
-	b->sites[b->nsites++] = (struct elf_branch_site){ r->r_offset - 1, (uint32_t)f, op };
-	return 0;
+	return push_site(b, r->r_offset - 1, f, op);
 }
 
 static int add_data_reloc(struct scan *sc, const char *tname, const GElf_Shdr *tsh,
 			  const GElf_Rela *r, uint64_t s)
 {
 	struct elf_binary *b = sc->b;
-	if (GELF_R_TYPE(r->r_info) != R_X86_64_64)
+	uint32_t abs64 = b->machine == EM_AARCH64 ? R_AARCH64_ABS64 : R_X86_64_64;
+	if (GELF_R_TYPE(r->r_info) != abs64)
 		return 0;
 	/* Unwind and exception tables describe C0 and must keep doing so;
 	 * constructor arrays run once, before any round. */
@@ -297,6 +351,22 @@ static int on_branch(uint64_t site, uint8_t opcode, uint64_t target, void *user)
 	return 0;
 }
 
+/* AArch64: bytes of `f` before the first `$d` (data) mark inside it. */
+static uint64_t code_len_a64(const struct scan *sc, const struct elf_func *f)
+{
+	size_t lo = 0, hi = sc->ndata_marks;
+	while (lo < hi) { /* first mark >= f->addr */
+		size_t mid = lo + (hi - lo) / 2;
+		if (sc->data_marks[mid] < f->addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < sc->ndata_marks && sc->data_marks[lo] < f->addr + f->size)
+		return sc->data_marks[lo] - f->addr;
+	return f->size;
+}
+
 /* Decode every function of every executable section for direct branches. */
 static int sweep_functions(struct scan *sc, struct core_err *err)
 {
@@ -312,8 +382,11 @@ static int sweep_functions(struct scan *sc, struct core_err *err)
 			const struct elf_func *f = &sc->b->funcs[k];
 			if (f->addr < sh->sh_addr || f->addr + f->size > sh->sh_addr + d->d_size)
 				continue;
-			reloc_x86_scan_branches((const uint8_t *)d->d_buf + (f->addr - sh->sh_addr),
-						f->size, f->addr, on_branch, &sw);
+			const uint8_t *code = (const uint8_t *)d->d_buf + (f->addr - sh->sh_addr);
+			if (sc->b->machine == EM_AARCH64)
+				reloc_a64_scan_branches(code, code_len_a64(sc, f), f->addr, on_branch, &sw);
+			else
+				reloc_x86_scan_branches(code, f->size, f->addr, on_branch, &sw);
 		}
 	}
 	return sw.rc ? core_errf(err, sw.rc, "out of memory") : 0;
@@ -408,8 +481,9 @@ int elf_binary_open(const char *path, struct elf_binary **out, struct core_err *
 	}
 	b->machine = eh.e_machine;
 	b->is_pie = eh.e_type == ET_DYN;
-	if (eh.e_machine != EM_X86_64) {
-		rc = core_errf(err, OCOLOS_ENOTSUP, "'%s': machine %u is not supported yet (x86-64 only)",
+	if (eh.e_machine != EM_X86_64 && eh.e_machine != EM_AARCH64) {
+		rc = core_errf(err, OCOLOS_ENOTSUP,
+			       "'%s': ELF machine %u is not supported (x86-64 and AArch64 only)",
 			       path, eh.e_machine);
 		goto fail;
 	}
@@ -421,10 +495,12 @@ int elf_binary_open(const char *path, struct elf_binary **out, struct core_err *
 	    (rc = read_functions(&sc, err)) || (rc = read_relocations(&sc, err)))
 		goto fail;
 	free(sc.shdrs);
+	free(sc.data_marks);
 	*out = b;
 	return 0;
 fail:
 	free(sc.shdrs);
+	free(sc.data_marks);
 	elf_binary_close(b);
 	return rc == OCOLOS_ENOMEM ? core_errf(err, rc, "out of memory reading '%s'", path) : rc;
 }

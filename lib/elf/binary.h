@@ -21,12 +21,14 @@ struct elf_func {
 	uint32_t symidx;   /* index in .symtab (BOLT keeps the order) */
 };
 
-/* A `call rel32` (e8) or `jmp rel32` (e9) whose target is a function start.
- * `site` is the address of the opcode byte; the rel32 follows it. */
+/* A direct call/jump whose target is a function start. x86-64: `call rel32`
+ * (e8) or `jmp rel32` (e9), `site` is the opcode byte, the rel32 follows.
+ * AArch64: `BL imm26` (opcode 0x94) or `B imm26` (0x14), `site` is the
+ * instruction word. */
 struct elf_branch_site {
 	uint64_t site;
 	uint32_t func;	   /* index into funcs[] of the target */
-	uint8_t opcode;	   /* 0xe8 or 0xe9 */
+	uint8_t opcode;	   /* 0xe8 / 0xe9, or 0x94 / 0x14 */
 };
 
 /* An 8-byte data word that holds the address of a function start. */
@@ -64,7 +66,7 @@ struct elf_binary {
 };
 
 /* Open and model the ELF file at `path`. Refuses, before anything is done to
- * a process: non-ELF or non-x86-64 files (OCOLOS_EELF/OCOLOS_ENOTSUP), stripped
+ * a process: non-ELF files or machines other than x86-64 and AArch64 (OCOLOS_EELF/OCOLOS_ENOTSUP), stripped
  * binaries (OCOLOS_ENOSYMS), sanitizer builds, which BOLT refuses
  * (OCOLOS_ENOTSUP), binaries without --emit-relocs (OCOLOS_ENORELOCS).
  * On success *out is owned by the caller: elf_binary_close(). */

@@ -4,9 +4,20 @@
  * transfers control. Block and edge construction is cfg.c's job.
  */
 #include <stdlib.h>
-#include <Zydis/Zydis.h>
 
 #include "infer/cfg.h"
+
+#ifndef OCOLOS_HAVE_ZYDIS
+/* Built for another host (AArch64): no x86 decoder, no x86-64 CFGs. */
+int cfg_decode_x86(const uint8_t *code, size_t len, uint64_t addr,
+		   struct cfg_insn **insns, size_t *n, struct core_err *err)
+{
+	(void)code; (void)len; (void)addr; (void)insns; (void)n;
+	return core_errf(err, OCOLOS_ENOTSUP, "this libocolos was built without the x86-64 "
+			 "decoder (Zydis): x86-64 binaries are optimized by an x86-64 build");
+}
+#else
+#include <Zydis/Zydis.h>
 
 /* Absolute target of a relative branch/call, or 0 when it has none. */
 static uint64_t rel_target(const ZydisDecodedInstruction *in, uint64_t ip)
@@ -64,3 +75,4 @@ int cfg_decode_x86(const uint8_t *code, size_t len, uint64_t addr,
 	*n = k;
 	return 0;
 }
+#endif

@@ -162,13 +162,15 @@ static int do_function(struct writer *w, long fi, const uint64_t *v, size_t n)
 /* Calls, then the entry counts the calls leave unexplained. */
 static void write_calls(struct writer *w)
 {
-	qsort(w->calls, w->ncalls, sizeof(*w->calls), cmp_call_to);
+	if (w->ncalls) /* qsort(NULL, 0, ...) is undefined */
+		qsort(w->calls, w->ncalls, sizeof(*w->calls), cmp_call_to);
 	size_t j = 0;
 	for (size_t i = 0; i < w->ncalls; i++)
 		fprintf(w->f, "B %" PRIx64 " %" PRIx64 " %" PRIu64 " 0\n", w->calls[i].from,
 			w->calls[i].to, w->calls[i].count);
 	w->hs.call_records = w->ncalls;
-	qsort(w->entries, w->nentries, sizeof(*w->entries), cmp_call_to);
+	if (w->nentries)
+		qsort(w->entries, w->nentries, sizeof(*w->entries), cmp_call_to);
 	for (size_t i = 0; i < w->nentries; i++) {
 		uint64_t in = 0;
 		while (j < w->ncalls && w->calls[j].to < w->entries[i].to)

@@ -25,9 +25,29 @@ struct target; /* inject/target.h */
  * (addr - bias) is above every original segment. */
 struct inject_reservation {
 	uint64_t addr, size; /* run-time; 0 when none */
+	int early;	     /* the early reservation (below): released to PROT_NONE */
 };
 int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, uint64_t size,
 		   struct inject_reservation *r, struct core_err *err);
+/* AArch64: a PROT_NONE range of `size` bytes within BL reach (+-128 MiB)
+ * of every executable segment of the image, for veneers. */
+int inject_reserve_island(struct target *t, const struct elf_binary *b, uint64_t bias,
+			  uint64_t size, struct inject_reservation *r, struct core_err *err);
+/*
+ * The early reservation, for a BOLT without --custom-allocation-vma (BOLT
+ * 19, the one that handles AArch64 inputs here): such a BOLT puts its new
+ * segments right after the binary's highest segment, rounded up (see
+ * reserve.c for the exact rule) — where the brk heap grows. So on AArch64
+ * a constructor of libocolos reserves, PROT_NONE, that range in this
+ * process before main() runs and before malloc can extend the heap there
+ * (glibc then takes its memory from mmap). A round takes it over.
+ * OCOLOS_ERESERVE if there is none for this binary (the process is not
+ * the one it was made for, or it is in use by an earlier round).
+ */
+int inject_reserve_early_take(const struct elf_binary *b, uint64_t bias,
+			      struct inject_reservation *r, struct core_err *err);
+/* Where the constructor reserved, for tests: 0 when nothing. */
+void inject_reserve_early_range(uint64_t *addr, uint64_t *size);
 /* Give back what is still reserved in [from, addr + size). */
 void inject_reservation_trim(struct target *t, struct inject_reservation *r, uint64_t from);
 void inject_reservation_release(struct target *t, struct inject_reservation *r);
@@ -56,11 +76,28 @@ struct inject_plan {
 	struct inject_patch *v; size_t n, cap;
 	uint32_t call_sites, ptr_slots;	    /* planned, by kind */
 	uint32_t skipped_writable;	    /* slots left alone (see plan.c) */
+	/* AArch64: veneers for call sites out of BL reach of C1, to be
+	 * written at run-time address `island` before the stop (malloc'ed,
+	 * island_len bytes; island 0 when none is needed). */
+	uint64_t island;
+	uint8_t *island_code; size_t island_len;
+	uint32_t veneers;
 };
 
 int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
 		      uint64_t bias, struct inject_plan *plan, struct core_err *err);
+/* The same, with `island` where veneers may go (AArch64, within BL reach
+ * of every call site; 0 if none was reserved: then an out-of-reach call
+ * site is an OCOLOS_ERESERVE error). Ignored on x86-64. */
+int inject_plan_build_island(const struct elf_binary *b, const struct bolt_output *o,
+			     uint64_t bias, uint64_t island, struct inject_plan *plan,
+			     struct core_err *err);
 void inject_plan_free(struct inject_plan *plan);
+/* AArch64: whether some call site cannot reach its C1 target with a BL,
+ * i.e. whether inject_plan_build needs an island. */
+int inject_plan_needs_island(const struct elf_binary *b, const struct bolt_output *o);
+/* Bytes an island needs for this round's veneers (upper bound). */
+uint64_t inject_plan_island_size(const struct elf_binary *b, const struct bolt_output *o);
 
 /* ---- C1 mapping (map.c) ---- */
 
@@ -69,6 +106,11 @@ void inject_plan_free(struct inject_plan *plan);
  * never writable and executable at once. Returns bytes mapped. */
 int inject_map_c1(const struct bolt_output *o, uint64_t bias,
 		  struct inject_reservation *r, uint64_t *mapped, struct core_err *err);
+
+/* AArch64: map the plan's veneers at plan->island (inside a reservation),
+ * read-write, fill, flush the i-cache, then read-execute. No-op without
+ * veneers. */
+int inject_map_island(const struct inject_plan *plan, struct core_err *err);
 
 /* ---- unwind tables (unwind.c) ---- */
 
@@ -116,5 +158,34 @@ int inject_apply(int memfd, const struct inject_plan *plan, int forward,
 /* Register this process for membarrier SYNC_CORE, once, before a stop
  * (registration may be slow; the barrier in inject_apply is not). */
 int inject_sync_core_register(void);
+
+/* In this process, in place: each patched page made read-write, written,
+ * and given back the protection it had before the stop (`prots`, collected
+ * before the stop: reading /proc/self/maps allocates, which a stopped world
+ * forbids); the i-cache is flushed after every code write. Used on AArch64,
+ * where /proc/self/mem writes are not seen by qemu-user (see apply.c). */
+struct inject_page_prot {
+	uint64_t page;	/* page-aligned run-time address */
+	int prot;	/* PROT_* before the stop */
+};
+struct inject_prots {
+	struct inject_page_prot *v; size_t n; /* sorted by page */
+};
+int inject_prot_collect(const struct inject_plan *plan, struct inject_prots *out,
+			struct core_err *err);
+void inject_prots_free(struct inject_prots *p);
+int inject_apply_local(const struct inject_plan *plan, const struct inject_prots *prots,
+		       int forward, struct inject_apply_result *res, struct core_err *err);
+
+/* Make code written at [lo, hi) visible to instruction fetch on every core
+ * (AArch64: clean D-cache to the point of unification, invalidate the
+ * I-cache; x86-64: nothing to do). Called after every code write: C1's
+ * text when it is mapped, veneers, patched call sites. The count of calls
+ * is kept for tests, which check that each code write is flushed. */
+void inject_flush_icache(uint64_t lo, uint64_t hi);
+uint64_t inject_icache_flush_count(void);
+
+/* The run-time page size (sysconf): 4 KiB or 64 KiB on AArch64. */
+uint64_t inject_page_size(void);
 
 #endif

@@ -2,17 +2,26 @@
  * Patch plan: which bytes of C0 change, from what to what. Built before
  * the stop from the binary model and BOLT's output alone.
  *
- * Redirected:  direct call/jmp rel32 sites whose target moved (in all of C0,
+ * Redirected:  direct call/jump sites whose target moved (in all of C0,
  *              including inside moved functions' C0 copies, which threads
- *              already in them keep running);
+ *              already in them keep running): x86-64 the rel32 of
+ *              call/jmp, AArch64 the whole BL/B word;
  *              pointer slots in read-only-after-startup data (v-tables,
  *              const tables: .data.rel.ro, .rodata).
  * Left alone:  slots in writable data: the program may have stored its own
  *              value there or compare it with `&func` (which still yields
  *              C0), so they keep pointing at C0, which stays valid;
- *              address-taking instructions (lea/mov of &func) for the same
- *              reason — BOLT rewrites those in its output, we do not.
+ *              address-taking instructions (lea/mov of &func, adrp/add)
+ *              for the same reason — BOLT rewrites those in its output, we
+ *              do not.
+ *
+ * AArch64 veneers: a BL reaches +-128 MiB. A call site that cannot reach
+ * its function's C1 copy branches instead to a veneer (ADRP/ADD/BR x16,
+ * reloc/aarch64.c) in an island the caller reserved within reach of all of
+ * C0's code; one veneer per moved function, shared by all its far sites.
+ * The island is written before the stop (nothing branches there yet).
  */
+#include <elf.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,10 +37,107 @@ static int push(struct inject_plan *p, const struct inject_patch *x)
 	return 0;
 }
 
-int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
-		      uint64_t bias, struct inject_plan *plan, struct core_err *err)
+static void put32(uint8_t *p, uint32_t w)
 {
-	memset(plan, 0, sizeof(*plan));
+	memcpy(p, &w, 4); /* both supported machines are little-endian */
+}
+
+
+int inject_plan_needs_island(const struct elf_binary *b, const struct bolt_output *o)
+{
+	if (b->machine != EM_AARCH64)
+		return 0;
+	for (size_t i = 0; i < b->nsites; i++) {
+		uint64_t c1 = o->c1_addr[b->sites[i].func];
+		if (c1 && !reloc_a64_in_reach(b->sites[i].site, b->sites[i].site + 4, c1, c1 + 4))
+			return 1;
+	}
+	return 0;
+}
+
+uint64_t inject_plan_island_size(const struct elf_binary *b, const struct bolt_output *o)
+{
+	(void)b;
+	return (uint64_t)o->moved * RELOC_A64_VENEER_LEN;
+}
+
+/* AArch64: the veneer for function `f` in the island, created on first
+ * use. *addr gets its run-time address. */
+static int veneer_for(struct inject_plan *plan, uint64_t *slots, uint32_t f, uint64_t c1_rt,
+		      uint64_t *addr)
+{
+	if (slots[f]) {
+		*addr = slots[f];
+		return 0;
+	}
+	size_t off = plan->island_len;
+	uint8_t *code = realloc(plan->island_code, off + RELOC_A64_VENEER_LEN);
+	if (!code)
+		return OCOLOS_ENOMEM;
+	plan->island_code = code;
+	if (reloc_a64_encode_veneer(plan->island + off, c1_rt, code + off))
+		return OCOLOS_ERESERVE;
+	plan->island_len = off + RELOC_A64_VENEER_LEN;
+	plan->veneers++;
+	*addr = slots[f] = plan->island + off;
+	return 0;
+}
+
+/* AArch64 call sites: the whole BL/B word changes. */
+static int plan_sites_a64(const struct elf_binary *b, const struct bolt_output *o, uint64_t bias,
+			  struct inject_plan *plan, struct core_err *err)
+{
+	uint64_t *veneers = calloc(b->nfuncs ? b->nfuncs : 1, sizeof(*veneers));
+	if (!veneers)
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	int rc = 0;
+	for (size_t i = 0; i < b->nsites && !rc; i++) {
+		const struct elf_branch_site *s = &b->sites[i];
+		uint64_t c1 = o->c1_addr[s->func];
+		if (!c1)
+			continue;
+		uint64_t at = bias + s->site, to = bias + c1;
+		uint32_t insn = (uint32_t)s->opcode << 24, oldw, neww;
+		struct inject_patch p = { .addr = at, .len = 4, .kind = INJECT_CALL_SITE };
+		if (reloc_a64_encode_branch(at, insn, bias + b->funcs[s->func].addr, &oldw)) {
+			rc = core_errf(err, OCOLOS_EELF, "call site 0x%llx does not reach its own target",
+				       (unsigned long long)s->site);
+			break;
+		}
+		if (reloc_a64_encode_branch(at, insn, to, &neww)) {
+			uint64_t v = 0;
+			if (!plan->island)
+				rc = OCOLOS_ERESERVE;
+			else
+				rc = veneer_for(plan, veneers, s->func, to, &v);
+			if (!rc && reloc_a64_encode_branch(at, insn, v, &neww))
+				rc = OCOLOS_ERESERVE;
+			if (rc == OCOLOS_ERESERVE)
+				rc = core_errf(err, OCOLOS_ERESERVE,
+					       "call site 0x%llx cannot reach C1 at 0x%llx with a BL, and no "
+					       "veneer island within 128 MiB of the code could be used; the "
+					       "address space near the program is full",
+					       (unsigned long long)s->site, (unsigned long long)c1);
+			else if (rc)
+				rc = core_errf(err, rc, "out of memory");
+			if (rc)
+				break;
+		}
+		put32(p.old, oldw);
+		put32(p.new_, neww);
+		if (push(plan, &p))
+			rc = core_errf(err, OCOLOS_ENOMEM, "out of memory");
+		else
+			plan->call_sites++;
+	}
+	free(veneers);
+	return rc;
+}
+
+/* x86-64 call sites: the rel32 after the e8/e9 changes. */
+static int plan_sites_x86(const struct elf_binary *b, const struct bolt_output *o, uint64_t bias,
+			  struct inject_plan *plan, struct core_err *err)
+{
 	for (size_t i = 0; i < b->nsites; i++) {
 		const struct elf_branch_site *s = &b->sites[i];
 		uint64_t c1 = o->c1_addr[s->func];
@@ -47,6 +153,29 @@ int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
 			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 		plan->call_sites++;
 	}
+	return 0;
+}
+
+int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
+		      uint64_t bias, struct inject_plan *plan, struct core_err *err)
+{
+	return inject_plan_build_island(b, o, bias, 0, plan, err);
+}
+
+int inject_plan_build_island(const struct elf_binary *b, const struct bolt_output *o,
+			     uint64_t bias, uint64_t island, struct inject_plan *plan,
+			     struct core_err *err)
+{
+	memset(plan, 0, sizeof(*plan));
+	int rc;
+	if (b->machine == EM_AARCH64) {
+		plan->island = island;
+		rc = plan_sites_a64(b, o, bias, plan, err);
+	} else {
+		rc = plan_sites_x86(b, o, bias, plan, err);
+	}
+	if (rc)
+		return rc;
 	for (size_t i = 0; i < b->nslots; i++) {
 		const struct elf_ptr_slot *s = &b->slots[i];
 		uint64_t c1 = o->c1_addr[s->func];
@@ -70,5 +199,6 @@ int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
 void inject_plan_free(struct inject_plan *plan)
 {
 	free(plan->v);
+	free(plan->island_code);
 	memset(plan, 0, sizeof(*plan));
 }

@@ -60,11 +60,27 @@ static int add_thread(struct inject_ptrace *pt, pid_t tid, int seized)
 	return 0;
 }
 
+/* A thread that has exited but is not reaped yet (state Z or X). */
+static int thread_dead(pid_t pid, pid_t tid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')'); /* the name may contain anything */
+	return !p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X';
+}
+
 /* Seize and interrupt one thread. 0, 1 if it is gone, -1 on error. */
 static int seize(struct inject_ptrace *pt, pid_t tid, struct core_err *err)
 {
 	if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) != 0) {
-		if (errno == ESRCH)
+		/* EPERM is also what a zombie gives: it exited, it is not refusing. */
+		if (errno == ESRCH || thread_dead(pt->pid, tid))
 			return 1;
 		int e = errno;
 		core_errf(err, OCOLOS_EATTACH,
@@ -238,6 +254,27 @@ void inject_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns)
 	free(pt);
 }
 
+#if !defined(__x86_64__)
+/* Injecting system calls and calls is x86-64 only (registers, `syscall`
+ * gadget, int3); target_open() refuses other processes elsewhere. */
+#define PTRACE_X86_ONLY(err)                                                   \
+	core_errf(err, OCOLOS_ENOTSUP, "optimizing another process (ptrace injector) is "  \
+		  "implemented for x86-64 only; on this machine link libocolos into the "  \
+		  "program and call ocolos_optimize_self()")
+int inject_ptrace_syscall(struct inject_ptrace *pt, uint64_t gadget, long nr,
+			  const uint64_t args[6], int64_t *ret, struct core_err *err)
+{
+	(void)pt; (void)gadget; (void)nr; (void)args; (void)ret;
+	return PTRACE_X86_ONLY(err);
+}
+
+int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t fn, uint64_t arg,
+		       uint64_t trap, uint32_t timeout_ms, uint64_t *ret, struct core_err *err)
+{
+	(void)pt; (void)memfd; (void)fn; (void)arg; (void)trap; (void)timeout_ms; (void)ret;
+	return PTRACE_X86_ONLY(err);
+}
+#else
 /* First stopped, live thread. */
 static struct inject_ptrace_thread *worker(struct inject_ptrace *pt)
 {
@@ -345,6 +382,8 @@ int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t fn, uint64_
 				 (int)t->tid, rc);
 	return 0;
 }
+
+#endif /* __x86_64__ */
 
 uint64_t inject_ptrace_find_gadget(pid_t pid, const struct procmaps *m, int memfd)
 {

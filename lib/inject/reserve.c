@@ -8,13 +8,20 @@
  * It is mapped PROT_NONE at once so nothing else lands there while BOLT runs
  * (by the target: a local mmap, or one injected into another process).
  */
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "inject/inject.h"
 #include "inject/target.h"
+#include "reloc/reloc.h"
 
 #define HEAP_ROOM (256ull << 20)
 #define ALIGN (2ull << 20)
@@ -57,11 +64,222 @@ int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, 
 			 (unsigned long long)(size >> 20), (unsigned long long)lo, (unsigned long long)hi);
 }
 
+int inject_reserve_island(struct target *t, const struct elf_binary *b, uint64_t bias,
+			  uint64_t size, struct inject_reservation *r, struct core_err *err)
+{
+	uint64_t page = inject_page_size();
+	size = (size + page - 1) & ~(page - 1);
+	uint64_t tlo = UINT64_MAX, thi = 0;
+	for (size_t i = 0; i < b->nsegs; i++)
+		if (b->segs[i].flags & PF_X) {
+			tlo = b->segs[i].vaddr + bias < tlo ? b->segs[i].vaddr + bias : tlo;
+			thi = b->segs[i].vaddr + b->segs[i].memsz + bias > thi
+			      ? b->segs[i].vaddr + b->segs[i].memsz + bias : thi;
+		}
+	memset(r, 0, sizeof(*r));
+	/* Every byte of the island within reach of every byte of the text. */
+	uint64_t reach = RELOC_A64_BRANCH_REACH - page;
+	uint64_t lo = thi > reach ? thi - reach : page;
+	uint64_t hi = tlo + reach;
+	for (int attempt = 0; attempt < 4 && thi > tlo; attempt++) {
+		struct procmaps m = { 0 };
+		int rc = procmaps_read(t->pid, &m, err);
+		if (rc)
+			return rc;
+		uint64_t a = procmaps_find_free(&m, size, page, lo, hi, tlo);
+		procmaps_free(&m);
+		if (!a)
+			break;
+		rc = t->ops->reserve_at(t, a, size, err);
+		if (rc == 0) {
+			r->addr = a;
+			r->size = size;
+			return 0;
+		}
+		if (rc < 0)
+			return rc;
+	}
+	return core_errf(err, OCOLOS_ERESERVE,
+			 "C1 is out of BL reach of the code and there is no free %llu KiB within "
+			 "128 MiB of it for veneers (0x%llx-0x%llx)", (unsigned long long)(size >> 10),
+			 (unsigned long long)lo, (unsigned long long)hi);
+}
+
+/*
+ * Where BOLT 19 puts new code (RewriteInstance::discoverStorage, no
+ * --custom-allocation-vma, --no-huge-pages; PageAlign is 64 KiB for
+ * AArch64 inputs, 4 KiB for x86-64):
+ *   A = alignTo(max(p_vaddr + p_memsz), PageAlign)
+ *   O = alignTo(max(max(p_offset + p_filesz), file size), PageAlign)
+ *   if O > A - first p_vaddr:  A = O + first p_vaddr
+ * then the new program-header table, then the code (64-byte aligned).
+ * The file size matters because BOLT keeps file offset and address
+ * congruent: a binary with large non-loaded sections (.symtab, the
+ * relocations of --emit-relocs, debug info) gets its new code further up.
+ * We reserve from the lowest address A can take, page-aligned, so that the
+ * rule's result is inside whatever the exact layout: [align(img_hi), A +
+ * room). The room is generous address space, not memory (PROT_NONE,
+ * MAP_NORESERVE).
+ */
+#define EARLY_ALIGN (64ull << 10)
+static struct inject_reservation early;	/* set once by the constructor */
+static int early_taken;
+
+static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
+#if defined(__aarch64__)
+/* Only AArch64 needs it: on x86-64 the BOLT used has
+ * --custom-allocation-vma and the reservation is made at round time. */
+
+struct early_scan { uint64_t bias, first, hi, text, file_hi; int done; };
+
+static int early_phdrs(struct dl_phdr_info *info, size_t size, void *data)
+{
+	struct early_scan *e = data;
+	(void)size;
+	if (e->done)
+		return 1;
+	e->done = 1; /* the first object is the executable */
+	e->bias = info->dlpi_addr;
+	e->first = UINT64_MAX;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD)
+			continue;
+		e->first = ph->p_vaddr < e->first ? ph->p_vaddr : e->first;
+		e->hi = ph->p_vaddr + ph->p_memsz > e->hi ? ph->p_vaddr + ph->p_memsz : e->hi;
+		e->file_hi = ph->p_offset + ph->p_filesz > e->file_hi ? ph->p_offset + ph->p_filesz
+								     : e->file_hi;
+		if (ph->p_flags & PF_X)
+			e->text += ph->p_memsz;
+	}
+	return 1;
+}
+
+/* Start of the first mapping of /proc/self/maps that ends above `lo`
+ * (<= lo: lo itself is taken), UINT64_MAX if none, 0 if the file cannot
+ * be read. Reads with read(2) into a stack buffer: allocating here would
+ * itself grow the brk heap into the range being checked. */
+static uint64_t next_mapping(uint64_t lo)
+{
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	char buf[4096];
+	size_t have = 0;
+	uint64_t next = UINT64_MAX;
+	for (;;) {
+		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		buf[have] = '\0';
+		char *line = buf, *nl;
+		while ((nl = strchr(line, '\n'))) {
+			char *end;
+			uint64_t a = strtoull(line, &end, 16), b = *end == '-' ? strtoull(end + 1, NULL, 16) : 0;
+			if (b > lo && a < next)
+				next = a;
+			line = nl + 1;
+		}
+		have = (size_t)(buf + have - line);
+		memmove(buf, line, have);
+		if (have == sizeof(buf) - 1)
+			have = 0; /* a line longer than the buffer: drop it (paths only) */
+	}
+	close(fd);
+	return next;
+}
+
+/* Reserve the range BOLT 19 will choose for this process's executable. */
+static void reserve_early(void)
+{
+	if (getenv("OCOLOS_NO_EARLY_RESERVE")) /* tests: show what happens without */
+		return;
+	struct early_scan e = { 0 };
+	dl_iterate_phdr(early_phdrs, &e);
+	if (!e.done || e.first == UINT64_MAX)
+		return;
+	struct stat st;
+	uint64_t fsize = stat("/proc/self/exe", &st) == 0 ? (uint64_t)st.st_size : 0;
+	uint64_t lo = align_up(e.hi, EARLY_ALIGN);
+	uint64_t o = align_up(e.file_hi > fsize ? e.file_hi : fsize, EARLY_ALIGN);
+	uint64_t a = o > lo - e.first ? o + e.first : lo;
+	uint64_t room = align_up(2 * e.text + (64ull << 20), 2ull << 20);
+	uint64_t size = a - lo + room;
+	/* qemu-user (7.2) treats MAP_FIXED_NOREPLACE as a mere hint and maps
+	 * elsewhere; so look at /proc/self/maps first and map MAP_FIXED only
+	 * over a free range. A constructor runs before main() starts threads,
+	 * so nothing can map there in between. The range may be cut short by
+	 * the next mapping (qemu-user puts the stack 32 MiB after the image):
+	 * C1 is the hot code only, a fraction of the text. */
+	uint64_t next = next_mapping(e.bias + lo);
+	/* qemu-user with 64 KiB pages leaves the guest stack out of its
+	 * /proc/self/maps: keep clear of the stack we run on, too. */
+	struct rlimit rl;
+	uint64_t sp = (uint64_t)(uintptr_t)__builtin_frame_address(0);
+	uint64_t grow = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur < (256ull << 20)
+			? rl.rlim_cur : (256ull << 20);
+	uint64_t stack_lo = sp > grow + (1ull << 20) ? sp - grow - (1ull << 20) : 0;
+	if (sp > e.bias + lo && stack_lo < next)
+		next = stack_lo;
+	if (next <= e.bias + lo)
+		return;
+	if (next - (e.bias + lo) < size)
+		size = (next - (e.bias + lo)) & ~(EARLY_ALIGN - 1);
+	if (size < a - lo + e.text + (1ull << 20))
+		return;
+	void *p = mmap((void *)(uintptr_t)(e.bias + lo), size, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	early = (struct inject_reservation){ e.bias + lo, size, 1 };
+}
+
+__attribute__((constructor)) static void reserve_early_ctor(void)
+{
+	reserve_early();
+}
+#endif
+
+void inject_reserve_early_range(uint64_t *addr, uint64_t *size)
+{
+	*addr = early.addr;
+	*size = early.size;
+}
+
+int inject_reserve_early_take(const struct elf_binary *b, uint64_t bias,
+			      struct inject_reservation *r, struct core_err *err)
+{
+	memset(r, 0, sizeof(*r));
+	if (!early.size)
+		return core_errf(err, OCOLOS_ERESERVE,
+				 "no early reservation for new code: libocolos could not reserve, at "
+				 "load time, the range after the program where BOLT 19 places new code "
+				 "(taken already, or OCOLOS_NO_EARLY_RESERVE is set); link libocolos "
+				 "into the program (not dlopen it late) or use a BOLT with "
+				 "--custom-allocation-vma");
+	if (early.addr != bias + align_up(b->img_hi, EARLY_ALIGN))
+		return core_errf(err, OCOLOS_ERESERVE,
+				 "the early reservation at 0x%llx was made for another image than '%s' "
+				 "(which ends at 0x%llx): optimize the process's own executable",
+				 (unsigned long long)early.addr, b->path,
+				 (unsigned long long)(bias + b->img_hi));
+	if (early_taken)
+		return core_errf(err, OCOLOS_ERESERVE,
+				 "the range where BOLT 19 places new code holds an earlier round's code; "
+				 "with a BOLT lacking --custom-allocation-vma only one round per process "
+				 "can run");
+	early_taken = 1;
+	*r = early;
+	return 0;
+}
+
 void inject_reservation_trim(struct target *t, struct inject_reservation *r, uint64_t from)
 {
-	from = (from + 4095) & ~4095ull;
-	if (!r->size || from >= r->addr + r->size)
-		return;
+	uint64_t page = inject_page_size();
+	from = (from + page - 1) & ~(page - 1);
+	if (!r->size || from >= r->addr + r->size || r->early)
+		return; /* the early range stays whole: see inject_reservation_release */
 	if (from <= r->addr) {
 		inject_reservation_release(t, r);
 		return;
@@ -72,7 +290,14 @@ void inject_reservation_trim(struct target *t, struct inject_reservation *r, uin
 
 void inject_reservation_release(struct target *t, struct inject_reservation *r)
 {
-	if (r->size)
+	if (r->size && r->early) {
+		/* Back to PROT_NONE, not unmapped: the heap must not grow into
+		 * the range a next round's BOLT will use again. */
+		if (mmap((void *)(uintptr_t)r->addr, r->size, PROT_NONE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) != MAP_FAILED)
+			early_taken = 0;
+	} else if (r->size) {
 		t->ops->unmap(t, r->addr, r->size);
+	}
 	r->addr = r->size = 0;
 }

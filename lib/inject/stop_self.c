@@ -93,6 +93,39 @@ static int known(const struct inject_stop *s, pid_t tid)
 	return 0;
 }
 
+#if defined(__aarch64__)
+/* Under qemu-user, /proc/self/task also lists qemu's own helper thread
+ * (its RCU thread), which runs no guest code and blocks every host signal
+ * but the synchronous ones, so it can never park. It is recognized by the
+ * process being qemu (comm "qemu-*") and its host signal mask blocking all
+ * real-time signals; guest threads have an empty host mask under qemu. */
+static int qemu_helper_thread(pid_t tid)
+{
+	char path[64], line[128];
+	FILE *f = fopen("/proc/self/comm", "re");
+	int qemu = f && fgets(line, sizeof(line), f) && !strncmp(line, "qemu-", 5);
+	if (f)
+		fclose(f);
+	if (!qemu)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+	unsigned long long blk = 0;
+	int found = 0;
+	if ((f = fopen(path, "re"))) {
+		while (!found && fgets(line, sizeof(line), f))
+			found = sscanf(line, "SigBlk: %llx", &blk) == 1;
+		fclose(f);
+	}
+	return found && (blk >> 34) == (~0ull >> 34);
+}
+#else
+static int qemu_helper_thread(pid_t tid)
+{
+	(void)tid;
+	return 0;
+}
+#endif
+
 /* Signal threads not seen before. Returns how many were new, or -1. */
 static int signal_new_threads(struct inject_stop *s)
 {
@@ -103,7 +136,7 @@ static int signal_new_threads(struct inject_stop *s)
 	struct dirent *e;
 	while ((e = readdir(d))) {
 		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid <= 0 || tid == s->self || known(s, tid))
+		if (tid <= 0 || tid == s->self || known(s, tid) || qemu_helper_thread(tid))
 			continue;
 		if (s->n == s->cap) { /* arrays are preallocated: no realloc under handlers */
 			closedir(d);

@@ -58,13 +58,31 @@ static int self_switch(struct target *t, const struct inject_plan *plan, int for
 		       struct core_err *err)
 {
 	struct inject_stop *stop;
-	uint64_t t0 = core_now_ns(), t1;
-	int rc = inject_stop_self(t->stop_signal, t->stop_timeout_ms, &stop, threads, err);
+	int rc;
+#if defined(__aarch64__)
+	/* In place, by mprotect (see apply.c: qemu-user does not see code
+	 * written through /proc/self/mem). The pages' protections are read
+	 * now: reading /proc/self/maps allocates, which a stopped world
+	 * forbids (a parked thread may hold the allocator's lock). */
+	struct inject_prots prots;
+	rc = inject_prot_collect(plan, &prots, err);
 	if (rc)
 		return rc;
-	rc = inject_apply(t->memfd, plan, forward, res, err);
-	inject_resume_self(stop, &t1);
-	*pause_ns = t1 - t0; /* the pause ends when the parked threads are woken */
+#endif
+	uint64_t t0 = core_now_ns(), t1;
+	rc = inject_stop_self(t->stop_signal, t->stop_timeout_ms, &stop, threads, err);
+	if (!rc) {
+#if defined(__aarch64__)
+		rc = inject_apply_local(plan, &prots, forward, res, err);
+#else
+		rc = inject_apply(t->memfd, plan, forward, res, err);
+#endif
+		inject_resume_self(stop, &t1);
+		*pause_ns = t1 - t0; /* the pause ends when the parked threads are woken */
+	}
+#if defined(__aarch64__)
+	inject_prots_free(&prots);
+#endif
 	return rc;
 }
 
@@ -85,6 +103,13 @@ int target_open(struct target *t, pid_t pid, const struct core_log *log, struct 
 	t->log = log;
 	t->memfd = -1;
 	t->ops = pid == getpid() ? &target_self_ops : &target_ptrace_ops;
+#if !defined(__x86_64__)
+	if (pid != getpid())
+		return core_errf(err, OCOLOS_ENOTSUP,
+				 "optimizing another process (ptrace injector) is implemented for "
+				 "x86-64 only; on this machine link libocolos into the program and call "
+				 "ocolos_optimize_self()");
+#endif
 	int rc = inject_mem_open(pid, &t->memfd, err);
 	if (!rc && t->ops == &target_self_ops)
 		inject_sync_core_register();

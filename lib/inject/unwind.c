@@ -261,14 +261,15 @@ int inject_unwind_register(uint64_t eh_frame, uint64_t size, uint64_t lo, uint64
 			   struct core_err *err)
 {
 	*handle = NULL;
-	uint64_t at = (r->addr + *used + 4095) & ~4095ull;
+	uint64_t page = inject_page_size(); /* 64 KiB on some AArch64 kernels */
+	uint64_t at = (r->addr + *used + page - 1) & ~(page - 1);
 	uint8_t *buf;
 	size_t len, n;
 	if (inject_build_eh_frame((const uint8_t *)(uintptr_t)eh_frame, size, eh_frame, lo, hi, at,
 				  &buf, &len, &n))
 		return core_errf(err, OCOLOS_ENOTSUP, "C1's .eh_frame could not be rebuilt (an "
 				 "encoding this library does not handle)");
-	uint64_t pages = (len + 4095) & ~4095ull;
+	uint64_t pages = (len + page - 1) & ~(page - 1);
 	if (!n || at + pages > r->addr + r->size) {
 		free(buf);
 		return n ? core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table") : 0;

@@ -13,6 +13,7 @@
  *                        new segment; C0's tables stay untouched
  *  --no-huge-pages       no 2 MiB padding of the new text
  */
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -131,6 +132,43 @@ static int bolt_has_custom_vma(const char *path, const char *dir)
 
 int layout_bolt_probe(const char *hint, const char *dir, char *out, struct core_err *err)
 {
+	int custom;
+	return layout_bolt_probe_for(hint, dir, EM_X86_64, out, &custom, err);
+}
+
+/* AArch64: a BOLT without --custom-allocation-vma places new code after
+ * the image (reserved early, inject/reserve.c). Which BOLT handles
+ * AArch64 inputs cannot be told from its help text: BOLT 22 crashed on
+ * every AArch64 input tried here and BOLT 19 did not, so 19 is tried
+ * first; opts.bolt_path overrides. */
+static int probe_aarch64(const char *hint, const char *dir, char *out, int *custom_vma,
+			 struct core_err *err)
+{
+	static const char *const known[] = { "/usr/lib/llvm-19/bin/llvm-bolt",
+		"/usr/lib/llvm-20/bin/llvm-bolt", "/usr/lib/llvm-21/bin/llvm-bolt",
+		"/usr/lib/llvm-22/bin/llvm-bolt", NULL };
+	for (size_t i = 0; hint ? i < 1 : known[i] != NULL; i++) {
+		const char *c = hint ? hint : known[i];
+		if (access(c, X_OK) != 0)
+			continue;
+		*custom_vma = bolt_has_custom_vma(c, dir);
+		snprintf(out, PATH_MAX, "%s", c);
+		return 0;
+	}
+	return core_errf(err, OCOLOS_ENOBOLT, hint
+			 ? "llvm-bolt '%s' does not exist or is not executable; fix opts.bolt_path "
+			   "or leave it NULL and install Debian's bolt-19 (apt-get install bolt-19)"
+			 : "no llvm-bolt found in /usr/lib/llvm-{19,20,21,22}/bin for this AArch64 "
+			   "program%s; install Debian's bolt-19 (apt-get install bolt-19) or set "
+			   "opts.bolt_path", hint ? hint : "");
+}
+
+int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, char *out,
+			  int *custom_vma, struct core_err *err)
+{
+	if (machine == EM_AARCH64)
+		return probe_aarch64(hint, dir, out, custom_vma, err);
+	*custom_vma = 1;
 	static const char *const known[] = { "/usr/lib/llvm-22/bin/llvm-bolt",
 		"/usr/lib/llvm-21/bin/llvm-bolt", "/usr/lib/llvm-20/bin/llvm-bolt", NULL };
 	const char *cands[8];
@@ -185,13 +223,17 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 		 (unsigned long long)req->alloc_vma);
 	snprintf(data, sizeof(data), "-p=%s", req->profile);
 	snprintf(outarg, sizeof(outarg), "-o=%s", req->output);
-	const char *argv[MAX_ARGS] = { req->bolt_path, req->binary, outarg, data,
-		"--pa", vma, "--enable-bat", "--lite",
+	/* Without --custom-allocation-vma (BOLT 19), new code goes right after
+	 * the image, into the range reserved early for it (inject/reserve.c). */
+	static const char *const common[] = { "--enable-bat", "--lite",
 		"--reorder-blocks=ext-tsp", "--reorder-functions=cdsort",
 		"--split-functions", "--jump-tables=move", "--no-huge-pages", NULL };
-	size_t n = 0;
-	while (argv[n])
-		n++;
+	const char *argv[MAX_ARGS] = { req->bolt_path, req->binary, outarg, data, "--pa", NULL };
+	size_t n = 5;
+	if (!req->self_placed)
+		argv[n++] = vma;
+	for (size_t i = 0; common[i]; i++)
+		argv[n++] = common[i];
 	if (req->basic_samples)
 		argv[n++] = "--ba";
 	for (size_t i = 0; req->extra_args && req->extra_args[i]; i++) {

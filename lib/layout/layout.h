@@ -17,6 +17,9 @@ struct layout_request {
 	const char *output;	 /* where BOLT writes the optimized binary */
 	const char *log_path;	 /* BOLT's stdout+stderr */
 	uint64_t alloc_vma;	 /* link-time address for new code */
+	int self_placed;	 /* 0: pass alloc_vma (--custom-allocation-vma); 1: the
+				    BOLT lacks it and places new code itself right after
+				    the image (BOLT 19, see inject/reserve.c) */
 	uint32_t timeout_ms;
 	int basic_samples;	 /* profile holds IP samples (S records): --ba */
 	const char *const *extra_args; /* NULL-ended, may be NULL */
@@ -28,6 +31,13 @@ struct layout_request {
  * Writes the path to `out` (PATH_MAX). OCOLOS_ENOBOLT with what to install. */
 int layout_bolt_probe(const char *hint, const char *dir, char *out,
 		      struct core_err *err);
+/* The same for a binary of ELF machine `machine`. x86-64: as above.
+ * AArch64: BOLT 22 crashed on every AArch64 input tried here, BOLT 19
+ * handles them but lacks --custom-allocation-vma; so the candidates are
+ * tried oldest first from 19, and one without the option is accepted
+ * (*custom_vma = 0): the round then relies on the early reservation. */
+int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, char *out,
+			  int *custom_vma, struct core_err *err);
 
 /* Run BOLT; returns 0, OCOLOS_EBOLT (with the tail of its log), or
  * OCOLOS_ETIMEDOUT (BOLT killed). `elapsed_ns` gets BOLT's wall time. */

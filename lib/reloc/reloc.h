@@ -31,4 +31,35 @@ typedef int (*reloc_branch_fn)(uint64_t site, uint8_t opcode, uint64_t target, v
 size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
 			       reloc_branch_fn fn, void *user);
 
+/* ---- AArch64 (aarch64.c) ---- */
+
+/* `BL imm26` / `B imm26` reach: a signed 26-bit count of instructions,
+ * i.e. [-128 MiB, +128 MiB - 4] from the instruction's own address. */
+#define RELOC_A64_BRANCH_REACH (128ull << 20)
+/* A veneer: ADRP x16, target; ADD x16, x16, #:lo12:target; BR x16; BRK.
+ * x16 (IP0) is the register the AAPCS64 gives linkers for exactly this,
+ * so no caller expects it preserved across a call or tail call. */
+#define RELOC_A64_VENEER_LEN 16
+
+/* Whether the word `insn` is `BL imm26` (returns 0x94) or `B imm26`
+ * (returns 0x14), else 0: the opcode byte kept in elf_branch_site. */
+uint8_t reloc_a64_branch_kind(uint32_t insn);
+/* Target of the BL/B `insn` at `site`. */
+uint64_t reloc_a64_branch_target(uint64_t site, uint32_t insn);
+/* Re-encode the BL/B `insn` at `site` to branch to `target` (4-aligned)
+ * into *out, keeping BL vs B. 0, or -1 if `target` is out of +-128 MiB. */
+int reloc_a64_encode_branch(uint64_t site, uint32_t insn, uint64_t target, uint32_t *out);
+/* Whether every address of [lo, hi) reaches every address of [lo2, hi2)
+ * with a BL (used to decide whether call sites need veneers). */
+int reloc_a64_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2);
+/* Decode `code` (one function's bytes at link-time address `addr`) word
+ * by word and call `fn` for every BL/B imm26 with its address, opcode
+ * (0x94 / 0x14) and target. Returns `len` rounded down to whole words.
+ * The caller keeps data (literal pools, `$d` mapping symbols) out. */
+size_t reloc_a64_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, void *user);
+/* The RELOC_A64_VENEER_LEN bytes of a veneer living at `at` that jumps to
+ * `target` (ADRP reaches +-4 GiB). 0, or -1 if out of ADRP reach. */
+int reloc_a64_encode_veneer(uint64_t at, uint64_t target, uint8_t out[RELOC_A64_VENEER_LEN]);
+
 #endif

@@ -3,7 +3,9 @@
  * sweep (Zydis) that finds direct calls and jumps in a function's bytes.
  */
 #include <string.h>
+#ifdef OCOLOS_HAVE_ZYDIS
 #include <Zydis/Zydis.h>
+#endif
 
 #include "reloc/reloc.h"
 
@@ -32,6 +34,16 @@ int reloc_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
 	return b - a <= (uint64_t)INT32_MAX;
 }
 
+#ifndef OCOLOS_HAVE_ZYDIS
+/* A build for another host (AArch64) has no x86 decoder: x86-64 binaries
+ * are not optimized there, so nothing is decoded. */
+size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, void *user)
+{
+	(void)code; (void)len; (void)addr; (void)fn; (void)user;
+	return 0;
+}
+#else
 size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
 			       reloc_branch_fn fn, void *user)
 {
@@ -54,3 +66,4 @@ size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
 	}
 	return off;
 }
+#endif

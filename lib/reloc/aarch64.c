@@ -1,0 +1,86 @@
+/*
+ * AArch64 branches: decoding and re-encoding `BL imm26` / `B imm26` (the
+ * instructions behind R_AARCH64_CALL26 / R_AARCH64_JUMP26), their +-128 MiB
+ * reach, and the veneer used when a call site cannot reach C1 directly.
+ * Encodings from the Arm ARM ("Unconditional branch (immediate)", ADRP,
+ * ADD (immediate), BR). Instructions are little-endian words whatever the
+ * host, so this builds and is unit-tested on x86-64 too.
+ */
+#include <string.h>
+
+#include "reloc/reloc.h"
+
+#define OP_MASK 0xfc000000u
+#define OP_B 0x14000000u
+#define OP_BL 0x94000000u
+#define IMM26 0x03ffffffu
+
+uint8_t reloc_a64_branch_kind(uint32_t insn)
+{
+	uint32_t op = insn & OP_MASK;
+	return op == OP_BL ? 0x94 : op == OP_B ? 0x14 : 0;
+}
+
+uint64_t reloc_a64_branch_target(uint64_t site, uint32_t insn)
+{
+	int64_t imm = (int64_t)((uint64_t)(insn & IMM26) << 38) >> 38; /* sign-extend 26 bits */
+	return site + (uint64_t)(imm * 4);
+}
+
+int reloc_a64_encode_branch(uint64_t site, uint32_t insn, uint64_t target, uint32_t *out)
+{
+	int64_t d = (int64_t)(target - site);
+	if ((d & 3) || d < -(int64_t)RELOC_A64_BRANCH_REACH || d >= (int64_t)RELOC_A64_BRANCH_REACH)
+		return -1;
+	*out = (insn & OP_MASK) | ((uint32_t)(d >> 2) & IMM26);
+	return 0;
+}
+
+int reloc_a64_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
+{
+	/* The farthest pairs are the outer ends of the two ranges. */
+	uint64_t a = lo < lo2 ? lo : lo2;
+	uint64_t b = hi > hi2 ? hi : hi2;
+	return b - a < RELOC_A64_BRANCH_REACH;
+}
+
+size_t reloc_a64_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, void *user)
+{
+	size_t off = 0;
+	for (; off + 4 <= len; off += 4) {
+		const uint8_t *b = code + off; /* little-endian, whatever the host */
+		uint32_t w = b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+		uint8_t op = reloc_a64_branch_kind(w);
+		if (op && fn(addr + off, op, reloc_a64_branch_target(addr + off, w), user))
+			return off;
+	}
+	return off;
+}
+
+static void put32(uint8_t *p, uint32_t w)
+{
+	p[0] = (uint8_t)w;
+	p[1] = (uint8_t)(w >> 8);
+	p[2] = (uint8_t)(w >> 16);
+	p[3] = (uint8_t)(w >> 24);
+}
+
+int reloc_a64_encode_veneer(uint64_t at, uint64_t target, uint8_t out[RELOC_A64_VENEER_LEN])
+{
+	/* ADRP: page of target minus page of the instruction, in 4 KiB pages,
+	 * a signed 21-bit field split immlo (bits 30:29) / immhi (23:5). */
+	int64_t pages = (int64_t)((target & ~0xfffull) - (at & ~0xfffull)) >> 12;
+	if (pages < -(1ll << 20) || pages >= (1ll << 20))
+		return -1;
+	uint32_t imm = (uint32_t)pages & 0x1fffff;
+	uint32_t adrp = 0x90000000u | ((imm & 3) << 29) | ((imm >> 2) << 5) | 16u; /* x16 */
+	uint32_t add = 0x91000000u | ((uint32_t)(target & 0xfff) << 10) | (16u << 5) | 16u;
+	uint32_t br = 0xd61f0000u | (16u << 5);	/* BR x16 */
+	uint32_t brk = 0xd4200000u;		/* BRK #0: never reached */
+	put32(out, adrp);
+	put32(out + 4, add);
+	put32(out + 8, br);
+	put32(out + 12, brk);
+	return 0;
+}

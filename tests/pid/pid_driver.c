@@ -1,0 +1,1068 @@
+/*
+ * Driver of the pid-mode integration and fault tests. It links the shared
+ * libocolos (as an agent or supervisor does) and works on target programs
+ * that do not (pid_target, pid_target_cxx): it starts them, optimizes them
+ * through the public API or through the ocolos-agent / ocolos-supervise
+ * tools, and judges them only from outside — /proc, their output, their
+ * exit status.
+ *
+ *   pid_driver round TARGET              two rounds (ocolos_round, then the
+ *                                        three stages), where / revert /
+ *                                        reapply, output as unoptimized
+ *   pid_driver seize TARGET              target held by another tracer
+ *                                        (PTRACE_SEIZE) -> OCOLOS_EATTACH
+ *   pid_driver traceme TARGET            target started under PTRACE_TRACEME
+ *                                        by a helper -> OCOLOS_EATTACH
+ *   pid_driver gone TARGET               pid that exited -> OCOLOS_ENOPROC at open
+ *   pid_driver exiting TARGET            target exits during the profile
+ *                                        window -> OCOLOS_ENOPROC (reaped
+ *                                        at once by its parent)
+ *   pid_driver exiting-zombie TARGET     the same, but we are the parent and
+ *                                        it stays a zombie until the round
+ *                                        ends -> OCOLOS_ENOPROC
+ *   pid_driver norelocs TARGET_NORELOCS  -> OCOLOS_ENORELOCS before sampling
+ *   pid_driver stale TARGET OTHER        binary deleted and replaced on disk
+ *                                        (binary_path = its name), or
+ *                                        binary_path naming another file
+ *                                        -> OCOLOS_ESTALE; by default the
+ *                                        deleted original is used: success
+ *   pid_driver boltfail TARGET SCRIPT    -> OCOLOS_EBOLT
+ *   pid_driver reserve TARGET            target fills the 2 GiB above its
+ *                                        image -> OCOLOS_ERESERVE
+ *   pid_driver agent TARGET AGENT        ocolos-agent --pid, JSON "ok":true
+ *   pid_driver agent-kill TARGET AGENT   SIGKILL the agent at random moments
+ *   pid_driver supervise TARGET SUPERVISE  ocolos-supervise end to end:
+ *                                        JSON line, signal forwarding, exit
+ *                                        status of the child
+ *
+ * After every fault the target must run its original code unchanged (C0
+ * bytes hashed through /proc/PID/mem before and after, no anonymous
+ * executable mapping left), must not be stopped or traced (TracerPid 0),
+ * must keep making progress, and must print what an unoptimized run prints
+ * (its laps all matched); and no child of ours may be left (no zombie).
+ *
+ * Exit 0 pass, 1 fail, 77 skip (no perf_event access).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+
+#define WARMUP_MS 1000
+
+static char tmpdir[512]; /* short: paths under it fit PATH_MAX */
+
+/* A target process we started, with its stdout in a file. */
+struct tgt {
+	pid_t pid;
+	char out[PATH_MAX];
+};
+
+static void cleanup_tmp(void)
+{
+	char cmd[PATH_MAX + 16];
+	if (tmpdir[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", tmpdir);
+	}
+}
+
+/* Start argv with stdin from /dev/null and stdout into `out`. A target
+ * never gets the sanitizer runtime this driver may run with (LD_PRELOAD);
+ * the tools, which link the instrumented library, keep it. */
+static pid_t spawn_as(char *const argv[], const char *out, int is_target)
+{
+	pid_t pid = fork();
+	check(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		int in = open("/dev/null", O_RDONLY);
+		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (in < 0 || fd < 0 || dup2(in, 0) < 0 || dup2(fd, 1) < 0)
+			_exit(126);
+		signal(SIGALRM, SIG_DFL);
+		/* Nothing we start may outlive a failed driver (ctest would wait
+		 * for it, and it would run forever). */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (is_target)
+			unsetenv("LD_PRELOAD");
+		execv(argv[0], argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+static pid_t spawn(char *const argv[], const char *out)
+{
+	return spawn_as(argv, out, 1);
+}
+
+static pid_t spawn_tool(char *const argv[], const char *out)
+{
+	return spawn_as(argv, out, 0);
+}
+
+/* Wait for `pid` to end; stops reported to us as its tracer are skipped. */
+static int wait_end(pid_t pid)
+{
+	for (;;) {
+		int st;
+		pid_t w = waitpid(pid, &st, 0);
+		if (w == pid && (WIFEXITED(st) || WIFSIGNALED(st)))
+			return st;
+		check(w == pid || errno == EINTR,
+		      "waitpid(%d): %s — was our child reaped by someone else (the library)?",
+		      (int)pid, strerror(errno));
+	}
+}
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f && errno == ENOENT)
+		return calloc(1, 1); /* not created yet by a child just started */
+	check(f != NULL, "open %s: %s", path, strerror(errno));
+	char *buf = calloc(1, 1 << 16);
+	check(buf != NULL, "calloc");
+	size_t n = fread(buf, 1, (1 << 16) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static void describe_status(int st, char *buf, size_t n)
+{
+	if (WIFEXITED(st))
+		snprintf(buf, n, "exit %d", WEXITSTATUS(st));
+	else
+		snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
+}
+
+/* What the target prints when nothing is done to it (it runs 1 ms). */
+static char *reference(const char *target)
+{
+	char out[PATH_MAX];
+	snprintf(out, sizeof(out), "%s/ref.out", tmpdir);
+	char *argv[] = { (char *)target, (char *)"--exit-after", (char *)"1", NULL };
+	int st = wait_end(spawn(argv, out));
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "reference run of %s failed", target);
+	char *s = slurp(out);
+	check(test_contains(s, "ok\n"), "reference run printed no 'ok': %s", s);
+	return s;
+}
+
+static void start_target(struct tgt *t, const char *target, const char *extra1,
+			 const char *extra2)
+{
+	static int n;
+	snprintf(t->out, sizeof(t->out), "%s/target%d.out", tmpdir, n++);
+	char *argv[] = { (char *)target, (char *)extra1, (char *)extra2, NULL };
+	t->pid = spawn(argv, t->out);
+	fprintf(stderr, "started %s (pid %d)\n", target, (int)t->pid);
+}
+
+/* ---- the target seen from /proc ------------------------------------------ */
+
+/* Value of `key` in /proc/PID/status ("" if absent). */
+static void status_field(pid_t pid, const char *key, char *val, size_t n)
+{
+	char path[64], line[256];
+	size_t kl = strlen(key);
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	val[0] = '\0';
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, key, kl) && line[kl] == ':') {
+			char *v = line + kl + 1;
+			v += strspn(v, " \t");
+			v[strcspn(v, "\n")] = '\0';
+			snprintf(val, n, "%s", v);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+static int tracer_of(pid_t pid)
+{
+	char v[64];
+	status_field(pid, "TracerPid", v, sizeof(v));
+	return atoi(v);
+}
+
+/* utime + stime of the whole process, clock ticks. */
+static unsigned long long cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')');
+	unsigned long long ut = 0, stt = 0;
+	/* after ")": state ppid pgrp session tty tpgid flags minflt cminflt
+	 * majflt cmajflt utime stime */
+	if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) == 2)
+		return ut + stt;
+	return 0;
+}
+
+/* Not stopped (in any thread), not traced, and burning CPU: the target
+ * runs freely. A tracer that died is detached by the kernel before its
+ * exit is reported, so no grace period is needed for TracerPid. */
+static void check_free(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	check(d != NULL, "process %d is gone", (int)pid);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		pid_t tid = (pid_t)atoi(e->d_name);
+		char st[300], tp[300], full[96];
+		if (tid <= 0)
+			continue;
+		snprintf(full, sizeof(full), "/proc/%d/task/%d/status", (int)pid, (int)tid);
+		FILE *f = fopen(full, "r");
+		st[0] = tp[0] = '\0';
+		if (f) {
+			char line[256];
+			while (fgets(line, sizeof(line), f)) {
+				if (!strncmp(line, "State:", 6))
+					snprintf(st, sizeof(st), "%s", line + 7);
+				if (!strncmp(line, "TracerPid:", 10))
+					snprintf(tp, sizeof(tp), "%s", line + 11);
+			}
+			fclose(f);
+		}
+		check(!strchr(st, 't') && !strchr(st, 'T'),
+		      "thread %d of process %d is stopped: State %s", (int)tid, (int)pid, st);
+		check(atoi(tp) == 0, "thread %d of process %d is still traced by %d", (int)tid,
+		      (int)pid, atoi(tp));
+	}
+	closedir(d);
+	unsigned long long c0 = cpu_ticks(pid);
+	test_sleep_ms(400);
+	unsigned long long c1 = cpu_ticks(pid);
+	check(c1 >= c0 + 5, "process %d makes no progress (%llu -> %llu CPU ticks in 400 ms)",
+	      (int)pid, c0, c1);
+}
+
+/* FNV-1a over the executable mappings of the target's own binary: equal
+ * before and after a failed round means C0 was not patched. */
+static uint64_t text_hash(pid_t pid)
+{
+	char path[64], exe[PATH_MAX], line[PATH_MAX + 128];
+	uint64_t h = 0xcbf29ce484222325ULL;
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+	check(n > 0, "readlink %s", path);
+	exe[n] = '\0';
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "r");
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+	int mem = open(path, O_RDONLY);
+	check(f && mem >= 0, "cannot read the memory of %d", (int)pid);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long s, e;
+		char perms[8];
+		char *p = strchr(line, '/');
+		if (!p || sscanf(line, "%llx-%llx %7s", &s, &e, perms) != 3 || perms[2] != 'x')
+			continue;
+		p[strcspn(p, "\n")] = '\0';
+		if (strcmp(p, exe))
+			continue;
+		static unsigned char buf[1 << 16];
+		for (unsigned long long a = s; a < e; a += sizeof(buf)) {
+			size_t len = e - a < sizeof(buf) ? (size_t)(e - a) : sizeof(buf);
+			check(pread(mem, buf, len, (off_t)a) == (ssize_t)len, "pread mem");
+			for (size_t i = 0; i < len; i++)
+				h = (h ^ buf[i]) * 0x100000001b3ULL;
+		}
+	}
+	fclose(f);
+	close(mem);
+	return h;
+}
+
+/* Executable mappings backed by no file: where C1 would be. */
+static unsigned anon_exec(pid_t pid)
+{
+	char path[64], line[PATH_MAX + 128];
+	unsigned n = 0;
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "r");
+	check(f != NULL, "open %s", path);
+	while (fgets(line, sizeof(line), f)) {
+		char perms[8];
+		if (sscanf(line, "%*x-%*x %7s", perms) == 1 && perms[2] == 'x' &&
+		    !strchr(line, '/') && !strstr(line, "[vdso]") && !strstr(line, "[vsyscall]"))
+			n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/* Fail if any process has us as parent (running or zombie). */
+static void check_no_children(void)
+{
+	DIR *d = opendir("/proc");
+	check(d != NULL, "opendir /proc");
+	struct dirent *e;
+	pid_t self = getpid();
+	while ((e = readdir(d))) {
+		pid_t pid = (pid_t)atoi(e->d_name);
+		char v[32];
+		if (pid <= 0)
+			continue;
+		status_field(pid, "PPid", v, sizeof(v));
+		if (atoi(v) == self) {
+			char st[64];
+			status_field(pid, "State", st, sizeof(st));
+			check(0, "child %d is left behind (State %s)", (int)pid, st);
+		}
+	}
+	closedir(d);
+}
+
+/* SIGTERM the target, reap it, and require exit `want` and the reference
+ * output (every lap matched, final checksums as without optimization). */
+static void finish(struct tgt *t, const char *ref, int want)
+{
+	char how[64];
+	kill(t->pid, SIGTERM);
+	int st = wait_end(t->pid);
+	describe_status(st, how, sizeof(how));
+	char *out = slurp(t->out);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == want, "target %d: %s, want exit %d; stdout:\n%s",
+	      (int)t->pid, how, want, out);
+	check(!strcmp(out, ref), "target output differs from an unoptimized run:\n%s--- want:\n%s",
+	      out, ref);
+	free(out);
+}
+
+/* Everything a fault must leave intact, then the target's end. */
+static void after_fault(struct tgt *t, uint64_t hash_before, const char *ref)
+{
+	check_free(t->pid);
+	check(text_hash(t->pid) == hash_before, "the target's code (C0) changed although the round failed");
+	check(anon_exec(t->pid) == 0, "a failed round left an executable mapping in the target");
+	finish(t, ref, 0);
+	check_no_children();
+}
+
+static void expect(int rc, int want, const struct ocolos_ctx *ctx)
+{
+	const char *msg = ocolos_last_error(ctx);
+	fprintf(stderr, "  -> %d %s: %s\n", rc, ocolos_strerror(rc), msg);
+	check(rc == want, "got %d (%s), want %d (%s): %s", rc, ocolos_strerror(rc), want,
+	      ocolos_strerror(want), msg);
+	check(msg && msg[0], "no message for %s", ocolos_strerror(rc));
+}
+
+static struct ocolos_ctx *open_ctx(pid_t pid, const struct ocolos_pid_opts *o)
+{
+	struct ocolos_ctx *ctx = NULL;
+	int rc = ocolos_open_pid(pid, o, &ctx);
+	check(rc == 0 && ctx, "ocolos_open_pid(%d): %d %s", (int)pid, rc, ocolos_strerror(rc));
+	return ctx;
+}
+
+/* ---- round: the whole API on a healthy target ---------------------------- */
+
+static void where(struct ocolos_ctx *ctx, struct ocolos_where_result *w, const char *when)
+{
+	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = 1000, .sample_hz = 2000);
+	memset(w, 0, sizeof(*w));
+	int rc = ocolos_where(ctx, &wo, w);
+	check(rc == 0, "ocolos_where: %d %s: %s", rc, ocolos_strerror(rc), ocolos_last_error(ctx));
+	fprintf(stderr, "  where %-14s samples %llu: C0 %llu, C1 %llu, elsewhere %llu\n", when,
+		(unsigned long long)w->samples, (unsigned long long)w->in_original,
+		(unsigned long long)w->in_optimized, (unsigned long long)w->elsewhere);
+	check(w->in_original + w->in_optimized >= 200,
+	      "only %llu samples in the binary (%s)",
+	      (unsigned long long)(w->in_original + w->in_optimized), when);
+}
+
+static void check_stats(int rc, const struct ocolos_stats *st, struct ocolos_ctx *ctx)
+{
+	test_print_stats(rc, st);
+	check(rc == 0, "round failed: %d %s: %s", rc, ocolos_strerror(rc), ocolos_last_error(ctx));
+	check(st->samples_in_binary > 0, "no samples in the binary");
+	check(st->functions_moved > 0, "no function moved");
+	check(st->c1_bytes > 0 && st->c1_addr, "no C1 mapped");
+	check(st->call_sites_patched > 0, "no call site patched");
+	/* main thread + 2 workers */
+	check(st->threads_stopped >= 3, "only %u threads stopped", st->threads_stopped);
+	check(st->pause_ns > 0 && st->pause_ns < 2000000000ull, "pause %llu ns",
+	      (unsigned long long)st->pause_ns);
+	check(st->bolt_ns > 0, "no BOLT time");
+}
+
+static void mode_round(const char *target)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	struct ocolos_stats st;
+	struct ocolos_where_result w;
+	struct ocolos_switch_stats sw;
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 1500, .log_fn = test_log);
+	struct ocolos_ctx *ctx = open_ctx(t.pid, &o);
+
+	/* Round 1, all at once. */
+	int rc = ocolos_round(ctx, &st);
+	check_stats(rc, &st, ctx);
+	check_free(t.pid);
+	where(ctx, &w, "after round 1");
+	check(w.in_optimized > w.in_original, "most samples are not in C1 after the round");
+
+	/* Revert: calls lead to C0 again; threads leave C1 as their calls return. */
+	rc = ocolos_revert(ctx, &sw);
+	check(rc == 0 && sw.call_sites > 0 && sw.mismatched == 0,
+	      "revert: %d %s (%u sites, %u mismatched): %s", rc, ocolos_strerror(rc),
+	      sw.call_sites, sw.mismatched, ocolos_last_error(ctx));
+	where(ctx, &w, "after revert");
+	check(w.in_optimized * 50 <= w.in_original,
+	      "after the revert %llu samples are still in C1 (C0: %llu)",
+	      (unsigned long long)w.in_optimized, (unsigned long long)w.in_original);
+	check(ocolos_revert(ctx, NULL) == OCOLOS_EINVAL, "a second revert must be refused");
+
+	rc = ocolos_reapply(ctx, &sw);
+	check(rc == 0 && sw.call_sites > 0 && sw.mismatched == 0, "reapply: %d %s: %s", rc,
+	      ocolos_strerror(rc), ocolos_last_error(ctx));
+	where(ctx, &w, "after reapply");
+	check(w.in_optimized > w.in_original, "most samples are not in C1 after the reapply");
+
+	/* A new round from the original code, stage by stage; a stage out of
+	 * order is refused and abandons nothing. */
+	check(ocolos_revert(ctx, NULL) == 0, "revert before round 2: %s", ocolos_last_error(ctx));
+	check(ocolos_optimize(ctx, NULL) == OCOLOS_EINVAL, "optimize before profile must fail");
+	rc = ocolos_profile(ctx, &st);
+	check(rc == 0, "profile: %d %s", rc, ocolos_last_error(ctx));
+	check(st.samples_in_binary > 0, "profile stage: no samples in the binary");
+	check(ocolos_replace(ctx, NULL) == OCOLOS_EINVAL, "replace before optimize must fail");
+	rc = ocolos_optimize(ctx, &st);
+	check(rc == 0, "optimize: %d %s", rc, ocolos_last_error(ctx));
+	check(st.functions_moved > 0, "optimize stage: nothing moved");
+	rc = ocolos_replace(ctx, &st);
+	check_stats(rc, &st, ctx);
+	where(ctx, &w, "after round 2");
+	check(w.in_optimized > w.in_original, "most samples are not in C1 after round 2");
+
+	ocolos_close(ctx);
+	check_free(t.pid);
+	finish(&t, ref, 0);
+	check_no_children();
+	free(ref);
+}
+
+/* ---- faults ------------------------------------------------------------- */
+
+/* Run a round expecting `want`; return the round's wall time, ms. */
+static uint64_t failing_round(pid_t pid, const struct ocolos_pid_opts *o, int want)
+{
+	struct ocolos_ctx *ctx = NULL;
+	struct ocolos_stats st;
+	uint64_t t0 = test_now_ms();
+	int rc = ocolos_open_pid(pid, o, &ctx);
+	if (rc == 0) {
+		rc = ocolos_round(ctx, &st);
+		expect(rc, want, ctx);
+		ocolos_close(ctx);
+	} else {
+		/* the reason went to the log callback */
+		fprintf(stderr, "  open -> %d %s\n", rc, ocolos_strerror(rc));
+		check(rc == want, "open: %d (%s), want %s", rc, ocolos_strerror(rc), ocolos_strerror(want));
+	}
+	return test_now_ms() - t0;
+}
+
+/* Another process holds the target with PTRACE_SEIZE (a debugger). */
+static void mode_seize(const char *target)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	int p[2];
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(300);
+	check(pipe(p) == 0, "pipe");
+	pid_t helper = fork();
+	check(helper >= 0, "fork");
+	if (helper == 0) {
+		/* Seize every thread, as a debugger would; PTRACE_SEIZE does not
+		 * stop them. */
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/task", (int)t.pid);
+		DIR *d = opendir(path);
+		struct dirent *e;
+		int ok = d != NULL;
+		while (d && (e = readdir(d)))
+			if (atoi(e->d_name) > 0)
+				ok &= ptrace(PTRACE_SEIZE, atoi(e->d_name), 0, 0) == 0;
+		if (write(p[1], ok ? "y" : "n", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	char c = 0;
+	check(read(p[0], &c, 1) == 1 && c == 'y', "the helper could not seize the target");
+	check(tracer_of(t.pid) == helper, "TracerPid %d, want the helper %d", tracer_of(t.pid),
+	      (int)helper);
+	uint64_t h = text_hash(t.pid);
+	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 500, .log_fn = test_log);
+	failing_round(t.pid, &o, OCOLOS_EATTACH);
+	check(tracer_of(t.pid) == helper, "the other tracer lost the target");
+	kill(helper, SIGKILL);
+	wait_end(helper);
+	close(p[0]);
+	close(p[1]);
+	after_fault(&t, h, ref);
+	free(ref);
+}
+
+/*
+ * The target is started by a helper that traces it from the first
+ * instruction (PTRACE_TRACEME, as strace or gdb do) and passes its signals
+ * on. The helper exits with the target's status.
+ */
+static void mode_traceme(const char *target)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	int p[2];
+	snprintf(t.out, sizeof(t.out), "%s/traced.out", tmpdir);
+	check(pipe(p) == 0, "pipe");
+	pid_t helper = fork();
+	check(helper >= 0, "fork");
+	if (helper == 0) {
+		char *argv[] = { (char *)target, NULL };
+		pid_t gc = fork();
+		if (gc == 0) {
+			ptrace(PTRACE_TRACEME, 0, 0, 0);
+			int in = open("/dev/null", O_RDONLY);
+			int fd = open(t.out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+			if (in < 0 || fd < 0 || dup2(in, 0) < 0 || dup2(fd, 1) < 0)
+				_exit(126);
+			signal(SIGALRM, SIG_DFL);
+			unsetenv("LD_PRELOAD");
+			execv(target, argv);
+			_exit(127);
+		}
+		if (write(p[1], &gc, sizeof(gc)) != sizeof(gc))
+			_exit(1);
+		for (;;) {
+			int st;
+			if (waitpid(gc, &st, 0) != gc)
+				_exit(1);
+			if (WIFEXITED(st))
+				_exit(WEXITSTATUS(st));
+			if (WIFSIGNALED(st))
+				_exit(128 + WTERMSIG(st));
+			int sig = WSTOPSIG(st);
+			ptrace(PTRACE_CONT, gc, 0, (void *)(long)(sig == SIGTRAP ? 0 : sig));
+		}
+	}
+	check(read(p[0], &t.pid, sizeof(t.pid)) == sizeof(t.pid), "read pid");
+	test_sleep_ms(500);
+	check(tracer_of(t.pid) == helper, "TracerPid %d, want the helper %d", tracer_of(t.pid),
+	      (int)helper);
+	uint64_t h = text_hash(t.pid);
+	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 500, .log_fn = test_log);
+	failing_round(t.pid, &o, OCOLOS_EATTACH);
+	check(tracer_of(t.pid) == helper, "the helper lost the target");
+	check(text_hash(t.pid) == h, "C0 changed");
+	check(anon_exec(t.pid) == 0, "a failed round left an executable mapping");
+	/* The target is the helper's child: stop it, the helper reports. */
+	kill(t.pid, SIGTERM);
+	int st = wait_end(helper);
+	char *out = slurp(t.out);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "traced target ended badly (%d): %s", st, out);
+	check(!strcmp(out, ref), "target output differs:\n%s", out);
+	free(out);
+	close(p[0]);
+	close(p[1]);
+	check_no_children();
+	free(ref);
+}
+
+static void mode_gone(void)
+{
+	pid_t pid = fork();
+	check(pid >= 0, "fork");
+	if (pid == 0)
+		_exit(0);
+	wait_end(pid);
+	struct ocolos_ctx *ctx = (struct ocolos_ctx *)1;
+	OCOLOS_OPTS(ocolos_pid_opts, o, .log_fn = test_log);
+	int rc = ocolos_open_pid(pid, &o, &ctx);
+	fprintf(stderr, "  open(%d) -> %d %s\n", (int)pid, rc, ocolos_strerror(rc));
+	check(rc == OCOLOS_ENOPROC, "open of a dead pid: %d (%s)", rc, ocolos_strerror(rc));
+	check(ctx == NULL, "*ctx not NULL after a failed open");
+	check(ocolos_open_pid(0, &o, &ctx) == OCOLOS_EINVAL, "pid 0");
+	check(ocolos_open_pid(getpid(), &o, &ctx) == OCOLOS_EINVAL, "own pid");
+	check_no_children();
+}
+
+/*
+ * The target exits on its own during the sampling window.
+ *  exiting         its parent (a helper, as for an agent's target) reaps it
+ *                  at once: /proc/PID disappears mid-round
+ *  exiting-zombie  we are its parent and reap it only after the round, as
+ *                  ocolos-supervise does: mid-round it is a zombie
+ * Either way the round must end with OCOLOS_ENOPROC, and the target's exit
+ * status must still be its parent's to collect.
+ */
+static void mode_exiting(const char *target, int zombie)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	pid_t helper = 0;
+	int p[2];
+	if (zombie) {
+		start_target(&t, target, "--exit-after", "1500");
+	} else {
+		check(pipe(p) == 0, "pipe");
+		helper = fork();
+		check(helper >= 0, "fork");
+		if (helper == 0) {
+			start_target(&t, target, "--exit-after", "1500");
+			if (write(p[1], &t, sizeof(t)) != sizeof(t))
+				_exit(1);
+			int st = wait_end(t.pid);
+			_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+		}
+		check(read(p[0], &t, sizeof(t)) == sizeof(t), "read target");
+		close(p[0]);
+		close(p[1]);
+	}
+	test_sleep_ms(500);
+	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 3000, .log_fn = test_log);
+	uint64_t ms = failing_round(t.pid, &o, OCOLOS_ENOPROC);
+	fprintf(stderr, "  failed after %llu ms\n", (unsigned long long)ms);
+	/* It exited by itself, cleanly; the status is still its parent's. */
+	int st = wait_end(zombie ? t.pid : helper);
+	char *out = slurp(t.out);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "target ended with status %d", st);
+	check(!strcmp(out, ref), "output differs:\n%s", out);
+	free(out);
+	check_no_children();
+	free(ref);
+}
+
+static void mode_norelocs(const char *target)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(300);
+	uint64_t h = text_hash(t.pid);
+	struct ocolos_ctx *ctx;
+	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 3000, .log_fn = test_log);
+	ctx = open_ctx(t.pid, &o);
+	uint64_t t0 = test_now_ms();
+	int rc = ocolos_round(ctx, NULL);
+	uint64_t ms = test_now_ms() - t0;
+	expect(rc, OCOLOS_ENORELOCS, ctx);
+	check(test_contains(ocolos_last_error(ctx), "--emit-relocs"),
+	      "the message does not name the fix: %s", ocolos_last_error(ctx));
+	check(ms < 1500, "found after %llu ms: must be before sampling", (unsigned long long)ms);
+	ocolos_close(ctx);
+	after_fault(&t, h, ref);
+	free(ref);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	char cmd[3 * PATH_MAX];
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", from, to);
+	check(system(cmd) == 0, "%s", cmd);
+}
+
+/*
+ * The binary on disk is not the one running. A running executable cannot
+ * be rewritten in place (open for writing fails with ETXTBSY, checked
+ * below), so "replaced" means deleted and recreated under the same name —
+ * what package upgrades do.
+ */
+static void mode_stale(const char *target, const char *other)
+{
+	char *ref = reference(target);
+	char path[PATH_MAX];
+	struct tgt t;
+	snprintf(path, sizeof(path), "%s/prog", tmpdir);
+	copy_file(target, path);
+	start_target(&t, path, NULL, NULL);
+	test_sleep_ms(300);
+	uint64_t h = text_hash(t.pid);
+
+	int fd = open(path, O_WRONLY);
+	check(fd < 0 && errno == ETXTBSY,
+	      "a running executable could be opened for writing (%s): this kernel allows "
+	      "in-place rewrites; add a test for them",
+	      fd < 0 ? strerror(errno) : "ok");
+
+	check(unlink(path) == 0, "unlink");
+	copy_file(other, path);
+	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 1000, .binary_path = path,
+		    .log_fn = test_log);
+	fprintf(stderr, "binary_path = the replaced file:\n");
+	failing_round(t.pid, &o, OCOLOS_ESTALE);
+	/* A file that never was the running one. */
+	OCOLOS_OPTS(ocolos_pid_opts, o2, .profile_ms = 1000, .binary_path = other,
+		    .log_fn = test_log);
+	fprintf(stderr, "binary_path = another binary:\n");
+	failing_round(t.pid, &o2, OCOLOS_ESTALE);
+	check_free(t.pid);
+	check(text_hash(t.pid) == h, "C0 changed although the rounds failed");
+	check(anon_exec(t.pid) == 0, "a failed round left an executable mapping");
+
+	/* By default the library reads the binary through /proc/PID/exe,
+	 * which still opens the deleted file the process runs: no error then,
+	 * the round optimizes the right code. */
+	OCOLOS_OPTS(ocolos_pid_opts, o3, .profile_ms = 1000, .log_fn = test_log);
+	struct ocolos_ctx *ctx = open_ctx(t.pid, &o3);
+	struct ocolos_stats st;
+	fprintf(stderr, "default binary_path (/proc/PID/exe -> '%s (deleted)'):\n", path);
+	check_stats(ocolos_round(ctx, &st), &st, ctx);
+	ocolos_close(ctx);
+	check_free(t.pid);
+	finish(&t, ref, 0);
+	check_no_children();
+	free(ref);
+}
+
+static void mode_boltfail(const char *target, const char *script)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+	uint64_t h = text_hash(t.pid);
+	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 500, .bolt_path = script,
+		    .bolt_timeout_ms = 30000, .log_fn = test_log);
+	struct ocolos_ctx *ctx = open_ctx(t.pid, &o);
+	int rc = ocolos_round(ctx, NULL);
+	expect(rc, OCOLOS_EBOLT, ctx);
+	check(test_contains(ocolos_last_error(ctx), "simulated BOLT failure"),
+	      "the message does not carry BOLT's error: %s", ocolos_last_error(ctx));
+	ocolos_close(ctx);
+	after_fault(&t, h, ref);
+	free(ref);
+}
+
+static void mode_reserve(const char *target)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	start_target(&t, target, "--block-reserve", NULL);
+	test_sleep_ms(500);
+	uint64_t h = text_hash(t.pid);
+	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 1000, .log_fn = test_log);
+	failing_round(t.pid, &o, OCOLOS_ERESERVE);
+	after_fault(&t, h, ref);
+	free(ref);
+}
+
+/* ---- the tools ------------------------------------------------------------ */
+
+/* Run a tool to its end with stdout in a file; return its wait status. */
+static int run_tool(char *const argv[], const char *out)
+{
+	return wait_end(spawn_tool(argv, out));
+}
+
+static void mode_agent(const char *target, const char *agent)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	char out[PATH_MAX], pid[16];
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+	snprintf(out, sizeof(out), "%s/agent.out", tmpdir);
+	snprintf(pid, sizeof(pid), "%d", (int)t.pid);
+	char *argv[] = { (char *)agent, (char *)"--pid", pid, (char *)"--profile", (char *)"1",
+			 NULL };
+	int st = run_tool(argv, out);
+	char *json = slurp(out);
+	fprintf(stderr, "agent: %s", json);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ocolos-agent failed (%d): %s", st, json);
+	check(test_contains(json, "\"ok\":true") && test_contains(json, "\"functions_moved\":"),
+	      "no successful round reported: %s", json);
+	free(json);
+	check_free(t.pid);
+	finish(&t, ref, 0);
+	check_no_children();
+	free(ref);
+}
+
+/*
+ * SIGKILL the agent at random moments of its rounds (sampling, BOLT, the
+ * injected calls, the stop-the-world). The kernel detaches a dead tracer's
+ * tracees; the target must then run on, untraced, unstopped and correct.
+ * OCOLOS_TEST_SEED repeats a run.
+ */
+static void mode_agent_kill(const char *target, const char *agent)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	char out[PATH_MAX], pid[16];
+	unsigned seed = getenv("OCOLOS_TEST_SEED") ? (unsigned)atoi(getenv("OCOLOS_TEST_SEED"))
+						  : (unsigned)time(NULL);
+	fprintf(stderr, "seed %u (OCOLOS_TEST_SEED)\n", seed);
+	srand(seed);
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+	snprintf(out, sizeof(out), "%s/agent.out", tmpdir);
+	snprintf(pid, sizeof(pid), "%d", (int)t.pid);
+	/* Short windows and continuous rounds: every phase recurs often. */
+	char *argv[] = { (char *)agent, (char *)"--pid", pid, (char *)"--profile", (char *)"0.3",
+			 (char *)"--every", (char *)"0.1", NULL };
+	for (int i = 0; i < 10; i++) {
+		unsigned ms = 100 + (unsigned)(rand() % 3500);
+		pid_t a = spawn_tool(argv, out);
+		test_sleep_ms(ms);
+		kill(a, SIGKILL);
+		int st = wait_end(a);
+		char *json = slurp(out);
+		size_t lines = 0;
+		for (char *c = json; *c; c++)
+			lines += *c == '\n';
+		fprintf(stderr, "kill %d after %u ms (%s; %zu rounds reported)\n", i, ms,
+			WIFSIGNALED(st) ? "killed" : "had exited", lines);
+		/* Not checked: later agents may fail their rounds (a dead agent's
+		 * C1 stays live, and a new agent cannot know it). What matters
+		 * is the target. */
+		fprintf(stderr, "%s", json);
+		free(json);
+		check_free(t.pid);
+	}
+	finish(&t, ref, 0);
+	check_no_children();
+	free(ref);
+}
+
+/* Start ocolos-supervise ARGS -- TARGET EXTRA; return its pid. */
+static pid_t supervise(const char *sup, const char *target, const char *every, const char *extra1,
+		       const char *extra2, const char *out)
+{
+	char *argv[20];
+	int n = 0;
+	argv[n++] = (char *)sup;
+	argv[n++] = (char *)"--after";
+	argv[n++] = (char *)"1";
+	argv[n++] = (char *)"--profile";
+	argv[n++] = (char *)"1";
+	if (every) {
+		argv[n++] = (char *)"--every";
+		argv[n++] = (char *)every;
+	}
+	argv[n++] = (char *)"--";
+	/* env execs the target in place (same pid), without the sanitizer
+	 * runtime the supervisor itself may need. */
+	argv[n++] = (char *)"/usr/bin/env";
+	argv[n++] = (char *)"-u";
+	argv[n++] = (char *)"LD_PRELOAD";
+	argv[n++] = (char *)target;
+	if (extra1)
+		argv[n++] = (char *)extra1;
+	if (extra2)
+		argv[n++] = (char *)extra2;
+	argv[n] = NULL;
+	return spawn_tool(argv, out);
+}
+
+/* Wait until `out` holds `count` JSON lines; return the text. */
+static char *wait_json(const char *out, int count, unsigned timeout_ms)
+{
+	uint64_t end = test_now_ms() + timeout_ms;
+	for (;;) {
+		char *s = slurp(out);
+		int n = 0;
+		for (char *c = s; (c = strstr(c, "{\"pid\":")); c++)
+			n++;
+		if (n >= count)
+			return s;
+		check(test_now_ms() < end, "no %d JSON lines after %u ms: %s", count, timeout_ms, s);
+		free(s);
+		test_sleep_ms(100);
+	}
+}
+
+/* The target's own lines: everything but the JSON. */
+static char *target_lines(const char *s)
+{
+	char *r = calloc(1, strlen(s) + 1), *o = r;
+	check(r != NULL, "calloc");
+	while (*s) {
+		const char *nl = strchr(s, '\n');
+		size_t len = nl ? (size_t)(nl - s + 1) : strlen(s);
+		if (strncmp(s, "{\"pid\":", 7)) {
+			memcpy(o, s, len);
+			o += len;
+		}
+		s += len;
+	}
+	return r;
+}
+
+static int json_pid(const char *s)
+{
+	const char *p = strstr(s, "{\"pid\":");
+	return p ? atoi(p + 7) : 0;
+}
+
+static void mode_supervise(const char *target, const char *sup)
+{
+	char *ref = reference(target);
+	char out[PATH_MAX], how[64];
+	/* A new file for each case: a JSON line left from the previous case
+	 * would name a dead child. */
+#define NEXT_OUT() snprintf(out, sizeof(out), "%s/sup%d.out", tmpdir, ++cases)
+	int cases = 0;
+	NEXT_OUT();
+
+	/* 1. One round; SIGTERM to the supervisor reaches the child, which
+	 *    ends cleanly; the supervisor exits with its status. */
+	fprintf(stderr, "== one round, then SIGTERM\n");
+	pid_t s = supervise(sup, target, NULL, NULL, NULL, out);
+	char *json = wait_json(out, 1, 60000);
+	fprintf(stderr, "%s", json);
+	check(test_contains(json, "\"ok\":true"), "round failed: %s", json);
+	int child = json_pid(json);
+	check(child > 0, "no pid in the JSON line");
+	test_sleep_ms(300); /* the round is over: stays on C1 */
+	check_free(child);
+	kill(s, SIGTERM);
+	int st = wait_end(s);
+	describe_status(st, how, sizeof(how));
+	free(json);
+	json = slurp(out);
+	char *mine = target_lines(json);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "supervisor: %s, want exit 0", how);
+	check(!strcmp(mine, ref), "child output differs:\n%s", mine);
+	check(kill(child, 0) != 0 && errno == ESRCH, "child %d still exists", child);
+	free(mine);
+	free(json);
+
+	/* 2. Exit code passed through; continuous rounds meanwhile. */
+	fprintf(stderr, "== --every 0.5, child exits 3 on SIGTERM\n");
+	NEXT_OUT();
+	s = supervise(sup, target, "0.5", "--exit-code", "3", out);
+	json = wait_json(out, 2, 90000);
+	free(json);
+	kill(s, SIGTERM);
+	st = wait_end(s);
+	describe_status(st, how, sizeof(how));
+	json = slurp(out);
+	fprintf(stderr, "%s", json);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 3, "supervisor: %s, want exit 3", how);
+	check(!test_contains(json, "\"ok\":false") || test_contains(json, "ENOPROC"),
+	      "a round failed: %s", json);
+	mine = target_lines(json);
+	check(!strcmp(mine, ref), "child output differs:\n%s", mine);
+	free(mine);
+	free(json);
+
+	/* 3. Child killed by a signal (not through us) -> 128 + 9. */
+	fprintf(stderr, "== child SIGKILLed during --every rounds\n");
+	NEXT_OUT();
+	s = supervise(sup, target, "0.2", NULL, NULL, out);
+	json = wait_json(out, 1, 60000);
+	child = json_pid(json);
+	free(json);
+	test_sleep_ms((unsigned)(rand() % 1500));
+	kill(child, SIGKILL);
+	st = wait_end(s);
+	describe_status(st, how, sizeof(how));
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL, "supervisor: %s, want exit 137",
+	      how);
+
+	/* 4. Child ends before the warm-up is over: no round, its status. */
+	fprintf(stderr, "== child exits during the warm-up\n");
+	NEXT_OUT();
+	uint64_t t0 = test_now_ms();
+	s = supervise(sup, target, NULL, "--exit-after", "200", out);
+	st = wait_end(s);
+	describe_status(st, how, sizeof(how));
+	json = slurp(out);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "supervisor: %s", how);
+	check(!strstr(json, "{\"pid\":"), "a round was attempted: %s", json);
+	check(test_now_ms() - t0 < 1000 + 500, "supervisor did not notice the exit at once");
+	free(json);
+
+	/* 5. CMD that cannot be run: 127, as a shell says. */
+	NEXT_OUT();
+	char *argv[] = { (char *)sup, (char *)"--", (char *)"/nonexistent/prog", NULL };
+	st = run_tool(argv, out);
+	check(WIFEXITED(st) && WEXITSTATUS(st) == 127, "missing CMD: status %d", st);
+	check_no_children();
+	free(ref);
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "";
+	const char *a = argc > 2 ? argv[2] : NULL, *b = argc > 3 ? argv[3] : NULL;
+	test_watchdog(170);
+	test_require_perf();
+	snprintf(tmpdir, sizeof(tmpdir), "%s/ocolos-pid.XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	check(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
+	atexit(cleanup_tmp);
+	int need_b = !strcmp(mode, "stale") || !strcmp(mode, "boltfail") ||
+		     !strcmp(mode, "agent") || !strcmp(mode, "agent-kill") ||
+		     !strcmp(mode, "supervise");
+	check(!strcmp(mode, "gone") || (a && (!need_b || b)),
+	      "usage: %s MODE TARGET [OTHER|SCRIPT|TOOL] (see the file's header)", argv[0]);
+
+	if (!strcmp(mode, "round"))
+		mode_round(a);
+	else if (!strcmp(mode, "seize"))
+		mode_seize(a);
+	else if (!strcmp(mode, "traceme"))
+		mode_traceme(a);
+	else if (!strcmp(mode, "gone"))
+		mode_gone();
+	else if (!strcmp(mode, "exiting"))
+		mode_exiting(a, 0);
+	else if (!strcmp(mode, "exiting-zombie"))
+		mode_exiting(a, 1);
+	else if (!strcmp(mode, "norelocs"))
+		mode_norelocs(a);
+	else if (!strcmp(mode, "stale"))
+		mode_stale(a, b);
+	else if (!strcmp(mode, "boltfail"))
+		mode_boltfail(a, b);
+	else if (!strcmp(mode, "reserve"))
+		mode_reserve(a);
+	else if (!strcmp(mode, "agent"))
+		mode_agent(a, b);
+	else if (!strcmp(mode, "agent-kill"))
+		mode_agent_kill(a, b);
+	else if (!strcmp(mode, "supervise"))
+		mode_supervise(a, b);
+	else
+		check(0, "unknown mode '%s'", mode);
+	printf("ok %s\n", mode);
+	return 0;
+}

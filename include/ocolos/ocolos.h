@@ -156,6 +156,11 @@ struct ocolos_stats {
 	uint64_t pause_ns;	      /* stop-the-world duration */
 	uint64_t round_ns;	      /* whole round */
 	char sampler[16];	      /* sampler used: "perf-lbr", "perf-ip", "sigprof" */
+	/* Moved functions whose C0 entry now jumps to C1 (x86-64), so calls
+	 * through function pointers held anywhere run C1 too. */
+	uint32_t entries_patched;
+	/* Entries left alone this time: a thread could resume inside them. */
+	uint32_t entries_blocked;
 };
 
 /*
@@ -178,6 +183,7 @@ struct ocolos_switch_stats {
 	uint32_t call_sites;	 /* call sites rewritten */
 	uint32_t pointer_slots;	 /* pointer slots rewritten */
 	uint32_t mismatched;	 /* skipped: memory held something unexpected */
+	uint32_t entries;	 /* function entries rewritten (see ocolos_stats) */
 	uint32_t threads_stopped;
 	uint64_t pause_ns;	 /* stop-the-world duration */
 };

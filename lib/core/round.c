@@ -365,6 +365,8 @@ int core_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 			  ctx->target.stack_frames, (double)ctx->target.stack_ns / 1e6);
 	p->st.call_sites_patched = res.call_sites;
 	p->st.pointer_slots_patched = res.ptr_slots;
+	p->st.entries_patched = res.entries;
+	p->st.entries_blocked = res.blocked;
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc) {
@@ -374,8 +376,9 @@ int core_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		return rc;
 	}
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
-		  "redirect to C1: %u call sites, %u pointer slots (%u writable slots left on C0, "
-		  "%u mismatched), %u threads stopped for %.3f ms", res.call_sites, res.ptr_slots,
+		  "redirect to C1: %u call sites, %u pointer slots, %u function entries (%u left: a "
+		  "thread was inside; %u writable slots left on C0, %u mismatched), %u threads "
+		  "stopped for %.3f ms", res.call_sites, res.ptr_slots, res.entries, res.blocked,
 		  p->plan.skipped_writable, res.mismatched, p->st.threads_stopped,
 		  (double)p->st.pause_ns / 1e6);
 	if (ctx->live) /* a reverted earlier round: its C1 stays mapped for good */
@@ -414,14 +417,16 @@ int core_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats 
 					      &st->threads_stopped, &st->pause_ns, &res, &ctx->err);
 	st->call_sites = res.call_sites;
 	st->pointer_slots = res.ptr_slots;
+	st->entries = res.entries;
 	st->mismatched = res.mismatched;
 	if (rc)
 		return rc;
 	ctx->redirected = forward;
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
-		  "%s: %u call sites, %u pointer slots (%u mismatched), %u threads stopped for %.3f ms",
-		  forward ? "redirect to C1" : "revert to C0", res.call_sites, res.ptr_slots,
-		  res.mismatched, st->threads_stopped, (double)st->pause_ns / 1e6);
+		  "%s: %u call sites, %u pointer slots, %u entries (%u mismatched), %u threads "
+		  "stopped for %.3f ms", forward ? "redirect to C1" : "revert to C0", res.call_sites,
+		  res.ptr_slots, res.entries, res.mismatched, st->threads_stopped,
+		  (double)st->pause_ns / 1e6);
 	return 0;
 }
 

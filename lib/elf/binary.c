@@ -222,7 +222,7 @@ static int read_functions(struct scan *sc, struct core_err *err)
 			return OCOLOS_ENOMEM;
 		const char *name = elf_strptr(sc->elf, strndx, sym.st_name);
 		b->funcs[b->nfuncs++] = (struct elf_func){ sym.st_value, sym.st_size,
-			name ? name : "?", (uint32_t)i };
+			name ? name : "?", (uint32_t)i, 0 };
 	}
 	if (!b->nfuncs)
 		return core_errf(err, OCOLOS_ENOSYMS, "'%s' has no function symbols", b->path);
@@ -334,7 +334,36 @@ static int add_data_reloc(struct scan *sc, const char *tname, const GElf_Shdr *t
 struct sweep {
 	struct elf_binary *b;
 	int rc;
+	uint64_t *targets;	/* direct branch targets seen (x86-64) */
+	size_t ntargets, cap;
 };
+
+static void on_target(uint64_t target, void *user)
+{
+	struct sweep *sw = user;
+	if (sw->rc || core_grow((void **)&sw->targets, &sw->cap, sw->ntargets, sizeof(*sw->targets))) {
+		sw->rc = OCOLOS_ENOMEM;
+		return;
+	}
+	sw->targets[sw->ntargets++] = target;
+}
+
+/* A function whose entry bytes some branch targets (past its first byte)
+ * cannot have them overwritten. */
+static void entries_hit_by_branches(struct sweep *sw)
+{
+	struct elf_binary *b = sw->b;
+	if (sw->ntargets)
+		qsort(sw->targets, sw->ntargets, sizeof(*sw->targets), cmp_u64);
+	size_t t = 0;
+	for (size_t i = 0; i < b->nfuncs; i++) {
+		struct elf_func *f = &b->funcs[i];
+		while (t < sw->ntargets && sw->targets[t] <= f->addr)
+			t++;
+		if (t < sw->ntargets && sw->targets[t] < f->addr + RELOC_X86_BRANCH_LEN)
+			f->entry_ok = 0;
+	}
+}
 
 static int on_branch(uint64_t site, uint8_t opcode, uint64_t target, void *user)
 {
@@ -370,7 +399,7 @@ static uint64_t code_len_a64(const struct scan *sc, const struct elf_func *f)
 /* Decode every function of every executable section for direct branches. */
 static int sweep_functions(struct scan *sc, struct core_err *err)
 {
-	struct sweep sw = { sc->b, 0 };
+	struct sweep sw = { .b = sc->b };
 	for (size_t i = 0; i < sc->shnum && !sw.rc; i++) {
 		const GElf_Shdr *sh = &sc->shdrs[i];
 		if (!(sh->sh_flags & SHF_EXECINSTR) || sh->sh_type != SHT_PROGBITS)
@@ -383,12 +412,19 @@ static int sweep_functions(struct scan *sc, struct core_err *err)
 			if (f->addr < sh->sh_addr || f->addr + f->size > sh->sh_addr + d->d_size)
 				continue;
 			const uint8_t *code = (const uint8_t *)d->d_buf + (f->addr - sh->sh_addr);
-			if (sc->b->machine == EM_AARCH64)
+			if (sc->b->machine == EM_AARCH64) {
 				reloc_a64_scan_branches(code, code_len_a64(sc, f), f->addr, on_branch, &sw);
-			else
-				reloc_x86_scan_branches(code, f->size, f->addr, on_branch, &sw);
+				continue;
+			}
+			struct reloc_entry_info info = { .on_target = on_target };
+			size_t done = reloc_x86_scan_function(code, f->size, f->addr, on_branch, &info, &sw);
+			sc->b->funcs[k].entry_ok = done == f->size && info.decoded_entry &&
+						   !info.call_in_entry && !info.indirect_jump;
 		}
 	}
+	if (!sw.rc)
+		entries_hit_by_branches(&sw);
+	free(sw.targets);
 	return sw.rc ? core_errf(err, sw.rc, "out of memory") : 0;
 }
 

@@ -19,6 +19,13 @@ struct elf_func {
 	uint64_t size;	   /* st_size (may be 0 for asm labels) */
 	const char *name;  /* points into the binary's string table */
 	uint32_t symidx;   /* index in .symtab (BOLT keeps the order) */
+	/* Its first 5 bytes may be overwritten with a jmp to its C1 copy
+	 * without any thread ever resuming inside them: they decode, hold no
+	 * call (no return address points into them), no branch anywhere in
+	 * the binary targets them past the first byte, and the function has no
+	 * indirect jump (a jump table could). x86-64 only; threads' PCs and
+	 * stacks are still checked at the stop (inject/entry.c). */
+	uint8_t entry_ok;
 };
 
 /* A direct call/jump whose target is a function start. x86-64: `call rel32`

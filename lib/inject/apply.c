@@ -58,12 +58,42 @@ struct patch_io {
 	void *ctx;
 };
 
-static int apply_plan(const struct inject_plan *plan, int forward, const struct patch_io *io,
+/* Undo what this call wrote so far (patches [0, upto) it changed). */
+static void roll_back(struct inject_plan *plan, size_t upto, int forward, const struct patch_io *io,
+		      const uint8_t *changed)
+{
+	for (size_t k = 0; k < upto; k++) {
+		struct inject_patch *q = &plan->v[k];
+		if (changed[k] && !io->write(io->ctx, q, forward ? q->old : q->new_))
+			q->applied = !forward;
+	}
+}
+
+static int apply_plan(struct inject_plan *plan, int forward, const struct patch_io *io,
 		      struct inject_apply_result *res, struct core_err *err)
 {
 	memset(res, 0, sizeof(*res));
+	/* Which patches this call changed, for an all-or-nothing roll back;
+	 * allocated with the plan: nothing may allocate while the world is
+	 * stopped (a parked thread may hold the allocator's lock). */
+	uint8_t small[64], *changed = plan->changed;
+	if (!changed && plan->n <= sizeof(small))
+		changed = small; /* a plan assembled by hand (tests) */
+	if (!changed)
+		return core_errf(err, OCOLOS_EINVAL, "patch plan without scratch (build it with "
+				 "inject_plan_build)");
+	memset(changed, 0, plan->n);
+	int rc = 0;
 	for (size_t i = 0; i < plan->n; i++) {
-		const struct inject_patch *p = &plan->v[i];
+		struct inject_patch *p = &plan->v[i];
+		/* Back: only what a forward switch wrote. Forward: not what a
+		 * thread could be inside of (entries, see entry.c). */
+		if (!forward && !p->applied)
+			continue;
+		if (forward && p->blocked) {
+			res->blocked++;
+			continue;
+		}
 		const uint8_t *from = forward ? p->old : p->new_, *to = forward ? p->new_ : p->old;
 		uint8_t cur[8];
 		if (io->read(io->ctx, p, cur) || memcmp(cur, from, p->len)) {
@@ -71,25 +101,23 @@ static int apply_plan(const struct inject_plan *plan, int forward, const struct 
 			continue;
 		}
 		if (io->write(io->ctx, p, to)) {
-			/* Put back what this call wrote: all or nothing. */
-			for (size_t k = 0; k < i; k++) {
-				const struct inject_patch *q = &plan->v[k];
-				uint8_t now[8];
-				if (!io->read(io->ctx, q, now) &&
-				    !memcmp(now, forward ? q->new_ : q->old, q->len))
-					io->write(io->ctx, q, forward ? q->old : q->new_);
-			}
-			return core_errf(err, OCOLOS_EPATCH, "writing %u bytes at 0x%llx failed; "
-					 "earlier patches were undone, the program runs its original code",
-					 p->len, (unsigned long long)p->addr);
+			roll_back(plan, i, forward, io, changed);
+			rc = core_errf(err, OCOLOS_EPATCH, "writing %u bytes at 0x%llx failed; "
+				       "earlier patches were undone, the program runs the code it ran before",
+				       p->len, (unsigned long long)p->addr);
+			break;
 		}
+		changed[i] = 1;
+		p->applied = (uint8_t)forward;
 		if (p->kind == INJECT_CALL_SITE)
 			res->call_sites++;
+		else if (p->kind == INJECT_ENTRY)
+			res->entries++;
 		else
 			res->ptr_slots++;
 	}
 	syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
-	return 0;
+	return rc;
 }
 
 /* ---- through /proc/PID/mem ---- */
@@ -104,10 +132,47 @@ static int mem_write(void *ctx, const struct inject_patch *p, const uint8_t *byt
 	return inject_mem_write(*(int *)ctx, p->addr, bytes, p->len);
 }
 
-int inject_apply(int memfd, const struct inject_plan *plan, int forward,
+int inject_apply(int memfd, struct inject_plan *plan, int forward,
 		 struct inject_apply_result *res, struct core_err *err)
 {
 	struct patch_io io = { mem_read, mem_write, &memfd };
+	return apply_plan(plan, forward, &io, res, err);
+}
+
+int inject_prefault(int memfd, const struct inject_plan *plan)
+{
+	/* The first write to a page of text through /proc/PID/mem copies it
+	 * (copy-on-write): thousands of those would be most of the pause.
+	 * Writing each page's patch bytes back unchanged before the stop does
+	 * the copying while the program runs; its threads keep executing the
+	 * same bytes, now on a private copy of the page. */
+	uint64_t last_page = UINT64_MAX;
+	for (size_t i = 0; i < plan->n; i++) {
+		const struct inject_patch *p = &plan->v[i];
+		uint64_t page = p->addr & ~4095ull;
+		if (page == last_page)
+			continue;
+		last_page = page;
+		uint8_t cur[8];
+		if (inject_mem_read(memfd, p->addr, cur, p->len) ||
+		    inject_mem_write(memfd, p->addr, cur, p->len))
+			return -1;
+	}
+	return 0;
+}
+
+/* In this process the bytes are readable in place: one system call per
+ * patch (the write) instead of two, which is most of the pause. */
+static int self_read(void *ctx, const struct inject_patch *p, uint8_t *buf)
+{
+	memcpy(buf, (const void *)(uintptr_t)p->addr, p->len);
+	return 0;
+}
+
+int inject_apply_self(int memfd, struct inject_plan *plan, int forward,
+		      struct inject_apply_result *res, struct core_err *err)
+{
+	struct patch_io io = { self_read, mem_write, &memfd };
 	return apply_plan(plan, forward, &io, res, err);
 }
 
@@ -246,7 +311,7 @@ static int local_write(void *ctx, const struct inject_patch *p, const uint8_t *b
 	return rc;
 }
 
-int inject_apply_local(const struct inject_plan *plan, const struct inject_prots *prots,
+int inject_apply_local(struct inject_plan *plan, const struct inject_prots *prots,
 		       int forward, struct inject_apply_result *res, struct core_err *err)
 {
 	struct patch_io io = { local_read, local_write, (void *)prots };

@@ -65,16 +65,19 @@ int inject_mem_read(int fd, uint64_t addr, void *buf, size_t len);
 
 struct inject_patch {
 	uint64_t addr;	   /* run-time address of the bytes */
-	uint8_t len;	   /* 4 (rel32) or 8 (pointer) */
-	uint8_t kind;	   /* INJECT_CALL_SITE or INJECT_PTR_SLOT */
+	uint8_t len;	   /* 4 (rel32), 5 (entry jmp) or 8 (pointer) */
+	uint8_t kind;	   /* INJECT_CALL_SITE, INJECT_PTR_SLOT or INJECT_ENTRY */
 	uint8_t old[8];	   /* bytes expected there now (C0) */
 	uint8_t new_[8];   /* bytes that redirect to C1 */
+	uint8_t applied;   /* in place since the last forward switch */
+	uint8_t blocked;   /* entry a thread could resume inside: not written now */
 };
-enum { INJECT_CALL_SITE = 1, INJECT_PTR_SLOT = 2 };
+enum { INJECT_CALL_SITE = 1, INJECT_PTR_SLOT = 2, INJECT_ENTRY = 3 };
 
 struct inject_plan {
 	struct inject_patch *v; size_t n, cap;
-	uint32_t call_sites, ptr_slots;	    /* planned, by kind */
+	uint32_t call_sites, ptr_slots, entries; /* planned, by kind */
+	uint8_t *changed;		    /* n bytes of scratch for inject_apply */
 	uint32_t skipped_writable;	    /* slots left alone (see plan.c) */
 	/* AArch64: veneers for call sites out of BL reach of C1, to be
 	 * written at run-time address `island` before the stop (malloc'ed,
@@ -139,6 +142,9 @@ struct inject_stop; /* opaque: lives for one stop */
  * stays parked. */
 int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 		     uint32_t *threads, struct core_err *err);
+/* Where each parked thread was stopped (PC, SP); valid until resume. */
+struct inject_thread_state;
+const struct inject_thread_state *inject_stop_states(const struct inject_stop *s, size_t *n);
 /* Let every parked thread run again; `released_ns` (may be NULL) gets the
  * time they were woken, before this waits for them to leave the handler. */
 void inject_resume_self(struct inject_stop *s, uint64_t *released_ns);
@@ -146,15 +152,48 @@ void inject_resume_self(struct inject_stop *s, uint64_t *released_ns);
 /* ---- applying a plan (apply.c) ---- */
 
 struct inject_apply_result {
-	uint32_t call_sites, ptr_slots;	 /* written */
+	uint32_t call_sites, ptr_slots, entries; /* written */
+	uint32_t blocked;		 /* entries a thread might resume inside */
 	uint32_t mismatched;		 /* skipped: memory differed from plan */
 };
 
 /* Forward: write `new_` where `old` is in memory; backward (a revert):
  * write `old` where `new_` is. All threads must be stopped. Then make the
  * change visible to every core. */
-int inject_apply(int memfd, const struct inject_plan *plan, int forward,
+int inject_apply(int memfd, struct inject_plan *plan, int forward,
 		 struct inject_apply_result *res, struct core_err *err);
+/* Before a stop: make the copy-on-write copies of the pages the plan
+ * writes, by writing their bytes back unchanged (see apply.c). */
+int inject_prefault(int memfd, const struct inject_plan *plan);
+/* The same in this process: bytes compared in place, written via memfd. */
+int inject_apply_self(int memfd, struct inject_plan *plan, int forward,
+		      struct inject_apply_result *res, struct core_err *err);
+/* ---- entry patches: who could resume inside them (entry.c) ---- */
+
+/* Where a stopped thread is: its PC and stack pointer. */
+struct inject_thread_state {
+	uint64_t pc, sp;
+};
+/* Reads up to `max` 8-byte words of a stopped thread's stack from `sp`
+ * upwards (to the end of the stack's mapping); returns how many, 0 if the
+ * stack cannot be read (then nothing may be patched). */
+typedef size_t (*inject_stack_reader)(void *ctx, uint64_t sp, uint64_t *words, size_t max);
+
+#define INJECT_STACK_WORDS (64 * 1024) /* 512 KiB of stack per thread */
+
+/* Before writing a plan forward: mark `blocked` every entry patch whose
+ * bytes past the first hold a thread's PC, or whose span contains any word
+ * on a thread's stack (a saved PC in a signal frame, conservatively). No
+ * allocation: `scratch` has INJECT_STACK_WORDS words. */
+void inject_entries_check(struct inject_plan *plan, const struct inject_thread_state *ts,
+			  size_t nts, inject_stack_reader read, void *ctx, uint64_t *scratch);
+
+/* An inject_stack_reader body: the words from `sp` to the end of its
+ * mapping in `m` (a snapshot taken before the stop), read directly
+ * (memfd < 0: this process) or through /proc/PID/mem. */
+size_t inject_stack_words(const struct procmaps *m, int memfd, uint64_t sp, uint64_t *words,
+			  size_t max);
+
 /* Register this process for membarrier SYNC_CORE, once, before a stop
  * (registration may be slow; the barrier in inject_apply is not). */
 int inject_sync_core_register(void);
@@ -174,7 +213,7 @@ struct inject_prots {
 int inject_prot_collect(const struct inject_plan *plan, struct inject_prots *out,
 			struct core_err *err);
 void inject_prots_free(struct inject_prots *p);
-int inject_apply_local(const struct inject_plan *plan, const struct inject_prots *prots,
+int inject_apply_local(struct inject_plan *plan, const struct inject_prots *prots,
 		       int forward, struct inject_apply_result *res, struct core_err *err);
 
 /* Make code written at [lo, hi) visible to instruction fetch on every core

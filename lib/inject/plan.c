@@ -8,6 +8,13 @@
  *              call/jmp, AArch64 the whole BL/B word;
  *              pointer slots in read-only-after-startup data (v-tables,
  *              const tables: .data.rel.ro, .rodata).
+ *              function entries (x86-64): the first 5 bytes of a moved
+ *              function become `jmp <its C1 copy>`, so whatever still
+ *              enters C0 — calls through function pointers held anywhere,
+ *              writable tables, sites we could not patch — runs C1. Only
+ *              where that is provably safe (elf_func.entry_ok, and checked
+ *              against every thread at the stop, see entry.c), and only
+ *              for functions whose first bytes hold no call site we patch.
  * Left alone:  slots in writable data: the program may have stored its own
  *              value there or compare it with `&func` (which still yields
  *              C0), so they keep pointing at C0, which stays valid;
@@ -156,6 +163,42 @@ static int plan_sites_x86(const struct elf_binary *b, const struct bolt_output *
 	return 0;
 }
 
+/* Does a call site patch touch [addr, addr + 5)? (sites are sorted) */
+static int site_in_entry(const struct elf_binary *b, uint64_t addr)
+{
+	size_t lo = 0, hi = b->nsites;
+	while (lo < hi) { /* first site > addr - 5 */
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->sites[mid].site + RELOC_X86_BRANCH_LEN <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < b->nsites && b->sites[lo].site < addr + RELOC_X86_BRANCH_LEN;
+}
+
+/* x86-64 entries: `jmp rel32` to C1 over the first 5 bytes. */
+static int plan_entries_x86(const struct elf_binary *b, const struct bolt_output *o, uint64_t bias,
+			    struct inject_plan *plan, struct core_err *err)
+{
+	for (size_t i = 0; i < b->nfuncs; i++) {
+		const struct elf_func *f = &b->funcs[i];
+		uint64_t c1 = o->c1_addr[i];
+		if (!c1 || !f->entry_ok || f->size < RELOC_X86_BRANCH_LEN || site_in_entry(b, f->addr))
+			continue;
+		struct inject_patch p = { .addr = bias + f->addr, .len = RELOC_X86_BRANCH_LEN,
+			.kind = INJECT_ENTRY, .new_ = { 0xe9 } };
+		struct core_err ignore = { 0 };
+		if (elf_read_vaddr(b, f->addr, p.old, RELOC_X86_BRANCH_LEN, &ignore) ||
+		    reloc_x86_encode_rel32(bias + f->addr, bias + c1, p.new_ + 1))
+			continue;
+		if (push(plan, &p))
+			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+		plan->entries++;
+	}
+	return 0;
+}
+
 int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
 		      uint64_t bias, struct inject_plan *plan, struct core_err *err)
 {
@@ -173,6 +216,8 @@ int inject_plan_build_island(const struct elf_binary *b, const struct bolt_outpu
 		rc = plan_sites_a64(b, o, bias, plan, err);
 	} else {
 		rc = plan_sites_x86(b, o, bias, plan, err);
+		if (!rc)
+			rc = plan_entries_x86(b, o, bias, plan, err);
 	}
 	if (rc)
 		return rc;
@@ -193,12 +238,15 @@ int inject_plan_build_island(const struct elf_binary *b, const struct bolt_outpu
 			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 		plan->ptr_slots++;
 	}
+	if (!(plan->changed = calloc(plan->n + 1, 1)))
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	return 0;
 }
 
 void inject_plan_free(struct inject_plan *plan)
 {
 	free(plan->v);
+	free(plan->changed);
 	free(plan->island_code);
 	memset(plan, 0, sizeof(*plan));
 }

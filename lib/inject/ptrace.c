@@ -274,7 +274,28 @@ int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t fn, uint64_
 	(void)pt; (void)memfd; (void)fn; (void)arg; (void)trap; (void)timeout_ms; (void)ret;
 	return PTRACE_X86_ONLY(err);
 }
+
+size_t inject_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
+			    size_t max)
+{
+	(void)pt; (void)out; (void)max;
+	return 0; /* nothing known: no entry may be patched */
+}
 #else
+size_t inject_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
+			    size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < pt->n && n < max; i++) {
+		struct user_regs_struct r;
+		if (!pt->t[i].stopped || pt->t[i].gone ||
+		    ptrace(PTRACE_GETREGS, pt->t[i].tid, 0, &r) != 0)
+			continue;
+		out[n++] = (struct inject_thread_state){ r.rip, r.rsp };
+	}
+	return n;
+}
+
 /* First stopped, live thread. */
 static struct inject_ptrace_thread *worker(struct inject_ptrace *pt)
 {

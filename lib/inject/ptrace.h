@@ -37,6 +37,10 @@ int inject_ptrace_syscall(struct inject_ptrace *pt, uint64_t gadget, long nr,
  * the target. OCOLOS_ETIMEDOUT if it does not return in time. */
 int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t fn, uint64_t arg,
 		       uint64_t trap, uint32_t timeout_ms, uint64_t *ret, struct core_err *err);
+/* PC and SP of every stopped thread (at most `max`); returns how many. */
+size_t inject_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
+			    size_t max);
+
 /* Load libunwind-ptrace now (dlopen; slow the first time): do it before a
  * stop. 0, or -1 if it is not installed. */
 int inject_stacks_load(void);

@@ -24,6 +24,7 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
+#include <ucontext.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ struct inject_stop {
 	pid_t *tids;		  /* signalled threads */
 	_Atomic int *parked;	  /* per tids[i]: 1 once in the handler */
 	_Atomic int *gone;	  /* per tids[i]: 1 if it exited before parking */
+	struct inject_thread_state *state; /* per tids[i]: where it was stopped */
 	size_t n, cap;
 	_Atomic uint32_t release; /* futex word: 1 = resume */
 	_Atomic int inside;	  /* threads currently in the handler */
@@ -67,9 +69,18 @@ static void park_handler(int sig, siginfo_t *si, void *uc)
 	}
 	atomic_fetch_add(&s->inside, 1);
 	pid_t me = (pid_t)syscall(SYS_gettid);
+	const ucontext_t *ctx = uc;
 	for (size_t i = 0; i < s->n; i++)
-		if (s->tids[i] == me)
-			atomic_store(&s->parked[i], 1);
+		if (s->tids[i] == me) {
+#if defined(__x86_64__)
+			s->state[i].pc = (uint64_t)ctx->uc_mcontext.gregs[REG_RIP];
+			s->state[i].sp = (uint64_t)ctx->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+			s->state[i].pc = ctx->uc_mcontext.pc;
+			s->state[i].sp = ctx->uc_mcontext.sp;
+#endif
+			atomic_store(&s->parked[i], 1); /* publishes the state too */
+		}
 	atomic_fetch_add(&s->arrivals, 1);
 	syscall(SYS_futex, &s->arrivals, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	while (!atomic_load(&s->release))
@@ -172,6 +183,7 @@ static int all_parked(struct inject_stop *s)
 static void stop_free(struct inject_stop *s)
 {
 	free(s->tids);
+	free(s->state);
 	free((void *)s->parked);
 	free((void *)s->gone);
 	free(s);
@@ -190,7 +202,8 @@ int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 	s->tids = calloc(s->cap, sizeof(*s->tids));
 	s->parked = calloc(s->cap, sizeof(*s->parked));
 	s->gone = calloc(s->cap, sizeof(*s->gone));
-	if (!s->tids || !s->parked || !s->gone) {
+	s->state = calloc(s->cap, sizeof(*s->state));
+	if (!s->tids || !s->parked || !s->gone || !s->state) {
 		stop_free(s);
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
@@ -241,6 +254,12 @@ int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 	*threads = parked;
 	*out = s;
 	return 0;
+}
+
+const struct inject_thread_state *inject_stop_states(const struct inject_stop *s, size_t *n)
+{
+	*n = s->n; /* entries of threads that never parked are zero: harmless */
+	return s->state;
 }
 
 void inject_resume_self(struct inject_stop *s, uint64_t *released_ns)

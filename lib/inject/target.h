@@ -36,7 +36,7 @@ struct target_ops {
 			       uint64_t *used, uint64_t *handle, struct core_err *err);
 	void (*unregister_unwind)(struct target *t, uint64_t handle);
 	/* Stop every thread, write `plan` forward or backward, resume. */
-	int (*switch_plan)(struct target *t, const struct inject_plan *plan, int forward,
+	int (*switch_plan)(struct target *t, struct inject_plan *plan, int forward,
 			   uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
 			   struct core_err *err);
 };
@@ -61,6 +61,16 @@ struct target {
 /* Open a target for `pid` (getpid(): in-process). Fills *t. */
 int target_open(struct target *t, pid_t pid, const struct core_log *log, struct core_err *err);
 void target_close(struct target *t);
+
+/* Entry patches (inject/entry.c) at a forward switch, for both targets:
+ * prepare before the stop (allocates), check while stopped, release after. */
+struct stack_snapshot;
+struct inject_thread_state;
+int target_prepare_entries(struct target *t, const struct inject_plan *plan, int forward,
+			   struct stack_snapshot **ss, uint64_t **scratch, struct core_err *err);
+void target_check_entries(struct inject_plan *plan, const struct inject_thread_state *ts, size_t n,
+			  struct stack_snapshot *ss, uint64_t *scratch);
+void target_release_entries(struct stack_snapshot *ss, uint64_t *scratch);
 
 extern const struct target_ops target_self_ops;
 extern const struct target_ops target_ptrace_ops;

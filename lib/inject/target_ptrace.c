@@ -229,20 +229,37 @@ static void ptrace_unregister_unwind(struct target *t, uint64_t handle)
 		remote_call(t, dereg, handle + PAGE, handle, &ignore);
 }
 
-static int ptrace_switch(struct target *t, const struct inject_plan *plan, int forward,
+static int ptrace_switch(struct target *t, struct inject_plan *plan, int forward,
 			 uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
 			 struct core_err *err)
 {
 	struct inject_ptrace *pt;
 	if (t->moved)
 		inject_stacks_load(); /* not inside the pause */
-	uint64_t t0 = core_now_ns(), t1;
-	int rc = inject_ptrace_stop(t->pid, 1, t->stop_timeout_ms, &pt, err);
+	struct stack_snapshot *ss = NULL;
+	uint64_t *scratch = NULL;
+	int rc = target_prepare_entries(t, plan, forward, &ss, &scratch, err);
 	if (rc)
 		return rc;
+	inject_prefault(t->memfd, plan);
+	uint64_t t0 = core_now_ns(), t1;
+	rc = inject_ptrace_stop(t->pid, 1, t->stop_timeout_ms, &pt, err);
+	if (rc) {
+		target_release_entries(ss, scratch);
+		return rc;
+	}
 	*threads = 0;
 	for (size_t i = 0; i < pt->n; i++)
 		*threads += pt->t[i].stopped && !pt->t[i].gone;
+	if (ss) {
+		struct inject_thread_state ts[1024];
+		size_t nts = inject_ptrace_states(pt, ts, sizeof(ts) / sizeof(ts[0]));
+		if (nts < *threads)
+			for (size_t i = 0; i < plan->n; i++) /* too many threads to check */
+				plan->v[i].blocked = plan->v[i].kind == INJECT_ENTRY;
+		else
+			target_check_entries(plan, ts, nts, ss, scratch);
+	}
 	rc = inject_apply(t->memfd, plan, forward, res, err);
 	if (!rc && t->moved) {
 		/* Counted while stopped, so part of the pause (reported apart). */
@@ -253,6 +270,7 @@ static int ptrace_switch(struct target *t, const struct inject_plan *plan, int f
 	}
 	inject_ptrace_resume(pt, &t1);
 	*pause_ns = t1 - t0;
+	target_release_entries(ss, scratch);
 	return rc;
 }
 

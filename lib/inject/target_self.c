@@ -4,6 +4,7 @@
  * directly, and a stop-the-world by signals (stop_self.c).
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -53,7 +54,55 @@ static void self_unregister_unwind(struct target *t, uint64_t handle)
 	inject_unwind_deregister((void *)(uintptr_t)handle);
 }
 
-static int self_switch(struct target *t, const struct inject_plan *plan, int forward,
+struct stack_snapshot {
+	struct procmaps maps;
+	int memfd;
+};
+
+static size_t read_stack(void *ctx, uint64_t sp, uint64_t *words, size_t max)
+{
+	const struct stack_snapshot *ss = ctx;
+	return inject_stack_words(&ss->maps, ss->memfd, sp, words, max);
+}
+
+/* Before a forward switch with entry patches: what the check needs, taken
+ * now because nothing may allocate once the world is stopped. */
+int target_prepare_entries(struct target *t, const struct inject_plan *plan, int forward,
+			   struct stack_snapshot **out, uint64_t **scratch, struct core_err *err)
+{
+	*out = NULL;
+	*scratch = NULL;
+	if (!forward || !plan->entries)
+		return 0;
+	struct stack_snapshot *ss = calloc(1, sizeof(*ss));
+	*scratch = malloc(INJECT_STACK_WORDS * sizeof(**scratch));
+	if (!ss || !*scratch || procmaps_read(t->pid, &ss->maps, err)) {
+		free(ss);
+		free(*scratch);
+		*scratch = NULL;
+		return err && err->code ? err->code : core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	ss->memfd = t->ops == &target_self_ops ? -1 : t->memfd;
+	*out = ss;
+	return 0;
+}
+
+void target_check_entries(struct inject_plan *plan, const struct inject_thread_state *ts, size_t n,
+			  struct stack_snapshot *ss, uint64_t *scratch)
+{
+	if (ss)
+		inject_entries_check(plan, ts, n, read_stack, ss, scratch);
+}
+
+void target_release_entries(struct stack_snapshot *ss, uint64_t *scratch)
+{
+	if (ss)
+		procmaps_free(&ss->maps);
+	free(ss);
+	free(scratch);
+}
+
+static int self_switch(struct target *t, struct inject_plan *plan, int forward,
 		       uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
 		       struct core_err *err)
 {
@@ -69,17 +118,29 @@ static int self_switch(struct target *t, const struct inject_plan *plan, int for
 	if (rc)
 		return rc;
 #endif
+	struct stack_snapshot *ss = NULL;
+	uint64_t *scratch = NULL;
+	rc = target_prepare_entries(t, plan, forward, &ss, &scratch, err);
+	if (rc)
+		return rc;
+#if !defined(__aarch64__)
+	inject_prefault(t->memfd, plan);
+#endif
 	uint64_t t0 = core_now_ns(), t1;
 	rc = inject_stop_self(t->stop_signal, t->stop_timeout_ms, &stop, threads, err);
 	if (!rc) {
+		size_t nts;
+		const struct inject_thread_state *ts = inject_stop_states(stop, &nts);
+		target_check_entries(plan, ts, nts, ss, scratch);
 #if defined(__aarch64__)
 		rc = inject_apply_local(plan, &prots, forward, res, err);
 #else
-		rc = inject_apply(t->memfd, plan, forward, res, err);
+		rc = inject_apply_self(t->memfd, plan, forward, res, err);
 #endif
 		inject_resume_self(stop, &t1);
 		*pause_ns = t1 - t0; /* the pause ends when the parked threads are woken */
 	}
+	target_release_entries(ss, scratch);
 #if defined(__aarch64__)
 	inject_prots_free(&prots);
 #endif

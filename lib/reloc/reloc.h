@@ -28,8 +28,25 @@ int reloc_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2);
  * that does not decode (padding or data), returning its offset; returns
  * `len` when the whole function decoded. */
 typedef int (*reloc_branch_fn)(uint64_t site, uint8_t opcode, uint64_t target, void *user);
+
+/* What a sweep learns about a function's entry, for redirecting it with a
+ * `jmp rel32` written over its first 5 bytes (see inject/plan.c). */
+struct reloc_entry_info {
+	int call_in_entry;   /* a call ends inside the first 5 bytes: a return
+			      * address could point into them */
+	int indirect_jump;   /* a jmp through a register/memory (a jump table
+			      * might target any offset) */
+	int decoded_entry;   /* the first 5 bytes decoded as instructions */
+	/* Called with the target of every direct jump, branch or call that is
+	 * not at a function start, to find jumps into other entries. */
+	void (*on_target)(uint64_t target, void *user);
+};
 size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
 			       reloc_branch_fn fn, void *user);
+/* The same sweep, also filling `info` (may be NULL) and reporting every
+ * direct branch target through info->on_target. */
+size_t reloc_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, struct reloc_entry_info *info, void *user);
 
 /* ---- AArch64 (aarch64.c) ---- */
 

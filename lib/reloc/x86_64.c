@@ -37,15 +37,26 @@ int reloc_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
 #ifndef OCOLOS_HAVE_ZYDIS
 /* A build for another host (AArch64) has no x86 decoder: x86-64 binaries
  * are not optimized there, so nothing is decoded. */
-size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, void *user)
+size_t reloc_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, struct reloc_entry_info *info, void *user)
 {
 	(void)code; (void)len; (void)addr; (void)fn; (void)user;
+	if (info)
+		info->indirect_jump = 1; /* nothing known: never patch an entry */
 	return 0;
 }
 #else
-size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, void *user)
+/* Relative branch target of a decoded instruction, if it has one. */
+static int rel_target(const ZydisDecodedInstruction *insn, uint64_t at, uint64_t *target)
+{
+	if (!(insn->attributes & ZYDIS_ATTRIB_IS_RELATIVE) || !insn->raw.imm[0].is_relative)
+		return 0;
+	*target = at + insn->length + (uint64_t)insn->raw.imm[0].value.s;
+	return 1;
+}
+
+size_t reloc_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, struct reloc_entry_info *info, void *user)
 {
 	ZydisDecoder dec;
 	ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
@@ -54,16 +65,33 @@ size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
 		ZydisDecodedInstruction insn;
 		if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&dec, NULL, code + off, len - off, &insn)))
 			break;
+		uint64_t at = addr + off, target;
+		int is_call = insn.meta.category == ZYDIS_CATEGORY_CALL;
+		if (info) {
+			if (is_call && off + insn.length < RELOC_X86_BRANCH_LEN)
+				info->call_in_entry = 1;
+			if (insn.meta.category == ZYDIS_CATEGORY_UNCOND_BR &&
+			    !(insn.attributes & ZYDIS_ATTRIB_IS_RELATIVE))
+				info->indirect_jump = 1;
+			if (info->on_target && rel_target(&insn, at, &target))
+				info->on_target(target, user);
+		}
 		/* Plain e8/e9 only: a prefixed form (e.g. bnd jmp, f2 e9) has its
 		 * rel32 elsewhere and is not redirected. */
-		if (insn.length == RELOC_X86_BRANCH_LEN && insn.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT &&
-		    (insn.opcode == 0xe8 || insn.opcode == 0xe9) && code[off] == insn.opcode) {
-			uint64_t site = addr + off;
-			if (fn(site, insn.opcode, reloc_x86_branch_target(site, code + off), user))
-				return off;
-		}
+		if (fn && insn.length == RELOC_X86_BRANCH_LEN && insn.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT &&
+		    (insn.opcode == 0xe8 || insn.opcode == 0xe9) && code[off] == insn.opcode &&
+		    fn(at, insn.opcode, reloc_x86_branch_target(at, code + off), user))
+			return off;
 		off += insn.length;
 	}
+	if (info)
+		info->decoded_entry = off >= RELOC_X86_BRANCH_LEN;
 	return off;
 }
 #endif
+
+size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, void *user)
+{
+	return reloc_x86_scan_function(code, len, addr, fn, NULL, user);
+}

@@ -69,6 +69,17 @@ static void check_model(const char *path)
 	expect(ro == 3, "%zu read-only slots to fixture functions, want 3 (fx_table)", ro);
 	expect(rw == 1, "%zu writable slots, want 1 (fx_hook)", rw);
 	expect(b->build_id_len == 20, "build-id length %zu", b->build_id_len);
+
+	/* Entry-patch rules: a loop back into the first bytes, a call there
+	 * and an indirect jump each forbid it; plain code allows it. */
+	static const struct { const char *name; int ok; } entries[] = {
+		{ "fx_entry_loop", 0 }, { "fx_entry_call", 0 }, { "fx_entry_ind", 0 }, { "fx_entry_ok", 1 },
+	};
+	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
+		long f = func_named(b, entries[i].name);
+		expect(f >= 0 && b->funcs[f].entry_ok == entries[i].ok, "%s: entry_ok %d, want %d",
+		       entries[i].name, f >= 0 ? b->funcs[f].entry_ok : -1, entries[i].ok);
+	}
 	expect(elf_func_containing(b, b->funcs[hot].addr + 1) == hot, "containing lookup");
 	elf_binary_close(b);
 }

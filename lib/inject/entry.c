@@ -1,0 +1,94 @@
+/*
+ * The stop-time half of entry patching (the static half is elf_func.entry_ok):
+ * an entry patch overwrites a moved function's first 5 bytes with a jmp to
+ * its C1 copy. Safe only if no thread can ever resume at an address inside
+ * those bytes (past the first) — it would execute half an instruction.
+ *
+ * A stopped thread resumes at its PC, and later at PCs saved on its stack:
+ * return addresses (impossible inside an entry: entry_ok excludes calls
+ * there) and the interrupted PC of each signal frame (a thread that was
+ * inside a signal handler when stopped returns to it via sigreturn). So a
+ * patch is blocked for this switch when a thread's PC lies in its span past
+ * the first byte, or when any 8-byte word of a thread's stack, from its SP to
+ * the end of the stack's mapping, does — conservatively: a word that merely
+ * looks like such an address costs one entry, never correctness. An entry
+ * whose span holds a thread's PC at its first byte is fine: the thread then
+ * executes the whole jmp.
+ *
+ * Runs while the world is stopped: no allocation, the caller passes scratch.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "inject/inject.h"
+#include "reloc/reloc.h"
+
+/* Blocks the entry patch containing `a` past its first byte, if any.
+ * Entries are few compared with stack words; they sit in address order in
+ * the plan (functions are planned in address order), so a binary search
+ * over the plan's entry run finds it. */
+static void block_containing(struct inject_patch *e, size_t n, uint64_t a)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) { /* first entry with addr >= a */
+		size_t mid = lo + (hi - lo) / 2;
+		if (e[mid].addr < a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo > 0 && a > e[lo - 1].addr && a < e[lo - 1].addr + e[lo - 1].len)
+		e[lo - 1].blocked = 1;
+}
+
+void inject_entries_check(struct inject_plan *plan, const struct inject_thread_state *ts,
+			  size_t nts, inject_stack_reader read, void *ctx, uint64_t *scratch)
+{
+	/* The entries are one contiguous run of the plan (plan.c adds them
+	 * together, in function order). */
+	size_t first = plan->n, n = 0;
+	for (size_t i = 0; i < plan->n; i++)
+		if (plan->v[i].kind == INJECT_ENTRY) {
+			if (first == plan->n)
+				first = i;
+			n++;
+		}
+	if (!n)
+		return;
+	struct inject_patch *e = plan->v + first;
+	for (size_t i = 0; i < n; i++)
+		e[i].blocked = 0;
+	for (size_t t = 0; t < nts; t++) {
+		block_containing(e, n, ts[t].pc);
+		size_t words = read(ctx, ts[t].sp, scratch, INJECT_STACK_WORDS);
+		if (!words && ts[t].sp) {
+			for (size_t i = 0; i < n; i++) /* an unreadable stack: patch nothing */
+				e[i].blocked = 1;
+			return;
+		}
+		for (size_t w = 0; w < words; w++)
+			block_containing(e, n, scratch[w]);
+	}
+}
+
+size_t inject_stack_words(const struct procmaps *m, int memfd, uint64_t sp, uint64_t *words,
+			  size_t max)
+{
+	sp &= ~7ull;
+	for (size_t i = 0; i < m->n; i++) {
+		const struct procmaps_entry *e = &m->v[i];
+		if (sp < e->start || sp >= e->end)
+			continue;
+		if (e->perms[0] != 'r')
+			return 0;
+		size_t n = (size_t)((e->end - sp) / 8);
+		if (n > max)
+			n = max;
+		if (memfd < 0) {
+			memcpy(words, (const void *)(uintptr_t)sp, n * 8);
+			return n;
+		}
+		return inject_mem_read(memfd, sp, words, n * 8) ? 0 : n;
+	}
+	return 0; /* a stack we do not know (a mapping made after the snapshot) */
+}

@@ -183,9 +183,9 @@ struct ocolos_switch_stats {
 	uint32_t call_sites;	 /* call sites rewritten */
 	uint32_t pointer_slots;	 /* pointer slots rewritten */
 	uint32_t mismatched;	 /* skipped: memory held something unexpected */
-	uint32_t entries;	 /* function entries rewritten (see ocolos_stats) */
 	uint32_t threads_stopped;
 	uint64_t pause_ns;	 /* stop-the-world duration */
+	uint32_t entries;	 /* function entries rewritten (see ocolos_stats) */
 };
 
 /*

@@ -26,6 +26,34 @@
 #define HEAP_ROOM (256ull << 20)
 #define ALIGN (2ull << 20)
 
+/* Reserve `size` bytes in the target within [lo, hi), nearest `near`:
+ * 0 (done), 1 (no free range), or an OCOLOS_E* code. A gap mapped by
+ * someone else between looking and mapping is looked for again. */
+static int reserve_in(struct target *t, uint64_t size, uint64_t align, uint64_t lo,
+		      uint64_t hi, uint64_t near, struct inject_reservation *r,
+		      struct core_err *err)
+{
+	for (int attempt = 0; attempt < 4; attempt++) {
+		struct procmaps m = { 0 };
+		int rc = procmaps_read(t->pid, &m, err);
+		if (rc)
+			return rc;
+		uint64_t a = procmaps_find_free(&m, size, align, lo, hi, near);
+		procmaps_free(&m);
+		if (!a)
+			return 1;
+		rc = t->ops->reserve_at(t, a, size, err);
+		if (rc == 0) {
+			r->addr = a;
+			r->size = size;
+			return 0;
+		}
+		if (rc < 0)
+			return rc;
+	}
+	return 1;
+}
+
 int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, uint64_t size,
 		   struct inject_reservation *r, struct core_err *err)
 {
@@ -39,25 +67,9 @@ int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, 
 				 "2 GiB of it", (unsigned long long)(size >> 20));
 	uint64_t slack = hi - lo - size;
 	uint64_t near = lo + (slack / 2 < HEAP_ROOM ? slack / 2 : HEAP_ROOM);
-	for (int attempt = 0; attempt < 4; attempt++) {
-		struct procmaps m = { 0 };
-		int rc = procmaps_read(t->pid, &m, err);
-		if (rc)
-			return rc;
-		uint64_t a = procmaps_find_free(&m, size, ALIGN, lo, hi, near);
-		procmaps_free(&m);
-		if (!a)
-			break;
-		rc = t->ops->reserve_at(t, a, size, err);
-		if (rc == 0) {
-			r->addr = a;
-			r->size = size;
-			return 0;
-		}
-		if (rc < 0)
-			return rc;
-		/* someone mapped the gap meanwhile: look again */
-	}
+	int rc = reserve_in(t, size, ALIGN, lo, hi, near, r, err);
+	if (rc <= 0)
+		return rc;
 	return core_errf(err, OCOLOS_ERESERVE,
 			 "no free %llu MiB range within 2 GiB above the binary (0x%llx-0x%llx); "
 			 "the address space near the program is full",
@@ -81,24 +93,9 @@ int inject_reserve_island(struct target *t, const struct elf_binary *b, uint64_t
 	uint64_t reach = RELOC_A64_BRANCH_REACH - page;
 	uint64_t lo = thi > reach ? thi - reach : page;
 	uint64_t hi = tlo + reach;
-	for (int attempt = 0; attempt < 4 && thi > tlo; attempt++) {
-		struct procmaps m = { 0 };
-		int rc = procmaps_read(t->pid, &m, err);
-		if (rc)
-			return rc;
-		uint64_t a = procmaps_find_free(&m, size, page, lo, hi, tlo);
-		procmaps_free(&m);
-		if (!a)
-			break;
-		rc = t->ops->reserve_at(t, a, size, err);
-		if (rc == 0) {
-			r->addr = a;
-			r->size = size;
-			return 0;
-		}
-		if (rc < 0)
-			return rc;
-	}
+	int rc = thi > tlo ? reserve_in(t, size, page, lo, hi, tlo, r, err) : 1;
+	if (rc <= 0)
+		return rc;
 	return core_errf(err, OCOLOS_ERESERVE,
 			 "C1 is out of BL reach of the code and there is no free %llu KiB within "
 			 "128 MiB of it for veneers (0x%llx-0x%llx)", (unsigned long long)(size >> 10),

@@ -141,6 +141,7 @@ struct online {
 	double after;
 	uint32_t profile_ms, sample_hz;
 	int keep;
+	int edges;		      /* --ocolos-edges (enum ocolos_edges) */
 	const char *bolt;	      /* --ocolos-bolt */
 	const char *bolt_args[17];    /* --ocolos-bolt-arg, NULL-ended */
 	int ab_pairs;		      /* --ab-pairs */
@@ -265,9 +266,9 @@ static void *online_main(void *p)
 	long rss0 = rss_kb();
 	double t_start = now_s();
 	if (o->profile_ms || o->sample_hz || o->keep || o->bolt ||
-	    o->bolt_args[0]) {
+	    o->bolt_args[0] || o->edges) {
 		OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = o->profile_ms,
-			    .sample_hz = o->sample_hz,
+			    .sample_hz = o->sample_hz, .edges = o->edges,
 			    .keep_work_dir = o->keep, .bolt_path = o->bolt,
 			    .bolt_extra_args = o->bolt_args[0] ? o->bolt_args
 							       : NULL);
@@ -312,7 +313,7 @@ static void usage(const char *argv0)
 		"usage: %s [--duration SEC] [--threads N] [--interval SEC]\n"
 		"          [--depth D] [--ops N] [--check N]\n"
 		"          [--online-after SEC [--ocolos-profile-ms MS]\n"
-		"           [--ocolos-hz HZ] [--ocolos-keep]]\n"
+		"           [--ocolos-hz HZ] [--ocolos-edges 1|2] [--ocolos-keep]]\n"
 		"  --duration SEC      run time (default 10)\n"
 		"  --threads N         worker threads (default 2)\n"
 		"  --interval SEC      reporting interval (default 1)\n"
@@ -341,6 +342,7 @@ int main(int argc, char **argv)
 	long nthreads = 2, check_ops = 2000;
 	uint64_t fixed_ops = 0;
 	uint32_t profile_ms = 0, sample_hz = 0;
+	int edges = 0;
 	int keep = 0, ab_pairs = 0, nbolt_args = 0;
 	double ab_secs = 2;
 	const char *bolt = NULL, *bolt_args[17] = { NULL };
@@ -378,6 +380,8 @@ int main(int argc, char **argv)
 			profile_ms = (uint32_t)atol(v);
 		else if (!strcmp(a, "--ocolos-hz"))
 			sample_hz = (uint32_t)atol(v);
+		else if (!strcmp(a, "--ocolos-edges"))
+			edges = atoi(v); /* 1 hybrid (default), 2 BOLT's own inference */
 		else if (!strcmp(a, "--ocolos-bolt"))
 			bolt = v;
 		else if (!strcmp(a, "--ocolos-bolt-arg") && nbolt_args < 16)
@@ -431,7 +435,7 @@ int main(int argc, char **argv)
 	}
 #ifdef WITH_OCOLOS
 	struct online on = { .after = online_after, .profile_ms = profile_ms,
-			     .sample_hz = sample_hz, .keep = keep, .bolt = bolt,
+			     .sample_hz = sample_hz, .edges = edges, .keep = keep, .bolt = bolt,
 			     .ab_pairs = ab_pairs, .ab_secs = ab_secs };
 	memcpy(on.bolt_args, bolt_args, sizeof(bolt_args));
 	if (online_after < 0)
@@ -444,6 +448,7 @@ int main(int argc, char **argv)
 #else
 	(void)profile_ms;
 	(void)sample_hz;
+	(void)edges;
 	(void)keep;
 	(void)bolt;
 	(void)bolt_args;

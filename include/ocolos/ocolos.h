@@ -104,10 +104,23 @@ enum ocolos_sampler {
 	OCOLOS_SAMPLER_SIGPROF = 3,
 };
 
+/* How IP samples (perf-ip, sigprof) become the edge counts BOLT lays out
+ * blocks with. Branch stacks (perf-lbr) carry edges and ignore this. */
+enum ocolos_edges {
+	OCOLOS_EDGES_AUTO = 0,	 /* OCOLOS_EDGES_HYBRID */
+	/* The library's CFGs, the AOBO hybrid estimator and inference of
+	 * blocks that must have run, handed to BOLT as branch records. */
+	OCOLOS_EDGES_HYBRID = 1,
+	/* Bare samples; BOLT infers edges itself (perf2bolt's --ba / "-nl"). */
+	OCOLOS_EDGES_BOLT = 2,
+};
+
 /* Options of one in-process round. All fields default when zero/NULL. */
 struct ocolos_self_opts {
 	size_t sz; /* sizeof(struct ocolos_self_opts); set by OCOLOS_OPTS */
-	/* Length of the sampling window, ms. Default 2000. */
+	/* Length of the sampling window, ms. Default 4000 (about 80k samples
+	 * with 2 busy threads; the layout gain grows with the samples, see
+	 * docs/benchmarks.md). */
 	uint32_t profile_ms;
 	/* Samples per second per thread (cpu-clock / cycles). Default 10000. */
 	uint32_t sample_hz;
@@ -137,8 +150,10 @@ struct ocolos_self_opts {
 	const char *const *bolt_extra_args;
 	/* Sampler (enum ocolos_sampler). Default OCOLOS_SAMPLER_AUTO. */
 	int sampler;
+	/* Edge inference for IP samples (enum ocolos_edges). Default AUTO. */
+	int edges;
 };
-#define ocolos_self_opts__last_field sampler
+#define ocolos_self_opts__last_field edges
 
 /* What a round did. Filled on success, and as far as the round got on error. */
 struct ocolos_stats {
@@ -229,7 +244,7 @@ OCOLOS_API int ocolos_where_self(const struct ocolos_where_opts *opts,
 /* Options of a context on another process. All fields default when zero. */
 struct ocolos_pid_opts {
 	size_t sz; /* sizeof(struct ocolos_pid_opts); set by OCOLOS_OPTS */
-	uint32_t profile_ms;	  /* sampling window, ms. Default 2000. */
+	uint32_t profile_ms;	  /* sampling window, ms. Default 4000. */
 	uint32_t sample_hz;	  /* samples per second per thread. Default 10000. */
 	const char *bolt_path;	  /* as in ocolos_self_opts */
 	uint32_t bolt_timeout_ms; /* default 300000 */
@@ -249,8 +264,10 @@ struct ocolos_pid_opts {
 	/* Sampler (enum ocolos_sampler; sigprof is in-process only). Default
 	 * OCOLOS_SAMPLER_AUTO. */
 	int sampler;
+	/* Edge inference for IP samples (enum ocolos_edges). Default AUTO. */
+	int edges;
 };
-#define ocolos_pid_opts__last_field sampler
+#define ocolos_pid_opts__last_field edges
 
 /*
  * Open a context on process `pid`, which needs nothing from libocolos: no

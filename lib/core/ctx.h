@@ -22,6 +22,7 @@ struct round_opts {
 	uint32_t profile_ms, sample_hz, bolt_timeout_ms, stop_timeout_ms, call_timeout_ms;
 	int stop_signal, keep_work_dir;
 	int sampler;		/* enum ocolos_sampler */
+	int edges;		/* enum ocolos_edges */
 	const char *bolt_path, *binary_path, *tmp_dir;
 	const char *const *bolt_extra_args;
 };

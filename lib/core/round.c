@@ -36,6 +36,7 @@
 struct round_pending {
 	int stage;		/* 1 profiled, 2 optimized */
 	int branches;		/* sampled branch stacks (else IP samples) */
+	int basic;		/* IP samples handed to BOLT bare (OCOLOS_EDGES_BOLT) */
 	uint64_t bias;
 	struct core_workdir wd;
 	struct inject_reservation res;
@@ -200,11 +201,16 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 	 * the hybrid estimator and must-have-run inference (infer/hybrid.c). */
 	struct infer_profile_stats ps = { 0 };
 	struct hybrid_write_stats hs = { 0 };
-	if (!rc && p->branches)
+	p->basic = !p->branches && ctx->opts.edges == OCOLOS_EDGES_BOLT;
+	if (!rc && ctx->opts.edges > OCOLOS_EDGES_BOLT)
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL, "unknown edges setting %d", ctx->opts.edges);
+	else if (!rc && p->branches)
 		rc = infer_write_lbr(ctx->bin, p->bias, &s, p->profile, &ps, &ctx->err);
+	else if (!rc && p->basic)
+		rc = infer_write_preagg(ctx->bin, p->bias, &s, p->profile, &ps, &ctx->err);
 	else if (!rc)
 		rc = infer_write_hybrid_flags(ctx->bin, p->bias, &s, p->profile, 0, &ps, &hs, &ctx->err);
-	if (!rc && !p->branches)
+	if (!rc && !p->branches && !p->basic)
 		core_logf(&ctx->log, OCOLOS_LOG_DEBUG,
 			  "hybrid edges: %u functions with a CFG (%u without), %u sampled blocks, "
 			  "%u inferred (R1..R4: %u %u %u %u), %llu branch + %llu fall-through records",
@@ -284,7 +290,7 @@ int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		.profile = p->profile, .output = p->output, .log_path = p->log,
 		.alloc_vma = p->res.addr - p->bias, .self_placed = !ctx->bolt_custom_vma,
 		.timeout_ms = ctx->opts.bolt_timeout_ms,
-		.basic_samples = 0, .extra_args = ctx->opts.bolt_extra_args };
+		.basic_samples = p->basic, .extra_args = ctx->opts.bolt_extra_args };
 	int rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
 	if (!rc)
 		rc = elf_bolt_output_open(p->output, ctx->bin, req.alloc_vma, p->res.size, &p->out, &ctx->err);

@@ -48,7 +48,7 @@ int api_read_opts(const void *in, void *out, size_t known, struct core_err *err)
 void api_defaults(struct round_opts *o)
 {
 	if (!o->profile_ms)
-		o->profile_ms = 2000;
+		o->profile_ms = 4000; /* ~80k samples: see docs/benchmarks.md, "Samples" */
 	if (!o->sample_hz)
 		o->sample_hz = 10000;
 	if (!o->bolt_timeout_ms)
@@ -111,7 +111,8 @@ static int self_configure(const struct ocolos_self_opts *opts)
 		.bolt_timeout_ms = u.bolt_timeout_ms, .stop_timeout_ms = u.stop_timeout_ms,
 		.stop_signal = u.stop_signal, .keep_work_dir = u.keep_work_dir,
 		.bolt_path = u.bolt_path, .binary_path = u.binary_path, .tmp_dir = u.tmp_dir,
-		.bolt_extra_args = u.bolt_extra_args, .sampler = u.sampler };
+		.bolt_extra_args = u.bolt_extra_args, .sampler = u.sampler,
+		.edges = u.edges };
 	api_defaults(&ctx->opts);
 	ctx->log = (struct core_log){ u.log_fn, u.log_user };
 	if (ctx->pid != getpid()) { /* first call, or first after a fork */

@@ -2,8 +2,9 @@
  * BOLT backend of the layout engine (see layout.h).
  *
  * Options and why:
- *  --pa [--ba]           pre-aggregated profile written by us: branches
- *                        (B/F records), or basic IP samples (S, with --ba)
+ *  --pa                  pre-aggregated branch profile written by us (B/F
+ *                        records); bare IP samples (S records) are first
+ *                        aggregated by BOLT itself (see aggregate())
  *  --custom-allocation-vma  new code goes exactly into the range reserved in
  *                        the process, so PIE needs no heap-shifting tricks
  *  --enable-bat          address translation, to map later samples in C1
@@ -215,36 +216,9 @@ int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, c
 			   "(apt-get install bolt-22) or set opts.bolt_path");
 }
 
-int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
-		    struct core_err *err)
+/* Turn a spawn_wait() status into 0 or a named error. */
+static int bolt_status(const struct layout_request *req, int st, struct core_err *err)
 {
-	char vma[64], data[PATH_MAX + 8], outarg[PATH_MAX + 8];
-	snprintf(vma, sizeof(vma), "--custom-allocation-vma=0x%llx",
-		 (unsigned long long)req->alloc_vma);
-	snprintf(data, sizeof(data), "-p=%s", req->profile);
-	snprintf(outarg, sizeof(outarg), "-o=%s", req->output);
-	/* Without --custom-allocation-vma (BOLT 19), new code goes right after
-	 * the image, into the range reserved early for it (inject/reserve.c). */
-	static const char *const common[] = { "--enable-bat", "--lite",
-		"--reorder-blocks=ext-tsp", "--reorder-functions=cdsort",
-		"--split-functions", "--jump-tables=move", "--no-huge-pages", NULL };
-	const char *argv[MAX_ARGS] = { req->bolt_path, req->binary, outarg, data, "--pa", NULL };
-	size_t n = 5;
-	if (!req->self_placed)
-		argv[n++] = vma;
-	for (size_t i = 0; common[i]; i++)
-		argv[n++] = common[i];
-	if (req->basic_samples)
-		argv[n++] = "--ba";
-	for (size_t i = 0; req->extra_args && req->extra_args[i]; i++) {
-		if (n + 1 >= MAX_ARGS)
-			return core_errf(err, OCOLOS_EINVAL, "too many extra BOLT arguments");
-		argv[n++] = req->extra_args[i];
-	}
-	argv[n] = NULL;
-	uint64_t t0 = core_now_ns();
-	int st = spawn_wait((char *const *)argv, req->log_path, req->timeout_ms);
-	*elapsed_ns = core_now_ns() - t0;
 	if (st == -2)
 		return core_errf(err, OCOLOS_ETIMEDOUT,
 				 "llvm-bolt did not finish within %u ms and was killed; raise "
@@ -258,6 +232,71 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 				 WIFEXITED(st) ? "exited with status" : "was killed by signal",
 				 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), req->binary, tail);
 	}
+	return 0;
+}
+
+/*
+ * Basic (IP) samples go through BOLT's aggregation first: one llvm-bolt
+ * call with `--pa --ba -p` attaches them to functions only (BOLT 22 leaves
+ * every block count unknown), while `--aggregate-only` writes the fdata
+ * perf2bolt would, from which the layout run gets real block counts.
+ */
+static int aggregate(const struct layout_request *req, char *fdata, uint64_t deadline_ns,
+		     struct core_err *err)
+{
+	char prof[PATH_MAX + 8], out[PATH_MAX + 8];
+	snprintf(fdata, PATH_MAX, "%s.fdata", req->profile);
+	snprintf(prof, sizeof(prof), "-p=%s", req->profile);
+	snprintf(out, sizeof(out), "-o=%s", fdata);
+	const char *argv[] = { req->bolt_path, req->binary, "--aggregate-only", "--pa", "--ba",
+		prof, out, NULL };
+	uint64_t now = core_now_ns();
+	uint32_t left = deadline_ns > now ? (uint32_t)((deadline_ns - now) / 1000000) : 0;
+	return bolt_status(req, spawn_wait((char *const *)argv, req->log_path, left), err);
+}
+
+int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
+		    struct core_err *err)
+{
+	char vma[64], data[2 * PATH_MAX], outarg[PATH_MAX + 8], fdata[PATH_MAX];
+	uint64_t t0 = core_now_ns(), deadline = t0 + (uint64_t)req->timeout_ms * 1000000ull;
+	int rc = req->basic_samples ? aggregate(req, fdata, deadline, err) : 0;
+	if (rc) {
+		*elapsed_ns = core_now_ns() - t0;
+		return rc;
+	}
+	snprintf(vma, sizeof(vma), "--custom-allocation-vma=0x%llx",
+		 (unsigned long long)req->alloc_vma);
+	if (req->basic_samples)
+		snprintf(data, sizeof(data), "-data=%s", fdata);
+	else
+		snprintf(data, sizeof(data), "-p=%s", req->profile);
+	snprintf(outarg, sizeof(outarg), "-o=%s", req->output);
+	/* Without --custom-allocation-vma (BOLT 19), new code goes right after
+	 * the image, into the range reserved early for it (inject/reserve.c). */
+	static const char *const common[] = { "--enable-bat", "--lite",
+		"--reorder-blocks=ext-tsp", "--reorder-functions=cdsort",
+		"--split-functions", "--jump-tables=move", "--no-huge-pages", NULL };
+	const char *argv[MAX_ARGS] = { req->bolt_path, req->binary, outarg, data, NULL };
+	size_t n = 4;
+	if (!req->basic_samples)
+		argv[n++] = "--pa"; /* our branch records, read directly */
+	if (!req->self_placed)
+		argv[n++] = vma;
+	for (size_t i = 0; common[i]; i++)
+		argv[n++] = common[i];
+	for (size_t i = 0; req->extra_args && req->extra_args[i]; i++) {
+		if (n + 1 >= MAX_ARGS)
+			return core_errf(err, OCOLOS_EINVAL, "too many extra BOLT arguments");
+		argv[n++] = req->extra_args[i];
+	}
+	argv[n] = NULL;
+	uint64_t now = core_now_ns();
+	uint32_t left = deadline > now ? (uint32_t)((deadline - now) / 1000000) : 0;
+	int st = spawn_wait((char *const *)argv, req->log_path, left);
+	*elapsed_ns = core_now_ns() - t0;
+	if ((rc = bolt_status(req, st, err)))
+		return rc;
 	struct stat sb;
 	if (stat(req->output, &sb) != 0)
 		return core_errf(err, OCOLOS_EBOLT, "llvm-bolt succeeded but wrote no '%s'", req->output);

@@ -30,9 +30,9 @@ static void *worker(void *arg)
 	return (void *)(uintptr_t)h;
 }
 
-static void round_with(int sampler, const char *want_name)
+static void round_with(int sampler, const char *want_name, int edges)
 {
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 1500, .sampler = sampler);
+	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 1500, .sampler = sampler, .edges = edges);
 	struct ocolos_stats st;
 	int rc = ocolos_optimize_self(&o, &st);
 	fprintf(stderr, "sampler %d: rc %d (%s) sampler '%s' samples %llu moved %u\n", sampler, rc,
@@ -62,12 +62,16 @@ int main(void)
 	for (int i = 0; i < 2; i++)
 		pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)(i + 1));
 	usleep(200000);
-	round_with(OCOLOS_SAMPLER_PERF_IP, "perf-ip");
-	round_with(OCOLOS_SAMPLER_SIGPROF, "sigprof");
-	round_with(OCOLOS_SAMPLER_PERF_LBR, "perf-lbr");
-	round_with(OCOLOS_SAMPLER_AUTO, NULL);
+	round_with(OCOLOS_SAMPLER_PERF_IP, "perf-ip", OCOLOS_EDGES_AUTO);
+	/* bare samples, BOLT's own edge inference (aggregated first) */
+	round_with(OCOLOS_SAMPLER_PERF_IP, "perf-ip", OCOLOS_EDGES_BOLT);
+	round_with(OCOLOS_SAMPLER_SIGPROF, "sigprof", OCOLOS_EDGES_AUTO);
+	round_with(OCOLOS_SAMPLER_PERF_LBR, "perf-lbr", OCOLOS_EDGES_AUTO);
+	round_with(OCOLOS_SAMPLER_AUTO, NULL, OCOLOS_EDGES_AUTO);
 	OCOLOS_OPTS(ocolos_self_opts, bad, .sampler = 42);
 	expect(ocolos_optimize_self(&bad, NULL) == OCOLOS_EINVAL, "unknown sampler accepted");
+	OCOLOS_OPTS(ocolos_self_opts, bad2, .edges = 42, .profile_ms = 200);
+	expect(ocolos_optimize_self(&bad2, NULL) == OCOLOS_EINVAL, "unknown edges setting accepted");
 	atomic_store(&quit, 1);
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);

@@ -11,9 +11,10 @@
  * One optimization round: sample the process for a window, have LLVM BOLT
  * re-lay out the hot code of the program's own binary for an address range
  * reserved in the process, map that code (C1) beside the original (C0),
- * stop the world briefly, redirect direct calls and static function-pointer
- * slots to C1, resume. C0 is never modified except for the rel32 of call
- * instructions, so return addresses and function pointers into C0 stay valid.
+ * stop the world briefly, redirect direct calls, read-only function-pointer
+ * slots and (x86-64, where provably safe) the entries of moved functions to
+ * C1, resume. Nothing else of C0 changes, so return addresses and function
+ * pointers into C0 stay valid. See docs/guide.md.
  */
 #ifndef OCOLOS_OCOLOS_H
 #define OCOLOS_OCOLOS_H
@@ -271,7 +272,8 @@ struct ocolos_pid_opts {
 
 /*
  * Open a context on process `pid`, which needs nothing from libocolos: no
- * linking, no preload. Attaching happens only while a stage needs it
+ * linking, no preload (x86-64; elsewhere the rounds fail with
+ * OCOLOS_ENOTSUP). Attaching happens only while a stage needs it
  * (ptrace; the caller must be allowed to trace the target). On success
  * *ctx must be closed with ocolos_close(). On failure *ctx is NULL and the
  * reason went to opts->log_fn.

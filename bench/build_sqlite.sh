@@ -30,43 +30,9 @@ ldflags=(-Wl,--emit-relocs -lpthread -lm)
 
 log() { echo "build_sqlite: $*" >&2; }
 
-as_root() {
-	if [[ $(id -u) == 0 ]]; then
-		"$@"
-	elif command -v sudo >/dev/null; then
-		sudo "$@"
-	else
-		log "need root for: $*"
-		exit 1
-	fi
-}
-
-# have_deb_src: is there any deb-src entry for Debian main?
-have_deb_src() {
-	# -q: exit 0 on the first match even if some glob matched no file.
-	grep -qsE '^(deb-src|Types:.*deb-src)' /etc/apt/sources.list \
-		/etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources
-}
-
-ensure_sources() {
-	if have_deb_src; then
-		return
-	fi
-	local f=/etc/apt/sources.list.d/ocolos-bench-src.sources
-	log "adding deb-src entries in $f"
-	if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-		sed 's/^Types: deb$/Types: deb-src/' \
-			/etc/apt/sources.list.d/debian.sources | as_root tee "$f" >/dev/null
-	elif [[ -f /etc/apt/sources.list ]]; then
-		f=/etc/apt/sources.list.d/ocolos-bench-src.list
-		sed -n 's/^deb /deb-src /p' /etc/apt/sources.list |
-			as_root tee "$f" >/dev/null
-	else
-		log "no Debian apt sources found to derive deb-src from"
-		exit 1
-	fi
-	as_root apt-get update -q
-}
+# as_root, have_deb_src, ensure_sources (shared with build_gzip.sh)
+# shellcheck source=bench/debsrc.sh
+. "$here/debsrc.sh"
 
 ensure_tools() {
 	local pkgs=()

@@ -29,7 +29,7 @@
 # coverage = the fraction of the truth's weight carried by the edges that
 # make up its top 90 % which the estimate gives a non-zero count.
 #
-# usage: bench/edge_accuracy.sh [fe-small|fe|sqlite|fixture] [SAMPLES...]
+# usage: bench/edge_accuracy.sh [fe-small|fe|sqlite|gzip|fixture] [SAMPLES...]
 #   SAMPLES: sample budgets drawn (seeded) from one perf recording; "all"
 #   uses every sample. Default: 2000 10000 all.
 # env: BUILD (a libocolos build dir with libocolos_internal.a; default
@@ -66,6 +66,15 @@ sqlite)
 	[ -x "$BIN" ] || "$ROOT/bench/build_sqlite.sh"
 	TRUTH_ARGS="--size 100"
 	PERF_ARGS="--size 100" ;;
+gzip)
+	BIN=$ROOT/bench/out/gzip/gzip
+	[ -x "$BIN" ] || "$ROOT/bench/build_gzip.sh"
+	# a deterministic, compressible input (words from a fixed seed)
+	[ -f "$OUT/input.txt" ] || python3 -c 'import random
+r = random.Random(7); w = ["w%d" % i for i in range(5000)]
+open("'"$OUT"'/input.txt", "w").write(" ".join(r.choice(w) for _ in range(3000000)))'
+	TRUTH_ARGS="-c -6 $OUT/input.txt"
+	PERF_ARGS="-c -6 $OUT/input.txt" ;;
 fixture)
 	BIN=$BUILD/tests/unit/unit_fixture
 	TRUTH_ARGS=20000000
@@ -121,7 +130,7 @@ int main(int argc, char **argv)
 }
 EOF
 ${CC:-cc} -O2 -D_GNU_SOURCE -I"$ROOT/include" -I"$ROOT/lib" -o "$HELPER" "$OUT/hybrid_pa.c" \
-	"$LIB" -lelf -lZydis -lpthread -lgcc_s
+	"$LIB" -lelf -lZydis -lpfm -lpthread -lgcc_s
 
 # bolt_cfg OUT [bolt profile args...]: the CFG with edge counts BOLT ends
 # up with (printed after its no-LBR edge estimation, a no-op for branch

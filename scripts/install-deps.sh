@@ -4,12 +4,14 @@
 set -euo pipefail
 # gcc-aarch64-linux-gnu: cross-compiles the AArch64 decoder's test inputs.
 # libunwind8: libunwind-ptrace, loaded at run time to walk a target's stacks.
+# valgrind: its header (client requests: a round under callgrind) and the
+#   callgrind cache-simulation guard test.
 # AArch64 build (cmake/aarch64-toolchain.cmake) and its tests under qemu-user:
 # the cross compilers, qemu-aarch64, bolt-19 (the BOLT that handles AArch64
 # inputs), and the arm64 libraries the library links (multiarch, below;
 # libstdc++6:arm64 for the C++ test, which runs on the multiarch loader).
 pkgs=(build-essential cmake pkg-config libelf-dev libzydis-dev libpfm4-dev zlib1g-dev bolt-22
-      python3 gcc-aarch64-linux-gnu libunwind8
+      python3 gcc-aarch64-linux-gnu libunwind8 valgrind
       g++-aarch64-linux-gnu qemu-user bolt-19
       libelf-dev:arm64 zlib1g-dev:arm64 libpfm4-dev:arm64 libstdc++6:arm64)
 missing=()

@@ -49,6 +49,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/valgrind.h"
 #include "inject/inject.h"
 
 /* Reads/writes one patch's bytes; 0 or -1. */
@@ -169,10 +170,19 @@ static int self_read(void *ctx, const struct inject_patch *p, uint8_t *buf)
 	return 0;
 }
 
+/* A write into this process's own code: under Valgrind its translation of
+ * the old bytes must go (core/valgrind.h). */
+static int self_write(void *ctx, const struct inject_patch *p, const uint8_t *bytes)
+{
+	int rc = mem_write(ctx, p, bytes);
+	core_code_changed(p->addr, p->len);
+	return rc;
+}
+
 int inject_apply_self(int memfd, struct inject_plan *plan, int forward,
 		      struct inject_apply_result *res, struct core_err *err)
 {
-	struct patch_io io = { self_read, mem_write, &memfd };
+	struct patch_io io = { self_read, self_write, &memfd };
 	return apply_plan(plan, forward, &io, res, err);
 }
 
@@ -308,6 +318,7 @@ static int local_write(void *ctx, const struct inject_patch *p, const uint8_t *b
 	int rc = local_protect(ps, p->addr, p->addr + p->len, 0);
 	if (p->kind == INJECT_CALL_SITE)
 		inject_flush_icache(p->addr, p->addr + p->len);
+	core_code_changed(p->addr, p->len);
 	return rc;
 }
 

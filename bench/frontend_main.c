@@ -16,6 +16,8 @@
  *   ab pair=<i> first=<c1|c0> c1_ops_per_s=<x> c0_ops_per_s=<x> ratio=<c1/c0>
  *      revert_ns=<ns> reapply_ns=<ns>          (--ab-pairs, after the round)
  *   ab done pairs=<k> median=<x> q1=<x> q3=<x>
+ *   cg phase=<c0|c1> round=<i> ops=<n> valgrind=<0|1>  (--cg-ops, after the
+ *      round; under callgrind each phase is one dump, named "phase-c0-<i>")
  *   done secs=<sec> ops=<total> ops_per_s=<rate> rss_kb=<kb>
  *   check end=<hex> ok=<0|1>
  */
@@ -35,6 +37,12 @@
 #ifdef WITH_OCOLOS
 #include <ocolos/ocolos.h>
 #endif
+#if defined(__has_include)
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define FE_HAVE_CALLGRIND 1
+#endif
+#endif
 
 /* Rare-block mask: the compiler cannot see its value, so the cold blocks
  * stay in the code; with 20 bits they run about once in 2^20 tests. */
@@ -51,6 +59,10 @@ struct worker {
 
 static _Atomic int g_stop;
 static _Atomic int g_ab_done;	/* --ab-pairs: the A/B phase is over */
+/* --cg-ops: workers park while the online thread measures alone. */
+static pthread_mutex_t g_park_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_park_cv = PTHREAD_COND_INITIALIZER;
+static int g_park, g_parked;
 static struct worker *g_workers;
 static long g_nthreads;
 static int g_depth = 5;
@@ -109,7 +121,21 @@ static void *worker_main(void *p)
 						       memory_order_relaxed);
 		if (w->limit && n + 64 >= w->limit)
 			break;
+		if (__atomic_load_n(&g_park, __ATOMIC_RELAXED)) {
+			pthread_mutex_lock(&g_park_mu);
+			g_parked++;
+			pthread_cond_broadcast(&g_park_cv);
+			while (g_park)
+				pthread_cond_wait(&g_park_cv, &g_park_mu);
+			g_parked--;
+			pthread_mutex_unlock(&g_park_mu);
+		}
 	}
+	/* A finished worker counts as parked: --cg-ops never waits for it. */
+	pthread_mutex_lock(&g_park_mu);
+	g_parked++;
+	pthread_cond_broadcast(&g_park_cv);
+	pthread_mutex_unlock(&g_park_mu);
 	return NULL;
 }
 
@@ -146,6 +172,8 @@ struct online {
 	const char *bolt_args[17];    /* --ocolos-bolt-arg, NULL-ended */
 	int ab_pairs;		      /* --ab-pairs */
 	double ab_secs;		      /* --ab-secs */
+	long cg_ops;		      /* --cg-ops */
+	int sampler;		      /* --ocolos-sampler (enum ocolos_sampler) */
 	pthread_t tid;
 };
 
@@ -252,6 +280,57 @@ static void ab_phase(const struct online *o)
 	free(ratios);
 }
 
+/*
+ * Cache-simulation phases (--cg-ops N), for callgrind's deterministic
+ * I1-miss counts of a live round (bench/callgrind_online.sh): the workers
+ * park, then this thread alone runs C0 (revert), C1 (reapply), C0, C1, each
+ * phase the same N operations from the same seed after a warm-up of N/4,
+ * with callgrind's counters zeroed before and dumped after. Same process,
+ * same work, only the code differs; the repeated pair shows the numbers
+ * are reproducible. Without valgrind the phases run and print anyway.
+ */
+static void cg_phases(const struct online *o)
+{
+	pthread_mutex_lock(&g_park_mu);
+	__atomic_store_n(&g_park, 1, __ATOMIC_RELAXED);
+	while (g_parked < g_nthreads)
+		pthread_cond_wait(&g_park_cv, &g_park_mu);
+	pthread_mutex_unlock(&g_park_mu);
+	int on_vg = 0;
+#ifdef FE_HAVE_CALLGRIND
+	on_vg = RUNNING_ON_VALGRIND != 0;
+#endif
+	for (int i = 0; i < 4; i++) {
+		int c1 = i % 2;
+		int rc = c1 ? ocolos_reapply_self(NULL) : ocolos_revert_self(NULL);
+		if (rc) {
+			printf("cg phase=%s round=%d error=\"%s\"\n", c1 ? "c1" : "c0", i / 2,
+			       ocolos_strerror(rc));
+			break;
+		}
+		uint64_t warm = 0x51ed2701f3a5c3b7ULL, rng = 0x9e3779b97f4a7c15ULL, sum = 0;
+		for (long k = 0; k < o->cg_ops / 4; k++)
+			sum += fe_op(&warm);
+#ifdef FE_HAVE_CALLGRIND
+		CALLGRIND_ZERO_STATS;
+#endif
+		for (long k = 0; k < o->cg_ops; k++)
+			sum += fe_op(&rng);
+#ifdef FE_HAVE_CALLGRIND
+		char name[32];
+		snprintf(name, sizeof(name), "phase-%s-%d", c1 ? "c1" : "c0", i / 2);
+		CALLGRIND_DUMP_STATS_AT(name);
+#endif
+		printf("cg phase=%s round=%d ops=%ld valgrind=%d sum=%016" PRIx64 "\n",
+		       c1 ? "c1" : "c0", i / 2, o->cg_ops, on_vg, sum);
+		fflush(stdout);
+	}
+	pthread_mutex_lock(&g_park_mu);
+	__atomic_store_n(&g_park, 0, __ATOMIC_RELAXED);
+	pthread_cond_broadcast(&g_park_cv);
+	pthread_mutex_unlock(&g_park_mu);
+}
+
 static void *online_main(void *p)
 {
 	struct online *o = p;
@@ -266,9 +345,10 @@ static void *online_main(void *p)
 	long rss0 = rss_kb();
 	double t_start = now_s();
 	if (o->profile_ms || o->sample_hz || o->keep || o->bolt ||
-	    o->bolt_args[0] || o->edges) {
+	    o->bolt_args[0] || o->edges || o->sampler) {
 		OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = o->profile_ms,
 			    .sample_hz = o->sample_hz, .edges = o->edges,
+			    .sampler = o->sampler,
 			    .keep_work_dir = o->keep, .bolt_path = o->bolt,
 			    .bolt_extra_args = o->bolt_args[0] ? o->bolt_args
 							       : NULL);
@@ -302,6 +382,8 @@ static void *online_main(void *p)
 	fflush(stdout);
 	if (rc == 0 && o->ab_pairs > 0)
 		ab_phase(o);
+	if (rc == 0 && o->cg_ops > 0)
+		cg_phases(o);
 	atomic_store(&g_ab_done, 1);
 	return NULL;
 }
@@ -332,7 +414,12 @@ static void usage(const char *argv0)
 		"windows (revert/reapply);\n"
 		"                      the run ends when they are done "
 		"(or at --duration)\n"
-		"  --ab-secs T         length of one A/B window (default 2)\n",
+		"  --ab-secs T         length of one A/B window (default 2)\n"
+		"  --cg-ops N          after the round, workers park and N "
+		"operations run on C0,\n"
+		"                      C1, C0, C1 (callgrind dumps per phase); "
+		"the run then ends\n"
+		"  --ocolos-sampler S  0 auto, 1 perf-lbr, 2 perf-ip, 3 sigprof\n",
 		argv0);
 }
 
@@ -343,7 +430,8 @@ int main(int argc, char **argv)
 	uint64_t fixed_ops = 0;
 	uint32_t profile_ms = 0, sample_hz = 0;
 	int edges = 0;
-	int keep = 0, ab_pairs = 0, nbolt_args = 0;
+	int keep = 0, ab_pairs = 0, nbolt_args = 0, sampler = 0;
+	long cg_ops = 0;
 	double ab_secs = 2;
 	const char *bolt = NULL, *bolt_args[17] = { NULL };
 
@@ -390,6 +478,10 @@ int main(int argc, char **argv)
 			ab_pairs = atoi(v);
 		else if (!strcmp(a, "--ab-secs"))
 			ab_secs = atof(v);
+		else if (!strcmp(a, "--cg-ops"))
+			cg_ops = atol(v);
+		else if (!strcmp(a, "--ocolos-sampler"))
+			sampler = atoi(v);
 		else
 			used = 0;
 		if (!used) {
@@ -436,7 +528,8 @@ int main(int argc, char **argv)
 #ifdef WITH_OCOLOS
 	struct online on = { .after = online_after, .profile_ms = profile_ms,
 			     .sample_hz = sample_hz, .edges = edges, .keep = keep, .bolt = bolt,
-			     .ab_pairs = ab_pairs, .ab_secs = ab_secs };
+			     .ab_pairs = ab_pairs, .ab_secs = ab_secs,
+			     .cg_ops = cg_ops, .sampler = sampler };
 	memcpy(on.bolt_args, bolt_args, sizeof(bolt_args));
 	if (online_after < 0)
 		atomic_store(&g_ab_done, 1);
@@ -453,8 +546,9 @@ int main(int argc, char **argv)
 	(void)bolt;
 	(void)bolt_args;
 	(void)ab_secs;
-	if (ab_pairs > 0) {
-		fprintf(stderr, "--ab-pairs: built without libocolos\n");
+	(void)sampler;
+	if (ab_pairs > 0 || cg_ops > 0) {
+		fprintf(stderr, "--ab-pairs/--cg-ops: built without libocolos\n");
 		return 2;
 	}
 #endif
@@ -468,7 +562,7 @@ int main(int argc, char **argv)
 			if (t_next > t_begin + duration + 1e-9)
 				break;
 			/* --ab-pairs: stop once the A/B phase is over. */
-			if (ab_pairs > 0 && atomic_load(&g_ab_done))
+			if ((ab_pairs > 0 || cg_ops > 0) && atomic_load(&g_ab_done))
 				break;
 			double whole = (double)(long)t_next;
 			next.tv_sec = g_t0.tv_sec + (time_t)whole;

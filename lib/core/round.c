@@ -18,6 +18,7 @@
  * The stages can be called one by one (ocolos_profile/optimize/replace);
  * the round between them is `ctx->pending`.
  */
+#include <elf.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include "infer/hybrid.h"
 #include "infer/profile.h"
 #include "layout/layout.h"
+#include "reloc/reloc.h"
 #include "sample/sample.h"
 
 struct round_pending {
@@ -300,6 +302,22 @@ int core_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	return rc;
 }
 
+/* AArch64: can C1 reach beyond BL range (128 MiB) of the original code?
+ * BOLT lays out the hot code first, then the cold fragments: together at
+ * most about the text's size (lite: only profiled functions move). BOLT
+ * 19 then fails on split functions (see layout_request.no_split). */
+static int c1_may_be_far(const struct elf_binary *b, uint64_t vma)
+{
+	if (b->machine != EM_AARCH64)
+		return 0;
+	uint64_t tlo = UINT64_MAX;
+	for (size_t i = 0; i < b->nsegs; i++)
+		if ((b->segs[i].flags & PF_X) && b->segs[i].vaddr < tlo)
+			tlo = b->segs[i].vaddr;
+	return tlo != UINT64_MAX &&
+	       vma + b->text_bytes + (1ull << 20) - tlo > RELOC_A64_BRANCH_REACH;
+}
+
 int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
 	struct round_pending *p = ctx->pending;
@@ -317,8 +335,13 @@ int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		.binary = !ctx->bolt_custom_vma && !p->res.early ? placed : ctx->bin->path,
 		.profile = p->profile, .output = p->output, .log_path = p->log,
 		.alloc_vma = p->res.addr - p->bias, .self_placed = !ctx->bolt_custom_vma,
+		.no_split = c1_may_be_far(ctx->bin, p->res.addr - p->bias),
 		.timeout_ms = ctx->opts.bolt_timeout_ms,
 		.basic_samples = p->basic, .extra_args = ctx->opts.bolt_extra_args };
+	if (!rc && req.no_split)
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "new code at 0x%llx may lie beyond BL reach of the "
+			  "code: BOLT runs without --split-functions",
+			  (unsigned long long)p->res.addr);
 	if (!rc)
 		rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
 	if (!rc)

@@ -13,6 +13,8 @@
  *  --jump-tables=move    moved functions get their own jump tables in the
  *                        new segment; C0's tables stay untouched
  *  --no-huge-pages       no 2 MiB padding of the new text
+ *  --split-functions     cold blocks out of the hot code; left out when new
+ *                        code lies beyond AArch64 BL reach (see no_split)
  */
 #include <elf.h>
 #include <errno.h>
@@ -358,7 +360,7 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 	 * the image, into the range reserved early for it (inject/reserve.c). */
 	static const char *const common[] = { "--enable-bat", "--lite",
 		"--reorder-blocks=ext-tsp", "--reorder-functions=cdsort",
-		"--split-functions", "--jump-tables=move", "--no-huge-pages", NULL };
+		"--jump-tables=move", "--no-huge-pages", NULL };
 	const char *argv[MAX_ARGS] = { req->bolt_path, req->binary, outarg, data, NULL };
 	size_t n = 4;
 	if (!req->basic_samples)
@@ -367,6 +369,8 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 		argv[n++] = vma;
 	for (size_t i = 0; common[i]; i++)
 		argv[n++] = common[i];
+	if (!req->no_split)
+		argv[n++] = "--split-functions";
 	for (size_t i = 0; req->extra_args && req->extra_args[i]; i++) {
 		if (n + 1 >= MAX_ARGS)
 			return core_errf(err, OCOLOS_EINVAL, "too many extra BOLT arguments");

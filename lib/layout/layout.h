@@ -21,6 +21,10 @@ struct layout_request {
 				    BOLT lacks it and places new code itself right after
 				    the image (BOLT 19, see inject/reserve.c); `binary`
 				    may then be a copy from layout_bolt_placed_copy() */
+	int no_split;		 /* leave out --split-functions: new code beyond BL
+				    reach of the original code (AArch64), where BOLT
+				    19 gives cold fragments no stubs to C0 (its LongJmp
+				    pass covers the hot area only) and fails */
 	uint32_t timeout_ms;
 	int basic_samples;	 /* profile holds IP samples (S records): --ba */
 	const char *const *extra_args; /* NULL-ended, may be NULL */

@@ -15,7 +15,8 @@
  *                        segment extended); C1 must lie above the heap.
  *   it_far (-DIT_FAR)    a 200 MiB .bss puts BOLT's new code beyond BL
  *                        reach (+-128 MiB) of the code: call sites are
- *                        redirected through veneers.
+ *                        redirected through veneers, C1's calls to C0 go
+ *                        through BOLT's stubs (BOLT runs unsplit there).
  *
  *   PROG plain | round | noreserve (it_heap only: a round, with
  *        OCOLOS_NO_EARLY_RESERVE=1 set for it and for its plain run)

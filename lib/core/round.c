@@ -18,6 +18,7 @@
  * The stages can be called one by one (ocolos_profile/optimize/replace);
  * the round between them is `ctx->pending`.
  */
+#include <elf.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include "infer/hybrid.h"
 #include "infer/profile.h"
 #include "layout/layout.h"
+#include "reloc/reloc.h"
 #include "sample/sample.h"
 
 struct round_pending {
@@ -125,20 +127,39 @@ static int find_bolt(struct ocolos_ctx *ctx, const char *dir)
 
 static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 {
+	int rc;
 #if defined(__aarch64__)
-	/* The range BOLT 19 will use was reserved when the library was loaded,
-	 * before the heap could grow there (inject/reserve.c); with a BOLT
-	 * that has --custom-allocation-vma the same range is simply passed. */
-	if (ctx->pid == getpid())
-		return inject_reserve_early_take(ctx->bin, p->bias, &p->res, &ctx->err);
+	/* First choice: the range BOLT 19 will use, reserved when the library
+	 * was loaded, before the heap could grow there (inject/reserve.c); with
+	 * a BOLT that has --custom-allocation-vma the same range is simply
+	 * passed. Else a range picked now within BL reach; BOLT 19 is pointed
+	 * there through a copy of the binary (core_optimize). */
+	if (ctx->pid == getpid()) {
+		struct core_err why = { 0 };
+		if (!inject_reserve_early_take(ctx->bin, p->bias, &p->res, &why))
+			return 0;
+		rc = inject_reserve_placed(&ctx->target, ctx->bin, p->bias, &p->res, &ctx->err);
+		if (!rc)
+			core_logf(&ctx->log, OCOLOS_LOG_INFO,
+				  "the load-time reservation is unusable (%s); new code goes to 0x%llx "
+				  "instead, reserved now%s", why.msg, (unsigned long long)p->res.addr,
+				  ctx->bolt_custom_vma ? "" : " (BOLT is given a copy of the binary whose "
+				  "last segment ends there)");
+		return rc;
+	}
 #endif
+	/* A BOLT that places new code itself: a range where a copy of the
+	 * binary can make it do so. */
+	if (!ctx->bolt_custom_vma)
+		return inject_reserve_placed(&ctx->target, ctx->bin, p->bias, &p->res, &ctx->err);
 	/* C1 holds at most the moved code plus its tables; 2x the original
 	 * text leaves room for BOLT's alignment. Address space is cheap. */
 	uint64_t size = 2 * ctx->bin->text_bytes + (64ull << 20);
 	size = (size + (2ull << 20) - 1) & ~((2ull << 20) - 1);
 	if (size > (1ull << 30))
 		size = 1ull << 30;
-	return inject_reserve(&ctx->target, ctx->bin, p->bias, size, &p->res, &ctx->err);
+	rc = inject_reserve(&ctx->target, ctx->bin, p->bias, size, &p->res, &ctx->err);
+	return rc;
 }
 
 static const char *sampler_name(enum sample_backend_kind k)
@@ -281,17 +302,48 @@ int core_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	return rc;
 }
 
+/* AArch64: can C1 reach beyond BL range (128 MiB) of the original code?
+ * BOLT lays out the hot code first, then the cold fragments: together at
+ * most about the text's size (lite: only profiled functions move). BOLT
+ * 19 then fails on split functions (see layout_request.no_split). */
+static int c1_may_be_far(const struct elf_binary *b, uint64_t vma)
+{
+	if (b->machine != EM_AARCH64)
+		return 0;
+	uint64_t tlo = UINT64_MAX;
+	for (size_t i = 0; i < b->nsegs; i++)
+		if ((b->segs[i].flags & PF_X) && b->segs[i].vaddr < tlo)
+			tlo = b->segs[i].vaddr;
+	return tlo != UINT64_MAX &&
+	       vma + b->text_bytes + (1ull << 20) - tlo > RELOC_A64_BRANCH_REACH;
+}
+
 int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
 	struct round_pending *p = ctx->pending;
 	if (!p || p->stage != 1)
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "nothing to optimize: profile first");
-	struct layout_request req = { .bolt_path = ctx->bolt, .binary = ctx->bin->path,
+	/* A BOLT without --custom-allocation-vma outside the load-time range:
+	 * it reads a copy of the binary that makes it place new code at the
+	 * reserved address (the profile's addresses hold for the copy too). */
+	char placed[PATH_MAX];
+	int rc = 0;
+	if (!ctx->bolt_custom_vma && !p->res.early &&
+	    !(rc = core_workdir_file(&p->wd, "bolt-input.elf", placed, &ctx->err)))
+		rc = layout_bolt_placed_copy(ctx->bin->path, placed, p->res.addr - p->bias, &ctx->err);
+	struct layout_request req = { .bolt_path = ctx->bolt,
+		.binary = !ctx->bolt_custom_vma && !p->res.early ? placed : ctx->bin->path,
 		.profile = p->profile, .output = p->output, .log_path = p->log,
 		.alloc_vma = p->res.addr - p->bias, .self_placed = !ctx->bolt_custom_vma,
+		.no_split = c1_may_be_far(ctx->bin, p->res.addr - p->bias),
 		.timeout_ms = ctx->opts.bolt_timeout_ms,
 		.basic_samples = p->basic, .extra_args = ctx->opts.bolt_extra_args };
-	int rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
+	if (!rc && req.no_split)
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "new code at 0x%llx may lie beyond BL reach of the "
+			  "code: BOLT runs without --split-functions",
+			  (unsigned long long)p->res.addr);
+	if (!rc)
+		rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
 	if (!rc)
 		rc = elf_bolt_output_open(p->output, ctx->bin, req.alloc_vma, p->res.size, &p->out, &ctx->err);
 	if (!rc) {

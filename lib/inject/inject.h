@@ -42,10 +42,18 @@ int inject_reserve_island(struct target *t, const struct elf_binary *b, uint64_t
  * process before main() runs and before malloc can extend the heap there
  * (glibc then takes its memory from mmap). A round takes it over.
  * OCOLOS_ERESERVE if there is none for this binary (the process is not
- * the one it was made for, or it is in use by an earlier round).
+ * the one it was made for, or it is in use by an earlier round); the
+ * round then falls back to inject_reserve_placed().
  */
 int inject_reserve_early_take(const struct elf_binary *b, uint64_t bias,
 			      struct inject_reservation *r, struct core_err *err);
+/* When the early range cannot be used: a free range above the image (and
+ * its heap), within branch reach of its code if there is one, whose start
+ * is where BOLT 19's rule would put new code for a copy of the binary with
+ * its highest segment extended up to it (layout_bolt_placed_copy). Its
+ * link-time start is r->addr - bias. OCOLOS_ERESERVE when nothing is free. */
+int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t bias,
+			  struct inject_reservation *r, struct core_err *err);
 /* Where the constructor reserved, for tests: 0 when nothing. */
 void inject_reserve_early_range(uint64_t *addr, uint64_t *size);
 /* Give back what is still reserved in [from, addr + size). */

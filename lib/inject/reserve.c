@@ -250,11 +250,10 @@ int inject_reserve_early_take(const struct elf_binary *b, uint64_t bias,
 	memset(r, 0, sizeof(*r));
 	if (!early.size)
 		return core_errf(err, OCOLOS_ERESERVE,
-				 "no early reservation for new code: libocolos could not reserve, at "
-				 "load time, the range after the program where BOLT 19 places new code "
-				 "(taken already, or OCOLOS_NO_EARLY_RESERVE is set); link libocolos "
-				 "into the program (not dlopen it late) or use a BOLT with "
-				 "--custom-allocation-vma");
+				 "no load-time reservation: libocolos could not reserve the range "
+				 "after the program where BOLT 19 places new code (the heap or another "
+				 "mapping was there first, libocolos was loaded late, or "
+				 "OCOLOS_NO_EARLY_RESERVE is set)");
 	if (early.addr != bias + align_up(b->img_hi, EARLY_ALIGN))
 		return core_errf(err, OCOLOS_ERESERVE,
 				 "the early reservation at 0x%llx was made for another image than '%s' "
@@ -269,6 +268,138 @@ int inject_reserve_early_take(const struct elf_binary *b, uint64_t bias,
 	early_taken = 1;
 	*r = early;
 	return 0;
+}
+
+/*
+ * The fallback when the early range is missing or unusable (the heap took
+ * it before the constructor ran: libstdc++'s start-up allocates its
+ * emergency exception pool, and qemu-user starts the brk heap right after
+ * the image). BOLT 19 cannot be told an address, but it derives one from
+ * the input's program headers only (rule above), so the round gives it a
+ * copy of the binary whose highest PT_LOAD's p_memsz reaches the range
+ * picked here (layout_bolt_placed_copy); nothing BOLT reads for code or
+ * the profile moves. The range must therefore
+ *  - start 64 KiB-aligned at link time, at or above both terms of the rule
+ *    (the image end and the file-offset term), so that the rule's result
+ *    is exactly its start;
+ *  - lie within branch reach of the text (BL: 128 MiB), or beyond it only
+ *    when nothing within reach is free (C1 is then reached by veneers);
+ *  - leave the brk heap some room and keep clear of the stack we run on.
+ * qemu-user with 64 KiB pages leaves the stack and parts of the libraries
+ * out of /proc/self/maps, and maps a MAP_FIXED_NOREPLACE request over them
+ * elsewhere (reserve_at says "taken"): so a refused address is skipped and
+ * the search goes on above it.
+ */
+#define PLACED_HEAP_ROOM (16ull << 20)
+#define PLACED_FAR (1ull << 30)
+#define PLACED_STEP (2ull << 20)
+#define PLACED_TRIES 64
+
+static int reserve_scan(struct target *t, uint64_t size, uint64_t lo, uint64_t hi,
+			uint64_t near, struct inject_reservation *r, struct core_err *err)
+{
+	for (int i = 0; i < PLACED_TRIES && hi > lo && hi - lo >= size; i++) {
+		struct procmaps m = { 0 };
+		int rc = procmaps_read(t->pid, &m, err);
+		if (rc)
+			return rc;
+		uint64_t a = procmaps_find_free(&m, size, EARLY_ALIGN, lo, hi, near);
+		procmaps_free(&m);
+		if (!a)
+			return 1;
+		rc = t->ops->reserve_at(t, a, size, err);
+		if (rc == 0) {
+			r->addr = a;
+			r->size = size;
+			return 0;
+		}
+		if (rc < 0)
+			return rc;
+		if (a >= near) { /* taken but not listed: look above it */
+			lo = a + PLACED_STEP;
+			near = lo;
+		} else {
+			hi = a + size - PLACED_STEP;
+		}
+	}
+	return 1;
+}
+
+int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t bias,
+			  struct inject_reservation *r, struct core_err *err)
+{
+	memset(r, 0, sizeof(*r));
+	struct stat st;
+	if (fstat(b->fd, &st) != 0)
+		return core_errf(err, OCOLOS_EIO, "cannot stat '%s': %s", b->path, strerror(errno));
+	if (bias & (EARLY_ALIGN - 1))
+		return core_errf(err, OCOLOS_ERESERVE,
+				 "'%s' is loaded at 0x%llx, not 64 KiB-aligned: BOLT 19 aligns new code to "
+				 "64 KiB at link time, so it cannot be placed; relink with "
+				 "-z max-page-size=65536", b->path, (unsigned long long)bias);
+	uint64_t file_hi = (uint64_t)st.st_size, tlo = UINT64_MAX, thi = 0;
+	for (size_t i = 0; i < b->nsegs; i++) {
+		const struct elf_segment *s = &b->segs[i];
+		file_hi = s->offset + s->filesz > file_hi ? s->offset + s->filesz : file_hi;
+		if (s->flags & PF_X) {
+			tlo = s->vaddr < tlo ? s->vaddr : tlo;
+			thi = s->vaddr + s->memsz > thi ? s->vaddr + s->memsz : thi;
+		}
+	}
+	if (thi <= tlo)
+		return core_errf(err, OCOLOS_EINVAL, "'%s' has no executable segment", b->path);
+	uint64_t floor = align_up(b->img_hi, EARLY_ALIGN);
+	if (align_up(file_hi, EARLY_ALIGN) + b->img_lo > floor)
+		floor = align_up(file_hi, EARLY_ALIGN) + b->img_lo;
+	uint64_t page = inject_page_size();
+	uint64_t reach = b->machine == EM_AARCH64 ? RELOC_A64_BRANCH_REACH - page
+						  : (uint64_t)INT32_MAX;
+	uint64_t lo = bias + floor, hi = bias + tlo + reach;
+	/* The stack: [sp - its limit - 1 MiB, sp + 1 MiB) stays out. */
+	uint64_t stk_lo = 0, stk_hi = 0;
+	if (t->pid == getpid()) {
+		struct rlimit rl;
+		uint64_t sp = (uint64_t)(uintptr_t)__builtin_frame_address(0);
+		uint64_t grow = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur < (256ull << 20)
+				? rl.rlim_cur : (256ull << 20);
+		stk_lo = sp > grow + (1ull << 20) ? (sp - grow - (1ull << 20)) & ~(EARLY_ALIGN - 1) : 0;
+		stk_hi = align_up(sp + (1ull << 20), EARLY_ALIGN);
+	}
+	/* Generous first (as the early range), then what C1 needs at least:
+	 * the hot code is a fraction of the text. */
+	uint64_t sizes[3] = { align_up(2 * b->text_bytes + (64ull << 20), 2ull << 20),
+		align_up(2 * b->text_bytes + (16ull << 20), EARLY_ALIGN),
+		align_up(b->text_bytes + (1ull << 20), EARLY_ALIGN) };
+	for (int far = 0; far < 2; far++) {
+		uint64_t whi = far ? lo + PLACED_FAR : hi;
+		uint64_t wlo = far ? (hi > lo ? hi : lo) : lo;
+		/* the window without the stack: below it, then above it */
+		uint64_t win[2][2] = { { wlo, whi }, { 0, 0 } };
+		if (stk_hi > wlo && stk_lo < whi) {
+			win[0][1] = stk_lo > wlo ? stk_lo : wlo;
+			win[1][0] = stk_hi;
+			win[1][1] = whi;
+		}
+		for (int k = 0; k < 3; k++)
+			for (int w = 0; w < 2; w++) {
+				uint64_t a = win[w][0], z = win[w][1], size = sizes[k];
+				if (z <= a || z - a < size)
+					continue;
+				uint64_t slack = z - a - size;
+				uint64_t near = a + (slack / 2 < PLACED_HEAP_ROOM ? slack / 2
+										 : PLACED_HEAP_ROOM);
+				int rc = reserve_scan(t, size, a, z, near, r, err);
+				if (rc <= 0)
+					return rc;
+			}
+	}
+	return core_errf(err, OCOLOS_ERESERVE,
+			 "no free %llu MiB range above '%s' (from 0x%llx) for new code, within BL "
+			 "reach of its code (up to 0x%llx) or 1 GiB beyond; the address space after "
+			 "the program is full: start libocolos early (link it into the program) so "
+			 "that its load-time reservation succeeds",
+			 (unsigned long long)(sizes[2] >> 20), b->path, (unsigned long long)lo,
+			 (unsigned long long)hi);
 }
 
 void inject_reservation_trim(struct target *t, struct inject_reservation *r, uint64_t from)

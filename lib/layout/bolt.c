@@ -13,6 +13,8 @@
  *  --jump-tables=move    moved functions get their own jump tables in the
  *                        new segment; C0's tables stay untouched
  *  --no-huge-pages       no 2 MiB padding of the new text
+ *  --split-functions     cold blocks out of the hot code; left out when new
+ *                        code lies beyond AArch64 BL reach (see no_split)
  */
 #include <elf.h>
 #include <errno.h>
@@ -255,6 +257,88 @@ static int aggregate(const struct layout_request *req, char *fdata, uint64_t dea
 	return bolt_status(req, spawn_wait((char *const *)argv, req->log_path, left), err);
 }
 
+/*
+ * A BOLT without --custom-allocation-vma puts new code at the end of the
+ * highest PT_LOAD (p_vaddr + p_memsz), aligned up (inject/reserve.c). A
+ * copy whose highest PT_LOAD's p_memsz reaches `vma` gets its new code at
+ * `vma`: more zero-fill at the end of the image changes no byte BOLT
+ * disassembles, relocates or maps a profile to. Only the program header
+ * changes; section headers, symbols, build-id and code stay as they are.
+ */
+int layout_bolt_placed_copy(const char *src, const char *dst, uint64_t vma,
+			    struct core_err *err)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return core_errf(err, OCOLOS_EIO, "cannot open '%s': %s", src, strerror(errno));
+	int out = open(dst, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	size_t bufsz = 1u << 20;
+	char *buf = malloc(bufsz);
+	int rc = 0;
+	if (out < 0 || !buf) {
+		rc = core_errf(err, out < 0 ? OCOLOS_EIO : OCOLOS_ENOMEM, "cannot create '%s': %s",
+			       dst, out < 0 ? strerror(errno) : "out of memory");
+		goto done;
+	}
+	for (;;) {
+		ssize_t n = read(in, buf, bufsz);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n < 0)
+				rc = core_errf(err, OCOLOS_EIO, "reading '%s': %s", src, strerror(errno));
+			break;
+		}
+		for (ssize_t off = 0; off < n;) {
+			ssize_t w = write(out, buf + off, (size_t)(n - off));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				rc = core_errf(err, OCOLOS_EIO, "writing '%s': %s (is the work directory's "
+					       "file system full? set opts.tmp_dir)", dst, strerror(errno));
+				goto done;
+			}
+			off += w;
+		}
+	}
+	if (rc)
+		goto done;
+	Elf64_Ehdr eh;
+	if (pread(out, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr)) {
+		rc = core_errf(err, OCOLOS_EINVAL, "'%s' is not a 64-bit ELF file", src);
+		goto done;
+	}
+	int top = -1;
+	Elf64_Phdr ph, best = { 0 };
+	for (int i = 0; i < eh.e_phnum; i++) {
+		off_t at = (off_t)(eh.e_phoff + (uint64_t)i * sizeof(ph));
+		if (pread(out, &ph, sizeof(ph), at) != (ssize_t)sizeof(ph)) {
+			rc = core_errf(err, OCOLOS_EIO, "reading the program headers of '%s'", dst);
+			goto done;
+		}
+		if (ph.p_type == PT_LOAD && (top < 0 || ph.p_vaddr + ph.p_memsz > best.p_vaddr + best.p_memsz)) {
+			top = i;
+			best = ph;
+		}
+	}
+	if (top < 0 || best.p_vaddr + best.p_memsz > vma) {
+		rc = core_errf(err, OCOLOS_EINVAL, "internal: new code at 0x%llx would lie inside the "
+			       "image of '%s'", (unsigned long long)vma, src);
+		goto done;
+	}
+	best.p_memsz = vma - best.p_vaddr;
+	if (pwrite(out, &best, sizeof(best), (off_t)(eh.e_phoff + (uint64_t)top * sizeof(best))) !=
+	    (ssize_t)sizeof(best))
+		rc = core_errf(err, OCOLOS_EIO, "writing '%s': %s", dst, strerror(errno));
+done:
+	free(buf);
+	if (out >= 0 && close(out) != 0 && !rc)
+		rc = core_errf(err, OCOLOS_EIO, "writing '%s': %s", dst, strerror(errno));
+	close(in);
+	return rc;
+}
+
 int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 		    struct core_err *err)
 {
@@ -276,7 +360,7 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 	 * the image, into the range reserved early for it (inject/reserve.c). */
 	static const char *const common[] = { "--enable-bat", "--lite",
 		"--reorder-blocks=ext-tsp", "--reorder-functions=cdsort",
-		"--split-functions", "--jump-tables=move", "--no-huge-pages", NULL };
+		"--jump-tables=move", "--no-huge-pages", NULL };
 	const char *argv[MAX_ARGS] = { req->bolt_path, req->binary, outarg, data, NULL };
 	size_t n = 4;
 	if (!req->basic_samples)
@@ -285,6 +369,8 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 		argv[n++] = vma;
 	for (size_t i = 0; common[i]; i++)
 		argv[n++] = common[i];
+	if (!req->no_split)
+		argv[n++] = "--split-functions";
 	for (size_t i = 0; req->extra_args && req->extra_args[i]; i++) {
 		if (n + 1 >= MAX_ARGS)
 			return core_errf(err, OCOLOS_EINVAL, "too many extra BOLT arguments");

@@ -19,7 +19,12 @@ struct layout_request {
 	uint64_t alloc_vma;	 /* link-time address for new code */
 	int self_placed;	 /* 0: pass alloc_vma (--custom-allocation-vma); 1: the
 				    BOLT lacks it and places new code itself right after
-				    the image (BOLT 19, see inject/reserve.c) */
+				    the image (BOLT 19, see inject/reserve.c); `binary`
+				    may then be a copy from layout_bolt_placed_copy() */
+	int no_split;		 /* leave out --split-functions: new code beyond BL
+				    reach of the original code (AArch64), where BOLT
+				    19 gives cold fragments no stubs to C0 (its LongJmp
+				    pass covers the hot area only) and fails */
 	uint32_t timeout_ms;
 	int basic_samples;	 /* profile holds IP samples (S records): --ba */
 	const char *const *extra_args; /* NULL-ended, may be NULL */
@@ -38,6 +43,13 @@ int layout_bolt_probe(const char *hint, const char *dir, char *out,
  * (*custom_vma = 0): the round then relies on the early reservation. */
 int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, char *out,
 			  int *custom_vma, struct core_err *err);
+
+/* Copy the binary `src` to `dst` with its highest PT_LOAD extended so that
+ * a BOLT without --custom-allocation-vma places new code at link-time
+ * address `vma` (64 KiB-aligned, at or above both terms of BOLT 19's
+ * rule, see inject/reserve.c). */
+int layout_bolt_placed_copy(const char *src, const char *dst, uint64_t vma,
+			    struct core_err *err);
 
 /* Run BOLT; returns 0, OCOLOS_EBOLT (with the tail of its log), or
  * OCOLOS_ETIMEDOUT (BOLT killed). `elapsed_ns` gets BOLT's wall time. */

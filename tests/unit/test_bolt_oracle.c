@@ -20,6 +20,7 @@
 #include <gelf.h>
 #include <libelf.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #include "core/workdir.h"
 #include "elf/binary.h"
 #include "elf/bolt_output.h"
+#include "infer/hybrid.h"
 #include "infer/profile.h"
 #include "inject/inject.h"
 #include "layout/layout.h"
@@ -34,6 +36,23 @@
 #include "unit.h"
 
 struct sec { uint64_t addr, size; uint8_t *bytes; };
+
+/* The whole file, malloc'd; NULL on error. */
+static uint8_t *read_file(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *buf = NULL;
+	long len = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+	if (len > 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len)) &&
+	    fread(buf, 1, (size_t)len, f) != (size_t)len) {
+		free(buf);
+		buf = NULL;
+	}
+	if (f)
+		fclose(f);
+	*n = buf ? (size_t)len : 0;
+	return buf;
+}
 
 static struct sec read_section(const char *path, const char *name)
 {
@@ -303,6 +322,58 @@ int main(int argc, char **argv)
 		check_data(b, o, &plan, argv[1], output, ".data");
 		inject_plan_free(&plan);
 		elf_bolt_output_close(o);
+	}
+	/* BOLT 19 lacks --custom-allocation-vma; a copy of the binary whose
+	 * highest PT_LOAD ends at v19 (layout_bolt_placed_copy) must make it
+	 * put new code exactly there, and differ from the binary in that
+	 * program header only. */
+	const char *bolt19 = "/usr/lib/llvm-19/bin/llvm-bolt";
+	if (access(bolt19, X_OK) == 0) {
+		char placed[PATH_MAX], out19[PATH_MAX];
+		core_workdir_file(&wd, "placed.elf", placed, &err);
+		core_workdir_file(&wd, "out19.bolt", out19, &err);
+		uint64_t v19 = vma + (16ull << 20);
+		expect(layout_bolt_placed_copy(argv[1], placed, v19, &err) == 0, "%s", err.msg);
+		size_t n0 = 0, n1 = 0;
+		uint8_t *f0 = read_file(argv[1], &n0), *f1 = read_file(placed, &n1);
+		const Elf64_Ehdr *eh = (const Elf64_Ehdr *)f0;
+		size_t diff = 0, outside = 0;
+		for (size_t k = 0; f0 && f1 && n0 == n1 && k < n0; k++)
+			if (f0[k] != f1[k]) {
+				diff++;
+				outside += k < eh->e_phoff ||
+					   k >= eh->e_phoff + (size_t)eh->e_phnum * sizeof(Elf64_Phdr);
+			}
+		expect(f0 && f1 && n0 == n1 && diff > 0 && diff <= 8 && !outside,
+		       "the copy differs in %zu bytes, %zu outside the program headers", diff, outside);
+		free(f0);
+		free(f1);
+		/* BOLT 19 has no --ba: our edge profile (what AArch64 rounds use). */
+		char prof19[PATH_MAX];
+		core_workdir_file(&wd, "p19.preagg", prof19, &err);
+		struct hybrid_write_stats hs = { 0 };
+		expect(infer_write_hybrid_flags(b, 0, &s, prof19, 0, &ps, &hs, &err) == 0, "%s", err.msg);
+		struct layout_request r19 = req;
+		r19.bolt_path = bolt19;
+		r19.binary = placed;
+		r19.output = out19;
+		r19.profile = prof19;
+		r19.basic_samples = 0;
+		r19.self_placed = 1;
+		rc = layout_bolt_run(&r19, &ns, &err);
+		expect(rc == 0, "BOLT 19: %s", err.msg);
+		struct bolt_output *o19 = NULL;
+		if (!rc)
+			expect(elf_bolt_output_open(out19, b, v19, 256ull << 20, &o19, &err) == 0, "%s",
+			       err.msg);
+		if (o19) {
+			expect(o19->lo == v19, "BOLT 19 put new code at 0x%llx, not 0x%llx",
+			       (unsigned long long)o19->lo, (unsigned long long)v19);
+			expect(o19->moved >= 5, "BOLT 19 moved %u functions", o19->moved);
+			elf_bolt_output_close(o19);
+		}
+	} else {
+		fprintf(stderr, "no %s: the placed copy is not checked against it\n", bolt19);
 	}
 	core_workdir_remove(&wd);
 	sample_set_free(&s);

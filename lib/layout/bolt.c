@@ -254,7 +254,21 @@ static int aggregate(const struct layout_request *req, char *fdata, uint64_t dea
 		prof, out, NULL };
 	uint64_t now = core_now_ns();
 	uint32_t left = deadline_ns > now ? (uint32_t)((deadline_ns - now) / 1000000) : 0;
-	return bolt_status(req, spawn_wait((char *const *)argv, req->log_path, left), err);
+	int st = spawn_wait((char *const *)argv, req->log_path, left);
+	/* BOLT 19 (the AArch64 BOLT here) has no --ba, and its pre-aggregated
+	 * reader takes only B/F records (its --nl refuses S lines): it cannot
+	 * take bare samples this way at all. */
+	char tail[400];
+	if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
+		log_tail(req->log_path, tail, sizeof(tail));
+		if (strstr(tail, "Unknown command line argument '--ba'"))
+			return core_errf(err, OCOLOS_ENOTSUP,
+					 "llvm-bolt '%s' cannot read bare IP samples (no --ba; BOLT 19's "
+					 "pre-aggregated reader takes branch records only): use the default "
+					 "edges (opts.edges = OCOLOS_EDGES_AUTO or OCOLOS_EDGES_HYBRID)",
+					 req->bolt_path);
+	}
+	return bolt_status(req, st, err);
 }
 
 /*

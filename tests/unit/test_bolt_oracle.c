@@ -372,6 +372,16 @@ int main(int argc, char **argv)
 			expect(o19->moved >= 5, "BOLT 19 moved %u functions", o19->moved);
 			elf_bolt_output_close(o19);
 		}
+		/* Bare samples (opts.edges BOLT) cannot reach BOLT 19 (no --ba,
+		 * and its reader takes no S records): a named refusal that says
+		 * what to use, not BOLT's usage error. */
+		struct layout_request rba = r19;
+		rba.profile = req.profile;
+		rba.basic_samples = 1;
+		core_err_clear(&err);
+		rc = layout_bolt_run(&rba, &ns, &err);
+		expect(rc == OCOLOS_ENOTSUP && strstr(err.msg, "OCOLOS_EDGES_HYBRID"),
+		       "BOLT 19 with bare samples: rc %d, %s", rc, err.msg);
 	} else {
 		fprintf(stderr, "no %s: the placed copy is not checked against it\n", bolt19);
 	}

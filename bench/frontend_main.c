@@ -174,6 +174,7 @@ struct online {
 	double ab_secs;		      /* --ab-secs */
 	long cg_ops;		      /* --cg-ops */
 	int sampler;		      /* --ocolos-sampler (enum ocolos_sampler) */
+	int writable_slots;	      /* --ocolos-writable-slots */
 	pthread_t tid;
 };
 
@@ -345,10 +346,11 @@ static void *online_main(void *p)
 	long rss0 = rss_kb();
 	double t_start = now_s();
 	if (o->profile_ms || o->sample_hz || o->keep || o->bolt ||
-	    o->bolt_args[0] || o->edges || o->sampler) {
+	    o->bolt_args[0] || o->edges || o->sampler || o->writable_slots) {
 		OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = o->profile_ms,
 			    .sample_hz = o->sample_hz, .edges = o->edges,
 			    .sampler = o->sampler,
+			    .redirect_writable_slots = o->writable_slots,
 			    .keep_work_dir = o->keep, .bolt_path = o->bolt,
 			    .bolt_extra_args = o->bolt_args[0] ? o->bolt_args
 							       : NULL);
@@ -419,7 +421,8 @@ static void usage(const char *argv0)
 		"operations run on C0,\n"
 		"                      C1, C0, C1 (callgrind dumps per phase); "
 		"the run then ends\n"
-		"  --ocolos-sampler S  0 auto, 1 perf-lbr, 2 perf-ip, 3 sigprof\n",
+		"  --ocolos-sampler S  0 auto, 1 perf-lbr, 2 perf-ip, 3 sigprof\n"
+		"  --ocolos-writable-slots  opts.redirect_writable_slots = 1\n",
 		argv0);
 }
 
@@ -432,6 +435,7 @@ int main(int argc, char **argv)
 	int edges = 0;
 	int keep = 0, ab_pairs = 0, nbolt_args = 0, sampler = 0;
 	long cg_ops = 0;
+	int writable_slots = 0;
 	double ab_secs = 2;
 	const char *bolt = NULL, *bolt_args[17] = { NULL };
 
@@ -440,6 +444,10 @@ int main(int argc, char **argv)
 		int used = 1;
 		if (!strcmp(a, "--ocolos-keep")) {
 			keep = 1;
+			continue;
+		}
+		if (!strcmp(a, "--ocolos-writable-slots")) {
+			writable_slots = 1;
 			continue;
 		}
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -529,7 +537,8 @@ int main(int argc, char **argv)
 	struct online on = { .after = online_after, .profile_ms = profile_ms,
 			     .sample_hz = sample_hz, .edges = edges, .keep = keep, .bolt = bolt,
 			     .ab_pairs = ab_pairs, .ab_secs = ab_secs,
-			     .cg_ops = cg_ops, .sampler = sampler };
+			     .cg_ops = cg_ops, .sampler = sampler,
+			     .writable_slots = writable_slots };
 	memcpy(on.bolt_args, bolt_args, sizeof(bolt_args));
 	if (online_after < 0)
 		atomic_store(&g_ab_done, 1);
@@ -547,6 +556,7 @@ int main(int argc, char **argv)
 	(void)bolt_args;
 	(void)ab_secs;
 	(void)sampler;
+	(void)writable_slots;
 	if (ab_pairs > 0 || cg_ops > 0) {
 		fprintf(stderr, "--ab-pairs/--cg-ops: built without libocolos\n");
 		return 2;

@@ -153,8 +153,16 @@ struct ocolos_self_opts {
 	int sampler;
 	/* Edge inference for IP samples (enum ocolos_edges). Default AUTO. */
 	int edges;
+	/* Also redirect function pointers stored in writable data (.data) by
+	 * the linker, like a table of handlers, to C1. Default 0: they keep
+	 * pointing at C0, whose entry jumps to C1, which costs a jump and a
+	 * cache line per call. Set it only if the program never compares
+	 * such a pointer with the function's address (`&func` still yields
+	 * C0): after the redirect the two differ. A slot the program has
+	 * changed is left alone. */
+	int redirect_writable_slots;
 };
-#define ocolos_self_opts__last_field edges
+#define ocolos_self_opts__last_field redirect_writable_slots
 
 /* What a round did. Filled on success, and as far as the round got on error. */
 struct ocolos_stats {
@@ -267,8 +275,9 @@ struct ocolos_pid_opts {
 	int sampler;
 	/* Edge inference for IP samples (enum ocolos_edges). Default AUTO. */
 	int edges;
+	int redirect_writable_slots; /* as in ocolos_self_opts */
 };
-#define ocolos_pid_opts__last_field edges
+#define ocolos_pid_opts__last_field redirect_writable_slots
 
 /*
  * Open a context on process `pid`, which needs nothing from libocolos: no

@@ -23,6 +23,7 @@ struct round_opts {
 	int stop_signal, keep_work_dir;
 	int sampler;		/* enum ocolos_sampler */
 	int edges;		/* enum ocolos_edges */
+	int redirect_writable_slots;
 	const char *bolt_path, *binary_path, *tmp_dir;
 	const char *const *bolt_extra_args;
 };

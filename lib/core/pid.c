@@ -31,7 +31,7 @@ OCOLOS_API int ocolos_open_pid(pid_t pid, const struct ocolos_pid_opts *opts,
 		.call_timeout_ms = u.call_timeout_ms, .keep_work_dir = u.keep_work_dir,
 		.bolt_path = u.bolt_path, .binary_path = u.binary_path, .tmp_dir = u.tmp_dir,
 		.bolt_extra_args = u.bolt_extra_args, .sampler = u.sampler,
-		.edges = u.edges };
+		.edges = u.edges, .redirect_writable_slots = u.redirect_writable_slots };
 	api_defaults(&ctx->opts);
 	if (!rc && (pid <= 0 || pid == getpid()))
 		rc = core_errf(&ctx->err, OCOLOS_EINVAL, pid <= 0 ? "pid %d is not a process id"

@@ -112,7 +112,7 @@ static int self_configure(const struct ocolos_self_opts *opts)
 		.stop_signal = u.stop_signal, .keep_work_dir = u.keep_work_dir,
 		.bolt_path = u.bolt_path, .binary_path = u.binary_path, .tmp_dir = u.tmp_dir,
 		.bolt_extra_args = u.bolt_extra_args, .sampler = u.sampler,
-		.edges = u.edges };
+		.edges = u.edges, .redirect_writable_slots = u.redirect_writable_slots };
 	api_defaults(&ctx->opts);
 	ctx->log = (struct core_log){ u.log_fn, u.log_user };
 	if (ctx->pid != getpid()) { /* first call, or first after a fork */

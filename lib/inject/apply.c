@@ -151,7 +151,7 @@ int inject_prefault(int memfd, const struct inject_plan *plan)
 	for (size_t i = 0; i < plan->n; i++) {
 		const struct inject_patch *p = &plan->v[i];
 		uint64_t page = p->addr & ~4095ull;
-		if (page == last_page)
+		if (page == last_page || p->kind == INJECT_DATA_SLOT)
 			continue;
 		last_page = page;
 		uint8_t cur[8];

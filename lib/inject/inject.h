@@ -74,19 +74,27 @@ int inject_mem_read(int fd, uint64_t addr, void *buf, size_t len);
 struct inject_patch {
 	uint64_t addr;	   /* run-time address of the bytes */
 	uint8_t len;	   /* 4 (rel32), 5 (entry jmp) or 8 (pointer) */
-	uint8_t kind;	   /* INJECT_CALL_SITE, INJECT_PTR_SLOT or INJECT_ENTRY */
+	uint8_t kind;	   /* INJECT_CALL_SITE, INJECT_PTR_SLOT, INJECT_ENTRY or
+			      INJECT_DATA_SLOT */
 	uint8_t old[8];	   /* bytes expected there now (C0) */
 	uint8_t new_[8];   /* bytes that redirect to C1 */
 	uint8_t applied;   /* in place since the last forward switch */
 	uint8_t blocked;   /* entry a thread could resume inside: not written now */
 };
-enum { INJECT_CALL_SITE = 1, INJECT_PTR_SLOT = 2, INJECT_ENTRY = 3 };
+/* INJECT_DATA_SLOT: a pointer slot in writable data (only with
+ * INJECT_PLAN_WRITABLE_SLOTS); the program may write it at any time, so it
+ * is never pre-faulted (that rewrites the value read a moment earlier). */
+enum { INJECT_CALL_SITE = 1, INJECT_PTR_SLOT = 2, INJECT_ENTRY = 3, INJECT_DATA_SLOT = 4 };
+
+/* inject_plan_build_island() flags. */
+#define INJECT_PLAN_WRITABLE_SLOTS 0x1u /* redirect slots in writable data too */
 
 struct inject_plan {
 	struct inject_patch *v; size_t n, cap;
 	uint32_t call_sites, ptr_slots, entries; /* planned, by kind */
 	uint8_t *changed;		    /* n bytes of scratch for inject_apply */
 	uint32_t skipped_writable;	    /* slots left alone (see plan.c) */
+	uint32_t writable_slots;	    /* of ptr_slots, in writable data */
 	/* AArch64: veneers for call sites out of BL reach of C1, to be
 	 * written at run-time address `island` before the stop (malloc'ed,
 	 * island_len bytes; island 0 when none is needed). */
@@ -101,8 +109,8 @@ int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
  * of every call site; 0 if none was reserved: then an out-of-reach call
  * site is an OCOLOS_ERESERVE error). Ignored on x86-64. */
 int inject_plan_build_island(const struct elf_binary *b, const struct bolt_output *o,
-			     uint64_t bias, uint64_t island, struct inject_plan *plan,
-			     struct core_err *err);
+			     uint64_t bias, uint64_t island, unsigned flags,
+			     struct inject_plan *plan, struct core_err *err);
 void inject_plan_free(struct inject_plan *plan);
 /* AArch64: whether some call site cannot reach its C1 target with a BL,
  * i.e. whether inject_plan_build needs an island. */

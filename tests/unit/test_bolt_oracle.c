@@ -201,7 +201,7 @@ static void check_text(const struct elf_binary *b, const struct bolt_output *o,
 
 static void check_data(const struct elf_binary *b, const struct bolt_output *o,
 		       const struct inject_plan *plan, const char *in_path, const char *out_path,
-		       const char *name)
+		       const char *name, size_t want_agree, size_t want_left)
 {
 	struct sec in = read_section(in_path, name), out = read_section(out_path, name);
 	if (!in.bytes || !out.bytes)
@@ -237,10 +237,9 @@ static void check_data(const struct elf_binary *b, const struct bolt_output *o,
 	fprintf(stderr, "%s: %zu slots agree with BOLT, %zu writable slots left on C0, %zu unexplained\n",
 		name, agree, writable, unexplained);
 	expect(unexplained == 0, "%zu unexplained differences in %s", unexplained, name);
-	if (!strcmp(name, ".data.rel.ro"))
-		expect(agree == 3, "fx_table: %zu slots agree, want 3", agree);
-	if (!strcmp(name, ".data"))
-		expect(writable == 1, "fx_hook: %zu writable slots seen redirected by BOLT, want 1", writable);
+	expect(agree == want_agree, "%s: %zu slots agree with BOLT, want %zu", name, agree, want_agree);
+	expect(writable == want_left, "%s: %zu slots BOLT redirected are left on C0, want %zu", name,
+	       writable, want_left);
 	free(in.bytes);
 	free(out.bytes);
 }
@@ -318,8 +317,25 @@ int main(int argc, char **argv)
 		       "plan: %u call sites, %u slots, %u writable skipped", plan.call_sites,
 		       plan.ptr_slots, plan.skipped_writable);
 		check_text(b, o, &plan, argv[1], output);
-		check_data(b, o, &plan, argv[1], output, ".data.rel.ro");
-		check_data(b, o, &plan, argv[1], output, ".data");
+		check_data(b, o, &plan, argv[1], output, ".data.rel.ro", 3, 0); /* fx_table */
+		check_data(b, o, &plan, argv[1], output, ".data", 0, 1);	   /* fx_hook */
+		/* opts.redirect_writable_slots: fx_hook too, to the very value
+		 * BOLT wrote there, as a slot the program may write (never
+		 * pre-faulted). */
+		struct inject_plan wplan;
+		expect(inject_plan_build_island(b, o, 0, 0, INJECT_PLAN_WRITABLE_SLOTS, &wplan, &err) == 0,
+		       "%s", err.msg);
+		expect(wplan.writable_slots == 1 && wplan.skipped_writable == 0 &&
+		       wplan.ptr_slots == plan.ptr_slots + 1,
+		       "writable plan: %u slots, %u writable, %u skipped", wplan.ptr_slots,
+		       wplan.writable_slots, wplan.skipped_writable);
+		size_t ndata = 0;
+		for (size_t k = 0; k < wplan.n; k++)
+			ndata += wplan.v[k].kind == INJECT_DATA_SLOT;
+		expect(ndata == 1, "%zu INJECT_DATA_SLOT patches, want 1", ndata);
+		check_data(b, o, &wplan, argv[1], output, ".data", 1, 0);
+		check_data(b, o, &wplan, argv[1], output, ".data.rel.ro", 3, 0);
+		inject_plan_free(&wplan);
 		inject_plan_free(&plan);
 		elf_bolt_output_close(o);
 	}

@@ -4,6 +4,11 @@
  * their results against values computed before any round. After each
  * re-apply the process's samples land in C1; after each revert, in C0.
  * Build: -O2 -fno-jump-tables -Wl,--emit-relocs (PIE and non-PIE).
+ *
+ * -DREDIRECT_WRITABLE: the steps are called through `hooks`, a table in
+ * writable .data, and the round sets opts.redirect_writable_slots. Its
+ * slots then hold C1 addresses while optimized and C0 ones after a revert;
+ * hooks[2], which the program changed before the round, is left alone.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -26,7 +31,12 @@ __attribute__((noinline)) static uint64_t mix(uint64_t x)
 }
 __attribute__((noinline)) static uint64_t twist(uint64_t x) { return mix(x + 0x9e3779b97f4a7c15ull) ^ (x << 7); }
 __attribute__((noinline)) static uint64_t fold(uint64_t x) { return mix(x) + twist(x >> 3); }
+#ifdef REDIRECT_WRITABLE
+static step_fn hooks[] = { mix, twist, fold };
+#define steps hooks
+#else
 static const step_fn steps[] = { mix, twist, fold };
+#endif
 
 __attribute__((noinline)) static uint64_t batch(uint64_t k)
 {
@@ -62,8 +72,21 @@ static double fraction_in_c1(void)
 	return w.samples ? (double)w.in_optimized / (double)w.samples : 0;
 }
 
+#ifdef REDIRECT_WRITABLE
+/* The slots hold the functions' C0 addresses (1) or not (0). The volatile
+ * read keeps the compiler from assuming the table's contents. */
+static int hooks_on_c0(void)
+{
+	step_fn h0 = ((step_fn volatile *)hooks)[0], h1 = ((step_fn volatile *)hooks)[1];
+	return h0 == mix && h1 == twist;
+}
+#endif
+
 int main(void)
 {
+#ifdef REDIRECT_WRITABLE
+	hooks[2] = twist; /* changed by the program: the round must leave it */
+#endif
 	for (int k = 0; k < NK; k++)
 		expected[k] = batch((uint64_t)k);
 	pthread_t t[2];
@@ -73,13 +96,22 @@ int main(void)
 
 	struct ocolos_switch_stats sw;
 	expect(ocolos_revert_self(&sw) == OCOLOS_EINVAL, "revert before any round must fail");
+#ifdef REDIRECT_WRITABLE
+	OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = 800, .redirect_writable_slots = 1);
+#else
 	OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = 800);
+#endif
 	struct ocolos_stats st;
 	int rc = ocolos_optimize_self(&opts, &st);
 	expect(rc == 0, "round: %s", ocolos_last_error(NULL));
 	if (rc == 0) {
 		double f = fraction_in_c1();
 		fprintf(stderr, "after the round: %.2f of samples in C1\n", f);
+#ifdef REDIRECT_WRITABLE
+		expect(!hooks_on_c0(), "hooks[0..1] still hold C0 addresses after the round");
+		expect(((step_fn volatile *)hooks)[2] == twist, "hooks[2], changed by the program, was "
+		       "overwritten");
+#endif
 		expect(f > 0.5, "after the round only %.2f of samples in C1", f);
 		for (int cycle = 0; cycle < 3; cycle++) {
 			expect(ocolos_revert_self(&sw) == 0, "revert: %s", ocolos_last_error(NULL));
@@ -88,11 +120,17 @@ int main(void)
 			f = fraction_in_c1();
 			fprintf(stderr, "cycle %d reverted: %.2f in C1 (pause %.3f ms)\n", cycle, f, sw.pause_ns / 1e6);
 			expect(f < 0.05, "after revert %.2f of samples still in C1", f);
+#ifdef REDIRECT_WRITABLE
+			expect(hooks_on_c0(), "revert left hooks[0..1] on C1");
+#endif
 			expect(ocolos_revert_self(NULL) == OCOLOS_EINVAL, "double revert must fail");
 			expect(ocolos_reapply_self(&sw) == 0, "reapply: %s", ocolos_last_error(NULL));
 			f = fraction_in_c1();
 			fprintf(stderr, "cycle %d re-applied: %.2f in C1 (pause %.3f ms)\n", cycle, f, sw.pause_ns / 1e6);
 			expect(f > 0.5, "after re-apply only %.2f of samples in C1", f);
+#ifdef REDIRECT_WRITABLE
+			expect(!hooks_on_c0(), "re-apply left hooks[0..1] on C0");
+#endif
 		}
 	}
 	atomic_store(&quit, 1);

@@ -27,13 +27,18 @@
 #define ALIGN (2ull << 20)
 
 /* Reserve `size` bytes in the target within [lo, hi), nearest `near`:
- * 0 (done), 1 (no free range), or an OCOLOS_E* code. A gap mapped by
- * someone else between looking and mapping is looked for again. */
+ * 0 (done), 1 (no free range), or an OCOLOS_E* code. An address the
+ * target refuses although the maps show it free — mapped by someone else
+ * between looking and mapping, or (qemu-user, 64 KiB pages) never listed
+ * in /proc/self/maps — is stepped over, and the search goes on beyond it,
+ * at most `tries` times. */
+#define REFUSED_STEP (2ull << 20)
+
 static int reserve_in(struct target *t, uint64_t size, uint64_t align, uint64_t lo,
-		      uint64_t hi, uint64_t near, struct inject_reservation *r,
+		      uint64_t hi, uint64_t near, int tries, struct inject_reservation *r,
 		      struct core_err *err)
 {
-	for (int attempt = 0; attempt < 4; attempt++) {
+	for (int i = 0; i < tries && hi > lo && hi - lo >= size; i++) {
 		struct procmaps m = { 0 };
 		int rc = procmaps_read(t->pid, &m, err);
 		if (rc)
@@ -50,6 +55,12 @@ static int reserve_in(struct target *t, uint64_t size, uint64_t align, uint64_t 
 		}
 		if (rc < 0)
 			return rc;
+		if (a >= near) { /* look above it */
+			lo = a + REFUSED_STEP;
+			near = lo;
+		} else {	 /* look below it */
+			hi = a + size > REFUSED_STEP ? a + size - REFUSED_STEP : 0;
+		}
 	}
 	return 1;
 }
@@ -67,7 +78,7 @@ int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, 
 				 "2 GiB of it", (unsigned long long)(size >> 20));
 	uint64_t slack = hi - lo - size;
 	uint64_t near = lo + (slack / 2 < HEAP_ROOM ? slack / 2 : HEAP_ROOM);
-	int rc = reserve_in(t, size, ALIGN, lo, hi, near, r, err);
+	int rc = reserve_in(t, size, ALIGN, lo, hi, near, 4, r, err);
 	if (rc <= 0)
 		return rc;
 	return core_errf(err, OCOLOS_ERESERVE,
@@ -93,7 +104,7 @@ int inject_reserve_island(struct target *t, const struct elf_binary *b, uint64_t
 	uint64_t reach = RELOC_A64_BRANCH_REACH - page;
 	uint64_t lo = thi > reach ? thi - reach : page;
 	uint64_t hi = tlo + reach;
-	int rc = thi > tlo ? reserve_in(t, size, page, lo, hi, tlo, r, err) : 1;
+	int rc = thi > tlo ? reserve_in(t, size, page, lo, hi, tlo, 4, r, err) : 1;
 	if (rc <= 0)
 		return rc;
 	return core_errf(err, OCOLOS_ERESERVE,
@@ -292,38 +303,7 @@ int inject_reserve_early_take(const struct elf_binary *b, uint64_t bias,
  */
 #define PLACED_HEAP_ROOM (16ull << 20)
 #define PLACED_FAR (1ull << 30)
-#define PLACED_STEP (2ull << 20)
 #define PLACED_TRIES 64
-
-static int reserve_scan(struct target *t, uint64_t size, uint64_t lo, uint64_t hi,
-			uint64_t near, struct inject_reservation *r, struct core_err *err)
-{
-	for (int i = 0; i < PLACED_TRIES && hi > lo && hi - lo >= size; i++) {
-		struct procmaps m = { 0 };
-		int rc = procmaps_read(t->pid, &m, err);
-		if (rc)
-			return rc;
-		uint64_t a = procmaps_find_free(&m, size, EARLY_ALIGN, lo, hi, near);
-		procmaps_free(&m);
-		if (!a)
-			return 1;
-		rc = t->ops->reserve_at(t, a, size, err);
-		if (rc == 0) {
-			r->addr = a;
-			r->size = size;
-			return 0;
-		}
-		if (rc < 0)
-			return rc;
-		if (a >= near) { /* taken but not listed: look above it */
-			lo = a + PLACED_STEP;
-			near = lo;
-		} else {
-			hi = a + size - PLACED_STEP;
-		}
-	}
-	return 1;
-}
 
 int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t bias,
 			  struct inject_reservation *r, struct core_err *err)
@@ -388,7 +368,7 @@ int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t
 				uint64_t slack = z - a - size;
 				uint64_t near = a + (slack / 2 < PLACED_HEAP_ROOM ? slack / 2
 										 : PLACED_HEAP_ROOM);
-				int rc = reserve_scan(t, size, a, z, near, r, err);
+				int rc = reserve_in(t, size, EARLY_ALIGN, a, z, near, PLACED_TRIES, r, err);
 				if (rc <= 0)
 					return rc;
 			}

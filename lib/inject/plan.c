@@ -21,7 +21,7 @@
  *              unless the caller asks (INJECT_PLAN_WRITABLE_SLOTS, the
  *              user's opts.redirect_writable_slots): calls through such
  *              tables then skip the C0 entry's extra jump and cache line
- *              (measured on fe: 1.69x -> 1.93x, docs/benchmarks.md); a slot
+ *              (measured on fe: 1.68x -> 2.03x, docs/benchmarks.md); a slot
  *              the program changed is seen at the stop and left alone;
  *              address-taking instructions (lea/mov of &func, adrp/add)
  *              for the same reason — BOLT rewrites those in its output, we

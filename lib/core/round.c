@@ -233,11 +233,15 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 		rc = infer_write_hybrid_flags(ctx->bin, p->bias, &s, p->profile, 0, &ps, &hs, &ctx->err);
 	if (!rc && !p->branches && !p->basic)
 		core_logf(&ctx->log, OCOLOS_LOG_DEBUG,
-			  "hybrid edges: %u functions with a CFG (%u without), %u sampled blocks, "
-			  "%u inferred (R1..R4: %u %u %u %u), %llu branch + %llu fall-through records",
-			  hs.functions_cfg, hs.functions_nocfg, hs.est.sampled_blocks, hs.est.inferred_blocks,
+			  "hybrid edges: %u functions with a CFG (%u without, %u with under %d samples "
+			  "left in C0), %u sampled blocks, %u inferred (R1..R4: %u %u %u %u), %llu branch "
+			  "+ %llu fall-through + %llu call records (%llu calls into functions without "
+			  "profile dropped)",
+			  hs.functions_cfg, hs.functions_nocfg, hs.functions_sparse,
+			  HYBRID_MIN_FUNCTION_SAMPLES, hs.est.sampled_blocks, hs.est.inferred_blocks,
 			  hs.est.by_rule[0], hs.est.by_rule[1], hs.est.by_rule[2], hs.est.by_rule[3],
-			  (unsigned long long)hs.branch_records, (unsigned long long)hs.fallthrough_records);
+			  (unsigned long long)hs.branch_records, (unsigned long long)hs.fallthrough_records,
+			  (unsigned long long)hs.call_records, (unsigned long long)hs.calls_dropped);
 	p->st.samples_in_binary = ps.in_binary;
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
 		  "profile: %zu samples (%s, %s, %u threads), %llu in %u functions of the binary",

@@ -85,8 +85,19 @@ struct hybrid_write_stats {
 	struct hybrid_stats est;  /* summed over functions */
 	uint32_t functions_cfg;	  /* sampled functions with a CFG */
 	uint32_t functions_nocfg; /* sampled functions left without profile */
+	uint32_t functions_sparse; /* fewer than HYBRID_MIN_FUNCTION_SAMPLES: left
+				      without profile (they stay in C0) */
+	uint64_t calls_dropped;	  /* calls into functions without profile */
 	uint64_t branch_records, fallthrough_records, call_records, entry_records;
 };
+
+/* A function with fewer samples than this gets no profile, so BOLT (lite)
+ * leaves it in C0 as compiled. With one or two samples the estimate knows
+ * one or two blocks, and BOLT would split every other executed block out
+ * as cold: worse than the original layout. Measured on fe (in-process A/B,
+ * docs/benchmarks.md): with ~1k sigprof samples 0.95x (C1 slower) -> 1.01x,
+ * with 10k perf samples 1.04x -> 1.09x, with ~80k no change. */
+#define HYBRID_MIN_FUNCTION_SAMPLES 3
 
 /* Counts written are weights (per-instruction sample frequencies) times
  * this, rounded, at least 1 for any non-zero weight. */

@@ -25,6 +25,11 @@
  * a function's entry count that no written call explains (indirect calls,
  * callers outside the binary), since BOLT only gets entry counts from
  * incoming branches. Addresses are link-time, hex, as BOLT expects.
+ *
+ * Only functions with a profile of their own (HYBRID_MIN_FUNCTION_SAMPLES
+ * samples, a CFG) get records, and so do only the calls into them: a call
+ * record alone gives its callee an entry count, which makes BOLT treat the
+ * callee as profiled and move it with every block but the entry cold.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -54,6 +59,9 @@ struct writer {
 	struct hybrid_write_stats hs;
 	struct call_rec *calls; size_t ncalls, cap_calls;
 	struct call_rec *entries; size_t nentries, cap_entries;
+	/* Start addresses of the functions given records, ascending (they
+	 * are written in address order). */
+	uint64_t *profiled; size_t nprofiled, cap_profiled;
 	struct core_err *err;
 };
 
@@ -152,6 +160,16 @@ static int do_function(struct writer *w, long fi, const uint64_t *v, size_t n)
 		rc = collect_calls(w, &cf, freq);
 		w->hs.functions_cfg++;
 	}
+	if (!rc && w->nprofiled == w->cap_profiled) {
+		size_t nc = w->cap_profiled ? 2 * w->cap_profiled : 256;
+		uint64_t *p = realloc(w->profiled, nc * sizeof(*p));
+		if (!p)
+			rc = core_errf(w->err, OCOLOS_ENOMEM, "out of memory writing a profile");
+		else
+			w->profiled = p, w->cap_profiled = nc;
+	}
+	if (!rc)
+		w->profiled[w->nprofiled++] = fn->addr;
 	free(samples);
 	free(freq);
 	free(wt);
@@ -165,10 +183,16 @@ static void write_calls(struct writer *w)
 	if (w->ncalls) /* qsort(NULL, 0, ...) is undefined */
 		qsort(w->calls, w->ncalls, sizeof(*w->calls), cmp_call_to);
 	size_t j = 0;
-	for (size_t i = 0; i < w->ncalls; i++)
+	for (size_t i = 0; i < w->ncalls; i++) {
+		if (!bsearch(&w->calls[i].to, w->profiled, w->nprofiled, sizeof(*w->profiled),
+			     cmp_u64)) {
+			w->hs.calls_dropped++;
+			continue;
+		}
 		fprintf(w->f, "B %" PRIx64 " %" PRIx64 " %" PRIu64 " 0\n", w->calls[i].from,
 			w->calls[i].to, w->calls[i].count);
-	w->hs.call_records = w->ncalls;
+		w->hs.call_records++;
+	}
 	if (w->nentries)
 		qsort(w->entries, w->nentries, sizeof(*w->entries), cmp_call_to);
 	for (size_t i = 0; i < w->nentries; i++) {
@@ -224,6 +248,11 @@ static int write_functions(struct writer *w, const uint64_t *v, size_t n,
 		for (size_t k = i; k < j; k++)
 			st->addresses += k == i || v[k] != v[k - 1];
 		st->functions++;
+		if (j - i < HYBRID_MIN_FUNCTION_SAMPLES) {
+			w->hs.functions_sparse++;
+			i = j;
+			continue;
+		}
 		int rc = do_function(w, fi, v + i, j - i);
 		if (rc)
 			return rc;
@@ -253,6 +282,11 @@ int infer_write_hybrid_flags(const struct elf_binary *b, uint64_t bias,
 		return core_errf(err, OCOLOS_EIO, "cannot write profile '%s': %s", path, strerror(errno));
 	}
 	rc = write_functions(&w, v, n, st);
+	if (!rc && !w.hs.functions_cfg && w.hs.functions_sparse)
+		rc = core_errf(err, OCOLOS_ENOPROFILE,
+			       "the %zu samples in '%s' are too sparse: none of their %u functions has %d "
+			       "or more; lengthen opts.profile_ms or allow perf_event_open (a denser "
+			       "sampler)", n, b->path, w.hs.functions_sparse, HYBRID_MIN_FUNCTION_SAMPLES);
 	if (!rc)
 		write_calls(&w);
 	if (fclose(w.f) != 0 && !rc)
@@ -262,6 +296,7 @@ int infer_write_hybrid_flags(const struct elf_binary *b, uint64_t bias,
 	free(v);
 	free(w.calls);
 	free(w.entries);
+	free(w.profiled);
 	return rc;
 }
 

@@ -30,12 +30,15 @@
  *    time the process can burn in the window (window x CPUs x hz), so it
  *    only fills if the kernel delivers more than that.
  *  - Signal disposition: installed with SA_RESTART (a thread interrupted
- *    in a blocking call resumes it). After the timers are deleted, the old
- *    disposition is restored only once no thread has our signal pending
- *    (/proc/self/task/<tid>/status SigPnd/ShdPnd): a real-time signal left
- *    pending under SIG_DFL would kill the process. If one stays pending (a
- *    thread blocks the signal), our handler stays installed; it ignores
- *    signals when no collection is active.
+ *    in a blocking call resumes it), and left installed after the run: it
+ *    ignores signals when no collection is active. The previous
+ *    disposition can only have been SIG_DFL or SIG_IGN (install_handler
+ *    refuses a signal the program handles), and restoring SIG_DFL is what
+ *    is not safe: a timer signal already queued but not yet delivered
+ *    would then kill the process. The kernel shows such a signal in
+ *    /proc/self/task/<tid>/status, but qemu-user queues guest signals
+ *    itself, and an AArch64 test under qemu was killed that way (exit 170:
+ *    host signal 42) after a check of /proc found nothing pending.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -56,7 +59,6 @@
 #include "sample/sample.h"
 
 #define POLL_MS 20		/* re-scan of /proc/self/task */
-#define PENDING_WAIT_MS 200	/* how long to wait for pending signals at the end */
 #define MAX_BUF_PCS (1u << 24)	/* 128 MiB of PCs at most */
 #define SIGPROF_SIG (SIGRTMIN + 6) /* SIGRTMIN+7 is the stop-the-world signal */
 
@@ -187,58 +189,6 @@ static int scan_threads(struct sigprof_run *r)
 	return failures;
 }
 
-/* 1 if `hexmask` (a SigPnd/ShdPnd value) has signal `sig` set. */
-static int mask_has(const char *hexmask, int sig)
-{
-	size_t len = strspn(hexmask, "0123456789abcdefABCDEF");
-	size_t bit = (size_t)sig - 1, digit = bit / 4;
-	if (digit >= len)
-		return 0;
-	char c = hexmask[len - 1 - digit];
-	int v = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
-	return (v >> (bit % 4)) & 1;
-}
-
-/* 1 if thread `tid` has `sig` pending (thread-directed or shared). */
-static int thread_has_pending(pid_t tid, int sig)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return 0; /* gone */
-	int pending = 0;
-	while (!pending && fgets(line, sizeof(line), f))
-		if (!strncmp(line, "SigPnd:", 7) || !strncmp(line, "ShdPnd:", 7))
-			pending = mask_has(line + 7 + strspn(line + 7, " \t"), sig);
-	fclose(f);
-	return pending;
-}
-
-/* Wait until no thread has our signal pending, up to PENDING_WAIT_MS.
- * Returns 1 when none has. */
-static int pending_drained(void)
-{
-	uint64_t deadline = core_now_ns() + PENDING_WAIT_MS * 1000000ull;
-	for (;;) {
-		int any = 0;
-		DIR *d = opendir("/proc/self/task");
-		if (!d)
-			return 0;
-		struct dirent *e;
-		while (!any && (e = readdir(d))) {
-			pid_t tid = (pid_t)atoi(e->d_name);
-			any = tid > 0 && thread_has_pending(tid, SIGPROF_SIG);
-		}
-		closedir(d);
-		if (!any)
-			return 1;
-		if (core_now_ns() >= deadline)
-			return 0;
-		poll(NULL, 0, 1);
-	}
-}
-
 /* Install the handler. Refuses a signal the program handles itself. */
 static int install_handler(struct sigaction *old, struct core_err *err)
 {
@@ -286,16 +236,14 @@ static int start_run(struct sigprof_run *r, struct core_err *err)
 }
 
 /* Delete the timers, unpublish the buffer and wait for handlers to leave
- * it; restore the old disposition when no signal of ours is pending. */
-static void stop_run(struct sigprof_run *r, const struct sigaction *old)
+ * it. The handler stays installed (see the protocol above). */
+static void stop_run(struct sigprof_run *r)
 {
 	for (size_t i = 0; i < r->n; i++)
 		timer_delete(r->timers[i].id);
 	atomic_store(&active, NULL);
 	while (atomic_load(&inside) > 0)
 		sched_yield();
-	if (pending_drained())
-		sigaction(SIGPROF_SIG, old, NULL);
 }
 
 /* Move the collected PCs into `out`. 0 or OCOLOS_ENOMEM. */
@@ -357,7 +305,7 @@ int sample_sigprof_collect(const struct sample_config *cfg,
 		poll(NULL, 0, (int)(left_ms < POLL_MS ? left_ms : POLL_MS));
 		scan_threads(&r);
 	}
-	stop_run(&r, &old);
+	stop_run(&r);
 	if (!r.n)
 		rc = core_errf(err, OCOLOS_ENOTSUP,
 			       "timer_create failed for every thread: %s; use perf-ip",

@@ -145,6 +145,48 @@ int main(int argc, char **argv)
 	int rc = run_bolt(argv[2], argv[1], prof, out, log);
 	expect(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "llvm-bolt failed (%#x), log %s", rc, log);
 	check_log(log);
+	/* fx_leaf with 2 samples (under HYBRID_MIN_FUNCTION_SAMPLES): no
+	 * profile for it, and no call record into it either (that alone
+	 * would make BOLT move it with every block but the entry cold). */
+	const struct elf_func *leaf = NULL;
+	for (size_t i = 0; i < b->nfuncs; i++)
+		if (!strcmp(b->funcs[i].name, "fx_leaf"))
+			leaf = &b->funcs[i];
+	expect(leaf != NULL, "fx_leaf not found");
+	struct sample_set sparse = { 0 };
+	size_t in_leaf = 0;
+	for (size_t i = 0; leaf && i < s.n; i++) {
+		uint64_t a = s.ips[i] - BIAS;
+		int inside = a >= leaf->addr && a < leaf->addr + leaf->size;
+		if (!inside || ++in_leaf <= 2)
+			sample_set_push(&sparse, s.ips[i]);
+	}
+	expect(in_leaf > 2, "fx_leaf had only %zu samples", in_leaf);
+	expect(infer_write_hybrid_flags(b, BIAS, &sparse, prof, 0, &st, &hs, &err) == 0, "%s", err.msg);
+	expect(hs.functions_sparse == 1 && hs.functions_cfg == 4 && hs.calls_dropped > 0,
+	       "sparse: %u sparse, %u with CFG, %llu calls dropped", hs.functions_sparse,
+	       hs.functions_cfg, (unsigned long long)hs.calls_dropped);
+	if (leaf) {
+		char *t = slurp(prof), want[32];
+		snprintf(want, sizeof(want), " %llx ", (unsigned long long)leaf->addr);
+		size_t bad = 0;
+		for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
+			char padded[160];
+			snprintf(padded, sizeof(padded), "%s ", line);
+			bad += strstr(padded, want) != NULL;
+		}
+		expect(bad == 0, "%zu records still name fx_leaf (0x%llx)", bad,
+		       (unsigned long long)leaf->addr);
+		free(t);
+	}
+	/* Every sampled function under the threshold: a named error. */
+	struct sample_set thin = { 0 };
+	for (size_t i = 0; i < 2 && leaf; i++)
+		sample_set_push(&thin, leaf->addr + BIAS);
+	expect(infer_write_hybrid(b, BIAS, &thin, prof, &st, &err) == OCOLOS_ENOPROFILE &&
+	       strstr(err.msg, "too sparse"), "thin profile: %s", err.msg);
+	sample_set_free(&thin);
+	sample_set_free(&sparse);
 	/* No sample in the binary: OCOLOS_ENOPROFILE, as infer_write_preagg. */
 	struct sample_set none = { 0 };
 	sample_set_push(&none, 0x7f0000001000ull);

@@ -29,14 +29,15 @@ int inject_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
 /* Detach every thread (delivering signals that arrived meanwhile). */
 void inject_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns);
 
-/* Run system call `nr` in a stopped thread, at the `syscall` instruction
- * at `gadget` (see inject_ptrace_find_gadget). */
-int inject_ptrace_syscall(struct inject_ptrace *pt, uint64_t gadget, long nr,
+/* Run system call `nr`, or call fn(arg), in a stopped thread, through the
+ * stub at `stub` (inject_ptrace_place_stub): the thread is released at once
+ * and completes and resumes by itself even if this process dies meanwhile.
+ * OCOLOS_ETIMEDOUT if it does not return in time (the thread is then put
+ * back where it was). */
+int inject_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
 			  const uint64_t args[6], int64_t *ret, struct core_err *err);
-/* Call fn(arg) in a stopped thread; it returns to `trap`, an int3 byte in
- * the target. OCOLOS_ETIMEDOUT if it does not return in time. */
-int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t fn, uint64_t arg,
-		       uint64_t trap, uint32_t timeout_ms, uint64_t *ret, struct core_err *err);
+int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
+		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err);
 /* PC and SP of every stopped thread (at most `max`); returns how many. */
 size_t inject_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
 			    size_t max);
@@ -50,7 +51,8 @@ int inject_stacks_load(void);
 int inject_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
 			size_t nranges, uint32_t *threads_in, uint32_t *frames_in);
 
-/* Address of a `syscall` instruction in the target's code, or 0. */
-uint64_t inject_ptrace_find_gadget(pid_t pid, const struct procmaps *m, int memfd);
+/* Write the injection stub into the target (or find it there); its
+ * address, or 0 if no executable mapping has room for it. */
+uint64_t inject_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd);
 
 #endif

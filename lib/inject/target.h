@@ -49,7 +49,7 @@ struct target {
 	uint32_t stop_timeout_ms;
 	uint32_t call_timeout_ms; /* ptrace: limit of an injected call */
 	const struct core_log *log;
-	uint64_t gadget;	 /* ptrace: a `syscall` instruction in the target */
+	uint64_t stub;		 /* ptrace: the injection stub in the target */
 	/* ptrace: C0 ranges of moved functions; if set, the next switch counts
 	 * the stack frames in them (stack_threads, stack_frames, stack_ns). */
 	const uint64_t (*moved)[2];

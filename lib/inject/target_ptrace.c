@@ -28,26 +28,36 @@
 
 #define PAGE 4096ull
 
+/* The injection stub (see ptrace.c), placed on first use. */
+static int need_stub(struct target *t, struct core_err *err)
+{
+	if (t->stub)
+		return 0;
+	struct procmaps m = { 0 };
+	int rc = procmaps_read(t->pid, &m, err);
+	if (rc)
+		return rc == OCOLOS_EIO ? core_errf(err, OCOLOS_ENOPROC, "process %d is gone", (int)t->pid) : rc;
+	t->stub = inject_ptrace_place_stub(t->pid, &m, t->memfd);
+	procmaps_free(&m);
+	if (!t->stub)
+		return core_errf(err, OCOLOS_ENOTSUP, "process %d has no room for the injection stub "
+				 "(no executable segment of a mapped file leaves some 320 free bytes "
+				 "in its last page); optimize it in-process (ocolos_optimize_self)", (int)t->pid);
+	return 0;
+}
+
 /* Run one system call in one briefly stopped thread. */
 static int remote_syscall(struct target *t, long nr, const uint64_t args[6], int64_t *ret,
 			  struct core_err *err)
 {
-	if (!t->gadget) {
-		struct procmaps m = { 0 };
-		int rc = procmaps_read(t->pid, &m, err);
-		if (rc)
-			return rc == OCOLOS_EIO ? core_errf(err, OCOLOS_ENOPROC, "process %d is gone", (int)t->pid) : rc;
-		t->gadget = inject_ptrace_find_gadget(t->pid, &m, t->memfd);
-		procmaps_free(&m);
-		if (!t->gadget)
-			return core_errf(err, OCOLOS_ENOTSUP, "no syscall instruction found in process %d",
-					 (int)t->pid);
-	}
-	struct inject_ptrace *pt;
-	int rc = inject_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
+	int rc = need_stub(t, err);
 	if (rc)
 		return rc;
-	rc = inject_ptrace_syscall(pt, t->gadget, nr, args, ret, err);
+	struct inject_ptrace *pt;
+	rc = inject_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
+	if (rc)
+		return rc;
+	rc = inject_ptrace_syscall(pt, t->memfd, t->stub, nr, args, ret, err);
 	inject_ptrace_resume(pt, NULL);
 	return rc;
 }
@@ -157,24 +167,26 @@ static uint64_t find_libgcc_symbol(struct target *t, const char *name)
 	return result;
 }
 
-/* Call fn(arg) in one briefly stopped thread, returning to `trap`. */
-static int remote_call(struct target *t, uint64_t fn, uint64_t arg, uint64_t trap,
-		       struct core_err *err)
+/* Call fn(arg) in one briefly stopped thread. */
+static int remote_call(struct target *t, uint64_t fn, uint64_t arg, struct core_err *err)
 {
+	int rc = need_stub(t, err);
+	if (rc)
+		return rc;
 	struct inject_ptrace *pt;
-	int rc = inject_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
+	rc = inject_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
 	if (rc)
 		return rc;
 	uint64_t ret;
-	rc = inject_ptrace_call(pt, t->memfd, fn, arg, trap, t->call_timeout_ms, &ret, err);
+	rc = inject_ptrace_call(pt, t->memfd, t->stub, fn, arg, t->call_timeout_ms, &ret, err);
 	inject_ptrace_resume(pt, NULL);
 	return rc;
 }
 
 /*
  * C1's rebuilt .eh_frame (see unwind.c) goes after C1 in the reservation:
- * one read-execute page holding the int3 our injected call returns to, then
- * the .eh_frame, read-only; then the target's libgcc registers it.
+ * one page left reserved (its address is the handle), then the .eh_frame,
+ * read-only; then the target's libgcc registers it.
  */
 static int ptrace_register_unwind(struct target *t, uint64_t eh_frame, uint64_t size,
 				  uint64_t lo, uint64_t hi, struct inject_reservation *r,
@@ -188,7 +200,7 @@ static int ptrace_register_unwind(struct target *t, uint64_t eh_frame, uint64_t 
 			  "(a C program without exceptions does not need them)", (int)t->pid);
 		return 0;
 	}
-	uint64_t trap = (r->addr + *used + PAGE - 1) & ~(PAGE - 1), at = trap + PAGE;
+	uint64_t anchor = (r->addr + *used + PAGE - 1) & ~(PAGE - 1), at = anchor + PAGE;
 	uint8_t *eh = malloc(size ? size : 1), *buf = NULL;
 	size_t len = 0, n = 0;
 	int rc = 0;
@@ -201,21 +213,17 @@ static int ptrace_register_unwind(struct target *t, uint64_t eh_frame, uint64_t 
 	uint64_t pages = (len + PAGE - 1) & ~(PAGE - 1);
 	if (!rc && n && at + pages > r->addr + r->size)
 		rc = core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table");
-	uint8_t int3 = 0xcc;
-	if (!rc && n)
-		rc = remote_mmap(t, trap, PAGE, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
 	if (!rc && n)
 		rc = remote_mmap(t, at, pages, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
-	if (!rc && n && (inject_mem_write(t->memfd, trap, &int3, 1) ||
-			 inject_mem_write(t->memfd, at, buf, len)))
+	if (!rc && n && inject_mem_write(t->memfd, at, buf, len))
 		rc = core_errf(err, OCOLOS_EIO, "cannot write C1's unwind table into process %d", (int)t->pid);
 	free(buf);
 	if (!rc && n)
-		rc = remote_call(t, reg, at, trap, err);
+		rc = remote_call(t, reg, at, err);
 	if (rc || !n)
 		return rc;
 	*used = at + pages - r->addr;
-	*handle = trap;
+	*handle = anchor;
 	core_logf(t->log, OCOLOS_LOG_DEBUG, "registered %zu FDEs of C1 with process %d's libgcc_s",
 		  n, (int)t->pid);
 	return 0;
@@ -226,7 +234,7 @@ static void ptrace_unregister_unwind(struct target *t, uint64_t handle)
 	uint64_t dereg = handle ? find_libgcc_symbol(t, "__deregister_frame") : 0;
 	struct core_err ignore = { 0 };
 	if (dereg)
-		remote_call(t, dereg, handle + PAGE, handle, &ignore);
+		remote_call(t, dereg, handle + PAGE, &ignore);
 }
 
 static int ptrace_switch(struct target *t, struct inject_plan *plan, int forward,

@@ -225,6 +225,55 @@ static unsigned long long cpu_ticks(pid_t pid)
 	return 0;
 }
 
+/* For a failure message: whether the target died (it stays our zombie, so
+ * /proc still shows it and the checks above pass) and, if not, the state,
+ * wait channel and system call of each of its threads. */
+static void describe_target(pid_t pid, char *buf, size_t n)
+{
+	siginfo_t si;
+	memset(&si, 0, sizeof(si));
+	size_t k = 0;
+	if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid) {
+		snprintf(buf, n, "it has ended (%s %d)",
+			 si.si_code == CLD_EXITED ? "exit" : "killed by signal", si.si_status);
+		return;
+	}
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	struct dirent *e;
+	buf[0] = '\0';
+	while (d && (e = readdir(d)) && k + 1 < n) {
+		pid_t tid = (pid_t)atoi(e->d_name);
+		if (tid <= 0)
+			continue;
+		char st[64] = "?", wchan[64] = "?", sc[128] = "?";
+		const char *names[3] = { "stat", "wchan", "syscall" };
+		char *vals[3] = { st, wchan, sc };
+		size_t sizes[3] = { sizeof(st), sizeof(wchan), sizeof(sc) };
+		for (int i = 0; i < 3; i++) {
+			snprintf(path, sizeof(path), "/proc/%d/task/%d/%s", (int)pid, (int)tid, names[i]);
+			FILE *f = fopen(path, "r");
+			if (!f)
+				continue;
+			char line[1024];
+			size_t m = fread(line, 1, sizeof(line) - 1, f);
+			fclose(f);
+			line[m] = '\0';
+			line[strcspn(line, "\n")] = '\0';
+			const char *v = line;
+			if (i == 0 && strrchr(line, ')')) /* only the state letter */
+				snprintf(st, sizeof(st), "%c", strrchr(line, ')')[2]);
+			else
+				snprintf(vals[i], sizes[i], "%s", v);
+		}
+		k += (size_t)snprintf(buf + k, n - k, "[tid %d state %s wchan %s syscall %s] ",
+				      (int)tid, st, wchan, sc);
+	}
+	if (d)
+		closedir(d);
+}
+
 /* Not stopped (in any thread), not traced, and burning CPU: the target
  * runs freely. A tracer that died is detached by the kernel before its
  * exit is reported, so no grace period is needed for TracerPid. */
@@ -262,8 +311,11 @@ static void check_free(pid_t pid)
 	unsigned long long c0 = cpu_ticks(pid);
 	test_sleep_ms(400);
 	unsigned long long c1 = cpu_ticks(pid);
-	check(c1 >= c0 + 5, "process %d makes no progress (%llu -> %llu CPU ticks in 400 ms)",
-	      (int)pid, c0, c1);
+	char why[2048] = "";
+	if (c1 < c0 + 5)
+		describe_target(pid, why, sizeof(why));
+	check(c1 >= c0 + 5, "process %d makes no progress (%llu -> %llu CPU ticks in 400 ms): %s",
+	      (int)pid, c0, c1, why);
 }
 
 /* FNV-1a over the executable mappings of the target's own binary: equal

@@ -1,0 +1,248 @@
+/*
+ * ptrace injector (inject/ptrace.c): system calls and calls injected into a
+ * child through the stub return the right result and leave the thread as it
+ * was (general registers, vector registers, signal mask), also when the
+ * thread was blocked in a system call (it is restarted); an injected call
+ * that does not return is abandoned in time and the thread runs on; and a
+ * tracer killed in the middle of an injected call leaves the child running
+ * correctly — the call completes and the thread resumes by itself.
+ *
+ * The children are forks of this test, so a function here has the same
+ * address in them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/procmaps.h"
+#include "inject/ptrace.h"
+#include "unit.h"
+
+#if !defined(__x86_64__)
+int main(void)
+{
+	return 77; /* the injector is x86-64 only */
+}
+#else
+
+#define PATTERN 0x5a5aa5a5c3c33c3cll
+
+struct shared {
+	volatile long counter, bad, calls, reads;
+};
+static struct shared *sh;
+
+/* Counts while xmm8 and r12 keep PATTERN; an injection that did not restore
+ * them exactly is seen here. */
+static void spin(void)
+{
+	long pattern = PATTERN;
+	__asm__ volatile("movq %2, %%xmm8\n\t"
+			 "mov %2, %%r12\n"
+			 "1:\tmovq %%xmm8, %%rax\n\t"
+			 "cmp %2, %%rax\n\t"
+			 "jne 2f\n\t"
+			 "cmp %2, %%r12\n\t"
+			 "jne 2f\n\t"
+			 "lock incq (%0)\n\t"
+			 "jmp 1b\n"
+			 "2:\tmovq $1, (%1)\n"
+			 :
+			 : "r"(&sh->counter), "r"(&sh->bad), "r"(pattern)
+			 : "rax", "r12", "xmm8", "memory", "cc");
+	for (;;)
+		pause();
+}
+
+/* Injected: clobbers what spin() checks, waits `ms`, returns ms + 1. */
+static __attribute__((noinline, used)) long clobber(long ms)
+{
+	__asm__ volatile("xorps %%xmm8, %%xmm8\n\txor %%r12d, %%r12d" ::: "xmm8", "r12");
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	sh->calls++;
+	return ms + 1;
+}
+
+/* Injected: never returns. */
+static __attribute__((noinline, used)) long forever(long unused)
+{
+	__asm__ volatile("xorps %%xmm8, %%xmm8\n\txor %%r12d, %%r12d" ::: "xmm8", "r12");
+	for (;;) {
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	return unused;
+}
+
+static int pipefd[2];
+
+/* Blocked in read() most of the time: an injection then interrupts it. */
+static void reader(void)
+{
+	for (;;) {
+		char c;
+		ssize_t n = read(pipefd[0], &c, 1);
+		if (n == 1)
+			sh->reads++;
+		else
+			sh->bad = n < 0 ? errno : -1; /* not restarted: EINTR or worse */
+	}
+}
+
+static pid_t start(void (*fn)(void))
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		fn();
+		_exit(0);
+	}
+	struct timespec ts = { 0, 100000000 };
+	nanosleep(&ts, NULL);
+	return pid;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+/* SigBlk of /proc/PID/status, or -1. */
+static long long sigblk(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	long long v = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "SigBlk:", 7))
+			v = strtoll(line + 7, NULL, 16);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static void expect_runs_clean(pid_t pid, const char *what)
+{
+	long c0 = sh->counter;
+	sleep_ms(100);
+	expect(sh->counter > c0, "%s: the child makes no progress", what);
+	expect(!sh->bad, "%s: the child's registers were not restored", what);
+	expect(sigblk(pid) == 0, "%s: the child's signal mask is %llx", what, sigblk(pid));
+	int st;
+	expect(waitpid(pid, &st, WNOHANG) == 0, "%s: the child ended", what);
+}
+
+static int open_mem(pid_t pid, uint64_t *stub)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	struct procmaps m = { 0 };
+	struct core_err err = { 0 };
+	*stub = 0;
+	if (fd >= 0 && procmaps_read(pid, &m, &err) == 0) {
+		*stub = inject_ptrace_place_stub(pid, &m, fd);
+		procmaps_free(&m);
+	}
+	return fd;
+}
+
+static int call(pid_t pid, int memfd, uint64_t stub, uint64_t fn, uint64_t arg,
+		uint32_t timeout_ms, uint64_t *ret)
+{
+	struct inject_ptrace *pt;
+	struct core_err err = { 0 };
+	int rc = inject_ptrace_stop(pid, 0, 2000, &pt, &err);
+	if (rc)
+		return rc;
+	rc = inject_ptrace_call(pt, memfd, stub, fn, arg, timeout_ms, ret, &err);
+	inject_ptrace_resume(pt, NULL);
+	return rc;
+}
+
+int main(void)
+{
+	sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	expect(sh != MAP_FAILED, "mmap");
+	if (sh == MAP_FAILED || pipe(pipefd))
+		return 1;
+
+	/* Calls and system calls in a busy thread. */
+	pid_t pid = start(spin);
+	uint64_t stub;
+	int memfd = open_mem(pid, &stub);
+	expect(memfd >= 0 && stub, "no stub placed in the child");
+	uint64_t again;
+	int fd2 = open_mem(pid, &again);
+	expect(again == stub, "a second placement does not find the first stub");
+	close(fd2);
+	struct inject_ptrace *pt;
+	struct core_err err = { 0 };
+	int64_t sret = 0;
+	const uint64_t none[6] = { 0 };
+	expect(inject_ptrace_stop(pid, 0, 2000, &pt, &err) == 0, "stop: %s", err.msg);
+	expect(inject_ptrace_syscall(pt, memfd, stub, SYS_getpid, none, &sret, &err) == 0,
+	       "syscall: %s", err.msg);
+	inject_ptrace_resume(pt, NULL);
+	expect(sret == pid, "getpid injected: %lld, not %d", (long long)sret, (int)pid);
+	uint64_t ret = 0;
+	expect(call(pid, memfd, stub, (uint64_t)(uintptr_t)clobber, 5, 2000, &ret) == 0, "call");
+	expect(ret == 6 && sh->calls == 1, "call returned %llu (calls %ld)", (unsigned long long)ret,
+	       sh->calls);
+	expect_runs_clean(pid, "after a call");
+
+	/* A call that does not return: abandoned, the thread runs on. */
+	expect(call(pid, memfd, stub, (uint64_t)(uintptr_t)forever, 0, 300, &ret) ==
+		       OCOLOS_ETIMEDOUT, "a call that never returns is not reported");
+	expect_runs_clean(pid, "after an abandoned call");
+
+	/* The tracer dies during a call (and, later, during the wait for
+	 * its acknowledgement): the call completes, the thread resumes. */
+	for (int k = 0; k < 2; k++) {
+		long calls = sh->calls;
+		pid_t tracer = fork();
+		if (tracer == 0) {
+			uint64_t r;
+			call(pid, memfd, stub, (uint64_t)(uintptr_t)clobber, 200, 5000, &r);
+			_exit(0);
+		}
+		sleep_ms(k ? 210 : 50);
+		kill(tracer, SIGKILL);
+		waitpid(tracer, NULL, 0);
+		sleep_ms(500); /* the call, then the stub's bounded wait */
+		expect(sh->calls == calls + 1, "the abandoned call did not complete");
+		expect_runs_clean(pid, k ? "tracer killed around the acknowledgement"
+					 : "tracer killed during a call");
+	}
+	close(memfd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+
+	/* A thread blocked in read(): the read is restarted and still gets
+	 * its byte. */
+	pid = start(reader);
+	memfd = open_mem(pid, &stub);
+	expect(call(pid, memfd, stub, (uint64_t)(uintptr_t)clobber, 0, 2000, &ret) == 0 && ret == 1,
+	       "call into a blocked thread");
+	expect(write(pipefd[1], "x", 1) == 1, "write");
+	sleep_ms(100);
+	expect(sh->reads == 1 && !sh->bad, "the interrupted read() was not restarted (reads %ld, "
+	       "error %ld)", sh->reads, sh->bad);
+	close(memfd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	unit_done();
+}
+#endif

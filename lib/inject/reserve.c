@@ -134,6 +134,28 @@ static struct inject_reservation early;	/* set once by the constructor */
 static int early_taken;
 
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
+
+/* The rule above: the link-time address BOLT 19 gives new code, from the
+ * image's lowest p_vaddr and highest end, and the file's highest byte. */
+static uint64_t bolt19_new_code_at(uint64_t first, uint64_t img_hi, uint64_t file_hi)
+{
+	uint64_t a = align_up(img_hi, EARLY_ALIGN), o = align_up(file_hi, EARLY_ALIGN);
+	return o > a - first ? o + first : a;
+}
+
+/* The range the stack we run on may use, [*lo, *hi): its rlimit (256 MiB
+ * at most) below the current frame plus 1 MiB, and 1 MiB above it. Kept
+ * out of reservations because qemu-user with 64 KiB pages leaves the
+ * guest stack out of /proc/self/maps. */
+static void own_stack_range(uint64_t *lo, uint64_t *hi)
+{
+	struct rlimit rl;
+	uint64_t sp = (uint64_t)(uintptr_t)__builtin_frame_address(0);
+	uint64_t grow = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur < (256ull << 20)
+			? rl.rlim_cur : (256ull << 20);
+	*lo = sp > grow + (1ull << 20) ? (sp - grow - (1ull << 20)) & ~(EARLY_ALIGN - 1) : 0;
+	*hi = align_up(sp + (1ull << 20), EARLY_ALIGN);
+}
 #if defined(__aarch64__)
 /* Only AArch64 needs it: on x86-64 the BOLT used has
  * --custom-allocation-vma and the reservation is made at round time. */
@@ -210,8 +232,7 @@ static void reserve_early(void)
 	struct stat st;
 	uint64_t fsize = stat("/proc/self/exe", &st) == 0 ? (uint64_t)st.st_size : 0;
 	uint64_t lo = align_up(e.hi, EARLY_ALIGN);
-	uint64_t o = align_up(e.file_hi > fsize ? e.file_hi : fsize, EARLY_ALIGN);
-	uint64_t a = o > lo - e.first ? o + e.first : lo;
+	uint64_t a = bolt19_new_code_at(e.first, e.hi, e.file_hi > fsize ? e.file_hi : fsize);
 	uint64_t room = align_up(2 * e.text + (64ull << 20), 2ull << 20);
 	uint64_t size = a - lo + room;
 	/* qemu-user (7.2) treats MAP_FIXED_NOREPLACE as a mere hint and maps
@@ -221,14 +242,10 @@ static void reserve_early(void)
 	 * the next mapping (qemu-user puts the stack 32 MiB after the image):
 	 * C1 is the hot code only, a fraction of the text. */
 	uint64_t next = next_mapping(e.bias + lo);
-	/* qemu-user with 64 KiB pages leaves the guest stack out of its
-	 * /proc/self/maps: keep clear of the stack we run on, too. */
-	struct rlimit rl;
-	uint64_t sp = (uint64_t)(uintptr_t)__builtin_frame_address(0);
-	uint64_t grow = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur < (256ull << 20)
-			? rl.rlim_cur : (256ull << 20);
-	uint64_t stack_lo = sp > grow + (1ull << 20) ? sp - grow - (1ull << 20) : 0;
-	if (sp > e.bias + lo && stack_lo < next)
+	/* Keep clear of the stack we run on, too (own_stack_range). */
+	uint64_t stack_lo, stack_hi;
+	own_stack_range(&stack_lo, &stack_hi);
+	if (stack_hi > e.bias + lo && stack_lo < next)
 		next = stack_lo;
 	if (next <= e.bias + lo)
 		return;
@@ -328,23 +345,15 @@ int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t
 	}
 	if (thi <= tlo)
 		return core_errf(err, OCOLOS_EINVAL, "'%s' has no executable segment", b->path);
-	uint64_t floor = align_up(b->img_hi, EARLY_ALIGN);
-	if (align_up(file_hi, EARLY_ALIGN) + b->img_lo > floor)
-		floor = align_up(file_hi, EARLY_ALIGN) + b->img_lo;
+	uint64_t floor = bolt19_new_code_at(b->img_lo, b->img_hi, file_hi);
 	uint64_t page = inject_page_size();
 	uint64_t reach = b->machine == EM_AARCH64 ? RELOC_A64_BRANCH_REACH - page
 						  : (uint64_t)INT32_MAX;
 	uint64_t lo = bias + floor, hi = bias + tlo + reach;
 	/* The stack: [sp - its limit - 1 MiB, sp + 1 MiB) stays out. */
 	uint64_t stk_lo = 0, stk_hi = 0;
-	if (t->pid == getpid()) {
-		struct rlimit rl;
-		uint64_t sp = (uint64_t)(uintptr_t)__builtin_frame_address(0);
-		uint64_t grow = getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur < (256ull << 20)
-				? rl.rlim_cur : (256ull << 20);
-		stk_lo = sp > grow + (1ull << 20) ? (sp - grow - (1ull << 20)) & ~(EARLY_ALIGN - 1) : 0;
-		stk_hi = align_up(sp + (1ull << 20), EARLY_ALIGN);
-	}
+	if (t->pid == getpid())
+		own_stack_range(&stk_lo, &stk_hi);
 	/* Generous first (as the early range), then what C1 needs at least:
 	 * the hot code is a fraction of the text. */
 	uint64_t sizes[3] = { align_up(2 * b->text_bytes + (64ull << 20), 2ull << 20),

@@ -127,7 +127,6 @@ static int find_bolt(struct ocolos_ctx *ctx, const char *dir)
 
 static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 {
-	int rc;
 #if defined(__aarch64__)
 	/* First choice: the range BOLT 19 will use, reserved when the library
 	 * was loaded, before the heap could grow there (inject/reserve.c); with
@@ -138,7 +137,7 @@ static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 		struct core_err why = { 0 };
 		if (!inject_reserve_early_take(ctx->bin, p->bias, &p->res, &why))
 			return 0;
-		rc = inject_reserve_placed(&ctx->target, ctx->bin, p->bias, &p->res, &ctx->err);
+		int rc = inject_reserve_placed(&ctx->target, ctx->bin, p->bias, &p->res, &ctx->err);
 		if (!rc)
 			core_logf(&ctx->log, OCOLOS_LOG_INFO,
 				  "the load-time reservation is unusable (%s); new code goes to 0x%llx "
@@ -158,8 +157,7 @@ static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 	size = (size + (2ull << 20) - 1) & ~((2ull << 20) - 1);
 	if (size > (1ull << 30))
 		size = 1ull << 30;
-	rc = inject_reserve(&ctx->target, ctx->bin, p->bias, size, &p->res, &ctx->err);
-	return rc;
+	return inject_reserve(&ctx->target, ctx->bin, p->bias, size, &p->res, &ctx->err);
 }
 
 static const char *sampler_name(enum sample_backend_kind k)

@@ -11,9 +11,10 @@
  * One optimization round: sample the process for a window, have LLVM BOLT
  * re-lay out the hot code of the program's own binary for an address range
  * reserved in the process, map that code (C1) beside the original (C0),
- * stop the world briefly, redirect direct calls, read-only function-pointer
- * slots and (x86-64, where provably safe) the entries of moved functions to
- * C1, resume. Nothing else of C0 changes, so return addresses and function
+ * stop the world briefly, redirect direct calls, the function-pointer
+ * slots the program cannot tell apart (docs/guide.md, the pointer rule)
+ * and (x86-64, where provably safe) the entries of moved functions to C1,
+ * resume. Nothing else of C0 changes, so return addresses and function
  * pointers into C0 stay valid. See docs/guide.md.
  */
 #ifndef OCOLOS_OCOLOS_H
@@ -153,13 +154,15 @@ struct ocolos_self_opts {
 	int sampler;
 	/* Edge inference for IP samples (enum ocolos_edges). Default AUTO. */
 	int edges;
-	/* Also redirect function pointers stored in writable data (.data) by
-	 * the linker, like a table of handlers, to C1. Default 0: they keep
-	 * pointing at C0, whose entry jumps to C1, which costs a jump and a
-	 * cache line per call. Set it only if the program never compares
-	 * such a pointer with the function's address (`&func` still yields
-	 * C0): after the redirect the two differ. A slot the program has
-	 * changed is left alone. */
+	/* Redirect every function-pointer slot the linker filled (v-tables,
+	 * const and writable tables) to C1, even those of functions whose
+	 * address the program can also obtain as `&func` (which still yields
+	 * C0) or by name. Default 0: only the slots of functions whose address
+	 * the program has no other way to obtain are redirected (the pointer
+	 * rule, docs/guide.md), so no comparison of function pointers changes
+	 * its result; calls through the other slots reach C1 through the C0
+	 * entry's jump. Set it only if the program never compares function
+	 * pointers. A slot the program has changed is left alone. */
 	int redirect_writable_slots;
 };
 #define ocolos_self_opts__last_field redirect_writable_slots

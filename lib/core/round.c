@@ -361,7 +361,7 @@ int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc)
 		rc = inject_plan_build_island(ctx->bin, p->out, p->bias, p->island.addr,
 					      ctx->opts.redirect_writable_slots ?
-					      INJECT_PLAN_WRITABLE_SLOTS : 0, &p->plan, &ctx->err);
+					      INJECT_PLAN_UNSAFE_SLOTS : 0, &p->plan, &ctx->err);
 	if (!rc && p->plan.veneers)
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "C1 is beyond BL reach of the code: %u veneers at 0x%llx",
 			  p->plan.veneers, (unsigned long long)p->plan.island);
@@ -437,11 +437,12 @@ int core_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		return rc;
 	}
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
-		  "redirect to C1: %u call sites, %u pointer slots (%u planned in writable data), %u "
-		  "function entries (%u left: a thread was inside; %u writable slots left on C0, %u "
-		  "mismatched), %u threads stopped for %.3f ms", res.call_sites, res.ptr_slots,
-		  p->plan.writable_slots, res.entries, res.blocked,
-		  p->plan.skipped_writable, res.mismatched, p->st.threads_stopped,
+		  "redirect to C1: %u call sites, %u pointer slots (%u planned in writable data; %u "
+		  "left on C0: their function's address is taken), %u function entries (%u left: a "
+		  "thread was inside; %u mismatched, %u slots held with them), %u threads stopped "
+		  "for %.3f ms", res.call_sites, res.ptr_slots, p->plan.writable_slots,
+		  p->plan.slots_kept, res.entries, res.blocked, res.mismatched, res.slots_held,
+		  p->st.threads_stopped,
 		  (double)p->st.pause_ns / 1e6);
 	if (ctx->live) /* a reverted earlier round: its C1 stays mapped for good */
 		inject_plan_free(&ctx->applied.plan);

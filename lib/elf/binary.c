@@ -45,6 +45,7 @@ struct scan {
 	uint64_t relro_lo, relro_hi;
 	size_t symtab_idx;
 	Elf_Data *symdata;
+	size_t dynsym_idx;	 /* 0 when the binary has no .dynsym */
 	uint64_t *data_marks;	 /* AArch64 `$d` mapping symbols, sorted */
 	size_t ndata_marks, nalloc_marks;
 };
@@ -169,6 +170,8 @@ static int read_sections(struct scan *sc, struct core_err *err)
 			sc->symtab_idx = i;
 			sc->symdata = elf_getdata(scn, NULL);
 		}
+		if (sc->shdrs[i].sh_type == SHT_DYNSYM)
+			sc->dynsym_idx = i;
 		if (sc->shdrs[i].sh_type == SHT_NOTE && !b->build_id_len) {
 			Elf_Data *d = elf_getdata(scn, NULL);
 			size_t off = 0, noff, doff;
@@ -222,7 +225,7 @@ static int read_functions(struct scan *sc, struct core_err *err)
 			return OCOLOS_ENOMEM;
 		const char *name = elf_strptr(sc->elf, strndx, sym.st_name);
 		b->funcs[b->nfuncs++] = (struct elf_func){ sym.st_value, sym.st_size,
-			name ? name : "?", (uint32_t)i, 0 };
+			name ? name : "?", (uint32_t)i, 0, 0 };
 	}
 	if (!b->nfuncs)
 		return core_errf(err, OCOLOS_ENOSYMS, "'%s' has no function symbols", b->path);
@@ -244,15 +247,80 @@ static int read_functions(struct scan *sc, struct core_err *err)
 	return 0;
 }
 
-/* Value S of the symbol a relocation refers to, or 0 if undefined. */
-static uint64_t reloc_sym_value(struct scan *sc, size_t symidx)
+/* The function starting exactly at `addr`, if any, has its address taken. */
+static void mark_taken(struct elf_binary *b, uint64_t addr)
+{
+	long f = elf_func_at(b, addr);
+	if (f >= 0)
+		b->funcs[f].addr_taken = 1;
+}
+
+/* .dynsym: a function defined there can be found by name at run time
+ * (dlsym, or another object's reference resolved to it), yielding its C0
+ * address; an import of dladdr lets the program name the object a
+ * pointer points into, which C1 is not. */
+static void read_dynamic_symbols(struct scan *sc)
+{
+	struct elf_binary *b = sc->b;
+	if (!sc->dynsym_idx)
+		return;
+	const GElf_Shdr *sh = &sc->shdrs[sc->dynsym_idx];
+	Elf_Data *d = elf_getdata(elf_getscn(sc->elf, sc->dynsym_idx), NULL);
+	size_t n = sh->sh_entsize ? sh->sh_size / sh->sh_entsize : 0;
+	for (size_t i = 1; d && i < n; i++) {
+		GElf_Sym sym;
+		if (!gelf_getsym(d, (int)i, &sym))
+			continue;
+		if (sym.st_shndx == SHN_UNDEF) {
+			const char *name = elf_strptr(sc->elf, sh->sh_link, sym.st_name);
+			if (name && (!strcmp(name, "dladdr") || !strcmp(name, "dladdr1")))
+				b->imports_dladdr = 1;
+			continue;
+		}
+		int type = GELF_ST_TYPE(sym.st_info);
+		if (type == STT_FUNC || type == STT_GNU_IFUNC)
+			mark_taken(b, sym.st_value);
+	}
+}
+
+/* Value S of the symbol a relocation refers to, or 0 if undefined;
+ * *section says whether it is a section symbol (then the addend, not S,
+ * says which object is meant). */
+static uint64_t reloc_sym_value(struct scan *sc, size_t symidx, int *section)
 {
 	GElf_Sym sym;
+	*section = 0;
 	if (!gelf_getsym(sc->symdata, (int)symidx, &sym) || sym.st_shndx == SHN_UNDEF)
 		return 0;
-	if (GELF_ST_TYPE(sym.st_info) == STT_SECTION)
+	if (GELF_ST_TYPE(sym.st_info) == STT_SECTION) {
+		*section = 1;
 		return sym.st_shndx < sc->shnum ? sc->shdrs[sym.st_shndx].sh_addr : 0;
+	}
 	return sym.st_value;
+}
+
+/* A relocation that is not a direct call/jump site refers to the object at
+ * S (a symbol) or S + A (a section symbol plus offset; `pc_slack` > 0 for
+ * an x86-64 PC-relative field in code, whose addend also subtracts the
+ * distance from the field to the end of the instruction: 4, or 5, 6 or 8
+ * with an immediate after it). Every function start it may mean is
+ * marked: marking one too many costs a redirection, never correctness. */
+static void note_reference(struct scan *sc, const GElf_Rela *r, uint64_t s, int section,
+			   int pc_slack)
+{
+	struct elf_binary *b = sc->b;
+	if (!section) {
+		mark_taken(b, s);
+		return;
+	}
+	uint64_t t = s + (uint64_t)r->r_addend;
+	if (!pc_slack) {
+		mark_taken(b, t);
+		return;
+	}
+	static const int tail[] = { 4, 5, 6, 8 };
+	for (size_t i = 0; i < sizeof(tail) / sizeof(tail[0]); i++)
+		mark_taken(b, t + (uint64_t)tail[i]);
 }
 
 static int push_site(struct elf_binary *b, uint64_t site, long f, uint8_t op)
@@ -263,13 +331,20 @@ static int push_site(struct elf_binary *b, uint64_t site, long f, uint8_t op)
 	return 0;
 }
 
-/* AArch64: a BL/B at r_offset that, as linked, targets a function start. */
+/* AArch64: a BL/B at r_offset that, as linked, targets a function start.
+ * Conditional branches only branch; every other relocation in code (ADRP,
+ * ADD :lo12:, ADR, MOVW, GOT loads, literal-pool words) materializes an
+ * address. */
 static int add_code_reloc_a64(struct scan *sc, const GElf_Shdr *tsh, Elf_Data *tdata,
-			      const GElf_Rela *r, uint64_t s)
+			      const GElf_Rela *r, uint64_t s, int section)
 {
 	uint32_t type = (uint32_t)GELF_R_TYPE(r->r_info);
-	if (type != R_AARCH64_CALL26 && type != R_AARCH64_JUMP26)
+	if (type == R_AARCH64_CONDBR19 || type == R_AARCH64_TSTBR14)
 		return 0;
+	if (type != R_AARCH64_CALL26 && type != R_AARCH64_JUMP26) {
+		note_reference(sc, r, s, section, 0);
+		return 0;
+	}
 	if (!tdata || tsh->sh_type == SHT_NOBITS || r->r_offset < tsh->sh_addr ||
 	    r->r_offset - tsh->sh_addr + 4 > tdata->d_size || (r->r_offset & 3))
 		return 0;
@@ -283,46 +358,62 @@ static int add_code_reloc_a64(struct scan *sc, const GElf_Shdr *tsh, Elf_Data *t
 	return f < 0 ? 0 : push_site(sc->b, r->r_offset, f, op);
 }
 
+/* x86-64 relocation types whose field is relative to its own address. */
+static int x86_pc_relative(uint32_t type)
+{
+	return type == R_X86_64_PC32 || type == R_X86_64_PLT32 || type == R_X86_64_GOTPCREL ||
+	       type == R_X86_64_GOTPCRELX || type == R_X86_64_REX_GOTPCRELX ||
+	       type == R_X86_64_PC64 || type == R_X86_64_PC16 || type == R_X86_64_PC8;
+}
+
+/* x86-64: R_X86_64_PLT32/PC32 after an e8/e9 opcode is a direct call/jump
+ * (binary.h); after 0f 8x a conditional jump. Anything else against a
+ * function — lea f(%rip), a GOT load, mov $f — materializes its address. */
 static int add_code_reloc(struct scan *sc, const GElf_Shdr *tsh, Elf_Data *tdata,
-			  const GElf_Rela *r, uint64_t s)
+			  const GElf_Rela *r, uint64_t s, int section)
 {
 	struct elf_binary *b = sc->b;
 	if (b->machine == EM_AARCH64)
-		return add_code_reloc_a64(sc, tsh, tdata, r, s);
+		return add_code_reloc_a64(sc, tsh, tdata, r, s, section);
 	uint32_t type = (uint32_t)GELF_R_TYPE(r->r_info);
-	if (type != R_X86_64_PLT32 && type != R_X86_64_PC32)
-		return 0;
-	if (r->r_offset <= tsh->sh_addr || !tdata || tsh->sh_type == SHT_NOBITS)
-		return 0;
-	uint64_t at = r->r_offset - 1 - tsh->sh_addr;
-	if (at >= tdata->d_size)
-		return 0;
-	uint8_t op = ((const uint8_t *)tdata->d_buf)[at];
-	if (op != 0xe8 && op != 0xe9)
-		return 0;
-	long f = elf_func_at(b, s + (uint64_t)r->r_addend + 4);
-	if (f < 0)
-		return 0;
-	return push_site(b, r->r_offset - 1, f, op);
+	int branch_type = type == R_X86_64_PLT32 || type == R_X86_64_PC32;
+	const uint8_t *code = tdata && tsh->sh_type != SHT_NOBITS ? tdata->d_buf : NULL;
+	uint64_t off = r->r_offset - tsh->sh_addr;
+	if (branch_type && code && r->r_offset > tsh->sh_addr && off - 1 < tdata->d_size) {
+		uint8_t op = code[off - 1];
+		if (op == 0xe8 || op == 0xe9) {
+			long f = elf_func_at(b, s + (uint64_t)r->r_addend + 4);
+			return f < 0 ? 0 : push_site(b, r->r_offset - 1, f, op);
+		}
+		if (off >= 2 && (op & 0xf0) == 0x80 && code[off - 2] == 0x0f)
+			return 0;
+	}
+	note_reference(sc, r, s, section, x86_pc_relative(type));
+	return 0;
 }
 
+/* A word of data that refers to a function: an 8-byte absolute pointer
+ * to its start is a slot we may redirect; any other reference (a 32-bit
+ * or PC-relative pointer, a pointer past the start) makes the address
+ * observable as it is. */
 static int add_data_reloc(struct scan *sc, const char *tname, const GElf_Shdr *tsh,
-			  const GElf_Rela *r, uint64_t s)
+			  const GElf_Rela *r, uint64_t s, int section)
 {
 	struct elf_binary *b = sc->b;
-	uint32_t abs64 = b->machine == EM_AARCH64 ? R_AARCH64_ABS64 : R_X86_64_64;
-	if (GELF_R_TYPE(r->r_info) != abs64)
-		return 0;
-	/* Unwind and exception tables describe C0 and must keep doing so;
-	 * constructor arrays run once, before any round. */
+	/* Unwind and exception tables describe C0 and must keep doing so; the
+	 * constructor and destructor arrays are read by the C library, which
+	 * only calls them. Neither is a value the program compares. */
 	static const char *const skip[] = { ".eh_frame", ".gcc_except_table",
 		".init_array", ".fini_array", ".preinit_array", NULL };
 	for (int i = 0; skip[i]; i++)
 		if (!strcmp(tname, skip[i]))
 			return 0;
-	long f = elf_func_at(b, s + (uint64_t)r->r_addend);
-	if (f < 0)
+	uint32_t abs64 = b->machine == EM_AARCH64 ? R_AARCH64_ABS64 : R_X86_64_64;
+	long f = GELF_R_TYPE(r->r_info) == abs64 ? elf_func_at(b, s + (uint64_t)r->r_addend) : -1;
+	if (f < 0) {
+		note_reference(sc, r, s, section, 0);
 		return 0;
+	}
 	int in_relro = r->r_offset >= sc->relro_lo && r->r_offset < sc->relro_hi;
 	if (core_grow((void **)&b->slots, &b->nalloc_slots, b->nslots, sizeof(*b->slots)))
 		return OCOLOS_ENOMEM;
@@ -363,6 +454,12 @@ static void entries_hit_by_branches(struct sweep *sw)
 		if (t < sw->ntargets && sw->targets[t] < f->addr + RELOC_X86_BRANCH_LEN)
 			f->entry_ok = 0;
 	}
+}
+
+static void on_address(uint64_t addr, void *user)
+{
+	struct sweep *sw = user;
+	mark_taken(sw->b, addr);
 }
 
 static int on_branch(uint64_t site, uint8_t opcode, uint64_t target, void *user)
@@ -413,10 +510,12 @@ static int sweep_functions(struct scan *sc, struct core_err *err)
 				continue;
 			const uint8_t *code = (const uint8_t *)d->d_buf + (f->addr - sh->sh_addr);
 			if (sc->b->machine == EM_AARCH64) {
-				reloc_a64_scan_branches(code, code_len_a64(sc, f), f->addr, on_branch, &sw);
+				reloc_a64_scan_function(code, code_len_a64(sc, f), f->addr, on_branch,
+							on_address, &sw);
 				continue;
 			}
-			struct reloc_entry_info info = { .on_target = on_target };
+			struct reloc_entry_info info = { .on_target = on_target,
+							 .on_address = on_address };
 			size_t done = reloc_x86_scan_function(code, f->size, f->addr, on_branch, &info, &sw);
 			sc->b->funcs[k].entry_ok = done == f->size && info.decoded_entry &&
 						   !info.call_in_entry && !info.indirect_jump;
@@ -465,11 +564,12 @@ static int read_relocations(struct scan *sc, struct core_err *err)
 			GElf_Rela r;
 			if (!gelf_getrela(rdata, (int)k, &r))
 				return core_errf(err, OCOLOS_EELF, "'%s': bad relocation", b->path);
-			uint64_t s = reloc_sym_value(sc, GELF_R_SYM(r.r_info));
+			int section;
+			uint64_t s = reloc_sym_value(sc, GELF_R_SYM(r.r_info), &section);
 			if (!s)
 				continue;
-			int rc = is_code ? add_code_reloc(sc, tsh, tdata, &r, s)
-					 : add_data_reloc(sc, tname ? tname : "", tsh, &r, s);
+			int rc = is_code ? add_code_reloc(sc, tsh, tdata, &r, s, section)
+					 : add_data_reloc(sc, tname ? tname : "", tsh, &r, s, section);
 			if (rc)
 				return rc;
 		}
@@ -530,6 +630,7 @@ int elf_binary_open(const char *path, struct elf_binary **out, struct core_err *
 	if ((rc = read_segments(&sc, err)) || (rc = read_sections(&sc, err)) ||
 	    (rc = read_functions(&sc, err)) || (rc = read_relocations(&sc, err)))
 		goto fail;
+	read_dynamic_symbols(&sc);
 	free(sc.shdrs);
 	free(sc.data_marks);
 	*out = b;

@@ -26,6 +26,14 @@ struct elf_func {
 	 * indirect jump (a jump table could). x86-64 only; threads' PCs and
 	 * stacks are still checked at the stop (inject/entry.c). */
 	uint8_t entry_ok;
+	/* The program can obtain this function's address other than by
+	 * reading one of the pointer slots below: code materializes it (a
+	 * relocation against it that is not a direct call/jump target, or a
+	 * RIP-relative / ADR reference the assembler resolved), data refers to
+	 * it other than through an 8-byte slot, or it is exported in .dynsym
+	 * (dlsym, other objects). Then a slot holding it must keep the C0
+	 * address: the program may compare the two (see inject/plan.c). */
+	uint8_t addr_taken;
 };
 
 /* A direct call/jump whose target is a function start. x86-64: `call rel32`
@@ -66,6 +74,10 @@ struct elf_binary {
 	uint64_t build_id_vaddr;  /* where the loaded image holds it, or 0 */
 	uint64_t text_bytes;	 /* size of executable PT_LOADs */
 	const char *sanitizer;	 /* non-NULL: built with this sanitizer */
+	/* The binary imports dladdr/dladdr1: it can turn a function pointer
+	 * into the name of its object, which a pointer into C1 does not have;
+	 * then no slot is redirected by default. */
+	int imports_dladdr;
 	/* private */
 	int fd;
 	void *elf;		 /* Elf * */

@@ -85,6 +85,7 @@ static int apply_plan(struct inject_plan *plan, int forward, const struct patch_
 				 "inject_plan_build)");
 	memset(changed, 0, plan->n);
 	int rc = 0;
+	size_t checked_to = 0; /* forward: patches [.., checked_to) of a group were compared */
 	for (size_t i = 0; i < plan->n; i++) {
 		struct inject_patch *p = &plan->v[i];
 		/* Back: only what a forward switch wrote. Forward: not what a
@@ -97,7 +98,23 @@ static int apply_plan(struct inject_plan *plan, int forward, const struct patch_
 		}
 		const uint8_t *from = forward ? p->old : p->new_, *to = forward ? p->new_ : p->old;
 		uint8_t cur[8];
-		if (io->read(io->ctx, p, cur) || memcmp(cur, from, p->len)) {
+		if (forward && p->group && i >= checked_to) {
+			/* The slots of one function go all or none (plan.c): if the
+			 * program changed one, the others keep C0 too. */
+			size_t end = i, bad = 0;
+			for (; end < plan->n && plan->v[end].group == p->group; end++)
+				if (io->read(io->ctx, &plan->v[end], cur) ||
+				    memcmp(cur, plan->v[end].old, plan->v[end].len))
+					bad++;
+			if (bad) {
+				res->mismatched += (uint32_t)bad;
+				res->slots_held += (uint32_t)(end - i - bad);
+				i = end - 1;
+				continue;
+			}
+			checked_to = end;
+		} else if (!(forward && p->group) &&
+			   (io->read(io->ctx, p, cur) || memcmp(cur, from, p->len))) {
 			res->mismatched++;
 			continue;
 		}

@@ -80,20 +80,27 @@ struct inject_patch {
 	uint8_t new_[8];   /* bytes that redirect to C1 */
 	uint8_t applied;   /* in place since the last forward switch */
 	uint8_t blocked;   /* entry a thread could resume inside: not written now */
+	/* Pointer slots: 1 + index of the function they hold. The slots of one
+	 * function sit together in the plan and are written all or none, so
+	 * no two of them ever hold different addresses for it (apply.c). */
+	uint32_t group;
 };
-/* INJECT_DATA_SLOT: a pointer slot in writable data (only with
- * INJECT_PLAN_WRITABLE_SLOTS); the program may write it at any time, so it
- * is never pre-faulted (that rewrites the value read a moment earlier). */
+/* INJECT_DATA_SLOT: a pointer slot in writable data; the program may
+ * write it at any time, so it is never pre-faulted (that rewrites the
+ * value read a moment earlier). */
 enum { INJECT_CALL_SITE = 1, INJECT_PTR_SLOT = 2, INJECT_ENTRY = 3, INJECT_DATA_SLOT = 4 };
 
 /* inject_plan_build_island() flags. */
-#define INJECT_PLAN_WRITABLE_SLOTS 0x1u /* redirect slots in writable data too */
+/* Also redirect the slots of functions whose address the program can
+ * obtain otherwise (elf_func.addr_taken): the caller promises the program
+ * never compares such a pointer with the function's address. */
+#define INJECT_PLAN_UNSAFE_SLOTS 0x1u
 
 struct inject_plan {
 	struct inject_patch *v; size_t n, cap;
 	uint32_t call_sites, ptr_slots, entries; /* planned, by kind */
 	uint8_t *changed;		    /* n bytes of scratch for inject_apply */
-	uint32_t skipped_writable;	    /* slots left alone (see plan.c) */
+	uint32_t slots_kept;		    /* slots left on C0: address observable (plan.c) */
 	uint32_t writable_slots;	    /* of ptr_slots, in writable data */
 	/* AArch64: veneers for call sites out of BL reach of C1, to be
 	 * written at run-time address `island` before the stop (malloc'ed,
@@ -171,6 +178,9 @@ struct inject_apply_result {
 	uint32_t call_sites, ptr_slots, entries; /* written */
 	uint32_t blocked;		 /* entries a thread might resume inside */
 	uint32_t mismatched;		 /* skipped: memory differed from plan */
+	/* Slots left on C0 although they matched: another slot of the same
+	 * function had been changed by the program (all or none). */
+	uint32_t slots_held;
 };
 
 /* Forward: write `new_` where `old` is in memory; backward (a revert):

@@ -6,26 +6,36 @@
  *              including inside moved functions' C0 copies, which threads
  *              already in them keep running): x86-64 the rel32 of
  *              call/jmp, AArch64 the whole BL/B word;
- *              pointer slots in read-only-after-startup data (v-tables,
- *              const tables: .data.rel.ro, .rodata).
  *              function entries (x86-64): the first 5 bytes of a moved
  *              function become `jmp <its C1 copy>`, so whatever still
  *              enters C0 — calls through function pointers held anywhere,
- *              writable tables, sites we could not patch — runs C1. Only
+ *              slots left alone, sites we could not patch — runs C1. Only
  *              where that is provably safe (elf_func.entry_ok, and checked
  *              against every thread at the stop, see entry.c), and only
- *              for functions whose first bytes hold no call site we patch.
- * Left alone:  slots in writable data: the program may have stored its own
- *              value there or compare it with `&func` (which still yields
- *              C0), so they keep pointing at C0, which stays valid —
- *              unless the caller asks (INJECT_PLAN_WRITABLE_SLOTS, the
- *              user's opts.redirect_writable_slots): calls through such
- *              tables then skip the C0 entry's extra jump and cache line
- *              (measured on fe: 1.68x -> 2.03x, docs/benchmarks.md); a slot
- *              the program changed is seen at the stop and left alone;
- *              address-taking instructions (lea/mov of &func, adrp/add)
- *              for the same reason — BOLT rewrites those in its output, we
- *              do not.
+ *              for functions whose first bytes hold no call site we patch;
+ *              pointer slots (v-tables, tables of handlers, in read-only or
+ *              writable data) of functions whose address the program has
+ *              no other way to obtain — the pointer rule below.
+ * Left alone:  address-taking instructions (lea/mov of &func, adrp/add):
+ *              BOLT rewrites those in its output, we do not, so `&func`
+ *              keeps yielding C0, which stays valid.
+ *
+ * The pointer rule. A slot's value is a value the program can compare:
+ * `table[i] == &func`, a handler looked up by address. Redirecting the slot
+ * changes that value, so it is done only when no other value the program
+ * can hold for that function is a C0 address: its address is never
+ * materialized by code (no relocation against it but the target of a
+ * direct call or jump, no RIP-relative or ADR reference the assembler
+ * resolved), no other data refers to it, it is not exported in .dynsym
+ * (dlsym), and the program does not import dladdr (elf/binary.c,
+ * elf_func.addr_taken). Then every slot holding it is redirected together
+ * (one group, all or none at the stop, apply.c), so all the values the
+ * program can obtain for it agree. Any other slot keeps C0, whose entry
+ * jump still carries the call to C1, at the cost of that jump and its
+ * cache line — unless the caller asks for every slot
+ * (INJECT_PLAN_UNSAFE_SLOTS, opts.redirect_writable_slots: measured on fe,
+ * docs/benchmarks.md). A writable slot the program changed is seen at the
+ * stop and its whole group is left on C0.
  *
  * AArch64 veneers: a BL reaches +-128 MiB. A call site that cannot reach
  * its function's C1 copy branches instead to a veneer (ADRP/ADD/BR x16,
@@ -204,6 +214,51 @@ static int plan_entries_x86(const struct elf_binary *b, const struct bolt_output
 	return 0;
 }
 
+static int cmp_slot_by_func(const void *a, const void *b)
+{
+	const struct elf_ptr_slot *x = a, *y = b;
+	if (x->func != y->func)
+		return x->func < y->func ? -1 : 1;
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+/* Pointer slots, grouped by function (the pointer rule above). */
+static int plan_slots(const struct elf_binary *b, const struct bolt_output *o, uint64_t bias,
+		      unsigned flags, struct inject_plan *plan, struct core_err *err)
+{
+	struct elf_ptr_slot *take = malloc((b->nslots + 1) * sizeof(*take));
+	size_t n = 0;
+	if (!take)
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	int unsafe_ok = (flags & INJECT_PLAN_UNSAFE_SLOTS) != 0;
+	for (size_t i = 0; i < b->nslots; i++) {
+		const struct elf_ptr_slot *s = &b->slots[i];
+		if (!o->c1_addr[s->func])
+			continue;
+		if ((b->funcs[s->func].addr_taken || b->imports_dladdr) && !unsafe_ok) {
+			plan->slots_kept++;
+			continue;
+		}
+		take[n++] = *s;
+	}
+	qsort(take, n, sizeof(*take), cmp_slot_by_func);
+	int rc = 0;
+	for (size_t k = 0; k < n && !rc; k++) {
+		const struct elf_ptr_slot *s = &take[k];
+		struct inject_patch p = { .addr = bias + s->addr, .len = 8,
+			.kind = s->writable ? INJECT_DATA_SLOT : INJECT_PTR_SLOT, .group = s->func + 1 };
+		uint64_t oldv = bias + b->funcs[s->func].addr, newv = bias + o->c1_addr[s->func];
+		memcpy(p.old, &oldv, 8);
+		memcpy(p.new_, &newv, 8);
+		if (push(plan, &p))
+			rc = core_errf(err, OCOLOS_ENOMEM, "out of memory");
+		plan->ptr_slots++;
+		plan->writable_slots += s->writable;
+	}
+	free(take);
+	return rc;
+}
+
 int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
 		      uint64_t bias, struct inject_plan *plan, struct core_err *err)
 {
@@ -226,25 +281,9 @@ int inject_plan_build_island(const struct elf_binary *b, const struct bolt_outpu
 	}
 	if (rc)
 		return rc;
-	for (size_t i = 0; i < b->nslots; i++) {
-		const struct elf_ptr_slot *s = &b->slots[i];
-		uint64_t c1 = o->c1_addr[s->func];
-		if (!c1)
-			continue;
-		if (s->writable && !(flags & INJECT_PLAN_WRITABLE_SLOTS)) {
-			plan->skipped_writable++;
-			continue;
-		}
-		struct inject_patch p = { .addr = bias + s->addr, .len = 8,
-			.kind = s->writable ? INJECT_DATA_SLOT : INJECT_PTR_SLOT };
-		uint64_t oldv = bias + b->funcs[s->func].addr, newv = bias + c1;
-		memcpy(p.old, &oldv, 8);
-		memcpy(p.new_, &newv, 8);
-		if (push(plan, &p))
-			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
-		plan->ptr_slots++;
-		plan->writable_slots += s->writable;
-	}
+	rc = plan_slots(b, o, bias, flags, plan, err);
+	if (rc)
+		return rc;
 	if (!(plan->changed = calloc(plan->n + 1, 1)))
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	return 0;

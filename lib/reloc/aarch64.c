@@ -44,18 +44,37 @@ int reloc_a64_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
 	return b - a < RELOC_A64_BRANCH_REACH;
 }
 
-size_t reloc_a64_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, void *user)
+int reloc_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target)
+{
+	if ((insn & 0x9f000000u) != 0x10000000u) /* ADR: op=0, bits 28:24 = 10000 */
+		return 0;
+	uint64_t imm = ((insn >> 5) & 0x7ffffu) << 2 | ((insn >> 29) & 3u); /* immhi:immlo */
+	*target = pc + (uint64_t)((int64_t)(imm << 43) >> 43);	/* sign-extend 21 bits */
+	return 1;
+}
+
+size_t reloc_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, void (*on_address)(uint64_t addr, void *user),
+			       void *user)
 {
 	size_t off = 0;
 	for (; off + 4 <= len; off += 4) {
 		const uint8_t *b = code + off; /* little-endian, whatever the host */
 		uint32_t w = b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
 		uint8_t op = reloc_a64_branch_kind(w);
-		if (op && fn(addr + off, op, reloc_a64_branch_target(addr + off, w), user))
+		uint64_t t;
+		if (op && fn && fn(addr + off, op, reloc_a64_branch_target(addr + off, w), user))
 			return off;
+		if (on_address && reloc_a64_adr_target(addr + off, w, &t))
+			on_address(t, user);
 	}
 	return off;
+}
+
+size_t reloc_a64_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, void *user)
+{
+	return reloc_a64_scan_function(code, len, addr, fn, NULL, user);
 }
 
 static void put32(uint8_t *p, uint32_t w)

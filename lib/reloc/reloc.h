@@ -40,6 +40,10 @@ struct reloc_entry_info {
 	/* Called with the target of every direct jump, branch or call that is
 	 * not at a function start, to find jumps into other entries. */
 	void (*on_target)(uint64_t target, void *user);
+	/* Called with the effective address of every RIP-relative memory
+	 * operand (lea f(%rip), mov f(%rip)): an address the assembler may
+	 * have resolved without leaving a relocation. May be NULL. */
+	void (*on_address)(uint64_t addr, void *user);
 };
 size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
 			       reloc_branch_fn fn, void *user);
@@ -75,6 +79,14 @@ int reloc_a64_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2);
  * The caller keeps data (literal pools, `$d` mapping symbols) out. */
 size_t reloc_a64_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
 			       reloc_branch_fn fn, void *user);
+/* The same sweep, also calling `on_address` (may be NULL) with the target
+ * of every ADR: the one address-forming instruction GNU as resolves
+ * itself for a symbol of the same section (ADRP keeps its relocation). */
+size_t reloc_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       reloc_branch_fn fn, void (*on_address)(uint64_t addr, void *user),
+			       void *user);
+/* Target of `insn` at `pc` if it is ADR; 0 if it is not. */
+int reloc_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target);
 /* The RELOC_A64_VENEER_LEN bytes of a veneer living at `at` that jumps to
  * `target` (ADRP reaches +-4 GiB). 0, or -1 if out of ADRP reach. */
 int reloc_a64_encode_veneer(uint64_t at, uint64_t target, uint8_t out[RELOC_A64_VENEER_LEN]);

@@ -75,6 +75,10 @@ size_t reloc_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
 				info->indirect_jump = 1;
 			if (info->on_target && rel_target(&insn, at, &target))
 				info->on_target(target, user);
+			if (info->on_address && (insn.attributes & ZYDIS_ATTRIB_HAS_MODRM) &&
+			    insn.raw.modrm.mod == 0 && insn.raw.modrm.rm == 5) /* [rip + disp32] */
+				info->on_address(at + insn.length + (uint64_t)(int64_t)insn.raw.disp.value,
+						 user);
 		}
 		/* Plain e8/e9 only: a prefixed form (e.g. bnd jmp, f2 e9) has its
 		 * rel32 elsewhere and is not redirected. */

@@ -22,6 +22,16 @@ __attribute__((noinline)) long fx_cold(long x) { printf("cold %ld\n", x); return
 const op_fn fx_table[] = { fx_leaf, fx_mid, fx_tail };
 op_fn fx_hook = fx_mid;
 
+/* The pointer rule's cases (elf_func.addr_taken): a static function whose
+ * address code takes in its own section, which the assembler resolves
+ * without a relocation (only the decoder sweep sees it); a function
+ * exported in .dynsym (-Wl,--export-dynamic-symbol); both also in a table. */
+__attribute__((noinline)) static long fx_static_taken(long x) { return x - 7; }
+__attribute__((noinline)) long fx_exported(long x) { return x + 11; }
+const op_fn fx_table2[] = { fx_static_taken, fx_exported };
+op_fn volatile fx_sink;
+__attribute__((noinline)) void fx_take(void) { fx_sink = fx_static_taken; }
+
 __attribute__((noinline)) long fx_hot(long n)
 {
 	long s = 0;
@@ -36,6 +46,8 @@ int main(int argc, char **argv)
 	long s = fx_hot(n);
 	if (s == 42)
 		fx_cold(s + fx_uses_local(n));
-	printf("%ld %p %p\n", s, (void *)fx_cold, (void *)fx_leaf); /* &fx_leaf: address-taking */
+	fx_take();
+	printf("%ld %p %p %ld\n", s, (void *)fx_cold, (void *)fx_leaf, /* &fx_leaf: address-taking */
+	       fx_table2[n & 1](n));
 	return 0;
 }

@@ -4,13 +4,15 @@
  * .bolt.org.text) and in data (.data.rel.ro, .data). The patches libocolos
  * computes from relocations are checked against those bytes, and every
  * difference must be explained:
- *   agree       a call/jmp rel32 or read-only slot we patch, same new bytes
+ *   agree       a call/jmp rel32 or pointer slot we patch, same new bytes
  *   in-moved    a call site inside a moved function's C0 body: we patch it
  *               (threads already there should reach C1 too), BOLT does not
  *               touch code it moved away
  *   addr-taken  a RIP-relative or absolute reference to a moved function
  *               that is not a call (lea/mov of &f), deliberately left on C0
- *   writable    a function pointer in writable data, deliberately left on C0
+ *   kept        a pointer slot of a function whose address the program can
+ *               obtain otherwise (fx_leaf: printf("%p")), deliberately left
+ *               on C0 by the pointer rule (inject/plan.c)
  * Also: the profile writer's output is read back by BOLT (it reports the
  * sampled functions as profiled), and the model's moved-function map is
  * consistent with BOLT's output.
@@ -206,7 +208,7 @@ static void check_data(const struct elf_binary *b, const struct bolt_output *o,
 	struct sec in = read_section(in_path, name), out = read_section(out_path, name);
 	if (!in.bytes || !out.bytes)
 		return;
-	size_t agree = 0, writable = 0, unexplained = 0;
+	size_t agree = 0, kept = 0, unexplained = 0;
 	for (uint64_t a = in.addr; a + 8 <= in.addr + in.size; a++) {
 		const struct inject_patch *p = patch_covering(plan, a);
 		if (p && p->addr == a) {
@@ -219,13 +221,13 @@ static void check_data(const struct elf_binary *b, const struct bolt_output *o,
 			a += 7;
 			continue;
 		}
-		const struct elf_ptr_slot *ws = NULL;
+		const struct elf_ptr_slot *ks = NULL;
 		for (size_t i = 0; i < b->nslots; i++)
-			if (b->slots[i].writable && b->slots[i].addr == a)
-				ws = &b->slots[i];
-		if (ws && o->c1_addr[ws->func] &&
-		    bolt_slot_value(out_path, &out, a) == o->c1_addr[ws->func]) {
-			writable++; /* BOLT redirected it; we leave it on C0 */
+			if (b->slots[i].addr == a && b->funcs[b->slots[i].func].addr_taken)
+				ks = &b->slots[i];
+		if (ks && o->c1_addr[ks->func] &&
+		    bolt_slot_value(out_path, &out, a) == o->c1_addr[ks->func]) {
+			kept++; /* BOLT redirected it; the pointer rule keeps C0 */
 			a += 7;
 			continue;
 		}
@@ -234,12 +236,12 @@ static void check_data(const struct elf_binary *b, const struct bolt_output *o,
 		unexplained++;
 		fprintf(stderr, "unexplained %s difference at 0x%llx\n", name, (unsigned long long)a);
 	}
-	fprintf(stderr, "%s: %zu slots agree with BOLT, %zu writable slots left on C0, %zu unexplained\n",
-		name, agree, writable, unexplained);
+	fprintf(stderr, "%s: %zu slots agree with BOLT, %zu address-taken slots left on C0, %zu unexplained\n",
+		name, agree, kept, unexplained);
 	expect(unexplained == 0, "%zu unexplained differences in %s", unexplained, name);
 	expect(agree == want_agree, "%s: %zu slots agree with BOLT, want %zu", name, agree, want_agree);
-	expect(writable == want_left, "%s: %zu slots BOLT redirected are left on C0, want %zu", name,
-	       writable, want_left);
+	expect(kept == want_left, "%s: %zu slots BOLT redirected are left on C0, want %zu", name,
+	       kept, want_left);
 	free(in.bytes);
 	free(out.bytes);
 }
@@ -311,28 +313,38 @@ int main(int argc, char **argv)
 			if (o->c1_addr[i])
 				expect(o->c1_addr[i] >= vma && o->c1_addr[i] < o->hi, "%s moved outside C1",
 				       b->funcs[i].name);
+		/* By hand: fx_table = { fx_leaf, fx_mid, fx_tail } (read-only),
+		 * fx_hook = fx_mid (writable). fx_leaf's address is taken (printf),
+		 * so its slot keeps C0; fx_mid's two slots and fx_tail's move. */
 		struct inject_plan plan;
 		expect(inject_plan_build(b, o, 0, &plan, &err) == 0, "%s", err.msg);
-		expect(plan.call_sites >= 4 && plan.ptr_slots == 3 && plan.skipped_writable == 1,
-		       "plan: %u call sites, %u slots, %u writable skipped", plan.call_sites,
-		       plan.ptr_slots, plan.skipped_writable);
+		expect(plan.call_sites >= 4 && plan.ptr_slots == 3 && plan.slots_kept == 1 &&
+		       plan.writable_slots == 1,
+		       "plan: %u call sites, %u slots (%u writable), %u kept", plan.call_sites,
+		       plan.ptr_slots, plan.writable_slots, plan.slots_kept);
+		/* The slots of one function are one group, adjacent in the plan. */
+		uint32_t last_group = 0;
+		size_t groups = 0;
+		for (size_t k = 0; k < plan.n; k++)
+			if (plan.v[k].group && plan.v[k].group != last_group) {
+				groups++;
+				last_group = plan.v[k].group;
+			}
+		expect(groups == 2, "%zu slot groups, want 2 (fx_mid, fx_tail)", groups);
 		check_text(b, o, &plan, argv[1], output);
-		check_data(b, o, &plan, argv[1], output, ".data.rel.ro", 3, 0); /* fx_table */
-		check_data(b, o, &plan, argv[1], output, ".data", 0, 1);	   /* fx_hook */
-		/* opts.redirect_writable_slots: fx_hook too, to the very value
-		 * BOLT wrote there, as a slot the program may write (never
-		 * pre-faulted). */
-		struct inject_plan wplan;
-		expect(inject_plan_build_island(b, o, 0, 0, INJECT_PLAN_WRITABLE_SLOTS, &wplan, &err) == 0,
-		       "%s", err.msg);
-		expect(wplan.writable_slots == 1 && wplan.skipped_writable == 0 &&
-		       wplan.ptr_slots == plan.ptr_slots + 1,
-		       "writable plan: %u slots, %u writable, %u skipped", wplan.ptr_slots,
-		       wplan.writable_slots, wplan.skipped_writable);
+		check_data(b, o, &plan, argv[1], output, ".data.rel.ro", 2, 1); /* fx_table */
+		check_data(b, o, &plan, argv[1], output, ".data", 1, 0);	   /* fx_hook */
 		size_t ndata = 0;
-		for (size_t k = 0; k < wplan.n; k++)
-			ndata += wplan.v[k].kind == INJECT_DATA_SLOT;
+		for (size_t k = 0; k < plan.n; k++)
+			ndata += plan.v[k].kind == INJECT_DATA_SLOT;
 		expect(ndata == 1, "%zu INJECT_DATA_SLOT patches, want 1", ndata);
+		/* opts.redirect_writable_slots (every slot, unsafe): fx_leaf's
+		 * too, to the very value BOLT wrote there. */
+		struct inject_plan wplan;
+		expect(inject_plan_build_island(b, o, 0, 0, INJECT_PLAN_UNSAFE_SLOTS, &wplan, &err) == 0,
+		       "%s", err.msg);
+		expect(wplan.slots_kept == 0 && wplan.ptr_slots == plan.ptr_slots + 1,
+		       "unsafe plan: %u slots, %u kept", wplan.ptr_slots, wplan.slots_kept);
 		check_data(b, o, &wplan, argv[1], output, ".data", 1, 0);
 		check_data(b, o, &wplan, argv[1], output, ".data.rel.ro", 3, 0);
 		inject_plan_free(&wplan);

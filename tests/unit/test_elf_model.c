@@ -70,6 +70,22 @@ static void check_model(const char *path)
 	expect(rw == 1, "%zu writable slots, want 1 (fx_hook)", rw);
 	expect(b->build_id_len == 20, "build-id length %zu", b->build_id_len);
 
+	/* The pointer rule: whose address the program can obtain otherwise
+	 * than from a slot. By hand: fx_leaf (passed to printf: a relocated
+	 * lea), fx_cold (likewise), fx_static_taken (lea in its own section,
+	 * no relocation: the sweep), fx_exported (.dynsym); fx_mid, fx_tail
+	 * (only in tables) and fx_local (only called) are not. */
+	static const struct { const char *name; int taken; } taken[] = {
+		{ "fx_leaf", 1 }, { "fx_cold", 1 }, { "fx_static_taken", 1 }, { "fx_exported", 1 },
+		{ "fx_mid", 0 }, { "fx_tail", 0 }, { "fx_local", 0 }, { "fx_hot", 0 },
+	};
+	for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+		long f = func_named(b, taken[i].name);
+		expect(f >= 0 && b->funcs[f].addr_taken == taken[i].taken, "%s: addr_taken %d, want %d",
+		       taken[i].name, f >= 0 ? b->funcs[f].addr_taken : -1, taken[i].taken);
+	}
+	expect(!b->imports_dladdr, "the fixture does not import dladdr");
+
 	/* Entry-patch rules: a loop back into the first bytes, a call there
 	 * and an indirect jump each forbid it; plain code allows it. */
 	static const struct { const char *name; int ok; } entries[] = {

@@ -12,7 +12,7 @@
 #include "core/procmaps.h"
 #include "core/util.h"
 
-int procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err)
+int core_procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err)
 {
 	char path[64], line[4096];
 	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
@@ -41,14 +41,14 @@ int procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err)
 	return 0;
 }
 
-void procmaps_free(struct procmaps *m)
+void core_procmaps_free(struct procmaps *m)
 {
 	free(m->v);
 	m->v = NULL;
 	m->n = m->cap = 0;
 }
 
-int procmaps_load_bias(const struct procmaps *m, dev_t dev, ino_t ino,
+int core_procmaps_load_bias(const struct procmaps *m, dev_t dev, ino_t ino,
 		       uint64_t first_vaddr, uint64_t first_offset,
 		       uint64_t *bias, struct core_err *err)
 {
@@ -71,7 +71,7 @@ int procmaps_load_bias(const struct procmaps *m, dev_t dev, ino_t ino,
 
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
 
-uint64_t procmaps_find_free(const struct procmaps *m, uint64_t size,
+uint64_t core_procmaps_find_free(const struct procmaps *m, uint64_t size,
 			    uint64_t align, uint64_t lo, uint64_t hi, uint64_t near)
 {
 	uint64_t best = 0, best_dist = UINT64_MAX;

@@ -20,20 +20,20 @@ struct procmaps {
 	size_t n, cap;
 };
 
-int procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err);
-void procmaps_free(struct procmaps *m);
+int core_procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err);
+void core_procmaps_free(struct procmaps *m);
 
 /* Load bias of the file (dev, ino) whose first PT_LOAD is at link-time
  * `first_vaddr` (file offset `first_offset`): run-time address minus
  * link-time address. OCOLOS_EIO if the file is not mapped — including when
  * the file on disk was replaced since the process started it. */
-int procmaps_load_bias(const struct procmaps *m, dev_t dev, ino_t ino,
+int core_procmaps_load_bias(const struct procmaps *m, dev_t dev, ino_t ino,
 		       uint64_t first_vaddr, uint64_t first_offset,
 		       uint64_t *bias, struct core_err *err);
 
 /* A free range of `size` bytes (aligned to `align`) wholly inside
  * [lo, hi), preferring addresses close to `near`. 0 if none. */
-uint64_t procmaps_find_free(const struct procmaps *m, uint64_t size,
+uint64_t core_procmaps_find_free(const struct procmaps *m, uint64_t size,
 			    uint64_t align, uint64_t lo, uint64_t hi,
 			    uint64_t near);
 

@@ -35,7 +35,7 @@
 
 #include "core/util.h"
 #include "elf/binary.h"
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 
 struct scan {
 	struct elf_binary *b;
@@ -350,9 +350,9 @@ static int add_code_reloc_a64(struct scan *sc, const GElf_Shdr *tsh, Elf_Data *t
 		return 0;
 	const uint8_t *p = (const uint8_t *)tdata->d_buf + (r->r_offset - tsh->sh_addr);
 	uint32_t insn = p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-	uint8_t op = reloc_a64_branch_kind(insn);
+	uint8_t op = arch_a64_branch_kind(insn);
 	uint64_t target = s + (uint64_t)r->r_addend;
-	if (!op || reloc_a64_branch_target(r->r_offset, insn) != target)
+	if (!op || arch_a64_branch_target(r->r_offset, insn) != target)
 		return 0;
 	long f = elf_func_at(sc->b, target);
 	return f < 0 ? 0 : push_site(sc->b, r->r_offset, f, op);
@@ -451,7 +451,7 @@ static void entries_hit_by_branches(struct sweep *sw)
 		struct elf_func *f = &b->funcs[i];
 		while (t < sw->ntargets && sw->targets[t] <= f->addr)
 			t++;
-		if (t < sw->ntargets && sw->targets[t] < f->addr + RELOC_X86_BRANCH_LEN)
+		if (t < sw->ntargets && sw->targets[t] < f->addr + ARCH_X86_BRANCH_LEN)
 			f->entry_ok = 0;
 	}
 }
@@ -510,13 +510,13 @@ static int sweep_functions(struct scan *sc, struct core_err *err)
 				continue;
 			const uint8_t *code = (const uint8_t *)d->d_buf + (f->addr - sh->sh_addr);
 			if (sc->b->machine == EM_AARCH64) {
-				reloc_a64_scan_function(code, code_len_a64(sc, f), f->addr, on_branch,
+				arch_a64_scan_function(code, code_len_a64(sc, f), f->addr, on_branch,
 							on_address, &sw);
 				continue;
 			}
-			struct reloc_entry_info info = { .on_target = on_target,
+			struct arch_entry_info info = { .on_target = on_target,
 							 .on_address = on_address };
-			size_t done = reloc_x86_scan_function(code, f->size, f->addr, on_branch, &info, &sw);
+			size_t done = arch_x86_scan_function(code, f->size, f->addr, on_branch, &info, &sw);
 			sc->b->funcs[k].entry_ok = done == f->size && info.decoded_entry &&
 						   !info.call_in_entry && !info.indirect_jump;
 		}

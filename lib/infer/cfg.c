@@ -10,7 +10,7 @@
 
 #include "infer/cfg.h"
 
-void cfg_func_free(struct cfg_func *f)
+void infer_cfg_func_free(struct cfg_func *f)
 {
 	if (!f)
 		return;
@@ -35,7 +35,7 @@ static long insn_at(const struct cfg_insn *v, size_t n, uint64_t a)
 	return lo < n && v[lo].addr == a ? (long)lo : -1;
 }
 
-long cfg_block_containing(const struct cfg_func *f, uint64_t addr)
+long infer_cfg_block_containing(const struct cfg_func *f, uint64_t addr)
 {
 	size_t lo = 0, hi = f->nblocks;
 	while (lo < hi) {
@@ -181,7 +181,7 @@ static int make_calls(const struct cfg_insn *v, size_t n, const uint32_t *blk_of
 	return 0;
 }
 
-int cfg_from_insns(const struct cfg_insn *insns, size_t n, uint64_t addr,
+int infer_cfg_from_insns(const struct cfg_insn *insns, size_t n, uint64_t addr,
 		   uint64_t size, struct cfg_func *out, struct core_err *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -210,11 +210,11 @@ int cfg_from_insns(const struct cfg_insn *insns, size_t n, uint64_t addr,
 	free(lead);
 	free(blk_of);
 	if (rc)
-		cfg_func_free(out);
+		infer_cfg_func_free(out);
 	return rc;
 }
 
-int cfg_build(uint16_t machine, const uint8_t *code, size_t len, uint64_t addr,
+int infer_cfg_build(uint16_t machine, const uint8_t *code, size_t len, uint64_t addr,
 	      struct cfg_func *out, struct core_err *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -222,14 +222,14 @@ int cfg_build(uint16_t machine, const uint8_t *code, size_t len, uint64_t addr,
 	size_t n = 0;
 	int rc;
 	if (machine == EM_X86_64)
-		rc = cfg_decode_x86(code, len, addr, &v, &n, err);
+		rc = infer_cfg_decode_x86(code, len, addr, &v, &n, err);
 	else if (machine == EM_AARCH64)
-		rc = cfg_decode_aarch64(code, len, addr, &v, &n, err);
+		rc = infer_cfg_decode_aarch64(code, len, addr, &v, &n, err);
 	else
 		return core_errf(err, OCOLOS_ENOTSUP,
 				 "no CFG builder for ELF machine %u (x86-64 and AArch64 only)", machine);
 	if (!rc)
-		rc = cfg_from_insns(v, n, addr, len, out, err);
+		rc = infer_cfg_from_insns(v, n, addr, len, out, err);
 	free(v);
 	return rc;
 }

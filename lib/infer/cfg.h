@@ -73,7 +73,7 @@ struct cfg_call {
 	uint8_t tail;		/* 1: jump out of the function */
 };
 
-/* The CFG of one function. Owned by the caller: cfg_func_free(). */
+/* The CFG of one function. Owned by the caller: infer_cfg_func_free(). */
 struct cfg_func {
 	uint64_t addr, size;	/* the function as given */
 	uint64_t decoded;	/* bytes covered by decoded instructions */
@@ -91,27 +91,27 @@ struct cfg_func {
  * machine, OCOLOS_EINVAL when a branch targets the middle of an instruction
  * (data in code, overlapping instructions: no CFG can be trusted) or nothing
  * decodes, OCOLOS_ENOMEM. On failure *out is left empty (safe to free). */
-int cfg_build(uint16_t machine, const uint8_t *code, size_t len, uint64_t addr,
+int infer_cfg_build(uint16_t machine, const uint8_t *code, size_t len, uint64_t addr,
 	      struct cfg_func *out, struct core_err *err);
 
-/* Release what cfg_build() allocated; `f` may be zeroed or half-built. */
-void cfg_func_free(struct cfg_func *f);
+/* Release what infer_cfg_build() allocated; `f` may be zeroed or half-built. */
+void infer_cfg_func_free(struct cfg_func *f);
 
 /* Index of the block containing `addr`, or -1 (O(log n)). */
-long cfg_block_containing(const struct cfg_func *f, uint64_t addr);
+long infer_cfg_block_containing(const struct cfg_func *f, uint64_t addr);
 
 /* Architecture decoders: classify every instruction of `code` by a linear
  * sweep from its start. On success *insns (malloc'd, caller frees) holds
  * *n instructions in address order; the sweep stops at the first byte that
  * does not decode. Return 0 or OCOLOS_ENOMEM. */
-int cfg_decode_x86(const uint8_t *code, size_t len, uint64_t addr,
+int infer_cfg_decode_x86(const uint8_t *code, size_t len, uint64_t addr,
 		   struct cfg_insn **insns, size_t *n, struct core_err *err);
-int cfg_decode_aarch64(const uint8_t *code, size_t len, uint64_t addr,
+int infer_cfg_decode_aarch64(const uint8_t *code, size_t len, uint64_t addr,
 		       struct cfg_insn **insns, size_t *n, struct core_err *err);
 
 /* Turn decoded instructions (address order, contiguous from `addr`) into a
- * CFG. Takes ownership of nothing; used by cfg_build() and by tests. */
-int cfg_from_insns(const struct cfg_insn *insns, size_t n, uint64_t addr,
+ * CFG. Takes ownership of nothing; used by infer_cfg_build() and by tests. */
+int infer_cfg_from_insns(const struct cfg_insn *insns, size_t n, uint64_t addr,
 		   uint64_t size, struct cfg_func *out, struct core_err *err);
 
 #endif

@@ -59,7 +59,7 @@ static uint8_t classify(uint32_t w, uint64_t pc, uint64_t *target)
 	return CFG_INSN_OTHER;
 }
 
-int cfg_decode_aarch64(const uint8_t *code, size_t len, uint64_t addr,
+int infer_cfg_decode_aarch64(const uint8_t *code, size_t len, uint64_t addr,
 		       struct cfg_insn **insns, size_t *n, struct core_err *err)
 {
 	size_t cnt = len / 4;

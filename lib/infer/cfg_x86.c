@@ -9,7 +9,7 @@
 
 #ifndef OCOLOS_HAVE_ZYDIS
 /* Built for another host (AArch64): no x86 decoder, no x86-64 CFGs. */
-int cfg_decode_x86(const uint8_t *code, size_t len, uint64_t addr,
+int infer_cfg_decode_x86(const uint8_t *code, size_t len, uint64_t addr,
 		   struct cfg_insn **insns, size_t *n, struct core_err *err)
 {
 	(void)code; (void)len; (void)addr; (void)insns; (void)n;
@@ -51,7 +51,7 @@ static uint8_t classify(const ZydisDecodedInstruction *in, uint64_t ip, uint64_t
 	return CFG_INSN_OTHER;
 }
 
-int cfg_decode_x86(const uint8_t *code, size_t len, uint64_t addr,
+int infer_cfg_decode_x86(const uint8_t *code, size_t len, uint64_t addr,
 		   struct cfg_insn **insns, size_t *n, struct core_err *err)
 {
 	ZydisDecoder dec;

@@ -8,7 +8,7 @@
 
 #define R4_MAX_DEGREE 8
 
-void hybrid_block_freq(const struct cfg_func *f, const uint64_t *samples, double *freq)
+void infer_hybrid_block_freq(const struct cfg_func *f, const uint64_t *samples, double *freq)
 {
 	for (size_t b = 0; b < f->nblocks; b++)
 		freq[b] = f->blocks[b].ninsns ? (double)samples[b] / f->blocks[b].ninsns : 0.0;
@@ -149,7 +149,7 @@ static void visit(struct infer_ctx *c, uint32_t u)
 			flow_join(c, out_edge(f, u, i)->dst);
 }
 
-int hybrid_infer_must_run(const struct cfg_func *f, double *freq, struct hybrid_stats *st,
+int infer_hybrid_infer_must_run(const struct cfg_func *f, double *freq, struct hybrid_stats *st,
 			  struct core_err *err)
 {
 	if (!f->nblocks)
@@ -187,7 +187,7 @@ static double neighbour_sum(const struct cfg_func *f, const double *freq, uint32
 	return s;
 }
 
-void hybrid_edge_weights(const struct cfg_func *f, const double *freq, double *w)
+void infer_hybrid_edge_weights(const struct cfg_func *f, const double *freq, double *w)
 {
 	/* Per-block sums first, so each edge costs O(1): O(|V| + |E|). */
 	double *sums = malloc((2 * f->nblocks + 1) * sizeof(*sums));
@@ -211,19 +211,19 @@ void hybrid_edge_weights(const struct cfg_func *f, const double *freq, double *w
 	free(sums);
 }
 
-int hybrid_estimate(const struct cfg_func *f, const uint64_t *samples, unsigned flags,
+int infer_hybrid_estimate(const struct cfg_func *f, const uint64_t *samples, unsigned flags,
 		    double *freq, double *w, struct hybrid_stats *st, struct core_err *err)
 {
-	hybrid_block_freq(f, samples, freq);
+	infer_hybrid_block_freq(f, samples, freq);
 	if (st)
 		for (size_t b = 0; b < f->nblocks; b++)
 			st->sampled_blocks += samples[b] > 0;
 	if (!(flags & HYBRID_NO_INFER)) {
-		int rc = hybrid_infer_must_run(f, freq, st, err);
+		int rc = infer_hybrid_infer_must_run(f, freq, st, err);
 		if (rc)
 			return rc;
 	}
-	hybrid_edge_weights(f, freq, w);
+	infer_hybrid_edge_weights(f, freq, w);
 	if (st)
 		for (size_t e = 0; e < f->nedges; e++)
 			st->weighted_edges += w[e] > 0;

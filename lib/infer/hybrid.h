@@ -54,7 +54,7 @@
 #include "infer/profile.h"
 #include "sample/sample.h"
 
-/* Flags for hybrid_estimate() and infer_write_hybrid_flags(). */
+/* Flags for infer_hybrid_estimate() and infer_write_hybrid_flags(). */
 #define HYBRID_NO_INFER 0x1u /* skip step 2 (the paper's estimator alone) */
 
 struct hybrid_stats {
@@ -65,19 +65,19 @@ struct hybrid_stats {
 };
 
 /* Step 1: freq[b] = samples[b] / blocks[b].ninsns for every block of f. */
-void hybrid_block_freq(const struct cfg_func *f, const uint64_t *samples, double *freq);
+void infer_hybrid_block_freq(const struct cfg_func *f, const uint64_t *samples, double *freq);
 
 /* Step 2 on freq[] (in place). `st` may be NULL. 0 or OCOLOS_ENOMEM. */
-int hybrid_infer_must_run(const struct cfg_func *f, double *freq, struct hybrid_stats *st,
+int infer_hybrid_infer_must_run(const struct cfg_func *f, double *freq, struct hybrid_stats *st,
 			  struct core_err *err);
 
 /* Step 3: w[e] for every edge of f from freq[]. */
-void hybrid_edge_weights(const struct cfg_func *f, const double *freq, double *w);
+void infer_hybrid_edge_weights(const struct cfg_func *f, const double *freq, double *w);
 
 /* Steps 1-3: samples[] per block in, freq[] per block and w[] per edge out
  * (caller-allocated, f->nblocks and f->nedges long). `st` accumulates and
  * may be NULL. 0 or OCOLOS_ENOMEM. */
-int hybrid_estimate(const struct cfg_func *f, const uint64_t *samples, unsigned flags,
+int infer_hybrid_estimate(const struct cfg_func *f, const uint64_t *samples, unsigned flags,
 		    double *freq, double *w, struct hybrid_stats *st, struct core_err *err);
 
 /* What infer_write_hybrid_flags() did, beyond infer_profile_stats. */

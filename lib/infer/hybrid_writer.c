@@ -138,7 +138,7 @@ static int do_function(struct writer *w, long fi, const uint64_t *v, size_t n)
 		return core_errf(w->err, OCOLOS_ENOMEM, "out of memory reading '%s'", fn->name);
 	/* A function we cannot decode keeps no profile; the round goes on. */
 	if (!fn->size || elf_read_vaddr(w->b, fn->addr, code, fn->size, &quiet) ||
-	    cfg_build(w->b->machine, code, fn->size, fn->addr, &cf, &quiet)) {
+	    infer_cfg_build(w->b->machine, code, fn->size, fn->addr, &cf, &quiet)) {
 		free(code);
 		w->hs.functions_nocfg++;
 		return quiet.code == OCOLOS_ENOMEM ? core_errf(w->err, OCOLOS_ENOMEM, "%s", quiet.msg) : 0;
@@ -149,12 +149,12 @@ static int do_function(struct writer *w, long fi, const uint64_t *v, size_t n)
 	double *wt = calloc(cf.nedges + 1, sizeof(*wt));
 	int rc = samples && freq && wt ? 0 : core_errf(w->err, OCOLOS_ENOMEM, "out of memory");
 	for (size_t i = 0; !rc && i < n; i++) {
-		long bb = cfg_block_containing(&cf, v[i]);
+		long bb = infer_cfg_block_containing(&cf, v[i]);
 		if (bb >= 0)
 			samples[bb]++;
 	}
 	if (!rc)
-		rc = hybrid_estimate(&cf, samples, w->flags, freq, wt, &w->hs.est, w->err);
+		rc = infer_hybrid_estimate(&cf, samples, w->flags, freq, wt, &w->hs.est, w->err);
 	if (!rc) {
 		write_edges(w, &cf, wt);
 		rc = collect_calls(w, &cf, freq);
@@ -173,7 +173,7 @@ static int do_function(struct writer *w, long fi, const uint64_t *v, size_t n)
 	free(samples);
 	free(freq);
 	free(wt);
-	cfg_func_free(&cf);
+	infer_cfg_func_free(&cf);
 	return rc;
 }
 

@@ -21,7 +21,7 @@
  *    page holding a patch is made read-write (never writable and executable
  *    at once), written, put back to its protection from before the stop,
  *    and the i-cache is cleaned and invalidated for the changed words
- *    (inject_flush_icache: DC CVAU + IC IVAU + DSB + ISB, which the Arm ARM
+ *    (arch_code_changed: DC CVAU + IC IVAU + DSB + ISB, which the Arm ARM
  *    requires before modified code may run). Why not /proc/self/mem there:
  *    under qemu-user a /proc/self/mem write changes guest memory behind the
  *    back of qemu's translation cache, so the old code keeps running (seen
@@ -41,7 +41,6 @@
  * if memory differs — another tool patched it, or the file is not what is
  * running — that patch is skipped and counted, never forced.
  */
-#include <linux/membarrier.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +48,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "core/valgrind.h"
+#include "arch/cpu.h"
 #include "inject/inject.h"
 
 /* Reads/writes one patch's bytes; 0 or -1. */
@@ -134,7 +133,7 @@ static int apply_plan(struct inject_plan *plan, int forward, const struct patch_
 		else
 			res->ptr_slots++;
 	}
-	syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
+	arch_sync_core();
 	return rc;
 }
 
@@ -142,12 +141,12 @@ static int apply_plan(struct inject_plan *plan, int forward, const struct patch_
 
 static int mem_read(void *ctx, const struct inject_patch *p, uint8_t *buf)
 {
-	return inject_mem_read(*(int *)ctx, p->addr, buf, p->len);
+	return proc_mem_read(*(int *)ctx, p->addr, buf, p->len);
 }
 
 static int mem_write(void *ctx, const struct inject_patch *p, const uint8_t *bytes)
 {
-	return inject_mem_write(*(int *)ctx, p->addr, bytes, p->len);
+	return proc_mem_write(*(int *)ctx, p->addr, bytes, p->len);
 }
 
 int inject_apply(int memfd, struct inject_plan *plan, int forward,
@@ -172,8 +171,8 @@ int inject_prefault(int memfd, const struct inject_plan *plan)
 			continue;
 		last_page = page;
 		uint8_t cur[8];
-		if (inject_mem_read(memfd, p->addr, cur, p->len) ||
-		    inject_mem_write(memfd, p->addr, cur, p->len))
+		if (proc_mem_read(memfd, p->addr, cur, p->len) ||
+		    proc_mem_write(memfd, p->addr, cur, p->len))
 			return -1;
 	}
 	return 0;
@@ -188,11 +187,12 @@ static int self_read(void *ctx, const struct inject_patch *p, uint8_t *buf)
 }
 
 /* A write into this process's own code: under Valgrind its translation of
- * the old bytes must go (core/valgrind.h). */
+ * the old bytes must go (arch/cpu.h). */
 static int self_write(void *ctx, const struct inject_patch *p, const uint8_t *bytes)
 {
 	int rc = mem_write(ctx, p, bytes);
-	core_code_changed(p->addr, p->len);
+	if (p->kind == INJECT_CALL_SITE || p->kind == INJECT_ENTRY)
+		arch_code_changed(p->addr, p->addr + p->len);
 	return rc;
 }
 
@@ -201,30 +201,6 @@ int inject_apply_self(int memfd, struct inject_plan *plan, int forward,
 {
 	struct patch_io io = { self_read, self_write, &memfd };
 	return apply_plan(plan, forward, &io, res, err);
-}
-
-int inject_sync_core_register(void)
-{
-	/* Best effort: older kernels lack SYNC_CORE; sigreturn still serializes. */
-	return (int)syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
-}
-
-/* ---- i-cache maintenance ---- */
-
-static _Atomic uint64_t icache_flushes;
-
-void inject_flush_icache(uint64_t lo, uint64_t hi)
-{
-	/* GCC expands this to the architecture's sequence (AArch64: libgcc's
-	 * __aarch64_sync_cache_range, honouring CTR_EL0's line sizes); on
-	 * x86-64, whose i-cache is coherent, to nothing. */
-	__builtin___clear_cache((char *)(uintptr_t)lo, (char *)(uintptr_t)hi);
-	atomic_fetch_add_explicit(&icache_flushes, 1, memory_order_relaxed);
-}
-
-uint64_t inject_icache_flush_count(void)
-{
-	return atomic_load_explicit(&icache_flushes, memory_order_relaxed);
 }
 
 /* ---- in place, by mprotect ---- */
@@ -238,7 +214,7 @@ static int cmp_prot(const void *a, const void *b)
 int inject_prot_collect(const struct inject_plan *plan, struct inject_prots *out,
 			struct core_err *err)
 {
-	uint64_t pg = inject_page_size();
+	uint64_t pg = arch_page_size();
 	memset(out, 0, sizeof(*out));
 	out->v = calloc(plan->n * 2 + 1, sizeof(*out->v));
 	if (!out->v)
@@ -257,7 +233,7 @@ int inject_prot_collect(const struct inject_plan *plan, struct inject_prots *out
 			out->v[w++] = out->v[i];
 	out->n = w;
 	struct procmaps m = { 0 };
-	int rc = procmaps_read(getpid(), &m, err);
+	int rc = core_procmaps_read(getpid(), &m, err);
 	for (size_t i = 0, k = 0; !rc && i < out->n; i++) {
 		while (k < m.n && m.v[k].end <= out->v[i].page)
 			k++;
@@ -270,7 +246,7 @@ int inject_prot_collect(const struct inject_plan *plan, struct inject_prots *out
 		out->v[i].prot = (pr[0] == 'r' ? PROT_READ : 0) | (pr[1] == 'w' ? PROT_WRITE : 0) |
 				 (pr[2] == 'x' ? PROT_EXEC : 0);
 	}
-	procmaps_free(&m);
+	core_procmaps_free(&m);
 	if (rc)
 		inject_prots_free(out);
 	return rc;
@@ -306,7 +282,7 @@ static int local_read(void *ctx, const struct inject_patch *p, uint8_t *buf)
  * protection (0). Pages that are writable already are left alone. */
 static int local_protect(const struct inject_prots *ps, uint64_t lo, uint64_t hi, int writable)
 {
-	uint64_t pg = inject_page_size();
+	uint64_t pg = arch_page_size();
 	for (uint64_t a = lo & ~(pg - 1); a < hi; a += pg) {
 		int prot = prot_of(ps, a);
 		if (prot < 0)
@@ -333,9 +309,8 @@ static int local_write(void *ctx, const struct inject_patch *p, const uint8_t *b
 	else
 		memcpy((void *)(uintptr_t)p->addr, bytes, p->len);
 	int rc = local_protect(ps, p->addr, p->addr + p->len, 0);
-	if (p->kind == INJECT_CALL_SITE)
-		inject_flush_icache(p->addr, p->addr + p->len);
-	core_code_changed(p->addr, p->len);
+	if (p->kind == INJECT_CALL_SITE || p->kind == INJECT_ENTRY)
+		arch_code_changed(p->addr, p->addr + p->len);
 	return rc;
 }
 

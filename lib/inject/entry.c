@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "inject/inject.h"
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 
 /* Blocks the entry patch containing `a` past its first byte, if any.
  * Entries are few compared with stack words; they sit in address order in
@@ -88,7 +88,7 @@ size_t inject_stack_words(const struct procmaps *m, int memfd, uint64_t sp, uint
 			memcpy(words, (const void *)(uintptr_t)sp, n * 8);
 			return n;
 		}
-		return inject_mem_read(memfd, sp, words, n * 8) ? 0 : n;
+		return proc_mem_read(memfd, sp, words, n * 8) ? 0 : n;
 	}
 	return 0; /* a stack we do not know (a mapping made after the snapshot) */
 }

@@ -65,9 +65,9 @@ void inject_reservation_release(struct target *t, struct inject_reservation *r);
 /* /proc/PID/mem writes go through the kernel's FOLL_FORCE path: they change
  * read-only text and RELRO pages (copy-on-write, as a debugger's breakpoint
  * does) without the pages ever becoming writable in the process. */
-int inject_mem_open(pid_t pid, int *fd, struct core_err *err);
-int inject_mem_write(int fd, uint64_t addr, const void *buf, size_t len);
-int inject_mem_read(int fd, uint64_t addr, void *buf, size_t len);
+int proc_mem_open(pid_t pid, int *fd, struct core_err *err);
+int proc_mem_write(int fd, uint64_t addr, const void *buf, size_t len);
+int proc_mem_read(int fd, uint64_t addr, void *buf, size_t len);
 
 /* ---- patch plan (plan.c) ---- */
 
@@ -163,14 +163,14 @@ struct inject_stop; /* opaque: lives for one stop */
  * (threads in system calls and threads created meanwhile included).
  * OCOLOS_ESTOP after timeout_ms (e.g. a thread blocks `sig`): then nothing
  * stays parked. */
-int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
+int proc_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 		     uint32_t *threads, struct core_err *err);
 /* Where each parked thread was stopped (PC, SP); valid until resume. */
 struct inject_thread_state;
-const struct inject_thread_state *inject_stop_states(const struct inject_stop *s, size_t *n);
+const struct inject_thread_state *proc_stop_states(const struct inject_stop *s, size_t *n);
 /* Let every parked thread run again; `released_ns` (may be NULL) gets the
  * time they were woken, before this waits for them to leave the handler. */
-void inject_resume_self(struct inject_stop *s, uint64_t *released_ns);
+void proc_resume_self(struct inject_stop *s, uint64_t *released_ns);
 
 /* ---- applying a plan (apply.c) ---- */
 
@@ -220,10 +220,6 @@ void inject_entries_check(struct inject_plan *plan, const struct inject_thread_s
 size_t inject_stack_words(const struct procmaps *m, int memfd, uint64_t sp, uint64_t *words,
 			  size_t max);
 
-/* Register this process for membarrier SYNC_CORE, once, before a stop
- * (registration may be slow; the barrier in inject_apply is not). */
-int inject_sync_core_register(void);
-
 /* In this process, in place: each patched page made read-write, written,
  * and given back the protection it had before the stop (`prots`, collected
  * before the stop: reading /proc/self/maps allocates, which a stopped world
@@ -241,16 +237,5 @@ int inject_prot_collect(const struct inject_plan *plan, struct inject_prots *out
 void inject_prots_free(struct inject_prots *p);
 int inject_apply_local(struct inject_plan *plan, const struct inject_prots *prots,
 		       int forward, struct inject_apply_result *res, struct core_err *err);
-
-/* Make code written at [lo, hi) visible to instruction fetch on every core
- * (AArch64: clean D-cache to the point of unification, invalidate the
- * I-cache; x86-64: nothing to do). Called after every code write: C1's
- * text when it is mapped, veneers, patched call sites. The count of calls
- * is kept for tests, which check that each code write is flushed. */
-void inject_flush_icache(uint64_t lo, uint64_t hi);
-uint64_t inject_icache_flush_count(void);
-
-/* The run-time page size (sysconf): 4 KiB or 64 KiB on AArch64. */
-uint64_t inject_page_size(void);
 
 #endif

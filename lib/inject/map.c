@@ -12,13 +12,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "arch/cpu.h"
 #include "inject/inject.h"
-
-uint64_t inject_page_size(void)
-{
-	long p = sysconf(_SC_PAGESIZE);
-	return p > 0 ? (uint64_t)p : 4096;
-}
 
 static int prot_of(uint32_t flags)
 {
@@ -30,7 +25,7 @@ int inject_map_c1(const struct bolt_output *o, uint64_t bias,
 		  struct inject_reservation *r, uint64_t *mapped, struct core_err *err)
 {
 	*mapped = 0;
-	const uint64_t PAGE = inject_page_size();
+	const uint64_t PAGE = arch_page_size();
 	/* Each segment gets pages of its own protection: two sharing a page
 	 * would need one mapping with both protections. BOLT page-aligns its
 	 * segments; refuse anything else rather than weaken W^X. */
@@ -64,7 +59,7 @@ int inject_map_c1(const struct bolt_output *o, uint64_t bias,
 			done += (uint64_t)n;
 		}
 		if (s->flags & PF_X)
-			inject_flush_icache(bias + s->vaddr, bias + s->vaddr + s->filesz);
+			arch_code_changed(bias + s->vaddr, bias + s->vaddr + s->filesz);
 		if (mprotect(p, end - start, prot_of(s->flags)) != 0)
 			return core_errf(err, OCOLOS_ENOTSUP, "cannot make C1 executable: %s "
 					 "(a policy forbids new executable memory?)", strerror(errno));
@@ -77,7 +72,7 @@ int inject_map_island(const struct inject_plan *plan, struct core_err *err)
 {
 	if (!plan->island || !plan->island_len)
 		return 0;
-	const uint64_t PAGE = inject_page_size();
+	const uint64_t PAGE = arch_page_size();
 	uint64_t start = plan->island & ~(PAGE - 1);
 	uint64_t end = (plan->island + plan->island_len + PAGE - 1) & ~(PAGE - 1);
 	/* Over the island's PROT_NONE reservation; nothing branches here
@@ -87,7 +82,7 @@ int inject_map_island(const struct inject_plan *plan, struct core_err *err)
 	if (p == MAP_FAILED)
 		return core_errf(err, OCOLOS_ENOMEM, "cannot map the veneer island: %s", strerror(errno));
 	memcpy((void *)(uintptr_t)plan->island, plan->island_code, plan->island_len);
-	inject_flush_icache(plan->island, plan->island + plan->island_len);
+	arch_code_changed(plan->island, plan->island + plan->island_len);
 	if (mprotect(p, end - start, PROT_READ | PROT_EXEC) != 0)
 		return core_errf(err, OCOLOS_ENOTSUP, "cannot make the veneer island executable: %s "
 				 "(a policy forbids new executable memory?)", strerror(errno));

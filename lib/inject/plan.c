@@ -49,7 +49,7 @@
 
 #include "core/util.h"
 #include "inject/inject.h"
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 
 static int push(struct inject_plan *p, const struct inject_patch *x)
 {
@@ -71,7 +71,7 @@ int inject_plan_needs_island(const struct elf_binary *b, const struct bolt_outpu
 		return 0;
 	for (size_t i = 0; i < b->nsites; i++) {
 		uint64_t c1 = o->c1_addr[b->sites[i].func];
-		if (c1 && !reloc_a64_in_reach(b->sites[i].site, b->sites[i].site + 4, c1, c1 + 4))
+		if (c1 && !arch_a64_in_reach(b->sites[i].site, b->sites[i].site + 4, c1, c1 + 4))
 			return 1;
 	}
 	return 0;
@@ -80,7 +80,7 @@ int inject_plan_needs_island(const struct elf_binary *b, const struct bolt_outpu
 uint64_t inject_plan_island_size(const struct elf_binary *b, const struct bolt_output *o)
 {
 	(void)b;
-	return (uint64_t)o->moved * RELOC_A64_VENEER_LEN;
+	return (uint64_t)o->moved * ARCH_A64_VENEER_LEN;
 }
 
 /* AArch64: the veneer for function `f` in the island, created on first
@@ -93,13 +93,13 @@ static int veneer_for(struct inject_plan *plan, uint64_t *slots, uint32_t f, uin
 		return 0;
 	}
 	size_t off = plan->island_len;
-	uint8_t *code = realloc(plan->island_code, off + RELOC_A64_VENEER_LEN);
+	uint8_t *code = realloc(plan->island_code, off + ARCH_A64_VENEER_LEN);
 	if (!code)
 		return OCOLOS_ENOMEM;
 	plan->island_code = code;
-	if (reloc_a64_encode_veneer(plan->island + off, c1_rt, code + off))
+	if (arch_a64_encode_veneer(plan->island + off, c1_rt, code + off))
 		return OCOLOS_ERESERVE;
-	plan->island_len = off + RELOC_A64_VENEER_LEN;
+	plan->island_len = off + ARCH_A64_VENEER_LEN;
 	plan->veneers++;
 	*addr = slots[f] = plan->island + off;
 	return 0;
@@ -121,18 +121,18 @@ static int plan_sites_a64(const struct elf_binary *b, const struct bolt_output *
 		uint64_t at = bias + s->site, to = bias + c1;
 		uint32_t insn = (uint32_t)s->opcode << 24, oldw, neww;
 		struct inject_patch p = { .addr = at, .len = 4, .kind = INJECT_CALL_SITE };
-		if (reloc_a64_encode_branch(at, insn, bias + b->funcs[s->func].addr, &oldw)) {
+		if (arch_a64_encode_branch(at, insn, bias + b->funcs[s->func].addr, &oldw)) {
 			rc = core_errf(err, OCOLOS_EELF, "call site 0x%llx does not reach its own target",
 				       (unsigned long long)s->site);
 			break;
 		}
-		if (reloc_a64_encode_branch(at, insn, to, &neww)) {
+		if (arch_a64_encode_branch(at, insn, to, &neww)) {
 			uint64_t v = 0;
 			if (!plan->island)
 				rc = OCOLOS_ERESERVE;
 			else
 				rc = veneer_for(plan, veneers, s->func, to, &v);
-			if (!rc && reloc_a64_encode_branch(at, insn, v, &neww))
+			if (!rc && arch_a64_encode_branch(at, insn, v, &neww))
 				rc = OCOLOS_ERESERVE;
 			if (rc == OCOLOS_ERESERVE)
 				rc = core_errf(err, OCOLOS_ERESERVE,
@@ -166,8 +166,8 @@ static int plan_sites_x86(const struct elf_binary *b, const struct bolt_output *
 		if (!c1)
 			continue;
 		struct inject_patch p = { .addr = bias + s->site + 1, .len = 4, .kind = INJECT_CALL_SITE };
-		if (reloc_x86_encode_rel32(bias + s->site, bias + b->funcs[s->func].addr, p.old) ||
-		    reloc_x86_encode_rel32(bias + s->site, bias + c1, p.new_))
+		if (arch_x86_encode_rel32(bias + s->site, bias + b->funcs[s->func].addr, p.old) ||
+		    arch_x86_encode_rel32(bias + s->site, bias + c1, p.new_))
 			return core_errf(err, OCOLOS_ERESERVE,
 					 "call site 0x%llx cannot reach C1 at 0x%llx with a rel32",
 					 (unsigned long long)s->site, (unsigned long long)c1);
@@ -184,12 +184,12 @@ static int site_in_entry(const struct elf_binary *b, uint64_t addr)
 	size_t lo = 0, hi = b->nsites;
 	while (lo < hi) { /* first site > addr - 5 */
 		size_t mid = lo + (hi - lo) / 2;
-		if (b->sites[mid].site + RELOC_X86_BRANCH_LEN <= addr)
+		if (b->sites[mid].site + ARCH_X86_BRANCH_LEN <= addr)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo < b->nsites && b->sites[lo].site < addr + RELOC_X86_BRANCH_LEN;
+	return lo < b->nsites && b->sites[lo].site < addr + ARCH_X86_BRANCH_LEN;
 }
 
 /* x86-64 entries: `jmp rel32` to C1 over the first 5 bytes. */
@@ -199,13 +199,13 @@ static int plan_entries_x86(const struct elf_binary *b, const struct bolt_output
 	for (size_t i = 0; i < b->nfuncs; i++) {
 		const struct elf_func *f = &b->funcs[i];
 		uint64_t c1 = o->c1_addr[i];
-		if (!c1 || !f->entry_ok || f->size < RELOC_X86_BRANCH_LEN || site_in_entry(b, f->addr))
+		if (!c1 || !f->entry_ok || f->size < ARCH_X86_BRANCH_LEN || site_in_entry(b, f->addr))
 			continue;
-		struct inject_patch p = { .addr = bias + f->addr, .len = RELOC_X86_BRANCH_LEN,
+		struct inject_patch p = { .addr = bias + f->addr, .len = ARCH_X86_BRANCH_LEN,
 			.kind = INJECT_ENTRY, .new_ = { 0xe9 } };
 		struct core_err ignore = { 0 };
-		if (elf_read_vaddr(b, f->addr, p.old, RELOC_X86_BRANCH_LEN, &ignore) ||
-		    reloc_x86_encode_rel32(bias + f->addr, bias + c1, p.new_ + 1))
+		if (elf_read_vaddr(b, f->addr, p.old, ARCH_X86_BRANCH_LEN, &ignore) ||
+		    arch_x86_encode_rel32(bias + f->addr, bias + c1, p.new_ + 1))
 			continue;
 		if (push(plan, &p))
 			return core_errf(err, OCOLOS_ENOMEM, "out of memory");

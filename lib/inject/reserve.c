@@ -19,9 +19,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "arch/cpu.h"
 #include "inject/inject.h"
-#include "inject/target.h"
-#include "reloc/reloc.h"
+#include "proc/target.h"
+#include "arch/arch.h"
 
 #define HEAP_ROOM (256ull << 20)
 #define ALIGN (2ull << 20)
@@ -40,11 +41,11 @@ static int reserve_in(struct target *t, uint64_t size, uint64_t align, uint64_t 
 {
 	for (int i = 0; i < tries && hi > lo && hi - lo >= size; i++) {
 		struct procmaps m = { 0 };
-		int rc = procmaps_read(t->pid, &m, err);
+		int rc = core_procmaps_read(t->pid, &m, err);
 		if (rc)
 			return rc;
-		uint64_t a = procmaps_find_free(&m, size, align, lo, hi, near);
-		procmaps_free(&m);
+		uint64_t a = core_procmaps_find_free(&m, size, align, lo, hi, near);
+		core_procmaps_free(&m);
 		if (!a)
 			return 1;
 		rc = t->ops->reserve_at(t, a, size, err);
@@ -90,7 +91,7 @@ int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, 
 int inject_reserve_island(struct target *t, const struct elf_binary *b, uint64_t bias,
 			  uint64_t size, struct inject_reservation *r, struct core_err *err)
 {
-	uint64_t page = inject_page_size();
+	uint64_t page = arch_page_size();
 	size = (size + page - 1) & ~(page - 1);
 	uint64_t tlo = UINT64_MAX, thi = 0;
 	for (size_t i = 0; i < b->nsegs; i++)
@@ -101,7 +102,7 @@ int inject_reserve_island(struct target *t, const struct elf_binary *b, uint64_t
 		}
 	memset(r, 0, sizeof(*r));
 	/* Every byte of the island within reach of every byte of the text. */
-	uint64_t reach = RELOC_A64_BRANCH_REACH - page;
+	uint64_t reach = ARCH_A64_BRANCH_REACH - page;
 	uint64_t lo = thi > reach ? thi - reach : page;
 	uint64_t hi = tlo + reach;
 	int rc = thi > tlo ? reserve_in(t, size, page, lo, hi, tlo, 4, r, err) : 1;
@@ -346,8 +347,8 @@ int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t
 	if (thi <= tlo)
 		return core_errf(err, OCOLOS_EINVAL, "'%s' has no executable segment", b->path);
 	uint64_t floor = bolt19_new_code_at(b->img_lo, b->img_hi, file_hi);
-	uint64_t page = inject_page_size();
-	uint64_t reach = b->machine == EM_AARCH64 ? RELOC_A64_BRANCH_REACH - page
+	uint64_t page = arch_page_size();
+	uint64_t reach = b->machine == EM_AARCH64 ? ARCH_A64_BRANCH_REACH - page
 						  : (uint64_t)INT32_MAX;
 	uint64_t lo = bias + floor, hi = bias + tlo + reach;
 	/* The stack: [sp - its limit - 1 MiB, sp + 1 MiB) stays out. */
@@ -393,7 +394,7 @@ int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t
 
 void inject_reservation_trim(struct target *t, struct inject_reservation *r, uint64_t from)
 {
-	uint64_t page = inject_page_size();
+	uint64_t page = arch_page_size();
 	from = (from + page - 1) & ~(page - 1);
 	if (!r->size || from >= r->addr + r->size || r->early)
 		return; /* the early range stays whole: see inject_reservation_release */

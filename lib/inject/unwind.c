@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "arch/cpu.h"
 #include "inject/inject.h"
 
 extern void __register_frame(void *begin);
@@ -261,7 +262,7 @@ int inject_unwind_register(uint64_t eh_frame, uint64_t size, uint64_t lo, uint64
 			   struct core_err *err)
 {
 	*handle = NULL;
-	uint64_t page = inject_page_size(); /* 64 KiB on some AArch64 kernels */
+	uint64_t page = arch_page_size(); /* 64 KiB on some AArch64 kernels */
 	uint64_t at = (r->addr + *used + page - 1) & ~(page - 1);
 	uint8_t *buf;
 	size_t len, n;

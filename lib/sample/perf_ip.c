@@ -35,10 +35,10 @@ static void ip_attr(struct perf_event_attr *a, int sw, uint32_t hz)
 static int open_first(struct perf_event_attr *a, pid_t tid, uint32_t hz)
 {
 	ip_attr(a, 0, hz);
-	int fd = perf_event_open_tid(a, tid);
+	int fd = sample_perf_event_open_tid(a, tid);
 	if (fd < 0 && (errno == ENOENT || errno == EOPNOTSUPP || errno == ENODEV || errno == EINVAL)) {
 		ip_attr(a, 1, hz);
-		fd = perf_event_open_tid(a, tid);
+		fd = sample_perf_event_open_tid(a, tid);
 	}
 	return fd;
 }
@@ -83,5 +83,5 @@ int sample_perf_ip_collect(const struct sample_config *cfg,
 	if (fd < 0)
 		return refusal(cfg->pid, errno, err);
 	out->event = pt.attr.type == PERF_TYPE_SOFTWARE ? "cpu-clock" : "cycles";
-	return perf_threads_collect(&pt, fd, cfg->window_ms, "IP sampling", err);
+	return sample_perf_threads_collect(&pt, fd, cfg->window_ms, "IP sampling", err);
 }

@@ -104,7 +104,7 @@ int sample_perf_lbr_parse(const void *rec, size_t len, struct sample_set *out)
 int sample_perf_lbr_drain(const uint8_t *data, uint64_t size, uint64_t tail,
 			  uint64_t head, struct sample_set *out, uint64_t *bad)
 {
-	return perf_ring_walk(data, size, tail, head, sample_perf_lbr_parse, out, bad);
+	return sample_perf_ring_walk(data, size, tail, head, sample_perf_lbr_parse, out, bad);
 }
 
 /* ---- event choice --------------------------------------------------------- */
@@ -164,7 +164,7 @@ static int lbr_choose(pid_t pid, uint32_t hz, struct perf_event_attr *a,
 		const struct lbr_event *ev = &lbr_candidates[i];
 		if ((ev->pfm && !pfm_ok) || lbr_attr(a, ev, hz))
 			continue;
-		int fd = perf_event_open_tid(a, pid);
+		int fd = sample_perf_event_open_tid(a, pid);
 		if (fd >= 0) {
 			*name = ev->pfm ? ev->pfm : "cycles";
 			return fd;
@@ -240,5 +240,5 @@ int sample_perf_lbr_collect(const struct sample_config *cfg,
 	if (fd < 0)
 		return lbr_refusal(cfg->pid, e, err);
 	out->event = name;
-	return perf_threads_collect(&pt, fd, cfg->window_ms, "branch-stack sampling", err);
+	return sample_perf_threads_collect(&pt, fd, cfg->window_ms, "branch-stack sampling", err);
 }

@@ -55,7 +55,7 @@ static int walk_one(const uint8_t *data, uint64_t size, uint64_t pos,
 	return rc;
 }
 
-int perf_ring_walk(const uint8_t *data, uint64_t size, uint64_t tail, uint64_t head,
+int sample_perf_ring_walk(const uint8_t *data, uint64_t size, uint64_t tail, uint64_t head,
 		   perf_sample_parser parse, struct sample_set *out, uint64_t *bad)
 {
 	uint64_t ignored = 0;
@@ -76,7 +76,7 @@ int perf_ring_walk(const uint8_t *data, uint64_t size, uint64_t tail, uint64_t h
 	return 0;
 }
 
-int perf_event_open_tid(struct perf_event_attr *a, pid_t tid)
+int sample_perf_event_open_tid(struct perf_event_attr *a, pid_t tid)
 {
 	return (int)syscall(SYS_perf_event_open, a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
 }
@@ -86,7 +86,7 @@ static size_t ring_len(const struct perf_threads *pt)
 	return (1 + pt->data_pages) * pt->page;
 }
 
-int perf_threads_keep(struct perf_threads *pt, pid_t tid, int fd)
+int sample_perf_threads_keep(struct perf_threads *pt, pid_t tid, int fd)
 {
 	void *map = mmap(NULL, ring_len(pt), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED) {
@@ -116,15 +116,15 @@ static int known(void *user, pid_t tid)
 static int attach(void *user, pid_t tid)
 {
 	struct perf_threads *pt = user;
-	int fd = perf_event_open_tid(&pt->attr, tid);
+	int fd = sample_perf_event_open_tid(&pt->attr, tid);
 	if (fd < 0) {
 		pt->last_errno = errno;
 		return errno == ESRCH ? 0 : -1; /* a thread that just exited is fine */
 	}
-	return perf_threads_keep(pt, tid, fd);
+	return sample_perf_threads_keep(pt, tid, fd);
 }
 
-void perf_threads_scan(struct perf_threads *pt)
+void sample_perf_threads_scan(struct perf_threads *pt)
 {
 	if (sample_each_new_thread(pt->pid, pt->exclude, known, attach, pt) < 0)
 		pt->last_errno = errno;
@@ -136,19 +136,19 @@ static int drain(struct perf_threads *pt, struct perf_thread_ring *r)
 	struct perf_event_mmap_page *meta = r->map;
 	const uint8_t *data = (const uint8_t *)r->map + pt->page;
 	uint64_t head = __atomic_load_n(&meta->data_head, __ATOMIC_ACQUIRE);
-	int rc = perf_ring_walk(data, (uint64_t)pt->data_pages * pt->page, meta->data_tail, head,
+	int rc = sample_perf_ring_walk(data, (uint64_t)pt->data_pages * pt->page, meta->data_tail, head,
 				pt->parse, pt->out, &pt->bad);
 	__atomic_store_n(&meta->data_tail, head, __ATOMIC_RELEASE);
 	return rc;
 }
 
-int perf_threads_run(struct perf_threads *pt, uint32_t window_ms)
+int sample_perf_threads_run(struct perf_threads *pt, uint32_t window_ms)
 {
 	int rc = 0;
 	uint64_t end = core_now_ns() + (uint64_t)window_ms * 1000000ull;
 	while (!rc && core_now_ns() < end) {
 		poll(NULL, 0, POLL_MS);
-		perf_threads_scan(pt);
+		sample_perf_threads_scan(pt);
 		for (size_t i = 0; i < pt->n && !rc; i++)
 			rc = drain(pt, &pt->v[i]);
 	}
@@ -160,7 +160,7 @@ int perf_threads_run(struct perf_threads *pt, uint32_t window_ms)
 	return rc;
 }
 
-void perf_threads_close(struct perf_threads *pt)
+void sample_perf_threads_close(struct perf_threads *pt)
 {
 	for (size_t i = 0; i < pt->n; i++) {
 		munmap(pt->v[i].map, ring_len(pt));
@@ -171,20 +171,20 @@ void perf_threads_close(struct perf_threads *pt)
 	pt->n = pt->cap = 0;
 }
 
-int perf_threads_collect(struct perf_threads *pt, int fd, uint32_t window_ms,
+int sample_perf_threads_collect(struct perf_threads *pt, int fd, uint32_t window_ms,
 			 const char *what, struct core_err *err)
 {
 	if (pt->exclude == pt->pid)
 		close(fd); /* the event works; this thread is not to be sampled */
 	else
-		perf_threads_keep(pt, pt->pid, fd);
-	perf_threads_scan(pt);
+		sample_perf_threads_keep(pt, pt->pid, fd);
+	sample_perf_threads_scan(pt);
 	int rc = 0;
 	if (!pt->n)
 		rc = core_errf(err, OCOLOS_EPERF, "%s could not attach to any thread of pid %d: %s",
 			       what, (int)pt->pid, strerror(pt->last_errno));
-	else if ((rc = perf_threads_run(pt, window_ms)))
+	else if ((rc = sample_perf_threads_run(pt, window_ms)))
 		rc = core_errf(err, rc, "out of memory storing %s", what);
-	perf_threads_close(pt);
+	sample_perf_threads_close(pt);
 	return rc;
 }

@@ -23,7 +23,7 @@ typedef int (*perf_sample_parser)(const void *rec, size_t len, struct sample_set
  * from byte counter `tail` to `head`: samples through `parse`, lost-record
  * notes into out->lost, others ignored. A header that cannot start a record
  * ends the walk (counted in *bad, like malformed samples). 0 or ENOMEM. */
-int perf_ring_walk(const uint8_t *data, uint64_t size, uint64_t tail, uint64_t head,
+int sample_perf_ring_walk(const uint8_t *data, uint64_t size, uint64_t tail, uint64_t head,
 		   perf_sample_parser parse, struct sample_set *out, uint64_t *bad);
 
 struct perf_thread_ring {
@@ -44,20 +44,20 @@ struct perf_threads {
 	uint64_t bad;		    /* malformed records seen */
 };
 
-int perf_event_open_tid(struct perf_event_attr *a, pid_t tid);
+int sample_perf_event_open_tid(struct perf_event_attr *a, pid_t tid);
 /* Map the ring of the open event `fd` of thread `tid` and keep both.
  * 0, or -1 (fd closed, last_errno set). */
-int perf_threads_keep(struct perf_threads *pt, pid_t tid, int fd);
+int sample_perf_threads_keep(struct perf_threads *pt, pid_t tid, int fd);
 /* Open `attr` on every thread not attached yet. */
-void perf_threads_scan(struct perf_threads *pt);
+void sample_perf_threads_scan(struct perf_threads *pt);
 /* Drain every ring until `window_ms` has passed (attaching new threads on
  * the way), then stop every event and drain once more. 0 or ENOMEM. */
-int perf_threads_run(struct perf_threads *pt, uint32_t window_ms);
-void perf_threads_close(struct perf_threads *pt);
+int sample_perf_threads_run(struct perf_threads *pt, uint32_t window_ms);
+void sample_perf_threads_close(struct perf_threads *pt);
 /* The whole window: keep `fd` (the event opened on the main thread, which
  * chose pt->attr) unless that thread is excluded, attach the others, run,
  * close. `what` names the samples in messages. */
-int perf_threads_collect(struct perf_threads *pt, int fd, uint32_t window_ms,
+int sample_perf_threads_collect(struct perf_threads *pt, int fd, uint32_t window_ms,
 			 const char *what, struct core_err *err);
 
 #endif

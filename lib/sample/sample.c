@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "core/util.h"
-#include "core/valgrind.h"
+#include "arch/cpu.h"
 #include "sample/sample.h"
 
 int sample_set_push(struct sample_set *s, uint64_t ip)
@@ -69,7 +69,7 @@ int sample_collect(const struct sample_config *cfg, struct sample_set *out,
 
 int sample_probe(enum sample_backend_kind kind, pid_t pid, struct core_err *err)
 {
-	if (kind != SAMPLE_SIGPROF && pid == getpid() && core_on_valgrind())
+	if (kind != SAMPLE_SIGPROF && pid == getpid() && arch_on_valgrind())
 		return core_errf(err, OCOLOS_ENOTSUP,
 				 "running under Valgrind: perf samples would point into Valgrind's "
 				 "translated code, not this program; use the sigprof sampler "

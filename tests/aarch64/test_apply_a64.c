@@ -3,7 +3,7 @@
  * read-execute code page and a pointer slot in a read-only page are
  * redirected and reverted with inject_apply_local(). Checked by design,
  * not by luck (qemu-user would not catch a missing i-cache flush): every
- * code write is followed by exactly one inject_flush_icache() call, a
+ * code write is followed by exactly one arch_code_changed() call, a
  * data write by none; the pages get their protection back and are never
  * writable and executable at once; and the redirected code really runs
  * the new target.
@@ -15,7 +15,7 @@
 
 #include "a64.h"
 #include "inject/inject.h"
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 
 __attribute__((noipa)) static int one(void) { return 1; }
 __attribute__((noipa)) static int two(void) { return 2; }
@@ -49,21 +49,21 @@ int main(void)
 	/* one() and two() are in this binary, within 128 MiB of an anonymous
 	 * page only by chance: use a veneer-free layout by going through B to
 	 * an in-page stub when out of reach. Here: skip if out of reach. */
-	if (reloc_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)one, &bl_one) ||
-	    reloc_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)two, &bl_two)) {
+	if (arch_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)one, &bl_one) ||
+	    arch_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)two, &bl_two)) {
 		void *near = mmap((void *)(((uintptr_t)one + (1u << 20)) & ~(uintptr_t)(pg - 1)), (size_t)pg,
 				  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		expect(near != MAP_FAILED, "mmap near");
 		munmap(code, (size_t)pg);
 		code = near;
 		site = (uint64_t)(uintptr_t)code + 4;
-		expect(!reloc_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)one, &bl_one) &&
-		       !reloc_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)two, &bl_two),
+		expect(!arch_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)one, &bl_one) &&
+		       !arch_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)two, &bl_two),
 		       "no page within BL reach of the test's code");
 	}
 	uint32_t body[4] = { 0xa9bf7bfd, bl_one, 0xa8c17bfd, 0xd65f03c0 };
 	memcpy(code, body, sizeof(body));
-	inject_flush_icache((uint64_t)(uintptr_t)code, (uint64_t)(uintptr_t)code + sizeof(body));
+	arch_code_changed((uint64_t)(uintptr_t)code, (uint64_t)(uintptr_t)code + sizeof(body));
 	expect(mprotect(code, (size_t)pg, PROT_READ | PROT_EXEC) == 0, "mprotect code");
 	slot[0] = (uint64_t)(uintptr_t)one;
 	expect(mprotect(slot, (size_t)pg, PROT_READ) == 0, "mprotect slot");
@@ -97,9 +97,9 @@ int main(void)
 	for (int round = 0; round < 2; round++) {
 		int forward = round == 0;
 		struct inject_apply_result res;
-		uint64_t before = inject_icache_flush_count();
+		uint64_t before = arch_code_changed_count();
 		expect(inject_apply_local(&plan, &prots, forward, &res, &err) == 0, "apply: %s", err.msg);
-		uint64_t flushes = inject_icache_flush_count() - before;
+		uint64_t flushes = arch_code_changed_count() - before;
 		expect(res.call_sites == 1 && res.ptr_slots == 1 && res.mismatched == 0,
 		       "result %u %u %u", res.call_sites, res.ptr_slots, res.mismatched);
 		expect(flushes == 1, "%llu i-cache flushes for one code write (want exactly 1)",

@@ -10,7 +10,7 @@
 
 #include "a64.h"
 #include "elf/binary.h"
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 
 __attribute__((noipa)) static int leaf(int x) { return x * 3 + 1; }
 int mid(int x);
@@ -37,8 +37,8 @@ int main(int argc, char **argv)
 		const struct elf_branch_site *s = &b->sites[i];
 		uint32_t w;
 		memcpy(&w, (const void *)(uintptr_t)(bias + s->site), 4);
-		expect(reloc_a64_branch_kind(w) == s->opcode, "site 0x%llx: %08x", (unsigned long long)s->site, w);
-		expect(reloc_a64_branch_target(s->site, w) == b->funcs[s->func].addr,
+		expect(arch_a64_branch_kind(w) == s->opcode, "site 0x%llx: %08x", (unsigned long long)s->site, w);
+		expect(arch_a64_branch_target(s->site, w) == b->funcs[s->func].addr,
 		       "site 0x%llx does not branch to %s", (unsigned long long)s->site, b->funcs[s->func].name);
 		to_leaf += !strcmp(b->funcs[s->func].name, "leaf");
 	}

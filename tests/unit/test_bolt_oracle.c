@@ -27,7 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/workdir.h"
+#include "api/workdir.h"
 #include "elf/binary.h"
 #include "elf/bolt_output.h"
 #include "infer/hybrid.h"

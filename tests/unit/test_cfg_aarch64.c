@@ -76,7 +76,7 @@ static const struct a64_func *find(const char *name)
 static int build(const struct a64_func *fn, struct cfg_func *f)
 {
 	struct core_err err = { 0 };
-	int rc = cfg_build(EM_AARCH64, fn->code, fn->size, fn->addr, f, &err);
+	int rc = infer_cfg_build(EM_AARCH64, fn->code, fn->size, fn->addr, f, &err);
 	expect(rc == 0, "%s: %s", fn->name, err.msg);
 	return rc;
 }
@@ -89,7 +89,7 @@ static void check_named(const char *name, void (*check)(const struct cfg_func *)
 	if (!fn || build(fn, &f))
 		return;
 	check(&f);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 static void check_loop(const struct cfg_func *f)
@@ -128,7 +128,7 @@ int main(int argc, char **argv)
 		if (build(&funcs[i], &f))
 			continue;
 		check_invariants(&f, funcs[i].name);
-		cfg_func_free(&f);
+		infer_cfg_func_free(&f);
 	}
 	expect(nfuncs >= 6, "only %zu functions", nfuncs);
 	elf_end(e);

@@ -18,7 +18,7 @@ static int build(const struct elf_binary *b, size_t i, struct cfg_func *f)
 	uint8_t *code = malloc(fn->size ? fn->size : 1);
 	int rc = elf_read_vaddr(b, fn->addr, code, fn->size, &err);
 	if (!rc)
-		rc = cfg_build(b->machine, code, fn->size, fn->addr, f, &err);
+		rc = infer_cfg_build(b->machine, code, fn->size, fn->addr, f, &err);
 	free(code);
 	return rc;
 }
@@ -42,7 +42,7 @@ static void check_named(const struct elf_binary *b, const char *name,
 		return;
 	expect(build(b, (size_t)i, &f) == 0, "%s: no CFG", name);
 	check(&f);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 /* Invariants on every sized function; all must build. */
@@ -58,7 +58,7 @@ static void check_all(const struct elf_binary *b)
 			continue;
 		built++;
 		check_invariants(&f, b->funcs[i].name);
-		cfg_func_free(&f);
+		infer_cfg_func_free(&f);
 	}
 	expect(built == sized, "%s: %zu of %zu functions built", b->path, built, sized);
 }
@@ -90,7 +90,7 @@ int main(int argc, char **argv)
 	check_all(b);
 	check_all(fx);
 	struct cfg_func f;
-	expect(cfg_build(0x28 /* EM_ARM */, (const uint8_t *)"\0\0\0\0", 4, 0, &f, &err) ==
+	expect(infer_cfg_build(0x28 /* EM_ARM */, (const uint8_t *)"\0\0\0\0", 4, 0, &f, &err) ==
 	       OCOLOS_ENOTSUP, "32-bit Arm must be refused");
 	elf_binary_close(b);
 	elf_binary_close(fx);

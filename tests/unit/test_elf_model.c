@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "elf/binary.h"
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 #include "unit.h"
 
 static long func_named(const struct elf_binary *b, const char *name)
@@ -39,7 +39,7 @@ static void check_model(const char *path)
 		expect(elf_read_vaddr(b, b->sites[i].site, insn, 5, &err) == 0, "%s", err.msg);
 		expect(insn[0] == b->sites[i].opcode && (insn[0] == 0xe8 || insn[0] == 0xe9),
 		       "site 0x%llx opcode %02x", (unsigned long long)b->sites[i].site, insn[0]);
-		expect(reloc_x86_branch_target(b->sites[i].site, insn) == b->funcs[b->sites[i].func].addr,
+		expect(arch_x86_branch_target(b->sites[i].site, insn) == b->funcs[b->sites[i].func].addr,
 		       "site 0x%llx does not reach %s", (unsigned long long)b->sites[i].site,
 		       b->funcs[b->sites[i].func].name);
 		to_leaf += b->sites[i].func == (uint32_t)leaf;

@@ -66,7 +66,7 @@ static struct run estimate(const struct cfg_func *f, const uint64_t *samples, un
 	struct run r;
 	memset(&r, 0, sizeof(r));
 	struct core_err err = { 0 };
-	expect(hybrid_estimate(f, samples, flags, r.freq, r.w, &r.st, &err) == 0, "%s", err.msg);
+	expect(infer_hybrid_estimate(f, samples, flags, r.freq, r.w, &r.st, &err) == 0, "%s", err.msg);
 	return r;
 }
 
@@ -86,7 +86,7 @@ static void test_figure6(void)
 	expect(near(r.w[1], 2.0), "B->A1 %g", r.w[1]);
 	expect(near(r.w[2], 4.5), "B1->A %g", r.w[2]);
 	expect(r.st.weighted_edges == 3, "%u", r.st.weighted_edges);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 /* Normalization: samples are divided by the block's instruction count. */
@@ -101,7 +101,7 @@ static void test_normalization(void)
 	expect(near(r.freq[0], 2.0) && near(r.freq[1], 1.0), "%g %g", r.freq[0], r.freq[1]);
 	/* single out-edge, single in-edge: W_in = 1 * 2 / 2 = 1, W_out = 2 * 1 / 1 = 2 */
 	expect(near(r.w[0], 1.5), "%g", r.w[0]);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 /* Zero-count blocks: only the non-zero estimate counts, and BOLT's rule
@@ -120,7 +120,7 @@ static void test_zero_blocks(void)
 	expect(near(r.w[1], 4.0), "1->2 %g", r.w[1]); /* 4*4/4 = 4 both ways */
 	expect(near(r.w[2], 5.0), "3->4 %g", r.w[2]);
 	expect(near(r.w[3], 7.0), "5->6 %g", r.w[3]);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 /* A chain with an unsampled middle: 0 (5) -> 1 (0) -> 2 (0) -> 3 (5).
@@ -139,7 +139,7 @@ static void test_chain(void)
 	/* 1 from 0 forwards (R1), 2 from 3 backwards (R2) */
 	expect(r.st.inferred_blocks == 2 && r.st.by_rule[0] == 1 && r.st.by_rule[1] == 1,
 	       "%u %u %u", r.st.inferred_blocks, r.st.by_rule[0], r.st.by_rule[1]);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 /* R2 backwards, and R1's sum at a join:
@@ -156,7 +156,7 @@ static void test_backward_and_join(void)
 	expect(near(r.freq[3], 0.0), "3 must stay unknown: %g", r.freq[3]);
 	expect(near(r.freq[6], 12.0), "join %g", r.freq[6]);
 	expect(r.st.by_rule[1] == 2, "R2 %u", r.st.by_rule[1]);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 /* R4 on an if/else: 0 (10) -> {1 (6), 2 (0)} -> 3 (10); 1 and 2 only come
@@ -175,7 +175,7 @@ static void test_flow(void)
 	expect(r.st.by_rule[3] == 1, "R4 %u", r.st.by_rule[3]);
 	expect(near(r.freq[5], 0.0), "then-block must stay unknown: %g", r.freq[5]);
 	expect(near(r.w[4], 0.0) && r.w[5] > 0, "4->5 %g 4->6 %g", r.w[4], r.w[5]);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 /* R3: a sampled loop body proves the entry ran. Entry 0 (0) -> 1 (0) ->
@@ -193,7 +193,7 @@ static void test_entry(void)
 	expect(near(r.freq[0], 8.0) && near(r.freq[1], 8.0), "entry %g %g", r.freq[0], r.freq[1]);
 	expect(r.st.by_rule[2] == 1, "R3 %u", r.st.by_rule[2]);
 	expect(r.w[0] > 0 && r.w[1] > 0, "entry chain edges %g %g", r.w[0], r.w[1]);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 /* Nothing sampled: nothing inferred, no weights. */
@@ -205,7 +205,7 @@ static void test_empty(void)
 	struct run r = estimate(&f, s, 0);
 	expect(r.st.inferred_blocks == 0 && r.st.weighted_edges == 0, "%u %u",
 	       r.st.inferred_blocks, r.st.weighted_edges);
-	cfg_func_free(&f);
+	infer_cfg_func_free(&f);
 }
 
 int main(void)

@@ -35,11 +35,11 @@ static void make_samples(const struct elf_binary *b, struct sample_set *s)
 			struct cfg_func f;
 			struct core_err err = { 0 };
 			expect(elf_read_vaddr(b, fn->addr, code, fn->size, &err) == 0, "%s", err.msg);
-			expect(cfg_build(b->machine, code, fn->size, fn->addr, &f, &err) == 0, "%s", err.msg);
+			expect(infer_cfg_build(b->machine, code, fn->size, fn->addr, &f, &err) == 0, "%s", err.msg);
 			for (size_t bb = 0; bb < f.nblocks; bb++)
 				for (size_t n = 0; bb % 3 != 2 && n < 3 + bb; n++)
 					sample_set_push(s, f.blocks[bb].start + BIAS);
-			cfg_func_free(&f);
+			infer_cfg_func_free(&f);
 			free(code);
 		}
 	}

@@ -142,11 +142,11 @@ static int trace_fixture(const struct elf_binary *b, struct trace *t)
 	t->pid = pid;
 	struct procmaps m = { 0 };
 	struct core_err err = { 0 };
-	int rc = procmaps_read(pid, &m, &err);
+	int rc = core_procmaps_read(pid, &m, &err);
 	if (!rc)
-		rc = procmaps_load_bias(&m, b->dev, b->ino, b->segs[0].vaddr, b->segs[0].offset,
+		rc = core_procmaps_load_bias(&m, b->dev, b->ino, b->segs[0].vaddr, b->segs[0].offset,
 					&t->bias, &err);
-	procmaps_free(&m);
+	core_procmaps_free(&m);
 	if (rc) {
 		fprintf(stderr, "bias: %s\n", err.msg);
 		kill(pid, SIGKILL);

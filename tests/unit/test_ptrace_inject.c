@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "core/procmaps.h"
-#include "inject/ptrace.h"
+#include "proc/ptrace.h"
 #include "unit.h"
 
 #if !defined(__x86_64__)
@@ -152,9 +152,9 @@ static int open_mem(pid_t pid, uint64_t *stub)
 	struct procmaps m = { 0 };
 	struct core_err err = { 0 };
 	*stub = 0;
-	if (fd >= 0 && procmaps_read(pid, &m, &err) == 0) {
-		*stub = inject_ptrace_place_stub(pid, &m, fd);
-		procmaps_free(&m);
+	if (fd >= 0 && core_procmaps_read(pid, &m, &err) == 0) {
+		*stub = proc_ptrace_place_stub(pid, &m, fd);
+		core_procmaps_free(&m);
 	}
 	return fd;
 }
@@ -164,11 +164,11 @@ static int call(pid_t pid, int memfd, uint64_t stub, uint64_t fn, uint64_t arg,
 {
 	struct inject_ptrace *pt;
 	struct core_err err = { 0 };
-	int rc = inject_ptrace_stop(pid, 0, 2000, &pt, &err);
+	int rc = proc_ptrace_stop(pid, 0, 2000, &pt, &err);
 	if (rc)
 		return rc;
-	rc = inject_ptrace_call(pt, memfd, stub, fn, arg, timeout_ms, ret, &err);
-	inject_ptrace_resume(pt, NULL);
+	rc = proc_ptrace_call(pt, memfd, stub, fn, arg, timeout_ms, ret, &err);
+	proc_ptrace_resume(pt, NULL);
 	return rc;
 }
 
@@ -192,10 +192,10 @@ int main(void)
 	struct core_err err = { 0 };
 	int64_t sret = 0;
 	const uint64_t none[6] = { 0 };
-	expect(inject_ptrace_stop(pid, 0, 2000, &pt, &err) == 0, "stop: %s", err.msg);
-	expect(inject_ptrace_syscall(pt, memfd, stub, SYS_getpid, none, &sret, &err) == 0,
+	expect(proc_ptrace_stop(pid, 0, 2000, &pt, &err) == 0, "stop: %s", err.msg);
+	expect(proc_ptrace_syscall(pt, memfd, stub, SYS_getpid, none, &sret, &err) == 0,
 	       "syscall: %s", err.msg);
-	inject_ptrace_resume(pt, NULL);
+	proc_ptrace_resume(pt, NULL);
 	expect(sret == pid, "getpid injected: %lld, not %d", (long long)sret, (int)pid);
 	uint64_t ret = 0;
 	expect(call(pid, memfd, stub, (uint64_t)(uintptr_t)clobber, 5, 2000, &ret) == 0, "call");

@@ -2,17 +2,17 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 #include "unit.h"
 
 static void roundtrip(uint64_t site, uint64_t target, int ok)
 {
 	uint8_t insn[5] = { 0xe8 };
-	int rc = reloc_x86_encode_rel32(site, target, insn + 1);
+	int rc = arch_x86_encode_rel32(site, target, insn + 1);
 	expect((rc == 0) == ok, "site 0x%llx target 0x%llx: rc %d, want %s",
 	       (unsigned long long)site, (unsigned long long)target, rc, ok ? "ok" : "out of range");
 	if (ok)
-		expect(reloc_x86_branch_target(site, insn) == target, "decode(encode) != target for 0x%llx",
+		expect(arch_x86_branch_target(site, insn) == target, "decode(encode) != target for 0x%llx",
 		       (unsigned long long)target);
 }
 
@@ -26,10 +26,10 @@ int main(void)
 	roundtrip(s, s + 5 - 0x80000000ull, 1);	 /* farthest backward */
 	roundtrip(s, s + 5 - 0x80000001ull, 0);
 	uint8_t known[5] = { 0xe8, 0xfb, 0xff, 0xff, 0xff }; /* call self */
-	expect(reloc_x86_branch_target(0x1000, known) == 0x1000, "call -5 must target itself");
-	expect(reloc_x86_in_reach(0x1000, 0x2000, 0x3000, 0x4000), "nearby ranges are in reach");
-	expect(!reloc_x86_in_reach(0x1000, 0x2000, 0x80000000ull, 0x80001000ull),
+	expect(arch_x86_branch_target(0x1000, known) == 0x1000, "call -5 must target itself");
+	expect(arch_x86_in_reach(0x1000, 0x2000, 0x3000, 0x4000), "nearby ranges are in reach");
+	expect(!arch_x86_in_reach(0x1000, 0x2000, 0x80000000ull, 0x80001000ull),
 	       "ranges 2 GiB apart are out of reach");
-	expect(reloc_x86_in_reach(0, 0x1000, 0x7ffff000ull, 0x7fffffffull), "exactly INT32_MAX apart");
+	expect(arch_x86_in_reach(0, 0x1000, 0x7ffff000ull, 0x7fffffffull), "exactly INT32_MAX apart");
 	unit_done();
 }

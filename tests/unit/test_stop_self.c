@@ -98,7 +98,7 @@ int main(void)
 		struct inject_stop *s;
 		struct core_err err = { 0 };
 		uint32_t n = 0;
-		expect(inject_stop_self(SIGRTMIN + 7, 2000, &s, &n, &err) == 0, "stop: %s", err.msg);
+		expect(proc_stop_self(SIGRTMIN + 7, 2000, &s, &n, &err) == 0, "stop: %s", err.msg);
 		if (!s)
 			break;
 		expect(n >= NBUSY + 2, "only %u threads parked", n);
@@ -108,7 +108,7 @@ int main(void)
 		snapshot(b);
 		expect(!memcmp(a, b, sizeof(a)), "a thread ran while the world was stopped (round %d)", round);
 		uint64_t released;
-		inject_resume_self(s, &released);
+		proc_resume_self(s, &released);
 		expect(all_advanced(a), "a busy thread did not resume (round %d)", round);
 	}
 	expect(write(pipefd[1], "x", 1) == 1, "write");
@@ -126,7 +126,7 @@ int main(void)
 	uint32_t n;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	int rc = inject_stop_self(SIGRTMIN + 7, 300, &s, &n, &err);
+	int rc = proc_stop_self(SIGRTMIN + 7, 300, &s, &n, &err);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	expect(rc == OCOLOS_ESTOP && !s, "blocked signal: rc %d", rc);

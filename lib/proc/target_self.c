@@ -9,8 +9,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "arch/cpu.h"
 #include "core/util.h"
-#include "inject/target.h"
+#include "proc/target.h"
 
 static int self_reserve_at(struct target *t, uint64_t addr, uint64_t size, struct core_err *err)
 {
@@ -67,7 +68,7 @@ static size_t read_stack(void *ctx, uint64_t sp, uint64_t *words, size_t max)
 
 /* Before a forward switch with entry patches: what the check needs, taken
  * now because nothing may allocate once the world is stopped. */
-int target_prepare_entries(struct target *t, const struct inject_plan *plan, int forward,
+int proc_target_prepare_entries(struct target *t, const struct inject_plan *plan, int forward,
 			   struct stack_snapshot **out, uint64_t **scratch, struct core_err *err)
 {
 	*out = NULL;
@@ -76,28 +77,28 @@ int target_prepare_entries(struct target *t, const struct inject_plan *plan, int
 		return 0;
 	struct stack_snapshot *ss = calloc(1, sizeof(*ss));
 	*scratch = malloc(INJECT_STACK_WORDS * sizeof(**scratch));
-	if (!ss || !*scratch || procmaps_read(t->pid, &ss->maps, err)) {
+	if (!ss || !*scratch || core_procmaps_read(t->pid, &ss->maps, err)) {
 		free(ss);
 		free(*scratch);
 		*scratch = NULL;
 		return err && err->code ? err->code : core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
-	ss->memfd = t->ops == &target_self_ops ? -1 : t->memfd;
+	ss->memfd = t->ops == &proc_target_self_ops ? -1 : t->memfd;
 	*out = ss;
 	return 0;
 }
 
-void target_check_entries(struct inject_plan *plan, const struct inject_thread_state *ts, size_t n,
+void proc_target_check_entries(struct inject_plan *plan, const struct inject_thread_state *ts, size_t n,
 			  struct stack_snapshot *ss, uint64_t *scratch)
 {
 	if (ss)
 		inject_entries_check(plan, ts, n, read_stack, ss, scratch);
 }
 
-void target_release_entries(struct stack_snapshot *ss, uint64_t *scratch)
+void proc_target_release_entries(struct stack_snapshot *ss, uint64_t *scratch)
 {
 	if (ss)
-		procmaps_free(&ss->maps);
+		core_procmaps_free(&ss->maps);
 	free(ss);
 	free(scratch);
 }
@@ -120,34 +121,34 @@ static int self_switch(struct target *t, struct inject_plan *plan, int forward,
 #endif
 	struct stack_snapshot *ss = NULL;
 	uint64_t *scratch = NULL;
-	rc = target_prepare_entries(t, plan, forward, &ss, &scratch, err);
+	rc = proc_target_prepare_entries(t, plan, forward, &ss, &scratch, err);
 	if (rc)
 		return rc;
 #if !defined(__aarch64__)
 	inject_prefault(t->memfd, plan);
 #endif
 	uint64_t t0 = core_now_ns(), t1;
-	rc = inject_stop_self(t->stop_signal, t->stop_timeout_ms, &stop, threads, err);
+	rc = proc_stop_self(t->stop_signal, t->stop_timeout_ms, &stop, threads, err);
 	if (!rc) {
 		size_t nts;
-		const struct inject_thread_state *ts = inject_stop_states(stop, &nts);
-		target_check_entries(plan, ts, nts, ss, scratch);
+		const struct inject_thread_state *ts = proc_stop_states(stop, &nts);
+		proc_target_check_entries(plan, ts, nts, ss, scratch);
 #if defined(__aarch64__)
 		rc = inject_apply_local(plan, &prots, forward, res, err);
 #else
 		rc = inject_apply_self(t->memfd, plan, forward, res, err);
 #endif
-		inject_resume_self(stop, &t1);
+		proc_resume_self(stop, &t1);
 		*pause_ns = t1 - t0; /* the pause ends when the parked threads are woken */
 	}
-	target_release_entries(ss, scratch);
+	proc_target_release_entries(ss, scratch);
 #if defined(__aarch64__)
 	inject_prots_free(&prots);
 #endif
 	return rc;
 }
 
-const struct target_ops target_self_ops = {
+const struct target_ops proc_target_self_ops = {
 	.name = "self",
 	.reserve_at = self_reserve_at,
 	.unmap = self_unmap,
@@ -157,13 +158,13 @@ const struct target_ops target_self_ops = {
 	.switch_plan = self_switch,
 };
 
-int target_open(struct target *t, pid_t pid, const struct core_log *log, struct core_err *err)
+int proc_target_open(struct target *t, pid_t pid, const struct core_log *log, struct core_err *err)
 {
 	memset(t, 0, sizeof(*t));
 	t->pid = pid;
 	t->log = log;
 	t->memfd = -1;
-	t->ops = pid == getpid() ? &target_self_ops : &target_ptrace_ops;
+	t->ops = pid == getpid() ? &proc_target_self_ops : &proc_target_ptrace_ops;
 #if !defined(__x86_64__)
 	if (pid != getpid())
 		return core_errf(err, OCOLOS_ENOTSUP,
@@ -171,13 +172,13 @@ int target_open(struct target *t, pid_t pid, const struct core_log *log, struct 
 				 "x86-64 only; on this machine link libocolos into the program and call "
 				 "ocolos_optimize_self()");
 #endif
-	int rc = inject_mem_open(pid, &t->memfd, err);
-	if (!rc && t->ops == &target_self_ops)
-		inject_sync_core_register();
+	int rc = proc_mem_open(pid, &t->memfd, err);
+	if (!rc && t->ops == &proc_target_self_ops)
+		arch_sync_core_register();
 	return rc;
 }
 
-void target_close(struct target *t)
+void proc_target_close(struct target *t)
 {
 	if (t->memfd >= 0)
 		close(t->memfd);

@@ -7,7 +7,7 @@
 
 #include "inject/inject.h"
 
-int inject_mem_open(pid_t pid, int *fd, struct core_err *err)
+int proc_mem_open(pid_t pid, int *fd, struct core_err *err)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
@@ -27,13 +27,13 @@ int inject_mem_open(pid_t pid, int *fd, struct core_err *err)
 	return 0;
 }
 
-int inject_mem_write(int fd, uint64_t addr, const void *buf, size_t len)
+int proc_mem_write(int fd, uint64_t addr, const void *buf, size_t len)
 {
 	ssize_t n = pwrite(fd, buf, len, (off_t)addr);
 	return n == (ssize_t)len ? 0 : -1;
 }
 
-int inject_mem_read(int fd, uint64_t addr, void *buf, size_t len)
+int proc_mem_read(int fd, uint64_t addr, void *buf, size_t len)
 {
 	ssize_t n = pread(fd, buf, len, (off_t)addr);
 	return n == (ssize_t)len ? 0 : -1;

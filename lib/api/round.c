@@ -26,13 +26,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "core/ctx.h"
+#include "api/ctx.h"
 #include "core/util.h"
-#include "core/workdir.h"
+#include "api/workdir.h"
 #include "infer/hybrid.h"
 #include "infer/profile.h"
 #include "layout/layout.h"
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 #include "sample/sample.h"
 
 struct round_pending {
@@ -87,18 +87,18 @@ static int open_model(struct ocolos_ctx *ctx)
 static int find_bias(struct ocolos_ctx *ctx, uint64_t *bias)
 {
 	struct procmaps m = { 0 };
-	int rc = procmaps_read(ctx->pid, &m, &ctx->err);
+	int rc = core_procmaps_read(ctx->pid, &m, &ctx->err);
 	if (rc)
 		return rc == OCOLOS_EIO ? OCOLOS_ENOPROC : rc;
-	rc = procmaps_load_bias(&m, ctx->bin->dev, ctx->bin->ino, ctx->bin->segs[0].vaddr,
+	rc = core_procmaps_load_bias(&m, ctx->bin->dev, ctx->bin->ino, ctx->bin->segs[0].vaddr,
 				ctx->bin->segs[0].offset, bias, &ctx->err);
-	procmaps_free(&m);
+	core_procmaps_free(&m);
 	if (rc)
 		return OCOLOS_ESTALE;
 	const struct elf_binary *b = ctx->bin;
 	uint8_t id[64];
 	if (b->build_id_vaddr && b->build_id_len &&
-	    (inject_mem_read(ctx->target.memfd, *bias + b->build_id_vaddr, id, b->build_id_len) ||
+	    (proc_mem_read(ctx->target.memfd, *bias + b->build_id_vaddr, id, b->build_id_len) ||
 	     memcmp(id, b->build_id, b->build_id_len)))
 		return core_errf(&ctx->err, OCOLOS_ESTALE,
 				 "'%s' on disk has another build-id than the image process %d runs: the "
@@ -256,7 +256,7 @@ void core_drop_pending(struct ocolos_ctx *ctx)
 		return;
 	inject_plan_free(&p->plan);
 	elf_bolt_output_close(p->out);
-	if (ctx->target_open) {
+	if (ctx->proc_target_open) {
 		inject_reservation_release(&ctx->target, &p->res);
 		inject_reservation_release(&ctx->target, &p->island);
 	}
@@ -317,7 +317,7 @@ static int c1_may_be_far(const struct elf_binary *b, uint64_t vma)
 		if ((b->segs[i].flags & PF_X) && b->segs[i].vaddr < tlo)
 			tlo = b->segs[i].vaddr;
 	return tlo != UINT64_MAX &&
-	       vma + b->text_bytes + (1ull << 20) - tlo > RELOC_A64_BRANCH_REACH;
+	       vma + b->text_bytes + (1ull << 20) - tlo > ARCH_A64_BRANCH_REACH;
 }
 
 int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
@@ -501,7 +501,7 @@ void core_ctx_release(struct ocolos_ctx *ctx)
 	ctx->live = ctx->redirected = 0;
 	elf_binary_close(ctx->bin);
 	ctx->bin = NULL;
-	if (ctx->target_open)
-		target_close(&ctx->target);
-	ctx->target_open = 0;
+	if (ctx->proc_target_open)
+		proc_target_close(&ctx->target);
+	ctx->proc_target_open = 0;
 }

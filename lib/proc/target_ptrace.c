@@ -23,8 +23,8 @@
 #include <unistd.h>
 
 #include "core/util.h"
-#include "inject/ptrace.h"
-#include "inject/target.h"
+#include "proc/ptrace.h"
+#include "proc/target.h"
 
 #define PAGE 4096ull
 
@@ -34,11 +34,11 @@ static int need_stub(struct target *t, struct core_err *err)
 	if (t->stub)
 		return 0;
 	struct procmaps m = { 0 };
-	int rc = procmaps_read(t->pid, &m, err);
+	int rc = core_procmaps_read(t->pid, &m, err);
 	if (rc)
 		return rc == OCOLOS_EIO ? core_errf(err, OCOLOS_ENOPROC, "process %d is gone", (int)t->pid) : rc;
-	t->stub = inject_ptrace_place_stub(t->pid, &m, t->memfd);
-	procmaps_free(&m);
+	t->stub = proc_ptrace_place_stub(t->pid, &m, t->memfd);
+	core_procmaps_free(&m);
 	if (!t->stub)
 		return core_errf(err, OCOLOS_ENOTSUP, "process %d has no room for the injection stub "
 				 "(no executable segment of a mapped file leaves some 320 free bytes "
@@ -54,11 +54,11 @@ static int remote_syscall(struct target *t, long nr, const uint64_t args[6], int
 	if (rc)
 		return rc;
 	struct inject_ptrace *pt;
-	rc = inject_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
+	rc = proc_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
 	if (rc)
 		return rc;
-	rc = inject_ptrace_syscall(pt, t->memfd, t->stub, nr, args, ret, err);
-	inject_ptrace_resume(pt, NULL);
+	rc = proc_ptrace_syscall(pt, t->memfd, t->stub, nr, args, ret, err);
+	proc_ptrace_resume(pt, NULL);
 	return rc;
 }
 
@@ -117,7 +117,7 @@ static int ptrace_map_c1(struct target *t, const struct bolt_output *o, uint64_t
 		for (uint64_t done = 0; done < s->filesz;) {
 			size_t n = s->filesz - done < sizeof(buf) ? (size_t)(s->filesz - done) : sizeof(buf);
 			if (pread(o->fd, buf, n, (off_t)(s->offset + done)) != (ssize_t)n ||
-			    inject_mem_write(t->memfd, bias + s->vaddr + done, buf, n))
+			    proc_mem_write(t->memfd, bias + s->vaddr + done, buf, n))
 				return core_errf(err, OCOLOS_EIO, "cannot copy C1 into process %d", (int)t->pid);
 			done += n;
 		}
@@ -131,7 +131,7 @@ static uint64_t find_libgcc_symbol(struct target *t, const char *name)
 {
 	struct procmaps m = { 0 };
 	struct core_err ignore = { 0 };
-	if (procmaps_read(t->pid, &m, &ignore))
+	if (core_procmaps_read(t->pid, &m, &ignore))
 		return 0;
 	uint64_t result = 0;
 	for (size_t i = 0; i < m.n && !result; i++) {
@@ -163,7 +163,7 @@ static uint64_t find_libgcc_symbol(struct target *t, const char *name)
 		if (fd >= 0)
 			close(fd);
 	}
-	procmaps_free(&m);
+	core_procmaps_free(&m);
 	return result;
 }
 
@@ -174,12 +174,12 @@ static int remote_call(struct target *t, uint64_t fn, uint64_t arg, struct core_
 	if (rc)
 		return rc;
 	struct inject_ptrace *pt;
-	rc = inject_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
+	rc = proc_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
 	if (rc)
 		return rc;
 	uint64_t ret;
-	rc = inject_ptrace_call(pt, t->memfd, t->stub, fn, arg, t->call_timeout_ms, &ret, err);
-	inject_ptrace_resume(pt, NULL);
+	rc = proc_ptrace_call(pt, t->memfd, t->stub, fn, arg, t->call_timeout_ms, &ret, err);
+	proc_ptrace_resume(pt, NULL);
 	return rc;
 }
 
@@ -204,7 +204,7 @@ static int ptrace_register_unwind(struct target *t, uint64_t eh_frame, uint64_t 
 	uint8_t *eh = malloc(size ? size : 1), *buf = NULL;
 	size_t len = 0, n = 0;
 	int rc = 0;
-	if (!eh || inject_mem_read(t->memfd, eh_frame, eh, size))
+	if (!eh || proc_mem_read(t->memfd, eh_frame, eh, size))
 		rc = core_errf(err, OCOLOS_EIO, "cannot read C1's .eh_frame back from process %d", (int)t->pid);
 	else if (inject_build_eh_frame(eh, size, eh_frame, lo, hi, at, &buf, &len, &n))
 		rc = core_errf(err, OCOLOS_ENOTSUP, "C1's .eh_frame could not be rebuilt (an encoding "
@@ -215,7 +215,7 @@ static int ptrace_register_unwind(struct target *t, uint64_t eh_frame, uint64_t 
 		rc = core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table");
 	if (!rc && n)
 		rc = remote_mmap(t, at, pages, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
-	if (!rc && n && inject_mem_write(t->memfd, at, buf, len))
+	if (!rc && n && proc_mem_write(t->memfd, at, buf, len))
 		rc = core_errf(err, OCOLOS_EIO, "cannot write C1's unwind table into process %d", (int)t->pid);
 	free(buf);
 	if (!rc && n)
@@ -243,17 +243,17 @@ static int ptrace_switch(struct target *t, struct inject_plan *plan, int forward
 {
 	struct inject_ptrace *pt;
 	if (t->moved)
-		inject_stacks_load(); /* not inside the pause */
+		proc_stacks_load(); /* not inside the pause */
 	struct stack_snapshot *ss = NULL;
 	uint64_t *scratch = NULL;
-	int rc = target_prepare_entries(t, plan, forward, &ss, &scratch, err);
+	int rc = proc_target_prepare_entries(t, plan, forward, &ss, &scratch, err);
 	if (rc)
 		return rc;
 	inject_prefault(t->memfd, plan);
 	uint64_t t0 = core_now_ns(), t1;
-	rc = inject_ptrace_stop(t->pid, 1, t->stop_timeout_ms, &pt, err);
+	rc = proc_ptrace_stop(t->pid, 1, t->stop_timeout_ms, &pt, err);
 	if (rc) {
-		target_release_entries(ss, scratch);
+		proc_target_release_entries(ss, scratch);
 		return rc;
 	}
 	*threads = 0;
@@ -261,28 +261,28 @@ static int ptrace_switch(struct target *t, struct inject_plan *plan, int forward
 		*threads += pt->t[i].stopped && !pt->t[i].gone;
 	if (ss) {
 		struct inject_thread_state ts[1024];
-		size_t nts = inject_ptrace_states(pt, ts, sizeof(ts) / sizeof(ts[0]));
+		size_t nts = proc_ptrace_states(pt, ts, sizeof(ts) / sizeof(ts[0]));
 		if (nts < *threads)
 			for (size_t i = 0; i < plan->n; i++) /* too many threads to check */
 				plan->v[i].blocked = plan->v[i].kind == INJECT_ENTRY;
 		else
-			target_check_entries(plan, ts, nts, ss, scratch);
+			proc_target_check_entries(plan, ts, nts, ss, scratch);
 	}
 	rc = inject_apply(t->memfd, plan, forward, res, err);
 	if (!rc && t->moved) {
 		/* Counted while stopped, so part of the pause (reported apart). */
 		uint64_t s0 = core_now_ns();
-		if (inject_stacks_count(pt, t->moved, t->nmoved, &t->stack_threads, &t->stack_frames))
+		if (proc_stacks_count(pt, t->moved, t->nmoved, &t->stack_threads, &t->stack_frames))
 			core_logf(t->log, OCOLOS_LOG_DEBUG, "libunwind-ptrace unavailable: stacks not walked");
 		t->stack_ns = core_now_ns() - s0;
 	}
-	inject_ptrace_resume(pt, &t1);
+	proc_ptrace_resume(pt, &t1);
 	*pause_ns = t1 - t0;
-	target_release_entries(ss, scratch);
+	proc_target_release_entries(ss, scratch);
 	return rc;
 }
 
-const struct target_ops target_ptrace_ops = {
+const struct target_ops proc_target_ptrace_ops = {
 	.name = "ptrace",
 	.reserve_at = ptrace_reserve_at,
 	.unmap = ptrace_unmap,

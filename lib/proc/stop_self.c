@@ -14,7 +14,7 @@
  *
  * Resume wakes the futex and waits until every parked thread has left the
  * handler before the shared state is freed (if a thread never parked, the
- * state and the inert handler are kept, see inject_resume_self). The state is reached from the
+ * state and the inert handler are kept, see proc_resume_self). The state is reached from the
  * handler through one static pointer: a signal handler has no other way in,
  * and only one stop can be in progress per process (the caller holds the
  * context's round lock).
@@ -55,7 +55,7 @@ struct inject_stop {
 
 static struct inject_stop *_Atomic active_stop;
 /* Stops given up on while a thread still had the signal pending (see
- * inject_resume_self): kept, and kept reachable, for the life of the process. */
+ * proc_resume_self): kept, and kept reachable, for the life of the process. */
 static struct inject_stop *stranded;
 
 static void park_handler(int sig, siginfo_t *si, void *uc)
@@ -189,7 +189,7 @@ static void stop_free(struct inject_stop *s)
 	free(s);
 }
 
-int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
+int proc_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 		     uint32_t *threads, struct core_err *err)
 {
 	*out = NULL;
@@ -222,7 +222,7 @@ int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 	for (;;) {
 		int added = signal_new_threads(s);
 		if (added < 0) {
-			inject_resume_self(s, NULL);
+			proc_resume_self(s, NULL);
 			return core_errf(err, OCOLOS_ESTOP, "cannot list or track the process's threads");
 		}
 		/* Sleep rather than spin: on a busy machine the threads we wait
@@ -239,7 +239,7 @@ int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 			for (size_t i = 0; i < s->n && !stuck; i++)
 				if (!atomic_load(&s->parked[i]) && !atomic_load(&s->gone[i]))
 					stuck = s->tids[i];
-			inject_resume_self(s, NULL);
+			proc_resume_self(s, NULL);
 			return core_errf(err, OCOLOS_ESTOP,
 					 "thread %d did not stop within %u ms (does it block signal %d?); "
 					 "unblock it, pick another opts.stop_signal, or raise opts.stop_timeout_ms",
@@ -256,13 +256,13 @@ int inject_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 	return 0;
 }
 
-const struct inject_thread_state *inject_stop_states(const struct inject_stop *s, size_t *n)
+const struct inject_thread_state *proc_stop_states(const struct inject_stop *s, size_t *n)
 {
 	*n = s->n; /* entries of threads that never parked are zero: harmless */
 	return s->state;
 }
 
-void inject_resume_self(struct inject_stop *s, uint64_t *released_ns)
+void proc_resume_self(struct inject_stop *s, uint64_t *released_ns)
 {
 	if (!s)
 		return;

@@ -7,18 +7,18 @@
 #include <Zydis/Zydis.h>
 #endif
 
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 
-uint64_t reloc_x86_branch_target(uint64_t site, const uint8_t insn[5])
+uint64_t arch_x86_branch_target(uint64_t site, const uint8_t insn[5])
 {
 	int32_t rel;
 	memcpy(&rel, insn + 1, 4);
-	return site + RELOC_X86_BRANCH_LEN + (uint64_t)(int64_t)rel;
+	return site + ARCH_X86_BRANCH_LEN + (uint64_t)(int64_t)rel;
 }
 
-int reloc_x86_encode_rel32(uint64_t site, uint64_t target, uint8_t rel32[4])
+int arch_x86_encode_rel32(uint64_t site, uint64_t target, uint8_t rel32[4])
 {
-	int64_t d = (int64_t)(target - (site + RELOC_X86_BRANCH_LEN));
+	int64_t d = (int64_t)(target - (site + ARCH_X86_BRANCH_LEN));
 	if (d < INT32_MIN || d > INT32_MAX)
 		return -1;
 	int32_t r = (int32_t)d;
@@ -26,7 +26,7 @@ int reloc_x86_encode_rel32(uint64_t site, uint64_t target, uint8_t rel32[4])
 	return 0;
 }
 
-int reloc_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
+int arch_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
 {
 	/* The farthest pairs are the outer ends of the two ranges. */
 	uint64_t a = lo < lo2 ? lo : lo2;
@@ -37,8 +37,8 @@ int reloc_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
 #ifndef OCOLOS_HAVE_ZYDIS
 /* A build for another host (AArch64) has no x86 decoder: x86-64 binaries
  * are not optimized there, so nothing is decoded. */
-size_t reloc_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, struct reloc_entry_info *info, void *user)
+size_t arch_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       arch_branch_fn fn, struct arch_entry_info *info, void *user)
 {
 	(void)code; (void)len; (void)addr; (void)fn; (void)user;
 	if (info)
@@ -55,8 +55,8 @@ static int rel_target(const ZydisDecodedInstruction *insn, uint64_t at, uint64_t
 	return 1;
 }
 
-size_t reloc_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, struct reloc_entry_info *info, void *user)
+size_t arch_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       arch_branch_fn fn, struct arch_entry_info *info, void *user)
 {
 	ZydisDecoder dec;
 	ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
@@ -68,7 +68,7 @@ size_t reloc_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
 		uint64_t at = addr + off, target;
 		int is_call = insn.meta.category == ZYDIS_CATEGORY_CALL;
 		if (info) {
-			if (is_call && off + insn.length < RELOC_X86_BRANCH_LEN)
+			if (is_call && off + insn.length < ARCH_X86_BRANCH_LEN)
 				info->call_in_entry = 1;
 			if (insn.meta.category == ZYDIS_CATEGORY_UNCOND_BR &&
 			    !(insn.attributes & ZYDIS_ATTRIB_IS_RELATIVE))
@@ -82,20 +82,20 @@ size_t reloc_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
 		}
 		/* Plain e8/e9 only: a prefixed form (e.g. bnd jmp, f2 e9) has its
 		 * rel32 elsewhere and is not redirected. */
-		if (fn && insn.length == RELOC_X86_BRANCH_LEN && insn.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT &&
+		if (fn && insn.length == ARCH_X86_BRANCH_LEN && insn.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT &&
 		    (insn.opcode == 0xe8 || insn.opcode == 0xe9) && code[off] == insn.opcode &&
-		    fn(at, insn.opcode, reloc_x86_branch_target(at, code + off), user))
+		    fn(at, insn.opcode, arch_x86_branch_target(at, code + off), user))
 			return off;
 		off += insn.length;
 	}
 	if (info)
-		info->decoded_entry = off >= RELOC_X86_BRANCH_LEN;
+		info->decoded_entry = off >= ARCH_X86_BRANCH_LEN;
 	return off;
 }
 #endif
 
-size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, void *user)
+size_t arch_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       arch_branch_fn fn, void *user)
 {
-	return reloc_x86_scan_function(code, len, addr, fn, NULL, user);
+	return arch_x86_scan_function(code, len, addr, fn, NULL, user);
 }

@@ -24,35 +24,35 @@ struct inject_ptrace {
 /* Seize and stop every thread of `pid` (all = 1), or one (all = 0).
  * OCOLOS_EATTACH (not permitted), OCOLOS_ENOPROC (gone), OCOLOS_ESTOP. On
  * error nothing stays attached. */
-int inject_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
+int proc_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
 		       struct inject_ptrace **out, struct core_err *err);
 /* Detach every thread (delivering signals that arrived meanwhile). */
-void inject_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns);
+void proc_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns);
 
 /* Run system call `nr`, or call fn(arg), in a stopped thread, through the
- * stub at `stub` (inject_ptrace_place_stub): the thread is released at once
+ * stub at `stub` (proc_ptrace_place_stub): the thread is released at once
  * and completes and resumes by itself even if this process dies meanwhile.
  * OCOLOS_ETIMEDOUT if it does not return in time (the thread is then put
  * back where it was). */
-int inject_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
+int proc_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
 			  const uint64_t args[6], int64_t *ret, struct core_err *err);
-int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
+int proc_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
 		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err);
 /* PC and SP of every stopped thread (at most `max`); returns how many. */
-size_t inject_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
+size_t proc_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
 			    size_t max);
 
 /* Load libunwind-ptrace now (dlopen; slow the first time): do it before a
  * stop. 0, or -1 if it is not installed. */
-int inject_stacks_load(void);
+int proc_stacks_load(void);
 /* Walk the stack of every stopped thread of `pt` (libunwind-ptrace) and
  * count the threads with, and the frames at, an IP inside one of the
  * `nranges` [lo, hi) ranges. -1 if libunwind is not available. */
-int inject_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
+int proc_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
 			size_t nranges, uint32_t *threads_in, uint32_t *frames_in);
 
 /* Write the injection stub into the target (or find it there); its
  * address, or 0 if no executable mapping has room for it. */
-uint64_t inject_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd);
+uint64_t proc_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd);
 
 #endif

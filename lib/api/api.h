@@ -2,7 +2,7 @@
 #ifndef OCOLOS_CORE_API_H
 #define OCOLOS_CORE_API_H
 
-#include "core/ctx.h"
+#include "api/ctx.h"
 
 /* Copy the caller's options (of whatever size they were compiled with,
  * given by their leading `size_t sz`) into a struct of `known` bytes;

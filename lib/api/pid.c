@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/api.h"
+#include "api/api.h"
 
 OCOLOS_API int ocolos_open_pid(pid_t pid, const struct ocolos_pid_opts *opts,
 			       struct ocolos_ctx **out)

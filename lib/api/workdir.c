@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "core/util.h"
-#include "core/workdir.h"
+#include "api/workdir.h"
 
 int core_grow(void **arr, size_t *cap, size_t n, size_t elem)
 {

@@ -2,36 +2,36 @@
  * Instruction encoders and range checks for redirecting branches. Only the
  * architecture files know instruction formats; everything else asks here.
  */
-#ifndef OCOLOS_RELOC_H
-#define OCOLOS_RELOC_H
+#ifndef OCOLOS_ARCH_ARCH_H
+#define OCOLOS_ARCH_ARCH_H
 
 #include <stdint.h>
 
 /* x86-64: `call rel32` (e8) / `jmp rel32` (e9) at run-time address `site`,
  * 5 bytes long. */
-#define RELOC_X86_BRANCH_LEN 5
+#define ARCH_X86_BRANCH_LEN 5
 
 /* Target of the e8/e9 instruction whose 5 bytes are `insn` at `site`. */
-uint64_t reloc_x86_branch_target(uint64_t site, const uint8_t insn[5]);
+uint64_t arch_x86_branch_target(uint64_t site, const uint8_t insn[5]);
 
 /* Encode the rel32 that makes the branch at `site` reach `target` into
  * `rel32` (little-endian). Returns 0, or -1 if out of ±2 GiB reach. */
-int reloc_x86_encode_rel32(uint64_t site, uint64_t target, uint8_t rel32[4]);
+int arch_x86_encode_rel32(uint64_t site, uint64_t target, uint8_t rel32[4]);
 
 /* Whether every address of [lo, hi) can reach every address of [lo2, hi2)
  * with a rel32 (used to choose where C1 may go). */
-int reloc_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2);
+int arch_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2);
 
 /* Decode `code` (the bytes of one function, at link-time address `addr`)
  * from its start and call `fn` for every `call rel32` / `jmp rel32` with
  * the instruction's address, opcode and target. Stops at the first byte
  * that does not decode (padding or data), returning its offset; returns
  * `len` when the whole function decoded. */
-typedef int (*reloc_branch_fn)(uint64_t site, uint8_t opcode, uint64_t target, void *user);
+typedef int (*arch_branch_fn)(uint64_t site, uint8_t opcode, uint64_t target, void *user);
 
 /* What a sweep learns about a function's entry, for redirecting it with a
  * `jmp rel32` written over its first 5 bytes (see inject/plan.c). */
-struct reloc_entry_info {
+struct arch_entry_info {
 	int call_in_entry;   /* a call ends inside the first 5 bytes: a return
 			      * address could point into them */
 	int indirect_jump;   /* a jmp through a register/memory (a jump table
@@ -45,50 +45,50 @@ struct reloc_entry_info {
 	 * have resolved without leaving a relocation. May be NULL. */
 	void (*on_address)(uint64_t addr, void *user);
 };
-size_t reloc_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, void *user);
+size_t arch_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       arch_branch_fn fn, void *user);
 /* The same sweep, also filling `info` (may be NULL) and reporting every
  * direct branch target through info->on_target. */
-size_t reloc_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, struct reloc_entry_info *info, void *user);
+size_t arch_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       arch_branch_fn fn, struct arch_entry_info *info, void *user);
 
 /* ---- AArch64 (aarch64.c) ---- */
 
 /* `BL imm26` / `B imm26` reach: a signed 26-bit count of instructions,
  * i.e. [-128 MiB, +128 MiB - 4] from the instruction's own address. */
-#define RELOC_A64_BRANCH_REACH (128ull << 20)
+#define ARCH_A64_BRANCH_REACH (128ull << 20)
 /* A veneer: ADRP x16, target; ADD x16, x16, #:lo12:target; BR x16; BRK.
  * x16 (IP0) is the register the AAPCS64 gives linkers for exactly this,
  * so no caller expects it preserved across a call or tail call. */
-#define RELOC_A64_VENEER_LEN 16
+#define ARCH_A64_VENEER_LEN 16
 
 /* Whether the word `insn` is `BL imm26` (returns 0x94) or `B imm26`
  * (returns 0x14), else 0: the opcode byte kept in elf_branch_site. */
-uint8_t reloc_a64_branch_kind(uint32_t insn);
+uint8_t arch_a64_branch_kind(uint32_t insn);
 /* Target of the BL/B `insn` at `site`. */
-uint64_t reloc_a64_branch_target(uint64_t site, uint32_t insn);
+uint64_t arch_a64_branch_target(uint64_t site, uint32_t insn);
 /* Re-encode the BL/B `insn` at `site` to branch to `target` (4-aligned)
  * into *out, keeping BL vs B. 0, or -1 if `target` is out of +-128 MiB. */
-int reloc_a64_encode_branch(uint64_t site, uint32_t insn, uint64_t target, uint32_t *out);
+int arch_a64_encode_branch(uint64_t site, uint32_t insn, uint64_t target, uint32_t *out);
 /* Whether every address of [lo, hi) reaches every address of [lo2, hi2)
  * with a BL (used to decide whether call sites need veneers). */
-int reloc_a64_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2);
+int arch_a64_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2);
 /* Decode `code` (one function's bytes at link-time address `addr`) word
  * by word and call `fn` for every BL/B imm26 with its address, opcode
  * (0x94 / 0x14) and target. Returns `len` rounded down to whole words.
  * The caller keeps data (literal pools, `$d` mapping symbols) out. */
-size_t reloc_a64_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, void *user);
+size_t arch_a64_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       arch_branch_fn fn, void *user);
 /* The same sweep, also calling `on_address` (may be NULL) with the target
  * of every ADR: the one address-forming instruction GNU as resolves
  * itself for a symbol of the same section (ADRP keeps its relocation). */
-size_t reloc_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, void (*on_address)(uint64_t addr, void *user),
+size_t arch_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       arch_branch_fn fn, void (*on_address)(uint64_t addr, void *user),
 			       void *user);
 /* Target of `insn` at `pc` if it is ADR; 0 if it is not. */
-int reloc_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target);
-/* The RELOC_A64_VENEER_LEN bytes of a veneer living at `at` that jumps to
+int arch_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target);
+/* The ARCH_A64_VENEER_LEN bytes of a veneer living at `at` that jumps to
  * `target` (ADRP reaches +-4 GiB). 0, or -1 if out of ADRP reach. */
-int reloc_a64_encode_veneer(uint64_t at, uint64_t target, uint8_t out[RELOC_A64_VENEER_LEN]);
+int arch_a64_encode_veneer(uint64_t at, uint64_t target, uint8_t out[ARCH_A64_VENEER_LEN]);
 
 #endif

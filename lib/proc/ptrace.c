@@ -42,7 +42,7 @@
 #include <unistd.h>
 
 #include "core/util.h"
-#include "inject/ptrace.h"
+#include "proc/ptrace.h"
 
 #ifndef PTRACE_EVENT_STOP
 #define PTRACE_EVENT_STOP 128
@@ -191,7 +191,7 @@ static int seize_new(struct inject_ptrace *pt, int only_one, struct core_err *er
 	return added;
 }
 
-int inject_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
+int proc_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
 		       struct inject_ptrace **out, struct core_err *err)
 {
 	*out = NULL;
@@ -221,14 +221,14 @@ int inject_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
 	if (!rc && !live)
 		rc = core_errf(err, OCOLOS_ENOPROC, "process %d exited", (int)pid);
 	if (rc) {
-		inject_ptrace_resume(pt, NULL);
+		proc_ptrace_resume(pt, NULL);
 		return rc;
 	}
 	*out = pt;
 	return 0;
 }
 
-void inject_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns)
+void proc_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns)
 {
 	if (!pt)
 		return;
@@ -260,26 +260,26 @@ void inject_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns)
 
 #if !defined(__x86_64__)
 /* Injecting system calls and calls is x86-64 only (registers, `syscall`
- * stub); target_open() refuses other processes elsewhere. */
+ * stub); proc_target_open() refuses other processes elsewhere. */
 #define PTRACE_X86_ONLY(err)                                                   \
 	core_errf(err, OCOLOS_ENOTSUP, "optimizing another process (ptrace injector) is "  \
 		  "implemented for x86-64 only; on this machine link libocolos into the "  \
 		  "program and call ocolos_optimize_self()")
-int inject_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
+int proc_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
 			  const uint64_t args[6], int64_t *ret, struct core_err *err)
 {
 	(void)pt; (void)memfd; (void)stub; (void)nr; (void)args; (void)ret;
 	return PTRACE_X86_ONLY(err);
 }
 
-int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
+int proc_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
 		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err)
 {
 	(void)pt; (void)memfd; (void)stub; (void)fn; (void)arg; (void)timeout_ms; (void)ret;
 	return PTRACE_X86_ONLY(err);
 }
 
-size_t inject_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
+size_t proc_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
 			    size_t max)
 {
 	(void)pt; (void)out; (void)max;
@@ -288,7 +288,7 @@ size_t inject_ptrace_states(const struct inject_ptrace *pt, struct inject_thread
 #else
 #include <cpuid.h>
 
-size_t inject_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
+size_t proc_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
 			    size_t max)
 {
 	size_t n = 0;
@@ -500,7 +500,7 @@ static struct inject_ptrace *hold_one(pid_t pid, pid_t tid, uint64_t deadline)
 	one->pid = pid;
 	if (seize(one, tid, &ignore) != 0 || wait_all_stopped(one, deadline) || !one->n ||
 	    one->t[0].gone) {
-		inject_ptrace_resume(one, NULL);
+		proc_ptrace_resume(one, NULL);
 		return NULL;
 	}
 	return one;
@@ -553,7 +553,7 @@ static int run_stub(struct inject_ptrace *pt, int memfd, uint64_t stub, int kind
 				     go.rbp, go.rdi, go.rsi, go.rdx, go.rcx, go.rbx, go.rax,
 				     go.eflags, go.rip };
 	memcpy(fr + (restore - base), block, sizeof(block));
-	int wrc = inject_mem_write(memfd, base, fr, len);
+	int wrc = proc_mem_write(memfd, base, fr, len);
 	free(fr);
 	if (wrc)
 		return core_errf(err, OCOLOS_EATTACH, "cannot write the stack of thread %d", (int)tid);
@@ -581,7 +581,7 @@ static int run_stub(struct inject_ptrace *pt, int memfd, uint64_t stub, int kind
 	uint64_t done = 0;
 	long nap = 10000;
 	for (;;) {
-		if (inject_mem_read(memfd, base + FR_DONE, &done, sizeof(done))) {
+		if (proc_mem_read(memfd, base + FR_DONE, &done, sizeof(done))) {
 			free(fpu_saved);
 			return core_errf(err, OCOLOS_ENOPROC, "process %d is gone", (int)pt->pid);
 		}
@@ -599,12 +599,12 @@ static int run_stub(struct inject_ptrace *pt, int memfd, uint64_t stub, int kind
 	}
 	int rc = 0;
 	uint64_t res[2] = { 0, 0 }; /* result, done */
-	if (inject_mem_read(memfd, base + FR_RESULT, res, sizeof(res))) {
+	if (proc_mem_read(memfd, base + FR_RESULT, res, sizeof(res))) {
 		rc = core_errf(err, OCOLOS_ENOPROC, "process %d is gone", (int)pt->pid);
 	} else if (res[1] == token) {
 		/* Still inside the stub's wait: its frame is live. */
 		*ret = (int64_t)res[0];
-		if (inject_mem_write(memfd, base + FR_ACK, &token, sizeof(token)))
+		if (proc_mem_write(memfd, base + FR_ACK, &token, sizeof(token)))
 			rc = core_errf(err, OCOLOS_EIO, "cannot write the stack of thread %d", (int)tid);
 	} else if (res[1] == ~token) {
 		rc = core_errf(err, OCOLOS_ETIMEDOUT, "thread %d finished %s injected into it, but "
@@ -629,18 +629,18 @@ static int run_stub(struct inject_ptrace *pt, int memfd, uint64_t stub, int kind
 			       "needs is held?); abandoned", kind ? "a call" : "a system call",
 			       (int)tid, timeout_ms);
 	}
-	inject_ptrace_resume(one, NULL);
+	proc_ptrace_resume(one, NULL);
 	free(fpu_saved);
 	return rc;
 }
 
-int inject_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
+int proc_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
 			  const uint64_t args[6], int64_t *ret, struct core_err *err)
 {
 	return run_stub(pt, memfd, stub, 0, (uint64_t)nr, args, 2000, ret, err);
 }
 
-int inject_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
+int proc_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
 		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err)
 {
 	const uint64_t args[6] = { arg, 0, 0, 0, 0, 0 };
@@ -685,7 +685,7 @@ static int exec_tail(pid_t pid, const struct procmaps_entry *e, uint64_t *lo, ui
 	return found;
 }
 
-uint64_t inject_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd)
+uint64_t proc_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd)
 {
 	/* Past the end of an executable segment, in its last page: bytes the
 	 * program never runs nor reads. Writing them (through /proc/PID/mem)
@@ -709,21 +709,21 @@ uint64_t inject_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd
 			if (hi < lo || hi - lo < len)
 				continue;
 			uint8_t buf[1024];
-			if (len > sizeof(buf) || inject_mem_read(memfd, lo, buf, len))
+			if (len > sizeof(buf) || proc_mem_read(memfd, lo, buf, len))
 				continue;
 			if (!memcmp(buf, ocolos_ptrace_stub, len))
 				return lo;
 			int zero = 1;
 			for (size_t k = 0; k < len; k++)
 				zero &= buf[k] == 0;
-			if (zero && inject_mem_write(memfd, lo, ocolos_ptrace_stub, len) == 0)
+			if (zero && proc_mem_write(memfd, lo, ocolos_ptrace_stub, len) == 0)
 				return lo;
 		}
 	}
 	return 0;
 }
 #else
-uint64_t inject_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd)
+uint64_t proc_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd)
 {
 	(void)pid; (void)m; (void)memfd;
 	return 0;

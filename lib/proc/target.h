@@ -59,20 +59,20 @@ struct target {
 };
 
 /* Open a target for `pid` (getpid(): in-process). Fills *t. */
-int target_open(struct target *t, pid_t pid, const struct core_log *log, struct core_err *err);
-void target_close(struct target *t);
+int proc_target_open(struct target *t, pid_t pid, const struct core_log *log, struct core_err *err);
+void proc_target_close(struct target *t);
 
 /* Entry patches (inject/entry.c) at a forward switch, for both targets:
  * prepare before the stop (allocates), check while stopped, release after. */
 struct stack_snapshot;
 struct inject_thread_state;
-int target_prepare_entries(struct target *t, const struct inject_plan *plan, int forward,
+int proc_target_prepare_entries(struct target *t, const struct inject_plan *plan, int forward,
 			   struct stack_snapshot **ss, uint64_t **scratch, struct core_err *err);
-void target_check_entries(struct inject_plan *plan, const struct inject_thread_state *ts, size_t n,
+void proc_target_check_entries(struct inject_plan *plan, const struct inject_thread_state *ts, size_t n,
 			  struct stack_snapshot *ss, uint64_t *scratch);
-void target_release_entries(struct stack_snapshot *ss, uint64_t *scratch);
+void proc_target_release_entries(struct stack_snapshot *ss, uint64_t *scratch);
 
-extern const struct target_ops target_self_ops;
-extern const struct target_ops target_ptrace_ops;
+extern const struct target_ops proc_target_self_ops;
+extern const struct target_ops proc_target_ptrace_ops;
 
 #endif

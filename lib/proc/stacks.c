@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "inject/ptrace.h"
+#include "proc/ptrace.h"
 
 #if defined(__x86_64__)
 /* The few libunwind entry points used, by their real (prefixed) names. */
@@ -62,18 +62,18 @@ static int in_ranges(uint64_t ip, const uint64_t (*r)[2], size_t n)
 static struct unw u;
 static int loaded; /* 0 not tried, 1 ok, -1 unavailable */
 
-int inject_stacks_load(void)
+int proc_stacks_load(void)
 {
 	if (!loaded)
 		loaded = load(&u) ? -1 : 1;
 	return loaded > 0 ? 0 : -1;
 }
 
-int inject_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
+int proc_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
 			size_t nranges, uint32_t *threads_in, uint32_t *frames_in)
 {
 	*threads_in = *frames_in = 0;
-	if (inject_stacks_load())
+	if (proc_stacks_load())
 		return -1;
 	void *as = u.create_addr_space(u.accessors, 0);
 	if (!as)
@@ -103,12 +103,12 @@ int inject_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)
 	return 0;
 }
 #else
-int inject_stacks_load(void)
+int proc_stacks_load(void)
 {
 	return -1;
 }
 
-int inject_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
+int proc_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
 			size_t nranges, uint32_t *threads_in, uint32_t *frames_in)
 {
 	*threads_in = *frames_in = 0;

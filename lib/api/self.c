@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/api.h"
+#include "api/api.h"
 
 static struct ocolos_ctx self_ctx = { .busy = ATOMIC_FLAG_INIT };
 
@@ -83,12 +83,12 @@ int api_leave(struct ocolos_ctx *ctx, int rc)
 
 int api_open_target(struct ocolos_ctx *ctx)
 {
-	if (ctx->target_open)
+	if (ctx->proc_target_open)
 		return 0;
-	int rc = target_open(&ctx->target, ctx->pid, &ctx->log, &ctx->err);
+	int rc = proc_target_open(&ctx->target, ctx->pid, &ctx->log, &ctx->err);
 	if (rc)
 		return rc;
-	ctx->target_open = 1;
+	ctx->proc_target_open = 1;
 	ctx->target.stop_signal = ctx->opts.stop_signal;
 	ctx->target.stop_timeout_ms = ctx->opts.stop_timeout_ms;
 	ctx->target.call_timeout_ms = ctx->opts.call_timeout_ms;

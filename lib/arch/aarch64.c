@@ -8,43 +8,43 @@
  */
 #include <string.h>
 
-#include "reloc/reloc.h"
+#include "arch/arch.h"
 
 #define OP_MASK 0xfc000000u
 #define OP_B 0x14000000u
 #define OP_BL 0x94000000u
 #define IMM26 0x03ffffffu
 
-uint8_t reloc_a64_branch_kind(uint32_t insn)
+uint8_t arch_a64_branch_kind(uint32_t insn)
 {
 	uint32_t op = insn & OP_MASK;
 	return op == OP_BL ? 0x94 : op == OP_B ? 0x14 : 0;
 }
 
-uint64_t reloc_a64_branch_target(uint64_t site, uint32_t insn)
+uint64_t arch_a64_branch_target(uint64_t site, uint32_t insn)
 {
 	int64_t imm = (int64_t)((uint64_t)(insn & IMM26) << 38) >> 38; /* sign-extend 26 bits */
 	return site + (uint64_t)(imm * 4);
 }
 
-int reloc_a64_encode_branch(uint64_t site, uint32_t insn, uint64_t target, uint32_t *out)
+int arch_a64_encode_branch(uint64_t site, uint32_t insn, uint64_t target, uint32_t *out)
 {
 	int64_t d = (int64_t)(target - site);
-	if ((d & 3) || d < -(int64_t)RELOC_A64_BRANCH_REACH || d >= (int64_t)RELOC_A64_BRANCH_REACH)
+	if ((d & 3) || d < -(int64_t)ARCH_A64_BRANCH_REACH || d >= (int64_t)ARCH_A64_BRANCH_REACH)
 		return -1;
 	*out = (insn & OP_MASK) | ((uint32_t)(d >> 2) & IMM26);
 	return 0;
 }
 
-int reloc_a64_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
+int arch_a64_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
 {
 	/* The farthest pairs are the outer ends of the two ranges. */
 	uint64_t a = lo < lo2 ? lo : lo2;
 	uint64_t b = hi > hi2 ? hi : hi2;
-	return b - a < RELOC_A64_BRANCH_REACH;
+	return b - a < ARCH_A64_BRANCH_REACH;
 }
 
-int reloc_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target)
+int arch_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target)
 {
 	if ((insn & 0x9f000000u) != 0x10000000u) /* ADR: op=0, bits 28:24 = 10000 */
 		return 0;
@@ -53,28 +53,28 @@ int reloc_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target)
 	return 1;
 }
 
-size_t reloc_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, void (*on_address)(uint64_t addr, void *user),
+size_t arch_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
+			       arch_branch_fn fn, void (*on_address)(uint64_t addr, void *user),
 			       void *user)
 {
 	size_t off = 0;
 	for (; off + 4 <= len; off += 4) {
 		const uint8_t *b = code + off; /* little-endian, whatever the host */
 		uint32_t w = b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-		uint8_t op = reloc_a64_branch_kind(w);
+		uint8_t op = arch_a64_branch_kind(w);
 		uint64_t t;
-		if (op && fn && fn(addr + off, op, reloc_a64_branch_target(addr + off, w), user))
+		if (op && fn && fn(addr + off, op, arch_a64_branch_target(addr + off, w), user))
 			return off;
-		if (on_address && reloc_a64_adr_target(addr + off, w, &t))
+		if (on_address && arch_a64_adr_target(addr + off, w, &t))
 			on_address(t, user);
 	}
 	return off;
 }
 
-size_t reloc_a64_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
-			       reloc_branch_fn fn, void *user)
+size_t arch_a64_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			       arch_branch_fn fn, void *user)
 {
-	return reloc_a64_scan_function(code, len, addr, fn, NULL, user);
+	return arch_a64_scan_function(code, len, addr, fn, NULL, user);
 }
 
 static void put32(uint8_t *p, uint32_t w)
@@ -85,7 +85,7 @@ static void put32(uint8_t *p, uint32_t w)
 	p[3] = (uint8_t)(w >> 24);
 }
 
-int reloc_a64_encode_veneer(uint64_t at, uint64_t target, uint8_t out[RELOC_A64_VENEER_LEN])
+int arch_a64_encode_veneer(uint64_t at, uint64_t target, uint8_t out[ARCH_A64_VENEER_LEN])
 {
 	/* ADRP: page of target minus page of the instruction, in 4 KiB pages,
 	 * a signed 21-bit field split immlo (bits 30:29) / immhi (23:5). */

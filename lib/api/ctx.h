@@ -4,8 +4,8 @@
  * is process-wide state already; see self.c); ocolos_open_pid() makes one
  * per process optimized from outside (pid.c).
  */
-#ifndef OCOLOS_CORE_CTX_H
-#define OCOLOS_CORE_CTX_H
+#ifndef OCOLOS_API_CTX_H
+#define OCOLOS_API_CTX_H
 
 #include <limits.h>
 #include <stdatomic.h>
@@ -15,7 +15,7 @@
 #include "core/log.h"
 #include "elf/binary.h"
 #include "inject/inject.h"
-#include "inject/target.h"
+#include "proc/target.h"
 
 /* Options of a round, defaults applied (see ocolos_self_opts). */
 struct round_opts {
@@ -44,7 +44,7 @@ struct ocolos_ctx {
 	pid_t pid;
 	struct round_opts opts;
 	struct target target;		/* open while pid is known */
-	int target_open;
+	int proc_target_open;
 	struct elf_binary *bin;		/* opened by the first round */
 	char bolt[PATH_MAX];		/* probed llvm-bolt, "" until probed */
 	char bolt_hint[PATH_MAX];	/* the opts.bolt_path it was probed for */

@@ -10,7 +10,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "core/ctx.h"
+#include "api/ctx.h"
 #include "sample/sample.h"
 
 static int in_exe(const struct procmaps *m, dev_t dev, ino_t ino, uint64_t ip)
@@ -46,7 +46,7 @@ int core_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 	int rc = sample_collect(&cfg, &s, &ctx->err);
 	struct procmaps m = { 0 };
 	if (!rc)
-		rc = procmaps_read(ctx->pid, &m, &ctx->err);
+		rc = core_procmaps_read(ctx->pid, &m, &ctx->err);
 	uint64_t lo = ctx->live ? ctx->applied.c1.addr : 0;
 	uint64_t hi = ctx->live ? ctx->applied.c1.addr + ctx->applied.c1.size : 0;
 	for (size_t i = 0; !rc && i < s.n; i++) {
@@ -59,7 +59,7 @@ int core_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 			out->elsewhere++;
 	}
 	out->samples = rc ? 0 : s.n;
-	procmaps_free(&m);
+	core_procmaps_free(&m);
 	sample_set_free(&s);
 	return rc;
 }

@@ -96,7 +96,7 @@ static void ab_phase(int pairs, double secs)
 		int first = (i % 2 == 0);
 		for (int k = 0; k < 2; k++) {
 			int want = k == 0 ? first : !first;
-			struct ocolos_switch_stats ss;
+			OCOLOS_OPTS(ocolos_switch_stats, ss);
 			memset(&ss, 0, sizeof(ss));
 			if (want != in_c1) {
 				int rc = want ? ocolos_reapply_self(&ss)
@@ -122,7 +122,7 @@ static void *autoself_main(void *arg)
 {
 	struct timespec ts = { (time_t)g_after,
 			       (long)((g_after - (time_t)g_after) * 1e9) };
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_stats, st);
 	int rc;
 
 	(void)arg;
@@ -140,13 +140,12 @@ static void *autoself_main(void *arg)
 			bolt_args[na++] = t;
 	}
 	const char *bolt = getenv("OCOLOS_BOLT");
-	OCOLOS_OPTS(ocolos_self_opts, opts,
+	OCOLOS_OPTS(ocolos_opts, opts,
 		    .profile_ms = env_u32("OCOLOS_PROFILE_MS"),
 		    .sample_hz = env_u32("OCOLOS_HZ"),
 		    .keep_work_dir = (int)env_u32("OCOLOS_KEEP"),
 		    .bolt_path = bolt && *bolt ? bolt : NULL,
 		    .bolt_extra_args = na ? bolt_args : NULL);
-	memset(&st, 0, sizeof(st));
 	long rss0 = rss_kb();
 	double t_start = since_start();
 	rc = ocolos_optimize_self(&opts, &st);

@@ -237,7 +237,7 @@ static void ab_phase(const struct online *o)
 		int first = (i % 2 == 0) ? 1 : 0, bad = 0;
 		for (int k = 0; k < 2; k++) {
 			int want = k == 0 ? first : !first;
-			struct ocolos_switch_stats ss;
+			OCOLOS_OPTS(ocolos_switch_stats, ss);
 			memset(&ss, 0, sizeof(ss));
 			if (want != in_c1) {
 				int rc = want ? ocolos_reapply_self(&ss)
@@ -337,20 +337,19 @@ static void *online_main(void *p)
 	struct online *o = p;
 	struct timespec ts = { (time_t)o->after,
 			       (long)((o->after - (time_t)o->after) * 1e9) };
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_stats, st);
 	int rc;
 
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
-	memset(&st, 0, sizeof(st));
 	long rss0 = rss_kb();
 	double t_start = now_s();
 	if (o->profile_ms || o->sample_hz || o->keep || o->bolt ||
 	    o->bolt_args[0] || o->edges || o->sampler || o->writable_slots) {
-		OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = o->profile_ms,
+		OCOLOS_OPTS(ocolos_opts, opts, .profile_ms = o->profile_ms,
 			    .sample_hz = o->sample_hz, .edges = o->edges,
 			    .sampler = o->sampler,
-			    .redirect_writable_slots = o->writable_slots,
+			    .pointer_slots = o->writable_slots ? OCOLOS_SLOTS_ALL : OCOLOS_SLOTS_SAFE,
 			    .keep_work_dir = o->keep, .bolt_path = o->bolt,
 			    .bolt_extra_args = o->bolt_args[0] ? o->bolt_args
 							       : NULL);
@@ -422,7 +421,7 @@ static void usage(const char *argv0)
 		"                      C1, C0, C1 (callgrind dumps per phase); "
 		"the run then ends\n"
 		"  --ocolos-sampler S  0 auto, 1 perf-lbr, 2 perf-ip, 3 sigprof\n"
-		"  --ocolos-writable-slots  opts.redirect_writable_slots = 1\n",
+		"  --ocolos-writable-slots  opts.pointer_slots = OCOLOS_SLOTS_ALL\n",
 		argv0);
 }
 

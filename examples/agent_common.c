@@ -62,12 +62,12 @@ static int sleep_unless(double s, volatile sig_atomic_t *stop, pid_t pid,
 
 int agent_run(pid_t pid, const struct agent_cfg *cfg, volatile sig_atomic_t *stop)
 {
-	OCOLOS_OPTS(ocolos_pid_opts, opts, .profile_ms = (uint32_t)(cfg->profile_s * 1000),
+	OCOLOS_OPTS(ocolos_opts, opts, .profile_ms = (uint32_t)(cfg->profile_s * 1000),
 		    .log_fn = cfg->verbose ? log_cb : NULL);
 	struct ocolos_ctx *ctx;
 	int rc = ocolos_open_pid(pid, &opts, &ctx);
 	if (rc) {
-		struct ocolos_stats none = { 0 };
+		OCOLOS_OPTS(ocolos_stats, none);
 		report(pid, 0, rc, &none, NULL);
 		fprintf(stderr, "cannot open process %d: %s\n", (int)pid, ocolos_strerror(rc));
 		return rc;
@@ -79,7 +79,7 @@ int agent_run(pid_t pid, const struct agent_cfg *cfg, volatile sig_atomic_t *sto
 				break;
 			ocolos_revert(ctx, NULL); /* optimize afresh from the original code */
 		}
-		struct ocolos_stats st;
+		OCOLOS_OPTS(ocolos_stats, st);
 		rc = ocolos_round(ctx, &st);
 		report(pid, round, rc, &st, ctx);
 		failures += rc != 0;

@@ -259,8 +259,8 @@ int main(int argc, char **argv)
 	double before = throughput(measure);
 	printf("before: %.0f requests/s\n", before);
 
-	OCOLOS_OPTS(ocolos_self_opts, opts, .log_fn = log_cb);
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_opts, opts, .log_fn = log_cb);
+	OCOLOS_OPTS(ocolos_stats, st);
 	int rc = ocolos_optimize_self(&opts, &st);
 	if (rc) {
 		printf("optimization failed: %s\n  %s\n", ocolos_strerror(rc), ocolos_last_error(NULL));

@@ -418,7 +418,7 @@ double test_c1_share(const struct ocolos_stats *st, uint32_t hz,
 		     uint32_t window_ms, size_t min_samples)
 {
 	OCOLOS_OPTS(ocolos_where_opts, o, .window_ms = window_ms, .sample_hz = hz);
-	struct ocolos_where_result w;
+	OCOLOS_OPTS(ocolos_where_result, w);
 	int rc = ocolos_where_self(&o, &w);
 
 	(void)st;

@@ -62,13 +62,12 @@ static void check_untouched(const struct before *b)
 }
 
 /* Run one round with `o`; print what happened; return rc and elapsed ms. */
-static int round_ms(const struct ocolos_self_opts *o, uint64_t *ms)
+static int round_ms(const struct ocolos_opts *o, uint64_t *ms)
 {
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_stats, st);
 	uint64_t t0 = test_now_ms();
 	int rc;
 
-	memset(&st, 0, sizeof(st));
 	rc = ocolos_optimize_self(o, &st);
 	*ms = test_now_ms() - t0;
 	test_print_stats(rc, &st);
@@ -99,7 +98,7 @@ static void expect_early(int rc, int want, uint64_t ms, uint32_t profile_ms)
 static void mode_norelocs(void)
 {
 	uint64_t ms;
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 3000, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 3000, .log_fn = test_log);
 	int rc = round_ms(&o, &ms);
 
 	expect_early(rc, OCOLOS_ENORELOCS, ms, 3000);
@@ -111,7 +110,7 @@ static void mode_norelocs(void)
 static void mode_nosyms(void)
 {
 	uint64_t ms;
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 3000, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 3000, .log_fn = test_log);
 	int rc = round_ms(&o, &ms);
 
 	expect_early(rc, OCOLOS_ENOSYMS, ms, 3000);
@@ -121,7 +120,7 @@ static void mode_nobolt(void)
 {
 	static const char path[] = "/nonexistent/llvm-bolt";
 	uint64_t ms;
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 3000, .bolt_path = path,
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 3000, .bolt_path = path,
 		    .log_fn = test_log);
 	int rc = round_ms(&o, &ms);
 
@@ -134,7 +133,7 @@ static void mode_nobolt(void)
 static void mode_boltfail(const char *script)
 {
 	uint64_t ms;
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 300,
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 300,
 		    .bolt_path = script, .bolt_timeout_ms = 30000,
 		    .log_fn = test_log);
 	int rc = round_ms(&o, &ms);
@@ -150,7 +149,7 @@ static void mode_bolttimeout(const char *script)
 {
 	const uint32_t profile_ms = 300, timeout_ms = 1000;
 	uint64_t ms;
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = profile_ms,
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = profile_ms,
 		    .bolt_path = script, .bolt_timeout_ms = timeout_ms,
 		    .log_fn = test_log);
 	int rc = round_ms(&o, &ms);
@@ -166,7 +165,7 @@ static void mode_bolttimeout(const char *script)
 static void mode_noprofile(void)
 {
 	uint64_t ms;
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 100, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 100, .log_fn = test_log);
 	int rc = round_ms(&o, &ms);
 
 	expect(rc, OCOLOS_ENOPROFILE);
@@ -182,7 +181,7 @@ static void *busy_first(void *p)
 {
 	struct busy_arg *a = p;
 	uint64_t ms;
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 1500,
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 1500,
 		    .bolt_path = a->script, .bolt_timeout_ms = 1000,
 		    .log_fn = test_log, .log_user = (void *)"[first] ");
 
@@ -201,7 +200,7 @@ static void mode_busy(const char *script)
 	check(pthread_create(&th, NULL, busy_first, &a) == 0, "pthread_create");
 	test_sleep_ms(500); /* the first round is now sampling */
 	{
-		OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 100,
+		OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 100,
 			    .log_fn = test_log, .log_user = (void *)"[second] ");
 		rc = round_ms(&o, &ms);
 	}
@@ -221,7 +220,7 @@ static void mode_busy(const char *script)
 
 	/* Once the first round is over, the context is free again. */
 	{
-		OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 100,
+		OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 100,
 			    .bolt_path = "/nonexistent/llvm-bolt",
 			    .bolt_timeout_ms = 5000, /* fail, not hang, if the
 							hanging script is reused */

@@ -246,11 +246,10 @@ void check_pointers_in_c1(const struct ocolos_stats *st, const Worker *ws)
 
 void do_round(const Worker *ws)
 {
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_stats, st);
 
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = kProfileMs,
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = kProfileMs,
 		    .log_fn = test_log, .log_user = (void *)"");
-	std::memset(&st, 0, sizeof(st));
 	int rc = ocolos_optimize_self(&o, &st);
 	test_check_round(rc, &st, kWorkers, 1);
 	check_pointers_in_c1(&st, ws);

@@ -143,12 +143,11 @@ int main(int argc, char **argv)
 	}
 	printf("before: %lu\n", compare_all());
 	if (round) {
-		struct ocolos_stats st;
+		OCOLOS_OPTS(ocolos_stats, st);
 
 		test_sleep_ms(500);
-		OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = PROFILE_MS,
+		OCOLOS_OPTS(ocolos_opts, o, .profile_ms = PROFILE_MS,
 			    .log_fn = test_log, .log_user = (void *)"");
-		memset(&st, 0, sizeof(st));
 		int rc = ocolos_optimize_self(&o, &st);
 		test_print_stats(rc, &st);
 		check(rc == 0, "round failed: %s", ocolos_last_error(NULL));

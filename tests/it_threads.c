@@ -50,13 +50,12 @@ static void check_table_in_c1(const struct ocolos_stats *st)
 
 static void do_round(void)
 {
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_stats, st);
 	double share;
 	int rc;
 
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = PROFILE_MS,
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = PROFILE_MS,
 		    .log_fn = test_log, .log_user = (void *)"");
-	memset(&st, 0, sizeof(st));
 	rc = ocolos_optimize_self(&o, &st);
 	test_check_round(rc, &st, WORKERS, 1);
 	check_table_in_c1(&st);

@@ -1,21 +1,41 @@
 /*
  * libocolos — online code layout optimization for running native programs.
  *
- * This is the only header a user includes. Everything here is stable ABI:
- * options structs start with `size_t sz` and are filled with OCOLOS_OPTS(),
- * so fields can be appended without breaking programs built against an
- * older header. Every call returns 0 or a negative OCOLOS_E* code;
+ * This is the only header a user includes. One optimization round: sample
+ * the process for a window, have LLVM BOLT re-lay out the hot code of the
+ * program's own binary for an address range reserved in the process, map
+ * that code (C1) beside the original (C0), stop the world briefly, redirect
+ * direct calls, the function-pointer slots the program cannot tell apart
+ * (docs/guide.md, the pointer rule) and (x86-64, where provably safe) the
+ * entries of moved functions to C1, resume. Nothing else of C0 changes, so
+ * return addresses and function pointers into C0 stay valid.
+ *
+ * The model: a context (struct ocolos_ctx) is one target process — the
+ * calling process (ocolos_open_self) or another one by pid
+ * (ocolos_open_pid) — with the same calls on both: a whole round, its
+ * stages one by one, revert / re-apply, where. ocolos_optimize_self() and
+ * friends are one-call conveniences on a temporary self context.
+ *
+ * ABI. Every struct here starts with `size_t sz`: fill it with
+ * OCOLOS_OPTS(), which zero-fills the struct and sets sz, options and
+ * results alike. The library reads options only up to the last field it
+ * knows and refuses non-zero bytes past it (a field from a newer header
+ * that it would silently ignore); it writes results only up to the sz the
+ * caller set, and zeroes the fields of a newer header that it does not
+ * know. Every call returns 0 or a negative OCOLOS_E* code;
  * ocolos_strerror() names the code and ocolos_last_error() says what
  * happened and what to do about it.
  *
- * One optimization round: sample the process for a window, have LLVM BOLT
- * re-lay out the hot code of the program's own binary for an address range
- * reserved in the process, map that code (C1) beside the original (C0),
- * stop the world briefly, redirect direct calls, the function-pointer
- * slots the program cannot tell apart (docs/guide.md, the pointer rule)
- * and (x86-64, where provably safe) the entries of moved functions to C1,
- * resume. Nothing else of C0 changes, so return addresses and function
- * pointers into C0 stay valid. See docs/guide.md.
+ * Ownership: the library keeps no pointer the caller passes in, except
+ * log_user (handed back to log_fn); option strings are copied when a
+ * context is opened. Strings the library returns belong to it (see each
+ * call for how long they stay valid).
+ *
+ * Threads: a context is used by one thread at a time; a second call while
+ * one runs on the same context returns OCOLOS_EBUSY. Contexts on different
+ * processes are independent. In one process, at most one call on a self
+ * context runs at a time (they share the process's code image): the others
+ * get OCOLOS_EBUSY. See docs/api.md for fork().
  */
 #ifndef OCOLOS_OCOLOS_H
 #define OCOLOS_OCOLOS_H
@@ -29,8 +49,17 @@ extern "C" {
 #endif
 
 #define OCOLOS_VERSION_MAJOR 0
-#define OCOLOS_VERSION_MINOR 1
+#define OCOLOS_VERSION_MINOR 2
 #define OCOLOS_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for compile-time checks. */
+#define OCOLOS_VERSION_NUMBER                                                  \
+	(OCOLOS_VERSION_MAJOR * 10000 + OCOLOS_VERSION_MINOR * 100 + OCOLOS_VERSION_PATCH)
+#define OCOLOS_STRINGIFY_(x) #x
+#define OCOLOS_STRINGIFY(x) OCOLOS_STRINGIFY_(x)
+/* "MAJOR.MINOR.PATCH" of this header. */
+#define OCOLOS_VERSION_STRING                                                  \
+	OCOLOS_STRINGIFY(OCOLOS_VERSION_MAJOR) "." OCOLOS_STRINGIFY(OCOLOS_VERSION_MINOR) "." \
+	OCOLOS_STRINGIFY(OCOLOS_VERSION_PATCH)
 
 #define OCOLOS_API __attribute__((visibility("default")))
 
@@ -40,7 +69,7 @@ struct ocolos_ctx;
 /* Error codes: every call returns 0 or one of these (negative). */
 enum ocolos_error {
 	OCOLOS_OK = 0,
-	OCOLOS_EINVAL = -1,	/* bad argument or unknown non-zero opts bytes */
+	OCOLOS_EINVAL = -1,	/* bad argument, or unknown non-zero opts bytes */
 	OCOLOS_ENOMEM = -2,	/* out of memory */
 	OCOLOS_EIO = -3,	/* reading a file or /proc failed */
 	OCOLOS_EELF = -4,	/* the binary is not an ELF file we can model */
@@ -53,7 +82,7 @@ enum ocolos_error {
 	OCOLOS_EBOLT = -11,	/* llvm-bolt failed on this binary/profile */
 	OCOLOS_ETIMEDOUT = -12,	/* BOLT or stop-the-world exceeded its limit */
 	OCOLOS_ERESERVE = -13,	/* no free address range within branch reach */
-	OCOLOS_EBUSY = -14,	/* another round is running on this target */
+	OCOLOS_EBUSY = -14,	/* another call is running on this target */
 	OCOLOS_ESTOP = -15,	/* could not stop every thread of the target */
 	OCOLOS_EPATCH = -16,	/* code or data to patch was not what we expected */
 	OCOLOS_ENOTHOT = -17,	/* BOLT moved no function: nothing to redirect */
@@ -62,8 +91,14 @@ enum ocolos_error {
 	OCOLOS_ESTALE = -20,	/* the binary on disk is not the one running */
 };
 
-/* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL. */
+/* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL;
+ * a static string. Thread-safe. */
 OCOLOS_API const char *ocolos_strerror(int err);
+
+/* Version of the library actually loaded: "MAJOR.MINOR.PATCH" (a static
+ * string) and OCOLOS_VERSION_NUMBER's encoding of it. Thread-safe. */
+OCOLOS_API const char *ocolos_version(void);
+OCOLOS_API unsigned ocolos_version_number(void);
 
 /* Log levels for the log callback. */
 enum ocolos_log_level {
@@ -75,11 +110,14 @@ enum ocolos_log_level {
 
 /* The library never prints; it calls this if set. `msg` has no newline and is
  * valid only for the duration of the call. Called from the thread running the
- * round, never while the world is stopped. */
+ * call on the context, never while the world is stopped. */
 typedef void (*ocolos_log_fn)(enum ocolos_log_level level, const char *msg,
 			      void *user);
 
-/* Zero-fill an options struct, set its sz, and apply designated initializers. */
+/* Zero-fill a struct of this header, set its sz, and apply designated
+ * initializers: options (OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 2000))
+ * and results (OCOLOS_OPTS(ocolos_stats, st)) alike. In C++, zero-initialize
+ * the struct and set sz = sizeof(it) instead. */
 #define OCOLOS_OPTS(TYPE, NAME, ...)                                           \
 	struct TYPE NAME = ({                                                  \
 		struct TYPE ___##NAME;                                         \
@@ -102,7 +140,7 @@ enum ocolos_sampler {
 	OCOLOS_SAMPLER_PERF_IP = 2,
 	/* Per-thread CPU-time timers in the process itself: no perf_event
 	 * access needed (containers, qemu-user); at most one sample per kernel
-	 * tick per thread. In-process only. */
+	 * tick per thread. Self contexts only. */
 	OCOLOS_SAMPLER_SIGPROF = 3,
 };
 
@@ -113,13 +151,32 @@ enum ocolos_edges {
 	/* The library's CFGs, the AOBO hybrid estimator and inference of
 	 * blocks that must have run, handed to BOLT as branch records. */
 	OCOLOS_EDGES_HYBRID = 1,
-	/* Bare samples; BOLT infers edges itself (perf2bolt's --ba / "-nl"). */
+	/* Bare samples; BOLT infers edges itself (perf2bolt's --ba / "-nl").
+	 * BOLT 22 only. */
 	OCOLOS_EDGES_BOLT = 2,
 };
 
-/* Options of one in-process round. All fields default when zero/NULL. */
-struct ocolos_self_opts {
-	size_t sz; /* sizeof(struct ocolos_self_opts); set by OCOLOS_OPTS */
+/* Which function-pointer slots the linker filled (v-tables, const and
+ * writable tables of functions) are redirected to C1. */
+enum ocolos_pointer_slots {
+	/* Only the slots of functions whose address the program has no other
+	 * way to obtain — no code takes it, it is not exported, all its slots
+	 * move together — so no comparison of function pointers changes its
+	 * result (docs/guide.md, the pointer rule). Calls through the other
+	 * slots reach C1 through the C0 entry's jump. */
+	OCOLOS_SLOTS_SAFE = 0,
+	/* Every slot, even those of functions whose address the program can
+	 * also obtain as `&func` (which still yields C0): only for a program
+	 * that never compares function pointers. */
+	OCOLOS_SLOTS_ALL = 1,
+	/* None: every value the program can read stays what it was. */
+	OCOLOS_SLOTS_NONE = 2,
+};
+
+/* Options of a context. All fields default when zero/NULL. Strings are
+ * copied by ocolos_open_*: the caller may free them after the call. */
+struct ocolos_opts {
+	size_t sz; /* sizeof(struct ocolos_opts); set by OCOLOS_OPTS */
 	/* Length of the sampling window, ms. Default 4000 (about 80k samples
 	 * with 2 busy threads; the layout gain grows with the samples, see
 	 * docs/benchmarks.md). */
@@ -135,40 +192,41 @@ struct ocolos_self_opts {
 	/* Give up stopping the world after this many ms (OCOLOS_ESTOP). A
 	 * thread that blocks the stop signal cannot be parked. Default 2000. */
 	uint32_t stop_timeout_ms;
-	/* Real-time signal used to park threads. Default SIGRTMIN + 7. */
+	/* Self contexts: the real-time signal used to park threads. Default
+	 * SIGRTMIN + 7. Ignored by pid contexts (ptrace stops the target). */
 	int stop_signal;
-	/* Binary to optimize. Default: the file behind /proc/self/exe. */
+	/* Pid contexts: the limit of a call injected into the target
+	 * (registering C1's unwind tables with its libgcc); OCOLOS_ETIMEDOUT
+	 * past it. Default 2000. Ignored by self contexts. */
+	uint32_t call_timeout_ms;
+	/* Binary to optimize. Default: the file behind /proc/PID/exe. */
 	const char *binary_path;
 	/* Parent of the private 0700 work directory. Default $TMPDIR or /tmp. */
 	const char *tmp_dir;
 	/* Keep the work directory (profile, BOLT output, BOLT log). Default 0. */
 	int keep_work_dir;
-	/* Log callback and its user pointer. Default: no logging. */
-	ocolos_log_fn log_fn;
-	void *log_user;
-	/* Extra llvm-bolt arguments appended after the library's (NULL-ended
-	 * array, or NULL). For experiments; the library's placement options
-	 * must not be overridden. */
-	const char *const *bolt_extra_args;
 	/* Sampler (enum ocolos_sampler). Default OCOLOS_SAMPLER_AUTO. */
 	int sampler;
 	/* Edge inference for IP samples (enum ocolos_edges). Default AUTO. */
 	int edges;
-	/* Redirect every function-pointer slot the linker filled (v-tables,
-	 * const and writable tables) to C1, even those of functions whose
-	 * address the program can also obtain as `&func` (which still yields
-	 * C0) or by name. Default 0: only the slots of functions whose address
-	 * the program has no other way to obtain are redirected (the pointer
-	 * rule, docs/guide.md), so no comparison of function pointers changes
-	 * its result; calls through the other slots reach C1 through the C0
-	 * entry's jump. Set it only if the program never compares function
-	 * pointers. A slot the program has changed is left alone. */
-	int redirect_writable_slots;
+	/* Pointer slots to redirect (enum ocolos_pointer_slots). Default
+	 * OCOLOS_SLOTS_SAFE. */
+	int pointer_slots;
+	/* Log callback and its user pointer. Default: no logging. */
+	ocolos_log_fn log_fn;
+	void *log_user;
+	/* Extra llvm-bolt arguments appended after the library's (NULL-ended
+	 * array, or NULL; copied). For experiments; the library's placement
+	 * options must not be overridden. */
+	const char *const *bolt_extra_args;
+	size_t : 0; /* no trailing padding can hide a field (see the ABI note) */
 };
-#define ocolos_self_opts__last_field redirect_writable_slots
+#define ocolos_opts__last_field bolt_extra_args
 
-/* What a round did. Filled on success, and as far as the round got on error. */
+/* What a round did. Filled on success, and as far as the round got on
+ * error. The caller sets sz (OCOLOS_OPTS). */
 struct ocolos_stats {
+	size_t sz;		      /* sizeof(struct ocolos_stats), set by the caller */
 	uint64_t samples;	      /* samples taken in the window */
 	uint64_t samples_in_binary;   /* of those, in the binary's own code */
 	uint32_t threads_sampled;     /* threads sampled during the window */
@@ -178,154 +236,139 @@ struct ocolos_stats {
 	uint32_t call_sites_patched;  /* C0 call rel32 redirected to C1 */
 	uint32_t pointer_slots_patched; /* v-table/function-pointer slots */
 	uint32_t threads_stopped;     /* threads parked during the pause */
-	uint64_t profile_ns;	      /* sampling window */
-	uint64_t bolt_ns;	      /* llvm-bolt wall time */
-	uint64_t pause_ns;	      /* stop-the-world duration */
-	uint64_t round_ns;	      /* whole round */
-	char sampler[16];	      /* sampler used: "perf-lbr", "perf-ip", "sigprof" */
 	/* Moved functions whose C0 entry now jumps to C1 (x86-64), so calls
 	 * through function pointers held anywhere run C1 too. */
 	uint32_t entries_patched;
 	/* Entries left alone this time: a thread could resume inside them. */
 	uint32_t entries_blocked;
+	/* Slots left on C0 by the pointer rule (their function's address is
+	 * observable otherwise). */
+	uint32_t pointer_slots_kept;
+	uint64_t profile_ns;	      /* sampling window */
+	uint64_t bolt_ns;	      /* llvm-bolt wall time */
+	uint64_t pause_ns;	      /* stop-the-world duration */
+	uint64_t round_ns;	      /* whole round */
+	char sampler[16];	      /* sampler used: "perf-lbr", "perf-ip", "sigprof" */
+	size_t : 0;
 };
-
-/*
- * Run one full round on the calling process, synchronously in the calling
- * thread, while the other threads keep running. `opts` may be NULL (all
- * defaults); `stats` may be NULL.
- *
- * Returns 0, or a negative OCOLOS_E* code; then the program still runs its
- * original code, and ocolos_last_error(NULL) says what went wrong and what
- * to do. A second concurrent call gets OCOLOS_EBUSY.
- *
- * The calling thread may itself be inside functions BOLT moves (main, say):
- * C0 stays intact, so returning into it is safe.
- */
-OCOLOS_API int ocolos_optimize_self(const struct ocolos_self_opts *opts,
-				    struct ocolos_stats *stats);
 
 /* What switching between C0 and C1 did (revert / re-apply). */
 struct ocolos_switch_stats {
+	size_t sz;		 /* sizeof(struct ocolos_switch_stats), set by the caller */
 	uint32_t call_sites;	 /* call sites rewritten */
 	uint32_t pointer_slots;	 /* pointer slots rewritten */
+	uint32_t entries;	 /* function entries rewritten (see ocolos_stats) */
 	uint32_t mismatched;	 /* skipped: memory held something unexpected */
 	uint32_t threads_stopped;
 	uint64_t pause_ns;	 /* stop-the-world duration */
-	uint32_t entries;	 /* function entries rewritten (see ocolos_stats) */
+	size_t : 0;
 };
 
-/*
- * Send execution back to the original code: undo the call-site and
- * pointer-slot redirections of the last round in one short stop-the-world.
- * C1 stays mapped (threads may still be in it, and a re-apply is then
- * cheap). `stats` may be NULL. OCOLOS_EINVAL if no round's code is in use.
- * After a revert, ocolos_optimize_self() may run a new round.
- */
-OCOLOS_API int ocolos_revert_self(struct ocolos_switch_stats *stats);
-
-/* Redirect to the last round's C1 again after ocolos_revert_self(). */
-OCOLOS_API int ocolos_reapply_self(struct ocolos_switch_stats *stats);
-
-/* Options of ocolos_where_self(). All fields default when zero. */
+/* Options of ocolos_where(). All fields default when zero. */
 struct ocolos_where_opts {
 	size_t sz;	    /* sizeof(struct ocolos_where_opts); set by OCOLOS_OPTS */
 	uint32_t window_ms; /* how long to sample. Default 500. */
 	uint32_t sample_hz; /* samples per second per thread. Default 2000. */
+	size_t : 0;
 };
 #define ocolos_where_opts__last_field sample_hz
 
-/* Where the process's threads run, by sample counts. */
+/* Where the target's threads run, by sample counts. */
 struct ocolos_where_result {
-	uint64_t samples;	/* all samples of the other threads */
+	size_t sz;		/* sizeof(struct ocolos_where_result), set by the caller */
+	uint64_t samples;	/* all samples (a self context: of the other threads) */
 	uint64_t in_original;	/* in the binary's original code (C0) */
-	uint64_t in_optimized;	/* in the last round's optimized code (C1) */
+	uint64_t in_optimized;	/* in the optimized code in use (C1) */
 	uint64_t elsewhere;	/* libraries, kernel-adjacent stubs, JITs */
+	size_t : 0;
 };
+
+/* ---- contexts ---- */
 
 /*
- * Sample every thread but the caller for a short window and report where
- * they run: the way to see that a round's code is in use (and that a
- * revert took effect). `opts` may be NULL.
+ * Open a context on the calling process. `opts` may be NULL (defaults).
+ * Nothing is done to the process until a round runs. On success *ctx must
+ * be closed with ocolos_close(); on failure *ctx is NULL and
+ * ocolos_last_error(NULL) says why. Several self contexts may be open; one
+ * call at a time runs among them (OCOLOS_EBUSY for the others).
  */
-OCOLOS_API int ocolos_where_self(const struct ocolos_where_opts *opts,
-				 struct ocolos_where_result *out);
-
-/* ---- optimizing another process (supervisors, fleet agents) ---- */
-
-/* Options of a context on another process. All fields default when zero. */
-struct ocolos_pid_opts {
-	size_t sz; /* sizeof(struct ocolos_pid_opts); set by OCOLOS_OPTS */
-	uint32_t profile_ms;	  /* sampling window, ms. Default 4000. */
-	uint32_t sample_hz;	  /* samples per second per thread. Default 10000. */
-	const char *bolt_path;	  /* as in ocolos_self_opts */
-	uint32_t bolt_timeout_ms; /* default 300000 */
-	/* Give up stopping the target's threads after this (OCOLOS_ESTOP).
-	 * Default 2000. */
-	uint32_t stop_timeout_ms;
-	/* Limit of a call injected into the target (registering C1's unwind
-	 * tables with its libgcc); OCOLOS_ETIMEDOUT past it. Default 2000. */
-	uint32_t call_timeout_ms;
-	/* The target's binary. Default: the file behind /proc/PID/exe. */
-	const char *binary_path;
-	const char *tmp_dir;	  /* as in ocolos_self_opts */
-	int keep_work_dir;
-	ocolos_log_fn log_fn;
-	void *log_user;
-	const char *const *bolt_extra_args;
-	/* Sampler (enum ocolos_sampler; sigprof is in-process only). Default
-	 * OCOLOS_SAMPLER_AUTO. */
-	int sampler;
-	/* Edge inference for IP samples (enum ocolos_edges). Default AUTO. */
-	int edges;
-	int redirect_writable_slots; /* as in ocolos_self_opts */
-};
-#define ocolos_pid_opts__last_field redirect_writable_slots
+OCOLOS_API int ocolos_open_self(const struct ocolos_opts *opts, struct ocolos_ctx **ctx);
 
 /*
  * Open a context on process `pid`, which needs nothing from libocolos: no
- * linking, no preload (x86-64; elsewhere the rounds fail with
- * OCOLOS_ENOTSUP). Attaching happens only while a stage needs it
- * (ptrace; the caller must be allowed to trace the target). On success
- * *ctx must be closed with ocolos_close(). On failure *ctx is NULL and the
- * reason went to opts->log_fn.
+ * linking, no preload (x86-64; elsewhere OCOLOS_ENOTSUP). Attaching
+ * happens only while a call needs it (ptrace; the caller must be allowed to
+ * trace the target). On success *ctx must be closed with ocolos_close(); on
+ * failure *ctx is NULL and ocolos_last_error(NULL) says why.
  */
-OCOLOS_API int ocolos_open_pid(pid_t pid, const struct ocolos_pid_opts *opts,
+OCOLOS_API int ocolos_open_pid(pid_t pid, const struct ocolos_opts *opts,
 			       struct ocolos_ctx **ctx);
+
+/* Release the context. What was done to the target stays: it keeps running
+ * whatever code it runs now (a round's code stays in use). NULL is fine.
+ * Must not be called while another thread is in a call on `ctx`. */
+OCOLOS_API void ocolos_close(struct ocolos_ctx *ctx);
+
+/*
+ * Run one full round on the context's process, synchronously in the
+ * calling thread, while the process's threads keep running: the three
+ * stages below. `stats` may be NULL. On error the process keeps running the
+ * code it ran before, and ocolos_last_error() says what to do.
+ *
+ * A self context's calling thread may itself be inside functions BOLT
+ * moves (main, say): C0 stays intact, so returning into it is safe.
+ */
+OCOLOS_API int ocolos_round(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
 
 /*
  * The stages of a round, callable one by one (e.g. to profile while the
- * target is busy and replace when it is idle), or all at once with
- * ocolos_round(). Each fills `stats` (may be NULL) as far as the round got.
+ * target is busy and replace when it is idle). Each fills `stats` (may be
+ * NULL) as far as the round got.
  *  profile:  check the binary, reserve C1's range, sample, write the profile
  *  optimize: run BOLT, compute the patches
  *  replace:  map C1, stop the world, redirect, resume
- * A failing stage abandons the round; the target keeps its original code.
+ * A failing stage abandons the round; the target keeps the code it ran.
  */
-OCOLOS_API int ocolos_profile(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
-OCOLOS_API int ocolos_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
-OCOLOS_API int ocolos_replace(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
-OCOLOS_API int ocolos_round(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
+OCOLOS_API int ocolos_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
+OCOLOS_API int ocolos_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
+OCOLOS_API int ocolos_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
 
-/* Revert / re-apply the last round in the target (see ocolos_revert_self). */
+/*
+ * Send execution back to the original code: undo the last round's
+ * redirections in one short stop-the-world. The optimized code stays mapped
+ * (threads may still be in it, and a re-apply is then cheap). `stats` may
+ * be NULL. OCOLOS_EINVAL if no round's code is in use.
+ */
 OCOLOS_API int ocolos_revert(struct ocolos_ctx *ctx, struct ocolos_switch_stats *stats);
+/* Redirect to the last round's optimized code again after a revert. */
 OCOLOS_API int ocolos_reapply(struct ocolos_ctx *ctx, struct ocolos_switch_stats *stats);
 
-/* Where the target's threads run (see ocolos_where_self). */
+/*
+ * Sample the process's threads (a self context: all but the caller) for a
+ * short window and report where they run: the way to see that a round's
+ * code is in use, and that a revert took effect. `opts` may be NULL.
+ */
 OCOLOS_API int ocolos_where(struct ocolos_ctx *ctx, const struct ocolos_where_opts *opts,
 			    struct ocolos_where_result *out);
 
-/* Release the context. What was injected stays in the target, which keeps
- * running whatever code it runs now. NULL is fine. */
-OCOLOS_API void ocolos_close(struct ocolos_ctx *ctx);
-
-/* Detailed message of the last failed call on `ctx`, or on the calling
- * process's in-process context (pass NULL). Empty string if none. The pointer is
- * valid until the next call into the library on that context. */
+/*
+ * Detailed message of the last failed call on `ctx` (valid until the next
+ * call on that context), or, with NULL, of the last failed call of any kind
+ * made by the calling thread, including a failed open (thread-local; valid
+ * until that thread's next failing call). Empty string if none.
+ */
 OCOLOS_API const char *ocolos_last_error(const struct ocolos_ctx *ctx);
 
-/* Library version string, "MAJOR.MINOR.PATCH". */
-OCOLOS_API const char *ocolos_version(void);
+/* ---- one-call conveniences on the calling process ---- */
+
+/* Open a self context with `opts`, run a round, close it. */
+OCOLOS_API int ocolos_optimize_self(const struct ocolos_opts *opts, struct ocolos_stats *stats);
+/* ocolos_revert / ocolos_reapply / ocolos_where on a temporary self
+ * context with default options. */
+OCOLOS_API int ocolos_revert_self(struct ocolos_switch_stats *stats);
+OCOLOS_API int ocolos_reapply_self(struct ocolos_switch_stats *stats);
+OCOLOS_API int ocolos_where_self(const struct ocolos_where_opts *opts,
+				 struct ocolos_where_result *out);
 
 #ifdef __cplusplus
 }

@@ -1,23 +1,137 @@
-/* What the public entry points (self.c, pid.c) share. */
-#ifndef OCOLOS_CORE_API_H
-#define OCOLOS_CORE_API_H
+/*
+ * The top floor: contexts, their options, and the round's stages as the
+ * public calls see them. Nothing below api/ includes this header.
+ *
+ * A context (struct ocolos_ctx) is one target process and what this
+ * library caches about it (the binary model, the probed BOLT, a round
+ * between its stages). What the rounds left in the target — the optimized
+ * code in use and the patches that redirect to it — is `struct api_state`:
+ * for the calling process it is process-wide, shared by every self context
+ * (the process has one code image), and a mutex lets one call at a time
+ * use it; for another process the context owns it.
+ */
+#ifndef OCOLOS_API_API_H
+#define OCOLOS_API_API_H
 
-#include "api/ctx.h"
+#include <limits.h>
+#include <stdatomic.h>
+#include <sys/types.h>
 
-/* Copy the caller's options (of whatever size they were compiled with,
- * given by their leading `size_t sz`) into a struct of `known` bytes;
- * non-zero bytes beyond what we know are refused, since they are settings
- * this library version would silently ignore. `in` may be NULL. */
-int api_read_opts(const void *in, void *out, size_t known, struct core_err *err);
-/* Fill zero fields of `o` with the documented defaults. */
-void api_defaults(struct round_opts *o);
-/* Take the context's busy flag (OCOLOS_EBUSY if taken) and clear its error. */
+#include "core/err.h"
+#include "core/log.h"
+#include "elf/binary.h"
+#include "inject/inject.h"
+#include "proc/target.h"
+
+/* Options of a context, defaults applied (see struct ocolos_opts). The
+ * strings are the context's own copies. */
+struct api_opts {
+	uint32_t profile_ms, sample_hz, bolt_timeout_ms, stop_timeout_ms, call_timeout_ms;
+	int stop_signal, keep_work_dir;
+	int sampler;		/* enum ocolos_sampler */
+	int edges;		/* enum ocolos_edges */
+	int pointer_slots;	/* enum ocolos_pointer_slots */
+	const char *bolt_path, *binary_path, *tmp_dir;
+	const char *const *bolt_extra_args;
+};
+
+/* A successful round's optimized code and the patches that redirect to it. */
+struct round_live {
+	struct inject_reservation c1;	/* C1's mapping */
+	struct inject_plan plan;	/* patches written */
+	uint64_t unwind;		/* unwinder registration handle */
+};
+
+/* What the rounds left in a target process. */
+struct api_state {
+	int live;			/* `applied` holds the last round's C1 */
+	int redirected;			/* its patches are in place */
+	struct round_live applied;
+	/* Bumped by every change of the code in use, so a round prepared by
+	 * one context is not applied over another's (round.c). */
+	uint64_t generation;
+};
+
+struct round_pending; /* a round between its stages (round.c) */
+
+struct ocolos_ctx {
+	atomic_flag busy;		/* a call is running on this context */
+	struct core_err err;		/* last error of a call on this context */
+	struct core_log log;
+	int self;			/* the calling process */
+	pid_t pid;			/* the target (self: as of the running call) */
+	struct api_opts opts;
+	char *strings;			/* one allocation behind opts' strings */
+	struct proc_target target;	/* open while pid is known */
+	int target_open;
+	struct elf_binary *bin;		/* opened by the first round */
+	char bolt[PATH_MAX];		/* probed llvm-bolt, "" until probed */
+	char bolt_hint[PATH_MAX];	/* the opts.bolt_path it was probed for */
+	int bolt_custom_vma;		/* it has --custom-allocation-vma */
+	struct round_pending *pending;	/* profiled and/or optimized, not replaced */
+	struct api_state *state;	/* self: the process's; else &own_state */
+	struct api_state own_state;
+};
+
+/* ---- options and the ABI of structs that cross the API (abi.c) ---- */
+
+/* Copy the caller's options `in` (of whatever size they were compiled
+ * with, given by their leading `size_t sz`) into `out` (`out_size` bytes,
+ * zero-filled first). `known` is offsetofend of the last field this
+ * library knows: non-zero bytes past it are refused (OCOLOS_EINVAL naming
+ * the offset), since they are settings this version would silently
+ * ignore. `in` may be NULL (all defaults). */
+int api_read_opts(const void *in, void *out, size_t out_size, size_t known, const char *what,
+		  struct core_err *err);
+#define API_OFFSETOFEND(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+#define API_READ_OPTS(in, out, type, err)                                      \
+	api_read_opts(in, out, sizeof(*(out)),                                 \
+		      API_OFFSETOFEND(struct type, type##__last_field), #type, err)
+/* A result struct from the caller (NULL is fine: not wanted): its sz must
+ * be set. Checked before anything is done to the target. */
+int api_check_out(const void *out, const char *what, struct core_err *err);
+/* Write the library's result `src` (`known` bytes, a leading size_t sz
+ * included) into the caller's `out` (NULL: nothing): at most out->sz
+ * bytes, the caller's sz kept, and whatever of the caller's struct lies
+ * past `known` (fields of a newer header) zeroed. */
+void api_write_out(void *out, const void *src, size_t known);
+
+/* ---- contexts (ctx.c) ---- */
+
+/* Start a call on `ctx`: take its busy flag (OCOLOS_EBUSY if taken), for a
+ * self context the process's lock too, follow a fork (the context then
+ * describes the child), clear the context's error. */
 int api_enter(struct ocolos_ctx *ctx);
-/* Record a generic message for `rc` if none was set, log it, drop the flag. */
+/* End it: record a generic message for `rc` if none was set, log it, copy
+ * it to the calling thread's last error, release what api_enter took. */
 int api_leave(struct ocolos_ctx *ctx, int rc);
+/* A call that could not start (a NULL or busy context): the thread's last
+ * error says so; the context's is left to the call that owns it. */
+int api_refuse(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Open ctx->target for ctx->pid if not open yet. */
 int api_open_target(struct ocolos_ctx *ctx);
-int api_where(struct ocolos_ctx *ctx, const struct ocolos_where_opts *opts,
+/* Free everything the context caches; what was done to the target stays. */
+void api_ctx_release(struct ocolos_ctx *ctx);
+
+/* ---- the round (round.c), switching (switch.c), where (where.c) ---- */
+
+/* The stages. Each fills `st` as far as it got. profile: model, BOLT
+ * probe, reservation, sampling, profile file. optimize: BOLT, its output,
+ * the patch plan. replace: map C1, register its unwind tables, stop the
+ * world and redirect. A failing stage drops the pending round: the target
+ * keeps the code it ran. */
+int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st);
+int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st);
+int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st);
+int api_round(struct ocolos_ctx *ctx, struct ocolos_stats *st);
+void api_drop_pending(struct ocolos_ctx *ctx);
+
+/* Stop the world and write the live round's plan forward (C0 -> C1) or
+ * backward. */
+int api_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *st);
+
+/* Sample the target's threads and classify where they run. */
+int api_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 	      struct ocolos_where_result *out);
 
 #endif

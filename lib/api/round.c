@@ -15,7 +15,7 @@
  *
  * Until the last step nothing the target executes has changed; a failure
  * there or before it unmaps C1 and leaves the target on its original code.
- * The stages can be called one by one (ocolos_profile/optimize/replace);
+ * The stages can be called one by one (ocolos_stage_profile/optimize/replace);
  * the round between them is `ctx->pending`.
  */
 #include <elf.h>
@@ -26,7 +26,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "api/ctx.h"
+#include "api/api.h"
 #include "core/util.h"
 #include "api/workdir.h"
 #include "infer/hybrid.h"
@@ -47,6 +47,7 @@ struct round_pending {
 	struct inject_plan plan;
 	struct ocolos_stats st;
 	uint64_t t_start;
+	uint64_t generation;	/* of the target's state when profiled */
 	char profile[PATH_MAX], output[PATH_MAX], log[PATH_MAX];
 };
 
@@ -132,7 +133,7 @@ static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 	 * was loaded, before the heap could grow there (inject/reserve.c); with
 	 * a BOLT that has --custom-allocation-vma the same range is simply
 	 * passed. Else a range picked now within BL reach; BOLT 19 is pointed
-	 * there through a copy of the binary (core_optimize). */
+	 * there through a copy of the binary (api_stage_optimize). */
 	if (ctx->pid == getpid()) {
 		struct core_err why = { 0 };
 		if (!inject_reserve_early_take(ctx->bin, p->bias, &p->res, &why))
@@ -249,14 +250,14 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 	return rc;
 }
 
-void core_drop_pending(struct ocolos_ctx *ctx)
+void api_drop_pending(struct ocolos_ctx *ctx)
 {
 	struct round_pending *p = ctx->pending;
 	if (!p)
 		return;
 	inject_plan_free(&p->plan);
 	elf_bolt_output_close(p->out);
-	if (ctx->proc_target_open) {
+	if (ctx->target_open) {
 		inject_reservation_release(&ctx->target, &p->res);
 		inject_reservation_release(&ctx->target, &p->island);
 	}
@@ -268,19 +269,21 @@ void core_drop_pending(struct ocolos_ctx *ctx)
 	ctx->pending = NULL;
 }
 
-int core_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
+int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
-	if (ctx->live && ctx->redirected)
+	if (ctx->state->live && ctx->state->redirected)
 		return core_errf(&ctx->err, OCOLOS_ENOTSUP,
 				 "process %d already runs optimized code from an earlier round; "
 				 "continuous re-optimization is not implemented yet: revert first "
 				 "to optimize afresh", (int)ctx->pid);
-	core_drop_pending(ctx);
+	api_drop_pending(ctx);
 	struct round_pending *p = calloc(1, sizeof(*p));
 	if (!p)
 		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 	ctx->pending = p;
 	p->t_start = core_now_ns();
+	p->st.sz = sizeof(p->st);
+	p->generation = ctx->state->generation;
 	int rc = open_model(ctx);
 	if (!rc)
 		rc = find_bias(ctx, &p->bias);
@@ -298,7 +301,7 @@ int core_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc)
-		core_drop_pending(ctx);
+		api_drop_pending(ctx);
 	else
 		p->stage = 1;
 	return rc;
@@ -320,7 +323,7 @@ static int c1_may_be_far(const struct elf_binary *b, uint64_t vma)
 	       vma + b->text_bytes + (1ull << 20) - tlo > ARCH_A64_BRANCH_REACH;
 }
 
-int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
+int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
 	struct round_pending *p = ctx->pending;
 	if (!p || p->stage != 1)
@@ -360,15 +363,17 @@ int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	}
 	if (!rc)
 		rc = inject_plan_build_island(ctx->bin, p->out, p->bias, p->island.addr,
-					      ctx->opts.redirect_writable_slots ?
-					      INJECT_PLAN_UNSAFE_SLOTS : 0, &p->plan, &ctx->err);
+					      ctx->opts.pointer_slots == OCOLOS_SLOTS_ALL ?
+					      INJECT_PLAN_UNSAFE_SLOTS : ctx->opts.pointer_slots ==
+					      OCOLOS_SLOTS_NONE ? INJECT_PLAN_NO_SLOTS : 0,
+					      &p->plan, &ctx->err);
 	if (!rc && p->plan.veneers)
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "C1 is beyond BL reach of the code: %u veneers at 0x%llx",
 			  p->plan.veneers, (unsigned long long)p->plan.island);
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc)
-		core_drop_pending(ctx);
+		api_drop_pending(ctx);
 	else
 		p->stage = 2;
 	return rc;
@@ -377,7 +382,7 @@ int core_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 /* Map C1 and register its unwind tables: still invisible to the target. */
 static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *unwind)
 {
-	struct target *t = &ctx->target;
+	struct proc_target *t = &ctx->target;
 	int rc = t->ops->map_c1(t, p->out, p->bias, &p->res, &p->st.c1_bytes, &ctx->err);
 	if (!rc)
 		rc = inject_map_island(&p->plan, &ctx->err);
@@ -394,11 +399,18 @@ static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *un
 	return rc;
 }
 
-int core_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
+int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
 	struct round_pending *p = ctx->pending;
 	if (!p || p->stage != 2)
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "nothing to replace: optimize first");
+	if (p->generation != ctx->state->generation) {
+		api_drop_pending(ctx);
+		return core_errf(&ctx->err, OCOLOS_EBUSY,
+				 "another context changed the code process %d runs since this round "
+				 "was profiled; its plan no longer applies: run the round again",
+				 (int)ctx->pid);
+	}
 	uint64_t unwind = 0;
 	int rc = prepare(ctx, p, &unwind);
 	struct inject_apply_result res = { 0 };
@@ -428,12 +440,13 @@ int core_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	p->st.pointer_slots_patched = res.ptr_slots;
 	p->st.entries_patched = res.entries;
 	p->st.entries_blocked = res.blocked;
+	p->st.pointer_slots_kept = p->plan.slots_kept + res.slots_held;
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc) {
 		if (unwind)
 			ctx->target.ops->unregister_unwind(&ctx->target, unwind);
-		core_drop_pending(ctx); /* unmaps C1: nothing points at it */
+		api_drop_pending(ctx); /* unmaps C1: nothing points at it */
 		return rc;
 	}
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
@@ -444,64 +457,35 @@ int core_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		  p->plan.slots_kept, res.entries, res.blocked, res.mismatched, res.slots_held,
 		  p->st.threads_stopped,
 		  (double)p->st.pause_ns / 1e6);
-	if (ctx->live) /* a reverted earlier round: its C1 stays mapped for good */
-		inject_plan_free(&ctx->applied.plan);
-	ctx->live = 1;
-	ctx->redirected = 1;
-	ctx->applied = (struct round_live){ p->res, p->plan, unwind };
+	if (ctx->state->live) /* a reverted earlier round: its C1 stays mapped for good */
+		inject_plan_free(&ctx->state->applied.plan);
+	ctx->state->live = 1;
+	ctx->state->redirected = 1;
+	ctx->state->generation++;
+	ctx->state->applied = (struct round_live){ p->res, p->plan, unwind };
 	p->res = (struct inject_reservation){ 0 }; /* now owned by `applied` */
 	p->island = (struct inject_reservation){ 0 }; /* veneers: mapped for good, like C1 */
 	p->plan = (struct inject_plan){ 0 };
-	core_drop_pending(ctx);
+	api_drop_pending(ctx);
 	return 0;
 }
 
-int core_round(struct ocolos_ctx *ctx, struct ocolos_stats *st)
+int api_round(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
-	int rc = core_profile(ctx, st);
+	int rc = api_stage_profile(ctx, st);
 	if (!rc)
-		rc = core_optimize(ctx, st);
+		rc = api_stage_optimize(ctx, st);
 	if (!rc)
-		rc = core_replace(ctx, st);
+		rc = api_stage_replace(ctx, st);
 	return rc;
 }
 
-int core_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *st)
+void api_ctx_release(struct ocolos_ctx *ctx)
 {
-	memset(st, 0, sizeof(*st));
-	if (!ctx->live)
-		return core_errf(&ctx->err, OCOLOS_EINVAL, "no optimized code to switch: run a round first");
-	if (ctx->redirected == forward)
-		return core_errf(&ctx->err, OCOLOS_EINVAL, forward
-				 ? "the optimized code is already in use"
-				 : "the target already runs its original code");
-	struct inject_apply_result res = { 0 };
-	int rc = ctx->target.ops->switch_plan(&ctx->target, &ctx->applied.plan, forward,
-					      &st->threads_stopped, &st->pause_ns, &res, &ctx->err);
-	st->call_sites = res.call_sites;
-	st->pointer_slots = res.ptr_slots;
-	st->entries = res.entries;
-	st->mismatched = res.mismatched;
-	if (rc)
-		return rc;
-	ctx->redirected = forward;
-	core_logf(&ctx->log, OCOLOS_LOG_INFO,
-		  "%s: %u call sites, %u pointer slots, %u entries (%u mismatched), %u threads "
-		  "stopped for %.3f ms", forward ? "redirect to C1" : "revert to C0", res.call_sites,
-		  res.ptr_slots, res.entries, res.mismatched, st->threads_stopped,
-		  (double)st->pause_ns / 1e6);
-	return 0;
-}
-
-void core_ctx_release(struct ocolos_ctx *ctx)
-{
-	core_drop_pending(ctx);
-	if (ctx->live)
-		inject_plan_free(&ctx->applied.plan);
-	ctx->live = ctx->redirected = 0;
+	api_drop_pending(ctx);
 	elf_binary_close(ctx->bin);
 	ctx->bin = NULL;
-	if (ctx->proc_target_open)
+	if (ctx->target_open)
 		proc_target_close(&ctx->target);
-	ctx->proc_target_open = 0;
+	ctx->target_open = 0;
 }

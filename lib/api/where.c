@@ -10,7 +10,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "api/ctx.h"
+#include "api/api.h"
 #include "sample/sample.h"
 
 static int in_exe(const struct procmaps *m, dev_t dev, ino_t ino, uint64_t ip)
@@ -24,7 +24,7 @@ static int in_exe(const struct procmaps *m, dev_t dev, ino_t ino, uint64_t ip)
 	return 0;
 }
 
-int core_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
+int api_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 	       struct ocolos_where_result *out)
 {
 	struct stat st;
@@ -47,8 +47,8 @@ int core_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 	struct procmaps m = { 0 };
 	if (!rc)
 		rc = core_procmaps_read(ctx->pid, &m, &ctx->err);
-	uint64_t lo = ctx->live ? ctx->applied.c1.addr : 0;
-	uint64_t hi = ctx->live ? ctx->applied.c1.addr + ctx->applied.c1.size : 0;
+	uint64_t lo = ctx->state->live ? ctx->state->applied.c1.addr : 0;
+	uint64_t hi = ctx->state->live ? ctx->state->applied.c1.addr + ctx->state->applied.c1.size : 0;
 	for (size_t i = 0; !rc && i < s.n; i++) {
 		uint64_t ip = s.ips[i];
 		if (ip >= lo && ip < hi)

@@ -18,7 +18,7 @@
 
 /* ---- reservation (reserve.c) ---- */
 
-struct target; /* inject/target.h */
+struct proc_target; /* inject/target.h */
 
 /* A PROT_NONE range in the target within rel32 reach of the whole image
  * (run-time [img_lo, img_hi)), above it so that its link-time address
@@ -27,11 +27,11 @@ struct inject_reservation {
 	uint64_t addr, size; /* run-time; 0 when none */
 	int early;	     /* the early reservation (below): released to PROT_NONE */
 };
-int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, uint64_t size,
+int inject_reserve(struct proc_target *t, const struct elf_binary *b, uint64_t bias, uint64_t size,
 		   struct inject_reservation *r, struct core_err *err);
 /* AArch64: a PROT_NONE range of `size` bytes within BL reach (+-128 MiB)
  * of every executable segment of the image, for veneers. */
-int inject_reserve_island(struct target *t, const struct elf_binary *b, uint64_t bias,
+int inject_reserve_island(struct proc_target *t, const struct elf_binary *b, uint64_t bias,
 			  uint64_t size, struct inject_reservation *r, struct core_err *err);
 /*
  * The early reservation, for a BOLT without --custom-allocation-vma (BOLT
@@ -52,13 +52,13 @@ int inject_reserve_early_take(const struct elf_binary *b, uint64_t bias,
  * is where BOLT 19's rule would put new code for a copy of the binary with
  * its highest segment extended up to it (layout_bolt_placed_copy). Its
  * link-time start is r->addr - bias. OCOLOS_ERESERVE when nothing is free. */
-int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t bias,
+int inject_reserve_placed(struct proc_target *t, const struct elf_binary *b, uint64_t bias,
 			  struct inject_reservation *r, struct core_err *err);
 /* Where the constructor reserved, for tests: 0 when nothing. */
 void inject_reserve_early_range(uint64_t *addr, uint64_t *size);
 /* Give back what is still reserved in [from, addr + size). */
-void inject_reservation_trim(struct target *t, struct inject_reservation *r, uint64_t from);
-void inject_reservation_release(struct target *t, struct inject_reservation *r);
+void inject_reservation_trim(struct proc_target *t, struct inject_reservation *r, uint64_t from);
+void inject_reservation_release(struct proc_target *t, struct inject_reservation *r);
 
 /* ---- process memory access (memwrite.c) ---- */
 
@@ -95,6 +95,8 @@ enum { INJECT_CALL_SITE = 1, INJECT_PTR_SLOT = 2, INJECT_ENTRY = 3, INJECT_DATA_
  * obtain otherwise (elf_func.addr_taken): the caller promises the program
  * never compares such a pointer with the function's address. */
 #define INJECT_PLAN_UNSAFE_SLOTS 0x1u
+/* Redirect no pointer slot at all. */
+#define INJECT_PLAN_NO_SLOTS 0x2u
 
 struct inject_plan {
 	struct inject_patch *v; size_t n, cap;

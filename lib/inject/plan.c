@@ -235,7 +235,8 @@ static int plan_slots(const struct elf_binary *b, const struct bolt_output *o, u
 		const struct elf_ptr_slot *s = &b->slots[i];
 		if (!o->c1_addr[s->func])
 			continue;
-		if ((b->funcs[s->func].addr_taken || b->imports_dladdr) && !unsafe_ok) {
+		if (((b->funcs[s->func].addr_taken || b->imports_dladdr) && !unsafe_ok) ||
+		    (flags & INJECT_PLAN_NO_SLOTS)) {
 			plan->slots_kept++;
 			continue;
 		}

@@ -35,7 +35,7 @@
  * at most `tries` times. */
 #define REFUSED_STEP (2ull << 20)
 
-static int reserve_in(struct target *t, uint64_t size, uint64_t align, uint64_t lo,
+static int reserve_in(struct proc_target *t, uint64_t size, uint64_t align, uint64_t lo,
 		      uint64_t hi, uint64_t near, int tries, struct inject_reservation *r,
 		      struct core_err *err)
 {
@@ -66,7 +66,7 @@ static int reserve_in(struct target *t, uint64_t size, uint64_t align, uint64_t 
 	return 1;
 }
 
-int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, uint64_t size,
+int inject_reserve(struct proc_target *t, const struct elf_binary *b, uint64_t bias, uint64_t size,
 		   struct inject_reservation *r, struct core_err *err)
 {
 	uint64_t img_lo = bias + b->img_lo, img_hi = bias + b->img_hi;
@@ -88,7 +88,7 @@ int inject_reserve(struct target *t, const struct elf_binary *b, uint64_t bias, 
 			 (unsigned long long)(size >> 20), (unsigned long long)lo, (unsigned long long)hi);
 }
 
-int inject_reserve_island(struct target *t, const struct elf_binary *b, uint64_t bias,
+int inject_reserve_island(struct proc_target *t, const struct elf_binary *b, uint64_t bias,
 			  uint64_t size, struct inject_reservation *r, struct core_err *err)
 {
 	uint64_t page = arch_page_size();
@@ -323,7 +323,7 @@ int inject_reserve_early_take(const struct elf_binary *b, uint64_t bias,
 #define PLACED_FAR (1ull << 30)
 #define PLACED_TRIES 64
 
-int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t bias,
+int inject_reserve_placed(struct proc_target *t, const struct elf_binary *b, uint64_t bias,
 			  struct inject_reservation *r, struct core_err *err)
 {
 	memset(r, 0, sizeof(*r));
@@ -392,7 +392,7 @@ int inject_reserve_placed(struct target *t, const struct elf_binary *b, uint64_t
 			 (unsigned long long)hi);
 }
 
-void inject_reservation_trim(struct target *t, struct inject_reservation *r, uint64_t from)
+void inject_reservation_trim(struct proc_target *t, struct inject_reservation *r, uint64_t from)
 {
 	uint64_t page = arch_page_size();
 	from = (from + page - 1) & ~(page - 1);
@@ -406,7 +406,7 @@ void inject_reservation_trim(struct target *t, struct inject_reservation *r, uin
 	r->size = from - r->addr;
 }
 
-void inject_reservation_release(struct target *t, struct inject_reservation *r)
+void inject_reservation_release(struct proc_target *t, struct inject_reservation *r)
 {
 	if (r->size && r->early) {
 		/* Back to PROT_NONE, not unmapped: the heap must not grow into

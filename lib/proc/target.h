@@ -15,34 +15,34 @@
 #include "core/log.h"
 #include "inject/inject.h"
 
-struct target;
+struct proc_target;
 
-struct target_ops {
+struct proc_target_ops {
 	const char *name;
 	/* Map [addr, addr + size) PROT_NONE, failing (EEXIST-like, returned
 	 * as 1) rather than replacing an existing mapping. 0, 1, or OCOLOS_E*. */
-	int (*reserve_at)(struct target *t, uint64_t addr, uint64_t size, struct core_err *err);
-	void (*unmap)(struct target *t, uint64_t addr, uint64_t size);
+	int (*reserve_at)(struct proc_target *t, uint64_t addr, uint64_t size, struct core_err *err);
+	void (*unmap)(struct proc_target *t, uint64_t addr, uint64_t size);
 	/* Map C1's segments into the reservation; never writable and
 	 * executable at once. */
-	int (*map_c1)(struct target *t, const struct bolt_output *o, uint64_t bias,
+	int (*map_c1)(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
 		      struct inject_reservation *r, uint64_t *mapped, struct core_err *err);
 	/* Register C1's .eh_frame (run-time address) with the target's
 	 * unwinder, for the code in [lo, hi). May place a table in the
 	 * reservation at r->addr + *used (advancing *used). *handle is for
 	 * unregister. */
-	int (*register_unwind)(struct target *t, uint64_t eh_frame, uint64_t size,
+	int (*register_unwind)(struct proc_target *t, uint64_t eh_frame, uint64_t size,
 			       uint64_t lo, uint64_t hi, struct inject_reservation *r,
 			       uint64_t *used, uint64_t *handle, struct core_err *err);
-	void (*unregister_unwind)(struct target *t, uint64_t handle);
+	void (*unregister_unwind)(struct proc_target *t, uint64_t handle);
 	/* Stop every thread, write `plan` forward or backward, resume. */
-	int (*switch_plan)(struct target *t, struct inject_plan *plan, int forward,
+	int (*switch_plan)(struct proc_target *t, struct inject_plan *plan, int forward,
 			   uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
 			   struct core_err *err);
 };
 
-struct target {
-	const struct target_ops *ops;
+struct proc_target {
+	const struct proc_target_ops *ops;
 	pid_t pid;
 	int memfd;		 /* /proc/PID/mem, read-write */
 	int stop_signal;	 /* self: the parking signal */
@@ -59,20 +59,20 @@ struct target {
 };
 
 /* Open a target for `pid` (getpid(): in-process). Fills *t. */
-int proc_target_open(struct target *t, pid_t pid, const struct core_log *log, struct core_err *err);
-void proc_target_close(struct target *t);
+int proc_target_open(struct proc_target *t, pid_t pid, const struct core_log *log, struct core_err *err);
+void proc_target_close(struct proc_target *t);
 
 /* Entry patches (inject/entry.c) at a forward switch, for both targets:
  * prepare before the stop (allocates), check while stopped, release after. */
 struct stack_snapshot;
 struct inject_thread_state;
-int proc_target_prepare_entries(struct target *t, const struct inject_plan *plan, int forward,
+int proc_target_prepare_entries(struct proc_target *t, const struct inject_plan *plan, int forward,
 			   struct stack_snapshot **ss, uint64_t **scratch, struct core_err *err);
 void proc_target_check_entries(struct inject_plan *plan, const struct inject_thread_state *ts, size_t n,
 			  struct stack_snapshot *ss, uint64_t *scratch);
 void proc_target_release_entries(struct stack_snapshot *ss, uint64_t *scratch);
 
-extern const struct target_ops proc_target_self_ops;
-extern const struct target_ops proc_target_ptrace_ops;
+extern const struct proc_target_ops proc_target_self_ops;
+extern const struct proc_target_ops proc_target_ptrace_ops;
 
 #endif

@@ -29,7 +29,7 @@
 #define PAGE 4096ull
 
 /* The injection stub (see ptrace.c), placed on first use. */
-static int need_stub(struct target *t, struct core_err *err)
+static int need_stub(struct proc_target *t, struct core_err *err)
 {
 	if (t->stub)
 		return 0;
@@ -47,7 +47,7 @@ static int need_stub(struct target *t, struct core_err *err)
 }
 
 /* Run one system call in one briefly stopped thread. */
-static int remote_syscall(struct target *t, long nr, const uint64_t args[6], int64_t *ret,
+static int remote_syscall(struct proc_target *t, long nr, const uint64_t args[6], int64_t *ret,
 			  struct core_err *err)
 {
 	int rc = need_stub(t, err);
@@ -62,7 +62,7 @@ static int remote_syscall(struct target *t, long nr, const uint64_t args[6], int
 	return rc;
 }
 
-static int remote_mmap(struct target *t, uint64_t addr, uint64_t size, int prot, int flags,
+static int remote_mmap(struct proc_target *t, uint64_t addr, uint64_t size, int prot, int flags,
 		       struct core_err *err)
 {
 	uint64_t a[6] = { addr, size, (uint64_t)prot, (uint64_t)flags, (uint64_t)-1, 0 };
@@ -83,13 +83,13 @@ static int remote_mmap(struct target *t, uint64_t addr, uint64_t size, int prot,
 	return 0;
 }
 
-static int ptrace_reserve_at(struct target *t, uint64_t addr, uint64_t size, struct core_err *err)
+static int ptrace_reserve_at(struct proc_target *t, uint64_t addr, uint64_t size, struct core_err *err)
 {
 	return remote_mmap(t, addr, size, PROT_NONE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, err);
 }
 
-static void ptrace_unmap(struct target *t, uint64_t addr, uint64_t size)
+static void ptrace_unmap(struct proc_target *t, uint64_t addr, uint64_t size)
 {
 	uint64_t a[6] = { addr, size, 0, 0, 0, 0 };
 	int64_t ret;
@@ -97,7 +97,7 @@ static void ptrace_unmap(struct target *t, uint64_t addr, uint64_t size)
 	remote_syscall(t, SYS_munmap, a, &ret, &ignore);
 }
 
-static int ptrace_map_c1(struct target *t, const struct bolt_output *o, uint64_t bias,
+static int ptrace_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
 			 struct inject_reservation *r, uint64_t *mapped, struct core_err *err)
 {
 	*mapped = 0;
@@ -127,7 +127,7 @@ static int ptrace_map_c1(struct target *t, const struct bolt_output *o, uint64_t
 }
 
 /* Run-time address of `name` in the target's libgcc_s (or 0). */
-static uint64_t find_libgcc_symbol(struct target *t, const char *name)
+static uint64_t find_libgcc_symbol(struct proc_target *t, const char *name)
 {
 	struct procmaps m = { 0 };
 	struct core_err ignore = { 0 };
@@ -168,7 +168,7 @@ static uint64_t find_libgcc_symbol(struct target *t, const char *name)
 }
 
 /* Call fn(arg) in one briefly stopped thread. */
-static int remote_call(struct target *t, uint64_t fn, uint64_t arg, struct core_err *err)
+static int remote_call(struct proc_target *t, uint64_t fn, uint64_t arg, struct core_err *err)
 {
 	int rc = need_stub(t, err);
 	if (rc)
@@ -188,7 +188,7 @@ static int remote_call(struct target *t, uint64_t fn, uint64_t arg, struct core_
  * one page left reserved (its address is the handle), then the .eh_frame,
  * read-only; then the target's libgcc registers it.
  */
-static int ptrace_register_unwind(struct target *t, uint64_t eh_frame, uint64_t size,
+static int ptrace_register_unwind(struct proc_target *t, uint64_t eh_frame, uint64_t size,
 				  uint64_t lo, uint64_t hi, struct inject_reservation *r,
 				  uint64_t *used, uint64_t *handle, struct core_err *err)
 {
@@ -229,7 +229,7 @@ static int ptrace_register_unwind(struct target *t, uint64_t eh_frame, uint64_t 
 	return 0;
 }
 
-static void ptrace_unregister_unwind(struct target *t, uint64_t handle)
+static void ptrace_unregister_unwind(struct proc_target *t, uint64_t handle)
 {
 	uint64_t dereg = handle ? find_libgcc_symbol(t, "__deregister_frame") : 0;
 	struct core_err ignore = { 0 };
@@ -237,7 +237,7 @@ static void ptrace_unregister_unwind(struct target *t, uint64_t handle)
 		remote_call(t, dereg, handle + PAGE, &ignore);
 }
 
-static int ptrace_switch(struct target *t, struct inject_plan *plan, int forward,
+static int ptrace_switch(struct proc_target *t, struct inject_plan *plan, int forward,
 			 uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
 			 struct core_err *err)
 {
@@ -282,7 +282,7 @@ static int ptrace_switch(struct target *t, struct inject_plan *plan, int forward
 	return rc;
 }
 
-const struct target_ops proc_target_ptrace_ops = {
+const struct proc_target_ops proc_target_ptrace_ops = {
 	.name = "ptrace",
 	.reserve_at = ptrace_reserve_at,
 	.unmap = ptrace_unmap,

@@ -13,7 +13,7 @@
 #include "core/util.h"
 #include "proc/target.h"
 
-static int self_reserve_at(struct target *t, uint64_t addr, uint64_t size, struct core_err *err)
+static int self_reserve_at(struct proc_target *t, uint64_t addr, uint64_t size, struct core_err *err)
 {
 	void *p = mmap((void *)addr, size, PROT_NONE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
@@ -29,18 +29,18 @@ static int self_reserve_at(struct target *t, uint64_t addr, uint64_t size, struc
 			 (unsigned long long)(size >> 20), (unsigned long long)addr, strerror(errno));
 }
 
-static void self_unmap(struct target *t, uint64_t addr, uint64_t size)
+static void self_unmap(struct proc_target *t, uint64_t addr, uint64_t size)
 {
 	munmap((void *)addr, size);
 }
 
-static int self_map_c1(struct target *t, const struct bolt_output *o, uint64_t bias,
+static int self_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
 		       struct inject_reservation *r, uint64_t *mapped, struct core_err *err)
 {
 	return inject_map_c1(o, bias, r, mapped, err);
 }
 
-static int self_register_unwind(struct target *t, uint64_t eh_frame, uint64_t size,
+static int self_register_unwind(struct proc_target *t, uint64_t eh_frame, uint64_t size,
 				uint64_t lo, uint64_t hi, struct inject_reservation *r,
 				uint64_t *used, uint64_t *handle, struct core_err *err)
 {
@@ -50,7 +50,7 @@ static int self_register_unwind(struct target *t, uint64_t eh_frame, uint64_t si
 	return rc;
 }
 
-static void self_unregister_unwind(struct target *t, uint64_t handle)
+static void self_unregister_unwind(struct proc_target *t, uint64_t handle)
 {
 	inject_unwind_deregister((void *)(uintptr_t)handle);
 }
@@ -68,7 +68,7 @@ static size_t read_stack(void *ctx, uint64_t sp, uint64_t *words, size_t max)
 
 /* Before a forward switch with entry patches: what the check needs, taken
  * now because nothing may allocate once the world is stopped. */
-int proc_target_prepare_entries(struct target *t, const struct inject_plan *plan, int forward,
+int proc_target_prepare_entries(struct proc_target *t, const struct inject_plan *plan, int forward,
 			   struct stack_snapshot **out, uint64_t **scratch, struct core_err *err)
 {
 	*out = NULL;
@@ -103,7 +103,7 @@ void proc_target_release_entries(struct stack_snapshot *ss, uint64_t *scratch)
 	free(scratch);
 }
 
-static int self_switch(struct target *t, struct inject_plan *plan, int forward,
+static int self_switch(struct proc_target *t, struct inject_plan *plan, int forward,
 		       uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
 		       struct core_err *err)
 {
@@ -148,7 +148,7 @@ static int self_switch(struct target *t, struct inject_plan *plan, int forward,
 	return rc;
 }
 
-const struct target_ops proc_target_self_ops = {
+const struct proc_target_ops proc_target_self_ops = {
 	.name = "self",
 	.reserve_at = self_reserve_at,
 	.unmap = self_unmap,
@@ -158,7 +158,7 @@ const struct target_ops proc_target_self_ops = {
 	.switch_plan = self_switch,
 };
 
-int proc_target_open(struct target *t, pid_t pid, const struct core_log *log, struct core_err *err)
+int proc_target_open(struct proc_target *t, pid_t pid, const struct core_log *log, struct core_err *err)
 {
 	memset(t, 0, sizeof(*t));
 	t->pid = pid;
@@ -178,7 +178,7 @@ int proc_target_open(struct target *t, pid_t pid, const struct core_log *log, st
 	return rc;
 }
 
-void proc_target_close(struct target *t)
+void proc_target_close(struct proc_target *t)
 {
 	if (t->memfd >= 0)
 		close(t->memfd);

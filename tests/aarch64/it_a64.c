@@ -153,10 +153,9 @@ int main(int argc, char **argv)
 	work_pool_start(&pool, WORKERS, LAP_ITEMS, FINAL_ITEMS, !(round || noreserve));
 	if (round || noreserve) {
 		test_sleep_ms(WARMUP_MS);
-		OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = PROFILE_MS, .log_fn = test_log,
+		OCOLOS_OPTS(ocolos_opts, o, .profile_ms = PROFILE_MS, .log_fn = test_log,
 			    .log_user = (void *)"");
-		struct ocolos_stats st;
-		memset(&st, 0, sizeof(st));
+		OCOLOS_OPTS(ocolos_stats, st);
 		int rc = ocolos_optimize_self(&o, &st);
 		round_checks(rc, &st, &im);
 #ifdef IT_HEAP

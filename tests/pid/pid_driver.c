@@ -430,7 +430,7 @@ static void expect(int rc, int want, const struct ocolos_ctx *ctx)
 	check(msg && msg[0], "no message for %s", ocolos_strerror(rc));
 }
 
-static struct ocolos_ctx *open_ctx(pid_t pid, const struct ocolos_pid_opts *o)
+static struct ocolos_ctx *open_ctx(pid_t pid, const struct ocolos_opts *o)
 {
 	struct ocolos_ctx *ctx = NULL;
 	int rc = ocolos_open_pid(pid, o, &ctx);
@@ -444,6 +444,7 @@ static void where(struct ocolos_ctx *ctx, struct ocolos_where_result *w, const c
 {
 	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = 1000, .sample_hz = 2000);
 	memset(w, 0, sizeof(*w));
+	w->sz = sizeof(*w);
 	int rc = ocolos_where(ctx, &wo, w);
 	check(rc == 0, "ocolos_where: %d %s: %s", rc, ocolos_strerror(rc), ocolos_last_error(ctx));
 	fprintf(stderr, "  where %-14s samples %llu: C0 %llu, C1 %llu, elsewhere %llu\n", when,
@@ -473,12 +474,12 @@ static void mode_round(const char *target)
 {
 	char *ref = reference(target);
 	struct tgt t;
-	struct ocolos_stats st;
-	struct ocolos_where_result w;
-	struct ocolos_switch_stats sw;
+	OCOLOS_OPTS(ocolos_stats, st);
+	OCOLOS_OPTS(ocolos_where_result, w);
+	OCOLOS_OPTS(ocolos_switch_stats, sw);
 	start_target(&t, target, NULL, NULL);
 	test_sleep_ms(WARMUP_MS);
-	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 1500, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 1500, .log_fn = test_log);
 	struct ocolos_ctx *ctx = open_ctx(t.pid, &o);
 
 	/* Round 1, all at once. */
@@ -508,15 +509,15 @@ static void mode_round(const char *target)
 	/* A new round from the original code, stage by stage; a stage out of
 	 * order is refused and abandons nothing. */
 	check(ocolos_revert(ctx, NULL) == 0, "revert before round 2: %s", ocolos_last_error(ctx));
-	check(ocolos_optimize(ctx, NULL) == OCOLOS_EINVAL, "optimize before profile must fail");
-	rc = ocolos_profile(ctx, &st);
+	check(ocolos_stage_optimize(ctx, NULL) == OCOLOS_EINVAL, "optimize before profile must fail");
+	rc = ocolos_stage_profile(ctx, &st);
 	check(rc == 0, "profile: %d %s", rc, ocolos_last_error(ctx));
 	check(st.samples_in_binary > 0, "profile stage: no samples in the binary");
-	check(ocolos_replace(ctx, NULL) == OCOLOS_EINVAL, "replace before optimize must fail");
-	rc = ocolos_optimize(ctx, &st);
+	check(ocolos_stage_replace(ctx, NULL) == OCOLOS_EINVAL, "replace before optimize must fail");
+	rc = ocolos_stage_optimize(ctx, &st);
 	check(rc == 0, "optimize: %d %s", rc, ocolos_last_error(ctx));
 	check(st.functions_moved > 0, "optimize stage: nothing moved");
-	rc = ocolos_replace(ctx, &st);
+	rc = ocolos_stage_replace(ctx, &st);
 	check_stats(rc, &st, ctx);
 	where(ctx, &w, "after round 2");
 	check(w.in_optimized > w.in_original, "most samples are not in C1 after round 2");
@@ -531,10 +532,10 @@ static void mode_round(const char *target)
 /* ---- faults ------------------------------------------------------------- */
 
 /* Run a round expecting `want`; return the round's wall time, ms. */
-static uint64_t failing_round(pid_t pid, const struct ocolos_pid_opts *o, int want)
+static uint64_t failing_round(pid_t pid, const struct ocolos_opts *o, int want)
 {
 	struct ocolos_ctx *ctx = NULL;
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_stats, st);
 	uint64_t t0 = test_now_ms();
 	int rc = ocolos_open_pid(pid, o, &ctx);
 	if (rc == 0) {
@@ -581,7 +582,7 @@ static void mode_seize(const char *target)
 	check(tracer_of(t.pid) == helper, "TracerPid %d, want the helper %d", tracer_of(t.pid),
 	      (int)helper);
 	uint64_t h = text_hash(t.pid);
-	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 500, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 500, .log_fn = test_log);
 	failing_round(t.pid, &o, OCOLOS_EATTACH);
 	check(tracer_of(t.pid) == helper, "the other tracer lost the target");
 	kill(helper, SIGKILL);
@@ -639,7 +640,7 @@ static void mode_traceme(const char *target)
 	check(tracer_of(t.pid) == helper, "TracerPid %d, want the helper %d", tracer_of(t.pid),
 	      (int)helper);
 	uint64_t h = text_hash(t.pid);
-	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 500, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 500, .log_fn = test_log);
 	failing_round(t.pid, &o, OCOLOS_EATTACH);
 	check(tracer_of(t.pid) == helper, "the helper lost the target");
 	check(text_hash(t.pid) == h, "C0 changed");
@@ -665,7 +666,7 @@ static void mode_gone(void)
 		_exit(0);
 	wait_end(pid);
 	struct ocolos_ctx *ctx = (struct ocolos_ctx *)1;
-	OCOLOS_OPTS(ocolos_pid_opts, o, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .log_fn = test_log);
 	int rc = ocolos_open_pid(pid, &o, &ctx);
 	fprintf(stderr, "  open(%d) -> %d %s\n", (int)pid, rc, ocolos_strerror(rc));
 	check(rc == OCOLOS_ENOPROC, "open of a dead pid: %d (%s)", rc, ocolos_strerror(rc));
@@ -708,7 +709,7 @@ static void mode_exiting(const char *target, int zombie)
 		close(p[1]);
 	}
 	test_sleep_ms(500);
-	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 3000, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 3000, .log_fn = test_log);
 	uint64_t ms = failing_round(t.pid, &o, OCOLOS_ENOPROC);
 	fprintf(stderr, "  failed after %llu ms\n", (unsigned long long)ms);
 	/* It exited by itself, cleanly; the status is still its parent's. */
@@ -729,7 +730,7 @@ static void mode_norelocs(const char *target)
 	test_sleep_ms(300);
 	uint64_t h = text_hash(t.pid);
 	struct ocolos_ctx *ctx;
-	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 3000, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 3000, .log_fn = test_log);
 	ctx = open_ctx(t.pid, &o);
 	uint64_t t0 = test_now_ms();
 	int rc = ocolos_round(ctx, NULL);
@@ -775,12 +776,12 @@ static void mode_stale(const char *target, const char *other)
 
 	check(unlink(path) == 0, "unlink");
 	copy_file(other, path);
-	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 1000, .binary_path = path,
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 1000, .binary_path = path,
 		    .log_fn = test_log);
 	fprintf(stderr, "binary_path = the replaced file:\n");
 	failing_round(t.pid, &o, OCOLOS_ESTALE);
 	/* A file that never was the running one. */
-	OCOLOS_OPTS(ocolos_pid_opts, o2, .profile_ms = 1000, .binary_path = other,
+	OCOLOS_OPTS(ocolos_opts, o2, .profile_ms = 1000, .binary_path = other,
 		    .log_fn = test_log);
 	fprintf(stderr, "binary_path = another binary:\n");
 	failing_round(t.pid, &o2, OCOLOS_ESTALE);
@@ -791,9 +792,9 @@ static void mode_stale(const char *target, const char *other)
 	/* By default the library reads the binary through /proc/PID/exe,
 	 * which still opens the deleted file the process runs: no error then,
 	 * the round optimizes the right code. */
-	OCOLOS_OPTS(ocolos_pid_opts, o3, .profile_ms = 1000, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o3, .profile_ms = 1000, .log_fn = test_log);
 	struct ocolos_ctx *ctx = open_ctx(t.pid, &o3);
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_stats, st);
 	fprintf(stderr, "default binary_path (/proc/PID/exe -> '%s (deleted)'):\n", path);
 	check_stats(ocolos_round(ctx, &st), &st, ctx);
 	ocolos_close(ctx);
@@ -810,7 +811,7 @@ static void mode_boltfail(const char *target, const char *script)
 	start_target(&t, target, NULL, NULL);
 	test_sleep_ms(WARMUP_MS);
 	uint64_t h = text_hash(t.pid);
-	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 500, .bolt_path = script,
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 500, .bolt_path = script,
 		    .bolt_timeout_ms = 30000, .log_fn = test_log);
 	struct ocolos_ctx *ctx = open_ctx(t.pid, &o);
 	int rc = ocolos_round(ctx, NULL);
@@ -829,7 +830,7 @@ static void mode_reserve(const char *target)
 	start_target(&t, target, "--block-reserve", NULL);
 	test_sleep_ms(500);
 	uint64_t h = text_hash(t.pid);
-	OCOLOS_OPTS(ocolos_pid_opts, o, .profile_ms = 1000, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 1000, .log_fn = test_log);
 	failing_round(t.pid, &o, OCOLOS_ERESERVE);
 	after_fault(&t, h, ref);
 	free(ref);

@@ -6,7 +6,7 @@
  * Build: -O2 -fno-jump-tables -Wl,--emit-relocs (PIE and non-PIE).
  *
  * -DREDIRECT_WRITABLE: the steps are called through `hooks`, a table in
- * writable .data, and the round sets opts.redirect_writable_slots. Its
+ * writable .data, and the round sets opts.pointer_slots = OCOLOS_SLOTS_ALL (the helpers are compared with &func, so the pointer rule keeps them on C0). Its
  * slots then hold C1 addresses while optimized and C0 ones after a revert;
  * hooks[2], which the program changed before the round, is left alone.
  */
@@ -65,7 +65,7 @@ static void *worker(void *arg)
 static double fraction_in_c1(void)
 {
 	OCOLOS_OPTS(ocolos_where_opts, o, .window_ms = 300);
-	struct ocolos_where_result w;
+	OCOLOS_OPTS(ocolos_where_result, w);
 	int rc = ocolos_where_self(&o, &w);
 	expect(rc == 0, "ocolos_where_self: %s", ocolos_last_error(NULL));
 	expect(w.samples > 50, "only %llu samples", (unsigned long long)w.samples);
@@ -94,14 +94,14 @@ int main(void)
 		pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)(i * 17));
 	usleep(300000);
 
-	struct ocolos_switch_stats sw;
+	OCOLOS_OPTS(ocolos_switch_stats, sw);
 	expect(ocolos_revert_self(&sw) == OCOLOS_EINVAL, "revert before any round must fail");
 #ifdef REDIRECT_WRITABLE
-	OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = 800, .redirect_writable_slots = 1);
+	OCOLOS_OPTS(ocolos_opts, opts, .profile_ms = 800, .pointer_slots = OCOLOS_SLOTS_ALL);
 #else
-	OCOLOS_OPTS(ocolos_self_opts, opts, .profile_ms = 800);
+	OCOLOS_OPTS(ocolos_opts, opts, .profile_ms = 800);
 #endif
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_stats, st);
 	int rc = ocolos_optimize_self(&opts, &st);
 	expect(rc == 0, "round: %s", ocolos_last_error(NULL));
 	if (rc == 0) {

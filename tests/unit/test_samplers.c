@@ -32,8 +32,8 @@ static void *worker(void *arg)
 
 static void round_with(int sampler, const char *want_name, int edges)
 {
-	OCOLOS_OPTS(ocolos_self_opts, o, .profile_ms = 1500, .sampler = sampler, .edges = edges);
-	struct ocolos_stats st;
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 1500, .sampler = sampler, .edges = edges);
+	OCOLOS_OPTS(ocolos_stats, st);
 	int rc = ocolos_optimize_self(&o, &st);
 	fprintf(stderr, "sampler %d: rc %d (%s) sampler '%s' samples %llu moved %u\n", sampler, rc,
 		rc ? ocolos_last_error(NULL) : "ok", st.sampler, (unsigned long long)st.samples,
@@ -49,7 +49,7 @@ static void round_with(int sampler, const char *want_name, int edges)
 	if (want_name)
 		expect(!strcmp(st.sampler, want_name), "sampler '%s', want '%s'", st.sampler, want_name);
 	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = 300);
-	struct ocolos_where_result w;
+	OCOLOS_OPTS(ocolos_where_result, w);
 	expect(ocolos_where_self(&wo, &w) == 0, "where: %s", ocolos_last_error(NULL));
 	expect(w.in_optimized * 2 > w.samples, "only %llu of %llu samples in C1",
 	       (unsigned long long)w.in_optimized, (unsigned long long)w.samples);
@@ -68,9 +68,9 @@ int main(void)
 	round_with(OCOLOS_SAMPLER_SIGPROF, "sigprof", OCOLOS_EDGES_AUTO);
 	round_with(OCOLOS_SAMPLER_PERF_LBR, "perf-lbr", OCOLOS_EDGES_AUTO);
 	round_with(OCOLOS_SAMPLER_AUTO, NULL, OCOLOS_EDGES_AUTO);
-	OCOLOS_OPTS(ocolos_self_opts, bad, .sampler = 42);
+	OCOLOS_OPTS(ocolos_opts, bad, .sampler = 42);
 	expect(ocolos_optimize_self(&bad, NULL) == OCOLOS_EINVAL, "unknown sampler accepted");
-	OCOLOS_OPTS(ocolos_self_opts, bad2, .edges = 42, .profile_ms = 200);
+	OCOLOS_OPTS(ocolos_opts, bad2, .edges = 42, .profile_ms = 200);
 	expect(ocolos_optimize_self(&bad2, NULL) == OCOLOS_EINVAL, "unknown edges setting accepted");
 	atomic_store(&quit, 1);
 	for (int i = 0; i < 2; i++)

@@ -1,0 +1,261 @@
+/*
+ * Contexts: opening one on the calling process or on another by pid, the
+ * options it keeps (copied: the caller's strings may go away), the busy
+ * flag and the process lock every call takes, the last error (per context
+ * and per thread), and the library's version.
+ *
+ * The self state. The calling process has one code image, so what rounds
+ * did to it (api_state) is process-wide, shared by every self context, and
+ * `self_lock` lets one call at a time use it; the others get OCOLOS_EBUSY
+ * rather than wait (a round can take seconds). A fork() copies the state,
+ * which stays true of the child (its memory is a copy, C1 and the patches
+ * included); the lock is re-made in the child, since the thread that held
+ * it does not exist there. A context used after a fork reopens its target
+ * (the /proc/PID/mem it held is the parent's).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "api/export.h"
+
+static struct api_state self_state;
+static pthread_mutex_t self_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* The message of the calling thread's last failed call (ocolos_last_error(NULL)). */
+static _Thread_local char thread_error[CORE_ERR_MSG_MAX];
+
+static void self_lock_reinit(void)
+{
+	pthread_mutex_init(&self_lock, NULL);
+}
+
+static void install_atfork(void)
+{
+	pthread_atfork(NULL, NULL, self_lock_reinit);
+}
+
+OCOLOS_API const char *ocolos_version(void)
+{
+	return OCOLOS_VERSION_STRING;
+}
+
+OCOLOS_API unsigned ocolos_version_number(void)
+{
+	return OCOLOS_VERSION_NUMBER;
+}
+
+OCOLOS_API const char *ocolos_last_error(const struct ocolos_ctx *ctx)
+{
+	return ctx ? ctx->err.msg : thread_error;
+}
+
+int api_refuse(int rc, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(thread_error, sizeof(thread_error), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+int api_open_target(struct ocolos_ctx *ctx)
+{
+	if (ctx->target_open)
+		return 0;
+	int rc = proc_target_open(&ctx->target, ctx->pid, &ctx->log, &ctx->err);
+	if (rc)
+		return rc;
+	ctx->target_open = 1;
+	ctx->target.stop_signal = ctx->opts.stop_signal;
+	ctx->target.stop_timeout_ms = ctx->opts.stop_timeout_ms;
+	ctx->target.call_timeout_ms = ctx->opts.call_timeout_ms;
+	return 0;
+}
+
+int api_enter(struct ocolos_ctx *ctx)
+{
+	if (!ctx)
+		return api_refuse(OCOLOS_EINVAL, "the context is NULL: open one with ocolos_open_self() "
+				  "or ocolos_open_pid()");
+	if (atomic_flag_test_and_set(&ctx->busy))
+		return api_refuse(OCOLOS_EBUSY, "another call is running on this context; a context "
+				  "is used by one thread at a time");
+	if (ctx->self && pthread_mutex_trylock(&self_lock) != 0) {
+		atomic_flag_clear(&ctx->busy);
+		return api_refuse(OCOLOS_EBUSY, "another call on this process's code is running "
+				  "(another self context, or ocolos_*_self() in another thread)");
+	}
+	core_err_clear(&ctx->err);
+	if (ctx->self && ctx->pid != getpid()) {
+		/* First call after a fork: the context describes the child now. */
+		api_ctx_release(ctx);
+		ctx->pid = getpid();
+	}
+	int rc = api_open_target(ctx);
+	return rc ? api_leave(ctx, rc) : 0;
+}
+
+int api_leave(struct ocolos_ctx *ctx, int rc)
+{
+	if (rc && !ctx->err.msg[0])
+		core_errf(&ctx->err, rc, "%s", ocolos_strerror(rc));
+	if (rc) {
+		core_logf(&ctx->log, OCOLOS_LOG_ERROR, "%s", ctx->err.msg);
+		snprintf(thread_error, sizeof(thread_error), "%s", ctx->err.msg);
+	}
+	if (ctx->self)
+		pthread_mutex_unlock(&self_lock);
+	atomic_flag_clear(&ctx->busy);
+	return rc;
+}
+
+/* The strings of `u` copied into one allocation, pointed at by `o`. */
+static int copy_strings(struct ocolos_ctx *ctx, const struct ocolos_opts *u)
+{
+	const char *one[] = { u->bolt_path, u->binary_path, u->tmp_dir };
+	size_t nargs = 0, bytes = 0;
+	for (size_t i = 0; i < 3; i++)
+		bytes += one[i] ? strlen(one[i]) + 1 : 0;
+	if (u->bolt_extra_args)
+		for (; u->bolt_extra_args[nargs]; nargs++)
+			bytes += strlen(u->bolt_extra_args[nargs]) + 1;
+	size_t table = u->bolt_extra_args ? (nargs + 1) * sizeof(char *) : 0;
+	char *mem = malloc(table + bytes + 1);
+	if (!mem)
+		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+	ctx->strings = mem;
+	char **args = (char **)(void *)mem, *p = mem + table;
+	const char **dst[] = { &ctx->opts.bolt_path, &ctx->opts.binary_path, &ctx->opts.tmp_dir };
+	for (size_t i = 0; i < 3; i++) {
+		*dst[i] = NULL;
+		if (one[i]) {
+			*dst[i] = strcpy(p, one[i]);
+			p += strlen(one[i]) + 1;
+		}
+	}
+	for (size_t i = 0; i < nargs; i++) {
+		args[i] = strcpy(p, u->bolt_extra_args[i]);
+		p += strlen(u->bolt_extra_args[i]) + 1;
+	}
+	if (table) {
+		args[nargs] = NULL;
+		ctx->opts.bolt_extra_args = (const char *const *)args;
+	}
+	return 0;
+}
+
+/* Options with their defaults, checked. */
+static int configure(struct ocolos_ctx *ctx, const struct ocolos_opts *in)
+{
+	struct ocolos_opts u;
+	int rc = API_READ_OPTS(in, &u, ocolos_opts, &ctx->err);
+	if (rc)
+		return rc;
+	ctx->log = (struct core_log){ u.log_fn, u.log_user };
+	if (u.stop_signal && (u.stop_signal < SIGRTMIN || u.stop_signal > SIGRTMAX))
+		return core_errf(&ctx->err, OCOLOS_EINVAL,
+				 "opts.stop_signal %d is not a real-time signal (SIGRTMIN..SIGRTMAX)",
+				 u.stop_signal);
+	if (u.sampler < 0 || u.sampler > OCOLOS_SAMPLER_SIGPROF)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.sampler %d is not an enum "
+				 "ocolos_sampler value", u.sampler);
+	if (u.edges < 0 || u.edges > OCOLOS_EDGES_BOLT)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.edges %d is not an enum "
+				 "ocolos_edges value", u.edges);
+	if (u.pointer_slots < 0 || u.pointer_slots > OCOLOS_SLOTS_NONE)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.pointer_slots %d is not an enum "
+				 "ocolos_pointer_slots value", u.pointer_slots);
+	struct api_opts *o = &ctx->opts;
+	*o = (struct api_opts){ .profile_ms = u.profile_ms, .sample_hz = u.sample_hz,
+		.bolt_timeout_ms = u.bolt_timeout_ms, .stop_timeout_ms = u.stop_timeout_ms,
+		.call_timeout_ms = u.call_timeout_ms, .stop_signal = u.stop_signal,
+		.keep_work_dir = u.keep_work_dir, .sampler = u.sampler, .edges = u.edges,
+		.pointer_slots = u.pointer_slots };
+	if (!o->profile_ms)
+		o->profile_ms = 4000; /* ~80k samples: see docs/benchmarks.md, "Samples" */
+	if (!o->sample_hz)
+		o->sample_hz = 10000;
+	if (!o->bolt_timeout_ms)
+		o->bolt_timeout_ms = 300000;
+	if (!o->stop_timeout_ms)
+		o->stop_timeout_ms = 2000;
+	if (!o->call_timeout_ms)
+		o->call_timeout_ms = 2000;
+	if (!o->stop_signal)
+		o->stop_signal = SIGRTMIN + 7;
+	return copy_strings(ctx, &u);
+}
+
+static void ctx_free(struct ocolos_ctx *ctx)
+{
+	api_ctx_release(ctx);
+	if (ctx->state == &ctx->own_state && ctx->own_state.live)
+		inject_plan_free(&ctx->own_state.applied.plan);
+	free(ctx->strings);
+	free(ctx);
+}
+
+/* A new context for `pid` (0: the calling process). On failure the reason
+ * is the thread's last error too. */
+static int ctx_open(pid_t pid, const struct ocolos_opts *opts, struct ocolos_ctx **out)
+{
+	if (!out)
+		return api_refuse(OCOLOS_EINVAL, "the ctx argument is NULL");
+	*out = NULL;
+	struct ocolos_ctx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return api_refuse(OCOLOS_ENOMEM, "out of memory");
+	atomic_flag_clear(&ctx->busy);
+	ctx->self = pid == 0;
+	ctx->pid = ctx->self ? getpid() : pid;
+	ctx->state = ctx->self ? &self_state : &ctx->own_state;
+	int rc = configure(ctx, opts);
+	if (!rc && !ctx->self && pid < 0)
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL, "pid %d is not a process id", (int)pid);
+	else if (!rc && !ctx->self && pid == getpid())
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL,
+			       "pid %d is this process: use ocolos_open_self()", (int)pid);
+	else if (!rc && !ctx->self && kill(pid, 0) != 0 && errno == ESRCH)
+		rc = core_errf(&ctx->err, OCOLOS_ENOPROC,
+			       "process %d does not exist (it exited, or the pid is wrong)", (int)pid);
+	if (!rc)
+		rc = api_open_target(ctx);
+	if (ctx->self)
+		pthread_once(&atfork_once, install_atfork);
+	if (rc) {
+		core_logf(&ctx->log, OCOLOS_LOG_ERROR, "%s", ctx->err.msg);
+		api_refuse(rc, "%s", ctx->err.msg);
+		ctx_free(ctx);
+		return rc;
+	}
+	*out = ctx;
+	return 0;
+}
+
+OCOLOS_API int ocolos_open_self(const struct ocolos_opts *opts, struct ocolos_ctx **ctx)
+{
+	return ctx_open(0, opts, ctx);
+}
+
+OCOLOS_DEFINE_0_2(ocolos_open_pid)
+OCOLOS_API int OCOLOS_IMPL_0_2(ocolos_open_pid)(pid_t pid, const struct ocolos_opts *opts,
+						struct ocolos_ctx **ctx)
+{
+	if (pid == 0)
+		return api_refuse(OCOLOS_EINVAL, "pid 0 is not a process id");
+	return ctx_open(pid, opts, ctx);
+}
+
+OCOLOS_API void ocolos_close(struct ocolos_ctx *ctx)
+{
+	if (ctx)
+		ctx_free(ctx);
+}

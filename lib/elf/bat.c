@@ -160,17 +160,21 @@ static int rd_count(struct cur *c, uint64_t *v, size_t min_bytes, const char *fi
 	return rc;
 }
 
-static void *grow(void *v, size_t *cap, size_t need, size_t elem)
+/* Room for `need` elements of `elem` bytes in *v (holding *cap): 0, or -1
+ * with *v unchanged. `need` is bounded by the note's length (rd_count). */
+static int grow(void **v, size_t *cap, size_t need, size_t elem)
 {
 	if (need <= *cap)
-		return v;
+		return 0;
 	size_t cap2 = *cap ? *cap : 16;
 	while (cap2 < need)
 		cap2 *= 2;
-	void *v2 = realloc(v, cap2 * elem);
-	if (v2)
-		*cap = cap2;
-	return v2;
+	void *v2 = realloc(*v, cap2 * elem);
+	if (!v2)
+		return -1;
+	*v = v2;
+	*cap = cap2;
+	return 0;
 }
 
 /* Parse state shared by the two tables. */
@@ -198,8 +202,7 @@ static int parse_rows(struct parse *ps, struct elf_bat_frag *f)
 	c->p += (equal + 7) / 8;
 	if (bat->nentries + n > UINT32_MAX)
 		return bad(c, "NumEntries", "brings the rows past 2^32");
-	if (!(bat->entries = grow(bat->entries, &ps->cap_entries, bat->nentries + n,
-				  sizeof(*bat->entries))))
+	if (grow((void **)&bat->entries, &ps->cap_entries, bat->nentries + n, sizeof(*bat->entries)))
 		return core_errf(c->err, OCOLOS_ENOMEM, "out of memory");
 	f->first = (uint32_t)bat->nentries;
 	f->n = (uint32_t)n;
@@ -249,7 +252,7 @@ static int parse_table(struct parse *ps, int cold)
 	/* A fragment takes at least 3 bytes (Address, NumEntries, EqualElems). */
 	if ((rc = rd_count(c, &nfuncs, 3, cold ? "cold NumFuncs" : "hot NumFuncs")))
 		return rc;
-	if (!(bat->frags = grow(bat->frags, &ps->cap_frags, bat->nfrags + nfuncs, sizeof(*bat->frags))))
+	if (grow((void **)&bat->frags, &ps->cap_frags, bat->nfrags + nfuncs, sizeof(*bat->frags)))
 		return core_errf(c->err, OCOLOS_ENOMEM, "out of memory");
 	for (uint64_t i = 0; i < nfuncs; i++) {
 		struct elf_bat_frag *f = &bat->frags[bat->nfrags];
@@ -285,7 +288,7 @@ static int parse_table(struct parse *ps, int cold)
 		if ((rc = parse_rows(ps, f)))
 			return rc;
 		if (!cold && f->nep) {
-			if (!(bat->eps = grow(bat->eps, &ps->cap_eps, bat->neps + f->nep, sizeof(*bat->eps))))
+			if (grow((void **)&bat->eps, &ps->cap_eps, bat->neps + f->nep, sizeof(*bat->eps)))
 				return core_errf(c->err, OCOLOS_ENOMEM, "out of memory");
 			f->first_ep = (uint32_t)bat->neps;
 			uint64_t off = 0;

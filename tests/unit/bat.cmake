@@ -34,3 +34,7 @@ add_test(NAME unit.bat_a64 COMMAND test_bat ${_bat64}
 
 set_tests_properties(unit.bat unit.bat_bolt19 unit.bat_a64 PROPERTIES LABELS unit
   TIMEOUT 180 SKIP_RETURN_CODE 77)
+
+ocolos_unit(test_bat_parse)
+add_test(NAME unit.bat_parse COMMAND test_bat_parse)
+set_tests_properties(unit.bat_parse PROPERTIES LABELS unit TIMEOUT 60)

@@ -1,6 +1,7 @@
 # elf/bat.c: BOLT address translation read back from real BOLT output and
-# checked against our CFGs and BOLT's own perf2bolt (test_bat.c), and the
-# reader's edge cases on hand-made notes (test_bat_parse.c).
+# checked against our CFGs and BOLT's own perf2bolt (test_bat.c), the
+# reader's edge cases on hand-made notes (test_bat_parse.c), and the sample
+# rewriting a round does with it, infer/bat_translate.c (test_bat_translate.c).
 
 add_executable(bat_fixture bat_fixture.c)
 target_compile_options(bat_fixture PRIVATE -O2 -fno-jump-tables -fPIE)
@@ -38,3 +39,8 @@ set_tests_properties(unit.bat unit.bat_bolt19 unit.bat_a64 PROPERTIES LABELS uni
 ocolos_unit(test_bat_parse)
 add_test(NAME unit.bat_parse COMMAND test_bat_parse)
 set_tests_properties(unit.bat_parse PROPERTIES LABELS unit TIMEOUT 60)
+
+# infer/bat_translate.c: a sample set from optimized code, back to C0.
+ocolos_unit(test_bat_translate)
+add_test(NAME unit.bat_translate COMMAND test_bat_translate)
+set_tests_properties(unit.bat_translate PROPERTIES LABELS unit TIMEOUT 60)

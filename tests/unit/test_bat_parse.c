@@ -8,59 +8,9 @@
  */
 #include <string.h>
 
+#include "bat_note.h"
 #include "elf/bat.h"
 #include "unit.h"
-
-struct buf {
-	uint8_t b[512];
-	size_t n;
-};
-
-static void byte(struct buf *o, uint8_t v) { o->b[o->n++] = v; }
-
-static void uleb(struct buf *o, uint64_t v)
-{
-	do {
-		uint8_t c = v & 0x7f;
-		v >>= 7;
-		byte(o, c | (v ? 0x80 : 0));
-	} while (v);
-}
-
-static void sleb(struct buf *o, int64_t v)
-{
-	for (;;) {
-		uint8_t c = v & 0x7f;
-		v >>= 7; /* arithmetic on gcc/clang */
-		if ((v == 0 && !(c & 0x40)) || (v == -1 && (c & 0x40))) {
-			byte(o, c);
-			return;
-		}
-		byte(o, c | 0x80);
-	}
-}
-
-static void u64le(struct buf *o, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		byte(o, (uint8_t)(v >> (8 * i)));
-}
-
-static void u32le(struct buf *o, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		byte(o, (uint8_t)(v >> (8 * i)));
-}
-
-/* The header for a descriptor of `descsz` bytes: namesz 5, "BOLT\0" + pad. */
-static void header(struct buf *o, uint32_t descsz, uint32_t type)
-{
-	u32le(o, 5);
-	u32le(o, descsz);
-	u32le(o, type);
-	memcpy(o->b + o->n, "BOLT\0\0\0", 8);
-	o->n += 8;
-}
 
 /*
  * The descriptor, output addresses running through it:
@@ -96,14 +46,6 @@ static void descriptor(struct buf *d, uint64_t cold_hot_index)
 	uleb(d, 0); u64le(d, 0xc0); uleb(d, 4);		/* r0 */
 	uleb(d, 6); sleb(d, 0x0d);			/* r1 */
 	uleb(d, 3); sleb(d, 0x13); u64le(d, 0xc2); uleb(d, 1); /* r2 */
-}
-
-static void note(struct buf *o, const struct buf *d, uint32_t type)
-{
-	o->n = 0;
-	header(o, (uint32_t)d->n, type);
-	memcpy(o->b + o->n, d->b, d->n);
-	o->n += d->n;
 }
 
 static void check_good(void)

@@ -47,14 +47,15 @@
  *   descriptor, starting at 0: fragment addresses and rows alike, through
  *   both tables. BOLT's arithmetic is modulo 2^64 throughout.
  *
- * What BAT.md leaves out and the code (and both binaries) does: cold
- * fragments carry the Skew, and EqualElems/BranchEntries are written for
- * cold fragments too (BAT.md marks them hot-only). Input offsets are
+ * What the BAT.md read leaves out and the code (and both binaries) does:
+ * cold fragments carry the Skew, and EqualElems/BranchEntries are written
+ * for cold fragments too (BAT.md marks them hot-only). Input offsets are
  * relative to the whole input function, also in cold tables. Hot tables
  * end with one row per input block BOLT deleted, all at the fragment's
  * size (so rows may share an output offset; BOLT keeps them in a multimap
- * in table order). Older BOLTs (18 and before) wrote no hashes, no skew
- * and stored every input offset; such a note fails here on its length.
+ * in table order, and translate() takes the last). Earlier revisions in
+ * BOLT's history wrote no hashes and no skew, and earlier still stored
+ * every input offset; such a note fails here on its length.
  *
  * CHECKS. The note is untrusted input (it will be fuzzed): every read is
  * bounds-checked, counts are checked against the bytes left before

@@ -342,9 +342,10 @@ static long frag_at(const struct elf_bat *bat, uint64_t a)
 
 /* Build `order` (one fragment per address, the first in table order) and
  * give every fragment without a size one: up to the next fragment, the
- * last one `last_end` (or just past its highest row when 0). Sizes that
- * would overlap the next fragment are cut there, so that lookups by
- * address find at most one fragment. */
+ * last one up to `last_end` (or just past its highest row when 0). Sizes
+ * that would overlap the next fragment, or pass `last_end`, are cut there,
+ * so that lookups by address find at most one fragment and never one
+ * beyond the code. */
 static int index_fragments(struct elf_bat *bat, uint64_t last_end, struct core_err *err)
 {
 	free(bat->order);
@@ -376,6 +377,8 @@ static int index_fragments(struct elf_bat *bat, uint64_t last_end, struct core_e
 		}
 		if (next && f->size > next - f->addr)
 			f->size = next - f->addr;
+		if (!next && last_end > f->addr && f->size > last_end - f->addr)
+			f->size = last_end - f->addr;
 	}
 	return 0;
 }
@@ -545,13 +548,14 @@ int elf_bat_read(Elf *e, const char *path, const struct elf_binary *in,
 	*out = NULL;
 	size_t size = 0;
 	Elf_Data *d = find_note(e, &size);
-	if (!d || !d->d_buf)
+	if (!d)
 		return core_errf(err, OCOLOS_EELF,
 				 "BOLT output '%s' has no address translation (.note.bolt_bat): "
 				 "BOLT ran without --enable-bat, so samples in its code cannot be "
 				 "mapped back to the original binary", path);
 	struct elf_bat *bat;
-	int rc = elf_bat_parse(d->d_buf, size, path, &bat, err);
+	int rc = elf_bat_parse(d->d_buf ? d->d_buf : (const void *)"", d->d_buf ? size : 0, path,
+			       &bat, err);
 	if (rc)
 		return rc;
 	/* Sizes: symbols first, then the gaps (index_fragments again). */

@@ -2,7 +2,7 @@
  * BOLT output reader (see bolt_output.h).
  *
  * The C1 entry of each moved function comes from the output's symbol
- * table (see match_functions).
+ * table (see elf_bolt_match_functions).
  */
 #include <fcntl.h>
 #include <gelf.h>
@@ -59,9 +59,10 @@ static int cmp_named(const void *a, const void *b)
 	return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-/* Output function symbols inside C1's executable segments, sorted by
- * (name, symbol index). */
-static struct named *c1_symbols(Elf *e, const struct bolt_output *o, size_t *count)
+/* Output function symbols inside the executable segments segs[0..nsegs),
+ * sorted by (name, symbol index). */
+static struct named *out_symbols(Elf *e, const struct elf_segment *segs, size_t nsegs,
+				 size_t *count)
 {
 	Elf_Scn *scn = NULL;
 	GElf_Shdr sh;
@@ -72,18 +73,18 @@ static struct named *c1_symbols(Elf *e, const struct bolt_output *o, size_t *cou
 	if (!scn)
 		return NULL;
 	Elf_Data *d = elf_getdata(scn, NULL);
-	size_t nsyms = sh.sh_size / sizeof(Elf64_Sym), n = 0;
+	size_t nsyms = sh.sh_entsize ? sh.sh_size / sh.sh_entsize : 0, n = 0;
 	struct named *v = calloc(nsyms ? nsyms : 1, sizeof(*v));
 	for (size_t i = 1; v && d && i < nsyms; i++) {
 		GElf_Sym s;
 		if (!gelf_getsym(d, (int)i, &s) || GELF_ST_TYPE(s.st_info) != STT_FUNC)
 			continue;
 		const char *name = elf_strptr(e, sh.sh_link, s.st_name);
-		int in_c1 = 0;
-		for (size_t k = 0; k < o->nsegs; k++)
-			in_c1 |= (o->segs[k].flags & PF_X) && s.st_value >= o->segs[k].vaddr &&
-				 s.st_value < o->segs[k].vaddr + o->segs[k].memsz;
-		if (name && in_c1)
+		int inside = 0;
+		for (size_t k = 0; k < nsegs; k++)
+			inside |= (segs[k].flags & PF_X) && s.st_value >= segs[k].vaddr &&
+				  s.st_value < segs[k].vaddr + segs[k].memsz;
+		if (name && inside)
 			v[n++] = (struct named){ name, s.st_value, (uint32_t)i, 0 };
 	}
 	qsort(v, n, sizeof(*v), cmp_named);
@@ -92,25 +93,28 @@ static struct named *c1_symbols(Elf *e, const struct bolt_output *o, size_t *cou
 }
 
 /*
- * Moved functions are matched by name: BOLT gives a function's symbol its
- * C1 address and keeps its name (fragments get new names, "f.cold.0").
+ * Functions are matched by name: BOLT gives a moved function's symbol its
+ * new address and keeps its name (fragments get new names, "f.cold.0").
  * Local functions may share a name (two files' `static init`); those are
  * matched in symbol-table order, and only when the input and the output
  * have the same number of them — otherwise left unmatched, which is safe:
- * their C0 call sites simply keep calling C0.
+ * their C0 call sites simply keep calling C0, and BAT leaves their samples
+ * untranslated.
  */
-static int match_functions(Elf *e, const struct elf_binary *in, struct bolt_output *o,
-			   struct core_err *err)
+int elf_bolt_match_functions(Elf *e, const struct elf_binary *in,
+			     const struct elf_segment *segs, size_t nsegs,
+			     uint64_t *out_addr, uint32_t *matched, struct core_err *err)
 {
 	size_t nout, nin = 0;
-	struct named *out = c1_symbols(e, o, &nout);
+	struct named *out = out_symbols(e, segs, nsegs, &nout);
 	struct named *inv = calloc(in->nfuncs ? in->nfuncs : 1, sizeof(*inv));
-	o->c1_addr = calloc(in->nfuncs ? in->nfuncs : 1, sizeof(*o->c1_addr));
-	if (!inv || !o->c1_addr || (!out && nout)) {
+	*matched = 0;
+	if (!inv || (!out && nout)) {
 		free(out);
 		free(inv);
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
+	memset(out_addr, 0, in->nfuncs * sizeof(*out_addr));
 	for (size_t i = 0; i < in->nfuncs; i++)
 		inv[nin++] = (struct named){ in->funcs[i].name, in->funcs[i].addr,
 			in->funcs[i].symidx, (uint32_t)i };
@@ -129,14 +133,27 @@ static int match_functions(Elf *e, const struct elf_binary *in, struct bolt_outp
 			j2++;
 		if (i2 - i == j2 - j)
 			for (size_t k = 0; k < i2 - i; k++) {
-				o->c1_addr[inv[i + k].func] = out[j + k].value;
-				o->moved++;
+				out_addr[inv[i + k].func] = out[j + k].value;
+				(*matched)++;
 			}
 		i = i2;
 		j = j2;
 	}
 	free(out);
 	free(inv);
+	return 0;
+}
+
+/* The C1 entry of every moved function (see elf_bolt_match_functions). */
+static int match_functions(Elf *e, const struct elf_binary *in, struct bolt_output *o,
+			   struct core_err *err)
+{
+	o->c1_addr = calloc(in->nfuncs ? in->nfuncs : 1, sizeof(*o->c1_addr));
+	if (!o->c1_addr)
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	int rc = elf_bolt_match_functions(e, in, o->segs, o->nsegs, o->c1_addr, &o->moved, err);
+	if (rc)
+		return rc;
 	if (!o->moved)
 		return core_errf(err, OCOLOS_ENOTHOT,
 				 "BOLT moved no function: the profile was too thin to make any function hot; "

@@ -8,6 +8,7 @@
 #ifndef OCOLOS_ELF_BOLT_OUTPUT_H
 #define OCOLOS_ELF_BOLT_OUTPUT_H
 
+#include <libelf.h>
 #include <stdint.h>
 #include "core/err.h"
 #include "elf/binary.h"
@@ -29,5 +30,16 @@ int elf_bolt_output_open(const char *path, const struct elf_binary *in,
 			 uint64_t vma, uint64_t room, struct bolt_output **out,
 			 struct core_err *err);
 void elf_bolt_output_close(struct bolt_output *o);
+
+/* For every function of `in` (the input of the BOLT output `e`), the address
+ * of the output's function symbol of the same name that lies in one of the
+ * executable segments segs[0..nsegs), or 0: out_addr has in->nfuncs
+ * entries, *matched counts the non-zero ones. Same-named local functions
+ * are matched in symbol-table order when both sides have as many, else left
+ * at 0. Also used to bind BAT tables to input functions (elf/bat.c).
+ * 0 or OCOLOS_ENOMEM. */
+int elf_bolt_match_functions(Elf *e, const struct elf_binary *in,
+			     const struct elf_segment *segs, size_t nsegs,
+			     uint64_t *out_addr, uint32_t *matched, struct core_err *err);
 
 #endif

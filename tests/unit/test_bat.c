@@ -49,7 +49,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/workdir.h"
+#include "api/workdir.h"
 #include "elf/bat.h"
 #include "elf/binary.h"
 #include "elf/bolt_output.h"
@@ -71,8 +71,8 @@ struct insns {
 static int decode(uint16_t machine, const uint8_t *code, size_t len, uint64_t addr, struct insns *out)
 {
 	struct core_err err = { 0 };
-	int rc = machine == EM_AARCH64 ? cfg_decode_aarch64(code, len, addr, &out->v, &out->n, &err)
-				       : cfg_decode_x86(code, len, addr, &out->v, &out->n, &err);
+	int rc = machine == EM_AARCH64 ? infer_cfg_decode_aarch64(code, len, addr, &out->v, &out->n, &err)
+				       : infer_cfg_decode_x86(code, len, addr, &out->v, &out->n, &err);
 	expect(rc == 0, "decode 0x%llx: %s", (unsigned long long)addr, err.msg);
 	return rc;
 }
@@ -171,11 +171,11 @@ static void make_samples(const struct elf_binary *b, struct sample_set *s)
 		struct cfg_func f;
 		struct core_err err = { 0 };
 		if (elf_read_vaddr(b, fn->addr, code, fn->size, &err) == 0 &&
-		    cfg_build(b->machine, code, fn->size, fn->addr, &f, &err) == 0) {
+		    infer_cfg_build(b->machine, code, fn->size, fn->addr, &f, &err) == 0) {
 			for (size_t bb = 0; bb < f.nblocks; bb++)
 				for (size_t n = 0; bb % 3 != 2 && n < 30 + bb; n++)
 					sample_set_push(s, f.blocks[bb].start);
-			cfg_func_free(&f);
+			infer_cfg_func_free(&f);
 		}
 		free(code);
 	}
@@ -199,7 +199,7 @@ static int input_func(struct input *in, long f)
 	in->code[f] = malloc(fn->size ? fn->size : 1);
 	if (elf_read_vaddr(in->b, fn->addr, in->code[f], fn->size, &err) ||
 	    decode(in->b->machine, in->code[f], fn->size, fn->addr, &in->ins[f]) ||
-	    cfg_build(in->b->machine, in->code[f], fn->size, fn->addr, &in->cfg[f], &err)) {
+	    infer_cfg_build(in->b->machine, in->code[f], fn->size, fn->addr, &in->cfg[f], &err)) {
 		expect(0, "input function %s: %s", fn->name, err.msg);
 		return -1;
 	}
@@ -208,7 +208,7 @@ static int input_func(struct input *in, long f)
 
 static int is_leader(const struct cfg_func *f, uint64_t a)
 {
-	long k = cfg_block_containing(f, a);
+	long k = infer_cfg_block_containing(f, a);
 	return k >= 0 && f->blocks[k].start == a;
 }
 
@@ -634,7 +634,7 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < b->nfuncs; i++) {
 			free(in.ins[i].v);
 			if (in.code[i])
-				cfg_func_free(&in.cfg[i]);
+				infer_cfg_func_free(&in.cfg[i]);
 			free(in.code[i]);
 		}
 		free(in.ins);

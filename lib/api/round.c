@@ -99,7 +99,7 @@ static int find_bias(struct ocolos_ctx *ctx, uint64_t *bias)
 	const struct elf_binary *b = ctx->bin;
 	uint8_t id[64];
 	if (b->build_id_vaddr && b->build_id_len &&
-	    (proc_mem_read(ctx->target.memfd, *bias + b->build_id_vaddr, id, b->build_id_len) ||
+	    (ctx->target.ops->peek(&ctx->target, *bias + b->build_id_vaddr, id, b->build_id_len) ||
 	     memcmp(id, b->build_id, b->build_id_len)))
 		return core_errf(&ctx->err, OCOLOS_ESTALE,
 				 "'%s' on disk has another build-id than the image process %d runs: the "
@@ -383,17 +383,14 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *unwind)
 {
 	struct proc_target *t = &ctx->target;
-	int rc = t->ops->map_c1(t, p->out, p->bias, &p->res, &p->st.c1_bytes, &ctx->err);
+	int rc = inject_map_c1(t, p->out, p->bias, &p->res, &p->st.c1_bytes, &ctx->err);
 	if (!rc)
-		rc = inject_map_island(&p->plan, &ctx->err);
+		rc = inject_map_island(t, &p->plan, &ctx->err);
 	if (rc)
 		return rc;
 	p->st.c1_addr = p->bias + p->out->lo;
 	uint64_t used = p->bias + p->out->hi - p->res.addr;
-	if (p->out->eh_frame)
-		rc = t->ops->register_unwind(t, p->bias + p->out->eh_frame, p->out->eh_frame_size,
-					     p->bias + p->out->lo, p->bias + p->out->hi,
-					     &p->res, &used, unwind, &ctx->err);
+	rc = inject_unwind_register(t, p->out, p->bias, &p->res, &used, unwind, &ctx->err);
 	if (!rc)
 		inject_reservation_trim(t, &p->res, p->res.addr + used);
 	return rc;
@@ -413,7 +410,6 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	}
 	uint64_t unwind = 0;
 	int rc = prepare(ctx, p, &unwind);
-	struct inject_apply_result res = { 0 };
 	uint64_t (*moved)[2] = calloc(p->out->moved + 1, sizeof(*moved));
 	size_t nmoved = 0;
 	for (size_t i = 0; moved && i < ctx->bin->nfuncs; i++)
@@ -422,20 +418,20 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 			moved[nmoved][0] = p->bias + f->addr;
 			moved[nmoved++][1] = p->bias + f->addr + (f->size ? f->size : 1);
 		}
-	ctx->target.moved = moved;
-	ctx->target.nmoved = nmoved;
-	ctx->target.stack_threads = ctx->target.stack_frames = 0;
-	ctx->target.stack_ns = 0;
+	struct inject_switch_request rq = { .plan = &p->plan, .forward = 1,
+		.moved = (const uint64_t (*)[2])moved, .nmoved = nmoved };
+	struct inject_switch_result sw = { 0 };
 	if (!rc)
-		rc = ctx->target.ops->switch_plan(&ctx->target, &p->plan, 1, &p->st.threads_stopped,
-						  &p->st.pause_ns, &res, &ctx->err);
-	ctx->target.moved = NULL;
+		rc = inject_switch(&ctx->target, &rq, &sw, &ctx->err);
 	free(moved);
-	if (!rc && ctx->target.stack_ns)
+	const struct inject_apply_result res = sw.applied;
+	p->st.threads_stopped = sw.threads;
+	p->st.pause_ns = sw.pause_ns;
+	if (!rc && sw.stack_ns)
 		core_logf(&ctx->log, OCOLOS_LOG_INFO,
 			  "at the switch %u threads had %u frames in the C0 code of moved functions "
-			  "(they finish there; stack walk %.3f ms of the pause)", ctx->target.stack_threads,
-			  ctx->target.stack_frames, (double)ctx->target.stack_ns / 1e6);
+			  "(they finish there; stack walk %.3f ms of the pause)", sw.stack_threads,
+			  sw.stack_frames, (double)sw.stack_ns / 1e6);
 	p->st.call_sites_patched = res.call_sites;
 	p->st.pointer_slots_patched = res.ptr_slots;
 	p->st.entries_patched = res.entries;
@@ -444,8 +440,7 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc) {
-		if (unwind)
-			ctx->target.ops->unregister_unwind(&ctx->target, unwind);
+		inject_unwind_deregister(&ctx->target, unwind);
 		api_drop_pending(ctx); /* unmaps C1: nothing points at it */
 		return rc;
 	}

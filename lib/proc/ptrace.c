@@ -23,7 +23,6 @@
  * the kernel would have (resume_regs()), so the call restarts as if nothing
  * happened.
  */
-#include <dirent.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -42,13 +41,14 @@
 #include <unistd.h>
 
 #include "core/util.h"
+#include "proc/proc.h"
 #include "proc/ptrace.h"
 
 #ifndef PTRACE_EVENT_STOP
 #define PTRACE_EVENT_STOP 128
 #endif
 
-static int find_tid(const struct inject_ptrace *pt, pid_t tid)
+static int find_tid(const struct proc_ptrace *pt, pid_t tid)
 {
 	for (size_t i = 0; i < pt->n; i++)
 		if (pt->t[i].tid == tid)
@@ -56,11 +56,11 @@ static int find_tid(const struct inject_ptrace *pt, pid_t tid)
 	return -1;
 }
 
-static int add_thread(struct inject_ptrace *pt, pid_t tid, int seized)
+static int add_thread(struct proc_ptrace *pt, pid_t tid, int seized)
 {
 	if (core_grow((void **)&pt->t, &pt->cap, pt->n, sizeof(*pt->t)))
 		return -1;
-	pt->t[pt->n++] = (struct inject_ptrace_thread){ .tid = tid, .seized = seized };
+	pt->t[pt->n++] = (struct proc_ptrace_thread){ .tid = tid, .seized = seized };
 	return 0;
 }
 
@@ -80,7 +80,7 @@ static int thread_dead(pid_t pid, pid_t tid)
 }
 
 /* Seize and interrupt one thread. 0, 1 if it is gone, -1 on error. */
-static int seize(struct inject_ptrace *pt, pid_t tid, struct core_err *err)
+static int seize(struct proc_ptrace *pt, pid_t tid, struct core_err *err)
 {
 	if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) != 0) {
 		/* EPERM is also what a zombie gives: it exited, it is not refusing. */
@@ -106,7 +106,7 @@ static int seize(struct inject_ptrace *pt, pid_t tid, struct core_err *err)
 }
 
 /* Handle one wait status of a tracee. */
-static void on_status(struct inject_ptrace *pt, pid_t tid, int status)
+static void on_status(struct proc_ptrace *pt, pid_t tid, int status)
 {
 	int i = find_tid(pt, tid);
 	if (i < 0) { /* a clone child reporting before its parent's event */
@@ -114,7 +114,7 @@ static void on_status(struct inject_ptrace *pt, pid_t tid, int status)
 			return;
 		i = (int)pt->n - 1;
 	}
-	struct inject_ptrace_thread *t = &pt->t[i];
+	struct proc_ptrace_thread *t = &pt->t[i];
 	if (WIFEXITED(status) || WIFSIGNALED(status)) {
 		t->gone = 1;
 		return;
@@ -135,12 +135,12 @@ static void on_status(struct inject_ptrace *pt, pid_t tid, int status)
 /* Wait until every known thread is stopped or gone, or the deadline. Waits
  * name each thread: waitpid(-1) would reap the host program's own children
  * (a supervisor's target among them). */
-static int wait_all_stopped(struct inject_ptrace *pt, uint64_t deadline)
+static int wait_all_stopped(struct proc_ptrace *pt, uint64_t deadline)
 {
 	for (;;) {
 		int all = 1, progress = 0;
 		for (size_t i = 0; i < pt->n; i++) {
-			struct inject_ptrace_thread *t = &pt->t[i];
+			struct proc_ptrace_thread *t = &pt->t[i];
 			if (t->stopped || t->gone)
 				continue;
 			int status;
@@ -164,38 +164,39 @@ static int wait_all_stopped(struct inject_ptrace *pt, uint64_t deadline)
 	}
 }
 
-/* Seize threads not known yet. Returns how many were new, or -1. */
-static int seize_new(struct inject_ptrace *pt, int only_one, struct core_err *err)
+struct seize_pass {
+	struct proc_ptrace *pt;
+	int only_one, added;
+	struct core_err *err;
+};
+
+static int seize_if_new(void *user, pid_t tid)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pt->pid);
-	DIR *d = opendir(path);
-	if (!d)
+	struct seize_pass *p = user;
+	if (find_tid(p->pt, tid) >= 0)
+		return 0;
+	int rc = seize(p->pt, tid, p->err);
+	if (rc < 0)
+		return -2;
+	p->added += rc == 0;
+	return p->only_one && p->added ? 1 : 0;
+}
+
+/* Seize threads not known yet. Returns how many were new, or -1. */
+static int seize_new(struct proc_ptrace *pt, int only_one, struct core_err *err)
+{
+	struct seize_pass p = { pt, only_one, 0, err };
+	int rc = proc_threads_each(pt->pid, seize_if_new, &p);
+	if (rc == -1)
 		return core_errf(err, OCOLOS_ENOPROC, "process %d is gone", (int)pt->pid), -1;
-	int added = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid <= 0 || find_tid(pt, tid) >= 0)
-			continue;
-		int rc = seize(pt, tid, err);
-		if (rc < 0) {
-			closedir(d);
-			return -1;
-		}
-		added += rc == 0;
-		if (only_one && added)
-			break;
-	}
-	closedir(d);
-	return added;
+	return rc == -2 ? -1 : p.added;
 }
 
 int proc_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
-		       struct inject_ptrace **out, struct core_err *err)
+		       struct proc_ptrace **out, struct core_err *err)
 {
 	*out = NULL;
-	struct inject_ptrace *pt = calloc(1, sizeof(*pt));
+	struct proc_ptrace *pt = calloc(1, sizeof(*pt));
 	if (!pt)
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	pt->pid = pid;
@@ -228,14 +229,14 @@ int proc_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
 	return 0;
 }
 
-void proc_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns)
+void proc_ptrace_resume(struct proc_ptrace *pt, uint64_t *released_ns)
 {
 	if (!pt)
 		return;
 	if (released_ns)
 		*released_ns = core_now_ns();
 	for (size_t i = 0; i < pt->n; i++) {
-		struct inject_ptrace_thread *t = &pt->t[i];
+		struct proc_ptrace_thread *t = &pt->t[i];
 		if (!t->seized || t->gone)
 			continue;
 		if (ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig) != 0 && errno == ESRCH &&
@@ -265,21 +266,21 @@ void proc_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns)
 	core_errf(err, OCOLOS_ENOTSUP, "optimizing another process (ptrace injector) is "  \
 		  "implemented for x86-64 only; on this machine link libocolos into the "  \
 		  "program and call ocolos_optimize_self()")
-int proc_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
+int proc_ptrace_syscall(struct proc_ptrace *pt, int memfd, uint64_t stub, long nr,
 			  const uint64_t args[6], int64_t *ret, struct core_err *err)
 {
 	(void)pt; (void)memfd; (void)stub; (void)nr; (void)args; (void)ret;
 	return PTRACE_X86_ONLY(err);
 }
 
-int proc_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
+int proc_ptrace_call(struct proc_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
 		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err)
 {
 	(void)pt; (void)memfd; (void)stub; (void)fn; (void)arg; (void)timeout_ms; (void)ret;
 	return PTRACE_X86_ONLY(err);
 }
 
-size_t proc_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
+size_t proc_ptrace_states(const struct proc_ptrace *pt, struct proc_thread_state *out,
 			    size_t max)
 {
 	(void)pt; (void)out; (void)max;
@@ -288,7 +289,7 @@ size_t proc_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_s
 #else
 #include <cpuid.h>
 
-size_t proc_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
+size_t proc_ptrace_states(const struct proc_ptrace *pt, struct proc_thread_state *out,
 			    size_t max)
 {
 	size_t n = 0;
@@ -297,13 +298,13 @@ size_t proc_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_s
 		if (!pt->t[i].stopped || pt->t[i].gone ||
 		    ptrace(PTRACE_GETREGS, pt->t[i].tid, 0, &r) != 0)
 			continue;
-		out[n++] = (struct inject_thread_state){ r.rip, r.rsp };
+		out[n++] = (struct proc_thread_state){ r.rip, r.rsp };
 	}
 	return n;
 }
 
 /* First stopped, live thread. */
-static struct inject_ptrace_thread *worker(struct inject_ptrace *pt)
+static struct proc_ptrace_thread *worker(struct proc_ptrace *pt)
 {
 	for (size_t i = 0; i < pt->n; i++)
 		if (pt->t[i].stopped && !pt->t[i].gone)
@@ -491,9 +492,9 @@ static uint64_t make_token(pid_t tid)
 }
 
 /* Hold thread `tid` (seize + interrupt); NULL if that fails. */
-static struct inject_ptrace *hold_one(pid_t pid, pid_t tid, uint64_t deadline)
+static struct proc_ptrace *hold_one(pid_t pid, pid_t tid, uint64_t deadline)
 {
-	struct inject_ptrace *one = calloc(1, sizeof(*one));
+	struct proc_ptrace *one = calloc(1, sizeof(*one));
 	struct core_err ignore = { 0 };
 	if (!one)
 		return NULL;
@@ -511,10 +512,10 @@ static struct inject_ptrace *hold_one(pid_t pid, pid_t tid, uint64_t deadline)
  * `stub`. The thread is let go as soon as its registers point at the stub;
  * it is held again only to read the result.
  */
-static int run_stub(struct inject_ptrace *pt, int memfd, uint64_t stub, int kind, uint64_t fn,
+static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, uint64_t fn,
 		    const uint64_t args[6], uint32_t timeout_ms, int64_t *ret, struct core_err *err)
 {
-	struct inject_ptrace_thread *t = worker(pt);
+	struct proc_ptrace_thread *t = worker(pt);
 	struct user_regs_struct saved, r;
 	if (!t || ptrace(PTRACE_GETREGS, t->tid, 0, &saved) != 0)
 		return core_errf(err, OCOLOS_ENOPROC, "no stopped thread to run %s in",
@@ -591,7 +592,7 @@ static int run_stub(struct inject_ptrace *pt, int memfd, uint64_t stub, int kind
 		nanosleep(&ts, NULL);
 		nap = nap < 1000000 ? nap * 2 : nap;
 	}
-	struct inject_ptrace *one = hold_one(pt->pid, tid, core_now_ns() + 1000000000ull);
+	struct proc_ptrace *one = hold_one(pt->pid, tid, core_now_ns() + 1000000000ull);
 	if (!one) {
 		free(fpu_saved);
 		return core_errf(err, OCOLOS_EATTACH, "thread %d could not be held again after %s "
@@ -634,13 +635,13 @@ static int run_stub(struct inject_ptrace *pt, int memfd, uint64_t stub, int kind
 	return rc;
 }
 
-int proc_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
+int proc_ptrace_syscall(struct proc_ptrace *pt, int memfd, uint64_t stub, long nr,
 			  const uint64_t args[6], int64_t *ret, struct core_err *err)
 {
 	return run_stub(pt, memfd, stub, 0, (uint64_t)nr, args, 2000, ret, err);
 }
 
-int proc_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
+int proc_ptrace_call(struct proc_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
 		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err)
 {
 	const uint64_t args[6] = { arg, 0, 0, 0, 0, 0 };

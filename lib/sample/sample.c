@@ -1,6 +1,5 @@
 /* Sampler dispatch, the sample container and the thread listing shared by
  * all backends. */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 
 #include "core/util.h"
 #include "arch/cpu.h"
+#include "proc/proc.h"
 #include "sample/sample.h"
 
 int sample_set_push(struct sample_set *s, uint64_t ip)
@@ -19,25 +19,27 @@ int sample_set_push(struct sample_set *s, uint64_t ip)
 	return 0;
 }
 
+struct each_new {
+	pid_t exclude;
+	int (*known)(void *, pid_t);
+	int (*attach)(void *, pid_t);
+	void *user;
+	int failures;
+};
+
+static int attach_if_new(void *user, pid_t tid)
+{
+	struct each_new *e = user;
+	if (tid != e->exclude && !e->known(e->user, tid) && e->attach(e->user, tid))
+		e->failures++;
+	return 0;
+}
+
 int sample_each_new_thread(pid_t pid, pid_t exclude, int (*known)(void *, pid_t),
 			   int (*attach)(void *, pid_t), void *user)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *d = opendir(path);
-	if (!d)
-		return -1;
-	int failures = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid > 0 && tid != exclude && !known(user, tid) && attach(user, tid))
-			failures++;
-	}
-	int saved = errno;
-	closedir(d);
-	errno = saved;
-	return failures;
+	struct each_new e = { exclude, known, attach, user, 0 };
+	return proc_threads_each(pid, attach_if_new, &e) ? -1 : e.failures;
 }
 
 void sample_set_free(struct sample_set *s)

@@ -51,8 +51,16 @@ int proc_stacks_load(void);
 int proc_stacks_count(const struct proc_ptrace *pt, const uint64_t (*ranges)[2],
 			size_t nranges, uint32_t *threads_in, uint32_t *frames_in);
 
+/* Hold one thread `tid` of `pid` (seize + interrupt) until `deadline`
+ * (core_now_ns); NULL if that fails. Release with proc_ptrace_resume. */
+struct proc_ptrace *proc_ptrace_hold_one(pid_t pid, pid_t tid, uint64_t deadline);
+
+/* The injection stub's machine code (ptrace_stub.c): its length, and in
+ * *code (may be NULL) the bytes; 0 where there is none (not x86-64). */
+size_t proc_ptrace_stub_bytes(const uint8_t **code);
+
 /* Write the injection stub into the target (or find it there); its
- * address, or 0 if no executable mapping has room for it. */
+ * address, or 0 if no executable mapping has room for it (stub_place.c). */
 uint64_t proc_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd);
 
 #endif

@@ -40,7 +40,7 @@ struct round_pending {
 	int branches;		/* sampled branch stacks (else IP samples) */
 	int basic;		/* IP samples handed to BOLT bare (OCOLOS_EDGES_BOLT) */
 	uint64_t bias;
-	struct core_workdir wd;
+	struct api_workdir wd;
 	struct inject_reservation res;
 	struct inject_reservation island; /* AArch64 veneers, when C1 is out of BL reach */
 	struct bolt_output *out;
@@ -264,7 +264,7 @@ void api_drop_pending(struct ocolos_ctx *ctx)
 	if (ctx->opts.keep_work_dir && p->wd.path[0])
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "work directory kept: %s", p->wd.path);
 	else
-		core_workdir_remove(&p->wd);
+		api_workdir_remove(&p->wd);
 	free(p);
 	ctx->pending = NULL;
 }
@@ -288,10 +288,10 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc)
 		rc = find_bias(ctx, &p->bias);
 	if (!rc)
-		rc = core_workdir_create(&p->wd, ctx->opts.tmp_dir, &ctx->err);
-	if (!rc && !(rc = core_workdir_file(&p->wd, "profile.preagg", p->profile, &ctx->err)) &&
-	    !(rc = core_workdir_file(&p->wd, "c1.bolt", p->output, &ctx->err)))
-		rc = core_workdir_file(&p->wd, "bolt.log", p->log, &ctx->err);
+		rc = api_workdir_create(&p->wd, ctx->opts.tmp_dir, &ctx->err);
+	if (!rc && !(rc = api_workdir_file(&p->wd, "profile.preagg", p->profile, &ctx->err)) &&
+	    !(rc = api_workdir_file(&p->wd, "c1.bolt", p->output, &ctx->err)))
+		rc = api_workdir_file(&p->wd, "bolt.log", p->log, &ctx->err);
 	if (!rc)
 		rc = find_bolt(ctx, p->wd.path);
 	if (!rc)
@@ -334,7 +334,7 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	char placed[PATH_MAX];
 	int rc = 0;
 	if (!ctx->bolt_custom_vma && !p->res.early &&
-	    !(rc = core_workdir_file(&p->wd, "bolt-input.elf", placed, &ctx->err)))
+	    !(rc = api_workdir_file(&p->wd, "bolt-input.elf", placed, &ctx->err)))
 		rc = layout_bolt_placed_copy(ctx->bin->path, placed, p->res.addr - p->bias, &ctx->err);
 	struct layout_request req = { .bolt_path = ctx->bolt,
 		.binary = !ctx->bolt_custom_vma && !p->res.early ? placed : ctx->bin->path,

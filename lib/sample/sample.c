@@ -1,5 +1,5 @@
-/* Sampler dispatch, the sample container and the thread listing shared by
- * all backends. */
+/* Sampler dispatch: which backend collects or probes, and the thread
+ * listing the backends share (the samples themselves: samples.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,14 +10,6 @@
 #include "arch/cpu.h"
 #include "proc/proc.h"
 #include "sample/sample.h"
-
-int sample_set_push(struct sample_set *s, uint64_t ip)
-{
-	if (core_grow((void **)&s->ips, &s->cap, s->n, sizeof(*s->ips)))
-		return OCOLOS_ENOMEM;
-	s->ips[s->n++] = ip;
-	return 0;
-}
 
 struct each_new {
 	pid_t exclude;
@@ -40,17 +32,6 @@ int sample_each_new_thread(pid_t pid, pid_t exclude, int (*known)(void *, pid_t)
 {
 	struct each_new e = { exclude, known, attach, user, 0 };
 	return proc_threads_each(pid, attach_if_new, &e) ? -1 : e.failures;
-}
-
-void sample_set_free(struct sample_set *s)
-{
-	free(s->ips);
-	free(s->branches);
-	free(s->stack_start);
-	s->ips = NULL;
-	s->branches = NULL;
-	s->stack_start = NULL;
-	s->n = s->cap = s->nbranches = s->cap_branches = s->nstacks = s->cap_stacks = 0;
 }
 
 int sample_collect(const struct sample_config *cfg, struct sample_set *out,

@@ -15,6 +15,11 @@
  * PIE, `cmp $f` with a relocation in a non-PIE) and a function reached
  * only through the table. Workers call all four hot, so BOLT moves them.
  *
+ * The workers also compare, in hot code that BOLT moves too
+ * (same_as_taken), each slot 0 with the function's address: BOLT points
+ * address-taking code it moves at the moved copy, which the library turns
+ * back to C0 (inject/keep_c0.c); a comparison that fails counts as wrong.
+ *
  * stdout: the comparison counts before and after the round point and the
  * workers' checksums; run_it.sh requires it identical in both modes.
  * Expected by hand: 2 comparisons per iteration, both true, 100,000
@@ -79,6 +84,14 @@ __attribute__((noipa)) static unsigned long compare_all(void)
 }
 
 static atomic_int stop;
+static atomic_ulong wrong; /* hot comparisons that found slot 0 != &function */
+
+/* Hot, so BOLT moves it (and its `lea f_taken`) into C1. */
+__attribute__((noinline)) static void same_as_taken(const fn_t *rt, fn_t *wt)
+{
+	if (rt[0] != f_taken || wt[0] != g_taken)
+		atomic_fetch_add_explicit(&wrong, 1, memory_order_relaxed);
+}
 
 struct worker {
 	pthread_t th;
@@ -95,8 +108,10 @@ static void *worker_main(void *arg)
 	/* A fixed amount of work after the stop flag, for a checksum that
 	 * does not depend on timing. */
 	while (!atomic_load_explicit(&stop, memory_order_acquire))
-		for (unsigned i = 0; i < 1000; i++)
+		for (unsigned i = 0; i < 1000; i++) {
 			laps += rt[i & 1](wt[(i >> 1) & 1](i)) & 1;
+			same_as_taken(rt, wt);
+		}
 	for (unsigned i = 0; i < 200000; i++)
 		x = rt[i & 1](wt[(x >> 7) & 1](x));
 	w->result = x;
@@ -156,10 +171,13 @@ int main(int argc, char **argv)
 	} else {
 		printf("after: %lu\n", compare_all());
 	}
+	if (round)
+		test_sleep_ms(300); /* the workers compare in C1 meanwhile */
 	atomic_store_explicit(&stop, 1, memory_order_release);
 	for (unsigned i = 0; i < WORKERS; i++) {
 		check(pthread_join(w[i].th, NULL) == 0, "pthread_join");
 		printf("worker %u: %016llx\n", i, (unsigned long long)w[i].result);
 	}
+	printf("wrong comparisons: %lu\n", atomic_load(&wrong));
 	return 0;
 }

@@ -44,6 +44,8 @@ struct round_pending {
 	struct inject_reservation res;
 	struct inject_reservation island; /* AArch64 veneers, when C1 is out of BL reach */
 	struct bolt_output *out;
+	struct elf_bat *bat;		/* the output's address translation */
+	struct inject_fixups fixups;	/* address-taking code kept on C0 */
 	struct inject_plan plan;
 	struct ocolos_stats st;
 	uint64_t t_start;
@@ -256,6 +258,8 @@ void api_drop_pending(struct ocolos_ctx *ctx)
 	if (!p)
 		return;
 	inject_plan_free(&p->plan);
+	inject_fixups_free(&p->fixups);
+	elf_bat_free(p->bat);
 	elf_bolt_output_close(p->out);
 	if (ctx->target_open) {
 		inject_reservation_release(&ctx->target, &p->res);
@@ -351,6 +355,14 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
 	if (!rc)
 		rc = elf_bolt_output_open(p->output, ctx->bin, req.alloc_vma, p->res.size, &p->out, &ctx->err);
+	if (!rc)
+		rc = elf_bat_open(p->output, ctx->bin, &p->bat, &ctx->err);
+	if (!rc)
+		rc = inject_fixups_build(ctx->bin, p->out, p->bat, &p->fixups, &ctx->err);
+	if (!rc && (p->fixups.n || p->fixups.unfixed))
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "address-taking code in C1 kept on C0: %u "
+			  "RIP-relative references, %u immediates (%u references to a copy left)",
+			  p->fixups.rip_refs, p->fixups.immediates, p->fixups.unfixed);
 	if (!rc) {
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT: %u functions moved in %.1f ms",
 			  p->out->moved, (double)p->st.bolt_ns / 1e6);
@@ -383,7 +395,7 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *unwind)
 {
 	struct proc_target *t = &ctx->target;
-	int rc = inject_map_c1(t, p->out, p->bias, &p->res, &p->st.c1_bytes, &ctx->err);
+	int rc = inject_map_c1(t, p->out, p->bias, &p->fixups, &p->res, &p->st.c1_bytes, &ctx->err);
 	if (!rc)
 		rc = inject_map_island(t, &p->plan, &ctx->err);
 	if (rc)

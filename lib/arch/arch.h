@@ -43,6 +43,11 @@ struct arch_insn {
 	uint8_t rel32_opcode;	/* 0xe8 / 0xe9: a plain `call/jmp rel32`
 				 * (no prefix: its rel32 follows the opcode),
 				 * else 0 */
+	uint8_t disp_off;	/* rip_ref: offset of its disp32 in the insn */
+	uint8_t imm_off;	/* an absolute immediate of 4 or 8 bytes (not a
+				 * branch offset): its offset, else 0 */
+	uint8_t imm_size;	/* ... and its size in bytes, else 0 */
+	uint64_t imm;		/* ... and the 64-bit value it stands for */
 };
 /* Decode `code` (one function's bytes at link-time address `addr`) from
  * its start and call fn(insn, user) for every instruction, until fn

@@ -90,8 +90,19 @@ size_t arch_x86_decode(const uint8_t *code, size_t len, uint64_t addr, arch_insn
 		if (x.flow != ARCH_FLOW_CALL && x.flow != ARCH_FLOW_COND && x.flow != ARCH_FLOW_JUMP)
 			x.target = 0;
 		if ((in.attributes & ZYDIS_ATTRIB_HAS_MODRM) && in.raw.modrm.mod == 0 &&
-		    in.raw.modrm.rm == 5) /* [rip + disp32] */
+		    in.raw.modrm.rm == 5) { /* [rip + disp32] */
 			x.rip_ref = x.addr + in.length + (uint64_t)(int64_t)in.raw.disp.value;
+			x.disp_off = in.raw.disp.offset;
+		}
+		for (int k = 0; k < 2; k++) {
+			const struct ZydisDecodedInstructionRawImm_ *im = &in.raw.imm[k];
+			if (im->is_relative || (im->size != 32 && im->size != 64))
+				continue;
+			x.imm_off = im->offset;
+			x.imm_size = im->size / 8;
+			x.imm = im->is_signed ? (uint64_t)im->value.s : im->value.u;
+			break;
+		}
 		/* Plain e8/e9 only: a prefixed form (e.g. bnd jmp, f2 e9) has its
 		 * rel32 elsewhere and is not redirected. */
 		if (in.length == ARCH_X86_BRANCH_LEN && in.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT &&

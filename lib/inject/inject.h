@@ -18,6 +18,7 @@
 #include "core/procmaps.h"
 #include "proc/target.h"
 #include "elf/binary.h"
+#include "elf/bat.h"
 #include "elf/bolt_output.h"
 
 /* ---- reservation (reserve.c) ---- */
@@ -120,14 +121,42 @@ int inject_plan_needs_island(const struct elf_binary *b, const struct bolt_outpu
 /* Bytes an island needs for this round's veneers (upper bound). */
 uint64_t inject_plan_island_size(const struct elf_binary *b, const struct bolt_output *o);
 
+/* ---- address-taking code in C_k keeps C0 addresses (keep_c0.c) ---- */
+
+/* A few bytes of BOLT's output to change before it is mapped. */
+struct inject_fixup {
+	uint64_t addr;		/* link-time address in BOLT's output */
+	uint8_t len;
+	uint8_t bytes[8];
+};
+struct inject_fixups {
+	struct inject_fixup *v; size_t n, cap;
+	uint32_t rip_refs;	/* RIP-relative references re-aimed at C0 */
+	uint32_t immediates;	/* absolute immediates changed to C0 */
+	uint32_t unfixed;	/* references to a copy left as they are (a
+				   constant that merely looks like one, an
+				   AArch64 input, out of reach) */
+};
+/* The changes that make every address-taking instruction of BOLT's output
+ * `o` (its code fragments from `bat`) name a moved function's C0 address
+ * instead of its copy's. Nothing for inputs other than x86-64 (see
+ * keep_c0.c). 0 or OCOLOS_ENOMEM. */
+int inject_fixups_build(const struct elf_binary *b, const struct bolt_output *o,
+			const struct elf_bat *bat, struct inject_fixups *fx, struct core_err *err);
+/* Apply those of `fx` that lie in `buf`, the output's bytes at link-time
+ * [lo, lo + len). */
+void inject_fixups_apply(const struct inject_fixups *fx, uint64_t lo, uint8_t *buf, size_t len);
+void inject_fixups_free(struct inject_fixups *fx);
+
 /* ---- C1 mapping (map.c) ---- */
 
 /* Map C1's segments from BOLT's output into the reservation `r` of target
  * `t`, each with its own protection (R+X for code), never writable and
- * executable at once (proc_target_ops.map_fill). *mapped gets the bytes
- * mapped. */
+ * executable at once (proc_target_ops.map_fill), with the fixups `fx`
+ * (may be NULL) applied. *mapped gets the bytes mapped. */
 int inject_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
-		  struct inject_reservation *r, uint64_t *mapped, struct core_err *err);
+		  const struct inject_fixups *fx, struct inject_reservation *r, uint64_t *mapped,
+		  struct core_err *err);
 
 /* AArch64: map the plan's veneers at plan->island (inside a reservation),
  * read-execute. No-op without veneers. */

@@ -23,7 +23,8 @@ static int prot_of(uint32_t flags)
 }
 
 int inject_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
-		  struct inject_reservation *r, uint64_t *mapped, struct core_err *err)
+		  const struct inject_fixups *fx, struct inject_reservation *r, uint64_t *mapped,
+		  struct core_err *err)
 {
 	*mapped = 0;
 	const uint64_t PAGE = arch_page_size();
@@ -56,6 +57,7 @@ int inject_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t b
 			free(buf);
 			return core_errf(err, OCOLOS_EIO, "cannot read C1 from BOLT's output");
 		}
+		inject_fixups_apply(fx, s->vaddr, buf + lead, (size_t)s->filesz);
 		int rc = t->ops->map_fill(t, start, end - start, prot, buf, len, err);
 		free(buf);
 		if (rc)

@@ -341,9 +341,31 @@ int test_blocker_release(void)
 
 /* ---- after a successful round -------------------------------------------- */
 
+uint64_t test_stub_target(uint64_t addr)
+{
+	const uint8_t *p = (const uint8_t *)(uintptr_t)addr;
+#if defined(__aarch64__)
+	uint32_t w[2];
+	uint64_t to;
+	memcpy(w, p, 8);
+	if (w[0] == 0x58000050u && w[1] == 0xd61f0200u) { /* ldr x16, #8; br x16 */
+		memcpy(&to, p + 8, 8);
+		return to;
+	}
+#else
+	int32_t rel;
+	if (p[0] == 0xe9 && p[5] == 0xcc) { /* jmp rel32; int3 */
+		memcpy(&rel, p + 1, 4);
+		return addr + 5 + (uint64_t)(int64_t)rel;
+	}
+#endif
+	return addr;
+}
+
 int test_in_c1(const struct ocolos_stats *st, uint64_t addr)
 {
-	return addr >= st->c1_addr && addr - st->c1_addr < st->c1_bytes;
+	uint64_t to = test_stub_target(addr);
+	return to >= st->c1_addr && to - st->c1_addr < st->c1_bytes;
 }
 
 #if defined(__aarch64__)

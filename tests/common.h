@@ -104,7 +104,12 @@ int test_blocker_release(void);
 
 /* ---- after a successful round -------------------------------------------- */
 
-/* True if `addr` lies in [st->c1_addr, st->c1_addr + st->c1_bytes). */
+/* Where the slot stub at `addr` jumps (lib/inject/stubs.c: a redirected
+ * function pointer points at its function's stub), or `addr` itself when
+ * it is not a stub. */
+uint64_t test_stub_target(uint64_t addr);
+/* True if `addr`, or the stub at `addr`, leads into [st->c1_addr,
+ * st->c1_addr + st->c1_bytes): calls through it run C1. */
 int test_in_c1(const struct ocolos_stats *st, uint64_t addr);
 
 /* Check that a round succeeded and did real work: rc == 0, functions moved,

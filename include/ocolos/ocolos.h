@@ -249,6 +249,15 @@ struct ocolos_stats {
 	uint64_t pause_ns;	      /* stop-the-world duration */
 	uint64_t round_ns;	      /* whole round */
 	char sampler[16];	      /* sampler used: "perf-lbr", "perf-ip", "sigprof" */
+	/* Continuous optimization: the generation of the code this round made
+	 * (1 for the first round on a process, then 2, 3, ...), how many
+	 * versions of optimized code are mapped after it (the one in use, and
+	 * older ones a thread may still run in), and, over the process's life,
+	 * how many versions were retired (unmapped) and their bytes. */
+	uint32_t generation;
+	uint32_t versions_mapped;
+	uint32_t versions_retired;
+	uint64_t bytes_retired;
 	size_t : 0;
 };
 

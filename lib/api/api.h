@@ -35,18 +35,33 @@ struct api_opts {
 	const char *const *bolt_extra_args;
 };
 
-/* A successful round's optimized code and the patches that redirect to it. */
-struct round_live {
-	struct inject_reservation c1;	/* C1's mapping */
-	struct inject_plan plan;	/* patches written */
-	uint64_t unwind;		/* unwinder registration handle */
+/* One version of optimized code mapped in the target (C1, C2, ...). */
+struct api_version {
+	uint32_t gen;
+	struct inject_reservation res;	/* its mapping: code, tables */
+	struct inject_reservation island; /* AArch64 veneers, or none */
+	uint64_t lo, hi;		/* run-time span of its code */
+	uint64_t bytes;			/* bytes mapped */
+	uint64_t unwind;		/* unwinder registration, or 0 */
+	struct elf_bat *bat;		/* its addresses back to C0's */
+	struct inject_version_entries entries; /* its copies' entries */
 };
 
 /* What the rounds left in a target process. */
 struct api_state {
-	int live;			/* `applied` holds the last round's C1 */
-	int redirected;			/* its patches are in place */
-	struct round_live applied;
+	struct api_version *v;		/* mapped versions, oldest first */
+	size_t nv, cap;
+	int redirected;			/* the newest version is in use */
+	struct inject_record rec;	/* every location written: original, current */
+	struct inject_plan want;	/* what the newest version's round wanted
+					   (old = original bytes): a re-apply */
+	struct inject_stubs stubs;	/* slot stubs */
+	uint32_t last_gen;		/* generation of the newest version made */
+	uint64_t pointer_guard;		/* glibc's, as read at the last stop (scan.c) */
+	uint64_t sps[1024];		/* the stopped threads' stack pointers then */
+	size_t nsps;
+	uint32_t versions_retired;
+	uint64_t bytes_retired;
 	/* Bumped by every change of the code in use, so a round prepared by
 	 * one context is not applied over another's (round.c). */
 	uint64_t generation;
@@ -70,6 +85,7 @@ struct ocolos_ctx {
 	int bolt_custom_vma;		/* it has --custom-allocation-vma */
 	struct round_pending *pending;	/* profiled and/or optimized, not replaced */
 	struct api_state *state;	/* self: the process's; else &own_state */
+	uint64_t entry_frame;		/* the running call's frame on its thread */
 	struct api_state own_state;
 };
 
@@ -126,9 +142,31 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st);
 int api_round(struct ocolos_ctx *ctx, struct ocolos_stats *st);
 void api_drop_pending(struct ocolos_ctx *ctx);
 
-/* Stop the world and write the live round's plan forward (C0 -> C1) or
- * backward. */
+/* Stop the world and take the target to the newest version's code
+ * (forward) or back to C0 (a revert) (switch.c). */
 int api_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *st);
+
+/* ---- code versions (versions.c) ---- */
+
+/* Take the target from what the record says to `want`, in one stop (the
+ * record is updated with what was written), and see at that stop which
+ * versions no thread is in (quiet[i], for state->v[i]; may be NULL).
+ * `want` NULL: change nothing, only stop and look. */
+int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
+		   struct inject_switch_result *res, uint8_t *quiet);
+/* Retire the versions that are not in use (all but the newest, or all
+ * after a revert) that nothing we wrote leads to and no thread is in:
+ * `quiet[i]` says version i had no thread in it at the stop just made (or
+ * NULL: make a stop now to see). Unmapped after a scan of the target's
+ * memory finds no reference to them and a second, short stop confirms
+ * that still no thread is in them. *retired counts them. */
+int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet, uint32_t *retired);
+/* The want plan of a revert: every stub and every version's entries back
+ * at C0, slots kept on their stubs. */
+int api_want_c0(struct ocolos_ctx *ctx, struct inject_plan *want);
+/* Free a version (unmapping it and dropping its unwind tables if `unmap`). */
+void api_version_free(struct ocolos_ctx *ctx, struct api_version *v, int unmap);
+void api_state_free(struct api_state *st);
 
 /* Sample the target's threads and classify where they run. */
 int api_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,

@@ -17,6 +17,7 @@ static int run_stage(struct ocolos_ctx *ctx, stage_fn fn, struct ocolos_stats *s
 	int rc = api_enter(ctx);
 	if (rc)
 		return rc;
+	ctx->entry_frame = (uint64_t)(uintptr_t)__builtin_frame_address(0);
 	struct ocolos_stats st;
 	memset(&st, 0, sizeof(st));
 	st.sz = sizeof(st);

@@ -197,8 +197,8 @@ static int configure(struct ocolos_ctx *ctx, const struct ocolos_opts *in)
 static void ctx_free(struct ocolos_ctx *ctx)
 {
 	api_ctx_release(ctx);
-	if (ctx->state == &ctx->own_state && ctx->own_state.live)
-		inject_plan_free(&ctx->own_state.applied.plan);
+	if (ctx->state == &ctx->own_state)
+		api_state_free(&ctx->own_state);
 	free(ctx->strings);
 	free(ctx);
 }

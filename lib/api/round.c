@@ -29,6 +29,7 @@
 #include "api/api.h"
 #include "core/util.h"
 #include "api/workdir.h"
+#include "infer/bat_translate.h"
 #include "infer/hybrid.h"
 #include "infer/profile.h"
 #include "layout/layout.h"
@@ -46,7 +47,8 @@ struct round_pending {
 	struct bolt_output *out;
 	struct elf_bat *bat;		/* the output's address translation */
 	struct inject_fixups fixups;	/* address-taking code kept on C0 */
-	struct inject_plan plan;
+	struct inject_plan want;	/* what this round wants (old = original bytes) */
+	struct inject_version_entries entries; /* of the new version */
 	struct ocolos_stats st;
 	uint64_t t_start;
 	uint64_t generation;	/* of the target's state when profiled */
@@ -199,6 +201,39 @@ static int choose_sampler(struct ocolos_ctx *ctx, enum sample_backend_kind *kind
 	return core_errf(&ctx->err, rc, "no sampler can run here; the last one tried said: %s", why.msg);
 }
 
+/* Samples taken in optimized code (any version still mapped) back to the
+ * C0 addresses they came from (BAT), so BOLT optimizes the original binary
+ * from where the program really runs. */
+static int translate_samples(struct ocolos_ctx *ctx, struct round_pending *p, struct sample_set *s)
+{
+	const struct api_state *st = ctx->state;
+	if (!st->nv)
+		return 0;
+	struct infer_bat_code *codes = calloc(st->nv, sizeof(*codes));
+	struct infer_range *ranges = calloc(2 * st->nv, sizeof(*ranges));
+	if (!codes || !ranges) {
+		free(codes);
+		free(ranges);
+		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < st->nv; i++) {
+		const struct api_version *v = &st->v[i];
+		ranges[2 * i] = (struct infer_range){ v->res.addr, v->res.addr + v->res.size };
+		ranges[2 * i + 1] = (struct infer_range){ v->island.addr, v->island.addr + v->island.size };
+		codes[i] = (struct infer_bat_code){ v->bat, &ranges[2 * i], v->island.size ? 2 : 1, p->bias };
+	}
+	struct infer_bat_stats bs = { 0 };
+	int rc = infer_bat_translate_samples(s, codes, st->nv, p->bias, &bs, &ctx->err);
+	if (!rc && (bs.ips_translated || bs.ends_translated))
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "samples in optimized code mapped back to C0: "
+			  "%llu IPs, %llu branch ends (%llu + %llu left: BOLT's own code)",
+			  (unsigned long long)bs.ips_translated, (unsigned long long)bs.ends_translated,
+			  (unsigned long long)bs.ips_untranslated, (unsigned long long)bs.ends_untranslated);
+	free(codes);
+	core_free_clear(ranges, 2 * st->nv * sizeof(*ranges));
+	return rc;
+}
+
 static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 {
 	int self = ctx->pid == getpid();
@@ -217,6 +252,8 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 	p->st.profile_ns = core_now_ns() - t0;
 	p->st.samples = s.n;
 	p->st.threads_sampled = s.threads;
+	if (!rc)
+		rc = translate_samples(ctx, p, &s);
 	/* Branch stacks give edges directly. IP samples alone would reach BOLT
 	 * only as per-function counts (with --pa --ba, BOLT 22 leaves every
 	 * block's count unknown), so they become edge weights here: our CFGs,
@@ -257,7 +294,8 @@ void api_drop_pending(struct ocolos_ctx *ctx)
 	struct round_pending *p = ctx->pending;
 	if (!p)
 		return;
-	inject_plan_free(&p->plan);
+	inject_plan_free(&p->want);
+	inject_version_entries_free(&p->entries);
 	inject_fixups_free(&p->fixups);
 	elf_bat_free(p->bat);
 	elf_bolt_output_close(p->out);
@@ -275,11 +313,6 @@ void api_drop_pending(struct ocolos_ctx *ctx)
 
 int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
-	if (ctx->state->live && ctx->state->redirected)
-		return core_errf(&ctx->err, OCOLOS_ENOTSUP,
-				 "process %d already runs optimized code from an earlier round; "
-				 "continuous re-optimization is not implemented yet: revert first "
-				 "to optimize afresh", (int)ctx->pid);
 	api_drop_pending(ctx);
 	struct round_pending *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -325,6 +358,37 @@ static int c1_may_be_far(const struct elf_binary *b, uint64_t vma)
 			tlo = b->segs[i].vaddr;
 	return tlo != UINT64_MAX &&
 	       vma + b->text_bytes + (1ull << 20) - tlo > ARCH_A64_BRANCH_REACH;
+}
+
+/* What this round wants: every C0 location, slot stub and entry of an
+ * older version aimed at the new version (plan.c), and what the new
+ * version's own entries are, for the round after it (version.c). */
+static int plan(struct ocolos_ctx *ctx, struct round_pending *p)
+{
+	struct api_state *st = ctx->state;
+	int slots = ctx->opts.pointer_slots;
+	int rc = 0;
+	if (slots != OCOLOS_SLOTS_NONE && ctx->bin->nslots)
+		rc = inject_stubs_reserve(&ctx->target, ctx->bin, p->bias, &st->stubs, &ctx->err);
+	struct inject_version_entries *older = calloc(st->nv + 1, sizeof(*older));
+	if (!rc && !older)
+		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+	for (size_t i = 0; !rc && i < st->nv; i++)
+		older[i] = st->v[i].entries;
+	struct inject_plan_opts po = { .bias = p->bias, .island = p->island.addr,
+		.flags = slots == OCOLOS_SLOTS_ALL ? INJECT_PLAN_UNSAFE_SLOTS
+		       : slots == OCOLOS_SLOTS_NONE ? INJECT_PLAN_NO_SLOTS : 0,
+		.gen = st->last_gen + 1, .stubs = slots != OCOLOS_SLOTS_NONE && st->stubs.res.size
+		       ? &st->stubs : NULL, .older = older, .nolder = st->nv };
+	if (!rc)
+		rc = inject_plan_build_for(ctx->bin, p->out, &po, &p->want, &ctx->err);
+	free(older);
+	if (!rc)
+		rc = inject_version_entries_build(ctx->bin, p->out, p->bat, &p->fixups, p->bias, po.gen,
+						  &p->entries, &ctx->err);
+	if (rc)
+		inject_stubs_rollback(&st->stubs);
+	return rc;
 }
 
 int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
@@ -374,14 +438,7 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 						   &p->island, &ctx->err);
 	}
 	if (!rc)
-		rc = inject_plan_build_island(ctx->bin, p->out, p->bias, p->island.addr,
-					      ctx->opts.pointer_slots == OCOLOS_SLOTS_ALL ?
-					      INJECT_PLAN_UNSAFE_SLOTS : ctx->opts.pointer_slots ==
-					      OCOLOS_SLOTS_NONE ? INJECT_PLAN_NO_SLOTS : 0,
-					      &p->plan, &ctx->err);
-	if (!rc && p->plan.veneers)
-		core_logf(&ctx->log, OCOLOS_LOG_INFO, "C1 is beyond BL reach of the code: %u veneers at 0x%llx",
-			  p->plan.veneers, (unsigned long long)p->plan.island);
+		rc = plan(ctx, p);
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc)
@@ -397,7 +454,7 @@ static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *un
 	struct proc_target *t = &ctx->target;
 	int rc = inject_map_c1(t, p->out, p->bias, &p->fixups, &p->res, &p->st.c1_bytes, &ctx->err);
 	if (!rc)
-		rc = inject_map_island(t, &p->plan, &ctx->err);
+		rc = inject_map_island(t, &p->want, &ctx->err);
 	if (rc)
 		return rc;
 	p->st.c1_addr = p->bias + p->out->lo;
@@ -408,12 +465,39 @@ static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *un
 	return rc;
 }
 
+/* The new version, made the newest of the state (takes over the round's
+ * reservations, BAT and entries). */
+static int push_version(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t unwind)
+{
+	struct api_state *st = ctx->state;
+	if (core_grow((void **)&st->v, &st->cap, st->nv, sizeof(*st->v)))
+		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+	st->v[st->nv++] = (struct api_version){ .gen = p->entries.gen, .res = p->res,
+		.island = p->island, .lo = p->bias + p->out->lo, .hi = p->bias + p->out->hi,
+		.bytes = p->st.c1_bytes, .unwind = unwind, .bat = p->bat, .entries = p->entries };
+	st->last_gen = p->entries.gen;
+	p->res = (struct inject_reservation){ 0 };
+	p->island = (struct inject_reservation){ 0 };
+	p->bat = NULL;
+	memset(&p->entries, 0, sizeof(p->entries));
+	return 0;
+}
+
+static void fill_state_stats(const struct api_state *st, struct ocolos_stats *out)
+{
+	out->generation = st->last_gen;
+	out->versions_mapped = (uint32_t)st->nv;
+	out->versions_retired = st->versions_retired;
+	out->bytes_retired = st->bytes_retired;
+}
+
 int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
 	struct round_pending *p = ctx->pending;
+	struct api_state *state = ctx->state;
 	if (!p || p->stage != 2)
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "nothing to replace: optimize first");
-	if (p->generation != ctx->state->generation) {
+	if (p->generation != state->generation) {
 		api_drop_pending(ctx);
 		return core_errf(&ctx->err, OCOLOS_EBUSY,
 				 "another context changed the code process %d runs since this round "
@@ -422,57 +506,63 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	}
 	uint64_t unwind = 0;
 	int rc = prepare(ctx, p, &unwind);
-	uint64_t (*moved)[2] = calloc(p->out->moved + 1, sizeof(*moved));
-	size_t nmoved = 0;
-	for (size_t i = 0; moved && i < ctx->bin->nfuncs; i++)
-		if (p->out->c1_addr[i]) {
-			const struct elf_func *f = &ctx->bin->funcs[i];
-			moved[nmoved][0] = p->bias + f->addr;
-			moved[nmoved++][1] = p->bias + f->addr + (f->size ? f->size : 1);
-		}
-	struct inject_switch_request rq = { .plan = &p->plan, .forward = 1,
-		.moved = (const uint64_t (*)[2])moved, .nmoved = nmoved };
+	if (!rc)
+		rc = inject_stubs_map(&ctx->target, &state->stubs, &ctx->err);
+	/* The new version joins the state before the switch, so that the
+	 * switch also watches it; it is taken out again if the switch fails. */
+	size_t nv_before = state->nv;
+	uint32_t gen_before = state->last_gen;
+	if (!rc)
+		rc = push_version(ctx, p, unwind);
+	uint8_t *quiet = rc ? NULL : calloc(state->nv + 1, 1);
+	if (!rc && !quiet)
+		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 	struct inject_switch_result sw = { 0 };
 	if (!rc)
-		rc = inject_switch(&ctx->target, &rq, &sw, &ctx->err);
-	free(moved);
+		rc = api_transition(ctx, &p->want, &sw, quiet);
 	const struct inject_apply_result res = sw.applied;
 	p->st.threads_stopped = sw.threads;
 	p->st.pause_ns = sw.pause_ns;
-	if (!rc && sw.stack_ns)
-		core_logf(&ctx->log, OCOLOS_LOG_INFO,
-			  "at the switch %u threads had %u frames in the C0 code of moved functions "
-			  "(they finish there; stack walk %.3f ms of the pause)", sw.stack_threads,
-			  sw.stack_frames, (double)sw.stack_ns / 1e6);
 	p->st.call_sites_patched = res.call_sites;
 	p->st.pointer_slots_patched = res.ptr_slots;
 	p->st.entries_patched = res.entries;
 	p->st.entries_blocked = res.blocked;
-	p->st.pointer_slots_kept = p->plan.slots_kept + res.slots_held;
-	p->st.round_ns = core_now_ns() - p->t_start;
-	copy_stats(p, st);
+	p->st.pointer_slots_kept = p->want.slots_kept + res.slots_held;
 	if (rc) {
-		inject_unwind_deregister(&ctx->target, unwind);
+		if (state->nv > nv_before) { /* the switch failed: nothing leads there */
+			api_version_free(ctx, &state->v[--state->nv], 1);
+			state->last_gen = gen_before;
+		} else {
+			inject_unwind_deregister(&ctx->target, unwind);
+		}
+		free(quiet);
+		p->st.round_ns = core_now_ns() - p->t_start;
+		copy_stats(p, st);
 		api_drop_pending(ctx); /* unmaps C1: nothing points at it */
 		return rc;
 	}
+	state->redirected = 1;
+	state->generation++;
+	inject_plan_free(&state->want);
+	state->want = p->want;
+	p->want = (struct inject_plan){ 0 };
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
-		  "redirect to C1: %u call sites, %u pointer slots (%u planned in writable data; %u "
-		  "left on C0: their function's address is taken), %u function entries (%u left: a "
-		  "thread was inside; %u mismatched, %u slots held with them), %u threads stopped "
-		  "for %.3f ms", res.call_sites, res.ptr_slots, p->plan.writable_slots,
-		  p->plan.slots_kept, res.entries, res.blocked, res.mismatched, res.slots_held,
-		  p->st.threads_stopped,
+		  "redirect to C%u: %u call sites, %u pointer slots (%u left on C0: their function's "
+		  "address is taken), %u stubs, %u function entries (%u left: a thread was inside; "
+		  "%u mismatched, %u slots held with them), %u threads stopped for %.3f ms",
+		  state->last_gen, res.call_sites, res.ptr_slots, state->want.slots_kept, res.stubs,
+		  res.entries, res.blocked, res.mismatched, res.slots_held, p->st.threads_stopped,
 		  (double)p->st.pause_ns / 1e6);
-	if (ctx->state->live) /* a reverted earlier round: its C1 stays mapped for good */
-		inject_plan_free(&ctx->state->applied.plan);
-	ctx->state->live = 1;
-	ctx->state->redirected = 1;
-	ctx->state->generation++;
-	ctx->state->applied = (struct round_live){ p->res, p->plan, unwind };
-	p->res = (struct inject_reservation){ 0 }; /* now owned by `applied` */
-	p->island = (struct inject_reservation){ 0 }; /* veneers: mapped for good, like C1 */
-	p->plan = (struct inject_plan){ 0 };
+	/* Older versions nothing leads to any more go now, if no thread is in
+	 * them (versions.c). A failure to retire is not the round's. */
+	uint32_t retired = 0;
+	if (api_retire(ctx, quiet, &retired))
+		core_logf(&ctx->log, OCOLOS_LOG_WARN, "retiring old code failed: %s", ctx->err.msg);
+	core_err_clear(&ctx->err);
+	free(quiet);
+	fill_state_stats(state, &p->st);
+	p->st.round_ns = core_now_ns() - p->t_start;
+	copy_stats(p, st);
 	api_drop_pending(ctx);
 	return 0;
 }

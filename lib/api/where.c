@@ -24,6 +24,25 @@ static int in_exe(const struct procmaps *m, dev_t dev, ino_t ino, uint64_t ip)
 	return 0;
 }
 
+/* In optimized code: any version still mapped (its code, or the stubs). */
+static int in_versions(const struct api_state *st, uint64_t ip)
+{
+	for (size_t i = 0; i < st->nv; i++) {
+		const struct api_version *v = &st->v[i];
+		if ((ip >= v->res.addr && ip < v->res.addr + v->res.size) ||
+		    (ip >= v->island.addr && ip < v->island.addr + v->island.size))
+			return 1;
+	}
+	return 0;
+}
+
+/* In the slot stubs: a jump to the newest version while it is in use, to C0
+ * after a revert; counted with where it leads. */
+static int in_stubs(const struct api_state *st, uint64_t ip)
+{
+	return ip >= st->stubs.res.addr && ip < st->stubs.res.addr + st->stubs.res.size;
+}
+
 int api_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 	       struct ocolos_where_result *out)
 {
@@ -47,12 +66,13 @@ int api_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 	struct procmaps m = { 0 };
 	if (!rc)
 		rc = core_procmaps_read(ctx->pid, &m, &ctx->err);
-	uint64_t lo = ctx->state->live ? ctx->state->applied.c1.addr : 0;
-	uint64_t hi = ctx->state->live ? ctx->state->applied.c1.addr + ctx->state->applied.c1.size : 0;
+	const struct api_state *state = ctx->state;
 	for (size_t i = 0; !rc && i < s.n; i++) {
 		uint64_t ip = s.ips[i];
-		if (ip >= lo && ip < hi)
+		if (in_versions(state, ip) || (state->redirected && in_stubs(state, ip)))
 			out->in_optimized++;
+		else if (in_stubs(state, ip))
+			out->in_original++;
 		else if (in_exe(&m, st.st_dev, st.st_ino, ip))
 			out->in_original++;
 		else

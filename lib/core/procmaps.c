@@ -3,6 +3,7 @@
  * found by the binary's device and inode, not its name, so a replaced file
  * is noticed) and for finding free address space near the code.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +18,10 @@ int core_procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err)
 	char path[64], line[4096];
 	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
 	FILE *f = fopen(path, "re");
+	if (!f && (errno == ENOENT || errno == ESRCH))
+		return core_errf(err, OCOLOS_ENOPROC, "process %d is gone (it exited)", (int)pid);
 	if (!f)
-		return core_errf(err, OCOLOS_EIO, "cannot read %s: is the process alive?", path);
+		return core_errf(err, OCOLOS_EIO, "cannot read %s: %s", path, strerror(errno));
 	m->n = 0;
 	while (fgets(line, sizeof(line), f)) {
 		struct procmaps_entry e = { 0 };
@@ -38,12 +41,15 @@ int core_procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err)
 		m->v[m->n++] = e;
 	}
 	fclose(f);
+	if (!m->n) /* a zombie: its memory is gone already */
+		return core_errf(err, OCOLOS_ENOPROC, "process %d is exiting (it has no memory left)",
+				 (int)pid);
 	return 0;
 }
 
 void core_procmaps_free(struct procmaps *m)
 {
-	free(m->v);
+	core_free_clear(m->v, m->cap * sizeof(*m->v)); /* it names code versions: core/util.c */
 	m->v = NULL;
 	m->n = m->cap = 0;
 }

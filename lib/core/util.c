@@ -1,17 +1,38 @@
 /* Small helpers shared by every module (util.h). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/util.h"
 
+/*
+ * Growing an array moves it; the block left behind is cleared first. Why:
+ * in the calling process, retirement scans all writable memory for words
+ * pointing into an old code version (inject/scan.c), and the library's own
+ * freed buffers — samples taken in it, plans and tables naming its
+ * addresses — would otherwise pin it forever. core_free_clear() does the
+ * same for buffers freed outright.
+ */
 int core_grow(void **arr, size_t *cap, size_t n, size_t elem)
 {
 	if (n < *cap)
 		return 0;
 	size_t ncap = *cap ? *cap * 2 : 64;
-	void *p = realloc(*arr, ncap * elem);
+	void *p = malloc(ncap * elem);
 	if (!p)
 		return -1;
+	if (*arr) {
+		memcpy(p, *arr, *cap * elem);
+		core_free_clear(*arr, *cap * elem);
+	}
 	*arr = p;
 	*cap = ncap;
 	return 0;
+}
+
+void core_free_clear(void *p, size_t len)
+{
+	if (!p)
+		return;
+	explicit_bzero(p, len);
+	free(p);
 }

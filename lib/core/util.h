@@ -17,4 +17,7 @@ static inline uint64_t core_now_ns(void)
  * *cap). Returns 0 or -1 on allocation failure (then *arr is unchanged). */
 int core_grow(void **arr, size_t *cap, size_t n, size_t elem);
 
+/* Clear `len` bytes at `p`, then free it (see util.c for why). NULL is fine. */
+void core_free_clear(void *p, size_t len);
+
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/util.h"
 #include "elf/bolt_output.h"
 
 #define PAGE 4096ull
@@ -149,6 +150,7 @@ static int match_functions(Elf *e, const struct elf_binary *in, struct bolt_outp
 			   struct core_err *err)
 {
 	o->c1_addr = calloc(in->nfuncs ? in->nfuncs : 1, sizeof(*o->c1_addr));
+	o->nfuncs = in->nfuncs;
 	if (!o->c1_addr)
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	int rc = elf_bolt_match_functions(e, in, o->segs, o->nsegs, o->c1_addr, &o->moved, err);
@@ -268,6 +270,6 @@ void elf_bolt_output_close(struct bolt_output *o)
 	if (o->fd >= 0)
 		close(o->fd);
 	free(o->segs);
-	free(o->c1_addr);
+	core_free_clear(o->c1_addr, o->nfuncs * sizeof(*o->c1_addr)); /* core/util.c: why */
 	free(o);
 }

@@ -17,6 +17,7 @@ struct bolt_output {
 	struct elf_segment *segs; size_t nsegs; /* new PT_LOADs (C1), link-time */
 	uint64_t lo, hi;		 /* page-aligned span of segs */
 	uint64_t *c1_addr;		 /* per input function: C1 entry or 0 */
+	size_t nfuncs;			 /* entries of c1_addr */
 	uint32_t moved;			 /* functions with a C1 entry */
 	uint64_t eh_frame, eh_frame_size; /* new .eh_frame (link-time), or 0 */
 	int fd;				 /* the output file, for reading segs */

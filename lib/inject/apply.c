@@ -28,9 +28,12 @@
 #include "arch/cpu.h"
 #include "inject/inject.h"
 
+/* Instructions (made visible to instruction fetch after the write), as
+ * opposed to data: pointer slots, and an AArch64 stub's literal. */
 static int patch_is_code(const struct inject_patch *p)
 {
-	return p->kind == INJECT_CALL_SITE || p->kind == INJECT_ENTRY;
+	return p->kind == INJECT_CALL_SITE || p->kind == INJECT_ENTRY ||
+	       (p->kind == INJECT_STUB && p->len == 4);
 }
 
 static int poke(struct proc_target *t, const struct inject_patch *p, const uint8_t *bytes)
@@ -110,6 +113,8 @@ int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 			res->call_sites++;
 		else if (p->kind == INJECT_ENTRY)
 			res->entries++;
+		else if (p->kind == INJECT_STUB)
+			res->stubs++;
 		else
 			res->ptr_slots++;
 	}

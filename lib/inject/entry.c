@@ -17,11 +17,14 @@
  *
  * Runs while the world is stopped: no allocation, the caller passes scratch.
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "inject/inject.h"
 #include "arch/arch.h"
+#include "core/util.h"
+#include "inject/inject.h"
 
 /* Blocks the entry patch containing `a` past its first byte, if any.
  * Entries are few compared with stack words; they sit in address order in
@@ -79,16 +82,21 @@ int inject_stack_snapshot_take(struct proc_target *t, struct inject_stack_snapsh
 	ss->scratch = malloc(INJECT_STACK_WORDS * sizeof(*ss->scratch));
 	if (!ss->scratch)
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
-	int rc = core_procmaps_read(t->pid, &ss->maps, err);
-	if (rc)
+	struct core_err why = { 0 };
+	int rc = core_procmaps_read(t->pid, &ss->maps, &why);
+	if (rc) {
 		inject_stack_snapshot_free(ss);
-	return rc;
+		if (kill(t->pid, 0) != 0 && errno == ESRCH)
+			return core_errf(err, OCOLOS_ENOPROC, "process %d exited during the round", (int)t->pid);
+		return core_errf(err, rc, "%s", why.msg);
+	}
+	return 0;
 }
 
 void inject_stack_snapshot_free(struct inject_stack_snapshot *ss)
 {
 	core_procmaps_free(&ss->maps);
-	free(ss->scratch);
+	core_free_clear(ss->scratch, ss->scratch ? INJECT_STACK_WORDS * sizeof(*ss->scratch) : 0);
 	ss->scratch = NULL;
 }
 

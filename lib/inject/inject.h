@@ -78,11 +78,17 @@ struct inject_patch {
 	 * function sit together in the plan and are written all or none, so
 	 * no two of them ever hold different addresses for it (apply.c). */
 	uint32_t group;
+	/* Continuous rounds (record.c): the code version the new bytes lead
+	 * into (0: C0, or nothing of ours), and the one the location itself
+	 * lies in (0: C0's image or the stubs). */
+	uint32_t target_gen, owner_gen;
 };
 /* INJECT_DATA_SLOT: a pointer slot in writable data; the program may
  * write it at any time, so it is never pre-faulted (that rewrites the
  * value read a moment earlier). */
-enum { INJECT_CALL_SITE = 1, INJECT_PTR_SLOT = 2, INJECT_ENTRY = 3, INJECT_DATA_SLOT = 4 };
+/* INJECT_STUB: the jump of a slot's stub (stubs.c), retargeted each round. */
+enum { INJECT_CALL_SITE = 1, INJECT_PTR_SLOT = 2, INJECT_ENTRY = 3, INJECT_DATA_SLOT = 4,
+       INJECT_STUB = 5 };
 
 /* inject_plan_build_island() flags. */
 /* Also redirect the slots of functions whose address the program can
@@ -114,13 +120,6 @@ int inject_plan_build(const struct elf_binary *b, const struct bolt_output *o,
 int inject_plan_build_island(const struct elf_binary *b, const struct bolt_output *o,
 			     uint64_t bias, uint64_t island, unsigned flags,
 			     struct inject_plan *plan, struct core_err *err);
-void inject_plan_free(struct inject_plan *plan);
-/* AArch64: whether some call site cannot reach its C1 target with a BL,
- * i.e. whether inject_plan_build needs an island. */
-int inject_plan_needs_island(const struct elf_binary *b, const struct bolt_output *o);
-/* Bytes an island needs for this round's veneers (upper bound). */
-uint64_t inject_plan_island_size(const struct elf_binary *b, const struct bolt_output *o);
-
 /* ---- address-taking code in C_k keeps C0 addresses (keep_c0.c) ---- */
 
 /* A few bytes of BOLT's output to change before it is mapped. */
@@ -147,6 +146,121 @@ int inject_fixups_build(const struct elf_binary *b, const struct bolt_output *o,
  * [lo, lo + len). */
 void inject_fixups_apply(const struct inject_fixups *fx, uint64_t lo, uint8_t *buf, size_t len);
 void inject_fixups_free(struct inject_fixups *fx);
+
+/* ---- slot stubs (stubs.c) ---- */
+
+struct inject_stubs {
+	struct inject_reservation res;	/* the area, reserved at the first need */
+	uint64_t *at;			/* per function of the binary: run-time
+					   address of its stub, or 0 */
+	size_t nfuncs;
+	uint64_t next;			/* where the next stub goes */
+	/* The stubs the round being prepared adds, on fresh pages starting
+	 * at fresh_lo: fresh_len bytes to map (fresh_cap allocated). */
+	uint8_t *fresh;
+	uint64_t fresh_lo, fresh_len, fresh_cap;
+};
+/* Reserve the stub area (once) within rel32 reach of the image. */
+int inject_stubs_reserve(struct proc_target *t, const struct elf_binary *b, uint64_t bias,
+			 struct inject_stubs *st, struct core_err *err);
+/* The stub of function `f` (C0 address `c0`), made now if it has none
+ * (aimed at C0, on this round's fresh pages). */
+int inject_stubs_alloc(const struct elf_binary *b, struct inject_stubs *st, uint32_t f,
+		       uint64_t c0, uint64_t *addr, struct core_err *err);
+/* Map this round's fresh stubs, read-execute (before the stop). */
+int inject_stubs_map(struct proc_target *t, struct inject_stubs *st, struct core_err *err);
+/* Forget this round's fresh stubs (the round failed before mapping them). */
+void inject_stubs_rollback(struct inject_stubs *st);
+/* The patch that turns the stub at `stub` from jumping to `c0` into jumping
+ * to `to` (kind INJECT_STUB). OCOLOS_ERESERVE when out of reach. */
+int inject_stub_patch(const struct elf_binary *b, uint64_t stub, uint64_t c0, uint64_t to,
+		      struct inject_patch *p);
+void inject_stubs_free(struct inject_stubs *st);
+
+/* ---- the entries of a code version (version.c) ---- */
+
+/* What later rounds need to redirect the entries of version `gen`'s
+ * function copies (so threads still in it leave it as their calls go). */
+struct inject_version_entries {
+	uint32_t gen;
+	size_t nfuncs;
+	uint64_t *at;		/* per function: run-time address of its copy, or 0 */
+	uint64_t *c0;		/* per function: run-time address in C0 */
+	uint8_t (*orig)[5];	/* per function: the copy's first bytes */
+	uint8_t *ok;		/* per function: they may become a jmp (as elf_func.entry_ok) */
+	/* Run-time addresses right after each call instruction of the
+	 * version, sorted: the only addresses in it a return address, a
+	 * setjmp buffer or a saved context can hold (retirement looks for
+	 * those; NULL: not known, any address counts). */
+	uint64_t *ret_sites;
+	size_t nret_sites;
+};
+int inject_version_entries_build(const struct elf_binary *b, const struct bolt_output *o,
+				 const struct elf_bat *bat, const struct inject_fixups *fx,
+				 uint64_t bias, uint32_t gen, struct inject_version_entries *ve,
+				 struct core_err *err);
+void inject_version_entries_free(struct inject_version_entries *ve);
+
+/* What a plan for a code version needs besides the binary and BOLT's output. */
+struct inject_plan_opts {
+	uint64_t bias;
+	uint64_t island;	/* AArch64 veneers (see inject_plan_build_island) */
+	unsigned flags;		/* INJECT_PLAN_* */
+	uint32_t gen;		/* the version the plan leads into */
+	struct inject_stubs *stubs; /* slots go through stubs (NULL: straight to C1) */
+	/* Older versions still mapped: their entries jump to this version's
+	 * copies (or to C0 for functions it did not move). */
+	const struct inject_version_entries *older;
+	size_t nolder;
+};
+int inject_plan_build_for(const struct elf_binary *b, const struct bolt_output *o,
+			  const struct inject_plan_opts *po, struct inject_plan *plan,
+			  struct core_err *err);
+/* Append to `plan` the entries of version `ve` aimed at the copies of
+ * `o` (version `gen`, mapped with `bias`), or with `o` NULL all at C0 (a
+ * revert). */
+int inject_plan_version_entries(const struct bolt_output *o, uint64_t bias, uint32_t gen,
+				const struct inject_version_entries *ve, struct inject_plan *plan,
+				struct core_err *err);
+
+void inject_plan_free(struct inject_plan *plan);
+/* AArch64: whether some call site cannot reach its C1 target with a BL,
+ * i.e. whether inject_plan_build needs an island. */
+int inject_plan_needs_island(const struct elf_binary *b, const struct bolt_output *o);
+/* Bytes an island needs for this round's veneers (upper bound). */
+uint64_t inject_plan_island_size(const struct elf_binary *b, const struct bolt_output *o);
+
+/* ---- the patch record and transitions (record.c) ---- */
+
+/* A location some round changed: its original bytes and what it holds. */
+struct inject_loc {
+	uint64_t addr;
+	uint8_t len, kind;	/* as in inject_patch */
+	uint8_t orig[8], cur[8];
+	uint32_t group;
+	uint32_t cur_gen;	/* version `cur` leads into (0: none) */
+	uint32_t owner_gen;	/* version the location lies in (0: C0, stubs) */
+};
+struct inject_record {
+	struct inject_loc *v; size_t n, cap; /* sorted by addr */
+};
+struct inject_loc *inject_record_find(const struct inject_record *rec, uint64_t addr);
+/* The plan that takes the target from what `rec` says it holds to `want`
+ * (a plan whose `old` bytes are the original ones, `new_` the wanted ones):
+ * every wanted location from its current bytes, every recorded location
+ * not wanted back to its original bytes (slots excepted: a slot keeps the
+ * value it was given). Patches that would change nothing are left out. */
+int inject_transition(const struct inject_record *rec, const struct inject_plan *want,
+		      struct inject_plan *out, struct core_err *err);
+/* After a switch wrote `done` (a transition): the applied patches' bytes
+ * are what the locations hold now; new locations join the record. */
+int inject_record_update(struct inject_record *rec, const struct inject_plan *done,
+			 struct core_err *err);
+/* Forget the locations lying in version `gen` (it was unmapped). */
+void inject_record_drop_owner(struct inject_record *rec, uint32_t gen);
+/* Does a location outside version `gen` hold bytes that lead into it? */
+int inject_record_leads_to(const struct inject_record *rec, uint32_t gen);
+void inject_record_free(struct inject_record *rec);
 
 /* ---- C1 mapping (map.c) ---- */
 
@@ -186,7 +300,7 @@ void inject_unwind_deregister(struct proc_target *t, uint64_t handle);
 /* ---- applying a plan (apply.c) ---- */
 
 struct inject_apply_result {
-	uint32_t call_sites, ptr_slots, entries; /* written */
+	uint32_t call_sites, ptr_slots, entries, stubs; /* written */
 	uint32_t blocked;		 /* entries a thread might resume inside */
 	uint32_t mismatched;		 /* skipped: memory differed from plan */
 	/* Slots left on C0 although they matched: another slot of the same
@@ -234,6 +348,30 @@ void inject_stack_snapshot_free(struct inject_stack_snapshot *ss);
  * from `sp` to the end of its mapping, read with the target's peek. */
 size_t inject_stack_words(void *ctx, uint64_t sp, uint64_t *words, size_t max);
 
+/* ---- the memory scan (scan.c) ---- */
+
+/* Set found[i] when an aligned word of the target's writable memory points
+ * into ranges[i] ([lo, hi)), or does once demangled with `guard` (glibc's
+ * x86-64 pointer guard; 0: no demangling). The part of a mapping below one
+ * of the stack pointers `sps` (less the 128-byte red zone), dead stack at
+ * the last stop, is skipped. *scanned gets the bytes read. */
+struct inject_scan_opts {
+	uint64_t guard;			/* see above */
+	const uint64_t *sps;		/* stack pointers at the last stop */
+	size_t nsps;
+	const uint64_t (*skip)[2];	/* ranges not to read: the calling
+					   process's own bookkeeping, when it
+					   is the target */
+	size_t nskip;
+	/* Per range (may be NULL, or an entry NULL): the sorted addresses a
+	 * word must equal to count (return sites); else any in the range. */
+	const uint64_t *const *sites;
+	const size_t *nsites;
+};
+int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_t n,
+		       const struct inject_scan_opts *so, uint8_t *found, uint64_t *scanned,
+		       struct core_err *err);
+
 /* ---- the switch (switch.c) ---- */
 
 struct inject_switch_request {
@@ -243,6 +381,22 @@ struct inject_switch_request {
 	 * in them are counted (a report: they finish there, safely). */
 	const uint64_t (*moved)[2];
 	size_t nmoved;
+	/* Optional: ranges [lo, hi) to watch: watch_busy[i] is set when a
+	 * stopped thread's PC, a register or a word of its stack (from its SP
+	 * to the end of that mapping) lies in watch[i]. */
+	const uint64_t (*watch)[2];
+	size_t nwatch;
+	uint8_t *watch_busy;
+	/* Per watched range (may be NULL, or an entry NULL): the addresses a
+	 * stack word must equal to count (return sites, see inject_scan_opts);
+	 * PCs and registers count anywhere in the range. */
+	const uint64_t *const *watch_sites;
+	const size_t *watch_nsites;
+	/* Optional (with watch): where each stopped thread's stack pointer
+	 * was, for a memory scan after the stop to skip the dead part of
+	 * stacks below it (sps_cap entries; *nsps set). */
+	uint64_t *sps;
+	size_t sps_cap, *nsps;
 };
 
 struct inject_switch_result {
@@ -251,6 +405,7 @@ struct inject_switch_result {
 	struct inject_apply_result applied;
 	uint32_t stack_threads, stack_frames; /* in `moved`, if counted */
 	uint64_t stack_ns;	/* of the pause, spent counting them */
+	uint64_t pointer_guard;	/* glibc's (x86-64), read at the stop; 0 if unknown */
 };
 
 /* Stop the world of `t`, check entries (forward), write the plan, resume.

@@ -201,6 +201,6 @@ void inject_fixups_apply(const struct inject_fixups *fx, uint64_t lo, uint8_t *b
 
 void inject_fixups_free(struct inject_fixups *fx)
 {
-	free(fx->v);
+	core_free_clear(fx->v, fx->cap * sizeof(*fx->v));
 	memset(fx, 0, sizeof(*fx));
 }

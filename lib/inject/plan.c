@@ -222,21 +222,25 @@ static int cmp_slot_by_func(const void *a, const void *b)
 	return x->addr < y->addr ? -1 : x->addr > y->addr;
 }
 
-/* Pointer slots, grouped by function (the pointer rule above). */
-static int plan_slots(const struct elf_binary *b, const struct bolt_output *o, uint64_t bias,
-		      unsigned flags, struct inject_plan *plan, struct core_err *err)
+/* Pointer slots, grouped by function (the pointer rule above); with
+ * stubs (continuous rounds), each slot takes its function's stub, and the
+ * stub the function's copy in this version. */
+static int plan_slots(const struct elf_binary *b, const struct bolt_output *o,
+		      const struct inject_plan_opts *po, struct inject_plan *plan,
+		      struct core_err *err)
 {
+	uint64_t bias = po->bias;
 	struct elf_ptr_slot *take = malloc((b->nslots + 1) * sizeof(*take));
 	size_t n = 0;
 	if (!take)
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
-	int unsafe_ok = (flags & INJECT_PLAN_UNSAFE_SLOTS) != 0;
+	int unsafe_ok = (po->flags & INJECT_PLAN_UNSAFE_SLOTS) != 0;
 	for (size_t i = 0; i < b->nslots; i++) {
 		const struct elf_ptr_slot *s = &b->slots[i];
 		if (!o->c1_addr[s->func])
 			continue;
 		if (((b->funcs[s->func].addr_taken || b->imports_dladdr) && !unsafe_ok) ||
-		    (flags & INJECT_PLAN_NO_SLOTS)) {
+		    (po->flags & INJECT_PLAN_NO_SLOTS)) {
 			plan->slots_kept++;
 			continue;
 		}
@@ -246,17 +250,37 @@ static int plan_slots(const struct elf_binary *b, const struct bolt_output *o, u
 	int rc = 0;
 	for (size_t k = 0; k < n && !rc; k++) {
 		const struct elf_ptr_slot *s = &take[k];
+		uint64_t c0 = bias + b->funcs[s->func].addr, to = bias + o->c1_addr[s->func];
+		if (po->stubs && (rc = inject_stubs_alloc(b, po->stubs, s->func, c0, &to, err)))
+			break;
 		struct inject_patch p = { .addr = bias + s->addr, .len = 8,
-			.kind = s->writable ? INJECT_DATA_SLOT : INJECT_PTR_SLOT, .group = s->func + 1 };
-		uint64_t oldv = bias + b->funcs[s->func].addr, newv = bias + o->c1_addr[s->func];
-		memcpy(p.old, &oldv, 8);
-		memcpy(p.new_, &newv, 8);
+			.kind = s->writable ? INJECT_DATA_SLOT : INJECT_PTR_SLOT, .group = s->func + 1,
+			.target_gen = po->stubs ? 0 : po->gen };
+		memcpy(p.old, &c0, 8);
+		memcpy(p.new_, &to, 8);
 		if (push(plan, &p))
 			rc = core_errf(err, OCOLOS_ENOMEM, "out of memory");
 		plan->ptr_slots++;
 		plan->writable_slots += s->writable;
 	}
 	free(take);
+	/* Every stub (this round's and earlier ones') jumps to its function's
+	 * copy in this version; a function not moved this time is left to the
+	 * transition, which puts its stub back on C0. */
+	for (size_t f = 0; po->stubs && !rc && f < po->stubs->nfuncs; f++) {
+		if (!po->stubs->at[f] || !o->c1_addr[f])
+			continue;
+		struct inject_patch p;
+		if (inject_stub_patch(b, po->stubs->at[f], bias + b->funcs[f].addr,
+				      bias + o->c1_addr[f], &p)) {
+			rc = core_errf(err, OCOLOS_ERESERVE, "the stub of %s cannot reach its copy",
+				       b->funcs[f].name);
+			break;
+		}
+		p.target_gen = po->gen;
+		if (push(plan, &p))
+			rc = core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
 	return rc;
 }
 
@@ -270,19 +294,31 @@ int inject_plan_build_island(const struct elf_binary *b, const struct bolt_outpu
 			     uint64_t bias, uint64_t island, unsigned flags,
 			     struct inject_plan *plan, struct core_err *err)
 {
+	struct inject_plan_opts po = { .bias = bias, .island = island, .flags = flags, .gen = 1 };
+	return inject_plan_build_for(b, o, &po, plan, err);
+}
+
+int inject_plan_build_for(const struct elf_binary *b, const struct bolt_output *o,
+			  const struct inject_plan_opts *po, struct inject_plan *plan,
+			  struct core_err *err)
+{
 	memset(plan, 0, sizeof(*plan));
+	uint64_t bias = po->bias;
 	int rc;
 	if (b->machine == EM_AARCH64) {
-		plan->island = island;
+		plan->island = po->island;
 		rc = plan_sites_a64(b, o, bias, plan, err);
 	} else {
 		rc = plan_sites_x86(b, o, bias, plan, err);
 		if (!rc)
 			rc = plan_entries_x86(b, o, bias, plan, err);
 	}
-	if (rc)
-		return rc;
-	rc = plan_slots(b, o, bias, flags, plan, err);
+	for (size_t i = 0; !rc && i < plan->n; i++)
+		plan->v[i].target_gen = po->gen;
+	if (!rc)
+		rc = plan_slots(b, o, po, plan, err);
+	for (size_t i = 0; !rc && i < po->nolder; i++)
+		rc = inject_plan_version_entries(o, po->bias, po->gen, &po->older[i], plan, err);
 	if (rc)
 		return rc;
 	if (!(plan->changed = calloc(plan->n + 1, 1)))
@@ -292,8 +328,8 @@ int inject_plan_build_island(const struct elf_binary *b, const struct bolt_outpu
 
 void inject_plan_free(struct inject_plan *plan)
 {
-	free(plan->v);
+	core_free_clear(plan->v, plan->cap * sizeof(*plan->v));
 	free(plan->changed);
-	free(plan->island_code);
+	core_free_clear(plan->island_code, plan->island_len);
 	memset(plan, 0, sizeof(*plan));
 }

@@ -9,7 +9,9 @@
  *                     target's mappings and scratch space for its stacks
  *   stopped           entries a thread could resume inside are blocked
  *                     (entry.c); the plan is written (apply.c); optionally
- *                     the stopped threads' frames in moved C0 code counted
+ *                     the stopped threads' frames in moved C0 code counted,
+ *                     and which watched ranges (versions to retire) a
+ *                     thread could still run in
  *   resume            the pause ends when the threads are let go
  *
  * Nothing inside the stop allocates or reads /proc: an in-process stop
@@ -21,6 +23,80 @@
 #include "core/util.h"
 #include "inject/inject.h"
 
+static int in_sorted(const uint64_t *v, size_t n, uint64_t w)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v[mid] < w)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && v[lo] == w;
+}
+
+/* `w` lies in a watched range (a stack word: on a return site, if known). */
+static void mark(const struct inject_switch_request *rq, uint64_t w, int stack_word)
+{
+	for (size_t i = 0; i < rq->nwatch; i++)
+		if (w >= rq->watch[i][0] && w < rq->watch[i][1] &&
+		    (!stack_word || !rq->watch_sites || !rq->watch_sites[i] ||
+		     in_sorted(rq->watch_sites[i], rq->watch_nsites[i], w)))
+			rq->watch_busy[i] = 1;
+}
+
+/* Which watched ranges a stopped thread could still be in or return to:
+ * its PC, registers, and stack words (conservatively: any word that looks
+ * like such an address counts). An unreadable stack counts as all. */
+static void watch_threads(const struct inject_switch_request *rq, const struct proc_thread_state *ts,
+			  size_t nts, struct inject_stack_snapshot *ss)
+{
+	memset(rq->watch_busy, 0, rq->nwatch);
+	if (rq->nsps)
+		*rq->nsps = 0;
+	for (size_t t = 0; t < nts; t++) {
+		if (rq->sps && rq->nsps && *rq->nsps < rq->sps_cap)
+			rq->sps[(*rq->nsps)++] = ts[t].sp;
+		mark(rq, ts[t].pc, 0);
+		for (uint32_t r = 0; r < ts[t].nregs; r++)
+			mark(rq, ts[t].regs[r], 0);
+		/* The whole live stack, in scratch-sized pieces. */
+		for (uint64_t sp = ts[t].sp & ~7ull;; sp += 8 * INJECT_STACK_WORDS) {
+			size_t words = inject_stack_words(ss, sp, ss->scratch, INJECT_STACK_WORDS);
+			if (!words && sp == (ts[t].sp & ~7ull) && ts[t].sp) {
+				memset(rq->watch_busy, 1, rq->nwatch);
+				return;
+			}
+			for (size_t w = 0; w < words; w++)
+				mark(rq, ss->scratch[w], 1);
+			if (words < INJECT_STACK_WORDS)
+				break;
+		}
+	}
+}
+
+/* glibc's pointer guard (tcbhead_t.pointer_guard, %fs:0x30 on x86-64),
+ * the same in every thread of a process: read from the first stopped
+ * thread's TLS (its fs base is the last register proc/ptrace.c reports),
+ * or, in this process, from our own. */
+static uint64_t pointer_guard(struct proc_target *t, const struct proc_thread_state *ts, size_t nts)
+{
+#if defined(__x86_64__)
+	uint64_t g = 0;
+	if (t->ops == &proc_target_self_ops) {
+		__asm__("mov %%fs:0x30, %0" : "=r"(g));
+		return g;
+	}
+	if (nts && ts[0].nregs >= 16 && ts[0].regs[15] &&
+	    t->ops->peek(t, ts[0].regs[15] + 0x30, &g, sizeof(g)) == 0)
+		return g;
+#else
+	(void)t; (void)ts; (void)nts;
+#endif
+	return 0;
+}
+
 int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 		  struct inject_switch_result *res, struct core_err *err)
 {
@@ -30,12 +106,13 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 	size_t nspans = 0;
 	struct inject_stack_snapshot ss = { 0 };
 	int check_entries = rq->forward && plan->entries;
+	int need_stacks = check_entries || rq->nwatch;
 	int rc = inject_plan_spans(plan, &spans, &nspans, err);
-	if (!rc && check_entries)
+	if (!rc && need_stacks)
 		rc = inject_stack_snapshot_take(t, &ss, err);
 	if (!rc)
 		rc = t->ops->poke_prepare(t, spans, nspans, err);
-	free(spans);
+	core_free_clear(spans, nspans * sizeof(*spans));
 	if (rc) {
 		inject_stack_snapshot_free(&ss);
 		return rc;
@@ -48,6 +125,8 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 		const struct proc_thread_state *ts = t->ops->states(stop, &nts);
 		if (check_entries)
 			inject_entries_check(plan, ts, nts, inject_stack_words, &ss, ss.scratch);
+		if (rq->nwatch)
+			watch_threads(rq, ts, nts, &ss);
 		rc = inject_apply(t, plan, rq->forward, &res->applied, err);
 		if (!rc && rq->moved) {
 			/* Counted while stopped, so part of the pause (reported apart). */
@@ -56,6 +135,7 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 						 &res->stack_frames) == 0)
 				res->stack_ns = core_now_ns() - s0;
 		}
+		res->pointer_guard = pointer_guard(t, ts, nts);
 		t->ops->resume(t, stop, &t1);
 		res->pause_ns = t1 - t0; /* the pause ends when the threads are let go */
 	}

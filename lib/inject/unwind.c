@@ -302,7 +302,7 @@ int inject_unwind_register(struct proc_target *t, const struct bolt_output *o, u
 		rc = t->ops->map_fill(t, at, pages, PROT_READ, buf, len, err);
 	free(buf);
 	if (!rc && n) {
-		rc = t->ops->call_lib(t, "libgcc_s.so", "__register_frame", at, err);
+		rc = t->ops->call_lib(t, "libgcc_s.so.1", "__register_frame", at, err);
 		if (rc == 1) {
 			core_logf(t->log, OCOLOS_LOG_INFO,
 				  "process %d has no libgcc_s loaded: C1's unwind tables are not "
@@ -324,5 +324,5 @@ void inject_unwind_deregister(struct proc_target *t, uint64_t handle)
 {
 	struct core_err ignore = { 0 };
 	if (handle)
-		t->ops->call_lib(t, "libgcc_s.so", "__deregister_frame", handle, &ignore);
+		t->ops->call_lib(t, "libgcc_s.so.1", "__deregister_frame", handle, &ignore);
 }

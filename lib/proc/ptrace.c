@@ -286,7 +286,12 @@ size_t proc_ptrace_states(const struct proc_ptrace *pt, struct proc_thread_state
 		if (!pt->t[i].stopped || pt->t[i].gone ||
 		    ptrace(PTRACE_GETREGS, pt->t[i].tid, 0, &r) != 0)
 			continue;
-		out[n++] = (struct proc_thread_state){ r.rip, r.rsp };
+		struct proc_thread_state st = { .pc = r.rip, .sp = r.rsp };
+		const uint64_t g[] = { r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9,
+				       r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.fs_base };
+		memcpy(st.regs, g, sizeof(g));
+		st.nregs = sizeof(g) / sizeof(g[0]);
+		out[n++] = st;
 	}
 	return n;
 }

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,9 +75,15 @@ static void park_handler(int sig, siginfo_t *si, void *uc)
 #if defined(__x86_64__)
 			s->state[i].pc = (uint64_t)ctx->uc_mcontext.gregs[REG_RIP];
 			s->state[i].sp = (uint64_t)ctx->uc_mcontext.gregs[REG_RSP];
+			for (int r = 0; r < NGREG && r < 32; r++)
+				s->state[i].regs[r] = (uint64_t)ctx->uc_mcontext.gregs[r];
+			s->state[i].nregs = NGREG < 32 ? NGREG : 32;
 #elif defined(__aarch64__)
 			s->state[i].pc = ctx->uc_mcontext.pc;
 			s->state[i].sp = ctx->uc_mcontext.sp;
+			for (int r = 0; r < 31; r++)
+				s->state[i].regs[r] = ctx->uc_mcontext.regs[r];
+			s->state[i].nregs = 31;
 #endif
 			atomic_store(&s->parked[i], 1); /* publishes the state too */
 		}
@@ -181,12 +188,30 @@ static int all_parked(struct proc_self_stop *s)
 	return 1;
 }
 
+/* The per-thread arrays are sized for MAX_THREADS, since threads created
+ * during the stop must find a slot without an allocation; mapped rather
+ * than malloc'ed, so only the pages of threads that exist are ever
+ * touched, and unmapped after: the states hold the threads' PCs and
+ * registers, which must not linger in the heap (a later retirement scan
+ * would take them for references to old code, see inject/scan.c). */
+static void *table(size_t n, size_t elem)
+{
+	void *p = mmap(NULL, n * elem, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void untable(void *p, size_t n, size_t elem)
+{
+	if (p)
+		munmap(p, n * elem);
+}
+
 static void stop_free(struct proc_self_stop *s)
 {
-	free(s->tids);
-	free(s->state);
-	free((void *)s->parked);
-	free((void *)s->gone);
+	untable(s->tids, s->cap, sizeof(*s->tids));
+	untable(s->state, s->cap, sizeof(*s->state));
+	untable((void *)s->parked, s->cap, sizeof(*s->parked));
+	untable((void *)s->gone, s->cap, sizeof(*s->gone));
 	free(s);
 }
 
@@ -200,10 +225,10 @@ int proc_stop_self(int sig, uint32_t timeout_ms, struct proc_self_stop **out,
 	s->sig = sig;
 	s->self = (pid_t)syscall(SYS_gettid);
 	s->cap = MAX_THREADS;
-	s->tids = calloc(s->cap, sizeof(*s->tids));
-	s->parked = calloc(s->cap, sizeof(*s->parked));
-	s->gone = calloc(s->cap, sizeof(*s->gone));
-	s->state = calloc(s->cap, sizeof(*s->state));
+	s->tids = table(s->cap, sizeof(*s->tids));
+	s->parked = table(s->cap, sizeof(*s->parked));
+	s->gone = table(s->cap, sizeof(*s->gone));
+	s->state = table(s->cap, sizeof(*s->state));
 	if (!s->tids || !s->parked || !s->gone || !s->state) {
 		stop_free(s);
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");

@@ -19,9 +19,13 @@
 struct proc_target;
 struct proc_stop; /* a stopped world, between stop and resume */
 
-/* Where a stopped thread is. */
+/* Where a stopped thread is, and its general registers (any of which may
+ * hold a code address: a return address not yet pushed, a function
+ * pointer being called). */
 struct proc_thread_state {
 	uint64_t pc, sp;
+	uint64_t regs[32];
+	uint32_t nregs;
 };
 
 /* A range of the target that the next stop will write, and what it holds. */

@@ -77,10 +77,11 @@ static int self_map_fill(struct proc_target *t, uint64_t addr, uint64_t size, in
 static int self_call_lib(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
 			 struct core_err *err)
 {
-	/* The definition the program itself binds to (global lookup order):
-	 * the unwinder its exceptions use. */
-	(void)lib;
-	void *fn = dlsym(RTLD_DEFAULT, sym);
+	/* The library is loaded if the program does not have it yet: glibc's
+	 * backtrace() would load the same one later, and must find C1's
+	 * tables registered there. */
+	void *h = dlopen(lib, RTLD_NOW);
+	void *fn = h ? dlsym(h, sym) : NULL;
 	if (!fn)
 		return 1;
 	((void (*)(void *))fn)((void *)(uintptr_t)arg);

@@ -46,7 +46,7 @@ static int walk_one(const uint8_t *data, uint64_t size, uint64_t pos,
 			return OCOLOS_ENOMEM;
 		ring_copy(data, size, pos, tmp, h->size);
 		rc = parse(tmp, h->size, out);
-		free(tmp);
+		core_free_clear(tmp, h->size); /* it holds an IP: core/util.c says why */
 	}
 	if (rc == OCOLOS_EINVAL) {
 		*bad += 1;

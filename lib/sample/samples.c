@@ -14,9 +14,10 @@ int sample_set_push(struct sample_set *s, uint64_t ip)
 
 void sample_set_free(struct sample_set *s)
 {
-	free(s->ips);
-	free(s->branches);
-	free(s->stack_start);
+	/* Samples name code addresses: cleared (core/util.c says why). */
+	core_free_clear(s->ips, s->cap * sizeof(*s->ips));
+	core_free_clear(s->branches, s->cap_branches * sizeof(*s->branches));
+	core_free_clear(s->stack_start, s->cap_stacks * sizeof(*s->stack_start));
 	s->ips = NULL;
 	s->branches = NULL;
 	s->stack_start = NULL;

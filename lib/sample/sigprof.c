@@ -312,7 +312,7 @@ int sample_sigprof_collect(const struct sample_config *cfg,
 			       strerror(r.last_errno));
 	else
 		rc = copy_samples(&r, out, err);
-	free(r.buf.pcs);
+	core_free_clear(r.buf.pcs, r.buf.cap * sizeof(*r.buf.pcs)); /* PCs: core/util.c says why */
 	free(r.timers);
 	return rc;
 }

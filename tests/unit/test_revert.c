@@ -6,9 +6,11 @@
  * Build: -O2 -fno-jump-tables -Wl,--emit-relocs (PIE and non-PIE).
  *
  * -DREDIRECT_WRITABLE: the steps are called through `hooks`, a table in
- * writable .data, and the round sets opts.pointer_slots = OCOLOS_SLOTS_ALL (the helpers are compared with &func, so the pointer rule keeps them on C0). Its
- * slots then hold C1 addresses while optimized and C0 ones after a revert;
- * hooks[2], which the program changed before the round, is left alone.
+ * writable .data, and the round sets opts.pointer_slots = OCOLOS_SLOTS_ALL
+ * (the helpers are compared with &func, so the pointer rule would keep
+ * them on C0). Its slots then lead to C1 while optimized and to C0 after a
+ * revert, through their stubs; hooks[2], which the program changed before
+ * the round, is left alone.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -73,12 +75,27 @@ static double fraction_in_c1(void)
 }
 
 #ifdef REDIRECT_WRITABLE
-/* The slots hold the functions' C0 addresses (1) or not (0). The volatile
- * read keeps the compiler from assuming the table's contents. */
+/* Where the code at `p` goes: through a slot stub (lib/inject/stubs.c,
+ * x86-64: jmp rel32 then int3 padding) to its target, else `p` itself. */
+static uintptr_t through_stub(step_fn f)
+{
+	const uint8_t *p = (const uint8_t *)(uintptr_t)f;
+	int32_t rel;
+	if (p[0] != 0xe9 || p[5] != 0xcc)
+		return (uintptr_t)p;
+	memcpy(&rel, p + 1, 4);
+	return (uintptr_t)p + 5 + (uintptr_t)(intptr_t)rel;
+}
+
+/* The slots lead to the functions' C0 code (1) or not (0). A redirected
+ * slot keeps its stub for good (its value never changes back, so the
+ * program never sees two values for one function); a revert sends the
+ * stub back to C0. The volatile read keeps the compiler from assuming the
+ * table's contents. */
 static int hooks_on_c0(void)
 {
 	step_fn h0 = ((step_fn volatile *)hooks)[0], h1 = ((step_fn volatile *)hooks)[1];
-	return h0 == mix && h1 == twist;
+	return through_stub(h0) == (uintptr_t)mix && through_stub(h1) == (uintptr_t)twist;
 }
 #endif
 

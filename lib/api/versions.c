@@ -1,0 +1,311 @@
+/*
+ * Code versions over time: taking the target from the code it runs to the
+ * code a round (or a revert) wants, and retiring versions nothing can reach
+ * any more.
+ *
+ * Retirement. An old version C_k may be unmapped only when no thread can
+ * ever run it again:
+ *  1. nothing we wrote leads into it (the record: every call site, entry
+ *     and stub now leads to C_{k+1} or C0, none still to C_k — an entry
+ *     left for a switch because a thread was inside it keeps C_k);
+ *  2. at the stop just made (the round's, or one made for this), no
+ *     stopped thread's PC, register or stack word lies in it (switch.c);
+ *  3. after that stop, no word of the target's writable memory points into
+ *     it, plain or demangled (scan.c: suspended coroutines' stacks, saved
+ *     contexts, setjmp buffers, atexit lists);
+ *  4. a second, short stop after the scan finds still no thread in it.
+ * After (2), nothing can create a new reference into C_k without running
+ * C_k's code; (3) finds the references that exist outside the threads;
+ * (4) catches one that was loaded into a thread while (3) ran (a coroutine
+ * resumed, a longjmp). Not caught: a reference copied by memory-to-memory
+ * copy, during (3), from a part not yet scanned to one already scanned (a
+ * stack-copying coroutine switching at that moment); docs/guide.md says so.
+ * Until all four hold, C_k stays mapped, is reported, and is checked again
+ * at the next round or ocolos_retire().
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/api.h"
+#include "core/util.h"
+
+void api_version_free(struct ocolos_ctx *ctx, struct api_version *v, int unmap)
+{
+	if (unmap && ctx->target_open) {
+		inject_unwind_deregister(&ctx->target, v->unwind);
+		inject_reservation_release(&ctx->target, &v->res);
+		inject_reservation_release(&ctx->target, &v->island);
+	}
+	elf_bat_free(v->bat);
+	inject_version_entries_free(&v->entries);
+	memset(v, 0, sizeof(*v));
+}
+
+void api_state_free(struct api_state *st)
+{
+	for (size_t i = 0; i < st->nv; i++) {
+		elf_bat_free(st->v[i].bat);
+		inject_version_entries_free(&st->v[i].entries);
+	}
+	free(st->v);
+	inject_record_free(&st->rec);
+	inject_plan_free(&st->want);
+	inject_stubs_free(&st->stubs);
+	memset(st, 0, sizeof(*st));
+}
+
+int api_want_c0(struct ocolos_ctx *ctx, struct inject_plan *want)
+{
+	memset(want, 0, sizeof(*want));
+	const struct api_state *st = ctx->state;
+	/* Threads still in any version leave it for C0 as their calls go;
+	 * everything else returns to its original bytes by the transition. */
+	for (size_t i = 0; i < st->nv; i++) {
+		int rc = inject_plan_version_entries(NULL, 0, 0, &st->v[i].entries, want, &ctx->err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Version i's ranges to watch: its code and its island. */
+static size_t version_ranges(const struct api_version *v, uint64_t (*r)[2])
+{
+	size_t n = 0;
+	r[n][0] = v->res.addr;
+	r[n++][1] = v->res.addr + v->res.size;
+	if (v->island.size) {
+		r[n][0] = v->island.addr;
+		r[n++][1] = v->island.addr + v->island.size;
+	}
+	return n;
+}
+
+/* Versions that may be retired: not the one in use; nothing we wrote
+ * leads into them. */
+static int retirable(const struct api_state *st, size_t i)
+{
+	if (st->redirected && i + 1 == st->nv)
+		return 0;
+	return !inject_record_leads_to(&st->rec, st->v[i].gen);
+}
+
+int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
+		   struct inject_switch_result *res, uint8_t *quiet)
+{
+	struct api_state *st = ctx->state;
+	struct inject_plan plan = { 0 };
+	int rc = want ? inject_transition(&st->rec, want, &plan, &ctx->err) : 0;
+	if (rc)
+		return rc;
+	uint64_t (*watch)[2] = calloc(2 * st->nv + 1, sizeof(*watch));
+	uint8_t *busy = calloc(2 * st->nv + 1, 1);
+	if (!watch || !busy) {
+		free(watch);
+		free(busy);
+		inject_plan_free(&plan);
+		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+	}
+	const uint64_t **sites = calloc(2 * st->nv + 1, sizeof(*sites));
+	size_t *nsites = calloc(2 * st->nv + 1, sizeof(*nsites));
+	size_t nwatch = 0;
+	for (size_t i = 0; i < st->nv; i++) {
+		if (sites && nsites) {
+			sites[nwatch] = st->v[i].entries.ret_sites;
+			nsites[nwatch] = st->v[i].entries.nret_sites;
+		}
+		nwatch += version_ranges(&st->v[i], watch + nwatch);
+	}
+	struct inject_switch_request rq = { .plan = &plan, .forward = 1, .watch = (const uint64_t (*)[2])watch,
+		.nwatch = quiet ? nwatch : 0, .watch_busy = busy, .sps = st->sps,
+		.sps_cap = sizeof(st->sps) / sizeof(st->sps[0]), .nsps = &st->nsps,
+		.watch_sites = sites && nsites ? sites : NULL, .watch_nsites = nsites };
+	rc = inject_switch(&ctx->target, &rq, res, &ctx->err);
+	if (!rc)
+		rc = inject_record_update(&st->rec, &plan, &ctx->err);
+	if (quiet)
+		for (size_t i = 0, w = 0; i < st->nv; i++) {
+			size_t nr = version_ranges(&st->v[i], watch + w);
+			quiet[i] = !rc;
+			for (size_t k = 0; k < nr; k++)
+				quiet[i] &= !busy[w + k];
+			w += nr;
+		}
+	st->pointer_guard = res->pointer_guard ? res->pointer_guard : st->pointer_guard;
+	core_free_clear(watch, (2 * st->nv + 1) * sizeof(*watch));
+	free(busy);
+	free(sites);
+	free(nsites);
+	inject_plan_free(&plan);
+	return rc;
+}
+
+/* In the calling process, the memory scan also reads the library's own
+ * bookkeeping, which names the versions' addresses (its freed buffers are
+ * cleared: core/util.c): the live structures, and the library's frames on
+ * the calling thread's stack, are skipped. */
+/* How long threads get to leave the code they were just diverted from
+ * before the stop that looks for them (see api_retire). */
+#define RETIRE_SETTLE_NS 20000000
+
+struct skips {
+	uint64_t (*v)[2];
+	size_t n, cap;
+};
+
+static void skip(struct skips *sk, const void *p, size_t len)
+{
+	if (!p || !len || core_grow((void **)&sk->v, &sk->cap, sk->n, sizeof(*sk->v)))
+		return;
+	sk->v[sk->n][0] = (uint64_t)(uintptr_t)p;
+	sk->v[sk->n++][1] = (uint64_t)(uintptr_t)p + len;
+}
+
+static void own_bookkeeping(struct ocolos_ctx *ctx, struct skips *sk, const void *ranges,
+			    size_t nranges)
+{
+	const struct api_state *st = ctx->state;
+	skip(sk, st, sizeof(*st));
+	skip(sk, st->v, st->cap * sizeof(*st->v));
+	for (size_t i = 0; i < st->nv; i++) {
+		const struct api_version *v = &st->v[i];
+		const struct inject_version_entries *e = &v->entries;
+		skip(sk, e->at, e->nfuncs * sizeof(*e->at));
+		skip(sk, e->orig, e->nfuncs * sizeof(*e->orig));
+		skip(sk, e->ret_sites, e->nret_sites * sizeof(*e->ret_sites));
+		if (v->bat) {
+			skip(sk, v->bat, sizeof(*v->bat));
+			skip(sk, v->bat->frags, v->bat->nfrags * sizeof(*v->bat->frags));
+		}
+	}
+	skip(sk, st->rec.v, st->rec.cap * sizeof(*st->rec.v));
+	skip(sk, st->want.v, st->want.cap * sizeof(*st->want.v));
+	skip(sk, ranges, nranges * 2 * sizeof(uint64_t));
+	/* This thread's frames inside the library, from here to the public
+	 * call's (the program's frames above it are scanned). */
+	uint64_t sp = (uint64_t)(uintptr_t)__builtin_frame_address(0);
+	if (ctx->entry_frame > sp)
+		skip(sk, (const void *)(uintptr_t)(sp - 4096), ctx->entry_frame - sp + 4096);
+}
+
+int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, uint32_t *retired)
+{
+	struct api_state *st = ctx->state;
+	*retired = 0;
+	size_t n = st->nv;
+	uint8_t *quiet = calloc(n + 1, 1), *found = calloc(2 * n + 1, 1);
+	uint64_t (*ranges)[2] = calloc(2 * n + 1, sizeof(*ranges));
+	int rc = 0;
+	if (!quiet || !found || !ranges) {
+		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+		goto out;
+	}
+	size_t cand = 0;
+	for (size_t i = 0; i < n; i++)
+		cand += retirable(st, i);
+	if (!cand)
+		goto out;
+	struct inject_switch_result res;
+	int need_stop = !quiet_at_stop;
+	if (quiet_at_stop) {
+		memcpy(quiet, quiet_at_stop, n);
+		for (size_t i = 0; i < n; i++)
+			need_stop |= retirable(st, i) && !quiet[i];
+	}
+	if (need_stop) {
+		/* (2): at the round's own stop the threads were usually still
+		 * running the old hot code they had just been diverted from;
+		 * a moment later they have left it. A stop only to look. */
+		struct timespec ts = { 0, RETIRE_SETTLE_NS };
+		nanosleep(&ts, NULL);
+		if ((rc = api_transition(ctx, NULL, &res, quiet)))
+			goto out;
+	}
+	/* (3): the memory, between the two stops. */
+	size_t nr = 0;
+	for (size_t i = 0; i < n; i++)
+		if (retirable(st, i) && quiet[i])
+			nr += version_ranges(&st->v[i], ranges + nr);
+	if (!nr)
+		goto out;
+	uint64_t scanned = 0, t0 = core_now_ns();
+	struct skips sk = { 0 };
+	if (ctx->self)
+		own_bookkeeping(ctx, &sk, ranges, 2 * n + 1);
+	const uint64_t **sites = calloc(nr + 1, sizeof(*sites));
+	size_t *nsites = calloc(nr + 1, sizeof(*nsites));
+	for (size_t i = 0, w = 0; sites && nsites && i < n; i++) {
+		if (!retirable(st, i) || !quiet[i])
+			continue;
+		size_t k = version_ranges(&st->v[i], ranges + w);
+		sites[w] = st->v[i].entries.ret_sites; /* the code; the island has none */
+		nsites[w] = st->v[i].entries.nret_sites;
+		w += k;
+	}
+	/* In this process the calling thread was not stopped: its stack below
+	 * here is dead too. */
+	if (ctx->self && st->nsps < sizeof(st->sps) / sizeof(st->sps[0]))
+		st->sps[st->nsps++] = (uint64_t)(uintptr_t)__builtin_frame_address(0);
+	struct inject_scan_opts so = { .guard = st->pointer_guard, .sps = st->sps, .nsps = st->nsps,
+		.skip = (const uint64_t (*)[2])sk.v, .nskip = sk.n,
+		.sites = sites && nsites ? sites : NULL, .nsites = nsites };
+	rc = inject_scan_memory(&ctx->target, (const uint64_t (*)[2])ranges, nr, &so, found,
+				&scanned, &ctx->err);
+	free(sk.v);
+	free(sites);
+	free(nsites);
+	if (rc)
+		goto out;
+	core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "retirement scan: %llu KiB of memory in %.1f ms",
+		  (unsigned long long)(scanned >> 10), (double)(core_now_ns() - t0) / 1e6);
+	for (size_t i = 0, w = 0; i < n; i++) {
+		if (!retirable(st, i) || !quiet[i])
+			continue;
+		size_t k = version_ranges(&st->v[i], ranges + w);
+		for (size_t j = 0; j < k; j++)
+			if (found[w + j]) {
+				quiet[i] = 0;
+				core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u stays mapped: a word of "
+					  "process %d's memory still points into it", st->v[i].gen,
+					  (int)ctx->pid);
+			}
+		w += k;
+	}
+	/* (4): still nobody in them. */
+	uint8_t *again = calloc(n + 1, 1);
+	if (!again) {
+		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+		goto out;
+	}
+	rc = api_transition(ctx, NULL, &res, again);
+	for (size_t i = 0; !rc && i < n; i++)
+		quiet[i] &= again[i];
+	free(again);
+	if (rc)
+		goto out;
+	size_t w = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (retirable(st, i) && quiet[i]) {
+			uint32_t gen = st->v[i].gen;
+			st->bytes_retired += st->v[i].bytes;
+			st->versions_retired++;
+			inject_record_drop_owner(&st->rec, gen);
+			core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u retired (%llu KiB unmapped)", gen,
+				  (unsigned long long)(st->v[i].bytes >> 10));
+			api_version_free(ctx, &st->v[i], 1);
+			(*retired)++;
+			continue;
+		}
+		if (retirable(st, i))
+			core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u stays mapped: a thread may still "
+				  "run in it", st->v[i].gen);
+		st->v[w++] = st->v[i];
+	}
+	st->nv = w;
+out:
+	free(quiet);
+	free(found);
+	core_free_clear(ranges, (2 * n + 1) * sizeof(*ranges));
+	return rc;
+}

@@ -1,0 +1,181 @@
+/*
+ * The entries of a code version's function copies.
+ *
+ * When round k+1 maps C_{k+1}, threads may still run in C_k: a frame
+ * returns there, and code in C_k calls C_k's own copies directly. Patching
+ * the first bytes of each C_k copy into a jump to its C_{k+1} copy (or to
+ * C0, for a function C_{k+1} did not move) sends every such call to the new
+ * code, so threads leave C_k as their frames return and C_k can be retired.
+ * The rules are C0's (elf_func.entry_ok, inject/entry.c): the first 5 bytes
+ * decode, hold no call (no return address points into them), no branch in
+ * the version targets them past the first byte, and the function has no
+ * indirect jump; at the stop, no thread may be inside them. Read from
+ * BOLT's output with the fixups the version was mapped with (keep_c0.c), so
+ * `orig` is exactly what the version holds. x86-64 only: on AArch64 old
+ * versions are left to be retired when their frames return.
+ */
+#include <elf.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "arch/arch.h"
+#include "core/util.h"
+#include "inject/inject.h"
+
+struct targets {
+	uint64_t *v;
+	size_t n, cap;
+	int rc;
+	struct inject_version_entries *ve; /* return sites go here */
+	size_t ret_cap;
+	uint64_t bias;
+};
+
+static int on_insn(const struct arch_insn *in, void *user)
+{
+	struct targets *t = user;
+	if (t->rc || (in->flow != ARCH_FLOW_CALL && in->flow != ARCH_FLOW_ICALL))
+		return 0;
+	struct inject_version_entries *ve = t->ve;
+	if (core_grow((void **)&ve->ret_sites, &t->ret_cap, ve->nret_sites, sizeof(*ve->ret_sites)))
+		t->rc = OCOLOS_ENOMEM;
+	else
+		ve->ret_sites[ve->nret_sites++] = t->bias + in->addr + in->len;
+	return 0;
+}
+
+static void on_target(uint64_t target, void *user)
+{
+	struct targets *t = user;
+	if (t->rc || core_grow((void **)&t->v, &t->cap, t->n, sizeof(*t->v)))
+		t->rc = OCOLOS_ENOMEM;
+	else
+		t->v[t->n++] = target;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Bytes of BOLT's output at link-time [addr, addr + len), fixups applied. */
+static uint8_t *read_code(const struct bolt_output *o, const struct inject_fixups *fx,
+			  uint64_t addr, uint64_t len)
+{
+	for (size_t i = 0; i < o->nsegs; i++) {
+		const struct elf_segment *s = &o->segs[i];
+		if (addr < s->vaddr || addr + len > s->vaddr + s->filesz)
+			continue;
+		uint8_t *buf = malloc(len ? len : 1);
+		if (!buf || pread(o->fd, buf, len, (off_t)(s->offset + addr - s->vaddr)) != (ssize_t)len) {
+			free(buf);
+			return NULL;
+		}
+		inject_fixups_apply(fx, addr, buf, len);
+		return buf;
+	}
+	return NULL;
+}
+
+int inject_version_entries_build(const struct elf_binary *b, const struct bolt_output *o,
+				 const struct elf_bat *bat, const struct inject_fixups *fx,
+				 uint64_t bias, uint32_t gen, struct inject_version_entries *ve,
+				 struct core_err *err)
+{
+	memset(ve, 0, sizeof(*ve));
+	ve->gen = gen;
+	ve->nfuncs = b->nfuncs;
+	ve->at = calloc(b->nfuncs + 1, sizeof(*ve->at));
+	ve->c0 = calloc(b->nfuncs + 1, sizeof(*ve->c0));
+	ve->orig = calloc(b->nfuncs + 1, sizeof(*ve->orig));
+	ve->ok = calloc(b->nfuncs + 1, 1);
+	if (!ve->at || !ve->c0 || !ve->orig || !ve->ok) {
+		inject_version_entries_free(ve);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	for (size_t f = 0; f < b->nfuncs; f++) {
+		ve->at[f] = o->c1_addr[f] ? bias + o->c1_addr[f] : 0;
+		ve->c0[f] = bias + b->funcs[f].addr;
+	}
+	if (b->machine != EM_X86_64 || !bat)
+		return 0;
+	/* Every fragment decoded once: each hot copy's own entry facts, and
+	 * the targets of every direct branch of the version. */
+	struct targets tg = { .ve = ve, .bias = bias };
+	for (size_t i = 0; i < bat->nfrags && !tg.rc; i++) {
+		const struct elf_bat_frag *fr = &bat->frags[i];
+		uint8_t *code = read_code(o, fx, fr->addr, fr->size);
+		if (!code)
+			continue;
+		struct arch_entry_info info = { .on_target = on_target };
+		size_t done = arch_x86_scan_function(code, fr->size, fr->addr, NULL, &info, &tg);
+		arch_x86_decode(code, fr->size, fr->addr, on_insn, &tg);
+		long f = fr->in_func;
+		if (i < bat->nhot && f >= 0 && (size_t)f < b->nfuncs && o->c1_addr[f] == fr->addr &&
+		    fr->size >= ARCH_X86_BRANCH_LEN) {
+			ve->ok[f] = done == fr->size && info.decoded_entry && !info.call_in_entry &&
+				    !info.indirect_jump;
+			memcpy(ve->orig[f], code, ARCH_X86_BRANCH_LEN);
+		}
+		free(code);
+	}
+	if (tg.rc) {
+		free(tg.v);
+		inject_version_entries_free(ve);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	qsort(tg.v, tg.n, sizeof(*tg.v), cmp_u64);
+	qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), cmp_u64);
+	for (size_t f = 0; f < b->nfuncs; f++) {
+		if (!ve->ok[f])
+			continue;
+		uint64_t a = o->c1_addr[f];
+		size_t lo = 0, hi = tg.n; /* first target > a */
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			if (tg.v[mid] <= a)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < tg.n && tg.v[lo] < a + ARCH_X86_BRANCH_LEN)
+			ve->ok[f] = 0;
+	}
+	free(tg.v);
+	return 0;
+}
+
+int inject_plan_version_entries(const struct bolt_output *o, uint64_t bias, uint32_t gen,
+				const struct inject_version_entries *ve, struct inject_plan *plan,
+				struct core_err *err)
+{
+	for (size_t f = 0; f < ve->nfuncs; f++) {
+		if (!ve->ok[f] || !ve->at[f])
+			continue;
+		int moved = o && o->c1_addr[f];
+		uint64_t to = moved ? bias + o->c1_addr[f] : ve->c0[f];
+		struct inject_patch p = { .addr = ve->at[f], .len = ARCH_X86_BRANCH_LEN,
+			.kind = INJECT_ENTRY, .new_ = { 0xe9 }, .owner_gen = ve->gen,
+			.target_gen = moved ? gen : 0 };
+		memcpy(p.old, ve->orig[f], ARCH_X86_BRANCH_LEN);
+		if (arch_x86_encode_rel32(p.addr, to, p.new_ + 1))
+			continue; /* out of reach: the version keeps this copy as it is */
+		if (core_grow((void **)&plan->v, &plan->cap, plan->n, sizeof(*plan->v)))
+			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+		plan->v[plan->n++] = p;
+		plan->entries++;
+	}
+	return 0;
+}
+
+void inject_version_entries_free(struct inject_version_entries *ve)
+{
+	free(ve->at);
+	free(ve->c0);
+	free(ve->orig);
+	free(ve->ok);
+	core_free_clear(ve->ret_sites, ve->nret_sites * sizeof(*ve->ret_sites));
+	memset(ve, 0, sizeof(*ve));
+}

@@ -35,7 +35,7 @@
 #include "inject/inject.h"
 #include "layout/layout.h"
 #include "sample/sample.h"
-#include "unit.h"
+#include "check.h"
 
 struct sec { uint64_t addr, size; uint8_t *bytes; };
 
@@ -255,8 +255,8 @@ int main(int argc, char **argv)
 	struct core_err err = { 0 };
 	struct elf_binary *b;
 	expect(elf_binary_open(argv[1], &b, &err) == 0, "%s", err.msg);
-	if (unit_failures)
-		unit_done();
+	if (test_failures)
+		test_done();
 
 	/* Synthetic samples: every byte of the hot functions, many times. */
 	static const char *const hot[] = { "fx_hot", "fx_leaf", "fx_mid", "fx_tail", "fx_local", NULL };
@@ -417,5 +417,5 @@ int main(int argc, char **argv)
 	sample_set_free(&s);
 	sample_set_free(&none);
 	elf_binary_close(b);
-	unit_done();
+	test_done();
 }

@@ -27,6 +27,9 @@
  *   revert          switch stats cut at pointer_slots (12)
  *   reapply         switch stats 32 bytes larger
  *   where           result 32 bytes larger
+ *   round           stats cut in the middle of samples_in_binary (20
+ *                   bytes: any sz is honoured, not only field ends); it is
+ *                   refused (C1 in use) and reports the nothing it did
  * and a sz too small to hold sz itself, refused with nothing written.
  * argv: llvm-bolt. Exit 77 (skipped) without perf_event access.
  */
@@ -91,7 +94,7 @@ static void expect_zero_tail(const unsigned char *p, size_t from, size_t to, con
 {
 	for (size_t i = from; i < to; i++)
 		if (p[i]) {
-			expect(0, "%s: byte %zu of the newer tail [%zu, %zu) is %#x, want 0", what, i,
+			expect(0, "%s: byte %zu of [%zu, %zu) is %#x, want 0", what, i,
 			       from, to, p[i]);
 			return;
 		}
@@ -231,6 +234,18 @@ int main(int argc, char **argv)
 	       (unsigned long long)w.in_optimized, (unsigned long long)w.elsewhere);
 	expect_zero_tail(p, sizeof(struct ocolos_where_result), sz, "where");
 	out_done(p, sz, "where (newer)");
+
+	/* round: a second one while C1 is in use is refused before it
+	 * starts (OCOLOS_ENOTSUP, "revert first"); its stats say so, zero,
+	 * within the 20 bytes: samples and the first half of
+	 * samples_in_binary. */
+	sz = offsetof(struct ocolos_stats, samples_in_binary) + 4;
+	p = out_new(sz, 0xff);
+	rc = ocolos_round(ctx, (struct ocolos_stats *)p);
+	expect(rc == OCOLOS_ENOTSUP && strstr(last(ctx), "revert first"), "a second round: %d, %s",
+	       rc, last(ctx));
+	expect_zero_tail(p, sizeof(size_t), sz, "a refused round");
+	out_done(p, sz, "a refused round");
 
 	ocolos_close(ctx);
 	long bad = hot_stop();

@@ -16,6 +16,7 @@
 #include "check.h"
 #include "inject/inject.h"
 #include "arch/arch.h"
+#include "arch/cpu.h"
 
 __attribute__((noipa)) static int one(void) { return 1; }
 __attribute__((noipa)) static int two(void) { return 2; }

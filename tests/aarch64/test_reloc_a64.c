@@ -11,6 +11,7 @@
 #include "check.h"
 #include "inject/inject.h"
 #include "arch/arch.h"
+#include "arch/cpu.h"
 
 __attribute__((noipa)) static int forty_two(void) { return 42; }
 

@@ -7,10 +7,8 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/perf_event.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -18,22 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
-void test_fail(const char *file, int line, const char *cond, const char *fmt,
-	       ...)
-{
-	va_list ap;
-
-	fflush(stdout);
-	fprintf(stderr, "FAIL %s:%d: %s: ", file, line, cond);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	fflush(stderr);
-	/* Other threads may be mid-work: do not run exit handlers under them. */
-	_exit(1);
-}
 
 uint64_t test_now_ns(void)
 {
@@ -76,31 +58,6 @@ void test_watchdog(unsigned seconds)
 {
 	signal(SIGALRM, watchdog_fired);
 	alarm(seconds);
-}
-
-void test_require_perf(void)
-{
-	struct perf_event_attr attr;
-	int fd;
-
-	memset(&attr, 0, sizeof(attr));
-	attr.size = sizeof(attr);
-	attr.type = PERF_TYPE_SOFTWARE;
-	attr.config = PERF_COUNT_SW_CPU_CLOCK;
-	attr.sample_period = 1000000;
-	attr.sample_type = PERF_SAMPLE_IP;
-	attr.exclude_kernel = 1;
-	attr.exclude_hv = 1;
-	attr.disabled = 1;
-	fd = (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, 0);
-	if (fd < 0) {
-		fprintf(stderr,
-			"SKIP: perf_event_open(cpu-clock, self) failed: %s "
-			"(kernel.perf_event_paranoid or seccomp)\n",
-			strerror(errno));
-		exit(TEST_SKIP);
-	}
-	close(fd);
 }
 
 void test_log(enum ocolos_log_level level, const char *msg, void *user)

@@ -1,8 +1,8 @@
 /*
- * Shared harness of the integration and bad-input tests: the check() macro,
- * clocks, a thread blocked in a syscall, /proc/self/maps queries, and the
- * verification of a successful round (stats, C1 placement, W^X, and where
- * the process's own samples land afterwards).
+ * Shared harness of the integration and bad-input tests: clocks, a thread
+ * blocked in a syscall, /proc/self/maps queries, and the verification of a
+ * successful round (stats, C1 placement, W^X, and where the process's own
+ * samples land afterwards). The assertions are check.h's.
  *
  * Not here: the deterministic workload itself (work.h for C, it_cxx.cpp for
  * C++), which must be compiled into each test binary with its own flags.
@@ -21,23 +21,11 @@
 
 #include <ocolos/ocolos.h>
 
+#include "check.h" /* check(), expect(), TEST_SKIP, test_require_perf() */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define TEST_SKIP 77
-
-/* Abort the test with a message naming the condition unless `cond` holds.
- * The message is a printf format and its arguments (at least a format). */
-#define check(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			test_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);     \
-	} while (0)
-
-/* Print "FAIL file:line: cond: msg" on stderr and _exit(1). */
-void test_fail(const char *file, int line, const char *cond, const char *fmt,
-	       ...) __attribute__((noreturn, format(printf, 4, 5)));
 
 /* Monotonic clock, ns / ms. */
 uint64_t test_now_ns(void);
@@ -48,10 +36,6 @@ pid_t test_gettid(void);
 /* After `seconds`, print "FAIL: watchdog" and _exit(1) (SIGALRM), so a
  * hung library call fails the test with a message before ctest's timeout. */
 void test_watchdog(unsigned seconds);
-
-/* Exit with TEST_SKIP unless this process may perf_event_open() its own
- * threads (user-mode cpu-clock), which every sampling round needs. */
-void test_require_perf(void);
 
 /* ocolos_log_fn that prints to stderr; `user` is an optional prefix. */
 void test_log(enum ocolos_log_level level, const char *msg, void *user);

@@ -75,7 +75,7 @@ static int round_ms(const struct ocolos_opts *o, uint64_t *ms)
 	return rc;
 }
 
-static void expect(int rc, int want)
+static void expect_rc(int rc, int want)
 {
 	const char *msg = ocolos_last_error(NULL);
 
@@ -89,7 +89,7 @@ static void expect(int rc, int want)
  * touched: the call returns well before the sampling window would end. */
 static void expect_early(int rc, int want, uint64_t ms, uint32_t profile_ms)
 {
-	expect(rc, want);
+	expect_rc(rc, want);
 	check(ms < profile_ms / 2,
 	      "%s took %llu ms: it must be detected before sampling",
 	      ocolos_strerror(want), (unsigned long long)ms);
@@ -138,7 +138,7 @@ static void mode_boltfail(const char *script)
 		    .log_fn = test_log);
 	int rc = round_ms(&o, &ms);
 
-	expect(rc, OCOLOS_EBOLT);
+	expect_rc(rc, OCOLOS_EBOLT);
 	/* fake-bolt-fail prints this on stderr before exiting 1. */
 	check(test_contains(ocolos_last_error(NULL), "simulated BOLT failure"),
 	      "message does not carry BOLT's own error output: %s",
@@ -154,7 +154,7 @@ static void mode_bolttimeout(const char *script)
 		    .log_fn = test_log);
 	int rc = round_ms(&o, &ms);
 
-	expect(rc, OCOLOS_ETIMEDOUT);
+	expect_rc(rc, OCOLOS_ETIMEDOUT);
 	check(ms >= timeout_ms, "timed out after %llu ms, before the limit",
 	      (unsigned long long)ms);
 	check(ms < profile_ms + timeout_ms + 4000,
@@ -168,7 +168,7 @@ static void mode_noprofile(void)
 	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 100, .log_fn = test_log);
 	int rc = round_ms(&o, &ms);
 
-	expect(rc, OCOLOS_ENOPROFILE);
+	expect_rc(rc, OCOLOS_ENOPROFILE);
 }
 
 struct busy_arg {
@@ -227,7 +227,7 @@ static void mode_busy(const char *script)
 			    .log_fn = test_log, .log_user = (void *)"[third] ");
 		rc = round_ms(&o, &ms);
 	}
-	expect(rc, OCOLOS_ENOBOLT);
+	expect_rc(rc, OCOLOS_ENOBOLT);
 }
 
 int main(int argc, char **argv)

@@ -78,10 +78,14 @@ struct compat01_where_result {
 	uint64_t samples, in_original, in_optimized, elsewhere;
 };
 
-#define COMPAT01_LAST(type, field) API_OFFSETOFEND(struct type, field)
-
-/* 0.1 options -> 0.2 options. 0.1 compared sz with sizeof: same rule here
- * (its structs end in an int, no padding could hide a field but the last). */
+/* 0.1 options -> 0.2 options, read with 0.1's rule: up to sizeof, tail
+ * padding included, and only bytes past sizeof must be zero. Not up to
+ * offsetofend of the last field: both 0.1 option structs end in an int at
+ * 96, so bytes 100..103 are padding, which 0.1 never looked at and which
+ * OCOLOS_OPTS() does not zero: GCC 12 at -O2 drops its memset as a dead
+ * store before the compound-literal assignment, which stores the fields
+ * only, and stack garbage stays in the padding (tests/abi/abi_old.c).
+ * Refusing those bytes failed rounds of 0.1 programs that 0.1 ran. */
 static int opts_from_01(const void *in, size_t known, const char *what, struct ocolos_opts *o,
 			void *u, size_t usz)
 {
@@ -102,7 +106,7 @@ static void slots_from_01(struct ocolos_opts *o, int redirect_writable_slots)
 static int self_opts_01(const struct compat01_self_opts *in, struct ocolos_opts *o)
 {
 	struct compat01_self_opts u;
-	int rc = opts_from_01(in, COMPAT01_LAST(compat01_self_opts, redirect_writable_slots),
+	int rc = opts_from_01(in, sizeof(struct compat01_self_opts),
 			      "ocolos_self_opts", o, &u, sizeof(u));
 	if (rc)
 		return rc;
@@ -127,7 +131,7 @@ static int self_opts_01(const struct compat01_self_opts *in, struct ocolos_opts 
 static int pid_opts_01(const struct compat01_pid_opts *in, struct ocolos_opts *o)
 {
 	struct compat01_pid_opts u;
-	int rc = opts_from_01(in, COMPAT01_LAST(compat01_pid_opts, redirect_writable_slots),
+	int rc = opts_from_01(in, sizeof(struct compat01_pid_opts),
 			      "ocolos_pid_opts", o, &u, sizeof(u));
 	if (rc)
 		return rc;

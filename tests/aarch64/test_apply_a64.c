@@ -15,8 +15,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "a64.h"
 #include "arch/cpu.h"
+#include "check.h"
 #include "inject/inject.h"
 #include "proc/target.h"
 #include "arch/arch.h"
@@ -47,7 +47,7 @@ int main(void)
 	long pg = sysconf(_SC_PAGESIZE);
 	uint8_t *code = mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint64_t *slot = mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	expect(code != MAP_FAILED && slot != MAP_FAILED, "mmap");
+	check(code != MAP_FAILED && slot != MAP_FAILED, "mmap");
 	uint64_t site = (uint64_t)(uintptr_t)code + 4;
 	uint32_t bl_one, bl_two;
 	/* one() and two() are in this binary, within 128 MiB of an anonymous
@@ -57,20 +57,20 @@ int main(void)
 	    arch_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)two, &bl_two)) {
 		void *near = mmap((void *)(((uintptr_t)one + (1u << 20)) & ~(uintptr_t)(pg - 1)), (size_t)pg,
 				  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		expect(near != MAP_FAILED, "mmap near");
+		check(near != MAP_FAILED, "mmap near");
 		munmap(code, (size_t)pg);
 		code = near;
 		site = (uint64_t)(uintptr_t)code + 4;
-		expect(!arch_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)one, &bl_one) &&
+		check(!arch_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)one, &bl_one) &&
 		       !arch_a64_encode_branch(site, 0x94000000, (uint64_t)(uintptr_t)two, &bl_two),
 		       "no page within BL reach of the test's code");
 	}
 	uint32_t body[4] = { 0xa9bf7bfd, bl_one, 0xa8c17bfd, 0xd65f03c0 };
 	memcpy(code, body, sizeof(body));
 	arch_code_changed((uint64_t)(uintptr_t)code, (uint64_t)(uintptr_t)code + sizeof(body));
-	expect(mprotect(code, (size_t)pg, PROT_READ | PROT_EXEC) == 0, "mprotect code");
+	check(mprotect(code, (size_t)pg, PROT_READ | PROT_EXEC) == 0, "mprotect code");
 	slot[0] = (uint64_t)(uintptr_t)one;
-	expect(mprotect(slot, (size_t)pg, PROT_READ) == 0, "mprotect slot");
+	check(mprotect(slot, (size_t)pg, PROT_READ) == 0, "mprotect slot");
 
 	struct inject_plan plan = { 0 };
 	struct inject_patch ps[2] = {
@@ -97,10 +97,10 @@ int main(void)
 	char pc0[4], pd0[4];
 	perms_of(site, pc0);
 	perms_of((uint64_t)(uintptr_t)slot, pd0);
-	expect(!strcmp(pc0, "r-x") && pd0[1] == '-', "before: code %s slot %s", pc0, pd0);
+	check(!strcmp(pc0, "r-x") && pd0[1] == '-', "before: code %s slot %s", pc0, pd0);
 	int (*fn)(void) = (int (*)(void))(uintptr_t)code;
 #if defined(__aarch64__)
-	expect(fn() == 1, "before: %d", fn());
+	check(fn() == 1, "before: %d", fn());
 #endif
 	for (int round = 0; round < 2; round++) {
 		int forward = round == 0;
@@ -108,18 +108,18 @@ int main(void)
 		uint64_t before = arch_code_changed_count();
 		expect(inject_apply(&t, &plan, forward, &res, &err) == 0, "apply: %s", err.msg);
 		uint64_t flushes = arch_code_changed_count() - before;
-		expect(res.call_sites == 1 && res.ptr_slots == 1 && res.mismatched == 0,
+		check(res.call_sites == 1 && res.ptr_slots == 1 && res.mismatched == 0,
 		       "result %u %u %u", res.call_sites, res.ptr_slots, res.mismatched);
-		expect(flushes == 1, "%llu i-cache flushes for one code write (want exactly 1)",
+		check(flushes == 1, "%llu i-cache flushes for one code write (want exactly 1)",
 		       (unsigned long long)flushes);
 		char pc[4], pd[4];
 		perms_of(site, pc);
 		perms_of((uint64_t)(uintptr_t)slot, pd);
-		expect(!strcmp(pc, pc0) && !strcmp(pd, pd0), "protections after: code %s slot %s (before: %s %s)",
+		check(!strcmp(pc, pc0) && !strcmp(pd, pd0), "protections after: code %s slot %s (before: %s %s)",
 		       pc, pd, pc0, pd0);
-		expect(slot[0] == (forward ? p2 : p1), "slot");
+		check(slot[0] == (forward ? p2 : p1), "slot");
 #if defined(__aarch64__)
-		expect(fn() == (forward ? 2 : 1), "%s: the code returned %d", forward ? "redirected" : "reverted",
+		check(fn() == (forward ? 2 : 1), "%s: the code returned %d", forward ? "redirected" : "reverted",
 		       fn());
 #endif
 		/* A second application writes nothing: forward, it finds memory

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "a64.h"
+#include "check.h"
 #include "elf/binary.h"
 #include "arch/arch.h"
 
@@ -22,33 +22,33 @@ int main(int argc, char **argv)
 	(void)argc;
 	struct elf_binary *b;
 	struct core_err err = { 0 };
-	expect(elf_binary_open("/proc/self/exe", &b, &err) == 0, "open: %s", err.msg);
-	expect(b->machine == 183 /* EM_AARCH64 */, "machine %u", b->machine);
-	expect(b->reloc_sites > 0 && b->nsites > b->reloc_sites, "sites %zu (relocs %zu)", b->nsites,
+	check(elf_binary_open("/proc/self/exe", &b, &err) == 0, "open: %s", err.msg);
+	check(b->machine == 183 /* EM_AARCH64 */, "machine %u", b->machine);
+	check(b->reloc_sites > 0 && b->nsites > b->reloc_sites, "sites %zu (relocs %zu)", b->nsites,
 	       b->reloc_sites);
 	long fm = -1;
 	for (size_t i = 0; i < b->nfuncs; i++)
 		if (!strcmp(b->funcs[i].name, "mid"))
 			fm = (long)i;
-	expect(fm >= 0, "no function 'mid'");
+	check(fm >= 0, "no function 'mid'");
 	uint64_t bias = (uint64_t)(uintptr_t)mid - b->funcs[fm].addr;
 	int to_leaf = 0;
 	for (size_t i = 0; i < b->nsites; i++) {
 		const struct elf_branch_site *s = &b->sites[i];
 		uint32_t w;
 		memcpy(&w, (const void *)(uintptr_t)(bias + s->site), 4);
-		expect(arch_a64_branch_kind(w) == s->opcode, "site 0x%llx: %08x", (unsigned long long)s->site, w);
-		expect(arch_a64_branch_target(s->site, w) == b->funcs[s->func].addr,
+		check(arch_a64_branch_kind(w) == s->opcode, "site 0x%llx: %08x", (unsigned long long)s->site, w);
+		check(arch_a64_branch_target(s->site, w) == b->funcs[s->func].addr,
 		       "site 0x%llx does not branch to %s", (unsigned long long)s->site, b->funcs[s->func].name);
 		to_leaf += !strcmp(b->funcs[s->func].name, "leaf");
 	}
 	/* mid calls the static leaf twice (or once plus a tail call) */
-	expect(to_leaf >= 2, "calls to the static function 'leaf' found: %d", to_leaf);
+	check(to_leaf >= 2, "calls to the static function 'leaf' found: %d", to_leaf);
 	int slots = 0;
 	for (size_t i = 0; i < b->nslots; i++)
 		slots += b->slots[i].addr + bias == (uint64_t)(uintptr_t)&table[0] ||
 			 b->slots[i].addr + bias == (uint64_t)(uintptr_t)&table[1];
-	expect(slots == 2, "const table slots found: %d", slots);
+	check(slots == 2, "const table slots found: %d", slots);
 	printf("%d\n", table[argv[0][0] == 0](2)); /* keep the table */
 	fprintf(stderr, "PASS: %zu sites, %zu slots\n", b->nsites, b->nslots);
 	elf_binary_close(b);

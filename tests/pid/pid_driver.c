@@ -421,7 +421,7 @@ static void after_fault(struct tgt *t, uint64_t hash_before, const char *ref)
 	check_no_children();
 }
 
-static void expect(int rc, int want, const struct ocolos_ctx *ctx)
+static void expect_rc(int rc, int want, const struct ocolos_ctx *ctx)
 {
 	const char *msg = ocolos_last_error(ctx);
 	fprintf(stderr, "  -> %d %s: %s\n", rc, ocolos_strerror(rc), msg);
@@ -540,7 +540,7 @@ static uint64_t failing_round(pid_t pid, const struct ocolos_opts *o, int want)
 	int rc = ocolos_open_pid(pid, o, &ctx);
 	if (rc == 0) {
 		rc = ocolos_round(ctx, &st);
-		expect(rc, want, ctx);
+		expect_rc(rc, want, ctx);
 		ocolos_close(ctx);
 	} else {
 		/* the reason went to the log callback */
@@ -735,7 +735,7 @@ static void mode_norelocs(const char *target)
 	uint64_t t0 = test_now_ms();
 	int rc = ocolos_round(ctx, NULL);
 	uint64_t ms = test_now_ms() - t0;
-	expect(rc, OCOLOS_ENORELOCS, ctx);
+	expect_rc(rc, OCOLOS_ENORELOCS, ctx);
 	check(test_contains(ocolos_last_error(ctx), "--emit-relocs"),
 	      "the message does not name the fix: %s", ocolos_last_error(ctx));
 	check(ms < 1500, "found after %llu ms: must be before sampling", (unsigned long long)ms);
@@ -815,7 +815,7 @@ static void mode_boltfail(const char *target, const char *script)
 		    .bolt_timeout_ms = 30000, .log_fn = test_log);
 	struct ocolos_ctx *ctx = open_ctx(t.pid, &o);
 	int rc = ocolos_round(ctx, NULL);
-	expect(rc, OCOLOS_EBOLT, ctx);
+	expect_rc(rc, OCOLOS_EBOLT, ctx);
 	check(test_contains(ocolos_last_error(ctx), "simulated BOLT failure"),
 	      "the message does not carry BOLT's error: %s", ocolos_last_error(ctx));
 	ocolos_close(ctx);

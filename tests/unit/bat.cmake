@@ -10,10 +10,10 @@ target_link_options(bat_fixture PRIVATE -pie -Wl,--emit-relocs)
 ocolos_unit(test_bat)
 # BOLT 22 with --custom-allocation-vma, as x86-64 rounds run it.
 add_test(NAME unit.bat COMMAND test_bat $<TARGET_FILE:bat_fixture>
-  /usr/lib/llvm-22/bin/llvm-bolt /usr/lib/llvm-22/bin/perf2bolt custom)
+  ${OCOLOS_TEST_BOLT} ${OCOLOS_TEST_PERF2BOLT} custom)
 # BOLT 19 on the same input, placing new code itself (AArch64 rounds' BOLT).
 add_test(NAME unit.bat_bolt19 COMMAND test_bat $<TARGET_FILE:bat_fixture>
-  /usr/lib/llvm-19/bin/llvm-bolt /usr/lib/llvm-19/bin/perf2bolt placed)
+  ${OCOLOS_TEST_BOLT19} ${OCOLOS_TEST_PERF2BOLT19} placed)
 
 # AArch64: the fixture cross-compiled, BOLT 19 (the one that handles
 # AArch64 inputs). Skipped (77) without a cross compiler or BOLT 19.
@@ -31,7 +31,7 @@ else()
   set(_bat64 ${CMAKE_CURRENT_BINARY_DIR}/no-aarch64-cross-compiler)
 endif()
 add_test(NAME unit.bat_a64 COMMAND test_bat ${_bat64}
-  /usr/lib/llvm-19/bin/llvm-bolt /usr/lib/llvm-19/bin/perf2bolt placed)
+  ${OCOLOS_TEST_BOLT19} ${OCOLOS_TEST_PERF2BOLT19} placed)
 
 set_tests_properties(unit.bat unit.bat_bolt19 unit.bat_a64 PROPERTIES LABELS unit
   TIMEOUT 180 SKIP_RETURN_CODE 77)

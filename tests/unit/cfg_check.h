@@ -7,7 +7,7 @@
 #define OCOLOS_TEST_CFG_CHECK_H
 
 #include "infer/cfg.h"
-#include "unit.h"
+#include "check.h"
 
 /* Blocks tile the decoded bytes; edges and predecessor lists agree;
  * fall-throughs go to the next block; taken edges name src's last insn. */

@@ -16,7 +16,7 @@ add_test(NAME unit.cfg_x86 COMMAND test_cfg_x86 $<TARGET_FILE:cfg_sample>
 
 ocolos_unit(test_hybrid_bolt)
 add_test(NAME unit.hybrid_bolt COMMAND test_hybrid_bolt $<TARGET_FILE:unit_fixture>
-  /usr/lib/llvm-22/bin/llvm-bolt)
+  ${OCOLOS_TEST_BOLT})
 
 set_tests_properties(unit.hybrid unit.cfg_x86 unit.hybrid_bolt PROPERTIES LABELS unit
   TIMEOUT 120)

@@ -3,5 +3,5 @@
 # contents, BOLT reading the written profile back, the probe.
 ocolos_unit(test_lbr)
 add_test(NAME unit.lbr COMMAND test_lbr $<TARGET_FILE:unit_fixture>
-  /usr/lib/llvm-22/bin/llvm-bolt)
+  ${OCOLOS_TEST_BOLT})
 set_tests_properties(unit.lbr PROPERTIES LABELS unit TIMEOUT 300)

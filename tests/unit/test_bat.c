@@ -58,7 +58,7 @@
 #include "infer/profile.h"
 #include "layout/layout.h"
 #include "sample/sample.h"
-#include "unit.h"
+#include "check.h"
 
 extern char **environ;
 
@@ -578,7 +578,7 @@ int main(int argc, char **argv)
 	struct elf_binary *b = NULL;
 	expect(elf_binary_open(fixture, &b, &err) == 0, "%s", err.msg);
 	if (!b)
-		unit_done();
+		test_done();
 	struct sample_set s = { 0 };
 	make_samples(b, &s);
 	struct api_workdir wd;
@@ -675,5 +675,5 @@ int main(int argc, char **argv)
 	api_workdir_remove(&wd);
 	sample_set_free(&s);
 	elf_binary_close(b);
-	unit_done();
+	test_done();
 }

@@ -10,7 +10,7 @@
 
 #include "bat_note.h"
 #include "elf/bat.h"
-#include "unit.h"
+#include "check.h"
 
 /*
  * The descriptor, output addresses running through it:
@@ -199,5 +199,5 @@ int main(void)
 {
 	check_good();
 	check_bad();
-	unit_done();
+	test_done();
 }

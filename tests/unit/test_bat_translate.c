@@ -8,7 +8,7 @@
 
 #include "bat_note.h"
 #include "infer/bat_translate.h"
-#include "unit.h"
+#include "check.h"
 
 #define B0 0x555555554000ull	      /* C0's load bias (a PIE) */
 #define BK B0			      /* C_k: BOLT was given reservation - B0 */
@@ -54,7 +54,7 @@ int main(void)
 {
 	struct elf_bat *bat = make_bat();
 	if (!bat)
-		unit_done();
+		test_done();
 	const struct infer_range rk[] = { { BK + 0x4001000, BK + 0x4003000 } };
 	const struct infer_range rk1[] = { { BK1 + 0x4001000, BK1 + 0x4001020 } };
 	const struct infer_bat_code codes[] = { { bat, rk, 1, BK }, { bat, rk1, 1, BK1 } };
@@ -118,5 +118,5 @@ int main(void)
 	sample_set_free(&t);
 	sample_set_free(&s);
 	elf_bat_free(bat);
-	unit_done();
+	test_done();
 }

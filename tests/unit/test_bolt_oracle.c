@@ -15,8 +15,9 @@
  *               on C0 by the pointer rule (inject/plan.c)
  * Also: the profile writer's output is read back by BOLT (it reports the
  * sampled functions as profiled), and the model's moved-function map is
- * consistent with BOLT's output.
- * argv: fixture llvm-bolt
+ * consistent with BOLT's output. BOLT 19 on a placed copy of the binary is
+ * test_bolt19_placed.c.
+ * argv: fixture llvm-bolt (BOLT 22: --custom-allocation-vma)
  */
 #include <fcntl.h>
 #include <gelf.h>
@@ -35,26 +36,10 @@
 #include "inject/inject.h"
 #include "layout/layout.h"
 #include "sample/sample.h"
-#include "unit.h"
+#include "check.h"
+#include "oracle_input.h"
 
 struct sec { uint64_t addr, size; uint8_t *bytes; };
-
-/* The whole file, malloc'd; NULL on error. */
-static uint8_t *read_file(const char *path, size_t *n)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *buf = NULL;
-	long len = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-	if (len > 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len)) &&
-	    fread(buf, 1, (size_t)len, f) != (size_t)len) {
-		free(buf);
-		buf = NULL;
-	}
-	if (f)
-		fclose(f);
-	*n = buf ? (size_t)len : 0;
-	return buf;
-}
 
 static struct sec read_section(const char *path, const char *name)
 {
@@ -255,19 +240,12 @@ int main(int argc, char **argv)
 	struct core_err err = { 0 };
 	struct elf_binary *b;
 	expect(elf_binary_open(argv[1], &b, &err) == 0, "%s", err.msg);
-	if (unit_failures)
-		unit_done();
+	if (test_failures)
+		test_done();
 
 	/* Synthetic samples: every byte of the hot functions, many times. */
-	static const char *const hot[] = { "fx_hot", "fx_leaf", "fx_mid", "fx_tail", "fx_local", NULL };
 	struct sample_set s = { 0 };
-	for (size_t i = 0; i < b->nfuncs; i++)
-		for (int k = 0; hot[k]; k++)
-			if (!strcmp(b->funcs[i].name, hot[k]))
-				for (uint64_t off = 0; off < b->funcs[i].size; off++)
-					for (int rep = 0; rep < 20; rep++)
-						sample_set_push(&s, b->funcs[i].addr + off);
-	sample_set_push(&s, 0x10); /* outside the binary: dropped */
+	oracle_samples(b, &s);
 
 	struct api_workdir wd;
 	expect(api_workdir_create(&wd, NULL, &err) == 0, "%s", err.msg);
@@ -288,7 +266,7 @@ int main(int argc, char **argv)
 	expect(infer_write_preagg(b, 0, &s, profile, &ps, &err) == 0, "%s", err.msg);
 
 	expect(layout_bolt_probe(argv[2], wd.path, bolt, &err) == 0, "%s", err.msg);
-	uint64_t vma = ((b->img_hi + (64ull << 20)) & ~((2ull << 20) - 1)), ns;
+	uint64_t vma = oracle_vma(b), ns;
 	struct layout_request req = { .bolt_path = bolt, .binary = argv[1], .profile = profile,
 		.output = output, .log_path = log, .alloc_vma = vma, .timeout_ms = 120000,
 		.basic_samples = 1 };
@@ -351,71 +329,9 @@ int main(int argc, char **argv)
 		inject_plan_free(&plan);
 		elf_bolt_output_close(o);
 	}
-	/* BOLT 19 lacks --custom-allocation-vma; a copy of the binary whose
-	 * highest PT_LOAD ends at v19 (layout_bolt_placed_copy) must make it
-	 * put new code exactly there, and differ from the binary in that
-	 * program header only. */
-	const char *bolt19 = "/usr/lib/llvm-19/bin/llvm-bolt";
-	if (access(bolt19, X_OK) == 0) {
-		char placed[PATH_MAX], out19[PATH_MAX];
-		api_workdir_file(&wd, "placed.elf", placed, &err);
-		api_workdir_file(&wd, "out19.bolt", out19, &err);
-		uint64_t v19 = vma + (16ull << 20);
-		expect(layout_bolt_placed_copy(argv[1], placed, v19, &err) == 0, "%s", err.msg);
-		size_t n0 = 0, n1 = 0;
-		uint8_t *f0 = read_file(argv[1], &n0), *f1 = read_file(placed, &n1);
-		const Elf64_Ehdr *eh = (const Elf64_Ehdr *)f0;
-		size_t diff = 0, outside = 0;
-		for (size_t k = 0; f0 && f1 && n0 == n1 && k < n0; k++)
-			if (f0[k] != f1[k]) {
-				diff++;
-				outside += k < eh->e_phoff ||
-					   k >= eh->e_phoff + (size_t)eh->e_phnum * sizeof(Elf64_Phdr);
-			}
-		expect(f0 && f1 && n0 == n1 && diff > 0 && diff <= 8 && !outside,
-		       "the copy differs in %zu bytes, %zu outside the program headers", diff, outside);
-		free(f0);
-		free(f1);
-		/* BOLT 19 has no --ba: our edge profile (what AArch64 rounds use). */
-		char prof19[PATH_MAX];
-		api_workdir_file(&wd, "p19.preagg", prof19, &err);
-		struct hybrid_write_stats hs = { 0 };
-		expect(infer_write_hybrid_flags(b, 0, &s, prof19, 0, &ps, &hs, &err) == 0, "%s", err.msg);
-		struct layout_request r19 = req;
-		r19.bolt_path = bolt19;
-		r19.binary = placed;
-		r19.output = out19;
-		r19.profile = prof19;
-		r19.basic_samples = 0;
-		r19.self_placed = 1;
-		rc = layout_bolt_run(&r19, &ns, &err);
-		expect(rc == 0, "BOLT 19: %s", err.msg);
-		struct bolt_output *o19 = NULL;
-		if (!rc)
-			expect(elf_bolt_output_open(out19, b, v19, 256ull << 20, &o19, &err) == 0, "%s",
-			       err.msg);
-		if (o19) {
-			expect(o19->lo == v19, "BOLT 19 put new code at 0x%llx, not 0x%llx",
-			       (unsigned long long)o19->lo, (unsigned long long)v19);
-			expect(o19->moved >= 5, "BOLT 19 moved %u functions", o19->moved);
-			elf_bolt_output_close(o19);
-		}
-		/* Bare samples (opts.edges BOLT) cannot reach BOLT 19 (no --ba,
-		 * and its reader takes no S records): a named refusal that says
-		 * what to use, not BOLT's usage error. */
-		struct layout_request rba = r19;
-		rba.profile = req.profile;
-		rba.basic_samples = 1;
-		core_err_clear(&err);
-		rc = layout_bolt_run(&rba, &ns, &err);
-		expect(rc == OCOLOS_ENOTSUP && strstr(err.msg, "OCOLOS_EDGES_HYBRID"),
-		       "BOLT 19 with bare samples: rc %d, %s", rc, err.msg);
-	} else {
-		fprintf(stderr, "no %s: the placed copy is not checked against it\n", bolt19);
-	}
 	api_workdir_remove(&wd);
 	sample_set_free(&s);
 	sample_set_free(&none);
 	elf_binary_close(b);
-	unit_done();
+	test_done();
 }

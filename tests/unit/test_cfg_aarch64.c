@@ -81,14 +81,14 @@ static int build(const struct a64_func *fn, struct cfg_func *f)
 	return rc;
 }
 
-static void check_named(const char *name, void (*check)(const struct cfg_func *))
+static void check_named(const char *name, void (*verify)(const struct cfg_func *))
 {
 	const struct a64_func *fn = find(name);
 	struct cfg_func f;
 	expect(fn != NULL, "%s not in the sample", name);
 	if (!fn || build(fn, &f))
 		return;
-	check(&f);
+	verify(&f);
 	infer_cfg_func_free(&f);
 }
 
@@ -116,7 +116,7 @@ int main(int argc, char **argv)
 	Elf *e = elf_begin(fd, ELF_C_READ, NULL);
 	expect(e != NULL, "cannot read %s", argv[1]);
 	if (!e)
-		unit_done();
+		test_done();
 	load_funcs(e);
 	check_named("cs_asm", check_cs_asm);
 	check_named("cs_asm_loop", check_loop);
@@ -133,5 +133,5 @@ int main(int argc, char **argv)
 	expect(nfuncs >= 6, "only %zu functions", nfuncs);
 	elf_end(e);
 	close(fd);
-	unit_done();
+	test_done();
 }

@@ -31,9 +31,9 @@ static long find(const struct elf_binary *b, const char *name)
 	return -1;
 }
 
-/* Build `name` in `b` and run `check` on it. */
+/* Build `name` in `b` and run `verify` on it. */
 static void check_named(const struct elf_binary *b, const char *name,
-			void (*check)(const struct cfg_func *))
+			void (*verify)(const struct cfg_func *))
 {
 	long i = find(b, name);
 	struct cfg_func f;
@@ -41,7 +41,7 @@ static void check_named(const struct elf_binary *b, const char *name,
 	if (i < 0)
 		return;
 	expect(build(b, (size_t)i, &f) == 0, "%s: no CFG", name);
-	check(&f);
+	verify(&f);
 	infer_cfg_func_free(&f);
 }
 
@@ -81,7 +81,7 @@ int main(int argc, char **argv)
 	expect(elf_binary_open(argv[1], &b, &err) == 0, "%s", err.msg);
 	expect(elf_binary_open(argv[2], &fx, &err) == 0, "%s", err.msg);
 	if (!b || !fx)
-		unit_done();
+		test_done();
 	leaf_addr = b->funcs[find(b, "cs_leaf")].addr;
 	check_named(b, "cs_asm", check_cs_asm);
 	check_named(b, "cs_asm_loop", check_loop);
@@ -94,5 +94,5 @@ int main(int argc, char **argv)
 	       OCOLOS_ENOTSUP, "32-bit Arm must be refused");
 	elf_binary_close(b);
 	elf_binary_close(fx);
-	unit_done();
+	test_done();
 }

@@ -7,7 +7,7 @@
 
 #include "elf/binary.h"
 #include "arch/arch.h"
-#include "unit.h"
+#include "check.h"
 
 static long func_named(const struct elf_binary *b, const char *name)
 {
@@ -121,5 +121,5 @@ int main(int argc, char **argv)
 	check_refusal(argv[3], OCOLOS_ENOSYMS, "stripped");
 	check_refusal(__FILE__, OCOLOS_EELF, "not a 64-bit ELF");
 	check_refusal("/nonexistent/binary", OCOLOS_EIO, "cannot open");
-	unit_done();
+	test_done();
 }

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "inject/inject.h"
-#include "unit.h"
+#include "check.h"
 
 static uint64_t stack_words[4];
 static size_t nstack_words;
@@ -57,5 +57,5 @@ int main(void)
 	inject_entries_check(&plan, ts, 2, fake_stack, NULL, scratch);
 	expect(plan.v[1].blocked && plan.v[2].blocked && plan.v[3].blocked,
 	       "an unreadable stack must block every entry");
-	unit_done();
+	test_done();
 }

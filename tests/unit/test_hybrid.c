@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "infer/hybrid.h"
-#include "unit.h"
+#include "check.h"
 
 #define MAXB 16
 
@@ -218,5 +218,5 @@ int main(void)
 	test_flow();
 	test_entry();
 	test_empty();
-	unit_done();
+	test_done();
 }

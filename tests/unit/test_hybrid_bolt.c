@@ -15,7 +15,7 @@
 
 #include "elf/binary.h"
 #include "infer/hybrid.h"
-#include "unit.h"
+#include "check.h"
 
 extern char **environ;
 
@@ -124,7 +124,7 @@ int main(int argc, char **argv)
 	struct elf_binary *b = NULL;
 	expect(elf_binary_open(argv[1], &b, &err) == 0, "%s", err.msg);
 	if (!b)
-		unit_done();
+		test_done();
 	struct sample_set s = { 0 };
 	make_samples(b, &s);
 	char dir[] = "/tmp/ocolos-hybrid-XXXXXX", prof[96], out[96], log[96];
@@ -194,8 +194,8 @@ int main(int argc, char **argv)
 	sample_set_free(&none);
 	sample_set_free(&s);
 	elf_binary_close(b);
-	if (!unit_failures) {
+	if (!test_failures) {
 		unlink(prof), unlink(out), unlink(log), rmdir(dir);
 	}
-	unit_done();
+	test_done();
 }

@@ -38,7 +38,7 @@
 #include "infer/profile.h"
 #include "sample/perf_lbr.h"
 #include "sample/sample.h"
-#include "unit.h"
+#include "check.h"
 
 /* ---- tracer: the fixture's real taken branches ------------------------- */
 
@@ -614,7 +614,7 @@ int main(int argc, char **argv)
 	elf_binary_close(b);
 	char cmd[600];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (!getenv("LBR_KEEP") && !unit_failures && system(cmd) != 0)
+	if (!getenv("LBR_KEEP") && !test_failures && system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", dir);
-	unit_done();
+	test_done();
 }

@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "core/procmaps.h"
-#include "unit.h"
+#include "check.h"
 
 int main(void)
 {
@@ -47,5 +47,5 @@ int main(void)
 	       "unmapped inode must fail");
 	expect(strstr(err.msg, "replaced") != NULL, "message: %s", err.msg);
 	core_procmaps_free(&real);
-	unit_done();
+	test_done();
 }

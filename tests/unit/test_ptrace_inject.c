@@ -25,7 +25,7 @@
 #include "core/procmaps.h"
 #include "proc/proc.h"
 #include "proc/ptrace.h"
-#include "unit.h"
+#include "check.h"
 
 #if !defined(__x86_64__)
 int main(void)
@@ -244,6 +244,6 @@ int main(void)
 	close(memfd);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
-	unit_done();
+	test_done();
 }
 #endif

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "arch/arch.h"
-#include "unit.h"
+#include "check.h"
 
 static void roundtrip(uint64_t site, uint64_t target, int ok)
 {
@@ -31,5 +31,5 @@ int main(void)
 	expect(!arch_x86_in_reach(0x1000, 0x2000, 0x80000000ull, 0x80001000ull),
 	       "ranges 2 GiB apart are out of reach");
 	expect(arch_x86_in_reach(0, 0x1000, 0x7ffff000ull, 0x7fffffffull), "exactly INT32_MAX apart");
-	unit_done();
+	test_done();
 }

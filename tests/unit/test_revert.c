@@ -21,7 +21,7 @@
 
 #include <ocolos/ocolos.h>
 
-#include "unit.h"
+#include "check.h"
 
 typedef uint64_t (*step_fn)(uint64_t);
 
@@ -155,5 +155,5 @@ int main(void)
 		pthread_join(t[i], NULL);
 	expect(atomic_load(&mismatches) == 0, "%ld of %ld batches computed a wrong result",
 	       atomic_load(&mismatches), atomic_load(&batches));
-	unit_done();
+	test_done();
 }

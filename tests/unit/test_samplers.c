@@ -13,7 +13,7 @@
 
 #include <ocolos/ocolos.h>
 
-#include "unit.h"
+#include "check.h"
 
 typedef uint64_t (*step_fn)(uint64_t);
 __attribute__((noinline)) static uint64_t s_mix(uint64_t x) { x ^= x >> 31; return x * 0x9e3779b97f4a7c15ull; }
@@ -75,5 +75,5 @@ int main(void)
 	atomic_store(&quit, 1);
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
-	unit_done();
+	test_done();
 }

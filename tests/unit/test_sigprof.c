@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "sample/sample.h"
-#include "unit.h"
+#include "check.h"
 
 #define HZ 1000
 #define WINDOW_MS 500
@@ -246,5 +246,5 @@ int main(void)
 	test_refusals();
 	test_window();
 	test_late_signal();
-	unit_done();
+	test_done();
 }

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "proc/proc.h"
-#include "unit.h"
+#include "check.h"
 
 #define NBUSY 3
 static atomic_long counters[NBUSY];
@@ -142,5 +142,5 @@ int main(void)
 	for (int i = 0; i < NBUSY; i++)
 		pthread_join(t[i], NULL);
 	pthread_join(t[NBUSY + 1], NULL);
-	unit_done();
+	test_done();
 }

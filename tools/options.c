@@ -9,6 +9,7 @@
  * "1e9", "inf" and "0x10". The parsers here take digits and one decimal
  * point only and say exactly what was wrong, naming the option.
  */
+#include <ctype.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,7 +34,7 @@ int tool_parse_uint(const char *prog, const char *opt, const char *arg, uint64_t
 	char expected[96];
 	snprintf(expected, sizeof(expected), "a whole number from %llu to %llu",
 		 (unsigned long long)min, (unsigned long long)max);
-	if (arg[0] == '-')
+	if (arg[0] == '-' && isdigit((unsigned char)arg[1]))
 		return refuse(prog, opt, arg, "is negative", expected);
 	size_t digits = strspn(arg, "0123456789");
 	if (!digits || arg[digits])
@@ -68,7 +69,7 @@ int tool_parse_seconds(const char *prog, const char *opt, const char *arg, uint3
 	tool_format_seconds(min_ms, lo, sizeof(lo));
 	tool_format_seconds(max_ms, hi, sizeof(hi));
 	snprintf(expected, sizeof(expected), "seconds from %s to %s (at most 3 decimals)", lo, hi);
-	if (arg[0] == '-')
+	if (arg[0] == '-' && (isdigit((unsigned char)arg[1]) || arg[1] == '.'))
 		return refuse(prog, opt, arg, "is negative", expected);
 	size_t whole = strspn(arg, "0123456789");
 	const char *frac = arg + whole;

@@ -40,7 +40,7 @@ struct round_pending {
 	int branches;		/* sampled branch stacks (else IP samples) */
 	int basic;		/* IP samples handed to BOLT bare (OCOLOS_EDGES_BOLT) */
 	uint64_t bias;
-	struct core_workdir wd;
+	struct api_workdir wd;
 	struct inject_reservation res;
 	struct inject_reservation island; /* AArch64 veneers, when C1 is out of BL reach */
 	struct bolt_output *out;
@@ -99,7 +99,7 @@ static int find_bias(struct ocolos_ctx *ctx, uint64_t *bias)
 	const struct elf_binary *b = ctx->bin;
 	uint8_t id[64];
 	if (b->build_id_vaddr && b->build_id_len &&
-	    (proc_mem_read(ctx->target.memfd, *bias + b->build_id_vaddr, id, b->build_id_len) ||
+	    (ctx->target.ops->peek(&ctx->target, *bias + b->build_id_vaddr, id, b->build_id_len) ||
 	     memcmp(id, b->build_id, b->build_id_len)))
 		return core_errf(&ctx->err, OCOLOS_ESTALE,
 				 "'%s' on disk has another build-id than the image process %d runs: the "
@@ -264,7 +264,7 @@ void api_drop_pending(struct ocolos_ctx *ctx)
 	if (ctx->opts.keep_work_dir && p->wd.path[0])
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "work directory kept: %s", p->wd.path);
 	else
-		core_workdir_remove(&p->wd);
+		api_workdir_remove(&p->wd);
 	free(p);
 	ctx->pending = NULL;
 }
@@ -288,10 +288,10 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc)
 		rc = find_bias(ctx, &p->bias);
 	if (!rc)
-		rc = core_workdir_create(&p->wd, ctx->opts.tmp_dir, &ctx->err);
-	if (!rc && !(rc = core_workdir_file(&p->wd, "profile.preagg", p->profile, &ctx->err)) &&
-	    !(rc = core_workdir_file(&p->wd, "c1.bolt", p->output, &ctx->err)))
-		rc = core_workdir_file(&p->wd, "bolt.log", p->log, &ctx->err);
+		rc = api_workdir_create(&p->wd, ctx->opts.tmp_dir, &ctx->err);
+	if (!rc && !(rc = api_workdir_file(&p->wd, "profile.preagg", p->profile, &ctx->err)) &&
+	    !(rc = api_workdir_file(&p->wd, "c1.bolt", p->output, &ctx->err)))
+		rc = api_workdir_file(&p->wd, "bolt.log", p->log, &ctx->err);
 	if (!rc)
 		rc = find_bolt(ctx, p->wd.path);
 	if (!rc)
@@ -334,7 +334,7 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	char placed[PATH_MAX];
 	int rc = 0;
 	if (!ctx->bolt_custom_vma && !p->res.early &&
-	    !(rc = core_workdir_file(&p->wd, "bolt-input.elf", placed, &ctx->err)))
+	    !(rc = api_workdir_file(&p->wd, "bolt-input.elf", placed, &ctx->err)))
 		rc = layout_bolt_placed_copy(ctx->bin->path, placed, p->res.addr - p->bias, &ctx->err);
 	struct layout_request req = { .bolt_path = ctx->bolt,
 		.binary = !ctx->bolt_custom_vma && !p->res.early ? placed : ctx->bin->path,
@@ -384,17 +384,14 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *unwind)
 {
 	struct proc_target *t = &ctx->target;
-	int rc = t->ops->map_c1(t, p->out, p->bias, &p->res, &p->st.c1_bytes, &ctx->err);
+	int rc = inject_map_c1(t, p->out, p->bias, &p->res, &p->st.c1_bytes, &ctx->err);
 	if (!rc)
-		rc = inject_map_island(&p->plan, &ctx->err);
+		rc = inject_map_island(t, &p->plan, &ctx->err);
 	if (rc)
 		return rc;
 	p->st.c1_addr = p->bias + p->out->lo;
 	uint64_t used = p->bias + p->out->hi - p->res.addr;
-	if (p->out->eh_frame)
-		rc = t->ops->register_unwind(t, p->bias + p->out->eh_frame, p->out->eh_frame_size,
-					     p->bias + p->out->lo, p->bias + p->out->hi,
-					     &p->res, &used, unwind, &ctx->err);
+	rc = inject_unwind_register(t, p->out, p->bias, &p->res, &used, unwind, &ctx->err);
 	if (!rc)
 		inject_reservation_trim(t, &p->res, p->res.addr + used);
 	return rc;
@@ -414,7 +411,6 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	}
 	uint64_t unwind = 0;
 	int rc = prepare(ctx, p, &unwind);
-	struct inject_apply_result res = { 0 };
 	uint64_t (*moved)[2] = calloc(p->out->moved + 1, sizeof(*moved));
 	size_t nmoved = 0;
 	for (size_t i = 0; moved && i < ctx->bin->nfuncs; i++)
@@ -423,23 +419,23 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 			moved[nmoved][0] = p->bias + f->addr;
 			moved[nmoved++][1] = p->bias + f->addr + (f->size ? f->size : 1);
 		}
-	ctx->target.moved = moved;
-	ctx->target.nmoved = nmoved;
-	ctx->target.stack_threads = ctx->target.stack_frames = 0;
-	ctx->target.stack_ns = 0;
+	struct inject_switch_request rq = { .plan = &p->plan, .forward = 1,
+		.moved = (const uint64_t (*)[2])moved, .nmoved = nmoved };
+	struct inject_switch_result sw = { 0 };
 	/* The last safe point: once threads are stopped, the switch completes. */
 	if (!rc)
 		rc = api_check_cancel(ctx, "before the stop-the-world");
 	if (!rc)
-		rc = ctx->target.ops->switch_plan(&ctx->target, &p->plan, 1, &p->st.threads_stopped,
-						  &p->st.pause_ns, &res, &ctx->err);
-	ctx->target.moved = NULL;
+		rc = inject_switch(&ctx->target, &rq, &sw, &ctx->err);
 	free(moved);
-	if (!rc && ctx->target.stack_ns)
+	const struct inject_apply_result res = sw.applied;
+	p->st.threads_stopped = sw.threads;
+	p->st.pause_ns = sw.pause_ns;
+	if (!rc && sw.stack_ns)
 		core_logf(&ctx->log, OCOLOS_LOG_INFO,
 			  "at the switch %u threads had %u frames in the C0 code of moved functions "
-			  "(they finish there; stack walk %.3f ms of the pause)", ctx->target.stack_threads,
-			  ctx->target.stack_frames, (double)ctx->target.stack_ns / 1e6);
+			  "(they finish there; stack walk %.3f ms of the pause)", sw.stack_threads,
+			  sw.stack_frames, (double)sw.stack_ns / 1e6);
 	p->st.call_sites_patched = res.call_sites;
 	p->st.pointer_slots_patched = res.ptr_slots;
 	p->st.entries_patched = res.entries;
@@ -448,8 +444,7 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc) {
-		if (unwind)
-			ctx->target.ops->unregister_unwind(&ctx->target, unwind);
+		inject_unwind_deregister(&ctx->target, unwind);
 		api_drop_pending(ctx); /* unmaps C1: nothing points at it */
 		return rc;
 	}

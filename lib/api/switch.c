@@ -16,9 +16,12 @@ int api_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *
 		return core_errf(&ctx->err, OCOLOS_EINVAL, forward
 				 ? "the optimized code is already in use"
 				 : "the target already runs its original code");
-	struct inject_apply_result res = { 0 };
-	int rc = ctx->target.ops->switch_plan(&ctx->target, &ctx->state->applied.plan, forward,
-					      &st->threads_stopped, &st->pause_ns, &res, &ctx->err);
+	struct inject_switch_request rq = { .plan = &ctx->state->applied.plan, .forward = forward };
+	struct inject_switch_result sw = { 0 };
+	int rc = inject_switch(&ctx->target, &rq, &sw, &ctx->err);
+	const struct inject_apply_result res = sw.applied;
+	st->threads_stopped = sw.threads;
+	st->pause_ns = sw.pause_ns;
 	st->call_sites = res.call_sites;
 	st->pointer_slots = res.ptr_slots;
 	st->entries = res.entries;

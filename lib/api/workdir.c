@@ -10,23 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/util.h"
 #include "api/workdir.h"
 
-int core_grow(void **arr, size_t *cap, size_t n, size_t elem)
-{
-	if (n < *cap)
-		return 0;
-	size_t ncap = *cap ? *cap * 2 : 64;
-	void *p = realloc(*arr, ncap * elem);
-	if (!p)
-		return -1;
-	*arr = p;
-	*cap = ncap;
-	return 0;
-}
-
-int core_workdir_create(struct core_workdir *wd, const char *parent,
+int api_workdir_create(struct api_workdir *wd, const char *parent,
 			struct core_err *err)
 {
 	if (!parent)
@@ -46,7 +32,7 @@ int core_workdir_create(struct core_workdir *wd, const char *parent,
 	return 0;
 }
 
-int core_workdir_file(const struct core_workdir *wd, const char *name,
+int api_workdir_file(const struct api_workdir *wd, const char *name,
 		      char *out, struct core_err *err)
 {
 	int n = snprintf(out, PATH_MAX, "%s/%s", wd->path, name);
@@ -55,7 +41,7 @@ int core_workdir_file(const struct core_workdir *wd, const char *name,
 	return 0;
 }
 
-void core_workdir_remove(struct core_workdir *wd)
+void api_workdir_remove(struct api_workdir *wd)
 {
 	if (!wd->path[0])
 		return;

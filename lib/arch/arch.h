@@ -22,11 +22,40 @@ int arch_x86_encode_rel32(uint64_t site, uint64_t target, uint8_t rel32[4]);
  * with a rel32 (used to choose where C1 may go). */
 int arch_x86_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2);
 
-/* Decode `code` (the bytes of one function, at link-time address `addr`)
- * from its start and call `fn` for every `call rel32` / `jmp rel32` with
- * the instruction's address, opcode and target. Stops at the first byte
- * that does not decode (padding or data), returning its offset; returns
- * `len` when the whole function decoded. */
+/* One decoded instruction, as every x86-64 user sees it (the call-site
+ * sweep of elf/binary.c, the CFGs of infer/cfg_x86.c). */
+enum arch_flow {
+	ARCH_FLOW_OTHER = 0,	/* falls through to the next instruction */
+	ARCH_FLOW_CALL,		/* direct call (target known) */
+	ARCH_FLOW_ICALL,	/* indirect call */
+	ARCH_FLOW_COND,		/* conditional direct branch (target known) */
+	ARCH_FLOW_JUMP,		/* unconditional direct jump (target known) */
+	ARCH_FLOW_IJUMP,	/* indirect jump: no known successor */
+	ARCH_FLOW_RET,		/* return */
+	ARCH_FLOW_TRAP,		/* ud2, hlt, int3: execution stops here */
+};
+struct arch_insn {
+	uint64_t addr;		/* link-time address */
+	uint64_t target;	/* CALL / COND / JUMP: the target, else 0 */
+	uint64_t rip_ref;	/* a [rip + disp32] operand's address, else 0 */
+	uint8_t len;		/* bytes */
+	uint8_t flow;		/* enum arch_flow */
+	uint8_t rel32_opcode;	/* 0xe8 / 0xe9: a plain `call/jmp rel32`
+				 * (no prefix: its rel32 follows the opcode),
+				 * else 0 */
+};
+/* Decode `code` (one function's bytes at link-time address `addr`) from
+ * its start and call fn(insn, user) for every instruction, until fn
+ * returns non-zero or a byte does not decode (padding or data). Returns
+ * the offset where it stopped (`len` when all of it decoded). The one
+ * Zydis pass of the library. */
+typedef int (*arch_insn_fn)(const struct arch_insn *in, void *user);
+size_t arch_x86_decode(const uint8_t *code, size_t len, uint64_t addr, arch_insn_fn fn,
+		       void *user);
+
+/* Call `fn` for every `call rel32` / `jmp rel32` of a function, with the
+ * instruction's address, opcode and target; stops when fn returns
+ * non-zero. */
 typedef int (*arch_branch_fn)(uint64_t site, uint8_t opcode, uint64_t target, void *user);
 
 /* What a sweep learns about a function's entry, for redirecting it with a
@@ -37,20 +66,20 @@ struct arch_entry_info {
 	int indirect_jump;   /* a jmp through a register/memory (a jump table
 			      * might target any offset) */
 	int decoded_entry;   /* the first 5 bytes decoded as instructions */
-	/* Called with the target of every direct jump, branch or call that is
-	 * not at a function start, to find jumps into other entries. */
+	/* Called with the target of every direct jump, branch or call, to
+	 * find jumps into other entries. */
 	void (*on_target)(uint64_t target, void *user);
 	/* Called with the effective address of every RIP-relative memory
 	 * operand (lea f(%rip), mov f(%rip)): an address the assembler may
 	 * have resolved without leaving a relocation. May be NULL. */
 	void (*on_address)(uint64_t addr, void *user);
 };
-size_t arch_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
-			       arch_branch_fn fn, void *user);
-/* The same sweep, also filling `info` (may be NULL) and reporting every
- * direct branch target through info->on_target. */
+/* The call-site sweep: `fn` for every plain call/jmp rel32, and `info`
+ * (may be NULL) filled as it goes. Returns what arch_x86_decode returns. */
 size_t arch_x86_scan_function(const uint8_t *code, size_t len, uint64_t addr,
-			       arch_branch_fn fn, struct arch_entry_info *info, void *user);
+			      arch_branch_fn fn, struct arch_entry_info *info, void *user);
+size_t arch_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
+			      arch_branch_fn fn, void *user);
 
 /* ---- AArch64 (aarch64.c) ---- */
 

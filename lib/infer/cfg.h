@@ -22,18 +22,20 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "arch/arch.h"
 #include "core/err.h"
 
-/* What an instruction does to control flow (filled by the arch decoders). */
+/* What an instruction does to control flow (filled by the arch decoders):
+ * the decoder's own classification (arch/arch.h, enum arch_flow). */
 enum cfg_insn_kind {
-	CFG_INSN_OTHER = 0,	/* falls through to the next instruction */
-	CFG_INSN_CALL,		/* direct call (target known) */
-	CFG_INSN_ICALL,		/* indirect call */
-	CFG_INSN_COND,		/* conditional direct branch (target known) */
-	CFG_INSN_JUMP,		/* unconditional direct jump (target known) */
-	CFG_INSN_IJUMP,		/* indirect jump: no known successor */
-	CFG_INSN_RET,		/* return */
-	CFG_INSN_TRAP,		/* ud2, hlt, brk...: execution stops here */
+	CFG_INSN_OTHER = ARCH_FLOW_OTHER, /* falls through to the next instruction */
+	CFG_INSN_CALL = ARCH_FLOW_CALL,	  /* direct call (target known) */
+	CFG_INSN_ICALL = ARCH_FLOW_ICALL, /* indirect call */
+	CFG_INSN_COND = ARCH_FLOW_COND,	  /* conditional direct branch (target known) */
+	CFG_INSN_JUMP = ARCH_FLOW_JUMP,	  /* unconditional direct jump (target known) */
+	CFG_INSN_IJUMP = ARCH_FLOW_IJUMP, /* indirect jump: no known successor */
+	CFG_INSN_RET = ARCH_FLOW_RET,	  /* return */
+	CFG_INSN_TRAP = ARCH_FLOW_TRAP,	  /* ud2, hlt, brk...: execution stops here */
 };
 
 struct cfg_insn {

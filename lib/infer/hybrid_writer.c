@@ -209,30 +209,6 @@ static void write_calls(struct writer *w)
 	}
 }
 
-/* Samples translated to link-time addresses inside functions, sorted. */
-static int binary_samples(const struct elf_binary *b, uint64_t bias, const struct sample_set *s,
-			  uint64_t **out, size_t *n, struct core_err *err)
-{
-	uint64_t *v = malloc((s->n ? s->n : 1) * sizeof(*v));
-	if (!v)
-		return core_errf(err, OCOLOS_ENOMEM, "out of memory sorting samples");
-	size_t k = 0;
-	for (size_t i = 0; i < s->n; i++) {
-		uint64_t a = s->ips[i] - bias;
-		if (elf_func_containing(b, a) >= 0)
-			v[k++] = a;
-	}
-	qsort(v, k, sizeof(*v), cmp_u64);
-	*out = v;
-	*n = k;
-	if (!k)
-		return core_errf(err, OCOLOS_ENOPROFILE,
-				 "none of the %zu samples fell in the code of '%s' (the program was idle, "
-				 "or busy only in libraries or the kernel); optimize while it does its "
-				 "real work, or lengthen opts.profile_ms", s->n, b->path);
-	return 0;
-}
-
 /* One do_function() per sampled function, in address order. */
 static int write_functions(struct writer *w, const uint64_t *v, size_t n,
 			   struct infer_profile_stats *st)
@@ -269,7 +245,7 @@ int infer_write_hybrid_flags(const struct elf_binary *b, uint64_t bias,
 	memset(st, 0, sizeof(*st));
 	uint64_t *v = NULL;
 	size_t n = 0;
-	int rc = binary_samples(b, bias, s, &v, &n, err);
+	int rc = infer_link_samples(b, bias, s, &v, &n, err);
 	if (rc) {
 		free(v);
 		return rc;

@@ -18,6 +18,13 @@ struct infer_profile_stats {
 	uint32_t functions;	  /* distinct functions sampled */
 };
 
+/* The samples of `s` (run-time IPs; `bias` = run-time minus link-time
+ * address) that fall inside a function of the binary, as link-time
+ * addresses, sorted; *out is malloc'ed (*n entries). OCOLOS_ENOPROFILE
+ * (with the message a user needs) if none does. */
+int infer_link_samples(const struct elf_binary *b, uint64_t bias, const struct sample_set *s,
+		       uint64_t **out, size_t *n, struct core_err *err);
+
 /* Write `s` (run-time IPs; `bias` = run-time minus link-time address) as a
  * pre-aggregated basic-sample profile to `path`. Samples outside the
  * binary's functions (libraries, the kernel, C1) are dropped.

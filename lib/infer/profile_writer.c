@@ -13,28 +13,43 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-int infer_write_preagg(const struct elf_binary *b, uint64_t bias,
-		       const struct sample_set *s, const char *path,
-		       struct infer_profile_stats *st, struct core_err *err)
+int infer_link_samples(const struct elf_binary *b, uint64_t bias, const struct sample_set *s,
+		       uint64_t **out, size_t *n, struct core_err *err)
 {
-	memset(st, 0, sizeof(*st));
+	*out = NULL;
+	*n = 0;
 	uint64_t *v = malloc((s->n ? s->n : 1) * sizeof(*v));
 	if (!v)
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory sorting samples");
-	size_t n = 0;
+	size_t k = 0;
 	for (size_t i = 0; i < s->n; i++) {
 		uint64_t a = s->ips[i] - bias;
 		if (elf_func_containing(b, a) >= 0)
-			v[n++] = a;
+			v[k++] = a;
 	}
-	if (!n) {
+	if (!k) {
 		free(v);
 		return core_errf(err, OCOLOS_ENOPROFILE,
 				 "none of the %zu samples fell in the code of '%s' (the program was idle, "
 				 "or busy only in libraries or the kernel); optimize while it does its "
 				 "real work, or lengthen opts.profile_ms", s->n, b->path);
 	}
-	qsort(v, n, sizeof(*v), cmp_u64);
+	qsort(v, k, sizeof(*v), cmp_u64);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+int infer_write_preagg(const struct elf_binary *b, uint64_t bias,
+		       const struct sample_set *s, const char *path,
+		       struct infer_profile_stats *st, struct core_err *err)
+{
+	memset(st, 0, sizeof(*st));
+	uint64_t *v;
+	size_t n;
+	int rc = infer_link_samples(b, bias, s, &v, &n, err);
+	if (rc)
+		return rc;
 	FILE *f = fopen(path, "we");
 	if (!f) {
 		free(v);

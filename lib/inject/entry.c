@@ -41,7 +41,7 @@ static void block_containing(struct inject_patch *e, size_t n, uint64_t a)
 		e[lo - 1].blocked = 1;
 }
 
-void inject_entries_check(struct inject_plan *plan, const struct inject_thread_state *ts,
+void inject_entries_check(struct inject_plan *plan, const struct proc_thread_state *ts,
 			  size_t nts, inject_stack_reader read, void *ctx, uint64_t *scratch)
 {
 	/* The entries are one contiguous run of the plan (plan.c adds them
@@ -71,12 +71,33 @@ void inject_entries_check(struct inject_plan *plan, const struct inject_thread_s
 	}
 }
 
-size_t inject_stack_words(const struct procmaps *m, int memfd, uint64_t sp, uint64_t *words,
-			  size_t max)
+int inject_stack_snapshot_take(struct proc_target *t, struct inject_stack_snapshot *ss,
+			       struct core_err *err)
 {
+	memset(ss, 0, sizeof(*ss));
+	ss->t = t;
+	ss->scratch = malloc(INJECT_STACK_WORDS * sizeof(*ss->scratch));
+	if (!ss->scratch)
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	int rc = core_procmaps_read(t->pid, &ss->maps, err);
+	if (rc)
+		inject_stack_snapshot_free(ss);
+	return rc;
+}
+
+void inject_stack_snapshot_free(struct inject_stack_snapshot *ss)
+{
+	core_procmaps_free(&ss->maps);
+	free(ss->scratch);
+	ss->scratch = NULL;
+}
+
+size_t inject_stack_words(void *ctx, uint64_t sp, uint64_t *words, size_t max)
+{
+	const struct inject_stack_snapshot *ss = ctx;
 	sp &= ~7ull;
-	for (size_t i = 0; i < m->n; i++) {
-		const struct procmaps_entry *e = &m->v[i];
+	for (size_t i = 0; i < ss->maps.n; i++) {
+		const struct procmaps_entry *e = &ss->maps.v[i];
 		if (sp < e->start || sp >= e->end)
 			continue;
 		if (e->perms[0] != 'r')
@@ -84,11 +105,7 @@ size_t inject_stack_words(const struct procmaps *m, int memfd, uint64_t sp, uint
 		size_t n = (size_t)((e->end - sp) / 8);
 		if (n > max)
 			n = max;
-		if (memfd < 0) {
-			memcpy(words, (const void *)(uintptr_t)sp, n * 8);
-			return n;
-		}
-		return proc_mem_read(memfd, sp, words, n * 8) ? 0 : n;
+		return ss->t->ops->peek(ss->t, sp, words, n * 8) ? 0 : n;
 	}
 	return 0; /* a stack we do not know (a mapping made after the snapshot) */
 }

@@ -1,8 +1,11 @@
 /*
- * Injection: reserving the C1 range, mapping C1, the patch plan (C0 call
- * sites and pointer slots to redirect), stop-the-world, writing the patches,
- * and registering C1's unwind tables. Everything that can happen while the
- * target runs happens before the stop; the stop only verifies and writes.
+ * Injection — what to change in the target and the protocol that changes
+ * it: reserving the C1 range, mapping C1, the patch plan (C0 call sites,
+ * pointer slots and entries to redirect), registering C1's unwind tables,
+ * and the switch (stop the world, check, write, resume). Everything that
+ * can happen while the target runs happens before the stop; the stop only
+ * verifies and writes. How bytes reach the target and how its threads stop
+ * is proc/'s (struct proc_target).
  */
 #ifndef OCOLOS_INJECT_H
 #define OCOLOS_INJECT_H
@@ -13,12 +16,11 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/procmaps.h"
+#include "proc/target.h"
 #include "elf/binary.h"
 #include "elf/bolt_output.h"
 
 /* ---- reservation (reserve.c) ---- */
-
-struct proc_target; /* inject/target.h */
 
 /* A PROT_NONE range in the target within rel32 reach of the whole image
  * (run-time [img_lo, img_hi)), above it so that its link-time address
@@ -59,15 +61,6 @@ void inject_reserve_early_range(uint64_t *addr, uint64_t *size);
 /* Give back what is still reserved in [from, addr + size). */
 void inject_reservation_trim(struct proc_target *t, struct inject_reservation *r, uint64_t from);
 void inject_reservation_release(struct proc_target *t, struct inject_reservation *r);
-
-/* ---- process memory access (memwrite.c) ---- */
-
-/* /proc/PID/mem writes go through the kernel's FOLL_FORCE path: they change
- * read-only text and RELRO pages (copy-on-write, as a debugger's breakpoint
- * does) without the pages ever becoming writable in the process. */
-int proc_mem_open(pid_t pid, int *fd, struct core_err *err);
-int proc_mem_write(int fd, uint64_t addr, const void *buf, size_t len);
-int proc_mem_read(int fd, uint64_t addr, void *buf, size_t len);
 
 /* ---- patch plan (plan.c) ---- */
 
@@ -129,16 +122,17 @@ uint64_t inject_plan_island_size(const struct elf_binary *b, const struct bolt_o
 
 /* ---- C1 mapping (map.c) ---- */
 
-/* Map C1's segments from BOLT's output into the reservation: written while
- * read-write, then switched to their final protection (R+X for code);
- * never writable and executable at once. Returns bytes mapped. */
-int inject_map_c1(const struct bolt_output *o, uint64_t bias,
+/* Map C1's segments from BOLT's output into the reservation `r` of target
+ * `t`, each with its own protection (R+X for code), never writable and
+ * executable at once (proc_target_ops.map_fill). *mapped gets the bytes
+ * mapped. */
+int inject_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
 		  struct inject_reservation *r, uint64_t *mapped, struct core_err *err);
 
 /* AArch64: map the plan's veneers at plan->island (inside a reservation),
- * read-write, fill, flush the i-cache, then read-execute. No-op without
- * veneers. */
-int inject_map_island(const struct inject_plan *plan, struct core_err *err);
+ * read-execute. No-op without veneers. */
+int inject_map_island(struct proc_target *t, const struct inject_plan *plan,
+		      struct core_err *err);
 
 /* ---- unwind tables (unwind.c) ---- */
 
@@ -149,30 +143,16 @@ int inject_map_island(const struct inject_plan *plan, struct core_err *err);
 int inject_build_eh_frame(const uint8_t *eh, uint64_t size, uint64_t eh_addr, uint64_t lo,
 			  uint64_t hi, uint64_t new_addr, uint8_t **out, size_t *out_len,
 			  size_t *fdes);
-/* In this process: build that .eh_frame for C1 [lo, hi) at r->addr + *used
- * (page-aligned; *used advances), read-only, and register it with the
- * unwinder so C++ exceptions and backtraces cross C1 frames. */
-int inject_unwind_register(uint64_t eh_frame, uint64_t size, uint64_t lo, uint64_t hi,
-			   struct inject_reservation *r, uint64_t *used, void **handle,
+/* Register C1's unwind tables with the target's unwinder (its libgcc_s),
+ * so C++ exceptions and backtraces cross C1 frames: an .eh_frame of C1's
+ * FDEs is built from BOLT's output and mapped read-only in the reservation
+ * at r->addr + *used (page-aligned; *used advances). *handle is 0 when the
+ * target has no unwinder to register with (a C program without libgcc_s),
+ * else what inject_unwind_deregister takes. */
+int inject_unwind_register(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
+			   struct inject_reservation *r, uint64_t *used, uint64_t *handle,
 			   struct core_err *err);
-void inject_unwind_deregister(void *handle);
-
-/* ---- stop-the-world, in-process (stop_self.c) ---- */
-
-struct inject_stop; /* opaque: lives for one stop */
-
-/* Park every thread of this process but the caller in a signal handler
- * (threads in system calls and threads created meanwhile included).
- * OCOLOS_ESTOP after timeout_ms (e.g. a thread blocks `sig`): then nothing
- * stays parked. */
-int proc_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
-		     uint32_t *threads, struct core_err *err);
-/* Where each parked thread was stopped (PC, SP); valid until resume. */
-struct inject_thread_state;
-const struct inject_thread_state *proc_stop_states(const struct inject_stop *s, size_t *n);
-/* Let every parked thread run again; `released_ns` (may be NULL) gets the
- * time they were woken, before this waits for them to leave the handler. */
-void proc_resume_self(struct inject_stop *s, uint64_t *released_ns);
+void inject_unwind_deregister(struct proc_target *t, uint64_t handle);
 
 /* ---- applying a plan (apply.c) ---- */
 
@@ -186,22 +166,17 @@ struct inject_apply_result {
 };
 
 /* Forward: write `new_` where `old` is in memory; backward (a revert):
- * write `old` where `new_` is. All threads must be stopped. Then make the
- * change visible to every core. */
-int inject_apply(int memfd, struct inject_plan *plan, int forward,
+ * write `old` where `new_` is. All threads of `t` must be stopped, and
+ * poke_prepare done for the plan's spans (inject_plan_spans). */
+int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 		 struct inject_apply_result *res, struct core_err *err);
-/* Before a stop: make the copy-on-write copies of the pages the plan
- * writes, by writing their bytes back unchanged (see apply.c). */
-int inject_prefault(int memfd, const struct inject_plan *plan);
-/* The same in this process: bytes compared in place, written via memfd. */
-int inject_apply_self(int memfd, struct inject_plan *plan, int forward,
-		      struct inject_apply_result *res, struct core_err *err);
+/* The spans a forward or backward switch of `plan` may write, for
+ * proc_target_ops.poke_prepare. Malloc'ed (*n entries). */
+int inject_plan_spans(const struct inject_plan *plan, struct proc_span **spans, size_t *n,
+		      struct core_err *err);
+
 /* ---- entry patches: who could resume inside them (entry.c) ---- */
 
-/* Where a stopped thread is: its PC and stack pointer. */
-struct inject_thread_state {
-	uint64_t pc, sp;
-};
 /* Reads up to `max` 8-byte words of a stopped thread's stack from `sp`
  * upwards (to the end of the stack's mapping); returns how many, 0 if the
  * stack cannot be read (then nothing may be patched). */
@@ -213,31 +188,45 @@ typedef size_t (*inject_stack_reader)(void *ctx, uint64_t sp, uint64_t *words, s
  * bytes past the first hold a thread's PC, or whose span contains any word
  * on a thread's stack (a saved PC in a signal frame, conservatively). No
  * allocation: `scratch` has INJECT_STACK_WORDS words. */
-void inject_entries_check(struct inject_plan *plan, const struct inject_thread_state *ts,
+void inject_entries_check(struct inject_plan *plan, const struct proc_thread_state *ts,
 			  size_t nts, inject_stack_reader read, void *ctx, uint64_t *scratch);
 
-/* An inject_stack_reader body: the words from `sp` to the end of its
- * mapping in `m` (a snapshot taken before the stop), read directly
- * (memfd < 0: this process) or through /proc/PID/mem. */
-size_t inject_stack_words(const struct procmaps *m, int memfd, uint64_t sp, uint64_t *words,
-			  size_t max);
+/* What the check needs from a stopped target: a snapshot of its mappings
+ * (taken before the stop: reading /proc allocates) and scratch space. */
+struct inject_stack_snapshot {
+	struct procmaps maps;
+	struct proc_target *t;
+	uint64_t *scratch;	/* INJECT_STACK_WORDS words */
+};
+int inject_stack_snapshot_take(struct proc_target *t, struct inject_stack_snapshot *ss,
+			       struct core_err *err);
+void inject_stack_snapshot_free(struct inject_stack_snapshot *ss);
+/* An inject_stack_reader over a snapshot (ctx = the snapshot): the words
+ * from `sp` to the end of its mapping, read with the target's peek. */
+size_t inject_stack_words(void *ctx, uint64_t sp, uint64_t *words, size_t max);
 
-/* In this process, in place: each patched page made read-write, written,
- * and given back the protection it had before the stop (`prots`, collected
- * before the stop: reading /proc/self/maps allocates, which a stopped world
- * forbids); the i-cache is flushed after every code write. Used on AArch64,
- * where /proc/self/mem writes are not seen by qemu-user (see apply.c). */
-struct inject_page_prot {
-	uint64_t page;	/* page-aligned run-time address */
-	int prot;	/* PROT_* before the stop */
+/* ---- the switch (switch.c) ---- */
+
+struct inject_switch_request {
+	struct inject_plan *plan;
+	int forward;		/* C0 -> C1 (1) or back (0) */
+	/* Optional: C0 ranges of moved functions; the stopped threads' frames
+	 * in them are counted (a report: they finish there, safely). */
+	const uint64_t (*moved)[2];
+	size_t nmoved;
 };
-struct inject_prots {
-	struct inject_page_prot *v; size_t n; /* sorted by page */
+
+struct inject_switch_result {
+	uint32_t threads;	/* threads stopped */
+	uint64_t pause_ns;	/* from the stop to the release */
+	struct inject_apply_result applied;
+	uint32_t stack_threads, stack_frames; /* in `moved`, if counted */
+	uint64_t stack_ns;	/* of the pause, spent counting them */
 };
-int inject_prot_collect(const struct inject_plan *plan, struct inject_prots *out,
-			struct core_err *err);
-void inject_prots_free(struct inject_prots *p);
-int inject_apply_local(struct inject_plan *plan, const struct inject_prots *prots,
-		       int forward, struct inject_apply_result *res, struct core_err *err);
+
+/* Stop the world of `t`, check entries (forward), write the plan, resume.
+ * Everything that allocates or reads /proc happens before the stop. */
+int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
+		  struct inject_switch_result *res, struct core_err *err);
 
 #endif

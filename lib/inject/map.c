@@ -1,13 +1,14 @@
 /*
- * Mapping C1 into the reservation. Each new segment is mapped anonymous
- * read-write over its part of the reservation, filled from BOLT's output,
- * then mprotect'ed to the segment's own protection. Nothing can execute C1
- * yet (no call site points there until the stop), so the brief RW state
- * is never executable. Anonymous rather than a file mapping: the output
- * file lives in a work directory that is deleted after the round.
+ * Mapping new code into the reservation: C1's segments from BOLT's output,
+ * and (AArch64) the veneer island. Each mapping gets its final protection
+ * without ever being writable and executable at once (how is the target's
+ * business: proc_target_ops.map_fill). Nothing can execute the new code yet:
+ * no call site points there until the stop. Anonymous rather than a file
+ * mapping: the output file lives in a work directory removed after the
+ * round.
  */
-#include <errno.h>
 #include <elf.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -21,7 +22,7 @@ static int prot_of(uint32_t flags)
 	       ((flags & PF_X) ? PROT_EXEC : 0);
 }
 
-int inject_map_c1(const struct bolt_output *o, uint64_t bias,
+int inject_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
 		  struct inject_reservation *r, uint64_t *mapped, struct core_err *err)
 {
 	*mapped = 0;
@@ -42,49 +43,43 @@ int inject_map_c1(const struct bolt_output *o, uint64_t bias,
 		const struct elf_segment *s = &o->segs[i];
 		uint64_t start = (bias + s->vaddr) & ~(PAGE - 1);
 		uint64_t end = (bias + s->vaddr + s->memsz + PAGE - 1) & ~(PAGE - 1);
-		if (start < r->addr || end > r->addr + r->size)
-			return core_errf(err, OCOLOS_EBOLT, "C1 segment 0x%llx-0x%llx is outside the reservation",
+		int prot = prot_of(s->flags);
+		if (start < r->addr || end > r->addr + r->size || ((prot & PROT_WRITE) && (prot & PROT_EXEC)))
+			return core_errf(err, OCOLOS_EBOLT, "C1 segment 0x%llx-0x%llx cannot be mapped "
+					 "(outside the reservation, or writable and executable)",
 					 (unsigned long long)start, (unsigned long long)end);
-		void *p = mmap((void *)start, end - start, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-		if (p == MAP_FAILED)
-			return core_errf(err, OCOLOS_ENOMEM, "cannot map %llu bytes of C1: %s",
-					 (unsigned long long)(end - start), strerror(errno));
-		uint64_t done = 0;
-		while (done < s->filesz) {
-			ssize_t n = pread(o->fd, (void *)(bias + s->vaddr + done), s->filesz - done,
-					  (off_t)(s->offset + done));
-			if (n <= 0)
-				return core_errf(err, OCOLOS_EIO, "cannot read C1 from BOLT's output");
-			done += (uint64_t)n;
+		size_t lead = (size_t)(bias + s->vaddr - start), len = lead + (size_t)s->filesz;
+		uint8_t *buf = calloc(1, len ? len : 1);
+		if (!buf)
+			return core_errf(err, OCOLOS_ENOMEM, "out of memory reading C1");
+		if (pread(o->fd, buf + lead, s->filesz, (off_t)s->offset) != (ssize_t)s->filesz) {
+			free(buf);
+			return core_errf(err, OCOLOS_EIO, "cannot read C1 from BOLT's output");
 		}
-		if (s->flags & PF_X)
-			arch_code_changed(bias + s->vaddr, bias + s->vaddr + s->filesz);
-		if (mprotect(p, end - start, prot_of(s->flags)) != 0)
-			return core_errf(err, OCOLOS_ENOTSUP, "cannot make C1 executable: %s "
-					 "(a policy forbids new executable memory?)", strerror(errno));
+		int rc = t->ops->map_fill(t, start, end - start, prot, buf, len, err);
+		free(buf);
+		if (rc)
+			return rc;
 		*mapped += end - start;
 	}
 	return 0;
 }
 
-int inject_map_island(const struct inject_plan *plan, struct core_err *err)
+int inject_map_island(struct proc_target *t, const struct inject_plan *plan,
+		      struct core_err *err)
 {
 	if (!plan->island || !plan->island_len)
 		return 0;
 	const uint64_t PAGE = arch_page_size();
 	uint64_t start = plan->island & ~(PAGE - 1);
 	uint64_t end = (plan->island + plan->island_len + PAGE - 1) & ~(PAGE - 1);
-	/* Over the island's PROT_NONE reservation; nothing branches here
-	 * before the stop, so the read-write window is never executable. */
-	void *p = mmap((void *)start, end - start, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-	if (p == MAP_FAILED)
-		return core_errf(err, OCOLOS_ENOMEM, "cannot map the veneer island: %s", strerror(errno));
-	memcpy((void *)(uintptr_t)plan->island, plan->island_code, plan->island_len);
-	arch_code_changed(plan->island, plan->island + plan->island_len);
-	if (mprotect(p, end - start, PROT_READ | PROT_EXEC) != 0)
-		return core_errf(err, OCOLOS_ENOTSUP, "cannot make the veneer island executable: %s "
-				 "(a policy forbids new executable memory?)", strerror(errno));
-	return 0;
+	size_t lead = (size_t)(plan->island - start);
+	uint8_t *buf = calloc(1, lead + plan->island_len);
+	if (!buf)
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	memcpy(buf + lead, plan->island_code, plan->island_len);
+	int rc = t->ops->map_fill(t, start, end - start, PROT_READ | PROT_EXEC, buf,
+				  lead + plan->island_len, err);
+	free(buf);
+	return rc;
 }

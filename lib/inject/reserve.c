@@ -21,6 +21,7 @@
 
 #include "arch/cpu.h"
 #include "inject/inject.h"
+#include "layout/layout.h"
 #include "proc/target.h"
 #include "arch/arch.h"
 
@@ -115,34 +116,17 @@ int inject_reserve_island(struct proc_target *t, const struct elf_binary *b, uin
 }
 
 /*
- * Where BOLT 19 puts new code (RewriteInstance::discoverStorage, no
- * --custom-allocation-vma, --no-huge-pages; PageAlign is 64 KiB for
- * AArch64 inputs, 4 KiB for x86-64):
- *   A = alignTo(max(p_vaddr + p_memsz), PageAlign)
- *   O = alignTo(max(max(p_offset + p_filesz), file size), PageAlign)
- *   if O > A - first p_vaddr:  A = O + first p_vaddr
- * then the new program-header table, then the code (64-byte aligned).
- * The file size matters because BOLT keeps file offset and address
- * congruent: a binary with large non-loaded sections (.symtab, the
- * relocations of --emit-relocs, debug info) gets its new code further up.
- * We reserve from the lowest address A can take, page-aligned, so that the
- * rule's result is inside whatever the exact layout: [align(img_hi), A +
- * room). The room is generous address space, not memory (PROT_NONE,
- * MAP_NORESERVE).
+ * BOLT 19 puts new code right after the image (layout/placement.c has its
+ * rule). We reserve from the lowest address that rule can give,
+ * page-aligned, so that its result is inside whatever the exact layout:
+ * [align(img_hi), A + room). The room is generous address space, not
+ * memory (PROT_NONE, MAP_NORESERVE).
  */
-#define EARLY_ALIGN (64ull << 10)
+#define EARLY_ALIGN LAYOUT_BOLT_PAGE_ALIGN
 static struct inject_reservation early;	/* set once by the constructor */
 static int early_taken;
 
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
-
-/* The rule above: the link-time address BOLT 19 gives new code, from the
- * image's lowest p_vaddr and highest end, and the file's highest byte. */
-static uint64_t bolt19_new_code_at(uint64_t first, uint64_t img_hi, uint64_t file_hi)
-{
-	uint64_t a = align_up(img_hi, EARLY_ALIGN), o = align_up(file_hi, EARLY_ALIGN);
-	return o > a - first ? o + first : a;
-}
 
 /* The range the stack we run on may use, [*lo, *hi): its rlimit (256 MiB
  * at most) below the current frame plus 1 MiB, and 1 MiB above it. Kept
@@ -233,7 +217,7 @@ static void reserve_early(void)
 	struct stat st;
 	uint64_t fsize = stat("/proc/self/exe", &st) == 0 ? (uint64_t)st.st_size : 0;
 	uint64_t lo = align_up(e.hi, EARLY_ALIGN);
-	uint64_t a = bolt19_new_code_at(e.first, e.hi, e.file_hi > fsize ? e.file_hi : fsize);
+	uint64_t a = layout_bolt_new_code_at(e.first, e.hi, e.file_hi > fsize ? e.file_hi : fsize);
 	uint64_t room = align_up(2 * e.text + (64ull << 20), 2ull << 20);
 	uint64_t size = a - lo + room;
 	/* qemu-user (7.2) treats MAP_FIXED_NOREPLACE as a mere hint and maps
@@ -346,7 +330,7 @@ int inject_reserve_placed(struct proc_target *t, const struct elf_binary *b, uin
 	}
 	if (thi <= tlo)
 		return core_errf(err, OCOLOS_EINVAL, "'%s' has no executable segment", b->path);
-	uint64_t floor = bolt19_new_code_at(b->img_lo, b->img_hi, file_hi);
+	uint64_t floor = layout_bolt_new_code_at(b->img_lo, b->img_hi, file_hi);
 	uint64_t page = arch_page_size();
 	uint64_t reach = b->machine == EM_AARCH64 ? ARCH_A64_BRANCH_REACH - page
 						  : (uint64_t)INT32_MAX;

@@ -23,12 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "arch/cpu.h"
 #include "inject/inject.h"
 
-extern void __register_frame(void *begin);
-extern void __deregister_frame(void *begin);
 
 #define DW_EH_PE_omit 0xff
 
@@ -257,41 +256,73 @@ int inject_build_eh_frame(const uint8_t *eh, uint64_t size, uint64_t eh_addr, ui
 	return 0;
 }
 
-int inject_unwind_register(uint64_t eh_frame, uint64_t size, uint64_t lo, uint64_t hi,
-			   struct inject_reservation *r, uint64_t *used, void **handle,
+/* C1's .eh_frame as BOLT wrote it (malloc'ed), from the output file. */
+static uint8_t *read_eh_frame(const struct bolt_output *o, struct core_err *err)
+{
+	for (size_t i = 0; i < o->nsegs; i++) {
+		const struct elf_segment *s = &o->segs[i];
+		if (o->eh_frame < s->vaddr || o->eh_frame + o->eh_frame_size > s->vaddr + s->filesz)
+			continue;
+		uint8_t *eh = malloc(o->eh_frame_size ? o->eh_frame_size : 1);
+		if (eh && pread(o->fd, eh, o->eh_frame_size, (off_t)(s->offset + o->eh_frame - s->vaddr)) ==
+			  (ssize_t)o->eh_frame_size)
+			return eh;
+		free(eh);
+		core_errf(err, OCOLOS_EIO, "cannot read C1's .eh_frame from BOLT's output");
+		return NULL;
+	}
+	core_errf(err, OCOLOS_EBOLT, "BOLT's new .eh_frame is not in its new segments");
+	return NULL;
+}
+
+int inject_unwind_register(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
+			   struct inject_reservation *r, uint64_t *used, uint64_t *handle,
 			   struct core_err *err)
 {
-	*handle = NULL;
+	*handle = 0;
+	if (!o->eh_frame)
+		return 0;
+	uint8_t *eh = read_eh_frame(o, err);
+	if (!eh)
+		return err->code;
 	uint64_t page = arch_page_size(); /* 64 KiB on some AArch64 kernels */
 	uint64_t at = (r->addr + *used + page - 1) & ~(page - 1);
-	uint8_t *buf;
-	size_t len, n;
-	if (inject_build_eh_frame((const uint8_t *)(uintptr_t)eh_frame, size, eh_frame, lo, hi, at,
-				  &buf, &len, &n))
-		return core_errf(err, OCOLOS_ENOTSUP, "C1's .eh_frame could not be rebuilt (an "
-				 "encoding this library does not handle)");
+	uint8_t *buf = NULL;
+	size_t len = 0, n = 0;
+	int rc = 0;
+	if (inject_build_eh_frame(eh, o->eh_frame_size, bias + o->eh_frame, bias + o->lo,
+				  bias + o->hi, at, &buf, &len, &n))
+		rc = core_errf(err, OCOLOS_ENOTSUP, "C1's .eh_frame could not be rebuilt (an "
+			       "encoding this library does not handle)");
+	free(eh);
 	uint64_t pages = (len + page - 1) & ~(page - 1);
-	if (!n || at + pages > r->addr + r->size) {
-		free(buf);
-		return n ? core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table") : 0;
-	}
-	void *p = mmap((void *)at, pages, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-		       -1, 0);
-	if (p == MAP_FAILED) {
-		free(buf);
-		return core_errf(err, OCOLOS_ENOMEM, "cannot map C1's unwind table");
-	}
-	memcpy(p, buf, len);
+	if (!rc && n && at + pages > r->addr + r->size)
+		rc = core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table");
+	if (!rc && n)
+		rc = t->ops->map_fill(t, at, pages, PROT_READ, buf, len, err);
 	free(buf);
-	mprotect(p, pages, PROT_READ);
-	__register_frame(p);
+	if (!rc && n) {
+		rc = t->ops->call_lib(t, "libgcc_s.so", "__register_frame", at, err);
+		if (rc == 1) {
+			core_logf(t->log, OCOLOS_LOG_INFO,
+				  "process %d has no libgcc_s loaded: C1's unwind tables are not "
+				  "registered (a C program without exceptions does not need them)",
+				  (int)t->pid);
+			return 0; /* the unused table is trimmed with the reservation */
+		}
+	}
+	if (rc || !n)
+		return rc;
 	*used = at + pages - r->addr;
-	*handle = p;
+	*handle = at;
+	core_logf(t->log, OCOLOS_LOG_DEBUG, "registered %zu FDEs of C1 with process %d's unwinder",
+		  n, (int)t->pid);
 	return 0;
 }
 
-void inject_unwind_deregister(void *handle)
+void inject_unwind_deregister(struct proc_target *t, uint64_t handle)
 {
+	struct core_err ignore = { 0 };
 	if (handle)
-		__deregister_frame(handle);
+		t->ops->call_lib(t, "libgcc_s.so", "__deregister_frame", handle, &ignore);
 }

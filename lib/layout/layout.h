@@ -46,10 +46,18 @@ int layout_bolt_probe(const char *hint, const char *dir, char *out,
 int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, char *out,
 			  int *custom_vma, struct core_err *err);
 
+/* ---- BOLT's placement rule (placement.c) ---- */
+
+/* The alignment of BOLT 19's rule: 64 KiB (AArch64's page align; a
+ * multiple of x86-64's 4 KiB). */
+#define LAYOUT_BOLT_PAGE_ALIGN (64ull << 10)
+/* The link-time address a BOLT without --custom-allocation-vma gives new
+ * code, from the image's lowest p_vaddr, its highest end, and the file's
+ * highest byte (placement.c has the rule). */
+uint64_t layout_bolt_new_code_at(uint64_t first, uint64_t img_hi, uint64_t file_hi);
 /* Copy the binary `src` to `dst` with its highest PT_LOAD extended so that
  * a BOLT without --custom-allocation-vma places new code at link-time
- * address `vma` (64 KiB-aligned, at or above both terms of BOLT 19's
- * rule, see inject/reserve.c). */
+ * address `vma` (64 KiB-aligned, at or above both terms of the rule). */
 int layout_bolt_placed_copy(const char *src, const char *dst, uint64_t vma,
 			    struct core_err *err);
 

@@ -1,11 +1,11 @@
-/* Process memory access through /proc/PID/mem (see inject.h for why). */
+/* Process memory access through /proc/PID/mem (see proc.h for why). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "inject/inject.h"
+#include "proc/proc.h"
 
 int proc_mem_open(pid_t pid, int *fd, struct core_err *err)
 {
@@ -37,4 +37,24 @@ int proc_mem_read(int fd, uint64_t addr, void *buf, size_t len)
 {
 	ssize_t n = pread(fd, buf, len, (off_t)addr);
 	return n == (ssize_t)len ? 0 : -1;
+}
+
+void proc_mem_prefault(int fd, const struct proc_span *spans, size_t n)
+{
+	/* The first write to a page of text through /proc/PID/mem copies it
+	 * (copy-on-write): thousands of those would be most of the pause.
+	 * Writing each page's bytes back unchanged does the copying while the
+	 * program runs; its threads keep executing the same bytes, now on a
+	 * private copy of the page. */
+	uint64_t last_page = UINT64_MAX;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t page = spans[i].addr & ~4095ull;
+		if (page == last_page || spans[i].kind == PROC_SPAN_DATA)
+			continue;
+		last_page = page;
+		uint8_t cur[16];
+		size_t len = spans[i].len < sizeof(cur) ? spans[i].len : sizeof(cur);
+		if (proc_mem_read(fd, spans[i].addr, cur, len) == 0)
+			proc_mem_write(fd, spans[i].addr, cur, len);
+	}
 }

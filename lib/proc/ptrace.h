@@ -1,23 +1,23 @@
 /* ptrace injector primitives (see ptrace.c for the protocol). */
-#ifndef OCOLOS_INJECT_PTRACE_H
-#define OCOLOS_INJECT_PTRACE_H
+#ifndef OCOLOS_PROC_PTRACE_H
+#define OCOLOS_PROC_PTRACE_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include "core/err.h"
 #include "core/procmaps.h"
-#include "inject/inject.h"
+#include "proc/target.h"
 
-struct inject_ptrace_thread {
+struct proc_ptrace_thread {
 	pid_t tid;
 	int seized, stopped, gone;
 	int pending_sig;	/* signal that arrived while we held the thread */
 };
 
-struct inject_ptrace {
+struct proc_ptrace {
 	pid_t pid;
-	struct inject_ptrace_thread *t;
+	struct proc_ptrace_thread *t;
 	size_t n, cap;
 };
 
@@ -25,21 +25,21 @@ struct inject_ptrace {
  * OCOLOS_EATTACH (not permitted), OCOLOS_ENOPROC (gone), OCOLOS_ESTOP. On
  * error nothing stays attached. */
 int proc_ptrace_stop(pid_t pid, int all, uint32_t timeout_ms,
-		       struct inject_ptrace **out, struct core_err *err);
+		       struct proc_ptrace **out, struct core_err *err);
 /* Detach every thread (delivering signals that arrived meanwhile). */
-void proc_ptrace_resume(struct inject_ptrace *pt, uint64_t *released_ns);
+void proc_ptrace_resume(struct proc_ptrace *pt, uint64_t *released_ns);
 
 /* Run system call `nr`, or call fn(arg), in a stopped thread, through the
  * stub at `stub` (proc_ptrace_place_stub): the thread is released at once
  * and completes and resumes by itself even if this process dies meanwhile.
  * OCOLOS_ETIMEDOUT if it does not return in time (the thread is then put
  * back where it was). */
-int proc_ptrace_syscall(struct inject_ptrace *pt, int memfd, uint64_t stub, long nr,
+int proc_ptrace_syscall(struct proc_ptrace *pt, int memfd, uint64_t stub, long nr,
 			  const uint64_t args[6], int64_t *ret, struct core_err *err);
-int proc_ptrace_call(struct inject_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
+int proc_ptrace_call(struct proc_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
 		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err);
 /* PC and SP of every stopped thread (at most `max`); returns how many. */
-size_t proc_ptrace_states(const struct inject_ptrace *pt, struct inject_thread_state *out,
+size_t proc_ptrace_states(const struct proc_ptrace *pt, struct proc_thread_state *out,
 			    size_t max);
 
 /* Load libunwind-ptrace now (dlopen; slow the first time): do it before a
@@ -48,11 +48,19 @@ int proc_stacks_load(void);
 /* Walk the stack of every stopped thread of `pt` (libunwind-ptrace) and
  * count the threads with, and the frames at, an IP inside one of the
  * `nranges` [lo, hi) ranges. -1 if libunwind is not available. */
-int proc_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
+int proc_stacks_count(const struct proc_ptrace *pt, const uint64_t (*ranges)[2],
 			size_t nranges, uint32_t *threads_in, uint32_t *frames_in);
 
+/* Hold one thread `tid` of `pid` (seize + interrupt) until `deadline`
+ * (core_now_ns); NULL if that fails. Release with proc_ptrace_resume. */
+struct proc_ptrace *proc_ptrace_hold_one(pid_t pid, pid_t tid, uint64_t deadline);
+
+/* The injection stub's machine code (ptrace_stub.c): its length, and in
+ * *code (may be NULL) the bytes; 0 where there is none (not x86-64). */
+size_t proc_ptrace_stub_bytes(const uint8_t **code);
+
 /* Write the injection stub into the target (or find it there); its
- * address, or 0 if no executable mapping has room for it. */
+ * address, or 0 if no executable mapping has room for it (stub_place.c). */
 uint64_t proc_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd);
 
 #endif

@@ -69,7 +69,7 @@ int proc_stacks_load(void)
 	return loaded > 0 ? 0 : -1;
 }
 
-int proc_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
+int proc_stacks_count(const struct proc_ptrace *pt, const uint64_t (*ranges)[2],
 			size_t nranges, uint32_t *threads_in, uint32_t *frames_in)
 {
 	*threads_in = *frames_in = 0;
@@ -79,7 +79,7 @@ int proc_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2
 	if (!as)
 		return -1;
 	for (size_t i = 0; i < pt->n; i++) {
-		const struct inject_ptrace_thread *t = &pt->t[i];
+		const struct proc_ptrace_thread *t = &pt->t[i];
 		if (!t->stopped || t->gone)
 			continue;
 		void *arg = u.upt_create(t->tid);
@@ -108,7 +108,7 @@ int proc_stacks_load(void)
 	return -1;
 }
 
-int proc_stacks_count(const struct inject_ptrace *pt, const uint64_t (*ranges)[2],
+int proc_stacks_count(const struct proc_ptrace *pt, const uint64_t (*ranges)[2],
 			size_t nranges, uint32_t *threads_in, uint32_t *frames_in)
 {
 	*threads_in = *frames_in = 0;

@@ -19,7 +19,6 @@
  * and only one stop can be in progress per process (the caller holds the
  * context's round lock).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <sched.h>
@@ -34,35 +33,35 @@
 #include <unistd.h>
 
 #include "core/util.h"
-#include "inject/inject.h"
+#include "proc/proc.h"
 
 #define MAX_THREADS 65536
 
-struct inject_stop {
+struct proc_self_stop {
 	int sig;
 	struct sigaction old;
 	pid_t self;
 	pid_t *tids;		  /* signalled threads */
 	_Atomic int *parked;	  /* per tids[i]: 1 once in the handler */
 	_Atomic int *gone;	  /* per tids[i]: 1 if it exited before parking */
-	struct inject_thread_state *state; /* per tids[i]: where it was stopped */
+	struct proc_thread_state *state; /* per tids[i]: where it was stopped */
 	size_t n, cap;
 	_Atomic uint32_t release; /* futex word: 1 = resume */
 	_Atomic int inside;	  /* threads currently in the handler */
 	_Atomic uint32_t arrivals; /* futex word: bumped by each parking thread */
-	struct inject_stop *next_stranded;
+	struct proc_self_stop *next_stranded;
 };
 
-static struct inject_stop *_Atomic active_stop;
+static struct proc_self_stop *_Atomic active_stop;
 /* Stops given up on while a thread still had the signal pending (see
  * proc_resume_self): kept, and kept reachable, for the life of the process. */
-static struct inject_stop *stranded;
+static struct proc_self_stop *stranded;
 
 static void park_handler(int sig, siginfo_t *si, void *uc)
 {
 	(void)sig; (void)uc;
 	int saved = errno;
-	struct inject_stop *s = atomic_load(&active_stop);
+	struct proc_self_stop *s = atomic_load(&active_stop);
 	if (!s || si->si_code != SI_TKILL || si->si_pid != getpid()) {
 		errno = saved;
 		return; /* not ours (a stale or foreign signal): ignore */
@@ -96,7 +95,7 @@ static int thread_exists(pid_t tid)
 	return access(path, F_OK) == 0;
 }
 
-static int known(const struct inject_stop *s, pid_t tid)
+static int known(const struct proc_self_stop *s, pid_t tid)
 {
 	for (size_t i = 0; i < s->n; i++)
 		if (s->tids[i] == tid)
@@ -137,36 +136,38 @@ static int qemu_helper_thread(pid_t tid)
 }
 #endif
 
-/* Signal threads not seen before. Returns how many were new, or -1. */
-static int signal_new_threads(struct inject_stop *s)
+struct signal_pass {
+	struct proc_self_stop *s;
+	int added;
+};
+
+static int signal_one(void *user, pid_t tid)
 {
-	DIR *d = opendir("/proc/self/task");
-	if (!d)
+	struct signal_pass *pass = user;
+	struct proc_self_stop *s = pass->s;
+	if (tid == s->self || known(s, tid) || qemu_helper_thread(tid))
+		return 0;
+	if (s->n == s->cap) /* arrays are preallocated: no realloc under handlers */
 		return -1;
-	int added = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid <= 0 || tid == s->self || known(s, tid) || qemu_helper_thread(tid))
-			continue;
-		if (s->n == s->cap) { /* arrays are preallocated: no realloc under handlers */
-			closedir(d);
-			return -1;
-		}
-		s->tids[s->n] = tid;
-		atomic_store(&s->parked[s->n], 0);
-		atomic_store(&s->gone[s->n], 0);
-		s->n++; /* publish after the slot is filled; the handler scans [0,n) */
-		if (syscall(SYS_tgkill, getpid(), tid, s->sig) != 0)
-			atomic_store(&s->gone[s->n - 1], 1);
-		added++;
-	}
-	closedir(d);
-	return added;
+	s->tids[s->n] = tid;
+	atomic_store(&s->parked[s->n], 0);
+	atomic_store(&s->gone[s->n], 0);
+	s->n++; /* publish after the slot is filled; the handler scans [0,n) */
+	if (syscall(SYS_tgkill, getpid(), tid, s->sig) != 0)
+		atomic_store(&s->gone[s->n - 1], 1);
+	pass->added++;
+	return 0;
+}
+
+/* Signal threads not seen before. Returns how many were new, or -1. */
+static int signal_new_threads(struct proc_self_stop *s)
+{
+	struct signal_pass pass = { s, 0 };
+	return proc_threads_each(getpid(), signal_one, &pass) ? -1 : pass.added;
 }
 
 /* 1 when every signalled thread is parked or gone. */
-static int all_parked(struct inject_stop *s)
+static int all_parked(struct proc_self_stop *s)
 {
 	for (size_t i = 0; i < s->n; i++) {
 		if (atomic_load(&s->parked[i]) || atomic_load(&s->gone[i]))
@@ -180,7 +181,7 @@ static int all_parked(struct inject_stop *s)
 	return 1;
 }
 
-static void stop_free(struct inject_stop *s)
+static void stop_free(struct proc_self_stop *s)
 {
 	free(s->tids);
 	free(s->state);
@@ -189,11 +190,11 @@ static void stop_free(struct inject_stop *s)
 	free(s);
 }
 
-int proc_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
+int proc_stop_self(int sig, uint32_t timeout_ms, struct proc_self_stop **out,
 		     uint32_t *threads, struct core_err *err)
 {
 	*out = NULL;
-	struct inject_stop *s = calloc(1, sizeof(*s));
+	struct proc_self_stop *s = calloc(1, sizeof(*s));
 	if (!s)
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	s->sig = sig;
@@ -256,13 +257,13 @@ int proc_stop_self(int sig, uint32_t timeout_ms, struct inject_stop **out,
 	return 0;
 }
 
-const struct inject_thread_state *proc_stop_states(const struct inject_stop *s, size_t *n)
+const struct proc_thread_state *proc_stop_states(const struct proc_self_stop *s, size_t *n)
 {
 	*n = s->n; /* entries of threads that never parked are zero: harmless */
 	return s->state;
 }
 
-void proc_resume_self(struct inject_stop *s, uint64_t *released_ns)
+void proc_resume_self(struct proc_self_stop *s, uint64_t *released_ns)
 {
 	if (!s)
 		return;

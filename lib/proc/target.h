@@ -1,21 +1,40 @@
 /*
- * A target process, as the round sees it: the few operations that differ
- * between optimizing the calling process (target_self.c: plain system
- * calls, signals to stop threads) and another process (target_ptrace.c:
- * system calls and calls injected with ptrace). Everything else — what to
- * reserve, map and patch — is computed once, in core/ and inject/, from
- * the binary model and BOLT's output.
+ * A target process, as the layers above see it: the few operations that
+ * differ between the calling process (target_self.c: plain system calls,
+ * signals to stop threads, its own memory) and another process
+ * (target_ptrace.c: system calls and calls injected with ptrace, its
+ * memory through /proc/PID/mem). What to reserve, map and patch is
+ * computed once, above (inject/, api/), from the binary model and BOLT's
+ * output; this interface only moves bytes and stops threads.
  */
-#ifndef OCOLOS_INJECT_TARGET_H
-#define OCOLOS_INJECT_TARGET_H
+#ifndef OCOLOS_PROC_TARGET_H
+#define OCOLOS_PROC_TARGET_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include "core/err.h"
 #include "core/log.h"
-#include "inject/inject.h"
 
 struct proc_target;
+struct proc_stop; /* a stopped world, between stop and resume */
+
+/* Where a stopped thread is. */
+struct proc_thread_state {
+	uint64_t pc, sp;
+};
+
+/* A range of the target that the next stop will write, and what it holds. */
+enum proc_span_kind {
+	PROC_SPAN_CODE = 1,	/* instructions */
+	PROC_SPAN_RODATA = 2,	/* data the program cannot write (RELRO, .rodata) */
+	PROC_SPAN_DATA = 3,	/* data the program may write at any moment */
+};
+struct proc_span {
+	uint64_t addr;
+	uint32_t len;
+	uint8_t kind;	/* enum proc_span_kind */
+};
 
 struct proc_target_ops {
 	const char *name;
@@ -23,22 +42,41 @@ struct proc_target_ops {
 	 * as 1) rather than replacing an existing mapping. 0, 1, or OCOLOS_E*. */
 	int (*reserve_at)(struct proc_target *t, uint64_t addr, uint64_t size, struct core_err *err);
 	void (*unmap)(struct proc_target *t, uint64_t addr, uint64_t size);
-	/* Map C1's segments into the reservation; never writable and
-	 * executable at once. */
-	int (*map_c1)(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
-		      struct inject_reservation *r, uint64_t *mapped, struct core_err *err);
-	/* Register C1's .eh_frame (run-time address) with the target's
-	 * unwinder, for the code in [lo, hi). May place a table in the
-	 * reservation at r->addr + *used (advancing *used). *handle is for
-	 * unregister. */
-	int (*register_unwind)(struct proc_target *t, uint64_t eh_frame, uint64_t size,
-			       uint64_t lo, uint64_t hi, struct inject_reservation *r,
-			       uint64_t *used, uint64_t *handle, struct core_err *err);
-	void (*unregister_unwind)(struct proc_target *t, uint64_t handle);
-	/* Stop every thread, write `plan` forward or backward, resume. */
-	int (*switch_plan)(struct proc_target *t, struct inject_plan *plan, int forward,
-			   uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
-			   struct core_err *err);
+	/* Map [addr, addr + size) anonymous with protection `prot` (PROT_*),
+	 * its first `len` bytes from `bytes`, over what is there (a part of a
+	 * reservation). Never writable and executable at once: the calling
+	 * process fills a read-write mapping and then sets `prot`; another
+	 * process gets `prot` at once and the bytes through /proc/PID/mem.
+	 * Code is made visible to instruction fetch. */
+	int (*map_fill)(struct proc_target *t, uint64_t addr, uint64_t size, int prot,
+			const void *bytes, size_t len, struct core_err *err);
+	/* Call `sym`(arg) of the target's loaded library whose file name starts
+	 * with `lib` (e.g. "libgcc_s.so"). 1 if the target has no such
+	 * library or symbol, 0, or OCOLOS_E*. */
+	int (*call_lib)(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
+			struct core_err *err);
+	/* Stop every thread (of the calling process: every other one). */
+	int (*stop)(struct proc_target *t, struct proc_stop **out, uint32_t *threads,
+		    struct core_err *err);
+	/* Where each stopped thread is; valid until resume. */
+	const struct proc_thread_state *(*states)(const struct proc_stop *s, size_t *n);
+	/* Let every stopped thread run again; `released_ns` (may be NULL) gets
+	 * the time they were let go. */
+	void (*resume)(struct proc_target *t, struct proc_stop *s, uint64_t *released_ns);
+	/* Before a stop that writes `spans`: what must not happen inside it
+	 * (it may allocate, read /proc, copy pages). Undone by poke_done. */
+	int (*poke_prepare)(struct proc_target *t, const struct proc_span *spans, size_t n,
+			    struct core_err *err);
+	void (*poke_done)(struct proc_target *t);
+	/* Read / write target memory while the world is stopped; no allocation.
+	 * A write of code is made visible to instruction fetch. 0 or -1. */
+	int (*peek)(struct proc_target *t, uint64_t addr, void *buf, size_t len);
+	int (*poke)(struct proc_target *t, uint64_t addr, const void *buf, size_t len, int code);
+	/* While stopped: how many threads have stack frames (and how many
+	 * frames) with an IP in one of the [lo, hi) `ranges`. -1 when this
+	 * target cannot walk stacks (reported, never needed). */
+	int (*count_frames)(struct proc_target *t, struct proc_stop *s, const uint64_t (*ranges)[2],
+			    size_t n, uint32_t *threads, uint32_t *frames);
 };
 
 struct proc_target {
@@ -50,27 +88,13 @@ struct proc_target {
 	uint32_t call_timeout_ms; /* ptrace: limit of an injected call */
 	const struct core_log *log;
 	uint64_t stub;		 /* ptrace: the injection stub in the target */
-	/* ptrace: C0 ranges of moved functions; if set, the next switch counts
-	 * the stack frames in them (stack_threads, stack_frames, stack_ns). */
-	const uint64_t (*moved)[2];
-	size_t nmoved;
-	uint32_t stack_threads, stack_frames;
-	uint64_t stack_ns;
+	void *poke_state;	 /* between poke_prepare and poke_done */
 };
 
 /* Open a target for `pid` (getpid(): in-process). Fills *t. */
-int proc_target_open(struct proc_target *t, pid_t pid, const struct core_log *log, struct core_err *err);
+int proc_target_open(struct proc_target *t, pid_t pid, const struct core_log *log,
+		     struct core_err *err);
 void proc_target_close(struct proc_target *t);
-
-/* Entry patches (inject/entry.c) at a forward switch, for both targets:
- * prepare before the stop (allocates), check while stopped, release after. */
-struct stack_snapshot;
-struct inject_thread_state;
-int proc_target_prepare_entries(struct proc_target *t, const struct inject_plan *plan, int forward,
-			   struct stack_snapshot **ss, uint64_t **scratch, struct core_err *err);
-void proc_target_check_entries(struct inject_plan *plan, const struct inject_thread_state *ts, size_t n,
-			  struct stack_snapshot *ss, uint64_t *scratch);
-void proc_target_release_entries(struct stack_snapshot *ss, uint64_t *scratch);
 
 extern const struct proc_target_ops proc_target_self_ops;
 extern const struct proc_target_ops proc_target_ptrace_ops;

@@ -1,13 +1,14 @@
 /*
  * Another process as a target, through ptrace (primitives in ptrace.c).
  *
- * Only the final switch stops every thread. Reserving, mapping C1 and
- * registering its unwind tables stop one thread at a time, briefly, to run
- * a system call or a libgcc call in it; the others keep running, which is
- * safe because nothing can reach C1 before the switch.
+ * Only a switch stops every thread. Reserving, mapping C1 and registering
+ * its unwind tables stop one thread at a time, briefly, to run a system
+ * call or a libgcc call in it; the others keep running, which is safe
+ * because nothing can reach C1 before the switch.
  *
- * C1 is mapped read-execute from the start and filled through /proc/PID/mem
- * (the kernel's copy-on-write path), so it is never writable in the target.
+ * New code is mapped with its final protection from the start and filled
+ * through /proc/PID/mem (the kernel's copy-on-write path), so it is never
+ * writable in the target.
  */
 #include <elf.h>
 #include <errno.h>
@@ -23,10 +24,9 @@
 #include <unistd.h>
 
 #include "core/util.h"
+#include "proc/proc.h"
 #include "proc/ptrace.h"
-#include "proc/target.h"
 
-#define PAGE 4096ull
 
 /* The injection stub (see ptrace.c), placed on first use. */
 static int need_stub(struct proc_target *t, struct core_err *err)
@@ -53,7 +53,7 @@ static int remote_syscall(struct proc_target *t, long nr, const uint64_t args[6]
 	int rc = need_stub(t, err);
 	if (rc)
 		return rc;
-	struct inject_ptrace *pt;
+	struct proc_ptrace *pt;
 	rc = proc_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
 	if (rc)
 		return rc;
@@ -97,37 +97,24 @@ static void ptrace_unmap(struct proc_target *t, uint64_t addr, uint64_t size)
 	remote_syscall(t, SYS_munmap, a, &ret, &ignore);
 }
 
-static int ptrace_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
-			 struct inject_reservation *r, uint64_t *mapped, struct core_err *err)
+static int ptrace_map_fill(struct proc_target *t, uint64_t addr, uint64_t size, int prot,
+			   const void *bytes, size_t len, struct core_err *err)
 {
-	*mapped = 0;
-	for (size_t i = 0; i < o->nsegs; i++) {
-		const struct elf_segment *s = &o->segs[i];
-		uint64_t start = (bias + s->vaddr) & ~(PAGE - 1);
-		uint64_t end = (bias + s->vaddr + s->memsz + PAGE - 1) & ~(PAGE - 1);
-		int prot = ((s->flags & PF_R) ? PROT_READ : 0) | ((s->flags & PF_X) ? PROT_EXEC : 0) |
-			   ((s->flags & PF_W) ? PROT_WRITE : 0);
-		if (start < r->addr || end > r->addr + r->size || ((prot & PROT_WRITE) && (prot & PROT_EXEC)))
-			return core_errf(err, OCOLOS_EBOLT, "C1 segment 0x%llx-0x%llx cannot be mapped",
-					 (unsigned long long)start, (unsigned long long)end);
-		int rc = remote_mmap(t, start, end - start, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
-		if (rc)
-			return rc == 1 ? core_errf(err, OCOLOS_ERESERVE, "C1 mapping refused") : rc;
-		char buf[1 << 16];
-		for (uint64_t done = 0; done < s->filesz;) {
-			size_t n = s->filesz - done < sizeof(buf) ? (size_t)(s->filesz - done) : sizeof(buf);
-			if (pread(o->fd, buf, n, (off_t)(s->offset + done)) != (ssize_t)n ||
-			    proc_mem_write(t->memfd, bias + s->vaddr + done, buf, n))
-				return core_errf(err, OCOLOS_EIO, "cannot copy C1 into process %d", (int)t->pid);
-			done += n;
-		}
-		*mapped += end - start;
-	}
+	/* The final protection at once: the bytes go in through
+	 * /proc/PID/mem, so the mapping is never writable in the target. */
+	int rc = remote_mmap(t, addr, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
+	if (rc)
+		return rc == 1 ? core_errf(err, OCOLOS_ERESERVE, "mapping at 0x%llx refused",
+					   (unsigned long long)addr) : rc;
+	if (len && proc_mem_write(t->memfd, addr, bytes, len))
+		return core_errf(err, OCOLOS_EIO, "cannot write %zu bytes into process %d at 0x%llx",
+				 len, (int)t->pid, (unsigned long long)addr);
 	return 0;
 }
 
-/* Run-time address of `name` in the target's libgcc_s (or 0). */
-static uint64_t find_libgcc_symbol(struct proc_target *t, const char *name)
+/* Run-time address of `name` in the target's library whose file name
+ * starts with `lib` (or 0). */
+static uint64_t find_lib_symbol(struct proc_target *t, const char *lib, const char *name)
 {
 	struct procmaps m = { 0 };
 	struct core_err ignore = { 0 };
@@ -137,7 +124,7 @@ static uint64_t find_libgcc_symbol(struct proc_target *t, const char *name)
 	for (size_t i = 0; i < m.n && !result; i++) {
 		const struct procmaps_entry *e = &m.v[i];
 		const char *base = strrchr(e->path, '/');
-		if (!base || strncmp(base + 1, "libgcc_s.so", 11) || e->offset != 0)
+		if (!base || strncmp(base + 1, lib, strlen(lib)) || e->offset != 0)
 			continue;
 		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "/proc/%d/root%s", (int)t->pid, e->path);
@@ -155,7 +142,7 @@ static uint64_t find_libgcc_symbol(struct proc_target *t, const char *name)
 				const char *n;
 				if (gelf_getsym(d, (int)k, &sym) && sym.st_value &&
 				    (n = elf_strptr(elf, sh.sh_link, sym.st_name)) && !strcmp(n, name))
-					result = e->start + sym.st_value; /* libgcc_s: first PT_LOAD at 0 */
+					result = e->start + sym.st_value; /* a DSO: first PT_LOAD at 0 */
 			}
 		}
 		if (elf)
@@ -173,7 +160,7 @@ static int remote_call(struct proc_target *t, uint64_t fn, uint64_t arg, struct 
 	int rc = need_stub(t, err);
 	if (rc)
 		return rc;
-	struct inject_ptrace *pt;
+	struct proc_ptrace *pt;
 	rc = proc_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
 	if (rc)
 		return rc;
@@ -183,111 +170,107 @@ static int remote_call(struct proc_target *t, uint64_t fn, uint64_t arg, struct 
 	return rc;
 }
 
-/*
- * C1's rebuilt .eh_frame (see unwind.c) goes after C1 in the reservation:
- * one page left reserved (its address is the handle), then the .eh_frame,
- * read-only; then the target's libgcc registers it.
- */
-static int ptrace_register_unwind(struct proc_target *t, uint64_t eh_frame, uint64_t size,
-				  uint64_t lo, uint64_t hi, struct inject_reservation *r,
-				  uint64_t *used, uint64_t *handle, struct core_err *err)
+static int ptrace_call_lib(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
+			   struct core_err *err)
 {
-	*handle = 0;
-	uint64_t reg = find_libgcc_symbol(t, "__register_frame");
-	if (!reg) {
-		core_logf(t->log, OCOLOS_LOG_INFO,
-			  "process %d has no libgcc_s loaded: C1's unwind tables are not registered "
-			  "(a C program without exceptions does not need them)", (int)t->pid);
-		return 0;
-	}
-	uint64_t anchor = (r->addr + *used + PAGE - 1) & ~(PAGE - 1), at = anchor + PAGE;
-	uint8_t *eh = malloc(size ? size : 1), *buf = NULL;
-	size_t len = 0, n = 0;
-	int rc = 0;
-	if (!eh || proc_mem_read(t->memfd, eh_frame, eh, size))
-		rc = core_errf(err, OCOLOS_EIO, "cannot read C1's .eh_frame back from process %d", (int)t->pid);
-	else if (inject_build_eh_frame(eh, size, eh_frame, lo, hi, at, &buf, &len, &n))
-		rc = core_errf(err, OCOLOS_ENOTSUP, "C1's .eh_frame could not be rebuilt (an encoding "
-			       "this library does not handle)");
-	free(eh);
-	uint64_t pages = (len + PAGE - 1) & ~(PAGE - 1);
-	if (!rc && n && at + pages > r->addr + r->size)
-		rc = core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table");
-	if (!rc && n)
-		rc = remote_mmap(t, at, pages, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
-	if (!rc && n && proc_mem_write(t->memfd, at, buf, len))
-		rc = core_errf(err, OCOLOS_EIO, "cannot write C1's unwind table into process %d", (int)t->pid);
-	free(buf);
-	if (!rc && n)
-		rc = remote_call(t, reg, at, err);
-	if (rc || !n)
-		return rc;
-	*used = at + pages - r->addr;
-	*handle = anchor;
-	core_logf(t->log, OCOLOS_LOG_DEBUG, "registered %zu FDEs of C1 with process %d's libgcc_s",
-		  n, (int)t->pid);
-	return 0;
+	uint64_t fn = find_lib_symbol(t, lib, sym);
+	return fn ? remote_call(t, fn, arg, err) : 1;
 }
 
-static void ptrace_unregister_unwind(struct proc_target *t, uint64_t handle)
-{
-	uint64_t dereg = handle ? find_libgcc_symbol(t, "__deregister_frame") : 0;
-	struct core_err ignore = { 0 };
-	if (dereg)
-		remote_call(t, dereg, handle + PAGE, &ignore);
-}
+/* A stopped world: the seized threads and where each is. */
+struct ptrace_stop {
+	struct proc_ptrace *pt;
+	struct proc_thread_state *states;
+	size_t n;
+};
 
-static int ptrace_switch(struct proc_target *t, struct inject_plan *plan, int forward,
-			 uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
-			 struct core_err *err)
+static int ptrace_stop_all(struct proc_target *t, struct proc_stop **out, uint32_t *threads,
+			   struct core_err *err)
 {
-	struct inject_ptrace *pt;
-	if (t->moved)
-		proc_stacks_load(); /* not inside the pause */
-	struct stack_snapshot *ss = NULL;
-	uint64_t *scratch = NULL;
-	int rc = proc_target_prepare_entries(t, plan, forward, &ss, &scratch, err);
-	if (rc)
-		return rc;
-	inject_prefault(t->memfd, plan);
-	uint64_t t0 = core_now_ns(), t1;
-	rc = proc_ptrace_stop(t->pid, 1, t->stop_timeout_ms, &pt, err);
+	*out = NULL;
+	struct ptrace_stop *s = calloc(1, sizeof(*s));
+	if (!s)
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	int rc = proc_ptrace_stop(t->pid, 1, t->stop_timeout_ms, &s->pt, err);
 	if (rc) {
-		proc_target_release_entries(ss, scratch);
+		free(s);
 		return rc;
 	}
 	*threads = 0;
-	for (size_t i = 0; i < pt->n; i++)
-		*threads += pt->t[i].stopped && !pt->t[i].gone;
-	if (ss) {
-		struct inject_thread_state ts[1024];
-		size_t nts = proc_ptrace_states(pt, ts, sizeof(ts) / sizeof(ts[0]));
-		if (nts < *threads)
-			for (size_t i = 0; i < plan->n; i++) /* too many threads to check */
-				plan->v[i].blocked = plan->v[i].kind == INJECT_ENTRY;
-		else
-			proc_target_check_entries(plan, ts, nts, ss, scratch);
+	for (size_t i = 0; i < s->pt->n; i++)
+		*threads += s->pt->t[i].stopped && !s->pt->t[i].gone;
+	/* Allocating is fine here: the stopped process is another one. */
+	s->states = calloc(s->pt->n + 1, sizeof(*s->states));
+	if (!s->states) {
+		proc_ptrace_resume(s->pt, NULL);
+		free(s);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
-	rc = inject_apply(t->memfd, plan, forward, res, err);
-	if (!rc && t->moved) {
-		/* Counted while stopped, so part of the pause (reported apart). */
-		uint64_t s0 = core_now_ns();
-		if (proc_stacks_count(pt, t->moved, t->nmoved, &t->stack_threads, &t->stack_frames))
-			core_logf(t->log, OCOLOS_LOG_DEBUG, "libunwind-ptrace unavailable: stacks not walked");
-		t->stack_ns = core_now_ns() - s0;
-	}
-	proc_ptrace_resume(pt, &t1);
-	*pause_ns = t1 - t0;
-	proc_target_release_entries(ss, scratch);
-	return rc;
+	s->n = proc_ptrace_states(s->pt, s->states, s->pt->n);
+	*out = (struct proc_stop *)s;
+	return 0;
+}
+
+static const struct proc_thread_state *ptrace_states(const struct proc_stop *ps, size_t *n)
+{
+	const struct ptrace_stop *s = (const struct ptrace_stop *)ps;
+	*n = s->n;
+	return s->states;
+}
+
+static void ptrace_resume_all(struct proc_target *t, struct proc_stop *ps, uint64_t *released_ns)
+{
+	struct ptrace_stop *s = (struct ptrace_stop *)ps;
+	if (!s)
+		return;
+	proc_ptrace_resume(s->pt, released_ns);
+	free(s->states);
+	free(s);
+}
+
+static int ptrace_poke_prepare(struct proc_target *t, const struct proc_span *spans, size_t n,
+			       struct core_err *err)
+{
+	proc_stacks_load(); /* dlopen: not inside the pause */
+	proc_mem_prefault(t->memfd, spans, n);
+	return 0;
+}
+
+static void ptrace_poke_done(struct proc_target *t)
+{
+}
+
+static int ptrace_peek(struct proc_target *t, uint64_t addr, void *buf, size_t len)
+{
+	return proc_mem_read(t->memfd, addr, buf, len);
+}
+
+static int ptrace_poke(struct proc_target *t, uint64_t addr, const void *buf, size_t len, int code)
+{
+	/* x86-64: the instruction cache is coherent with these writes; the
+	 * threads resume through the kernel, which serializes. */
+	return proc_mem_write(t->memfd, addr, buf, len);
+}
+
+static int ptrace_count_frames(struct proc_target *t, struct proc_stop *ps,
+			       const uint64_t (*ranges)[2], size_t n, uint32_t *threads,
+			       uint32_t *frames)
+{
+	return proc_stacks_count(((struct ptrace_stop *)ps)->pt, ranges, n, threads, frames);
 }
 
 const struct proc_target_ops proc_target_ptrace_ops = {
 	.name = "ptrace",
 	.reserve_at = ptrace_reserve_at,
 	.unmap = ptrace_unmap,
-	.map_c1 = ptrace_map_c1,
-	.register_unwind = ptrace_register_unwind,
-	.unregister_unwind = ptrace_unregister_unwind,
-	.switch_plan = ptrace_switch,
+	.map_fill = ptrace_map_fill,
+	.call_lib = ptrace_call_lib,
+	.stop = ptrace_stop_all,
+	.states = ptrace_states,
+	.resume = ptrace_resume_all,
+	.poke_prepare = ptrace_poke_prepare,
+	.poke_done = ptrace_poke_done,
+	.peek = ptrace_peek,
+	.poke = ptrace_poke,
+	.count_frames = ptrace_count_frames,
 };

@@ -1,8 +1,26 @@
 /*
- * The calling process as a target: local mmap/munmap, C1 written through
- * a read-write mapping then made read-execute, libgcc's unwinder called
- * directly, and a stop-the-world by signals (stop_self.c).
+ * The calling process as a target: local mmap/munmap, memory read in
+ * place, the unwinder called directly, and a stop-the-world by signals
+ * (stop_self.c).
+ *
+ * Writes while the world is stopped (poke). x86-64: through
+ * /proc/self/mem, the kernel's copy-on-write path, so text and RELRO pages
+ * are never writable in the process; the pages are copied before the stop
+ * (poke_prepare, proc_mem_prefault). AArch64: in place, each page made
+ * read-write for the write and given back the protection it had (collected
+ * before the stop: reading /proc/self/maps allocates, which a stopped world
+ * forbids). Never writable and executable at once: the temporary missing X
+ * bit is harmless, since while the world is stopped no thread runs the
+ * target's code — parked threads sit in libocolos's handler (in libocolos's
+ * own text, a separate object), and the writer runs libocolos too. That
+ * requires libocolos to be a shared object (or, linked statically, to be on
+ * other pages than the patched code); the library is built and documented
+ * as a shared object. Why not /proc/self/mem there: under qemu-user a
+ * /proc/self/mem write changes guest memory behind the back of qemu's
+ * translation cache, so the old code keeps running (seen with qemu 7.2);
+ * qemu does see mprotect and the guest's own stores.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +28,12 @@
 #include <unistd.h>
 
 #include "arch/cpu.h"
+#include "core/procmaps.h"
 #include "core/util.h"
-#include "proc/target.h"
+#include "proc/proc.h"
 
-static int self_reserve_at(struct proc_target *t, uint64_t addr, uint64_t size, struct core_err *err)
+static int self_reserve_at(struct proc_target *t, uint64_t addr, uint64_t size,
+			   struct core_err *err)
 {
 	void *p = mmap((void *)addr, size, PROT_NONE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
@@ -34,153 +54,225 @@ static void self_unmap(struct proc_target *t, uint64_t addr, uint64_t size)
 	munmap((void *)addr, size);
 }
 
-static int self_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
-		       struct inject_reservation *r, uint64_t *mapped, struct core_err *err)
+static int self_map_fill(struct proc_target *t, uint64_t addr, uint64_t size, int prot,
+			 const void *bytes, size_t len, struct core_err *err)
 {
-	return inject_map_c1(o, bias, r, mapped, err);
-}
-
-static int self_register_unwind(struct proc_target *t, uint64_t eh_frame, uint64_t size,
-				uint64_t lo, uint64_t hi, struct inject_reservation *r,
-				uint64_t *used, uint64_t *handle, struct core_err *err)
-{
-	void *h = NULL;
-	int rc = inject_unwind_register(eh_frame, size, lo, hi, r, used, &h, err);
-	*handle = (uint64_t)(uintptr_t)h;
-	return rc;
-}
-
-static void self_unregister_unwind(struct proc_target *t, uint64_t handle)
-{
-	inject_unwind_deregister((void *)(uintptr_t)handle);
-}
-
-struct stack_snapshot {
-	struct procmaps maps;
-	int memfd;
-};
-
-static size_t read_stack(void *ctx, uint64_t sp, uint64_t *words, size_t max)
-{
-	const struct stack_snapshot *ss = ctx;
-	return inject_stack_words(&ss->maps, ss->memfd, sp, words, max);
-}
-
-/* Before a forward switch with entry patches: what the check needs, taken
- * now because nothing may allocate once the world is stopped. */
-int proc_target_prepare_entries(struct proc_target *t, const struct inject_plan *plan, int forward,
-			   struct stack_snapshot **out, uint64_t **scratch, struct core_err *err)
-{
-	*out = NULL;
-	*scratch = NULL;
-	if (!forward || !plan->entries)
-		return 0;
-	struct stack_snapshot *ss = calloc(1, sizeof(*ss));
-	*scratch = malloc(INJECT_STACK_WORDS * sizeof(**scratch));
-	if (!ss || !*scratch || core_procmaps_read(t->pid, &ss->maps, err)) {
-		free(ss);
-		free(*scratch);
-		*scratch = NULL;
-		return err && err->code ? err->code : core_errf(err, OCOLOS_ENOMEM, "out of memory");
-	}
-	ss->memfd = t->ops == &proc_target_self_ops ? -1 : t->memfd;
-	*out = ss;
+	/* Read-write while nothing can reach it (the range is not yet
+	 * referenced by any code), then the final protection. */
+	void *p = mmap((void *)addr, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	if (p == MAP_FAILED)
+		return core_errf(err, OCOLOS_ENOMEM, "cannot map %llu bytes at 0x%llx: %s",
+				 (unsigned long long)size, (unsigned long long)addr, strerror(errno));
+	memcpy(p, bytes, len);
+	if (prot & PROT_EXEC)
+		arch_code_changed(addr, addr + len);
+	if (mprotect(p, size, prot) != 0)
+		return core_errf(err, OCOLOS_ENOTSUP, "cannot set the protection of new code at "
+				 "0x%llx: %s (a policy forbids new executable memory?)",
+				 (unsigned long long)addr, strerror(errno));
 	return 0;
 }
 
-void proc_target_check_entries(struct inject_plan *plan, const struct inject_thread_state *ts, size_t n,
-			  struct stack_snapshot *ss, uint64_t *scratch)
+static int self_call_lib(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
+			 struct core_err *err)
 {
-	if (ss)
-		inject_entries_check(plan, ts, n, read_stack, ss, scratch);
+	/* The definition the program itself binds to (global lookup order):
+	 * the unwinder its exceptions use. */
+	(void)lib;
+	void *fn = dlsym(RTLD_DEFAULT, sym);
+	if (!fn)
+		return 1;
+	((void (*)(void *))fn)((void *)(uintptr_t)arg);
+	return 0;
 }
 
-void proc_target_release_entries(struct stack_snapshot *ss, uint64_t *scratch)
+static int self_stop(struct proc_target *t, struct proc_stop **out, uint32_t *threads,
+		     struct core_err *err)
 {
-	if (ss)
-		core_procmaps_free(&ss->maps);
-	free(ss);
-	free(scratch);
-}
-
-static int self_switch(struct proc_target *t, struct inject_plan *plan, int forward,
-		       uint32_t *threads, uint64_t *pause_ns, struct inject_apply_result *res,
-		       struct core_err *err)
-{
-	struct inject_stop *stop;
-	int rc;
-#if defined(__aarch64__)
-	/* In place, by mprotect (see apply.c: qemu-user does not see code
-	 * written through /proc/self/mem). The pages' protections are read
-	 * now: reading /proc/self/maps allocates, which a stopped world
-	 * forbids (a parked thread may hold the allocator's lock). */
-	struct inject_prots prots;
-	rc = inject_prot_collect(plan, &prots, err);
-	if (rc)
-		return rc;
-#endif
-	struct stack_snapshot *ss = NULL;
-	uint64_t *scratch = NULL;
-	rc = proc_target_prepare_entries(t, plan, forward, &ss, &scratch, err);
-	if (rc)
-		return rc;
-#if !defined(__aarch64__)
-	inject_prefault(t->memfd, plan);
-#endif
-	uint64_t t0 = core_now_ns(), t1;
-	rc = proc_stop_self(t->stop_signal, t->stop_timeout_ms, &stop, threads, err);
-	if (!rc) {
-		size_t nts;
-		const struct inject_thread_state *ts = proc_stop_states(stop, &nts);
-		proc_target_check_entries(plan, ts, nts, ss, scratch);
-#if defined(__aarch64__)
-		rc = inject_apply_local(plan, &prots, forward, res, err);
-#else
-		rc = inject_apply_self(t->memfd, plan, forward, res, err);
-#endif
-		proc_resume_self(stop, &t1);
-		*pause_ns = t1 - t0; /* the pause ends when the parked threads are woken */
-	}
-	proc_target_release_entries(ss, scratch);
-#if defined(__aarch64__)
-	inject_prots_free(&prots);
-#endif
+	struct proc_self_stop *s = NULL;
+	int rc = proc_stop_self(t->stop_signal, t->stop_timeout_ms, &s, threads, err);
+	*out = (struct proc_stop *)s;
 	return rc;
 }
+
+static const struct proc_thread_state *self_states(const struct proc_stop *s, size_t *n)
+{
+	return proc_stop_states((const struct proc_self_stop *)s, n);
+}
+
+static void self_resume(struct proc_target *t, struct proc_stop *s, uint64_t *released_ns)
+{
+	proc_resume_self((struct proc_self_stop *)s, released_ns);
+}
+
+static int self_peek(struct proc_target *t, uint64_t addr, void *buf, size_t len)
+{
+	memcpy(buf, (const void *)(uintptr_t)addr, len); /* C0, RELRO, data, stacks: mapped */
+	return 0;
+}
+
+static int self_count_frames(struct proc_target *t, struct proc_stop *s,
+			     const uint64_t (*ranges)[2], size_t n, uint32_t *threads,
+			     uint32_t *frames)
+{
+	return -1; /* not walked in-process (C0 stays valid: nothing depends on it) */
+}
+
+#if defined(__aarch64__)
+/* Page protections from before the stop, sorted by page. */
+struct page_prot {
+	uint64_t page;
+	int prot;
+};
+struct page_prots {
+	struct page_prot *v;
+	size_t n;
+};
+
+static int cmp_page(const void *a, const void *b)
+{
+	const struct page_prot *x = a, *y = b;
+	return x->page < y->page ? -1 : x->page > y->page;
+}
+
+static int self_poke_prepare(struct proc_target *t, const struct proc_span *spans, size_t n,
+			     struct core_err *err)
+{
+	uint64_t pg = arch_page_size();
+	struct page_prots *ps = calloc(1, sizeof(*ps));
+	if (!ps || !(ps->v = calloc(n * 2 + 1, sizeof(*ps->v)))) {
+		free(ps);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint64_t a = spans[i].addr & ~(pg - 1);
+		uint64_t b = (spans[i].addr + spans[i].len - 1) & ~(pg - 1);
+		ps->v[ps->n++].page = a;
+		if (b != a) /* a slot straddling two pages */
+			ps->v[ps->n++].page = b;
+	}
+	qsort(ps->v, ps->n, sizeof(*ps->v), cmp_page);
+	size_t w = 0;
+	for (size_t i = 0; i < ps->n; i++)
+		if (!w || ps->v[w - 1].page != ps->v[i].page)
+			ps->v[w++] = ps->v[i];
+	ps->n = w;
+	struct procmaps m = { 0 };
+	int rc = core_procmaps_read(getpid(), &m, err);
+	for (size_t i = 0, k = 0; !rc && i < ps->n; i++) {
+		while (k < m.n && m.v[k].end <= ps->v[i].page)
+			k++;
+		if (k == m.n || m.v[k].start > ps->v[i].page) {
+			rc = core_errf(err, OCOLOS_EPATCH, "page 0x%llx to patch is not mapped",
+				       (unsigned long long)ps->v[i].page);
+			break;
+		}
+		const char *pr = m.v[k].perms;
+		ps->v[i].prot = (pr[0] == 'r' ? PROT_READ : 0) | (pr[1] == 'w' ? PROT_WRITE : 0) |
+				(pr[2] == 'x' ? PROT_EXEC : 0);
+	}
+	core_procmaps_free(&m);
+	if (rc) {
+		free(ps->v);
+		free(ps);
+		return rc;
+	}
+	t->poke_state = ps;
+	return 0;
+}
+
+static void self_poke_done(struct proc_target *t)
+{
+	struct page_prots *ps = t->poke_state;
+	if (ps)
+		free(ps->v);
+	free(ps);
+	t->poke_state = NULL;
+}
+
+static int prot_of(const struct page_prots *ps, uint64_t page)
+{
+	size_t lo = 0, hi = ps->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ps->v[mid].page < page)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < ps->n && ps->v[lo].page == page ? ps->v[lo].prot : -1;
+}
+
+/* Make the pages of [lo, hi) writable (1) or give them back their
+ * protection (0). Pages that are writable already are left alone. */
+static int local_protect(const struct page_prots *ps, uint64_t lo, uint64_t hi, int writable)
+{
+	uint64_t pg = arch_page_size();
+	for (uint64_t a = lo & ~(pg - 1); a < hi; a += pg) {
+		int prot = prot_of(ps, a);
+		if (prot < 0)
+			return -1;
+		if (prot & PROT_WRITE)
+			continue;
+		if (mprotect((void *)(uintptr_t)a, pg, writable ? PROT_READ | PROT_WRITE : prot))
+			return -1;
+	}
+	return 0;
+}
+
+static int self_poke(struct proc_target *t, uint64_t addr, const void *buf, size_t len, int code)
+{
+	const struct page_prots *ps = t->poke_state;
+	if (!ps || local_protect(ps, addr, addr + len, 1))
+		return -1;
+	/* One aligned 4-byte store for an instruction: a single-copy-atomic
+	 * update, though nothing can observe a torn one during the stop. */
+	if (len == 4 && !(addr & 3)) {
+		uint32_t w;
+		memcpy(&w, buf, 4);
+		__atomic_store_n((uint32_t *)(uintptr_t)addr, w, __ATOMIC_RELAXED);
+	} else {
+		memcpy((void *)(uintptr_t)addr, buf, len);
+	}
+	int rc = local_protect(ps, addr, addr + len, 0);
+	if (code)
+		arch_code_changed(addr, addr + len);
+	return rc;
+}
+#else
+static int self_poke_prepare(struct proc_target *t, const struct proc_span *spans, size_t n,
+			     struct core_err *err)
+{
+	proc_mem_prefault(t->memfd, spans, n);
+	return 0;
+}
+
+static void self_poke_done(struct proc_target *t)
+{
+}
+
+static int self_poke(struct proc_target *t, uint64_t addr, const void *buf, size_t len, int code)
+{
+	int rc = proc_mem_write(t->memfd, addr, buf, len);
+	if (code) /* under Valgrind its translation of the old bytes must go (arch/cpu.h) */
+		arch_code_changed(addr, addr + len);
+	return rc;
+}
+#endif
 
 const struct proc_target_ops proc_target_self_ops = {
 	.name = "self",
 	.reserve_at = self_reserve_at,
 	.unmap = self_unmap,
-	.map_c1 = self_map_c1,
-	.register_unwind = self_register_unwind,
-	.unregister_unwind = self_unregister_unwind,
-	.switch_plan = self_switch,
+	.map_fill = self_map_fill,
+	.call_lib = self_call_lib,
+	.stop = self_stop,
+	.states = self_states,
+	.resume = self_resume,
+	.poke_prepare = self_poke_prepare,
+	.poke_done = self_poke_done,
+	.peek = self_peek,
+	.poke = self_poke,
+	.count_frames = self_count_frames,
 };
-
-int proc_target_open(struct proc_target *t, pid_t pid, const struct core_log *log, struct core_err *err)
-{
-	memset(t, 0, sizeof(*t));
-	t->pid = pid;
-	t->log = log;
-	t->memfd = -1;
-	t->ops = pid == getpid() ? &proc_target_self_ops : &proc_target_ptrace_ops;
-#if !defined(__x86_64__)
-	if (pid != getpid())
-		return core_errf(err, OCOLOS_ENOTSUP,
-				 "optimizing another process (ptrace injector) is implemented for "
-				 "x86-64 only; on this machine link libocolos into the program and call "
-				 "ocolos_optimize_self()");
-#endif
-	int rc = proc_mem_open(pid, &t->memfd, err);
-	if (!rc && t->ops == &proc_target_self_ops)
-		arch_sync_core_register();
-	return rc;
-}
-
-void proc_target_close(struct proc_target *t)
-{
-	if (t->memfd >= 0)
-		close(t->memfd);
-	t->memfd = -1;
-}

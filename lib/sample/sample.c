@@ -1,6 +1,5 @@
-/* Sampler dispatch, the sample container and the thread listing shared by
- * all backends. */
-#include <dirent.h>
+/* Sampler dispatch: which backend collects or probes, and the thread
+ * listing the backends share (the samples themselves: samples.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,46 +8,30 @@
 
 #include "core/util.h"
 #include "arch/cpu.h"
+#include "proc/proc.h"
 #include "sample/sample.h"
 
-int sample_set_push(struct sample_set *s, uint64_t ip)
+struct each_new {
+	pid_t exclude;
+	int (*known)(void *, pid_t);
+	int (*attach)(void *, pid_t);
+	void *user;
+	int failures;
+};
+
+static int attach_if_new(void *user, pid_t tid)
 {
-	if (core_grow((void **)&s->ips, &s->cap, s->n, sizeof(*s->ips)))
-		return OCOLOS_ENOMEM;
-	s->ips[s->n++] = ip;
+	struct each_new *e = user;
+	if (tid != e->exclude && !e->known(e->user, tid) && e->attach(e->user, tid))
+		e->failures++;
 	return 0;
 }
 
 int sample_each_new_thread(pid_t pid, pid_t exclude, int (*known)(void *, pid_t),
 			   int (*attach)(void *, pid_t), void *user)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *d = opendir(path);
-	if (!d)
-		return -1;
-	int failures = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid > 0 && tid != exclude && !known(user, tid) && attach(user, tid))
-			failures++;
-	}
-	int saved = errno;
-	closedir(d);
-	errno = saved;
-	return failures;
-}
-
-void sample_set_free(struct sample_set *s)
-{
-	free(s->ips);
-	free(s->branches);
-	free(s->stack_start);
-	s->ips = NULL;
-	s->branches = NULL;
-	s->stack_start = NULL;
-	s->n = s->cap = s->nbranches = s->cap_branches = s->nstacks = s->cap_stacks = 0;
+	struct each_new e = { exclude, known, attach, user, 0 };
+	return proc_threads_each(pid, attach_if_new, &e) ? -1 : e.failures;
 }
 
 int sample_window_over(const struct sample_config *cfg, uint64_t end_ns)

@@ -1,7 +1,8 @@
 /*
  * inject/apply.c on AArch64 (in place, by mprotect): a call site in a
  * read-execute code page and a pointer slot in a read-only page are
- * redirected and reverted with inject_apply_local(). Checked by design,
+ * redirected and reverted with inject_apply() on the in-process target
+ * (proc/target_self.c: in place, by mprotect). Checked by design,
  * not by luck (qemu-user would not catch a missing i-cache flush): every
  * code write is followed by exactly one arch_code_changed() call, a
  * data write by none; the pages get their protection back and are never
@@ -9,12 +10,15 @@
  * the new target.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "a64.h"
+#include "arch/cpu.h"
 #include "inject/inject.h"
+#include "proc/target.h"
 #include "arch/arch.h"
 
 __attribute__((noipa)) static int one(void) { return 1; }
@@ -82,8 +86,12 @@ int main(void)
 	plan.n = 2;
 
 	struct core_err err = { 0 };
-	struct inject_prots prots;
-	expect(inject_prot_collect(&plan, &prots, &err) == 0, "collect: %s", err.msg);
+	struct proc_target t;
+	struct proc_span *spans = NULL;
+	size_t nspans = 0;
+	expect(proc_target_open(&t, getpid(), NULL, &err) == 0, "target: %s", err.msg);
+	expect(inject_plan_spans(&plan, &spans, &nspans, &err) == 0 &&
+	       t.ops->poke_prepare(&t, spans, nspans, &err) == 0, "collect: %s", err.msg);
 	/* What the pages look like before (qemu-user shows read-only pages as
 	 * r-x: its own view; what matters is that they get it back). */
 	char pc0[4], pd0[4];
@@ -98,7 +106,7 @@ int main(void)
 		int forward = round == 0;
 		struct inject_apply_result res;
 		uint64_t before = arch_code_changed_count();
-		expect(inject_apply_local(&plan, &prots, forward, &res, &err) == 0, "apply: %s", err.msg);
+		expect(inject_apply(&t, &plan, forward, &res, &err) == 0, "apply: %s", err.msg);
 		uint64_t flushes = arch_code_changed_count() - before;
 		expect(res.call_sites == 1 && res.ptr_slots == 1 && res.mismatched == 0,
 		       "result %u %u %u", res.call_sites, res.ptr_slots, res.mismatched);
@@ -116,11 +124,13 @@ int main(void)
 #endif
 		/* A second application writes nothing: forward, it finds memory
 		 * already changed (mismatched); back, nothing is applied to undo. */
-		expect(inject_apply_local(&plan, &prots, forward, &res, &err) == 0 &&
+		expect(inject_apply(&t, &plan, forward, &res, &err) == 0 &&
 		       res.call_sites + res.ptr_slots == 0 && res.mismatched == (forward ? 2u : 0u),
 		       "re-apply must write nothing (mismatched %u)", res.mismatched);
 	}
-	inject_prots_free(&prots);
+	t.ops->poke_done(&t);
+	free(spans);
+	proc_target_close(&t);
 	fprintf(stderr, "PASS\n");
 	return 0;
 }

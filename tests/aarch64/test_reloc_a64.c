@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "a64.h"
+#include "arch/cpu.h"
 #include "inject/inject.h"
 #include "arch/arch.h"
 

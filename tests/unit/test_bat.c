@@ -581,17 +581,17 @@ int main(int argc, char **argv)
 		unit_done();
 	struct sample_set s = { 0 };
 	make_samples(b, &s);
-	struct core_workdir wd;
-	expect(core_workdir_create(&wd, NULL, &err) == 0, "%s", err.msg);
+	struct api_workdir wd;
+	expect(api_workdir_create(&wd, NULL, &err) == 0, "%s", err.msg);
 	char profile[PATH_MAX], output[PATH_MAX], log[PATH_MAX], copy[PATH_MAX];
 	struct wd_paths p;
-	core_workdir_file(&wd, "p.pa", profile, &err);
-	core_workdir_file(&wd, "out.bolt", output, &err);
-	core_workdir_file(&wd, "bolt.log", log, &err);
-	core_workdir_file(&wd, "placed.elf", copy, &err);
-	core_workdir_file(&wd, "samples.pa", p.pa, &err);
-	core_workdir_file(&wd, "out.fdata", p.fdata, &err);
-	core_workdir_file(&wd, "perf2bolt.log", p.log, &err);
+	api_workdir_file(&wd, "p.pa", profile, &err);
+	api_workdir_file(&wd, "out.bolt", output, &err);
+	api_workdir_file(&wd, "bolt.log", log, &err);
+	api_workdir_file(&wd, "placed.elf", copy, &err);
+	api_workdir_file(&wd, "samples.pa", p.pa, &err);
+	api_workdir_file(&wd, "out.fdata", p.fdata, &err);
+	api_workdir_file(&wd, "perf2bolt.log", p.log, &err);
 	struct infer_profile_stats ps;
 	struct hybrid_write_stats hs;
 	expect(infer_write_hybrid_flags(b, 0, &s, profile, HYBRID_NO_INFER, &ps, &hs, &err) == 0, "%s",
@@ -672,7 +672,7 @@ int main(int argc, char **argv)
 		close(fd);
 	elf_bat_free(bat);
 	elf_bolt_output_close(o);
-	core_workdir_remove(&wd);
+	api_workdir_remove(&wd);
 	sample_set_free(&s);
 	elf_binary_close(b);
 	unit_done();

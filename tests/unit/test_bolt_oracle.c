@@ -269,12 +269,12 @@ int main(int argc, char **argv)
 						sample_set_push(&s, b->funcs[i].addr + off);
 	sample_set_push(&s, 0x10); /* outside the binary: dropped */
 
-	struct core_workdir wd;
-	expect(core_workdir_create(&wd, NULL, &err) == 0, "%s", err.msg);
+	struct api_workdir wd;
+	expect(api_workdir_create(&wd, NULL, &err) == 0, "%s", err.msg);
 	char profile[PATH_MAX], output[PATH_MAX], log[PATH_MAX], bolt[PATH_MAX];
-	core_workdir_file(&wd, "p.preagg", profile, &err);
-	core_workdir_file(&wd, "out.bolt", output, &err);
-	core_workdir_file(&wd, "bolt.log", log, &err);
+	api_workdir_file(&wd, "p.preagg", profile, &err);
+	api_workdir_file(&wd, "out.bolt", output, &err);
+	api_workdir_file(&wd, "bolt.log", log, &err);
 	struct infer_profile_stats ps;
 	expect(infer_write_preagg(b, 0, &s, profile, &ps, &err) == 0, "%s", err.msg);
 	expect(ps.in_binary == s.n - 1, "in_binary %llu of %zu", (unsigned long long)ps.in_binary, s.n);
@@ -358,8 +358,8 @@ int main(int argc, char **argv)
 	const char *bolt19 = "/usr/lib/llvm-19/bin/llvm-bolt";
 	if (access(bolt19, X_OK) == 0) {
 		char placed[PATH_MAX], out19[PATH_MAX];
-		core_workdir_file(&wd, "placed.elf", placed, &err);
-		core_workdir_file(&wd, "out19.bolt", out19, &err);
+		api_workdir_file(&wd, "placed.elf", placed, &err);
+		api_workdir_file(&wd, "out19.bolt", out19, &err);
 		uint64_t v19 = vma + (16ull << 20);
 		expect(layout_bolt_placed_copy(argv[1], placed, v19, &err) == 0, "%s", err.msg);
 		size_t n0 = 0, n1 = 0;
@@ -378,7 +378,7 @@ int main(int argc, char **argv)
 		free(f1);
 		/* BOLT 19 has no --ba: our edge profile (what AArch64 rounds use). */
 		char prof19[PATH_MAX];
-		core_workdir_file(&wd, "p19.preagg", prof19, &err);
+		api_workdir_file(&wd, "p19.preagg", prof19, &err);
 		struct hybrid_write_stats hs = { 0 };
 		expect(infer_write_hybrid_flags(b, 0, &s, prof19, 0, &ps, &hs, &err) == 0, "%s", err.msg);
 		struct layout_request r19 = req;
@@ -413,7 +413,7 @@ int main(int argc, char **argv)
 	} else {
 		fprintf(stderr, "no %s: the placed copy is not checked against it\n", bolt19);
 	}
-	core_workdir_remove(&wd);
+	api_workdir_remove(&wd);
 	sample_set_free(&s);
 	sample_set_free(&none);
 	elf_binary_close(b);

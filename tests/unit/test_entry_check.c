@@ -36,7 +36,7 @@ int main(void)
 {
 	static uint64_t scratch[INJECT_STACK_WORDS];
 	struct inject_plan plan = make_plan();
-	struct inject_thread_state ts[2] = { { 0x2000, 0x100 }, { 0x3003, 0x100 } };
+	struct proc_thread_state ts[2] = { { 0x2000, 0x100 }, { 0x3003, 0x100 } };
 	nstack_words = 2;
 	stack_words[0] = 0x4004; /* a saved PC inside the third entry */
 	stack_words[1] = 0x2005; /* just past the first: harmless */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "core/procmaps.h"
+#include "proc/proc.h"
 #include "proc/ptrace.h"
 #include "unit.h"
 
@@ -162,7 +163,7 @@ static int open_mem(pid_t pid, uint64_t *stub)
 static int call(pid_t pid, int memfd, uint64_t stub, uint64_t fn, uint64_t arg,
 		uint32_t timeout_ms, uint64_t *ret)
 {
-	struct inject_ptrace *pt;
+	struct proc_ptrace *pt;
 	struct core_err err = { 0 };
 	int rc = proc_ptrace_stop(pid, 0, 2000, &pt, &err);
 	if (rc)
@@ -188,7 +189,7 @@ int main(void)
 	int fd2 = open_mem(pid, &again);
 	expect(again == stub, "a second placement does not find the first stub");
 	close(fd2);
-	struct inject_ptrace *pt;
+	struct proc_ptrace *pt;
 	struct core_err err = { 0 };
 	int64_t sret = 0;
 	const uint64_t none[6] = { 0 };

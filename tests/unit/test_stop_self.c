@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "inject/inject.h"
+#include "proc/proc.h"
 #include "unit.h"
 
 #define NBUSY 3
@@ -95,7 +95,7 @@ int main(void)
 	usleep(100000);
 
 	for (int round = 0; round < 20; round++) {
-		struct inject_stop *s;
+		struct proc_self_stop *s;
 		struct core_err err = { 0 };
 		uint32_t n = 0;
 		expect(proc_stop_self(SIGRTMIN + 7, 2000, &s, &n, &err) == 0, "stop: %s", err.msg);
@@ -121,7 +121,7 @@ int main(void)
 	pthread_create(&bt, NULL, blocker, NULL);
 	while (!atomic_load(&blocker_ready))
 		usleep(1000);
-	struct inject_stop *s = NULL;
+	struct proc_self_stop *s = NULL;
 	struct core_err err = { 0 };
 	uint32_t n;
 	struct timespec t0, t1;

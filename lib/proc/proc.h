@@ -1,0 +1,55 @@
+/*
+ * Process-control primitives the targets are built from: the threads of a
+ * process, its memory through /proc/PID/mem, and the in-process
+ * stop-the-world. (ptrace's are in ptrace.h.)
+ */
+#ifndef OCOLOS_PROC_PROC_H
+#define OCOLOS_PROC_PROC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "core/err.h"
+#include "proc/target.h"
+
+/* ---- threads (threads.c) ---- */
+
+/* Call fn(user, tid) for every thread listed in /proc/PID/task, until fn
+ * returns non-zero (which is returned). -1 (errno set) if the list cannot
+ * be read. Allocates nothing (getdents64 into a stack buffer), so it may
+ * run while other threads of this process are parked holding the
+ * allocator's locks. */
+int proc_threads_each(pid_t pid, int (*fn)(void *user, pid_t tid), void *user);
+
+/* ---- memory through /proc/PID/mem (mem.c) ---- */
+
+/* /proc/PID/mem writes go through the kernel's FOLL_FORCE path: they change
+ * read-only text and RELRO pages (copy-on-write, as a debugger's breakpoint
+ * does) without the pages ever becoming writable in the process. */
+int proc_mem_open(pid_t pid, int *fd, struct core_err *err);
+int proc_mem_write(int fd, uint64_t addr, const void *buf, size_t len);
+int proc_mem_read(int fd, uint64_t addr, void *buf, size_t len);
+/* Before a stop: make the copy-on-write copies of the pages of the spans
+ * now, by writing their bytes back unchanged (one per page), so the stop
+ * does not copy pages. PROC_SPAN_DATA is skipped: the program may write it
+ * at any moment, and writing back a value read a moment earlier would
+ * undo its write. */
+void proc_mem_prefault(int fd, const struct proc_span *spans, size_t n);
+
+/* ---- stop-the-world in this process (stop_self.c) ---- */
+
+struct proc_self_stop; /* lives for one stop */
+
+/* Park every thread of this process but the caller in a signal handler
+ * (threads in system calls and threads created meanwhile included).
+ * OCOLOS_ESTOP after timeout_ms (e.g. a thread blocks `sig`): then nothing
+ * stays parked. */
+int proc_stop_self(int sig, uint32_t timeout_ms, struct proc_self_stop **out,
+		   uint32_t *threads, struct core_err *err);
+/* Where each parked thread was stopped (PC, SP); valid until resume. */
+const struct proc_thread_state *proc_stop_states(const struct proc_self_stop *s, size_t *n);
+/* Let every parked thread run again; `released_ns` (may be NULL) gets the
+ * time they were woken, before this waits for them to leave the handler. */
+void proc_resume_self(struct proc_self_stop *s, uint64_t *released_ns);
+
+#endif

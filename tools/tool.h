@@ -115,8 +115,8 @@ int tool_parse_seconds(const char *prog, const char *opt, const char *arg, uint3
 /* "3600", "0.001", "1.5": milliseconds as a user writes seconds. */
 void tool_format_seconds(uint32_t ms, char *buf, size_t size);
 
-/* The help text of the shared options, the output and the exit status
- * (`exit_usage`, and whether the exit status is the child's). */
+/* The help text of the shared options, the output and the exit statuses
+ * (`supervise`: ocolos-supervise's, which are its child's, and its signals). */
 void tool_help_common(FILE *f, int supervise);
 /* --version: the tool's version and the library's (the one loaded). */
 void tool_version(const char *prog);

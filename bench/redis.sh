@@ -4,8 +4,8 @@
 # with ocolos-agent attaching to a running server.
 #
 # usage: bench/redis.sh [BUILD_DIR]
-#   BUILD_DIR   libocolos build directory with examples/ocolos-supervise and
-#               examples/ocolos-agent (default: build)
+#   BUILD_DIR   libocolos build directory with tools/ocolos-supervise and
+#               tools/ocolos-agent (default: build)
 # environment:
 #   RD_OUT      output directory (default: bench/out/redis)
 #   RD_N        requests per test per benchmark run (default 50000)
@@ -40,8 +40,8 @@ ntests=5
 
 log() { echo "redis.sh: $*" >&2; }
 
-sup=$build/examples/ocolos-supervise
-agent=$build/examples/ocolos-agent
+sup=$build/tools/ocolos-supervise
+agent=$build/tools/ocolos-agent
 [[ -x $sup && -x $agent ]] || {
 	log "build libocolos first: $sup / $agent missing"
 	exit 1
@@ -183,7 +183,7 @@ after=$(awk -v p="$per" -v r="$reps" 'BEGIN { printf "%.0f", p * (r + 1) + 2 }')
 log "one run takes ${per}s; supervisor --after $after --profile $prof"
 echo "$tag: ocolos-supervise --after $after --profile $prof -- redis-server ${server_args[*]}" |
 	tee -a "$out/results.txt"
-"$sup" --after "$after" --profile "$prof" -- "$out/redis-server" "${server_args[@]}" \
+"$sup" --json --after "$after" --profile "$prof" -- "$out/redis-server" "${server_args[@]}" \
 	>"$out/$tag.json" 2>"$out/$tag.stderr" &
 sup_pid=$!
 wait_up
@@ -214,7 +214,7 @@ for _ in $(seq "$reps"); do bench_once >>"$out/$tag.before"; done
 load_until "$out/$tag.json" &
 loader=$!
 sleep 1
-"$agent" --pid "$srv" --profile "$prof" >"$out/$tag.json.tmp" 2>"$out/$tag.stderr" || true
+"$agent" --json --pid "$srv" --profile "$prof" >"$out/$tag.json.tmp" 2>"$out/$tag.stderr" || true
 mv "$out/$tag.json.tmp" "$out/$tag.json"
 wait "$loader"
 # the loader ran in a subshell: count its runs from the CSV

@@ -230,6 +230,42 @@ unsigned test_anon_exec_mappings(void)
 	return n;
 }
 
+struct reserved_arg {
+	uint64_t lo, hi, bytes;
+};
+
+static void reserved_cb(const struct maps_line *ml, void *p)
+{
+	struct reserved_arg *a = p;
+
+	if (!strcmp(ml->perms, "---p") && ml->path[0] == '\0' && ml->hi > a->lo &&
+	    ml->lo < a->hi)
+		a->bytes += ml->hi - ml->lo;
+}
+
+uint64_t test_reserved_near_exe(void)
+{
+	struct test_exe_map m;
+	struct reserved_arg a = { UINT64_MAX, 0, 0 };
+	const uint64_t reach = 4ull << 30;
+
+	/* Around the code only: the library maps the binary's file read-only
+	 * elsewhere while it models it. */
+	test_exe_map_load(&m);
+	for (size_t i = 0; i < m.n; i++) {
+		if (!m.r[i].exec)
+			continue;
+		if (m.r[i].lo < a.lo)
+			a.lo = m.r[i].lo;
+		if (m.r[i].hi > a.hi)
+			a.hi = m.r[i].hi;
+	}
+	a.lo = a.lo > reach ? a.lo - reach : 0;
+	a.hi += reach;
+	maps_each(reserved_cb, &a);
+	return a.bytes;
+}
+
 static void wx_cb(const struct maps_line *ml, void *p)
 {
 	(void)p;

@@ -70,6 +70,13 @@ uint64_t test_exe_text_hash(void);
  * where C1 would live. A failed round must not leave one behind. */
 unsigned test_anon_exec_mappings(void);
 
+/* Bytes of PROT_NONE mappings backed by no file within 4 GiB of the
+ * binary's image: where a round's reservation for C1 lies from the profile
+ * stage until C1 is mapped into it (thread stacks' guard pages and malloc
+ * arenas lie far away, in the mmap area). Equal before and after an
+ * abandoned round. */
+uint64_t test_reserved_near_exe(void);
+
 /* Fail if any mapping of the process is writable and executable at once. */
 void test_check_no_wx(void);
 

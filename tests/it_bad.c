@@ -15,14 +15,21 @@
  *                          window -> OCOLOS_ENOPROFILE
  *   it_bad busy SCRIPT     a second round while one runs -> OCOLOS_EBUSY
  *                          at once; afterwards the context is free again
+ *   it_bad cancel SCRIPT   ocolos_cancel() from another thread in the
+ *                          sampling window, while BOLT (SCRIPT hangs)
+ *                          runs, and before a stage -> OCOLOS_ECANCELED
+ *                          at once; no reservation, work dir or BOLT left
  *
  * The same source is built three ways (with relocations, without, and
  * stripped); the binary decides nothing, the mode does. Prints "ok <mode>"
  * on stdout when every check passed.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "work.h"
@@ -230,6 +237,143 @@ static void mode_busy(const char *script)
 	expect_rc(rc, OCOLOS_ENOBOLT);
 }
 
+/* ---- cancel ---------------------------------------------------------------- */
+
+/* Entries in directory `dir` (its work directories), . and .. aside. */
+static unsigned dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	unsigned n = 0;
+
+	check(d != NULL, "opendir %s: %s", dir, strerror(errno));
+	while ((e = readdir(d)))
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(d);
+	return n;
+}
+
+/* A thread that cancels the call running on `ctx` after `after_ms`, and
+ * records what the round had built by then, so the test knows its checks
+ * of "nothing left" look at something that existed. */
+struct canceler {
+	struct ocolos_ctx *ctx;
+	const char *dir;
+	unsigned after_ms;
+	uint64_t reserved;	/* test_reserved_near_exe() when canceling */
+	unsigned entries;	/* dir_entries(dir) then */
+	pthread_t th;
+};
+
+static void *canceler_main(void *p)
+{
+	struct canceler *c = p;
+
+	test_sleep_ms(c->after_ms);
+	c->reserved = test_reserved_near_exe();
+	c->entries = dir_entries(c->dir);
+	ocolos_cancel(c->ctx);
+	return NULL;
+}
+
+static void canceler_start(struct canceler *c)
+{
+	check(pthread_create(&c->th, NULL, canceler_main, c) == 0, "pthread_create");
+}
+
+static void canceler_join(struct canceler *c)
+{
+	check(pthread_join(c->th, NULL) == 0, "pthread_join");
+}
+
+/* `rc` is the cancellation, returned soon after the request. */
+static void expect_canceled(struct ocolos_ctx *ctx, int rc, uint64_t ms, unsigned after_ms)
+{
+	check(rc == OCOLOS_ECANCELED, "returned %d (%s), want OCOLOS_ECANCELED: %s", rc,
+	      ocolos_strerror(rc), ocolos_last_error(ctx));
+	check(test_contains(ocolos_last_error(ctx), "cancel"),
+	      "the message does not say the call was canceled: %s", ocolos_last_error(ctx));
+	check(ms < after_ms + 2000, "returned %llu ms after the start, %u ms after the "
+	      "cancel: not at the next safe point", (unsigned long long)ms, after_ms);
+}
+
+/* Nothing of the round left: no reservation, no work directory, no BOLT. */
+static void expect_nothing_left(uint64_t reserved_before, const char *dir)
+{
+	check(test_reserved_near_exe() == reserved_before,
+	      "the reservation is still mapped (%llu bytes near the binary, %llu before)",
+	      (unsigned long long)test_reserved_near_exe(),
+	      (unsigned long long)reserved_before);
+	check(dir_entries(dir) == 0, "the work directory was left in %s", dir);
+	test_check_no_children();
+}
+
+static void mode_cancel(const char *script)
+{
+	char dir[256];
+	uint64_t t0, ms, reserved = test_reserved_near_exe();
+	struct ocolos_ctx *ctx;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/ocolos-cancel.XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	check(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+	/* A long window and a BOLT that hangs: only a cancel ends them soon. */
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 20000, .bolt_path = script,
+		    .bolt_timeout_ms = 60000, .tmp_dir = dir, .log_fn = test_log);
+	check(ocolos_open_self(&o, &ctx) == 0, "open: %s", ocolos_last_error(NULL));
+
+	/* 1. In the sampling window: the reservation and the work directory
+	 *    exist by then (checked), and are gone after. */
+	fprintf(stderr, "== cancel in the sampling window\n");
+	struct canceler c = { .ctx = ctx, .dir = dir, .after_ms = 800 };
+	canceler_start(&c);
+	t0 = test_now_ms();
+	rc = ocolos_stage_profile(ctx, NULL);
+	ms = test_now_ms() - t0;
+	canceler_join(&c);
+	expect_canceled(ctx, rc, ms, c.after_ms);
+	check(c.reserved > reserved && c.entries == 1,
+	      "while sampling, no reservation (%llu bytes) or no work directory (%u): the "
+	      "checks below would prove nothing", (unsigned long long)c.reserved, c.entries);
+	expect_nothing_left(reserved, dir);
+	ocolos_close(ctx);
+
+	/* 2. While BOLT runs: it is killed and reaped (no child left). */
+	fprintf(stderr, "== cancel while llvm-bolt runs\n");
+	o.profile_ms = 300;
+	check(ocolos_open_self(&o, &ctx) == 0, "open: %s", ocolos_last_error(NULL));
+	rc = ocolos_stage_profile(ctx, NULL);
+	check(rc == 0, "profile: %s", ocolos_last_error(ctx));
+	c = (struct canceler){ .ctx = ctx, .dir = dir, .after_ms = 1000 };
+	canceler_start(&c);
+	t0 = test_now_ms();
+	rc = ocolos_stage_optimize(ctx, NULL);
+	ms = test_now_ms() - t0;
+	canceler_join(&c);
+	expect_canceled(ctx, rc, ms, c.after_ms);
+	check(c.reserved > reserved && c.entries == 1, "while BOLT ran, no reservation or no "
+	      "work directory");
+	expect_nothing_left(reserved, dir);
+
+	/* 3. Between stages: a request made while no call runs stops the next
+	 *    call at its start and drops the round profiled before; the next
+	 *    call after that is not canceled (the request is spent). */
+	fprintf(stderr, "== cancel between stages\n");
+	check(ocolos_stage_profile(ctx, NULL) == 0, "profile: %s", ocolos_last_error(ctx));
+	ocolos_cancel(ctx);
+	t0 = test_now_ms();
+	rc = ocolos_stage_optimize(ctx, NULL);
+	expect_canceled(ctx, rc, test_now_ms() - t0, 0);
+	expect_nothing_left(reserved, dir);
+	rc = ocolos_stage_optimize(ctx, NULL);
+	check(rc == OCOLOS_EINVAL, "after a canceled round, optimize returned %d (%s), want "
+	      "OCOLOS_EINVAL (nothing profiled)", rc, ocolos_strerror(rc));
+	ocolos_cancel(NULL); /* ignored */
+	ocolos_close(ctx);
+	check(rmdir(dir) == 0, "rmdir %s: %s", dir, strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	static struct work_pool pool;
@@ -237,12 +381,13 @@ int main(int argc, char **argv)
 	const char *mode = argc > 1 ? argv[1] : "";
 	const char *script = argc > 2 ? argv[2] : NULL;
 	int needs_script = !strcmp(mode, "boltfail") ||
-			   !strcmp(mode, "bolttimeout") || !strcmp(mode, "busy");
+			   !strcmp(mode, "bolttimeout") || !strcmp(mode, "busy") ||
+			   !strcmp(mode, "cancel");
 	int idle = !strcmp(mode, "noprofile");
 
 	check(argc == 2 + needs_script,
 	      "usage: %s norelocs|nosyms|nobolt|noprofile | "
-	      "boltfail|bolttimeout|busy SCRIPT",
+	      "boltfail|bolttimeout|busy|cancel SCRIPT",
 	      argv[0]);
 	test_watchdog(45);
 	if (needs_script || idle)
@@ -270,6 +415,8 @@ int main(int argc, char **argv)
 		mode_noprofile();
 	else if (!strcmp(mode, "busy"))
 		mode_busy(script);
+	else if (!strcmp(mode, "cancel"))
+		mode_cancel(script);
 	else
 		check(0, "unknown mode '%s'", mode);
 

@@ -32,7 +32,8 @@
  * call for how long they stay valid).
  *
  * Threads: a context is used by one thread at a time; a second call while
- * one runs on the same context returns OCOLOS_EBUSY. Contexts on different
+ * one runs on the same context returns OCOLOS_EBUSY (ocolos_cancel() is the
+ * exception: it is meant to be called while a call runs). Contexts on different
  * processes are independent. In one process, at most one call on a self
  * context runs at a time (they share the process's code image): the others
  * get OCOLOS_EBUSY. See docs/api.md for fork().
@@ -89,6 +90,7 @@ enum ocolos_error {
 	OCOLOS_EATTACH = -18,	/* cannot ptrace the target process */
 	OCOLOS_ENOPROC = -19,	/* the target process is gone or exiting */
 	OCOLOS_ESTALE = -20,	/* the binary on disk is not the one running */
+	OCOLOS_ECANCELED = -21,	/* ocolos_cancel() stopped the call */
 };
 
 /* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL;
@@ -367,6 +369,24 @@ OCOLOS_API int ocolos_where(struct ocolos_ctx *ctx, const struct ocolos_where_op
  * until that thread's next failing call). Empty string if none.
  */
 OCOLOS_API const char *ocolos_last_error(const struct ocolos_ctx *ctx);
+
+/*
+ * Ask the call running on `ctx` (from another thread, or from a signal
+ * handler of the thread running it) to stop: it returns OCOLOS_ECANCELED
+ * at its next safe point — before each stage, within the sampling window,
+ * while llvm-bolt runs (BOLT is killed and reaped), before the
+ * stop-the-world — and the round is abandoned as on any failure: the
+ * target keeps the code it ran, the reservation is unmapped and the work
+ * directory removed. A switch whose threads are already stopped completes.
+ *
+ * Made while no call runs on `ctx`, the request stops the next call at
+ * its start. Every call's return clears it: a request that came after the
+ * running call's last safe point is dropped and that call's result stands
+ * (a caller that means "stop for good" keeps its own flag too, as the
+ * tools do). Async-signal-safe (it sets an atomic flag and nothing else);
+ * NULL is ignored. `ctx` must stay open: do not race it with ocolos_close().
+ */
+OCOLOS_API void ocolos_cancel(struct ocolos_ctx *ctx);
 
 /* ---- one-call conveniences on the calling process ---- */
 

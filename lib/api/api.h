@@ -71,6 +71,10 @@ struct round_pending; /* a round between its stages (round.c) */
 
 struct ocolos_ctx {
 	atomic_flag busy;		/* a call is running on this context */
+	/* ocolos_cancel() was called: the running (or next) call stops at its
+	 * next safe point (api_check_cancel); cleared when a call returns.
+	 * Lock-free, so a signal handler may set it (ctx.c). */
+	atomic_int cancel;
 	struct core_err err;		/* last error of a call on this context */
 	struct core_log log;
 	int self;			/* the calling process */
@@ -124,6 +128,11 @@ int api_leave(struct ocolos_ctx *ctx, int rc);
 /* A call that could not start (a NULL or busy context): the thread's last
  * error says so; the context's is left to the call that owns it. */
 int api_refuse(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A safe point: OCOLOS_ECANCELED, with a message saying the round was
+ * abandoned `where` ("before the optimize stage"), if ocolos_cancel() was
+ * called on ctx; else 0. The caller then fails as on any error (the
+ * pending round is dropped by api_leave in any case). */
+int api_check_cancel(struct ocolos_ctx *ctx, const char *where);
 /* Open ctx->target for ctx->pid if not open yet. */
 int api_open_target(struct ocolos_ctx *ctx);
 /* Free everything the context caches; what was done to the target stays. */

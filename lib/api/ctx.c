@@ -66,6 +66,26 @@ int api_refuse(int rc, const char *fmt, ...)
 	return rc;
 }
 
+/* A signal handler may only touch lock-free atomics (C11 7.14.1.1); the
+ * cancel flag is the one thing ocolos_cancel() writes. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "ocolos_cancel() needs a lock-free atomic_int");
+
+OCOLOS_API void ocolos_cancel(struct ocolos_ctx *ctx)
+{
+	if (ctx)
+		atomic_store(&ctx->cancel, 1);
+}
+
+int api_check_cancel(struct ocolos_ctx *ctx, const char *where)
+{
+	if (!atomic_load(&ctx->cancel))
+		return 0;
+	return core_errf(&ctx->err, OCOLOS_ECANCELED,
+			 "canceled by ocolos_cancel() %s: the round was abandoned; process %d keeps "
+			 "the code it ran, and its reservation and work directory are removed",
+			 where, (int)ctx->pid);
+}
+
 int api_open_target(struct ocolos_ctx *ctx)
 {
 	if (ctx->target_open)
@@ -99,7 +119,10 @@ int api_enter(struct ocolos_ctx *ctx)
 		api_ctx_release(ctx);
 		ctx->pid = getpid();
 	}
-	int rc = api_open_target(ctx);
+	/* A request made while no call ran stops this one before it starts. */
+	int rc = api_check_cancel(ctx, "before the call started");
+	if (!rc)
+		rc = api_open_target(ctx);
 	return rc ? api_leave(ctx, rc) : 0;
 }
 
@@ -111,6 +134,14 @@ int api_leave(struct ocolos_ctx *ctx, int rc)
 		core_logf(&ctx->log, OCOLOS_LOG_ERROR, "%s", ctx->err.msg);
 		snprintf(thread_error, sizeof(thread_error), "%s", ctx->err.msg);
 	}
+	/* Whatever stage saw the request, nothing of the round may outlive it
+	 * (a round profiled by an earlier call is pending here too). */
+	if (rc == OCOLOS_ECANCELED)
+		api_drop_pending(ctx);
+	/* A request is for the call it found running (or the next one): once
+	 * that call returns, it is spent, so a late one cannot stop a call
+	 * made much later. */
+	atomic_store(&ctx->cancel, 0);
 	if (ctx->self)
 		pthread_mutex_unlock(&self_lock);
 	atomic_flag_clear(&ctx->busy);
@@ -214,6 +245,7 @@ static int ctx_open(pid_t pid, const struct ocolos_opts *opts, struct ocolos_ctx
 	if (!ctx)
 		return api_refuse(OCOLOS_ENOMEM, "out of memory");
 	atomic_flag_clear(&ctx->busy);
+	atomic_init(&ctx->cancel, 0);
 	ctx->self = pid == 0;
 	ctx->pid = ctx->self ? getpid() : pid;
 	ctx->state = ctx->self ? &self_state : &ctx->own_state;

@@ -245,7 +245,7 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 	p->branches = kind == SAMPLE_PERF_LBR;
 	struct sample_config cfg = { .backend = kind, .pid = ctx->pid,
 		.hz = ctx->opts.sample_hz, .window_ms = ctx->opts.profile_ms,
-		.exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0 };
+		.exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0, .cancel = &ctx->cancel };
 	struct sample_set s = { 0 };
 	uint64_t t0 = core_now_ns();
 	rc = sample_collect(&cfg, &s, &ctx->err);
@@ -410,7 +410,8 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		.alloc_vma = p->res.addr - p->bias, .self_placed = !ctx->bolt_custom_vma,
 		.no_split = c1_may_be_far(ctx->bin, p->res.addr - p->bias),
 		.timeout_ms = ctx->opts.bolt_timeout_ms,
-		.basic_samples = p->basic, .extra_args = ctx->opts.bolt_extra_args };
+		.basic_samples = p->basic, .extra_args = ctx->opts.bolt_extra_args,
+		.cancel = &ctx->cancel };
 	if (!rc && req.no_split)
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "new code at 0x%llx may lie beyond BL reach of the "
 			  "code: BOLT runs without --split-functions",
@@ -518,6 +519,9 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc && !quiet)
 		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 	struct inject_switch_result sw = { 0 };
+	/* The last safe point: once threads are stopped, the switch completes. */
+	if (!rc)
+		rc = api_check_cancel(ctx, "before the stop-the-world");
 	if (!rc)
 		rc = api_transition(ctx, &p->want, &sw, quiet);
 	const struct inject_apply_result res = sw.applied;
@@ -570,9 +574,9 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 int api_round(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
 	int rc = api_stage_profile(ctx, st);
-	if (!rc)
+	if (!rc && !(rc = api_check_cancel(ctx, "before the optimize stage")))
 		rc = api_stage_optimize(ctx, st);
-	if (!rc)
+	if (!rc && !(rc = api_check_cancel(ctx, "before the replace stage")))
 		rc = api_stage_replace(ctx, st);
 	return rc;
 }

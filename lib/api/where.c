@@ -60,7 +60,8 @@ int api_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 	if (self && sample_probe(SAMPLE_PERF_IP, ctx->pid, &why) != 0)
 		kind = SAMPLE_SIGPROF;
 	struct sample_config cfg = { .backend = kind, .pid = ctx->pid, .hz = hz,
-		.window_ms = window_ms, .exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0 };
+		.window_ms = window_ms, .exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0,
+		.cancel = &ctx->cancel };
 	struct sample_set s = { 0 };
 	int rc = sample_collect(&cfg, &s, &ctx->err);
 	struct procmaps m = { 0 };

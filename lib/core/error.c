@@ -32,6 +32,7 @@ OCOLOS_API const char *ocolos_strerror(int err)
 	case OCOLOS_EATTACH: return "OCOLOS_EATTACH: cannot ptrace the target";
 	case OCOLOS_ENOPROC: return "OCOLOS_ENOPROC: the target process is gone";
 	case OCOLOS_ESTALE: return "OCOLOS_ESTALE: the binary on disk is not the one running";
+	case OCOLOS_ECANCELED: return "OCOLOS_ECANCELED: canceled (ocolos_cancel)";
 	default: return "OCOLOS_E?: unknown error code";
 	}
 }

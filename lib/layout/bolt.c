@@ -54,9 +54,11 @@ static char **bolt_environment(void)
 }
 
 /* Spawn argv with stdout/stderr to `log` (or /dev/null), wait at most
- * timeout_ms. Returns the wait status, -1 on spawn failure (errno set),
- * or -2 on timeout (child killed and reaped). */
-static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms)
+ * timeout_ms, or until *cancel (may be NULL) is set. Returns the wait
+ * status, -1 on spawn failure (errno set), -2 on timeout or -3 on cancel
+ * (child killed and reaped either way: no zombie, no BOLT left running). */
+static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
+		      const atomic_int *cancel)
 {
 	char **env = bolt_environment();
 	if (!env) {
@@ -85,11 +87,12 @@ static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms)
 			return status;
 		if (w < 0 && errno != EINTR)
 			return -1;
-		if (core_now_ns() > deadline) {
+		int canceled = cancel && atomic_load(cancel);
+		if (canceled || core_now_ns() > deadline) {
 			kill(pid, SIGKILL);
 			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 				;
-			return -2;
+			return canceled ? -3 : -2;
 		}
 		struct timespec ts = { 0, 5 * 1000000 };
 		nanosleep(&ts, NULL);
@@ -119,7 +122,7 @@ static int bolt_has_custom_vma(const char *path, const char *dir)
 	char tmpl[PATH_MAX];
 	snprintf(tmpl, sizeof(tmpl), "%s/bolt-help.txt", dir);
 	char *argv[] = { (char *)path, "--help-hidden", NULL };
-	int st = spawn_wait(argv, tmpl, 20000);
+	int st = spawn_wait(argv, tmpl, 20000, NULL);
 	int ok = 0;
 	FILE *f = fopen(tmpl, "re");
 	if (f && st >= 0) {
@@ -221,6 +224,10 @@ int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, c
 /* Turn a spawn_wait() status into 0 or a named error. */
 static int bolt_status(const struct layout_request *req, int st, struct core_err *err)
 {
+	if (st == -3)
+		return core_errf(err, OCOLOS_ECANCELED,
+				 "canceled (ocolos_cancel) while llvm-bolt ran on '%s'; it was killed "
+				 "and the round abandoned", req->binary);
 	if (st == -2)
 		return core_errf(err, OCOLOS_ETIMEDOUT,
 				 "llvm-bolt did not finish within %u ms and was killed; raise "
@@ -254,7 +261,7 @@ static int aggregate(const struct layout_request *req, char *fdata, uint64_t dea
 		prof, out, NULL };
 	uint64_t now = core_now_ns();
 	uint32_t left = deadline_ns > now ? (uint32_t)((deadline_ns - now) / 1000000) : 0;
-	int st = spawn_wait((char *const *)argv, req->log_path, left);
+	int st = spawn_wait((char *const *)argv, req->log_path, left, req->cancel);
 	/* BOLT 19 (the AArch64 BOLT here) has no --ba, and its pre-aggregated
 	 * reader takes only B/F records (its --nl refuses S lines): it cannot
 	 * take bare samples this way at all. */
@@ -319,7 +326,7 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 	argv[n] = NULL;
 	uint64_t now = core_now_ns();
 	uint32_t left = deadline > now ? (uint32_t)((deadline - now) / 1000000) : 0;
-	int st = spawn_wait((char *const *)argv, req->log_path, left);
+	int st = spawn_wait((char *const *)argv, req->log_path, left, req->cancel);
 	*elapsed_ns = core_now_ns() - t0;
 	if ((rc = bolt_status(req, st, err)))
 		return rc;

@@ -7,6 +7,7 @@
 #define OCOLOS_LAYOUT_H
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include "core/err.h"
 
@@ -28,6 +29,7 @@ struct layout_request {
 	uint32_t timeout_ms;
 	int basic_samples;	 /* profile holds IP samples (S records): --ba */
 	const char *const *extra_args; /* NULL-ended, may be NULL */
+	const atomic_int *cancel; /* non-NULL: BOLT is killed once it is set */
 };
 
 /* Find a usable llvm-bolt: `hint` if set, else the known Debian paths, else
@@ -59,8 +61,9 @@ uint64_t layout_bolt_new_code_at(uint64_t first, uint64_t img_hi, uint64_t file_
 int layout_bolt_placed_copy(const char *src, const char *dst, uint64_t vma,
 			    struct core_err *err);
 
-/* Run BOLT; returns 0, OCOLOS_EBOLT (with the tail of its log), or
- * OCOLOS_ETIMEDOUT (BOLT killed). `elapsed_ns` gets BOLT's wall time. */
+/* Run BOLT; returns 0, OCOLOS_EBOLT (with the tail of its log),
+ * OCOLOS_ETIMEDOUT or OCOLOS_ECANCELED (req->cancel set; BOLT killed and
+ * reaped either way). `elapsed_ns` gets BOLT's wall time. */
 int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 		    struct core_err *err);
 

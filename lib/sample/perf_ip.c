@@ -83,5 +83,5 @@ int sample_perf_ip_collect(const struct sample_config *cfg,
 	if (fd < 0)
 		return refusal(cfg->pid, errno, err);
 	out->event = pt.attr.type == PERF_TYPE_SOFTWARE ? "cpu-clock" : "cycles";
-	return sample_perf_threads_collect(&pt, fd, cfg->window_ms, "IP sampling", err);
+	return sample_perf_threads_collect(&pt, fd, cfg, "IP sampling", err);
 }

@@ -240,5 +240,5 @@ int sample_perf_lbr_collect(const struct sample_config *cfg,
 	if (fd < 0)
 		return lbr_refusal(cfg->pid, e, err);
 	out->event = name;
-	return sample_perf_threads_collect(&pt, fd, cfg->window_ms, "branch-stack sampling", err);
+	return sample_perf_threads_collect(&pt, fd, cfg, "branch-stack sampling", err);
 }

@@ -142,11 +142,11 @@ static int drain(struct perf_threads *pt, struct perf_thread_ring *r)
 	return rc;
 }
 
-int sample_perf_threads_run(struct perf_threads *pt, uint32_t window_ms)
+int sample_perf_threads_run(struct perf_threads *pt, const struct sample_config *cfg)
 {
 	int rc = 0;
-	uint64_t end = core_now_ns() + (uint64_t)window_ms * 1000000ull;
-	while (!rc && core_now_ns() < end) {
+	uint64_t end = core_now_ns() + (uint64_t)cfg->window_ms * 1000000ull;
+	while (!rc && !sample_window_over(cfg, end)) {
 		poll(NULL, 0, POLL_MS);
 		sample_perf_threads_scan(pt);
 		for (size_t i = 0; i < pt->n && !rc; i++)
@@ -171,7 +171,7 @@ void sample_perf_threads_close(struct perf_threads *pt)
 	pt->n = pt->cap = 0;
 }
 
-int sample_perf_threads_collect(struct perf_threads *pt, int fd, uint32_t window_ms,
+int sample_perf_threads_collect(struct perf_threads *pt, int fd, const struct sample_config *cfg,
 			 const char *what, struct core_err *err)
 {
 	if (pt->exclude == pt->pid)
@@ -183,7 +183,7 @@ int sample_perf_threads_collect(struct perf_threads *pt, int fd, uint32_t window
 	if (!pt->n)
 		rc = core_errf(err, OCOLOS_EPERF, "%s could not attach to any thread of pid %d: %s",
 			       what, (int)pt->pid, strerror(pt->last_errno));
-	else if ((rc = sample_perf_threads_run(pt, window_ms)))
+	else if ((rc = sample_perf_threads_run(pt, cfg)))
 		rc = core_errf(err, rc, "out of memory storing %s", what);
 	sample_perf_threads_close(pt);
 	return rc;

@@ -50,14 +50,15 @@ int sample_perf_event_open_tid(struct perf_event_attr *a, pid_t tid);
 int sample_perf_threads_keep(struct perf_threads *pt, pid_t tid, int fd);
 /* Open `attr` on every thread not attached yet. */
 void sample_perf_threads_scan(struct perf_threads *pt);
-/* Drain every ring until `window_ms` has passed (attaching new threads on
- * the way), then stop every event and drain once more. 0 or ENOMEM. */
-int sample_perf_threads_run(struct perf_threads *pt, uint32_t window_ms);
+/* Drain every ring until cfg's window has passed or it is canceled
+ * (sample_window_over; attaching new threads on the way), then stop every
+ * event and drain once more. 0 or ENOMEM. */
+int sample_perf_threads_run(struct perf_threads *pt, const struct sample_config *cfg);
 void sample_perf_threads_close(struct perf_threads *pt);
 /* The whole window: keep `fd` (the event opened on the main thread, which
  * chose pt->attr) unless that thread is excluded, attach the others, run,
  * close. `what` names the samples in messages. */
-int sample_perf_threads_collect(struct perf_threads *pt, int fd, uint32_t window_ms,
+int sample_perf_threads_collect(struct perf_threads *pt, int fd, const struct sample_config *cfg,
 			 const char *what, struct core_err *err);
 
 #endif

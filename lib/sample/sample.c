@@ -34,20 +34,40 @@ int sample_each_new_thread(pid_t pid, pid_t exclude, int (*known)(void *, pid_t)
 	return proc_threads_each(pid, attach_if_new, &e) ? -1 : e.failures;
 }
 
+int sample_window_over(const struct sample_config *cfg, uint64_t end_ns)
+{
+	return core_now_ns() >= end_ns || (cfg->cancel && atomic_load(cfg->cancel));
+}
+
 int sample_collect(const struct sample_config *cfg, struct sample_set *out,
 		   struct core_err *err)
 {
 	if (!cfg->pid || !cfg->hz || !cfg->window_ms)
 		return core_errf(err, OCOLOS_EINVAL, "sampler needs a pid, a rate and a window");
+	uint64_t t0 = core_now_ns();
+	int rc;
 	switch (cfg->backend) {
 	case SAMPLE_PERF_IP:
-		return sample_perf_ip_collect(cfg, out, err);
+		rc = sample_perf_ip_collect(cfg, out, err);
+		break;
 	case SAMPLE_SIGPROF:
-		return sample_sigprof_collect(cfg, out, err);
+		rc = sample_sigprof_collect(cfg, out, err);
+		break;
 	case SAMPLE_PERF_LBR:
-		return sample_perf_lbr_collect(cfg, out, err);
+		rc = sample_perf_lbr_collect(cfg, out, err);
+		break;
+	default:
+		return core_errf(err, OCOLOS_EINVAL, "unknown sampler backend %d", (int)cfg->backend);
 	}
-	return core_errf(err, OCOLOS_EINVAL, "unknown sampler backend %d", (int)cfg->backend);
+	/* The backends stop their window early on a cancel and return what
+	 * they have; the caller must not mistake it for a whole window. */
+	if (!rc && cfg->cancel && atomic_load(cfg->cancel))
+		rc = core_errf(err, OCOLOS_ECANCELED,
+			       "canceled (ocolos_cancel) %llu ms into the %u ms sampling window of "
+			       "process %d: the round was abandoned",
+			       (unsigned long long)((core_now_ns() - t0) / 1000000), cfg->window_ms,
+			       (int)cfg->pid);
+	return rc;
 }
 
 int sample_probe(enum sample_backend_kind kind, pid_t pid, struct core_err *err)

@@ -11,6 +11,7 @@
 #ifndef OCOLOS_SAMPLE_H
 #define OCOLOS_SAMPLE_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include "core/err.h"
@@ -32,6 +33,9 @@ struct sample_config {
 	uint32_t hz;	      /* samples per second per thread */
 	uint32_t window_ms;   /* how long to sample */
 	pid_t exclude_tid;    /* thread not to sample (the optimizer's own), or 0 */
+	/* Non-NULL: the window ends early once *cancel is non-zero
+	 * (ocolos_cancel), and sample_collect returns OCOLOS_ECANCELED. */
+	const atomic_int *cancel;
 };
 
 /* Samples of one window. Owned by the caller; free with sample_set_free(). */
@@ -54,9 +58,15 @@ struct sample_set {
 /* Sample `cfg->pid` for `cfg->window_ms`, blocking the calling thread, and
  * append the samples to `out` (which may already hold samples). Returns 0 or
  * OCOLOS_EPERF / OCOLOS_ENOTSUP (backend unusable here) / OCOLOS_EBUSY /
- * OCOLOS_ENOMEM / OCOLOS_EINVAL with a message in `err`. */
+ * OCOLOS_ENOMEM / OCOLOS_EINVAL / OCOLOS_ECANCELED (cfg->cancel was set
+ * during the window; what was sampled is in `out`) with a message in `err`. */
 int sample_collect(const struct sample_config *cfg, struct sample_set *out,
 		   struct core_err *err);
+
+/* The test of every backend's waiting loop: is the window that ends at
+ * `end_ns` (core_now_ns() clock) over, or was the call canceled? One place,
+ * so that every backend stops early the same way. */
+int sample_window_over(const struct sample_config *cfg, uint64_t end_ns);
 
 /* Call attach(user, tid) for every thread of `pid` but `exclude` for which
  * known(user, tid) is 0 (threads that appeared since the last call, when

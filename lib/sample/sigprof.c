@@ -300,7 +300,7 @@ int sample_sigprof_collect(const struct sample_config *cfg,
 	}
 	uint64_t end = core_now_ns() + (uint64_t)cfg->window_ms * 1000000ull;
 	scan_threads(&r);
-	for (uint64_t now = core_now_ns(); r.n && now < end; now = core_now_ns()) {
+	for (uint64_t now = core_now_ns(); r.n && !sample_window_over(cfg, end); now = core_now_ns()) {
 		uint64_t left_ms = (end - now + 999999) / 1000000;
 		poll(NULL, 0, (int)(left_ms < POLL_MS ? left_ms : POLL_MS));
 		scan_threads(&r);

@@ -31,6 +31,11 @@
  *                                        image -> OCOLOS_ERESERVE
  *   pid_driver agent TARGET AGENT        ocolos-agent --pid, JSON "ok":true
  *   pid_driver agent-kill TARGET AGENT   SIGKILL the agent at random moments
+ *   pid_driver agent-cancel TARGET AGENT SCRIPT  SIGINT to the agent while it
+ *                                        samples, SIGTERM while llvm-bolt
+ *                                        (SCRIPT, which hangs) runs: exit
+ *                                        130 / 143, an ECANCELED report, no
+ *                                        reservation, work dir or BOLT left
  *   pid_driver supervise TARGET SUPERVISE  ocolos-supervise end to end:
  *                                        JSON line, signal forwarding, exit
  *                                        status of the child
@@ -80,10 +85,11 @@ static void cleanup_tmp(void)
 	}
 }
 
-/* Start argv with stdin from /dev/null and stdout into `out`. A target
- * never gets the sanitizer runtime this driver may run with (LD_PRELOAD);
- * the tools, which link the instrumented library, keep it. */
-static pid_t spawn_as(char *const argv[], const char *out, int is_target)
+/* Start argv with stdin from /dev/null, stdout into `out` and stderr into
+ * `err` (NULL: ours). A target never gets the sanitizer runtime this driver
+ * may run with (LD_PRELOAD); the tools, which link the instrumented
+ * library, keep it. */
+static pid_t spawn_as(char *const argv[], const char *out, const char *err, int is_target)
 {
 	pid_t pid = fork();
 	check(pid >= 0, "fork: %s", strerror(errno));
@@ -91,6 +97,9 @@ static pid_t spawn_as(char *const argv[], const char *out, int is_target)
 		int in = open("/dev/null", O_RDONLY);
 		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		if (in < 0 || fd < 0 || dup2(in, 0) < 0 || dup2(fd, 1) < 0)
+			_exit(126);
+		int efd = err ? open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600) : 2;
+		if (efd < 0 || dup2(efd, 2) < 0)
 			_exit(126);
 		signal(SIGALRM, SIG_DFL);
 		/* Nothing we start may outlive a failed driver (ctest would wait
@@ -107,12 +116,12 @@ static pid_t spawn_as(char *const argv[], const char *out, int is_target)
 
 static pid_t spawn(char *const argv[], const char *out)
 {
-	return spawn_as(argv, out, 1);
+	return spawn_as(argv, out, NULL, 1);
 }
 
 static pid_t spawn_tool(char *const argv[], const char *out)
 {
-	return spawn_as(argv, out, 0);
+	return spawn_as(argv, out, NULL, 0);
 }
 
 /* Wait for `pid` to end; stops reported to us as its tracer are skipped. */
@@ -914,6 +923,163 @@ static void mode_agent_kill(const char *target, const char *agent)
 	free(ref);
 }
 
+/* Bytes of PROT_NONE mappings backed by no file within 4 GiB of the
+ * target's code: its reservation for C1 while a round runs (thread stacks'
+ * guard pages and malloc arenas lie far away, in the mmap area). */
+static uint64_t reserved_near_code(pid_t pid)
+{
+	char path[64], exe[PATH_MAX], line[PATH_MAX + 128];
+	uint64_t lo = UINT64_MAX, hi = 0, bytes = 0;
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+	check(n > 0, "readlink %s", path);
+	exe[n] = '\0';
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "r");
+	check(f != NULL, "open %s", path);
+	for (int pass = 0; pass < 2; pass++) {
+		rewind(f);
+		while (fgets(line, sizeof(line), f)) {
+			unsigned long long s, e;
+			char perms[8];
+			char *p = strchr(line, '/');
+			if (sscanf(line, "%llx-%llx %7s", &s, &e, perms) != 3)
+				continue;
+			if (p)
+				p[strcspn(p, "\n")] = '\0';
+			if (pass == 0 && p && perms[2] == 'x' && !strcmp(p, exe)) {
+				lo = s < lo ? s : lo;
+				hi = e > hi ? e : hi;
+			} else if (pass == 1 && !strcmp(perms, "---p") && !strchr(line, '/') &&
+				   !strchr(line, '[') && e + (4ull << 30) > lo && s < hi + (4ull << 30)) {
+				bytes += e - s;
+			}
+		}
+	}
+	fclose(f);
+	check(hi > 0, "no code of %s mapped in %d", exe, (int)pid);
+	return bytes;
+}
+
+/* Wait until file `path` contains `needle`; return its text. */
+static char *wait_text(const char *path, const char *needle, unsigned timeout_ms)
+{
+	uint64_t end = test_now_ms() + timeout_ms;
+	for (;;) {
+		char *s = slurp(path);
+		if (strstr(s, needle))
+			return s;
+		check(test_now_ms() < end, "no '%s' after %u ms in %s:\n%s", needle, timeout_ms, path, s);
+		free(s);
+		test_sleep_ms(50);
+	}
+}
+
+/* Entries of directory `dir` but . and .. */
+static unsigned dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	check(d != NULL, "opendir %s", dir);
+	unsigned n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(d);
+	return n;
+}
+
+/* The first child of process `parent` found in /proc, or 0. */
+static pid_t child_of(pid_t parent)
+{
+	DIR *d = opendir("/proc");
+	check(d != NULL, "opendir /proc");
+	struct dirent *e;
+	pid_t found = 0;
+	while (!found && (e = readdir(d))) {
+		pid_t pid = (pid_t)atoi(e->d_name);
+		char v[32];
+		if (pid <= 0)
+			continue;
+		status_field(pid, "PPid", v, sizeof(v));
+		if (atoi(v) == parent)
+			found = pid;
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * A signal to the agent cancels its round (ocolos_cancel from the handler),
+ * once in each of the two long waits: SIGINT in the sampling window, SIGTERM
+ * while llvm-bolt runs (SCRIPT never finishes). Each time the agent must
+ * exit 128 + the signal within seconds, report the round as canceled, and
+ * leave the target as if nothing had happened: C0 unchanged, no executable
+ * or reserved mapping, untraced and running, its output as unoptimized;
+ * the work directory removed and BOLT killed. The reservation and the work
+ * directory are seen to exist before the signal, so their absence after it
+ * proves the cleanup.
+ */
+static void mode_agent_cancel(const char *target, const char *agent, const char *script)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	char out[PATH_MAX], err[PATH_MAX], pid[16], work[PATH_MAX];
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+	snprintf(pid, sizeof(pid), "%d", (int)t.pid);
+	snprintf(work, sizeof(work), "%s/work", tmpdir);
+	check(mkdir(work, 0700) == 0, "mkdir %s: %s", work, strerror(errno));
+	uint64_t hash = text_hash(t.pid), reserved = reserved_near_code(t.pid);
+	static const struct {
+		int sig;
+		const char *stage, *wait_for;
+	} cases[] = {
+		{ SIGINT, "profile", "profile: sampling" },
+		{ SIGTERM, "optimize", "optimize: running llvm-bolt" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fprintf(stderr, "== signal %d during %s\n", cases[i].sig, cases[i].stage);
+		snprintf(out, sizeof(out), "%s/cancel%zu.out", tmpdir, i);
+		snprintf(err, sizeof(err), "%s/cancel%zu.err", tmpdir, i);
+		char *argv[] = { (char *)agent, (char *)"--json", (char *)"--pid", pid,
+				 (char *)"--profile", (char *)(i == 0 ? "60" : "0.5"), (char *)"--bolt",
+				 (char *)script, (char *)"--bolt-timeout", (char *)"120",
+				 (char *)"--tmp-dir", work, NULL };
+		pid_t a = spawn_as(argv, out, err, 0);
+		free(wait_text(err, cases[i].wait_for, 60000));
+		test_sleep_ms(500); /* into the wait */
+		pid_t bolt = i == 1 ? child_of(a) : 0;
+		check(reserved_near_code(t.pid) > reserved && dir_entries(work) == 1,
+		      "no reservation or no work directory while the round ran: the checks below "
+		      "would prove nothing");
+		check(i == 0 || bolt > 0, "no llvm-bolt running under the agent");
+		uint64_t t0 = test_now_ms();
+		kill(a, cases[i].sig);
+		int st = wait_end(a);
+		uint64_t ms = test_now_ms() - t0;
+		char how[64], *json = slurp(out), *log = slurp(err);
+		describe_status(st, how, sizeof(how));
+		fprintf(stderr, "%s%s(%s after %llu ms)\n", log, json, how, (unsigned long long)ms);
+		check(WIFEXITED(st) && WEXITSTATUS(st) == 128 + cases[i].sig, "agent: %s, want exit %d",
+		      how, 128 + cases[i].sig);
+		check(ms < 5000, "the agent took %llu ms to stop", (unsigned long long)ms);
+		check(test_contains(json, "\"ok\":false") && test_contains(json, "\"error_code\":-21") &&
+		      test_contains(json, cases[i].stage), "no canceled round reported: %s", json);
+		check(!bolt || (kill(bolt, 0) != 0 && errno == ESRCH), "llvm-bolt %d still runs",
+		      (int)bolt);
+		check_free(t.pid);
+		check(text_hash(t.pid) == hash, "the target's code (C0) changed");
+		check(anon_exec(t.pid) == 0, "a canceled round left an executable mapping");
+		check(reserved_near_code(t.pid) == reserved, "the reservation is still mapped");
+		check(dir_entries(work) == 0, "the work directory was left in %s", work);
+		free(json);
+		free(log);
+	}
+	finish(&t, ref, 0);
+	check_no_children();
+	free(ref);
+}
+
 /* Start ocolos-supervise ARGS -- TARGET EXTRA; return its pid. */
 static pid_t supervise(const char *sup, const char *target, const char *every, const char *extra1,
 		       const char *extra2, const char *out)
@@ -1029,8 +1195,10 @@ static void mode_supervise(const char *target, const char *sup)
 	json = slurp(out);
 	fprintf(stderr, "%s", json);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 3, "supervisor: %s, want exit 3", how);
-	check(!test_contains(json, "\"ok\":false") || test_contains(json, "ENOPROC"),
-	      "a round failed: %s", json);
+	/* The SIGTERM cancels a round that is running (ECANCELED); a round
+	 * that was past its last safe point may fail as the child exits. */
+	check(!test_contains(json, "\"ok\":false") || test_contains(json, "ENOPROC") ||
+	      test_contains(json, "ECANCELED"), "a round failed: %s", json);
 	mine = target_lines(json);
 	check(!strcmp(mine, ref), "child output differs:\n%s", mine);
 	free(mine);
@@ -1076,6 +1244,7 @@ int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
 	const char *a = argc > 2 ? argv[2] : NULL, *b = argc > 3 ? argv[3] : NULL;
+	const char *c = argc > 4 ? argv[4] : NULL;
 	test_watchdog(170);
 	test_require_perf();
 	snprintf(tmpdir, sizeof(tmpdir), "%s/ocolos-pid.XXXXXX",
@@ -1084,9 +1253,10 @@ int main(int argc, char **argv)
 	atexit(cleanup_tmp);
 	int need_b = !strcmp(mode, "stale") || !strcmp(mode, "boltfail") ||
 		     !strcmp(mode, "agent") || !strcmp(mode, "agent-kill") ||
-		     !strcmp(mode, "supervise");
-	check(!strcmp(mode, "gone") || (a && (!need_b || b)),
-	      "usage: %s MODE TARGET [OTHER|SCRIPT|TOOL] (see the file's header)", argv[0]);
+		     !strcmp(mode, "supervise") || !strcmp(mode, "agent-cancel");
+	int need_c = !strcmp(mode, "agent-cancel");
+	check(!strcmp(mode, "gone") || (a && (!need_b || b) && (!need_c || c)),
+	      "usage: %s MODE TARGET [OTHER|SCRIPT|TOOL] [SCRIPT] (see the file's header)", argv[0]);
 
 	if (!strcmp(mode, "round"))
 		mode_round(a);
@@ -1112,6 +1282,8 @@ int main(int argc, char **argv)
 		mode_agent(a, b);
 	else if (!strcmp(mode, "agent-kill"))
 		mode_agent_kill(a, b);
+	else if (!strcmp(mode, "agent-cancel"))
+		mode_agent_cancel(a, b, c);
 	else if (!strcmp(mode, "supervise"))
 		mode_supervise(a, b);
 	else

@@ -1,17 +1,19 @@
 /*
  * ocolos-supervise — start a program, let it warm up, optimize it.
  *
- *   ocolos-supervise [--after SEC] [--profile SEC] [--every SEC] [--rounds N] [-v]
- *                    -- CMD ARGS...
+ *   ocolos-supervise [--after SEC] [--profile SEC] [--every SEC] [...] -- CMD ARGS...
  *
  * Starts CMD as its child (CMD needs nothing from libocolos, only
  * -Wl,--emit-relocs), waits --after seconds (default 5), then runs one
  * optimization round, or with --every a new round every SEC seconds (each
  * from a fresh profile of the original code) until the child exits. One
- * JSON line per round on stdout (agent_common.c). Signals
+ * report per round on stdout, progress on stderr (rounds.c). Signals
  * SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 are forwarded to the child;
- * the supervisor exits with the child's exit code, or 128 + the signal that
- * killed it, like a shell.
+ * the first four also cancel the running round and end the rounds. The
+ * supervisor exits with the child's exit code, or 128 + the signal that
+ * killed it, like a shell; its own failures are 125, as env(1) and
+ * timeout(1) do, so that they cannot pass for a status of the child. The
+ * whole contract: --help, ocolos-supervise(1), docs/tools.md.
  *
  * What this file is about is the one subtle part of a supervisor that links
  * the library: this process is both the child's parent and, during a round,
@@ -39,13 +41,18 @@
 
 #include <ocolos/ocolos.h>
 
-#include "agent_common.h"
+#include "tool.h"
+
+static const char prog[] = "ocolos-supervise";
+
+/* Exit status of the supervisor's own failures (bad command line, fork,
+ * a child status lost). */
+#define SUPERVISE_EXIT_OWN 125
 
 static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
 #define NFORWARDED (sizeof(forwarded) / sizeof(forwarded[0]))
 
 static volatile sig_atomic_t child_pid;
-static volatile sig_atomic_t stop_rounds;
 
 /* What we know of the child's end. */
 struct child_state {
@@ -59,8 +66,9 @@ struct child_state {
  * Forward a signal to the child. Signals the kernel generated for the
  * terminal (Ctrl-C, Ctrl-\, hang-up: si_code SI_KERNEL) already went to the
  * whole foreground process group, the child included; sending them again
- * would deliver them twice. A signal that asks the child to end also ends
- * the rounds: optimizing a program that is shutting down helps nobody.
+ * would deliver them twice. A signal that asks the child to end also
+ * cancels the running round and ends the rounds: optimizing a program that
+ * is shutting down helps nobody.
  */
 static void on_signal(int sig, siginfo_t *si, void *uc)
 {
@@ -69,7 +77,7 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
 	if (child_pid > 0 && si->si_code != SI_KERNEL)
 		kill((pid_t)child_pid, sig);
 	if (sig == SIGINT || sig == SIGTERM || sig == SIGQUIT || sig == SIGHUP)
-		stop_rounds = 1;
+		tool_request_stop(sig);
 	errno = saved;
 }
 
@@ -112,12 +120,12 @@ static void wait_child(struct child_state *c)
 static int warm_up(double s, struct child_state *c)
 {
 	for (double t = 0; t < s; t += 0.1) {
-		if (poll_child(c) || stop_rounds)
+		if (poll_child(c) || tool_stop_signal)
 			return 1;
 		struct timespec ts = { 0, 100000000 };
 		nanosleep(&ts, NULL);
 	}
-	return poll_child(c) || stop_rounds;
+	return poll_child(c) || tool_stop_signal;
 }
 
 /* fork + exec with the forwarded signals blocked across the fork, so a
@@ -140,7 +148,7 @@ static pid_t start_child(char **argv)
 		if (getppid() != parent)
 			_exit(128 + SIGTERM);
 		execvp(argv[0], argv);
-		fprintf(stderr, "ocolos-supervise: cannot run %s: %s\n", argv[0], strerror(errno));
+		fprintf(stderr, "%s: cannot run %s: %s\n", prog, argv[0], strerror(errno));
 		_exit(errno == ENOENT ? 127 : 126);
 	}
 	if (pid > 0)
@@ -149,36 +157,43 @@ static pid_t start_child(char **argv)
 	return pid;
 }
 
-static void usage(FILE *f)
+static void help(void)
 {
-	fprintf(f, "usage: ocolos-supervise [--after SEC] [--profile SEC] [--every SEC] "
-		   "[--rounds N] [-v] -- CMD ARGS...\n");
+	printf("Usage: %s [OPTION]... -- CMD [ARG]...\n"
+	       "Start CMD, let it warm up, then optimize its code layout with LLVM BOLT while\n"
+	       "it runs: sample it, have llvm-bolt lay out its hot code anew, map that code\n"
+	       "into it and redirect calls there. CMD needs only -Wl,--emit-relocs.\n"
+	       "\n"
+	       "  -a, --after SEC       warm-up before the first round (default 5; 0 to 86400)\n",
+	       prog);
+	tool_help_common(stdout, 1);
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{ "after", required_argument, 0, 'a' }, { "profile", required_argument, 0, 'P' },
-		{ "every", required_argument, 0, 'e' }, { "rounds", required_argument, 0, 'n' },
-		{ "verbose", no_argument, 0, 'v' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
-	struct agent_cfg cfg = { .profile_s = 2, .every_s = 0, .rounds = 1 };
-	double after = 5;
+	static const struct option lo[] = { { "after", required_argument, 0, 'a' },
+		TOOL_COMMON_LONGOPTS, { 0, 0, 0, 0 } };
+	struct tool_cfg cfg = { .prog = prog, .profile_ms = TOOL_DEFAULT_PROFILE_MS };
+	uint32_t after_ms = 5000;
 	int c;
 	/* "+": options end at CMD, so CMD's own options are left alone. */
-	while ((c = getopt_long(argc, argv, "+a:P:e:n:vh", lo, NULL)) != -1) {
-		switch (c) {
-		case 'a': after = atof(optarg); break;
-		case 'P': cfg.profile_s = atof(optarg); break;
-		case 'e': cfg.every_s = atof(optarg); cfg.rounds = 0; break;
-		case 'n': cfg.rounds = atoi(optarg); break;
-		case 'v': cfg.verbose = 1; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+	while ((c = getopt_long(argc, argv, "+a:" TOOL_COMMON_SHORTOPTS, lo, NULL)) != -1) {
+		if (c == 'h') {
+			help();
+			return 0;
 		}
+		if (c == 'V') {
+			tool_version(prog);
+			return 0;
+		}
+		int rc = c == 'a' ? tool_parse_seconds(prog, "--after", optarg, 0, 86400000u, &after_ms)
+				  : tool_option(&cfg, c, optarg);
+		if (rc) /* -1: refused with a message; 1: '?', getopt said why */
+			return tool_usage(prog, SUPERVISE_EXIT_OWN);
 	}
 	if (optind >= argc) {
-		usage(stderr);
-		return 2;
+		fprintf(stderr, "%s: no command to run (-- CMD [ARG]...)\n", prog);
+		return tool_usage(prog, SUPERVISE_EXIT_OWN);
 	}
 
 	struct sigaction sa;
@@ -193,20 +208,21 @@ int main(int argc, char **argv)
 	struct child_state child = { 0 };
 	child.pid = start_child(argv + optind);
 	if (child.pid < 0) {
-		fprintf(stderr, "ocolos-supervise: fork: %s\n", strerror(errno));
-		return 1;
+		fprintf(stderr, "%s: fork: %s\n", prog, strerror(errno));
+		return SUPERVISE_EXIT_OWN;
 	}
 
-	if (!warm_up(after, &child)) {
+	if (!warm_up(after_ms / 1000.0, &child)) {
 		cfg.poll = poll_child;
 		cfg.poll_user = &child;
-		agent_run(child.pid, &cfg, &stop_rounds); /* errors are in its JSON lines */
+		struct tool_result res;
+		tool_run(child.pid, &cfg, &res); /* failures are in its reports */
 	}
 	wait_child(&child);
 	if (child.lost) {
-		fprintf(stderr, "ocolos-supervise: the exit status of process %d was lost "
-			"(reaped elsewhere)\n", (int)child.pid);
-		return 1;
+		fprintf(stderr, "%s: the exit status of process %d was lost (reaped elsewhere)\n",
+			prog, (int)child.pid);
+		return SUPERVISE_EXIT_OWN;
 	}
 	if (WIFSIGNALED(child.status))
 		return 128 + WTERMSIG(child.status);

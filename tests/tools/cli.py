@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""The command-line contract of ocolos-agent and ocolos-supervise
+(docs/tools.md), checked from outside, as a user or a script sees it.
+
+  cli.py args AGENT SUPERVISE        every bad argument: the documented exit
+                                     status and a message naming the option;
+                                     --help / --version; text on a terminal,
+                                     JSON on a pipe
+  cli.py json AGENT TARGET SCHEMA    real reports (a round, a failed round, a
+                                     process that cannot be opened) parse and
+                                     follow docs/tools.schema.json
+  cli.py man SRC AGENT SUPERVISE     the man pages render without a warning;
+                                     every option of --help is in its man page,
+                                     every function of the 0.2 API in
+                                     libocolos(3)
+  cli.py install CMAKE BUILD_DIR     cmake --install puts the tools and man
+                                     pages under the prefix, and they run
+
+Exit 0 pass, 1 fail, 77 skip. In a sanitizer build the tools need the ASan
+runtime (OCOLOS_TEST_PRELOAD), the targets must not have it.
+"""
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+        print("FAIL: " + msg, file=sys.stderr)
+    return cond
+
+
+def tool_env():
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if os.environ.get("OCOLOS_TEST_PRELOAD"):
+        env["LD_PRELOAD"] = os.environ["OCOLOS_TEST_PRELOAD"]
+    return env
+
+
+def target_env():
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    return env
+
+
+def run(argv, timeout=30):
+    p = subprocess.run(argv, env=tool_env(), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def long_options(help_text):
+    return sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", help_text)))
+
+
+# A pid no process has: PID_MAX_LIMIT itself (pid_max is below it unless
+# raised to the limit, and then this pid is taken last).
+NO_PID = "4194304"
+
+# (arguments, option the message must name, what it must say). Each is
+# refused before anything is done.
+AGENT_BAD = [
+    (["--pid", "12abc"], "--pid", "not a whole number"),
+    (["--pid", "-1"], "--pid", "negative"),
+    (["--pid", "0"], "--pid", "zero"),
+    (["--pid", "4194305"], "--pid", "out of range"),
+    (["--pid", "99999999999999999999999999"], "--pid", "out of range"),
+    (["--pid", ""], "--pid", "not a whole number"),
+    (["--pid", " 5"], "--pid", "not a whole number"),
+    (["--pid", "+5"], "--pid", "not a whole number"),
+    (["--pid", "0x10"], "--pid", "not a whole number"),
+    (["-p", "7x"], "--pid", "not a whole number"),
+    (["--pid", "5", "--profile", "-1"], "--profile", "negative"),
+    (["--pid", "5", "--profile", "0"], "--profile", "zero"),
+    (["--pid", "5", "--profile", "0.000"], "--profile", "zero"),
+    (["--pid", "5", "--profile", "12abc"], "--profile", "not a number of seconds"),
+    (["--pid", "5", "--profile", "1e3"], "--profile", "not a number of seconds"),
+    (["--pid", "5", "--profile", "inf"], "--profile", "not a number of seconds"),
+    (["--pid", "5", "--profile", "nan"], "--profile", "not a number of seconds"),
+    (["--pid", "5", "--profile", "."], "--profile", "not a number of seconds"),
+    (["--pid", "5", "--profile", "1.2.3"], "--profile", "not a number of seconds"),
+    (["--pid", "5", "--profile", "0.0001"], "--profile", "finer than a millisecond"),
+    (["--pid", "5", "--profile", "3601"], "--profile", "out of range"),
+    (["--pid", "5", "--profile", "4294967296"], "--profile", "out of range"),
+    (["--pid", "5", "-P", "-2"], "--profile", "negative"),
+    (["--pid", "5", "--every", "0"], "--every", "zero"),
+    (["--pid", "5", "--every", "-1"], "--every", "negative"),
+    (["--pid", "5", "--every", "86401"], "--every", "out of range"),
+    (["--pid", "5", "--rounds", "0"], "--rounds", "zero"),
+    (["--pid", "5", "--rounds", "-3"], "--rounds", "negative"),
+    (["--pid", "5", "--rounds", "-"], "--rounds", "not a whole number"),
+    (["--pid", "5", "--every", "-.5"], "--every", "negative"),
+    (["--pid", "5", "--rounds", "1.5"], "--rounds", "not a whole number"),
+    (["--pid", "5", "--hz", "0"], "--hz", "zero"),
+    (["--pid", "5", "--hz", "100001"], "--hz", "out of range"),
+    (["--pid", "5", "--bolt-timeout", "0"], "--bolt-timeout", "zero"),
+    (["--pid", "5", "--bolt-timeout", "-5"], "--bolt-timeout", "negative"),
+    (["--pid", "5", "--sampler", "bogus"], "--sampler", "not a sampler"),
+    (["--pid", "5", "--sampler", "sigprof"], "--sampler", "not a pid"),
+    (["--pid", "5", "--bolt", ""], "--bolt", "empty path"),
+    (["--pid", "5", "--binary", ""], "--binary", "empty path"),
+    (["--pid", "5", "--tmp-dir", ""], "--tmp-dir", "empty path"),
+    (["--pid", "5", "--bogus"], "--bogus", "unrecognized"),
+    (["--pid", "5", "-x"], "'x'", "invalid option"),
+    (["--pid"], "--pid", "requires an argument"),
+    ([], "--pid", "required"),
+    (["--profile", "1"], "--pid", "required"),
+    (["--pid", "5", "extra"], "extra", "unexpected argument"),
+]
+
+SUPERVISE_BAD = [
+    (["--after", "-1"], "--after", "negative"),
+    (["--after", "12abc"], "--after", "not a number of seconds"),
+    (["--after", "86401"], "--after", "out of range"),
+    (["--profile", "-1"], "--profile", "negative"),
+    (["--profile", "0"], "--profile", "zero"),
+    (["--every", "0"], "--every", "zero"),
+    (["--rounds", "0"], "--rounds", "zero"),
+    (["--hz", "x"], "--hz", "not a whole number"),
+    (["--sampler", "sigprof"], "--sampler", "not a pid"),
+    (["--bogus"], "--bogus", "unrecognized"),
+    # getopt takes the "--" that follows as the value.
+    (["--after"], "--after", "'--' is not a number of seconds"),
+]
+
+
+def mode_args(agent, supervise):
+    for args, option, why in AGENT_BAD:
+        rc, out, err = run([agent] + args)
+        check(rc == 2, "ocolos-agent %s: exit %d, want 2" % (args, rc))
+        check(option in err and why in err,
+              "ocolos-agent %s: the message does not name %s (%s): %r" % (args, option, why, err))
+        check(out == "", "ocolos-agent %s: wrote to stdout: %r" % (args, out))
+    with tempfile.TemporaryDirectory() as tmp:
+        flag = os.path.join(tmp, "ran")
+        for args, option, why in SUPERVISE_BAD:
+            # CMD would leave a file: a refused command line must not run it.
+            rc, out, err = run([supervise] + args + ["--", "touch", flag])
+            check(rc == 125, "ocolos-supervise %s: exit %d, want 125" % (args, rc))
+            check(option in err and why in err,
+                  "ocolos-supervise %s: the message does not name %s (%s): %r"
+                  % (args, option, why, err))
+            check(not os.path.exists(flag), "ocolos-supervise %s: CMD ran" % args)
+        rc, out, err = run([supervise])
+        check(rc == 125 and "no command" in err, "ocolos-supervise without CMD: %d %r" % (rc, err))
+        # CMD's own options are CMD's; its status is the supervisor's.
+        rc, out, err = run([supervise, "--after", "0.5", "-q", "--", "sh", "-c", "exit 7", "--bogus"])
+        check(rc == 7, "ocolos-supervise -- sh -c 'exit 7': exit %d, want 7" % rc)
+        rc, out, err = run([supervise, "--", "/nonexistent/cmd"])
+        check(rc == 127, "ocolos-supervise -- /nonexistent/cmd: exit %d, want 127" % rc)
+
+    # Accepted values reach the library: a pid nobody has fails to open
+    # (exit 1, one report), whatever the valid options around it.
+    for extra in (["--profile", ".5"], ["--profile", "1."], ["--profile", "3600"],
+                  ["-P", "0.001", "-e", "86400", "-n", "1000000"],
+                  ["--hz", "100000", "--bolt-timeout", "1", "--sampler", "perf-ip"],
+                  ["--profile", "1", "--profile", "2"]):
+        rc, out, err = run([agent, "--pid", NO_PID, "--json"] + extra)
+        check(rc == 1, "ocolos-agent --pid %s %s: exit %d, want 1 (%r)" % (NO_PID, extra, rc, err))
+        check(out.startswith('{"pid":%s,"round":0,"ok":false' % NO_PID),
+              "ocolos-agent %s: no open-failure report: %r" % (extra, out))
+
+    for tool, name, own in ((agent, "ocolos-agent", ["--pid"]), (supervise, "ocolos-supervise",
+                                                                 ["--after"])):
+        for h in ("--help", "-h"):
+            rc, out, err = run([tool, h])
+            check(rc == 0 and err == "", "%s %s: exit %d, stderr %r" % (name, h, rc, err))
+            for word in own + ["--profile", "--every", "--rounds", "--sampler", "--hz", "--bolt",
+                               "--bolt-timeout", "--binary", "--tmp-dir", "--keep-work-dir",
+                               "--json", "--text", "--quiet", "--verbose", "--help",
+                               "--version", "default", "Exit status", "Output", "SIGINT"]:
+                check(word in out, "%s --help does not mention %s" % (name, word))
+        for v in ("--version", "-V"):
+            rc, out, err = run([tool, v])
+            check(rc == 0 and out.startswith(name + " ") and "libocolos 0.2." in out,
+                  "%s %s: exit %d: %r" % (name, v, rc, out))
+
+    # No --json/--text: text on a terminal, JSON on a pipe (above).
+    pid, fd = pty.fork()
+    if pid == 0:
+        env = tool_env()
+        os.execve(agent, [agent, "--pid", NO_PID, "-q"], env)
+    text = b""
+    while True:
+        try:
+            r, _, _ = select.select([fd], [], [], 20)
+            chunk = os.read(fd, 4096) if r else b""
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        text += chunk
+    _, st = os.waitpid(pid, 0)
+    text = text.decode(errors="replace")
+    check(os.waitstatus_to_exitcode(st) == 1, "on a terminal: status %d" % st)
+    check("cannot be optimized" in text and "{" not in text,
+          "on a terminal the report is not the text summary: %r" % text)
+
+
+# ---- the JSON schema, the subset docs/tools.schema.json uses -------------------
+
+TYPES = {"integer": int, "number": (int, float), "string": str, "boolean": bool,
+         "null": type(None), "object": dict}
+
+
+def type_ok(value, t):
+    if t in ("integer", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, TYPES[t])
+
+
+def validate(obj, schema, where):
+    ok = True
+    for key in schema.get("required", []):
+        ok &= check(key in obj, "%s: no key %r" % (where, key))
+    props = schema.get("properties")
+    for key, value in (obj.items() if props is not None else ()):
+        if not check(key in props, "%s: key %r is not in the schema" % (where, key)):
+            ok = False
+            continue
+        p = props[key]
+        t = p.get("type")
+        if t is not None:
+            ts = t if isinstance(t, list) else [t]
+            ok &= check(any(type_ok(value, x) for x in ts),
+                        "%s: %s=%r is not %s" % (where, key, value, t))
+        if "enum" in p:
+            ok &= check(value in p["enum"], "%s: %s=%r not in %s" % (where, key, value, p["enum"]))
+        if "const" in p:
+            ok &= check(value == p["const"], "%s: %s=%r, want %r" % (where, key, value, p["const"]))
+        if "pattern" in p and isinstance(value, str):
+            ok &= check(re.search(p["pattern"], value) is not None,
+                        "%s: %s=%r does not match %s" % (where, key, value, p["pattern"]))
+        if "minimum" in p and isinstance(value, (int, float)):
+            ok &= check(value >= p["minimum"], "%s: %s=%r < %r" % (where, key, value, p["minimum"]))
+        if "maximum" in p and isinstance(value, (int, float)):
+            ok &= check(value <= p["maximum"], "%s: %s=%r > %r" % (where, key, value, p["maximum"]))
+    for sub in schema.get("allOf", []):
+        cond = sub["if"]["properties"]
+        if all(k in obj and obj[k] == v.get("const") for k, v in cond.items()):
+            validate(obj, sub["then"], where)
+    return ok
+
+
+def reports(out, where):
+    lines = [l for l in out.splitlines() if l.strip()]
+    objs = []
+    for l in lines:
+        check(l.startswith('{"pid":'), "%s: a line does not start with {\"pid\": %r" % (where, l))
+        try:
+            objs.append(json.loads(l))
+        except ValueError as e:
+            check(False, "%s: not JSON (%s): %r" % (where, e, l))
+    return objs
+
+
+def mode_json(agent, target, schema_path):
+    with open(schema_path) as f:
+        schema = json.load(f)
+    # Keys of the first versions that scripts read: never renamed.
+    for key in ("pid", "round", "ok", "error", "message", "pause_ms", "functions_moved",
+                "c1_bytes", "call_sites_patched", "pointer_slots_patched", "bolt_ms", "samples",
+                "samples_in_binary", "threads_stopped"):
+        check(key in schema["properties"], "the schema lost the key %r" % key)
+    t = subprocess.Popen([target], env=target_env(), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        # A round that succeeds (needs perf_event and BOLT).
+        rc, out, err = run([agent, "--json", "--pid", str(t.pid), "--profile", "1"], timeout=120)
+        sys.stderr.write(err)
+        if rc != 0 and ("EPERF" in out or "perf_event" in err):
+            print("SKIP: no perf_event access", file=sys.stderr)
+            return SKIP
+        check(rc == 0, "a round failed: %d %s" % (rc, out))
+        objs = reports(out, "round")
+        check(len(objs) == 1, "want 1 report, got %d" % len(objs))
+        for o in objs:
+            validate(o, schema, "round")
+            check(o.get("ok") is True and o.get("error_code") == 0 and o.get("stage") == "replace"
+                  and o.get("functions_moved", 0) > 0 and o.get("pid") == t.pid,
+                  "the round's report: %r" % o)
+            check(os.path.realpath(o.get("binary") or "") == os.path.realpath(target),
+                  "binary %r, want %s" % (o.get("binary"), target))
+            ro = subprocess.run(["readelf", "-n", target], capture_output=True, text=True)
+            m = re.search(r"Build ID: ([0-9a-f]+)", ro.stdout)
+            if m:
+                check(o.get("build_id") == m.group(1), "build_id %r, readelf says %s"
+                      % (o.get("build_id"), m.group(1)))
+        # A round that fails (no BOLT): found before anything is done.
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--bolt",
+                            "/nonexistent/llvm-bolt"])
+        check(rc == 1, "no BOLT: exit %d, want 1" % rc)
+        for o in reports(out, "no BOLT"):
+            validate(o, schema, "no BOLT")
+            check(o.get("ok") is False and o.get("error_code") == -10 and
+                  "OCOLOS_ENOBOLT" in o.get("error", "") and o.get("stage") == "profile" and
+                  "/nonexistent/llvm-bolt" in o.get("message", ""), "no BOLT: %r" % o)
+        rc, out, err = run([agent, "--text", "-q", "--pid", str(t.pid), "--bolt",
+                            "/nonexistent/llvm-bolt"])
+        check(rc == 1 and "failed in profile" in out and "OCOLOS_ENOBOLT" in out,
+              "no BOLT, --text: %d %r" % (rc, out))
+    finally:
+        t.kill()
+        t.wait()
+    # A process that cannot be opened: round 0, stage open.
+    rc, out, err = run([agent, "--json", "-q", "--pid", NO_PID])
+    check(rc == 1, "no such pid: exit %d" % rc)
+    for o in reports(out, "open"):
+        validate(o, schema, "open")
+        check(o.get("round") == 0 and o.get("stage") == "open" and o.get("error_code") == -19,
+              "open failure: %r" % o)
+    return 0
+
+
+def mode_man(src, agent, supervise):
+    groff = shutil.which("groff")
+    if not groff:
+        print("SKIP: no groff (apt-get install groff-base)", file=sys.stderr)
+        return SKIP
+    pages = {name: os.path.join(src, "docs", "man", name)
+             for name in ("ocolos-agent.1", "ocolos-supervise.1", "libocolos.3")}
+    for name, path in pages.items():
+        # -ww: every warning; also at the 80 columns man(1) renders in.
+        for width in ([], ["-rLL=78n"]):
+            p = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z"] + width + [path],
+                               capture_output=True, text=True)
+            check(p.returncode == 0 and p.stderr == "",
+                  "groff %s %s: %d %r" % (name, width, p.returncode, p.stderr))
+        if shutil.which("man"):
+            env = dict(os.environ, MANWIDTH="80")
+            p = subprocess.run(["man", "--warnings", "-l", path], capture_output=True, text=True,
+                               env=env)
+            check(p.returncode == 0 and p.stderr == "" and name.split(".")[0].upper() in p.stdout,
+                  "man -l %s: %d %r" % (name, p.returncode, p.stderr))
+    for tool, name in ((agent, "ocolos-agent.1"), (supervise, "ocolos-supervise.1")):
+        rc, out, err = run([tool, "--help"])
+        with open(pages[name]) as f:
+            man = f.read().replace("\\-", "-")
+        for opt in long_options(out):
+            check(opt in man, "%s documents no %s (it is in --help)" % (name, opt))
+        for status in re.findall(r"^  (\d+) ", out, re.M):
+            check(status in man, "%s documents no exit status %s" % (name, status))
+    with open(pages["libocolos.3"]) as f:
+        man3 = f.read()
+    with open(os.path.join(src, "lib", "libocolos.map")) as f:
+        mapfile = f.read()
+    node = mapfile[re.search(r"^OCOLOS_0\.2 \{", mapfile, re.M).start():]
+    for fn in re.findall(r"^\s+(ocolos_\w+);", node, re.M):
+        check(fn in man3, "libocolos(3) does not document %s" % fn)
+    for code in re.findall(r"(OCOLOS_E[A-Z]+) =", open(os.path.join(
+            src, "include", "ocolos", "ocolos.h")).read()):
+        check(code in man3, "libocolos(3) does not list %s" % code)
+    return 0
+
+
+def mode_install(cmake, build):
+    with tempfile.TemporaryDirectory() as prefix:
+        p = subprocess.run([cmake, "--install", build, "--prefix", prefix], capture_output=True,
+                           text=True)
+        check(p.returncode == 0, "cmake --install: %r" % p.stderr)
+        for rel in ("bin/ocolos-agent", "bin/ocolos-supervise", "share/man/man1/ocolos-agent.1",
+                    "share/man/man1/ocolos-supervise.1", "share/man/man3/libocolos.3"):
+            check(os.path.isfile(os.path.join(prefix, rel)), "not installed: %s" % rel)
+        for tool in ("ocolos-agent", "ocolos-supervise"):
+            # No LD_LIBRARY_PATH: the installed tools find the installed library.
+            rc, out, err = run([os.path.join(prefix, "bin", tool), "--version"])
+            check(rc == 0 and out.startswith(tool), "installed %s --version: %d %r %r"
+                  % (tool, rc, out, err))
+    return 0
+
+
+def main(argv):
+    modes = {"args": (mode_args, 2), "json": (mode_json, 3), "man": (mode_man, 3),
+             "install": (mode_install, 2)}
+    if len(argv) < 2 or argv[1] not in modes or len(argv) != 2 + modes[argv[1]][1]:
+        print(__doc__, file=sys.stderr)
+        return 1
+    rc = modes[argv[1]][0](*argv[2:])
+    if failures:
+        print("%d failure(s)" % len(failures), file=sys.stderr)
+        return 1
+    if rc == 0:
+        print("ok %s" % argv[1])
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -56,7 +56,7 @@ need_tools() {
 	for t in "$@"; do command -v "$t" >/dev/null || missing+=("$t"); done
 	[ ${#missing[@]} -eq 0 ] ||
 		die $EX_CANNOT "missing ${missing[*]}; install them (Debian: apt-get install" \
-			"qemu-system-arm cpio dpkg-dev apt util-linux coreutils)"
+			"qemu-system-arm cpio xz-utils)"
 }
 
 # The guest's /init (busybox sh, PID 1). It mounts the run directory
@@ -155,7 +155,7 @@ resolve_kernel() {
 # apt-cache takes seconds per call on a busy machine, so the resolution is
 # kept in $cache/resolved/, keyed by the state of apt's package lists.
 compute_inputs() {
-	need_tools apt-cache apt-get dpkg-deb cpio qemu-system-aarch64 flock sha256sum
+	need_tools apt-cache apt-get dpkg-deb cpio xz qemu-system-aarch64 flock sha256sum
 	dpkg --print-foreign-architectures | grep -qx arm64 ||
 		die $EX_CANNOT "apt has no arm64 architecture: dpkg --add-architecture arm64 &&" \
 			"apt-get update"

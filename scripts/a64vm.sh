@@ -6,7 +6,8 @@
 # same absolute path, so cross-built binaries under build directories run
 # in place.
 #
-#   scripts/a64vm.sh build              build (or refresh) the guest image
+#   scripts/a64vm.sh build              build the guest image for the current
+#                                       inputs (nothing when it exists)
 #   scripts/a64vm.sh run CMD [ARGS...]  boot, run CMD as root in the guest with
 #                                       the repository root as working
 #                                       directory, pass its stdout/stderr
@@ -30,6 +31,7 @@
 #   A64VM_SMP      guest CPUs (default 2)     A64VM_MEM  MiB of RAM (2048)
 #   A64VM_TIMEOUT  seconds for a whole run (default 3600)
 #   A64VM_CONSOLE  1: show the guest's console (kernel log) on stderr
+#   A64VM_NICE     niceness of qemu (default 5: the machine is shared)
 # stdin is not passed in; environment variables are not passed in (use
 # `run env NAME=VALUE CMD`).
 set -euo pipefail
@@ -41,8 +43,9 @@ EX_CANNOT=77 EX_TIMEOUT=124 EX_GUEST=125
 # handles AArch64 inputs), busybox-static (init and shell), strace.
 PACKAGES=(libc6 libgcc-s1 libstdc++6 zlib1g libelf1 libpfm4 libunwind8 bolt-19
 	  busybox-static strace)
-# Kernel modules the init loads, dependencies first (all modular in
-# Debian's arm64 kernels): PCI virtio, the 9p shares, the stdout/stderr ports.
+# Kernel modules the init loads (their dependencies are found from the
+# modules themselves; built-in ones are skipped): PCI virtio, the 9p
+# shares, the stdout/stderr ports.
 MODULES=(virtio_pci 9pnet_virtio 9p virtio_console)
 
 die() { local rc=$1; shift; echo "a64vm: $*" >&2; exit "$rc"; }

@@ -13,8 +13,10 @@
 #          unit: PROGRAM ARGS once; its exit code is the test's
 #   PAGESIZE  4096 or 65536 (qemu-aarch64 -p; ignored when running natively)
 # Environment: OCOLOS_QEMU = qemu-aarch64 path ("" when running natively);
-#   OCOLOS_A64_LIMIT = seconds one run may take (default 150: the programs'
-#   own watchdog fires at 100 s, if the guest still handles signals).
+#   OCOLOS_A64_LIMIT = seconds one run may take (default 95: just under the
+#   integration programs' own 100 s SIGALRM watchdog, which only says "the
+#   test hung", so that a run too slow or stuck is reported here first, with
+#   its threads' states, whether it is spinning or starved of CPU, and where).
 set -euo pipefail
 once=0
 if [ "${1:-}" = --once ]; then
@@ -23,7 +25,8 @@ if [ "${1:-}" = --once ]; then
 fi
 page=$1 prog=$2
 shift 2
-limit=${OCOLOS_A64_LIMIT:-150}
+case $prog in /*) ;; *) prog=$PWD/$prog ;; esac # runs from a scratch directory
+limit=${OCOLOS_A64_LIMIT:-95}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ocolos-a64.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
@@ -47,6 +50,13 @@ report() {
 			"host syscall $(cut -d' ' -f1 "$t/syscall" 2>/dev/null || echo ?)," \
 			"wchan $(cat "$t/wchan" 2>/dev/null || echo ?)" >&2
 	done
+	local used note=
+	if f=($(sed 's/.*) //' /proc/"$pid"/stat 2>/dev/null)) && [ ${#f[@]} -gt 12 ]; then
+		used=$(( (f[11] + f[12]) / hz ))
+		[ $((used * 4)) -lt "$limit" ] &&
+			note=": waiting for a CPU (a busy machine) or blocked most of the time"
+		echo "  the process used $used s of CPU in its $limit s$note" >&2
+	fi
 	if [ -n "${OCOLOS_QEMU:-}" ] && [ $n -le 2 ]; then
 		echo "  only qemu's own threads: the guest never created a thread" >&2
 	fi

@@ -267,7 +267,7 @@ struct ocolos_stats {
 struct ocolos_switch_stats {
 	size_t sz;		 /* sizeof(struct ocolos_switch_stats), set by the caller */
 	uint32_t call_sites;	 /* call sites rewritten */
-	uint32_t pointer_slots;	 /* pointer slots rewritten */
+	uint32_t pointer_slots;	 /* slots retargeted (their stubs, see docs/guide.md) */
 	uint32_t entries;	 /* function entries rewritten (see ocolos_stats) */
 	uint32_t mismatched;	 /* skipped: memory held something unexpected */
 	uint32_t threads_stopped;

@@ -28,7 +28,8 @@ int api_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *
 	st->threads_stopped = sw.threads;
 	st->pause_ns = sw.pause_ns;
 	st->call_sites = res.call_sites;
-	st->pointer_slots = res.ptr_slots;
+	/* A slot keeps its stub: what changes is where the stub leads. */
+	st->pointer_slots = res.ptr_slots + res.stubs;
 	st->entries = res.entries;
 	st->mismatched = res.mismatched;
 	if (rc)

@@ -5,17 +5,18 @@
 # (stats, C1 placement, where samples land); this script checks that the
 # round changed nothing the program computes.
 #
-# Usage: run_it.sh PROGRAM
+# Usage: run_it.sh PROGRAM [ARGS...]   (ARGS follow the mode)
 # Exit: 0 pass, 1 fail, 77 skip (the program found no perf_event access).
 set -u
 prog=$1
+shift
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ocolos-it.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
 
 echo "== $prog plain" >&2
 # A sanitizer build's runtime goes into the program, not into this shell.
 run() { if [ -n "${OCOLOS_TEST_PRELOAD:-}" ]; then LD_PRELOAD=$OCOLOS_TEST_PRELOAD "$@"; else "$@"; fi; }
-run "$prog" plain >"$tmp/plain.out"
+run "$prog" plain "$@" >"$tmp/plain.out"
 rc=$?
 if [ $rc -ne 0 ]; then
 	echo "FAIL: '$prog plain' exited with $rc" >&2
@@ -23,7 +24,7 @@ if [ $rc -ne 0 ]; then
 fi
 
 echo "== $prog round" >&2
-run "$prog" round >"$tmp/round.out"
+run "$prog" round "$@" >"$tmp/round.out"
 rc=$?
 if [ $rc -eq 77 ]; then
 	echo "SKIP: '$prog round' cannot run here" >&2

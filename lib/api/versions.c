@@ -249,7 +249,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, uint32_t *r
 		st->sps[st->nsps++] = (uint64_t)(uintptr_t)__builtin_frame_address(0);
 	struct inject_scan_opts so = { .guard = st->pointer_guard, .sps = st->sps, .nsps = st->nsps,
 		.skip = (const uint64_t (*)[2])sk.v, .nskip = sk.n,
-		.sites = sites && nsites ? sites : NULL, .nsites = nsites };
+		.sites = sites && nsites ? sites : NULL, .nsites = nsites, .skip_malloc = ctx->self };
 	rc = inject_scan_memory(&ctx->target, (const uint64_t (*)[2])ranges, nr, &so, found,
 				&scanned, &ctx->err);
 	free(sk.v);

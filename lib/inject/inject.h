@@ -363,6 +363,12 @@ struct inject_scan_opts {
 					   process's own bookkeeping, when it
 					   is the target */
 	size_t nskip;
+	/* The calling process is the target: memory glibc's malloc manages
+	 * (the brk heap, and the 64 MiB-aligned heaps of its other arenas)
+	 * is not read — the library's own bookkeeping, and buffers glibc and
+	 * libelf allocate on its behalf, live there and name the versions'
+	 * addresses (docs/guide.md says what this leaves out). */
+	int skip_malloc;
 	/* Per range (may be NULL, or an entry NULL): the sorted addresses a
 	 * word must equal to count (return sites); else any in the range. */
 	const uint64_t *const *sites;

@@ -98,6 +98,9 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 		if (e->perms[0] != 'r' || e->perms[1] != 'w' || !strcmp(e->path, "[vvar]") ||
 		    !strncmp(e->path, "/dev/", 5))
 			continue;
+		if (so->skip_malloc && (!strcmp(e->path, "[heap]") ||
+					(!e->path[0] && !(e->start & ((64ull << 20) - 1)))))
+			continue;
 		uint64_t from = e->start;
 		/* A stack: its live part only, the 128-byte red zone below the
 		 * stack pointer included; what lies below is dead by the ABI (a

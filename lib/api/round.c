@@ -453,14 +453,16 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *unwind)
 {
 	struct proc_target *t = &ctx->target;
-	int rc = inject_map_c1(t, p->out, p->bias, &p->fixups, &p->res, &p->st.c1_bytes, &ctx->err);
+	int rc = inject_map_c1(t, p->out, p->bias, &p->fixups, p->entries.gen, &p->res,
+			       &p->st.c1_bytes, &ctx->err);
 	if (!rc)
-		rc = inject_map_island(t, &p->want, &ctx->err);
+		rc = inject_map_island(t, &p->want, p->entries.gen, &ctx->err);
 	if (rc)
 		return rc;
 	p->st.c1_addr = p->bias + p->out->lo;
 	uint64_t used = p->bias + p->out->hi - p->res.addr;
-	rc = inject_unwind_register(t, p->out, p->bias, &p->res, &used, unwind, &ctx->err);
+	rc = inject_unwind_register(t, p->out, p->bias, p->entries.gen, &p->res, &used, unwind,
+				    &ctx->err);
 	if (!rc)
 		inject_reservation_trim(t, &p->res, p->res.addr + used);
 	return rc;

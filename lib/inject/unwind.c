@@ -280,6 +280,15 @@ int inject_unwind_register(struct proc_target *t, const struct bolt_output *o, u
 			   uint32_t gen, struct inject_reservation *r, uint64_t *used,
 			   uint64_t *handle, struct core_err *err)
 {
+	return inject_unwind_register_hook(t, o, bias, gen, r, used, handle, NULL, NULL, err);
+}
+
+int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output *o,
+				uint64_t bias, uint32_t gen, struct inject_reservation *r,
+				uint64_t *used, uint64_t *handle,
+				int (*before)(void *arg, uint64_t handle), void *arg,
+				struct core_err *err)
+{
 	char name[32];
 	snprintf(name, sizeof(name), "ocolos-c%u-unwind", gen);
 	*handle = 0;
@@ -304,6 +313,8 @@ int inject_unwind_register(struct proc_target *t, const struct bolt_output *o, u
 	if (!rc && n)
 		rc = t->ops->map_fill(t, at, pages, PROT_READ, buf, len, name, err);
 	free(buf);
+	if (!rc && n && before)
+		rc = before(arg, at);
 	if (!rc && n) {
 		rc = t->ops->call_lib(t, "libgcc_s.so.1", "__register_frame", at, err);
 		if (rc == 1) {

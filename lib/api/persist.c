@@ -154,7 +154,8 @@ static void put(struct wbuf *w, const void *src, size_t len)
 			w->oom = 1;
 			return;
 		}
-		memcpy(p, w->p, w->n);
+		if (w->n)
+			memcpy(p, w->p, w->n);
 		core_free_clear(w->p, w->cap); /* it names code addresses: core/util.c */
 		w->p = p;
 		w->cap = cap;

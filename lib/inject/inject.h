@@ -387,6 +387,10 @@ struct inject_scan_opts {
 	 * word must equal to count (return sites); else any in the range. */
 	const uint64_t *const *sites;
 	const size_t *nsites;
+	/* Tests: 0 reads only the pages that hold data, listed by the best
+	 * means the kernel has; 1 forces the per-page pagemap entries that
+	 * kernels before 6.7 give. */
+	int pagemap_entries;
 };
 int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_t n,
 		       const struct inject_scan_opts *so, uint8_t *found, uint64_t *scanned,

@@ -262,6 +262,9 @@ int inject_record_update(struct inject_record *rec, const struct inject_plan *do
 			 struct core_err *err);
 /* Forget the locations lying in version `gen` (it was unmapped). */
 void inject_record_drop_owner(struct inject_record *rec, uint32_t gen);
+/* The same for a plan: the want plan must not name locations in it (a
+ * re-apply would write into unmapped memory). */
+void inject_plan_drop_owner(struct inject_plan *plan, uint32_t gen);
 /* Does a location outside version `gen` hold bytes that lead into it? */
 int inject_record_leads_to(const struct inject_record *rec, uint32_t gen);
 void inject_record_free(struct inject_record *rec);

@@ -95,6 +95,8 @@ enum ocolos_error {
 				   version's or binary's, or unusable: nothing done */
 	OCOLOS_ENOGAIN = -23,	/* the benefit check found the optimized code no
 				   faster: the target runs its original code */
+	OCOLOS_EBADPROFILE = -24, /* an imported profile is of another build,
+				     truncated or malformed: nothing done */
 };
 
 /* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL;
@@ -244,9 +246,18 @@ struct ocolos_opts {
 	uint32_t benefit_pairs;
 	uint32_t benefit_window_ms;
 	double benefit_min_ratio;
+	/* Profiles as files (fleets: sample a few instances of a build,
+	 * optimize them all). profile_export: after the sampling window, write
+	 * the round's profile there (BOLT's pre-aggregated format, gzip; the
+	 * build-id in its header). profile_from: NULL-ended list of such files
+	 * (or NULL); if set, the profile stage reads and merges them instead
+	 * of sampling — each must be of the build the process runs
+	 * (OCOLOS_EBADPROFILE otherwise). Both copied. */
+	const char *profile_export;
+	const char *const *profile_from;
 	size_t : 0; /* no trailing padding can hide a field (see the ABI note) */
 };
-#define ocolos_opts__last_field benefit_min_ratio
+#define ocolos_opts__last_field profile_from
 
 /* What a round did. Filled on success, and as far as the round got on
  * error. The caller sets sz (OCOLOS_OPTS). */

@@ -33,6 +33,8 @@ struct api_opts {
 	int pointer_slots;	/* enum ocolos_pointer_slots */
 	const char *bolt_path, *binary_path, *tmp_dir;
 	const char *const *bolt_extra_args;
+	const char *profile_export;	   /* NULL: none */
+	const char *const *profile_from;   /* NULL: sample */
 	ocolos_work_fn work_fn;	/* NULL: no benefit check */
 	void *work_user;
 	uint32_t benefit_pairs, benefit_window_ms;
@@ -189,6 +191,13 @@ void api_drop_pending(struct ocolos_ctx *ctx);
  * alternate the original and the newest code, measure the work counter,
  * keep the newest or revert (OCOLOS_ENOGAIN). Fills st's benefit_*. */
 int api_benefit_check(struct ocolos_ctx *ctx, struct ocolos_stats *st);
+
+/* Profiles as files (profile_io.c): write the round's profile file
+ * `profile` to `path` (gzip, build-id in the header); read, check and
+ * merge `paths` into `profile` (*records: branch records). */
+int api_profile_export(struct ocolos_ctx *ctx, const char *profile, const char *path);
+int api_profile_import(struct ocolos_ctx *ctx, const char *const *paths, const char *profile,
+		       uint64_t *records);
 /* ocolos_stage_check(): the same as a call of its own, on what the last
  * round (possibly another agent's: the state record) left in use. */
 int api_stage_check(struct ocolos_ctx *ctx, struct ocolos_stats *st);

@@ -345,8 +345,24 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc)
 		rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_PROFILING,
 								 .res = &p->res });
-	if (!rc)
+	if (!rc && ctx->opts.profile_from) {
+		/* Another instance's window (or several, merged): no sampling. */
+		uint64_t records = 0, t0 = core_now_ns();
+		rc = api_profile_import(ctx, ctx->opts.profile_from, p->profile, &records);
+		p->st.profile_ns = core_now_ns() - t0;
+		p->st.samples_in_binary = records;
+		snprintf(p->st.sampler, sizeof(p->st.sampler), "imported");
+	} else if (!rc) {
 		rc = sample(ctx, p);
+	}
+	if (!rc && ctx->opts.profile_export) {
+		if (p->basic)
+			rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "bare IP samples (opts.edges = "
+				       "OCOLOS_EDGES_BOLT) cannot be exported: their meaning depends "
+				       "on BOLT's aggregation run; use the default edges");
+		else
+			rc = api_profile_export(ctx, p->profile, ctx->opts.profile_export);
+	}
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc)

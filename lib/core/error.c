@@ -35,6 +35,7 @@ OCOLOS_API const char *ocolos_strerror(int err)
 	case OCOLOS_ECANCELED: return "OCOLOS_ECANCELED: canceled (ocolos_cancel)";
 	case OCOLOS_ESTATE: return "OCOLOS_ESTATE: the target's state record cannot be used";
 	case OCOLOS_ENOGAIN: return "OCOLOS_ENOGAIN: the optimized code was not faster; the original runs";
+	case OCOLOS_EBADPROFILE: return "OCOLOS_EBADPROFILE: an imported profile cannot be used";
 	default: return "OCOLOS_E?: unknown error code";
 	}
 }

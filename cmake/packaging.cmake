@@ -28,10 +28,14 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION libs)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # The tools link libocolos.so.0 of the lib component, which dpkg-shlibdeps
-# finds in the staging tree of that component; the dependency on the
-# package itself is declared below (component dependencies).
-set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS
-  ${CMAKE_CURRENT_BINARY_DIR}/_CPack_Packages/Linux/DEB/${CPACK_PACKAGE_NAME}-${PROJECT_VERSION}-Linux/lib/usr/${CMAKE_INSTALL_LIBDIR})
+# must find in that component's staging tree: a path known only when cpack
+# runs (`cpack -B DIR` moves it), so it is set then, by
+# cmake/packaging-cpack.cmake. The dependency on the package itself is
+# declared below (component dependencies).
+set(OCOLOS_CPACK_LIBDIR ${CMAKE_INSTALL_LIBDIR})
+configure_file(${CMAKE_CURRENT_LIST_DIR}/packaging-cpack.cmake.in
+  ${CMAKE_CURRENT_BINARY_DIR}/ocolos-cpack.cmake @ONLY)
+set(CPACK_PROJECT_CONFIG_FILE ${CMAKE_CURRENT_BINARY_DIR}/ocolos-cpack.cmake)
 set(CPACK_DEBIAN_ENABLE_COMPONENT_DEPENDS ON)
 
 set(CPACK_DEBIAN_LIB_PACKAGE_NAME libocolos${PROJECT_VERSION_MAJOR})

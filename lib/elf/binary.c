@@ -530,6 +530,8 @@ static int sweep_functions(struct scan *sc, struct core_err *err)
 /* Sort and merge the two sources' sites. */
 static void dedupe_sites(struct elf_binary *b)
 {
+	if (!b->nsites) /* sites may be NULL: no qsort(NULL, 0) (fuzzing, tests/fuzz) */
+		return;
 	qsort(b->sites, b->nsites, sizeof(*b->sites), cmp_site);
 	size_t w = 0;
 	for (size_t i = 0; i < b->nsites; i++)

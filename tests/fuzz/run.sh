@@ -9,6 +9,9 @@
 #       crashed, each must now pass), then fuzz_TARGET for SECONDS on a
 #       fresh copy of its seeds; prints libFuzzer's final statistics and
 #       the line its figures in docs/fuzzing.md come from
+#   run.sh coverage BUILD-DIR TARGET [CORPUS-DIR]
+#       the edges the corpus (default: the last run's) covers, per source
+#       file of the library, from libFuzzer's -print_coverage
 #
 # A crash leaves its input in BUILD-DIR/artifacts/; fix the parser, then add
 # the input to regress/TARGET/ (see docs/fuzzing.md).
@@ -55,6 +58,17 @@ run)
 		fail "fuzz_$t found a crash: $(ls "$build/artifacts/$t-"* 2>/dev/null | head -n 1)"
 	fi
 	grep -E 'INFO: Loaded 1 modules|INITED|DONE|stat::' "$build/fuzz-$t.log" >&2
+	;;
+coverage)
+	build=$2 t=$3 corpus=${4:-$2/corpus/$3}
+	"$build/fuzz_$t" -runs=0 -print_coverage=1 "$corpus" 2>&1 |
+		awk '/^(UN)?COVERED_FUNC:/ {
+			split($5, e, "/"); f = $NF; sub(/:[0-9]+$/, "", f);
+			if (f !~ /\/lib\//) next; sub(/.*\/lib\//, "lib/", f);
+			cov[f] += e[1]; tot[f] += e[2]; C += e[1]; T += e[2] }
+		END { for (f in cov) if (cov[f]) printf "%-32s %5d / %5d edges\n", f, cov[f], tot[f];
+		      printf "%-32s %5d / %5d edges (files reached: all their functions)\n", "total", C, T }' |
+		sort
 	;;
 *)
 	fail "unknown mode '$1'"

@@ -190,8 +190,10 @@ static int read_sections(struct scan *sc, struct core_err *err)
 	}
 	if (!sc->symdata)
 		return core_errf(err, OCOLOS_ENOSYMS,
-				 "'%s' is stripped: it has no .symtab, so functions cannot be found; "
-				 "ship the unstripped binary (keep debug info separately if needed)", b->path);
+				 "'%s' is stripped: it has no .symtab, so functions cannot be found "
+				 "(and `strip` also removed the relocations --emit-relocs kept); ship the "
+				 "unstripped binary, or strip it with `strip --strip-debug`, which keeps "
+				 "both (debug info can go to a separate file)", b->path);
 	return 0;
 }
 

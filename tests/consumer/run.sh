@@ -101,11 +101,17 @@ deb)
 	[ -x "$cpack" ] || cpack=cpack
 	"$cpack" -G DEB --config "$build/CPackConfig.cmake" -B "$work/pkgs" >"$work/cpack.log" 2>&1 ||
 		{ cat "$work/cpack.log" >&2; fail "cpack -G DEB failed"; }
-	for p in libocolos0 libocolos-dev ocolos-tools; do
-		deb=$(ls "$work/pkgs/${p}_"*.deb 2>/dev/null | head -n 1)
-		[ -n "$deb" ] || fail "cpack made no $p package"
-		echo "$p: $(dpkg-deb -f "$deb" Depends)" >&2
-		eval "deb_$(echo $p | tr -- - _)=\$deb"
+	# pkg NAME: the .deb of package NAME.
+	pkg() {
+		d=$(ls "$work/pkgs/${1}_"*.deb 2>/dev/null | head -n 1)
+		[ -n "$d" ] || fail "cpack made no $1 package"
+		echo "$d"
+	}
+	deb_libocolos0=$(pkg libocolos0)
+	deb_libocolos_dev=$(pkg libocolos-dev)
+	deb_ocolos_tools=$(pkg ocolos-tools)
+	for deb in "$deb_libocolos0" "$deb_libocolos_dev" "$deb_ocolos_tools"; do
+		echo "$(basename "$deb"): Depends: $(dpkg-deb -f "$deb" Depends)" >&2
 		dpkg-deb -x "$deb" "$work/root"
 	done
 	# The runtime package carries the shared library only, and pulls in no
@@ -133,8 +139,8 @@ deb)
 		echo "$t: $v" >&2
 	done
 	[ -f "$work/root/usr/share/man/man1/ocolos-agent.1" ] || fail "ocolos-tools has no man page"
-	"$0" cmake "$work/root/usr" "$work/consumer-cmake"
-	"$0" pkgconfig "$work/root/usr" "$work/consumer-pkgconfig"
+	sh "$0" cmake "$work/root/usr" "$work/consumer-cmake"
+	sh "$0" pkgconfig "$work/root/usr" "$work/consumer-pkgconfig"
 	# pkg-config hands a program's link options over.
 	PKG_CONFIG_PATH=$(dirname "$(find "$work/root" -name libocolos.pc)") \
 		pkg-config --variable=optimizable_ldflags libocolos | grep -q -- '--emit-relocs' ||

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/debuginfo.h"
 #include "core/util.h"
 #include "api/workdir.h"
 #include "infer/bat_translate.h"
@@ -609,6 +610,8 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		  state->last_gen, res.call_sites, res.ptr_slots, state->want.slots_kept, res.stubs,
 		  res.entries, res.blocked, res.mismatched, res.slots_held, p->st.threads_stopped,
 		  (double)p->st.pause_ns / 1e6);
+	/* perf and gdb get the new version's symbols (debuginfo.c). */
+	api_debuginfo_publish(ctx, &state->v[state->nv - 1], p->out, p->bias);
 	/* Older versions nothing leads to any more go now, if no thread is in
 	 * them (versions.c). A failure to retire is not the round's. */
 	uint32_t retired = 0;

@@ -28,11 +28,13 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "api/debuginfo.h"
 #include "core/util.h"
 
 void api_version_free(struct ocolos_ctx *ctx, struct api_version *v, int unmap)
 {
 	if (unmap && ctx->target_open) {
+		api_debuginfo_forget(ctx, v); /* gdb forgets it first (debuginfo.c) */
 		inject_unwind_deregister(&ctx->target, v->unwind);
 		inject_reservation_release(&ctx->target, &v->res);
 		inject_reservation_release(&ctx->target, &v->island);

@@ -172,6 +172,24 @@ int tool_option(struct tool_cfg *cfg, int c, const char *arg)
 		}
 		cfg->work_cmd = arg;
 		return 0;
+	case TOOL_OPT_EXPORT_PROFILE:
+	case TOOL_OPT_PROFILE_FROM:
+		if (!arg[0]) {
+			fprintf(stderr, "%s: --%s: an empty path\n", cfg->prog,
+				c == TOOL_OPT_EXPORT_PROFILE ? "export-profile" : "profile-from");
+			return -1;
+		}
+		if (c == TOOL_OPT_EXPORT_PROFILE) {
+			cfg->export_profile = arg;
+			return 0;
+		}
+		if (cfg->nprofile_from == TOOL_PROFILES_MAX) {
+			fprintf(stderr, "%s: --profile-from: more than %d files\n", cfg->prog,
+				TOOL_PROFILES_MAX);
+			return -1;
+		}
+		cfg->profile_from[cfg->nprofile_from++] = arg;
+		return 0;
 	case TOOL_OPT_BENEFIT_MIN: {
 		/* A ratio, parsed as seconds are: digits, at most 3 decimals. */
 		uint32_t milli;
@@ -222,6 +240,12 @@ void tool_help_common(FILE *f, int supervise)
 "                        after each round the optimized and the original code\n"
 "                        alternate in short windows, and the optimized code is\n"
 "                        kept only if it does more work (default: no check)\n"
+"      --export-profile F  write each round's profile to F (gzip of BOLT's\n"
+"                        pre-aggregated branch records; the build-id in its\n"
+"                        header): for other instances of the same build\n"
+"      --profile-from F  no sampling: the round reads its profile from F, a\n"
+"                        file --export-profile wrote on an instance of the same\n"
+"                        build; repeat to merge several (up to 64)\n"
 "      --benefit-min R   with --work-cmd, the ratio of work rates (optimized /\n"
 "                        original) to reach; below it the round reverts and\n"
 "                        fails with OCOLOS_ENOGAIN (default 1; 0.001 to 100)\n"

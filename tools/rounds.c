@@ -145,7 +145,10 @@ static void run_round(struct ocolos_ctx *ctx, const struct tool_cfg *cfg, struct
 			tool_progress(cfg, r->pid, r->round, "%s", stopped);
 			break;
 		}
-		if (i == 0) {
+		if (i == 0 && cfg->nprofile_from) {
+			tool_progress(cfg, r->pid, r->round, "profile: reading %u profile file%s...",
+				      cfg->nprofile_from, cfg->nprofile_from > 1 ? "s" : "");
+		} else if (i == 0) {
 			char window[16];
 			tool_format_seconds(cfg->profile_ms, window, sizeof(window));
 			tool_progress(cfg, r->pid, r->round, "profile: %s for %s s...",
@@ -237,7 +240,8 @@ void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 		    .log_fn = cfg->verbose ? log_cb : NULL, .log_user = (void *)cfg,
 		    .work_fn = cfg->work_cmd ? work_cmd : NULL,
 		    .work_user = cfg->work_cmd ? (void *)cfg : NULL,
-		    .benefit_min_ratio = cfg->benefit_min);
+		    .benefit_min_ratio = cfg->benefit_min, .profile_export = cfg->export_profile,
+		    .profile_from = cfg->nprofile_from ? cfg->profile_from : NULL);
 	char binary[PATH_MAX], build_id[130];
 	tool_binary_info(pid, cfg->binary_path, binary, sizeof(binary), build_id, sizeof(build_id));
 	struct ocolos_ctx *ctx;

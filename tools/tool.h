@@ -32,6 +32,8 @@ enum tool_format {
 	TOOL_FORMAT_TEXT = 2, /* --text */
 };
 
+#define TOOL_PROFILES_MAX 64 /* --profile-from files */
+
 /* The configuration both tools parse; zero means "the default". */
 struct tool_cfg {
 	const char *prog;	   /* "ocolos-agent": prefixes every message */
@@ -47,6 +49,10 @@ struct tool_cfg {
 	int keep_work_dir;	   /* --keep-work-dir */
 	const char *work_cmd;	   /* --work-cmd: the benefit check's counter */
 	double benefit_min;	   /* --benefit-min; 0: the library's (1.0) */
+	const char *export_profile; /* --export-profile */
+	/* --profile-from, repeatable: NULL-ended */
+	const char *profile_from[TOOL_PROFILES_MAX + 1];
+	unsigned nprofile_from;
 	int revert;		   /* ocolos-agent --revert: back to the original code */
 	int format;		   /* enum tool_format */
 	int quiet;		   /* -q: no progress lines */
@@ -79,6 +85,8 @@ enum {
 	TOOL_OPT_REVERT,
 	TOOL_OPT_WORK_CMD,
 	TOOL_OPT_BENEFIT_MIN,
+	TOOL_OPT_EXPORT_PROFILE,
+	TOOL_OPT_PROFILE_FROM,
 };
 
 /* The getopt_long entries of the shared options, to be copied into a
@@ -96,6 +104,8 @@ enum {
 	{ "keep-work-dir", no_argument, 0, TOOL_OPT_KEEP_WORK_DIR },           \
 	{ "work-cmd", required_argument, 0, TOOL_OPT_WORK_CMD },               \
 	{ "benefit-min", required_argument, 0, TOOL_OPT_BENEFIT_MIN },         \
+	{ "export-profile", required_argument, 0, TOOL_OPT_EXPORT_PROFILE },   \
+	{ "profile-from", required_argument, 0, TOOL_OPT_PROFILE_FROM },       \
 	{ "json", no_argument, 0, TOOL_OPT_JSON },                             \
 	{ "text", no_argument, 0, TOOL_OPT_TEXT },                             \
 	{ "quiet", no_argument, 0, 'q' },                                      \

@@ -413,6 +413,18 @@ OCOLOS_API int ocolos_reapply(struct ocolos_ctx *ctx, struct ocolos_switch_stats
 OCOLOS_API int ocolos_retire(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
 
 /*
+ * Samples from elsewhere: a fleet's own continuous profiler, perf data
+ * collected by another tool. `ips` are user-mode instruction pointers of
+ * the context's process, as run-time addresses (taken at any time: in the
+ * original code or in a version of optimized code now mapped). They are
+ * kept by the context, accumulate over calls, and the next profile stage
+ * uses them instead of sampling (stats.sampler "external"), through the
+ * same edge inference as the built-in IP samplers; then they are dropped.
+ * OCOLOS_EINVAL for n == 0 or ips NULL; OCOLOS_ENOMEM past 2^26 samples.
+ */
+OCOLOS_API int ocolos_add_samples(struct ocolos_ctx *ctx, const uint64_t *ips, size_t n);
+
+/*
  * Sample the process's threads (a self context: all but the caller) for a
  * short window and report where they run: the way to see that a round's
  * code is in use, and that a revert took effect. `opts` may be NULL.

@@ -126,6 +126,9 @@ struct ocolos_ctx {
 	 * called on its own afterwards (its stats continue the round's). */
 	struct ocolos_stats round_st;
 	int round_st_valid;
+	/* ocolos_add_samples(): IPs for the next profile stage */
+	uint64_t *ext_ips;
+	size_t ext_n, ext_cap;
 	struct api_state own_state;
 };
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "core/util.h"
 #include "api/export.h"
 
 static struct api_state self_state;
@@ -269,6 +270,7 @@ static void ctx_free(struct ocolos_ctx *ctx)
 	if (ctx->state == &ctx->own_state)
 		api_state_free(&ctx->own_state);
 	free(ctx->strings);
+	core_free_clear(ctx->ext_ips, ctx->ext_cap * sizeof(*ctx->ext_ips));
 	free(ctx);
 }
 

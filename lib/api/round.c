@@ -239,18 +239,32 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 {
 	int self = ctx->pid == getpid();
 	enum sample_backend_kind kind = SAMPLE_PERF_IP;
-	int rc = choose_sampler(ctx, &kind);
-	if (rc)
-		return rc;
-	snprintf(p->st.sampler, sizeof(p->st.sampler), "%s", sampler_name(kind));
-	p->branches = kind == SAMPLE_PERF_LBR;
-	struct sample_config cfg = { .backend = kind, .pid = ctx->pid,
-		.hz = ctx->opts.sample_hz, .window_ms = ctx->opts.profile_ms,
-		.exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0, .cancel = &ctx->cancel };
 	struct sample_set s = { 0 };
-	uint64_t t0 = core_now_ns();
-	rc = sample_collect(&cfg, &s, &ctx->err);
-	p->st.profile_ns = core_now_ns() - t0;
+	int rc = 0;
+	if (ctx->ext_n) {
+		/* ocolos_add_samples(): taken elsewhere, used as IP samples are. */
+		s.ips = ctx->ext_ips;
+		s.n = ctx->ext_n;
+		s.cap = ctx->ext_cap;
+		s.event = "external";
+		ctx->ext_ips = NULL;
+		ctx->ext_n = ctx->ext_cap = 0;
+		snprintf(p->st.sampler, sizeof(p->st.sampler), "external");
+		p->branches = 0;
+	} else {
+		rc = choose_sampler(ctx, &kind);
+		if (rc)
+			return rc;
+		snprintf(p->st.sampler, sizeof(p->st.sampler), "%s", sampler_name(kind));
+		p->branches = kind == SAMPLE_PERF_LBR;
+		struct sample_config cfg = { .backend = kind, .pid = ctx->pid,
+			.hz = ctx->opts.sample_hz, .window_ms = ctx->opts.profile_ms,
+			.exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0,
+			.cancel = &ctx->cancel };
+		uint64_t t0 = core_now_ns();
+		rc = sample_collect(&cfg, &s, &ctx->err);
+		p->st.profile_ns = core_now_ns() - t0;
+	}
 	p->st.samples = s.n;
 	p->st.threads_sampled = s.threads;
 	if (!rc)

@@ -9,7 +9,7 @@
  * a path for the path-taking calls and a name searched in PATH for the
  * p-variants. Exits with the child's status.
  */
-#define _GNU_SOURCE
+
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -40,6 +40,10 @@ __attribute__((noinline)) static uint64_t pass(const unsigned char *b, size_t n,
 	return h;
 }
 
+#ifndef BAM_VARIANT
+#define BAM_VARIANT ""
+#endif
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -59,6 +63,6 @@ int main(int argc, char **argv)
 	FILE *out = fopen(argv[2], "wb");
 	if (!out)
 		return perror(argv[2]), 1;
-	fprintf(out, "%s %zu %016llx\n", argv[1], n, (unsigned long long)h);
+	fprintf(out, BAM_VARIANT "%s %zu %016llx\n", argv[1], n, (unsigned long long)h);
 	return fclose(out) ? 1 : 0;
 }

@@ -204,17 +204,17 @@ struct plan {
 
 /* Append one event line to the session log (O_APPEND: one write, never
  * interleaved with another process's line). */
-static void event(const char *what, const struct plan *p)
+static void event_raw(const char *what, const char *entry, const char *orig)
 {
 	const char *log = env(BAM_ENV_SESSION);
 	if (!log)
 		return;
 	char line[2 * PATH_MAX + 64];
 	size_t n = 0;
-	const char *key = strrchr(p->entry, '/');
+	const char *key = strrchr(entry, '/');
 	if (cat(line, sizeof(line), &n, what) || cat(line, sizeof(line), &n, " ") ||
 	    cat(line, sizeof(line), &n, key ? key + 1 : "-") || cat(line, sizeof(line), &n, " ") ||
-	    cat(line, sizeof(line), &n, p->orig) || cat(line, sizeof(line), &n, "\n"))
+	    cat(line, sizeof(line), &n, orig) || cat(line, sizeof(line), &n, "\n"))
 		return;
 	int fd = open(log, O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (fd < 0)
@@ -222,6 +222,11 @@ static void event(const char *what, const struct plan *p)
 	ssize_t w = write(fd, line, n);
 	(void)w;
 	close(fd);
+}
+
+static void event(const char *what, const struct plan *p)
+{
+	event_raw(what, p->entry, p->orig);
 }
 
 /* Is `canon` (or the path as asked, `asked`) named by --target? An entry
@@ -838,6 +843,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 	(void)si;
 	(void)uc;
 	quarantine(run_entry, "fault\n");
+	event_raw("fallback", run_entry, run_orig);
 	say("optimized binary crashed; quarantined ", run_entry, "; running the original");
 	sigset_t all;
 	sigemptyset(&all);

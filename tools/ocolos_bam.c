@@ -596,10 +596,14 @@ static int worker_main(const char *entry, long timeout_s)
  * to the build does not kill it), nice 19, output to the entry's log. */
 static void start_worker(const char *entry, long timeout_s)
 {
+	sigset_t chld_set;
+	sigemptyset(&chld_set);
+	sigaddset(&chld_set, SIGCHLD);
 	pid_t pid = fork();
 	if (pid < 0)
 		return;
 	if (pid == 0) {
+		sigprocmask(SIG_UNBLOCK, &chld_set, NULL);
 		setsid();
 		setpriority(PRIO_PROCESS, 0, 19);
 		int fd = open("/dev/null", O_RDWR);
@@ -753,6 +757,48 @@ static void summary(const char *session, const char *error, int status)
 	free(t);
 }
 
+/* libocolos's BOLT discovery (layout_bolt_probe) runs llvm-bolt for its
+ * help text; its result is remembered in <root>/probe/bolt with the file's
+ * size and mtime, so a session (one per `make` in a script) does not pay
+ * it again until BOLT changes. */
+static int find_bolt(const char *hint, struct core_err *err)
+{
+	char p[PATH_MAX + 16], want[PATH_MAX] = "", line[PATH_MAX];
+	snprintf(p, sizeof(p), "%s/probe/bolt", root);
+	if (hint && !realpath(hint, want))
+		want[0] = 0;
+	FILE *f = fopen(p, "re");
+	long long size = -1, mt = -1;
+	if (f) {
+		int ok = fgets(line, sizeof(line), f) && fscanf(f, "%lld %lld", &size, &mt) == 2;
+		fclose(f);
+		line[strcspn(line, "\n")] = 0;
+		struct stat st;
+		if (ok && (!hint || !strcmp(want, line)) && !stat(line, &st) && st.st_size == size &&
+		    (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec == mt) {
+			snprintf(bolt_path, sizeof(bolt_path), "%s", line);
+			return 0;
+		}
+	}
+	char dir[PATH_MAX + 8];
+	snprintf(dir, sizeof(dir), "%s/probe", root);
+	int rc = layout_bolt_probe(hint, dir, bolt_path, err);
+	struct stat st;
+	char rp[PATH_MAX];
+	if (rc || !realpath(bolt_path, rp) || stat(rp, &st))
+		return rc ? rc : -1;
+	char tmp[PATH_MAX + 32];
+	snprintf(tmp, sizeof(tmp), "%s.%d", p, (int)getpid());
+	if ((f = fopen(tmp, "we"))) {
+		fprintf(f, "%s\n%lld %lld\n", rp, (long long)st.st_size,
+			(long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec);
+		if (fclose(f) || rename(tmp, p))
+			unlink(tmp);
+	}
+	snprintf(bolt_path, sizeof(bolt_path), "%s", rp);
+	return 0;
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 static int run_plain(char **cmd)
@@ -810,9 +856,7 @@ int main(int argc, char **argv)
 		return st;
 	}
 	struct core_err err = { 0 };
-	char probe[PATH_MAX + 8];
-	snprintf(probe, sizeof(probe), "%s/probe", root);
-	if (layout_bolt_probe(o.bolt, probe, bolt_path, &err)) {
+	if (find_bolt(o.bolt, &err)) {
 		fprintf(stderr, "ocolos-bam: %s; running the command unaccelerated\n", err.msg);
 		int st = run_plain(cmd);
 		summary(NULL, "no usable llvm-bolt", st);
@@ -861,10 +905,17 @@ int main(int argc, char **argv)
 	snprintf(num, sizeof(num), "%ld", o.hz);
 	setenv(BAM_ENV_HZ, num, 1);
 
+	/* SIGCHLD blocked: the watch loop below waits for it with a timeout,
+	 * so the build's end is seen at once, not at the next poll. */
+	sigset_t chld, prev;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, &prev);
 	pid_t child = fork();
 	if (child < 0)
 		return 125;
 	if (child == 0) {
+		sigprocmask(SIG_SETMASK, &prev, NULL);
 		execvp(cmd[0], cmd);
 		fprintf(stderr, "ocolos-bam: cannot run %s: %s\n", cmd[0], strerror(errno));
 		_exit(127);
@@ -886,7 +937,7 @@ int main(int argc, char **argv)
 		reap_worker(0);
 		poll_entries(&o, 0);
 		struct timespec ts = { 0, 200 * 1000000L };
-		nanosleep(&ts, NULL);
+		sigtimedwait(&chld, NULL, &ts);
 	}
 	int status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 	reap_worker(0);

@@ -332,6 +332,25 @@ static int add_bytes(const char *p, const struct stat *st, int flag, struct FTW 
 	return 0;
 }
 
+/* Remove the files of <root>/<sub> not touched for `days` days: exec
+ * counts of binaries long gone, logs of sessions that were killed. */
+static void prune_old(const char *sub, int days)
+{
+	char p[PATH_MAX + 16];
+	snprintf(p, sizeof(p), "%s/%s", root, sub);
+	DIR *d = opendir(p);
+	if (!d)
+		return;
+	time_t limit = time(NULL) - (time_t)days * 86400;
+	struct dirent *de;
+	struct stat st;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.' && !fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) &&
+		    S_ISREG(st.st_mode) && st.st_mtime < limit)
+			unlinkat(dirfd(d), de->d_name, 0);
+	closedir(d);
+}
+
 /* Invalidate entries whose original changed or is gone, then evict the
  * least recently used entries (by the entry directory's mtime, which every
  * new file in it updates) until the cache fits in max_mb. Entries being
@@ -373,6 +392,8 @@ static void trim_cache(long max_mb)
 		n++;
 	}
 	closedir(d);
+	prune_old("seen", 30);
+	prune_old("s", 2);
 	while (total > (uint64_t)max_mb << 20 && n) {
 		size_t old = 0;
 		for (size_t i = 1; i < n; i++)

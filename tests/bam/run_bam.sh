@@ -136,6 +136,15 @@ invalidate)
   bamrun s3 --target bam_work --profile-samples 1000000 -- sh -c "bam_work in1 out.3 $ROUNDS"
   expect s3 invocations_optimized 0
   same ref.2 out.3
+  # The size bound: with --cache-max 0 a session starts by evicting every
+  # entry. s3's entry (one profiled run claimed) is then made anew by s4
+  # (one claim), not reused (it would hold two).
+  e=$(entry_of)
+  [ "$(stat -c %s "$e/claims")" = 1 ] || fail "s3's entry should hold one claim"
+  bamrun s4 --cache-max 0 --target bam_work --profile-samples 1000000 -- sh -c "bam_work in1 out.4 $ROUNDS"
+  [ "$(ls "$cache/e" | wc -l)" = 1 ] || fail "expected one entry after eviction"
+  [ "$(stat -c %s "$e/claims")" = 1 ] || fail "the entry was not evicted (--cache-max 0)"
+  same ref.2 out.4
   ;;
 fallback)
   ref in1 1

@@ -393,6 +393,12 @@ static void decide(const char *path, struct plan *p)
 		return;
 	}
 	p->orig[l] = 0;
+	/* set-id programs ignore LD_PRELOAD (no self-profile), and a copy in
+	 * the cache would run without their privileges: never targets. */
+	if (st.st_mode & (S_ISUID | S_ISGID)) {
+		close(fd);
+		return;
+	}
 	elf_read_facts(fd, &f);
 	close(fd);
 	if (!f.ok || (!explicit_target(path, p->orig) && !auto_target(root, &st)))

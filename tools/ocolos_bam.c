@@ -212,6 +212,11 @@ static const char *const bolt_common[] = { "--reorder-blocks=ext-tsp", "--split-
 	"--split-all-cold", "--icf=1", "--use-gnu-stack", "--lite", "--dyno-stats=0", NULL };
 static const char *const bolt_relocs[] = { "--reorder-functions=cdsort", NULL };
 static const char *const bolt_norelocs[] = { "--relocs=0", NULL };
+/* A binary without .symtab (Debian's cc1): BOLT refuses it unless told;
+ * it then finds functions from .eh_frame and the dynamic symbols. The
+ * oracle of the tests and benchmarks (byte-identical output) is what
+ * vouches for the result. */
+static const char *const bolt_stripped[] = { "--allow-stripped", NULL };
 #define BAM_FORMAT "bam-1" /* bump when the spool or entry layout changes */
 
 /* The BOLT "version": its path, size and mtime (a package upgrade changes
@@ -226,8 +231,8 @@ static void conf_hash(char *out, size_t cap)
 			 (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 	for (int i = 0; i < n; i++)
 		h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
-	const char *const *lists[] = { bolt_common, bolt_relocs, bolt_norelocs };
-	for (size_t l = 0; l < 3; l++)
+	const char *const *lists[] = { bolt_common, bolt_relocs, bolt_norelocs, bolt_stripped };
+	for (size_t l = 0; l < 4; l++)
 		for (size_t i = 0; lists[l][i]; i++)
 			for (const char *s = lists[l][i]; *s; s++)
 				h = (h ^ (unsigned char)*s) * 1099511628211ull;
@@ -416,9 +421,11 @@ static void trim_cache(long max_mb)
 /* ---- the BOLT worker ------------------------------------------------------------ */
 
 /* Was the binary linked with --emit-relocs? Its code sections then keep
- * their relocations (.rela.text), which BOLT's relocation mode needs. */
-static int has_relocs(const char *path)
+ * their relocations (.rela.text), which BOLT's relocation mode needs.
+ * *stripped: it has no .symtab. */
+static int has_relocs(const char *path, int *stripped)
 {
+	*stripped = 1;
 	int fd = open(path, O_RDONLY | O_CLOEXEC), yes = 0;
 	if (fd < 0)
 		return 0;
@@ -429,8 +436,12 @@ static int has_relocs(const char *path)
 		for (Elf_Scn *s = NULL; (s = elf_nextscn(e, s));) {
 			GElf_Shdr sh;
 			const char *name;
-			if (gelf_getshdr(s, &sh) && sh.sh_type == SHT_RELA &&
-			    (name = elf_strptr(e, shstr, sh.sh_name)) && !strcmp(name, ".rela.text"))
+			if (!gelf_getshdr(s, &sh))
+				continue;
+			if (sh.sh_type == SHT_SYMTAB)
+				*stripped = 0;
+			if (sh.sh_type == SHT_RELA && (name = elf_strptr(e, shstr, sh.sh_name)) &&
+			    !strcmp(name, ".rela.text"))
 				yes = 1;
 		}
 	}
@@ -549,7 +560,7 @@ static int worker_main(const char *entry, long timeout_s)
 	snprintf(prof, sizeof(prof), "%s/profile.pa", entry);
 	snprintf(fdata, sizeof(fdata), "%s/profile.fdata", entry);
 	snprintf(out, sizeof(out), "%s/optimized.tmp", entry);
-	int relocs = has_relocs(m.path), basic = 1;
+	int stripped, relocs = has_relocs(m.path, &stripped), basic = 1;
 	if (relocs) {
 		/* With relocations and symbols, libocolos's own model: CFGs and
 		 * hybrid edge weights (infer/), better than bare samples. */
@@ -571,7 +582,8 @@ static int worker_main(const char *entry, long timeout_s)
 		 * aggregate first (as lib/layout does for a round). */
 		snprintf(parg, sizeof(parg), "-p=%s", prof);
 		snprintf(oarg, sizeof(oarg), "-o=%s", fdata);
-		const char *agg[] = { bolt_path, m.path, "--aggregate-only", "--pa", "--ba", parg, oarg, NULL };
+		const char *agg[] = { bolt_path, m.path, "--aggregate-only", "--pa", "--ba", parg, oarg,
+				      stripped ? bolt_stripped[0] : NULL, NULL };
 		rc = write_basic(&s, prof) || run_bolt((char **)agg, logp, timeout_s);
 		snprintf(darg, sizeof(darg), "-data=%s", fdata);
 	} else {
@@ -593,13 +605,16 @@ static int worker_main(const char *entry, long timeout_s)
 		const char *const *extra = relocs ? bolt_relocs : bolt_norelocs;
 		for (size_t i = 0; extra[i]; i++)
 			argv[n++] = extra[i];
+		for (size_t i = 0; stripped && bolt_stripped[i]; i++)
+			argv[n++] = bolt_stripped[i];
 		argv[n] = NULL;
 		rc = run_bolt((char **)argv, lg2, timeout_s);
 		if (!rc && chmod(out, 0500)) /* never writable once it can run */
 			rc = -1;
 		snprintf(p, sizeof(p), "%s/optimized", entry);
 		if (!rc) {
-			mark(entry, "mode", relocs ? "relocs\n" : "no-relocs\n");
+			mark(entry, "mode", relocs ? "relocs\n" : stripped ? "no-relocs,stripped\n"
+										    : "no-relocs\n");
 			rc = rename(out, p);
 		}
 	}

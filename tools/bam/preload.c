@@ -69,6 +69,8 @@ static execve_fn real_execve;
 static execvp_fn real_execvp;
 static execvpe_fn real_execvpe;
 static spawn_fn real_posix_spawn, real_posix_spawnp;
+typedef int (*sigaction_fn)(int, const struct sigaction *, struct sigaction *);
+static sigaction_fn real_sigaction;
 
 /* ---- small string helpers (stack only, vfork-safe) ----------------------- */
 
@@ -856,8 +858,71 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 	sigaddset(&all, sig);
 	sigprocmask(SIG_UNBLOCK, &all, NULL);
 	syscall(SYS_execve, run_orig, run_argv, environ);
-	signal(sig, SIG_DFL);
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	real_sigaction(sig, &dfl, NULL);
 	raise(sig);
+}
+
+/* In an optimized process the fault handler must stay: a program that
+ * installs its own for these signals (GCC's cc1 does, to print "internal
+ * compiler error: Segmentation fault" and exit 4) would otherwise turn a
+ * fault of BOLT's code into a failed build. So, in that process only,
+ * sigaction() and signal() for them are recorded and reported as done, and
+ * ours stays installed. The original, re-executed after a fault, runs with
+ * the program's own handlers. The price: a program that faults on purpose
+ * (a JVM, a garbage collector's write barrier) is re-executed from the
+ * start on its first fault; do not make such programs targets. */
+static int run_mode;
+static struct sigaction prog_act[4]; /* what the program asked for, per fault_index() */
+
+static int fault_index(int sig)
+{
+	switch (sig) {
+	case SIGSEGV: return 0;
+	case SIGBUS: return 1;
+	case SIGILL: return 2;
+	case SIGFPE: return 3;
+	default: return -1;
+	}
+}
+
+EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	/* Another object's constructor may come before ours. */
+	if (!real_sigaction)
+		real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
+	int i = fault_index(sig);
+	if (!run_mode || i < 0 || !real_sigaction)
+		return real_sigaction ? real_sigaction(sig, act, old) : (errno = ENOSYS, -1);
+	if (old)
+		*old = prog_act[i];
+	if (act)
+		prog_act[i] = *act;
+	return 0;
+}
+
+EXPORT sighandler_t signal(int sig, sighandler_t h)
+{
+	if (!real_sigaction)
+		real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
+	int i = fault_index(sig);
+	if (!run_mode || i < 0) {
+		struct sigaction sa, old;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = h;
+		sa.sa_flags = SA_RESTART; /* glibc's signal(): BSD semantics */
+		sigemptyset(&sa.sa_mask);
+		sigaddset(&sa.sa_mask, sig);
+		if (!real_sigaction || real_sigaction(sig, &sa, &old))
+			return SIG_ERR;
+		return old.sa_handler;
+	}
+	sighandler_t prev = prog_act[i].sa_handler;
+	prog_act[i].sa_handler = h;
+	prog_act[i].sa_flags = SA_RESTART;
+	return prev;
 }
 
 static void run_start(const char *entry, const char *orig, char **argv)
@@ -873,7 +938,10 @@ static void run_start(const char *entry, const char *orig, char **argv)
 	sigemptyset(&sa.sa_mask);
 	static const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE };
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, NULL);
+		real_sigaction(sigs[i], &sa, NULL);
+	for (size_t i = 0; i < 4; i++)
+		prog_act[i].sa_handler = SIG_DFL;
+	run_mode = 1;
 }
 
 /* ---- load and unload ---------------------------------------------------------- */
@@ -889,6 +957,7 @@ __attribute__((constructor)) static void bam_init(int argc, char **argv, char **
 	real_execvpe = (execvpe_fn)dlsym(RTLD_NEXT, "execvpe");
 	real_posix_spawn = (spawn_fn)dlsym(RTLD_NEXT, "posix_spawn");
 	real_posix_spawnp = (spawn_fn)dlsym(RTLD_NEXT, "posix_spawnp");
+	real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
 	(void)real_execvp;
 	/* The markers are for this process only: its children decide anew. */
 	char *prof = getenv(BAM_ENV_PROFILE);

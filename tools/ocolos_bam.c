@@ -61,6 +61,7 @@ struct opts {
 	const char *bolt;	  /* --bolt */
 	long bolt_timeout_s;	  /* --bolt-timeout */
 	int wait;		  /* --wait */
+	int allow_stripped;	  /* --allow-stripped */
 	const char *preload;	  /* --preload */
 };
 
@@ -83,6 +84,8 @@ static void usage(FILE *f)
 		"  --bolt PATH          llvm-bolt to use (default: libocolos's BOLT discovery)\n"
 		"  --bolt-timeout S     BOLT's time limit (default 1800)\n"
 		"  --wait               wait for the background BOLT before exiting\n"
+		"  --allow-stripped     let BOLT try binaries without .symtab (off: BOLT 22 broke\n"
+		"                       Debian's stripped cc1 here; a fault falls back to the original)\n"
 		"  --preload PATH       libocolos-bam.so (default: beside this program)\n"
 		"OCOLOS_BAM=off runs CMD untouched. At exit one JSON line on stderr.\n");
 }
@@ -96,7 +99,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "profile-samples", required_argument, 0, 's' }, { "hz", required_argument, 0, 'z' },
 		{ "cache", required_argument, 0, 'c' }, { "cache-max", required_argument, 0, 'm' },
 		{ "bolt", required_argument, 0, 'b' }, { "bolt-timeout", required_argument, 0, 'T' },
-		{ "wait", no_argument, 0, 'w' }, { "preload", required_argument, 0, 'p' },
+		{ "wait", no_argument, 0, 'w' }, { "allow-stripped", no_argument, 0, 'S' }, { "preload", required_argument, 0, 'p' },
 		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
 	*o = (struct opts){ .auto_n = 3, .runs = 10, .min_samples = 2000, .hz = 1000,
 			    .cache_max_mb = 4096, .bolt_timeout_s = 1800 };
@@ -123,6 +126,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'b': o->bolt = optarg; break;
 		case 'T': o->bolt_timeout_s = atol(optarg); break;
 		case 'w': o->wait = 1; break;
+		case 'S': o->allow_stripped = 1; break;
 		case 'p': o->preload = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
@@ -213,9 +217,12 @@ static const char *const bolt_common[] = { "--reorder-blocks=ext-tsp", "--split-
 static const char *const bolt_relocs[] = { "--reorder-functions=cdsort", NULL };
 static const char *const bolt_norelocs[] = { "--relocs=0", NULL };
 /* A binary without .symtab (Debian's cc1): BOLT refuses it unless told;
- * it then finds functions from .eh_frame and the dynamic symbols. The
- * oracle of the tests and benchmarks (byte-identical output) is what
- * vouches for the result. */
+ * it then finds functions from .eh_frame and the dynamic symbols. Seen
+ * here: BOLT 22 on Debian's stripped cc1 (gcc 12.2), even with no
+ * reordering at all (--reorder-blocks=none --relocs=0), writes a cc1 that
+ * faults at once on every input. So stripped binaries are refused (entry
+ * `failed`, reason in it) unless --allow-stripped asks to try, and then
+ * the fault fallback is what keeps the build right. */
 static const char *const bolt_stripped[] = { "--allow-stripped", NULL };
 #define BAM_FORMAT "bam-1" /* bump when the spool or entry layout changes */
 
@@ -534,7 +541,7 @@ static void mark(const char *entry, const char *name, const char *text)
 /* One entry, start to end: in a forked child at nice 19, holding the
  * entry's lock and the user's BOLT lock. Exit status 0 when `optimized`
  * was installed. */
-static int worker_main(const char *entry, long timeout_s)
+static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 {
 	char p[PATH_MAX + 64], prof[PATH_MAX + 64], fdata[PATH_MAX + 64], out[PATH_MAX + 64],
 		logp[PATH_MAX + 64];
@@ -561,6 +568,13 @@ static int worker_main(const char *entry, long timeout_s)
 	snprintf(fdata, sizeof(fdata), "%s/profile.fdata", entry);
 	snprintf(out, sizeof(out), "%s/optimized.tmp", entry);
 	int stripped, relocs = has_relocs(m.path, &stripped), basic = 1;
+	if (stripped && !allow_stripped) {
+		sample_set_free(&s);
+		mark(entry, "mode", relocs ? "relocs,stripped\n" : "no-relocs,stripped\n");
+		mark(entry, "failed", "the binary has no symbol table (stripped): not optimized; "
+		     "--allow-stripped lets BOLT try\n");
+		return 1;
+	}
 	if (relocs) {
 		/* With relocations and symbols, libocolos's own model: CFGs and
 		 * hybrid edge weights (infer/), better than bare samples. */
@@ -630,7 +644,7 @@ static int worker_main(const char *entry, long timeout_s)
 
 /* Start the worker for `entry` in the background: its own session (a ^C
  * to the build does not kill it), nice 19, output to the entry's log. */
-static void start_worker(const char *entry, long timeout_s)
+static void start_worker(const char *entry, long timeout_s, int allow_stripped)
 {
 	sigset_t chld_set;
 	sigemptyset(&chld_set);
@@ -650,7 +664,7 @@ static void start_worker(const char *entry, long timeout_s)
 			if (fd > 2)
 				close(fd);
 		}
-		_exit(worker_main(entry, timeout_s));
+		_exit(worker_main(entry, timeout_s, allow_stripped));
 	}
 	worker = pid;
 }
@@ -680,7 +694,7 @@ static void poll_entries(const struct opts *o, int final)
 		int ready = n >= (uint64_t)o->min_samples ||
 			    (final && n > 0 && file_size(p, "claims") >= o->runs);
 		if (ready)
-			start_worker(p, o->bolt_timeout_s);
+			start_worker(p, o->bolt_timeout_s, o->allow_stripped);
 	}
 	closedir(d);
 }
@@ -779,7 +793,17 @@ static void summary(const char *session, const char *error, int status)
 		json_str(stderr, t[i].path);
 		fprintf(stderr, ",\"key\":");
 		json_str(stderr, t[i].key);
-		fprintf(stderr, ",\"state\":\"%s\",\"mode\":", state);
+		fprintf(stderr, ",\"state\":\"%s\"", state);
+		char why[256] = "";
+		snprintf(line, sizeof(line), "%s/failed", e);
+		if ((mf = fopen(line, "re"))) {
+			if (fgets(why, sizeof(why), mf))
+				why[strcspn(why, "\n")] = 0;
+			fclose(mf);
+			fprintf(stderr, ",\"reason\":");
+			json_str(stderr, why);
+		}
+		fprintf(stderr, ",\"mode\":");
 		if (*mode)
 			json_str(stderr, mode);
 		else

@@ -905,19 +905,13 @@ EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old
 
 EXPORT sighandler_t signal(int sig, sighandler_t h)
 {
-	if (!real_sigaction)
-		real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
 	int i = fault_index(sig);
 	if (!run_mode || i < 0) {
-		struct sigaction sa, old;
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = h;
-		sa.sa_flags = SA_RESTART; /* glibc's signal(): BSD semantics */
-		sigemptyset(&sa.sa_mask);
-		sigaddset(&sa.sa_mask, sig);
-		if (!real_sigaction || real_sigaction(sig, &sa, &old))
-			return SIG_ERR;
-		return old.sa_handler;
+		/* glibc's own signal() (it calls sigaction inside libc, past us). */
+		static sighandler_t (*real_signal)(int, sighandler_t);
+		if (!real_signal)
+			real_signal = (sighandler_t(*)(int, sighandler_t))dlsym(RTLD_NEXT, "signal");
+		return real_signal ? real_signal(sig, h) : SIG_ERR;
 	}
 	sighandler_t prev = prog_act[i].sa_handler;
 	prog_act[i].sa_handler = h;

@@ -5,7 +5,9 @@
 # under `make -j2`. Figures go to docs/benchmarks.md, "Batch accelerator mode".
 #
 #   bench/bam_luainterp.sh BUILD_DIR     (BUILD_DIR holds tools/ocolos-bam)
-#   env: REPS (interleaved repetitions, default 3), JOBS (default 2)
+#   env: REPS (interleaved repetitions, default 3), JOBS (default 2),
+#        FIRST_OPTS (more ocolos-bam options for the first batch, e.g.
+#        "--profile-runs 32 --profile-samples 100000": every run profiled)
 #
 # Batches, timed (CPU time of the batch, and wall clock):
 #   ref      no ocolos-bam (the oracle's outputs)
@@ -91,7 +93,8 @@ batch() { # batch KIND REP [ocolos-bam options...]
 	fi
 }
 batch ref 0
-batch first 0 --target lua
+# shellcheck disable=SC2086
+batch first 0 --target lua ${FIRST_OPTS:-}
 t0=$(now)
 entry=$(ls -d "$cache"/e/* | head -1)
 while [ ! -e "$entry/optimized" ] && [ ! -e "$entry/failed" ]; do sleep 1; done

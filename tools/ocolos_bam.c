@@ -68,6 +68,7 @@ struct opts {
 static char root[PATH_MAX];
 static char bolt_path[PATH_MAX];
 static pid_t worker = -1;	  /* the BOLT worker we started, or -1 */
+static char worker_entry[PATH_MAX + 300]; /* ... and its entry */
 
 static void usage(FILE *f)
 {
@@ -667,6 +668,7 @@ static void start_worker(const char *entry, long timeout_s, int allow_stripped)
 		_exit(worker_main(entry, timeout_s, allow_stripped));
 	}
 	worker = pid;
+	snprintf(worker_entry, sizeof(worker_entry), "%s", entry);
 }
 
 /* Look for an entry with enough profile and no optimized binary yet, and
@@ -787,7 +789,8 @@ static void summary(const char *session, const char *error, int status)
 			fclose(mf);
 		}
 		const char *state = has(e, "quarantine") ? "quarantined" : has(e, "failed") ? "failed"
-				  : has(e, "optimized") ? "optimized" : worker > 0 ? "optimizing"
+				  : has(e, "optimized") ? "optimized"
+				  : worker > 0 && !strcmp(worker_entry, e) ? "optimizing"
 				  : "profiling";
 		fprintf(stderr, "%s{\"path\":", i ? "," : "");
 		json_str(stderr, t[i].path);
@@ -893,7 +896,14 @@ static int find_preload(const struct opts *o, char *out)
 	if (!access(p, R_OK))
 		return realpath(p, out) ? 0 : -1;
 	snprintf(p, sizeof(p), "%s/../lib/ocolos/libocolos-bam.so", self);
-	return realpath(p, out) ? 0 : -1;
+	if (realpath(p, out))
+		return 0;
+#ifdef OCOLOS_BAM_PRELOAD_INSTALLED
+	/* Where `make install` put it (the libdir may be lib/<multiarch>). */
+	return realpath(OCOLOS_BAM_PRELOAD_INSTALLED, out) ? 0 : -1;
+#else
+	return -1;
+#endif
 }
 
 int main(int argc, char **argv)

@@ -58,7 +58,6 @@
 extern char **environ;
 
 typedef int (*execve_fn)(const char *, char *const[], char *const[]);
-typedef int (*execvp_fn)(const char *, char *const[]);
 typedef int (*execvpe_fn)(const char *, char *const[], char *const[]);
 typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
 			const posix_spawnattr_t *, char *const[], char *const[]);
@@ -66,11 +65,27 @@ typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t 
 /* The libc functions we wrap; set once by the constructor, before main and
  * before any thread, then only read. */
 static execve_fn real_execve;
-static execvp_fn real_execvp;
 static execvpe_fn real_execvpe;
 static spawn_fn real_posix_spawn, real_posix_spawnp;
 typedef int (*sigaction_fn)(int, const struct sigaction *, struct sigaction *);
 static sigaction_fn real_sigaction;
+
+/* Find the libc functions we wrap. Called by the constructor; and by a
+ * wrapper that runs before it (another object's constructor exec'ing). */
+static void resolve(void)
+{
+	real_execve = (execve_fn)dlsym(RTLD_NEXT, "execve");
+	real_execvpe = (execvpe_fn)dlsym(RTLD_NEXT, "execvpe");
+	real_posix_spawn = (spawn_fn)dlsym(RTLD_NEXT, "posix_spawn");
+	real_posix_spawnp = (spawn_fn)dlsym(RTLD_NEXT, "posix_spawnp");
+	real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
+}
+
+#define RESOLVED() \
+	do { \
+		if (!real_execve || !real_execvpe || !real_posix_spawn || !real_posix_spawnp) \
+			resolve(); \
+	} while (0)
 
 /* ---- small string helpers (stack only, vfork-safe) ----------------------- */
 
@@ -506,6 +521,7 @@ static void quarantine(const char *entry, const char *why)
 /* execve through the plan. Returns only on failure, as execve does. */
 static int exec_planned(const char *path, char *const argv[], char *const envp[])
 {
+	RESOLVED();
 	struct plan p;
 	decide(path, &p);
 	if (p.kind == PLAN_PASS)
@@ -574,6 +590,7 @@ EXPORT int execv(const char *path, char *const argv[])
 
 EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
+	RESOLVED();
 	char path[PATH_MAX];
 	if (!*file || disabled() || search_path(file, path, sizeof(path)))
 		return real_execvpe(file, argv, envp);
@@ -673,12 +690,14 @@ static int spawn_planned(spawn_fn real, pid_t *pid, const char *file, const char
 EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
 		       const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
+	RESOLVED();
 	return spawn_planned(real_posix_spawn, pid, path, path, fa, at, argv, envp);
 }
 
 EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
 			const posix_spawnattr_t *at, char *const argv[], char *const envp[])
 {
+	RESOLVED();
 	char path[PATH_MAX];
 	if (!*file || disabled() || search_path(file, path, sizeof(path)))
 		return real_posix_spawnp(pid, file, fa, at, argv, envp);
@@ -946,13 +965,7 @@ __attribute__((constructor)) static void bam_init(int argc, char **argv, char **
 {
 	(void)argc;
 	(void)envp;
-	real_execve = (execve_fn)dlsym(RTLD_NEXT, "execve");
-	real_execvp = (execvp_fn)dlsym(RTLD_NEXT, "execvp");
-	real_execvpe = (execvpe_fn)dlsym(RTLD_NEXT, "execvpe");
-	real_posix_spawn = (spawn_fn)dlsym(RTLD_NEXT, "posix_spawn");
-	real_posix_spawnp = (spawn_fn)dlsym(RTLD_NEXT, "posix_spawnp");
-	real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
-	(void)real_execvp;
+	resolve();
 	/* The markers are for this process only: its children decide anew. */
 	char *prof = getenv(BAM_ENV_PROFILE);
 	char *re = getenv(BAM_ENV_RUN_ENTRY), *ro = getenv(BAM_ENV_RUN_ORIG);

@@ -3,7 +3,7 @@
 #
 #   run_bam.sh CASE TOOLS_DIR TEST_BIN_DIR LLVM_BOLT
 #
-# CASE: intercept | auto | concurrent | invalidate | fallback | unsafe | off
+# CASE: intercept | auto | concurrent | invalidate | fallback | unsafe | off | gcc
 # Every case checks the oracle: each output file of the run under ocolos-bam
 # is byte-identical to the same run without it (bam_work's output depends
 # only on its input and arguments).
@@ -207,6 +207,25 @@ off)
   expect s1 enabled false
   expect s1 invocations 0
   same ref.1 out.1
+  ;;
+gcc)
+  # The real thing, small: gcc's driver runs cc1 (vfork + execv in GCC 12),
+  # cc1 is the target. Debian's cc1 is stripped, so the worker refuses it
+  # (state failed, with the reason) if any profile was taken; the objects
+  # must be those of a plain build either way.
+  command -v gcc >/dev/null || { echo "no gcc: skipped"; exit 77; }
+  for i in 1 2 3 4; do
+    printf 'int f%d(int x) { int s = 0; for (int i = 0; i < x; i++) s += i * %d; return s; }\n' $i $i > c$i.c
+  done
+  printf 'all: c1.o c2.o c3.o c4.o\n%%.o: %%.c\n\tgcc -O2 -c $< -o $@\n' > Makefile
+  make -s -j2 && mkdir ref && mv c?.o ref/
+  bamrun s1 --target cc1 --profile-runs 2 --wait -- make -s -j2
+  expect s1 invocations 4
+  expect s1 invocations_profiled 2
+  st=$(jget s1 state 0)
+  case $st in profiling|failed|optimized) ;; *) fail "cc1 state $st" ;; esac
+  echo "cc1: state $st, mode $(jget s1 mode 0), reason: $(jget s1 reason 0)"
+  for i in 1 2 3 4; do same ref/c$i.o c$i.o; done
   ;;
 *) fail "unknown case $case_" ;;
 esac

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/debuginfo.h"
 #include "core/util.h"
 #include "api/workdir.h"
 #include "infer/bat_translate.h"
@@ -345,8 +346,24 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc)
 		rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_PROFILING,
 								 .res = &p->res });
-	if (!rc)
+	if (!rc && ctx->opts.profile_from) {
+		/* Another instance's window (or several, merged): no sampling. */
+		uint64_t records = 0, t0 = core_now_ns();
+		rc = api_profile_import(ctx, ctx->opts.profile_from, p->profile, &records);
+		p->st.profile_ns = core_now_ns() - t0;
+		p->st.samples_in_binary = records;
+		snprintf(p->st.sampler, sizeof(p->st.sampler), "imported");
+	} else if (!rc) {
 		rc = sample(ctx, p);
+	}
+	if (!rc && ctx->opts.profile_export) {
+		if (p->basic)
+			rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "bare IP samples (opts.edges = "
+				       "OCOLOS_EDGES_BOLT) cannot be exported: their meaning depends "
+				       "on BOLT's aggregation run; use the default edges");
+		else
+			rc = api_profile_export(ctx, p->profile, ctx->opts.profile_export);
+	}
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc)
@@ -593,6 +610,8 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		  state->last_gen, res.call_sites, res.ptr_slots, state->want.slots_kept, res.stubs,
 		  res.entries, res.blocked, res.mismatched, res.slots_held, p->st.threads_stopped,
 		  (double)p->st.pause_ns / 1e6);
+	/* perf and gdb get the new version's symbols (debuginfo.c). */
+	api_debuginfo_publish(ctx, &state->v[state->nv - 1], p->out, p->bias);
 	/* Older versions nothing leads to any more go now, if no thread is in
 	 * them (versions.c). A failure to retire is not the round's. */
 	uint32_t retired = 0;
@@ -603,6 +622,8 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	api_fill_state_stats(state, &p->st);
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
+	ctx->round_st = p->st;
+	ctx->round_st_valid = 1;
 	api_drop_pending(ctx);
 	return 0;
 }
@@ -614,6 +635,8 @@ int api_round(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		rc = api_stage_optimize(ctx, st);
 	if (!rc && !(rc = api_check_cancel(ctx, "before the replace stage")))
 		rc = api_stage_replace(ctx, st);
+	if (!rc && ctx->opts.work_fn)
+		rc = api_benefit_check(ctx, st);
 	return rc;
 }
 

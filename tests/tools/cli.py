@@ -321,6 +321,19 @@ def mode_json(agent, target, schema_path):
             validate(o, schema, "revert")
             check(o.get("ok") is True and o.get("stage") == "revert" and
                   o.get("call_sites_patched", 0) > 0, "--revert: %r" % o)
+        # The benefit check with a ratio no code reaches: the round makes
+        # the next generation, measures, goes back to the original code
+        # and fails with OCOLOS_ENOGAIN (the work counter: CPU ticks).
+        work = "awk '{print $14 + $15}' /proc/%d/stat" % t.pid
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--profile", "1",
+                            "--work-cmd", work, "--benefit-min", "50"], timeout=180)
+        check(rc == 1, "--benefit-min 50: exit %d, want 1: %s" % (rc, out))
+        for o in reports(out, "benefit check"):
+            validate(o, schema, "benefit check")
+            check(o.get("ok") is False and o.get("error_code") == -23 and
+                  o.get("stage") == "check" and o.get("benefit_pairs") == 5 and
+                  0 < o.get("benefit_ratio", 0) < 50 and "OCOLOS_ENOGAIN" in o.get("error", ""),
+                  "benefit check: %r" % o)
         # A round that fails (no BOLT): found before anything is done.
         rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--bolt",
                             "/nonexistent/llvm-bolt"])
@@ -344,7 +357,33 @@ def mode_json(agent, target, schema_path):
         validate(o, schema, "open")
         check(o.get("round") == 0 and o.get("stage") == "open" and o.get("error_code") == -19,
               "open failure: %r" % o)
+    # A kernel thread (issue 13: it was reported as a kernel forbidding
+    # /proc/PID/mem writes). None is visible in a PID namespace: skipped.
+    kt = kernel_thread()
+    if kt:
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(kt)])
+        check(rc == 1, "kernel thread %d: exit %d" % (kt, rc))
+        for o in reports(out, "kernel thread"):
+            validate(o, schema, "kernel thread")
+            check(o.get("error_code") == -1 and "kernel thread" in o.get("message", "") and
+                  "forbids" not in o.get("message", ""), "kernel thread: %r" % o)
     return 0
+
+
+def kernel_thread():
+    """The pid of a kernel thread (PF_KTHREAD in /proc/PID/stat), or None."""
+    for d in sorted(os.listdir("/proc"), key=lambda x: (len(x), x)):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 6 and int(fields[6]) & 0x00200000:
+            return int(d)
+    return None
 
 
 def mode_man(src, agent, supervise):

@@ -99,6 +99,12 @@ static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
 	}
 }
 
+int layout_spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
+		      const atomic_int *cancel)
+{
+	return spawn_wait(argv, log, timeout_ms, cancel);
+}
+
 /* Last `max` bytes of a file, as one line, for error messages. */
 static void log_tail(const char *path, char *out, size_t max)
 {

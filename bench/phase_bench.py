@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Phase-changing workload: one-shot vs continuous vs offline BOLT, by pid.
+
+What this file is responsible for: measuring, on the generated front-end
+program built with two hot sets (`bench/build_frontend.sh --phases 2`), the
+throughput in phase 2 (hot set 1) of
+
+  * one-shot:   one round of `ocolos-agent` in phase 1 (hot set 0), then the
+                switch: phase 2 runs on C1 made for phase 1;
+  * continuous: the same process, after the agent's next round (`--every`,
+                generation 2) profiled phase 2 and retired C1;
+  * offline:    the binary BOLTed offline with a `perf record` profile of
+                phase 2 (the same BOLT options and two-step aggregation as
+                bench/driver.py), run in phase 2;
+  * original:   the unmodified binary in phase 2 (for reference).
+
+It does not build anything (bench/build_frontend.sh does).
+
+One repetition: one online process (phase 1, `ocolos-agent --pid P --every E
+--rounds 2`; after the first round's JSON line SIGUSR1 switches the program
+to set 1; the one-shot window is measured while the agent waits E seconds;
+after the second round's line, the continuous window), and one process each
+of the offline-BOLTed and the original binary in phase 2, back to back, the
+order of the three rotating every repetition. A window is the median of the
+program's `tput` intervals inside it. Ratios are taken within a repetition
+(continuous/one-shot in the same process, adjacent windows; the others
+between adjacent processes); the report gives the median of each ratio over
+the repetitions, with the quartiles and the range. Every process must pass
+its checksum (SIGUSR2 ends a run, then the program checks).
+
+usage: bench/phase_bench.py [--bin bench/out/fe-ph/fe-nopie] [--reps 6] ...
+Results: bench/out/results/phase-<time>.json and a summary on stdout.
+"""
+
+import argparse
+import json
+import os
+import queue
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import driver  # noqa: E402  (BOLT options, perf2pa and two-step BOLT)
+
+
+def log(msg):
+    print("phase_bench: " + msg, file=sys.stderr, flush=True)
+
+
+def med_q(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    if len(xs) == 1:
+        q1 = q3 = xs[0]
+    else:
+        q = statistics.quantiles(xs, n=4, method="inclusive")
+        q1, q3 = q[0], q[2]
+    return {"median": statistics.median(xs), "q1": q1, "q3": q3,
+            "min": xs[0], "max": xs[-1], "n": len(xs)}
+
+
+class Target:
+    """A running fe process; its stdout lines arrive with wall-clock times."""
+
+    def __init__(self, argv):
+        self.argv = argv
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.lines = []  # (monotonic arrival, line)
+        self.lock = threading.Lock()
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            with self.lock:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def wait_line(self, prefix, after=0.0, timeout=60):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                for t, l in self.lines:
+                    if t >= after and l.startswith(prefix):
+                        return t, l
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.02)
+        return None, None
+
+    def tput(self, t0, t1):
+        """Median ops/s of the tput lines that arrived in [t0, t1]."""
+        with self.lock:
+            xs = [float(driver.kv(l)["ops_per_s"]) for t, l in self.lines
+                  if t0 <= t <= t1 and l.startswith("tput ")]
+        return (statistics.median(xs) if xs else None), len(xs)
+
+    def finish(self):
+        """SIGUSR2, then the checksum line; returns (ok, lines)."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGUSR2)
+        try:
+            self.p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        self.t.join(timeout=5)
+        err = self.p.stderr.read()
+        with self.lock:
+            ok = any(l.startswith("check end=") and l.endswith("ok=1")
+                     for _, l in self.lines)
+        return ok and self.p.returncode == 0, err
+
+
+def window(tg, start, secs):
+    """Wait until start + secs, return the median tput in that window."""
+    end = start + secs
+    while time.monotonic() < end + 0.05:
+        time.sleep(0.05)
+    return tg.tput(start, end + 0.05)
+
+
+def fe_argv(a, binary, phase):
+    return [binary, "--threads", str(a.threads), "--interval",
+            str(a.interval), "--duration", "100000", "--phase", str(phase),
+            "--check", str(a.check)]
+
+
+def run_plain(a, binary, label):
+    tg = Target(fe_argv(a, binary, 1))
+    t, _ = tg.wait_line("tput ", timeout=120)
+    if t is None:
+        sys.exit("phase_bench: %s printed no tput line" % binary)
+    start = time.monotonic() + a.settle
+    v, n = window(tg, start, a.window)
+    ok, err = tg.finish()
+    log("%s: %.0f ops/s (%d intervals), checksum %s" %
+        (label, v or 0, n, "ok" if ok else "FAILED"))
+    return {"ops_per_s": v, "intervals": n, "check_ok": ok}
+
+
+def run_online(a):
+    tg = Target(fe_argv(a, a.bin, 0))
+    t, _ = tg.wait_line("tput ", timeout=120)
+    if t is None:
+        sys.exit("phase_bench: the target printed no tput line")
+    time.sleep(a.warmup)
+    every = a.settle + a.window + a.interval + 1.0
+    argv = [a.agent, "--pid", str(tg.p.pid), "--every", "%.1f" % every,
+            "--rounds", "2", "--profile", str(a.profile), "--json", "-q"]
+    if a.hz:
+        argv += ["--hz", str(a.hz)]
+    ag = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    res = {"agent": shlex.join(argv), "rounds": []}
+    q = queue.Queue()
+
+    def rd():
+        for line in ag.stdout:
+            q.put((time.monotonic(), line))
+        q.put((time.monotonic(), None))
+    threading.Thread(target=rd, daemon=True).start()
+
+    def next_round():
+        while True:
+            t, line = q.get(timeout=1800)
+            if line is None:
+                return t, None
+            if line.startswith("{"):
+                return t, json.loads(line)
+
+    t1, r1 = next_round()
+    res["rounds"].append(r1)
+    if not r1 or not r1.get("ok"):
+        ag.wait()
+        tg.finish()
+        res["error"] = "round 1: %s" % (r1,)
+        return res
+    # Phase 2 now: the one-shot state (C1 made for phase 1).
+    tg.p.send_signal(signal.SIGUSR1)
+    tp, _ = tg.wait_line("phase ", after=t1, timeout=30)
+    start = (tp or time.monotonic()) + a.settle
+    res["oneshot"], res["oneshot_n"] = window(tg, start, a.window)
+    res["oneshot_window_end_before_round2"] = time.monotonic() < t1 + every
+    t2, r2 = next_round()
+    res["rounds"].append(r2)
+    if not r2 or not r2.get("ok"):
+        res["error"] = "round 2: %s" % (r2,)
+    else:
+        res["continuous"], res["continuous_n"] = window(
+            tg, t2 + a.settle, a.window)
+    ag.wait()
+    res["agent_rc"] = ag.returncode
+    ok, err = tg.finish()
+    res["check_ok"] = ok
+    log("online: one-shot %.0f, continuous %s ops/s; rounds gen %s; "
+        "checksum %s" % (res["oneshot"] or 0, res.get("continuous"),
+                         [r.get("generation") if r else None
+                          for r in res["rounds"]], "ok" if ok else "FAILED"))
+    return res
+
+
+def offline_bolt(a):
+    """perf record of phase 2 -> perf2pa -> two-step llvm-bolt."""
+    os.makedirs(a.work, exist_ok=True)
+    data = os.path.join(a.work, "phase2.perf.data")
+    argv = ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(a.bolt_hz),
+            "-o", data, "--"] + [a.bin, "--threads", str(a.threads),
+                                 "--duration", str(a.profile_secs),
+                                 "--phase", "1"]
+    log("profiling phase 2: " + shlex.join(argv))
+    r = subprocess.run(argv, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit("phase_bench: perf record failed: " + r.stderr[-2000:])
+
+    class W:
+        bin = a.bin
+    ns = argparse.Namespace(work=a.work, seed=1, bolt_opts=None,
+                            bolt_profile="fdata")
+    pa, nsamp = driver.to_pa(W, ns, data, 0, "phase2")
+    out, secs, moved = driver.bolt(W, ns, pa, "phase2")
+    return out, {"samples": nsamp, "bolt_s": secs, "profiled_functions":
+                 moved, "perf": shlex.join(argv)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bin", default=os.path.join(ROOT, "bench/out/fe-ph/fe-nopie"))
+    p.add_argument("--agent", default=os.path.join(ROOT, "build/tools/ocolos-agent"))
+    p.add_argument("--reps", type=int, default=6)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--interval", type=float, default=0.5)
+    p.add_argument("--window", type=float, default=4.0,
+                   help="measurement window, s")
+    p.add_argument("--settle", type=float, default=1.0,
+                   help="skipped after a switch, round or start, s")
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--profile", type=float, default=4.0,
+                   help="agent sampling window of each round, s")
+    p.add_argument("--hz", type=int, default=0, help="agent --hz (0: default)")
+    p.add_argument("--check", type=int, default=2000)
+    p.add_argument("--profile-secs", type=float, default=10,
+                   help="offline: perf record of phase 2, s")
+    p.add_argument("--bolt-hz", type=int, default=10000)
+    p.add_argument("--bolted", help="reuse this offline-BOLTed binary")
+    p.add_argument("--work", default=os.path.join(ROOT, "bench/out/phase"))
+    a = p.parse_args()
+    a.bin = os.path.abspath(a.bin)
+    res = {"argv": sys.argv, "date": time.strftime("%FT%TZ", time.gmtime()),
+           "load_start": open("/proc/loadavg").read().split()[:3],
+           "reps": []}
+    if a.bolted:
+        bolted = a.bolted
+    else:
+        bolted, res["offline"] = offline_bolt(a)
+    res["bolted"] = bolted
+    kinds = ["online", "offline", "original"]
+    for i in range(a.reps):
+        order = kinds[i % 3:] + kinds[:i % 3]
+        rep = {"order": order}
+        for k in order:
+            if k == "online":
+                rep["online"] = run_online(a)
+            elif k == "offline":
+                rep["offline"] = run_plain(a, bolted, "offline")
+            else:
+                rep["original"] = run_plain(a, a.bin, "original")
+        on = rep["online"]
+        c, o1 = on.get("continuous"), on.get("oneshot")
+        off, orig = rep["offline"]["ops_per_s"], rep["original"]["ops_per_s"]
+        rep["ratios"] = {
+            "continuous/oneshot": c / o1 if c and o1 else None,
+            "continuous/offline": c / off if c and off else None,
+            "oneshot/original": o1 / orig if o1 and orig else None,
+            "offline/original": off / orig if off and orig else None,
+            "continuous/original": c / orig if c and orig else None,
+        }
+        log("rep %d (%s): %s" % (i + 1, ",".join(order), ", ".join(
+            "%s %.3f" % (k, v) for k, v in rep["ratios"].items()
+            if v is not None)))
+        res["reps"].append(rep)
+    res["load_end"] = open("/proc/loadavg").read().split()[:3]
+    summ = {}
+    for k in res["reps"][0]["ratios"]:
+        summ[k] = med_q([r["ratios"][k] for r in res["reps"]])
+    res["summary"] = summ
+    res["checks_ok"] = all(r["online"].get("check_ok") and
+                           r["offline"]["check_ok"] and
+                           r["original"]["check_ok"] for r in res["reps"])
+    res["rounds_ok"] = all(len(r["online"]["rounds"]) == 2 and
+                           all(x and x.get("ok") for x in
+                               r["online"]["rounds"]) for r in res["reps"])
+    os.makedirs(os.path.join(ROOT, "bench/out/results"), exist_ok=True)
+    path = os.path.join(ROOT, "bench/out/results",
+                        "phase-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    print("phase_bench: %s, %d reps, window %.1f s, agent profile %.1f s; "
+          "checksums %s, all rounds ok %s; load %s -> %s" %
+          (os.path.basename(a.bin), a.reps, a.window, a.profile,
+           "ok" if res["checks_ok"] else "FAILED", res["rounds_ok"],
+           " ".join(res["load_start"]), " ".join(res["load_end"])))
+    for k, m in summ.items():
+        if m:
+            print("  %-20s median %.3f  IQR %.3f-%.3f  range %.3f-%.3f  n=%d"
+                  % (k, m["median"], m["q1"], m["q3"], m["min"], m["max"],
+                     m["n"]))
+    for r in res["reps"]:
+        rs = [x for x in r["online"]["rounds"] if x]
+        print("  rounds: " + "; ".join(
+            "gen %s moved %s c1_bytes %s pause %.1f ms bolt %.0f ms "
+            "versions_mapped %s retired %s" % (
+                x.get("generation"), x.get("functions_moved"),
+                x.get("c1_bytes"), x.get("pause_ms", 0), x.get("bolt_ms", 0),
+                x.get("versions_mapped"), x.get("versions_retired"))
+            for x in rs))
+    print("  results: " + path)
+    return 0 if res["checks_ok"] and res["rounds_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -208,6 +208,81 @@ def run_online(a):
     return res
 
 
+def run_concurrent(a, bolted):
+    """One repetition of --concurrent: four processes at once, one window.
+
+    continuous (C) and one-shot (S) start on set 0 with their agents
+    (C: --every E --rounds 2, S: one round); after both first rounds, SIGUSR1
+    to both; offline (F) and original (O) run set 1 from the start. After
+    C's second round, all four are measured in the same window: the load of
+    the machine is the same for all of them."""
+    tg = {"C": Target(fe_argv(a, a.bin, 0)), "S": Target(fe_argv(a, a.bin, 0)),
+          "F": Target(fe_argv(a, bolted, 1)), "O": Target(fe_argv(a, a.bin, 1))}
+    for k, t in tg.items():
+        if t.wait_line("tput ", timeout=120)[0] is None:
+            sys.exit("phase_bench: %s printed no tput line" % k)
+    time.sleep(a.warmup)
+    every = a.settle + a.window + a.interval + 1.0
+    res = {"rounds": {}}
+    agents, queues = {}, {}
+    for k, extra in (("C", ["--every", "%.1f" % every, "--rounds", "2"]),
+                     ("S", [])):
+        argv = [a.agent, "--pid", str(tg[k].p.pid), "--profile",
+                str(a.profile), "--json", "-q"] + extra
+        if a.hz:
+            argv += ["--hz", str(a.hz)]
+        res["agent_" + k] = shlex.join(argv)
+        agents[k] = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        q = queue.Queue()
+        queues[k] = q
+
+        def rd(p=agents[k], q=q):
+            for line in p.stdout:
+                q.put((time.monotonic(), line))
+            q.put((time.monotonic(), None))
+        threading.Thread(target=rd, daemon=True).start()
+        res["rounds"][k] = []
+
+    def next_round(k):
+        while True:
+            t, line = queues[k].get(timeout=1800)
+            if line is None:
+                return t, None
+            if line.startswith("{"):
+                r = json.loads(line)
+                res["rounds"][k].append(r)
+                return t, r
+    ok = True
+    for k in ("C", "S"):
+        t, r = next_round(k)
+        ok = ok and bool(r and r.get("ok"))
+        if k == "C":
+            t_c1 = t
+    # C waits `every` after its first round: switch both now.
+    for k in ("C", "S"):
+        tg[k].p.send_signal(signal.SIGUSR1)
+    res["switch_after_c_round1_s"] = time.monotonic() - t_c1
+    if ok:
+        t2, r2 = next_round("C")
+        ok = bool(r2 and r2.get("ok"))
+    if ok:
+        start = time.monotonic() + a.settle
+        end = start + a.window
+        while time.monotonic() < end + 0.05:
+            time.sleep(0.05)
+        for k in tg:
+            res[k], res[k + "_n"] = tg[k].tput(start, end + 0.05)
+    else:
+        res["error"] = "a round failed"
+    for p in agents.values():
+        p.wait()
+    res["checks"] = {k: t.finish()[0] for k, t in tg.items()}
+    log("concurrent: C %s S %s F %s O %s ops/s; checksums %s" % (
+        res.get("C"), res.get("S"), res.get("F"), res.get("O"), res["checks"]))
+    return res
+
+
 def offline_bolt(a):
     """perf record of phase 2 -> perf2pa -> two-step llvm-bolt."""
     os.makedirs(a.work, exist_ok=True)
@@ -232,6 +307,60 @@ def offline_bolt(a):
                  moved, "perf": shlex.join(argv)}
 
 
+def concurrent_main(a, res):
+    res["mode"] = "concurrent"
+    for i in range(a.reps):
+        rep = run_concurrent(a, res["bolted"])
+        C, S, F, O = (rep.get(k) for k in "CSFO")
+        rep["ratios"] = {
+            "continuous/oneshot": C / S if C and S else None,
+            "continuous/offline": C / F if C and F else None,
+            "oneshot/original": S / O if S and O else None,
+            "offline/original": F / O if F and O else None,
+            "continuous/original": C / O if C and O else None,
+        }
+        log("rep %d: %s" % (i + 1, ", ".join(
+            "%s %.3f" % (k, v) for k, v in rep["ratios"].items()
+            if v is not None)))
+        res["reps"].append(rep)
+    res["load_end"] = open("/proc/loadavg").read().split()[:3]
+    summ = {k: med_q([r["ratios"][k] for r in res["reps"]])
+            for k in res["reps"][0]["ratios"]}
+    res["summary"] = summ
+    res["checks_ok"] = all(all(r["checks"].values()) for r in res["reps"])
+    res["rounds_ok"] = all(len(r["rounds"]["C"]) == 2 and
+                           len(r["rounds"]["S"]) == 1 and
+                           all(x.get("ok") for x in r["rounds"]["C"] +
+                               r["rounds"]["S"]) for r in res["reps"])
+    os.makedirs(os.path.join(ROOT, "bench/out/results"), exist_ok=True)
+    path = os.path.join(ROOT, "bench/out/results", "phase-conc-%s.json" %
+                        time.strftime("%Y%m%d-%H%M%S"))
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    print("phase_bench --concurrent: %s, %d reps, window %.1f s, agent "
+          "profile %.1f s; checksums %s, all rounds ok %s; load %s -> %s" %
+          (os.path.basename(a.bin), a.reps, a.window, a.profile,
+           "ok" if res["checks_ok"] else "FAILED", res["rounds_ok"],
+           " ".join(res["load_start"]), " ".join(res["load_end"])))
+    for k, m in summ.items():
+        if m:
+            print("  %-20s median %.3f  IQR %.3f-%.3f  range %.3f-%.3f  n=%d"
+                  % (k, m["median"], m["q1"], m["q3"], m["min"], m["max"],
+                     m["n"]))
+    for r in res["reps"]:
+        for k in ("C", "S"):
+            print("  %s rounds: " % k + "; ".join(
+                "gen %s moved %s c1_bytes %s samples_in_binary %s pause %.1f ms "
+                "bolt %.0f ms versions_mapped %s retired %s" % (
+                    x.get("generation"), x.get("functions_moved"),
+                    x.get("c1_bytes"), x.get("samples_in_binary"),
+                    x.get("pause_ms", 0), x.get("bolt_ms", 0),
+                    x.get("versions_mapped"), x.get("versions_retired"))
+                for x in r["rounds"][k]))
+    print("  results: " + path)
+    return 0 if res["checks_ok"] and res["rounds_ok"] else 1
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bin", default=os.path.join(ROOT, "bench/out/fe-ph/fe-nopie"))
@@ -253,6 +382,9 @@ def main():
     p.add_argument("--bolt-hz", type=int, default=10000)
     p.add_argument("--bolted", help="reuse this offline-BOLTed binary")
     p.add_argument("--work", default=os.path.join(ROOT, "bench/out/phase"))
+    p.add_argument("--concurrent", action="store_true",
+                   help="each repetition: continuous, one-shot, offline and "
+                   "original processes at once, measured in one window")
     a = p.parse_args()
     a.bin = os.path.abspath(a.bin)
     res = {"argv": sys.argv, "date": time.strftime("%FT%TZ", time.gmtime()),
@@ -263,6 +395,8 @@ def main():
     else:
         bolted, res["offline"] = offline_bolt(a)
     res["bolted"] = bolted
+    if a.concurrent:
+        return concurrent_main(a, res)
     kinds = ["online", "offline", "original"]
     for i in range(a.reps):
         order = kinds[i % 3:] + kinds[:i % 3]

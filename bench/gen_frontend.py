@@ -60,7 +60,8 @@ class Gen:
         self.hot_set = set(self.hot)
         self.cold = [i for i in range(n) if i not in self.hot_set]
         # --phases 2: the hot functions split at random into two disjoint
-        # sets (own RNG: the default program stays byte-identical); a hot
+        # sets (own RNG: the default program's functions and tables stay
+        # identical); a hot
         # function calls only functions of its own set, directly or through
         # its set's half of each table.
         self.phases = a.phases

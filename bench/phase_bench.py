@@ -28,6 +28,15 @@ between adjacent processes); the report gives the median of each ratio over
 the repetitions, with the quartiles and the range. Every process must pass
 its checksum (SIGUSR2 ends a run, then the program checks).
 
+--concurrent (the method docs/benchmarks.md reports): each repetition runs
+the four processes at once — continuous and one-shot start on set 0 with
+their agents, offline and original on set 1 — switches the two online ones
+after both first rounds, and measures all four in the same window after the
+continuous process's second round. Besides ops per wall-clock second it
+reports ops per CPU-second of each process (utime+stime read with every
+`tput` line): on a loaded machine the share of the CPUs each process gets
+varies far more than the speed of its code.
+
 usage: bench/phase_bench.py [--bin bench/out/fe-ph/fe-nopie] [--reps 6] ...
 Results: bench/out/results/phase-<time>.json and a summary on stdout.
 """
@@ -48,6 +57,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import driver  # noqa: E402  (BOLT options, perf2pa and two-step BOLT)
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def log(msg):
@@ -79,16 +90,31 @@ class Target:
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
 
+    def cpu_s(self):
+        """utime + stime of the whole process, s (the workers' time: the
+        main thread sleeps between ticks)."""
+        try:
+            with open("/proc/%d/stat" % self.p.pid) as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            return (int(st[11]) + int(st[12])) / TICK
+        except (OSError, IndexError, ValueError):
+            return None
+
     def _read(self):
         for line in self.p.stdout:
+            # With each tput line, the CPU time used so far: ops per
+            # CPU-second do not depend on the share of the CPUs the process
+            # got, which on a loaded machine varies far more than the speed
+            # of the code.
+            cpu = self.cpu_s() if line.startswith("tput ") else None
             with self.lock:
-                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self.lines.append((time.monotonic(), line.rstrip("\n"), cpu))
 
     def wait_line(self, prefix, after=0.0, timeout=60):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             with self.lock:
-                for t, l in self.lines:
+                for t, l, _ in self.lines:
                     if t >= after and l.startswith(prefix):
                         return t, l
             if self.p.poll() is not None:
@@ -99,11 +125,25 @@ class Target:
     def tput(self, t0, t1):
         """Median ops/s of the tput lines that arrived in [t0, t1]."""
         with self.lock:
-            xs = [float(driver.kv(l)["ops_per_s"]) for t, l in self.lines
+            xs = [float(driver.kv(l)["ops_per_s"]) for t, l, _ in self.lines
                   if t0 <= t <= t1 and l.startswith("tput ")]
         return (statistics.median(xs) if xs else None), len(xs)
 
-    def finish(self):
+    def per_cpu(self, t0, t1):
+        """Operations per CPU-second over the tput lines that arrived in
+        [t0, t1] (CPU time from the line before the first to the last)."""
+        with self.lock:
+            tp = [(t, l, c) for t, l, c in self.lines if l.startswith("tput ")]
+        idx = [i for i, (t, _, _) in enumerate(tp) if t0 <= t <= t1]
+        if len(idx) < 2 or idx[0] == 0:
+            return None
+        ops = sum(int(driver.kv(tp[i][1])["ops"]) for i in idx)
+        c0, c1 = tp[idx[0] - 1][2], tp[idx[-1]][2]
+        if c0 is None or c1 is None or c1 <= c0:
+            return None
+        return ops / (c1 - c0)
+
+    def finish(self):  # noqa: D401
         """SIGUSR2, then the checksum line; returns (ok, lines)."""
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGUSR2)
@@ -116,7 +156,7 @@ class Target:
         err = self.p.stderr.read()
         with self.lock:
             ok = any(l.startswith("check end=") and l.endswith("ok=1")
-                     for _, l in self.lines)
+                     for _, l, _ in self.lines)
         return ok and self.p.returncode == 0, err
 
 
@@ -273,13 +313,17 @@ def run_concurrent(a, bolted):
             time.sleep(0.05)
         for k in tg:
             res[k], res[k + "_n"] = tg[k].tput(start, end + 0.05)
+            res[k + "_cpu"] = tg[k].per_cpu(start, end + 0.05)
     else:
         res["error"] = "a round failed"
     for p in agents.values():
         p.wait()
     res["checks"] = {k: t.finish()[0] for k, t in tg.items()}
-    log("concurrent: C %s S %s F %s O %s ops/s; checksums %s" % (
-        res.get("C"), res.get("S"), res.get("F"), res.get("O"), res["checks"]))
+    log("concurrent: C %s S %s F %s O %s ops/s; per CPU-s C %s S %s F %s O "
+        "%s; checksums %s" % (
+            res.get("C"), res.get("S"), res.get("F"), res.get("O"),
+            res.get("C_cpu"), res.get("S_cpu"), res.get("F_cpu"),
+            res.get("O_cpu"), res["checks"]))
     return res
 
 
@@ -311,6 +355,14 @@ def concurrent_main(a, res):
     res["mode"] = "concurrent"
     for i in range(a.reps):
         rep = run_concurrent(a, res["bolted"])
+        C, S, F, O = (rep.get(k + "_cpu") for k in "CSFO")
+        rep["ratios_cpu"] = {
+            "continuous/oneshot": C / S if C and S else None,
+            "continuous/offline": C / F if C and F else None,
+            "oneshot/original": S / O if S and O else None,
+            "offline/original": F / O if F and O else None,
+            "continuous/original": C / O if C and O else None,
+        }
         C, S, F, O = (rep.get(k) for k in "CSFO")
         rep["ratios"] = {
             "continuous/oneshot": C / S if C and S else None,
@@ -319,14 +371,19 @@ def concurrent_main(a, res):
             "offline/original": F / O if F and O else None,
             "continuous/original": C / O if C and O else None,
         }
-        log("rep %d: %s" % (i + 1, ", ".join(
+        log("rep %d: wall %s; per CPU-s %s" % (i + 1, ", ".join(
             "%s %.3f" % (k, v) for k, v in rep["ratios"].items()
+            if v is not None), ", ".join(
+            "%s %.3f" % (k, v) for k, v in rep["ratios_cpu"].items()
             if v is not None)))
         res["reps"].append(rep)
     res["load_end"] = open("/proc/loadavg").read().split()[:3]
     summ = {k: med_q([r["ratios"][k] for r in res["reps"]])
             for k in res["reps"][0]["ratios"]}
+    summ_cpu = {k: med_q([r["ratios_cpu"][k] for r in res["reps"]])
+                for k in res["reps"][0]["ratios_cpu"]}
     res["summary"] = summ
+    res["summary_cpu"] = summ_cpu
     res["checks_ok"] = all(all(r["checks"].values()) for r in res["reps"])
     res["rounds_ok"] = all(len(r["rounds"]["C"]) == 2 and
                            len(r["rounds"]["S"]) == 1 and
@@ -342,11 +399,14 @@ def concurrent_main(a, res):
           (os.path.basename(a.bin), a.reps, a.window, a.profile,
            "ok" if res["checks_ok"] else "FAILED", res["rounds_ok"],
            " ".join(res["load_start"]), " ".join(res["load_end"])))
-    for k, m in summ.items():
-        if m:
-            print("  %-20s median %.3f  IQR %.3f-%.3f  range %.3f-%.3f  n=%d"
-                  % (k, m["median"], m["q1"], m["q3"], m["min"], m["max"],
-                     m["n"]))
+    for title, sm in (("ops per wall-clock second", summ),
+                      ("ops per CPU-second of the process", summ_cpu)):
+        print(" " + title + ":")
+        for k, m in sm.items():
+            if m:
+                print("  %-20s median %.3f  IQR %.3f-%.3f  range %.3f-%.3f  "
+                      "n=%d" % (k, m["median"], m["q1"], m["q3"], m["min"],
+                                m["max"], m["n"]))
     for r in res["reps"]:
         for k in ("C", "S"):
             print("  %s rounds: " % k + "; ".join(

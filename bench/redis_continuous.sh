@@ -57,7 +57,7 @@ rm -f "$out/$tag".*
 : >"$out/$tag.bench.err"
 
 "$out/redis-server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-	--daemonize no --protected-mode yes --loglevel warning \
+	--daemonize no --protected-mode yes --enable-debug-command local --loglevel warning \
 	--logfile "$out/$tag.redis.log" &
 srv=$!
 for _ in $(seq 100); do
@@ -80,6 +80,11 @@ det_digest() {
 cli debug populate "$keys" key 64 >/dev/null
 d0_before=$(cli debug digest)
 dw_before=$(det_digest)
+[[ $d0_before =~ ^[0-9a-f]{40}$ && $dw_before =~ ^[0-9a-f]{40}$ ]] || {
+	log "DEBUG DIGEST gave: $d0_before / $dw_before"
+	cli shutdown nosave >/dev/null 2>&1
+	exit 1
+}
 log "db 0: $keys keys, digest $d0_before; deterministic workload digest $dw_before"
 
 runs=0 bench_fail=0

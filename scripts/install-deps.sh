@@ -7,12 +7,19 @@ set -euo pipefail
 # valgrind: its header (client requests: a round under callgrind) and the
 #   callgrind cache-simulation guard test.
 # groff-base: tools.man renders the man pages (docs/man) and fails on a warning.
+# linux-perf, gdb: the debuginfo tests (tests/debug) run perf report and gdb
+#   on optimized code.
+# clang, libclang-rt-dev: libFuzzer and its sanitizers for the fuzz targets
+#   (tests/fuzz, docs/fuzzing.md).
+# dpkg-dev: dpkg-shlibdeps, with which CPack's Debian packages get their
+#   dependencies (the package tests).
 # AArch64 build (cmake/aarch64-toolchain.cmake) and its tests under qemu-user:
 # the cross compilers, qemu-aarch64, bolt-19 (the BOLT that handles AArch64
 # inputs), and the arm64 libraries the library links (multiarch, below;
 # libstdc++6:arm64 for the C++ test, which runs on the multiarch loader).
 pkgs=(build-essential cmake pkg-config libelf-dev libzydis-dev libpfm4-dev zlib1g-dev bolt-22
       python3 gcc-aarch64-linux-gnu libunwind8 valgrind groff-base
+      linux-perf gdb clang libclang-rt-dev dpkg-dev
       g++-aarch64-linux-gnu qemu-user bolt-19
       libelf-dev:arm64 zlib1g-dev:arm64 libpfm4-dev:arm64 libstdc++6:arm64)
 missing=()

@@ -165,6 +165,39 @@ int tool_option(struct tool_cfg *cfg, int c, const char *arg)
 	case TOOL_OPT_KEEP_WORK_DIR:
 		cfg->keep_work_dir = 1;
 		return 0;
+	case TOOL_OPT_WORK_CMD:
+		if (!arg[0]) {
+			fprintf(stderr, "%s: --work-cmd: an empty command\n", cfg->prog);
+			return -1;
+		}
+		cfg->work_cmd = arg;
+		return 0;
+	case TOOL_OPT_EXPORT_PROFILE:
+	case TOOL_OPT_PROFILE_FROM:
+		if (!arg[0]) {
+			fprintf(stderr, "%s: --%s: an empty path\n", cfg->prog,
+				c == TOOL_OPT_EXPORT_PROFILE ? "export-profile" : "profile-from");
+			return -1;
+		}
+		if (c == TOOL_OPT_EXPORT_PROFILE) {
+			cfg->export_profile = arg;
+			return 0;
+		}
+		if (cfg->nprofile_from == TOOL_PROFILES_MAX) {
+			fprintf(stderr, "%s: --profile-from: more than %d files\n", cfg->prog,
+				TOOL_PROFILES_MAX);
+			return -1;
+		}
+		cfg->profile_from[cfg->nprofile_from++] = arg;
+		return 0;
+	case TOOL_OPT_BENEFIT_MIN: {
+		/* A ratio, parsed as seconds are: digits, at most 3 decimals. */
+		uint32_t milli;
+		if (tool_parse_seconds(cfg->prog, "--benefit-min", arg, 1, 100000, &milli))
+			return -1;
+		cfg->benefit_min = milli / 1000.0;
+		return 0;
+	}
 	case TOOL_OPT_JSON:
 		cfg->format = TOOL_FORMAT_JSON;
 		return 0;
@@ -202,6 +235,20 @@ void tool_help_common(FILE *f, int supervise)
 "      --tmp-dir DIR     parent of the private work directory (default $TMPDIR,\n"
 "                        else /tmp)\n"
 "      --keep-work-dir   keep the profile, BOLT's output and log (path logged)\n"
+"      --work-cmd CMD    the benefit check: CMD (run by /bin/sh) prints a count of\n"
+"                        the work the process has done (requests, operations);\n"
+"                        after each round the optimized and the original code\n"
+"                        alternate in short windows, and the optimized code is\n"
+"                        kept only if it does more work (default: no check)\n"
+"      --export-profile F  write each round's profile to F (gzip of BOLT's\n"
+"                        pre-aggregated branch records; the build-id in its\n"
+"                        header): for other instances of the same build\n"
+"      --profile-from F  no sampling: the round reads its profile from F, a\n"
+"                        file --export-profile wrote on an instance of the same\n"
+"                        build; repeat to merge several (up to 64)\n"
+"      --benefit-min R   with --work-cmd, the ratio of work rates (optimized /\n"
+"                        original) to reach; below it the round reverts and\n"
+"                        fails with OCOLOS_ENOGAIN (default 1; 0.001 to 100)\n"
 "      --json            report each round as one JSON line\n"
 "      --text            report each round as a human-readable summary\n"
 "                        (default: --text if stdout is a terminal, else --json)\n"

@@ -32,6 +32,8 @@ enum tool_format {
 	TOOL_FORMAT_TEXT = 2, /* --text */
 };
 
+#define TOOL_PROFILES_MAX 64 /* --profile-from files */
+
 /* The configuration both tools parse; zero means "the default". */
 struct tool_cfg {
 	const char *prog;	   /* "ocolos-agent": prefixes every message */
@@ -45,6 +47,12 @@ struct tool_cfg {
 	const char *binary_path;   /* --binary */
 	const char *tmp_dir;	   /* --tmp-dir */
 	int keep_work_dir;	   /* --keep-work-dir */
+	const char *work_cmd;	   /* --work-cmd: the benefit check's counter */
+	double benefit_min;	   /* --benefit-min; 0: the library's (1.0) */
+	const char *export_profile; /* --export-profile */
+	/* --profile-from, repeatable: NULL-ended */
+	const char *profile_from[TOOL_PROFILES_MAX + 1];
+	unsigned nprofile_from;
 	int revert;		   /* ocolos-agent --revert: back to the original code */
 	int format;		   /* enum tool_format */
 	int quiet;		   /* -q: no progress lines */
@@ -75,6 +83,10 @@ enum {
 	TOOL_OPT_JSON,
 	TOOL_OPT_TEXT,
 	TOOL_OPT_REVERT,
+	TOOL_OPT_WORK_CMD,
+	TOOL_OPT_BENEFIT_MIN,
+	TOOL_OPT_EXPORT_PROFILE,
+	TOOL_OPT_PROFILE_FROM,
 };
 
 /* The getopt_long entries of the shared options, to be copied into a
@@ -90,6 +102,10 @@ enum {
 	{ "binary", required_argument, 0, TOOL_OPT_BINARY },                   \
 	{ "tmp-dir", required_argument, 0, TOOL_OPT_TMP_DIR },                 \
 	{ "keep-work-dir", no_argument, 0, TOOL_OPT_KEEP_WORK_DIR },           \
+	{ "work-cmd", required_argument, 0, TOOL_OPT_WORK_CMD },               \
+	{ "benefit-min", required_argument, 0, TOOL_OPT_BENEFIT_MIN },         \
+	{ "export-profile", required_argument, 0, TOOL_OPT_EXPORT_PROFILE },   \
+	{ "profile-from", required_argument, 0, TOOL_OPT_PROFILE_FROM },       \
 	{ "json", no_argument, 0, TOOL_OPT_JSON },                             \
 	{ "text", no_argument, 0, TOOL_OPT_TEXT },                             \
 	{ "quiet", no_argument, 0, 'q' },                                      \
@@ -161,7 +177,7 @@ struct tool_round {
 	int rc;			/* 0 or OCOLOS_E* */
 	const char *stage;	/* "open", "profile", "optimize", "replace", "revert" */
 	const char *message;	/* ocolos_last_error() when rc != 0 */
-	uint64_t stage_ns[3];	/* wall time of each stage, as measured here */
+	uint64_t stage_ns[4];	/* wall time of each stage, as measured here */
 	uint64_t round_ns;	/* of the round (all its stages) */
 	const char *binary;	/* the binary optimized, or NULL */
 	const char *build_id;	/* its GNU build-id in hex, or NULL */

@@ -5,8 +5,10 @@
  * the result within the caller's sz, leave (errors to the context and the
  * thread).
  */
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "api/api.h"
 #include "api/export.h"
 
@@ -47,6 +49,45 @@ OCOLOS_API int ocolos_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats
 OCOLOS_API int ocolos_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *stats)
 {
 	return run_stage(ctx, api_stage_replace, stats);
+}
+
+OCOLOS_API int ocolos_add_samples(struct ocolos_ctx *ctx, const uint64_t *ips, size_t n)
+{
+	int rc = api_enter(ctx);
+	if (rc)
+		return rc;
+	if (!ips || !n) {
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL, "ocolos_add_samples(): no samples (ips %s, "
+			       "n %zu)", ips ? "set" : "NULL", n);
+	} else if (ctx->ext_n + n > (1u << 26) || ctx->ext_n + n < n) {
+		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "ocolos_add_samples(): more than 2^26 "
+			       "samples held (%zu + %zu): run a round to use them", ctx->ext_n, n);
+	} else if (ctx->ext_n + n > ctx->ext_cap) {
+		size_t cap = ctx->ext_cap ? ctx->ext_cap : 4096;
+		while (cap < ctx->ext_n + n)
+			cap *= 2;
+		uint64_t *v = malloc(cap * sizeof(*v));
+		if (!v) {
+			rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+		} else {
+			if (ctx->ext_n)
+				memcpy(v, ctx->ext_ips, ctx->ext_n * sizeof(*v));
+			/* Samples name code addresses: cleared when freed. */
+			core_free_clear(ctx->ext_ips, ctx->ext_cap * sizeof(*v));
+			ctx->ext_ips = v;
+			ctx->ext_cap = cap;
+		}
+	}
+	if (!rc) {
+		memcpy(ctx->ext_ips + ctx->ext_n, ips, n * sizeof(*ips));
+		ctx->ext_n += n;
+	}
+	return api_leave(ctx, rc);
+}
+
+OCOLOS_API int ocolos_stage_check(struct ocolos_ctx *ctx, struct ocolos_stats *stats)
+{
+	return run_stage(ctx, api_stage_check, stats);
 }
 
 static int run_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *stats)

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "core/util.h"
 #include "api/export.h"
 
 static struct api_state self_state;
@@ -148,37 +149,55 @@ int api_leave(struct ocolos_ctx *ctx, int rc)
 	return rc;
 }
 
-/* The strings of `u` copied into one allocation, pointed at by `o`. */
+/* The strings of `u` copied into one allocation, pointed at by `o`: the
+ * single strings, then each NULL-ended list (a table of pointers, then
+ * its strings). */
 static int copy_strings(struct ocolos_ctx *ctx, const struct ocolos_opts *u)
 {
-	const char *one[] = { u->bolt_path, u->binary_path, u->tmp_dir };
-	size_t nargs = 0, bytes = 0;
-	for (size_t i = 0; i < 3; i++)
+	const char *one[] = { u->bolt_path, u->binary_path, u->tmp_dir, u->profile_export };
+	const char **dst[] = { &ctx->opts.bolt_path, &ctx->opts.binary_path, &ctx->opts.tmp_dir,
+			       &ctx->opts.profile_export };
+	const char *const *lists[] = { u->bolt_extra_args, u->profile_from };
+	const char *const **ldst[] = { &ctx->opts.bolt_extra_args, &ctx->opts.profile_from };
+	enum { NONE = 4, NLISTS = 2 };
+	size_t bytes = 1, nitems[NLISTS] = { 0 };
+	for (size_t i = 0; i < NONE; i++)
 		bytes += one[i] ? strlen(one[i]) + 1 : 0;
-	if (u->bolt_extra_args)
-		for (; u->bolt_extra_args[nargs]; nargs++)
-			bytes += strlen(u->bolt_extra_args[nargs]) + 1;
-	size_t table = u->bolt_extra_args ? (nargs + 1) * sizeof(char *) : 0;
-	char *mem = malloc(table + bytes + 1);
+	for (size_t l = 0; l < NLISTS; l++) {
+		if (!lists[l])
+			continue;
+		for (; lists[l][nitems[l]]; nitems[l]++)
+			bytes += strlen(lists[l][nitems[l]]) + 1;
+		bytes += (nitems[l] + 1) * sizeof(char *);
+	}
+	char *mem = malloc(bytes + NLISTS * sizeof(char *)); /* slack: aligned tables */
 	if (!mem)
 		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 	ctx->strings = mem;
-	char **args = (char **)(void *)mem, *p = mem + table;
-	const char **dst[] = { &ctx->opts.bolt_path, &ctx->opts.binary_path, &ctx->opts.tmp_dir };
-	for (size_t i = 0; i < 3; i++) {
+	char *p = mem;
+	for (size_t l = 0; l < NLISTS; l++) {
+		*ldst[l] = NULL;
+		if (!lists[l])
+			continue;
+		char **table = (char **)(void *)p;
+		p += (nitems[l] + 1) * sizeof(char *);
+		*ldst[l] = (const char *const *)table;
+		table[nitems[l]] = NULL;
+		for (size_t i = 0; i < nitems[l]; i++) {
+			table[i] = strcpy(p, lists[l][i]);
+			p += strlen(lists[l][i]) + 1;
+		}
+		/* The next table starts aligned (the tables come first, strings
+		 * of the last list last). */
+		size_t off = (size_t)(p - mem), al = sizeof(char *);
+		p = mem + (off + al - 1) / al * al;
+	}
+	for (size_t i = 0; i < NONE; i++) {
 		*dst[i] = NULL;
 		if (one[i]) {
 			*dst[i] = strcpy(p, one[i]);
 			p += strlen(one[i]) + 1;
 		}
-	}
-	for (size_t i = 0; i < nargs; i++) {
-		args[i] = strcpy(p, u->bolt_extra_args[i]);
-		p += strlen(u->bolt_extra_args[i]) + 1;
-	}
-	if (table) {
-		args[nargs] = NULL;
-		ctx->opts.bolt_extra_args = (const char *const *)args;
 	}
 	return 0;
 }
@@ -204,12 +223,32 @@ static int configure(struct ocolos_ctx *ctx, const struct ocolos_opts *in)
 	if (u.pointer_slots < 0 || u.pointer_slots > OCOLOS_SLOTS_NONE)
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.pointer_slots %d is not an enum "
 				 "ocolos_pointer_slots value", u.pointer_slots);
+	if (u.benefit_min_ratio != u.benefit_min_ratio || u.benefit_min_ratio < 0 ||
+	    u.benefit_min_ratio > 100)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.benefit_min_ratio %g is not a ratio "
+				 "between 0 and 100 (1.0: at least as fast as the original)",
+				 u.benefit_min_ratio);
+	if (u.benefit_pairs > 100 || u.benefit_window_ms > 60000)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.benefit_pairs %u / benefit_window_ms "
+				 "%u out of range (at most 100 pairs of 60000 ms)", u.benefit_pairs,
+				 u.benefit_window_ms);
+	if (!u.work_fn && (u.benefit_pairs || u.benefit_window_ms || u.benefit_min_ratio))
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.benefit_* set without opts.work_fn: "
+				 "the benefit check needs a work counter");
+	if (u.profile_from && !u.profile_from[0])
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.profile_from is an empty list: "
+				 "NULL to sample, or the files to read");
+	if (u.profile_export && !u.profile_export[0])
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.profile_export is an empty path");
 	struct api_opts *o = &ctx->opts;
 	*o = (struct api_opts){ .profile_ms = u.profile_ms, .sample_hz = u.sample_hz,
 		.bolt_timeout_ms = u.bolt_timeout_ms, .stop_timeout_ms = u.stop_timeout_ms,
 		.call_timeout_ms = u.call_timeout_ms, .stop_signal = u.stop_signal,
 		.keep_work_dir = u.keep_work_dir, .sampler = u.sampler, .edges = u.edges,
-		.pointer_slots = u.pointer_slots };
+		.pointer_slots = u.pointer_slots, .work_fn = u.work_fn, .work_user = u.work_user,
+		.benefit_pairs = u.benefit_pairs ? u.benefit_pairs : 5,
+		.benefit_window_ms = u.benefit_window_ms ? u.benefit_window_ms : 300,
+		.benefit_min_ratio = u.benefit_min_ratio ? u.benefit_min_ratio : 1.0 };
 	if (!o->profile_ms)
 		o->profile_ms = 4000; /* ~80k samples: see docs/benchmarks.md, "Samples" */
 	if (!o->sample_hz)
@@ -231,6 +270,7 @@ static void ctx_free(struct ocolos_ctx *ctx)
 	if (ctx->state == &ctx->own_state)
 		api_state_free(&ctx->own_state);
 	free(ctx->strings);
+	core_free_clear(ctx->ext_ips, ctx->ext_cap * sizeof(*ctx->ext_ips));
 	free(ctx);
 }
 

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/debuginfo.h"
 #include "core/util.h"
 #include "api/workdir.h"
 #include "infer/bat_translate.h"
@@ -238,18 +239,32 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 {
 	int self = ctx->pid == getpid();
 	enum sample_backend_kind kind = SAMPLE_PERF_IP;
-	int rc = choose_sampler(ctx, &kind);
-	if (rc)
-		return rc;
-	snprintf(p->st.sampler, sizeof(p->st.sampler), "%s", sampler_name(kind));
-	p->branches = kind == SAMPLE_PERF_LBR;
-	struct sample_config cfg = { .backend = kind, .pid = ctx->pid,
-		.hz = ctx->opts.sample_hz, .window_ms = ctx->opts.profile_ms,
-		.exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0, .cancel = &ctx->cancel };
 	struct sample_set s = { 0 };
-	uint64_t t0 = core_now_ns();
-	rc = sample_collect(&cfg, &s, &ctx->err);
-	p->st.profile_ns = core_now_ns() - t0;
+	int rc = 0;
+	if (ctx->ext_n) {
+		/* ocolos_add_samples(): taken elsewhere, used as IP samples are. */
+		s.ips = ctx->ext_ips;
+		s.n = ctx->ext_n;
+		s.cap = ctx->ext_cap;
+		s.event = "external";
+		ctx->ext_ips = NULL;
+		ctx->ext_n = ctx->ext_cap = 0;
+		snprintf(p->st.sampler, sizeof(p->st.sampler), "external");
+		p->branches = 0;
+	} else {
+		rc = choose_sampler(ctx, &kind);
+		if (rc)
+			return rc;
+		snprintf(p->st.sampler, sizeof(p->st.sampler), "%s", sampler_name(kind));
+		p->branches = kind == SAMPLE_PERF_LBR;
+		struct sample_config cfg = { .backend = kind, .pid = ctx->pid,
+			.hz = ctx->opts.sample_hz, .window_ms = ctx->opts.profile_ms,
+			.exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0,
+			.cancel = &ctx->cancel };
+		uint64_t t0 = core_now_ns();
+		rc = sample_collect(&cfg, &s, &ctx->err);
+		p->st.profile_ns = core_now_ns() - t0;
+	}
 	p->st.samples = s.n;
 	p->st.threads_sampled = s.threads;
 	if (!rc)
@@ -345,8 +360,24 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc)
 		rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_PROFILING,
 								 .res = &p->res });
-	if (!rc)
+	if (!rc && ctx->opts.profile_from) {
+		/* Another instance's window (or several, merged): no sampling. */
+		uint64_t records = 0, t0 = core_now_ns();
+		rc = api_profile_import(ctx, ctx->opts.profile_from, p->profile, &records);
+		p->st.profile_ns = core_now_ns() - t0;
+		p->st.samples_in_binary = records;
+		snprintf(p->st.sampler, sizeof(p->st.sampler), "imported");
+	} else if (!rc) {
 		rc = sample(ctx, p);
+	}
+	if (!rc && ctx->opts.profile_export) {
+		if (p->basic)
+			rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "bare IP samples (opts.edges = "
+				       "OCOLOS_EDGES_BOLT) cannot be exported: their meaning depends "
+				       "on BOLT's aggregation run; use the default edges");
+		else
+			rc = api_profile_export(ctx, p->profile, ctx->opts.profile_export);
+	}
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc)
@@ -593,6 +624,8 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		  state->last_gen, res.call_sites, res.ptr_slots, state->want.slots_kept, res.stubs,
 		  res.entries, res.blocked, res.mismatched, res.slots_held, p->st.threads_stopped,
 		  (double)p->st.pause_ns / 1e6);
+	/* perf and gdb get the new version's symbols (debuginfo.c). */
+	api_debuginfo_publish(ctx, &state->v[state->nv - 1], p->out, p->bias);
 	/* Older versions nothing leads to any more go now, if no thread is in
 	 * them (versions.c). A failure to retire is not the round's. */
 	uint32_t retired = 0;
@@ -603,6 +636,8 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	api_fill_state_stats(state, &p->st);
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
+	ctx->round_st = p->st;
+	ctx->round_st_valid = 1;
 	api_drop_pending(ctx);
 	return 0;
 }
@@ -614,6 +649,8 @@ int api_round(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		rc = api_stage_optimize(ctx, st);
 	if (!rc && !(rc = api_check_cancel(ctx, "before the replace stage")))
 		rc = api_stage_replace(ctx, st);
+	if (!rc && ctx->opts.work_fn)
+		rc = api_benefit_check(ctx, st);
 	return rc;
 }
 

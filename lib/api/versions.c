@@ -28,11 +28,13 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "api/debuginfo.h"
 #include "core/util.h"
 
 void api_version_free(struct ocolos_ctx *ctx, struct api_version *v, int unmap)
 {
 	if (unmap && ctx->target_open) {
+		api_debuginfo_forget(ctx, v); /* gdb forgets it first (debuginfo.c) */
 		inject_unwind_deregister(&ctx->target, v->unwind);
 		inject_reservation_release(&ctx->target, &v->res);
 		inject_reservation_release(&ctx->target, &v->island);
@@ -306,6 +308,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 		st->bytes_retired += st->v[i].bytes;
 		st->versions_retired++;
 		inject_record_drop_owner(&st->rec, gen);
+		inject_plan_drop_owner(&st->want, gen);
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u retired (%llu KiB unmapped)", gen,
 			  (unsigned long long)(st->v[i].bytes >> 10));
 		api_version_free(ctx, &st->v[i], 1);

@@ -15,13 +15,31 @@
 
 int core_procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err)
 {
-	char path[64], line[4096];
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
 	FILE *f = fopen(path, "re");
 	if (!f && (errno == ENOENT || errno == ESRCH))
 		return core_errf(err, OCOLOS_ENOPROC, "process %d is gone (it exited)", (int)pid);
 	if (!f)
 		return core_errf(err, OCOLOS_EIO, "cannot read %s: %s", path, strerror(errno));
+	int rc = core_procmaps_parse(f, path, m, err);
+	fclose(f);
+	if (!rc && !m->n) /* a zombie: its memory is gone already */
+		return core_errf(err, OCOLOS_ENOPROC, "process %d is exiting (it has no memory left)",
+				 (int)pid);
+	return rc;
+}
+
+static int by_start(const void *a, const void *b)
+{
+	uint64_t x = ((const struct procmaps_entry *)a)->start;
+	uint64_t y = ((const struct procmaps_entry *)b)->start;
+	return (x > y) - (x < y);
+}
+
+int core_procmaps_parse(FILE *f, const char *what, struct procmaps *m, struct core_err *err)
+{
+	char line[4096];
 	m->n = 0;
 	while (fgets(line, sizeof(line), f)) {
 		struct procmaps_entry e = { 0 };
@@ -34,16 +52,19 @@ int core_procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err)
 		while (*p == ' ')
 			p++;
 		snprintf(e.path, sizeof(e.path), "%.*s", (int)strcspn(p, "\n"), p);
-		if (core_grow((void **)&m->v, &m->cap, m->n, sizeof(*m->v))) {
-			fclose(f);
-			return core_errf(err, OCOLOS_ENOMEM, "out of memory reading %s", path);
-		}
+		if (core_grow((void **)&m->v, &m->cap, m->n, sizeof(*m->v)))
+			return core_errf(err, OCOLOS_ENOMEM, "out of memory reading %s", what);
 		m->v[m->n++] = e;
 	}
-	fclose(f);
-	if (!m->n) /* a zombie: its memory is gone already */
-		return core_errf(err, OCOLOS_ENOPROC, "process %d is exiting (it has no memory left)",
-				 (int)pid);
+	/* The kernel writes ascending starts; the free-range search relies on
+	 * it (a gap is what lies between neighbours), so a file that does not
+	 * (found by fuzzing: tests/fuzz/regress/procmaps) is put in order
+	 * rather than trusted. */
+	for (size_t i = 1; i < m->n; i++)
+		if (m->v[i].start < m->v[i - 1].start) {
+			qsort(m->v, m->n, sizeof(*m->v), by_start);
+			break;
+		}
 	return 0;
 }
 

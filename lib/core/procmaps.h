@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include "core/err.h"
 
@@ -20,7 +21,16 @@ struct procmaps {
 	size_t n, cap;
 };
 
+/* /proc/PID/maps of `pid` into `m` (reused: its entries are replaced).
+ * OCOLOS_ENOPROC if the process is gone or has no memory left (a zombie),
+ * OCOLOS_EIO, OCOLOS_ENOMEM. */
 int core_procmaps_read(pid_t pid, struct procmaps *m, struct core_err *err);
+/* The parser of core_procmaps_read(): the lines of `f` (`what` names it in
+ * messages) in the maps format; lines that are not one are skipped, paths
+ * cut at 255 bytes. Entries end up sorted by start, as the kernel writes
+ * them (core_procmaps_find_free() needs it). 0 or OCOLOS_ENOMEM. Separate so
+ * that it can be fuzzed (tests/fuzz). */
+int core_procmaps_parse(FILE *f, const char *what, struct procmaps *m, struct core_err *err);
 void core_procmaps_free(struct procmaps *m);
 
 /* Load bias of the file (dev, ino) whose first PT_LOAD is at link-time

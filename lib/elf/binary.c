@@ -190,8 +190,10 @@ static int read_sections(struct scan *sc, struct core_err *err)
 	}
 	if (!sc->symdata)
 		return core_errf(err, OCOLOS_ENOSYMS,
-				 "'%s' is stripped: it has no .symtab, so functions cannot be found; "
-				 "ship the unstripped binary (keep debug info separately if needed)", b->path);
+				 "'%s' is stripped: it has no .symtab, so functions cannot be found "
+				 "(and `strip` also removed the relocations --emit-relocs kept); ship the "
+				 "unstripped binary, or strip it with `strip --strip-debug`, which keeps "
+				 "both (debug info can go to a separate file)", b->path);
 	return 0;
 }
 
@@ -530,6 +532,8 @@ static int sweep_functions(struct scan *sc, struct core_err *err)
 /* Sort and merge the two sources' sites. */
 static void dedupe_sites(struct elf_binary *b)
 {
+	if (!b->nsites) /* sites may be NULL: no qsort(NULL, 0) (fuzzing, tests/fuzz) */
+		return;
 	qsort(b->sites, b->nsites, sizeof(*b->sites), cmp_site);
 	size_t w = 0;
 	for (size_t i = 0; i < b->nsites; i++)

@@ -258,11 +258,17 @@ int infer_write_hybrid_flags(const struct elf_binary *b, uint64_t bias,
 		return core_errf(err, OCOLOS_EIO, "cannot write profile '%s': %s", path, strerror(errno));
 	}
 	rc = write_functions(&w, v, n, st);
+	/* The advice depends on the sampler: only sigprof's ("cpu-time") can
+	 * be replaced by a denser one (issue 13: perf-ip was told to allow
+	 * perf_event_open, which it had). */
+	int sigprof = s->event && !strcmp(s->event, "cpu-time");
 	if (!rc && !w.hs.functions_cfg && w.hs.functions_sparse)
 		rc = core_errf(err, OCOLOS_ENOPROFILE,
 			       "the %zu samples in '%s' are too sparse: none of their %u functions has %d "
-			       "or more; lengthen opts.profile_ms or allow perf_event_open (a denser "
-			       "sampler)", n, b->path, w.hs.functions_sparse, HYBRID_MIN_FUNCTION_SAMPLES);
+			       "or more; lengthen opts.profile_ms or raise opts.sample_hz%s", n, b->path,
+			       w.hs.functions_sparse, HYBRID_MIN_FUNCTION_SAMPLES,
+			       sigprof ? ", or allow perf_event_open (kernel.perf_event_paranoid<=2) "
+					 "for a perf sampler" : " (is the program busy while it is sampled?)");
 	if (!rc)
 		write_calls(&w);
 	if (fclose(w.f) != 0 && !rc)

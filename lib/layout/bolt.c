@@ -99,6 +99,12 @@ static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
 	}
 }
 
+int layout_spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
+		      const atomic_int *cancel)
+{
+	return spawn_wait(argv, log, timeout_ms, cancel);
+}
+
 /* Last `max` bytes of a file, as one line, for error messages. */
 static void log_tail(const char *path, char *out, size_t max)
 {
@@ -199,12 +205,13 @@ int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, c
 			p = e ? e + 1 : NULL;
 		}
 	}
-	int found_old = 0;
+	const char *found_old = NULL; /* named in the message: which one is too old */
 	for (size_t i = 0; i < nc; i++) {
 		if (access(cands[i], X_OK) != 0)
 			continue;
 		if (!bolt_has_custom_vma(cands[i], dir)) {
-			found_old = 1;
+			if (!found_old)
+				found_old = cands[i];
 			continue;
 		}
 		snprintf(out, PATH_MAX, "%s", cands[i]);
@@ -214,11 +221,15 @@ int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, c
 		return core_errf(err, OCOLOS_ENOBOLT,
 				 "llvm-bolt '%s' does not exist or is not executable; fix opts.bolt_path "
 				 "or leave it NULL and install Debian's bolt-22 (apt-get install bolt-22)", hint);
-	return core_errf(err, OCOLOS_ENOBOLT, found_old
-			 ? "the llvm-bolt found lacks --custom-allocation-vma (BOLT 20 or newer is needed); "
-			   "install Debian's bolt-22 (apt-get install bolt-22)"
-			 : "no llvm-bolt found in /usr/lib/llvm-*/bin or $PATH; install Debian's bolt-22 "
-			   "(apt-get install bolt-22) or set opts.bolt_path");
+	if (found_old)
+		return core_errf(err, OCOLOS_ENOBOLT,
+				 "'%s'%s lacks --custom-allocation-vma (BOLT 20 or newer is needed); "
+				 "install Debian's bolt-22 (apt-get install bolt-22) or set opts.bolt_path",
+				 found_old, hint ? "" : " (the first llvm-bolt in /usr/lib/llvm-{22,21,20}/bin "
+							"and $PATH)");
+	return core_errf(err, OCOLOS_ENOBOLT,
+			 "no llvm-bolt found in /usr/lib/llvm-*/bin or $PATH; install Debian's bolt-22 "
+			 "(apt-get install bolt-22) or set opts.bolt_path");
 }
 
 /* Turn a spawn_wait() status into 0 or a named error. */

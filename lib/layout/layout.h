@@ -46,6 +46,15 @@ int layout_bolt_probe(const char *hint, const char *dir, char *out,
 int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, char *out,
 			  int *custom_vma, struct core_err *err);
 
+/* Spawn argv (argv[0] a path; no shell; LD_PRELOAD left out of its
+ * environment) with stdout+stderr to `log` (or /dev/null), wait at most
+ * timeout_ms or until *cancel (may be NULL) is set. Returns the wait status,
+ * -1 on spawn failure (errno set), -2 on timeout, -3 on cancel (the child
+ * killed and reaped either way). For callers that run BOLT on a whole
+ * binary rather than a round's (tools/ocolos_bam.c). */
+int layout_spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
+		      const atomic_int *cancel);
+
 /* ---- BOLT's placement rule (placement.c) ---- */
 
 /* The alignment of BOLT 19's rule: 64 KiB (AArch64's page align; a

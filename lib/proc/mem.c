@@ -7,6 +7,25 @@
 
 #include "proc/proc.h"
 
+/* Whether `pid` is a kernel thread: PF_KTHREAD in the flags of
+ * /proc/PID/stat (field 9, after the parenthesized command name). */
+static int is_kernel_thread(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	const char *p = strrchr(buf, ')');
+	unsigned long flags = 0;
+	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) != 1)
+		return 0;
+	return (flags & 0x00200000ul) != 0; /* PF_KTHREAD */
+}
+
 int proc_mem_open(pid_t pid, int *fd, struct core_err *err)
 {
 	char path[64];
@@ -14,6 +33,16 @@ int proc_mem_open(pid_t pid, int *fd, struct core_err *err)
 	*fd = open(path, O_RDWR | O_CLOEXEC);
 	if (*fd < 0 && errno == ENOENT)
 		return core_errf(err, OCOLOS_ENOPROC, "process %d does not exist", (int)pid);
+	/* ESRCH: the process has no user memory. A kernel thread never has
+	 * any (issue 13: `--pid 2` was told the kernel forbids /proc/PID/mem
+	 * writes); any other process is exiting. */
+	if (*fd < 0 && errno == ESRCH)
+		return is_kernel_thread(pid)
+			       ? core_errf(err, OCOLOS_EINVAL,
+					   "process %d is a kernel thread: it runs no program code to "
+					   "optimize; pass the pid of a user-space process", (int)pid)
+			       : core_errf(err, OCOLOS_ENOPROC,
+					   "process %d is exiting (it has no memory left)", (int)pid);
 	if (*fd < 0 && (errno == EACCES || errno == EPERM) && pid != getpid())
 		return core_errf(err, OCOLOS_EATTACH,
 				 "no access to process %d's memory (%s): run as its user with ptrace "

@@ -44,7 +44,7 @@ static int open_first(struct perf_event_attr *a, pid_t tid, uint32_t hz)
 }
 
 /* header, u64 ip, u32 pid, u32 tid */
-static int parse_ip(const void *rec, size_t len, struct sample_set *out)
+int sample_perf_ip_parse(const void *rec, size_t len, struct sample_set *out)
 {
 	uint64_t ip;
 	if (len < sizeof(struct perf_event_header) + 8)
@@ -76,7 +76,7 @@ int sample_perf_ip_collect(const struct sample_config *cfg,
 {
 	struct perf_threads pt = { .pid = cfg->pid, .exclude = cfg->exclude_tid,
 		.data_pages = RING_PAGES, .page = (size_t)sysconf(_SC_PAGESIZE),
-		.parse = parse_ip, .out = out };
+		.parse = sample_perf_ip_parse, .out = out };
 	/* The event is chosen on the main thread (tid == pid), whose fd is
 	 * kept unless that is the thread not to sample. */
 	int fd = open_first(&pt.attr, cfg->pid, cfg->hz);

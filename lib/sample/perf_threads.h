@@ -19,6 +19,10 @@
  * or OCOLOS_ENOMEM. */
 typedef int (*perf_sample_parser)(const void *rec, size_t len, struct sample_set *out);
 
+/* perf-ip's parser (perf_ip.c): the record's IP (header, u64 ip, u32 pid,
+ * u32 tid; only the IP is read). perf-lbr's is sample_perf_lbr_parse(). */
+int sample_perf_ip_parse(const void *rec, size_t len, struct sample_set *out);
+
 /* Consume the records of a ring's data area (`size` bytes, a power of two)
  * from byte counter `tail` to `head`: samples through `parse`, lost-record
  * notes into out->lost, others ignored. A header that cannot start a record

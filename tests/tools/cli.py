@@ -15,6 +15,11 @@
                                      libocolos(3)
   cli.py install CMAKE BUILD_DIR     cmake --install puts the tools and man
                                      pages under the prefix, and they run
+  cli.py profiles AGENT TARGET       --export-profile on one process, then
+                                     --profile-from on another of the same
+                                     build (and two files merged); another
+                                     build's, truncated and malformed files
+                                     refused with OCOLOS_EBADPROFILE
 
 Exit 0 pass, 1 fail, 77 skip. In a sanitizer build the tools need the ASan
 runtime (OCOLOS_TEST_PRELOAD), the targets must not have it.
@@ -321,6 +326,19 @@ def mode_json(agent, target, schema_path):
             validate(o, schema, "revert")
             check(o.get("ok") is True and o.get("stage") == "revert" and
                   o.get("call_sites_patched", 0) > 0, "--revert: %r" % o)
+        # The benefit check with a ratio no code reaches: the round makes
+        # the next generation, measures, goes back to the original code
+        # and fails with OCOLOS_ENOGAIN (the work counter: CPU ticks).
+        work = "awk '{print $14 + $15}' /proc/%d/stat" % t.pid
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--profile", "1",
+                            "--work-cmd", work, "--benefit-min", "50"], timeout=180)
+        check(rc == 1, "--benefit-min 50: exit %d, want 1: %s" % (rc, out))
+        for o in reports(out, "benefit check"):
+            validate(o, schema, "benefit check")
+            check(o.get("ok") is False and o.get("error_code") == -23 and
+                  o.get("stage") == "check" and o.get("benefit_pairs") == 5 and
+                  0 < o.get("benefit_ratio", 0) < 50 and "OCOLOS_ENOGAIN" in o.get("error", ""),
+                  "benefit check: %r" % o)
         # A round that fails (no BOLT): found before anything is done.
         rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--bolt",
                             "/nonexistent/llvm-bolt"])
@@ -344,7 +362,33 @@ def mode_json(agent, target, schema_path):
         validate(o, schema, "open")
         check(o.get("round") == 0 and o.get("stage") == "open" and o.get("error_code") == -19,
               "open failure: %r" % o)
+    # A kernel thread (issue 13: it was reported as a kernel forbidding
+    # /proc/PID/mem writes). None is visible in a PID namespace: skipped.
+    kt = kernel_thread()
+    if kt:
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(kt)])
+        check(rc == 1, "kernel thread %d: exit %d" % (kt, rc))
+        for o in reports(out, "kernel thread"):
+            validate(o, schema, "kernel thread")
+            check(o.get("error_code") == -1 and "kernel thread" in o.get("message", "") and
+                  "forbids" not in o.get("message", ""), "kernel thread: %r" % o)
     return 0
+
+
+def kernel_thread():
+    """The pid of a kernel thread (PF_KTHREAD in /proc/PID/stat), or None."""
+    for d in sorted(os.listdir("/proc"), key=lambda x: (len(x), x)):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 6 and int(fields[6]) & 0x00200000:
+            return int(d)
+    return None
 
 
 def mode_man(src, agent, supervise):
@@ -404,9 +448,94 @@ def mode_install(cmake, build):
     return 0
 
 
+def gzip_with_comment(data, comment):
+    """A gzip member with FCOMMENT set (Python's gzip module writes none)."""
+    import struct
+    import zlib
+    co = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = co.compress(data) + co.flush()
+    return (b"\x1f\x8b\x08\x10\0\0\0\0\x00\x03" + comment.encode() + b"\0" + body +
+            struct.pack("<II", zlib.crc32(data) & 0xffffffff, len(data) & 0xffffffff))
+
+
+def gzip_comment(blob):
+    """The FCOMMENT of a gzip member written without FEXTRA/FNAME."""
+    if len(blob) < 10 or blob[:2] != b"\x1f\x8b" or not blob[3] & 0x10:
+        return None
+    end = blob.index(b"\0", 10)
+    return blob[10:end].decode()
+
+
+def mode_profiles(agent, target):
+    import gzip
+    import tempfile
+    work = tempfile.mkdtemp(prefix="ocolos-profiles.")
+    exported = os.path.join(work, "one.prof.gz")
+    procs = []
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([target], env=target_env(), stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL))
+        time.sleep(1)
+        a, b = procs
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(a.pid), "--profile", "1",
+                            "--export-profile", exported], timeout=120)
+        if rc != 0 and ("EPERF" in out or "perf_event" in err):
+            print("SKIP: no perf_event access", file=sys.stderr)
+            return SKIP
+        check(rc == 0 and os.path.exists(exported), "export: %d %s" % (rc, out))
+        blob = open(exported, "rb").read()
+        comment = gzip_comment(blob) or ""
+        ro = subprocess.run(["readelf", "-n", target], capture_output=True, text=True)
+        m = re.search(r"Build ID: ([0-9a-f]+)", ro.stdout)
+        check(m and comment.startswith("ocolos-profile 1 build-id=%s " % m.group(1)),
+              "header %r, build-id %s" % (comment, m and m.group(1)))
+        text = gzip.decompress(blob).decode()
+        lines = text.splitlines()
+        check(lines and all(re.match(r"^[BF] \S+ \S+ \d+( \d+)?$", l) for l in lines),
+              "not BOLT's pre-aggregated branch records: %r" % lines[:3])
+        check("records=%d" % len(lines) in comment, "records in %r, %d lines"
+              % (comment, len(lines)))
+        # Another process of the same build: no sampling, the same profile.
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(b.pid), "--profile-from",
+                            exported, "--profile-from", exported], timeout=120)
+        check(rc == 0, "import (two files merged): %d %s" % (rc, out))
+        for o in reports(out, "import"):
+            check(o.get("ok") is True and o.get("sampler") == "imported" and
+                  o.get("samples_in_binary") == 2 * len(lines) and
+                  o.get("functions_moved", 0) > 0, "import: %r" % o)
+        bad = {
+            "truncated": (blob[:len(blob) // 2], "gzip"),
+            "another build": (gzip_with_comment(text.encode(), "ocolos-profile 1 build-id="
+                                                "00112233 records=%d" % len(lines)),
+                              "another build"),
+            "no header": (gzip.compress(text.encode()), "header"),
+            "malformed": (gzip_with_comment(b"B 401000 zz 1 0\n", comment), "line 1"),
+            "absurd count": (gzip_with_comment(b"B 401000 401010 99999999999999999 0\n",
+                                               comment), "plausible"),
+        }
+        for name, (data, word) in sorted(bad.items()):
+            path = os.path.join(work, name.replace(" ", "_") + ".gz")
+            with open(path, "wb") as f:
+                f.write(data)
+            rc, out, err = run([agent, "--json", "-q", "--pid", str(b.pid), "--profile-from",
+                                path], timeout=60)
+            check(rc == 1, "%s: exit %d, want 1" % (name, rc))
+            for o in reports(out, name):
+                check(o.get("error_code") == -24 and o.get("stage") == "profile" and
+                      word in o.get("message", "") and path in o.get("message", ""),
+                      "%s: %r" % (name, o))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main(argv):
     modes = {"args": (mode_args, 2), "json": (mode_json, 3), "man": (mode_man, 3),
-             "install": (mode_install, 2)}
+             "install": (mode_install, 2), "profiles": (mode_profiles, 2)}
     if len(argv) < 2 or argv[1] not in modes or len(argv) != 2 + modes[argv[1]][1]:
         print(__doc__, file=sys.stderr)
         return 1

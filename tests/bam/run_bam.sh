@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# BAM tests (ctest -L bam): ocolos-bam on small programs.
+#
+#   run_bam.sh CASE TOOLS_DIR TEST_BIN_DIR LLVM_BOLT
+#
+# CASE: intercept | auto | concurrent | invalidate | fallback | unsafe | off | gcc
+# Every case checks the oracle: each output file of the run under ocolos-bam
+# is byte-identical to the same run without it (bam_work's output depends
+# only on its input and arguments).
+set -euo pipefail
+case_=$1 tools=$2 bins=$3 bolt=$4
+bam=$tools/ocolos-bam
+work=$(mktemp -d /tmp/ocolos-bam-test.XXXXXX)
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+cd "$work"
+cache=$work/cache
+# Programs under test live in $work/bin (copied: the invalidation case
+# rewrites them) and are found by name through PATH.
+mkdir bin
+cp "$bins/bam_work" "$bins/bam_work_norel" "$bins/bam_work_v2" "$bins/bam_spawn" \
+   "$bins/bam_crash" bin/
+export PATH=$work/bin:$PATH
+head -c 40000 /dev/urandom > in1
+head -c 30000 /dev/urandom > in2
+ROUNDS=${BAM_TEST_ROUNDS:-100}
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# jget JSONFILE KEY [TARGET_INDEX]: a scalar field of the summary (or of
+# the first target). Plain shell: python's start-up costs seconds on a
+# loaded 2-core machine, times twenty checks.
+jget() {
+  local line; line=$(grep '^{"tool":"ocolos-bam"' "$1" | tail -1)
+  [ $# -gt 2 ] && line=${line#*\"targets\":\[}
+  grep -o "\"$2\":[^,}]*" <<< "$line" | head -1 | cut -d: -f2- | tr -d '"'
+}
+expect() { # expect JSONFILE KEY VALUE [TARGET_INDEX]
+  local v; v=$(jget "$1" "$2" ${4:-})
+  [ "$v" = "$3" ] || { cat "$1" >&2; fail "$2 = $v, expected $3"; }
+}
+# bamrun LOG [ocolos-bam options] -- CMD...: one session, summary kept in LOG.
+bamrun() {
+  local log=$1; shift
+  "$bam" --cache "$cache" --bolt "$bolt" "$@" 2> "$log" || { cat "$log" >&2; fail "ocolos-bam $*"; }
+}
+ref() { bam_work "$1" "ref.$2" "$ROUNDS"; }
+same() { cmp "$1" "$2" || fail "$1 differs from $2 (the oracle)"; }
+entry_of() { ls -d "$cache"/e/* | head -1; }
+
+# Make a cache entry of bam_work optimized: profile two runs, BOLT (--wait).
+optimize() { # optimize PROG
+  bamrun opt.log --target "$1" --profile-runs 2 --profile-samples 1000000 --wait -- \
+    sh -c "$1 in1 o.a $ROUNDS && $1 in2 o.b $ROUNDS"
+  expect opt.log state optimized 0
+}
+
+case $case_ in
+intercept)
+  # Each exec family call, one session each: the target is seen and
+  # profiled, and the output is the unaccelerated one.
+  ref in1 1
+  for how in execve execv execvp execvpe execl execlp execle posix_spawn posix_spawnp vfork; do
+    prog=$work/bin/bam_work
+    case $how in *p|*pe) prog=bam_work ;; esac
+    bamrun "s.$how" --target bam_work --profile-runs 100 --profile-samples 1000000 -- \
+      bam_spawn "$how" "$prog" in1 "out.$how" "$ROUNDS" x
+    expect "s.$how" invocations 1
+    expect "s.$how" invocations_profiled 1
+    same ref.1 "out.$how"
+  done
+  # The profiled processes wrote their samples to the spool (at ~250
+  # samples per CPU second, most runs leave a few).
+  n=$(cat "$(entry_of)"/spool/*.s 2>/dev/null | wc -c)
+  [ "$n" -gt 0 ] || fail "no samples in the spool"
+  ;;
+auto)
+  # No --target: a binary becomes a target on its 3rd exec (--auto 3), so
+  # 5 runs give 3 invocations; `sh` itself (exec'd once) never does.
+  ref in1 1
+  bamrun s.auto --auto 3 --profile-runs 100 --profile-samples 1000000 -- \
+    sh -c "for i in 1 2 3 4 5; do bam_work in1 out.\$i $ROUNDS || exit 1; done"
+  expect s.auto invocations 3
+  for i in 1 2 3 4 5; do same ref.1 out.$i; done
+  # The counts live in the cache: a later session finds it a target at once.
+  bamrun s.auto2 --auto 3 --profile-runs 100 --profile-samples 1000000 -- bam_work in1 out.6 "$ROUNDS"
+  # (bam_work is CMD itself here: CMD is not intercepted, only its children)
+  expect s.auto2 invocations 0
+  bamrun s.auto3 --auto 3 -- sh -c "bam_work in1 out.7 $ROUNDS"
+  expect s.auto3 invocations 1
+  same ref.1 out.7
+  ;;
+concurrent)
+  # make -j2: 8 compilations of two inputs; at most --profile-runs of them
+  # profiled (claims are counted under a file lock), then BOLT, then a
+  # second build runs the optimized binary for every compilation. The
+  # relocation-less copy goes the same way in BOLT's non-relocation mode.
+  for prog in bam_work bam_work_norel; do
+    mode=relocs; [ $prog = bam_work_norel ] && mode=no-relocs
+    printf 'all: %s\n%%.out:\n\t%s $(if $(filter 1 3 5 7,$*),in1,in2) $@ %s\n' \
+      "$(echo o{1..8}.out)" "$prog" "$ROUNDS" > Makefile
+    make -s -j2 >/dev/null && mkdir -p "ref.$prog" && mv o*.out "ref.$prog/"
+    bamrun "s1.$prog" --target $prog --profile-runs 3 --profile-samples 1000000 --wait -- make -s -j2
+    expect "s1.$prog" invocations 8
+    expect "s1.$prog" invocations_profiled 3
+    expect "s1.$prog" state optimized 0
+    expect "s1.$prog" mode $mode 0
+    for f in o*.out; do same "ref.$prog/$f" "$f"; done
+    rm -f o*.out
+    bamrun "s2.$prog" --target $prog -- make -s -j2
+    expect "s2.$prog" invocations 8
+    expect "s2.$prog" invocations_optimized 8
+    expect "s2.$prog" fallbacks 0
+    for f in o*.out; do same "ref.$prog/$f" "$f"; done
+    rm -f o*.out
+  done
+  ;;
+invalidate)
+  ref in1 1
+  optimize bam_work
+  old=$(entry_of)
+  bamrun s1 --target bam_work -- sh -c "bam_work in1 out.1 $ROUNDS"
+  expect s1 invocations_optimized 1
+  same ref.1 out.1
+  # A new version of the binary (other code, other build-id): the entry no
+  # longer applies, the original runs and is profiled anew, and the stale
+  # entry is removed when the next session starts.
+  cp "$work/bin/bam_work_v2" "$work/bin/bam_work"
+  ref in1 2
+  bamrun s2 --target bam_work --profile-samples 1000000 -- sh -c "bam_work in1 out.2 $ROUNDS"
+  expect s2 invocations_optimized 0
+  expect s2 invocations_profiled 1
+  same ref.2 out.2
+  [ ! -e "$old" ] || fail "stale entry $old kept"
+  # The same bytes with a new mtime count as a change too.
+  optimize bam_work
+  touch -d '2020-01-01' "$work/bin/bam_work"
+  bamrun s3 --target bam_work --profile-samples 1000000 -- sh -c "bam_work in1 out.3 $ROUNDS"
+  expect s3 invocations_optimized 0
+  same ref.2 out.3
+  # The size bound: with --cache-max 0 a session starts by evicting every
+  # entry. s3's entry (one profiled run claimed) is then made anew by s4
+  # (one claim), not reused (it would hold two).
+  e=$(entry_of)
+  [ "$(stat -c %s "$e/claims")" = 1 ] || fail "s3's entry should hold one claim"
+  bamrun s4 --cache-max 0 --target bam_work --profile-samples 1000000 -- sh -c "bam_work in1 out.4 $ROUNDS"
+  [ "$(ls "$cache/e" | wc -l)" = 1 ] || fail "expected one entry after eviction"
+  [ "$(stat -c %s "$e/claims")" = 1 ] || fail "the entry was not evicted (--cache-max 0)"
+  same ref.2 out.4
+  ;;
+fallback)
+  ref in1 1
+  optimize bam_work
+  e=$(entry_of)
+  # 1. The optimized file cannot be executed (garbage): quarantined, the
+  #    original runs in the same exec.
+  chmod u+w "$e/optimized"; echo garbage > "$e/optimized"; chmod 0500 "$e/optimized"
+  bamrun s1 --target bam_work -- sh -c "bam_work in1 out.1 $ROUNDS"
+  same ref.1 out.1
+  expect s1 fallbacks 1
+  expect s1 state quarantined 0
+  bamrun s2 --target bam_work -- sh -c "bam_work in1 out.2 $ROUNDS"
+  expect s2 invocations_optimized 0
+  same ref.1 out.2
+  # 2. The optimized binary starts and faults (SIGSEGV): its fault handler
+  #    quarantines the entry and the process becomes the original.
+  rm -f "$e/quarantine"
+  chmod u+w "$e/optimized"; cp "$work/bin/bam_crash" "$e/optimized"; chmod 0500 "$e/optimized"
+  bamrun s3 --target bam_work -- sh -c "bam_work in1 out.3 $ROUNDS"
+  same ref.1 out.3
+  expect s3 fallbacks 1
+  expect s3 state quarantined 0
+  grep -q "crashed; quarantined" s3 || fail "no crash report"
+  ;;
+unsafe)
+  ref in1 1
+  optimize bam_work
+  e=$(entry_of)
+  # 1. A cache directory other users can write: refused, by name, and
+  #    the build runs unaccelerated.
+  chmod 0777 "$cache"
+  bamrun s1 --target bam_work -- sh -c "bam_work in1 out.1 $ROUNDS"
+  grep -q OCOLOS_BAM_EUNSAFE s1 || fail "no EUNSAFE message"
+  expect s1 error OCOLOS_BAM_EUNSAFE
+  expect s1 invocations 0
+  same ref.1 out.1
+  chmod 0700 "$cache"
+  # 2. An entry whose binary others can write: refused, original runs.
+  chmod 0502 "$e/optimized"
+  bamrun s2 --target bam_work -- sh -c "bam_work in1 out.2 $ROUNDS"
+  expect s2 invocations_optimized 0
+  expect s2 refused_unsafe 1 0
+  grep -q "OCOLOS_BAM_EUNSAFE" s2 || fail "no EUNSAFE message for the entry"
+  same ref.1 out.2
+  # 3. The same for the entry directory.
+  chmod 0500 "$e/optimized"; chmod 0777 "$e"
+  bamrun s3 --target bam_work -- sh -c "bam_work in1 out.3 $ROUNDS"
+  expect s3 invocations_optimized 0
+  same ref.1 out.3
+  chmod 0700 "$e"
+  bamrun s4 --target bam_work -- sh -c "bam_work in1 out.4 $ROUNDS"
+  expect s4 invocations_optimized 1
+  same ref.1 out.4
+  ;;
+off)
+  ref in1 1
+  optimize bam_work
+  OCOLOS_BAM=off bamrun s1 --target bam_work -- sh -c "bam_work in1 out.1 $ROUNDS"
+  expect s1 enabled false
+  expect s1 invocations 0
+  same ref.1 out.1
+  ;;
+gcc)
+  # The real thing, small: gcc's driver runs cc1 (vfork + execv in GCC 12),
+  # cc1 is the target. Debian's cc1 is stripped, so the worker refuses it
+  # (state failed, with the reason) if any profile was taken; the objects
+  # must be those of a plain build either way.
+  command -v gcc >/dev/null || { echo "no gcc: skipped"; exit 77; }
+  for i in 1 2 3 4; do
+    printf 'int f%d(int x) { int s = 0; for (int i = 0; i < x; i++) s += i * %d; return s; }\n' $i $i > c$i.c
+  done
+  printf 'all: c1.o c2.o c3.o c4.o\n%%.o: %%.c\n\tgcc -O2 -c $< -o $@\n' > Makefile
+  make -s -j2 && mkdir ref && mv c?.o ref/
+  bamrun s1 --target cc1 --profile-runs 2 --wait -- make -s -j2
+  expect s1 invocations 4
+  expect s1 invocations_profiled 2
+  st=$(jget s1 state 0)
+  case $st in profiling|failed|optimized) ;; *) fail "cc1 state $st" ;; esac
+  echo "cc1: state $st, mode $(jget s1 mode 0), reason: $(jget s1 reason 0)"
+  for i in 1 2 3 4; do same ref/c$i.o c$i.o; done
+  ;;
+*) fail "unknown case $case_" ;;
+esac
+echo "PASS: bam.$case_"

@@ -1,0 +1,44 @@
+/*
+ * Batch Accelerator Mode (BAM): what the launcher (tools/ocolos_bam.c) and
+ * the preload library (tools/bam/preload.c) agree on — environment variable
+ * names and the layout of the cache. Nothing else; no code.
+ *
+ * The cache ($XDG_CACHE_HOME/ocolos-bam, 0700, owned by the user):
+ *
+ *   <root>/bolt.lock            flock: at most one BOLT runs per user
+ *   <root>/seen/<dev>_<ino>_<size>_<mtime>
+ *                               one byte appended per exec of that file
+ *                               (O_APPEND: the size is the count; no lock)
+ *   <root>/e/<key>/             one entry per binary version, key =
+ *                               <build-id hex>-<fnv64(path,size,mtime,conf)>
+ *       meta                    "path\nsize\nmtime_ns\nbuild-id\n" (rename'd in)
+ *       claims                  one byte per profiled invocation (flock'ed)
+ *       spool/<pid>.<ns>.s      link-time PCs (uint64 each) of one process
+ *       bolt.lock               flock: the entry's BOLT worker
+ *       optimized               the BOLT output, 0500, rename'd in when done
+ *       mode                    "relocs" or "no-relocs"
+ *       failed                  BOLT failed: never retried for this key
+ *       quarantine              the optimized binary failed to run
+ *       bolt.log                BOLT's output
+ *   <root>/s/<pid>.log          the running session's events, one line each
+ *                               ("<event> <key> <path>\n", O_APPEND)
+ */
+#ifndef OCOLOS_BAM_H
+#define OCOLOS_BAM_H
+
+#define BAM_ENV_SWITCH	 "OCOLOS_BAM"	      /* "off": everything passes through */
+#define BAM_ENV_ROOT	 "OCOLOS_BAM_DIR"      /* the checked cache root */
+#define BAM_ENV_SESSION	 "OCOLOS_BAM_SESSION"  /* the session's event log */
+#define BAM_ENV_CONF	 "OCOLOS_BAM_CONF"     /* hex hash of BOLT version + options */
+#define BAM_ENV_TARGETS	 "OCOLOS_BAM_TARGETS"  /* ':'-separated paths or names */
+#define BAM_ENV_AUTO	 "OCOLOS_BAM_AUTO"     /* execs before a binary is a target; 0 off */
+#define BAM_ENV_RUNS	 "OCOLOS_BAM_PROFILE_RUNS" /* invocations profiled per key at most */
+#define BAM_ENV_HZ	 "OCOLOS_BAM_HZ"       /* sampling rate of profiled processes */
+/* Set by the exec wrapper for one process only (its constructor removes it): */
+#define BAM_ENV_PROFILE	 "OCOLOS_BAM_PROFILE"  /* spool directory: sample yourself */
+#define BAM_ENV_RUN_ENTRY "OCOLOS_BAM_RUN_ENTRY" /* you are an optimized binary: entry dir */
+#define BAM_ENV_RUN_ORIG "OCOLOS_BAM_RUN_ORIG" /* ... and this is the original to fall back to */
+
+#define BAM_SPOOL_MAX_PCS (1u << 20) /* per process: 8 MiB of address space, touched lazily */
+
+#endif

@@ -1,0 +1,1025 @@
+/*
+ * ocolos-bam: Batch Accelerator Mode launcher.
+ *
+ *   ocolos-bam [options] -- CMD [ARGS...]
+ *
+ * Responsible for: the cache's root and its trust check, the configuration
+ * handed to the preload library (tools/bam/preload.c) through the
+ * environment, running CMD with the preload, watching the cache while CMD
+ * runs and starting one background BOLT worker when an entry has enough
+ * profile, the worker itself (a forked child of this process: spool ->
+ * profile through lib/infer -> llvm-bolt through lib/layout -> the entry's
+ * `optimized`), bounding and invalidating the cache, and the one-line JSON
+ * summary on stderr at exit.
+ * Not responsible for: the exec decision and the sampling (the preload).
+ *
+ * The build never waits for BOLT: the worker runs at nice 19 in its own
+ * session, and CMD's exit status is ocolos-bam's as soon as CMD exits
+ * (unless --wait, for tests and benchmarks, asks to wait for the worker).
+ * The layout of the cache is in tools/bam/bam.h; the trust model in
+ * docs/bam.md.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <gelf.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <libelf.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bam/bam.h"
+#include "core/err.h"
+#include "elf/binary.h"
+#include "infer/profile.h"
+#include "layout/layout.h"
+#include "sample/sample.h"
+
+#define ERR_UNSAFE "OCOLOS_BAM_EUNSAFE"
+
+struct opts {
+	const char *targets;	  /* ':'-joined --target values, or NULL */
+	long auto_n;		  /* --auto: execs before a file is a target (0 off) */
+	int auto_set;
+	long runs;		  /* --profile-runs */
+	long min_samples;	  /* --profile-samples */
+	long hz;		  /* --hz */
+	const char *cache;	  /* --cache */
+	long cache_max_mb;	  /* --cache-max */
+	const char *bolt;	  /* --bolt */
+	long bolt_timeout_s;	  /* --bolt-timeout */
+	int wait;		  /* --wait */
+	int allow_stripped;	  /* --allow-stripped */
+	const char *preload;	  /* --preload */
+};
+
+static char root[PATH_MAX];
+static char bolt_path[PATH_MAX];
+static pid_t worker = -1;	  /* the BOLT worker we started, or -1 */
+static char worker_entry[PATH_MAX + 300]; /* ... and its entry */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ocolos-bam [options] -- CMD [ARGS...]\n"
+		"  --target PATH|NAME   a binary to accelerate (repeatable); turns --auto off unless given\n"
+		"  --auto N             also any dynamic ELF exec'd N times or more (default 3; 0: off)\n"
+		"  --profile-runs N     invocations profiled per binary version at most (default 10)\n"
+		"  --profile-samples N  samples before BOLT runs (default 2000; at the end of CMD any\n"
+		"                       profile counts once --profile-runs invocations were profiled)\n"
+		"  --hz N               sampling rate of a profiled process, per CPU second (default 1000)\n"
+		"  --cache DIR          cache directory (default $XDG_CACHE_HOME/ocolos-bam)\n"
+		"  --cache-max MB       cache size bound (default 4096)\n"
+		"  --bolt PATH          llvm-bolt to use (default: libocolos's BOLT discovery)\n"
+		"  --bolt-timeout S     BOLT's time limit (default 1800)\n"
+		"  --wait               wait for the background BOLT before exiting\n"
+		"  --allow-stripped     let BOLT try binaries without .symtab (off: BOLT 22 broke\n"
+		"                       Debian's stripped cc1 here; a fault falls back to the original)\n"
+		"  --preload PATH       libocolos-bam.so (default: beside this program)\n"
+		"OCOLOS_BAM=off runs CMD untouched. At exit one JSON line on stderr.\n");
+}
+
+static int parse(int argc, char **argv, struct opts *o)
+{
+	static char targets[8192];
+	static const struct option lo[] = {
+		{ "target", required_argument, 0, 't' }, { "auto", required_argument, 0, 'a' },
+		{ "profile-runs", required_argument, 0, 'r' },
+		{ "profile-samples", required_argument, 0, 's' }, { "hz", required_argument, 0, 'z' },
+		{ "cache", required_argument, 0, 'c' }, { "cache-max", required_argument, 0, 'm' },
+		{ "bolt", required_argument, 0, 'b' }, { "bolt-timeout", required_argument, 0, 'T' },
+		{ "wait", no_argument, 0, 'w' }, { "allow-stripped", no_argument, 0, 'S' }, { "preload", required_argument, 0, 'p' },
+		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
+	*o = (struct opts){ .auto_n = 3, .runs = 10, .min_samples = 2000, .hz = 1000,
+			    .cache_max_mb = 4096, .bolt_timeout_s = 1800 };
+	int c;
+	while ((c = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			if (strchr(optarg, ':') || strlen(targets) + strlen(optarg) + 2 > sizeof(targets)) {
+				fprintf(stderr, "ocolos-bam: --target '%s': no ':' in a target, and at most "
+					"8 KiB of them\n", optarg);
+				return -1;
+			}
+			if (*targets)
+				strcat(targets, ":");
+			strcat(targets, optarg);
+			o->targets = targets;
+			break;
+		case 'a': o->auto_n = atol(optarg); o->auto_set = 1; break;
+		case 'r': o->runs = atol(optarg); break;
+		case 's': o->min_samples = atol(optarg); break;
+		case 'z': o->hz = atol(optarg); break;
+		case 'c': o->cache = optarg; break;
+		case 'm': o->cache_max_mb = atol(optarg); break;
+		case 'b': o->bolt = optarg; break;
+		case 'T': o->bolt_timeout_s = atol(optarg); break;
+		case 'w': o->wait = 1; break;
+		case 'S': o->allow_stripped = 1; break;
+		case 'p': o->preload = optarg; break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (o->targets && !o->auto_set)
+		o->auto_n = 0;
+	if (optind >= argc) {
+		usage(stderr);
+		return -1;
+	}
+	return optind;
+}
+
+/* ---- the cache root ------------------------------------------------------------ */
+
+/* mkdir -p with mode 0700 for the directories we create. */
+static int mkdirs(const char *path)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = 0;
+		if (mkdir(p, 0700) && errno != EEXIST)
+			return -1;
+		*s = '/';
+	}
+	return mkdir(p, 0700) && errno != EEXIST ? -1 : 0;
+}
+
+/* The trust rule (docs/bam.md): a directory of the cache is a real
+ * directory (not a symlink), owned by the effective user, writable by
+ * nobody else. Returns NULL or why not. */
+static const char *untrusted_dir(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st))
+		return "cannot be read";
+	if (!S_ISDIR(st.st_mode))
+		return "is not a directory";
+	if (st.st_uid != geteuid())
+		return "is owned by another user";
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return "is writable by other users";
+	return NULL;
+}
+
+static int setup_root(const struct opts *o)
+{
+	if (o->cache) {
+		snprintf(root, sizeof(root), "%s", o->cache);
+	} else {
+		const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+		if (x && *x == '/')
+			snprintf(root, sizeof(root), "%s/ocolos-bam", x);
+		else if (h && *h)
+			snprintf(root, sizeof(root), "%s/.cache/ocolos-bam", h);
+		else
+			return fprintf(stderr, "ocolos-bam: neither XDG_CACHE_HOME nor HOME is set: "
+				       "give --cache DIR\n"), -1;
+	}
+	if (mkdirs(root))
+		return fprintf(stderr, "ocolos-bam: cannot create cache directory %s: %s\n", root,
+			       strerror(errno)), -1;
+	static const char *const subs[] = { "", "/e", "/s", "/seen", "/probe" };
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		char p[PATH_MAX + 16];
+		snprintf(p, sizeof(p), "%s%s", root, subs[i]);
+		if (*subs[i] && mkdir(p, 0700) && errno != EEXIST)
+			return fprintf(stderr, "ocolos-bam: cannot create %s: %s\n", p, strerror(errno)), -1;
+		const char *why = untrusted_dir(p);
+		if (why) {
+			fprintf(stderr, "ocolos-bam: cache directory %s %s (" ERR_UNSAFE "): a binary "
+				"there would run as you; running the command unaccelerated. Fix: "
+				"chmod 700 it (and check its owner), or use --cache\n", p, why);
+			return -2;
+		}
+	}
+	return 0;
+}
+
+/* ---- configuration hash: BOLT version and options ------------------------------- */
+
+static const char *const bolt_common[] = { "--reorder-blocks=ext-tsp", "--split-functions",
+	"--split-all-cold", "--icf=1", "--use-gnu-stack", "--lite", "--dyno-stats=0", NULL };
+static const char *const bolt_relocs[] = { "--reorder-functions=cdsort", NULL };
+static const char *const bolt_norelocs[] = { "--relocs=0", NULL };
+/* A binary without .symtab (Debian's cc1): BOLT refuses it unless told;
+ * it then finds functions from .eh_frame and the dynamic symbols. Seen
+ * here: BOLT 22 on Debian's stripped cc1 (gcc 12.2), even with no
+ * reordering at all (--reorder-blocks=none --relocs=0), writes a cc1 that
+ * faults at once on every input. So stripped binaries are refused (entry
+ * `failed`, reason in it) unless --allow-stripped asks to try, and then
+ * the fault fallback is what keeps the build right. */
+static const char *const bolt_stripped[] = { "--allow-stripped", NULL };
+#define BAM_FORMAT "bam-1" /* bump when the spool or entry layout changes */
+
+/* The BOLT "version": its path, size and mtime (a package upgrade changes
+ * them), and every option above. */
+static void conf_hash(char *out, size_t cap)
+{
+	uint64_t h = 14695981039346656037ull;
+	struct stat st = { 0 };
+	stat(bolt_path, &st);
+	char buf[PATH_MAX + 128];
+	int n = snprintf(buf, sizeof(buf), "%s|%s|%lld|%lld.%ld", BAM_FORMAT, bolt_path,
+			 (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+	for (int i = 0; i < n; i++)
+		h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
+	const char *const *lists[] = { bolt_common, bolt_relocs, bolt_norelocs, bolt_stripped };
+	for (size_t l = 0; l < 4; l++)
+		for (size_t i = 0; lists[l][i]; i++)
+			for (const char *s = lists[l][i]; *s; s++)
+				h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	snprintf(out, cap, "%016" PRIx64, h);
+}
+
+/* ---- entries ------------------------------------------------------------------- */
+
+struct meta {
+	char path[PATH_MAX];
+	long long size;
+	unsigned long long mtime_ns;
+	char build_id[160];
+};
+
+static int read_meta(const char *entry, struct meta *m)
+{
+	char p[PATH_MAX + 8];
+	snprintf(p, sizeof(p), "%s/meta", entry);
+	FILE *f = fopen(p, "re");
+	if (!f)
+		return -1;
+	int ok = fgets(m->path, sizeof(m->path), f) && fscanf(f, "%lld\n%llu\n%159s", &m->size,
+							       &m->mtime_ns, m->build_id) == 3;
+	fclose(f);
+	if (!ok)
+		return -1;
+	m->path[strcspn(m->path, "\n")] = 0;
+	return 0;
+}
+
+/* Does the original still match the entry? */
+static int meta_current(const struct meta *m)
+{
+	struct stat st;
+	return !stat(m->path, &st) && st.st_size == m->size &&
+	       (unsigned long long)st.st_mtim.tv_sec * 1000000000ull + (unsigned long long)st.st_mtim.tv_nsec ==
+		       m->mtime_ns;
+}
+
+static int has(const char *entry, const char *name)
+{
+	char p[PATH_MAX + 32];
+	snprintf(p, sizeof(p), "%s/%s", entry, name);
+	return access(p, F_OK) == 0;
+}
+
+static off_t file_size(const char *entry, const char *name)
+{
+	char p[PATH_MAX + 32];
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/%s", entry, name);
+	return stat(p, &st) ? 0 : st.st_size;
+}
+
+/* Samples in the entry's spool (8 bytes each). */
+static uint64_t spool_samples(const char *entry)
+{
+	char p[PATH_MAX + 8];
+	snprintf(p, sizeof(p), "%s/spool", entry);
+	DIR *d = opendir(p);
+	if (!d)
+		return 0;
+	uint64_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		struct stat st;
+		if (l > 2 && !strcmp(de->d_name + l - 2, ".s") && !fstatat(dirfd(d), de->d_name, &st, 0))
+			n += (uint64_t)st.st_size / 8;
+	}
+	closedir(d);
+	return n;
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(p) && errno != ENOENT ? -1 : 0;
+}
+
+/* Remove an entry: first renamed out of e/ (a concurrent exec then no
+ * longer finds a half-removed entry), then deleted. */
+static void entry_remove(const char *entry)
+{
+	char t[PATH_MAX + 64];
+	snprintf(t, sizeof(t), "%s/trash.%d.%ld", root, (int)getpid(), (long)random());
+	if (rename(entry, t))
+		return;
+	nftw(t, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static uint64_t dir_bytes;
+static int add_bytes(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)p;
+	(void)ftw;
+	if (flag == FTW_F)
+		dir_bytes += (uint64_t)st->st_blocks * 512;
+	return 0;
+}
+
+/* Remove the files of <root>/<sub> not touched for `days` days: exec
+ * counts of binaries long gone, logs of sessions that were killed. */
+static void prune_old(const char *sub, int days)
+{
+	char p[PATH_MAX + 16];
+	snprintf(p, sizeof(p), "%s/%s", root, sub);
+	DIR *d = opendir(p);
+	if (!d)
+		return;
+	time_t limit = time(NULL) - (time_t)days * 86400;
+	struct dirent *de;
+	struct stat st;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.' && !fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) &&
+		    S_ISREG(st.st_mode) && st.st_mtime < limit)
+			unlinkat(dirfd(d), de->d_name, 0);
+	closedir(d);
+}
+
+/* Invalidate entries whose original changed or is gone, then evict the
+ * least recently used entries (by the entry directory's mtime, which every
+ * new file in it updates) until the cache fits in max_mb. Entries being
+ * worked on (bolt.lock held) are skipped. */
+static void trim_cache(long max_mb)
+{
+	char e[PATH_MAX + 4];
+	snprintf(e, sizeof(e), "%s/e", root);
+	DIR *d = opendir(e);
+	if (!d)
+		return;
+	struct ent { char path[PATH_MAX + 300]; time_t used; uint64_t bytes; } *v = NULL;
+	size_t n = 0;
+	uint64_t total = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char p[PATH_MAX + 300];
+		snprintf(p, sizeof(p), "%s/%s", e, de->d_name);
+		struct meta m;
+		if (!read_meta(p, &m) && !meta_current(&m)) {
+			entry_remove(p);
+			continue;
+		}
+		struct stat st;
+		if (lstat(p, &st))
+			continue;
+		dir_bytes = 0;
+		nftw(p, add_bytes, 16, FTW_PHYS);
+		struct ent *nv = realloc(v, (n + 1) * sizeof(*v));
+		if (!nv)
+			break;
+		v = nv;
+		snprintf(v[n].path, sizeof(v[n].path), "%s", p);
+		v[n].used = st.st_mtime;
+		v[n].bytes = dir_bytes;
+		total += dir_bytes;
+		n++;
+	}
+	closedir(d);
+	prune_old("seen", 30);
+	prune_old("s", 2);
+	while (total > (uint64_t)max_mb << 20 && n) {
+		size_t old = 0;
+		for (size_t i = 1; i < n; i++)
+			if (v[i].used < v[old].used)
+				old = i;
+		char lk[PATH_MAX + 320];
+		snprintf(lk, sizeof(lk), "%s/bolt.lock", v[old].path);
+		int fd = open(lk, O_RDONLY | O_CLOEXEC);
+		int busy = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB);
+		if (!busy)
+			entry_remove(v[old].path);
+		if (fd >= 0)
+			close(fd);
+		total -= v[old].bytes;
+		v[old] = v[--n];
+	}
+	free(v);
+}
+
+/* ---- the BOLT worker ------------------------------------------------------------ */
+
+/* Was the binary linked with --emit-relocs? Its code sections then keep
+ * their relocations (.rela.text), which BOLT's relocation mode needs.
+ * *stripped: it has no .symtab. */
+static int has_relocs(const char *path, int *stripped)
+{
+	*stripped = 1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), yes = 0;
+	if (fd < 0)
+		return 0;
+	elf_version(EV_CURRENT);
+	Elf *e = elf_begin(fd, ELF_C_READ, NULL);
+	size_t shstr;
+	if (e && !elf_getshdrstrndx(e, &shstr)) {
+		for (Elf_Scn *s = NULL; (s = elf_nextscn(e, s));) {
+			GElf_Shdr sh;
+			const char *name;
+			if (!gelf_getshdr(s, &sh))
+				continue;
+			if (sh.sh_type == SHT_SYMTAB)
+				*stripped = 0;
+			if (sh.sh_type == SHT_RELA && (name = elf_strptr(e, shstr, sh.sh_name)) &&
+			    !strcmp(name, ".rela.text"))
+				yes = 1;
+		}
+	}
+	if (e)
+		elf_end(e);
+	close(fd);
+	return yes;
+}
+
+/* The spool, merged: every sample file's link-time PCs in one set. */
+static int read_spool(const char *entry, struct sample_set *s)
+{
+	char p[PATH_MAX + 8];
+	snprintf(p, sizeof(p), "%s/spool", entry);
+	DIR *d = opendir(p);
+	if (!d)
+		return -1;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		if (l < 3 || strcmp(de->d_name + l - 2, ".s"))
+			continue;
+		int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		uint64_t buf[4096];
+		ssize_t r;
+		while ((r = read(fd, buf, sizeof(buf))) > 0)
+			for (ssize_t i = 0; i < r / 8; i++)
+				if (sample_set_push(s, buf[i])) {
+					close(fd);
+					closedir(d);
+					return -1;
+				}
+		close(fd);
+	}
+	closedir(d);
+	s->event = "cycles";
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Bare IP samples as BOLT's pre-aggregated basic records (`S`), for a
+ * binary the library's own writers cannot model (no --emit-relocs, or no
+ * .symtab): BOLT attributes them to the functions it finds itself. */
+static int write_basic(const struct sample_set *s, const char *path)
+{
+	uint64_t *v = malloc((s->n ? s->n : 1) * sizeof(*v));
+	FILE *f = fopen(path, "we");
+	if (!v || !f) {
+		free(v);
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	memcpy(v, s->ips, s->n * sizeof(*v));
+	qsort(v, s->n, sizeof(*v), cmp_u64);
+	fprintf(f, "E cycles\n");
+	for (size_t i = 0, j; i < s->n; i = j) {
+		for (j = i; j < s->n && v[j] == v[i]; j++)
+			;
+		fprintf(f, "S %" PRIx64 " %zu\n", v[i], j - i);
+	}
+	free(v);
+	return fclose(f) ? -1 : 0;
+}
+
+static int run_bolt(char **argv, const char *log, long timeout_s)
+{
+	int st = layout_spawn_wait(argv, log, (uint32_t)timeout_s * 1000u, NULL);
+	return st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+static void mark(const char *entry, const char *name, const char *text)
+{
+	char p[PATH_MAX + 32];
+	snprintf(p, sizeof(p), "%s/%s", entry, name);
+	FILE *f = fopen(p, "we");
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+	}
+}
+
+/* One entry, start to end: in a forked child at nice 19, holding the
+ * entry's lock and the user's BOLT lock. Exit status 0 when `optimized`
+ * was installed. */
+static int worker_main(const char *entry, long timeout_s, int allow_stripped)
+{
+	char p[PATH_MAX + 64], prof[PATH_MAX + 64], fdata[PATH_MAX + 64], out[PATH_MAX + 64],
+		logp[PATH_MAX + 64];
+	snprintf(p, sizeof(p), "%s/bolt.lock", entry);
+	int lk = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lk < 0 || flock(lk, LOCK_EX | LOCK_NB))
+		return 2; /* another worker has it */
+	if (has(entry, "optimized") || has(entry, "failed") || has(entry, "quarantine"))
+		return 2;
+	snprintf(p, sizeof(p), "%s/bolt.lock", root);
+	int glk = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (glk < 0 || flock(glk, LOCK_EX)) /* one BOLT per user at a time */
+		return 2;
+	struct meta m;
+	if (read_meta(entry, &m) || !meta_current(&m))
+		return 2; /* the original changed: the entry is stale */
+	struct sample_set s = { 0 };
+	if (read_spool(entry, &s) || !s.n) {
+		sample_set_free(&s);
+		return 2;
+	}
+	snprintf(logp, sizeof(logp), "%s/bolt.log", entry);
+	snprintf(prof, sizeof(prof), "%s/profile.pa", entry);
+	snprintf(fdata, sizeof(fdata), "%s/profile.fdata", entry);
+	snprintf(out, sizeof(out), "%s/optimized.tmp", entry);
+	int stripped, relocs = has_relocs(m.path, &stripped), basic = 1;
+	if (stripped && !allow_stripped) {
+		sample_set_free(&s);
+		mark(entry, "mode", relocs ? "relocs,stripped\n" : "no-relocs,stripped\n");
+		mark(entry, "failed", "the binary has no symbol table (stripped): not optimized; "
+		     "--allow-stripped lets BOLT try\n");
+		return 1;
+	}
+	if (relocs) {
+		/* With relocations and symbols, libocolos's own model: CFGs and
+		 * hybrid edge weights (infer/), better than bare samples. */
+		struct elf_binary *b = NULL;
+		struct core_err err = { 0 };
+		struct infer_profile_stats st;
+		if (!elf_binary_open(m.path, &b, &err) &&
+		    !infer_write_hybrid(b, 0, &s, prof, &st, &err))
+			basic = 0;
+		if (b)
+			elf_binary_close(b);
+	}
+	int rc = 0;
+	const char *argv[64];
+	size_t n = 0;
+	char parg[PATH_MAX + 80], oarg[PATH_MAX + 80], darg[PATH_MAX + 80];
+	if (basic) {
+		/* BOLT 22 leaves block counts unknown for --ba read directly:
+		 * aggregate first (as lib/layout does for a round). */
+		snprintf(parg, sizeof(parg), "-p=%s", prof);
+		snprintf(oarg, sizeof(oarg), "-o=%s", fdata);
+		const char *agg[] = { bolt_path, m.path, "--aggregate-only", "--pa", "--ba", parg, oarg,
+				      stripped ? bolt_stripped[0] : NULL, NULL };
+		rc = write_basic(&s, prof) || run_bolt((char **)agg, logp, timeout_s);
+		snprintf(darg, sizeof(darg), "-data=%s", fdata);
+	} else {
+		snprintf(darg, sizeof(darg), "-p=%s", prof);
+	}
+	sample_set_free(&s);
+	if (!rc) {
+		char lg2[PATH_MAX + 64];
+		snprintf(lg2, sizeof(lg2), "%s/bolt.log.2", entry);
+		snprintf(oarg, sizeof(oarg), "-o=%s", out);
+		argv[n++] = bolt_path;
+		argv[n++] = m.path;
+		argv[n++] = oarg;
+		argv[n++] = darg;
+		if (!basic)
+			argv[n++] = "--pa";
+		for (size_t i = 0; bolt_common[i]; i++)
+			argv[n++] = bolt_common[i];
+		const char *const *extra = relocs ? bolt_relocs : bolt_norelocs;
+		for (size_t i = 0; extra[i]; i++)
+			argv[n++] = extra[i];
+		for (size_t i = 0; stripped && bolt_stripped[i]; i++)
+			argv[n++] = bolt_stripped[i];
+		argv[n] = NULL;
+		rc = run_bolt((char **)argv, lg2, timeout_s);
+		if (!rc && chmod(out, 0500)) /* never writable once it can run */
+			rc = -1;
+		snprintf(p, sizeof(p), "%s/optimized", entry);
+		if (!rc) {
+			mark(entry, "mode", relocs ? "relocs\n" : stripped ? "no-relocs,stripped\n"
+										    : "no-relocs\n");
+			rc = rename(out, p);
+		}
+	}
+	if (rc) {
+		unlink(out);
+		mark(entry, "failed", "llvm-bolt failed: see bolt.log and bolt.log.2\n");
+		return 1;
+	}
+	snprintf(p, sizeof(p), "%s/spool", entry);
+	nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* optimized: the samples are done with */
+	return 0;
+}
+
+/* Start the worker for `entry` in the background: its own session (a ^C
+ * to the build does not kill it), nice 19, output to the entry's log. */
+static void start_worker(const char *entry, long timeout_s, int allow_stripped)
+{
+	sigset_t chld_set;
+	sigemptyset(&chld_set);
+	sigaddset(&chld_set, SIGCHLD);
+	pid_t pid = fork();
+	if (pid < 0)
+		return;
+	if (pid == 0) {
+		sigprocmask(SIG_UNBLOCK, &chld_set, NULL);
+		setsid();
+		setpriority(PRIO_PROCESS, 0, 19);
+		int fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+			dup2(fd, 2);
+			if (fd > 2)
+				close(fd);
+		}
+		_exit(worker_main(entry, timeout_s, allow_stripped));
+	}
+	worker = pid;
+	snprintf(worker_entry, sizeof(worker_entry), "%s", entry);
+}
+
+/* Look for an entry with enough profile and no optimized binary yet, and
+ * start its worker (one at a time). `final`: CMD has exited, so every
+ * profiled process has written its spool; an entry whose profiled runs are
+ * all used up then goes to BOLT with whatever profile it has. */
+static void poll_entries(const struct opts *o, int final)
+{
+	if (worker > 0)
+		return;
+	char e[PATH_MAX + 4];
+	snprintf(e, sizeof(e), "%s/e", root);
+	DIR *d = opendir(e);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) && worker < 0) {
+		if (de->d_name[0] == '.')
+			continue;
+		char p[PATH_MAX + 300];
+		snprintf(p, sizeof(p), "%s/%s", e, de->d_name);
+		if (has(p, "optimized") || has(p, "failed") || has(p, "quarantine") || !has(p, "meta"))
+			continue;
+		uint64_t n = spool_samples(p);
+		int ready = n >= (uint64_t)o->min_samples ||
+			    (final && n > 0 && file_size(p, "claims") >= o->runs);
+		if (ready)
+			start_worker(p, o->bolt_timeout_s, o->allow_stripped);
+	}
+	closedir(d);
+}
+
+static void reap_worker(int block)
+{
+	if (worker <= 0)
+		return;
+	int st;
+	pid_t w = waitpid(worker, &st, block ? 0 : WNOHANG);
+	if (w == worker || (w < 0 && errno == ECHILD))
+		worker = -1;
+}
+
+/* ---- the summary ---------------------------------------------------------------- */
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+struct target { char key[128]; char path[PATH_MAX]; long inv, prof, opt, fallback, unsafe; };
+
+/* Read the session log and print the one-line summary. */
+static void summary(const char *session, const char *error, int status)
+{
+	struct target *t = NULL;
+	size_t nt = 0;
+	long inv = 0, prof = 0, opt = 0, fb = 0;
+	FILE *f = session ? fopen(session, "re") : NULL;
+	char line[2 * PATH_MAX + 64];
+	while (f && fgets(line, sizeof(line), f)) {
+		char ev[16], key[128], path[PATH_MAX];
+		line[strcspn(line, "\n")] = 0;
+		if (sscanf(line, "%15s %127s %4095[^\n]", ev, key, path) != 3)
+			continue;
+		size_t i;
+		for (i = 0; i < nt && strcmp(t[i].key, key); i++)
+			;
+		if (i == nt) {
+			struct target *nv = realloc(t, (nt + 1) * sizeof(*t));
+			if (!nv)
+				break;
+			t = nv;
+			memset(&t[nt], 0, sizeof(*t));
+			snprintf(t[nt].key, sizeof(t[nt].key), "%s", key);
+			snprintf(t[nt].path, sizeof(t[nt].path), "%s", path);
+			nt++;
+		}
+		if (!strcmp(ev, "exec"))
+			t[i].inv++, inv++;
+		else if (!strcmp(ev, "prof"))
+			t[i].prof++, prof++;
+		else if (!strcmp(ev, "opt"))
+			t[i].opt++, opt++;
+		else if (!strcmp(ev, "fallback"))
+			t[i].fallback++, fb++;
+		else if (!strcmp(ev, "unsafe"))
+			t[i].unsafe++;
+	}
+	if (f)
+		fclose(f);
+	fprintf(stderr, "{\"tool\":\"ocolos-bam\",\"status\":%d,\"enabled\":%s", status,
+		session ? "true" : "false");
+	if (error) {
+		fprintf(stderr, ",\"error\":");
+		json_str(stderr, error);
+	}
+	fprintf(stderr, ",\"invocations\":%ld,\"invocations_profiled\":%ld,"
+		"\"invocations_optimized\":%ld,\"fallbacks\":%ld,\"targets\":[", inv, prof, opt - fb, fb);
+	for (size_t i = 0; i < nt; i++) {
+		char e[PATH_MAX + 200];
+		snprintf(e, sizeof(e), "%s/e/%s", root, t[i].key);
+		char mode[32] = "";
+		FILE *mf;
+		snprintf(line, sizeof(line), "%s/mode", e);
+		if ((mf = fopen(line, "re"))) {
+			if (fgets(mode, sizeof(mode), mf))
+				mode[strcspn(mode, "\n")] = 0;
+			fclose(mf);
+		}
+		const char *state = has(e, "quarantine") ? "quarantined" : has(e, "failed") ? "failed"
+				  : has(e, "optimized") ? "optimized"
+				  : worker > 0 && !strcmp(worker_entry, e) ? "optimizing"
+				  : "profiling";
+		fprintf(stderr, "%s{\"path\":", i ? "," : "");
+		json_str(stderr, t[i].path);
+		fprintf(stderr, ",\"key\":");
+		json_str(stderr, t[i].key);
+		fprintf(stderr, ",\"state\":\"%s\"", state);
+		char why[256] = "";
+		snprintf(line, sizeof(line), "%s/failed", e);
+		if ((mf = fopen(line, "re"))) {
+			if (fgets(why, sizeof(why), mf))
+				why[strcspn(why, "\n")] = 0;
+			fclose(mf);
+			fprintf(stderr, ",\"reason\":");
+			json_str(stderr, why);
+		}
+		fprintf(stderr, ",\"mode\":");
+		if (*mode)
+			json_str(stderr, mode);
+		else
+			fputs("null", stderr);
+		fprintf(stderr, ",\"invocations\":%ld,\"profiled\":%ld,\"optimized\":%ld,"
+			"\"fallbacks\":%ld,\"refused_unsafe\":%ld,\"samples\":%" PRIu64 "}",
+			t[i].inv, t[i].prof, t[i].opt - t[i].fallback, t[i].fallback, t[i].unsafe,
+			spool_samples(e));
+	}
+	fprintf(stderr, "]}\n");
+	free(t);
+}
+
+/* libocolos's BOLT discovery (layout_bolt_probe) runs llvm-bolt for its
+ * help text; its result is remembered in <root>/probe/bolt with the file's
+ * size and mtime, so a session (one per `make` in a script) does not pay
+ * it again until BOLT changes. */
+static int find_bolt(const char *hint, struct core_err *err)
+{
+	char p[PATH_MAX + 16], want[PATH_MAX] = "", line[PATH_MAX];
+	snprintf(p, sizeof(p), "%s/probe/bolt", root);
+	if (hint && !realpath(hint, want))
+		want[0] = 0;
+	FILE *f = fopen(p, "re");
+	long long size = -1, mt = -1;
+	if (f) {
+		int ok = fgets(line, sizeof(line), f) && fscanf(f, "%lld %lld", &size, &mt) == 2;
+		fclose(f);
+		line[strcspn(line, "\n")] = 0;
+		struct stat st;
+		if (ok && (!hint || !strcmp(want, line)) && !stat(line, &st) && st.st_size == size &&
+		    (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec == mt) {
+			snprintf(bolt_path, sizeof(bolt_path), "%s", line);
+			return 0;
+		}
+	}
+	char dir[PATH_MAX + 8];
+	snprintf(dir, sizeof(dir), "%s/probe", root);
+	int rc = layout_bolt_probe(hint, dir, bolt_path, err);
+	struct stat st;
+	char rp[PATH_MAX];
+	if (rc || !realpath(bolt_path, rp) || stat(rp, &st))
+		return rc ? rc : -1;
+	char tmp[PATH_MAX + 32];
+	snprintf(tmp, sizeof(tmp), "%s.%d", p, (int)getpid());
+	if ((f = fopen(tmp, "we"))) {
+		fprintf(f, "%s\n%lld %lld\n", rp, (long long)st.st_size,
+			(long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec);
+		if (fclose(f) || rename(tmp, p))
+			unlink(tmp);
+	}
+	snprintf(bolt_path, sizeof(bolt_path), "%s", rp);
+	return 0;
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static int run_plain(char **cmd)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		execvp(cmd[0], cmd);
+		fprintf(stderr, "ocolos-bam: cannot run %s: %s\n", cmd[0], strerror(errno));
+		_exit(127);
+	}
+	int st;
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return 127;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* libocolos-bam.so: --preload, else beside this program, else in
+ * ../lib/ocolos/ relative to it (an installed layout). */
+static int find_preload(const struct opts *o, char *out)
+{
+	if (o->preload)
+		return realpath(o->preload, out) ? 0 : -1;
+	char self[PATH_MAX];
+	ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (l <= 0)
+		return -1;
+	self[l] = 0;
+	char *slash = strrchr(self, '/');
+	*slash = 0;
+	char p[2 * PATH_MAX];
+	snprintf(p, sizeof(p), "%s/libocolos-bam.so", self);
+	if (!access(p, R_OK))
+		return realpath(p, out) ? 0 : -1;
+	snprintf(p, sizeof(p), "%s/../lib/ocolos/libocolos-bam.so", self);
+	if (realpath(p, out))
+		return 0;
+#ifdef OCOLOS_BAM_PRELOAD_INSTALLED
+	/* Where `make install` put it (the libdir may be lib/<multiarch>). */
+	return realpath(OCOLOS_BAM_PRELOAD_INSTALLED, out) ? 0 : -1;
+#else
+	return -1;
+#endif
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	int first = parse(argc, argv, &o);
+	if (first < 0)
+		return 2;
+	char **cmd = argv + first;
+	const char *sw = getenv(BAM_ENV_SWITCH);
+	if (sw && !strcmp(sw, "off")) {
+		int st = run_plain(cmd);
+		summary(NULL, NULL, st);
+		return st;
+	}
+	int r = setup_root(&o);
+	if (r) {
+		int st = run_plain(cmd);
+		summary(NULL, r == -2 ? ERR_UNSAFE : "cache unusable", st);
+		return st;
+	}
+	struct core_err err = { 0 };
+	if (find_bolt(o.bolt, &err)) {
+		fprintf(stderr, "ocolos-bam: %s; running the command unaccelerated\n", err.msg);
+		int st = run_plain(cmd);
+		summary(NULL, "no usable llvm-bolt", st);
+		return st;
+	}
+	char preload[PATH_MAX];
+	if (find_preload(&o, preload)) {
+		fprintf(stderr, "ocolos-bam: libocolos-bam.so not found beside ocolos-bam: give "
+			"--preload PATH; running the command unaccelerated\n");
+		int st = run_plain(cmd);
+		summary(NULL, "preload library not found", st);
+		return st;
+	}
+	srandom((unsigned)getpid());
+	trim_cache(o.cache_max_mb);
+
+	char session[PATH_MAX + 64], conf[32], num[32];
+	snprintf(session, sizeof(session), "%s/s/%d.log", root, (int)getpid());
+	int sfd = open(session, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (sfd < 0) {
+		fprintf(stderr, "ocolos-bam: cannot create %s: %s\n", session, strerror(errno));
+		return 125;
+	}
+	close(sfd);
+	conf_hash(conf, sizeof(conf));
+
+	/* The environment every process of the build inherits. */
+	const char *old = getenv("LD_PRELOAD");
+	char *pl = malloc(strlen(preload) + (old ? strlen(old) : 0) + 2);
+	if (!pl)
+		return 125;
+	sprintf(pl, "%s%s%s", preload, old && *old ? ":" : "", old && *old ? old : "");
+	setenv("LD_PRELOAD", pl, 1);
+	free(pl);
+	setenv(BAM_ENV_ROOT, root, 1);
+	setenv(BAM_ENV_SESSION, session, 1);
+	setenv(BAM_ENV_CONF, conf, 1);
+	if (o.targets)
+		setenv(BAM_ENV_TARGETS, o.targets, 1);
+	else
+		unsetenv(BAM_ENV_TARGETS);
+	snprintf(num, sizeof(num), "%ld", o.auto_n);
+	setenv(BAM_ENV_AUTO, num, 1);
+	snprintf(num, sizeof(num), "%ld", o.runs);
+	setenv(BAM_ENV_RUNS, num, 1);
+	snprintf(num, sizeof(num), "%ld", o.hz);
+	setenv(BAM_ENV_HZ, num, 1);
+
+	/* SIGCHLD blocked: the watch loop below waits for it with a timeout,
+	 * so the build's end is seen at once, not at the next poll. */
+	sigset_t chld, prev;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, &prev);
+	pid_t child = fork();
+	if (child < 0)
+		return 125;
+	if (child == 0) {
+		sigprocmask(SIG_SETMASK, &prev, NULL);
+		execvp(cmd[0], cmd);
+		fprintf(stderr, "ocolos-bam: cannot run %s: %s\n", cmd[0], strerror(errno));
+		_exit(127);
+	}
+	/* The build runs; we watch the cache. Signals meant for the build
+	 * (^C) reach it through the terminal's process group; we stay to
+	 * report. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGQUIT, SIG_IGN);
+	int st = 0;
+	for (;;) {
+		pid_t w = waitpid(child, &st, WNOHANG);
+		if (w == child)
+			break;
+		if (w < 0 && errno != EINTR) {
+			st = 127 << 8;
+			break;
+		}
+		reap_worker(0);
+		poll_entries(&o, 0);
+		struct timespec ts = { 0, 200 * 1000000L };
+		sigtimedwait(&chld, NULL, &ts);
+	}
+	int status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	reap_worker(0);
+	poll_entries(&o, 1);
+	if (o.wait) {
+		/* Tests and benchmarks: every ready entry, one after another. */
+		while (worker > 0) {
+			reap_worker(1);
+			poll_entries(&o, 1);
+		}
+	}
+	summary(session, NULL, status);
+	unlink(session);
+	return status;
+}

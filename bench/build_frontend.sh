@@ -10,6 +10,7 @@
 #               when --functions is below 20000 is not wanted: set it)
 #   FE_PIE      nopie | pie | both (default both)
 #   CC          compiler (default gcc)
+#   FE_JOBS     parallel compiles (default: nproc)
 #   OCOLOS_LIBS extra libraries when linking the static libocolos.a
 #               (default: -lelf -lz -lpthread -ldl)
 #
@@ -30,7 +31,7 @@ out=${FE_OUT:-$root/bench/out/fe}
 case $out in /*) ;; *) out="$PWD/$out" ;; esac
 pie=${FE_PIE:-both}
 cc=${CC:-gcc}
-jobs=$(nproc 2>/dev/null || echo 2)
+jobs=${FE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 # Flags the workload is meant for (see docs/benchmarks.md).
 cflags=(-O1 -fno-jump-tables -g0 -w)

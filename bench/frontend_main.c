@@ -18,6 +18,8 @@
  *   ab done pairs=<k> median=<x> q1=<x> q3=<x>
  *   cg phase=<c0|c1> round=<i> ops=<n> valgrind=<0|1>  (--cg-ops, after the
  *      round; under callgrind each phase is one dump, named "phase-c0-<i>")
+ *   phase t=<sec> set=<0|1>   (program generated with --phases 2: at the
+ *      start, and at the end of the interval in which the hot set switched)
  *   done secs=<sec> ops=<total> ops_per_s=<rate> rss_kb=<kb>
  *   check end=<hex> ok=<0|1>
  */
@@ -25,6 +27,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +94,47 @@ static uint64_t xorshift(uint64_t *s)
 /* One operation: a call tree of depth g_depth from a root picked with a
  * skewed distribution (product of two uniforms), so some hot functions are
  * much hotter than others, as in real programs. */
+#if FE_NPHASES == 2
+/* Hot set in use (program generated with --phases 2): 0 runs the roots of
+ * set 0, 1 those of set 1. --phase2-after SEC and SIGUSR1 switch it. */
+static _Atomic int g_phase;
+
+static uint64_t fe_op_in(uint64_t *rng, int phase)
+{
+	uint64_t r = xorshift(rng);
+	uint64_t base = phase ? FE_NROOTS0 : 0;
+	uint64_t n = phase ? FE_NROOTS - FE_NROOTS0 : FE_NROOTS0;
+	uint64_t a = (uint32_t)r % n, b = (r >> 32) % n;
+
+	return fe_roots[base + a * b / n](r, g_depth);
+}
+
+static uint64_t fe_op(uint64_t *rng)
+{
+	return fe_op_in(rng, atomic_load_explicit(&g_phase, memory_order_relaxed));
+}
+
+static _Atomic int g_quit; /* SIGUSR2: end the run at the next tick */
+
+static void on_sigusr(int sig)
+{
+	if (sig == SIGUSR1)
+		atomic_fetch_xor(&g_phase, 1);
+	else
+		atomic_store(&g_quit, 1);
+}
+
+/* Deterministic checksum of `n` operations of each set from a fixed seed. */
+static uint64_t checksum(long n)
+{
+	uint64_t rng = 0x9e3779b97f4a7c15ULL, sum = 0;
+
+	for (int ph = 0; ph < 2; ph++)
+		for (long i = 0; i < n; i++)
+			sum = sum * 31 + fe_op_in(&rng, ph);
+	return sum;
+}
+#else
 static uint64_t fe_op(uint64_t *rng)
 {
 	uint64_t r = xorshift(rng);
@@ -108,6 +152,7 @@ static uint64_t checksum(long n)
 		sum = sum * 31 + fe_op(&rng);
 	return sum;
 }
+#endif
 
 static void *worker_main(void *p)
 {
@@ -436,7 +481,11 @@ static void usage(const char *argv0)
 		"                      C1, C0, C1 (callgrind dumps per phase); "
 		"the run then ends\n"
 		"  --ocolos-sampler S  0 auto, 1 perf-lbr, 2 perf-ip, 3 sigprof\n"
-		"  --ocolos-writable-slots  opts.pointer_slots = OCOLOS_SLOTS_ALL\n",
+		"  --ocolos-writable-slots  opts.pointer_slots = OCOLOS_SLOTS_ALL\n"
+		"  --phase S           (--phases 2 programs) start on hot set S (0)\n"
+		"  --phase2-after SEC  switch to hot set 1 at the first tick >= SEC;\n"
+		"                      SIGUSR1 toggles the set at any time,\n"
+		"                      SIGUSR2 ends the run (checksum as usual)\n",
 		argv0);
 }
 
@@ -450,7 +499,8 @@ int main(int argc, char **argv)
 	int keep = 0, ab_pairs = 0, nbolt_args = 0, sampler = 0;
 	long cg_ops = 0;
 	int writable_slots = 0;
-	double ab_secs = 2;
+	double ab_secs = 2, phase2_after = -1;
+	int start_phase = 0;
 	const char *bolt = NULL, *bolt_args[17] = { NULL };
 
 	for (int i = 1; i < argc; i++) {
@@ -504,6 +554,10 @@ int main(int argc, char **argv)
 			cg_ops = atol(v);
 		else if (!strcmp(a, "--ocolos-sampler"))
 			sampler = atoi(v);
+		else if (!strcmp(a, "--phase2-after"))
+			phase2_after = atof(v);
+		else if (!strcmp(a, "--phase"))
+			start_phase = atoi(v);
 		else
 			used = 0;
 		if (!used) {
@@ -517,6 +571,27 @@ int main(int argc, char **argv)
 		usage(argv[0]);
 		return 2;
 	}
+#if FE_NPHASES == 2
+	if (start_phase < 0 || start_phase > 1) {
+		usage(argv[0]);
+		return 2;
+	}
+	atomic_store(&g_phase, start_phase);
+	{
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_sigusr;
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGUSR1, &sa, NULL);
+		sigaction(SIGUSR2, &sa, NULL);
+	}
+#else
+	if (phase2_after >= 0 || start_phase) {
+		fprintf(stderr, "--phase2-after/--phase: generate the program with "
+				"--phases 2\n");
+		return 2;
+	}
+#endif
 #ifndef WITH_OCOLOS
 	if (online_after >= 0) {
 		fprintf(stderr, "--online-after: this binary was built without "
@@ -578,6 +653,11 @@ int main(int argc, char **argv)
 #endif
 
 	uint64_t last = 0;
+#if FE_NPHASES == 2
+	int phase_seen = start_phase;
+	printf("phase t=0.00 set=%d\n", phase_seen);
+	fflush(stdout);
+#endif
 	if (!fixed_ops) {
 		struct timespec next = g_t0;
 		double t_next = t_begin;
@@ -599,12 +679,31 @@ int main(int argc, char **argv)
 			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME,
 					       &next, NULL) == EINTR)
 				;
+#if FE_NPHASES == 2
+			if (phase2_after >= 0 && t_next - t_begin >= phase2_after - 1e-9) {
+				atomic_store(&g_phase, 1);
+				phase2_after = -1;
+			}
+#endif
 			uint64_t tot = 0;
 			for (long i = 0; i < nthreads; i++)
 				tot += atomic_load(&w[i].ops);
 			printf("tput t=%.2f ops=%" PRIu64 " ops_per_s=%.0f\n",
 			       t_next - t_begin, tot - last,
 			       (double)(tot - last) / interval);
+#if FE_NPHASES == 2
+			/* A switch is reported at the end of the interval it fell
+			 * in: that interval mixes both sets. */
+			int ph = atomic_load(&g_phase);
+			if (ph != phase_seen) {
+				phase_seen = ph;
+				printf("phase t=%.2f set=%d\n", t_next - t_begin, ph);
+			}
+			if (atomic_load(&g_quit)) {
+				fflush(stdout);
+				break;
+			}
+#endif
 			fflush(stdout);
 			last = tot;
 		}

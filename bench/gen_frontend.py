@@ -20,6 +20,10 @@ The program (deterministic for a given --seed):
     struct-of-function-pointer tables placed in .data.rel.ro (v-table-like);
   * cold blocks call cold functions directly and through a cold v-table, so
     the binary also has call sites and pointer slots that stay cold;
+  * with --phases 2 the hot functions form two disjoint sets, each calling
+    only its own set (directly, and through its half of the pointer table
+    and the v-tables); main() runs set 0, then set 1 (--phase2-after SEC,
+    SIGUSR1, or --phase 1 from the start): a workload whose hot code changes;
   * main() runs a worker loop in --threads threads for --duration seconds and
     prints `tput t=<sec> ops=<n> ops_per_s=<x>` every --interval seconds;
     optionally (built with -DWITH_OCOLOS, linked with libocolos) it calls
@@ -55,6 +59,23 @@ class Gen:
         self.hot = sorted(self.rng.sample(range(n), a.hot))
         self.hot_set = set(self.hot)
         self.cold = [i for i in range(n) if i not in self.hot_set]
+        # --phases 2: the hot functions split at random into two disjoint
+        # sets (own RNG: the default program's functions and tables stay
+        # identical); a hot
+        # function calls only functions of its own set, directly or through
+        # its set's half of each table.
+        self.phases = a.phases
+        self.set_of = {}
+        self.sets = [self.hot]
+        if a.phases == 2:
+            srng = random.Random(a.seed * 1000003 + 2)
+            shuffled = list(self.hot)
+            srng.shuffle(shuffled)
+            half = len(shuffled) // 2
+            self.sets = [sorted(shuffled[:half]), sorted(shuffled[half:])]
+            for k, st in enumerate(self.sets):
+                for i in st:
+                    self.set_of[i] = k
 
     # ---- code fragments -------------------------------------------------
 
@@ -138,7 +159,27 @@ class Gen:
             else:
                 body += ["\t" + s for s in self.mix_ops("y", a.hot_ops)]
             body += ["\t" + s for s in self.cold_block("y", True)]
-        if is_hot:
+        if is_hot and self.phases == 2:
+            k = self.set_of[idx]
+            own = self.sets[k]
+            da, db = r.choice(own), r.choice(own)
+            fh, vh = a.fptab // 2, a.vtables // 2
+            body += [
+                "\tif (d > 0) {",
+                "\t\tunsigned s = (unsigned)(y >> 61);",
+                "\t\tif (s < 2)",
+                "\t\t\ty += f%d(y, d - 1);" % da,
+                "\t\telse if (s < 4)",
+                "\t\t\ty += f%d(y, d - 1);" % db,
+                "\t\telse if (s < 6)",
+                "\t\t\ty += fe_fptab[%d + (y >> 20) %% %d](y, d - 1);" %
+                (k * fh, fh),
+                "\t\telse",
+                "\t\t\ty += fe_vt[%d + (y >> 20) %% %d]->m[(y >> 40) & 3]"
+                "(y, d - 1);" % (k * vh, vh),
+                "\t}",
+            ]
+        elif is_hot:
             da, db = r.choice(self.hot), r.choice(self.hot)
             body += [
                 "\tif (d > 0) {",
@@ -189,6 +230,10 @@ class Gen:
             "#define FE_NROOTS %d" % len(self.hot),
             "#define FE_NFUNCS %d" % a.functions,
             "#define FE_SEED %d" % a.seed,
+            "/* --phases 2: fe_roots[0, FE_NROOTS0) is hot set 0, the rest",
+            "   hot set 1 (disjoint call trees); 1: all roots, one set. */",
+            "#define FE_NPHASES %d" % a.phases,
+            "#define FE_NROOTS0 %d" % len(self.sets[0]),
         ]
         for i in range(a.functions):
             out.append("uint64_t f%d(uint64_t x, int d);" % i)
@@ -205,16 +250,31 @@ class Gen:
                '#include "fe.h"', ""]
         out.append("/* Writable function-pointer table (.data). */")
         out.append("fe_fn fe_fptab[%d] = {" % a.fptab)
-        out += ["\tf%d," % r.choice(self.hot) for _ in range(a.fptab)]
+        if self.phases == 2:
+            fh = a.fptab // 2
+            out += ["\tf%d," % r.choice(self.sets[0 if j < fh else 1])
+                    for j in range(a.fptab)]
+        else:
+            out += ["\tf%d," % r.choice(self.hot) for _ in range(a.fptab)]
         out += ["};", ""]
         out.append("/* Entry points of the worker loop (.data). */")
         out.append("fe_fn fe_roots[%d] = {" % len(self.hot))
-        roots = list(self.hot)
-        r.shuffle(roots)
+        if self.phases == 2:
+            roots = []
+            for st in self.sets:
+                part = list(st)
+                r.shuffle(part)
+                roots += part
+        else:
+            roots = list(self.hot)
+            r.shuffle(roots)
         out += ["\tf%d," % i for i in roots]
         out += ["};", ""]
         for v in range(a.vtables):
-            ms = ", ".join("f%d" % r.choice(self.hot) for _ in range(4))
+            pool = self.hot
+            if self.phases == 2:
+                pool = self.sets[0 if v < a.vtables // 2 else 1]
+            ms = ", ".join("f%d" % r.choice(pool) for _ in range(4))
             out.append("static const struct fe_vtable vt%d %s = { { %s } };"
                        % (v, ro, ms))
         out.append("const struct fe_vtable *const fe_vt[%d] %s = {" %
@@ -303,6 +363,10 @@ def main():
                    help="entries of the function-pointer table")
     p.add_argument("--vtables", type=int, default=128)
     p.add_argument("--cold-vtables", type=int, default=64)
+    p.add_argument("--phases", type=int, choices=[1, 2], default=1,
+                   help="2: two disjoint hot sets (each calls only itself, "
+                   "half of each table each); the program runs set 0, then "
+                   "set 1 after --phase2-after SEC or SIGUSR1")
     a = p.parse_args()
     if a.hot is None:
         a.hot = max(2, a.functions * 15 // 100)
@@ -310,6 +374,8 @@ def main():
         a.tus = max(2, a.functions // 1000)
     if not (2 <= a.hot <= a.functions):
         p.error("--hot must be in [2, --functions]")
+    if a.phases == 2 and (a.hot < 4 or a.fptab < 2 or a.vtables < 2):
+        p.error("--phases 2 needs --hot >= 4, --fptab >= 2, --vtables >= 2")
     Gen(a).write()
 
 

@@ -12,6 +12,8 @@
 #   RD_REPS     benchmark runs before and after each round (default 5)
 #   RD_PROFILE  sampling window of the round, s (default 3)
 #   RD_PORT     loopback port (default 16379)
+#   RD_JOBS     make -j for the build (default: nproc)
+#   RD_ONLY     "build": build (or find) the binaries, then exit
 #
 # Builds redis-server, redis-benchmark and redis-cli from `apt-get source
 # redis` with -O2 -fno-jump-tables -Wl,--emit-relocs (MALLOC=libc: no
@@ -64,7 +66,7 @@ if [[ ! -x $out/redis-server || ! -x $out/redis-benchmark || ! -x $out/redis-cli
 	log "building (make MALLOC=libc, -O2 -fno-jump-tables -Wl,--emit-relocs)"
 	# CFLAGS from the environment reach the vendored deps (lua, hiredis) too.
 	(cd "$src" && make distclean >/dev/null 2>&1 || true)
-	(cd "$src" && CFLAGS=-fno-jump-tables make -j"$(nproc)" -C src \
+	(cd "$src" && CFLAGS=-fno-jump-tables make -j"${RD_JOBS:-$(nproc)}" -C src \
 		redis-server redis-benchmark redis-cli MALLOC=libc USE_SYSTEMD=no BUILD_TLS=no \
 		OPTIMIZATION="-O2 -fno-jump-tables" LDFLAGS="-Wl,--emit-relocs" \
 		>"$out/make.log" 2>&1) || {
@@ -74,6 +76,8 @@ if [[ ! -x $out/redis-server || ! -x $out/redis-benchmark || ! -x $out/redis-cli
 	cp "$src/src/redis-server" "$src/src/redis-benchmark" "$src/src/redis-cli" "$out/"
 	echo "${src##*/}" >"$out/VERSION"
 fi
+
+[[ ${RD_ONLY:-} != build ]] || exit 0
 
 cli() { "$out/redis-cli" -h 127.0.0.1 -p "$port" "$@"; }
 

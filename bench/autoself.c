@@ -97,7 +97,6 @@ static void ab_phase(int pairs, double secs)
 		for (int k = 0; k < 2; k++) {
 			int want = k == 0 ? first : !first;
 			OCOLOS_OPTS(ocolos_switch_stats, ss);
-			memset(&ss, 0, sizeof(ss));
 			if (want != in_c1) {
 				int rc = want ? ocolos_reapply_self(&ss)
 					      : ocolos_revert_self(&ss);

@@ -282,8 +282,7 @@ static void ab_phase(const struct online *o)
 		int first = (i % 2 == 0) ? 1 : 0, bad = 0;
 		for (int k = 0; k < 2; k++) {
 			int want = k == 0 ? first : !first;
-			OCOLOS_OPTS(ocolos_switch_stats, ss);
-			memset(&ss, 0, sizeof(ss));
+			OCOLOS_OPTS(ocolos_switch_stats, ss); /* zeroed, sz set */
 			if (want != in_c1) {
 				int rc = want ? ocolos_reapply_self(&ss)
 					      : ocolos_revert_self(&ss);

@@ -331,7 +331,9 @@ static int ptrace_poke_prepare(struct proc_target *t, const struct proc_span *sp
 	size_t code = 0;
 	for (size_t i = 0; i < n; i++)
 		code += spans[i].kind == PROC_SPAN_CODE;
-	int rc = code ? need_stub(t, err) : 0;
+	if (!code)
+		return 0;
+	int rc = need_stub(t, err);
 	uint64_t routine = rc ? 0 : proc_ptrace_icache_routine(t->stub);
 	if (rc || !routine)
 		return rc;

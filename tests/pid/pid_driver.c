@@ -46,6 +46,11 @@
  * must keep making progress, and must print what an unoptimized run prints
  * (its laps all matched); and no child of ours may be left (no zombie).
  *
+ * Environment: OCOLOS_TEST_SCALE (default 1) multiplies the waits and time
+ * limits (the AArch64 guest runs under emulation, scripts/a64vm.sh:
+ * tests/aarch64 sets it); OCOLOS_TEST_KILLS (default 10) is how many times
+ * agent-kill kills the agent; OCOLOS_TEST_SEED repeats an agent-kill run.
+ *
  * Exit 0 pass, 1 fail, 77 skip (no perf_event access).
  */
 #include <dirent.h>
@@ -68,6 +73,13 @@
 #define WARMUP_MS 1000
 
 static char tmpdir[512]; /* short: paths under it fit PATH_MAX */
+static unsigned scale = 1; /* OCOLOS_TEST_SCALE */
+
+/* A wait or time limit of `ms` on a machine `scale` times slower. */
+static unsigned scaled(unsigned ms)
+{
+	return ms * scale;
+}
 
 /* A target process we started, with its stdout in a file. */
 struct tgt {
@@ -853,6 +865,47 @@ static int run_tool(char *const argv[], const char *out)
 	return wait_end(spawn_tool(argv, out));
 }
 
+/* Fraction of `pid`'s samples that lie in its binary's original code,
+ * from a fresh context (code another context optimized counts as
+ * elsewhere). A round that moved the hot code to C1 lowers it. */
+static double original_fraction(pid_t pid, const char *when)
+{
+	OCOLOS_OPTS(ocolos_opts, o, .log_fn = test_log);
+	struct ocolos_ctx *ctx = open_ctx(pid, &o);
+	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = 1000, .sample_hz = 2000);
+	OCOLOS_OPTS(ocolos_where_result, w);
+	int rc = ocolos_where(ctx, &wo, &w);
+	check(rc == 0, "ocolos_where: %d %s: %s", rc, ocolos_strerror(rc), ocolos_last_error(ctx));
+	ocolos_close(ctx);
+	double f = w.samples ? (double)w.in_original / (double)w.samples : 0;
+	fprintf(stderr, "  where %-16s samples %llu: original code %llu (%.1f%%), elsewhere %llu\n",
+		when, (unsigned long long)w.samples, (unsigned long long)w.in_original, 100 * f,
+		(unsigned long long)w.elsewhere);
+	check(w.samples >= 200, "only %llu samples (%s)", (unsigned long long)w.samples, when);
+	return f;
+}
+
+/* The samples left the original code: at most a third of the fraction
+ * there was before. */
+static void check_moved(double before, double after)
+{
+	check(before > 0.05 && after * 3 <= before,
+	      "the samples did not move out of the original code: %.1f%% before, %.1f%% after",
+	      100 * before, 100 * after);
+}
+
+/* The fraction for a fresh run of `target` (for a supervisor's child,
+ * which cannot be observed before its round). */
+static double baseline_fraction(const char *target, const char *ref)
+{
+	struct tgt t;
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+	double f = original_fraction(t.pid, "unoptimized");
+	finish(&t, ref, 0);
+	return f;
+}
+
 static void mode_agent(const char *target, const char *agent)
 {
 	char *ref = reference(target);
@@ -860,6 +913,7 @@ static void mode_agent(const char *target, const char *agent)
 	char out[PATH_MAX], pid[16];
 	start_target(&t, target, NULL, NULL);
 	test_sleep_ms(WARMUP_MS);
+	double before = original_fraction(t.pid, "before the agent");
 	snprintf(out, sizeof(out), "%s/agent.out", tmpdir);
 	snprintf(pid, sizeof(pid), "%d", (int)t.pid);
 	char *argv[] = { (char *)agent, (char *)"--pid", pid, (char *)"--profile", (char *)"1",
@@ -872,6 +926,7 @@ static void mode_agent(const char *target, const char *agent)
 	      "no successful round reported: %s", json);
 	free(json);
 	check_free(t.pid);
+	check_moved(before, original_fraction(t.pid, "after the agent"));
 	finish(&t, ref, 0);
 	check_no_children();
 	free(ref);
@@ -879,17 +934,21 @@ static void mode_agent(const char *target, const char *agent)
 
 /*
  * SIGKILL the agent at random moments of its rounds (sampling, BOLT, the
- * injected calls, the stop-the-world). The kernel detaches a dead tracer's
- * tracees; the target must then run on, untraced, unstopped and correct.
- * OCOLOS_TEST_SEED repeats a run.
+ * injected calls, the stop-the-world): every other kill at a random time,
+ * the others at a random moment shortly after the agent said it started
+ * the replace stage (mapping C1 with injected system calls, the cache
+ * maintenance and unwind registration calls, the stop). The kernel
+ * detaches a dead tracer's tracees; the target must then run on, untraced,
+ * unstopped and correct. OCOLOS_TEST_SEED repeats a run.
  */
 static void mode_agent_kill(const char *target, const char *agent)
 {
 	char *ref = reference(target);
 	struct tgt t;
-	char out[PATH_MAX], pid[16];
+	char out[PATH_MAX], err[PATH_MAX], pid[16];
 	unsigned seed = getenv("OCOLOS_TEST_SEED") ? (unsigned)atoi(getenv("OCOLOS_TEST_SEED"))
 						  : (unsigned)time(NULL);
+	int kills = getenv("OCOLOS_TEST_KILLS") ? atoi(getenv("OCOLOS_TEST_KILLS")) : 10;
 	fprintf(stderr, "seed %u (OCOLOS_TEST_SEED)\n", seed);
 	srand(seed);
 	start_target(&t, target, NULL, NULL);
@@ -899,23 +958,43 @@ static void mode_agent_kill(const char *target, const char *agent)
 	/* Short windows and continuous rounds: every phase recurs often. */
 	char *argv[] = { (char *)agent, (char *)"--pid", pid, (char *)"--profile", (char *)"0.3",
 			 (char *)"--every", (char *)"0.1", NULL };
-	for (int i = 0; i < 10; i++) {
-		unsigned ms = 100 + (unsigned)(rand() % 3500);
-		pid_t a = spawn_tool(argv, out);
+	for (int i = 0; i < kills; i++) {
+		snprintf(err, sizeof(err), "%s/agent%d.err", tmpdir, i);
+		pid_t a = spawn_as(argv, out, err, 0);
+		unsigned ms;
+		const char *when = "after start";
+		if (i % 2 == 0) {
+			ms = 100 + (unsigned)rand() % scaled(3500);
+		} else {
+			/* Polled finely: the stage lasts milliseconds natively. */
+			uint64_t end = test_now_ms() + scaled(60000);
+			char *e = NULL;
+			while (!test_contains((e = slurp(err)), "replace:") && test_now_ms() < end) {
+				free(e);
+				struct timespec ts = { 0, 1000000 };
+				nanosleep(&ts, NULL);
+			}
+			check(test_contains(e, "replace:"), "the agent never reached the replace "
+			      "stage:\n%s", e);
+			free(e);
+			ms = (unsigned)rand() % scaled(100);
+			when = "after 'replace:'";
+		}
 		test_sleep_ms(ms);
 		kill(a, SIGKILL);
 		int st = wait_end(a);
-		char *json = slurp(out);
+		char *json = slurp(out), *log = slurp(err);
 		size_t lines = 0;
 		for (char *c = json; *c; c++)
 			lines += *c == '\n';
-		fprintf(stderr, "kill %d after %u ms (%s; %zu rounds reported)\n", i, ms,
-			WIFSIGNALED(st) ? "killed" : "had exited", lines);
+		fprintf(stderr, "kill %d %u ms %s (%s; %zu rounds reported)\n%s", i, ms, when,
+			WIFSIGNALED(st) ? "killed" : "had exited", lines, log);
 		/* Not checked: later agents may fail their rounds (a dead agent's
 		 * C1 stays live, and a new agent cannot know it). What matters
 		 * is the target. */
 		fprintf(stderr, "%s", json);
 		free(json);
+		free(log);
 		check_free(t.pid);
 	}
 	finish(&t, ref, 0);
@@ -1046,7 +1125,7 @@ static void mode_agent_cancel(const char *target, const char *agent, const char 
 				 (char *)script, (char *)"--bolt-timeout", (char *)"120",
 				 (char *)"--tmp-dir", work, NULL };
 		pid_t a = spawn_as(argv, out, err, 0);
-		free(wait_text(err, cases[i].wait_for, 60000));
+		free(wait_text(err, cases[i].wait_for, scaled(60000)));
 		test_sleep_ms(500); /* into the wait */
 		pid_t bolt = i == 1 ? child_of(a) : 0;
 		check(reserved_near_code(t.pid) > reserved && dir_entries(work) == 1,
@@ -1080,6 +1159,25 @@ static void mode_agent_cancel(const char *target, const char *agent, const char 
 	free(ref);
 }
 
+/* `env`: /usr/bin/env, or the first on PATH (the AArch64 guest has
+ * busybox's). */
+static const char *env_program(void)
+{
+	static char found[PATH_MAX];
+	if (access("/usr/bin/env", X_OK) == 0)
+		return "/usr/bin/env";
+	const char *path = getenv("PATH");
+	for (const char *p = path; p && *p;) {
+		const char *c = strchr(p, ':');
+		size_t n = c ? (size_t)(c - p) : strlen(p);
+		snprintf(found, sizeof(found), "%.*s/env", (int)n, p);
+		if (n && access(found, X_OK) == 0)
+			return found;
+		p += n + (c != NULL);
+	}
+	return "/usr/bin/env";
+}
+
 /* Start ocolos-supervise ARGS -- TARGET EXTRA; return its pid. */
 static pid_t supervise(const char *sup, const char *target, const char *every, const char *extra1,
 		       const char *extra2, const char *out)
@@ -1098,7 +1196,7 @@ static pid_t supervise(const char *sup, const char *target, const char *every, c
 	argv[n++] = (char *)"--";
 	/* env execs the target in place (same pid), without the sanitizer
 	 * runtime the supervisor itself may need. */
-	argv[n++] = (char *)"/usr/bin/env";
+	argv[n++] = (char *)env_program();
 	argv[n++] = (char *)"-u";
 	argv[n++] = (char *)"LD_PRELOAD";
 	argv[n++] = (char *)target;
@@ -1153,6 +1251,7 @@ static int json_pid(const char *s)
 static void mode_supervise(const char *target, const char *sup)
 {
 	char *ref = reference(target);
+	double before = baseline_fraction(target, ref);
 	char out[PATH_MAX], how[64];
 	/* A new file for each case: a JSON line left from the previous case
 	 * would name a dead child. */
@@ -1164,13 +1263,14 @@ static void mode_supervise(const char *target, const char *sup)
 	 *    ends cleanly; the supervisor exits with its status. */
 	fprintf(stderr, "== one round, then SIGTERM\n");
 	pid_t s = supervise(sup, target, NULL, NULL, NULL, out);
-	char *json = wait_json(out, 1, 60000);
+	char *json = wait_json(out, 1, scaled(60000));
 	fprintf(stderr, "%s", json);
 	check(test_contains(json, "\"ok\":true"), "round failed: %s", json);
 	int child = json_pid(json);
 	check(child > 0, "no pid in the JSON line");
 	test_sleep_ms(300); /* the round is over: stays on C1 */
 	check_free(child);
+	check_moved(before, original_fraction(child, "after the round"));
 	kill(s, SIGTERM);
 	int st = wait_end(s);
 	describe_status(st, how, sizeof(how));
@@ -1187,7 +1287,7 @@ static void mode_supervise(const char *target, const char *sup)
 	fprintf(stderr, "== --every 0.5, child exits 3 on SIGTERM\n");
 	NEXT_OUT();
 	s = supervise(sup, target, "0.5", "--exit-code", "3", out);
-	json = wait_json(out, 2, 90000);
+	json = wait_json(out, 2, scaled(90000));
 	free(json);
 	kill(s, SIGTERM);
 	st = wait_end(s);
@@ -1208,7 +1308,7 @@ static void mode_supervise(const char *target, const char *sup)
 	fprintf(stderr, "== child SIGKILLed during --every rounds\n");
 	NEXT_OUT();
 	s = supervise(sup, target, "0.2", NULL, NULL, out);
-	json = wait_json(out, 1, 60000);
+	json = wait_json(out, 1, scaled(60000));
 	child = json_pid(json);
 	free(json);
 	test_sleep_ms((unsigned)(rand() % 1500));
@@ -1228,7 +1328,7 @@ static void mode_supervise(const char *target, const char *sup)
 	json = slurp(out);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "supervisor: %s", how);
 	check(!strstr(json, "{\"pid\":"), "a round was attempted: %s", json);
-	check(test_now_ms() - t0 < 1000 + 500, "supervisor did not notice the exit at once");
+	check(test_now_ms() - t0 < 1000 + scaled(500), "supervisor did not notice the exit at once");
 	free(json);
 
 	/* 5. CMD that cannot be run: 127, as a shell says. */
@@ -1245,7 +1345,9 @@ int main(int argc, char **argv)
 	const char *mode = argc > 1 ? argv[1] : "";
 	const char *a = argc > 2 ? argv[2] : NULL, *b = argc > 3 ? argv[3] : NULL;
 	const char *c = argc > 4 ? argv[4] : NULL;
-	test_watchdog(170);
+	const char *sc = getenv("OCOLOS_TEST_SCALE");
+	scale = sc && atoi(sc) > 0 && atoi(sc) <= 50 ? (unsigned)atoi(sc) : 1;
+	test_watchdog(scaled(170));
 	test_require_perf();
 	snprintf(tmpdir, sizeof(tmpdir), "%s/ocolos-pid.XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");

@@ -471,7 +471,7 @@ static void where(struct ocolos_ctx *ctx, struct ocolos_where_result *w, const c
 	fprintf(stderr, "  where %-14s samples %llu: C0 %llu, C1 %llu, elsewhere %llu\n", when,
 		(unsigned long long)w->samples, (unsigned long long)w->in_original,
 		(unsigned long long)w->in_optimized, (unsigned long long)w->elsewhere);
-	check(w->in_original + w->in_optimized >= 200,
+	check(w->in_original + w->in_optimized >= 200 / scale,
 	      "only %llu samples in the binary (%s)",
 	      (unsigned long long)(w->in_original + w->in_optimized), when);
 }
@@ -881,7 +881,8 @@ static double original_fraction(pid_t pid, const char *when)
 	fprintf(stderr, "  where %-16s samples %llu: original code %llu (%.1f%%), elsewhere %llu\n",
 		when, (unsigned long long)w.samples, (unsigned long long)w.in_original, 100 * f,
 		(unsigned long long)w.elsewhere);
-	check(w.samples >= 200, "only %llu samples (%s)", (unsigned long long)w.samples, when);
+	check(w.samples >= 200 / scale, "only %llu samples (%s)", (unsigned long long)w.samples,
+	      when);
 	return f;
 }
 

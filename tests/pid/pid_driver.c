@@ -39,6 +39,9 @@
  *   pid_driver supervise TARGET SUPERVISE  ocolos-supervise end to end:
  *                                        JSON line, signal forwarding, exit
  *                                        status of the child
+ *   pid_driver supervise-round TARGET SUPERVISE  its first case only: one
+ *                                        round, samples in C1, SIGTERM, the
+ *                                        child's output and exit status
  *
  * After every fault the target must run its original code unchanged (C0
  * bytes hashed through /proc/PID/mem before and after, no anonymous
@@ -886,11 +889,13 @@ static double original_fraction(pid_t pid, const char *when)
 	return f;
 }
 
-/* The samples left the original code: at most a third of the fraction
- * there was before. */
+/* The samples left the original code: at most half the fraction there was
+ * before. Not all of it: a thread's outermost loop (a worker's main
+ * function) keeps running in C0, whose frame never returns, and functions
+ * with too few samples stay. */
 static void check_moved(double before, double after)
 {
-	check(before > 0.05 && after * 3 <= before,
+	check(before > 0.05 && after * 2 <= before,
 	      "the samples did not move out of the original code: %.1f%% before, %.1f%% after",
 	      100 * before, 100 * after);
 }
@@ -1180,14 +1185,15 @@ static const char *env_program(void)
 }
 
 /* Start ocolos-supervise ARGS -- TARGET EXTRA; return its pid. */
-static pid_t supervise(const char *sup, const char *target, const char *every, const char *extra1,
-		       const char *extra2, const char *out)
+static pid_t supervise_after(const char *sup, const char *after, const char *target,
+			     const char *every, const char *extra1, const char *extra2,
+			     const char *out)
 {
 	char *argv[20];
 	int n = 0;
 	argv[n++] = (char *)sup;
 	argv[n++] = (char *)"--after";
-	argv[n++] = (char *)"1";
+	argv[n++] = (char *)after;
 	argv[n++] = (char *)"--profile";
 	argv[n++] = (char *)"1";
 	if (every) {
@@ -1207,6 +1213,16 @@ static pid_t supervise(const char *sup, const char *target, const char *every, c
 		argv[n++] = (char *)extra2;
 	argv[n] = NULL;
 	return spawn_tool(argv, out);
+}
+
+/* The same with a warm-up of 1 s (OCOLOS_TEST_SCALE s: an emulated C++
+ * child is still starting after 1 s). */
+static pid_t supervise(const char *sup, const char *target, const char *every, const char *extra1,
+		       const char *extra2, const char *out)
+{
+	char after[16];
+	snprintf(after, sizeof(after), "%u", scale);
+	return supervise_after(sup, after, target, every, extra1, extra2, out);
 }
 
 /* Wait until `out` holds `count` JSON lines; return the text. */
@@ -1249,7 +1265,7 @@ static int json_pid(const char *s)
 	return p ? atoi(p + 7) : 0;
 }
 
-static void mode_supervise(const char *target, const char *sup)
+static void mode_supervise(const char *target, const char *sup, int full)
 {
 	char *ref = reference(target);
 	double before = baseline_fraction(target, ref);
@@ -1283,6 +1299,11 @@ static void mode_supervise(const char *target, const char *sup)
 	check(kill(child, 0) != 0 && errno == ESRCH, "child %d still exists", child);
 	free(mine);
 	free(json);
+	if (!full) {
+		check_no_children();
+		free(ref);
+		return;
+	}
 
 	/* 2. Exit code passed through; continuous rounds meanwhile. */
 	fprintf(stderr, "== --every 0.5, child exits 3 on SIGTERM\n");
@@ -1329,7 +1350,8 @@ static void mode_supervise(const char *target, const char *sup)
 	json = slurp(out);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "supervisor: %s", how);
 	check(!strstr(json, "{\"pid\":"), "a round was attempted: %s", json);
-	check(test_now_ms() - t0 < 1000 + scaled(500), "supervisor did not notice the exit at once");
+	check(test_now_ms() - t0 < scaled(1000) + scaled(500),
+	      "supervisor did not notice the exit at once");
 	free(json);
 
 	/* 5. CMD that cannot be run: 127, as a shell says. */
@@ -1356,7 +1378,8 @@ int main(int argc, char **argv)
 	atexit(cleanup_tmp);
 	int need_b = !strcmp(mode, "stale") || !strcmp(mode, "boltfail") ||
 		     !strcmp(mode, "agent") || !strcmp(mode, "agent-kill") ||
-		     !strcmp(mode, "supervise") || !strcmp(mode, "agent-cancel");
+		     !strcmp(mode, "supervise") || !strcmp(mode, "supervise-round") ||
+		     !strcmp(mode, "agent-cancel");
 	int need_c = !strcmp(mode, "agent-cancel");
 	check(!strcmp(mode, "gone") || (a && (!need_b || b) && (!need_c || c)),
 	      "usage: %s MODE TARGET [OTHER|SCRIPT|TOOL] [SCRIPT] (see the file's header)", argv[0]);
@@ -1388,7 +1411,9 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "agent-cancel"))
 		mode_agent_cancel(a, b, c);
 	else if (!strcmp(mode, "supervise"))
-		mode_supervise(a, b);
+		mode_supervise(a, b, 1);
+	else if (!strcmp(mode, "supervise-round"))
+		mode_supervise(a, b, 0);
 	else
 		check(0, "unknown mode '%s'", mode);
 	printf("ok %s\n", mode);

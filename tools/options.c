@@ -185,8 +185,9 @@ void tool_help_common(FILE *f, int supervise)
 {
 	fprintf(f,
 "  -P, --profile SEC     sampling window of each round (default 2; 0.001 to 3600)\n"
-"  -e, --every SEC       after each round wait SEC, revert to the original code\n"
-"                        and optimize afresh from a new profile, until stopped\n"
+"  -e, --every SEC       after each round wait SEC and run the next one: a new\n"
+"                        profile of the code in use, the next generation of\n"
+"                        code, the older one retired; until stopped\n"
 "                        (default: one round; 0.001 to 86400)\n"
 "  -n, --rounds N        stop after N rounds (default 1, or unlimited with\n"
 "                        --every; 1 to 1000000)\n"

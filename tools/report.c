@@ -138,6 +138,9 @@ static void report_json(const struct tool_round *r)
 	json_string(r->binary && r->binary[0] ? r->binary : NULL);
 	printf(",\"build_id\":");
 	json_string(r->build_id && r->build_id[0] ? r->build_id : NULL);
+	printf(",\"generation\":%u,\"versions_mapped\":%u,\"versions_retired\":%u,"
+	       "\"bytes_retired\":%llu", st->generation, st->versions_mapped, st->versions_retired,
+	       (unsigned long long)st->bytes_retired);
 	printf(",\"time\":\"%s\",\"schema\":%d}\n", when, TOOL_JSON_SCHEMA);
 }
 
@@ -158,6 +161,17 @@ static void report_text(const struct tool_round *r)
 	if (r->round == 0) {
 		printf("pid %d: cannot be optimized: %s\n  %s\n", (int)r->pid,
 		       ocolos_strerror(r->rc), r->message ? r->message : "");
+		return;
+	}
+	if (!strcmp(r->stage, "revert")) {
+		if (r->rc)
+			printf("pid %d (%s): revert failed: %s\n  %s\n", (int)r->pid, bin,
+			       ocolos_strerror(r->rc), r->message ? r->message : "");
+		else
+			printf("pid %d (%s): back to its original code in %.2f s (pause %.3f ms); %u "
+			       "versions of optimized code still mapped, %u retired in all\n",
+			       (int)r->pid, bin, r->round_ns / 1e9, st->pause_ns / 1e6,
+			       st->versions_mapped, st->versions_retired);
 		return;
 	}
 	if (r->rc)
@@ -185,6 +199,8 @@ static void report_text(const struct tool_round *r)
 		       "%u pointer slots (%u kept on the original code)\n", st->call_sites_patched,
 		       st->entries_patched, st->entries_blocked, st->pointer_slots_patched,
 		       st->pointer_slots_kept);
+		printf("            generation %u; %u versions mapped, %u retired in all\n",
+		       st->generation, st->versions_mapped, st->versions_retired);
 	}
 }
 

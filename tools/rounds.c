@@ -2,7 +2,11 @@
  * Rounds on a pid, shared by the two tools: open a context, run each round
  * stage by stage (ocolos_stage_profile / _optimize / _replace, so that
  * every stage gets its progress lines and elapsed time), report it, and
- * with --every revert and start afresh after a pause.
+ * with --every run the next round after a pause — no revert in between:
+ * each round profiles the code in use and makes the next generation. The
+ * library keeps what the rounds did in the process itself, so a later
+ * agent (or this one after a restart) continues where this one stopped;
+ * --revert goes back to the original code.
  *
  * Stopping. SIGINT/SIGTERM land in tool_request_stop(), which records the
  * signal and calls ocolos_cancel() on the open context: the running call
@@ -163,6 +167,39 @@ static void run_round(struct ocolos_ctx *ctx, const struct tool_cfg *cfg, struct
 	r->round_ns = now_ns() - t0;
 }
 
+/* --revert: back to the original code, then unmap what no thread is in. A
+ * process already on its original code is not an error (OCOLOS_EINVAL from
+ * the revert says so; the retire still runs). */
+static void revert(struct ocolos_ctx *ctx, const struct tool_cfg *cfg, struct tool_round *r,
+		   struct ocolos_stats *st)
+{
+	uint64_t t0 = now_ns();
+	OCOLOS_OPTS(ocolos_switch_stats, sw);
+	r->stage = "revert";
+	tool_progress(cfg, r->pid, 0, "revert: back to the original code...");
+	int rc = ocolos_revert(ctx, &sw);
+	if (rc == OCOLOS_EINVAL) {
+		tool_progress(cfg, r->pid, 0, "revert: %s", ocolos_last_error(ctx));
+		rc = 0;
+	}
+	if (!rc)
+		rc = ocolos_retire(ctx, st);
+	st->pause_ns = sw.pause_ns;
+	st->threads_stopped = sw.threads_stopped;
+	st->call_sites_patched = sw.call_sites;
+	st->pointer_slots_patched = sw.pointer_slots;
+	st->entries_patched = sw.entries;
+	r->rc = rc;
+	r->message = rc ? ocolos_last_error(ctx) : NULL;
+	r->round_ns = r->stage_ns[2] = now_ns() - t0;
+	if (rc)
+		tool_progress(cfg, r->pid, 0, "revert failed: %s", r->message);
+	else
+		tool_progress(cfg, r->pid, 0, "revert done in %.2f s: %u call sites and %u entries "
+			      "back, %u versions of optimized code still mapped", r->round_ns / 1e9,
+			      sw.call_sites, sw.entries, st->versions_mapped);
+}
+
 void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 {
 	memset(res, 0, sizeof(*res));
@@ -190,16 +227,23 @@ void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 	if (tool_stop_signal)
 		ocolos_cancel(ctx);
 	uint32_t rounds = cfg->rounds ? cfg->rounds : cfg->every_ms ? 0 : 1;
+	if (cfg->revert) {
+		OCOLOS_OPTS(ocolos_stats, st);
+		struct tool_round r = { .pid = pid, .round = 1, .binary = binary,
+			.build_id = build_id, .st = &st };
+		revert(ctx, cfg, &r, &st);
+		tool_report(cfg, &r);
+		res->rounds = 1;
+		res->failed = r.rc != 0;
+		atomic_store(&running_ctx, NULL);
+		ocolos_close(ctx);
+		return;
+	}
 	for (unsigned round = 1; rounds == 0 || round <= rounds; round++) {
-		if (round > 1) {
-			if (pause_between(cfg->every_ms, pid, cfg))
-				break;
-			/* Optimize afresh from the original code: the layout follows
-			 * what the target does now. */
-			ocolos_revert(ctx, NULL);
-			if (tool_stop_signal)
-				break;
-		}
+		/* The next round profiles the code in use and makes the next
+		 * generation: the layout follows what the target does now. */
+		if (round > 1 && pause_between(cfg->every_ms, pid, cfg))
+			break;
 		OCOLOS_OPTS(ocolos_stats, st);
 		struct tool_round r = { .pid = pid, .round = round, .binary = binary,
 			.build_id = build_id, .st = &st };

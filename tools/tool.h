@@ -45,6 +45,7 @@ struct tool_cfg {
 	const char *binary_path;   /* --binary */
 	const char *tmp_dir;	   /* --tmp-dir */
 	int keep_work_dir;	   /* --keep-work-dir */
+	int revert;		   /* ocolos-agent --revert: back to the original code */
 	int format;		   /* enum tool_format */
 	int quiet;		   /* -q: no progress lines */
 	int verbose;		   /* -v: library log (1 info, 2 debug) */
@@ -73,6 +74,7 @@ enum {
 	TOOL_OPT_KEEP_WORK_DIR,
 	TOOL_OPT_JSON,
 	TOOL_OPT_TEXT,
+	TOOL_OPT_REVERT,
 };
 
 /* The getopt_long entries of the shared options, to be copied into a
@@ -142,8 +144,12 @@ struct tool_result {
 };
 
 /* Run the configured rounds on `pid`, stage by stage, with progress lines
- * on stderr and one report per round on stdout. Stops early on a stop
- * signal, when cfg->poll says so, or when the target exits. */
+ * on stderr and one report per round on stdout; each round continues from
+ * what the earlier ones (of this tool or of another agent) left in the
+ * process, with the next generation of code. Stops early on a stop
+ * signal, when cfg->poll says so, or when the target exits. With
+ * cfg->revert, no round: the process goes back to its original code and
+ * the optimized versions are unmapped, in one report. */
 void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res);
 
 /* ---- reports (report.c) ---- */
@@ -153,7 +159,7 @@ struct tool_round {
 	pid_t pid;
 	unsigned round;		/* 1, 2, ...; 0: opening the process failed */
 	int rc;			/* 0 or OCOLOS_E* */
-	const char *stage;	/* "open", "profile", "optimize", "replace" */
+	const char *stage;	/* "open", "profile", "optimize", "replace", "revert" */
 	const char *message;	/* ocolos_last_error() when rc != 0 */
 	uint64_t stage_ns[3];	/* wall time of each stage, as measured here */
 	uint64_t round_ns;	/* of the round (all its stages) */

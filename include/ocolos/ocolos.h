@@ -91,6 +91,8 @@ enum ocolos_error {
 	OCOLOS_ENOPROC = -19,	/* the target process is gone or exiting */
 	OCOLOS_ESTALE = -20,	/* the binary on disk is not the one running */
 	OCOLOS_ECANCELED = -21,	/* ocolos_cancel() stopped the call */
+	OCOLOS_ESTATE = -22,	/* the target's state record is another library
+				   version's or binary's, or unusable: nothing done */
 };
 
 /* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL;
@@ -353,6 +355,17 @@ OCOLOS_API int ocolos_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats 
 OCOLOS_API int ocolos_revert(struct ocolos_ctx *ctx, struct ocolos_switch_stats *stats);
 /* Redirect to the last round's optimized code again after a revert. */
 OCOLOS_API int ocolos_reapply(struct ocolos_ctx *ctx, struct ocolos_switch_stats *stats);
+
+/*
+ * Unmap the versions of optimized code that are not in use and that no
+ * thread can reach any more (docs/guide.md, "Retirement"): after a revert,
+ * every version (a re-apply is then refused: there is nothing to re-apply);
+ * otherwise all but the one in use. Rounds and switches retire older
+ * versions by themselves; this is the explicit call, e.g. after a revert,
+ * or to retry a version a thread was still in. `stats` may be NULL; it
+ * gets generation, versions_mapped, versions_retired and bytes_retired.
+ */
+OCOLOS_API int ocolos_retire(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
 
 /*
  * Sample the process's threads (a self context: all but the caller) for a

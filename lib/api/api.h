@@ -65,6 +65,32 @@ struct api_state {
 	/* Bumped by every change of the code in use, so a round prepared by
 	 * one context is not applied over another's (round.c). */
 	uint64_t generation;
+	uint64_t bias;			/* the binary's load bias in the target */
+	/* The state record in the target (persist.c). */
+	uint64_t seq;			/* of the newest record written or read */
+	struct inject_reservation records[2]; /* its mappings: older, newest */
+	int phase;			/* enum api_phase of the newest */
+	/* Ranges kept mapped for good (see persist.c: "tombstone"). */
+	uint64_t (*tomb)[2];
+	size_t ntomb, tomb_cap;
+};
+
+/* What a state record says is in progress (persist.c). */
+enum api_phase {
+	API_PHASE_IDLE = 0,
+	API_PHASE_PROFILING = 1,	/* res, island: the round's reservations */
+	API_PHASE_MAPPING = 2,		/* res, island, gen: the new version mapped,
+					   `unwind` about to be registered */
+	API_PHASE_SWITCHING = 3,	/* want, forward: a transition about to stop */
+	API_PHASE_RETIRING = 4,		/* gen: the version about to be unmapped */
+};
+struct api_pending {
+	int phase;
+	const struct inject_reservation *res, *island;
+	uint32_t gen;
+	uint64_t unwind;
+	const struct inject_plan *want;
+	int forward;			/* the transition leads to the newest version */
 };
 
 struct round_pending; /* a round between its stages (round.c) */
@@ -164,18 +190,47 @@ int api_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *
 int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 		   struct inject_switch_result *res, uint8_t *quiet);
 /* Retire the versions that are not in use (all but the newest, or all
- * after a revert) that nothing we wrote leads to and no thread is in:
+ * after a revert unless `keep_newest`: a re-apply needs it) that nothing we wrote leads to and no thread is in:
  * `quiet[i]` says version i had no thread in it at the stop just made (or
  * NULL: make a stop now to see). Unmapped after a scan of the target's
  * memory finds no reference to them and a second, short stop confirms
  * that still no thread is in them. *retired counts them. */
-int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet, uint32_t *retired);
+int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet, int keep_newest, uint32_t *retired);
+/* ocolos_retire(): what earlier calls left (the state record), every
+ * version that can go, and the counts in `st`. */
+int api_retire_call(struct ocolos_ctx *ctx, struct ocolos_stats *st);
+void api_fill_state_stats(const struct api_state *state, struct ocolos_stats *out);
 /* The want plan of a revert: every stub and every version's entries back
  * at C0, slots kept on their stubs. */
 int api_want_c0(struct ocolos_ctx *ctx, struct inject_plan *want);
 /* Free a version (unmapping it and dropping its unwind tables if `unmap`). */
 void api_version_free(struct ocolos_ctx *ctx, struct api_version *v, int unmap);
 void api_state_free(struct api_state *st);
+
+/* ---- the state record in the target (persist.c) ---- */
+
+/* Write a new record of ctx->state and what `pd` says is in progress
+ * (NULL: nothing), then drop the oldest but one. */
+int api_state_save(struct ocolos_ctx *ctx, const struct api_pending *pd);
+/* The same where failing is not the call's failure: logged, ctx->err kept. */
+void api_state_save_quiet(struct ocolos_ctx *ctx, const struct api_pending *pd);
+/* Read the target's record if it is newer than what ctx->state holds, and
+ * take it over, checked against the target; with `may_recover`, finish a
+ * step whose writer is gone. Needs the model (ctx->bin). OCOLOS_ESTATE
+ * when the record is another library version's, another binary's, or
+ * unusable; OCOLOS_EBUSY when a live process is in the middle of a round. */
+int api_state_sync(struct ocolos_ctx *ctx, int may_recover);
+
+/* Read every location of the patch record from the target and record what
+ * it holds where that differs (a switch that found unexpected bytes, one
+ * that was cut short, a slot the program wrote), and which version those
+ * bytes lead into: retirement must never trust a stale record. */
+void api_record_refresh(struct ocolos_ctx *ctx);
+
+/* The model of the target's binary (ctx->bin), and its load bias, checked
+ * against the running image (round.c). */
+int api_open_model(struct ocolos_ctx *ctx);
+int api_find_bias(struct ocolos_ctx *ctx, uint64_t *bias);
 
 /* Sample the target's threads and classify where they run. */
 int api_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,

@@ -76,6 +76,11 @@ OCOLOS_API int OCOLOS_IMPL_0_2(ocolos_reapply)(struct ocolos_ctx *ctx, struct oc
 	return run_switch(ctx, 1, stats);
 }
 
+OCOLOS_API int ocolos_retire(struct ocolos_ctx *ctx, struct ocolos_stats *stats)
+{
+	return run_stage(ctx, api_retire_call, stats);
+}
+
 OCOLOS_DEFINE_0_2(ocolos_where)
 OCOLOS_API int OCOLOS_IMPL_0_2(ocolos_where)(struct ocolos_ctx *ctx,
 					     const struct ocolos_where_opts *opts,

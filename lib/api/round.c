@@ -62,7 +62,7 @@ static void copy_stats(const struct round_pending *p, struct ocolos_stats *st)
 }
 
 /* The file the target runs: opts.binary_path, or /proc/PID/exe resolved. */
-static int open_model(struct ocolos_ctx *ctx)
+int api_open_model(struct ocolos_ctx *ctx)
 {
 	if (ctx->bin)
 		return 0;
@@ -89,7 +89,7 @@ static int open_model(struct ocolos_ctx *ctx)
 
 /* Load bias, and proof that the running image is the file BOLT will read:
  * same inode mapped, same build-id in memory. */
-static int find_bias(struct ocolos_ctx *ctx, uint64_t *bias)
+int api_find_bias(struct ocolos_ctx *ctx, uint64_t *bias)
 {
 	struct procmaps m = { 0 };
 	int rc = core_procmaps_read(ctx->pid, &m, &ctx->err);
@@ -300,8 +300,12 @@ void api_drop_pending(struct ocolos_ctx *ctx)
 	elf_bat_free(p->bat);
 	elf_bolt_output_close(p->out);
 	if (ctx->target_open) {
+		int had = p->res.size || p->island.size;
 		inject_reservation_release(&ctx->target, &p->res);
 		inject_reservation_release(&ctx->target, &p->island);
+		/* The record must not name a range that is no longer ours. */
+		if (ctx->bin && (had || ctx->state->phase != API_PHASE_IDLE))
+			api_state_save_quiet(ctx, NULL);
 	}
 	if (ctx->opts.keep_work_dir && p->wd.path[0])
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "work directory kept: %s", p->wd.path);
@@ -320,10 +324,15 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	ctx->pending = p;
 	p->t_start = core_now_ns();
 	p->st.sz = sizeof(p->st);
-	p->generation = ctx->state->generation;
-	int rc = open_model(ctx);
+	int rc = api_open_model(ctx);
 	if (!rc)
-		rc = find_bias(ctx, &p->bias);
+		rc = api_find_bias(ctx, &p->bias);
+	if (!rc) {
+		ctx->state->bias = p->bias;
+		/* What earlier rounds did, possibly by another agent (persist.c). */
+		rc = api_state_sync(ctx, 1);
+	}
+	p->generation = ctx->state->generation;
 	if (!rc)
 		rc = api_workdir_create(&p->wd, ctx->opts.tmp_dir, &ctx->err);
 	if (!rc && !(rc = api_workdir_file(&p->wd, "profile.preagg", p->profile, &ctx->err)) &&
@@ -333,6 +342,9 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		rc = find_bolt(ctx, p->wd.path);
 	if (!rc)
 		rc = reserve(ctx, p);
+	if (!rc)
+		rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_PROFILING,
+								 .res = &p->res });
 	if (!rc)
 		rc = sample(ctx, p);
 	p->st.round_ns = core_now_ns() - p->t_start;
@@ -433,10 +445,12 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 			  p->out->moved, (double)p->st.bolt_ns / 1e6);
 		p->st.functions_moved = p->out->moved;
 		/* AArch64: call sites beyond BL reach of C1 go through veneers. */
-		if (inject_plan_needs_island(ctx->bin, p->out))
-			rc = inject_reserve_island(&ctx->target, ctx->bin, p->bias,
-						   inject_plan_island_size(ctx->bin, p->out),
-						   &p->island, &ctx->err);
+		if (inject_plan_needs_island(ctx->bin, p->out) &&
+		    !(rc = inject_reserve_island(&ctx->target, ctx->bin, p->bias,
+						 inject_plan_island_size(ctx->bin, p->out),
+						 &p->island, &ctx->err)))
+			rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_PROFILING,
+					    .res = &p->res, .island = &p->island });
 	}
 	if (!rc)
 		rc = plan(ctx, p);
@@ -449,18 +463,30 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	return rc;
 }
 
+/* Right before the new version's unwind tables are registered. */
+static int note_mapping(void *arg, uint64_t handle)
+{
+	struct ocolos_ctx *ctx = arg;
+	struct round_pending *p = ctx->pending;
+	return api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_MAPPING,
+			      .res = &p->res, .island = &p->island, .gen = p->entries.gen,
+			      .unwind = handle });
+}
+
 /* Map C1 and register its unwind tables: still invisible to the target. */
 static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *unwind)
 {
 	struct proc_target *t = &ctx->target;
-	int rc = inject_map_c1(t, p->out, p->bias, &p->fixups, &p->res, &p->st.c1_bytes, &ctx->err);
+	int rc = inject_map_c1(t, p->out, p->bias, &p->fixups, p->entries.gen, &p->res,
+			       &p->st.c1_bytes, &ctx->err);
 	if (!rc)
-		rc = inject_map_island(t, &p->want, &ctx->err);
+		rc = inject_map_island(t, &p->want, p->entries.gen, &ctx->err);
 	if (rc)
 		return rc;
 	p->st.c1_addr = p->bias + p->out->lo;
 	uint64_t used = p->bias + p->out->hi - p->res.addr;
-	rc = inject_unwind_register(t, p->out, p->bias, &p->res, &used, unwind, &ctx->err);
+	rc = inject_unwind_register_hook(t, p->out, p->bias, p->entries.gen, &p->res, &used, unwind,
+					 note_mapping, ctx, &ctx->err);
 	if (!rc)
 		inject_reservation_trim(t, &p->res, p->res.addr + used);
 	return rc;
@@ -484,7 +510,7 @@ static int push_version(struct ocolos_ctx *ctx, struct round_pending *p, uint64_
 	return 0;
 }
 
-static void fill_state_stats(const struct api_state *st, struct ocolos_stats *out)
+void api_fill_state_stats(const struct api_state *st, struct ocolos_stats *out)
 {
 	out->generation = st->last_gen;
 	out->versions_mapped = (uint32_t)st->nv;
@@ -498,6 +524,12 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	struct api_state *state = ctx->state;
 	if (!p || p->stage != 2)
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "nothing to replace: optimize first");
+	/* Another agent may have changed the target since the profile. */
+	int rc = api_state_sync(ctx, 0);
+	if (rc) {
+		api_drop_pending(ctx);
+		return rc;
+	}
 	if (p->generation != state->generation) {
 		api_drop_pending(ctx);
 		return core_errf(&ctx->err, OCOLOS_EBUSY,
@@ -506,7 +538,7 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 				 (int)ctx->pid);
 	}
 	uint64_t unwind = 0;
-	int rc = prepare(ctx, p, &unwind);
+	rc = prepare(ctx, p, &unwind);
 	if (!rc)
 		rc = inject_stubs_map(&ctx->target, &state->stubs, &ctx->err);
 	/* The new version joins the state before the switch, so that the
@@ -522,6 +554,9 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	/* The last safe point: once threads are stopped, the switch completes. */
 	if (!rc)
 		rc = api_check_cancel(ctx, "before the stop-the-world");
+	if (!rc)
+		rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_SWITCHING,
+				    .want = &p->want, .forward = 1 });
 	if (!rc)
 		rc = api_transition(ctx, &p->want, &sw, quiet);
 	const struct inject_apply_result res = sw.applied;
@@ -550,6 +585,7 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	inject_plan_free(&state->want);
 	state->want = p->want;
 	p->want = (struct inject_plan){ 0 };
+	api_state_save_quiet(ctx, NULL);
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
 		  "redirect to C%u: %u call sites, %u pointer slots (%u left on C0: their function's "
 		  "address is taken), %u stubs, %u function entries (%u left: a thread was inside; "
@@ -560,11 +596,11 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	/* Older versions nothing leads to any more go now, if no thread is in
 	 * them (versions.c). A failure to retire is not the round's. */
 	uint32_t retired = 0;
-	if (api_retire(ctx, quiet, &retired))
+	if (api_retire(ctx, quiet, 1, &retired))
 		core_logf(&ctx->log, OCOLOS_LOG_WARN, "retiring old code failed: %s", ctx->err.msg);
 	core_err_clear(&ctx->err);
 	free(quiet);
-	fill_state_stats(state, &p->st);
+	api_fill_state_stats(state, &p->st);
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	api_drop_pending(ctx);

@@ -12,6 +12,17 @@
 int api_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *st)
 {
 	struct api_state *state = ctx->state;
+	uint64_t bias;
+	int rc = api_open_model(ctx);
+	if (!rc)
+		rc = api_find_bias(ctx, &bias);
+	if (!rc && !state->bias)
+		state->bias = bias;
+	/* What the rounds did, possibly by another agent (persist.c). */
+	if (!rc)
+		rc = api_state_sync(ctx, 1);
+	if (rc)
+		return rc;
 	if (!state->nv)
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "no optimized code to switch: run a round first");
 	if (state->redirected == forward)
@@ -19,10 +30,14 @@ int api_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *
 				 ? "the optimized code is already in use"
 				 : "the target already runs its original code");
 	struct inject_plan c0 = { 0 };
-	int rc = forward ? 0 : api_want_c0(ctx, &c0);
+	rc = forward ? 0 : api_want_c0(ctx, &c0);
 	struct inject_switch_result sw = { 0 };
+	const struct inject_plan *want = forward ? &state->want : &c0;
 	if (!rc)
-		rc = api_transition(ctx, forward ? &state->want : &c0, &sw, NULL);
+		rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_SWITCHING,
+				    .want = want, .forward = forward });
+	if (!rc)
+		rc = api_transition(ctx, want, &sw, NULL);
 	inject_plan_free(&c0);
 	const struct inject_apply_result res = sw.applied;
 	st->threads_stopped = sw.threads;
@@ -32,16 +47,25 @@ int api_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *
 	st->pointer_slots = res.ptr_slots + res.stubs;
 	st->entries = res.entries;
 	st->mismatched = res.mismatched;
-	if (rc)
+	if (rc) {
+		api_state_save_quiet(ctx, NULL);
 		return rc;
+	}
 	state->redirected = forward;
 	state->generation++;
+	api_state_save_quiet(ctx, NULL);
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
 		  "%s: %u call sites, %u pointer slots, %u stubs, %u entries (%u mismatched), %u "
 		  "threads stopped for %.3f ms", forward ? "redirect to the newest code" : "revert to C0",
 		  res.call_sites, res.ptr_slots, res.stubs, res.entries, res.mismatched,
 		  st->threads_stopped, (double)st->pause_ns / 1e6);
-	/* The versions stay mapped: a re-apply is one switch, and a thread
-	 * may still run in them; ocolos_retire() unmaps those it can. */
+	/* The newest version stays mapped (a re-apply is one switch);
+	 * older ones go if nothing can reach them, as after a round;
+	 * ocolos_retire() unmaps the newest too. A failure to retire is not
+	 * the switch's. */
+	uint32_t retired = 0;
+	if (api_retire(ctx, NULL, 1, &retired))
+		core_logf(&ctx->log, OCOLOS_LOG_WARN, "retiring old code failed: %s", ctx->err.msg);
+	core_err_clear(&ctx->err);
 	return 0;
 }

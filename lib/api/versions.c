@@ -52,6 +52,7 @@ void api_state_free(struct api_state *st)
 	inject_record_free(&st->rec);
 	inject_plan_free(&st->want);
 	inject_stubs_free(&st->stubs);
+	free(st->tomb);
 	memset(st, 0, sizeof(*st));
 }
 
@@ -84,9 +85,9 @@ static size_t version_ranges(const struct api_version *v, uint64_t (*r)[2])
 
 /* Versions that may be retired: not the one in use; nothing we wrote
  * leads into them. */
-static int retirable(const struct api_state *st, size_t i)
+static int retirable(const struct api_state *st, size_t i, int keep_newest)
 {
-	if (st->redirected && i + 1 == st->nv)
+	if ((st->redirected || keep_newest) && i + 1 == st->nv)
 		return 0;
 	return !inject_record_leads_to(&st->rec, st->v[i].gen);
 }
@@ -124,6 +125,10 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	rc = inject_switch(&ctx->target, &rq, res, &ctx->err);
 	if (!rc)
 		rc = inject_record_update(&st->rec, &plan, &ctx->err);
+	/* Bytes other than the record said: it is corrected from the target
+	 * before anything relies on it (retirement above all). */
+	if (!rc && res->applied.mismatched && ctx->bin)
+		api_record_refresh(ctx);
 	if (quiet)
 		for (size_t i = 0, w = 0; i < st->nv; i++) {
 			size_t nr = version_ranges(&st->v[i], watch + w);
@@ -189,7 +194,8 @@ static void own_bookkeeping(struct ocolos_ctx *ctx, struct skips *sk, const void
 		skip(sk, (const void *)(uintptr_t)(sp - 4096), ctx->entry_frame - sp + 4096);
 }
 
-int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, uint32_t *retired)
+int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_newest,
+	       uint32_t *retired)
 {
 	struct api_state *st = ctx->state;
 	*retired = 0;
@@ -203,7 +209,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, uint32_t *r
 	}
 	size_t cand = 0;
 	for (size_t i = 0; i < n; i++)
-		cand += retirable(st, i);
+		cand += retirable(st, i, keep_newest);
 	if (!cand)
 		goto out;
 	struct inject_switch_result res;
@@ -211,7 +217,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, uint32_t *r
 	if (quiet_at_stop) {
 		memcpy(quiet, quiet_at_stop, n);
 		for (size_t i = 0; i < n; i++)
-			need_stop |= retirable(st, i) && !quiet[i];
+			need_stop |= retirable(st, i, keep_newest) && !quiet[i];
 	}
 	if (need_stop) {
 		/* (2): at the round's own stop the threads were usually still
@@ -225,7 +231,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, uint32_t *r
 	/* (3): the memory, between the two stops. */
 	size_t nr = 0;
 	for (size_t i = 0; i < n; i++)
-		if (retirable(st, i) && quiet[i])
+		if (retirable(st, i, keep_newest) && quiet[i])
 			nr += version_ranges(&st->v[i], ranges + nr);
 	if (!nr)
 		goto out;
@@ -236,7 +242,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, uint32_t *r
 	const uint64_t **sites = calloc(nr + 1, sizeof(*sites));
 	size_t *nsites = calloc(nr + 1, sizeof(*nsites));
 	for (size_t i = 0, w = 0; sites && nsites && i < n; i++) {
-		if (!retirable(st, i) || !quiet[i])
+		if (!retirable(st, i, keep_newest) || !quiet[i])
 			continue;
 		size_t k = version_ranges(&st->v[i], ranges + w);
 		sites[w] = st->v[i].entries.ret_sites; /* the code; the island has none */
@@ -260,7 +266,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, uint32_t *r
 	core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "retirement scan: %llu KiB of memory in %.1f ms",
 		  (unsigned long long)(scanned >> 10), (double)(core_now_ns() - t0) / 1e6);
 	for (size_t i = 0, w = 0; i < n; i++) {
-		if (!retirable(st, i) || !quiet[i])
+		if (!retirable(st, i, keep_newest) || !quiet[i])
 			continue;
 		size_t k = version_ranges(&st->v[i], ranges + w);
 		for (size_t j = 0; j < k; j++)
@@ -284,28 +290,52 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, uint32_t *r
 	free(again);
 	if (rc)
 		goto out;
-	size_t w = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (retirable(st, i) && quiet[i]) {
-			uint32_t gen = st->v[i].gen;
-			st->bytes_retired += st->v[i].bytes;
-			st->versions_retired++;
-			inject_record_drop_owner(&st->rec, gen);
-			core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u retired (%llu KiB unmapped)", gen,
-				  (unsigned long long)(st->v[i].bytes >> 10));
-			api_version_free(ctx, &st->v[i], 1);
-			(*retired)++;
+	/* Each one noted in the state record before it goes (persist.c). */
+	for (size_t i = 0; i < st->nv;) {
+		if (!retirable(st, i, keep_newest) || !quiet[i]) {
+			if (retirable(st, i, keep_newest))
+				core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u stays mapped: a thread may "
+					  "still run in it", st->v[i].gen);
+			i++;
 			continue;
 		}
-		if (retirable(st, i))
-			core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u stays mapped: a thread may still "
-				  "run in it", st->v[i].gen);
-		st->v[w++] = st->v[i];
+		uint32_t gen = st->v[i].gen;
+		struct api_pending pd = { .phase = API_PHASE_RETIRING, .gen = gen };
+		if ((rc = api_state_save(ctx, &pd)))
+			goto out;
+		st->bytes_retired += st->v[i].bytes;
+		st->versions_retired++;
+		inject_record_drop_owner(&st->rec, gen);
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u retired (%llu KiB unmapped)", gen,
+			  (unsigned long long)(st->v[i].bytes >> 10));
+		api_version_free(ctx, &st->v[i], 1);
+		memmove(&st->v[i], &st->v[i + 1], (st->nv - i - 1) * sizeof(*st->v));
+		memmove(&quiet[i], &quiet[i + 1], st->nv - i - 1);
+		st->nv--;
+		(*retired)++;
 	}
-	st->nv = w;
+	if (*retired)
+		rc = api_state_save(ctx, NULL);
 out:
 	free(quiet);
 	free(found);
 	core_free_clear(ranges, (2 * n + 1) * sizeof(*ranges));
+	return rc;
+}
+
+int api_retire_call(struct ocolos_ctx *ctx, struct ocolos_stats *st)
+{
+	uint64_t bias;
+	uint32_t retired = 0;
+	int rc = api_open_model(ctx);
+	if (!rc)
+		rc = api_find_bias(ctx, &bias);
+	if (!rc && !ctx->state->bias)
+		ctx->state->bias = bias;
+	if (!rc)
+		rc = api_state_sync(ctx, 1);
+	if (!rc)
+		rc = api_retire(ctx, NULL, 0, &retired);
+	api_fill_state_stats(ctx->state, st);
 	return rc;
 }

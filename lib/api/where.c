@@ -53,6 +53,20 @@ int api_where(struct ocolos_ctx *ctx, uint32_t window_ms, uint32_t hz,
 		return core_errf(&ctx->err, OCOLOS_ENOPROC, "cannot stat %s: is process %d alive?",
 				 exe, (int)ctx->pid);
 	int self = ctx->pid == getpid();
+	/* Which versions exist: what the state record says, if this context did
+	 * not make them (nothing is finished or undone by looking). A program
+	 * that cannot be modelled has none. */
+	uint64_t bias;
+	struct core_err keep = ctx->err;
+	if (!api_open_model(ctx) && !api_find_bias(ctx, &bias)) {
+		if (!ctx->state->bias)
+			ctx->state->bias = bias;
+		int rc = api_state_sync(ctx, 0);
+		if (rc)
+			return rc;
+	} else {
+		ctx->err = keep;
+	}
 	/* perf-ip, or in the process itself CPU-time timers where perf_event
 	 * is unavailable (qemu-user: ENOSYS; containers). */
 	struct core_err why = { 0 };

@@ -33,6 +33,7 @@ OCOLOS_API const char *ocolos_strerror(int err)
 	case OCOLOS_ENOPROC: return "OCOLOS_ENOPROC: the target process is gone";
 	case OCOLOS_ESTALE: return "OCOLOS_ESTALE: the binary on disk is not the one running";
 	case OCOLOS_ECANCELED: return "OCOLOS_ECANCELED: canceled (ocolos_cancel)";
+	case OCOLOS_ESTATE: return "OCOLOS_ESTATE: the target's state record cannot be used";
 	default: return "OCOLOS_E?: unknown error code";
 	}
 }

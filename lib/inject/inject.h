@@ -60,6 +60,10 @@ int inject_reserve_placed(struct proc_target *t, const struct elf_binary *b, uin
 /* Where the constructor reserved, for tests: 0 when nothing. */
 void inject_reserve_early_range(uint64_t *addr, uint64_t *size);
 /* Give back what is still reserved in [from, addr + size). */
+/* A PROT_NONE range anywhere (nearest `near`), for what need not be in
+ * reach of the code. OCOLOS_ERESERVE when nothing is free. */
+int inject_reserve_anywhere(struct proc_target *t, uint64_t size, uint64_t near,
+			    struct inject_reservation *r, struct core_err *err);
 void inject_reservation_trim(struct proc_target *t, struct inject_reservation *r, uint64_t from);
 void inject_reservation_release(struct proc_target *t, struct inject_reservation *r);
 
@@ -273,14 +277,15 @@ void inject_record_free(struct inject_record *rec);
 /* Map C1's segments from BOLT's output into the reservation `r` of target
  * `t`, each with its own protection (R+X for code), never writable and
  * executable at once (proc_target_ops.map_fill), with the fixups `fx`
- * (may be NULL) applied. *mapped gets the bytes mapped. */
+ * (may be NULL) applied, named "ocolos-c<gen>" in /proc/PID/maps. *mapped
+ * gets the bytes mapped. */
 int inject_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
-		  const struct inject_fixups *fx, struct inject_reservation *r, uint64_t *mapped,
-		  struct core_err *err);
+		  const struct inject_fixups *fx, uint32_t gen, struct inject_reservation *r,
+		  uint64_t *mapped, struct core_err *err);
 
 /* AArch64: map the plan's veneers at plan->island (inside a reservation),
  * read-execute. No-op without veneers. */
-int inject_map_island(struct proc_target *t, const struct inject_plan *plan,
+int inject_map_island(struct proc_target *t, const struct inject_plan *plan, uint32_t gen,
 		      struct core_err *err);
 
 /* ---- unwind tables (unwind.c) ---- */
@@ -299,8 +304,17 @@ int inject_build_eh_frame(const uint8_t *eh, uint64_t size, uint64_t eh_addr, ui
  * target has no unwinder to register with (a C program without libgcc_s),
  * else what inject_unwind_deregister takes. */
 int inject_unwind_register(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
-			   struct inject_reservation *r, uint64_t *used, uint64_t *handle,
-			   struct core_err *err);
+			   uint32_t gen, struct inject_reservation *r, uint64_t *used,
+			   uint64_t *handle, struct core_err *err);
+/* The same, calling `before(arg, handle)` once the table is mapped and
+ * right before it is registered (the state record notes it: after that
+ * call whether it was registered is not known until it returns); a
+ * non-zero return stops there. */
+int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output *o,
+				uint64_t bias, uint32_t gen, struct inject_reservation *r,
+				uint64_t *used, uint64_t *handle,
+				int (*before)(void *arg, uint64_t handle), void *arg,
+				struct core_err *err);
 void inject_unwind_deregister(struct proc_target *t, uint64_t handle);
 
 /* ---- applying a plan (apply.c) ---- */

@@ -8,6 +8,7 @@
  * round.
  */
 #include <elf.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -23,9 +24,11 @@ static int prot_of(uint32_t flags)
 }
 
 int inject_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
-		  const struct inject_fixups *fx, struct inject_reservation *r, uint64_t *mapped,
-		  struct core_err *err)
+		  const struct inject_fixups *fx, uint32_t gen, struct inject_reservation *r,
+		  uint64_t *mapped, struct core_err *err)
 {
+	char name[32];
+	snprintf(name, sizeof(name), "ocolos-c%u", gen);
 	*mapped = 0;
 	const uint64_t PAGE = arch_page_size();
 	/* Each segment gets pages of its own protection: two sharing a page
@@ -58,7 +61,7 @@ int inject_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t b
 			return core_errf(err, OCOLOS_EIO, "cannot read C1 from BOLT's output");
 		}
 		inject_fixups_apply(fx, s->vaddr, buf + lead, (size_t)s->filesz);
-		int rc = t->ops->map_fill(t, start, end - start, prot, buf, len, err);
+		int rc = t->ops->map_fill(t, start, end - start, prot, buf, len, name, err);
 		free(buf);
 		if (rc)
 			return rc;
@@ -67,9 +70,11 @@ int inject_map_c1(struct proc_target *t, const struct bolt_output *o, uint64_t b
 	return 0;
 }
 
-int inject_map_island(struct proc_target *t, const struct inject_plan *plan,
+int inject_map_island(struct proc_target *t, const struct inject_plan *plan, uint32_t gen,
 		      struct core_err *err)
 {
+	char name[32];
+	snprintf(name, sizeof(name), "ocolos-c%u-veneers", gen);
 	if (!plan->island || !plan->island_len)
 		return 0;
 	const uint64_t PAGE = arch_page_size();
@@ -81,7 +86,7 @@ int inject_map_island(struct proc_target *t, const struct inject_plan *plan,
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	memcpy(buf + lead, plan->island_code, plan->island_len);
 	int rc = t->ops->map_fill(t, start, end - start, PROT_READ | PROT_EXEC, buf,
-				  lead + plan->island_len, err);
+				  lead + plan->island_len, name, err);
 	free(buf);
 	return rc;
 }

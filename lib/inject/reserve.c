@@ -376,6 +376,19 @@ int inject_reserve_placed(struct proc_target *t, const struct elf_binary *b, uin
 			 (unsigned long long)hi);
 }
 
+int inject_reserve_anywhere(struct proc_target *t, uint64_t size, uint64_t near,
+			    struct inject_reservation *r, struct core_err *err)
+{
+	uint64_t page = arch_page_size();
+	memset(r, 0, sizeof(*r));
+	size = (size + page - 1) & ~(page - 1);
+	int rc = reserve_in(t, size, page, 1ull << 32, (1ull << 47) - (1ull << 32), near, 4, r, err);
+	if (rc <= 0)
+		return rc;
+	return core_errf(err, OCOLOS_ERESERVE, "no free %llu KiB in process %d's address space",
+			 (unsigned long long)(size >> 10), (int)t->pid);
+}
+
 void inject_reservation_trim(struct proc_target *t, struct inject_reservation *r, uint64_t from)
 {
 	uint64_t page = arch_page_size();

@@ -108,7 +108,7 @@ int inject_stubs_map(struct proc_target *t, struct inject_stubs *st, struct core
 	uint64_t pg = arch_page_size();
 	uint64_t size = (st->fresh_len + pg - 1) & ~(pg - 1);
 	int rc = t->ops->map_fill(t, st->fresh_lo, size, PROT_READ | PROT_EXEC, st->fresh,
-				  st->fresh_len, err);
+				  st->fresh_len, "ocolos-stubs", err);
 	if (rc) {
 		inject_stubs_rollback(st);
 		return rc;

@@ -20,6 +20,7 @@
  * must itself be a terminated list of FDEs.)
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -276,9 +277,20 @@ static uint8_t *read_eh_frame(const struct bolt_output *o, struct core_err *err)
 }
 
 int inject_unwind_register(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
-			   struct inject_reservation *r, uint64_t *used, uint64_t *handle,
-			   struct core_err *err)
+			   uint32_t gen, struct inject_reservation *r, uint64_t *used,
+			   uint64_t *handle, struct core_err *err)
 {
+	return inject_unwind_register_hook(t, o, bias, gen, r, used, handle, NULL, NULL, err);
+}
+
+int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output *o,
+				uint64_t bias, uint32_t gen, struct inject_reservation *r,
+				uint64_t *used, uint64_t *handle,
+				int (*before)(void *arg, uint64_t handle), void *arg,
+				struct core_err *err)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "ocolos-c%u-unwind", gen);
 	*handle = 0;
 	if (!o->eh_frame)
 		return 0;
@@ -299,8 +311,10 @@ int inject_unwind_register(struct proc_target *t, const struct bolt_output *o, u
 	if (!rc && n && at + pages > r->addr + r->size)
 		rc = core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table");
 	if (!rc && n)
-		rc = t->ops->map_fill(t, at, pages, PROT_READ, buf, len, err);
+		rc = t->ops->map_fill(t, at, pages, PROT_READ, buf, len, name, err);
 	free(buf);
+	if (!rc && n && before)
+		rc = before(arg, at);
 	if (!rc && n) {
 		rc = t->ops->call_lib(t, "libgcc_s.so.1", "__register_frame", at, err);
 		if (rc == 1) {

@@ -46,14 +46,16 @@ struct proc_target_ops {
 	 * as 1) rather than replacing an existing mapping. 0, 1, or OCOLOS_E*. */
 	int (*reserve_at)(struct proc_target *t, uint64_t addr, uint64_t size, struct core_err *err);
 	void (*unmap)(struct proc_target *t, uint64_t addr, uint64_t size);
-	/* Map [addr, addr + size) anonymous with protection `prot` (PROT_*),
-	 * its first `len` bytes from `bytes`, over what is there (a part of a
-	 * reservation). Never writable and executable at once: the calling
-	 * process fills a read-write mapping and then sets `prot`; another
-	 * process gets `prot` at once and the bytes through /proc/PID/mem.
-	 * Code is made visible to instruction fetch. */
+	/* Map [addr, addr + size) with protection `prot` (PROT_*), its first
+	 * `len` bytes from `bytes`, over what is there (a part of a
+	 * reservation), named `name` in /proc/PID/maps ("/memfd:NAME
+	 * (deleted)": a private mapping of a memfd the bytes were written to
+	 * through its file descriptor, so the mapping is never writable, let
+	 * alone writable and executable; private, so a forked child keeps its
+	 * own copy of what later rounds patch). Code is made visible to
+	 * instruction fetch. */
 	int (*map_fill)(struct proc_target *t, uint64_t addr, uint64_t size, int prot,
-			const void *bytes, size_t len, struct core_err *err);
+			const void *bytes, size_t len, const char *name, struct core_err *err);
 	/* Call `sym`(arg) of the target's loaded library whose file name starts
 	 * with `lib` (e.g. "libgcc_s.so"). 1 if the target has no such
 	 * library or symbol, 0, or OCOLOS_E*. */

@@ -137,19 +137,56 @@ static void ptrace_unmap(struct proc_target *t, uint64_t addr, uint64_t size)
 static int remote_icache(struct proc_target *t, uint64_t addr, uint64_t len,
 			 struct core_err *err);
 
+/*
+ * A named mapping in another process (see proc_target_ops.map_fill): the
+ * name goes on a scratch page at `addr` first (memfd_create reads it from
+ * the target's memory), the memfd is filled from here through
+ * /proc/PID/fd/N, then mapped over the scratch page and closed in the
+ * target. Nothing reaches the range until the switch.
+ */
 static int ptrace_map_fill(struct proc_target *t, uint64_t addr, uint64_t size, int prot,
-			   const void *bytes, size_t len, struct core_err *err)
+			   const void *bytes, size_t len, const char *name, struct core_err *err)
 {
-	/* The final protection at once: the bytes go in through
-	 * /proc/PID/mem, so the mapping is never writable in the target. */
-	int rc = remote_mmap(t, addr, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
+	int rc = remote_mmap(t, addr, 4096, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, err);
 	if (rc)
 		return rc == 1 ? core_errf(err, OCOLOS_ERESERVE, "mapping at 0x%llx refused",
 					   (unsigned long long)addr) : rc;
-	if (len && proc_mem_write(t->memfd, addr, bytes, len))
-		return core_errf(err, OCOLOS_EIO, "cannot write %zu bytes into process %d at 0x%llx",
-				 len, (int)t->pid, (unsigned long long)addr);
-	return (prot & PROT_EXEC) ? remote_icache(t, addr, len, err) : 0;
+	if (proc_mem_write(t->memfd, addr, name, strlen(name) + 1))
+		return core_errf(err, OCOLOS_EIO, "cannot write into process %d at 0x%llx",
+				 (int)t->pid, (unsigned long long)addr);
+	uint64_t a[6] = { addr, MFD_CLOEXEC, 0, 0, 0, 0 };
+	int64_t fd;
+	if ((rc = remote_syscall(t, SYS_memfd_create, a, &fd, err)))
+		return rc;
+	if (fd < 0)
+		return core_errf(err, OCOLOS_ENOMEM, "memfd_create in process %d: %s", (int)t->pid,
+				 strerror((int)-fd));
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)t->pid, (int)fd);
+	int local = open(path, O_RDWR | O_CLOEXEC);
+	if (local < 0 || ftruncate(local, (off_t)size) != 0 ||
+	    pwrite(local, bytes, len, 0) != (ssize_t)len)
+		rc = core_errf(err, OCOLOS_EIO, "cannot fill %s of process %d (%s): %s", name,
+			       (int)t->pid, path, strerror(errno));
+	if (local >= 0)
+		close(local);
+	int64_t ret = 0;
+	if (!rc) {
+		uint64_t m[6] = { addr, size, (uint64_t)prot, MAP_PRIVATE | MAP_FIXED, (uint64_t)fd, 0 };
+		rc = remote_syscall(t, SYS_mmap, m, &ret, err);
+		if (!rc && ret != (int64_t)addr)
+			rc = core_errf(err, OCOLOS_ERESERVE, "cannot map %s in process %d: %s", name,
+				       (int)t->pid, strerror(ret < 0 ? (int)-ret : EINVAL));
+	}
+	uint64_t c[6] = { (uint64_t)fd, 0, 0, 0, 0, 0 };
+	struct core_err ignore = { 0 };
+	remote_syscall(t, SYS_close, c, &ret, &ignore);
+	/* The target's threads fetch the new code only after the switch;
+	 * AArch64 still wants its i-cache cleaned for the range first. */
+	if (!rc && len && (prot & PROT_EXEC))
+		rc = remote_icache(t, addr, len, err);
+	return rc;
 }
 
 /* Run-time address of `name` in the target's library whose file name

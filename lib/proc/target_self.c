@@ -55,23 +55,25 @@ static void self_unmap(struct proc_target *t, uint64_t addr, uint64_t size)
 }
 
 static int self_map_fill(struct proc_target *t, uint64_t addr, uint64_t size, int prot,
-			 const void *bytes, size_t len, struct core_err *err)
+			 const void *bytes, size_t len, const char *name, struct core_err *err)
 {
-	/* Read-write while nothing can reach it (the range is not yet
-	 * referenced by any code), then the final protection. */
-	void *p = mmap((void *)addr, size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-	if (p == MAP_FAILED)
-		return core_errf(err, OCOLOS_ENOMEM, "cannot map %llu bytes at 0x%llx: %s",
-				 (unsigned long long)size, (unsigned long long)addr, strerror(errno));
-	memcpy(p, bytes, len);
-	if (prot & PROT_EXEC)
+	int fd = memfd_create(name, MFD_CLOEXEC);
+	if (fd < 0)
+		return core_errf(err, OCOLOS_ENOMEM, "cannot create the memory file for %s: %s", name,
+				 strerror(errno));
+	int rc = 0;
+	if (ftruncate(fd, (off_t)size) != 0 || pwrite(fd, bytes, len, 0) != (ssize_t)len)
+		rc = core_errf(err, OCOLOS_ENOMEM, "cannot fill %llu bytes of %s: %s",
+			       (unsigned long long)size, name, strerror(errno));
+	else if (mmap((void *)addr, size, prot, MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED)
+		rc = core_errf(err, errno == EPERM || errno == EACCES ? OCOLOS_ENOTSUP : OCOLOS_ENOMEM,
+			       "cannot map %s at 0x%llx: %s%s", name, (unsigned long long)addr,
+			       strerror(errno), prot & PROT_EXEC ? " (a policy forbids new executable "
+			       "memory?)" : "");
+	close(fd);
+	if (!rc && (prot & PROT_EXEC))
 		arch_code_changed(addr, addr + len);
-	if (mprotect(p, size, prot) != 0)
-		return core_errf(err, OCOLOS_ENOTSUP, "cannot set the protection of new code at "
-				 "0x%llx: %s (a policy forbids new executable memory?)",
-				 (unsigned long long)addr, strerror(errno));
-	return 0;
+	return rc;
 }
 
 static int self_call_lib(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,

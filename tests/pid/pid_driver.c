@@ -36,6 +36,18 @@
  *                                        (SCRIPT, which hangs) runs: exit
  *                                        130 / 143, an ECANCELED report, no
  *                                        reservation, work dir or BOLT left
+ *   pid_driver continue TARGET           rounds by successive agents (each a
+ *                                        new process): each continues from
+ *                                        the state record in the target
+ *                                        (next generation, older version
+ *                                        retired), revert and retire to C0,
+ *                                        a record overwritten with garbage
+ *                                        (the other one is used), both
+ *                                        overwritten -> OCOLOS_ESTATE
+ *   pid_driver kill-continue TARGET N    N agents in turn run continuous
+ *                                        rounds and are SIGKILLed at a
+ *                                        seeded random moment; each next
+ *                                        agent's first round succeeds
  *   pid_driver supervise TARGET SUPERVISE  ocolos-supervise end to end:
  *                                        JSON line, signal forwarding, exit
  *                                        status of the child
@@ -945,7 +957,8 @@ static void mode_agent(const char *target, const char *agent)
  * the replace stage (mapping C1 with injected system calls, the cache
  * maintenance and unwind registration calls, the stop). The kernel
  * detaches a dead tracer's tracees; the target must then run on, untraced,
- * unstopped and correct. OCOLOS_TEST_SEED repeats a run.
+ * unstopped and correct, and the next agent continues from the state
+ * record: every round it reports succeeded. OCOLOS_TEST_SEED repeats a run.
  */
 static void mode_agent_kill(const char *target, const char *agent)
 {
@@ -995,10 +1008,9 @@ static void mode_agent_kill(const char *target, const char *agent)
 			lines += *c == '\n';
 		fprintf(stderr, "kill %d %u ms %s (%s; %zu rounds reported)\n%s", i, ms, when,
 			WIFSIGNALED(st) ? "killed" : "had exited", lines, log);
-		/* Not checked: later agents may fail their rounds (a dead agent's
-		 * C1 stays live, and a new agent cannot know it). What matters
-		 * is the target. */
 		fprintf(stderr, "%s", json);
+		check(!test_contains(json, "\"ok\":false"), "an agent after a killed one failed a "
+		      "round:\n%s", json);
 		free(json);
 		free(log);
 		check_free(t.pid);
@@ -1363,6 +1375,321 @@ static void mode_supervise(const char *target, const char *sup, int full)
 	free(ref);
 }
 
+/* ---- continuous rounds by successive agents ------------------------------ */
+
+/* What an agent (a child process of ours with its own context) did. */
+struct agent_res {
+	int rc;
+	struct ocolos_stats st;
+	struct ocolos_switch_stats sw;
+	struct ocolos_where_result w;
+	char msg[512];
+};
+
+enum agent_op { OP_ROUND, OP_REVERT, OP_RETIRE, OP_WHERE };
+
+/* Run `op` on `pid` from a new process, as a new ocolos-agent would. */
+static struct agent_res agent(pid_t pid, enum agent_op op, uint32_t profile_ms)
+{
+	int p[2];
+	check(pipe(p) == 0, "pipe");
+	pid_t a = fork();
+	check(a >= 0, "fork");
+	if (a == 0) {
+		close(p[0]);
+		struct agent_res r;
+		memset(&r, 0, sizeof(r));
+		r.st.sz = sizeof(r.st);
+		r.sw.sz = sizeof(r.sw);
+		r.w.sz = sizeof(r.w);
+		OCOLOS_OPTS(ocolos_opts, o, .profile_ms = profile_ms, .log_fn = test_log);
+		struct ocolos_ctx *ctx = NULL;
+		r.rc = ocolos_open_pid(pid, &o, &ctx);
+		OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = 800, .sample_hz = 2000);
+		if (!r.rc)
+			r.rc = op == OP_ROUND ? ocolos_round(ctx, &r.st)
+			       : op == OP_REVERT ? ocolos_revert(ctx, &r.sw)
+			       : op == OP_RETIRE ? ocolos_retire(ctx, &r.st)
+			       : ocolos_where(ctx, &wo, &r.w);
+		snprintf(r.msg, sizeof(r.msg), "%s", ocolos_last_error(ctx));
+		ocolos_close(ctx);
+		_exit(write(p[1], &r, sizeof(r)) == (ssize_t)sizeof(r) ? 0 : 1);
+	}
+	close(p[1]);
+	struct agent_res r;
+	memset(&r, 0, sizeof(r));
+	ssize_t n = read(p[0], &r, sizeof(r));
+	close(p[0]);
+	int st = wait_end(a);
+	check(n == (ssize_t)sizeof(r) && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "the agent process died (status %d)", st);
+	static const char *const names[] = { "round", "revert", "retire", "where" };
+	fprintf(stderr, "  agent %s -> %d %s%s%s | generation %u, versions mapped %u, retired %u "
+		"(%llu KiB)\n", names[op], r.rc, ocolos_strerror(r.rc), r.rc ? ": " : "",
+		r.rc ? r.msg : "", r.st.generation, r.st.versions_mapped, r.st.versions_retired,
+		(unsigned long long)(r.st.bytes_retired >> 10));
+	return r;
+}
+
+/* The target's mappings named `prefix` (e.g. "/memfd:ocolos-state"); the
+ * addresses of the first `max` in addr[] (may be NULL). */
+static unsigned named_mappings(pid_t pid, const char *prefix, int exec_only, uint64_t *addr,
+			       unsigned max)
+{
+	char path[64], line[PATH_MAX + 128];
+	unsigned n = 0;
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "r");
+	check(f != NULL, "open %s", path);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long s, off;
+		char perms[8];
+		char *p = strchr(line, '/');
+		if (!p || sscanf(line, "%llx-%*x %7s %llx", &s, perms, &off) != 3 ||
+		    strncmp(p, prefix, strlen(prefix)) || off || (exec_only && perms[2] != 'x'))
+			continue;
+		if (addr && n < max)
+			addr[n] = s;
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/* Overwrite the first bytes of the state record at `addr` (a read-only
+ * private mapping: /proc/PID/mem writes through, as a debugger's would). */
+static void garble(pid_t pid, uint64_t addr)
+{
+	char path[64];
+	unsigned char junk[256];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (unsigned char)(rand() & 0xff);
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+	int fd = open(path, O_RDWR);
+	check(fd >= 0 && pwrite(fd, junk, sizeof(junk), (off_t)addr) == (ssize_t)sizeof(junk),
+	      "cannot write the record at 0x%llx: %s", (unsigned long long)addr, strerror(errno));
+	close(fd);
+}
+
+/* The sequence number of the record at `addr` (its header's 5th word). */
+static uint64_t record_seq(pid_t pid, uint64_t addr)
+{
+	char path[64];
+	uint64_t seq = 0;
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+	int fd = open(path, O_RDONLY);
+	check(fd >= 0 && pread(fd, &seq, 8, (off_t)(addr + 32)) == 8, "read record");
+	close(fd);
+	return seq;
+}
+
+static void mode_continue(const char *target)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+	uint64_t h0 = text_hash(t.pid);
+	const uint32_t prof = 800;
+
+	fprintf(stderr, "== agent 1: round\n");
+	struct agent_res r = agent(t.pid, OP_ROUND, prof);
+	check(r.rc == 0 && r.st.generation == 1, "first round: %d, generation %u: %s", r.rc,
+	      r.st.generation, r.msg);
+	check(named_mappings(t.pid, "/memfd:ocolos-c1", 1, NULL, 0) >= 1,
+	      "C1 is not named in /proc/%d/maps", (int)t.pid);
+	unsigned recs = named_mappings(t.pid, "/memfd:ocolos-state", 0, NULL, 0);
+	check(recs >= 1 && recs <= 2, "%u state records mapped", recs);
+
+	fprintf(stderr, "== agent 2: round (continues: C2, C1 retired)\n");
+	r = agent(t.pid, OP_ROUND, prof);
+	check(r.rc == 0 && r.st.generation == 2 && r.st.versions_mapped <= 2,
+	      "second agent: %d, generation %u, %u mapped: %s", r.rc, r.st.generation,
+	      r.st.versions_mapped, r.msg);
+	check_free(t.pid);
+
+	fprintf(stderr, "== agent 3: where, revert, where, retire\n");
+	r = agent(t.pid, OP_WHERE, prof);
+	check(r.rc == 0 && r.w.in_optimized > r.w.in_original,
+	      "where: %d, C0 %llu, optimized %llu: the new agent does not see the versions", r.rc,
+	      (unsigned long long)r.w.in_original, (unsigned long long)r.w.in_optimized);
+	r = agent(t.pid, OP_REVERT, prof);
+	check(r.rc == 0 && r.sw.call_sites > 0, "revert by a new agent: %d (%u call sites): %s",
+	      r.rc, r.sw.call_sites, r.msg);
+	r = agent(t.pid, OP_WHERE, prof);
+	check(r.rc == 0 && r.w.in_optimized * 50 <= r.w.in_original,
+	      "after the revert %llu samples are still in optimized code (C0 %llu)",
+	      (unsigned long long)r.w.in_optimized, (unsigned long long)r.w.in_original);
+	r = agent(t.pid, OP_RETIRE, prof);
+	check(r.rc == 0 && r.st.versions_mapped == 0, "retire after revert: %d, %u mapped: %s", r.rc,
+	      r.st.versions_mapped, r.msg);
+	check(named_mappings(t.pid, "/memfd:ocolos-c", 1, NULL, 0) == 0,
+	      "code versions still mapped after revert + retire");
+	check(text_hash(t.pid) == h0, "C0 is not back to its original bytes after the revert");
+
+	fprintf(stderr, "== agent 4: round after the revert (next generation)\n");
+	r = agent(t.pid, OP_ROUND, prof);
+	check(r.rc == 0 && r.st.generation == 3, "round after revert: %d, generation %u: %s", r.rc,
+	      r.st.generation, r.msg);
+
+	fprintf(stderr, "== the newest record overwritten: the other one is used\n");
+	uint64_t at[2] = { 0, 0 };
+	recs = named_mappings(t.pid, "/memfd:ocolos-state", 0, at, 2);
+	check(recs == 2, "%u state records mapped, want 2", recs);
+	uint64_t newest = record_seq(t.pid, at[0]) > record_seq(t.pid, at[1]) ? at[0] : at[1];
+	garble(t.pid, newest);
+	r = agent(t.pid, OP_ROUND, prof);
+	check(r.rc == 0 && r.st.generation == 4 && r.st.versions_mapped <= 2,
+	      "round with one record garbled: %d, generation %u: %s", r.rc, r.st.generation, r.msg);
+	check_free(t.pid);
+
+	fprintf(stderr, "== every record overwritten: OCOLOS_ESTATE, nothing changed\n");
+	recs = named_mappings(t.pid, "/memfd:ocolos-state", 0, at, 2);
+	for (unsigned i = 0; i < recs && i < 2; i++)
+		garble(t.pid, at[i]);
+	uint64_t h = text_hash(t.pid);
+	unsigned code = named_mappings(t.pid, "/memfd:ocolos-c", 1, NULL, 0);
+	r = agent(t.pid, OP_ROUND, prof);
+	check(r.rc == OCOLOS_ESTATE && test_contains(r.msg, "state record"),
+	      "garbled records: %d %s: %s", r.rc, ocolos_strerror(r.rc), r.msg);
+	r = agent(t.pid, OP_REVERT, prof);
+	check(r.rc == OCOLOS_ESTATE, "revert with garbled records: %d: %s", r.rc, r.msg);
+	check(text_hash(t.pid) == h && named_mappings(t.pid, "/memfd:ocolos-c", 1, NULL, 0) == code,
+	      "the target was changed although its records are unusable");
+	check_free(t.pid);
+	finish(&t, ref, 0);
+	check_no_children();
+	free(ref);
+}
+
+/* The agent of kill-continue: killed by us after a while, or by itself at
+ * its `kill_at`-th log message (0: never) — messages mark the moments a
+ * random delay rarely hits: right after unwind tables are registered,
+ * right after a switch or an unmap, before the record says so. */
+static unsigned agent_messages, agent_kill_at;
+
+static void agent_log(enum ocolos_log_level level, const char *msg, void *user)
+{
+	test_log(level, msg, user);
+	if (++agent_messages == agent_kill_at) {
+		fprintf(stderr, "agent: killing myself at message %u\n", agent_messages);
+		raise(SIGKILL);
+	}
+}
+
+/*
+ * Agents killed at random moments of continuous rounds (sampling, BOLT,
+ * mapping, registering unwind tables, the switch, retiring), each the
+ * next agent's problem: it must find the state record, finish or undo what
+ * the dead one left, and succeed. Half the kills come after a random
+ * delay, half at a random log message of the agent. OCOLOS_TEST_SEED
+ * repeats a run.
+ */
+static void mode_kill_continue(const char *target, int kills)
+{
+	char *ref = reference(target);
+	struct tgt t;
+	unsigned seed = getenv("OCOLOS_TEST_SEED") ? (unsigned)atoi(getenv("OCOLOS_TEST_SEED"))
+						  : (unsigned)time(NULL);
+	fprintf(stderr, "seed %u (OCOLOS_TEST_SEED), %d kills\n", seed, kills);
+	srand(seed);
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+	uint64_t h0 = text_hash(t.pid);
+	char log[PATH_MAX];
+	snprintf(log, sizeof(log), "%s/rounds.log", tmpdir);
+	int judged = 0, first_failed = 0;
+	uint32_t last_gen = 0;
+	for (int i = 0; i < kills; i++) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		check(fd >= 0, "open %s", log);
+		unsigned at_msg = i % 2 ? 1 + (unsigned)(rand() % 40) : 0;
+		pid_t a = fork();
+		check(a >= 0, "fork");
+		if (a == 0) {
+			agent_kill_at = at_msg;
+			OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 300, .log_fn = agent_log,
+				    .log_user = (void *)"agent");
+			struct ocolos_ctx *ctx = NULL;
+			int rc = ocolos_open_pid(t.pid, &o, &ctx);
+			for (int k = 0; !rc || k == 0; k++) {
+				OCOLOS_OPTS(ocolos_stats, st);
+				if (!rc)
+					rc = ocolos_round(ctx, &st);
+				dprintf(fd, "%d %u %u %s\n", rc, st.generation, st.versions_mapped,
+					rc ? ocolos_last_error(ctx) : "");
+				if (rc)
+					break;
+			}
+			_exit(0);
+		}
+		close(fd);
+		unsigned ms = at_msg ? 15000 : 50 + (unsigned)(rand() % 2500);
+		uint64_t t0 = test_now_ms();
+		while (test_now_ms() - t0 < ms) {
+			siginfo_t si;
+			memset(&si, 0, sizeof(si));
+			if (waitid(P_PID, (id_t)a, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == a)
+				break;
+			test_sleep_ms(10);
+		}
+		kill(a, SIGKILL);
+		int st = wait_end(a);
+		char *lines = slurp(log);
+		int rc = -999;
+		unsigned gen = 0, mapped = 0;
+		int got = sscanf(lines, "%d %u %u", &rc, &gen, &mapped);
+		if (at_msg)
+			fprintf(stderr, "kill %d at its message %u (%s):\n%s", i, at_msg,
+				WIFSIGNALED(st) ? "killed" : "had ended", lines);
+		else
+			fprintf(stderr, "kill %d after %u ms (%s):\n%s", i, ms,
+				WIFSIGNALED(st) ? "killed" : "had ended", lines);
+		if (got == 3) {
+			/* Its first round came after its predecessor's death. */
+			judged++;
+			if (rc != 0 || gen <= last_gen || mapped > 2)
+				first_failed++;
+			check(rc == 0, "agent %d could not continue after its predecessor was killed: "
+			      "%s", i, lines);
+			check(gen > last_gen, "agent %d made generation %u after %u", i, gen, last_gen);
+		}
+		for (char *l = lines; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+			if (sscanf(l, "%d %u", &rc, &gen) == 2 && rc == 0 && gen > last_gen)
+				last_gen = gen;
+		free(lines);
+		check_free(t.pid);
+	}
+	fprintf(stderr, "%d agents started after a kill finished their first round, %d failed\n",
+		judged, first_failed);
+	fprintf(stderr, "== a last agent: round, revert, retire\n");
+	struct agent_res r = agent(t.pid, OP_ROUND, 500);
+	check(r.rc == 0 && r.st.generation > last_gen && r.st.versions_mapped <= 2,
+	      "last round: %d, generation %u: %s", r.rc, r.st.generation, r.msg);
+	r = agent(t.pid, OP_REVERT, 500);
+	check(r.rc == 0, "revert: %d: %s", r.rc, r.msg);
+	/* A thread may still be inside the version for a while (its frames
+	 * return to C0): retire is tried again, as a caller would. */
+	for (int k = 0; k < 10; k++) {
+		r = agent(t.pid, OP_RETIRE, 500);
+		check(r.rc == 0, "retire: %d: %s", r.rc, r.msg);
+		if (!r.st.versions_mapped)
+			break;
+		test_sleep_ms(300);
+	}
+	check(r.st.versions_mapped == 0, "%u versions still mapped after revert + retire",
+	      r.st.versions_mapped);
+	check(text_hash(t.pid) == h0, "C0 is not back to its original bytes after the revert");
+	unsigned left = named_mappings(t.pid, "/memfd:ocolos-c", 1, NULL, 0);
+	fprintf(stderr, "code mappings left after revert + retire: %u (kept for good: an agent "
+		"died while registering or deregistering unwind tables)\n", left);
+	check(left <= (unsigned)kills / 3, "%u code mappings left after revert + retire", left);
+	check_free(t.pid);
+	finish(&t, ref, 0);
+	check_no_children();
+	free(ref);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -1370,13 +1697,16 @@ int main(int argc, char **argv)
 	const char *c = argc > 4 ? argv[4] : NULL;
 	const char *sc = getenv("OCOLOS_TEST_SCALE");
 	scale = sc && atoi(sc) > 0 && atoi(sc) <= 50 ? (unsigned)atoi(sc) : 1;
-	test_watchdog(scaled(170));
+	/* kill-continue runs as long as its kills need. */
+	test_watchdog(argc > 3 && !strcmp(argv[1], "kill-continue")
+			      ? scaled(60 + 12 * (unsigned)atoi(argv[3]))
+			      : scaled(170));
 	test_require_perf();
 	snprintf(tmpdir, sizeof(tmpdir), "%s/ocolos-pid.XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	check(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
 	atexit(cleanup_tmp);
-	int need_b = !strcmp(mode, "stale") || !strcmp(mode, "boltfail") ||
+	int need_b = !strcmp(mode, "stale") || !strcmp(mode, "kill-continue") || !strcmp(mode, "boltfail") ||
 		     !strcmp(mode, "agent") || !strcmp(mode, "agent-kill") ||
 		     !strcmp(mode, "supervise") || !strcmp(mode, "supervise-round") ||
 		     !strcmp(mode, "agent-cancel");
@@ -1414,6 +1744,10 @@ int main(int argc, char **argv)
 		mode_supervise(a, b, 1);
 	else if (!strcmp(mode, "supervise-round"))
 		mode_supervise(a, b, 0);
+	else if (!strcmp(mode, "continue"))
+		mode_continue(a);
+	else if (!strcmp(mode, "kill-continue"))
+		mode_kill_continue(a, atoi(b));
 	else
 		check(0, "unknown mode '%s'", mode);
 	printf("ok %s\n", mode);

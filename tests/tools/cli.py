@@ -119,6 +119,8 @@ AGENT_BAD = [
     ([], "--pid", "required"),
     (["--profile", "1"], "--pid", "required"),
     (["--pid", "5", "extra"], "extra", "unexpected argument"),
+    (["--pid", "5", "--revert", "--every", "1"], "--revert", "--every"),
+    (["--pid", "5", "--revert", "--rounds", "2"], "--revert", "--rounds"),
 ]
 
 SUPERVISE_BAD = [
@@ -167,7 +169,7 @@ def mode_args(agent, supervise):
     for extra in (["--profile", ".5"], ["--profile", "1."], ["--profile", "3600"],
                   ["-P", "0.001", "-e", "86400", "-n", "1000000"],
                   ["--hz", "100000", "--bolt-timeout", "1", "--sampler", "perf-ip"],
-                  ["--profile", "1", "--profile", "2"]):
+                  ["--profile", "1", "--profile", "2"], ["--revert"]):
         rc, out, err = run([agent, "--pid", NO_PID, "--json"] + extra)
         check(rc == 1, "ocolos-agent --pid %s %s: exit %d, want 1 (%r)" % (NO_PID, extra, rc, err))
         check(out.startswith('{"pid":%s,"round":0,"ok":false' % NO_PID),
@@ -300,6 +302,25 @@ def mode_json(agent, target, schema_path):
             if m:
                 check(o.get("build_id") == m.group(1), "build_id %r, readelf says %s"
                       % (o.get("build_id"), m.group(1)))
+            check(o.get("generation") == 1 and o.get("versions_mapped") == 1,
+                  "first round: generation %r, %r versions mapped" % (o.get("generation"),
+                                                                     o.get("versions_mapped")))
+        # A second agent continues from what the first left: generation 2.
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--profile", "1"],
+                           timeout=120)
+        check(rc == 0, "a second agent's round failed: %d %s" % (rc, out))
+        for o in reports(out, "second agent"):
+            validate(o, schema, "second agent")
+            check(o.get("ok") is True and o.get("generation") == 2 and
+                  o.get("versions_mapped", 9) <= 2,
+                  "second agent: %r" % o)
+        # --revert: back to the original code, one report.
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--revert"], timeout=120)
+        check(rc == 0, "--revert failed: %d %s" % (rc, out))
+        for o in reports(out, "revert"):
+            validate(o, schema, "revert")
+            check(o.get("ok") is True and o.get("stage") == "revert" and
+                  o.get("call_sites_patched", 0) > 0, "--revert: %r" % o)
         # A round that fails (no BOLT): found before anything is done.
         rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--bolt",
                             "/nonexistent/llvm-bolt"])

@@ -96,6 +96,9 @@ static unsigned scaled(unsigned ms)
 	return ms * scale;
 }
 
+/* 1 s scaled, as a tool's seconds argument ("1", "4"). */
+static char scale_s[16] = "1";
+
 /* A target process we started, with its stdout in a file. */
 struct tgt {
 	pid_t pid;
@@ -478,7 +481,7 @@ static struct ocolos_ctx *open_ctx(pid_t pid, const struct ocolos_opts *o)
 
 static void where(struct ocolos_ctx *ctx, struct ocolos_where_result *w, const char *when)
 {
-	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = 1000, .sample_hz = 2000);
+	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = scaled(1000), .sample_hz = 2000);
 	memset(w, 0, sizeof(*w));
 	w->sz = sizeof(*w);
 	int rc = ocolos_where(ctx, &wo, w);
@@ -515,7 +518,7 @@ static void mode_round(const char *target)
 	OCOLOS_OPTS(ocolos_switch_stats, sw);
 	start_target(&t, target, NULL, NULL);
 	test_sleep_ms(WARMUP_MS);
-	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 1500, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = scaled(1500), .log_fn = test_log);
 	struct ocolos_ctx *ctx = open_ctx(t.pid, &o);
 
 	/* Round 1, all at once. */
@@ -887,7 +890,7 @@ static double original_fraction(pid_t pid, const char *when)
 {
 	OCOLOS_OPTS(ocolos_opts, o, .log_fn = test_log);
 	struct ocolos_ctx *ctx = open_ctx(pid, &o);
-	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = 1000, .sample_hz = 2000);
+	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = scaled(1000), .sample_hz = 2000);
 	OCOLOS_OPTS(ocolos_where_result, w);
 	int rc = ocolos_where(ctx, &wo, &w);
 	check(rc == 0, "ocolos_where: %d %s: %s", rc, ocolos_strerror(rc), ocolos_last_error(ctx));
@@ -934,7 +937,9 @@ static void mode_agent(const char *target, const char *agent)
 	double before = original_fraction(t.pid, "before the agent");
 	snprintf(out, sizeof(out), "%s/agent.out", tmpdir);
 	snprintf(pid, sizeof(pid), "%d", (int)t.pid);
-	char *argv[] = { (char *)agent, (char *)"--pid", pid, (char *)"--profile", (char *)"1",
+	/* A scaled window: an emulated C++ target spends most of its time in
+	 * libstdc++, and a second leaves too few samples in the binary. */
+	char *argv[] = { (char *)agent, (char *)"--pid", pid, (char *)"--profile", scale_s,
 			 NULL };
 	int st = run_tool(argv, out);
 	char *json = slurp(out);
@@ -1207,7 +1212,7 @@ static pid_t supervise_after(const char *sup, const char *after, const char *tar
 	argv[n++] = (char *)"--after";
 	argv[n++] = (char *)after;
 	argv[n++] = (char *)"--profile";
-	argv[n++] = (char *)"1";
+	argv[n++] = scale_s; /* see mode_agent */
 	if (every) {
 		argv[n++] = (char *)"--every";
 		argv[n++] = (char *)every;
@@ -1697,6 +1702,7 @@ int main(int argc, char **argv)
 	const char *c = argc > 4 ? argv[4] : NULL;
 	const char *sc = getenv("OCOLOS_TEST_SCALE");
 	scale = sc && atoi(sc) > 0 && atoi(sc) <= 50 ? (unsigned)atoi(sc) : 1;
+	snprintf(scale_s, sizeof(scale_s), "%u", scale);
 	/* kill-continue runs as long as its kills need. */
 	test_watchdog(argc > 3 && !strcmp(argv[1], "kill-continue")
 			      ? scaled(60 + 12 * (unsigned)atoi(argv[3]))

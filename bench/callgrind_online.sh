@@ -99,9 +99,25 @@ if len(phases) != 4 or len(sums) != 1:
     fails.append("expected 4 phases with one result, got %d phases, %d results"
                  % (len(phases), len(sums)))
 
+# Where each memfd of the library lies: Valgrind names such a mapping "???"
+# (only a path it can open gets a name), so a function's address says
+# whether it ran in a code version (ocolos-cN) or in the slot stubs, which
+# are neither C0 nor C1: a jump each, to whichever is in use.
+maps = []
+for l in out:
+    if l.startswith("cg map "):
+        kv_ = dict(x.split("=", 1) for x in l.split()[2:])
+        maps.append((int(kv_["lo"], 16), int(kv_["hi"], 16), kv_["name"]))
+
+def place(ob, fn):
+    if ob != "???" or not fn.startswith("0x"):
+        return ob
+    a = int(fn, 16)
+    return next((n for lo, hi, n in maps if lo <= a < hi), ob)
+
 def split_dump(path):
     """(label, {object: [Ir, I1mr]}) of one callgrind dump."""
-    label, ob, ev, per, skip = None, "?", None, {}, False
+    label, ob, fn, ev, per, skip = None, "?", "", None, {}, False
     for line in open(path):
         line = line.rstrip("\n")
         if line.startswith("desc: Trigger: Client Request: "):
@@ -110,6 +126,8 @@ def split_dump(path):
             ev = line.split()[1:]
         elif line.startswith("ob="):
             ob = line[3:].strip()
+        elif line.startswith("fn="):
+            fn = line[3:].strip()
         elif line.startswith("calls="):
             skip = True  # the next cost line is the call's inclusive cost
         elif line[:1] in "0123456789+-*" and ev:
@@ -119,7 +137,7 @@ def split_dump(path):
             f = line.split()
             vals = [int(x) for x in f[1:]]  # position: line only
             vals += [0] * (len(ev) - len(vals))
-            c = per.setdefault(ob, [0, 0])
+            c = per.setdefault(place(ob, fn), [0, 0])
             c[0] += vals[ev.index("Ir")]
             c[1] += vals[ev.index("I1mr")]
     return label, per
@@ -132,12 +150,11 @@ for p in sorted(glob.glob(os.path.join(work, "cg.out.*"))):
         continue
     tot = [sum(v[0] for v in per.values()), sum(v[1] for v in per.values())]
     c0 = per.get(fe, [0, 0])
-    # Optimized code is a memfd mapping named for its version
-    # ("/memfd:ocolos-c1 (deleted)"); the slot stubs ("ocolos-stubs") are
-    # neither C0 nor C1: a jump each, to whichever is in use.
-    c1 = [sum(v[0] for o, v in per.items() if re.search(r"ocolos-c\d+", o)),
-          sum(v[1] for o, v in per.items() if re.search(r"ocolos-c\d+", o))]
+    c1 = [sum(v[0] for o, v in per.items() if re.match(r"ocolos-c\d+$", o)),
+          sum(v[1] for o, v in per.items() if re.match(r"ocolos-c\d+$", o))]
     res[label] = dict(ir=tot[0], i1=tot[1], c0_ir=c0[0], c1_ir=c1[0])
+if not maps:
+    fails.append("the program printed no 'cg map' line: no optimized code mapped?")
 need = ["phase-c0-0", "phase-c1-0", "phase-c0-1", "phase-c1-1"]
 missing = [n for n in need if n not in res]
 if missing:

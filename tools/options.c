@@ -165,6 +165,21 @@ int tool_option(struct tool_cfg *cfg, int c, const char *arg)
 	case TOOL_OPT_KEEP_WORK_DIR:
 		cfg->keep_work_dir = 1;
 		return 0;
+	case TOOL_OPT_WORK_CMD:
+		if (!arg[0]) {
+			fprintf(stderr, "%s: --work-cmd: an empty command\n", cfg->prog);
+			return -1;
+		}
+		cfg->work_cmd = arg;
+		return 0;
+	case TOOL_OPT_BENEFIT_MIN: {
+		/* A ratio, parsed as seconds are: digits, at most 3 decimals. */
+		uint32_t milli;
+		if (tool_parse_seconds(cfg->prog, "--benefit-min", arg, 1, 100000, &milli))
+			return -1;
+		cfg->benefit_min = milli / 1000.0;
+		return 0;
+	}
 	case TOOL_OPT_JSON:
 		cfg->format = TOOL_FORMAT_JSON;
 		return 0;
@@ -202,6 +217,14 @@ void tool_help_common(FILE *f, int supervise)
 "      --tmp-dir DIR     parent of the private work directory (default $TMPDIR,\n"
 "                        else /tmp)\n"
 "      --keep-work-dir   keep the profile, BOLT's output and log (path logged)\n"
+"      --work-cmd CMD    the benefit check: CMD (run by /bin/sh) prints a count of\n"
+"                        the work the process has done (requests, operations);\n"
+"                        after each round the optimized and the original code\n"
+"                        alternate in short windows, and the optimized code is\n"
+"                        kept only if it does more work (default: no check)\n"
+"      --benefit-min R   with --work-cmd, the ratio of work rates (optimized /\n"
+"                        original) to reach; below it the round reverts and\n"
+"                        fails with OCOLOS_ENOGAIN (default 1; 0.001 to 100)\n"
 "      --json            report each round as one JSON line\n"
 "      --text            report each round as a human-readable summary\n"
 "                        (default: --text if stdout is a terminal, else --json)\n"

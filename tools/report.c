@@ -141,6 +141,9 @@ static void report_json(const struct tool_round *r)
 	printf(",\"generation\":%u,\"versions_mapped\":%u,\"versions_retired\":%u,"
 	       "\"bytes_retired\":%llu", st->generation, st->versions_mapped, st->versions_retired,
 	       (unsigned long long)st->bytes_retired);
+	if (st->benefit_pairs)
+		printf(",\"benefit_ratio\":%.4f,\"benefit_pairs\":%u,\"benefit_ms\":%.1f",
+		       st->benefit_ratio, st->benefit_pairs, st->benefit_ns / 1e6);
 	printf(",\"time\":\"%s\",\"schema\":%d}\n", when, TOOL_JSON_SCHEMA);
 }
 
@@ -189,7 +192,7 @@ static void report_text(const struct tool_round *r)
 	if (r->stage_ns[1])
 		printf("  optimize  %6.2f s  llvm-bolt %.2f s: %u functions moved\n",
 		       r->stage_ns[1] / 1e9, st->bolt_ns / 1e9, st->functions_moved);
-	if (r->stage_ns[2] && !r->rc) {
+	if (r->stage_ns[2] && (!r->rc || r->stage_ns[3])) {
 		char c1[32];
 		human_bytes(st->c1_bytes, c1, sizeof(c1));
 		printf("  replace   %6.2f s  %s of new code at 0x%llx; pause %.3f ms, %u threads "
@@ -202,6 +205,10 @@ static void report_text(const struct tool_round *r)
 		printf("            generation %u; %u versions mapped, %u retired in all\n",
 		       st->generation, st->versions_mapped, st->versions_retired);
 	}
+	if (r->stage_ns[3] && st->benefit_pairs)
+		printf("  check     %6.2f s  optimized / original work rate %.3f (median of %u "
+		       "pairs): %s\n", r->stage_ns[3] / 1e9, st->benefit_ratio, st->benefit_pairs,
+		       r->rc == OCOLOS_ENOGAIN ? "reverted" : r->rc ? "failed" : "kept");
 }
 
 void tool_report(const struct tool_cfg *cfg, const struct tool_round *r)

@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,11 +128,13 @@ static void run_round(struct ocolos_ctx *ctx, const struct tool_cfg *cfg, struct
 		{ "profile", "sampling", ocolos_stage_profile },
 		{ "optimize", "running llvm-bolt", ocolos_stage_optimize },
 		{ "replace", "mapping the new code and redirecting to it", ocolos_stage_replace },
+		{ "check", "alternating the original and the new code", ocolos_stage_check },
 	};
+	unsigned nstages = cfg->work_cmd ? 4 : 3;
 	static char stopped[128];
 	uint64_t t0 = now_ns();
 	r->rc = 0;
-	for (unsigned i = 0; i < 3 && !r->rc; i++) {
+	for (unsigned i = 0; i < nstages && !r->rc; i++) {
 		r->stage = stages[i].name;
 		/* A stop that came after the previous call's last safe point. */
 		if (tool_stop_signal) {
@@ -200,6 +203,30 @@ static void revert(struct ocolos_ctx *ctx, const struct tool_cfg *cfg, struct to
 			      sw.call_sites, sw.entries, st->versions_mapped);
 }
 
+/* --work-cmd: the first whole number CMD prints. A command that fails or
+ * prints none counts as no work done (the check then gives no verdict). */
+static uint64_t work_cmd(void *user)
+{
+	const struct tool_cfg *cfg = user;
+	FILE *p = popen(cfg->work_cmd, "r");
+	if (!p)
+		return 0;
+	char line[256];
+	uint64_t v = 0;
+	int found = 0;
+	while (!found && fgets(line, sizeof(line), p)) {
+		char *d = line + strcspn(line, "0123456789");
+		if (*d) {
+			v = strtoull(d, NULL, 10);
+			found = 1;
+		}
+	}
+	while (fgets(line, sizeof(line), p))
+		;
+	pclose(p);
+	return v;
+}
+
 void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 {
 	memset(res, 0, sizeof(*res));
@@ -207,7 +234,10 @@ void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 		    .sampler = cfg->sampler, .bolt_path = cfg->bolt_path,
 		    .bolt_timeout_ms = cfg->bolt_timeout_ms, .binary_path = cfg->binary_path,
 		    .tmp_dir = cfg->tmp_dir, .keep_work_dir = cfg->keep_work_dir,
-		    .log_fn = cfg->verbose ? log_cb : NULL, .log_user = (void *)cfg);
+		    .log_fn = cfg->verbose ? log_cb : NULL, .log_user = (void *)cfg,
+		    .work_fn = cfg->work_cmd ? work_cmd : NULL,
+		    .work_user = cfg->work_cmd ? (void *)cfg : NULL,
+		    .benefit_min_ratio = cfg->benefit_min);
 	char binary[PATH_MAX], build_id[130];
 	tool_binary_info(pid, cfg->binary_path, binary, sizeof(binary), build_id, sizeof(build_id));
 	struct ocolos_ctx *ctx;

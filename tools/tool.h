@@ -45,6 +45,8 @@ struct tool_cfg {
 	const char *binary_path;   /* --binary */
 	const char *tmp_dir;	   /* --tmp-dir */
 	int keep_work_dir;	   /* --keep-work-dir */
+	const char *work_cmd;	   /* --work-cmd: the benefit check's counter */
+	double benefit_min;	   /* --benefit-min; 0: the library's (1.0) */
 	int revert;		   /* ocolos-agent --revert: back to the original code */
 	int format;		   /* enum tool_format */
 	int quiet;		   /* -q: no progress lines */
@@ -75,6 +77,8 @@ enum {
 	TOOL_OPT_JSON,
 	TOOL_OPT_TEXT,
 	TOOL_OPT_REVERT,
+	TOOL_OPT_WORK_CMD,
+	TOOL_OPT_BENEFIT_MIN,
 };
 
 /* The getopt_long entries of the shared options, to be copied into a
@@ -90,6 +94,8 @@ enum {
 	{ "binary", required_argument, 0, TOOL_OPT_BINARY },                   \
 	{ "tmp-dir", required_argument, 0, TOOL_OPT_TMP_DIR },                 \
 	{ "keep-work-dir", no_argument, 0, TOOL_OPT_KEEP_WORK_DIR },           \
+	{ "work-cmd", required_argument, 0, TOOL_OPT_WORK_CMD },               \
+	{ "benefit-min", required_argument, 0, TOOL_OPT_BENEFIT_MIN },         \
 	{ "json", no_argument, 0, TOOL_OPT_JSON },                             \
 	{ "text", no_argument, 0, TOOL_OPT_TEXT },                             \
 	{ "quiet", no_argument, 0, 'q' },                                      \
@@ -161,7 +167,7 @@ struct tool_round {
 	int rc;			/* 0 or OCOLOS_E* */
 	const char *stage;	/* "open", "profile", "optimize", "replace", "revert" */
 	const char *message;	/* ocolos_last_error() when rc != 0 */
-	uint64_t stage_ns[3];	/* wall time of each stage, as measured here */
+	uint64_t stage_ns[4];	/* wall time of each stage, as measured here */
 	uint64_t round_ns;	/* of the round (all its stages) */
 	const char *binary;	/* the binary optimized, or NULL */
 	const char *build_id;	/* its GNU build-id in hex, or NULL */

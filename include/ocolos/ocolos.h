@@ -93,6 +93,8 @@ enum ocolos_error {
 	OCOLOS_ECANCELED = -21,	/* ocolos_cancel() stopped the call */
 	OCOLOS_ESTATE = -22,	/* the target's state record is another library
 				   version's or binary's, or unusable: nothing done */
+	OCOLOS_ENOGAIN = -23,	/* the benefit check found the optimized code no
+				   faster: the target runs its original code */
 };
 
 /* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL;
@@ -177,6 +179,12 @@ enum ocolos_pointer_slots {
 	OCOLOS_SLOTS_NONE = 2,
 };
 
+/* A count of the work the target has done so far (requests served,
+ * operations, bytes): it only grows, and grows faster when the program runs
+ * faster. The benefit check (struct ocolos_opts) calls it from the thread
+ * running the round; for a pid context, in the calling process. */
+typedef uint64_t (*ocolos_work_fn)(void *user);
+
 /* Options of a context. All fields default when zero/NULL. Strings are
  * copied by ocolos_open_*: the caller may free them after the call. */
 struct ocolos_opts {
@@ -223,9 +231,22 @@ struct ocolos_opts {
 	 * array, or NULL; copied). For experiments; the library's placement
 	 * options must not be overridden. */
 	const char *const *bolt_extra_args;
+	/* The benefit check (off unless work_fn is set): after a round has
+	 * switched to its optimized code, the round measures the work counter
+	 * in short windows, alternating the original code and the new one
+	 * (ABBA order, `benefit_pairs` pairs of `benefit_window_ms` each), and
+	 * keeps the optimized code only if the median of the per-pair ratios
+	 * (optimized rate / original rate) reaches `benefit_min_ratio`;
+	 * otherwise it reverts and the round returns OCOLOS_ENOGAIN.
+	 * Defaults: 5 pairs, 300 ms, 1.0. */
+	ocolos_work_fn work_fn;
+	void *work_user;
+	uint32_t benefit_pairs;
+	uint32_t benefit_window_ms;
+	double benefit_min_ratio;
 	size_t : 0; /* no trailing padding can hide a field (see the ABI note) */
 };
-#define ocolos_opts__last_field bolt_extra_args
+#define ocolos_opts__last_field benefit_min_ratio
 
 /* What a round did. Filled on success, and as far as the round got on
  * error. The caller sets sz (OCOLOS_OPTS). */
@@ -262,6 +283,12 @@ struct ocolos_stats {
 	uint32_t versions_mapped;
 	uint32_t versions_retired;
 	uint64_t bytes_retired;
+	/* The benefit check (0 when it did not run): the median ratio of the
+	 * optimized code's work rate to the original's, the pairs of windows
+	 * it measured, and their time. */
+	double benefit_ratio;
+	uint64_t benefit_ns;
+	uint32_t benefit_pairs;
 	size_t : 0;
 };
 
@@ -325,8 +352,10 @@ OCOLOS_API void ocolos_close(struct ocolos_ctx *ctx);
 /*
  * Run one full round on the context's process, synchronously in the
  * calling thread, while the process's threads keep running: the three
- * stages below. `stats` may be NULL. On error the process keeps running the
- * code it ran before, and ocolos_last_error() says what to do.
+ * stages below (the check only with opts.work_fn). `stats` may be NULL. On
+ * error the process keeps running the code it ran before (after
+ * OCOLOS_ENOGAIN: its original code), and ocolos_last_error() says what to
+ * do.
  *
  * A self context's calling thread may itself be inside functions BOLT
  * moves (main, say): C0 stays intact, so returning into it is safe.
@@ -340,11 +369,16 @@ OCOLOS_API int ocolos_round(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
  *  profile:  check the binary, reserve C1's range, sample, write the profile
  *  optimize: run BOLT, compute the patches
  *  replace:  map C1, stop the world, redirect, resume
+ *  check:    the benefit check (opts.work_fn; ocolos_round runs it when
+ *            set): keep the new code, or go back to the original and
+ *            return OCOLOS_ENOGAIN. OCOLOS_EINVAL without opts.work_fn or
+ *            with no optimized code in use.
  * A failing stage abandons the round; the target keeps the code it ran.
  */
 OCOLOS_API int ocolos_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
 OCOLOS_API int ocolos_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
 OCOLOS_API int ocolos_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
+OCOLOS_API int ocolos_stage_check(struct ocolos_ctx *ctx, struct ocolos_stats *stats);
 
 /*
  * Send execution back to the original code: undo the last round's

@@ -33,6 +33,10 @@ struct api_opts {
 	int pointer_slots;	/* enum ocolos_pointer_slots */
 	const char *bolt_path, *binary_path, *tmp_dir;
 	const char *const *bolt_extra_args;
+	ocolos_work_fn work_fn;	/* NULL: no benefit check */
+	void *work_user;
+	uint32_t benefit_pairs, benefit_window_ms;
+	double benefit_min_ratio;
 };
 
 /* One version of optimized code mapped in the target (C1, C2, ...). */
@@ -116,6 +120,10 @@ struct ocolos_ctx {
 	struct round_pending *pending;	/* profiled and/or optimized, not replaced */
 	struct api_state *state;	/* self: the process's; else &own_state */
 	uint64_t entry_frame;		/* the running call's frame on its thread */
+	/* What the last round on this context reported, for a check stage
+	 * called on its own afterwards (its stats continue the round's). */
+	struct ocolos_stats round_st;
+	int round_st_valid;
 	struct api_state own_state;
 };
 
@@ -176,6 +184,14 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st);
 int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st);
 int api_round(struct ocolos_ctx *ctx, struct ocolos_stats *st);
 void api_drop_pending(struct ocolos_ctx *ctx);
+
+/* The benefit check after a round that switched to new code (benefit.c):
+ * alternate the original and the newest code, measure the work counter,
+ * keep the newest or revert (OCOLOS_ENOGAIN). Fills st's benefit_*. */
+int api_benefit_check(struct ocolos_ctx *ctx, struct ocolos_stats *st);
+/* ocolos_stage_check(): the same as a call of its own, on what the last
+ * round (possibly another agent's: the state record) left in use. */
+int api_stage_check(struct ocolos_ctx *ctx, struct ocolos_stats *st);
 
 /* Stop the world and take the target to the newest version's code
  * (forward) or back to C0 (a revert) (switch.c). */

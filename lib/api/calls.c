@@ -49,6 +49,11 @@ OCOLOS_API int ocolos_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats 
 	return run_stage(ctx, api_stage_replace, stats);
 }
 
+OCOLOS_API int ocolos_stage_check(struct ocolos_ctx *ctx, struct ocolos_stats *stats)
+{
+	return run_stage(ctx, api_stage_check, stats);
+}
+
 static int run_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *stats)
 {
 	int rc = api_enter(ctx);

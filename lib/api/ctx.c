@@ -204,12 +204,27 @@ static int configure(struct ocolos_ctx *ctx, const struct ocolos_opts *in)
 	if (u.pointer_slots < 0 || u.pointer_slots > OCOLOS_SLOTS_NONE)
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.pointer_slots %d is not an enum "
 				 "ocolos_pointer_slots value", u.pointer_slots);
+	if (u.benefit_min_ratio != u.benefit_min_ratio || u.benefit_min_ratio < 0 ||
+	    u.benefit_min_ratio > 100)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.benefit_min_ratio %g is not a ratio "
+				 "between 0 and 100 (1.0: at least as fast as the original)",
+				 u.benefit_min_ratio);
+	if (u.benefit_pairs > 100 || u.benefit_window_ms > 60000)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.benefit_pairs %u / benefit_window_ms "
+				 "%u out of range (at most 100 pairs of 60000 ms)", u.benefit_pairs,
+				 u.benefit_window_ms);
+	if (!u.work_fn && (u.benefit_pairs || u.benefit_window_ms || u.benefit_min_ratio))
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.benefit_* set without opts.work_fn: "
+				 "the benefit check needs a work counter");
 	struct api_opts *o = &ctx->opts;
 	*o = (struct api_opts){ .profile_ms = u.profile_ms, .sample_hz = u.sample_hz,
 		.bolt_timeout_ms = u.bolt_timeout_ms, .stop_timeout_ms = u.stop_timeout_ms,
 		.call_timeout_ms = u.call_timeout_ms, .stop_signal = u.stop_signal,
 		.keep_work_dir = u.keep_work_dir, .sampler = u.sampler, .edges = u.edges,
-		.pointer_slots = u.pointer_slots };
+		.pointer_slots = u.pointer_slots, .work_fn = u.work_fn, .work_user = u.work_user,
+		.benefit_pairs = u.benefit_pairs ? u.benefit_pairs : 5,
+		.benefit_window_ms = u.benefit_window_ms ? u.benefit_window_ms : 300,
+		.benefit_min_ratio = u.benefit_min_ratio ? u.benefit_min_ratio : 1.0 };
 	if (!o->profile_ms)
 		o->profile_ms = 4000; /* ~80k samples: see docs/benchmarks.md, "Samples" */
 	if (!o->sample_hz)

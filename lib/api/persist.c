@@ -650,6 +650,7 @@ static void drop_unmapped(struct ocolos_ctx *ctx, const struct procmaps *m)
 			  "no longer maps: it was retired after the record was written",
 			  st->v[i].gen, (int)ctx->pid);
 		inject_record_drop_owner(&st->rec, st->v[i].gen);
+		inject_plan_drop_owner(&st->want, st->v[i].gen);
 		elf_bat_free(st->v[i].bat);
 		inject_version_entries_free(&st->v[i].entries);
 	}

@@ -603,6 +603,8 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	api_fill_state_stats(state, &p->st);
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
+	ctx->round_st = p->st;
+	ctx->round_st_valid = 1;
 	api_drop_pending(ctx);
 	return 0;
 }
@@ -614,6 +616,8 @@ int api_round(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		rc = api_stage_optimize(ctx, st);
 	if (!rc && !(rc = api_check_cancel(ctx, "before the replace stage")))
 		rc = api_stage_replace(ctx, st);
+	if (!rc && ctx->opts.work_fn)
+		rc = api_benefit_check(ctx, st);
 	return rc;
 }
 

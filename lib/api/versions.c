@@ -306,6 +306,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 		st->bytes_retired += st->v[i].bytes;
 		st->versions_retired++;
 		inject_record_drop_owner(&st->rec, gen);
+		inject_plan_drop_owner(&st->want, gen);
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u retired (%llu KiB unmapped)", gen,
 			  (unsigned long long)(st->v[i].bytes >> 10));
 		api_version_free(ctx, &st->v[i], 1);

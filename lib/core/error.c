@@ -34,6 +34,7 @@ OCOLOS_API const char *ocolos_strerror(int err)
 	case OCOLOS_ESTALE: return "OCOLOS_ESTALE: the binary on disk is not the one running";
 	case OCOLOS_ECANCELED: return "OCOLOS_ECANCELED: canceled (ocolos_cancel)";
 	case OCOLOS_ESTATE: return "OCOLOS_ESTATE: the target's state record cannot be used";
+	case OCOLOS_ENOGAIN: return "OCOLOS_ENOGAIN: the optimized code was not faster; the original runs";
 	default: return "OCOLOS_E?: unknown error code";
 	}
 }

@@ -88,7 +88,8 @@ static struct named *out_symbols(Elf *e, const struct elf_segment *segs, size_t 
 		if (name && inside)
 			v[n++] = (struct named){ name, s.st_value, (uint32_t)i, 0 };
 	}
-	qsort(v, n, sizeof(*v), cmp_named);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_named);
 	*count = n;
 	return v;
 }
@@ -119,7 +120,8 @@ int elf_bolt_match_functions(Elf *e, const struct elf_binary *in,
 	for (size_t i = 0; i < in->nfuncs; i++)
 		inv[nin++] = (struct named){ in->funcs[i].name, in->funcs[i].addr,
 			in->funcs[i].symidx, (uint32_t)i };
-	qsort(inv, nin, sizeof(*inv), cmp_named);
+	if (nin)
+		qsort(inv, nin, sizeof(*inv), cmp_named);
 	size_t i = 0, j = 0;
 	while (i < nin && j < nout) {
 		int c = strcmp(inv[i].name, out[j].name);

@@ -169,7 +169,8 @@ static size_t aggregate(struct lbr_rec *v, size_t n)
 {
 	if (!n)
 		return 0;
-	qsort(v, n, sizeof(*v), cmp_rec);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_rec);
 	size_t m = 0;
 	for (size_t i = 1; i < n; i++) {
 		if (!cmp_rec(&v[m], &v[i]))

@@ -34,7 +34,8 @@ int infer_link_samples(const struct elf_binary *b, uint64_t bias, const struct s
 				 "or busy only in libraries or the kernel); optimize while it does its "
 				 "real work, or lengthen opts.profile_ms", s->n, b->path);
 	}
-	qsort(v, k, sizeof(*v), cmp_u64);
+	if (k)
+		qsort(v, k, sizeof(*v), cmp_u64);
 	*out = v;
 	*n = k;
 	return 0;

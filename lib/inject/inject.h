@@ -268,6 +268,9 @@ int inject_record_update(struct inject_record *rec, const struct inject_plan *do
 			 struct core_err *err);
 /* Forget the locations lying in version `gen` (it was unmapped). */
 void inject_record_drop_owner(struct inject_record *rec, uint32_t gen);
+/* The same for a plan: the want plan must not name locations in it (a
+ * re-apply would write into unmapped memory). */
+void inject_plan_drop_owner(struct inject_plan *plan, uint32_t gen);
 /* Does a location outside version `gen` hold bytes that lead into it? */
 int inject_record_leads_to(const struct inject_record *rec, uint32_t gen);
 void inject_record_free(struct inject_record *rec);
@@ -397,6 +400,10 @@ struct inject_scan_opts {
 	 * word must equal to count (return sites); else any in the range. */
 	const uint64_t *const *sites;
 	const size_t *nsites;
+	/* Tests: 0 reads only the pages that hold data, listed by the best
+	 * means the kernel has; 1 forces the per-page pagemap entries that
+	 * kernels before 6.7 give. */
+	int pagemap_entries;
 };
 int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_t n,
 		       const struct inject_scan_opts *so, uint8_t *found, uint64_t *scanned,

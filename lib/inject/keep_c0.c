@@ -173,7 +173,8 @@ int inject_fixups_build(const struct elf_binary *b, const struct bolt_output *o,
 	for (size_t i = 0; i < b->nfuncs; i++)
 		if (o->c1_addr[i])
 			k.by_c1[k.n++] = (struct c1_func){ o->c1_addr[i], (uint32_t)i };
-	qsort(k.by_c1, k.n, sizeof(*k.by_c1), cmp_c1);
+	if (k.n)
+		qsort(k.by_c1, k.n, sizeof(*k.by_c1), cmp_c1);
 	for (size_t i = 0; i < bat->nfrags && !k.rc; i++) {
 		const struct elf_bat_frag *fr = &bat->frags[i];
 		uint8_t *code = read_output(o, fr->addr, fr->size);

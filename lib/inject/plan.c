@@ -346,7 +346,8 @@ static int plan_slots(const struct elf_binary *b, const struct bolt_output *o,
 		}
 		take[n++] = *s;
 	}
-	qsort(take, n, sizeof(*take), cmp_slot_by_func);
+	if (n)
+		qsort(take, n, sizeof(*take), cmp_slot_by_func);
 	int rc = 0;
 	for (size_t k = 0; k < n && !rc; k++) {
 		const struct elf_ptr_slot *s = &take[k];

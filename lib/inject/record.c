@@ -120,7 +120,8 @@ int inject_transition(const struct inject_record *rec, const struct inject_plan 
 	}
 	core_free_clear(w, (want->n + 1) * sizeof(*w));
 	if (!rc) {
-		qsort(out->v, out->n, sizeof(*out->v), cmp_transition);
+		if (out->n) /* qsort(NULL, 0, ...) is undefined */
+			qsort(out->v, out->n, sizeof(*out->v), cmp_transition);
 		for (size_t i = 0; i < out->n; i++) {
 			out->call_sites += out->v[i].kind == INJECT_CALL_SITE;
 			out->entries += out->v[i].kind == INJECT_ENTRY;
@@ -166,7 +167,8 @@ int inject_record_update(struct inject_record *rec, const struct inject_plan *do
 			v[n++] = l;
 		}
 		rec->n = n;
-		qsort(rec->v, rec->n, sizeof(*rec->v), cmp_loc);
+		if (rec->n)
+			qsort(rec->v, rec->n, sizeof(*rec->v), cmp_loc);
 	}
 	for (size_t i = 0; i < done->n; i++) {
 		const struct inject_patch *p = &done->v[i];
@@ -186,6 +188,23 @@ void inject_record_drop_owner(struct inject_record *rec, uint32_t gen)
 		if (rec->v[i].owner_gen != gen)
 			rec->v[w++] = rec->v[i];
 	rec->n = w;
+}
+
+void inject_plan_drop_owner(struct inject_plan *plan, uint32_t gen)
+{
+	size_t w = 0;
+	for (size_t i = 0; i < plan->n; i++) {
+		const struct inject_patch *pt = &plan->v[i];
+		if (pt->owner_gen != gen) {
+			plan->v[w++] = *pt;
+			continue;
+		}
+		plan->call_sites -= pt->kind == INJECT_CALL_SITE && plan->call_sites;
+		plan->entries -= pt->kind == INJECT_ENTRY && plan->entries;
+		plan->ptr_slots -= (pt->kind == INJECT_PTR_SLOT || pt->kind == INJECT_DATA_SLOT) &&
+				   plan->ptr_slots;
+	}
+	plan->n = w;
 }
 
 int inject_record_leads_to(const struct inject_record *rec, uint32_t gen)

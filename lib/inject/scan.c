@@ -21,9 +21,26 @@
  * Read through /proc/PID/mem (for the calling process too): a mapping that
  * cannot be read (a file mapping past its end, device memory) gives an
  * error for that piece instead of a signal.
+ *
+ * Only pages that hold data are read. A program may reserve far more
+ * address space than it touches (AddressSanitizer's shadow is terabytes of
+ * MAP_NORESERVE; allocators and language runtimes reserve arenas), and
+ * reading an untouched page through /proc/PID/mem makes the kernel map it
+ * (the zero page, but page tables for every 2 MiB of it): scanning such a
+ * reservation page by page took minutes and gigabytes. A page never
+ * touched holds zeros, which never equal a code address, so leaving it out
+ * is exact. The kernel says which pages are present or swapped through
+ * /proc/PID/pagemap: its PAGEMAP_SCAN ioctl (Linux 6.7) returns them as
+ * ranges; older kernels give one entry per page, read only for mappings
+ * too large to read whole.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "core/procmaps.h"
 #include "inject/inject.h"
@@ -59,6 +76,106 @@ static uint64_t demangle(uint64_t w, uint64_t guard)
 	return ((w >> 0x11) | (w << (64 - 0x11))) ^ guard;
 }
 
+/* PAGEMAP_SCAN's ABI (include/uapi/linux/fs.h, Linux 6.7), spelled out
+ * because Debian 12's kernel headers predate it. */
+struct pm_page_region {
+	uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PM_PAGE_IS_PRESENT (1u << 3)
+#define PM_PAGE_IS_SWAPPED (1u << 4)
+#define PM_PAGE_IS_PFNZERO (1u << 5)
+#define PM_PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+/* A mapping at most this large is read whole when the kernel cannot list
+ * its present pages as ranges: cheaper than one pagemap entry per page. */
+#define READ_WHOLE_MAX (64ull << 20)
+
+struct pieces {
+	uint64_t (*v)[2];
+	size_t n, cap;
+};
+
+static int piece_add(struct pieces *p, uint64_t lo, uint64_t hi)
+{
+	if (p->n && p->v[p->n - 1][1] == lo) {
+		p->v[p->n - 1][1] = hi;
+		return 0;
+	}
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 64;
+		void *v = realloc(p->v, cap * sizeof(*p->v));
+		if (!v)
+			return -1;
+		p->v = v;
+		p->cap = cap;
+	}
+	p->v[p->n][0] = lo;
+	p->v[p->n][1] = hi;
+	p->n++;
+	return 0;
+}
+
+/* The pieces of [lo, hi) whose pages hold data (present but not the shared
+ * zero page, or swapped out), through PAGEMAP_SCAN. 1: the kernel has no
+ * PAGEMAP_SCAN; -1: out of memory or an unexpected failure (the caller
+ * then reads the whole range: never less than the exact scan). */
+static int pieces_scan(int pmfd, uint64_t lo, uint64_t hi, struct pieces *out)
+{
+	struct pm_page_region vec[256];
+	uint64_t from = lo;
+	lo &= ~((uint64_t)sysconf(_SC_PAGESIZE) - 1); /* the kernel wants it aligned */
+	while (lo < hi) {
+		struct pm_scan_arg a = {
+			.size = sizeof(a), .start = lo, .end = hi,
+			.vec = (uint64_t)(uintptr_t)vec, .vec_len = 256,
+			.category_inverted = PM_PAGE_IS_PFNZERO,
+			.category_mask = PM_PAGE_IS_PFNZERO,
+			.category_anyof_mask = PM_PAGE_IS_PRESENT | PM_PAGE_IS_SWAPPED,
+		};
+		long r = ioctl(pmfd, PM_PAGEMAP_SCAN, &a);
+		if (r < 0)
+			return errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP ? 1 : -1;
+		for (long i = 0; i < r; i++)
+			if (piece_add(out, vec[i].start < from ? from : vec[i].start, vec[i].end))
+				return -1;
+		if (a.walk_end <= lo) /* no progress: do not loop */
+			return -1;
+		lo = a.walk_end;
+	}
+	return 0;
+}
+
+/* The same from one pagemap entry per page (bit 63 present, 62 swapped):
+ * kernels before 6.7. */
+static int pieces_pagemap(int pmfd, uint64_t lo, uint64_t hi, struct pieces *out)
+{
+	static const size_t N = 4096;
+	const uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t *e = malloc(N * 8);
+	if (!e)
+		return -1;
+	int rc = 0;
+	for (uint64_t a = lo & ~(pg - 1); a < hi && !rc;) {
+		size_t pages = (hi - a + pg - 1) / pg < N ? (size_t)((hi - a + pg - 1) / pg) : N;
+		ssize_t got = pread(pmfd, e, pages * 8, (off_t)(a / pg * 8));
+		if (got <= 0) {
+			rc = -1;
+			break;
+		}
+		for (size_t i = 0; i < (size_t)got / 8 && !rc; i++) {
+			uint64_t p0 = a + pg * i, p1 = p0 + pg;
+			if (e[i] >> 62)
+				rc = piece_add(out, p0 < lo ? lo : p0, p1 > hi ? hi : p1);
+		}
+		a += (uint64_t)got / 8 * pg;
+	}
+	free(e);
+	return rc;
+}
+
 /* Is the word at `a` in one of the skipped ranges? */
 static int skipped(const struct inject_scan_opts *so, uint64_t a)
 {
@@ -68,11 +185,32 @@ static int skipped(const struct inject_scan_opts *so, uint64_t a)
 	return 0;
 }
 
+static void scan_piece(struct proc_target *t, uint64_t from, uint64_t to, uint64_t *buf,
+		       uint64_t lo, uint64_t hi, const uint64_t (*ranges)[2], size_t n,
+		       const struct inject_scan_opts *so, uint8_t *found, uint64_t *scanned)
+{
+	uint64_t guard = so->guard;
+	for (uint64_t a = from; a < to; a += CHUNK) {
+		size_t len = to - a < CHUNK ? (size_t)(to - a) : CHUNK;
+		if (proc_mem_read(t->memfd, a, buf, len))
+			continue; /* unreadable piece: nothing there can be run */
+		*scanned += len;
+		for (size_t w = 0; w < len / 8; w++) {
+			uint64_t v = buf[w], d = guard ? demangle(v, guard) : 0;
+			int hit = (v >= lo && v < hi) || (d >= lo && d < hi);
+			if (!hit || (so->nskip && skipped(so, a + 8 * w)))
+				continue;
+			check(ranges, n, so, v, found);
+			if (guard)
+				check(ranges, n, so, d, found);
+		}
+	}
+}
+
 int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_t n,
 		       const struct inject_scan_opts *so, uint8_t *found, uint64_t *scanned,
 		       struct core_err *err)
 {
-	uint64_t guard = so->guard;
 	const uint64_t *sps = so->sps;
 	size_t nsps = so->nsps;
 	memset(found, 0, n);
@@ -93,6 +231,12 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 		core_procmaps_free(&m);
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
+	/* No pagemap (a kernel without it, or /proc/PID/pagemap closed to
+	 * us): every page is read, as exact, only slower. */
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)t->pid);
+	int pmfd = open(path, O_RDONLY | O_CLOEXEC), have_scan = !so->pagemap_entries;
+	struct pieces pc = { 0 };
 	for (size_t k = 0; k < m.n; k++) {
 		const struct procmaps_entry *e = &m.v[k];
 		if (e->perms[0] != 'r' || e->perms[1] != 'w' || !strcmp(e->path, "[vvar]") ||
@@ -108,23 +252,31 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 		for (size_t k2 = 0; k2 < nsps; k2++)
 			if (sps[k2] >= e->start && sps[k2] < e->end && sps[k2] - 128 > from)
 				from = (sps[k2] - 128) & ~7ull;
-		for (uint64_t a = from; a < e->end; a += CHUNK) {
-			size_t len = e->end - a < CHUNK ? (size_t)(e->end - a) : CHUNK;
-			if (proc_mem_read(t->memfd, a, buf, len))
-				continue; /* unreadable piece: nothing there can be run */
-			*scanned += len;
-			for (size_t w = 0; w < len / 8; w++) {
-				uint64_t v = buf[w], d = guard ? demangle(v, guard) : 0;
-				int hit = (v >= lo && v < hi) || (d >= lo && d < hi);
-				if (!hit || (so->nskip && skipped(so, a + 8 * w)))
-					continue;
-				check(ranges, n, so, v, found);
-				if (guard)
-					check(ranges, n, so, d, found);
+		pc.n = 0;
+		int prc = 1;
+		if (pmfd >= 0 && have_scan)
+			prc = pieces_scan(pmfd, from, e->end, &pc);
+		if (prc == 1) {
+			have_scan = 0;
+			prc = pmfd >= 0 && e->end - from > READ_WHOLE_MAX
+				      ? pieces_pagemap(pmfd, from, e->end, &pc)
+				      : -1;
+		}
+		if (prc) { /* read it all */
+			pc.n = 0;
+			if (piece_add(&pc, from, e->end)) {
+				rc = core_errf(err, OCOLOS_ENOMEM, "out of memory");
+				break;
 			}
 		}
+		for (size_t j = 0; j < pc.n; j++)
+			scan_piece(t, pc.v[j][0], pc.v[j][1], buf, lo, hi, ranges, n, so, found,
+				   scanned);
 	}
+	free(pc.v);
+	if (pmfd >= 0)
+		close(pmfd);
 	free(buf);
 	core_procmaps_free(&m);
-	return 0;
+	return rc;
 }

@@ -165,8 +165,10 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		inject_version_entries_free(ve);
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
-	qsort(tg.v, tg.n, sizeof(*tg.v), cmp_u64);
-	qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), cmp_u64);
+	if (tg.n)
+		qsort(tg.v, tg.n, sizeof(*tg.v), cmp_u64);
+	if (ve->nret_sites)
+		qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), cmp_u64);
 	for (size_t f = 0; f < b->nfuncs; f++) {
 		if (!ve->ok[f])
 			continue;

@@ -155,7 +155,8 @@ static int self_poke_prepare(struct proc_target *t, const struct proc_span *span
 		if (b != a) /* a slot straddling two pages */
 			ps->v[ps->n++].page = b;
 	}
-	qsort(ps->v, ps->n, sizeof(*ps->v), cmp_page);
+	if (ps->n)
+		qsort(ps->v, ps->n, sizeof(*ps->v), cmp_page);
 	size_t w = 0;
 	for (size_t i = 0; i < ps->n; i++)
 		if (!w || ps->v[w - 1].page != ps->v[i].page)

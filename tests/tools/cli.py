@@ -321,6 +321,19 @@ def mode_json(agent, target, schema_path):
             validate(o, schema, "revert")
             check(o.get("ok") is True and o.get("stage") == "revert" and
                   o.get("call_sites_patched", 0) > 0, "--revert: %r" % o)
+        # The benefit check with a ratio no code reaches: the round makes
+        # the next generation, measures, goes back to the original code
+        # and fails with OCOLOS_ENOGAIN (the work counter: CPU ticks).
+        work = "awk '{print $14 + $15}' /proc/%d/stat" % t.pid
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--profile", "1",
+                            "--work-cmd", work, "--benefit-min", "50"], timeout=180)
+        check(rc == 1, "--benefit-min 50: exit %d, want 1: %s" % (rc, out))
+        for o in reports(out, "benefit check"):
+            validate(o, schema, "benefit check")
+            check(o.get("ok") is False and o.get("error_code") == -23 and
+                  o.get("stage") == "check" and o.get("benefit_pairs") == 5 and
+                  0 < o.get("benefit_ratio", 0) < 50 and "OCOLOS_ENOGAIN" in o.get("error", ""),
+                  "benefit check: %r" % o)
         # A round that fails (no BOLT): found before anything is done.
         rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--bolt",
                             "/nonexistent/llvm-bolt"])

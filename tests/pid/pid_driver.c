@@ -1153,7 +1153,13 @@ static void mode_agent_cancel(const char *target, const char *agent, const char 
 				 (char *)"--tmp-dir", work, NULL };
 		pid_t a = spawn_as(argv, out, err, 0);
 		free(wait_text(err, cases[i].wait_for, scaled(60000)));
-		test_sleep_ms(500); /* into the wait */
+		/* Into the wait: polled, since on a loaded machine the agent
+		 * may print the stage well before its reservation exists. */
+		uint64_t until = test_now_ms() + scaled(10000);
+		test_sleep_ms(500);
+		while (!(reserved_near_code(t.pid) > reserved && dir_entries(work) == 1) &&
+		       test_now_ms() < until)
+			test_sleep_ms(50);
 		pid_t bolt = i == 1 ? child_of(a) : 0;
 		check(reserved_near_code(t.pid) > reserved && dir_entries(work) == 1,
 		      "no reservation or no work directory while the round ran: the checks below "

@@ -3,8 +3,8 @@
 # times: x86-64 as released, x86-64 under AddressSanitizer + UBSan, and an
 # AArch64 cross build under qemu-user plus, in a real AArch64 kernel booted
 # by qemu-system-aarch64 (scripts/a64vm.sh), the ptrace injector and pid
-# mode (label a64vm, without guest_full: about 10 minutes here with the
-# image build). Tests that run rounds hold a ctest resource lock, so -j2
+# mode (label a64vm, without guest_full: 4.5-10 minutes here with the
+# image build, depending on load). Tests that run rounds hold a ctest resource lock, so -j2
 # never runs two rounds at once.
 #
 #   scripts/test.sh [--skip-guest]

@@ -32,6 +32,10 @@
 #   A64VM_TIMEOUT  seconds for a whole run (default 3600)
 #   A64VM_CONSOLE  1: show the guest's console (kernel log) on stderr
 #   A64VM_NICE     niceness of qemu (default 5: the machine is shared)
+#   A64VM_SKIP     when set, `run` exits 77 at once saying it skipped, and why
+#                  (its value): scripts/test.sh sets it when the image cannot
+#                  be built or the guest is skipped on purpose, so ctest
+#                  reports the guest tests as skipped, never as passed
 # stdin is not passed in; environment variables are not passed in (use
 # `run env NAME=VALUE CMD`).
 set -euo pipefail
@@ -357,6 +361,7 @@ build)
 run)
 	shift
 	[ $# -gt 0 ] || die 2 "usage: $0 run CMD [ARGS...]"
+	[ -z "${A64VM_SKIP:-}" ] || die $EX_CANNOT "skipped, not run: $A64VM_SKIP"
 	compute_inputs
 	build_image
 	run_guest "$@"

@@ -17,10 +17,12 @@ set -euo pipefail
 # the cross compilers, qemu-aarch64, bolt-19 (the BOLT that handles AArch64
 # inputs), and the arm64 libraries the library links (multiarch, below;
 # libstdc++6:arm64 for the C++ test, which runs on the multiarch loader).
+# The AArch64 guest (scripts/a64vm.sh): qemu-system-arm, cpio, xz-utils; the
+# guest's own packages are arm64 .debs it downloads itself.
 pkgs=(build-essential cmake pkg-config libelf-dev libzydis-dev libpfm4-dev zlib1g-dev bolt-22
       python3 gcc-aarch64-linux-gnu libunwind8 valgrind groff-base
       linux-perf gdb clang libclang-rt-dev dpkg-dev
-      g++-aarch64-linux-gnu qemu-user bolt-19
+      g++-aarch64-linux-gnu qemu-user bolt-19 qemu-system-arm cpio xz-utils
       libelf-dev:arm64 zlib1g-dev:arm64 libpfm4-dev:arm64 libstdc++6:arm64)
 missing=()
 for p in "${pkgs[@]}"; do

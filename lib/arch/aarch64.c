@@ -36,6 +36,29 @@ int arch_a64_encode_branch(uint64_t site, uint32_t insn, uint64_t target, uint32
 	return 0;
 }
 
+int arch_a64_encode_b(uint64_t site, uint64_t target, uint32_t *out)
+{
+	return arch_a64_encode_branch(site, OP_B, target, out);
+}
+
+int arch_a64_landing_pad(uint32_t insn)
+{
+	/* BTI {, c, j, jc} = HINT #32/#34/#36/#38; PACIASP = HINT #25,
+	 * PACIBSP = HINT #27 (Arm ARM, "Hints"). */
+	return (insn & 0xffffff3fu) == 0xd503241fu || insn == 0xd503233fu || insn == 0xd503237fu;
+}
+
+int arch_a64_entry_word(const uint8_t *code, uint64_t len)
+{
+	if (len < 4)
+		return -1;
+	uint32_t w = code[0] | (uint32_t)code[1] << 8 | (uint32_t)code[2] << 16 |
+		     (uint32_t)code[3] << 24;
+	if (!arch_a64_landing_pad(w))
+		return 0;
+	return len >= 8 ? 4 : -1;
+}
+
 int arch_a64_in_reach(uint64_t lo, uint64_t hi, uint64_t lo2, uint64_t hi2)
 {
 	/* The farthest pairs are the outer ends of the two ranges. */

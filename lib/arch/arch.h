@@ -121,6 +121,16 @@ size_t arch_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
 			       void *user);
 /* Target of `insn` at `pc` if it is ADR; 0 if it is not. */
 int arch_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target);
+/* `B target` at `site` into *out. 0, or -1 if out of +-128 MiB. */
+int arch_a64_encode_b(uint64_t site, uint64_t target, uint32_t *out);
+/* Whether `insn` is a landing pad of an indirect branch into a BTI-guarded
+ * page: BTI (any form), or PACIASP / PACIBSP, which are implicit ones. */
+int arch_a64_landing_pad(uint32_t insn);
+/* Entry redirection: the offset in a function (its first `len` bytes of
+ * code, `code`) of the instruction word that becomes a `B` to the same
+ * offset in its copy — 0, or 4 when the first word is a landing pad (see
+ * inject/plan.c for why) — or -1 when the function has no such word. */
+int arch_a64_entry_word(const uint8_t *code, uint64_t len);
 /* The ARCH_A64_VENEER_LEN bytes of a veneer living at `at` that jumps to
  * `target` (ADRP reaches +-4 GiB). 0, or -1 if out of ADRP reach. */
 int arch_a64_encode_veneer(uint64_t at, uint64_t target, uint8_t out[ARCH_A64_VENEER_LEN]);

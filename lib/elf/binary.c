@@ -226,8 +226,8 @@ static int read_functions(struct scan *sc, struct core_err *err)
 		if (core_grow((void **)&b->funcs, &b->nalloc_funcs, b->nfuncs, sizeof(*b->funcs)))
 			return OCOLOS_ENOMEM;
 		const char *name = elf_strptr(sc->elf, strndx, sym.st_name);
-		b->funcs[b->nfuncs++] = (struct elf_func){ sym.st_value, sym.st_size,
-			name ? name : "?", (uint32_t)i, 0, 0 };
+		b->funcs[b->nfuncs++] = (struct elf_func){ .addr = sym.st_value, .size = sym.st_size,
+			.name = name ? name : "?", .symidx = (uint32_t)i };
 	}
 	if (!b->nfuncs)
 		return core_errf(err, OCOLOS_ENOSYMS, "'%s' has no function symbols", b->path);
@@ -283,6 +283,44 @@ static void read_dynamic_symbols(struct scan *sc)
 		if (type == STT_FUNC || type == STT_GNU_IFUNC)
 			mark_taken(b, sym.st_value);
 	}
+}
+
+/* The words the dynamic linker writes: r_offset of every relocation of an
+ * allocated RELA section but the PLT's (which covers .got.plt only). */
+static int read_dyn_relocs(struct scan *sc)
+{
+	struct elf_binary *b = sc->b;
+	size_t cap = 0;
+	for (size_t i = 0; i < sc->shnum; i++) {
+		const GElf_Shdr *sh = &sc->shdrs[i];
+		if (sh->sh_type != SHT_RELA || !(sh->sh_flags & SHF_ALLOC) || !sh->sh_entsize)
+			continue;
+		Elf_Data *d = elf_getdata(elf_getscn(sc->elf, i), NULL);
+		for (size_t k = 0; d && k < sh->sh_size / sh->sh_entsize; k++) {
+			GElf_Rela r;
+			if (!gelf_getrela(d, (int)k, &r))
+				continue;
+			if (core_grow((void **)&b->dyn_relocs, &cap, b->ndyn_relocs, sizeof(*b->dyn_relocs)))
+				return OCOLOS_ENOMEM;
+			b->dyn_relocs[b->ndyn_relocs++] = r.r_offset;
+		}
+	}
+	if (b->ndyn_relocs)
+		qsort(b->dyn_relocs, b->ndyn_relocs, sizeof(*b->dyn_relocs), cmp_u64);
+	return 0;
+}
+
+int elf_dyn_reloc_byte(const struct elf_binary *b, uint64_t addr)
+{
+	size_t lo = 0, hi = b->ndyn_relocs;
+	while (lo < hi) { /* first word ending after addr */
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->dyn_relocs[mid] + 8 <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < b->ndyn_relocs && b->dyn_relocs[lo] <= addr;
 }
 
 /* Value S of the symbol a relocation refers to, or 0 if undefined;
@@ -512,8 +550,11 @@ static int sweep_functions(struct scan *sc, struct core_err *err)
 				continue;
 			const uint8_t *code = (const uint8_t *)d->d_buf + (f->addr - sh->sh_addr);
 			if (sc->b->machine == EM_AARCH64) {
-				arch_a64_scan_function(code, code_len_a64(sc, f), f->addr, on_branch,
-							on_address, &sw);
+				uint64_t clen = code_len_a64(sc, f);
+				arch_a64_scan_function(code, clen, f->addr, on_branch, on_address, &sw);
+				int off = f->addr & 3 ? -1 : arch_a64_entry_word(code, clen);
+				sc->b->funcs[k].entry_ok = off >= 0;
+				sc->b->funcs[k].entry_off = (uint8_t)(off > 0 ? off : 0);
 				continue;
 			}
 			struct arch_entry_info info = { .on_target = on_target,
@@ -632,7 +673,8 @@ int elf_binary_open(const char *path, struct elf_binary **out, struct core_err *
 		goto fail;
 	}
 	if ((rc = read_segments(&sc, err)) || (rc = read_sections(&sc, err)) ||
-	    (rc = read_functions(&sc, err)) || (rc = read_relocations(&sc, err)))
+	    (rc = read_functions(&sc, err)) || (rc = read_relocations(&sc, err)) ||
+	    (rc = read_dyn_relocs(&sc)))
 		goto fail;
 	read_dynamic_symbols(&sc);
 	free(sc.shdrs);
@@ -658,6 +700,7 @@ void elf_binary_close(struct elf_binary *b)
 	free(b->funcs);
 	free(b->sites);
 	free(b->slots);
+	free(b->dyn_relocs);
 	free(b->path);
 	free(b);
 }

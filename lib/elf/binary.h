@@ -19,13 +19,19 @@ struct elf_func {
 	uint64_t size;	   /* st_size (may be 0 for asm labels) */
 	const char *name;  /* points into the binary's string table */
 	uint32_t symidx;   /* index in .symtab (BOLT keeps the order) */
-	/* Its first 5 bytes may be overwritten with a jmp to its C1 copy
-	 * without any thread ever resuming inside them: they decode, hold no
-	 * call (no return address points into them), no branch anywhere in
-	 * the binary targets them past the first byte, and the function has no
-	 * indirect jump (a jump table could). x86-64 only; threads' PCs and
-	 * stacks are still checked at the stop (inject/entry.c). */
+	/* Its entry may be redirected to its C1 copy (inject/plan.c gives the
+	 * reasons). x86-64: its first 5 bytes may become a jmp without any
+	 * thread ever resuming inside them: they decode, hold no call (no
+	 * return address points into them), no branch anywhere in the binary
+	 * targets them past the first byte, and the function has no indirect
+	 * jump (a jump table could); threads' PCs and stacks are still checked
+	 * at the stop (inject/entry.c). AArch64: the instruction word at
+	 * entry_off is code (not a literal pool) and 4-aligned; one whole
+	 * instruction is replaced, so there is no inside to resume in. */
 	uint8_t entry_ok;
+	/* AArch64: the offset of the word that becomes `B`: 0, or 4 after a
+	 * landing pad (BTI, PACIASP) that stays for indirect calls. */
+	uint8_t entry_off;
 	/* The program can obtain this function's address other than by
 	 * reading one of the pointer slots below: code materializes it (a
 	 * relocation against it that is not a direct call/jump target, or a
@@ -78,6 +84,10 @@ struct elf_binary {
 	 * into the name of its object, which a pointer into C1 does not have;
 	 * then no slot is redirected by default. */
 	int imports_dladdr;
+	/* Link-time addresses of the words the dynamic linker writes at load
+	 * time (r_offset of .rela.dyn's relocations), sorted: what the file
+	 * holds there never reaches the running process. */
+	uint64_t *dyn_relocs; size_t ndyn_relocs;
 	/* private */
 	int fd;
 	void *elf;		 /* Elf * */
@@ -97,6 +107,10 @@ void elf_binary_close(struct elf_binary *b);
 long elf_func_at(const struct elf_binary *b, uint64_t addr);
 /* Index of the function containing `addr` (addr in [start, start+size)), or -1. */
 long elf_func_containing(const struct elf_binary *b, uint64_t addr);
+
+/* Whether the byte at link-time `addr` belongs to a word the dynamic
+ * linker writes (dyn_relocs). */
+int elf_dyn_reloc_byte(const struct elf_binary *b, uint64_t addr);
 
 /* Read `len` bytes at link-time address `addr` from the file. */
 int elf_read_vaddr(const struct elf_binary *b, uint64_t addr, void *buf,

@@ -197,7 +197,11 @@ static int is_slot_byte(const struct elf_binary *in, uint64_t a)
 
 /* BOLT must not have rewritten original read-only data other than function
  * pointer slots (e.g. non-PIC jump tables updated in place): the process
- * would keep the old bytes while C1 expects the new ones. */
+ * would keep the old bytes while C1 expects the new ones. Words the
+ * dynamic linker writes are not compared: the process holds what it wrote
+ * (BOLT 19 rewrites the file's bytes of an AArch64 v-table slot that
+ * names an imported virtual, e.g. std::runtime_error::what, which the
+ * dynamic linker fills in). */
 static int check_rodata(Elf *e, const struct elf_binary *in, struct core_err *err)
 {
 	size_t shstrndx;
@@ -223,7 +227,8 @@ static int check_rodata(Elf *e, const struct elf_binary *in, struct core_err *er
 		struct core_err ignore = { 0 };
 		int rc = elf_read_vaddr(in, sh.sh_addr, orig, sh.sh_size, &ignore);
 		for (uint64_t k = 0; !rc && k < sh.sh_size && k < d->d_size; k++) {
-			if (orig[k] == ((uint8_t *)d->d_buf)[k] || is_slot_byte(in, sh.sh_addr + k))
+			if (orig[k] == ((uint8_t *)d->d_buf)[k] || is_slot_byte(in, sh.sh_addr + k) ||
+			    elf_dyn_reloc_byte(in, sh.sh_addr + k))
 				continue;
 			free(orig);
 			return core_errf(err, OCOLOS_ENOTSUP,
@@ -263,6 +268,18 @@ fail:
 		elf_end(e);
 	elf_bolt_output_close(o);
 	return rc;
+}
+
+int elf_bolt_output_read(const struct bolt_output *o, uint64_t addr, void *buf, size_t len)
+{
+	for (size_t i = 0; i < o->nsegs; i++) {
+		const struct elf_segment *s = &o->segs[i];
+		if (addr < s->vaddr || addr + len > s->vaddr + s->filesz)
+			continue;
+		return pread(o->fd, buf, len, (off_t)(s->offset + addr - s->vaddr)) == (ssize_t)len ? 0
+												       : -1;
+	}
+	return -1;
 }
 
 void elf_bolt_output_close(struct bolt_output *o)

@@ -31,6 +31,9 @@ int elf_bolt_output_open(const char *path, const struct elf_binary *in,
 			 uint64_t vma, uint64_t room, struct bolt_output **out,
 			 struct core_err *err);
 void elf_bolt_output_close(struct bolt_output *o);
+/* Read the output's bytes at link-time [addr, addr + len), which must lie
+ * in the file part of one of its new segments. 0 or -1. */
+int elf_bolt_output_read(const struct bolt_output *o, uint64_t addr, void *buf, size_t len);
 
 /* For every function of `in` (the input of the BOLT output `e`), the address
  * of the output's function symbol of the same name that lies in one of the

@@ -190,8 +190,14 @@ struct inject_version_entries {
 	size_t nfuncs;
 	uint64_t *at;		/* per function: run-time address of its copy, or 0 */
 	uint64_t *c0;		/* per function: run-time address in C0 */
-	uint8_t (*orig)[5];	/* per function: the copy's first bytes */
-	uint8_t *ok;		/* per function: they may become a jmp (as elf_func.entry_ok) */
+	uint8_t (*orig)[5];	/* per function: the copy's bytes that change */
+	uint8_t *ok;		/* per function: they may become a jump (as elf_func.entry_ok) */
+	uint8_t len;		/* bytes that change: 5 (x86-64 jmp), 4 (AArch64 B) */
+	/* AArch64, per function: offset of the word that changes (0, or 4
+	 * after a landing pad), and the copy's first word (the landing pad a
+	 * target must start with too). NULL on x86-64. */
+	uint8_t *off;
+	uint32_t *pad;
 	/* Run-time addresses right after each call instruction of the
 	 * version, sorted: the only addresses in it a return address, a
 	 * setjmp buffer or a saved context can hold (retirement looks for
@@ -350,6 +356,10 @@ typedef size_t (*inject_stack_reader)(void *ctx, uint64_t sp, uint64_t *words, s
  * allocation: `scratch` has INJECT_STACK_WORDS words. */
 void inject_entries_check(struct inject_plan *plan, const struct proc_thread_state *ts,
 			  size_t nts, inject_stack_reader read, void *ctx, uint64_t *scratch);
+/* Whether `plan` holds an entry patch a thread could be inside of (more
+ * than one aligned instruction word: x86-64's 5 bytes); if not, the check
+ * above has nothing to find. */
+int inject_entries_need_check(const struct inject_plan *plan);
 
 /* What the check needs from a stopped target: a snapshot of its mappings
  * (taken before the stop: reading /proc allocates) and scratch space. */

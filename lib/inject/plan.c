@@ -6,13 +6,15 @@
  *              including inside moved functions' C0 copies, which threads
  *              already in them keep running): x86-64 the rel32 of
  *              call/jmp, AArch64 the whole BL/B word;
- *              function entries (x86-64): the first 5 bytes of a moved
- *              function become `jmp <its C1 copy>`, so whatever still
- *              enters C0 — calls through function pointers held anywhere,
- *              slots left alone, sites we could not patch — runs C1. Only
- *              where that is provably safe (elf_func.entry_ok, and checked
- *              against every thread at the stop, see entry.c), and only
- *              for functions whose first bytes hold no call site we patch;
+ *              function entries: x86-64, the first 5 bytes of a moved
+ *              function become `jmp <its C1 copy>`; AArch64, its first
+ *              instruction word becomes `B <its C1 copy>` (or a B to a
+ *              veneer) — so whatever still enters C0 — calls through
+ *              function pointers held anywhere, slots left alone, sites we
+ *              could not patch — runs C1. Only where that is provably safe
+ *              (elf_func.entry_ok; on x86-64 also checked against every
+ *              thread at the stop, see entry.c), and only for functions
+ *              whose patched bytes hold no call site we patch;
  *              pointer slots (v-tables, tables of handlers, in read-only or
  *              writable data) of functions whose address the program has
  *              no other way to obtain — the pointer rule below.
@@ -42,6 +44,42 @@
  * reloc/aarch64.c) in an island the caller reserved within reach of all of
  * C0's code; one veneer per moved function, shared by all its far sites.
  * The island is written before the stop (nothing branches there yet).
+ *
+ * AArch64 entries: the rules, adapted from x86-64. Overwriting 5 bytes of
+ * variable-length code on x86-64 has one hazard: a thread resuming *inside*
+ * them (past the first byte) would run half an instruction. Hence its rules:
+ * no call within the bytes (a return address would point inside), no branch
+ * to bytes 1-4, no indirect jump in the function (a jump table could target
+ * them), and at the stop no PC or stack word inside them. On AArch64 one
+ * aligned 4-byte word — one whole instruction — is replaced, while every
+ * thread is stopped, so no thread can ever be inside it: a PC, return
+ * address, signal frame's PC or jump-table target is either that word or
+ * not. So every x86-64 rule about the inside falls away; what remains is
+ * what it means to arrive at the word:
+ *  - arriving at the entry itself (a call, a tail call, an indirect call, a
+ *    branch back to the first instruction from inside the function, a
+ *    thread stopped there, a system call restarted there) now executes
+ *    `B <copy>`: the copy, from its entry, is the same code as C0's from its
+ *    entry (BOLT moves blocks, it does not change what they compute, nor the
+ *    stack frame), so with the same registers and stack it does the same;
+ *  - a call as the first instruction returns to entry + 4, which is not
+ *    rewritten: the thread goes on in C0, which stays intact;
+ *  - the word must be code: not a literal pool (`$d` at the entry);
+ *  - it must not also be a call site we patch (one owner per word);
+ *  - landing pads. In a BTI-guarded page an indirect call or jump must land
+ *    on BTI c/j/jc or PACIASP/PACIBSP (an implicit one), else the CPU
+ *    faults; replacing it with a B would make every call through a pointer
+ *    fault. So when the first word is a landing pad, it stays, and the word
+ *    after it becomes `B <copy + 4>`, when the copy starts with the same
+ *    landing pad: the program point after it is the same in both (BTI is a
+ *    no-op there; PACIASP signed x30 once, in C0, and the copy's epilogue
+ *    authenticates it once). A thread at entry + 4 takes the B, one at the
+ *    entry runs the landing pad, then the B. Done whatever the binary's
+ *    BTI marking: it is right either way.
+ * No stop-time check is needed (entry.c skips these patches). The write is
+ * one aligned word, made visible to instruction fetch by the target's
+ * maintenance before any thread runs (proc/); the stopped threads resume
+ * through an exception return, a context synchronization event.
  */
 #include <elf.h>
 #include <stdlib.h>
@@ -74,13 +112,20 @@ int inject_plan_needs_island(const struct elf_binary *b, const struct bolt_outpu
 		if (c1 && !arch_a64_in_reach(b->sites[i].site, b->sites[i].site + 4, c1, c1 + 4))
 			return 1;
 	}
+	for (size_t f = 0; f < b->nfuncs; f++) { /* entries */
+		uint64_t c1 = o->c1_addr[f], at = b->funcs[f].addr;
+		if (c1 && b->funcs[f].entry_ok && !arch_a64_in_reach(at, at + 8, c1, c1 + 8))
+			return 1;
+	}
 	return 0;
 }
 
 uint64_t inject_plan_island_size(const struct elf_binary *b, const struct bolt_output *o)
 {
 	(void)b;
-	return (uint64_t)o->moved * ARCH_A64_VENEER_LEN;
+	/* One veneer per moved function for its call sites, one for its
+	 * entry when that is redirected past a landing pad (copy + 4). */
+	return 2 * (uint64_t)o->moved * ARCH_A64_VENEER_LEN;
 }
 
 /* AArch64: the veneer for function `f` in the island, created on first
@@ -105,6 +150,24 @@ static int veneer_for(struct inject_plan *plan, uint64_t *slots, uint32_t f, uin
 	return 0;
 }
 
+/* AArch64: the branch word at `at` (its own kind kept, `insn`) aimed at
+ * `to`, directly or through the veneer `cache` holds for function `f`
+ * (made on first use). 0, OCOLOS_ERESERVE (out of reach, no island) or
+ * OCOLOS_ENOMEM. */
+static int a64_branch_to(struct inject_plan *plan, uint64_t *cache, uint32_t f, uint64_t at,
+			 uint32_t insn, uint64_t to, uint32_t *out)
+{
+	if (!arch_a64_encode_branch(at, insn, to, out))
+		return 0;
+	uint64_t v = 0;
+	if (!plan->island)
+		return OCOLOS_ERESERVE;
+	int rc = veneer_for(plan, cache, f, to, &v);
+	if (!rc && arch_a64_encode_branch(at, insn, v, out))
+		rc = OCOLOS_ERESERVE;
+	return rc;
+}
+
 /* AArch64 call sites: the whole BL/B word changes. */
 static int plan_sites_a64(const struct elf_binary *b, const struct bolt_output *o, uint64_t bias,
 			  struct inject_plan *plan, struct core_err *err)
@@ -126,14 +189,7 @@ static int plan_sites_a64(const struct elf_binary *b, const struct bolt_output *
 				       (unsigned long long)s->site);
 			break;
 		}
-		if (arch_a64_encode_branch(at, insn, to, &neww)) {
-			uint64_t v = 0;
-			if (!plan->island)
-				rc = OCOLOS_ERESERVE;
-			else
-				rc = veneer_for(plan, veneers, s->func, to, &v);
-			if (!rc && arch_a64_encode_branch(at, insn, v, &neww))
-				rc = OCOLOS_ERESERVE;
+		if ((rc = a64_branch_to(plan, veneers, s->func, at, insn, to, &neww))) {
 			if (rc == OCOLOS_ERESERVE)
 				rc = core_errf(err, OCOLOS_ERESERVE,
 					       "call site 0x%llx cannot reach C1 at 0x%llx with a BL, and no "
@@ -178,18 +234,61 @@ static int plan_sites_x86(const struct elf_binary *b, const struct bolt_output *
 	return 0;
 }
 
-/* Does a call site patch touch [addr, addr + 5)? (sites are sorted) */
-static int site_in_entry(const struct elf_binary *b, uint64_t addr)
+/* Does a call site's patch (`site_len` bytes from the site: a whole
+ * instruction) touch [addr, addr + len)? (sites are sorted) */
+static int site_in_entry(const struct elf_binary *b, uint64_t addr, uint64_t len,
+			 uint64_t site_len)
 {
 	size_t lo = 0, hi = b->nsites;
-	while (lo < hi) { /* first site > addr - 5 */
+	while (lo < hi) { /* first site ending after addr */
 		size_t mid = lo + (hi - lo) / 2;
-		if (b->sites[mid].site + ARCH_X86_BRANCH_LEN <= addr)
+		if (b->sites[mid].site + site_len <= addr)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo < b->nsites && b->sites[lo].site < addr + ARCH_X86_BRANCH_LEN;
+	return lo < b->nsites && b->sites[lo].site < addr + len;
+}
+
+/* AArch64 entries: the word at entry_off becomes `B <copy + entry_off>`
+ * (the rules are at the top of this file). */
+static int plan_entries_a64(const struct elf_binary *b, const struct bolt_output *o,
+			    uint64_t bias, struct inject_plan *plan, struct core_err *err)
+{
+	uint64_t *veneers = calloc(b->nfuncs ? b->nfuncs : 1, sizeof(*veneers));
+	if (!veneers)
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	int rc = 0;
+	for (size_t i = 0; i < b->nfuncs && !rc; i++) {
+		const struct elf_func *f = &b->funcs[i];
+		uint64_t c1 = o->c1_addr[i], off = f->entry_off;
+		uint32_t oldw, first0, first1, neww;
+		struct core_err ignore = { 0 };
+		if (!c1 || !f->entry_ok || site_in_entry(b, f->addr + off, 4, 4) ||
+		    elf_read_vaddr(b, f->addr + off, &oldw, 4, &ignore))
+			continue;
+		/* Past a landing pad: only into a copy that starts with it. */
+		if (off && (elf_read_vaddr(b, f->addr, &first0, 4, &ignore) ||
+			    elf_bolt_output_read(o, c1, &first1, 4) || first0 != first1))
+			continue;
+		uint64_t at = bias + f->addr + off;
+		rc = a64_branch_to(plan, veneers, (uint32_t)i, at, 0x14000000u, bias + c1 + off, &neww);
+		if (rc == OCOLOS_ERESERVE) {
+			rc = 0; /* out of reach and no island: C0's entry stays */
+			continue;
+		}
+		if (rc)
+			break;
+		struct inject_patch p = { .addr = at, .len = 4, .kind = INJECT_ENTRY };
+		put32(p.old, oldw);
+		put32(p.new_, neww);
+		if (push(plan, &p))
+			rc = OCOLOS_ENOMEM;
+		else
+			plan->entries++;
+	}
+	free(veneers);
+	return rc ? core_errf(err, rc, "out of memory") : 0;
 }
 
 /* x86-64 entries: `jmp rel32` to C1 over the first 5 bytes. */
@@ -199,7 +298,8 @@ static int plan_entries_x86(const struct elf_binary *b, const struct bolt_output
 	for (size_t i = 0; i < b->nfuncs; i++) {
 		const struct elf_func *f = &b->funcs[i];
 		uint64_t c1 = o->c1_addr[i];
-		if (!c1 || !f->entry_ok || f->size < ARCH_X86_BRANCH_LEN || site_in_entry(b, f->addr))
+		if (!c1 || !f->entry_ok || f->size < ARCH_X86_BRANCH_LEN ||
+		    site_in_entry(b, f->addr, ARCH_X86_BRANCH_LEN, ARCH_X86_BRANCH_LEN))
 			continue;
 		struct inject_patch p = { .addr = bias + f->addr, .len = ARCH_X86_BRANCH_LEN,
 			.kind = INJECT_ENTRY, .new_ = { 0xe9 } };
@@ -309,6 +409,8 @@ int inject_plan_build_for(const struct elf_binary *b, const struct bolt_output *
 	if (b->machine == EM_AARCH64) {
 		plan->island = po->island;
 		rc = plan_sites_a64(b, o, bias, plan, err);
+		if (!rc)
+			rc = plan_entries_a64(b, o, bias, plan, err);
 	} else {
 		rc = plan_sites_x86(b, o, bias, plan, err);
 		if (!rc)

@@ -105,7 +105,7 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 	struct proc_span *spans = NULL;
 	size_t nspans = 0;
 	struct inject_stack_snapshot ss = { 0 };
-	int check_entries = rq->forward && plan->entries;
+	int check_entries = rq->forward && plan->entries && inject_entries_need_check(plan);
 	int need_stacks = check_entries || rq->nwatch;
 	int rc = inject_plan_spans(plan, &spans, &nspans, err);
 	if (!rc && need_stacks)

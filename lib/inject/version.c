@@ -11,8 +11,15 @@
  * the version targets them past the first byte, and the function has no
  * indirect jump; at the stop, no thread may be inside them. Read from
  * BOLT's output with the fixups the version was mapped with (keep_c0.c), so
- * `orig` is exactly what the version holds. x86-64 only: on AArch64 old
- * versions are left to be retired when their frames return.
+ * `orig` is exactly what the version holds.
+ *
+ * AArch64: C0's rules too (inject/plan.c): the copy's first instruction
+ * word becomes `B <newer copy>` (or `B <C0 entry>`), or, when it is a
+ * landing pad (BTI, PACIASP), the word after it becomes a B to the word
+ * after the same landing pad in the newer copy (or in C0). One whole word:
+ * no thread can be inside it, nothing is checked at the stop. A B that
+ * cannot reach (two versions more than 128 MiB apart) is left out: that
+ * copy keeps its code until its frames return.
  */
 #include <elf.h>
 #include <stdlib.h>
@@ -64,19 +71,48 @@ static int cmp_u64(const void *a, const void *b)
 static uint8_t *read_code(const struct bolt_output *o, const struct inject_fixups *fx,
 			  uint64_t addr, uint64_t len)
 {
-	for (size_t i = 0; i < o->nsegs; i++) {
-		const struct elf_segment *s = &o->segs[i];
-		if (addr < s->vaddr || addr + len > s->vaddr + s->filesz)
-			continue;
-		uint8_t *buf = malloc(len ? len : 1);
-		if (!buf || pread(o->fd, buf, len, (off_t)(s->offset + addr - s->vaddr)) != (ssize_t)len) {
-			free(buf);
-			return NULL;
-		}
-		inject_fixups_apply(fx, addr, buf, len);
-		return buf;
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf || elf_bolt_output_read(o, addr, buf, len)) {
+		free(buf);
+		return NULL;
 	}
-	return NULL;
+	inject_fixups_apply(fx, addr, buf, len);
+	return buf;
+}
+
+/* AArch64: each copy's patched word (version.c's opening comment). */
+static int build_a64(const struct elf_binary *b, const struct bolt_output *o,
+		     const struct inject_fixups *fx, struct inject_version_entries *ve,
+		     struct core_err *err)
+{
+	ve->off = calloc(b->nfuncs + 1, 1);
+	ve->pad = calloc(b->nfuncs + 1, sizeof(*ve->pad));
+	if (!ve->off || !ve->pad) {
+		inject_version_entries_free(ve);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	for (size_t f = 0; f < b->nfuncs; f++) {
+		uint32_t c0first;
+		struct core_err ignore = { 0 };
+		/* A copy starting with a landing pad goes on past it: its 8
+		 * bytes are the same function's (a landing pad never ends one). */
+		uint8_t *code = o->c1_addr[f] && b->funcs[f].entry_ok ? read_code(o, fx, o->c1_addr[f], 8)
+								     : NULL;
+		if (!code)
+			continue;
+		int off = arch_a64_entry_word(code, 8);
+		memcpy(&ve->pad[f], code, 4);
+		/* Past a landing pad, C0 (a revert's target) must start with the
+		 * same one. */
+		if (off == 0 || (off == 4 && !elf_read_vaddr(b, b->funcs[f].addr, &c0first, 4, &ignore) &&
+				 c0first == ve->pad[f])) {
+			ve->ok[f] = 1;
+			ve->off[f] = (uint8_t)off;
+			memcpy(ve->orig[f], code + off, 4);
+		}
+		free(code);
+	}
+	return 0;
 }
 
 int inject_version_entries_build(const struct elf_binary *b, const struct bolt_output *o,
@@ -86,6 +122,7 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 {
 	memset(ve, 0, sizeof(*ve));
 	ve->gen = gen;
+	ve->len = b->machine == EM_AARCH64 ? 4 : ARCH_X86_BRANCH_LEN;
 	ve->nfuncs = b->nfuncs;
 	ve->at = calloc(b->nfuncs + 1, sizeof(*ve->at));
 	ve->c0 = calloc(b->nfuncs + 1, sizeof(*ve->c0));
@@ -99,6 +136,8 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		ve->at[f] = o->c1_addr[f] ? bias + o->c1_addr[f] : 0;
 		ve->c0[f] = bias + b->funcs[f].addr;
 	}
+	if (b->machine == EM_AARCH64)
+		return build_a64(b, o, fx, ve, err);
 	if (b->machine != EM_X86_64 || !bat)
 		return 0;
 	/* Every fragment decoded once: each hot copy's own entry facts, and
@@ -149,10 +188,41 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 	return 0;
 }
 
+/* AArch64: version `ve`'s patched words aimed at `o`'s copies, or C0. */
+static int plan_a64(const struct bolt_output *o, uint64_t bias, uint32_t gen,
+		    const struct inject_version_entries *ve, struct inject_plan *plan,
+		    struct core_err *err)
+{
+	for (size_t f = 0; f < ve->nfuncs; f++) {
+		if (!ve->ok[f] || !ve->at[f])
+			continue;
+		int moved = o && o->c1_addr[f];
+		uint32_t off = ve->off[f], first, w;
+		/* Past a landing pad: only into a copy that starts with it. */
+		if (moved && off && (elf_bolt_output_read(o, o->c1_addr[f], &first, 4) ||
+				     first != ve->pad[f]))
+			continue;
+		uint64_t to = (moved ? bias + o->c1_addr[f] : ve->c0[f]) + off;
+		struct inject_patch p = { .addr = ve->at[f] + off, .len = 4, .kind = INJECT_ENTRY,
+			.owner_gen = ve->gen, .target_gen = moved ? gen : 0 };
+		memcpy(p.old, ve->orig[f], 4);
+		if (arch_a64_encode_b(p.addr, to, &w))
+			continue; /* out of reach: the version keeps this copy as it is */
+		memcpy(p.new_, &w, 4);
+		if (core_grow((void **)&plan->v, &plan->cap, plan->n, sizeof(*plan->v)))
+			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+		plan->v[plan->n++] = p;
+		plan->entries++;
+	}
+	return 0;
+}
+
 int inject_plan_version_entries(const struct bolt_output *o, uint64_t bias, uint32_t gen,
 				const struct inject_version_entries *ve, struct inject_plan *plan,
 				struct core_err *err)
 {
+	if (ve->len == 4)
+		return plan_a64(o, bias, gen, ve, plan, err);
 	for (size_t f = 0; f < ve->nfuncs; f++) {
 		if (!ve->ok[f] || !ve->at[f])
 			continue;
@@ -178,6 +248,8 @@ void inject_version_entries_free(struct inject_version_entries *ve)
 	free(ve->c0);
 	free(ve->orig);
 	free(ve->ok);
+	free(ve->off);
+	free(ve->pad);
 	core_free_clear(ve->ret_sites, ve->nret_sites * sizeof(*ve->ret_sites));
 	memset(ve, 0, sizeof(*ve));
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "arch/cpu.h"
 #include "proc/proc.h"
 
 /* Whether `pid` is a kernel thread: PF_KTHREAD in the flags of
@@ -75,9 +76,9 @@ void proc_mem_prefault(int fd, const struct proc_span *spans, size_t n)
 	 * Writing each page's bytes back unchanged does the copying while the
 	 * program runs; its threads keep executing the same bytes, now on a
 	 * private copy of the page. */
-	uint64_t last_page = UINT64_MAX;
+	uint64_t last_page = UINT64_MAX, pg = arch_page_size();
 	for (size_t i = 0; i < n; i++) {
-		uint64_t page = spans[i].addr & ~4095ull;
+		uint64_t page = spans[i].addr & ~(pg - 1);
 		if (page == last_page || spans[i].kind == PROC_SPAN_DATA)
 			continue;
 		last_page = page;

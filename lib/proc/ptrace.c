@@ -17,26 +17,20 @@
  * the target cannot stay stopped because of us. What we changed stays, so
  * a thread may never be left in a state it cannot resume from: injected
  * system calls and calls run through a stub that restores the thread by
- * itself (see run_stub()), and nothing single-steps or stops on an int3
- * (a SIGTRAP stop delivers that SIGTRAP when the tracer dies).
+ * itself (see ptrace_stub.c), and nothing single-steps or stops on a
+ * breakpoint (a SIGTRAP stop delivers that SIGTRAP when the tracer dies).
  *
  * A thread stopped inside an interrupted system call gets it restarted as
- * the kernel would have (resume_regs()), so the call restarts as if nothing
- * happened.
+ * the kernel would have, so the call restarts as if nothing happened
+ * (x86-64: resume_regs() in ptrace_x86.c; AArch64: the kernel rewinds the
+ * PC before the stop, see ptrace_a64.c).
  */
-#include <elf.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <gelf.h>
-#include <libelf.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
-#include <sys/uio.h>
-#include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -275,31 +269,3 @@ struct proc_ptrace *proc_ptrace_hold_one(pid_t pid, pid_t tid, uint64_t deadline
 	}
 	return one;
 }
-
-#if defined(__x86_64__)
-size_t proc_ptrace_states(const struct proc_ptrace *pt, struct proc_thread_state *out,
-			    size_t max)
-{
-	size_t n = 0;
-	for (size_t i = 0; i < pt->n && n < max; i++) {
-		struct user_regs_struct r;
-		if (!pt->t[i].stopped || pt->t[i].gone ||
-		    ptrace(PTRACE_GETREGS, pt->t[i].tid, 0, &r) != 0)
-			continue;
-		struct proc_thread_state st = { .pc = r.rip, .sp = r.rsp };
-		const uint64_t g[] = { r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9,
-				       r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.fs_base };
-		memcpy(st.regs, g, sizeof(g));
-		st.nregs = sizeof(g) / sizeof(g[0]);
-		out[n++] = st;
-	}
-	return n;
-}
-#else
-size_t proc_ptrace_states(const struct proc_ptrace *pt, struct proc_thread_state *out,
-			    size_t max)
-{
-	(void)pt; (void)out; (void)max;
-	return 0; /* nothing known: no entry may be patched */
-}
-#endif

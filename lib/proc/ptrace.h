@@ -37,7 +37,8 @@ void proc_ptrace_resume(struct proc_ptrace *pt, uint64_t *released_ns);
 int proc_ptrace_syscall(struct proc_ptrace *pt, int memfd, uint64_t stub, long nr,
 			  const uint64_t args[6], int64_t *ret, struct core_err *err);
 int proc_ptrace_call(struct proc_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
-		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err);
+		       const uint64_t args[6], uint32_t timeout_ms, uint64_t *ret,
+		       struct core_err *err);
 /* PC and SP of every stopped thread (at most `max`); returns how many. */
 size_t proc_ptrace_states(const struct proc_ptrace *pt, struct proc_thread_state *out,
 			    size_t max);
@@ -55,9 +56,14 @@ int proc_stacks_count(const struct proc_ptrace *pt, const uint64_t (*ranges)[2],
  * (core_now_ns); NULL if that fails. Release with proc_ptrace_resume. */
 struct proc_ptrace *proc_ptrace_hold_one(pid_t pid, pid_t tid, uint64_t deadline);
 
-/* The injection stub's machine code (ptrace_stub.c): its length, and in
- * *code (may be NULL) the bytes; 0 where there is none (not x86-64). */
+/* The injection stub's machine code (ptrace_x86.c, ptrace_a64.c): its
+ * length, and in *code (may be NULL) the bytes. */
 size_t proc_ptrace_stub_bytes(const uint8_t **code);
+/* The stub's instruction-cache maintenance routine, for the stub placed at
+ * `stub`: called with (lo, hi) it makes [lo, hi) visible to instruction
+ * fetch, with (list, -n) each of the n addresses in the words at `list`.
+ * 0 where the architecture needs none (x86-64) or there is no stub. */
+uint64_t proc_ptrace_icache_routine(uint64_t stub);
 
 /* Write the injection stub into the target (or find it there); its
  * address, or 0 if no executable mapping has room for it (stub_place.c). */

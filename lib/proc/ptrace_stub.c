@@ -1,236 +1,94 @@
 /*
  * Running a system call or a function call inside a stopped thread of
- * another process, through a stub that restores the thread by itself
- * (the protocol is in ptrace.c's opening comment and at run_stub()).
+ * another process, through a stub that restores the thread by itself (the
+ * protocol is in ptrace.c's opening comment and at run_stub(); the stub,
+ * the frame it runs on and the registers are the architecture's:
+ * ptrace_x86.c, ptrace_a64.c).
  */
-#include <elf.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
-#include <sys/uio.h>
-#include <sys/user.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/util.h"
 #include "proc/proc.h"
 #include "proc/ptrace.h"
-
-#if !defined(__x86_64__)
-/* Injecting system calls and calls is x86-64 only (registers, `syscall`
- * stub); proc_target_open() refuses other processes elsewhere. */
-#define PTRACE_X86_ONLY(err)                                                   \
-	core_errf(err, OCOLOS_ENOTSUP, "optimizing another process (ptrace injector) is "  \
-		  "implemented for x86-64 only; on this machine link libocolos into the "  \
-		  "program and call ocolos_optimize_self()")
-int proc_ptrace_syscall(struct proc_ptrace *pt, int memfd, uint64_t stub, long nr,
-			  const uint64_t args[6], int64_t *ret, struct core_err *err)
-{
-	(void)pt; (void)memfd; (void)stub; (void)nr; (void)args; (void)ret;
-	return PTRACE_X86_ONLY(err);
-}
-
-int proc_ptrace_call(struct proc_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
-		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err)
-{
-	(void)pt; (void)memfd; (void)stub; (void)fn; (void)arg; (void)timeout_ms; (void)ret;
-	return PTRACE_X86_ONLY(err);
-}
-
-size_t proc_ptrace_stub_bytes(const uint8_t **code)
-{
-	if (code)
-		*code = NULL;
-	return 0;
-}
-#else
-#include <cpuid.h>
-
-/* First stopped, live thread. */
-static struct proc_ptrace_thread *worker(struct proc_ptrace *pt)
-{
-	for (size_t i = 0; i < pt->n; i++)
-		if (pt->t[i].stopped && !pt->t[i].gone)
-			return &pt->t[i];
-	return NULL;
-}
+#include "proc/ptrace_arch.h"
 
 /*
  * Injected work runs through a stub, so that it stays correct if we die at
  * any moment (the kernel then detaches the thread and it simply runs on).
  * Registers alone cannot give that: a thread resumed in an injected state
  * runs on from wherever the tracer left it, and a thread left in a
- * signal-delivery-stop (the SIGTRAP of a single-step or of an int3) gets
- * that SIGTRAP when its tracer dies, which kills the process.
+ * signal-delivery-stop (the SIGTRAP of a single-step or of a breakpoint)
+ * gets that SIGTRAP when its tracer dies, which kills the process.
  *
  * So the thread, while in an interrupt stop (which delivers nothing when the
- * tracer goes), gets only rip = stub and rsp = a frame we wrote below its red
- * zone, and is let go at once. The stub blocks signals, saves the vector
- * state, does the system call or call the frame names, publishes the result
+ * tracer goes), gets only its PC = the stub and its SP = a frame we wrote
+ * below its stack pointer, and is let go at once. The stub blocks signals,
+ * does the system call or call the frame names, publishes the result
  * (done = a per-run token), waits a bounded time for our acknowledgement,
- * then restores everything from the frame and returns into the original code
- * with `ret $STUB_POP`. Whether or not we are still there, the thread ends
- * where it was, with its registers, vector state and signal mask.
+ * then restores everything from the frame and returns into the original
+ * code (x86-64: pops its registers and `ret`s; AArch64: rt_sigreturn from
+ * a signal frame we built). Whether or not we are still there, the thread
+ * ends where it was, with its registers, vector state and signal mask.
  *
  * We read the result only while holding the thread inside that wait (its
  * frame is then still live), and acknowledge it there; if we are late, the
  * stub marks the result abandoned (done = ~token) before leaving.
  */
-#define STUB_POP 256 /* bytes between the restore block and the original rsp */
 
-/* Frame offsets (from the frame base, the stub's rsp; 64-aligned). */
-#define FR_KIND 0	/* 0 system call, 1 call */
-#define FR_FN 8		/* system call number or function */
-#define FR_ARGS 16	/* 6 arguments */
-#define FR_FULLMASK 64
-#define FR_OLDMASK 72
-#define FR_RESULT 80
-#define FR_DONE 88
-#define FR_ACK 96	/* futex word (low 32 bits) */
-#define FR_TOKEN 104
-#define FR_WAITS 112	/* bounded waits for the acknowledgement */
-#define FR_RESTORE 120	/* address of the restore block */
-#define FR_XSAVE 128	/* 1: xsave64, 0: fxsave64 */
-#define FR_TIMESPEC 136 /* one wait */
-#define FR_FPU 192	/* vector state, 64-aligned */
-
-/* Each wait for the acknowledgement; a stub whose tracer died waits
- * STUB_WAITS of these (about 200 ms) once, then runs on. */
-#define STUB_WAIT_NS 20000000
-#define STUB_WAITS 10
-
-/* The stub, position-independent (rsp-relative only). Kept as data here:
- * its bytes are copied into the target, never run in this process. */
-__asm__(
-	".pushsection .rodata\n"
-	".balign 16\n"
-	".globl ocolos_ptrace_stub\n"
-	".hidden ocolos_ptrace_stub\n"
-	".globl ocolos_ptrace_stub_end\n"
-	".hidden ocolos_ptrace_stub_end\n"
-	"ocolos_ptrace_stub:\n"
-	"	mov $14, %eax\n"		/* rt_sigprocmask(SIG_SETMASK, full, old, 8) */
-	"	mov $2, %edi\n"
-	"	lea 64(%rsp), %rsi\n"
-	"	lea 72(%rsp), %rdx\n"
-	"	mov $8, %r10d\n"
-	"	syscall\n"
-	"	cmpq $0, 128(%rsp)\n"
-	"	je 1f\n"
-	"	mov $-1, %eax\n"
-	"	mov $-1, %edx\n"
-	"	xsave64 192(%rsp)\n"
-	"	jmp 2f\n"
-	"1:	fxsave64 192(%rsp)\n"
-	"2:	mov 16(%rsp), %rdi\n"
-	"	mov 24(%rsp), %rsi\n"
-	"	mov 32(%rsp), %rdx\n"
-	"	mov 40(%rsp), %r10\n"
-	"	mov 48(%rsp), %r8\n"
-	"	mov 56(%rsp), %r9\n"
-	"	mov 8(%rsp), %rax\n"
-	"	cmpq $0, 0(%rsp)\n"
-	"	jne 3f\n"
-	"	syscall\n"
-	"	jmp 4f\n"
-	"3:	mov %rsp, %rbx\n"		/* callee-saved: the frame */
-	"	mov %r10, %rcx\n"
-	"	mov %rax, %r11\n"
-	"	xor %eax, %eax\n"
-	"	call *%r11\n"			/* rsp is 16-aligned here, as the ABI wants */
-	"	mov %rbx, %rsp\n"
-	"4:	mov %rax, 80(%rsp)\n"
-	"	mov 104(%rsp), %rax\n"
-	"	mov %rax, 88(%rsp)\n"		/* done = token, after the result */
-	"	mov 112(%rsp), %rbx\n"
-	"5:	mov 104(%rsp), %rax\n"
-	"	cmp 96(%rsp), %rax\n"
-	"	je 6f\n"
-	"	test %rbx, %rbx\n"
-	"	jz 7f\n"
-	"	dec %rbx\n"
-	"	mov $202, %eax\n"		/* futex(&ack, FUTEX_WAIT_PRIVATE, 0, &ts) */
-	"	lea 96(%rsp), %rdi\n"
-	"	mov $128, %esi\n"
-	"	xor %edx, %edx\n"
-	"	lea 136(%rsp), %r10\n"
-	"	xor %r8d, %r8d\n"
-	"	xor %r9d, %r9d\n"
-	"	syscall\n"
-	"	jmp 5b\n"
-	"7:	notq 88(%rsp)\n"		/* nobody acknowledged: abandoned */
-	"6:	cmpq $0, 128(%rsp)\n"
-	"	je 8f\n"
-	"	mov $-1, %eax\n"
-	"	mov $-1, %edx\n"
-	"	xrstor64 192(%rsp)\n"
-	"	jmp 9f\n"
-	"8:	fxrstor64 192(%rsp)\n"
-	"9:	mov $14, %eax\n"		/* rt_sigprocmask(SIG_SETMASK, old, NULL, 8) */
-	"	mov $2, %edi\n"
-	"	lea 72(%rsp), %rsi\n"
-	"	xor %edx, %edx\n"
-	"	mov $8, %r10d\n"
-	"	syscall\n"
-	"	mov 120(%rsp), %rsp\n"		/* the restore block: all data left is above rsp */
-	"	pop %r15\n"
-	"	pop %r14\n"
-	"	pop %r13\n"
-	"	pop %r12\n"
-	"	pop %r11\n"
-	"	pop %r10\n"
-	"	pop %r9\n"
-	"	pop %r8\n"
-	"	pop %rbp\n"
-	"	pop %rdi\n"
-	"	pop %rsi\n"
-	"	pop %rdx\n"
-	"	pop %rcx\n"
-	"	pop %rbx\n"
-	"	pop %rax\n"
-	"	popfq\n"
-	"	ret $256\n"			/* STUB_POP */
-	"ocolos_ptrace_stub_end:\n"
-	".popsection\n");
-extern const uint8_t ocolos_ptrace_stub[], ocolos_ptrace_stub_end[];
+/* The stopped, live thread best suited to run the stub (the first of the
+ * best), with its state in *saved; NULL if none can be read. */
+static struct proc_ptrace_thread *worker(struct proc_ptrace *pt, int memfd,
+					 struct ptrace_arch_saved **saved)
+{
+	struct proc_ptrace_thread *best = NULL;
+	int best_fit = -1;
+	*saved = NULL;
+	for (size_t i = 0; i < pt->n; i++) {
+		struct proc_ptrace_thread *t = &pt->t[i];
+		if (!t->stopped || t->gone || !t->seized)
+			continue;
+		struct ptrace_arch_saved *s = ptrace_arch_save(t->tid);
+		if (!s)
+			continue;
+		int fit = ptrace_arch_fit(s, memfd);
+		if (fit > best_fit) {
+			ptrace_arch_saved_free(*saved);
+			*saved = s;
+			best = t;
+			best_fit = fit;
+		} else {
+			ptrace_arch_saved_free(s);
+		}
+		if (fit >= 2)
+			break; /* as good as it gets */
+	}
+	return best;
+}
 
 size_t proc_ptrace_stub_bytes(const uint8_t **code)
 {
-	if (code)
-		*code = ocolos_ptrace_stub;
-	return (size_t)(ocolos_ptrace_stub_end - ocolos_ptrace_stub);
+	return ptrace_arch_stub(code);
 }
 
-/* Size of the vector state save area and whether xsave is usable. */
-static size_t fpu_area(int *use_xsave)
+uint64_t proc_ptrace_icache_routine(uint64_t stub)
 {
-	unsigned a, b, c, d;
-	*use_xsave = 0;
-	if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 27)) && /* OSXSAVE */
-	    __get_cpuid_count(0xd, 0, &a, &b, &c, &d) && b >= 576) {
-		*use_xsave = 1;
-		return (b + 63) & ~63u;
-	}
-	return 512;
+	uint64_t off = ptrace_arch_icache_entry();
+	return stub && off ? stub + off : 0;
 }
 
-/* The registers the thread must resume with. A thread stopped inside an
- * interrupted system call would have it restarted by the kernel as it
- * resumes; the stub resumes it from user space, so do that here. */
-static void resume_regs(const struct user_regs_struct *s, struct user_regs_struct *out)
+size_t proc_ptrace_states(const struct proc_ptrace *pt, struct proc_thread_state *out,
+			    size_t max)
 {
-	*out = *s;
-	if ((int64_t)s->orig_rax < 0)
-		return;
-	int64_t rv = (int64_t)s->rax;
-	if (rv == -512 || rv == -513 || rv == -514) { /* ERESTARTSYS/NOINTR/NOHAND */
-		out->rax = s->orig_rax;
-		out->rip -= 2;
-	} else if (rv == -516) { /* ERESTART_RESTARTBLOCK */
-		out->rax = 219; /* restart_syscall */
-		out->rip -= 2;
-	}
+	size_t n = 0;
+	for (size_t i = 0; i < pt->n && n < max; i++)
+		if (pt->t[i].stopped && !pt->t[i].gone && ptrace_arch_state(pt->t[i].tid, &out[n]) == 0)
+			n++;
+	return n;
 }
 
 static uint64_t make_token(pid_t tid)
@@ -242,83 +100,75 @@ static uint64_t make_token(pid_t tid)
 	return x | 1; /* the futex compares the low half with 0 */
 }
 
+/* Send thread `t` (state `s`) into the stub with the frame for this work;
+ * from the moment this returns 0 it completes and resumes by itself. */
+static int launch(struct proc_ptrace *pt, struct proc_ptrace_thread *t,
+		  const struct ptrace_arch_saved *s, int memfd, uint64_t stub, int kind,
+		  uint64_t fn, const uint64_t args[6], uint64_t token, uint64_t *base,
+		  struct core_err *err)
+{
+	uint64_t head[PTRACE_FR_HEAD / 8] = { 0 };
+	head[PTRACE_FR_KIND / 8] = (uint64_t)kind;
+	head[PTRACE_FR_FN / 8] = fn;
+	for (int i = 0; i < 6; i++)
+		head[PTRACE_FR_ARGS / 8 + i] = args[i];
+	head[PTRACE_FR_FULLMASK / 8] = ~0ull;
+	head[PTRACE_FR_TOKEN / 8] = token;
+	head[PTRACE_FR_WAITS / 8] = PTRACE_STUB_WAITS;
+	head[PTRACE_FR_TIMESPEC / 8 + 1] = PTRACE_STUB_WAIT_NS;
+	uint8_t *fr = NULL;
+	size_t len = 0;
+	if (ptrace_arch_frame(s, (const uint8_t *)head, base, &fr, &len))
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	int wrc = proc_mem_write(memfd, *base, fr, len);
+	free(fr);
+	if (wrc)
+		return core_errf(err, OCOLOS_EATTACH, "cannot write the stack of thread %d", (int)t->tid);
+	if (ptrace_arch_enter(t->tid, s, stub, *base))
+		return core_errf(err, OCOLOS_EATTACH, "cannot set the registers of thread %d", (int)t->tid);
+	/* From here on the thread completes and resumes by itself. */
+	ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)t->pending_sig);
+	t->seized = 0;
+	t->pending_sig = 0;
+	(void)pt;
+	return 0;
+}
+
 /*
- * Run the work in the first stopped thread of `pt` through the stub at
- * `stub`. The thread is let go as soon as its registers point at the stub;
- * it is held again only to read the result.
+ * Run the work in a stopped thread of `pt` through the stub at `stub`. The
+ * thread is let go as soon as its registers point at the stub; it is held
+ * again only to read the result.
  */
 static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, uint64_t fn,
 		    const uint64_t args[6], uint32_t timeout_ms, int64_t *ret, struct core_err *err)
 {
-	struct proc_ptrace_thread *t = worker(pt);
-	struct user_regs_struct saved, r;
-	if (!t || ptrace(PTRACE_GETREGS, t->tid, 0, &saved) != 0)
+	struct ptrace_arch_saved *saved = NULL;
+	struct proc_ptrace_thread *t = worker(pt, memfd, &saved);
+	if (!t)
 		return core_errf(err, OCOLOS_ENOPROC, "no stopped thread to run %s in",
 				 kind ? "a call" : "a system call");
-	if (!stub)
+	if (!stub) {
+		ptrace_arch_saved_free(saved);
 		return core_errf(err, OCOLOS_ENOTSUP, "no room for the injection stub in process %d "
 				 "(no executable mapping with a free tail)", (int)pt->pid);
-	pid_t tid = t->tid;
-	int use_xsave;
-	size_t fpu = fpu_area(&use_xsave);
-	struct user_regs_struct go;
-	resume_regs(&saved, &go);
-	/* Restore block, popped in the stub's order, then rip; `ret $STUB_POP`
-	 * lands exactly on the original rsp. Below it, the frame; all of it
-	 * below the original red zone. */
-	uint64_t restore = saved.rsp - STUB_POP - 17 * 8;
-	uint64_t base = (restore - FR_FPU - fpu) & ~63ull;
-	size_t len = (size_t)(restore + 17 * 8 - base);
-	uint8_t *fr = calloc(1, len);
-	if (!fr)
-		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
-	uint64_t token = make_token(tid);
-	uint64_t head[FR_FPU / 8] = { 0 };
-	head[FR_KIND / 8] = (uint64_t)kind;
-	head[FR_FN / 8] = fn;
-	for (int i = 0; i < 6; i++)
-		head[FR_ARGS / 8 + i] = args[i];
-	head[FR_FULLMASK / 8] = ~0ull;
-	head[FR_TOKEN / 8] = token;
-	head[FR_WAITS / 8] = STUB_WAITS;
-	head[FR_RESTORE / 8] = restore;
-	head[FR_XSAVE / 8] = (uint64_t)use_xsave;
-	head[FR_TIMESPEC / 8 + 1] = STUB_WAIT_NS;
-	memcpy(fr, head, sizeof(head));
-	const uint64_t block[17] = { go.r15, go.r14, go.r13, go.r12, go.r11, go.r10, go.r9, go.r8,
-				     go.rbp, go.rdi, go.rsi, go.rdx, go.rcx, go.rbx, go.rax,
-				     go.eflags, go.rip };
-	memcpy(fr + (restore - base), block, sizeof(block));
-	int wrc = proc_mem_write(memfd, base, fr, len);
-	free(fr);
-	if (wrc)
-		return core_errf(err, OCOLOS_EATTACH, "cannot write the stack of thread %d", (int)tid);
-	/* Kept for an abandoned call: the state to put back by hand. */
-	uint64_t sigmask = 0;
-	int fpu_note = use_xsave ? NT_X86_XSTATE : NT_PRFPREG;
-	uint8_t *fpu_saved = malloc(fpu);
-	struct iovec fiov = { fpu_saved, fpu };
-	int have_state = ptrace(PTRACE_GETSIGMASK, tid, (void *)8, &sigmask) == 0 && fpu_saved &&
-			 ptrace(PTRACE_GETREGSET, tid, (void *)(long)fpu_note, &fiov) == 0;
-	r = saved;
-	r.rip = stub;
-	r.rsp = base;
-	r.orig_rax = (uint64_t)-1; /* no restart logic: resume_regs() did it */
-	if (ptrace(PTRACE_SETREGS, tid, 0, &r) != 0) {
-		free(fpu_saved);
-		return core_errf(err, OCOLOS_EATTACH, "cannot set the registers of thread %d", (int)tid);
 	}
-	/* From here on the thread completes and resumes by itself. */
-	ptrace(PTRACE_DETACH, tid, 0, (void *)(long)t->pending_sig);
-	t->seized = 0;
-	t->pending_sig = 0;
+	pid_t tid = t->tid;
+	uint64_t token = make_token(tid), base = 0;
+	/* Kept for an abandoned call: the mask to put back by hand. */
+	uint64_t sigmask = 0;
+	int have_mask = ptrace(PTRACE_GETSIGMASK, tid, (void *)8, &sigmask) == 0;
+	int rc = launch(pt, t, saved, memfd, stub, kind, fn, args, token, &base, err);
+	if (rc) {
+		ptrace_arch_saved_free(saved);
+		return rc;
+	}
 
 	uint64_t deadline = core_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	uint64_t done = 0;
 	long nap = 10000;
 	for (;;) {
-		if (proc_mem_read(memfd, base + FR_DONE, &done, sizeof(done))) {
-			free(fpu_saved);
+		if (proc_mem_read(memfd, base + PTRACE_FR_DONE, &done, sizeof(done))) {
+			ptrace_arch_saved_free(saved);
 			return core_errf(err, OCOLOS_ENOPROC, "process %d is gone", (int)pt->pid);
 		}
 		if (done == token || done == ~token || core_now_ns() > deadline)
@@ -329,18 +179,17 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 	}
 	struct proc_ptrace *one = proc_ptrace_hold_one(pt->pid, tid, core_now_ns() + 1000000000ull);
 	if (!one) {
-		free(fpu_saved);
+		ptrace_arch_saved_free(saved);
 		return core_errf(err, OCOLOS_EATTACH, "thread %d could not be held again after %s "
 				 "injected into it", (int)tid, kind ? "a call" : "a system call");
 	}
-	int rc = 0;
 	uint64_t res[2] = { 0, 0 }; /* result, done */
-	if (proc_mem_read(memfd, base + FR_RESULT, res, sizeof(res))) {
+	if (proc_mem_read(memfd, base + PTRACE_FR_RESULT, res, sizeof(res))) {
 		rc = core_errf(err, OCOLOS_ENOPROC, "process %d is gone", (int)pt->pid);
 	} else if (res[1] == token) {
 		/* Still inside the stub's wait: its frame is live. */
 		*ret = (int64_t)res[0];
-		if (proc_mem_write(memfd, base + FR_ACK, &token, sizeof(token)))
+		if (proc_mem_write(memfd, base + PTRACE_FR_ACK, &token, sizeof(token)))
 			rc = core_errf(err, OCOLOS_EIO, "cannot write the stack of thread %d", (int)tid);
 	} else if (res[1] == ~token) {
 		rc = core_errf(err, OCOLOS_ETIMEDOUT, "thread %d finished %s injected into it, but "
@@ -352,21 +201,21 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 		 * was, as the stub would have, so that it runs on; what the
 		 * abandoned work did is left as it is. Only while it is still
 		 * in the stub or below its frame: anywhere else it has left. */
-		struct user_regs_struct now;
-		uint64_t stub_len = (uint64_t)(ocolos_ptrace_stub_end - ocolos_ptrace_stub);
-		if (have_state && ptrace(PTRACE_GETREGS, tid, 0, &now) == 0 &&
-		    (now.rsp < base || (now.rip >= stub && now.rip < stub + stub_len))) {
-			ptrace(PTRACE_SETREGSET, tid, (void *)(long)fpu_note, &fiov);
+		struct ptrace_arch_saved *now = ptrace_arch_save(tid);
+		uint64_t stub_len = ptrace_arch_stub(NULL);
+		if (now && have_mask &&
+		    (ptrace_arch_sp(now) < base ||
+		     (ptrace_arch_pc(now) >= stub && ptrace_arch_pc(now) < stub + stub_len)) &&
+		    ptrace_arch_restore(tid, saved) == 0)
 			ptrace(PTRACE_SETSIGMASK, tid, (void *)8, &sigmask);
-			ptrace(PTRACE_SETREGS, tid, 0, &saved);
-		}
+		ptrace_arch_saved_free(now);
 		rc = core_errf(err, OCOLOS_ETIMEDOUT,
 			       "%s injected into thread %d did not return within %u ms (a lock it "
 			       "needs is held?); abandoned", kind ? "a call" : "a system call",
 			       (int)tid, timeout_ms);
 	}
 	proc_ptrace_resume(one, NULL);
-	free(fpu_saved);
+	ptrace_arch_saved_free(saved);
 	return rc;
 }
 
@@ -377,13 +226,11 @@ int proc_ptrace_syscall(struct proc_ptrace *pt, int memfd, uint64_t stub, long n
 }
 
 int proc_ptrace_call(struct proc_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,
-		       uint64_t arg, uint32_t timeout_ms, uint64_t *ret, struct core_err *err)
+		       const uint64_t args[6], uint32_t timeout_ms, uint64_t *ret,
+		       struct core_err *err)
 {
-	const uint64_t args[6] = { arg, 0, 0, 0, 0, 0 };
 	int64_t r = 0;
 	int rc = run_stub(pt, memfd, stub, 1, fn, args, timeout_ms, &r, err);
 	*ret = (uint64_t)r;
 	return rc;
 }
-
-#endif /* __x86_64__ */

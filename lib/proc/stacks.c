@@ -16,8 +16,18 @@
 
 #include "proc/ptrace.h"
 
+#if defined(__x86_64__) || defined(__aarch64__)
+/* The few libunwind entry points used, by their real (prefixed) names:
+ * libunwind-<arch>.so.8 prefixes them _U<arch>_. */
 #if defined(__x86_64__)
-/* The few libunwind entry points used, by their real (prefixed) names. */
+#define UNW_LIB "libunwind-x86_64.so.8"
+#define UNW_SYM(name) "_Ux86_64_" name
+#define UNW_REG_IP 16 /* UNW_X86_64_RIP */
+#else
+#define UNW_LIB "libunwind-aarch64.so.8"
+#define UNW_SYM(name) "_Uaarch64_" name
+#define UNW_REG_IP 30 /* UNW_TDEP_IP = UNW_AARCH64_X30: the frame's PC */
+#endif
 struct unw {
 	void *(*create_addr_space)(void *accessors, int byte_order);
 	void (*destroy_addr_space)(void *as);
@@ -29,21 +39,21 @@ struct unw {
 	void *accessors;
 };
 
-#define UNW_REG_IP 16 /* UNW_X86_64_RIP */
-#define UNW_CURSOR_BYTES 8192 /* >= sizeof(unw_cursor_t) (127 words on x86-64) */
+#define UNW_CURSOR_BYTES 8192 /* >= sizeof(unw_cursor_t) (127 words on x86-64,
+				  512 on AArch64) */
 #define MAX_FRAMES 256
 
 static int load(struct unw *u)
 {
-	void *x = dlopen("libunwind-x86_64.so.8", RTLD_NOW | RTLD_GLOBAL);
+	void *x = dlopen(UNW_LIB, RTLD_NOW | RTLD_GLOBAL);
 	void *p = x ? dlopen("libunwind-ptrace.so.0", RTLD_NOW | RTLD_LOCAL) : NULL;
 	if (!p)
 		return -1;
-	u->create_addr_space = (void *(*)(void *, int))dlsym(x, "_Ux86_64_create_addr_space");
-	u->destroy_addr_space = (void (*)(void *))dlsym(x, "_Ux86_64_destroy_addr_space");
-	u->init_remote = (int (*)(void *, void *, void *))dlsym(x, "_Ux86_64_init_remote");
-	u->step = (int (*)(void *))dlsym(x, "_Ux86_64_step");
-	u->get_reg = (int (*)(void *, int, uint64_t *))dlsym(x, "_Ux86_64_get_reg");
+	u->create_addr_space = (void *(*)(void *, int))dlsym(x, UNW_SYM("create_addr_space"));
+	u->destroy_addr_space = (void (*)(void *))dlsym(x, UNW_SYM("destroy_addr_space"));
+	u->init_remote = (int (*)(void *, void *, void *))dlsym(x, UNW_SYM("init_remote"));
+	u->step = (int (*)(void *))dlsym(x, UNW_SYM("step"));
+	u->get_reg = (int (*)(void *, int, uint64_t *))dlsym(x, UNW_SYM("get_reg"));
 	u->upt_create = (void *(*)(pid_t))dlsym(p, "_UPT_create");
 	u->upt_destroy = (void (*)(void *))dlsym(p, "_UPT_destroy");
 	u->accessors = dlsym(p, "_UPT_accessors");

@@ -14,7 +14,6 @@
 #include "proc/proc.h"
 #include "proc/ptrace.h"
 
-#if defined(__x86_64__)
 /* Free tail of the executable segment mapped by `e`: from the segment's end
  * in the file to the end of its last page. [*lo, *hi), or 0. */
 static int exec_tail(pid_t pid, const struct procmaps_entry *e, uint64_t *lo, uint64_t *hi)
@@ -72,7 +71,7 @@ uint64_t proc_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd)
 			lo = (lo + 63) & ~63ull; /* clear of the code before it */
 			if (hi < lo || hi - lo < len)
 				continue;
-			uint8_t buf[1024];
+			uint8_t buf[2048];
 			if (len > sizeof(buf) || proc_mem_read(memfd, lo, buf, len))
 				continue;
 			if (!memcmp(buf, code, len))
@@ -86,10 +85,3 @@ uint64_t proc_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd)
 	}
 	return 0;
 }
-#else
-uint64_t proc_ptrace_place_stub(pid_t pid, const struct procmaps *m, int memfd)
-{
-	(void)pid; (void)m; (void)memfd;
-	return 0;
-}
-#endif

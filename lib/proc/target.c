@@ -13,13 +13,6 @@ int proc_target_open(struct proc_target *t, pid_t pid, const struct core_log *lo
 	t->log = log;
 	t->memfd = -1;
 	t->ops = pid == getpid() ? &proc_target_self_ops : &proc_target_ptrace_ops;
-#if !defined(__x86_64__)
-	if (pid != getpid())
-		return core_errf(err, OCOLOS_ENOTSUP,
-				 "optimizing another process (ptrace injector) is implemented for "
-				 "x86-64 only; on this machine link libocolos into the program and call "
-				 "ocolos_optimize_self()");
-#endif
 	int rc = proc_mem_open(pid, &t->memfd, err);
 	if (!rc && t->ops == &proc_target_self_ops)
 		arch_sync_core_register();

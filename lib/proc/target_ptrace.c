@@ -9,6 +9,24 @@
  * New code is mapped with its final protection from the start and filled
  * through /proc/PID/mem (the kernel's copy-on-write path), so it is never
  * writable in the target.
+ *
+ * Instruction fetch (AArch64). Code written into the target — C1, veneers
+ * and slot stubs when they are mapped, call sites and entries in the stop
+ * — must be made visible to instruction fetch before a thread runs it:
+ * clean the data cache and invalidate the instruction cache for those
+ * lines, then a context synchronization event on each core that runs it.
+ * The kernel already cleans and invalidates the lines of a /proc/PID/mem
+ * write into an executable mapping (copy_to_user_page ->
+ * flush_ptrace_access, arch/arm64/mm/flush.c: what a debugger's
+ * breakpoints rely on), but that is a kernel detail, so the target does it
+ * itself too: a thread of the target runs the stub's maintenance routine
+ * (ptrace_a64.c) on the written ranges — for a mapping, right after it is
+ * filled (nothing can reach it yet); for the patches of a stop, on the list
+ * of written words, after the last write and before any other thread is
+ * let go (ptrace_resume_all). The stopped threads then resume through an
+ * exception return, which is the context synchronization event. On x86-64
+ * instruction fetch is coherent with stores and resuming serializes:
+ * nothing is run.
  */
 #include <elf.h>
 #include <errno.h>
@@ -23,6 +41,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "arch/cpu.h"
 #include "core/util.h"
 #include "proc/proc.h"
 #include "proc/ptrace.h"
@@ -41,8 +60,9 @@ static int need_stub(struct proc_target *t, struct core_err *err)
 	core_procmaps_free(&m);
 	if (!t->stub)
 		return core_errf(err, OCOLOS_ENOTSUP, "process %d has no room for the injection stub "
-				 "(no executable segment of a mapped file leaves some 320 free bytes "
-				 "in its last page); optimize it in-process (ocolos_optimize_self)", (int)t->pid);
+				 "(no executable segment of a mapped file leaves %zu free bytes in its "
+				 "last page); optimize it in-process (ocolos_optimize_self)", (int)t->pid,
+				 proc_ptrace_stub_bytes(NULL));
 	return 0;
 }
 
@@ -83,6 +103,23 @@ static int remote_mmap(struct proc_target *t, uint64_t addr, uint64_t size, int 
 	return 0;
 }
 
+/* A private anonymous mapping of `size` bytes wherever the kernel puts
+ * it; *at gets its address. */
+static int remote_mmap_any(struct proc_target *t, uint64_t size, int prot, uint64_t *at,
+			   struct core_err *err)
+{
+	uint64_t a[6] = { 0, size, (uint64_t)prot, MAP_PRIVATE | MAP_ANONYMOUS, (uint64_t)-1, 0 };
+	int64_t ret;
+	int rc = remote_syscall(t, SYS_mmap, a, &ret, err);
+	if (rc)
+		return rc;
+	if (ret < 0 && ret > -4096)
+		return core_errf(err, OCOLOS_ENOMEM, "mmap of %llu bytes in process %d: %s",
+				 (unsigned long long)size, (int)t->pid, strerror((int)-ret));
+	*at = (uint64_t)ret;
+	return 0;
+}
+
 static int ptrace_reserve_at(struct proc_target *t, uint64_t addr, uint64_t size, struct core_err *err)
 {
 	return remote_mmap(t, addr, size, PROT_NONE,
@@ -96,6 +133,9 @@ static void ptrace_unmap(struct proc_target *t, uint64_t addr, uint64_t size)
 	struct core_err ignore = { 0 };
 	remote_syscall(t, SYS_munmap, a, &ret, &ignore);
 }
+
+static int remote_icache(struct proc_target *t, uint64_t addr, uint64_t len,
+			 struct core_err *err);
 
 /*
  * A named mapping in another process (see proc_target_ops.map_fill): the
@@ -142,6 +182,10 @@ static int ptrace_map_fill(struct proc_target *t, uint64_t addr, uint64_t size, 
 	uint64_t c[6] = { (uint64_t)fd, 0, 0, 0, 0, 0 };
 	struct core_err ignore = { 0 };
 	remote_syscall(t, SYS_close, c, &ret, &ignore);
+	/* The target's threads fetch the new code only after the switch;
+	 * AArch64 still wants its i-cache cleaned for the range first. */
+	if (!rc && len && (prot & PROT_EXEC))
+		rc = remote_icache(t, addr, len, err);
 	return rc;
 }
 
@@ -187,8 +231,9 @@ static uint64_t find_lib_symbol(struct proc_target *t, const char *lib, const ch
 	return result;
 }
 
-/* Call fn(arg) in one briefly stopped thread. */
-static int remote_call(struct proc_target *t, uint64_t fn, uint64_t arg, struct core_err *err)
+/* Call fn(a0, a1) in one briefly stopped thread. */
+static int remote_call(struct proc_target *t, uint64_t fn, uint64_t a0, uint64_t a1,
+		       struct core_err *err)
 {
 	int rc = need_stub(t, err);
 	if (rc)
@@ -198,16 +243,29 @@ static int remote_call(struct proc_target *t, uint64_t fn, uint64_t arg, struct 
 	if (rc)
 		return rc;
 	uint64_t ret;
-	rc = proc_ptrace_call(pt, t->memfd, t->stub, fn, arg, t->call_timeout_ms, &ret, err);
+	const uint64_t args[6] = { a0, a1, 0, 0, 0, 0 };
+	rc = proc_ptrace_call(pt, t->memfd, t->stub, fn, args, t->call_timeout_ms, &ret, err);
 	proc_ptrace_resume(pt, NULL);
 	return rc;
+}
+
+/* AArch64: make [addr, addr + len) of the target visible to its
+ * instruction fetch, run by one of its threads (see above). */
+static int remote_icache(struct proc_target *t, uint64_t addr, uint64_t len,
+			 struct core_err *err)
+{
+	int rc = need_stub(t, err);
+	uint64_t fn = rc ? 0 : proc_ptrace_icache_routine(t->stub);
+	if (rc || !fn || !len)
+		return rc;
+	return remote_call(t, fn, addr, addr + len, err);
 }
 
 static int ptrace_call_lib(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
 			   struct core_err *err)
 {
 	uint64_t fn = find_lib_symbol(t, lib, sym);
-	return fn ? remote_call(t, fn, arg, err) : 1;
+	return fn ? remote_call(t, fn, arg, 0, err) : 1;
 }
 
 /* A stopped world: the seized threads and where each is. */
@@ -251,14 +309,55 @@ static const struct proc_thread_state *ptrace_states(const struct proc_stop *ps,
 	return s->states;
 }
 
+/* Between poke_prepare and poke_done (AArch64): the code words the stop
+ * writes, for the maintenance run before the threads go (see above). */
+struct ptrace_pokes {
+	uint64_t routine;	/* the stub's maintenance routine */
+	uint64_t list;		/* a read-write mapping in the target for the list */
+	uint64_t list_size;
+	uint64_t *v;		/* the written code addresses */
+	size_t n, cap;
+	uint64_t lo, hi;	/* their span, for a list that overflowed */
+	int overflow;
+};
+
 static void ptrace_resume_all(struct proc_target *t, struct proc_stop *ps, uint64_t *released_ns)
 {
 	struct ptrace_stop *s = (struct ptrace_stop *)ps;
 	if (!s)
 		return;
+	struct ptrace_pokes *pk = t->poke_state;
+	if (pk && pk->n) {
+		/* The written words made visible to instruction fetch by a
+		 * thread of the target, before any other thread runs again.
+		 * Best effort: should this fail, what remains is the kernel's
+		 * own maintenance of each write (see above). */
+		uint64_t args[6] = { pk->lo, pk->hi, 0, 0, 0, 0 }, ret;
+		struct core_err ignore = { 0 };
+		if (!pk->overflow && proc_mem_write(t->memfd, pk->list, pk->v, pk->n * 8) == 0) {
+			args[0] = pk->list;
+			args[1] = (uint64_t)-(int64_t)pk->n;
+		}
+		proc_ptrace_call(s->pt, t->memfd, t->stub, pk->routine, args, t->call_timeout_ms, &ret,
+				 &ignore);
+		pk->n = 0;
+		pk->overflow = 0;
+	}
 	proc_ptrace_resume(s->pt, released_ns);
 	free(s->states);
 	free(s);
+}
+
+static void ptrace_poke_done(struct proc_target *t)
+{
+	struct ptrace_pokes *pk = t->poke_state;
+	t->poke_state = NULL;
+	if (!pk)
+		return;
+	if (pk->list)
+		ptrace_unmap(t, pk->list, pk->list_size);
+	free(pk->v);
+	free(pk);
 }
 
 static int ptrace_poke_prepare(struct proc_target *t, const struct proc_span *spans, size_t n,
@@ -266,11 +365,35 @@ static int ptrace_poke_prepare(struct proc_target *t, const struct proc_span *sp
 {
 	proc_stacks_load(); /* dlopen: not inside the pause */
 	proc_mem_prefault(t->memfd, spans, n);
+	size_t code = 0;
+	for (size_t i = 0; i < n; i++)
+		code += spans[i].kind == PROC_SPAN_CODE;
+	if (!code)
+		return 0;
+	int rc = need_stub(t, err);
+	uint64_t routine = rc ? 0 : proc_ptrace_icache_routine(t->stub);
+	if (rc || !routine)
+		return rc;
+	struct ptrace_pokes *pk = calloc(1, sizeof(*pk));
+	/* A forward switch writes each span once; one that fails writes
+	 * them back: twice at most. */
+	size_t cap = 2 * code;
+	if (!pk || !(pk->v = malloc(cap * sizeof(*pk->v)))) {
+		free(pk);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	pk->cap = cap;
+	pk->routine = routine;
+	pk->lo = UINT64_MAX;
+	uint64_t pg = arch_page_size();
+	pk->list_size = (cap * 8 + pg - 1) & ~(pg - 1);
+	t->poke_state = pk;
+	int mrc = remote_mmap_any(t, pk->list_size, PROT_READ | PROT_WRITE, &pk->list, err);
+	if (mrc) {
+		ptrace_poke_done(t);
+		return mrc;
+	}
 	return 0;
-}
-
-static void ptrace_poke_done(struct proc_target *t)
-{
 }
 
 static int ptrace_peek(struct proc_target *t, uint64_t addr, void *buf, size_t len)
@@ -281,8 +404,19 @@ static int ptrace_peek(struct proc_target *t, uint64_t addr, void *buf, size_t l
 static int ptrace_poke(struct proc_target *t, uint64_t addr, const void *buf, size_t len, int code)
 {
 	/* x86-64: the instruction cache is coherent with these writes; the
-	 * threads resume through the kernel, which serializes. */
-	return proc_mem_write(t->memfd, addr, buf, len);
+	 * threads resume through the kernel, which serializes. AArch64: the
+	 * written words are listed for the maintenance at resume. */
+	int rc = proc_mem_write(t->memfd, addr, buf, len);
+	struct ptrace_pokes *pk = t->poke_state;
+	if (!rc && code && pk) {
+		if (pk->n < pk->cap)
+			pk->v[pk->n++] = addr;
+		else
+			pk->overflow = 1;
+		pk->lo = addr < pk->lo ? addr : pk->lo;
+		pk->hi = addr + len > pk->hi ? addr + len : pk->hi;
+	}
+	return rc;
 }
 
 static int ptrace_count_frames(struct proc_target *t, struct proc_stop *ps,

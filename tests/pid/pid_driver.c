@@ -51,12 +51,20 @@
  *   pid_driver supervise TARGET SUPERVISE  ocolos-supervise end to end:
  *                                        JSON line, signal forwarding, exit
  *                                        status of the child
+ *   pid_driver supervise-round TARGET SUPERVISE  its first case only: one
+ *                                        round, samples in C1, SIGTERM, the
+ *                                        child's output and exit status
  *
  * After every fault the target must run its original code unchanged (C0
  * bytes hashed through /proc/PID/mem before and after, no anonymous
  * executable mapping left), must not be stopped or traced (TracerPid 0),
  * must keep making progress, and must print what an unoptimized run prints
  * (its laps all matched); and no child of ours may be left (no zombie).
+ *
+ * Environment: OCOLOS_TEST_SCALE (default 1) multiplies the waits and time
+ * limits (the AArch64 guest runs under emulation, scripts/a64vm.sh:
+ * tests/aarch64 sets it); OCOLOS_TEST_KILLS (default 10) is how many times
+ * agent-kill kills the agent; OCOLOS_TEST_SEED repeats an agent-kill run.
  *
  * Exit 0 pass, 1 fail, 77 skip (no perf_event access).
  */
@@ -77,9 +85,23 @@
 
 #include "common.h"
 
-#define WARMUP_MS 1000
+/* Time a started target gets before it is measured or attached to, scaled:
+ * an emulated C++ target is still in the dynamic linker and libstdc++'s
+ * start-up after 1 s (1.4% of its samples in the binary, against ~18%
+ * once it runs its loop). */
+#define WARMUP_MS scaled(1000)
 
 static char tmpdir[512]; /* short: paths under it fit PATH_MAX */
+static unsigned scale = 1; /* OCOLOS_TEST_SCALE */
+
+/* A wait or time limit of `ms` on a machine `scale` times slower. */
+static unsigned scaled(unsigned ms)
+{
+	return ms * scale;
+}
+
+/* 1 s scaled, as a tool's seconds argument ("1", "4"). */
+static char scale_s[16] = "1";
 
 /* A target process we started, with its stdout in a file. */
 struct tgt {
@@ -463,7 +485,7 @@ static struct ocolos_ctx *open_ctx(pid_t pid, const struct ocolos_opts *o)
 
 static void where(struct ocolos_ctx *ctx, struct ocolos_where_result *w, const char *when)
 {
-	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = 1000, .sample_hz = 2000);
+	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = scaled(1000), .sample_hz = 2000);
 	memset(w, 0, sizeof(*w));
 	w->sz = sizeof(*w);
 	int rc = ocolos_where(ctx, &wo, w);
@@ -471,7 +493,7 @@ static void where(struct ocolos_ctx *ctx, struct ocolos_where_result *w, const c
 	fprintf(stderr, "  where %-14s samples %llu: C0 %llu, C1 %llu, elsewhere %llu\n", when,
 		(unsigned long long)w->samples, (unsigned long long)w->in_original,
 		(unsigned long long)w->in_optimized, (unsigned long long)w->elsewhere);
-	check(w->in_original + w->in_optimized >= 200,
+	check(w->in_original + w->in_optimized >= 200 / scale,
 	      "only %llu samples in the binary (%s)",
 	      (unsigned long long)(w->in_original + w->in_optimized), when);
 }
@@ -500,7 +522,7 @@ static void mode_round(const char *target)
 	OCOLOS_OPTS(ocolos_switch_stats, sw);
 	start_target(&t, target, NULL, NULL);
 	test_sleep_ms(WARMUP_MS);
-	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 1500, .log_fn = test_log);
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = scaled(1500), .log_fn = test_log);
 	struct ocolos_ctx *ctx = open_ctx(t.pid, &o);
 
 	/* Round 1, all at once. */
@@ -730,7 +752,10 @@ static void mode_exiting(const char *target, int zombie)
 		close(p[1]);
 	}
 	test_sleep_ms(500);
-	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 3000, .log_fn = test_log);
+	/* The window scales: under emulation the target's final phase after
+	 * --exit-after lasts seconds, and a 3 s window plus BOLT ended before
+	 * it did (the round succeeded in the AArch64 guest). */
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = scaled(3000), .log_fn = test_log);
 	uint64_t ms = failing_round(t.pid, &o, OCOLOS_ENOPROC);
 	fprintf(stderr, "  failed after %llu ms\n", (unsigned long long)ms);
 	/* It exited by itself, cleanly; the status is still its parent's. */
@@ -865,6 +890,50 @@ static int run_tool(char *const argv[], const char *out)
 	return wait_end(spawn_tool(argv, out));
 }
 
+/* Fraction of `pid`'s samples that lie in its binary's original code,
+ * from a fresh context (code another context optimized counts as
+ * elsewhere). A round that moved the hot code to C1 lowers it. */
+static double original_fraction(pid_t pid, const char *when)
+{
+	OCOLOS_OPTS(ocolos_opts, o, .log_fn = test_log);
+	struct ocolos_ctx *ctx = open_ctx(pid, &o);
+	OCOLOS_OPTS(ocolos_where_opts, wo, .window_ms = scaled(1000), .sample_hz = 2000);
+	OCOLOS_OPTS(ocolos_where_result, w);
+	int rc = ocolos_where(ctx, &wo, &w);
+	check(rc == 0, "ocolos_where: %d %s: %s", rc, ocolos_strerror(rc), ocolos_last_error(ctx));
+	ocolos_close(ctx);
+	double f = w.samples ? (double)w.in_original / (double)w.samples : 0;
+	fprintf(stderr, "  where %-16s samples %llu: original code %llu (%.1f%%), elsewhere %llu\n",
+		when, (unsigned long long)w.samples, (unsigned long long)w.in_original, 100 * f,
+		(unsigned long long)w.elsewhere);
+	check(w.samples >= 200 / scale, "only %llu samples (%s)", (unsigned long long)w.samples,
+	      when);
+	return f;
+}
+
+/* The samples left the original code: at most half the fraction there was
+ * before. Not all of it: a thread's outermost loop (a worker's main
+ * function) keeps running in C0, whose frame never returns, and functions
+ * with too few samples stay. */
+static void check_moved(double before, double after)
+{
+	check(before > 0.05 && after * 2 <= before,
+	      "the samples did not move out of the original code: %.1f%% before, %.1f%% after",
+	      100 * before, 100 * after);
+}
+
+/* The fraction for a fresh run of `target` (for a supervisor's child,
+ * which cannot be observed before its round). */
+static double baseline_fraction(const char *target, const char *ref)
+{
+	struct tgt t;
+	start_target(&t, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+	double f = original_fraction(t.pid, "unoptimized");
+	finish(&t, ref, 0);
+	return f;
+}
+
 static void mode_agent(const char *target, const char *agent)
 {
 	char *ref = reference(target);
@@ -872,9 +941,12 @@ static void mode_agent(const char *target, const char *agent)
 	char out[PATH_MAX], pid[16];
 	start_target(&t, target, NULL, NULL);
 	test_sleep_ms(WARMUP_MS);
+	double before = original_fraction(t.pid, "before the agent");
 	snprintf(out, sizeof(out), "%s/agent.out", tmpdir);
 	snprintf(pid, sizeof(pid), "%d", (int)t.pid);
-	char *argv[] = { (char *)agent, (char *)"--pid", pid, (char *)"--profile", (char *)"1",
+	/* A scaled window: an emulated C++ target spends most of its time in
+	 * libstdc++, and a second leaves too few samples in the binary. */
+	char *argv[] = { (char *)agent, (char *)"--pid", pid, (char *)"--profile", scale_s,
 			 NULL };
 	int st = run_tool(argv, out);
 	char *json = slurp(out);
@@ -884,6 +956,7 @@ static void mode_agent(const char *target, const char *agent)
 	      "no successful round reported: %s", json);
 	free(json);
 	check_free(t.pid);
+	check_moved(before, original_fraction(t.pid, "after the agent"));
 	finish(&t, ref, 0);
 	check_no_children();
 	free(ref);
@@ -891,18 +964,22 @@ static void mode_agent(const char *target, const char *agent)
 
 /*
  * SIGKILL the agent at random moments of its rounds (sampling, BOLT, the
- * injected calls, the stop-the-world). The kernel detaches a dead tracer's
- * tracees; the target must then run on, untraced, unstopped and correct,
- * and the next agent continues from the state record: every round it
- * reports succeeded. OCOLOS_TEST_SEED repeats a run.
+ * injected calls, the stop-the-world): every other kill at a random time,
+ * the others at a random moment shortly after the agent said it started
+ * the replace stage (mapping C1 with injected system calls, the cache
+ * maintenance and unwind registration calls, the stop). The kernel
+ * detaches a dead tracer's tracees; the target must then run on, untraced,
+ * unstopped and correct, and the next agent continues from the state
+ * record: every round it reports succeeded. OCOLOS_TEST_SEED repeats a run.
  */
 static void mode_agent_kill(const char *target, const char *agent)
 {
 	char *ref = reference(target);
 	struct tgt t;
-	char out[PATH_MAX], pid[16];
+	char out[PATH_MAX], err[PATH_MAX], pid[16];
 	unsigned seed = getenv("OCOLOS_TEST_SEED") ? (unsigned)atoi(getenv("OCOLOS_TEST_SEED"))
 						  : (unsigned)time(NULL);
+	int kills = getenv("OCOLOS_TEST_KILLS") ? atoi(getenv("OCOLOS_TEST_KILLS")) : 10;
 	fprintf(stderr, "seed %u (OCOLOS_TEST_SEED)\n", seed);
 	srand(seed);
 	start_target(&t, target, NULL, NULL);
@@ -912,22 +989,42 @@ static void mode_agent_kill(const char *target, const char *agent)
 	/* Short windows and continuous rounds: every phase recurs often. */
 	char *argv[] = { (char *)agent, (char *)"--pid", pid, (char *)"--profile", (char *)"0.3",
 			 (char *)"--every", (char *)"0.1", NULL };
-	for (int i = 0; i < 10; i++) {
-		unsigned ms = 100 + (unsigned)(rand() % 3500);
-		pid_t a = spawn_tool(argv, out);
+	for (int i = 0; i < kills; i++) {
+		snprintf(err, sizeof(err), "%s/agent%d.err", tmpdir, i);
+		pid_t a = spawn_as(argv, out, err, 0);
+		unsigned ms;
+		const char *when = "after start";
+		if (i % 2 == 0) {
+			ms = 100 + (unsigned)rand() % scaled(3500);
+		} else {
+			/* Polled finely: the stage lasts milliseconds natively. */
+			uint64_t end = test_now_ms() + scaled(60000);
+			char *e = NULL;
+			while (!test_contains((e = slurp(err)), "replace:") && test_now_ms() < end) {
+				free(e);
+				struct timespec ts = { 0, 1000000 };
+				nanosleep(&ts, NULL);
+			}
+			check(test_contains(e, "replace:"), "the agent never reached the replace "
+			      "stage:\n%s", e);
+			free(e);
+			ms = (unsigned)rand() % scaled(100);
+			when = "after 'replace:'";
+		}
 		test_sleep_ms(ms);
 		kill(a, SIGKILL);
 		int st = wait_end(a);
-		char *json = slurp(out);
+		char *json = slurp(out), *log = slurp(err);
 		size_t lines = 0;
 		for (char *c = json; *c; c++)
 			lines += *c == '\n';
-		fprintf(stderr, "kill %d after %u ms (%s; %zu rounds reported)\n", i, ms,
-			WIFSIGNALED(st) ? "killed" : "had exited", lines);
+		fprintf(stderr, "kill %d %u ms %s (%s; %zu rounds reported)\n%s", i, ms, when,
+			WIFSIGNALED(st) ? "killed" : "had exited", lines, log);
 		fprintf(stderr, "%s", json);
 		check(!test_contains(json, "\"ok\":false"), "an agent after a killed one failed a "
 		      "round:\n%s", json);
 		free(json);
+		free(log);
 		check_free(t.pid);
 	}
 	finish(&t, ref, 0);
@@ -1058,8 +1155,14 @@ static void mode_agent_cancel(const char *target, const char *agent, const char 
 				 (char *)script, (char *)"--bolt-timeout", (char *)"120",
 				 (char *)"--tmp-dir", work, NULL };
 		pid_t a = spawn_as(argv, out, err, 0);
-		free(wait_text(err, cases[i].wait_for, 60000));
-		test_sleep_ms(500); /* into the wait */
+		free(wait_text(err, cases[i].wait_for, scaled(60000)));
+		/* Into the wait: polled, since on a loaded machine the agent
+		 * may print the stage well before its reservation exists. */
+		uint64_t until = test_now_ms() + scaled(10000);
+		test_sleep_ms(500);
+		while (!(reserved_near_code(t.pid) > reserved && dir_entries(work) == 1) &&
+		       test_now_ms() < until)
+			test_sleep_ms(50);
 		pid_t bolt = i == 1 ? child_of(a) : 0;
 		check(reserved_near_code(t.pid) > reserved && dir_entries(work) == 1,
 		      "no reservation or no work directory while the round ran: the checks below "
@@ -1092,17 +1195,37 @@ static void mode_agent_cancel(const char *target, const char *agent, const char 
 	free(ref);
 }
 
+/* `env`: /usr/bin/env, or the first on PATH (the AArch64 guest has
+ * busybox's). */
+static const char *env_program(void)
+{
+	static char found[PATH_MAX];
+	if (access("/usr/bin/env", X_OK) == 0)
+		return "/usr/bin/env";
+	const char *path = getenv("PATH");
+	for (const char *p = path; p && *p;) {
+		const char *c = strchr(p, ':');
+		size_t n = c ? (size_t)(c - p) : strlen(p);
+		snprintf(found, sizeof(found), "%.*s/env", (int)n, p);
+		if (n && access(found, X_OK) == 0)
+			return found;
+		p += n + (c != NULL);
+	}
+	return "/usr/bin/env";
+}
+
 /* Start ocolos-supervise ARGS -- TARGET EXTRA; return its pid. */
-static pid_t supervise(const char *sup, const char *target, const char *every, const char *extra1,
-		       const char *extra2, const char *out)
+static pid_t supervise_after(const char *sup, const char *after, const char *target,
+			     const char *every, const char *extra1, const char *extra2,
+			     const char *out)
 {
 	char *argv[20];
 	int n = 0;
 	argv[n++] = (char *)sup;
 	argv[n++] = (char *)"--after";
-	argv[n++] = (char *)"1";
+	argv[n++] = (char *)after;
 	argv[n++] = (char *)"--profile";
-	argv[n++] = (char *)"1";
+	argv[n++] = scale_s; /* see mode_agent */
 	if (every) {
 		argv[n++] = (char *)"--every";
 		argv[n++] = (char *)every;
@@ -1110,7 +1233,7 @@ static pid_t supervise(const char *sup, const char *target, const char *every, c
 	argv[n++] = (char *)"--";
 	/* env execs the target in place (same pid), without the sanitizer
 	 * runtime the supervisor itself may need. */
-	argv[n++] = (char *)"/usr/bin/env";
+	argv[n++] = (char *)env_program();
 	argv[n++] = (char *)"-u";
 	argv[n++] = (char *)"LD_PRELOAD";
 	argv[n++] = (char *)target;
@@ -1120,6 +1243,16 @@ static pid_t supervise(const char *sup, const char *target, const char *every, c
 		argv[n++] = (char *)extra2;
 	argv[n] = NULL;
 	return spawn_tool(argv, out);
+}
+
+/* The same with a warm-up of 1 s (OCOLOS_TEST_SCALE s: an emulated C++
+ * child is still starting after 1 s). */
+static pid_t supervise(const char *sup, const char *target, const char *every, const char *extra1,
+		       const char *extra2, const char *out)
+{
+	char after[16];
+	snprintf(after, sizeof(after), "%u", scale);
+	return supervise_after(sup, after, target, every, extra1, extra2, out);
 }
 
 /* Wait until `out` holds `count` JSON lines; return the text. */
@@ -1162,9 +1295,10 @@ static int json_pid(const char *s)
 	return p ? atoi(p + 7) : 0;
 }
 
-static void mode_supervise(const char *target, const char *sup)
+static void mode_supervise(const char *target, const char *sup, int full)
 {
 	char *ref = reference(target);
+	double before = baseline_fraction(target, ref);
 	char out[PATH_MAX], how[64];
 	/* A new file for each case: a JSON line left from the previous case
 	 * would name a dead child. */
@@ -1176,13 +1310,14 @@ static void mode_supervise(const char *target, const char *sup)
 	 *    ends cleanly; the supervisor exits with its status. */
 	fprintf(stderr, "== one round, then SIGTERM\n");
 	pid_t s = supervise(sup, target, NULL, NULL, NULL, out);
-	char *json = wait_json(out, 1, 60000);
+	char *json = wait_json(out, 1, scaled(60000));
 	fprintf(stderr, "%s", json);
 	check(test_contains(json, "\"ok\":true"), "round failed: %s", json);
 	int child = json_pid(json);
 	check(child > 0, "no pid in the JSON line");
 	test_sleep_ms(300); /* the round is over: stays on C1 */
 	check_free(child);
+	check_moved(before, original_fraction(child, "after the round"));
 	kill(s, SIGTERM);
 	int st = wait_end(s);
 	describe_status(st, how, sizeof(how));
@@ -1194,12 +1329,17 @@ static void mode_supervise(const char *target, const char *sup)
 	check(kill(child, 0) != 0 && errno == ESRCH, "child %d still exists", child);
 	free(mine);
 	free(json);
+	if (!full) {
+		check_no_children();
+		free(ref);
+		return;
+	}
 
 	/* 2. Exit code passed through; continuous rounds meanwhile. */
 	fprintf(stderr, "== --every 0.5, child exits 3 on SIGTERM\n");
 	NEXT_OUT();
 	s = supervise(sup, target, "0.5", "--exit-code", "3", out);
-	json = wait_json(out, 2, 90000);
+	json = wait_json(out, 2, scaled(90000));
 	free(json);
 	kill(s, SIGTERM);
 	st = wait_end(s);
@@ -1220,7 +1360,7 @@ static void mode_supervise(const char *target, const char *sup)
 	fprintf(stderr, "== child SIGKILLed during --every rounds\n");
 	NEXT_OUT();
 	s = supervise(sup, target, "0.2", NULL, NULL, out);
-	json = wait_json(out, 1, 60000);
+	json = wait_json(out, 1, scaled(60000));
 	child = json_pid(json);
 	free(json);
 	test_sleep_ms((unsigned)(rand() % 1500));
@@ -1240,7 +1380,8 @@ static void mode_supervise(const char *target, const char *sup)
 	json = slurp(out);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "supervisor: %s", how);
 	check(!strstr(json, "{\"pid\":"), "a round was attempted: %s", json);
-	check(test_now_ms() - t0 < 1000 + 500, "supervisor did not notice the exit at once");
+	check(test_now_ms() - t0 < scaled(1000) + scaled(500),
+	      "supervisor did not notice the exit at once");
 	free(json);
 
 	/* 5. CMD that cannot be run: 127, as a shell says. */
@@ -1572,9 +1713,13 @@ int main(int argc, char **argv)
 	const char *mode = argc > 1 ? argv[1] : "";
 	const char *a = argc > 2 ? argv[2] : NULL, *b = argc > 3 ? argv[3] : NULL;
 	const char *c = argc > 4 ? argv[4] : NULL;
+	const char *sc = getenv("OCOLOS_TEST_SCALE");
+	scale = sc && atoi(sc) > 0 && atoi(sc) <= 50 ? (unsigned)atoi(sc) : 1;
+	snprintf(scale_s, sizeof(scale_s), "%u", scale);
 	/* kill-continue runs as long as its kills need. */
-	test_watchdog(argc > 3 && !strcmp(argv[1], "kill-continue") ? 60 + 12 * (unsigned)atoi(argv[3])
-								     : 170);
+	test_watchdog(argc > 3 && !strcmp(argv[1], "kill-continue")
+			      ? scaled(60 + 12 * (unsigned)atoi(argv[3]))
+			      : scaled(170));
 	test_require_perf();
 	snprintf(tmpdir, sizeof(tmpdir), "%s/ocolos-pid.XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -1582,7 +1727,8 @@ int main(int argc, char **argv)
 	atexit(cleanup_tmp);
 	int need_b = !strcmp(mode, "stale") || !strcmp(mode, "kill-continue") || !strcmp(mode, "boltfail") ||
 		     !strcmp(mode, "agent") || !strcmp(mode, "agent-kill") ||
-		     !strcmp(mode, "supervise") || !strcmp(mode, "agent-cancel");
+		     !strcmp(mode, "supervise") || !strcmp(mode, "supervise-round") ||
+		     !strcmp(mode, "agent-cancel");
 	int need_c = !strcmp(mode, "agent-cancel");
 	check(!strcmp(mode, "gone") || (a && (!need_b || b) && (!need_c || c)),
 	      "usage: %s MODE TARGET [OTHER|SCRIPT|TOOL] [SCRIPT] (see the file's header)", argv[0]);
@@ -1614,7 +1760,9 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "agent-cancel"))
 		mode_agent_cancel(a, b, c);
 	else if (!strcmp(mode, "supervise"))
-		mode_supervise(a, b);
+		mode_supervise(a, b, 1);
+	else if (!strcmp(mode, "supervise-round"))
+		mode_supervise(a, b, 0);
 	else if (!strcmp(mode, "continue"))
 		mode_continue(a);
 	else if (!strcmp(mode, "kill-continue"))

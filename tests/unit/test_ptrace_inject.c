@@ -5,7 +5,12 @@
  * thread was blocked in a system call (it is restarted); an injected call
  * that does not return is abandoned in time and the thread runs on; and a
  * tracer killed in the middle of an injected call leaves the child running
- * correctly — the call completes and the thread resumes by itself.
+ * correctly — the call completes and the thread resumes by itself; and
+ * code written into the child through /proc/PID/mem runs once the stub's
+ * instruction-cache routine has run (AArch64; on x86-64 there is none).
+ *
+ * x86-64 and AArch64 (built by tests/aarch64 too, run in the AArch64
+ * guest: qemu-user has no ptrace).
  *
  * The children are forks of this test, so a function here has the same
  * address in them.
@@ -27,13 +32,6 @@
 #include "proc/ptrace.h"
 #include "check.h"
 
-#if !defined(__x86_64__)
-int main(void)
-{
-	return 77; /* the injector is x86-64 only */
-}
-#else
-
 #define PATTERN 0x5a5aa5a5c3c33c3cll
 
 struct shared {
@@ -41,6 +39,7 @@ struct shared {
 };
 static struct shared *sh;
 
+#if defined(__x86_64__)
 /* Counts while xmm8 and r12 keep PATTERN; an injection that did not restore
  * them exactly is seen here. */
 static void spin(void)
@@ -62,11 +61,67 @@ static void spin(void)
 	for (;;)
 		pause();
 }
+#define CLOBBER() __asm__ volatile("xorps %%xmm8, %%xmm8\n\txor %%r12d, %%r12d" ::: "xmm8", "r12")
+#elif defined(__aarch64__)
+/* Counts while v16, x12 and the flags keep their values (v16 and x12 are
+ * caller-saved: an injected call may clobber them, the stub must give them
+ * back; the flags too), and x30 keeps PATTERN. */
+static void spin(void)
+{
+	long pattern = PATTERN;
+	__asm__ volatile("fmov d16, %2\n\t"
+			 "mov x12, %2\n\t"
+			 "mov x30, %2\n\t"
+			 "cmp x12, x12\n"		/* Z set */
+			 "1:\tb.ne 2f\n\t"
+			 "fmov x9, d16\n\t"
+			 "cmp x9, %2\n\t"
+			 "b.ne 2f\n\t"
+			 "cmp x12, %2\n\t"
+			 "b.ne 2f\n\t"
+			 "cmp x30, %2\n\t"
+			 "b.ne 2f\n\t"
+			 "ldaxr x10, [%0]\n\t"
+			 "add x10, x10, #1\n\t"
+			 "stlxr w11, x10, [%0]\n\t"
+			 "cmp x12, x12\n\t"		/* Z set again for the b.ne */
+			 "b 1b\n"
+			 "2:\tmov x10, #1\n\t"
+			 "str x10, [%1]\n"
+			 :
+			 : "r"(&sh->counter), "r"(&sh->bad), "r"(pattern)
+			 : "x9", "x10", "x11", "x12", "x30", "v16", "memory", "cc");
+	for (;;)
+		pause();
+}
+#define CLOBBER() __asm__ volatile("movi v16.2d, #0\n\tmov x12, #0\n\tcmn x12, #1" ::: "v16", "x12", "cc")
+#endif
+
+/* The code the i-cache test rewrites: returns 1, then 2. */
+static __attribute__((noinline, used, aligned(64))) int version(void)
+{
+	return 1;
+}
+#if defined(__aarch64__)
+static const uint32_t version2[] = { 0x52800040u, 0xd65f03c0u }; /* mov w0, #2; ret */
+#else
+static const uint8_t version2[] = { 0xb8, 0x02, 0x00, 0x00, 0x00, 0xc3 }; /* mov $2, %eax; ret */
+#endif
+
+/* Calls version() through a volatile pointer (no inlining, no caching). */
+static void caller(void)
+{
+	int (*volatile fn)(void) = version;
+	for (;;) {
+		sh->reads = fn();
+		sh->counter++;
+	}
+}
 
 /* Injected: clobbers what spin() checks, waits `ms`, returns ms + 1. */
 static __attribute__((noinline, used)) long clobber(long ms)
 {
-	__asm__ volatile("xorps %%xmm8, %%xmm8\n\txor %%r12d, %%r12d" ::: "xmm8", "r12");
+	CLOBBER();
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
@@ -77,7 +132,7 @@ static __attribute__((noinline, used)) long clobber(long ms)
 /* Injected: never returns. */
 static __attribute__((noinline, used)) long forever(long unused)
 {
-	__asm__ volatile("xorps %%xmm8, %%xmm8\n\txor %%r12d, %%r12d" ::: "xmm8", "r12");
+	CLOBBER();
 	for (;;) {
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
@@ -168,7 +223,8 @@ static int call(pid_t pid, int memfd, uint64_t stub, uint64_t fn, uint64_t arg,
 	int rc = proc_ptrace_stop(pid, 0, 2000, &pt, &err);
 	if (rc)
 		return rc;
-	rc = proc_ptrace_call(pt, memfd, stub, fn, arg, timeout_ms, ret, &err);
+	const uint64_t args[6] = { arg, 0, 0, 0, 0, 0 };
+	rc = proc_ptrace_call(pt, memfd, stub, fn, args, timeout_ms, ret, &err);
 	proc_ptrace_resume(pt, NULL);
 	return rc;
 }
@@ -244,6 +300,48 @@ int main(void)
 	close(memfd);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
+
+	/* New code written through /proc/PID/mem, then the i-cache routine
+	 * run by the child (range, then list form), runs. */
+	sh->reads = 0;
+	pid = start(caller);
+	memfd = open_mem(pid, &stub);
+	sleep_ms(50);
+	expect(sh->reads == 1, "caller: %ld", sh->reads);
+	uint64_t at = (uint64_t)(uintptr_t)version;
+	expect(proc_mem_write(memfd, at, version2, sizeof(version2)) == 0, "write the new code");
+	uint64_t routine = proc_ptrace_icache_routine(stub);
+#if defined(__aarch64__)
+	expect(routine != 0, "no i-cache routine in the AArch64 stub");
+#else
+	expect(routine == 0, "an i-cache routine on x86-64");
+#endif
+	if (routine) {
+		struct proc_ptrace *p2;
+		uint64_t r2 = 1;
+		const uint64_t range[6] = { at, at + sizeof(version2) };
+		expect(proc_ptrace_stop(pid, 0, 2000, &p2, &err) == 0, "stop: %s", err.msg);
+		expect(proc_ptrace_call(p2, memfd, stub, routine, range, 2000, &r2, &err) == 0 && !r2,
+		       "i-cache routine (range): %s", err.msg);
+		proc_ptrace_resume(p2, NULL);
+		/* The list form reads the addresses from the child's memory:
+		 * `sh` is shared with it. */
+		volatile uint64_t *list = (volatile uint64_t *)((char *)sh + 2048);
+		list[0] = at;
+		list[1] = at + 4;
+		const uint64_t lst[6] = { (uint64_t)(uintptr_t)list, (uint64_t)-2 };
+		expect(proc_ptrace_stop(pid, 0, 2000, &p2, &err) == 0, "stop: %s", err.msg);
+		expect(proc_ptrace_call(p2, memfd, stub, routine, lst, 2000, &r2, &err) == 0 && !r2,
+		       "i-cache routine (list): %s", err.msg);
+		proc_ptrace_resume(p2, NULL);
+	}
+	sleep_ms(100);
+	long c = sh->counter;
+	sleep_ms(50);
+	expect(sh->reads == 2 && sh->counter > c, "the child does not run the new code (%ld)",
+	       sh->reads);
+	close(memfd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
 	test_done();
 }
-#endif

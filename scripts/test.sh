@@ -55,7 +55,11 @@ echo "== ctest (aarch64, qemu-user) =="
 # The guest after the qemu-user tests, not beside them: a TCG guest takes a
 # whole core, and the qemu-user runs have watchdogs.
 echo "== ctest (aarch64, a64vm guest) =="
-(cd "$dir" && ctest --output-on-failure -L a64vm -LE guest_full) || status=1
+# One retry: a sampling window in the TCG guest sometimes gets no samples at
+# all (2 of ~40 windows; docs/guide.md, "By pid on AArch64": not understood
+# yet). A failure that repeats is a failure.
+(cd "$dir" && ctest --output-on-failure -L a64vm -LE guest_full --repeat until-pass:2) \
+  || status=1
 if [ -n "${A64VM_SKIP:-}" ]; then
   echo "== a64vm (AArch64 guest: ptrace, pid mode): SKIPPED, not passed: $A64VM_SKIP =="
 fi

@@ -118,6 +118,9 @@ static void on_status(struct proc_ptrace *pt, pid_t tid, int status)
 		return;
 	int sig = WSTOPSIG(status), event = status >> 16;
 	t->stopped = 1;
+	/* PTRACE_EVENT_STOP is how PTRACE_INTERRUPT's stop reports: no
+	 * system call half done there. */
+	t->event = event == PTRACE_EVENT_STOP ? 0 : event;
 	if (event == PTRACE_EVENT_CLONE) {
 		unsigned long child;
 		if (ptrace(PTRACE_GETEVENTMSG, tid, 0, &child) == 0 && find_tid(pt, (pid_t)child) < 0)

@@ -13,6 +13,11 @@ struct proc_ptrace_thread {
 	pid_t tid;
 	int seized, stopped, gone;
 	int pending_sig;	/* signal that arrived while we held the thread */
+	/* The PTRACE_EVENT_* stop it is held at (0: none). At such a stop
+	 * (e.g. inside clone3, the child already made) the system call's
+	 * result is written only when the thread goes on: its registers are
+	 * not ones to resume with as they are (ptrace_stub.c). */
+	int event;
 };
 
 struct proc_ptrace {

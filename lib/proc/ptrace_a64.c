@@ -223,6 +223,12 @@ struct ptrace_arch_saved {
 	uint32_t sve_record;	/* bytes of its sve_context in a frame (0: none) */
 };
 
+int ptrace_arch_set_syscall_result(struct ptrace_arch_saved *s, uint64_t v)
+{
+	(void)s; (void)v;
+	return -1; /* not done: ptrace_arch_fit's restart rules would need it too */
+}
+
 size_t ptrace_arch_stub(const uint8_t **code)
 {
 	if (code)

@@ -65,6 +65,11 @@ int ptrace_arch_frame(const struct ptrace_arch_saved *s, const uint8_t *head, ui
  * 0 or -1. */
 int ptrace_arch_enter(pid_t tid, const struct ptrace_arch_saved *s, uint64_t stub, uint64_t base);
 
+/* The thread is held inside a system call that has done its work (a
+ * clone/fork event stop): make `s` resume it as the call returning `v`.
+ * 0, or -1 where this architecture's half does not do it (AArch64). */
+int ptrace_arch_set_syscall_result(struct ptrace_arch_saved *s, uint64_t v);
+
 /* Put the stopped thread back as `s` says (registers, vector state); the
  * signal mask is the caller's. 0 or -1. */
 int ptrace_arch_restore(pid_t tid, const struct ptrace_arch_saved *s);

@@ -50,7 +50,13 @@ static struct proc_ptrace_thread *worker(struct proc_ptrace *pt, int memfd,
 	*saved = NULL;
 	for (size_t i = 0; i < pt->n; i++) {
 		struct proc_ptrace_thread *t = &pt->t[i];
-		if (!t->stopped || t->gone || !t->seized)
+		/* Not a thread held at an event stop, if another will do: its
+		 * system call has done its work but not returned (rax reads the
+		 * placeholder -ENOSYS); a stub run there and the thread put back
+		 * as read makes clone3 "fail" with ENOSYS after creating the
+		 * child, glibc retries it as clone(), and the new thread starts
+		 * twice (found by bench/spawn_check.c under ocolos-agent --every). */
+		if (!t->stopped || t->gone || !t->seized || t->event)
 			continue;
 		struct ptrace_arch_saved *s = ptrace_arch_save(t->tid);
 		if (!s)
@@ -66,6 +72,26 @@ static struct proc_ptrace_thread *worker(struct proc_ptrace *pt, int memfd,
 		}
 		if (fit >= 2)
 			break; /* as good as it gets */
+	}
+	/* Every thread is inside a clone or fork (a program that does little
+	 * else): take one, and put it back returning what the kernel would
+	 * have, the new thread's or process's id. */
+	for (size_t i = 0; !best && i < pt->n; i++) {
+		struct proc_ptrace_thread *t = &pt->t[i];
+		unsigned long child;
+		if (!t->stopped || t->gone || !t->seized ||
+		    (t->event != PTRACE_EVENT_CLONE && t->event != PTRACE_EVENT_FORK &&
+		     t->event != PTRACE_EVENT_VFORK) ||
+		    ptrace(PTRACE_GETEVENTMSG, t->tid, 0, &child) != 0)
+			continue;
+		struct ptrace_arch_saved *s = ptrace_arch_save(t->tid);
+		if (s && ptrace_arch_fit(s, memfd) > 0 &&
+		    ptrace_arch_set_syscall_result(s, (uint64_t)child) == 0) {
+			*saved = s;
+			best = t;
+		} else {
+			ptrace_arch_saved_free(s);
+		}
 	}
 	return best;
 }

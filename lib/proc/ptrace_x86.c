@@ -192,6 +192,12 @@ uint64_t ptrace_arch_sp(const struct ptrace_arch_saved *s)
 	return s->regs.rsp;
 }
 
+int ptrace_arch_set_syscall_result(struct ptrace_arch_saved *s, uint64_t v)
+{
+	s->regs.rax = v; /* rip is past the syscall instruction already */
+	return 0;
+}
+
 int ptrace_arch_fit(const struct ptrace_arch_saved *s, int memfd)
 {
 	(void)s; (void)memfd;

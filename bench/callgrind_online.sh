@@ -110,9 +110,10 @@ for l in out:
         maps.append((int(kv_["lo"], 16), int(kv_["hi"], 16), kv_["name"]))
 
 def place(ob, fn):
-    if ob != "???" or not fn.startswith("0x"):
+    m = re.match(r"0x([0-9a-fA-F]+)", fn)  # may end in "'2": a recursion depth
+    if ob != "???" or not m:
         return ob
-    a = int(fn, 16)
+    a = int(m.group(1), 16)
     return next((n for lo, hi, n in maps if lo <= a < hi), ob)
 
 def split_dump(path):

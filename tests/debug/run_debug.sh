@@ -71,8 +71,10 @@ start_pid() {
 	pid=$!
 	rm -f "/tmp/perf-$pid.map"
 	sleep 1
-	env -u LD_PRELOAD "$2" --pid "$pid" --profile 1 --json >"$tmp/agent.json" \
-		2>"$tmp/agent.err"
+	# The agent links the library (instrumented in a sanitizer build: its
+	# runtime preloaded, OCOLOS_TEST_PRELOAD); the target never is.
+	env LD_PRELOAD="${OCOLOS_TEST_PRELOAD:-}" "$2" --pid "$pid" --profile 1 --json \
+		>"$tmp/agent.json" 2>"$tmp/agent.err"
 	rc=$?
 	if [ $rc -ne 0 ]; then
 		cat "$tmp/agent.err" "$tmp/agent.json" >&2

@@ -20,4 +20,18 @@ int core_grow(void **arr, size_t *cap, size_t n, size_t elem);
 /* Clear `len` bytes at `p`, then free it (see util.c for why). NULL is fine. */
 void core_free_clear(void *p, size_t len);
 
+/* Is `w` one of the `n` ascending values at `v`? (Binary search.) */
+static inline int core_sorted_has(const uint64_t *v, size_t n, uint64_t w)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v[mid] < w)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && v[lo] == w;
+}
+
 #endif

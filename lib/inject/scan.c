@@ -43,30 +43,18 @@
 #include <unistd.h>
 
 #include "core/procmaps.h"
+#include "core/util.h"
 #include "inject/inject.h"
 #include "proc/proc.h"
 
 #define CHUNK (1u << 20)
-
-static int in_sorted(const uint64_t *v, size_t n, uint64_t w)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (v[mid] < w)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < n && v[lo] == w;
-}
 
 static void check(const uint64_t (*ranges)[2], size_t n, const struct inject_scan_opts *so,
 		  uint64_t w, uint8_t *found)
 {
 	for (size_t i = 0; i < n; i++)
 		if (w >= ranges[i][0] && w < ranges[i][1] &&
-		    (!so->sites || !so->sites[i] || in_sorted(so->sites[i], so->nsites[i], w)))
+		    (!so->sites || !so->sites[i] || core_sorted_has(so->sites[i], so->nsites[i], w)))
 			found[i] = 1;
 }
 

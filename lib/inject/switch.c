@@ -23,26 +23,13 @@
 #include "core/util.h"
 #include "inject/inject.h"
 
-static int in_sorted(const uint64_t *v, size_t n, uint64_t w)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (v[mid] < w)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < n && v[lo] == w;
-}
-
 /* `w` lies in a watched range (a stack word: on a return site, if known). */
 static void mark(const struct inject_switch_request *rq, uint64_t w, int stack_word)
 {
 	for (size_t i = 0; i < rq->nwatch; i++)
 		if (w >= rq->watch[i][0] && w < rq->watch[i][1] &&
 		    (!stack_word || !rq->watch_sites || !rq->watch_sites[i] ||
-		     in_sorted(rq->watch_sites[i], rq->watch_nsites[i], w)))
+		     core_sorted_has(rq->watch_sites[i], rq->watch_nsites[i], w)))
 			rq->watch_busy[i] = 1;
 }
 

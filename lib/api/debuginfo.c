@@ -24,12 +24,14 @@
  *    takes for a file it cannot open: the map names nothing there. So:
  *
  *  - perf's jitdump (tools/perf/Documentation/jitdump-specification.txt),
- *    when the environment asks for it (OCOLOS_JITDUMP=DIR; calling process
- *    only): DIR/jit-PID.dump gets a header and, per version, one code-load
- *    record per function with its bytes, and the process maps the file's
- *    first page executable, never writable — the mmap event perf records
- *    (or synthesizes when it attaches later) is the marker `perf inject
- *    --jit` looks for. inject then writes one small ELF per record and
+ *    when the environment of the process running the round asks for it
+ *    (OCOLOS_JITDUMP=DIR): DIR/jit-PID.dump gets a header and, per version,
+ *    one code-load record per function with its bytes, and the target maps
+ *    the file's first page executable, never writable (a pid target does
+ *    so itself, injected) — the target's mmap event, which perf records
+ *    (or synthesizes when it attaches later), is the marker `perf inject
+ *    --jit` looks for. A later round, by this or another agent, finds the
+ *    marker in /proc/PID/maps and appends. inject then writes one small ELF per record and
  *    points the samples taken after the record's time (CLOCK_MONOTONIC:
  *    `perf record -k mono`) at it, whatever the mapping is. Opt-in: the
  *    file holds a copy of every version's code and outlives the process.
@@ -65,7 +67,9 @@
 #include <unistd.h>
 
 #include "api/debuginfo.h"
+#include "core/procmaps.h"
 #include "core/util.h"
+#include "proc/proc.h"
 #include "elf/symfile.h"
 
 /* ---- GDB's JIT interface (names and layout fixed by gdb/jit.h) ---- */
@@ -436,15 +440,6 @@ struct jitdump_code_load {
 	/* then the name, NUL-terminated, and code_size bytes of code */
 };
 
-/* One dump per process, like the JIT descriptor; a forked child that runs
- * a round starts its own (the pid is in the name and the header). */
-static struct {
-	pthread_mutex_t lock;
-	int fd;
-	pid_t pid;
-	uint64_t index;
-} jitdump = { PTHREAD_MUTEX_INITIALIZER, -1, 0, 0 };
-
 static uint64_t monotonic_ns(void)
 {
 	struct timespec t;
@@ -452,44 +447,62 @@ static uint64_t monotonic_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
-/* Open DIR/jit-PID.dump, write its header and map its first page (the
- * marker). 0, or -1 with errno. Under jitdump.lock. */
-static int jitdump_open(const char *dir, uint16_t machine, char *path, size_t pathsz)
+/* Does the target map `path` (the marker of a dump it already has)? */
+static int target_maps(pid_t pid, const char *path)
 {
-	pid_t pid = getpid();
-	snprintf(path, pathsz, "%s/jit-%d.dump", dir, (int)pid);
-	if (jitdump.fd >= 0 && jitdump.pid == pid)
+	struct procmaps m = { 0 };
+	struct core_err ignore = { 0 };
+	if (core_procmaps_read(pid, &m, &ignore))
 		return 0;
-	if (jitdump.fd >= 0) /* inherited across fork: the parent's file */
-		close(jitdump.fd);
-	jitdump.fd = -1;
-	int fd = open(path, O_CREAT | O_TRUNC | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -1;
-	struct jitdump_header h = { .magic = JITDUMP_MAGIC, .version = JITDUMP_VERSION,
-		.total_size = sizeof(h), .elf_mach = machine, .pid = (uint32_t)pid,
-		.timestamp = monotonic_ns() };
-	long page = sysconf(_SC_PAGESIZE);
-	if (write_all(fd, (const char *)&h, sizeof(h)) ||
-	    mmap(NULL, (size_t)page, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0) == MAP_FAILED) {
-		int e = errno;
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	jitdump.fd = fd;
-	jitdump.pid = pid;
-	jitdump.index = 0;
-	return 0;
+	int found = 0;
+	for (size_t i = 0; i < m.n && !found; i++)
+		found = !strcmp(m.v[i].path, path);
+	core_procmaps_free(&m);
+	return found;
 }
 
-static int jitdump_record(struct text *t, uint64_t addr, uint64_t size, const char *name)
+/* The dump of ctx's target, ready to append to: the one the target maps
+ * already (an earlier round, maybe by another agent), or a new one — a
+ * header, then the target maps it. fd or -1 (*err says why). */
+static int jitdump_open(struct ocolos_ctx *ctx, const char *path, struct core_err *err)
+{
+	if (target_maps(ctx->pid, path)) {
+		int fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			core_errf(err, OCOLOS_EIO, "%s", strerror(errno));
+		return fd;
+	}
+	int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		core_errf(err, OCOLOS_EIO, "%s", strerror(errno));
+		return -1;
+	}
+	struct stat ps;
+	char proc[32];
+	snprintf(proc, sizeof(proc), "/proc/%d", (int)ctx->pid);
+	struct jitdump_header h = { .magic = JITDUMP_MAGIC, .version = JITDUMP_VERSION,
+		.total_size = sizeof(h), .elf_mach = ctx->bin->machine, .pid = (uint32_t)ctx->pid,
+		.timestamp = monotonic_ns() };
+	if (write_all(fd, (const char *)&h, sizeof(h)) || fchmod(fd, 0644)) {
+		core_errf(err, OCOLOS_EIO, "%s", strerror(errno));
+	} else if (geteuid() == 0 && !stat(proc, &ps) && ps.st_uid != 0 &&
+		   fchown(fd, ps.st_uid, ps.st_gid)) { /* as the perf map: the target's owner's */
+		core_errf(err, OCOLOS_EIO, "%s", strerror(errno));
+	} else if (!ctx->target.ops->map_marker(&ctx->target, path, err)) {
+		return fd;
+	}
+	close(fd);
+	return -1;
+}
+
+static int jitdump_record(struct ocolos_ctx *ctx, struct text *t, uint64_t addr, uint64_t size,
+			  const char *name, uint64_t index)
 {
 	size_t nlen = strlen(name) + 1;
 	struct jitdump_code_load r = { .id = JIT_CODE_LOAD,
 		.total_size = (uint32_t)(sizeof(r) + nlen + size), .timestamp = monotonic_ns(),
-		.pid = (uint32_t)jitdump.pid, .tid = (uint32_t)jitdump.pid, .vma = addr,
-		.code_addr = addr, .code_size = size, .code_index = jitdump.index++ };
+		.pid = (uint32_t)ctx->pid, .tid = (uint32_t)ctx->pid, .vma = addr,
+		.code_addr = addr, .code_size = size, .code_index = index };
 	while (t->cap - t->len < sizeof(r) + nlen + size) {
 		size_t cap = t->cap ? 2 * t->cap : 65536;
 		char *p = realloc(t->s, cap);
@@ -500,8 +513,9 @@ static int jitdump_record(struct text *t, uint64_t addr, uint64_t size, const ch
 	}
 	memcpy(t->s + t->len, &r, sizeof(r));
 	memcpy(t->s + t->len + sizeof(r), name, nlen);
-	/* the calling process's own code, mapped readable */
-	memcpy(t->s + t->len + sizeof(r) + nlen, (const void *)(uintptr_t)addr, size);
+	/* the code as the target has it mapped (in-process too: /proc/self/mem) */
+	if (proc_mem_read(ctx->target.memfd, addr, t->s + t->len + sizeof(r) + nlen, size))
+		return -1;
 	t->len += sizeof(r) + nlen + size;
 	return 0;
 }
@@ -512,16 +526,28 @@ static void jitdump_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 	const char *dir = getenv("OCOLOS_JITDUMP");
 	if (!dir || !*dir)
 		return;
-	char path[PATH_MAX] = "";
+	char real[PATH_MAX], path[PATH_MAX + 32];
+	struct core_err err = { 0 };
 	struct text t = { 0 };
-	int rc = 0;
-	pthread_mutex_lock(&jitdump.lock);
-	if (jitdump_open(dir, ctx->bin->machine, path, sizeof(path))) {
-		core_logf(&ctx->log, OCOLOS_LOG_WARN, "cannot write perf's jitdump %s (%s): OCOLOS_JITDUMP "
-			  "must name a directory this process may write", path, strerror(errno));
-		pthread_mutex_unlock(&jitdump.lock);
+	int fd = -1, rc = 0;
+	if (!realpath(dir, real)) {
+		snprintf(path, sizeof(path), "%s", dir);
+		core_errf(&err, OCOLOS_EIO, "%s", strerror(errno));
+	} else {
+		/* /proc/PID/maps shows the canonical path, which is how a later
+		 * round finds the dump the target maps */
+		snprintf(path, sizeof(path), "%s/jit-%d.dump", real, (int)ctx->pid);
+		fd = jitdump_open(ctx, path, &err);
+	}
+	if (fd < 0) {
+		core_logf(&ctx->log, OCOLOS_LOG_WARN, "no perf jitdump for C%u: %s: %s (OCOLOS_JITDUMP "
+			  "must name a directory this process may write and the target may read)",
+			  v->gen, path, err.msg);
 		return;
 	}
+	/* code_index only has to be unique per dump: the version's number
+	 * leaves room for 2^32 records per version */
+	uint64_t index = (uint64_t)v->gen << 32;
 	size_t n = 0;
 	for (size_t i = 0; !rc && i < syms->n; i++) {
 		uint64_t a = syms->v[i].addr + bias, size = syms->v[i].size;
@@ -533,7 +559,7 @@ static void jitdump_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 			size = v->hi - a;
 		char name[512];
 		snprintf(name, sizeof(name), "%s [ocolos C%u]", syms->strs + syms->v[i].name, v->gen);
-		rc = jitdump_record(&t, a, size ? size : 1, name);
+		rc = jitdump_record(ctx, &t, a, size ? size : 1, name, index++);
 		n++;
 	}
 	const struct inject_stubs *st = &ctx->state->stubs;
@@ -543,17 +569,18 @@ static void jitdump_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 			continue;
 		char name[512];
 		snprintf(name, sizeof(name), "%s [ocolos stub]", ctx->bin->funcs[f].name);
-		rc = jitdump_record(&t, st->at[f], stub, name);
+		rc = jitdump_record(ctx, &t, st->at[f], stub, name, index++);
 	}
 	if (!rc)
-		rc = write_all(jitdump.fd, t.s ? t.s : "", t.len);
-	pthread_mutex_unlock(&jitdump.lock);
+		rc = write_all(fd, t.s ? t.s : "", t.len);
+	int e = errno;
+	close(fd);
 	if (rc)
-		core_logf(&ctx->log, OCOLOS_LOG_WARN, "perf's jitdump %s lacks C%u: %s", path, v->gen,
-			  strerror(errno));
+		core_logf(&ctx->log, OCOLOS_LOG_WARN, "perf jitdump %s lacks C%u: %s", path, v->gen,
+			  strerror(e));
 	else
-		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "perf's jitdump %s: %zu functions of C%u", path,
-			  n, v->gen);
+		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "perf jitdump %s: %zu functions of C%u", path, n,
+			  v->gen);
 	free(t.s);
 }
 
@@ -567,10 +594,9 @@ void api_debuginfo_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 			  err.msg);
 	} else {
 		perfmap_publish(ctx, v, &syms, bias);
-		if (ctx->self) {
+		jitdump_publish(ctx, v, &syms, bias);
+		if (ctx->self)
 			jit_register(ctx, v, &syms, bias);
-			jitdump_publish(ctx, v, &syms, bias);
-		}
 	}
 	elf_code_syms_free(&syms);
 }

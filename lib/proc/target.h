@@ -83,6 +83,11 @@ struct proc_target_ops {
 	 * target cannot walk stacks (reported, never needed). */
 	int (*count_frames)(struct proc_target *t, struct proc_stop *s, const uint64_t (*ranges)[2],
 			    size_t n, uint32_t *threads, uint32_t *frames);
+	/* Map the first page of the file at `path` (absolute, as the target
+	 * sees it) read+execute, never writable, wherever the kernel puts it,
+	 * and leave it mapped: the mmap event perf's jitdump support takes as
+	 * the marker of a dump (api/debuginfo.c). 0 or OCOLOS_E*. */
+	int (*map_marker)(struct proc_target *t, const char *path, struct core_err *err);
 };
 
 struct proc_target {

@@ -426,6 +426,43 @@ static int ptrace_count_frames(struct proc_target *t, struct proc_stop *ps,
 	return proc_stacks_count(((struct ptrace_stop *)ps)->pt, ranges, n, threads, frames);
 }
 
+/* The path goes on a scratch page (openat reads it from the target's
+ * memory); the target opens, maps and closes the file itself, so the
+ * mapping and its mmap event are the target's. */
+static int ptrace_map_marker(struct proc_target *t, const char *path, struct core_err *err)
+{
+	size_t len = strlen(path) + 1;
+	if (len > 4096)
+		return core_errf(err, OCOLOS_EINVAL, "path too long: %s", path);
+	uint64_t scratch = 0;
+	int rc = remote_mmap_any(t, 4096, PROT_READ | PROT_WRITE, &scratch, err);
+	if (rc)
+		return rc;
+	int64_t fd = -1, ret = 0;
+	if (proc_mem_write(t->memfd, scratch, path, len))
+		rc = core_errf(err, OCOLOS_EIO, "cannot write into process %d at 0x%llx", (int)t->pid,
+			       (unsigned long long)scratch);
+	uint64_t o[6] = { (uint64_t)(int64_t)AT_FDCWD, scratch, O_RDONLY | O_CLOEXEC, 0, 0, 0 };
+	if (!rc && !(rc = remote_syscall(t, SYS_openat, o, &fd, err)) && fd < 0)
+		rc = core_errf(err, OCOLOS_EIO, "process %d cannot open %s: %s", (int)t->pid, path,
+			       strerror((int)-fd));
+	if (!rc) {
+		uint64_t m[6] = { 0, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, (uint64_t)fd, 0 };
+		rc = remote_syscall(t, SYS_mmap, m, &ret, err);
+		if (!rc && ret < 0 && ret > -4096)
+			rc = core_errf(err, OCOLOS_EIO, "process %d cannot map %s: %s", (int)t->pid,
+				       path, strerror((int)-ret));
+	}
+	struct core_err ignore = { 0 };
+	if (fd >= 0) {
+		uint64_t c[6] = { (uint64_t)fd, 0, 0, 0, 0, 0 };
+		remote_syscall(t, SYS_close, c, &ret, &ignore);
+	}
+	uint64_t u[6] = { scratch, 4096, 0, 0, 0, 0 };
+	remote_syscall(t, SYS_munmap, u, &ret, &ignore);
+	return rc;
+}
+
 const struct proc_target_ops proc_target_ptrace_ops = {
 	.name = "ptrace",
 	.reserve_at = ptrace_reserve_at,
@@ -440,4 +477,5 @@ const struct proc_target_ops proc_target_ptrace_ops = {
 	.peek = ptrace_peek,
 	.poke = ptrace_poke,
 	.count_frames = ptrace_count_frames,
+	.map_marker = ptrace_map_marker,
 };

@@ -22,6 +22,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -265,6 +266,19 @@ static int self_poke(struct proc_target *t, uint64_t addr, const void *buf, size
 }
 #endif
 
+static int self_map_marker(struct proc_target *t, const char *path, struct core_err *err)
+{
+	(void)t;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	void *m = fd < 0 ? MAP_FAILED : mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+	int e = errno;
+	if (fd >= 0)
+		close(fd);
+	if (m == MAP_FAILED)
+		return core_errf(err, OCOLOS_EIO, "cannot map %s: %s", path, strerror(e));
+	return 0;
+}
+
 const struct proc_target_ops proc_target_self_ops = {
 	.name = "self",
 	.reserve_at = self_reserve_at,
@@ -278,5 +292,6 @@ const struct proc_target_ops proc_target_self_ops = {
 	.poke_done = self_poke_done,
 	.peek = self_peek,
 	.poke = self_poke,
+	.map_marker = self_map_marker,
 	.count_frames = self_count_frames,
 };

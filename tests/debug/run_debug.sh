@@ -17,8 +17,8 @@
 # samples in the newest version's code [c1_addr, c1_addr + c1_bytes), at
 # least 90 % must carry a function name — and in the recording before
 # inject, under 10 %: the jitdump is what names them.
-# perf-pid: the same with the perf map (/tmp/perf-PID.map), which perf 6.1
-# does not consult for memfd mappings: disabled (tests/debug/CMakeLists.txt).
+# perf-pid: the same, the agent running with OCOLOS_JITDUMP=$tmp (the
+# target maps the dump's marker, injected).
 # gdb-*: `gdb -batch -p` prints every thread's backtrace; at least one frame
 # must lie in the optimized code, and every such frame must be named (never
 # "??"). Retried twice when no thread happened to be in that code.
@@ -77,7 +77,7 @@ start_pid() {
 	sleep 1
 	# The agent links the library (instrumented in a sanitizer build: its
 	# runtime preloaded, OCOLOS_TEST_PRELOAD); the target never is.
-	env LD_PRELOAD="${OCOLOS_TEST_PRELOAD:-}" "$2" --pid "$pid" --profile 1 --json \
+	env LD_PRELOAD="${OCOLOS_TEST_PRELOAD:-}" OCOLOS_JITDUMP="$tmp" "$2" --pid "$pid" --profile 1 --json \
 		>"$tmp/agent.json" 2>"$tmp/agent.err"
 	rc=$?
 	if [ $rc -ne 0 ]; then
@@ -169,7 +169,7 @@ check_gdb() {
 case $mode in
 perf-self) start_self "$@"; check_perf jit ;;
 gdb-self) start_self "$@"; check_gdb ;;
-perf-pid) start_pid "$1" "$2"; check_perf ;;
+perf-pid) start_pid "$1" "$2"; check_perf jit ;;
 gdb-pid)
 	start_pid "$1" "$2"
 	gdb_script=$3

@@ -20,6 +20,15 @@
  * disk going forward, the C1 redirection going back, for a revert):
  * if memory differs — another tool patched it, or the file is not what is
  * running — that patch is skipped and counted, never forced.
+ *
+ * Runs: one access through /proc/PID/mem costs microseconds (more for
+ * another process), and a plan holds thousands of patches that sit close
+ * together — the call sites of one function, the slots of one table —
+ * so a switch reads and writes runs, not patches: 1,536 call sites of a
+ * small program became 3,072 accesses inside the pause before. Code and
+ * read-only data merge across gaps of up to RUN_GAP bytes (rewritten with
+ * the bytes read in the same stop: nothing else writes them); writable
+ * data only where patches touch, so no byte the program owns is written.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -39,6 +48,141 @@ static int patch_is_code(const struct inject_patch *p)
 static int poke(struct proc_target *t, const struct inject_patch *p, const uint8_t *bytes)
 {
 	return t->ops->poke(t, p->addr, bytes, p->len, patch_is_code(p));
+}
+
+enum { RUN_GAP = 64, RUN_MAX = 1 << 16 };
+
+/* 0 code, 1 read-only data, 2 writable data: what may merge. */
+static int patch_class(const struct inject_patch *p)
+{
+	return patch_is_code(p) ? 0 : p->kind == INJECT_DATA_SLOT ? 2 : 1;
+}
+
+static const struct inject_plan *sort_plan; /* qsort has no context argument */
+static int by_addr(const void *a, const void *b)
+{
+	uint64_t x = sort_plan->v[*(const uint32_t *)a].addr, y = sort_plan->v[*(const uint32_t *)b].addr;
+	return x < y ? -1 : x > y;
+}
+
+int inject_runs_build(const struct inject_plan *plan, struct inject_runs *runs,
+		      struct core_err *err)
+{
+	memset(runs, 0, sizeof(*runs));
+	if (!plan->n)
+		return 0;
+	uint32_t *order = malloc(plan->n * sizeof(*order));
+	runs->run_of = malloc(plan->n * sizeof(*runs->run_of));
+	runs->v = malloc(plan->n * sizeof(*runs->v));
+	if (!order || !runs->run_of || !runs->v) {
+		free(order);
+		inject_runs_free(runs);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < plan->n; i++)
+		order[i] = (uint32_t)i;
+	sort_plan = plan;
+	qsort(order, plan->n, sizeof(*order), by_addr);
+	sort_plan = NULL;
+	uint32_t bytes = 0;
+	struct inject_run *r = NULL;
+	int rclass = -1;
+	for (size_t k = 0; k < plan->n; k++) {
+		const struct inject_patch *p = &plan->v[order[k]];
+		int c = patch_class(p);
+		uint64_t end = r ? r->addr + r->len : 0;
+		if (r && p->addr < end) { /* overlapping patches: never planned, but one run */
+			if (p->addr + p->len > end)
+				r->len = (uint32_t)(p->addr + p->len - r->addr);
+		} else if (r && c == rclass && p->addr - end <= (c == 2 ? 0u : (unsigned)RUN_GAP) &&
+			   p->addr + p->len - r->addr <= RUN_MAX) {
+			r->len = (uint32_t)(p->addr + p->len - r->addr);
+		} else {
+			if (r)
+				bytes += r->len;
+			r = &runs->v[runs->n++];
+			*r = (struct inject_run){ .addr = p->addr, .len = p->len, .code = c == 0 };
+			rclass = c;
+		}
+		runs->run_of[order[k]] = (uint32_t)(r - runs->v);
+	}
+	bytes += r->len;
+	free(order);
+	uint32_t off = 0;
+	for (size_t i = 0; i < runs->n; i++) {
+		runs->v[i].off = off;
+		off += runs->v[i].len;
+	}
+	runs->cur = malloc(bytes);
+	runs->orig = malloc(bytes);
+	if (!runs->cur || !runs->orig) {
+		inject_runs_free(runs);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+void inject_runs_free(struct inject_runs *runs)
+{
+	free(runs->v);
+	free(runs->run_of);
+	free(runs->cur);
+	free(runs->orig);
+	memset(runs, 0, sizeof(*runs));
+}
+
+/* The bytes of patch i in its run's buffer, or NULL if the run could not
+ * be read. */
+static uint8_t *run_bytes(const struct inject_plan *plan, size_t i)
+{
+	struct inject_runs *rs = plan->runs;
+	struct inject_run *r = &rs->v[rs->run_of[i]];
+	return r->readable ? rs->cur + r->off + (plan->v[i].addr - r->addr) : NULL;
+}
+
+/* Read every run, in the stop. */
+static void runs_read(struct proc_target *t, struct inject_runs *rs)
+{
+	for (size_t i = 0; i < rs->n; i++) {
+		struct inject_run *r = &rs->v[i];
+		r->dirty = r->written = 0;
+		r->readable = !t->ops->peek(t, r->addr, rs->cur + r->off, r->len);
+		if (r->readable)
+			memcpy(rs->orig + r->off, rs->cur + r->off, r->len);
+	}
+}
+
+/* Write every changed run; if one fails, put back the ones written. */
+static int runs_write(struct proc_target *t, struct inject_runs *rs, uint64_t *failed_at)
+{
+	for (size_t i = 0; i < rs->n; i++) {
+		struct inject_run *r = &rs->v[i];
+		if (!r->dirty)
+			continue;
+		if (t->ops->poke(t, r->addr, rs->cur + r->off, r->len, r->code)) {
+			for (size_t k = 0; k < i; k++)
+				if (rs->v[k].written)
+					t->ops->poke(t, rs->v[k].addr, rs->orig + rs->v[k].off,
+						     rs->v[k].len, rs->v[k].code);
+			*failed_at = r->addr;
+			return -1;
+		}
+		r->written = 1;
+	}
+	return 0;
+}
+
+/* Patch i's current bytes: from its run when runs are in use. */
+static int read_patch(struct proc_target *t, const struct inject_plan *plan, size_t i, uint8_t *cur)
+{
+	const struct inject_patch *p = &plan->v[i];
+	if (!plan->runs)
+		return t->ops->peek(t, p->addr, cur, p->len);
+	const uint8_t *b = run_bytes(plan, i);
+	if (!b)
+		return -1;
+	memcpy(cur, b, p->len);
+	return 0;
 }
 
 /* Undo what this call wrote so far (patches [0, upto) it changed). */
@@ -66,6 +210,8 @@ int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 		return core_errf(err, OCOLOS_EINVAL, "patch plan without scratch (build it with "
 				 "inject_plan_build)");
 	memset(changed, 0, plan->n);
+	if (plan->runs)
+		runs_read(t, plan->runs);
 	int rc = 0;
 	size_t checked_to = 0; /* forward: patches [.., checked_to) of a group were compared */
 	for (size_t i = 0; i < plan->n; i++) {
@@ -85,7 +231,7 @@ int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 			 * program changed one, the others keep C0 too. */
 			size_t end = i, bad = 0;
 			for (; end < plan->n && plan->v[end].group == p->group; end++)
-				if (t->ops->peek(t, plan->v[end].addr, cur, plan->v[end].len) ||
+				if (read_patch(t, plan, end, cur) ||
 				    memcmp(cur, plan->v[end].old, plan->v[end].len))
 					bad++;
 			if (bad) {
@@ -96,11 +242,14 @@ int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 			}
 			checked_to = end;
 		} else if (!(forward && p->group) &&
-			   (t->ops->peek(t, p->addr, cur, p->len) || memcmp(cur, from, p->len))) {
+			   (read_patch(t, plan, i, cur) || memcmp(cur, from, p->len))) {
 			res->mismatched++;
 			continue;
 		}
-		if (poke(t, p, to)) {
+		if (plan->runs) { /* written with its run, below */
+			memcpy(run_bytes(plan, i), to, p->len);
+			plan->runs->v[plan->runs->run_of[i]].dirty = 1;
+		} else if (poke(t, p, to)) {
 			roll_back(t, plan, i, forward, changed);
 			rc = core_errf(err, OCOLOS_EPATCH, "writing %u bytes at 0x%llx failed; "
 				       "earlier patches were undone, the program runs the code it ran before",
@@ -117,6 +266,16 @@ int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 			res->stubs++;
 		else
 			res->ptr_slots++;
+	}
+	uint64_t failed_at = 0;
+	if (!rc && plan->runs && runs_write(t, plan->runs, &failed_at)) {
+		for (size_t i = 0; i < plan->n; i++)
+			if (changed[i])
+				plan->v[i].applied = (uint8_t)!forward;
+		memset(res, 0, sizeof(*res));
+		rc = core_errf(err, OCOLOS_EPATCH, "writing at 0x%llx failed; earlier writes were "
+			       "undone, the program runs the code it ran before",
+			       (unsigned long long)failed_at);
 	}
 	arch_sync_core();
 	return rc;

@@ -106,6 +106,7 @@ struct inject_plan {
 	struct inject_patch *v; size_t n, cap;
 	uint32_t call_sites, ptr_slots, entries; /* planned, by kind */
 	uint8_t *changed;		    /* n bytes of scratch for inject_apply */
+	struct inject_runs *runs;	    /* set by inject_switch for one stop (apply.c) */
 	uint32_t slots_kept;		    /* slots left on C0: address observable (plan.c) */
 	uint32_t writable_slots;	    /* of ptr_slots, in writable data */
 	/* AArch64: veneers for call sites out of BL reach of C1, to be
@@ -336,6 +337,22 @@ struct inject_apply_result {
  * poke_prepare done for the plan's spans (inject_plan_spans). */
 int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 		 struct inject_apply_result *res, struct core_err *err);
+/* The plan's patches merged into runs, each read and written with one
+ * access to the target in the stop (apply.c); built before the stop (it
+ * allocates), used by inject_apply while plan->runs points at it. */
+struct inject_run {
+	uint64_t addr;
+	uint32_t len, off;	/* bytes; where in the buffers */
+	uint8_t code, readable, dirty, written;
+};
+struct inject_runs {
+	struct inject_run *v; size_t n;
+	uint32_t *run_of;	/* per patch: its run */
+	uint8_t *cur, *orig;	/* the runs' bytes: as being written, as read */
+};
+int inject_runs_build(const struct inject_plan *plan, struct inject_runs *runs,
+		      struct core_err *err);
+void inject_runs_free(struct inject_runs *runs);
 /* The spans a forward or backward switch of `plan` may write, for
  * proc_target_ops.poke_prepare. Malloc'ed (*n entries). */
 int inject_plan_spans(const struct inject_plan *plan, struct proc_span **spans, size_t *n,

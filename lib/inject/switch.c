@@ -94,16 +94,21 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 	struct inject_stack_snapshot ss = { 0 };
 	int check_entries = rq->forward && plan->entries && inject_entries_need_check(plan);
 	int need_stacks = check_entries || rq->nwatch;
+	struct inject_runs runs = { 0 };
 	int rc = inject_plan_spans(plan, &spans, &nspans, err);
+	if (!rc)
+		rc = inject_runs_build(plan, &runs, err);
 	if (!rc && need_stacks)
 		rc = inject_stack_snapshot_take(t, &ss, err);
 	if (!rc)
 		rc = t->ops->poke_prepare(t, spans, nspans, err);
 	core_free_clear(spans, nspans * sizeof(*spans));
 	if (rc) {
+		inject_runs_free(&runs);
 		inject_stack_snapshot_free(&ss);
 		return rc;
 	}
+	plan->runs = runs.n ? &runs : NULL;
 	struct proc_stop *stop = NULL;
 	uint64_t t0 = core_now_ns(), t1 = 0;
 	rc = t->ops->stop(t, &stop, &res->threads, err);
@@ -126,6 +131,8 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 		t->ops->resume(t, stop, &t1);
 		res->pause_ns = t1 - t0; /* the pause ends when the threads are let go */
 	}
+	plan->runs = NULL;
+	inject_runs_free(&runs);
 	t->ops->poke_done(t);
 	inject_stack_snapshot_free(&ss);
 	return rc;

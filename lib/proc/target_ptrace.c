@@ -408,11 +408,17 @@ static int ptrace_poke(struct proc_target *t, uint64_t addr, const void *buf, si
 	 * written words are listed for the maintenance at resume. */
 	int rc = proc_mem_write(t->memfd, addr, buf, len);
 	struct ptrace_pokes *pk = t->poke_state;
-	if (!rc && code && pk) {
-		if (pk->n < pk->cap)
-			pk->v[pk->n++] = addr;
-		else
-			pk->overflow = 1;
+	if (!rc && code && pk && len) {
+		/* A write of several words (a run, apply.c) lists its first
+		 * address and every 16-byte boundary inside it: one address in
+		 * each granule of the smallest cache line the architecture
+		 * allows. */
+		for (uint64_t at = addr; at < addr + len; at = (at & ~15ull) + 16) {
+			if (pk->n < pk->cap)
+				pk->v[pk->n++] = at;
+			else
+				pk->overflow = 1;
+		}
 		pk->lo = addr < pk->lo ? addr : pk->lo;
 		pk->hi = addr + len > pk->hi ? addr + len : pk->hi;
 	}

@@ -48,7 +48,8 @@ CODES = {
 }
 NAMES = {v: k for k, v in CODES.items()}
 
-(AGENT, PIE, NOPIE, NORELOCS, IDLE, FAKE_FAIL, FAKE_HANG, BOLT, STRIP) = sys.argv[1:10]
+# BOLT and STRIP may be empty (not found at configure time).
+(AGENT, PIE, NOPIE, NORELOCS, IDLE, FAKE_FAIL, FAKE_HANG, BOLT, STRIP) = (sys.argv[1:] + [""] * 9)[:9]
 tmp = tempfile.mkdtemp(prefix="ocolos-badin.")
 os.chmod(tmp, 0o755)
 
@@ -285,6 +286,8 @@ def row_other_user(ref):
 
 
 def row_stripped(ref):
+    if not STRIP:
+        raise Skip("no strip(1) (CMAKE_STRIP)")
     path = os.path.join(tmp, "stripped")
     subprocess.run([STRIP, "--strip-all", "-o", path, PIE], check=True)
     return live_row(path, [], ref)
@@ -348,7 +351,11 @@ def crash_bolt():
 
 
 def main():
-    if not (os.access(BOLT, os.X_OK)):
+    if not all(os.access(p, os.X_OK) for p in (AGENT, PIE, NOPIE, NORELOCS, IDLE)):
+        print("usage: bad_inputs.py AGENT PIE NOPIE NORELOCS IDLE FAKE_FAIL FAKE_HANG BOLT STRIP",
+              file=sys.stderr)
+        return 1
+    if not BOLT or not os.access(BOLT, os.X_OK):
         print("SKIP: no llvm-bolt (%s)" % BOLT, file=sys.stderr)
         return SKIP
     ref = reference(PIE)

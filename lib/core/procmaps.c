@@ -92,8 +92,9 @@ int core_procmaps_load_bias(const struct procmaps *m, dev_t dev, ino_t ino,
 	}
 	return core_errf(err, OCOLOS_EIO,
 			 "the binary file is not mapped in the process: it was replaced or "
-			 "deleted on disk since the process started; restart the process or "
-			 "point opts.binary_path at the file it runs");
+			 "deleted on disk since the process started; restart the process, or "
+			 "leave opts.binary_path (the tools' --binary) unset: /proc/PID/exe "
+			 "still opens the file it runs, even deleted");
 }
 
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }

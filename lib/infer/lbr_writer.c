@@ -225,12 +225,17 @@ int infer_write_lbr(const struct elf_binary *b, uint64_t bias,
 	for (size_t i = 0; i < b->nfuncs; i++)
 		st->functions += g.touched[i];
 	int rc = 0;
-	if (!st->functions)
+	if (!st->functions && !s->nstacks)
+		rc = core_errf(err, OCOLOS_ENOPROFILE,
+			       "the window took no sample at all: no thread of the process ran (it "
+			       "was idle: blocked, sleeping or stopped); optimize while it does its "
+			       "real work, or lengthen opts.profile_ms (the tools' --profile)");
+	else if (!st->functions)
 		rc = core_errf(err, OCOLOS_ENOPROFILE,
 			       "none of the %zu sampled branches (%zu stacks) touched the code of '%s' "
 			       "(the program was idle, or busy only in libraries or the kernel); "
-			       "optimize while it does its real work, or lengthen opts.profile_ms",
-			       s->nbranches, s->nstacks, b->path);
+			       "optimize while it does its real work, or lengthen opts.profile_ms "
+			       "(the tools' --profile)", s->nbranches, s->nstacks, b->path);
 	if (!rc) {
 		g.n = aggregate(g.v, g.n);
 		rc = write_records(path, g.v, g.n, err);

@@ -29,10 +29,19 @@ int infer_link_samples(const struct elf_binary *b, uint64_t bias, const struct s
 	}
 	if (!k) {
 		free(v);
+		/* "none of the 0 samples fell in the code" (issue 13): with no
+		 * sample at all, no thread ran. */
+		if (!s->n)
+			return core_errf(err, OCOLOS_ENOPROFILE,
+					 "the window took no sample at all: no thread of the process "
+					 "ran (it was idle: blocked, sleeping or stopped); optimize while "
+					 "it does its real work, or lengthen opts.profile_ms (the tools' "
+					 "--profile)");
 		return core_errf(err, OCOLOS_ENOPROFILE,
 				 "none of the %zu samples fell in the code of '%s' (the program was idle, "
 				 "or busy only in libraries or the kernel); optimize while it does its "
-				 "real work, or lengthen opts.profile_ms", s->n, b->path);
+				 "real work, or lengthen opts.profile_ms (the tools' --profile)", s->n,
+				 b->path);
 	}
 	if (k)
 		qsort(v, k, sizeof(*v), cmp_u64);

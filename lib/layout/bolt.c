@@ -168,11 +168,11 @@ static int probe_aarch64(const char *hint, const char *dir, char *out, int *cust
 		return 0;
 	}
 	return core_errf(err, OCOLOS_ENOBOLT, hint
-			 ? "llvm-bolt '%s' does not exist or is not executable; fix opts.bolt_path "
+			 ? "llvm-bolt '%s' does not exist or is not executable; fix opts.bolt_path (the tools' --bolt) "
 			   "or leave it NULL and install Debian's bolt-19 (apt-get install bolt-19)"
 			 : "no llvm-bolt found in /usr/lib/llvm-{19,20,21,22}/bin for this AArch64 "
 			   "program%s; install Debian's bolt-19 (apt-get install bolt-19) or set "
-			   "opts.bolt_path", hint ? hint : "");
+			   "opts.bolt_path (the tools' --bolt)", hint ? hint : "");
 }
 
 int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, char *out,
@@ -219,17 +219,17 @@ int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, c
 	}
 	if (hint && !found_old)
 		return core_errf(err, OCOLOS_ENOBOLT,
-				 "llvm-bolt '%s' does not exist or is not executable; fix opts.bolt_path "
+				 "llvm-bolt '%s' does not exist or is not executable; fix opts.bolt_path (the tools' --bolt) "
 				 "or leave it NULL and install Debian's bolt-22 (apt-get install bolt-22)", hint);
 	if (found_old)
 		return core_errf(err, OCOLOS_ENOBOLT,
 				 "'%s'%s lacks --custom-allocation-vma (BOLT 20 or newer is needed); "
-				 "install Debian's bolt-22 (apt-get install bolt-22) or set opts.bolt_path",
+				 "install Debian's bolt-22 (apt-get install bolt-22) or set opts.bolt_path (the tools' --bolt)",
 				 found_old, hint ? "" : " (the first llvm-bolt in /usr/lib/llvm-{22,21,20}/bin "
 							"and $PATH)");
 	return core_errf(err, OCOLOS_ENOBOLT,
 			 "no llvm-bolt found in /usr/lib/llvm-*/bin or $PATH; install Debian's bolt-22 "
-			 "(apt-get install bolt-22) or set opts.bolt_path");
+			 "(apt-get install bolt-22) or set opts.bolt_path (the tools' --bolt)");
 }
 
 /* Turn a spawn_wait() status into 0 or a named error. */
@@ -242,15 +242,22 @@ static int bolt_status(const struct layout_request *req, int st, struct core_err
 	if (st == -2)
 		return core_errf(err, OCOLOS_ETIMEDOUT,
 				 "llvm-bolt did not finish within %u ms and was killed; raise "
-				 "opts.bolt_timeout_ms (large binaries take minutes)", req->timeout_ms);
+				 "opts.bolt_timeout_ms (the tools' --bolt-timeout; large binaries take "
+				 "minutes)", req->timeout_ms);
 	if (st == -1)
 		return core_errf(err, OCOLOS_ENOBOLT, "cannot run '%s': %s", req->bolt_path, strerror(errno));
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		char tail[400];
 		log_tail(req->log_path, tail, sizeof(tail));
-		return core_errf(err, OCOLOS_EBOLT, "llvm-bolt %s %d on '%s'; its output ends: %s",
+		/* A crash used to read "killed by signal 11 ...; its output
+		 * ends: " and nothing: name the signal, say there was no output. */
+		char sig[64] = "";
+		if (!WIFEXITED(st))
+			snprintf(sig, sizeof(sig), " (%s)", strsignal(WTERMSIG(st)));
+		return core_errf(err, OCOLOS_EBOLT, "llvm-bolt %s %d%s on '%s'; %s%s",
 				 WIFEXITED(st) ? "exited with status" : "was killed by signal",
-				 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), req->binary, tail);
+				 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), sig, req->binary,
+				 tail[0] ? "its output ends: " : "it printed nothing", tail);
 	}
 	return 0;
 }

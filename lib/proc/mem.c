@@ -8,23 +8,22 @@
 #include "arch/cpu.h"
 #include "proc/proc.h"
 
-/* Whether `pid` is a kernel thread: PF_KTHREAD in the flags of
- * /proc/PID/stat (field 9, after the parenthesized command name). */
-static int is_kernel_thread(pid_t pid)
+/* From /proc/PID/stat: the state letter (field 3) and the flags (field 9),
+ * after the parenthesized command name. 0, or -1 if it cannot be read. */
+static int read_stat(pid_t pid, char *state, unsigned long *flags)
 {
 	char path[64], buf[512];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	FILE *f = fopen(path, "re");
 	if (!f)
-		return 0;
+		return -1;
 	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = 0;
 	const char *p = strrchr(buf, ')');
-	unsigned long flags = 0;
-	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) != 1)
-		return 0;
-	return (flags & 0x00200000ul) != 0; /* PF_KTHREAD */
+	if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %lu", state, flags) != 2)
+		return -1;
+	return 0;
 }
 
 int proc_mem_open(pid_t pid, int *fd, struct core_err *err)
@@ -37,13 +36,24 @@ int proc_mem_open(pid_t pid, int *fd, struct core_err *err)
 	/* ESRCH: the process has no user memory. A kernel thread never has
 	 * any (issue 13: `--pid 2` was told the kernel forbids /proc/PID/mem
 	 * writes); any other process is exiting. */
-	if (*fd < 0 && errno == ESRCH)
-		return is_kernel_thread(pid)
-			       ? core_errf(err, OCOLOS_EINVAL,
-					   "process %d is a kernel thread: it runs no program code to "
-					   "optimize; pass the pid of a user-space process", (int)pid)
-			       : core_errf(err, OCOLOS_ENOPROC,
-					   "process %d is exiting (it has no memory left)", (int)pid);
+	if (*fd < 0 && errno == ESRCH) {
+		char state = '?';
+		unsigned long flags = 0;
+		read_stat(pid, &state, &flags);
+		if (flags & 0x00200000ul) /* PF_KTHREAD */
+			return core_errf(err, OCOLOS_EINVAL,
+					 "process %d is a kernel thread: it runs no program code to "
+					 "optimize; pass the pid of a user-space process", (int)pid);
+		/* A zombie was told it was "exiting" (issue 13): it has exited,
+		 * only its exit status waits for its parent. */
+		if (state == 'Z' || state == 'X')
+			return core_errf(err, OCOLOS_ENOPROC,
+					 "process %d has exited: it is a zombie whose parent has not yet "
+					 "collected its exit status; nothing runs in it to optimize",
+					 (int)pid);
+		return core_errf(err, OCOLOS_ENOPROC,
+				 "process %d is exiting (it has no memory left)", (int)pid);
+	}
 	if (*fd < 0 && (errno == EACCES || errno == EPERM) && pid != getpid())
 		return core_errf(err, OCOLOS_EATTACH,
 				 "no access to process %d's memory (%s): run as its user with ptrace "

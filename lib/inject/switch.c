@@ -108,7 +108,9 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 		inject_stack_snapshot_free(&ss);
 		return rc;
 	}
-	plan->runs = runs.n ? &runs : NULL;
+	/* OCOLOS_BENCH_PATCH_BY_PATCH: the writes as before runs, for
+	 * bench/pid_pause.sh's interleaved comparison only. */
+	plan->runs = runs.n && !getenv("OCOLOS_BENCH_PATCH_BY_PATCH") ? &runs : NULL;
 	struct proc_stop *stop = NULL;
 	uint64_t t0 = core_now_ns(), t1 = 0;
 	rc = t->ops->stop(t, &stop, &res->threads, err);

@@ -230,6 +230,11 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 		if (e->perms[0] != 'r' || e->perms[1] != 'w' || !strcmp(e->path, "[vvar]") ||
 		    !strncmp(e->path, "/dev/", 5))
 			continue;
+		/* The library's own writable mappings (a version's unwinder
+		 * record, inject/unwind.c) name versions for the library, never
+		 * for the program. */
+		if (!strncmp(e->path, "/memfd:ocolos-", 14))
+			continue;
 		if (so->skip_malloc && (!strcmp(e->path, "[heap]") ||
 					(!e->path[0] && !(e->start & ((64ull << 20) - 1)))))
 			continue;

@@ -308,15 +308,29 @@ int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output 
 			       "encoding this library does not handle)");
 	free(eh);
 	uint64_t pages = (len + page - 1) & ~(page - 1);
-	if (!rc && n && at + pages > r->addr + r->size)
+	/* One more page, read-write, for the unwinder's record of the table
+	 * (libgcc's `struct object`, handed to __register_frame_info). Were
+	 * libgcc to malloc it (__register_frame), it would sit in the
+	 * program's heap, and its first word — the lowest PC of the table,
+	 * once an exception has searched it — would keep the version from
+	 * ever being retired (the retirement scan reads the heap by pid).
+	 * Here it is the library's own mapping, which the scan leaves out. */
+	uint64_t obj = at + pages;
+	if (!rc && n && obj + page > r->addr + r->size)
 		rc = core_errf(err, OCOLOS_ERESERVE, "no room after C1 for its unwind table");
 	if (!rc && n)
 		rc = t->ops->map_fill(t, at, pages, PROT_READ, buf, len, name, err);
 	free(buf);
+	if (!rc && n) {
+		static const uint8_t zero[64];
+		snprintf(name, sizeof(name), "ocolos-c%u-unwind-obj", gen);
+		rc = t->ops->map_fill(t, obj, page, PROT_READ | PROT_WRITE, zero, sizeof(zero), name,
+				      err);
+	}
 	if (!rc && n && before)
 		rc = before(arg, at);
 	if (!rc && n) {
-		rc = t->ops->call_lib(t, "libgcc_s.so.1", "__register_frame", at, err);
+		rc = t->ops->call_lib(t, "libgcc_s.so.1", "__register_frame_info", at, obj, err);
 		if (rc == 1) {
 			core_logf(t->log, OCOLOS_LOG_INFO,
 				  "process %d has no libgcc_s loaded: C1's unwind tables are not "
@@ -327,7 +341,7 @@ int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output 
 	}
 	if (rc || !n)
 		return rc;
-	*used = at + pages - r->addr;
+	*used = obj + page - r->addr;
 	*handle = at;
 	core_logf(t->log, OCOLOS_LOG_DEBUG, "registered %zu FDEs of C1 with process %d's unwinder",
 		  n, (int)t->pid);
@@ -338,5 +352,5 @@ void inject_unwind_deregister(struct proc_target *t, uint64_t handle)
 {
 	struct core_err ignore = { 0 };
 	if (handle)
-		t->ops->call_lib(t, "libgcc_s.so.1", "__deregister_frame", handle, &ignore);
+		t->ops->call_lib(t, "libgcc_s.so.1", "__deregister_frame_info", handle, 0, &ignore);
 }

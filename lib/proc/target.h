@@ -56,11 +56,12 @@ struct proc_target_ops {
 	 * instruction fetch. */
 	int (*map_fill)(struct proc_target *t, uint64_t addr, uint64_t size, int prot,
 			const void *bytes, size_t len, const char *name, struct core_err *err);
-	/* Call `sym`(arg) of the target's loaded library whose file name starts
-	 * with `lib` (e.g. "libgcc_s.so"). 1 if the target has no such
-	 * library or symbol, 0, or OCOLOS_E*. */
+	/* Call `sym`(arg, arg2) of the target's loaded library whose file name
+	 * starts with `lib` (e.g. "libgcc_s.so"); a function of one argument
+	 * ignores the second. 1 if the target has no such library or symbol,
+	 * 0, or OCOLOS_E*. */
 	int (*call_lib)(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
-			struct core_err *err);
+			uint64_t arg2, struct core_err *err);
 	/* Stop every thread (of the calling process: every other one). */
 	int (*stop)(struct proc_target *t, struct proc_stop **out, uint32_t *threads,
 		    struct core_err *err);

@@ -262,10 +262,10 @@ static int remote_icache(struct proc_target *t, uint64_t addr, uint64_t len,
 }
 
 static int ptrace_call_lib(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
-			   struct core_err *err)
+			   uint64_t arg2, struct core_err *err)
 {
 	uint64_t fn = find_lib_symbol(t, lib, sym);
-	return fn ? remote_call(t, fn, arg, 0, err) : 1;
+	return fn ? remote_call(t, fn, arg, arg2, err) : 1;
 }
 
 /* A stopped world: the seized threads and where each is. */

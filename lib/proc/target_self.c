@@ -78,7 +78,7 @@ static int self_map_fill(struct proc_target *t, uint64_t addr, uint64_t size, in
 }
 
 static int self_call_lib(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
-			 struct core_err *err)
+			 uint64_t arg2, struct core_err *err)
 {
 	/* The library is loaded if the program does not have it yet: glibc's
 	 * backtrace() would load the same one later, and must find C1's
@@ -87,7 +87,7 @@ static int self_call_lib(struct proc_target *t, const char *lib, const char *sym
 	void *fn = h ? dlsym(h, sym) : NULL;
 	if (!fn)
 		return 1;
-	((void (*)(void *))fn)((void *)(uintptr_t)arg);
+	((void (*)(void *, void *))fn)((void *)(uintptr_t)arg, (void *)(uintptr_t)arg2);
 	return 0;
 }
 

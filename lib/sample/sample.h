@@ -107,6 +107,9 @@ struct sample_policy {
 	 * function it is in). NULL: 256-byte blocks of the address. */
 	uint64_t (*key)(void *user, uint64_t ip);
 	void *key_user;
+	/* The cost of one sample, ns, if known (e.g. a benchmark that
+	 * measured it once); 0: measured before the window (sample_cost_probe). */
+	uint32_t cost_ns;
 };
 
 /* What the window was. */

@@ -314,7 +314,7 @@ int sample_collect_window(const struct sample_config *cfg, const struct sample_p
 			    .first = out->n, .threads = 0 };
 	uint32_t th_before = out->threads;
 	out->threads = 0;
-	res->cost_ns = sample_cost_probe(cfg->backend);
+	res->cost_ns = pol->cost_ns ? pol->cost_ns : sample_cost_probe(cfg->backend);
 	/* Start within the limit: a cpu-clock (or cycles) event at hz takes
 	 * about hz samples per CPU second of a thread. */
 	if (pol->max_overhead_ppm && res->cost_ns)

@@ -126,9 +126,10 @@ struct sample_window_result {
 };
 
 /* Sample as sample_collect does (cfg->hz the asked, highest rate;
- * cfg->window_ms ignored) for as long as `pol` says, in segments of at
- * most SAMPLE_SEGMENT_MS when the window may end early or the rate may
- * change (one segment for a fixed window without a cost limit). Fills
+ * cfg->window_ms ignored) for as long as `pol` says, in segments of
+ * SAMPLE_SEGMENT_MS (longer at a lowered rate) when the window may end
+ * early or the rate may change (one segment for a fixed window without a
+ * cost limit). Fills
  * `res` also on error. Returns what sample_collect returns
  * (OCOLOS_ECANCELED: res->stop is SAMPLE_STOP_CANCELED). */
 #define SAMPLE_SEGMENT_MS 250

@@ -28,8 +28,9 @@
  * is (the caller: round.c maps an IP to its function).
  *
  * Segments reopen the backend's events (perf: one open and mmap per
- * thread; sigprof: one timer per thread), a few hundred microseconds for
- * a handful of threads, every SAMPLE_SEGMENT_MS.
+ * thread; sigprof: one timer per thread), about a millisecond of the
+ * sampler thread's CPU for a handful of threads on a loaded VM, every
+ * SAMPLE_SEGMENT_MS (up to 4 times as long at lowered rates).
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -288,12 +289,18 @@ static int window_over(struct window *w)
 	return r->stop != SAMPLE_STOP_NONE;
 }
 
-/* Length of the next segment: SAMPLE_SEGMENT_MS, or less to end at the
- * fixed window's end or at the maximum. */
+/* Length of the next segment: SAMPLE_SEGMENT_MS at the asked rate,
+ * longer at a lowered one (samples come in more slowly, and reopening the
+ * events is most of the sampler thread's cost then), up to
+ * SEGMENT_MAX_MS; less to end at the fixed window's end or the maximum. */
+#define SEGMENT_MAX_MS 1000
 static uint32_t next_ms(const struct window *w)
 {
 	const struct sample_policy *pol = w->pol;
-	uint64_t ms = (core_now_ns() - w->t0) / 1000000, seg = SAMPLE_SEGMENT_MS;
+	uint64_t ms = (core_now_ns() - w->t0) / 1000000;
+	uint64_t seg = (uint64_t)SAMPLE_SEGMENT_MS * w->cfg->hz / w->hz;
+	if (seg > SEGMENT_MAX_MS)
+		seg = SEGMENT_MAX_MS;
 	if (pol->fixed_ms) {
 		double left = (pol->fixed_ms - w->rate_ms) * w->cfg->hz / w->hz;
 		if (left < seg)
@@ -333,6 +340,7 @@ int sample_collect_window(const struct sample_config *cfg, const struct sample_p
 	res->elapsed_ns = core_now_ns() - w.t0;
 	if (rc == OCOLOS_ECANCELED) {
 		res->stop = SAMPLE_STOP_CANCELED;
+		core_err_clear(err); /* sample_collect's names one segment, not the window */
 		core_errf(err, OCOLOS_ECANCELED, "canceled (ocolos_cancel) %llu ms into the sampling "
 			  "window of process %d: the round was abandoned",
 			  (unsigned long long)(res->elapsed_ns / 1000000), (int)cfg->pid);

@@ -19,14 +19,22 @@
  *     is lowered, the window lengthened up to profile_max_ms 1000 (stop
  *     "max window": the fixed window's rate-ms cannot be reached at ~1 kHz
  *     in 1 s), and the estimate ends near the limit;
- *  5. the options' checks.
+ *  5. a converging window that cannot converge (1 permille, max 30 s),
+ *     canceled (ocolos_cancel) from another thread after 2 s:
+ *     OCOLOS_ECANCELED, stop "canceled", the stats filled as far as it got;
+ *  6. the same converging window as 1 on a forked child of this program
+ *     through a pid context (the sampled threads' CPU time read from
+ *     another process's /proc): converged, cost above 0;
+ *  7. the options' checks.
  * Every window also reports a cost estimate above 0 and below 100 %.
  * No timing is asserted but the windows' own bounds.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <ocolos/ocolos.h>
@@ -61,15 +69,35 @@ static void log_window(enum ocolos_log_level level, const char *msg, void *user)
 
 static const char *const stops[] = { "none", "fixed", "converged", "max", "canceled" };
 
-/* A profile stage with `o`; its stats in *st. */
-static int profile(const struct ocolos_opts *o, struct ocolos_stats *st, const char *what)
+struct canceler {
+	struct ocolos_ctx *ctx;
+	pthread_t tid;
+};
+
+static void *cancel_later(void *arg)
+{
+	struct canceler *c = arg;
+	usleep(2000000);
+	ocolos_cancel(c->ctx);
+	return NULL;
+}
+
+/* A profile stage with `o` on `pid` (0: this process), canceled after
+ * 600 ms if `cancel`; its stats in *st. */
+static int profile_on(pid_t pid, const struct ocolos_opts *o, struct ocolos_stats *st,
+		      const char *what, int cancel)
 {
 	struct ocolos_ctx *ctx = NULL;
 	struct ocolos_opts with_log = *o;
 	with_log.log_fn = log_window;
-	int rc = ocolos_open_self(&with_log, &ctx);
+	int rc = pid ? ocolos_open_pid(pid, &with_log, &ctx) : ocolos_open_self(&with_log, &ctx);
+	struct canceler c = { ctx, 0 };
+	if (!rc && cancel)
+		check(pthread_create(&c.tid, NULL, cancel_later, &c) == 0, "pthread_create");
 	if (!rc)
 		rc = ocolos_stage_profile(ctx, st);
+	if (c.tid)
+		pthread_join(c.tid, NULL);
 	fprintf(stderr, "%s: rc %d (%s) stop %s, %.0f ms, %llu samples, distance %.2f%%, "
 		"rate %u Hz, cost %u ns/sample, overhead %.2f%%\n", what, rc,
 		rc ? ocolos_last_error(ctx) : "ok", st->profile_stop < 5 ? stops[st->profile_stop] : "?",
@@ -77,6 +105,11 @@ static int profile(const struct ocolos_opts *o, struct ocolos_stats *st, const c
 		st->sample_hz_final, st->sample_cost_ns, st->sample_overhead_ppm / 1e4);
 	ocolos_close(ctx);
 	return rc;
+}
+
+static int profile(const struct ocolos_opts *o, struct ocolos_stats *st, const char *what)
+{
+	return profile_on(0, o, st, what, 0);
 }
 
 /* What every window reports. */
@@ -94,6 +127,15 @@ static void plausible(const struct ocolos_stats *st, const char *what)
 int main(void)
 {
 	test_require_perf();
+	/* The child of part 6, forked before this process has threads. */
+	pid_t child = fork();
+	check(child >= 0, "fork");
+	if (child == 0) {
+		pthread_t ct;
+		pthread_create(&ct, NULL, worker, (void *)(uintptr_t)7);
+		worker((void *)(uintptr_t)11);
+		_exit(0);
+	}
 	pthread_t t[2];
 	for (int i = 0; i < 2; i++)
 		pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)((i + 1) * 0x9e3779b97f4a7c15ull));
@@ -150,6 +192,34 @@ int main(void)
 		fprintf(stderr, "limit: %u ns per sample is cheap here, the rate may stay\n",
 			s4.sample_cost_ns);
 	}
+
+	OCOLOS_OPTS(ocolos_opts, never, .sampler = OCOLOS_SAMPLER_PERF_IP, .profile_max_ms = 30000,
+		    .profile_converge_permille = 1);
+	OCOLOS_OPTS(ocolos_stats, s5);
+	rc = profile_on(0, &never, &s5, "cancel", 1);
+	expect(rc == OCOLOS_ECANCELED, "canceled window: rc %d", rc);
+	expect(s5.profile_stop == OCOLOS_PROFILE_STOP_CANCELED, "stop %u, want canceled",
+	       s5.profile_stop);
+	/* Not s5.samples > 0: on a loaded machine the steps before the window
+	 * (BOLT's probe, the reservation) may outlast the 2 s, and the window
+	 * then stops at its start, canceled all the same. */
+	expect(s5.profile_ns < 30000000000ull, "canceled window ran %llu ns",
+	       (unsigned long long)s5.profile_ns);
+	expect(strstr(ocolos_last_error(NULL), "into the sampling window") != NULL,
+	       "message: %s", ocolos_last_error(NULL));
+
+	OCOLOS_OPTS(ocolos_stats, s6);
+	rc = profile_on(child, &conv, &s6, "pid", 0);
+	if (rc == OCOLOS_EATTACH || rc == OCOLOS_EPERF) {
+		fprintf(stderr, "pid: cannot sample or trace the child here, part 6 skipped\n");
+	} else {
+		expect(rc == 0, "converging window of a pid context: %d", rc);
+		expect(s6.profile_stop == OCOLOS_PROFILE_STOP_CONVERGED, "pid: stop %u, want "
+		       "converged", s6.profile_stop);
+		plausible(&s6, "pid");
+	}
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
 
 	struct ocolos_ctx *ctx = NULL;
 	OCOLOS_OPTS(ocolos_opts, b1, .profile_ms = 1000, .profile_min_ms = 500);

@@ -387,6 +387,7 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	ctx->pending = p;
 	p->t_start = core_now_ns();
 	p->st.sz = sizeof(p->st);
+	p->st.profile_distance_ppm = UINT32_MAX; /* until a window computes one */
 	int rc = api_open_model(ctx);
 	if (!rc)
 		rc = api_find_bias(ctx, &p->bias);

@@ -246,7 +246,8 @@ static int segment(struct window *w, uint32_t ms, struct core_err *err)
 	int rc = sample_collect(&c, w->out, err);
 	uint64_t seg_ns = core_now_ns() - s0;
 	uint64_t cpu1 = sampled_cpu_ns(c.pid, c.exclude_tid), my1 = thread_cpu_ns();
-	/* Threads: the most any segment saw, not their sum. */
+	/* Threads: the most any segment saw, not their sum (added to
+	 * out->threads when the window ends). */
 	uint32_t seg_threads = w->out->threads - th0;
 	if (seg_threads > w->threads)
 		w->threads = seg_threads;
@@ -318,9 +319,7 @@ int sample_collect_window(const struct sample_config *cfg, const struct sample_p
 	memset(res, 0, sizeof(*res));
 	res->distance_ppm = UINT32_MAX;
 	struct window w = { .cfg = cfg, .pol = pol, .out = out, .res = res, .hz = cfg->hz,
-			    .first = out->n, .threads = 0 };
-	uint32_t th_before = out->threads;
-	out->threads = 0;
+			    .first = out->n };
 	res->cost_ns = pol->cost_ns ? pol->cost_ns : sample_cost_probe(cfg->backend);
 	/* Start within the limit: a cpu-clock (or cycles) event at hz takes
 	 * about hz samples per CPU second of a thread. */
@@ -353,7 +352,7 @@ int sample_collect_window(const struct sample_config *cfg, const struct sample_p
 			     (double)res->sampled_cpu_ns * 1e6;
 		res->overhead_ppm = ppm > 1e9 ? 1000000000u : (uint32_t)ppm;
 	}
-	out->threads = th_before + w.threads;
+	out->threads += w.threads; /* segment() kept it as it came in */
 	core_free_clear(w.keys, w.cap_keys * sizeof(*w.keys));
 	return rc;
 }

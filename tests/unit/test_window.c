@@ -116,6 +116,10 @@ static int profile(const struct ocolos_opts *o, struct ocolos_stats *st, const c
 static void plausible(const struct ocolos_stats *st, const char *what)
 {
 	expect(st->samples > 0, "%s: no samples", what);
+	/* Two workers (self: the calling thread is not sampled; the child:
+	 * its two threads), counted once however many segments. */
+	expect(st->threads_sampled >= 2 && st->threads_sampled <= 4, "%s: %u threads sampled",
+	       what, st->threads_sampled);
 	expect(st->sample_overhead_ppm > 0 && st->sample_overhead_ppm < 1000000,
 	       "%s: overhead %u ppm", what, st->sample_overhead_ppm);
 	expect(st->sample_hz_final >= 100 && st->sample_hz_final <= 10000, "%s: rate %u", what,

@@ -236,17 +236,29 @@ static int translate_samples(struct ocolos_ctx *ctx, struct round_pending *p, st
 }
 
 /* The key of a sample for the window's convergence test: the function
- * of the binary it is in, else (libraries, optimized code of an earlier
- * round) its 256-byte block. */
+ * of the binary it is in — for a sample in optimized code of an earlier
+ * round, the function it came from (BAT) — else (libraries, code BOLT
+ * added) its 256-byte block. */
 struct sample_key {
 	const struct elf_binary *bin;
+	const struct api_state *st;
 	uint64_t bias;
 };
 
 static uint64_t sample_key(void *user, uint64_t ip)
 {
 	const struct sample_key *k = user;
-	long f = elf_func_containing(k->bin, ip - k->bias);
+	uint64_t at = ip - k->bias;
+	for (size_t i = 0; i < k->st->nv; i++) {
+		const struct api_version *v = &k->st->v[i];
+		uint64_t in;
+		if (ip >= v->lo && ip < v->hi && v->bat &&
+		    elf_bat_translate(v->bat, ip - k->bias, &in) == ELF_BAT_TRANSLATED) {
+			at = in;
+			break;
+		}
+	}
+	long f = elf_func_containing(k->bin, at);
 	return f >= 0 ? (uint64_t)f : (ip >> 8) | (1ull << 63);
 }
 
@@ -263,7 +275,7 @@ static int sample_window(struct ocolos_ctx *ctx, struct round_pending *p,
 		.window_ms = o->converge ? o->profile_max_ms : o->profile_ms,
 		.exclude_tid = ctx->pid == getpid() ? (pid_t)syscall(SYS_gettid) : 0,
 		.cancel = &ctx->cancel };
-	struct sample_key key = { ctx->bin, p->bias };
+	struct sample_key key = { ctx->bin, ctx->state, p->bias };
 	struct sample_policy pol = { .fixed_ms = o->converge ? 0 : o->profile_ms,
 		.min_ms = o->profile_min_ms, .max_ms = o->profile_max_ms,
 		.converge_ppm = o->converge_permille * 1000,

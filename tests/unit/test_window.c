@@ -25,7 +25,10 @@
  *  6. the same converging window as 1 on a forked child of this program
  *     through a pid context (the sampled threads' CPU time read from
  *     another process's /proc): converged, cost above 0;
- *  7. the options' checks.
+ *  7. a whole round with a converging window, then the profile stage of
+ *     the next generation, whose samples are in the optimized code
+ *     (keyed by the function BAT maps them back to): both converge;
+ *  8. the options' checks.
  * Every window also reports a cost estimate above 0 and below 100 %.
  * No timing is asserted but the windows' own bounds.
  */
@@ -226,6 +229,29 @@ int main(void)
 	waitpid(child, NULL, 0);
 
 	struct ocolos_ctx *ctx = NULL;
+	OCOLOS_OPTS(ocolos_opts, logged, .sampler = OCOLOS_SAMPLER_PERF_IP, .profile_min_ms = 500,
+		    .profile_max_ms = 30000, .log_fn = log_window);
+	check(ocolos_open_self(&logged, &ctx) == 0, "open: %s", ocolos_last_error(NULL));
+	OCOLOS_OPTS(ocolos_stats, s7);
+	rc = ocolos_round(ctx, &s7);
+	fprintf(stderr, "round: rc %d (%s) stop %u, %llu samples, moved %u\n", rc,
+		rc ? ocolos_last_error(ctx) : "ok", s7.profile_stop,
+		(unsigned long long)s7.samples, s7.functions_moved);
+	expect(rc == 0 && s7.profile_stop == OCOLOS_PROFILE_STOP_CONVERGED,
+	       "round with a converging window: rc %d, stop %u", rc, s7.profile_stop);
+	if (!rc) {
+		OCOLOS_OPTS(ocolos_stats, s8);
+		rc = ocolos_stage_profile(ctx, &s8);
+		fprintf(stderr, "next: rc %d stop %u, %llu samples, distance %.2f%%\n", rc,
+			s8.profile_stop, (unsigned long long)s8.samples,
+			s8.profile_distance_ppm / 1e4);
+		expect(rc == 0 && s8.profile_stop == OCOLOS_PROFILE_STOP_CONVERGED,
+		       "next generation's window: rc %d, stop %u", rc, s8.profile_stop);
+		expect(ocolos_revert(ctx, NULL) == 0, "revert: %s", ocolos_last_error(ctx));
+	}
+	ocolos_close(ctx);
+	ctx = NULL;
+
 	OCOLOS_OPTS(ocolos_opts, b1, .profile_ms = 1000, .profile_min_ms = 500);
 	expect(ocolos_open_self(&b1, &ctx) == OCOLOS_EINVAL, "profile_ms with profile_min_ms");
 	OCOLOS_OPTS(ocolos_opts, b2, .profile_min_ms = 2000, .profile_max_ms = 1000);

@@ -28,7 +28,11 @@
  *  7. a whole round with a converging window, then the profile stage of
  *     the next generation, whose samples are in the optimized code
  *     (keyed by the function BAT maps them back to): both converge;
- *  8. the options' checks.
+ *  8. sigprof, converging at 100 permille (about (0.4 / 0.1)^2 x 65 = 1k
+ *     samples: ~2 s at 250 signals per thread second): converged in
+ *     segments too, its per-sample cost not measured (0), the estimate
+ *     the sampling thread's share only;
+ *  9. the options' checks.
  * Every window also reports a cost estimate above 0 and below 100 %.
  * No timing is asserted but the windows' own bounds.
  */
@@ -251,6 +255,15 @@ int main(void)
 	}
 	ocolos_close(ctx);
 	ctx = NULL;
+
+	OCOLOS_OPTS(ocolos_opts, sig, .sampler = OCOLOS_SAMPLER_SIGPROF, .profile_min_ms = 500,
+		    .profile_max_ms = 30000, .profile_converge_permille = 100);
+	OCOLOS_OPTS(ocolos_stats, s9);
+	expect(profile(&sig, &s9, "sigprof") == 0, "sigprof converging window failed");
+	expect(s9.profile_stop == OCOLOS_PROFILE_STOP_CONVERGED, "sigprof: stop %u, want converged",
+	       s9.profile_stop);
+	expect(s9.sample_cost_ns == 0, "sigprof: cost %u ns, not measured", s9.sample_cost_ns);
+	plausible(&s9, "sigprof");
 
 	OCOLOS_OPTS(ocolos_opts, b1, .profile_ms = 1000, .profile_min_ms = 500);
 	expect(ocolos_open_self(&b1, &ctx) == OCOLOS_EINVAL, "profile_ms with profile_min_ms");

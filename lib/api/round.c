@@ -293,11 +293,12 @@ static int sample_window(struct ocolos_ctx *ctx, struct round_pending *p,
 	if (wr.distance_ppm != UINT32_MAX)
 		snprintf(dist, sizeof(dist), "%.1f%%", wr.distance_ppm / 1e4);
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
-		  "sampling window: %.0f ms in %u segments, stopped: %s (distance %s; %s), rate "
-		  "%u Hz at the end (asked %u), estimated cost %.2f%% of the sampled threads' CPU "
-		  "time (%u ns per sample, sampler thread %.1f ms, sampled threads %.1f ms)",
+		  "sampling window: %.0f ms in %u segments, stopped: %s (distance %s; %s; %u "
+		  "functions carry 90%% of the samples), rate %u Hz at the end (asked %u), "
+		  "estimated cost %.2f%% of the sampled threads' CPU time (%u ns per sample, "
+		  "sampler thread %.1f ms, sampled threads %.1f ms)",
 		  wr.elapsed_ns / 1e6, wr.segments, stop_names[wr.stop], dist,
-		  o->converge ? "converging" : "fixed", wr.hz_final, o->sample_hz,
+		  o->converge ? "converging" : "fixed", wr.hot_keys, wr.hz_final, o->sample_hz,
 		  wr.overhead_ppm / 1e4, wr.cost_ns, wr.sampler_cpu_ns / 1e6, wr.sampled_cpu_ns / 1e6);
 	return rc;
 }

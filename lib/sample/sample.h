@@ -123,6 +123,7 @@ struct sample_window_result {
 	uint64_t elapsed_ns;	/* the window, from its first segment to its last */
 	uint64_t sampled_cpu_ns; /* CPU time of the sampled threads in it */
 	uint64_t sampler_cpu_ns; /* CPU time of the calling thread in it */
+	uint32_t hot_keys;	/* keys carrying 90 % of the samples (the hot set) */
 };
 
 /* Sample as sample_collect does (cfg->hz the asked, highest rate;
@@ -141,6 +142,10 @@ int sample_collect_window(const struct sample_config *cfg, const struct sample_p
  * keys[0 .. n/2) and of keys[0 .. n): how much the profile of all the
  * samples differs from the profile of the first half of them. n < 2: 1e6. */
 uint32_t sample_distance_ppm(const uint64_t *keys, size_t n);
+
+/* How many distinct keys of keys[0 .. n) carry `permille` of them (the
+ * most frequent first): the size of the hot set. 0 for n == 0. */
+uint32_t sample_hot_keys(const uint64_t *keys, size_t n, uint32_t permille);
 
 /* The cost of one sample of `kind` on this machine: the calling thread
  * runs the same work unsampled and sampled at a high rate (ABBA, ~20 ms

@@ -187,6 +187,39 @@ uint32_t sample_distance_ppm(const uint64_t *keys, size_t n)
 	return ppm > 1000000 ? 1000000 : (uint32_t)ppm;
 }
 
+static int cmp_desc_size(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return x > y ? -1 : x < y;
+}
+
+uint32_t sample_hot_keys(const uint64_t *keys, size_t n, uint32_t permille)
+{
+	if (!n)
+		return 0;
+	uint64_t *k = malloc(n * sizeof(*k));
+	size_t *count = malloc(n * sizeof(*count));
+	uint32_t hot = 0;
+	if (k && count) {
+		memcpy(k, keys, n * sizeof(*k));
+		qsort(k, n, sizeof(*k), cmp_u64);
+		size_t nk = 0;
+		for (size_t i = 0, j; i < n; i = j) {
+			for (j = i; j < n && k[j] == k[i]; j++)
+				;
+			count[nk++] = j - i;
+		}
+		qsort(count, nk, sizeof(*count), cmp_desc_size);
+		uint64_t want = ((uint64_t)n * permille + 999) / 1000, sum = 0;
+		while (hot < nk && sum < want)
+			sum += count[hot++];
+	}
+	if (k)
+		core_free_clear(k, n * sizeof(*k));
+	free(count);
+	return hot;
+}
+
 /* The keys of the samples of `s` from `from` on, appended to *keys. */
 static int add_keys(const struct sample_policy *pol, const struct sample_set *s, size_t from,
 		    uint64_t **keys, size_t *nkeys, size_t *cap)
@@ -344,9 +377,13 @@ int sample_collect_window(const struct sample_config *cfg, const struct sample_p
 			  "window of process %d: the round was abandoned",
 			  (unsigned long long)(res->elapsed_ns / 1000000), (int)cfg->pid);
 	}
-	/* A fixed window's distance too, once, for comparison. */
-	if (!rc && pol->fixed_ms && !add_keys(pol, out, w.first, &w.keys, &w.nkeys, &w.cap_keys))
-		res->distance_ppm = sample_distance_ppm(w.keys, w.nkeys);
+	/* A fixed window's distance too, once, for comparison; and the hot
+	 * set of every window (all its samples). */
+	if (!rc && !add_keys(pol, out, w.first + w.nkeys, &w.keys, &w.nkeys, &w.cap_keys)) {
+		if (pol->fixed_ms)
+			res->distance_ppm = sample_distance_ppm(w.keys, w.nkeys);
+		res->hot_keys = sample_hot_keys(w.keys, w.nkeys, 900);
+	}
 	if (res->sampled_cpu_ns) {
 		double ppm = ((double)res->cost_ns * (double)w.samples + (double)res->sampler_cpu_ns) /
 			     (double)res->sampled_cpu_ns * 1e6;

@@ -220,6 +220,9 @@ struct online {
 	long cg_ops;		      /* --cg-ops */
 	int sampler;		      /* --ocolos-sampler (enum ocolos_sampler) */
 	int writable_slots;	      /* --ocolos-writable-slots */
+	/* --ocolos-profile-min-ms, --ocolos-profile-max-ms,
+	 * --ocolos-converge-permille, --ocolos-max-overhead-permille */
+	uint32_t profile_min_ms, profile_max_ms, converge_permille, max_overhead_permille;
 	pthread_t tid;
 };
 
@@ -404,8 +407,14 @@ static void *online_main(void *p)
 	long rss0 = rss_kb();
 	double t_start = now_s();
 	if (o->profile_ms || o->sample_hz || o->keep || o->bolt ||
-	    o->bolt_args[0] || o->edges || o->sampler || o->writable_slots) {
+	    o->bolt_args[0] || o->edges || o->sampler || o->writable_slots ||
+	    o->profile_min_ms || o->profile_max_ms || o->converge_permille ||
+	    o->max_overhead_permille) {
 		OCOLOS_OPTS(ocolos_opts, opts, .profile_ms = o->profile_ms,
+			    .profile_min_ms = o->profile_min_ms,
+			    .profile_max_ms = o->profile_max_ms,
+			    .profile_converge_permille = o->converge_permille,
+			    .max_overhead_permille = o->max_overhead_permille,
 			    .sample_hz = o->sample_hz, .edges = o->edges,
 			    .sampler = o->sampler,
 			    .pointer_slots = o->writable_slots ? OCOLOS_SLOTS_ALL : OCOLOS_SLOTS_SAFE,
@@ -423,11 +432,16 @@ static void *online_main(void *p)
 	       " c1_bytes=%" PRIu64 " call_sites_patched=%" PRIu32
 	       " pointer_slots_patched=%" PRIu32 " threads_stopped=%" PRIu32
 	       " profile_ns=%" PRIu64 " bolt_ns=%" PRIu64 " pause_ns=%" PRIu64
-	       " round_ns=%" PRIu64 " rss_before_kb=%ld rss_after_kb=%ld",
+	       " round_ns=%" PRIu64 " rss_before_kb=%ld rss_after_kb=%ld"
+	       " profile_stop=%" PRIu32 " profile_distance_ppm=%" PRIu32
+	       " sample_overhead_ppm=%" PRIu32 " sample_hz_final=%" PRIu32
+	       " sample_cost_ns=%" PRIu32,
 	       rc, t_start, t_done, st.samples, st.samples_in_binary,
 	       st.functions_moved, st.c1_bytes, st.call_sites_patched,
 	       st.pointer_slots_patched, st.threads_stopped, st.profile_ns,
-	       st.bolt_ns, st.pause_ns, st.round_ns, rss0, rss1);
+	       st.bolt_ns, st.pause_ns, st.round_ns, rss0, rss1, st.profile_stop,
+	       st.profile_distance_ppm, st.sample_overhead_ppm, st.sample_hz_final,
+	       st.sample_cost_ns);
 	if (rc) {
 		/* Quotes in the message would break the key="..." field. */
 		char msg[1024];
@@ -455,7 +469,9 @@ static void usage(const char *argv0)
 		"usage: %s [--duration SEC] [--threads N] [--interval SEC]\n"
 		"          [--depth D] [--ops N] [--check N]\n"
 		"          [--online-after SEC [--ocolos-profile-ms MS]\n"
-		"           [--ocolos-hz HZ] [--ocolos-edges 1|2] [--ocolos-keep]]\n"
+		"           [--ocolos-hz HZ] [--ocolos-edges 1|2] [--ocolos-keep]\n"
+		"           [--ocolos-profile-min-ms MS] [--ocolos-profile-max-ms MS]\n"
+		"           [--ocolos-converge-permille N] [--ocolos-max-overhead-permille N]]\n"
 		"  --duration SEC      run time (default 10)\n"
 		"  --threads N         worker threads (default 2)\n"
 		"  --interval SEC      reporting interval (default 1)\n"
@@ -494,6 +510,7 @@ int main(int argc, char **argv)
 	long nthreads = 2, check_ops = 2000;
 	uint64_t fixed_ops = 0;
 	uint32_t profile_ms = 0, sample_hz = 0;
+	uint32_t profile_min_ms = 0, profile_max_ms = 0, converge_permille = 0, max_overhead = 0;
 	int edges = 0;
 	int keep = 0, ab_pairs = 0, nbolt_args = 0, sampler = 0;
 	long cg_ops = 0;
@@ -539,6 +556,14 @@ int main(int argc, char **argv)
 			profile_ms = (uint32_t)atol(v);
 		else if (!strcmp(a, "--ocolos-hz"))
 			sample_hz = (uint32_t)atol(v);
+		else if (!strcmp(a, "--ocolos-profile-min-ms"))
+			profile_min_ms = (uint32_t)atol(v);
+		else if (!strcmp(a, "--ocolos-profile-max-ms"))
+			profile_max_ms = (uint32_t)atol(v);
+		else if (!strcmp(a, "--ocolos-converge-permille"))
+			converge_permille = (uint32_t)atol(v);
+		else if (!strcmp(a, "--ocolos-max-overhead-permille"))
+			max_overhead = (uint32_t)atol(v);
 		else if (!strcmp(a, "--ocolos-edges"))
 			edges = atoi(v); /* 1 hybrid (default), 2 BOLT's own inference */
 		else if (!strcmp(a, "--ocolos-bolt"))
@@ -626,7 +651,10 @@ int main(int argc, char **argv)
 			     .sample_hz = sample_hz, .edges = edges, .keep = keep, .bolt = bolt,
 			     .ab_pairs = ab_pairs, .ab_secs = ab_secs,
 			     .cg_ops = cg_ops, .sampler = sampler,
-			     .writable_slots = writable_slots };
+			     .writable_slots = writable_slots,
+			     .profile_min_ms = profile_min_ms, .profile_max_ms = profile_max_ms,
+			     .converge_permille = converge_permille,
+			     .max_overhead_permille = max_overhead };
 	memcpy(on.bolt_args, bolt_args, sizeof(bolt_args));
 	if (online_after < 0)
 		atomic_store(&g_ab_done, 1);
@@ -638,6 +666,10 @@ int main(int argc, char **argv)
 #else
 	(void)profile_ms;
 	(void)sample_hz;
+	(void)profile_min_ms;
+	(void)profile_max_ms;
+	(void)converge_permille;
+	(void)max_overhead;
 	(void)edges;
 	(void)keep;
 	(void)bolt;

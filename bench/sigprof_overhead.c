@@ -10,12 +10,17 @@
  * and rate, the median of the paired ratios (sampled / unsampled) as a loss
  * in percent, the min..max of the pairs, the same per CPU second of the
  * workers (robust to other load on the machine), and the samples obtained
- * per second per busy thread (the sigprof rate is capped by the kernel tick).
+ * per second per busy thread (the sigprof rate is capped by the kernel tick),
+ * beside the library's own estimate of the same windows' cost
+ * (sample/window.c: per-sample cost measured once per backend and rate on
+ * the calling thread, times samples, plus the sampling thread's CPU time,
+ * per CPU time of the workers), so the estimate can be checked against
+ * the measured loss.
  * Not responsible for: the profile's quality, or optimizing anything.
  *
  * build (after building the library in BUILD, e.g. /tmp/sigprof-build):
  *   gcc -O2 -D_GNU_SOURCE -Iinclude -Ilib -o /tmp/sigprof_overhead \
- *       bench/sigprof_overhead.c BUILD/libocolos_internal.a -lelf -lZydis -lpthread
+ *       bench/sigprof_overhead.c BUILD/libocolos_internal.a -lelf -lZydis -lpfm -lpthread
  * run:
  *   /tmp/sigprof_overhead [--pairs N] [--window-ms MS] [--rates 1000,4000,10000]
  *                         [--backends sigprof,perf-ip]
@@ -102,8 +107,14 @@ struct rate {
 	double wall, cpu;
 };
 
-/* One window, sampling with `cfg` (or sleeping when cfg is NULL).
- * *samples gets the samples taken. */
+/* The per-sample cost measured once per backend and rate (before its
+ * pairs, so that the probe's own run is in no window), for the library's
+ * estimate of each sampled window (sample/window.c). */
+static uint32_t cost_ns;
+static double estimate_pct; /* the last sampled window's estimate */
+
+/* One window, sampling with `cfg` (or sleeping when cfg is NULL) as a
+ * round's fixed window does (one segment). *samples gets the samples taken. */
 static struct rate window(const struct sample_config *cfg, uint32_t ms, size_t *samples)
 {
 	uint64_t u0 = total_units(), t0 = core_now_ns(), c0 = workers_cpu_ns();
@@ -111,11 +122,14 @@ static struct rate window(const struct sample_config *cfg, uint32_t ms, size_t *
 	if (cfg) {
 		struct sample_set set = { 0 };
 		struct core_err err = { 0 };
-		int rc = sample_collect(cfg, &set, &err);
+		struct sample_policy pol = { .fixed_ms = ms, .max_ms = ms, .cost_ns = cost_ns };
+		struct sample_window_result res;
+		int rc = sample_collect_window(cfg, &pol, &set, &res, &err);
 		if (rc) {
 			fprintf(stderr, "sample_collect: %d %s\n", rc, err.msg);
 			exit(1);
 		}
+		estimate_pct = res.overhead_ppm / 1e4;
 		*samples = set.n;
 		sample_set_free(&set);
 	} else {
@@ -145,8 +159,9 @@ static void measure(enum sample_backend_kind kind, const char *name, uint32_t hz
 	struct sample_config cfg = { .backend = kind, .pid = getpid(), .hz = hz,
 				     .window_ms = ms,
 				     .exclude_tid = (pid_t)syscall(SYS_gettid) };
-	double loss[MAX_PAIRS], loss_cpu[MAX_PAIRS];
+	double loss[MAX_PAIRS], loss_cpu[MAX_PAIRS], est[MAX_PAIRS];
 	size_t total_samples = 0;
+	cost_ns = sample_cost_probe(kind);
 	for (int p = 0; p < pairs; p++) {
 		size_t n0, n1;
 		struct rate base, sampled;
@@ -159,15 +174,19 @@ static void measure(enum sample_backend_kind kind, const char *name, uint32_t hz
 		}
 		loss[p] = 100.0 * (1.0 - sampled.wall / base.wall);
 		loss_cpu[p] = 100.0 * (1.0 - sampled.cpu / base.cpu);
+		est[p] = estimate_pct;
 		total_samples += n1;
 	}
 	double per_thread_s = (double)total_samples / pairs / (ms / 1000.0) / NWORKERS;
 	double med = median(loss, pairs), med_cpu = median(loss_cpu, pairs); /* sort */
+	double med_est = median(est, pairs);
 	printf("backend=%s hz=%u pairs=%d window_ms=%u samples_per_thread_s=%.0f "
 	       "loss_median=%.2f%% loss_min=%.2f%% loss_max=%.2f%% "
-	       "cpu_loss_median=%.2f%% cpu_loss_min=%.2f%% cpu_loss_max=%.2f%% losses=",
+	       "cpu_loss_median=%.2f%% cpu_loss_min=%.2f%% cpu_loss_max=%.2f%% "
+	       "cost_ns=%u estimate_median=%.2f%% estimate_min=%.2f%% estimate_max=%.2f%% losses=",
 	       name, hz, pairs, ms, per_thread_s, med, loss[0], loss[pairs - 1],
-	       med_cpu, loss_cpu[0], loss_cpu[pairs - 1]);
+	       med_cpu, loss_cpu[0], loss_cpu[pairs - 1], cost_ns, med_est, est[0],
+	       est[pairs - 1]);
 	for (int p = 0; p < pairs; p++)
 		printf("%s%.2f", p ? "," : "", loss[p]);
 	printf("\n");

@@ -191,9 +191,11 @@ typedef uint64_t (*ocolos_work_fn)(void *user);
  * copied by ocolos_open_*: the caller may free them after the call. */
 struct ocolos_opts {
 	size_t sz; /* sizeof(struct ocolos_opts); set by OCOLOS_OPTS */
-	/* Length of the sampling window, ms. Default 4000 (about 80k samples
-	 * with 2 busy threads; the layout gain grows with the samples, see
-	 * docs/benchmarks.md). */
+	/* Length of the sampling window, ms: a fixed window. Default 4000
+	 * (about 80k samples with 2 busy threads; the layout gain grows with
+	 * the samples, see docs/benchmarks.md), unless profile_min_ms or
+	 * profile_max_ms ask for a window that ends when the profile has
+	 * converged (below). */
 	uint32_t profile_ms;
 	/* Samples per second per thread (cpu-clock / cycles). Default 10000. */
 	uint32_t sample_hz;
@@ -255,9 +257,32 @@ struct ocolos_opts {
 	 * (OCOLOS_EBADPROFILE otherwise). Both copied. */
 	const char *profile_export;
 	const char *const *profile_from;
+	/* Sampling until the profile is good enough (docs/api.md, "The
+	 * sampling window"). Set profile_min_ms and/or profile_max_ms (and
+	 * leave profile_ms 0) and the window ends once the profile has
+	 * converged: the per-function distribution of the first half of the
+	 * samples and of all of them differ by less than
+	 * profile_converge_permille (total variation distance, 0..1000),
+	 * checked every 250 ms once profile_min_ms has passed; at
+	 * profile_max_ms at the latest. Defaults when converging: 1000 ms,
+	 * 20000 ms, 30 permille. With profile_ms set (a fixed window; also
+	 * the default, 4000 ms) profile_min_ms must be 0, and profile_max_ms
+	 * only caps how far max_overhead_permille may lengthen the window
+	 * (default 4 x profile_ms). */
+	uint32_t profile_min_ms;
+	uint32_t profile_max_ms;
+	uint32_t profile_converge_permille;
+	/* Sampling cost limit: the sampler measures what sampling costs the
+	 * sampled threads (per-sample cost measured on the calling thread
+	 * before the window, plus the sampler's own CPU time, per CPU time of
+	 * the sampled threads) and lowers the rate to stay below this many
+	 * permille of their CPU time, lengthening the window instead (up to
+	 * profile_max_ms). 0: no limit (the rate stays sample_hz). At most
+	 * 1000. */
+	uint32_t max_overhead_permille;
 	size_t : 0; /* no trailing padding can hide a field (see the ABI note) */
 };
-#define ocolos_opts__last_field profile_from
+#define ocolos_opts__last_field max_overhead_permille
 
 /* What a round did. Filled on success, and as far as the round got on
  * error. The caller sets sz (OCOLOS_OPTS). */
@@ -300,7 +325,31 @@ struct ocolos_stats {
 	double benefit_ratio;
 	uint64_t benefit_ns;
 	uint32_t benefit_pairs;
+	/* Why the sampling window ended (enum ocolos_profile_stop; 0 when
+	 * nothing was sampled: imported or external samples), and the
+	 * convergence distance when it ended, in ppm of the total variation
+	 * between the per-function distribution of the first half of the
+	 * samples and of all of them (UINT32_MAX: never computed). */
+	uint32_t profile_stop;
+	uint32_t profile_distance_ppm;
+	/* What sampling cost: the estimated share of the sampled threads' CPU
+	 * time spent on sampling during the window (ppm; docs/api.md says how
+	 * it is measured), the rate at the end of the window (lowered by
+	 * max_overhead_permille, else sample_hz), and the cost of one sample
+	 * measured before the window (ns; 0 where it is not measured). */
+	uint32_t sample_overhead_ppm;
+	uint32_t sample_hz_final;
+	uint32_t sample_cost_ns;
 	size_t : 0;
+};
+
+/* Why a sampling window ended (ocolos_stats.profile_stop). */
+enum ocolos_profile_stop {
+	OCOLOS_PROFILE_STOP_NONE = 0,	   /* nothing was sampled */
+	OCOLOS_PROFILE_STOP_FIXED = 1,	   /* the fixed window (profile_ms) ran out */
+	OCOLOS_PROFILE_STOP_CONVERGED = 2, /* the profile converged */
+	OCOLOS_PROFILE_STOP_MAX = 3,	   /* profile_max_ms reached first */
+	OCOLOS_PROFILE_STOP_CANCELED = 4,  /* ocolos_cancel() */
 };
 
 /* What switching between C0 and C1 did (revert / re-apply). */

@@ -39,6 +39,11 @@ struct api_opts {
 	void *work_user;
 	uint32_t benefit_pairs, benefit_window_ms;
 	double benefit_min_ratio;
+	/* The sampling window (ctx.c: configure): converge (profile_ms 0)
+	 * between profile_min_ms and profile_max_ms, or a fixed profile_ms
+	 * that max_overhead_permille may lengthen up to profile_max_ms. */
+	int converge;
+	uint32_t profile_min_ms, profile_max_ms, converge_permille, max_overhead_permille;
 };
 
 /* One version of optimized code mapped in the target (C1, C2, ...). */

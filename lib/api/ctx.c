@@ -202,6 +202,58 @@ static int copy_strings(struct ocolos_ctx *ctx, const struct ocolos_opts *u)
 	return 0;
 }
 
+/* The sampling window's options, checked, with their defaults: a fixed
+ * profile_ms (the default, 4000 ms), or, when profile_min_ms or
+ * profile_max_ms is set instead, a window that ends when the profile has
+ * converged. Convergence is opt-in: docs/api.md, "The sampling window",
+ * says why. */
+static int configure_window(struct ocolos_ctx *ctx, const struct ocolos_opts *u)
+{
+	struct api_opts *o = &ctx->opts;
+	if (u->max_overhead_permille > 1000)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.max_overhead_permille %u is more "
+				 "than 1000 (all of the sampled threads' CPU time)",
+				 u->max_overhead_permille);
+	if (u->profile_converge_permille > 1000)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.profile_converge_permille %u is "
+				 "more than 1000 (the distance is at most 1000)",
+				 u->profile_converge_permille);
+	o->max_overhead_permille = u->max_overhead_permille;
+	o->converge = !u->profile_ms && (u->profile_min_ms || u->profile_max_ms ||
+					 u->profile_converge_permille);
+	if (!o->converge) {
+		if (u->profile_min_ms || u->profile_converge_permille)
+			return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.profile_ms %u is a fixed "
+					 "window: leave profile_min_ms and profile_converge_permille "
+					 "0, or profile_ms 0 to sample until the profile converges",
+					 u->profile_ms);
+		o->profile_ms = u->profile_ms ? u->profile_ms : 4000; /* ~80k samples: see
+								      docs/benchmarks.md, "Samples" */
+		o->profile_max_ms = u->profile_max_ms ? u->profile_max_ms
+				  : o->profile_ms > UINT32_MAX / 4 ? UINT32_MAX : 4 * o->profile_ms;
+		if (o->profile_max_ms < o->profile_ms)
+			return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.profile_max_ms %u is shorter "
+					 "than the fixed window profile_ms %u", o->profile_max_ms,
+					 o->profile_ms);
+		return 0;
+	}
+	o->profile_ms = 0;
+	o->profile_min_ms = u->profile_min_ms ? u->profile_min_ms : 1000;
+	o->profile_max_ms = u->profile_max_ms ? u->profile_max_ms : 20000;
+	o->converge_permille = u->profile_converge_permille ? u->profile_converge_permille : 30;
+	if (u->profile_min_ms && u->profile_max_ms && u->profile_min_ms > u->profile_max_ms)
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.profile_min_ms %u is longer than "
+				 "opts.profile_max_ms %u", o->profile_min_ms, o->profile_max_ms);
+	/* One bound set past the other's default: the default gives way. */
+	if (o->profile_min_ms > o->profile_max_ms) {
+		if (u->profile_max_ms)
+			o->profile_min_ms = o->profile_max_ms;
+		else
+			o->profile_max_ms = o->profile_min_ms;
+	}
+	return 0;
+}
+
 /* Options with their defaults, checked. */
 static int configure(struct ocolos_ctx *ctx, const struct ocolos_opts *in)
 {
@@ -249,8 +301,9 @@ static int configure(struct ocolos_ctx *ctx, const struct ocolos_opts *in)
 		.benefit_pairs = u.benefit_pairs ? u.benefit_pairs : 5,
 		.benefit_window_ms = u.benefit_window_ms ? u.benefit_window_ms : 300,
 		.benefit_min_ratio = u.benefit_min_ratio ? u.benefit_min_ratio : 1.0 };
-	if (!o->profile_ms)
-		o->profile_ms = 4000; /* ~80k samples: see docs/benchmarks.md, "Samples" */
+	rc = configure_window(ctx, &u);
+	if (rc)
+		return rc;
 	if (!o->sample_hz)
 		o->sample_hz = 10000;
 	if (!o->bolt_timeout_ms)

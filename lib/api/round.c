@@ -235,9 +235,76 @@ static int translate_samples(struct ocolos_ctx *ctx, struct round_pending *p, st
 	return rc;
 }
 
+/* The key of a sample for the window's convergence test: the function
+ * of the binary it is in — for a sample in optimized code of an earlier
+ * round, the function it came from (BAT) — else (libraries, code BOLT
+ * added) its 256-byte block. */
+struct sample_key {
+	const struct elf_binary *bin;
+	const struct api_state *st;
+	uint64_t bias;
+};
+
+static uint64_t sample_key(void *user, uint64_t ip)
+{
+	const struct sample_key *k = user;
+	uint64_t at = ip - k->bias;
+	for (size_t i = 0; i < k->st->nv; i++) {
+		const struct api_version *v = &k->st->v[i];
+		uint64_t in;
+		if (ip >= v->lo && ip < v->hi && v->bat &&
+		    elf_bat_translate(v->bat, ip - k->bias, &in) == ELF_BAT_TRANSLATED) {
+			at = in;
+			break;
+		}
+	}
+	long f = elf_func_containing(k->bin, at);
+	return f >= 0 ? (uint64_t)f : (ip >> 8) | (1ull << 63);
+}
+
+static const char *const stop_names[] = { "-", "fixed window", "converged", "max window",
+					  "canceled" };
+
+/* Sample for the window the options ask for (sample/window.c), the stats
+ * of the window in p->st. */
+static int sample_window(struct ocolos_ctx *ctx, struct round_pending *p,
+			 enum sample_backend_kind kind, struct sample_set *s)
+{
+	const struct api_opts *o = &ctx->opts;
+	struct sample_config cfg = { .backend = kind, .pid = ctx->pid, .hz = o->sample_hz,
+		.window_ms = o->converge ? o->profile_max_ms : o->profile_ms,
+		.exclude_tid = ctx->pid == getpid() ? (pid_t)syscall(SYS_gettid) : 0,
+		.cancel = &ctx->cancel };
+	struct sample_key key = { ctx->bin, ctx->state, p->bias };
+	struct sample_policy pol = { .fixed_ms = o->converge ? 0 : o->profile_ms,
+		.min_ms = o->profile_min_ms, .max_ms = o->profile_max_ms,
+		.converge_ppm = o->converge_permille * 1000,
+		.max_overhead_ppm = o->max_overhead_permille * 1000,
+		.key = sample_key, .key_user = &key };
+	struct sample_window_result wr;
+	int rc = sample_collect_window(&cfg, &pol, s, &wr, &ctx->err);
+	p->st.profile_ns = wr.elapsed_ns;
+	p->st.profile_stop = wr.stop;
+	p->st.profile_distance_ppm = wr.distance_ppm;
+	p->st.sample_overhead_ppm = wr.overhead_ppm;
+	p->st.sample_hz_final = wr.hz_final;
+	p->st.sample_cost_ns = wr.cost_ns;
+	char dist[32] = "-";
+	if (wr.distance_ppm != UINT32_MAX)
+		snprintf(dist, sizeof(dist), "%.1f%%", wr.distance_ppm / 1e4);
+	core_logf(&ctx->log, OCOLOS_LOG_INFO,
+		  "sampling window: %.0f ms in %u segments, stopped: %s (distance %s; %s; %u "
+		  "functions carry 90%% of the samples), rate %u Hz at the end (asked %u), "
+		  "estimated cost %.2f%% of the sampled threads' CPU time (%u ns per sample, "
+		  "sampler thread %.1f ms, sampled threads %.1f ms)",
+		  wr.elapsed_ns / 1e6, wr.segments, stop_names[wr.stop], dist,
+		  o->converge ? "converging" : "fixed", wr.hot_keys, wr.hz_final, o->sample_hz,
+		  wr.overhead_ppm / 1e4, wr.cost_ns, wr.sampler_cpu_ns / 1e6, wr.sampled_cpu_ns / 1e6);
+	return rc;
+}
+
 static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 {
-	int self = ctx->pid == getpid();
 	enum sample_backend_kind kind = SAMPLE_PERF_IP;
 	struct sample_set s = { 0 };
 	int rc = 0;
@@ -257,13 +324,7 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 			return rc;
 		snprintf(p->st.sampler, sizeof(p->st.sampler), "%s", sampler_name(kind));
 		p->branches = kind == SAMPLE_PERF_LBR;
-		struct sample_config cfg = { .backend = kind, .pid = ctx->pid,
-			.hz = ctx->opts.sample_hz, .window_ms = ctx->opts.profile_ms,
-			.exclude_tid = self ? (pid_t)syscall(SYS_gettid) : 0,
-			.cancel = &ctx->cancel };
-		uint64_t t0 = core_now_ns();
-		rc = sample_collect(&cfg, &s, &ctx->err);
-		p->st.profile_ns = core_now_ns() - t0;
+		rc = sample_window(ctx, p, kind, &s);
 	}
 	p->st.samples = s.n;
 	p->st.threads_sampled = s.threads;
@@ -339,6 +400,7 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	ctx->pending = p;
 	p->t_start = core_now_ns();
 	p->st.sz = sizeof(p->st);
+	p->st.profile_distance_ppm = UINT32_MAX; /* until a window computes one */
 	int rc = api_open_model(ctx);
 	if (!rc)
 		rc = api_find_bias(ctx, &p->bias);

@@ -12,7 +12,12 @@
 #include "core/util.h"
 #include "sample/perf_threads.h"
 
+/* Rings are drained (and new threads attached) every POLL_MS at 10 kHz
+ * and above; at lower rates less often, up to POLL_MAX_MS, since the
+ * rings fill more slowly and the polling is most of the sampler thread's
+ * own cost (sample/window.c counts it). */
 #define POLL_MS 20
+#define POLL_MAX_MS 100
 
 /* Copy `len` bytes starting at byte counter `pos` out of the ring. */
 static void ring_copy(const uint8_t *data, uint64_t size, uint64_t pos, void *dst, size_t len)
@@ -146,8 +151,12 @@ int sample_perf_threads_run(struct perf_threads *pt, const struct sample_config 
 {
 	int rc = 0;
 	uint64_t end = core_now_ns() + (uint64_t)cfg->window_ms * 1000000ull;
+	uint64_t poll_ms = cfg->hz >= 10000 ? POLL_MS : (uint64_t)POLL_MS * 10000 / cfg->hz;
+	if (poll_ms > POLL_MAX_MS)
+		poll_ms = POLL_MAX_MS;
 	while (!rc && !sample_window_over(cfg, end)) {
-		poll(NULL, 0, POLL_MS);
+		uint64_t now = core_now_ns(), left_ms = end > now ? (end - now + 999999) / 1000000 : 0;
+		poll(NULL, 0, (int)(left_ms < poll_ms ? left_ms : poll_ms));
 		sample_perf_threads_scan(pt);
 		for (size_t i = 0; i < pt->n && !rc; i++)
 			rc = drain(pt, &pt->v[i]);

@@ -80,6 +80,86 @@ int sample_set_push(struct sample_set *s, uint64_t ip);
 
 void sample_set_free(struct sample_set *s);
 
+/* ---- the window: how long, at what rate (window.c) ---- */
+
+/* Why a window ended (the values of enum ocolos_profile_stop). */
+enum sample_stop {
+	SAMPLE_STOP_NONE = 0,
+	SAMPLE_STOP_FIXED = 1,	   /* the fixed window's samples are in */
+	SAMPLE_STOP_CONVERGED = 2, /* the distance fell below the threshold */
+	SAMPLE_STOP_MAX = 3,	   /* max_ms passed first */
+	SAMPLE_STOP_CANCELED = 4,  /* cfg->cancel */
+};
+
+/* How long to sample and how much it may cost. */
+struct sample_policy {
+	/* Non-zero: a fixed window of fixed_ms at cfg->hz. A rate lowered for
+	 * the cost limit lengthens it to as many rate-milliseconds
+	 * (sum of segment ms x rate / cfg->hz), up to max_ms. 0: converge. */
+	uint32_t fixed_ms;
+	/* Converge: stop once min_ms has passed and the distance is below
+	 * converge_ppm; at max_ms at the latest (both modes). */
+	uint32_t min_ms, max_ms, converge_ppm;
+	/* Sampling may cost the sampled threads at most this share of their
+	 * CPU time (ppm); 0: no limit. */
+	uint32_t max_overhead_ppm;
+	/* The key of a sample for the distance (e.g. the index of the
+	 * function it is in). NULL: 256-byte blocks of the address. */
+	uint64_t (*key)(void *user, uint64_t ip);
+	void *key_user;
+	/* The cost of one sample, ns, if known (e.g. a benchmark that
+	 * measured it once); 0: measured before the window (sample_cost_probe). */
+	uint32_t cost_ns;
+};
+
+/* What the window was. */
+struct sample_window_result {
+	enum sample_stop stop;
+	uint32_t distance_ppm;	/* the last distance computed, UINT32_MAX: none */
+	uint32_t hz_final;	/* the rate of the last segment */
+	uint32_t overhead_ppm;	/* estimated cost, of the sampled threads' CPU time */
+	uint32_t cost_ns;	/* per-sample cost from sample_cost_probe, 0: none */
+	uint32_t segments;	/* sampling segments the window was made of */
+	uint64_t elapsed_ns;	/* the window, from its first segment to its last */
+	uint64_t sampled_cpu_ns; /* CPU time of the sampled threads in it */
+	uint64_t sampler_cpu_ns; /* CPU time of the calling thread in it */
+	uint32_t hot_keys;	/* keys carrying 90 % of the samples (the hot set) */
+};
+
+/* Sample as sample_collect does (cfg->hz the asked, highest rate;
+ * cfg->window_ms ignored) for as long as `pol` says, in segments of
+ * SAMPLE_SEGMENT_MS (longer at a lowered rate) when the window may end
+ * early or the rate may change (one segment for a fixed window without a
+ * cost limit). Fills
+ * `res` also on error. Returns what sample_collect returns
+ * (OCOLOS_ECANCELED: res->stop is SAMPLE_STOP_CANCELED). */
+#define SAMPLE_SEGMENT_MS 250
+int sample_collect_window(const struct sample_config *cfg, const struct sample_policy *pol,
+			  struct sample_set *out, struct sample_window_result *res,
+			  struct core_err *err);
+
+/* Total variation distance (ppm, 0..1000000) between the distribution of
+ * keys[0 .. n/2) and of keys[0 .. n): how much the profile of all the
+ * samples differs from the profile of the first half of them. n < 2: 1e6. */
+uint32_t sample_distance_ppm(const uint64_t *keys, size_t n);
+
+/* How many distinct keys of keys[0 .. n) carry `permille` of them (the
+ * most frequent first): the size of the hot set. 0 for n == 0. */
+uint32_t sample_hot_keys(const uint64_t *keys, size_t n, uint32_t permille);
+
+/* The cost of one sample of `kind` on this machine: the calling thread
+ * runs the same work unsampled and sampled at a high rate (ABBA, ~20 ms
+ * each) and the extra CPU time it took, per sample delivered, is the
+ * answer (kernel interrupt and signal delivery included: they are charged
+ * to the interrupted thread). ns; 0 if it cannot be measured (then the
+ * cost of the window is only the calling thread's own CPU time). */
+uint32_t sample_cost_probe(enum sample_backend_kind kind);
+/* The measurement itself, for a backend that can sample the calling
+ * thread: set(user, 1 / 0) starts / stops sampling it, count(user) says
+ * how many samples were taken since the last call. 0 if unmeasurable. */
+uint32_t sample_cost_abba(int (*set)(void *, int), uint64_t (*count)(void *), void *user);
+uint32_t sample_perf_ip_cost_probe(void);
+
 /* Can `kind` sample process `pid` here? 0, or OCOLOS_ENOTSUP / OCOLOS_EPERF
  * with the reason in `err` (e.g. "this CPU has no branch-stack sampling").
  * Cheap: opens and closes an event, samples nothing. */

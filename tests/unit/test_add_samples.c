@@ -66,6 +66,11 @@ int main(void)
 	check(rc == 0, "round from external samples: %s", ocolos_last_error(ctx));
 	expect(!strcmp(st.sampler, "external") && st.samples == 40000,
 	       "sampler '%s', %llu samples", st.sampler, (unsigned long long)st.samples);
+	/* Nothing was sampled: no window, no stop reason, no cost. */
+	expect(st.profile_stop == OCOLOS_PROFILE_STOP_NONE && st.sample_hz_final == 0 &&
+	       st.sample_overhead_ppm == 0 && st.profile_distance_ppm == UINT32_MAX,
+	       "external samples: stop %u, rate %u, overhead %u, distance %u", st.profile_stop,
+	       st.sample_hz_final, st.sample_overhead_ppm, st.profile_distance_ppm);
 	expect(st.samples_in_binary == 40000 && st.functions_moved >= 2,
 	       "%llu in the binary, %u moved", (unsigned long long)st.samples_in_binary,
 	       st.functions_moved);

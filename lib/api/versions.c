@@ -72,12 +72,18 @@ int api_want_c0(struct ocolos_ctx *ctx, struct inject_plan *want)
 	return 0;
 }
 
-/* Version i's ranges to watch: its code and its island. */
+/* Version i's ranges to watch: its code and its island — what a thread
+ * can execute or return to. Not the rest of its mapping: its unwind table
+ * and the unwinder's record of it (inject/unwind.c) are named by libgcc's
+ * lists, its sorted FDE vector and the like for as long as the table is
+ * registered, which is until the version is retired: watched, they would
+ * pin it forever. */
 static size_t version_ranges(const struct api_version *v, uint64_t (*r)[2])
 {
 	size_t n = 0;
-	r[n][0] = v->res.addr;
-	r[n++][1] = v->res.addr + v->res.size;
+	int code = v->hi > v->lo && v->lo >= v->res.addr && v->hi <= v->res.addr + v->res.size;
+	r[n][0] = code ? v->lo : v->res.addr;
+	r[n++][1] = code ? v->hi : v->res.addr + v->res.size;
 	if (v->island.size) {
 		r[n][0] = v->island.addr;
 		r[n++][1] = v->island.addr + v->island.size;

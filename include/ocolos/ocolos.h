@@ -97,6 +97,15 @@ enum ocolos_error {
 				   faster: the target runs its original code */
 	OCOLOS_EBADPROFILE = -24, /* an imported profile is of another build,
 				     truncated or malformed: nothing done */
+	OCOLOS_EBADARTIFACT = -25, /* an artifact (opts.artifact_in) is of another
+				      build, altered (digest), truncated or
+				      malformed: nothing done */
+	OCOLOS_ETAKEN = -26,	/* the address range an artifact's code was built
+				   for is taken in this process: run a local
+				   round instead; nothing done */
+	OCOLOS_EUNTRUSTED = -27, /* an artifact file (or its directory) is writable
+				    by group/others or owned by another user:
+				    not loaded as code; nothing done */
 };
 
 /* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL;
@@ -255,9 +264,25 @@ struct ocolos_opts {
 	 * (OCOLOS_EBADPROFILE otherwise). Both copied. */
 	const char *profile_export;
 	const char *const *profile_from;
+	/* One BOLT per build (docs/api.md, "Artifacts"): the optimized code
+	 * of a build as a file other instances apply without sampling or
+	 * BOLT. artifact_out: after a successful optimize stage, write BOLT's
+	 * output there, with the build-id, the address its code was built for
+	 * (the same offset from the load bias in every instance), the BOLT
+	 * version and options, and a SHA-256 digest. artifact_in: the round
+	 * applies that file instead of profiling and running BOLT — only a
+	 * process that runs its original code (no round's code mapped) — after
+	 * checking it is trusted (OCOLOS_EUNTRUSTED: the file or its directory
+	 * writable by group/others, or owned by another user than the caller
+	 * or root), whole and of this build (OCOLOS_EBADARTIFACT), and that its
+	 * address range is free here (OCOLOS_ETAKEN: run a local round).
+	 * Artifacts are code: apply only files you would run. Both copied;
+	 * not both at once. x86-64 (a BOLT with --custom-allocation-vma). */
+	const char *artifact_out;
+	const char *artifact_in;
 	size_t : 0; /* no trailing padding can hide a field (see the ABI note) */
 };
-#define ocolos_opts__last_field profile_from
+#define ocolos_opts__last_field artifact_in
 
 /* What a round did. Filled on success, and as far as the round got on
  * error. The caller sets sz (OCOLOS_OPTS). */

@@ -89,6 +89,43 @@ int inject_reserve(struct proc_target *t, const struct elf_binary *b, uint64_t b
 			 (unsigned long long)(size >> 20), (unsigned long long)lo, (unsigned long long)hi);
 }
 
+/*
+ * The fleet's place for C1: a fixed link-time address, the same in every
+ * instance of a build (run time: load bias + it; absolute for non-PIE),
+ * so that one BOLT output (an artifact, api/artifact.c) runs in all of
+ * them. It is where inject_reserve() would look first anyway: the image
+ * end rounded up to 2 MiB at link time, plus the heap's room; within
+ * rel32 reach of the whole image for `size` bytes, or 0 if the image is
+ * too large for that.
+ */
+uint64_t inject_fleet_vma(const struct elf_binary *b, uint64_t size)
+{
+	uint64_t vma = ((b->img_hi + ALIGN - 1) & ~(ALIGN - 1)) + HEAP_ROOM;
+	if (vma + size - b->img_lo > (uint64_t)INT32_MAX)
+		return 0;
+	return vma;
+}
+
+int inject_reserve_fixed(struct proc_target *t, uint64_t addr, uint64_t size,
+			 struct inject_reservation *r, struct core_err *err)
+{
+	memset(r, 0, sizeof(*r));
+	uint64_t page = arch_page_size();
+	if (!size || (addr & (page - 1)) || (size & (page - 1)))
+		return core_errf(err, OCOLOS_EINVAL, "cannot reserve %llu bytes at 0x%llx: not "
+				 "page-aligned", (unsigned long long)size, (unsigned long long)addr);
+	int rc = t->ops->reserve_at(t, addr, size, err);
+	if (rc > 0)
+		return core_errf(err, OCOLOS_ETAKEN, "the range 0x%llx-0x%llx is taken in "
+				 "process %d (the heap or another mapping is there)",
+				 (unsigned long long)addr, (unsigned long long)(addr + size), (int)t->pid);
+	if (rc == 0) {
+		r->addr = addr;
+		r->size = size;
+	}
+	return rc;
+}
+
 int inject_reserve_island(struct proc_target *t, const struct elf_binary *b, uint64_t bias,
 			  uint64_t size, struct inject_reservation *r, struct core_err *err)
 {

@@ -326,8 +326,8 @@ void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 		run_round(ctx, cfg, &r, &st);
 		if (r.rc == OCOLOS_ETAKEN && opts.artifact_in) {
 			/* Its range is taken here: this process gets its own BOLT run. */
-			fprintf(stderr, "%s: pid %d: %s; running a local round instead\n", cfg->prog,
-				(int)pid, r.message);
+			fprintf(stderr, "%s: pid %d: %s (%s); running a local round instead\n",
+				cfg->prog, (int)pid, r.message, ocolos_strerror(r.rc));
 			st = (struct ocolos_stats){ .sz = sizeof(st) };
 			r = (struct tool_round){ .pid = pid, .round = round, .binary = binary,
 				.build_id = build_id, .st = &st };

@@ -93,17 +93,24 @@ int inject_reserve(struct proc_target *t, const struct elf_binary *b, uint64_t b
  * The fleet's place for C1: a fixed link-time address, the same in every
  * instance of a build (run time: load bias + it; absolute for non-PIE),
  * so that one BOLT output (an artifact, api/artifact.c) runs in all of
- * them. It is where inject_reserve() would look first anyway: the image
- * end rounded up to 2 MiB at link time, plus the heap's room; within
- * rel32 reach of the whole image for `size` bytes, or 0 if the image is
- * too large for that.
+ * them. The kernel starts the brk heap at a random page up to 1 GiB after
+ * the image (x86-64's arch_randomize_brk), so a place near the image is
+ * taken by the heap in some instances; the top of rel32 reach of the
+ * image (less a margin) is past that range for any image under ~600 MiB
+ * and is otherwise empty (libraries and mmaps come from the top of the
+ * address space). An image too large for that gets the place after it
+ * inject_reserve() prefers; 0 if even that is out of reach for `size`.
  */
+#define FLEET_MARGIN (64ull << 20)
+
 uint64_t inject_fleet_vma(const struct elf_binary *b, uint64_t size)
 {
-	uint64_t vma = ((b->img_hi + ALIGN - 1) & ~(ALIGN - 1)) + HEAP_ROOM;
-	if (vma + size - b->img_lo > (uint64_t)INT32_MAX)
+	uint64_t lo = ((b->img_hi + ALIGN - 1) & ~(ALIGN - 1)) + HEAP_ROOM;
+	uint64_t reach = (uint64_t)INT32_MAX + 1 - FLEET_MARGIN;
+	if (lo + size - b->img_lo > reach)
 		return 0;
-	return vma;
+	uint64_t top = (b->img_lo + reach - size) & ~(ALIGN - 1);
+	return top > lo ? top : lo;
 }
 
 int inject_reserve_fixed(struct proc_target *t, uint64_t addr, uint64_t size,

@@ -133,6 +133,11 @@ AGENT_BAD = [
     (["--pid", "5", "extra"], "extra", "unexpected argument"),
     (["--pid", "5", "--revert", "--every", "1"], "--revert", "--every"),
     (["--pid", "5", "--revert", "--rounds", "2"], "--revert", "--rounds"),
+    (["--pid", "5", "--artifact-in", ""], "--artifact-in", "empty path"),
+    (["--pid", "5", "--artifact-out", ""], "--artifact-out", "empty path"),
+    (["--pid", "5", "--artifact-in", "a", "--artifact-out", "b"], "--artifact-in", "does not take"),
+    (["--pid", "5", "--artifact-in", "a", "--profile-from", "b"], "--artifact-in", "does not take"),
+    (["--pid", "5", "--artifact-out", "a", "--revert"], "--revert", "--artifact-out"),
 ]
 
 SUPERVISE_BAD = [

@@ -309,7 +309,10 @@ struct ocolos_stats {
 	uint64_t bolt_ns;	      /* llvm-bolt wall time */
 	uint64_t pause_ns;	      /* stop-the-world duration */
 	uint64_t round_ns;	      /* whole round */
-	char sampler[16];	      /* sampler used: "perf-lbr", "perf-ip", "sigprof" */
+	/* sampler used: "perf-lbr", "perf-ip", "sigprof"; "external"
+	 * (ocolos_add_samples), "imported" (opts.profile_from), "artifact"
+	 * (opts.artifact_in: no samples, bolt_ns 0) */
+	char sampler[16];
 	/* Continuous optimization: the generation of the code this round made
 	 * (1 for the first round on a process, then 2, 3, ...), how many
 	 * versions of optimized code are mapped after it (the one in use, and

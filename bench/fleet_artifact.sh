@@ -54,8 +54,8 @@ sleep "$warmup"
 
 field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2"; }
 echo "$(uname -m), $(nproc) CPUs; $fe ($(stat -c %s "$fe") bytes), $n instances"
-printf '%-9s %-13s %9s %9s %10s %10s %9s %8s\n' instance mode cpu_s maxrss_MiB wall_s \
-	round_ms bolt_ms moved
+printf '%-9s %-13s %9s %9s %10s %10s %10s %9s %8s\n' instance mode cpu_s maxrss_MiB wall_s \
+	round_ms profile_ms bolt_ms moved
 for ((i = 0; i < n; i++)); do
 	if ((i == 0)); then
 		mode=artifact-out
@@ -73,9 +73,10 @@ for ((i = 0; i < n; i++)); do
 	t1=$(date +%s.%N)
 	grep -q '"ok":true' "$tmp/json$i" || { cat "$tmp/json$i" >&2; exit 1; }
 	read -r u s m <"$tmp/time$i"
-	printf '%-9s %-13s %9.2f %9.1f %10.2f %10s %9s %8s\n' "$i" "$mode" \
+	printf '%-9s %-13s %9.2f %9.1f %10.2f %10s %10s %9s %8s\n' "$i" "$mode" \
 		"$(echo "$u + $s" | bc)" "$(echo "scale=1; $m / 1024" | bc)" "$(echo "$t1 - $t0" | bc)" \
-		"$(field round_ms "$tmp/json$i")" "$(field bolt_ms "$tmp/json$i")" \
+		"$(field round_ms "$tmp/json$i")" "$(field profile_ms "$tmp/json$i")" \
+		"$(field bolt_ms "$tmp/json$i")" \
 		"$(field functions_moved "$tmp/json$i")" | tee -a "$tmp/rows"
 done
 echo "artifact: $(stat -c %s "$tmp/fe.art") bytes"

@@ -644,7 +644,7 @@ def mode_artifacts(agent, pie, nopie):
         if art is None:
             print("SKIP: no perf_event access", file=sys.stderr)
             return SKIP
-        artifact_round(agent, nopie, work, "nopie.art")
+        nopie_art, _ = artifact_round(agent, nopie, work, "nopie.art")
         fields, _, _ = artifact_parts(blob)
         c = start_target(nopie)
         procs.append(c)
@@ -684,6 +684,18 @@ def mode_artifacts(agent, pie, nopie):
             for o in reports(out, name):
                 check(rc == 1 and o.get("error_code") == -27 and "writable" in o.get("message", ""),
                       "%s: %r" % (name, o))
+        # After all that, the right artifact: the first round applies it, the
+        # second is an ordinary round on top of it (the next generation).
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(c.pid), "--artifact-in",
+                            nopie_art, "--rounds", "2", "--profile", "1"], timeout=180)
+        objs = reports(out, "artifact-in, then a local round")
+        check(rc == 0 and len(objs) == 2, "artifact-in --rounds 2: %d %s %s" % (rc, out, err))
+        if len(objs) == 2:
+            check(objs[0].get("ok") is True and objs[0].get("sampler") == "artifact" and
+                  objs[0].get("generation") == 1, "round 1 of 2: %r" % objs[0])
+            check(objs[1].get("ok") is True and objs[1].get("sampler") != "artifact" and
+                  objs[1].get("bolt_ms", 0) > 0 and objs[1].get("generation") == 2,
+                  "round 2 of 2: %r" % objs[1])
         stop_target(c, "the process given bad artifacts")
         procs.remove(c)
         # Its range taken: OCOLOS_ETAKEN, then the agent's own local round.

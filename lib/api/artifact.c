@@ -82,33 +82,46 @@ static void put_rec_head(uint8_t *p, uint64_t off, uint32_t len)
 
 static int all_zero(const uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return 0;
-	return 1;
+	return !n || (!p[0] && !memcmp(p, p + 1, n - 1));
 }
 
 /* Encode the file `in` (`total` bytes) into `out`, hashing every byte
- * written into `h`. 0, or -1 (errno set). *data: bytes of blocks kept. */
-static int encode(FILE *in, uint64_t total, FILE *out, struct core_sha256 *h, uint64_t *data)
+ * written into `h`. 0, or -1 (errno set). *data: bytes of blocks kept.
+ * The holes of a sparse file (BOLT's output at a high address is mostly
+ * one) are skipped without reading them (SEEK_DATA; where the file system
+ * has none, the whole file is data and its zero blocks are found by
+ * reading). */
+static int encode(int in, uint64_t total, FILE *out, struct core_sha256 *h, uint64_t *data)
 {
 	uint8_t rec[REC_HEAD + BLOCK];
 	*data = 0;
-	for (uint64_t off = 0; off < total;) {
-		uint32_t len = total - off < BLOCK ? (uint32_t)(total - off) : BLOCK;
-		if (fread(rec + REC_HEAD, 1, len, in) != len) {
-			if (!errno)
-				errno = EIO; /* it shrank while read */
-			return -1;
-		}
-		if (!all_zero(rec + REC_HEAD, len)) {
+	uint64_t off = 0;
+	while (off < total) {
+		off_t d = lseek(in, (off_t)off, SEEK_DATA);
+		if (d < 0 && errno == ENXIO)
+			break; /* only a hole up to the end */
+		if (d >= 0 && ((uint64_t)d & ~(uint64_t)(BLOCK - 1)) > off)
+			off = (uint64_t)d & ~(uint64_t)(BLOCK - 1);
+		off_t e = lseek(in, (off_t)off, SEEK_HOLE);
+		uint64_t end = e >= 0 && (uint64_t)e < total ? (uint64_t)e : total;
+		if (end <= off)
+			end = off + 1; /* at least one block: progress */
+		for (; off < end && off < total; off += BLOCK) {
+			uint32_t len = total - off < BLOCK ? (uint32_t)(total - off) : BLOCK;
+			ssize_t got = pread(in, rec + REC_HEAD, len, (off_t)off);
+			if (got != (ssize_t)len) {
+				if (got >= 0)
+					errno = EIO; /* it shrank while read */
+				return -1;
+			}
+			if (all_zero(rec + REC_HEAD, len))
+				continue;
 			put_rec_head(rec, off, len);
 			core_sha256_update(h, rec, REC_HEAD + len);
 			if (fwrite(rec, 1, REC_HEAD + len, out) != REC_HEAD + len)
 				return -1;
 			*data += len;
 		}
-		off += len;
 	}
 	put_rec_head(rec, total, 0);
 	core_sha256_update(h, rec, REC_HEAD);
@@ -217,7 +230,7 @@ int api_artifact_write(struct ocolos_ctx *ctx, const char *output, uint64_t vma,
 	errno = 0;
 	if (fwrite(head, 1, (size_t)hl, out) != (size_t)hl ||
 	    fwrite(line, 1, sizeof(line) - 1, out) != sizeof(line) - 1 ||
-	    encode(in, (uint64_t)st.st_size, out, &h, &data) || fflush(out))
+	    encode(fileno(in), (uint64_t)st.st_size, out, &h, &data) || fflush(out))
 		rc = core_errf(&ctx->err, OCOLOS_EIO, "cannot write artifact '%s': %s", tmp,
 			       strerror(errno ? errno : EIO));
 	uint8_t d[32];

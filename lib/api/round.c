@@ -407,6 +407,11 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 			rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "opts.artifact_out needs a BOLT with "
 				       "--custom-allocation-vma ('%s' has none): its new code must be "
 				       "placed at the same offset in every instance", ctx->bolt);
+		if (!rc && ctx->opts.artifact_out && !ctx->bin->build_id_len)
+			rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "'%s' has no build-id: an artifact "
+				       "of it could not be matched to the build it fits; relink it "
+				       "with -Wl,--build-id, or leave opts.artifact_out unset",
+				       ctx->bin->path);
 		if (!rc)
 			rc = reserve(ctx, p);
 	}

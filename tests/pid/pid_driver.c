@@ -917,6 +917,22 @@ static uint64_t image_start(pid_t pid)
 	return lo;
 }
 
+/* Is something mapped at `addr` in process `pid`? */
+static int mapped_at(pid_t pid, uint64_t addr)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "re");
+	int found = 0;
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		unsigned long long lo, hi;
+		found = sscanf(line, "%llx-%llx", &lo, &hi) == 2 && lo <= addr && addr < hi;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
 static void mode_artifact(const char *target)
 {
 	char *ref = reference(target);
@@ -978,7 +994,12 @@ static void mode_artifact(const char *target)
 	char at[32]; /* where C1 went in the others: inside the range it needs */
 	snprintf(at, sizeof(at), "%llx", (unsigned long long)off_a);
 	start_target(&c, target, "--block-at", at);
-	test_sleep_ms(500);
+	/* until it has blocked the range (a loaded machine may take a while) */
+	for (int i = 0; i < 200 && !(image_start(c.pid) && mapped_at(c.pid, image_start(c.pid) + off_a)); i++)
+		test_sleep_ms(50);
+	check(mapped_at(c.pid, image_start(c.pid) + off_a), "the third process did not block "
+	      "image + 0x%llx", (unsigned long long)off_a);
+	test_sleep_ms(200);
 	uint64_t h = text_hash(c.pid);
 	OCOLOS_OPTS(ocolos_opts, oc, .log_fn = test_log, .artifact_in = art,
 		    .bolt_path = "/nonexistent/llvm-bolt");

@@ -701,7 +701,14 @@ def mode_artifacts(agent, pie, nopie):
         # Its range taken: OCOLOS_ETAKEN, then the agent's own local round.
         d = start_target(pie, "--block-at", fields["vma"][2:])
         procs.append(d)
-        time.sleep(1)
+        # Until it has blocked the range (a loaded machine may take a while).
+        for _ in range(200):
+            start = load_start(d.pid, pie)
+            if start and subprocess.run(["grep", "-q", "^%x-" % (start + int(fields["vma"], 16)),
+                                         "/proc/%d/maps" % d.pid]).returncode == 0:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
         rc, out, err = run([agent, "--json", "--pid", str(d.pid), "--profile", "1",
                             "--artifact-in", art], timeout=180)
         check("OCOLOS_ETAKEN" in err and "running a local round instead" in err and

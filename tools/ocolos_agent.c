@@ -3,6 +3,7 @@
  *
  *   ocolos-agent --pid PID [--profile SEC] [--every SEC] [--rounds N] [...]
  *   ocolos-agent --pid PID --revert
+ *   ocolos-agent --pid PID --artifact-out F | --artifact-in F [...]
  *
  * The target needs nothing from libocolos: it must only be built with
  * -Wl,--emit-relocs, and this agent must be allowed to ptrace it. One
@@ -34,7 +35,17 @@ static void help(void)
 	       "  -p, --pid PID         the process to optimize (required; 1 to 4194304)\n"
 	       "      --revert          no round: send the process back to its original code\n"
 	       "                        and unmap the optimized code no thread is in (one\n"
-	       "                        report, stage \"revert\"); not with --every/--rounds\n",
+	       "                        report, stage \"revert\"); not with --every/--rounds\n"
+	       "      --artifact-out F  after each round's BOLT run, write its output to F as\n"
+	       "                        an artifact (build-id, address, BOLT version and\n"
+	       "                        options, SHA-256): for other instances of the build\n"
+	       "      --artifact-in F   the first round applies the artifact F: no sampling,\n"
+	       "                        no BOLT; F and its directory must be writable only by\n"
+	       "                        you or root. Where its address range is taken, a\n"
+	       "                        local round runs instead (with a message); another\n"
+	       "                        build's, altered or truncated F: OCOLOS_EBADARTIFACT;\n"
+	       "                        not with --export-profile, --profile-from,\n"
+	       "                        --artifact-out or --revert\n",
 	       prog);
 	tool_help_common(stdout, 0);
 }
@@ -43,6 +54,8 @@ int main(int argc, char **argv)
 {
 	static const struct option lo[] = { { "pid", required_argument, 0, 'p' },
 		{ "revert", no_argument, 0, TOOL_OPT_REVERT },
+		{ "artifact-out", required_argument, 0, TOOL_OPT_ARTIFACT_OUT },
+		{ "artifact-in", required_argument, 0, TOOL_OPT_ARTIFACT_IN },
 		TOOL_COMMON_LONGOPTS, { 0, 0, 0, 0 } };
 	struct tool_cfg cfg = { .prog = prog, .profile_ms = TOOL_DEFAULT_PROFILE_MS };
 	uint64_t pid = 0;
@@ -58,6 +71,15 @@ int main(int argc, char **argv)
 		}
 		if (c == TOOL_OPT_REVERT) {
 			cfg.revert = 1;
+			continue;
+		}
+		if (c == TOOL_OPT_ARTIFACT_OUT || c == TOOL_OPT_ARTIFACT_IN) {
+			if (!optarg[0]) {
+				fprintf(stderr, "%s: --artifact-%s: an empty path\n", prog,
+					c == TOOL_OPT_ARTIFACT_IN ? "in" : "out");
+				return tool_usage(prog, TOOL_EXIT_USAGE);
+			}
+			*(c == TOOL_OPT_ARTIFACT_IN ? &cfg.artifact_in : &cfg.artifact_out) = optarg;
 			continue;
 		}
 		/* PID_MAX_LIMIT of 64-bit Linux: no pid is larger. */
@@ -77,6 +99,16 @@ int main(int argc, char **argv)
 	if (cfg.revert && (cfg.every_ms || cfg.rounds)) {
 		fprintf(stderr, "%s: --revert runs no round: it does not take --every or --rounds\n",
 			prog);
+		return tool_usage(prog, TOOL_EXIT_USAGE);
+	}
+	if (cfg.artifact_in && (cfg.artifact_out || cfg.export_profile || cfg.nprofile_from ||
+				cfg.revert)) {
+		fprintf(stderr, "%s: --artifact-in applies code made elsewhere: it does not take "
+			"--artifact-out, --export-profile, --profile-from or --revert\n", prog);
+		return tool_usage(prog, TOOL_EXIT_USAGE);
+	}
+	if (cfg.artifact_out && cfg.revert) {
+		fprintf(stderr, "%s: --revert runs no round: it does not take --artifact-out\n", prog);
 		return tool_usage(prog, TOOL_EXIT_USAGE);
 	}
 	tool_install_stop_handlers();

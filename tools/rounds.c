@@ -106,7 +106,12 @@ static int pause_between(uint32_t ms, pid_t pid, const struct tool_cfg *cfg)
 /* What a stage did, for its progress line. */
 static void stage_done(unsigned stage, const struct ocolos_stats *st, char *buf, size_t size)
 {
-	if (stage == 0)
+	if (stage == 0 && !strcmp(st->sampler, "artifact"))
+		snprintf(buf, size, "artifact checked, its range reserved");
+	else if (stage == 1 && !strcmp(st->sampler, "artifact"))
+		snprintf(buf, size, "the artifact's BOLT output moves %u functions (no llvm-bolt "
+			 "run)", st->functions_moved);
+	else if (stage == 0)
 		snprintf(buf, size, "%s, %llu samples (%llu in the binary), %u threads",
 			 st->sampler[0] ? st->sampler : "-", (unsigned long long)st->samples,
 			 (unsigned long long)st->samples_in_binary, st->threads_sampled);
@@ -145,9 +150,15 @@ static void run_round(struct ocolos_ctx *ctx, const struct tool_cfg *cfg, struct
 			tool_progress(cfg, r->pid, r->round, "%s", stopped);
 			break;
 		}
-		if (i == 0 && cfg->nprofile_from) {
+		if (i == 0 && r->artifact) {
+			tool_progress(cfg, r->pid, r->round, "profile: reading the artifact %s...",
+				      r->artifact);
+		} else if (i == 0 && cfg->nprofile_from) {
 			tool_progress(cfg, r->pid, r->round, "profile: reading %u profile file%s...",
 				      cfg->nprofile_from, cfg->nprofile_from > 1 ? "s" : "");
+		} else if (i == 1 && r->artifact) {
+			tool_progress(cfg, r->pid, r->round, "optimize: reading the artifact's BOLT "
+				      "output...");
 		} else if (i == 0) {
 			char window[16];
 			tool_format_seconds(cfg->profile_ms, window, sizeof(window));
@@ -230,6 +241,28 @@ static uint64_t work_cmd(void *user)
 	return v;
 }
 
+/* The context again, without opts->artifact_in (closed, reopened): NULL
+ * if it cannot be opened, then `r` says so (stage "open"). */
+static struct ocolos_ctx *reopen_local(struct ocolos_ctx *ctx, pid_t pid, struct ocolos_opts *opts,
+				       struct tool_round *r)
+{
+	atomic_store(&running_ctx, NULL);
+	ocolos_close(ctx);
+	opts->artifact_in = NULL;
+	struct ocolos_ctx *n = NULL;
+	int rc = ocolos_open_pid(pid, opts, &n);
+	if (rc) {
+		r->rc = rc;
+		r->stage = "open";
+		r->message = ocolos_last_error(NULL);
+		return NULL;
+	}
+	atomic_store(&running_ctx, n);
+	if (tool_stop_signal)
+		ocolos_cancel(n);
+	return n;
+}
+
 void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 {
 	memset(res, 0, sizeof(*res));
@@ -241,7 +274,8 @@ void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 		    .work_fn = cfg->work_cmd ? work_cmd : NULL,
 		    .work_user = cfg->work_cmd ? (void *)cfg : NULL,
 		    .benefit_min_ratio = cfg->benefit_min, .profile_export = cfg->export_profile,
-		    .profile_from = cfg->nprofile_from ? cfg->profile_from : NULL);
+		    .profile_from = cfg->nprofile_from ? cfg->profile_from : NULL,
+		    .artifact_out = cfg->artifact_out, .artifact_in = cfg->artifact_in);
 	char binary[PATH_MAX], build_id[130];
 	tool_binary_info(pid, cfg->binary_path, binary, sizeof(binary), build_id, sizeof(build_id));
 	struct ocolos_ctx *ctx;
@@ -280,8 +314,31 @@ void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 			break;
 		OCOLOS_OPTS(ocolos_stats, st);
 		struct tool_round r = { .pid = pid, .round = round, .binary = binary,
-			.build_id = build_id, .st = &st };
+			.build_id = build_id, .st = &st, .artifact = opts.artifact_in };
+		/* After the artifact's round (applied or not), rounds are local. */
+		if (round > 1 && opts.artifact_in && !(ctx = reopen_local(ctx, pid, &opts, &r))) {
+			tool_report(cfg, &r);
+			res->rounds++;
+			res->failed++;
+			return;
+		}
+		r.artifact = opts.artifact_in;
 		run_round(ctx, cfg, &r, &st);
+		if (r.rc == OCOLOS_ETAKEN && opts.artifact_in) {
+			/* Its range is taken here: this process gets its own BOLT run. */
+			fprintf(stderr, "%s: pid %d: %s (%s); running a local round instead\n",
+				cfg->prog, (int)pid, r.message, ocolos_strerror(r.rc));
+			st = (struct ocolos_stats){ .sz = sizeof(st) };
+			r = (struct tool_round){ .pid = pid, .round = round, .binary = binary,
+				.build_id = build_id, .st = &st };
+			if (!(ctx = reopen_local(ctx, pid, &opts, &r))) {
+				tool_report(cfg, &r);
+				res->rounds++;
+				res->failed++;
+				return;
+			}
+			run_round(ctx, cfg, &r, &st);
+		}
 		tool_report(cfg, &r);
 		res->rounds++;
 		res->failed += r.rc != 0;

@@ -54,6 +54,8 @@ struct tool_cfg {
 	const char *profile_from[TOOL_PROFILES_MAX + 1];
 	unsigned nprofile_from;
 	int revert;		   /* ocolos-agent --revert: back to the original code */
+	const char *artifact_out;  /* ocolos-agent --artifact-out: each round's BOLT output */
+	const char *artifact_in;   /* ocolos-agent --artifact-in: the first round applies it */
 	int format;		   /* enum tool_format */
 	int quiet;		   /* -q: no progress lines */
 	int verbose;		   /* -v: library log (1 info, 2 debug) */
@@ -87,6 +89,8 @@ enum {
 	TOOL_OPT_BENEFIT_MIN,
 	TOOL_OPT_EXPORT_PROFILE,
 	TOOL_OPT_PROFILE_FROM,
+	TOOL_OPT_ARTIFACT_OUT,
+	TOOL_OPT_ARTIFACT_IN,
 };
 
 /* The getopt_long entries of the shared options, to be copied into a
@@ -182,6 +186,7 @@ struct tool_round {
 	const char *binary;	/* the binary optimized, or NULL */
 	const char *build_id;	/* its GNU build-id in hex, or NULL */
 	const struct ocolos_stats *st;
+	const char *artifact;	/* the artifact the round applies, or NULL */
 };
 
 /* The file behind process `pid` (or `binary_path` if set) and its build-id

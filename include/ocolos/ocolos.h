@@ -97,6 +97,15 @@ enum ocolos_error {
 				   faster: the target runs its original code */
 	OCOLOS_EBADPROFILE = -24, /* an imported profile is of another build,
 				     truncated or malformed: nothing done */
+	OCOLOS_EBADARTIFACT = -25, /* an artifact (opts.artifact_in) is of another
+				      build, altered (digest), truncated or
+				      malformed: nothing done */
+	OCOLOS_ETAKEN = -26,	/* the address range an artifact's code was built
+				   for is taken in this process: run a local
+				   round instead; nothing done */
+	OCOLOS_EUNTRUSTED = -27, /* an artifact file (or its directory) is writable
+				    by group/others or owned by another user:
+				    not loaded as code; nothing done */
 };
 
 /* Short fixed text for an error code ("OCOLOS_ENORELOCS: ..."). Never NULL;
@@ -280,9 +289,25 @@ struct ocolos_opts {
 	 * profile_max_ms). 0: no limit (the rate stays sample_hz). At most
 	 * 1000. */
 	uint32_t max_overhead_permille;
+	/* One BOLT per build (docs/api.md, "Artifacts"): the optimized code
+	 * of a build as a file other instances apply without sampling or
+	 * BOLT. artifact_out: after a successful optimize stage, write BOLT's
+	 * output there, with the build-id, the address its code was built for
+	 * (the same offset from the load bias in every instance), the BOLT
+	 * version and options, and a SHA-256 digest. artifact_in: the round
+	 * applies that file instead of profiling and running BOLT — only a
+	 * process that runs its original code (no round's code mapped) — after
+	 * checking it is trusted (OCOLOS_EUNTRUSTED: the file or its directory
+	 * writable by group/others, or owned by another user than the caller
+	 * or root), whole and of this build (OCOLOS_EBADARTIFACT), and that its
+	 * address range is free here (OCOLOS_ETAKEN: run a local round).
+	 * Artifacts are code: apply only files you would run. Both copied;
+	 * not both at once. x86-64 (a BOLT with --custom-allocation-vma). */
+	const char *artifact_out;
+	const char *artifact_in;
 	size_t : 0; /* no trailing padding can hide a field (see the ABI note) */
 };
-#define ocolos_opts__last_field max_overhead_permille
+#define ocolos_opts__last_field artifact_in
 
 /* What a round did. Filled on success, and as far as the round got on
  * error. The caller sets sz (OCOLOS_OPTS). */
@@ -309,7 +334,10 @@ struct ocolos_stats {
 	uint64_t bolt_ns;	      /* llvm-bolt wall time */
 	uint64_t pause_ns;	      /* stop-the-world duration */
 	uint64_t round_ns;	      /* whole round */
-	char sampler[16];	      /* sampler used: "perf-lbr", "perf-ip", "sigprof" */
+	/* sampler used: "perf-lbr", "perf-ip", "sigprof"; "external"
+	 * (ocolos_add_samples), "imported" (opts.profile_from), "artifact"
+	 * (opts.artifact_in: no samples, bolt_ns 0) */
+	char sampler[16];
 	/* Continuous optimization: the generation of the code this round made
 	 * (1 for the first round on a process, then 2, 3, ...), how many
 	 * versions of optimized code are mapped after it (the one in use, and

@@ -35,6 +35,7 @@ struct api_opts {
 	const char *const *bolt_extra_args;
 	const char *profile_export;	   /* NULL: none */
 	const char *const *profile_from;   /* NULL: sample */
+	const char *artifact_out, *artifact_in; /* NULL: none (artifact.c) */
 	ocolos_work_fn work_fn;	/* NULL: no benefit check */
 	void *work_user;
 	uint32_t benefit_pairs, benefit_window_ms;
@@ -206,6 +207,17 @@ int api_benefit_check(struct ocolos_ctx *ctx, struct ocolos_stats *st);
 int api_profile_export(struct ocolos_ctx *ctx, const char *profile, const char *path);
 int api_profile_import(struct ocolos_ctx *ctx, const char *const *paths, const char *profile,
 		       uint64_t *records);
+/* Artifacts, one BOLT per build (artifact.c). Write BOLT's output
+ * `output`, built for link-time address `vma` in a reservation of `size`
+ * bytes by BOLT `bolt_version` with arguments `bolt_args`, as the artifact
+ * `path`. Read
+ * the artifact `path` (trusted, whole, of this build: else
+ * OCOLOS_EUNTRUSTED / OCOLOS_EBADARTIFACT) and write its BOLT output to
+ * `output`; *vma and *size say where it must go. */
+int api_artifact_write(struct ocolos_ctx *ctx, const char *output, uint64_t vma, uint64_t size,
+		       const char *bolt_version, const char *bolt_args, const char *path);
+int api_artifact_read(struct ocolos_ctx *ctx, const char *path, const char *output,
+		      uint64_t *vma, uint64_t *size);
 /* ocolos_stage_check(): the same as a call of its own, on what the last
  * round (possibly another agent's: the state record) left in use. */
 int api_stage_check(struct ocolos_ctx *ctx, struct ocolos_stats *st);

@@ -154,12 +154,14 @@ int api_leave(struct ocolos_ctx *ctx, int rc)
  * its strings). */
 static int copy_strings(struct ocolos_ctx *ctx, const struct ocolos_opts *u)
 {
-	const char *one[] = { u->bolt_path, u->binary_path, u->tmp_dir, u->profile_export };
+	const char *one[] = { u->bolt_path, u->binary_path, u->tmp_dir, u->profile_export,
+			      u->artifact_out, u->artifact_in };
 	const char **dst[] = { &ctx->opts.bolt_path, &ctx->opts.binary_path, &ctx->opts.tmp_dir,
-			       &ctx->opts.profile_export };
+			       &ctx->opts.profile_export, &ctx->opts.artifact_out,
+			       &ctx->opts.artifact_in };
 	const char *const *lists[] = { u->bolt_extra_args, u->profile_from };
 	const char *const **ldst[] = { &ctx->opts.bolt_extra_args, &ctx->opts.profile_from };
-	enum { NONE = 4, NLISTS = 2 };
+	enum { NONE = 6, NLISTS = 2 };
 	size_t bytes = 1, nitems[NLISTS] = { 0 };
 	for (size_t i = 0; i < NONE; i++)
 		bytes += one[i] ? strlen(one[i]) + 1 : 0;
@@ -292,6 +294,13 @@ static int configure(struct ocolos_ctx *ctx, const struct ocolos_opts *in)
 				 "NULL to sample, or the files to read");
 	if (u.profile_export && !u.profile_export[0])
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.profile_export is an empty path");
+	if ((u.artifact_out && !u.artifact_out[0]) || (u.artifact_in && !u.artifact_in[0]))
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.artifact_%s is an empty path",
+				 u.artifact_in && !u.artifact_in[0] ? "in" : "out");
+	if (u.artifact_in && (u.artifact_out || u.profile_from || u.profile_export))
+		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.artifact_in applies optimized code "
+				 "without a profile or BOLT: it cannot go with opts.artifact_out, "
+				 "profile_from or profile_export");
 	struct api_opts *o = &ctx->opts;
 	*o = (struct api_opts){ .profile_ms = u.profile_ms, .sample_hz = u.sample_hz,
 		.bolt_timeout_ms = u.bolt_timeout_ms, .stop_timeout_ms = u.stop_timeout_ms,

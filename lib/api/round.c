@@ -7,7 +7,10 @@
  *             reserve the C1 range near the code        (inject/reserve, target)
  *             sample the target for the window          (sample/)
  *             write the samples as a BOLT profile       (infer/)
+ *             or, with opts.artifact_in, read another instance's BOLT
+ *             output and reserve where it was built for (api/artifact)
  *   optimize  run BOLT for the reserved address         (layout/)
+ *             (opts.artifact_out: write its output as an artifact)
  *             read its output: C1 segments, moved functions (elf/bolt_output)
  *             compute the patch plan                    (inject/plan)
  *   replace   map C1, register its unwind tables        (target)
@@ -41,6 +44,8 @@ struct round_pending {
 	int stage;		/* 1 profiled, 2 optimized */
 	int branches;		/* sampled branch stacks (else IP samples) */
 	int basic;		/* IP samples handed to BOLT bare (OCOLOS_EDGES_BOLT) */
+	int from_artifact;	/* `output` came from opts.artifact_in: no BOLT run */
+	char bolt_args[2048];	/* the layout run's arguments, for an artifact */
 	uint64_t bias;
 	struct api_workdir wd;
 	struct inject_reservation res;
@@ -163,7 +168,47 @@ static int reserve(struct ocolos_ctx *ctx, struct round_pending *p)
 	size = (size + (2ull << 20) - 1) & ~((2ull << 20) - 1);
 	if (size > (1ull << 30))
 		size = 1ull << 30;
+	/* The fleet's place first: the same offset from the load bias in
+	 * every instance of the build, so that this round's BOLT output fits
+	 * them all (an artifact, api/artifact.c). Else the nearest free range. */
+	uint64_t vma = inject_fleet_vma(ctx->bin, size);
+	struct core_err why = { 0 };
+	if (vma && !inject_reserve_fixed(&ctx->target, p->bias + vma, size, &p->res, &why))
+		return 0;
+	core_logf(&ctx->log, ctx->opts.artifact_out ? OCOLOS_LOG_INFO : OCOLOS_LOG_DEBUG,
+		  "the range other instances of the build use for new code is unusable here (%s): "
+		  "searching near it%s", vma ? why.msg : "the image is too large",
+		  ctx->opts.artifact_out ? "; the artifact will fit fewer instances" : "");
 	return inject_reserve(&ctx->target, ctx->bin, p->bias, size, &p->res, &ctx->err);
+}
+
+/* opts.artifact_in, in place of BOLT probe, reservation and sampling: the
+ * artifact read and checked into p->output (artifact.c), its range
+ * reserved exactly. Only for a process on its original code: the plan of
+ * a later round would have to lead from older versions to it too, and
+ * its BOLT output was made from a profile of C0 alone. */
+static int artifact_in(struct ocolos_ctx *ctx, struct round_pending *p)
+{
+	const char *path = ctx->opts.artifact_in;
+	if (ctx->state->nv)
+		return core_errf(&ctx->err, OCOLOS_ENOTSUP, "process %d already has optimized code "
+				 "of an earlier round mapped (generation %u): an artifact applies only to "
+				 "a process on its original code (the first round); run a local round "
+				 "(no artifact_in), or revert and retire first", (int)ctx->pid,
+				 ctx->state->last_gen);
+	uint64_t vma = 0, size = 0, t0 = core_now_ns();
+	int rc = api_artifact_read(ctx, path, p->output, &vma, &size);
+	struct core_err why = { 0 };
+	if (!rc && (rc = inject_reserve_fixed(&ctx->target, p->bias + vma, size, &p->res, &why)))
+		rc = core_errf(&ctx->err, rc, "artifact '%s' was built for 0x%llx-0x%llx (load bias + "
+			       "0x%llx): %s; run a local round instead (no artifact_in)", path,
+			       (unsigned long long)(p->bias + vma),
+			       (unsigned long long)(p->bias + vma + size), (unsigned long long)vma,
+			       why.msg);
+	p->st.profile_ns = core_now_ns() - t0;
+	snprintf(p->st.sampler, sizeof(p->st.sampler), "artifact");
+	p->from_artifact = !rc;
+	return rc;
 }
 
 static const char *sampler_name(enum sample_backend_kind k)
@@ -415,14 +460,29 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc && !(rc = api_workdir_file(&p->wd, "profile.preagg", p->profile, &ctx->err)) &&
 	    !(rc = api_workdir_file(&p->wd, "c1.bolt", p->output, &ctx->err)))
 		rc = api_workdir_file(&p->wd, "bolt.log", p->log, &ctx->err);
-	if (!rc)
-		rc = find_bolt(ctx, p->wd.path);
-	if (!rc)
-		rc = reserve(ctx, p);
+	if (!rc && ctx->opts.artifact_in) {
+		rc = artifact_in(ctx, p);
+	} else {
+		if (!rc)
+			rc = find_bolt(ctx, p->wd.path);
+		if (!rc && ctx->opts.artifact_out && !ctx->bolt_custom_vma)
+			rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "opts.artifact_out needs a BOLT with "
+				       "--custom-allocation-vma ('%s' has none): its new code must be "
+				       "placed at the same offset in every instance", ctx->bolt);
+		if (!rc && ctx->opts.artifact_out && !ctx->bin->build_id_len)
+			rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "'%s' has no build-id: an artifact "
+				       "of it could not be matched to the build it fits; relink it "
+				       "with -Wl,--build-id, or leave opts.artifact_out unset",
+				       ctx->bin->path);
+		if (!rc)
+			rc = reserve(ctx, p);
+	}
 	if (!rc)
 		rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_PROFILING,
 								 .res = &p->res });
-	if (!rc && ctx->opts.profile_from) {
+	if (!rc && p->from_artifact) {
+		/* nothing to sample: the artifact holds BOLT's output */
+	} else if (!rc && ctx->opts.profile_from) {
 		/* Another instance's window (or several, merged): no sampling. */
 		uint64_t records = 0, t0 = core_now_ns();
 		rc = api_profile_import(ctx, ctx->opts.profile_from, p->profile, &records);
@@ -506,7 +566,7 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	 * reserved address (the profile's addresses hold for the copy too). */
 	char placed[PATH_MAX];
 	int rc = 0;
-	if (!ctx->bolt_custom_vma && !p->res.early &&
+	if (!p->from_artifact && !ctx->bolt_custom_vma && !p->res.early &&
 	    !(rc = api_workdir_file(&p->wd, "bolt-input.elf", placed, &ctx->err)))
 		rc = layout_bolt_placed_copy(ctx->bin->path, placed, p->res.addr - p->bias, &ctx->err);
 	struct layout_request req = { .bolt_path = ctx->bolt,
@@ -516,12 +576,13 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		.no_split = c1_may_be_far(ctx->bin, p->res.addr - p->bias),
 		.timeout_ms = ctx->opts.bolt_timeout_ms,
 		.basic_samples = p->basic, .extra_args = ctx->opts.bolt_extra_args,
-		.cancel = &ctx->cancel };
-	if (!rc && req.no_split)
+		.cancel = &ctx->cancel, .args_out = p->bolt_args,
+		.args_out_size = sizeof(p->bolt_args) };
+	if (!rc && req.no_split && !p->from_artifact)
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "new code at 0x%llx may lie beyond BL reach of the "
 			  "code: BOLT runs without --split-functions",
 			  (unsigned long long)p->res.addr);
-	if (!rc)
+	if (!rc && !p->from_artifact)
 		rc = layout_bolt_run(&req, &p->st.bolt_ns, &ctx->err);
 	if (!rc)
 		rc = elf_bolt_output_open(p->output, ctx->bin, req.alloc_vma, p->res.size, &p->out, &ctx->err);
@@ -534,8 +595,12 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 			  "RIP-relative references, %u immediates (%u references to a copy left)",
 			  p->fixups.rip_refs, p->fixups.immediates, p->fixups.unfixed);
 	if (!rc) {
-		core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT: %u functions moved in %.1f ms",
-			  p->out->moved, (double)p->st.bolt_ns / 1e6);
+		if (p->from_artifact)
+			core_logf(&ctx->log, OCOLOS_LOG_INFO, "artifact: %u functions moved (no BOLT "
+				  "run here)", p->out->moved);
+		else
+			core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT: %u functions moved in %.1f ms",
+				  p->out->moved, (double)p->st.bolt_ns / 1e6);
 		p->st.functions_moved = p->out->moved;
 		/* AArch64: call sites beyond BL reach of C1 go through veneers. */
 		if (inject_plan_needs_island(ctx->bin, p->out) &&
@@ -547,6 +612,13 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	}
 	if (!rc)
 		rc = plan(ctx, p);
+	if (!rc && ctx->opts.artifact_out) {
+		/* The output just proved usable: other instances may apply it. */
+		char version[256];
+		layout_bolt_version(ctx->bolt, p->wd.path, version, sizeof(version));
+		rc = api_artifact_write(ctx, p->output, req.alloc_vma, p->res.size, version,
+					p->bolt_args, ctx->opts.artifact_out);
+	}
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);
 	if (rc)

@@ -36,6 +36,9 @@ OCOLOS_API const char *ocolos_strerror(int err)
 	case OCOLOS_ESTATE: return "OCOLOS_ESTATE: the target's state record cannot be used";
 	case OCOLOS_ENOGAIN: return "OCOLOS_ENOGAIN: the optimized code was not faster; the original runs";
 	case OCOLOS_EBADPROFILE: return "OCOLOS_EBADPROFILE: an imported profile cannot be used";
+	case OCOLOS_EBADARTIFACT: return "OCOLOS_EBADARTIFACT: the artifact cannot be used";
+	case OCOLOS_ETAKEN: return "OCOLOS_ETAKEN: the artifact's address range is taken; run a local round";
+	case OCOLOS_EUNTRUSTED: return "OCOLOS_EUNTRUSTED: the artifact file is writable or owned by others";
 	default: return "OCOLOS_E?: unknown error code";
 	}
 }

@@ -32,6 +32,13 @@ struct inject_reservation {
 };
 int inject_reserve(struct proc_target *t, const struct elf_binary *b, uint64_t bias, uint64_t size,
 		   struct inject_reservation *r, struct core_err *err);
+/* The link-time address of C1 in every instance of a build (reserve.c):
+ * 0 if `size` bytes there would be out of rel32 reach of the image. */
+uint64_t inject_fleet_vma(const struct elf_binary *b, uint64_t size);
+/* Reserve exactly [addr, addr + size) (page-aligned) in the target:
+ * OCOLOS_ETAKEN if anything is mapped there. */
+int inject_reserve_fixed(struct proc_target *t, uint64_t addr, uint64_t size,
+			 struct inject_reservation *r, struct core_err *err);
 /* AArch64: a PROT_NONE range of `size` bytes within BL reach (+-128 MiB)
  * of every executable segment of the image, for veneers. */
 int inject_reserve_island(struct proc_target *t, const struct elf_binary *b, uint64_t bias,

@@ -89,6 +89,50 @@ int inject_reserve(struct proc_target *t, const struct elf_binary *b, uint64_t b
 			 (unsigned long long)(size >> 20), (unsigned long long)lo, (unsigned long long)hi);
 }
 
+/*
+ * The fleet's place for C1: a fixed link-time address, the same in every
+ * instance of a build (run time: load bias + it; absolute for non-PIE),
+ * so that one BOLT output (an artifact, api/artifact.c) runs in all of
+ * them. The kernel starts the brk heap at a random page up to 1 GiB after
+ * the image (x86-64's arch_randomize_brk), so a place near the image is
+ * taken by the heap in some instances; the top of rel32 reach of the
+ * image (less a margin) is past that range for any image under ~600 MiB
+ * and is otherwise empty (libraries and mmaps come from the top of the
+ * address space). An image too large for that gets the place after it
+ * inject_reserve() prefers; 0 if even that is out of reach for `size`.
+ */
+#define FLEET_MARGIN (64ull << 20)
+
+uint64_t inject_fleet_vma(const struct elf_binary *b, uint64_t size)
+{
+	uint64_t lo = ((b->img_hi + ALIGN - 1) & ~(ALIGN - 1)) + HEAP_ROOM;
+	uint64_t reach = (uint64_t)INT32_MAX + 1 - FLEET_MARGIN;
+	if (lo + size - b->img_lo > reach)
+		return 0;
+	uint64_t top = (b->img_lo + reach - size) & ~(ALIGN - 1);
+	return top > lo ? top : lo;
+}
+
+int inject_reserve_fixed(struct proc_target *t, uint64_t addr, uint64_t size,
+			 struct inject_reservation *r, struct core_err *err)
+{
+	memset(r, 0, sizeof(*r));
+	uint64_t page = arch_page_size();
+	if (!size || (addr & (page - 1)) || (size & (page - 1)))
+		return core_errf(err, OCOLOS_EINVAL, "cannot reserve %llu bytes at 0x%llx: not "
+				 "page-aligned", (unsigned long long)size, (unsigned long long)addr);
+	int rc = t->ops->reserve_at(t, addr, size, err);
+	if (rc > 0)
+		return core_errf(err, OCOLOS_ETAKEN, "the range 0x%llx-0x%llx is taken in "
+				 "process %d (the heap or another mapping is there)",
+				 (unsigned long long)addr, (unsigned long long)(addr + size), (int)t->pid);
+	if (rc == 0) {
+		r->addr = addr;
+		r->size = size;
+	}
+	return rc;
+}
+
 int inject_reserve_island(struct proc_target *t, const struct elf_binary *b, uint64_t bias,
 			  uint64_t size, struct inject_reservation *r, struct core_err *err)
 {

@@ -342,6 +342,13 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 		argv[n++] = req->extra_args[i];
 	}
 	argv[n] = NULL;
+	if (req->args_out && req->args_out_size) {
+		size_t k = 0;
+		req->args_out[0] = '\0';
+		for (size_t i = 2; i < n && k + 1 < req->args_out_size; i++)
+			k += (size_t)snprintf(req->args_out + k, req->args_out_size - k, "%s%s",
+					      i > 2 ? " " : "", argv[i]);
+	}
 	uint64_t now = core_now_ns();
 	uint32_t left = deadline > now ? (uint32_t)((deadline - now) / 1000000) : 0;
 	int st = spawn_wait((char *const *)argv, req->log_path, left, req->cancel);
@@ -352,4 +359,26 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 	if (stat(req->output, &sb) != 0)
 		return core_errf(err, OCOLOS_EBOLT, "llvm-bolt succeeded but wrote no '%s'", req->output);
 	return 0;
+}
+
+void layout_bolt_version(const char *bolt_path, const char *dir, char *out, size_t size)
+{
+	char log[PATH_MAX];
+	snprintf(log, sizeof(log), "%s/bolt-version.txt", dir);
+	char *argv[] = { (char *)bolt_path, "--version", NULL };
+	int st = spawn_wait(argv, log, 20000, NULL);
+	snprintf(out, size, "unknown");
+	FILE *f = st >= 0 ? fopen(log, "re") : NULL;
+	size_t k = 0;
+	char line[256];
+	/* "Debian LLVM version 22.1.8", "BOLT revision <unknown>" */
+	while (f && fgets(line, sizeof(line), f) && k + 1 < size) {
+		line[strcspn(line, "\n")] = '\0';
+		const char *t = line + strspn(line, " ");
+		if (strstr(t, "LLVM version") || strstr(t, "BOLT revision"))
+			k += (size_t)snprintf(out + k, size - k, "%s%s", k ? "; " : "", t);
+	}
+	if (f)
+		fclose(f);
+	unlink(log);
 }

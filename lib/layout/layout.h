@@ -30,6 +30,10 @@ struct layout_request {
 	int basic_samples;	 /* profile holds IP samples (S records): --ba */
 	const char *const *extra_args; /* NULL-ended, may be NULL */
 	const atomic_int *cancel; /* non-NULL: BOLT is killed once it is set */
+	/* Out, if non-NULL: the arguments of the layout run after the input
+	 * binary, space-separated (for an artifact's record), cut to fit. */
+	char *args_out;
+	size_t args_out_size;
 };
 
 /* Find a usable llvm-bolt: `hint` if set, else the known Debian paths, else
@@ -69,6 +73,11 @@ uint64_t layout_bolt_new_code_at(uint64_t first, uint64_t img_hi, uint64_t file_
  * address `vma` (64 KiB-aligned, at or above both terms of the rule). */
 int layout_bolt_placed_copy(const char *src, const char *dst, uint64_t vma,
 			    struct core_err *err);
+
+/* What `bolt_path --version` says (its LLVM version and BOLT revision),
+ * one line, into `out` ("unknown" if it cannot be run). `dir`: a private
+ * directory for its output. */
+void layout_bolt_version(const char *bolt_path, const char *dir, char *out, size_t size);
 
 /* Run BOLT; returns 0, OCOLOS_EBOLT (with the tail of its log),
  * OCOLOS_ETIMEDOUT or OCOLOS_ECANCELED (req->cancel set; BOLT killed and

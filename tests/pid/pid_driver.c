@@ -29,6 +29,15 @@
  *   pid_driver boltfail TARGET SCRIPT    -> OCOLOS_EBOLT
  *   pid_driver reserve TARGET            target fills the 2 GiB above its
  *                                        image -> OCOLOS_ERESERVE
+ *   pid_driver artifact TARGET           opts.artifact_out on one process,
+ *                                        artifact_in on a second (no BOLT
+ *                                        run, C1 at the same offset, output
+ *                                        as unoptimized); on a third whose
+ *                                        range is taken -> OCOLOS_ETAKEN, an
+ *                                        altered copy -> OCOLOS_EBADARTIFACT,
+ *                                        one others may write ->
+ *                                        OCOLOS_EUNTRUSTED, each leaving C0
+ *                                        and the address space as they were
  *   pid_driver agent TARGET AGENT        ocolos-agent --pid, JSON "ok":true
  *   pid_driver agent-kill TARGET AGENT   SIGKILL the agent at random moments
  *   pid_driver agent-cancel TARGET AGENT SCRIPT  SIGINT to the agent while it
@@ -879,6 +888,154 @@ static void mode_reserve(const char *target)
 	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 1000, .log_fn = test_log);
 	failing_round(t.pid, &o, OCOLOS_ERESERVE);
 	after_fault(&t, h, ref);
+	free(ref);
+}
+
+/* ---- artifacts: one BOLT per build --------------------------------------- */
+
+/* The first mapping of the target's binary: load bias + lowest p_vaddr. */
+static uint64_t image_start(pid_t pid)
+{
+	char path[64], exe[PATH_MAX], line[PATH_MAX + 128];
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "re");
+	uint64_t lo = 0;
+	if (n > 0 && f) {
+		exe[n] = '\0';
+		while (!lo && fgets(line, sizeof(line), f)) {
+			unsigned long long a;
+			line[strcspn(line, "\n")] = '\0';
+			size_t l = strlen(line), e = strlen(exe);
+			if (l > e && !strcmp(line + l - e, exe) && sscanf(line, "%llx-", &a) == 1)
+				lo = a;
+		}
+	}
+	if (f)
+		fclose(f);
+	return lo;
+}
+
+/* Is something mapped at `addr` in process `pid`? */
+static int mapped_at(pid_t pid, uint64_t addr)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "re");
+	int found = 0;
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		unsigned long long lo, hi;
+		found = sscanf(line, "%llx-%llx", &lo, &hi) == 2 && lo <= addr && addr < hi;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+static void mode_artifact(const char *target)
+{
+	char *ref = reference(target);
+	char art[PATH_MAX], bad[PATH_MAX];
+	snprintf(art, sizeof(art), "%s/c1.art", tmpdir);
+	snprintf(bad, sizeof(bad), "%s/altered.art", tmpdir);
+	struct tgt a, b, c;
+	start_target(&a, target, NULL, NULL);
+	start_target(&b, target, NULL, NULL);
+	test_sleep_ms(WARMUP_MS);
+
+	/* The round that writes it: an ordinary one. */
+	OCOLOS_OPTS(ocolos_stats, sa);
+	OCOLOS_OPTS(ocolos_opts, oa, .profile_ms = scaled(1500), .log_fn = test_log,
+		    .artifact_out = art);
+	struct ocolos_ctx *ctx = open_ctx(a.pid, &oa);
+	int rc = ocolos_round(ctx, &sa);
+	check_stats(rc, &sa, ctx);
+	ocolos_close(ctx);
+	char *text = slurp(art);
+	const char *v = text ? strstr(text, "\nvma=0x") : NULL;
+	check(v != NULL, "no vma in the artifact's header");
+	unsigned long long vma = v ? strtoull(v + 5, NULL, 16) : 0;
+	uint64_t off_a = sa.c1_addr - image_start(a.pid);
+
+	/* The second process: no sampling, no BOLT — a BOLT that cannot run
+	 * would fail any round that tried. */
+	OCOLOS_OPTS(ocolos_stats, sb);
+	OCOLOS_OPTS(ocolos_opts, ob, .log_fn = test_log, .artifact_in = art,
+		    .bolt_path = "/nonexistent/llvm-bolt");
+	ctx = open_ctx(b.pid, &ob);
+	rc = ocolos_round(ctx, &sb);
+	test_print_stats(rc, &sb);
+	check(rc == 0, "artifact round: %d %s: %s", rc, ocolos_strerror(rc), ocolos_last_error(ctx));
+	check(sb.bolt_ns == 0 && sb.samples == 0 && !strcmp(sb.sampler, "artifact"),
+	      "artifact round: bolt_ns %llu, %llu samples, sampler '%s'",
+	      (unsigned long long)sb.bolt_ns, (unsigned long long)sb.samples, sb.sampler);
+	check(sb.functions_moved == sa.functions_moved && sb.call_sites_patched > 0 &&
+	      sb.generation == 1, "artifact round: %u functions moved (the writer: %u), %u call "
+	      "sites, generation %u", sb.functions_moved, sa.functions_moved,
+	      sb.call_sites_patched, sb.generation);
+	/* The same offset from the image in both; C1 - vma is the load bias,
+	 * at most the lowest p_vaddr (non-PIE: 4 MiB) below the image. */
+	uint64_t off_b = sb.c1_addr - image_start(b.pid);
+	uint64_t bias_b = sb.c1_addr - vma;
+	check(off_a == off_b && bias_b <= image_start(b.pid) &&
+	      image_start(b.pid) - bias_b < (16ull << 20),
+	      "C1 at image + 0x%llx in the writer, + 0x%llx in the applier (vma 0x%llx)",
+	      (unsigned long long)off_a, (unsigned long long)off_b, vma);
+	/* First round only. */
+	OCOLOS_OPTS(ocolos_stats, s2);
+	rc = ocolos_round(ctx, &s2);
+	expect_rc(rc, OCOLOS_ENOTSUP, ctx);
+	ocolos_close(ctx);
+	check_free(b.pid);
+
+	/* A third process whose range is taken; an altered and an untrusted
+	 * copy: each refused, nothing of the target changed. */
+	char at[32]; /* where C1 went in the others: inside the range it needs */
+	snprintf(at, sizeof(at), "%llx", (unsigned long long)off_a);
+	start_target(&c, target, "--block-at", at);
+	/* until it has blocked the range (a loaded machine may take a while) */
+	for (int i = 0; i < 200 && !(image_start(c.pid) && mapped_at(c.pid, image_start(c.pid) + off_a)); i++)
+		test_sleep_ms(50);
+	check(mapped_at(c.pid, image_start(c.pid) + off_a), "the third process did not block "
+	      "image + 0x%llx", (unsigned long long)off_a);
+	test_sleep_ms(200);
+	uint64_t h = text_hash(c.pid);
+	OCOLOS_OPTS(ocolos_opts, oc, .log_fn = test_log, .artifact_in = art,
+		    .bolt_path = "/nonexistent/llvm-bolt");
+	failing_round(c.pid, &oc, OCOLOS_ETAKEN);
+	FILE *f = fopen(bad, "we");
+	size_t len = 0;
+	struct stat stt;
+	if (f && stat(art, &stt) == 0) {
+		len = (size_t)stt.st_size;
+		FILE *in = fopen(art, "re");
+		char *all = malloc(len);
+		if (in && all && fread(all, 1, len, in) == len) {
+			all[len - 40] ^= 0x20; /* a byte of the last record's code */
+			fwrite(all, 1, len, f);
+		}
+		free(all);
+		if (in)
+			fclose(in);
+	}
+	if (f)
+		fclose(f);
+	oc.artifact_in = bad;
+	failing_round(c.pid, &oc, OCOLOS_EBADARTIFACT);
+	oc.artifact_in = art;
+	chmod(art, 0666);
+	failing_round(c.pid, &oc, OCOLOS_EUNTRUSTED);
+	chmod(art, 0644);
+	check_free(c.pid);
+	check(text_hash(c.pid) == h, "the target's code (C0) changed although no artifact applied");
+	check(anon_exec(c.pid) == 0, "a refused artifact left an executable mapping in the target");
+	finish(&c, ref, 0);
+
+	finish(&b, ref, 0);
+	finish(&a, ref, 0);
+	check_no_children();
+	free(text);
 	free(ref);
 }
 
@@ -1753,6 +1910,8 @@ int main(int argc, char **argv)
 		mode_boltfail(a, b);
 	else if (!strcmp(mode, "reserve"))
 		mode_reserve(a);
+	else if (!strcmp(mode, "artifact"))
+		mode_artifact(a);
 	else if (!strcmp(mode, "agent"))
 		mode_agent(a, b);
 	else if (!strcmp(mode, "agent-kill"))

@@ -4,6 +4,7 @@
  * -fno-jump-tables -Wl,--emit-relocs) and checks its own results.
  *
  *   pid_target [--threads N] [--exit-after MS] [--exit-code N] [--block-reserve]
+ *              [--block-at OFF]
  *
  * Each worker computes a reference lap, then repeats the same lap until the
  * program is told to stop, counting laps whose checksum differs from the
@@ -15,7 +16,9 @@
  *
  * --block-reserve maps PROT_NONE over every free page from the end of the
  * image to image start + 2 GiB, so no range within branch reach is left for
- * C1 (the OCOLOS_ERESERVE test). Exit status: --exit-code (default 0) if no
+ * C1 (the OCOLOS_ERESERVE test). --block-at OFF (hex) maps 2 MiB PROT_NONE
+ * at the image's first mapping + OFF (for PIE: the load bias + OFF), where
+ * an artifact's code may have been built to go (the OCOLOS_ETAKEN test). Exit status: --exit-code (default 0) if no
  * lap mismatched, else 1.
  *
  * Not here: anything that depends on the library; the drivers observe this
@@ -188,6 +191,7 @@ int main(int argc, char **argv)
 	unsigned nthreads = 2;
 	long exit_after_ms = -1;
 	int exit_code = 0, block = 0;
+	unsigned long long block_at = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--threads") && i + 1 < argc)
 			nthreads = (unsigned)atoi(argv[++i]);
@@ -197,9 +201,11 @@ int main(int argc, char **argv)
 			exit_code = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--block-reserve"))
 			block = 1;
+		else if (!strcmp(argv[i], "--block-at") && i + 1 < argc)
+			block_at = strtoull(argv[++i], NULL, 16);
 		else {
 			fprintf(stderr, "usage: %s [--threads N] [--exit-after MS] [--exit-code N] "
-				"[--block-reserve]\n", argv[0]);
+				"[--block-reserve] [--block-at OFF]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -220,6 +226,14 @@ int main(int argc, char **argv)
 		uint64_t got = lo ? block_range((hi + 4095) & ~4095ull, lo + (2ull << 30)) : 0;
 		fprintf(stderr, "pid_target: blocked %llu MiB above the image\n",
 			(unsigned long long)(got >> 20));
+	}
+	if (block_at) {
+		uint64_t lo, hi;
+		image_bounds(&lo, &hi);
+		void *a = mmap((void *)(uintptr_t)(lo + block_at), 2ull << 20, PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+		fprintf(stderr, "pid_target: 0x%llx %s\n", (unsigned long long)(lo + block_at),
+			a == MAP_FAILED ? "could not be blocked" : "blocked");
 	}
 
 	static struct worker w[MAX_THREADS];

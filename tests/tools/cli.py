@@ -20,6 +20,13 @@
                                      build (and two files merged); another
                                      build's, truncated and malformed files
                                      refused with OCOLOS_EBADPROFILE
+  cli.py artifacts AGENT PIE NOPIE   --artifact-out on one process, then
+                                     --artifact-in on another of the same
+                                     build (PIE and not): same offset from
+                                     the load bias, no BOLT run, output as
+                                     without a round; another build's,
+                                     altered, truncated, group/other-writable
+                                     files and a taken range refused by name
 
 Exit 0 pass, 1 fail, 77 skip. In a sanitizer build the tools need the ASan
 runtime (OCOLOS_TEST_PRELOAD), the targets must not have it.
@@ -126,6 +133,11 @@ AGENT_BAD = [
     (["--pid", "5", "extra"], "extra", "unexpected argument"),
     (["--pid", "5", "--revert", "--every", "1"], "--revert", "--every"),
     (["--pid", "5", "--revert", "--rounds", "2"], "--revert", "--rounds"),
+    (["--pid", "5", "--artifact-in", ""], "--artifact-in", "empty path"),
+    (["--pid", "5", "--artifact-out", ""], "--artifact-out", "empty path"),
+    (["--pid", "5", "--artifact-in", "a", "--artifact-out", "b"], "--artifact-in", "does not take"),
+    (["--pid", "5", "--artifact-in", "a", "--profile-from", "b"], "--artifact-in", "does not take"),
+    (["--pid", "5", "--artifact-out", "a", "--revert"], "--revert", "--artifact-out"),
 ]
 
 SUPERVISE_BAD = [
@@ -533,9 +545,191 @@ def mode_profiles(agent, target):
     return 0
 
 
+def load_start(pid, exe):
+    """The first mapping of `exe` in process `pid` (its load bias + its
+    lowest p_vaddr, page-aligned down)."""
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            if line.rstrip().endswith(exe):
+                return int(line.split("-")[0], 16)
+    return None
+
+
+def artifact_parts(blob):
+    """(header fields, digest input, recorded digest) of an artifact."""
+    end = blob.index(b"\n\n")
+    head = blob[:end + 1].decode()
+    dig = head.index("\nsha256=") + 1
+    fields = dict(l.split("=", 1) for l in head.splitlines()[1:])
+    return fields, blob[:dig] + blob[end + 2:], fields.get("sha256")
+
+
+def start_target(target, *args):
+    return subprocess.Popen([target] + list(args), env=target_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def stop_target(p, what):
+    """SIGTERM, then its output: every lap checked ("ok"), exit 0."""
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=60)
+    check(p.returncode == 0 and out.rstrip().endswith("ok"),
+          "%s: exit %s, output %r" % (what, p.returncode, out))
+    return out
+
+
+def artifact_round(agent, target, work, name):
+    """An --artifact-out round on one process, --artifact-in on a second
+    one of the same binary; returns the artifact's path and bytes."""
+    import hashlib
+    art = os.path.join(work, name)
+    a, b = start_target(target), start_target(target)
+    try:
+        time.sleep(1)
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(a.pid), "--profile", "1",
+                            "--artifact-out", art], timeout=180)
+        if rc != 0 and ("EPERF" in out or "perf_event" in err):
+            return None, None
+        ra = reports(out, "artifact-out %s" % name)
+        check(rc == 0 and os.path.exists(art) and ra and ra[0].get("ok") is True,
+              "artifact-out %s: %d %s %s" % (name, rc, out, err))
+        blob = open(art, "rb").read()
+        fields, signed, digest = artifact_parts(blob)
+        ro = subprocess.run(["readelf", "-n", target], capture_output=True, text=True)
+        m = re.search(r"Build ID: ([0-9a-f]+)", ro.stdout)
+        check(blob.startswith(b"ocolos-artifact 1\n") and m and
+              fields.get("build-id") == m.group(1), "header of %s: %r" % (name, fields))
+        check(digest == hashlib.sha256(signed).hexdigest(),
+              "%s: recorded digest %s, sha256 of the content %s"
+              % (name, digest, hashlib.sha256(signed).hexdigest()))
+        check("--custom-allocation-vma=%s" % fields.get("vma") in fields.get("bolt-args", "")
+              and "LLVM version" in fields.get("bolt", ""), "%s: BOLT record %r" % (name, fields))
+        # The second process: no sampling, no BOLT (a BOLT that does not
+        # exist would fail the round), its code at the same offset.
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(b.pid), "--artifact-in", art,
+                            "--bolt", "/nonexistent/llvm-bolt"], timeout=120)
+        rb = reports(out, "artifact-in %s" % name)
+        check(rc == 0 and rb and rb[0].get("ok") is True, "artifact-in %s: %d %s %s"
+              % (name, rc, out, err))
+        if ra and rb and rb[0].get("ok"):
+            oa, ob = ra[0], rb[0]
+            check(ob.get("sampler") == "artifact" and ob.get("bolt_ms") == 0 and
+                  ob.get("samples") == 0 and ob.get("functions_moved") == oa.get("functions_moved")
+                  and ob.get("call_sites_patched") == oa.get("call_sites_patched"),
+                  "artifact-in %s: %r (out: %r)" % (name, ob, oa))
+            offa = int(oa["c1_addr"], 16) - load_start(a.pid, target)
+            offb = int(ob["c1_addr"], 16) - load_start(b.pid, target)
+            check(offa == offb, "%s: C1 at image + 0x%x in the first process, + 0x%x in the "
+                  "second" % (name, offa, offb))
+        # First round only: a process with optimized code mapped refuses it.
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(b.pid), "--artifact-in", art],
+                           timeout=60)
+        for o in reports(out, "second artifact-in %s" % name):
+            check(rc == 1 and o.get("error_code") == -7 and "first round" in o.get("message", ""),
+                  "second artifact-in %s: %r" % (name, o))
+    finally:
+        outs = [stop_target(p, "%s %s" % (name, w)) for p, w in ((a, "artifact-out"),
+                                                                  (b, "artifact-in"))]
+    check(outs[0] == outs[1], "%s: the two processes printed different results: %r"
+          % (name, outs))
+    return art, blob
+
+
+def mode_artifacts(agent, pie, nopie):
+    work = tempfile.mkdtemp(prefix="ocolos-artifacts.")
+    os.chmod(work, 0o700)
+    procs = []
+    try:
+        art, blob = artifact_round(agent, pie, work, "pie.art")
+        if art is None:
+            print("SKIP: no perf_event access", file=sys.stderr)
+            return SKIP
+        nopie_art, _ = artifact_round(agent, nopie, work, "nopie.art")
+        fields, _, _ = artifact_parts(blob)
+        c = start_target(nopie)
+        procs.append(c)
+        end = blob.index(b"\n\n") + 2
+        flipped = bytearray(blob)
+        flipped[end + (len(blob) - end) // 2] ^= 0x01
+        header = blob.replace(b"vma=" + fields["vma"].encode(), b"vma=0x%x" % (int(fields["vma"],
+                                                                                16) + 4096), 1)
+        bad = {
+            "another build": (blob, "another build"),
+            "flipped byte": (bytes(flipped), "digest"),
+            "header altered": (header, "digest"),
+            "truncated": (blob[:len(blob) - 100], "truncated"),
+            "not an artifact": (b"hello\n", "not an artifact"),
+        }
+        time.sleep(0.5)
+        for name, (data, word) in sorted(bad.items()):
+            path = os.path.join(work, name.replace(" ", "_"))
+            with open(path, "wb") as f:
+                f.write(data)
+            rc, out, err = run([agent, "--json", "-q", "--pid", str(c.pid), "--artifact-in",
+                                path], timeout=60)
+            check(rc == 1, "%s: exit %d, want 1" % (name, rc))
+            for o in reports(out, name):
+                check(o.get("error_code") == -25 and o.get("stage") == "profile" and
+                      word in o.get("message", "") and path in o.get("message", ""),
+                      "%s: %r" % (name, o))
+        # Code from a file others could have written: refused unread.
+        for name, chmod in (("file o+w", lambda: os.chmod(art, 0o646)),
+                            ("file g+w", lambda: os.chmod(art, 0o664)),
+                            ("directory o+w", lambda: os.chmod(work, 0o707))):
+            chmod()
+            rc, out, err = run([agent, "--json", "-q", "--pid", str(c.pid), "--artifact-in", art],
+                               timeout=60)
+            os.chmod(art, 0o644)
+            os.chmod(work, 0o700)
+            for o in reports(out, name):
+                check(rc == 1 and o.get("error_code") == -27 and "writable" in o.get("message", ""),
+                      "%s: %r" % (name, o))
+        # After all that, the right artifact: the first round applies it, the
+        # second is an ordinary round on top of it (the next generation).
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(c.pid), "--artifact-in",
+                            nopie_art, "--rounds", "2", "--profile", "1"], timeout=180)
+        objs = reports(out, "artifact-in, then a local round")
+        check(rc == 0 and len(objs) == 2, "artifact-in --rounds 2: %d %s %s" % (rc, out, err))
+        if len(objs) == 2:
+            check(objs[0].get("ok") is True and objs[0].get("sampler") == "artifact" and
+                  objs[0].get("generation") == 1, "round 1 of 2: %r" % objs[0])
+            check(objs[1].get("ok") is True and objs[1].get("sampler") != "artifact" and
+                  objs[1].get("bolt_ms", 0) > 0 and objs[1].get("generation") == 2,
+                  "round 2 of 2: %r" % objs[1])
+        stop_target(c, "the process given bad artifacts")
+        procs.remove(c)
+        # Its range taken: OCOLOS_ETAKEN, then the agent's own local round.
+        d = start_target(pie, "--block-at", fields["vma"][2:])
+        procs.append(d)
+        # Until it has blocked the range (a loaded machine may take a while).
+        for _ in range(200):
+            start = load_start(d.pid, pie)
+            if start and subprocess.run(["grep", "-q", "^%x-" % (start + int(fields["vma"], 16)),
+                                         "/proc/%d/maps" % d.pid]).returncode == 0:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        rc, out, err = run([agent, "--json", "--pid", str(d.pid), "--profile", "1",
+                            "--artifact-in", art], timeout=180)
+        check("OCOLOS_ETAKEN" in err and "running a local round instead" in err and
+              fields["vma"][2:] in err, "taken range: no fallback message: %r" % err)
+        for o in reports(out, "taken range"):
+            check(rc == 0 and o.get("ok") is True and o.get("sampler") != "artifact" and
+                  o.get("bolt_ms", 0) > 0, "taken range, local round: %r" % o)
+        stop_target(d, "the process whose range was taken")
+        procs.remove(d)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main(argv):
     modes = {"args": (mode_args, 2), "json": (mode_json, 3), "man": (mode_man, 3),
-             "install": (mode_install, 2), "profiles": (mode_profiles, 2)}
+             "install": (mode_install, 2), "profiles": (mode_profiles, 2),
+             "artifacts": (mode_artifacts, 3)}
     if len(argv) < 2 or argv[1] not in modes or len(argv) != 2 + modes[argv[1]][1]:
         print(__doc__, file=sys.stderr)
         return 1

@@ -132,8 +132,27 @@ int tool_option(struct tool_cfg *cfg, int c, const char *arg)
 	uint64_t v;
 	switch (c) {
 	case 'P':
-		return tool_parse_seconds(cfg->prog, "--profile", arg, 1, PROFILE_MAX_MS,
-					  &cfg->profile_ms);
+	case TOOL_OPT_PROFILE_MAX:
+		/* A fixed window, or one that ends when the profile converges:
+		 * not both (the library's profile_ms / profile_max_ms). */
+		if (c == 'P' ? cfg->profile_max_ms != 0 : cfg->profile_explicit) {
+			fprintf(stderr, "%s: --profile and --profile-max: choose one (a fixed "
+				"window, or sampling until the profile converges)\n", cfg->prog);
+			return -1;
+		}
+		if (c == 'P')
+			cfg->profile_explicit = 1;
+		return tool_parse_seconds(cfg->prog, c == 'P' ? "--profile" : "--profile-max", arg, 1,
+					  PROFILE_MAX_MS, c == 'P' ? &cfg->profile_ms
+								   : &cfg->profile_max_ms);
+	case TOOL_OPT_MAX_OVERHEAD: {
+		/* A percentage, parsed as seconds are (at most 3 decimals). */
+		uint32_t milli;
+		if (tool_parse_seconds(cfg->prog, "--max-overhead", arg, 100, 100000, &milli))
+			return -1;
+		cfg->max_overhead_permille = milli / 100;
+		return 0;
+	}
 	case 'e':
 		return tool_parse_seconds(cfg->prog, "--every", arg, 1, EVERY_MAX_MS, &cfg->every_ms);
 	case 'n':
@@ -218,6 +237,12 @@ void tool_help_common(FILE *f, int supervise)
 {
 	fprintf(f,
 "  -P, --profile SEC     sampling window of each round (default 2; 0.001 to 3600)\n"
+"      --profile-max SEC  instead of a fixed window, sample until the profile\n"
+"                        converges (the share of samples per function stops\n"
+"                        changing), at most SEC (0.001 to 3600)\n"
+"      --max-overhead PCT  keep sampling's cost under PCT %% of the sampled\n"
+"                        threads' CPU time: a lower rate, a longer window\n"
+"                        (default: no limit; 0.1 to 100)\n"
 "  -e, --every SEC       after each round wait SEC and run the next one: a new\n"
 "                        profile of the code in use, the next generation of\n"
 "                        code, the older one retired; until stopped\n"

@@ -144,6 +144,14 @@ static void report_json(const struct tool_round *r)
 	if (st->benefit_pairs)
 		printf(",\"benefit_ratio\":%.4f,\"benefit_pairs\":%u,\"benefit_ms\":%.1f",
 		       st->benefit_ratio, st->benefit_pairs, st->benefit_ns / 1e6);
+	static const char *const stops[] = { NULL, "fixed", "converged", "max", "canceled" };
+	printf(",\"profile_stop\":");
+	json_string(st->profile_stop < sizeof(stops) / sizeof(stops[0]) ? stops[st->profile_stop]
+									  : NULL);
+	if (st->profile_distance_ppm != UINT32_MAX && st->profile_stop)
+		printf(",\"profile_distance_ppm\":%u", st->profile_distance_ppm);
+	printf(",\"sample_overhead_ppm\":%u,\"sample_hz_final\":%u", st->sample_overhead_ppm,
+	       st->sample_hz_final);
 	printf(",\"time\":\"%s\",\"schema\":%d}\n", when, TOOL_JSON_SCHEMA);
 }
 

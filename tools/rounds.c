@@ -161,9 +161,11 @@ static void run_round(struct ocolos_ctx *ctx, const struct tool_cfg *cfg, struct
 				      "output...");
 		} else if (i == 0) {
 			char window[16];
-			tool_format_seconds(cfg->profile_ms, window, sizeof(window));
-			tool_progress(cfg, r->pid, r->round, "profile: %s for %s s...",
-				      stages[i].doing, window);
+			tool_format_seconds(cfg->profile_max_ms ? cfg->profile_max_ms : cfg->profile_ms,
+					    window, sizeof(window));
+			tool_progress(cfg, r->pid, r->round, cfg->profile_max_ms
+				      ? "profile: %s until the profile converges, at most %s s..."
+				      : "profile: %s for %s s...", stages[i].doing, window);
 		} else
 			tool_progress(cfg, r->pid, r->round, "%s: %s...", stages[i].name,
 				      stages[i].doing);
@@ -266,7 +268,9 @@ static struct ocolos_ctx *reopen_local(struct ocolos_ctx *ctx, pid_t pid, struct
 void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 {
 	memset(res, 0, sizeof(*res));
-	OCOLOS_OPTS(ocolos_opts, opts, .profile_ms = cfg->profile_ms, .sample_hz = cfg->sample_hz,
+	OCOLOS_OPTS(ocolos_opts, opts, .profile_ms = cfg->profile_max_ms ? 0 : cfg->profile_ms,
+		    .profile_max_ms = cfg->profile_max_ms,
+		    .max_overhead_permille = cfg->max_overhead_permille, .sample_hz = cfg->sample_hz,
 		    .sampler = cfg->sampler, .bolt_path = cfg->bolt_path,
 		    .bolt_timeout_ms = cfg->bolt_timeout_ms, .binary_path = cfg->binary_path,
 		    .tmp_dir = cfg->tmp_dir, .keep_work_dir = cfg->keep_work_dir,

@@ -38,6 +38,9 @@ enum tool_format {
 struct tool_cfg {
 	const char *prog;	   /* "ocolos-agent": prefixes every message */
 	uint32_t profile_ms;	   /* --profile: sampling window */
+	int profile_explicit;	   /* --profile was given */
+	uint32_t profile_max_ms;   /* --profile-max: converge, at most this */
+	uint32_t max_overhead_permille; /* --max-overhead, in permille */
 	uint32_t every_ms;	   /* --every: a new round every this; 0: not set */
 	uint32_t rounds;	   /* --rounds; 0: 1, or unlimited with --every */
 	uint32_t sample_hz;	   /* --hz; 0: the library's default */
@@ -91,12 +94,16 @@ enum {
 	TOOL_OPT_PROFILE_FROM,
 	TOOL_OPT_ARTIFACT_OUT,
 	TOOL_OPT_ARTIFACT_IN,
+	TOOL_OPT_PROFILE_MAX,
+	TOOL_OPT_MAX_OVERHEAD,
 };
 
 /* The getopt_long entries of the shared options, to be copied into a
  * tool's table (which ends with a zero entry), and their short letters. */
 #define TOOL_COMMON_LONGOPTS                                                   \
 	{ "profile", required_argument, 0, 'P' },                              \
+	{ "profile-max", required_argument, 0, TOOL_OPT_PROFILE_MAX },         \
+	{ "max-overhead", required_argument, 0, TOOL_OPT_MAX_OVERHEAD },       \
 	{ "every", required_argument, 0, 'e' },                                \
 	{ "rounds", required_argument, 0, 'n' },                               \
 	{ "sampler", required_argument, 0, TOOL_OPT_SAMPLER },                 \

@@ -138,6 +138,11 @@ AGENT_BAD = [
     (["--pid", "5", "--artifact-in", "a", "--artifact-out", "b"], "--artifact-in", "does not take"),
     (["--pid", "5", "--artifact-in", "a", "--profile-from", "b"], "--artifact-in", "does not take"),
     (["--pid", "5", "--artifact-out", "a", "--revert"], "--revert", "--artifact-out"),
+    (["--pid", "5", "--profile", "1", "--profile-max", "2"], "--profile-max", "choose one"),
+    (["--pid", "5", "--profile-max", "2", "--profile", "1"], "--profile-max", "choose one"),
+    (["--pid", "5", "--profile-max", "0"], "--profile-max", "zero"),
+    (["--pid", "5", "--max-overhead", "0.01"], "--max-overhead", "out of range"),
+    (["--pid", "5", "--max-overhead", "101"], "--max-overhead", "out of range"),
 ]
 
 SUPERVISE_BAD = [
@@ -331,6 +336,16 @@ def mode_json(agent, target, schema_path):
             check(o.get("ok") is True and o.get("generation") == 2 and
                   o.get("versions_mapped", 9) <= 2,
                   "second agent: %r" % o)
+        # A window that ends when the profile converges, its cost limited:
+        # the report says why it ended and what sampling cost.
+        rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--profile-max", "4",
+                            "--max-overhead", "5"], timeout=120)
+        check(rc == 0, "--profile-max: %d %s" % (rc, out))
+        for o in reports(out, "profile-max"):
+            validate(o, schema, "profile-max")
+            check(o.get("ok") is True and o.get("profile_stop") in ("converged", "max") and
+                  o.get("profile_ms", 9999) <= 4000 + 500 and o.get("sample_hz_final", 0) > 0 and
+                  "profile_distance_ppm" in o, "--profile-max: %r" % o)
         # --revert: back to the original code, one report.
         rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--revert"], timeout=120)
         check(rc == 0, "--revert failed: %d %s" % (rc, out))

@@ -28,6 +28,9 @@
 
 #include "arch/cpu.h"
 #include "inject/inject.h"
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
 
 
 #define DW_EH_PE_omit 0xff
@@ -341,6 +344,14 @@ int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output 
 	}
 	if (rc || !n)
 		return rc;
+#if defined(__SANITIZE_ADDRESS__)
+	/* LeakSanitizer scans the heap, stacks and globals, not our mappings:
+	 * the sorted FDE vector libgcc allocates and hangs on this record
+	 * would look leaked. Never unregistered: LSan scans only what is
+	 * mapped, and a later version at the address registers it again. */
+	if (t->ops == &proc_target_self_ops)
+		__lsan_register_root_region((void *)(uintptr_t)obj, page);
+#endif
 	*used = obj + page - r->addr;
 	*handle = at;
 	core_logf(t->log, OCOLOS_LOG_DEBUG, "registered %zu FDEs of C1 with process %d's unwinder",

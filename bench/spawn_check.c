@@ -14,18 +14,27 @@
  *
  * Prints "MISMATCH created N started N+1" for the first five checks that
  * failed, and
- * at the end "created N started M"; exit 0 when they were equal throughout
+ * at the end (after SECS, or at SIGTERM) "created N started M"; exit 0 when
+ * they were equal throughout
  * (a crash ends it with the signal). See docs/benchmarks.md, "Continuous
  * optimization" (a thread started twice when the stub ran in a thread
  * held at its PTRACE_EVENT_CLONE stop).
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 static atomic_long starts;
+static volatile sig_atomic_t stop; /* SIGTERM: end now, report as at the end */
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
 static volatile unsigned long sink;
 
 static void *short_thread(void *p)
@@ -52,8 +61,9 @@ int main(int argc, char **argv)
 	pthread_t s;
 	if (pthread_create(&s, NULL, spin, NULL))
 		return 1;
+	signal(SIGTERM, on_term);
 	time_t end = time(NULL) + secs;
-	while (time(NULL) < end) {
+	while (!stop && time(NULL) < end) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, short_thread, NULL) == 0) {
 			created++;

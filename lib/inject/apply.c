@@ -58,10 +58,14 @@ static int patch_class(const struct inject_patch *p)
 	return patch_is_code(p) ? 0 : p->kind == INJECT_DATA_SLOT ? 2 : 1;
 }
 
-static const struct inject_plan *sort_plan; /* qsort has no context argument */
+struct by_addr {
+	uint64_t addr;
+	uint32_t i;
+};
+
 static int by_addr(const void *a, const void *b)
 {
-	uint64_t x = sort_plan->v[*(const uint32_t *)a].addr, y = sort_plan->v[*(const uint32_t *)b].addr;
+	uint64_t x = ((const struct by_addr *)a)->addr, y = ((const struct by_addr *)b)->addr;
 	return x < y ? -1 : x > y;
 }
 
@@ -71,7 +75,7 @@ int inject_runs_build(const struct inject_plan *plan, struct inject_runs *runs,
 	memset(runs, 0, sizeof(*runs));
 	if (!plan->n)
 		return 0;
-	uint32_t *order = malloc(plan->n * sizeof(*order));
+	struct by_addr *order = malloc(plan->n * sizeof(*order));
 	runs->run_of = malloc(plan->n * sizeof(*runs->run_of));
 	runs->v = malloc(plan->n * sizeof(*runs->v));
 	if (!order || !runs->run_of || !runs->v) {
@@ -80,15 +84,13 @@ int inject_runs_build(const struct inject_plan *plan, struct inject_runs *runs,
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
 	for (size_t i = 0; i < plan->n; i++)
-		order[i] = (uint32_t)i;
-	sort_plan = plan;
+		order[i] = (struct by_addr){ plan->v[i].addr, (uint32_t)i };
 	qsort(order, plan->n, sizeof(*order), by_addr);
-	sort_plan = NULL;
 	uint32_t bytes = 0;
 	struct inject_run *r = NULL;
 	int rclass = -1;
 	for (size_t k = 0; k < plan->n; k++) {
-		const struct inject_patch *p = &plan->v[order[k]];
+		const struct inject_patch *p = &plan->v[order[k].i];
 		int c = patch_class(p);
 		uint64_t end = r ? r->addr + r->len : 0;
 		if (r && p->addr < end) { /* overlapping patches: never planned, but one run */
@@ -104,7 +106,7 @@ int inject_runs_build(const struct inject_plan *plan, struct inject_runs *runs,
 			*r = (struct inject_run){ .addr = p->addr, .len = p->len, .code = c == 0 };
 			rclass = c;
 		}
-		runs->run_of[order[k]] = (uint32_t)(r - runs->v);
+		runs->run_of[order[k].i] = (uint32_t)(r - runs->v);
 	}
 	bytes += r->len;
 	free(order);

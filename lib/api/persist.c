@@ -655,6 +655,27 @@ static void drop_unmapped(struct ocolos_ctx *ctx, const struct procmaps *m)
 		inject_version_entries_free(&st->v[i].entries);
 	}
 	st->nv = w;
+	/* Slot stubs are allocated and recorded when a round plans, and
+	 * mapped only when it replaces: a round cut short in between leaves
+	 * stubs in the record that were never mapped. A slot redirected to
+	 * one would call into nothing; forget them, and the next plan makes
+	 * new ones. */
+	size_t gone = 0;
+	for (size_t f = 0; st->stubs.at && f < st->stubs.nfuncs; f++) {
+		uint64_t a = st->stubs.at[f];
+		int ok = 0;
+		for (size_t k = 0; a && k < m->n && !ok; k++)
+			ok = a >= m->v[k].start && a < m->v[k].end &&
+			     !strncmp(m->v[k].path, "/memfd:ocolos-stubs", 19);
+		if (a && !ok) {
+			st->stubs.at[f] = 0;
+			gone++;
+		}
+	}
+	if (gone)
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "the state record lists %zu slot stubs that "
+			  "process %d does not map (a round was cut short before mapping them): "
+			  "forgotten", gone, (int)ctx->pid);
 }
 
 /* What each recorded location holds now, and each location of `want`

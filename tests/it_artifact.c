@@ -46,9 +46,9 @@ int main(int argc, char **argv)
 		check(!strcmp(st.sampler, "artifact") && st.bolt_ns == 0 && st.samples == 0,
 		      "sampler '%s', bolt_ns %llu, %llu samples: not an artifact round", st.sampler,
 		      (unsigned long long)st.bolt_ns, (unsigned long long)st.samples);
-		check(st.functions_moved > 0 && st.call_sites_patched > 0 && st.generation == 1,
-		      "%u functions moved, %u call sites, generation %u", st.functions_moved,
-		      st.call_sites_patched, st.generation);
+		check(st.functions_moved > 0 && st.call_sites_patched + st.entries_patched > 0 &&
+		      st.generation == 1, "%u functions moved, %u call sites, %u entries, generation %u",
+		      st.functions_moved, st.call_sites_patched, st.entries_patched, st.generation);
 		/* A second one: only the first round may apply an artifact. */
 		OCOLOS_OPTS(ocolos_stats, st2);
 		rc = ocolos_optimize_self(&o, &st2);

@@ -112,7 +112,8 @@ static void round_checks(int rc, const struct ocolos_stats *st, const struct ima
 {
 	test_print_stats(rc, st);
 	check(rc == 0, "round: %s: %s", ocolos_strerror(rc), ocolos_last_error(NULL));
-	check(st->functions_moved > 0 && st->call_sites_patched > 0, "nothing redirected");
+	check(st->functions_moved > 0 && st->call_sites_patched + st->entries_patched > 0,
+	      "nothing redirected");
 	check(st->threads_stopped >= WORKERS, "threads_stopped=%u", st->threads_stopped);
 	check(!strcmp(st->sampler, "sigprof") || !strcmp(st->sampler, "perf-ip") ||
 	      !strcmp(st->sampler, "perf-lbr"), "sampler '%s'", st->sampler);

@@ -176,8 +176,10 @@ int main(int argc, char **argv)
 	       (unsigned long long)st.samples, (unsigned long long)st.samples_in_binary,
 	       st.threads_sampled, (unsigned long long)samples, (unsigned long long)in_bin, threads);
 	expect(st.functions_moved >= 1 && st.functions_moved != UINT32_MAX &&
-	       st.call_sites_patched >= 1 && st.call_sites_patched != UINT32_MAX,
-	       "replace stats: %u moved, %u call sites", st.functions_moved, st.call_sites_patched);
+	       st.call_sites_patched != UINT32_MAX && st.entries_patched >= 1 &&
+	       st.entries_patched != UINT32_MAX,
+	       "replace stats: %u moved, %u call sites, %u entries", st.functions_moved,
+	       st.call_sites_patched, st.entries_patched);
 	expect(memchr(st.sampler, '\0', sizeof(st.sampler)) && st.sampler[0],
 	       "sampler is not a string");
 	expect_zero_tail(p, sizeof(struct ocolos_stats), sz, "stage_replace");

@@ -352,7 +352,8 @@ def mode_json(agent, target, schema_path):
         for o in reports(out, "revert"):
             validate(o, schema, "revert")
             check(o.get("ok") is True and o.get("stage") == "revert" and
-                  o.get("call_sites_patched", 0) > 0, "--revert: %r" % o)
+                  o.get("call_sites_patched", 0) + o.get("entries_patched", 0) > 0,
+                  "--revert: %r" % o)
         # The benefit check with a ratio no code reaches: the round makes
         # the next generation, measures, goes back to the original code
         # and fails with OCOLOS_ENOGAIN (the work counter: CPU ticks).
@@ -630,7 +631,8 @@ def artifact_round(agent, target, work, name):
             oa, ob = ra[0], rb[0]
             check(ob.get("sampler") == "artifact" and ob.get("bolt_ms") == 0 and
                   ob.get("samples") == 0 and ob.get("functions_moved") == oa.get("functions_moved")
-                  and ob.get("call_sites_patched") == oa.get("call_sites_patched"),
+                  and ob.get("call_sites_patched") == oa.get("call_sites_patched")
+                  and ob.get("entries_patched", 0) > 0,
                   "artifact-in %s: %r (out: %r)" % (name, ob, oa))
             offa = int(oa["c1_addr"], 16) - load_start(a.pid, target)
             offb = int(ob["c1_addr"], 16) - load_start(b.pid, target)

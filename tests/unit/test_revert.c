@@ -132,8 +132,9 @@ int main(void)
 		expect(f > 0.5, "after the round only %.2f of samples in C1", f);
 		for (int cycle = 0; cycle < 3; cycle++) {
 			expect(ocolos_revert_self(&sw) == 0, "revert: %s", ocolos_last_error(NULL));
-			expect(sw.pointer_slots + sw.call_sites > 0 && sw.mismatched == 0,
-			       "revert rewrote %u+%u, %u mismatched", sw.pointer_slots, sw.call_sites, sw.mismatched);
+			expect(sw.pointer_slots + sw.call_sites + sw.entries > 0 && sw.mismatched == 0,
+			       "revert rewrote %u+%u+%u, %u mismatched", sw.pointer_slots, sw.call_sites,
+			       sw.entries, sw.mismatched);
 			f = fraction_in_c1();
 			fprintf(stderr, "cycle %d reverted: %.2f in C1 (pause %.3f ms)\n", cycle, f, sw.pause_ns / 1e6);
 			expect(f < 0.05, "after revert %.2f of samples still in C1", f);

@@ -63,7 +63,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api/debuginfo.h"
@@ -434,18 +433,11 @@ struct jitdump_header {
 
 struct jitdump_code_load {
 	uint32_t id, total_size;
-	uint64_t timestamp;
+	uint64_t timestamp;	/* core_now_ns(): CLOCK_MONOTONIC, perf's `-k mono` */
 	uint32_t pid, tid;
 	uint64_t vma, code_addr, code_size, code_index;
 	/* then the name, NUL-terminated, and code_size bytes of code */
 };
-
-static uint64_t monotonic_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
 
 /* Does the target map `path` (the marker of a dump it already has)? */
 static int target_maps(pid_t pid, const char *path)
@@ -482,7 +474,7 @@ static int jitdump_open(struct ocolos_ctx *ctx, const char *path, struct core_er
 	snprintf(proc, sizeof(proc), "/proc/%d", (int)ctx->pid);
 	struct jitdump_header h = { .magic = JITDUMP_MAGIC, .version = JITDUMP_VERSION,
 		.total_size = sizeof(h), .elf_mach = ctx->bin->machine, .pid = (uint32_t)ctx->pid,
-		.timestamp = monotonic_ns() };
+		.timestamp = core_now_ns() };
 	if (write_all(fd, (const char *)&h, sizeof(h)) || fchmod(fd, 0644)) {
 		core_errf(err, OCOLOS_EIO, "%s", strerror(errno));
 	} else if (geteuid() == 0 && !stat(proc, &ps) && ps.st_uid != 0 &&
@@ -500,7 +492,7 @@ static int jitdump_record(struct ocolos_ctx *ctx, struct text *t, uint64_t addr,
 {
 	size_t nlen = strlen(name) + 1;
 	struct jitdump_code_load r = { .id = JIT_CODE_LOAD,
-		.total_size = (uint32_t)(sizeof(r) + nlen + size), .timestamp = monotonic_ns(),
+		.total_size = (uint32_t)(sizeof(r) + nlen + size), .timestamp = core_now_ns(),
 		.pid = (uint32_t)ctx->pid, .tid = (uint32_t)ctx->pid, .vma = addr,
 		.code_addr = addr, .code_size = size, .code_index = index };
 	while (t->cap - t->len < sizeof(r) + nlen + size) {

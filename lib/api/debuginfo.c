@@ -63,7 +63,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api/debuginfo.h"
@@ -258,28 +257,39 @@ struct text {
 	size_t len, cap;
 };
 
+/* Room for `need` more bytes at t->s + t->len. Through core_grow (a full
+ * buffer: n == cap), whose blocks left behind are cleared: a jitdump
+ * buffer holds a version's addresses and code, which must not pin it when
+ * it retires (util.c). */
+static int text_reserve(struct text *t, size_t need)
+{
+	while (t->cap - t->len < need)
+		if (core_grow((void **)&t->s, &t->cap, t->cap, 1))
+			return -1;
+	return 0;
+}
+
+static void text_free(struct text *t)
+{
+	core_free_clear(t->s, t->cap);
+}
+
 static int text_add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int text_add(struct text *t, const char *fmt, ...)
 {
 	for (;;) {
 		va_list ap;
 		va_start(ap, fmt);
-		int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
+		int n = vsnprintf(t->s ? t->s + t->len : NULL, t->cap - t->len, fmt, ap);
 		va_end(ap);
 		if (n < 0)
 			return -1;
-		if (t->s && t->len + (size_t)n < t->cap) {
+		if ((size_t)n < t->cap - t->len) {
 			t->len += (size_t)n;
 			return 0;
 		}
-		size_t cap = t->cap ? 2 * t->cap : 8192;
-		while (cap < t->len + (size_t)n + 1)
-			cap *= 2;
-		char *p = realloc(t->s, cap);
-		if (!p)
+		if (text_reserve(t, (size_t)n + 1))
 			return -1;
-		t->s = p;
-		t->cap = cap;
 	}
 }
 
@@ -343,7 +353,7 @@ static int perfmap_update(pid_t pid, const uint64_t (*spans)[2], size_t nspans,
 		int bad = keep_old_lines(old, spans, nspans, &all);
 		close(old);
 		if (bad) {
-			free(all.s);
+			text_free(&all);
 			errno = EINVAL;
 			return -1;
 		}
@@ -354,7 +364,7 @@ static int perfmap_update(pid_t pid, const uint64_t (*spans)[2], size_t nspans,
 	snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
 	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
-		free(all.s);
+		text_free(&all);
 		return -1;
 	}
 	struct stat ps;
@@ -369,36 +379,61 @@ static int perfmap_update(pid_t pid, const uint64_t (*spans)[2], size_t nspans,
 	if (close(fd) || rc || rename(tmp, path)) {
 		e = e ? e : errno;
 		unlink(tmp);
-		free(all.s);
+		text_free(&all);
 		errno = e;
 		return -1;
 	}
-	free(all.s);
+	text_free(&all);
 	return 0;
 }
 
-static int perfmap_lines(struct ocolos_ctx *ctx, const struct api_version *v,
-			 const struct elf_code_syms *syms, uint64_t bias, struct text *t)
+/* One piece of code a version publishes, at its run-time address. */
+struct pub_sym {
+	uint64_t addr, size;	/* size >= 1 */
+	const char *name;	/* the function's */
+	const char *tag;	/* "C<gen>" or "stub": "name [ocolos tag]" */
+	int stub;		/* a slot stub, outside the version */
+};
+
+/* fn for each symbol of version v inside [v->lo, v->hi), then for each slot
+ * stub, until fn returns nonzero (returned). The perf map and the jitdump
+ * both go through here, so that they name the same code the same way. */
+static int for_each_published(struct ocolos_ctx *ctx, const struct api_version *v,
+			      const struct elf_code_syms *syms, uint64_t bias,
+			      int (*fn)(void *arg, const struct pub_sym *p), void *arg)
 {
+	char gen[16];
+	snprintf(gen, sizeof(gen), "C%u", v->gen);
 	for (size_t i = 0; i < syms->n; i++) {
 		uint64_t a = syms->v[i].addr + bias, size = syms->v[i].size;
 		if (a < v->lo || a >= v->hi)
 			continue;
 		if (!size) /* an asm label: up to the next symbol */
 			size = (i + 1 < syms->n ? syms->v[i + 1].addr + bias : v->hi) - a;
-		if (text_add(t, "%" PRIx64 " %" PRIx64 " %s [ocolos C%u]\n", a, size ? size : 1,
-			     syms->strs + syms->v[i].name, v->gen))
-			return -1;
+		struct pub_sym p = { a, size ? size : 1, syms->strs + syms->v[i].name, gen, 0 };
+		int rc = fn(arg, &p);
+		if (rc)
+			return rc;
 	}
 	/* The slot stubs (inject/stubs.c): a jump each, named after the
 	 * function it leads to; rewritten every round with the area. */
 	const struct inject_stubs *st = &ctx->state->stubs;
 	unsigned stub = ctx->bin->machine == EM_AARCH64 ? 16 : 8;
-	for (size_t f = 0; st->at && f < st->nfuncs && f < ctx->bin->nfuncs; f++)
-		if (st->at[f] && text_add(t, "%" PRIx64 " %x %s [ocolos stub]\n", st->at[f], stub,
-					  ctx->bin->funcs[f].name))
-			return -1;
+	for (size_t f = 0; st->at && f < st->nfuncs && f < ctx->bin->nfuncs; f++) {
+		if (!st->at[f])
+			continue;
+		struct pub_sym p = { st->at[f], stub, ctx->bin->funcs[f].name, "stub", 1 };
+		int rc = fn(arg, &p);
+		if (rc)
+			return rc;
+	}
 	return 0;
+}
+
+static int perfmap_line(void *arg, const struct pub_sym *p)
+{
+	return text_add(arg, "%" PRIx64 " %" PRIx64 " %s [ocolos %s]\n", p->addr, p->size,
+			p->name, p->tag);
 }
 
 static void perfmap_publish(struct ocolos_ctx *ctx, const struct api_version *v,
@@ -408,7 +443,7 @@ static void perfmap_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 	uint64_t spans[2][2] = { { v->lo, v->hi }, { st->res.addr, st->res.addr + st->res.size } };
 	struct text t = { 0 };
 	char path[64];
-	if (perfmap_lines(ctx, v, syms, bias, &t)) {
+	if (for_each_published(ctx, v, syms, bias, perfmap_line, &t)) {
 		core_logf(&ctx->log, OCOLOS_LOG_WARN, "no perf map for C%u: out of memory", v->gen);
 	} else if (perfmap_update(ctx->pid, (const uint64_t (*)[2])spans, st->res.size ? 2 : 1,
 				  &t, path, sizeof(path))) {
@@ -420,7 +455,7 @@ static void perfmap_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "perf map %s: %zu functions of C%u", path,
 			  syms->n, v->gen);
 	}
-	free(t.s);
+	text_free(&t);
 }
 
 /* ---- perf's jitdump ---- */
@@ -434,18 +469,11 @@ struct jitdump_header {
 
 struct jitdump_code_load {
 	uint32_t id, total_size;
-	uint64_t timestamp;
+	uint64_t timestamp;	/* core_now_ns(): CLOCK_MONOTONIC, perf's `-k mono` */
 	uint32_t pid, tid;
 	uint64_t vma, code_addr, code_size, code_index;
 	/* then the name, NUL-terminated, and code_size bytes of code */
 };
-
-static uint64_t monotonic_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
 
 /* Does the target map `path` (the marker of a dump it already has)? */
 static int target_maps(pid_t pid, const char *path)
@@ -482,7 +510,7 @@ static int jitdump_open(struct ocolos_ctx *ctx, const char *path, struct core_er
 	snprintf(proc, sizeof(proc), "/proc/%d", (int)ctx->pid);
 	struct jitdump_header h = { .magic = JITDUMP_MAGIC, .version = JITDUMP_VERSION,
 		.total_size = sizeof(h), .elf_mach = ctx->bin->machine, .pid = (uint32_t)ctx->pid,
-		.timestamp = monotonic_ns() };
+		.timestamp = core_now_ns() };
 	if (write_all(fd, (const char *)&h, sizeof(h)) || fchmod(fd, 0644)) {
 		core_errf(err, OCOLOS_EIO, "%s", strerror(errno));
 	} else if (geteuid() == 0 && !stat(proc, &ps) && ps.st_uid != 0 &&
@@ -500,17 +528,11 @@ static int jitdump_record(struct ocolos_ctx *ctx, struct text *t, uint64_t addr,
 {
 	size_t nlen = strlen(name) + 1;
 	struct jitdump_code_load r = { .id = JIT_CODE_LOAD,
-		.total_size = (uint32_t)(sizeof(r) + nlen + size), .timestamp = monotonic_ns(),
+		.total_size = (uint32_t)(sizeof(r) + nlen + size), .timestamp = core_now_ns(),
 		.pid = (uint32_t)ctx->pid, .tid = (uint32_t)ctx->pid, .vma = addr,
 		.code_addr = addr, .code_size = size, .code_index = index };
-	while (t->cap - t->len < sizeof(r) + nlen + size) {
-		size_t cap = t->cap ? 2 * t->cap : 65536;
-		char *p = realloc(t->s, cap);
-		if (!p)
-			return -1;
-		t->s = p;
-		t->cap = cap;
-	}
+	if (text_reserve(t, sizeof(r) + nlen + size))
+		return -1;
 	memcpy(t->s + t->len, &r, sizeof(r));
 	memcpy(t->s + t->len + sizeof(r), name, nlen);
 	/* the code as the target has it mapped (in-process too: /proc/self/mem) */
@@ -518,6 +540,29 @@ static int jitdump_record(struct ocolos_ctx *ctx, struct text *t, uint64_t addr,
 		return -1;
 	t->len += sizeof(r) + nlen + size;
 	return 0;
+}
+
+struct jitdump_walk {
+	struct ocolos_ctx *ctx;
+	const struct api_version *v;
+	struct text t;
+	uint64_t index;
+	size_t nsyms;		/* the version's, stubs not counted */
+};
+
+static int jitdump_sym(void *arg, const struct pub_sym *p)
+{
+	struct jitdump_walk *w = arg;
+	uint64_t size = p->size;
+	if (!p->stub) {
+		/* the record carries the code itself: never past the version's end */
+		if (size > w->v->hi - p->addr)
+			size = w->v->hi - p->addr;
+		w->nsyms++;
+	}
+	char name[512];
+	snprintf(name, sizeof(name), "%s [ocolos %s]", p->name, p->tag);
+	return jitdump_record(w->ctx, &w->t, p->addr, size, name, w->index++);
 }
 
 static void jitdump_publish(struct ocolos_ctx *ctx, const struct api_version *v,
@@ -528,8 +573,7 @@ static void jitdump_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 		return;
 	char real[PATH_MAX], path[PATH_MAX + 32];
 	struct core_err err = { 0 };
-	struct text t = { 0 };
-	int fd = -1, rc = 0;
+	int fd = -1;
 	if (!realpath(dir, real)) {
 		snprintf(path, sizeof(path), "%s", dir);
 		core_errf(&err, OCOLOS_EIO, "%s", strerror(errno));
@@ -547,41 +591,19 @@ static void jitdump_publish(struct ocolos_ctx *ctx, const struct api_version *v,
 	}
 	/* code_index only has to be unique per dump: the version's number
 	 * leaves room for 2^32 records per version */
-	uint64_t index = (uint64_t)v->gen << 32;
-	size_t n = 0;
-	for (size_t i = 0; !rc && i < syms->n; i++) {
-		uint64_t a = syms->v[i].addr + bias, size = syms->v[i].size;
-		if (a < v->lo || a >= v->hi)
-			continue;
-		if (!size)
-			size = (i + 1 < syms->n ? syms->v[i + 1].addr + bias : v->hi) - a;
-		if (size > v->hi - a)
-			size = v->hi - a;
-		char name[512];
-		snprintf(name, sizeof(name), "%s [ocolos C%u]", syms->strs + syms->v[i].name, v->gen);
-		rc = jitdump_record(ctx, &t, a, size ? size : 1, name, index++);
-		n++;
-	}
-	const struct inject_stubs *st = &ctx->state->stubs;
-	unsigned stub = ctx->bin->machine == EM_AARCH64 ? 16 : 8;
-	for (size_t f = 0; !rc && st->at && f < st->nfuncs && f < ctx->bin->nfuncs; f++) {
-		if (!st->at[f])
-			continue;
-		char name[512];
-		snprintf(name, sizeof(name), "%s [ocolos stub]", ctx->bin->funcs[f].name);
-		rc = jitdump_record(ctx, &t, st->at[f], stub, name, index++);
-	}
+	struct jitdump_walk w = { .ctx = ctx, .v = v, .index = (uint64_t)v->gen << 32 };
+	int rc = for_each_published(ctx, v, syms, bias, jitdump_sym, &w);
 	if (!rc)
-		rc = write_all(fd, t.s ? t.s : "", t.len);
+		rc = write_all(fd, w.t.s ? w.t.s : "", w.t.len);
 	int e = errno;
 	close(fd);
 	if (rc)
 		core_logf(&ctx->log, OCOLOS_LOG_WARN, "perf jitdump %s lacks C%u: %s", path, v->gen,
 			  strerror(e));
 	else
-		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "perf jitdump %s: %zu functions of C%u", path, n,
-			  v->gen);
-	free(t.s);
+		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "perf jitdump %s: %zu functions of C%u", path,
+			  w.nsyms, v->gen);
+	text_free(&w.t);
 }
 
 void api_debuginfo_publish(struct ocolos_ctx *ctx, const struct api_version *v,

@@ -36,6 +36,10 @@ import tempfile
 import threading
 import time
 
+# toolenv.py lies beside this script (sys.path[0]); no __pycache__ left there
+sys.dont_write_bytecode = True
+from toolenv import kernel_thread, target_env, tool_env  # noqa: E402
+
 SKIP = 77
 
 # include/ocolos/ocolos.h
@@ -52,20 +56,6 @@ NAMES = {v: k for k, v in CODES.items()}
 (AGENT, PIE, NOPIE, NORELOCS, IDLE, FAKE_FAIL, FAKE_HANG, BOLT, STRIP) = (sys.argv[1:] + [""] * 9)[:9]
 tmp = tempfile.mkdtemp(prefix="ocolos-badin.")
 os.chmod(tmp, 0o755)
-
-
-def tool_env():
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    if os.environ.get("OCOLOS_TEST_PRELOAD"):
-        env["LD_PRELOAD"] = os.environ["OCOLOS_TEST_PRELOAD"]
-    return env
-
-
-def target_env():
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    return env
 
 
 def agent(pid, *extra, prefix=(), timeout=40):
@@ -228,17 +218,7 @@ def row_nonexistent():
 
 
 def row_kernel_thread():
-    pid = None
-    for cand in [2] + sorted(int(d) for d in os.listdir("/proc") if d.isdigit()):
-        try:
-            with open("/proc/%d/stat" % cand) as f:
-                s = f.read()
-        except OSError:
-            continue
-        flags = int(s[s.rindex(")") + 2:].split()[6])
-        if flags & 0x00200000:  # PF_KTHREAD
-            pid = cand
-            break
+    pid = kernel_thread()
     if pid is None:
         raise Skip("no kernel thread visible in this pid namespace")
     rc, rep, err = agent(pid)

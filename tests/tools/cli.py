@@ -43,6 +43,10 @@ import sys
 import tempfile
 import time
 
+# toolenv.py lies beside this script (sys.path[0]); no __pycache__ left there
+sys.dont_write_bytecode = True
+from toolenv import kernel_thread, target_env, tool_env  # noqa: E402
+
 SKIP = 77
 failures = []
 
@@ -52,20 +56,6 @@ def check(cond, msg):
         failures.append(msg)
         print("FAIL: " + msg, file=sys.stderr)
     return cond
-
-
-def tool_env():
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    if os.environ.get("OCOLOS_TEST_PRELOAD"):
-        env["LD_PRELOAD"] = os.environ["OCOLOS_TEST_PRELOAD"]
-    return env
-
-
-def target_env():
-    env = dict(os.environ)
-    env.pop("LD_PRELOAD", None)
-    return env
 
 
 def run(argv, timeout=30):
@@ -401,22 +391,6 @@ def mode_json(agent, target, schema_path):
             check(o.get("error_code") == -1 and "kernel thread" in o.get("message", "") and
                   "forbids" not in o.get("message", ""), "kernel thread: %r" % o)
     return 0
-
-
-def kernel_thread():
-    """The pid of a kernel thread (PF_KTHREAD in /proc/PID/stat), or None."""
-    for d in sorted(os.listdir("/proc"), key=lambda x: (len(x), x)):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 6 and int(fields[6]) & 0x00200000:
-            return int(d)
-    return None
 
 
 def mode_man(src, agent, supervise):

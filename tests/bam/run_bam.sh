@@ -75,16 +75,18 @@ intercept)
 auto)
   # No --target: a binary becomes a target on its 3rd exec (--auto 3), so
   # 5 runs give 3 invocations; `sh` itself (exec'd once) never does.
+  # --auto-cpu-ms 1: this case is about the count; a run here uses ~30 ms
+  # of CPU, far below the default 2000 ms.
   ref in1 1
-  bamrun s.auto --auto 3 --profile-runs 100 --profile-samples 1000000 -- \
+  bamrun s.auto --auto 3 --auto-cpu-ms 1 --profile-runs 100 --profile-samples 1000000 -- \
     sh -c "for i in 1 2 3 4 5; do bam_work in1 out.\$i $ROUNDS || exit 1; done"
   expect s.auto invocations 3
   for i in 1 2 3 4 5; do same ref.1 out.$i; done
   # The counts live in the cache: a later session finds it a target at once.
-  bamrun s.auto2 --auto 3 --profile-runs 100 --profile-samples 1000000 -- bam_work in1 out.6 "$ROUNDS"
+  bamrun s.auto2 --auto 3 --auto-cpu-ms 1 --profile-runs 100 --profile-samples 1000000 -- bam_work in1 out.6 "$ROUNDS"
   # (bam_work is CMD itself here: CMD is not intercepted, only its children)
   expect s.auto2 invocations 0
-  bamrun s.auto3 --auto 3 -- sh -c "bam_work in1 out.7 $ROUNDS"
+  bamrun s.auto3 --auto 3 --auto-cpu-ms 1 -- sh -c "bam_work in1 out.7 $ROUNDS"
   expect s.auto3 invocations 1
   same ref.1 out.7
   ;;

@@ -3,7 +3,7 @@
 #
 #   run_bam.sh CASE TOOLS_DIR TEST_BIN_DIR LLVM_BOLT
 #
-# CASE: intercept | auto | concurrent | invalidate | fallback | unsafe | off | gcc
+# CASE: intercept | auto | cpu | concurrent | invalidate | fallback | unsafe | off | gcc
 # Every case checks the oracle: each output file of the run under ocolos-bam
 # is byte-identical to the same run without it (bam_work's output depends
 # only on its input and arguments).
@@ -75,18 +75,55 @@ intercept)
 auto)
   # No --target: a binary becomes a target on its 3rd exec (--auto 3), so
   # 5 runs give 3 invocations; `sh` itself (exec'd once) never does.
+  # --auto-cpu-ms 1: this case is about the count; a run here uses ~30 ms
+  # of CPU, far below the default 2000 ms (the CPU condition: case cpu).
   ref in1 1
-  bamrun s.auto --auto 3 --profile-runs 100 --profile-samples 1000000 -- \
+  bamrun s.auto --auto 3 --auto-cpu-ms 1 --profile-runs 100 --profile-samples 1000000 -- \
     sh -c "for i in 1 2 3 4 5; do bam_work in1 out.\$i $ROUNDS || exit 1; done"
   expect s.auto invocations 3
   for i in 1 2 3 4 5; do same ref.1 out.$i; done
   # The counts live in the cache: a later session finds it a target at once.
-  bamrun s.auto2 --auto 3 --profile-runs 100 --profile-samples 1000000 -- bam_work in1 out.6 "$ROUNDS"
+  bamrun s.auto2 --auto 3 --auto-cpu-ms 1 --profile-runs 100 --profile-samples 1000000 -- bam_work in1 out.6 "$ROUNDS"
   # (bam_work is CMD itself here: CMD is not intercepted, only its children)
   expect s.auto2 invocations 0
-  bamrun s.auto3 --auto 3 -- sh -c "bam_work in1 out.7 $ROUNDS"
+  bamrun s.auto3 --auto 3 --auto-cpu-ms 1 -- sh -c "bam_work in1 out.7 $ROUNDS"
   expect s.auto3 invocations 1
   same ref.1 out.7
+  ;;
+cpu)
+  # The automatic rule's CPU-time condition. bam_tiny (bam_work with no
+  # rounds: under 1 ms of CPU each) exec'd 10 times passes the count but
+  # not --auto-cpu-ms 100 (10 runs: ~7 ms here), so it is never a target;
+  # bam_work at 400 rounds (~130 ms each) is, from its 3rd exec on, when
+  # its first two runs have recorded ~260 ms.
+  cp "$work/bin/bam_work" "$work/bin/bam_tiny"
+  bam_work in1 ref.1 400
+  bamrun s.cpu --auto 3 --auto-cpu-ms 100 --profile-runs 100 --profile-samples 1000000 -- \
+    sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do bam_tiny in1 t.\$i 0 || exit 1; done
+           for i in 1 2 3 4 5; do bam_work in1 out.\$i 400 || exit 1; done"
+  ! grep -q '"path":"[^"]*/bam_tiny"' s.cpu || { cat s.cpu >&2; fail "bam_tiny made a target"; }
+  grep -q '"path":"[^"]*/bam_work"' s.cpu || { cat s.cpu >&2; fail "bam_work not made a target"; }
+  expect s.cpu invocations 3
+  for i in 1 2 3 4 5; do same ref.1 out.$i; done
+  # The records: one per process that exited normally, next to the count.
+  seen() { ls "$cache"/seen/*_"$(printf %x "$(stat -c %i "$work/bin/$1")")"_*$2; }
+  [ "$(stat -c %s "$(seen bam_tiny '[0-9a-f]')")" = 10 ] || fail "bam_tiny: count is not 10"
+  [ "$(stat -c %s "$(seen bam_tiny .cpu)")" = 80 ] || fail "bam_tiny: not 10 CPU records"
+  tiny=$(od -An -t d8 -v "$(seen bam_tiny .cpu)" | awk '{for (i = 1; i <= NF; i++) s += $i} END {print int(s / 1e6)}')
+  [ "$tiny" -lt 100 ] || fail "bam_tiny used $tiny ms: the case needs a lower figure"
+  # The same with the default threshold (2000 ms): no target at all.
+  bamrun s.cpu2 --auto 3 -- sh -c "bam_work in1 out.6 400 && bam_tiny in1 t.11 0"
+  expect s.cpu2 invocations 0
+  # An exec records the CPU time of the image it leaves (bam_spawn's child,
+  # then the parent at its exit); an exec that fails takes its record back
+  # (a negative one): 3 records, the first two summing to 0.
+  printf 'not a program\n' > "$work/bin/bam_bad"; chmod +x "$work/bin/bam_bad"
+  bamrun s.cpu3 --auto 3 -- sh -c "bam_spawn execve $work/bin/bam_tiny in1 t.12 0 &&
+                                  ! bam_spawn execve $work/bin/bam_bad x 2>/dev/null"
+  r=($(od -An -t d8 -v "$(seen bam_spawn .cpu)"))
+  [ ${#r[@]} = 5 ] || fail "bam_spawn: ${#r[@]} CPU records, expected 5 (${r[*]})"
+  [ "${r[0]}" -gt 0 ] && [ "${r[1]}" -gt 0 ] && [ "${r[2]}" -gt 0 ] &&
+    [ $((r[2] + r[3])) = 0 ] && [ "${r[4]}" -gt 0 ] || fail "bam_spawn's records: ${r[*]}"
   ;;
 concurrent)
   # make -j2: 8 compilations of two inputs; at most --profile-runs of them

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The command-line contract of ocolos-agent and ocolos-supervise
-(docs/tools.md), checked from outside, as a user or a script sees it.
+(docs/tools.md), checked from outside, as a user or a script sees it; for
+ocolos-bam (docs/bam.md), its man page and its install.
 
   cli.py args AGENT SUPERVISE        every bad argument: the documented exit
                                      status and a message naming the option;
@@ -10,7 +11,8 @@
                                      process that cannot be opened) parse and
                                      follow docs/tools.schema.json
   cli.py man SRC AGENT SUPERVISE     the man pages render without a warning;
-                                     every option of --help is in its man page,
+                                     every option of --help is in its man page
+                                     (ocolos-bam's too: found beside AGENT),
                                      every function of the 0.2 API in
                                      libocolos(3)
   cli.py install CMAKE BUILD_DIR     cmake --install puts the tools and man
@@ -399,7 +401,7 @@ def mode_man(src, agent, supervise):
         print("SKIP: no groff (apt-get install groff-base)", file=sys.stderr)
         return SKIP
     pages = {name: os.path.join(src, "docs", "man", name)
-             for name in ("ocolos-agent.1", "ocolos-supervise.1", "libocolos.3")}
+             for name in ("ocolos-agent.1", "ocolos-supervise.1", "ocolos-bam.1", "libocolos.3")}
     for name, path in pages.items():
         # -ww: every warning; also at the 80 columns man(1) renders in.
         for width in ([], ["-rLL=78n"]):
@@ -413,7 +415,9 @@ def mode_man(src, agent, supervise):
                                env=env)
             check(p.returncode == 0 and p.stderr == "" and name.split(".")[0].upper() in p.stdout,
                   "man -l %s: %d %r" % (name, p.returncode, p.stderr))
-    for tool, name in ((agent, "ocolos-agent.1"), (supervise, "ocolos-supervise.1")):
+    bam = os.path.join(os.path.dirname(agent), "ocolos-bam")
+    for tool, name in ((agent, "ocolos-agent.1"), (supervise, "ocolos-supervise.1"),
+                       (bam, "ocolos-bam.1")):
         rc, out, err = run([tool, "--help"])
         with open(pages[name]) as f:
             man = f.read().replace("\\-", "-")
@@ -439,8 +443,9 @@ def mode_install(cmake, build):
         p = subprocess.run([cmake, "--install", build, "--prefix", prefix], capture_output=True,
                            text=True)
         check(p.returncode == 0, "cmake --install: %r" % p.stderr)
-        for rel in ("bin/ocolos-agent", "bin/ocolos-supervise", "share/man/man1/ocolos-agent.1",
-                    "share/man/man1/ocolos-supervise.1", "share/man/man3/libocolos.3"):
+        for rel in ("bin/ocolos-agent", "bin/ocolos-supervise", "bin/ocolos-bam",
+                    "share/man/man1/ocolos-agent.1", "share/man/man1/ocolos-supervise.1",
+                    "share/man/man1/ocolos-bam.1", "share/man/man3/libocolos.3"):
             check(os.path.isfile(os.path.join(prefix, rel)), "not installed: %s" % rel)
         for tool in ("ocolos-agent", "ocolos-supervise"):
             # No LD_LIBRARY_PATH: the installed tools find the installed library.

@@ -9,6 +9,11 @@
  *   <root>/seen/<dev>_<ino>_<size>_<mtime>
  *                               one byte appended per exec of that file
  *                               (O_APPEND: the size is the count; no lock)
+ *   <root>/seen/<same name>.cpu one int64 per process of that file: the CPU
+ *                               time (ns, user + system) it used, appended
+ *                               at its exit or exec (O_APPEND, 8 bytes in
+ *                               one write; an exec that fails appends the
+ *                               negated value)
  *   <root>/e/<key>/             one entry per binary version, key =
  *                               <build-id hex>-<fnv64(path,size,mtime,conf)>
  *       meta                    "path\nsize\nmtime_ns\nbuild-id\n" (rename'd in)
@@ -32,12 +37,18 @@
 #define BAM_ENV_CONF	 "OCOLOS_BAM_CONF"     /* hex hash of BOLT version + options */
 #define BAM_ENV_TARGETS	 "OCOLOS_BAM_TARGETS"  /* ':'-separated paths or names */
 #define BAM_ENV_AUTO	 "OCOLOS_BAM_AUTO"     /* execs before a binary is a target; 0 off */
+#define BAM_ENV_AUTO_CPU "OCOLOS_BAM_AUTO_CPU_MS" /* ... and CPU ms its processes used; 0 off */
 #define BAM_ENV_RUNS	 "OCOLOS_BAM_PROFILE_RUNS" /* invocations profiled per key at most */
 #define BAM_ENV_HZ	 "OCOLOS_BAM_HZ"       /* sampling rate of profiled processes */
 /* Set by the exec wrapper for one process only (its constructor removes it): */
 #define BAM_ENV_PROFILE	 "OCOLOS_BAM_PROFILE"  /* spool directory: sample yourself */
 #define BAM_ENV_RUN_ENTRY "OCOLOS_BAM_RUN_ENTRY" /* you are an optimized binary: entry dir */
 #define BAM_ENV_RUN_ORIG "OCOLOS_BAM_RUN_ORIG" /* ... and this is the original to fall back to */
+
+/* The automatic rule reads at most this much of a .cpu file per exec: a
+ * binary whose first 32768 processes used less CPU time than the threshold
+ * (under 61 us each at the default 2000 ms) never becomes a target. */
+#define BAM_CPU_READ_MAX (256 * 1024)
 
 #define BAM_SPOOL_MAX_PCS (1u << 20) /* per process: 8 MiB of address space, touched lazily */
 

@@ -5,13 +5,15 @@
  *  - the exec family (execve, execv, execvp, execvpe, execl, execlp,
  *    execle, posix_spawn, posix_spawnp): decide for the file about to run
  *    whether it is a target (explicit --target, or exec'd at least N
- *    times), and then run it as is, run it while it profiles itself, or run
+ *    times by processes that used enough CPU time between them), and then run it as is, run it while it profiles itself, or run
  *    the optimized copy from the cache instead (argv, argv[0] and the
  *    environment kept; see docs/bam.md for /proc/self/exe);
  *  - in a process told to profile itself (OCOLOS_BAM_PROFILE), sampling its
  *    own PC on a process CPU-time timer and writing the samples that fall in
  *    the main executable, as link-time addresses, to the entry's spool at
  *    exit;
+ *  - in every process, while the automatic rule is on, recording the CPU
+ *    time it used (at exit, and before an exec) for that rule;
  *  - in an optimized process (OCOLOS_BAM_RUN_*), a fault handler that
  *    quarantines the entry and re-executes the original binary in place.
  * Not responsible for: deciding when to run BOLT, running it, the cache's
@@ -269,8 +271,59 @@ static int explicit_target(const char *asked, const char *canon)
 	return 0;
 }
 
+/* <root>/seen/<dev>_<ino>_<size>_<mtime>: the name of a file version's
+ * exec count; its CPU-time records are the same name plus ".cpu". */
+static int seen_path(char *p, size_t cap, const char *root, const struct stat *st)
+{
+	size_t k = 0;
+	return cat(p, cap, &k, root) || cat(p, cap, &k, "/seen/") ||
+	       cat_u64(p, cap, &k, (uint64_t)st->st_dev, 16) || cat(p, cap, &k, "_") ||
+	       cat_u64(p, cap, &k, (uint64_t)st->st_ino, 16) || cat(p, cap, &k, "_") ||
+	       cat_u64(p, cap, &k, (uint64_t)st->st_size, 16) || cat(p, cap, &k, "_") ||
+	       cat_u64(p, cap, &k, (uint64_t)st->st_mtim.tv_sec * 1000000000ull +
+					 (uint64_t)st->st_mtim.tv_nsec, 16);
+}
+
+/* Have the processes of this file version used `want_ns` of CPU time or
+ * more, by the records of `<seen>.cpu` (int64 ns each, see cpu_record())?
+ * Reads from the start and stops as soon as the sum gets there, so a binary
+ * that passed long ago costs one read; at most BAM_CPU_READ_MAX bytes are
+ * read, which bounds what a binary that never passes costs every exec.
+ * Stack only (vfork children). */
+static int cpu_enough(const char *seen, int64_t want_ns)
+{
+	if (want_ns <= 0)
+		return 1;
+	char p[PATH_MAX];
+	size_t k = 0;
+	if (cat(p, sizeof(p), &k, seen) || cat(p, sizeof(p), &k, ".cpu"))
+		return 0;
+	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	int64_t rec[512];
+	int64_t sum = 0;
+	off_t off = 0;
+	int hit = 0;
+	while (!hit && off < BAM_CPU_READ_MAX) {
+		ssize_t r = pread(fd, rec, sizeof(rec), off);
+		size_t n = r > 0 ? (size_t)r / sizeof(rec[0]) : 0;
+		if (!n)
+			break; /* the end (or a record being appended: next time) */
+		for (size_t i = 0; i < n && !hit; i++) {
+			sum += rec[i];
+			hit = sum >= want_ns;
+		}
+		off += (off_t)(n * sizeof(rec[0]));
+	}
+	close(fd);
+	return hit;
+}
+
 /* The automatic rule: count this exec of the file (dev, inode, size, mtime)
- * in <root>/seen and say whether it has now run `auto` times or more. */
+ * in <root>/seen and say whether it has now run `auto` times or more and
+ * its earlier processes used OCOLOS_BAM_AUTO_CPU_MS of CPU time between
+ * them (a binary run often but briefly is not worth a BOLT run). */
 static int auto_target(const char *root, const struct stat *st)
 {
 	const char *a = env(BAM_ENV_AUTO);
@@ -278,13 +331,7 @@ static int auto_target(const char *root, const struct stat *st)
 	if (n <= 0)
 		return 0;
 	char p[PATH_MAX];
-	size_t k = 0;
-	if (cat(p, sizeof(p), &k, root) || cat(p, sizeof(p), &k, "/seen/") ||
-	    cat_u64(p, sizeof(p), &k, (uint64_t)st->st_dev, 16) || cat(p, sizeof(p), &k, "_") ||
-	    cat_u64(p, sizeof(p), &k, (uint64_t)st->st_ino, 16) || cat(p, sizeof(p), &k, "_") ||
-	    cat_u64(p, sizeof(p), &k, (uint64_t)st->st_size, 16) || cat(p, sizeof(p), &k, "_") ||
-	    cat_u64(p, sizeof(p), &k, (uint64_t)st->st_mtim.tv_sec * 1000000000ull +
-					      (uint64_t)st->st_mtim.tv_nsec, 16))
+	if (seen_path(p, sizeof(p), root, st))
 		return 0;
 	int fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
@@ -292,7 +339,109 @@ static int auto_target(const char *root, const struct stat *st)
 	struct stat cs;
 	int hit = write(fd, "x", 1) == 1 && !fstat(fd, &cs) && cs.st_size >= n;
 	close(fd);
-	return hit;
+	if (!hit)
+		return 0;
+	const char *c = env(BAM_ENV_AUTO_CPU);
+	long long ms = c ? strtoll(c, NULL, 10) : 0;
+	return cpu_enough(p, ms > 0 ? (int64_t)ms * 1000000 : 0);
+}
+
+/* ---- CPU time of this process, for the automatic rule --------------------- */
+
+/*
+ * Every process the preload is in (while the automatic rule is on) appends
+ * the CPU time it used, user + system, as one int64 of nanoseconds to the
+ * `.cpu` file of its own binary's version: at exit (the destructor) and
+ * just before it execs something else (the image it leaves is the one that
+ * used that time; an exec keeps the process's CPU clock running, hence the
+ * baseline taken by the constructor). One O_APPEND write of 8 bytes per
+ * record: concurrent processes (make -j) never mix their records, no lock.
+ * A process ending with _exit or a signal records nothing: the rule then
+ * errs towards fewer targets.
+ *
+ * cpu_file, cpu_base_ns and cpu_base_pid are set by the constructor and
+ * only read afterwards (the exec wrappers run in vfork children, whose
+ * memory is the parent's). A forked child (another pid) counts from 0: its
+ * clock started at the fork. An exec that fails is taken back with a
+ * negative record of the same size, since the process goes on and records
+ * again at its exit.
+ */
+static char cpu_file[PATH_MAX];
+static int64_t cpu_base_ns;
+static pid_t cpu_base_pid;
+
+static int64_t cpu_now_ns(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts))
+		return -1;
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Append one record; returns what was recorded (0: nothing). */
+static int64_t cpu_append(int64_t ns)
+{
+	if (!cpu_file[0] || !ns)
+		return 0;
+	int fd = open(cpu_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return 0;
+	int ok = write(fd, &ns, sizeof(ns)) == (ssize_t)sizeof(ns);
+	close(fd);
+	return ok ? ns : 0;
+}
+
+/* The CPU time this image of this process has used so far, recorded. */
+static int64_t cpu_record(void)
+{
+	if (!cpu_file[0])
+		return 0;
+	int64_t now = cpu_now_ns();
+	if (now < 0)
+		return 0;
+	if (getpid() == cpu_base_pid)
+		now -= cpu_base_ns;
+	return cpu_append(now > 0 ? now : 0);
+}
+
+/* An exec wrapper's record, before an exec of `path` that may work (the
+ * file is there and executable: a shell trying each PATH directory would
+ * otherwise record, and take back, once per directory). */
+static int64_t cpu_exec_note(const char *path)
+{
+	if (!cpu_file[0] || !path || disabled() || access(path, X_OK))
+		return 0;
+	return cpu_record();
+}
+
+/* The exec failed: this process goes on, and will record that time again. */
+static void cpu_exec_failed(int64_t noted)
+{
+	int e = errno;
+	if (noted)
+		cpu_append(-noted);
+	errno = e;
+}
+
+/* Constructor: where this process's records go, from the file that runs
+ * (an optimized copy's go to the original's version: it is the one the
+ * rule counts), and the CPU time used before this image started. */
+static void cpu_start(const char *orig)
+{
+	const char *a = env(BAM_ENV_AUTO), *root = env(BAM_ENV_ROOT);
+	struct stat st;
+	if (!a || strtol(a, NULL, 10) <= 0 || !root || stat(orig ? orig : "/proc/self/exe", &st))
+		return;
+	if (seen_path(cpu_file, sizeof(cpu_file) - 4, root, &st)) {
+		cpu_file[0] = 0;
+		return;
+	}
+	size_t k = strlen(cpu_file);
+	cat(cpu_file, sizeof(cpu_file), &k, ".cpu");
+	cpu_base_ns = cpu_now_ns();
+	if (cpu_base_ns < 0)
+		cpu_base_ns = 0;
+	cpu_base_pid = getpid();
 }
 
 /* A file or directory of the cache we are about to trust: ours, and
@@ -543,11 +692,12 @@ static int exec_target(const char *path, struct plan *pp, char *const argv[], ch
 static int exec_planned(const char *path, char *const argv[], char *const envp[])
 {
 	RESOLVED();
+	int64_t noted = cpu_exec_note(path);
 	struct plan p;
 	decide(path, &p);
-	if (p.kind == PLAN_PASS)
-		return real_execve(path, argv, envp);
-	return exec_target(path, &p, argv, envp);
+	int rc = p.kind == PLAN_PASS ? real_execve(path, argv, envp) : exec_target(path, &p, argv, envp);
+	cpu_exec_failed(noted);
+	return rc;
 }
 
 /* PATH search as execvp does it, for the decision only: the first regular
@@ -602,13 +752,18 @@ EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 	char path[PATH_MAX];
 	if (!*file || disabled() || search_path(file, path, sizeof(path)))
 		return real_execvpe(file, argv, envp);
+	int64_t noted = cpu_exec_note(path);
 	struct plan p;
 	decide(path, &p);
+	int rc;
 	if (p.kind == PLAN_PASS)
-		return real_execvpe(file, argv, envp);
-	/* A target: an ELF file (decide() read its header), so execve of the
-	 * path found is what execvpe would do. */
-	return exec_target(path, &p, argv, envp);
+		rc = real_execvpe(file, argv, envp);
+	else
+		/* A target: an ELF file (decide() read its header), so execve
+		 * of the path found is what execvpe would do. */
+		rc = exec_target(path, &p, argv, envp);
+	cpu_exec_failed(noted);
+	return rc;
 }
 
 EXPORT int execvp(const char *file, char *const argv[])
@@ -975,6 +1130,7 @@ __attribute__((constructor)) static void bam_init(int argc, char **argv, char **
 	unsetenv(BAM_ENV_RUN_ORIG);
 	if (disabled())
 		return;
+	cpu_start(have_r ? obuf : NULL);
 	if (have_p)
 		profile_start(pbuf);
 	if (have_r)
@@ -984,4 +1140,5 @@ __attribute__((constructor)) static void bam_init(int argc, char **argv, char **
 __attribute__((destructor)) static void bam_fini(void)
 {
 	profile_stop();
+	cpu_record();
 }

@@ -319,7 +319,8 @@ struct ocolos_stats {
 	uint32_t functions_moved;     /* functions that now have a C1 copy */
 	uint64_t c1_bytes;	      /* bytes of C1 mapped (code + tables) */
 	uint64_t c1_addr;	      /* run-time address of the C1 mapping */
-	uint32_t call_sites_patched;  /* C0 call rel32 redirected to C1 */
+	uint32_t call_sites_patched;  /* C0 call rel32 redirected to C1 (in code
+					 not moved; docs/guide.md) */
 	uint32_t pointer_slots_patched; /* v-table/function-pointer slots */
 	uint32_t threads_stopped;     /* threads parked during the pause */
 	/* Moved functions whose C0 entry now jumps to C1 (x86-64), so calls

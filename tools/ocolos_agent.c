@@ -111,6 +111,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: --revert runs no round: it does not take --artifact-out\n", prog);
 		return tool_usage(prog, TOOL_EXIT_USAGE);
 	}
+	if (tool_check_options(&cfg))
+		return tool_usage(prog, TOOL_EXIT_USAGE);
 	tool_install_stop_handlers();
 	struct tool_result res;
 	tool_run((pid_t)pid, &cfg, &res);

@@ -195,6 +195,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: no command to run (-- CMD [ARG]...)\n", prog);
 		return tool_usage(prog, SUPERVISE_EXIT_OWN);
 	}
+	if (tool_check_options(&cfg))
+		return tool_usage(prog, SUPERVISE_EXIT_OWN);
 
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));

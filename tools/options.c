@@ -217,6 +217,18 @@ int tool_option(struct tool_cfg *cfg, int c, const char *arg)
 		cfg->benefit_min = milli / 1000.0;
 		return 0;
 	}
+	case TOOL_OPT_BENEFIT_PAIRS:
+		if (tool_parse_uint(cfg->prog, "--benefit-pairs", arg, 1, 100, &v))
+			return -1;
+		cfg->benefit_pairs = (uint32_t)v;
+		return 0;
+	case TOOL_OPT_BENEFIT_WINDOW:
+		/* Windows of a busy machine need seconds (docs/benchmarks.md,
+		 * "Fleet"): the library's 300 ms suits a quiet one. */
+		if (tool_parse_seconds(cfg->prog, "--benefit-window", arg, 1, 60000,
+				       &cfg->benefit_window_ms))
+			return -1;
+		return 0;
 	case TOOL_OPT_JSON:
 		cfg->format = TOOL_FORMAT_JSON;
 		return 0;
@@ -274,6 +286,10 @@ void tool_help_common(FILE *f, int supervise)
 "      --benefit-min R   with --work-cmd, the ratio of work rates (optimized /\n"
 "                        original) to reach; below it the round reverts and\n"
 "                        fails with OCOLOS_ENOGAIN (default 1; 0.001 to 100)\n"
+"      --benefit-pairs N  with --work-cmd, pairs of windows (original, optimized)\n"
+"                        measured (default 5; 1 to 100)\n"
+"      --benefit-window SEC  with --work-cmd, the length of one window (default\n"
+"                        0.3; 0.001 to 60)\n"
 "      --json            report each round as one JSON line\n"
 "      --text            report each round as a human-readable summary\n"
 "                        (default: --text if stdout is a terminal, else --json)\n"
@@ -316,6 +332,17 @@ void tool_version(const char *prog)
 {
 	printf("%s %s\nlibocolos %s (loaded; built against %s)\n", prog, OCOLOS_TOOLS_VERSION,
 	       ocolos_version(), OCOLOS_VERSION_STRING);
+}
+
+int tool_check_options(const struct tool_cfg *cfg)
+{
+	if (!cfg->work_cmd && (cfg->benefit_min || cfg->benefit_pairs || cfg->benefit_window_ms)) {
+		fprintf(stderr, "%s: --benefit-min, --benefit-pairs and --benefit-window set up the "
+			"benefit check, which needs --work-cmd CMD (a count of the work done)\n",
+			cfg->prog);
+		return -1;
+	}
+	return 0;
 }
 
 int tool_usage(const char *prog, int code)

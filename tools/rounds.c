@@ -277,7 +277,8 @@ void tool_run(pid_t pid, const struct tool_cfg *cfg, struct tool_result *res)
 		    .log_fn = cfg->verbose ? log_cb : NULL, .log_user = (void *)cfg,
 		    .work_fn = cfg->work_cmd ? work_cmd : NULL,
 		    .work_user = cfg->work_cmd ? (void *)cfg : NULL,
-		    .benefit_min_ratio = cfg->benefit_min, .profile_export = cfg->export_profile,
+		    .benefit_min_ratio = cfg->benefit_min, .benefit_pairs = cfg->benefit_pairs,
+		    .benefit_window_ms = cfg->benefit_window_ms, .profile_export = cfg->export_profile,
 		    .profile_from = cfg->nprofile_from ? cfg->profile_from : NULL,
 		    .artifact_out = cfg->artifact_out, .artifact_in = cfg->artifact_in);
 	char binary[PATH_MAX], build_id[130];

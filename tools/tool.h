@@ -52,6 +52,8 @@ struct tool_cfg {
 	int keep_work_dir;	   /* --keep-work-dir */
 	const char *work_cmd;	   /* --work-cmd: the benefit check's counter */
 	double benefit_min;	   /* --benefit-min; 0: the library's (1.0) */
+	uint32_t benefit_pairs;	   /* --benefit-pairs; 0: the library's (5) */
+	uint32_t benefit_window_ms; /* --benefit-window; 0: the library's (300) */
 	const char *export_profile; /* --export-profile */
 	/* --profile-from, repeatable: NULL-ended */
 	const char *profile_from[TOOL_PROFILES_MAX + 1];
@@ -90,6 +92,8 @@ enum {
 	TOOL_OPT_REVERT,
 	TOOL_OPT_WORK_CMD,
 	TOOL_OPT_BENEFIT_MIN,
+	TOOL_OPT_BENEFIT_PAIRS,
+	TOOL_OPT_BENEFIT_WINDOW,
 	TOOL_OPT_EXPORT_PROFILE,
 	TOOL_OPT_PROFILE_FROM,
 	TOOL_OPT_ARTIFACT_OUT,
@@ -115,6 +119,8 @@ enum {
 	{ "keep-work-dir", no_argument, 0, TOOL_OPT_KEEP_WORK_DIR },           \
 	{ "work-cmd", required_argument, 0, TOOL_OPT_WORK_CMD },               \
 	{ "benefit-min", required_argument, 0, TOOL_OPT_BENEFIT_MIN },         \
+	{ "benefit-pairs", required_argument, 0, TOOL_OPT_BENEFIT_PAIRS },     \
+	{ "benefit-window", required_argument, 0, TOOL_OPT_BENEFIT_WINDOW },   \
 	{ "export-profile", required_argument, 0, TOOL_OPT_EXPORT_PROFILE },   \
 	{ "profile-from", required_argument, 0, TOOL_OPT_PROFILE_FROM },       \
 	{ "json", no_argument, 0, TOOL_OPT_JSON },                             \
@@ -130,6 +136,9 @@ enum {
  * (the message, naming the option, is printed). -h and -V are the tool's
  * to handle. */
 int tool_option(struct tool_cfg *cfg, int c, const char *arg);
+/* After all options: the shared ones that only make sense together. 0, or
+ * -1 with the message printed. */
+int tool_check_options(const struct tool_cfg *cfg);
 
 /* Strict numbers: digits only (no sign, space, exponent or suffix), within
  * [min, max]. On error print "PROG: OPT: 'ARG' is ..." saying why (not a

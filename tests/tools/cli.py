@@ -135,6 +135,13 @@ AGENT_BAD = [
     (["--pid", "5", "--profile-max", "0"], "--profile-max", "zero"),
     (["--pid", "5", "--max-overhead", "0.01"], "--max-overhead", "out of range"),
     (["--pid", "5", "--max-overhead", "101"], "--max-overhead", "out of range"),
+    (["--pid", "5", "--work-cmd", "true", "--benefit-pairs", "0"], "--benefit-pairs", "zero"),
+    (["--pid", "5", "--work-cmd", "true", "--benefit-pairs", "101"], "--benefit-pairs",
+     "out of range"),
+    (["--pid", "5", "--work-cmd", "true", "--benefit-window", "61"], "--benefit-window",
+     "out of range"),
+    (["--pid", "5", "--benefit-pairs", "3"], "--benefit-pairs", "needs --work-cmd"),
+    (["--pid", "5", "--benefit-min", "1.1"], "--benefit-min", "needs --work-cmd"),
 ]
 
 SUPERVISE_BAD = [
@@ -148,6 +155,7 @@ SUPERVISE_BAD = [
     (["--hz", "x"], "--hz", "not a whole number"),
     (["--sampler", "sigprof"], "--sampler", "not a pid"),
     (["--bogus"], "--bogus", "unrecognized"),
+    (["--benefit-window", "2"], "--benefit-window", "needs --work-cmd"),
     # getopt takes the "--" that follows as the value.
     (["--after"], "--after", "'--' is not a number of seconds"),
 ]
@@ -351,12 +359,13 @@ def mode_json(agent, target, schema_path):
         # and fails with OCOLOS_ENOGAIN (the work counter: CPU ticks).
         work = "awk '{print $14 + $15}' /proc/%d/stat" % t.pid
         rc, out, err = run([agent, "--json", "-q", "--pid", str(t.pid), "--profile", "1",
-                            "--work-cmd", work, "--benefit-min", "50"], timeout=180)
+                            "--work-cmd", work, "--benefit-min", "50", "--benefit-pairs", "3",
+                            "--benefit-window", "0.2"], timeout=180)
         check(rc == 1, "--benefit-min 50: exit %d, want 1: %s" % (rc, out))
         for o in reports(out, "benefit check"):
             validate(o, schema, "benefit check")
             check(o.get("ok") is False and o.get("error_code") == -23 and
-                  o.get("stage") == "check" and o.get("benefit_pairs") == 5 and
+                  o.get("stage") == "check" and o.get("benefit_pairs") == 3 and
                   0 < o.get("benefit_ratio", 0) < 50 and "OCOLOS_ENOGAIN" in o.get("error", ""),
                   "benefit check: %r" % o)
         # A round that fails (no BOLT): found before anything is done.

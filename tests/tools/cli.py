@@ -512,6 +512,7 @@ def mode_profiles(agent, target):
               "not BOLT's pre-aggregated branch records: %r" % lines[:3])
         check("records=%d" % len(lines) in comment, "records in %r, %d lines"
               % (comment, len(lines)))
+        fdata_pipeline(target, text, work)
         # Another process of the same build: no sampling, the same profile.
         rc, out, err = run([agent, "--json", "-q", "--pid", str(b.pid), "--profile-from",
                             exported, "--profile-from", exported], timeout=120)
@@ -547,6 +548,45 @@ def mode_profiles(agent, target):
             p.wait()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def fdata_pipeline(target, text, work):
+    """BOLT's own tools on an exported profile (docs/tools.md, "Profiles
+    with BOLT's tools"): llvm-bolt --aggregate-only turns the pre-aggregated
+    records into fdata, merge-fdata merges two of them (every count
+    doubles), and llvm-bolt optimizes the binary from the merged file."""
+    bindir = "/usr/lib/llvm-22/bin"
+    bolt, merge = os.path.join(bindir, "llvm-bolt"), os.path.join(bindir, "merge-fdata")
+    pa, fd = os.path.join(work, "one.pa"), os.path.join(work, "one.fdata")
+    with open(pa, "w") as f:
+        f.write(text)
+    r = subprocess.run([bolt, target, "--pa", "-p", pa, "--aggregate-only", "-o", fd],
+                       capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0 and os.path.exists(fd), "llvm-bolt --aggregate-only: %d %s"
+          % (r.returncode, r.stderr[-500:]))
+    rows = [l.split() for l in open(fd).read().splitlines()]
+    # "<is_sym> <name> <offset> <is_sym> <name> <offset> <mispreds> <count>"
+    # (is_sym 0: "[unknown]", a source outside any function)
+    check(rows and all(len(x) == 8 and x[0] in "01" and x[3] in "01" for x in rows),
+          "not fdata branch records: %r" % rows[:3])
+    r = subprocess.run([merge, fd, fd], capture_output=True, text=True, timeout=300)
+    check(r.returncode == 0, "merge-fdata: %d %s" % (r.returncode, r.stderr[-500:]))
+    once = sum(int(x[7]) for x in rows)
+    merged = [l.split() for l in r.stdout.splitlines()]
+    twice = sum(int(x[7]) for x in merged if len(x) == 8 and x[0] in "01")
+    check(once > 0 and twice == 2 * once, "merge-fdata of the file with itself: %d counts, "
+          "the file %d" % (twice, once))
+    mf = os.path.join(work, "merged.fdata")
+    with open(mf, "w") as f:
+        f.write(r.stdout)
+    out = os.path.join(work, "merged.bolt")
+    r = subprocess.run([bolt, target, "-o", out, "-data", mf, "--reorder-blocks=ext-tsp",
+                        "--reorder-functions=cdsort"], capture_output=True, text=True,
+                       timeout=300)
+    m = re.search(r"(\d+) out of \d+ functions in the binary .* have non-empty execution "
+                  "profile", r.stdout + r.stderr)
+    check(r.returncode == 0 and m and int(m.group(1)) > 0,
+          "llvm-bolt -data merged: %d %s" % (r.returncode, (r.stdout + r.stderr)[-500:]))
 
 
 def load_start(pid, exe):

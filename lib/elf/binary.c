@@ -223,6 +223,10 @@ static int read_functions(struct scan *sc, struct core_err *err)
 			continue;
 		if (!(sc->shdrs[sym.st_shndx].sh_flags & SHF_EXECINSTR))
 			continue;
+		/* A function that would end past the address space is not one
+		 * (every later range check adds addr and size). */
+		if (sym.st_size > UINT64_MAX - sym.st_value)
+			continue;
 		if (core_grow((void **)&b->funcs, &b->nalloc_funcs, b->nfuncs, sizeof(*b->funcs)))
 			return OCOLOS_ENOMEM;
 		const char *name = elf_strptr(sc->elf, strndx, sym.st_name);
@@ -546,7 +550,10 @@ static int sweep_functions(struct scan *sc, struct core_err *err)
 			continue;
 		for (size_t k = 0; k < sc->b->nfuncs && !sw.rc; k++) {
 			const struct elf_func *f = &sc->b->funcs[k];
-			if (f->addr < sh->sh_addr || f->addr + f->size > sh->sh_addr + d->d_size)
+			/* Inside the section's bytes, without adding what a
+			 * corrupt file can make wrap. */
+			if (f->addr < sh->sh_addr || f->addr - sh->sh_addr > d->d_size ||
+			    f->size > d->d_size - (f->addr - sh->sh_addr))
 				continue;
 			const uint8_t *code = (const uint8_t *)d->d_buf + (f->addr - sh->sh_addr);
 			if (sc->b->machine == EM_AARCH64) {

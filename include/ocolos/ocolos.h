@@ -502,6 +502,27 @@ OCOLOS_API int ocolos_retire(struct ocolos_ctx *ctx, struct ocolos_stats *stats)
  */
 OCOLOS_API int ocolos_add_samples(struct ocolos_ctx *ctx, const uint64_t *ips, size_t n);
 
+/* One taken branch of a branch stack, by run-time addresses. */
+struct ocolos_branch {
+	uint64_t from;	/* the branch instruction */
+	uint64_t to;	/* where it went */
+};
+
+/*
+ * Branch stacks from elsewhere (Intel LBR, AArch64 BRBE: a fleet's own
+ * profiler, `perf record -b` run by another tool): `nstacks` stacks, stack k
+ * being the next stack_len[k] entries of `branches`, newest branch first as
+ * the hardware records them; addresses as for ocolos_add_samples. Kept and
+ * used the same way, except that the profile stage writes BOLT's branch and
+ * fall-through records from them directly, as for the perf-lbr sampler
+ * (stats.sampler "external", stats.samples the number of stacks). One
+ * profile holds IP samples or branch stacks, not both: OCOLOS_EINVAL.
+ * OCOLOS_EINVAL for nstacks == 0, a NULL array, or a stack of 0 or more than
+ * 64 entries; OCOLOS_ENOMEM past 2^26 branches.
+ */
+OCOLOS_API int ocolos_add_branch_stacks(struct ocolos_ctx *ctx, const struct ocolos_branch *branches,
+					const uint32_t *stack_len, size_t nstacks);
+
 /*
  * Sample the process's threads (a self context: all but the caller) for a
  * short window and report where they run: the way to see that a round's

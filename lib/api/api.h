@@ -22,6 +22,7 @@
 #include "elf/binary.h"
 #include "inject/inject.h"
 #include "proc/target.h"
+#include "sample/sample.h"
 
 /* Options of a context, defaults applied (see struct ocolos_opts). The
  * strings are the context's own copies. */
@@ -135,6 +136,9 @@ struct ocolos_ctx {
 	/* ocolos_add_samples(): IPs for the next profile stage */
 	uint64_t *ext_ips;
 	size_t ext_n, ext_cap;
+	/* ocolos_add_branch_stacks(): stacks for the next profile stage
+	 * (branches and stack starts only) */
+	struct sample_set ext_stacks;
 	struct api_state own_state;
 };
 

@@ -59,6 +59,11 @@ OCOLOS_API int ocolos_add_samples(struct ocolos_ctx *ctx, const uint64_t *ips, s
 	if (!ips || !n) {
 		rc = core_errf(&ctx->err, OCOLOS_EINVAL, "ocolos_add_samples(): no samples (ips %s, "
 			       "n %zu)", ips ? "set" : "NULL", n);
+	} else if (ctx->ext_stacks.nstacks) {
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL, "ocolos_add_samples(): the context holds "
+			       "%zu branch stacks from ocolos_add_branch_stacks(); one profile takes "
+			       "IP samples or branch stacks, not both: run a round first",
+			       ctx->ext_stacks.nstacks);
 	} else if (ctx->ext_n + n > (1u << 26) || ctx->ext_n + n < n) {
 		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "ocolos_add_samples(): more than 2^26 "
 			       "samples held (%zu + %zu): run a round to use them", ctx->ext_n, n);
@@ -81,6 +86,63 @@ OCOLOS_API int ocolos_add_samples(struct ocolos_ctx *ctx, const uint64_t *ips, s
 	if (!rc) {
 		memcpy(ctx->ext_ips + ctx->ext_n, ips, n * sizeof(*ips));
 		ctx->ext_n += n;
+	}
+	return api_leave(ctx, rc);
+}
+
+/* What the hardware records: perf's branch stacks hold at most 32 entries
+ * (Intel LBR), AArch64's BRBE 64. */
+enum { EXT_STACK_MAX = 64, EXT_BRANCHES_MAX = 1 << 26 };
+
+OCOLOS_API int ocolos_add_branch_stacks(struct ocolos_ctx *ctx, const struct ocolos_branch *branches,
+					const uint32_t *stack_len, size_t nstacks)
+{
+	int rc = api_enter(ctx);
+	if (rc)
+		return rc;
+	struct sample_set *s = &ctx->ext_stacks;
+	size_t total = 0, bad = nstacks;
+	for (size_t k = 0; stack_len && k < nstacks && bad == nstacks; k++) {
+		if (!stack_len[k] || stack_len[k] > EXT_STACK_MAX)
+			bad = k;
+		total += stack_len[k];
+	}
+	if (!branches || !stack_len || !nstacks) {
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL, "ocolos_add_branch_stacks(): no stacks "
+			       "(branches %s, stack_len %s, nstacks %zu)", branches ? "set" : "NULL",
+			       stack_len ? "set" : "NULL", nstacks);
+	} else if (bad != nstacks) {
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL, "ocolos_add_branch_stacks(): stack %zu has "
+			       "%u entries (1 to %d)", bad, stack_len[bad], EXT_STACK_MAX);
+	} else if (ctx->ext_n) {
+		rc = core_errf(&ctx->err, OCOLOS_EINVAL, "ocolos_add_branch_stacks(): the context "
+			       "holds %zu IP samples from ocolos_add_samples(); one profile takes "
+			       "IP samples or branch stacks, not both: run a round first",
+			       ctx->ext_n);
+	} else if (s->nbranches + total > EXT_BRANCHES_MAX) {
+		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "ocolos_add_branch_stacks(): more than "
+			       "2^26 branches held (%zu + %zu): run a round to use them",
+			       s->nbranches, total);
+	} else {
+		/* Room for all first, so that the call adds every stack or none. */
+		for (size_t i = 0; !rc && i < nstacks; i++)
+			if (core_grow((void **)&s->stack_start, &s->cap_stacks, s->nstacks + i,
+				      sizeof(*s->stack_start)))
+				rc = OCOLOS_ENOMEM;
+		for (size_t i = 0; !rc && i < total; i++)
+			if (core_grow((void **)&s->branches, &s->cap_branches, s->nbranches + i,
+				      sizeof(*s->branches)))
+				rc = OCOLOS_ENOMEM;
+		if (rc)
+			rc = core_errf(&ctx->err, rc, "out of memory");
+	}
+	if (!rc) {
+		const struct ocolos_branch *b = branches;
+		for (size_t k = 0; k < nstacks; k++) {
+			s->stack_start[s->nstacks++] = s->nbranches;
+			for (uint32_t i = 0; i < stack_len[k]; i++, b++)
+				s->branches[s->nbranches++] = (struct sample_branch){ b->from, b->to };
+		}
 	}
 	return api_leave(ctx, rc);
 }

@@ -333,6 +333,7 @@ static void ctx_free(struct ocolos_ctx *ctx)
 		api_state_free(&ctx->own_state);
 	free(ctx->strings);
 	core_free_clear(ctx->ext_ips, ctx->ext_cap * sizeof(*ctx->ext_ips));
+	sample_set_free(&ctx->ext_stacks);
 	free(ctx);
 }
 

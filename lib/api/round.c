@@ -363,6 +363,13 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 		ctx->ext_n = ctx->ext_cap = 0;
 		snprintf(p->st.sampler, sizeof(p->st.sampler), "external");
 		p->branches = 0;
+	} else if (ctx->ext_stacks.nstacks) {
+		/* ocolos_add_branch_stacks(): used as perf-lbr's stacks are. */
+		s = ctx->ext_stacks;
+		s.event = "external";
+		memset(&ctx->ext_stacks, 0, sizeof(ctx->ext_stacks));
+		snprintf(p->st.sampler, sizeof(p->st.sampler), "external");
+		p->branches = 1;
 	} else {
 		rc = choose_sampler(ctx, &kind);
 		if (rc)
@@ -371,7 +378,7 @@ static int sample(struct ocolos_ctx *ctx, struct round_pending *p)
 		p->branches = kind == SAMPLE_PERF_LBR;
 		rc = sample_window(ctx, p, kind, &s);
 	}
-	p->st.samples = s.n;
+	p->st.samples = s.n ? s.n : s.nstacks; /* external stacks come without IPs */
 	p->st.threads_sampled = s.threads;
 	if (!rc)
 		rc = translate_samples(ctx, p, &s);

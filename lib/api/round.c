@@ -540,8 +540,18 @@ static int plan(struct ocolos_ctx *ctx, struct round_pending *p)
 	struct api_state *st = ctx->state;
 	int slots = ctx->opts.pointer_slots;
 	int rc = 0;
-	if (slots != OCOLOS_SLOTS_NONE && ctx->bin->nslots)
+	/* Stubs for slots, and on x86-64 for C0's entries too (plan.c): there
+	 * they only save later rounds' writes, so a round goes on without. */
+	int slot_stubs = slots != OCOLOS_SLOTS_NONE && ctx->bin->nslots;
+	if (slot_stubs || ctx->bin->machine == EM_X86_64) {
 		rc = inject_stubs_reserve(&ctx->target, ctx->bin, p->bias, &st->stubs, &ctx->err);
+		if (rc && !slot_stubs) {
+			core_logf(&ctx->log, OCOLOS_LOG_INFO, "no room for entry stubs (%s): entries "
+				  "jump straight to the new code", ctx->err.msg);
+			core_err_clear(&ctx->err);
+			rc = 0;
+		}
+	}
 	struct inject_version_entries *older = calloc(st->nv + 1, sizeof(*older));
 	if (!rc && !older)
 		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
@@ -550,8 +560,8 @@ static int plan(struct ocolos_ctx *ctx, struct round_pending *p)
 	struct inject_plan_opts po = { .bias = p->bias, .island = p->island.addr,
 		.flags = slots == OCOLOS_SLOTS_ALL ? INJECT_PLAN_UNSAFE_SLOTS
 		       : slots == OCOLOS_SLOTS_NONE ? INJECT_PLAN_NO_SLOTS : 0,
-		.gen = st->last_gen + 1, .stubs = slots != OCOLOS_SLOTS_NONE && st->stubs.res.size
-		       ? &st->stubs : NULL, .older = older, .nolder = st->nv };
+		.gen = st->last_gen + 1, .stubs = st->stubs.res.size ? &st->stubs : NULL,
+		.older = older, .nolder = st->nv };
 	if (!rc)
 		rc = inject_plan_build_for(ctx->bin, p->out, &po, &p->want, &ctx->err);
 	free(older);
@@ -761,10 +771,12 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
 		  "redirect to C%u: %u call sites, %u pointer slots (%u left on C0: their function's "
 		  "address is taken), %u stubs, %u function entries (%u left: a thread was inside; "
-		  "%u mismatched, %u slots held with them), %u threads stopped for %.3f ms",
-		  state->last_gen, res.call_sites, res.ptr_slots, state->want.slots_kept, res.stubs,
-		  res.entries, res.blocked, res.mismatched, res.slots_held, p->st.threads_stopped,
-		  (double)p->st.pause_ns / 1e6);
+		  "%u of older versions left: no thread can reach them; %u mismatched, %u slots held "
+		  "with them), %u threads stopped for %.3f ms (stopping %.3f, looking %.3f, writing "
+		  "%.3f)", state->last_gen, res.call_sites, res.ptr_slots, state->want.slots_kept,
+		  res.stubs, res.entries, res.blocked, res.deferred, res.mismatched, res.slots_held,
+		  p->st.threads_stopped, (double)p->st.pause_ns / 1e6, (double)sw.stop_ns / 1e6,
+		  (double)sw.look_ns / 1e6, (double)sw.write_ns / 1e6);
 	/* perf and gdb get the new version's symbols (debuginfo.c). */
 	api_debuginfo_publish(ctx, &state->v[state->nv - 1], p->out, p->bias);
 	/* Older versions nothing leads to any more go now, if no thread is in

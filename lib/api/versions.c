@@ -118,6 +118,9 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	}
 	const uint64_t **sites = calloc(2 * st->nv + 1, sizeof(*sites));
 	size_t *nsites = calloc(2 * st->nv + 1, sizeof(*nsites));
+	const struct inject_version_entries **vers = calloc(st->nv + 1, sizeof(*vers));
+	for (size_t i = 0; vers && i < st->nv; i++)
+		vers[i] = &st->v[i].entries;
 	size_t nwatch = 0;
 	for (size_t i = 0; i < st->nv; i++) {
 		if (sites && nsites) {
@@ -129,7 +132,8 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	struct inject_switch_request rq = { .plan = &plan, .forward = 1, .watch = (const uint64_t (*)[2])watch,
 		.nwatch = quiet ? nwatch : 0, .watch_busy = busy, .sps = st->sps,
 		.sps_cap = sizeof(st->sps) / sizeof(st->sps[0]), .nsps = &st->nsps,
-		.watch_sites = sites && nsites ? sites : NULL, .watch_nsites = nsites };
+		.watch_sites = sites && nsites ? sites : NULL, .watch_nsites = nsites,
+		.versions = vers, .nversions = vers ? st->nv : 0 };
 	rc = inject_switch(&ctx->target, &rq, res, &ctx->err);
 	if (!rc)
 		rc = inject_record_update(&st->rec, &plan, &ctx->err);
@@ -150,6 +154,7 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	free(busy);
 	free(sites);
 	free(nsites);
+	free(vers);
 	inject_plan_free(&plan);
 	return rc;
 }
@@ -187,6 +192,7 @@ static void own_bookkeeping(struct ocolos_ctx *ctx, struct skips *sk, const void
 		skip(sk, e->at, e->nfuncs * sizeof(*e->at));
 		skip(sk, e->orig, e->nfuncs * sizeof(*e->orig));
 		skip(sk, e->ret_sites, e->nret_sites * sizeof(*e->ret_sites));
+		skip(sk, e->frags, e->nfrags * sizeof(*e->frags));
 		if (v->bat) {
 			skip(sk, v->bat, sizeof(*v->bat));
 			skip(sk, v->bat->frags, v->bat->nfrags * sizeof(*v->bat->frags));

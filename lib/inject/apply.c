@@ -117,7 +117,10 @@ int inject_runs_build(const struct inject_plan *plan, struct inject_runs *runs,
 	}
 	runs->cur = malloc(bytes);
 	runs->orig = malloc(bytes);
-	if (!runs->cur || !runs->orig) {
+	runs->remote = malloc(runs->n * sizeof(*runs->remote));
+	runs->local = malloc(runs->n * sizeof(*runs->local));
+	runs->ok = malloc(runs->n);
+	if (!runs->cur || !runs->orig || !runs->remote || !runs->local || !runs->ok) {
 		inject_runs_free(runs);
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
@@ -130,6 +133,9 @@ void inject_runs_free(struct inject_runs *runs)
 	free(runs->run_of);
 	free(runs->cur);
 	free(runs->orig);
+	free(runs->remote);
+	free(runs->local);
+	free(runs->ok);
 	memset(runs, 0, sizeof(*runs));
 }
 
@@ -142,13 +148,21 @@ static uint8_t *run_bytes(const struct inject_plan *plan, size_t i)
 	return r->readable ? rs->cur + r->off + (plan->v[i].addr - r->addr) : NULL;
 }
 
-/* Read every run, in the stop. */
+/* Read every run, in the stop: in one batch where the target can. */
 static void runs_read(struct proc_target *t, struct inject_runs *rs)
 {
+	if (t->ops->peek_many) {
+		for (size_t i = 0; i < rs->n; i++) {
+			rs->remote[i] = (struct iovec){ (void *)(uintptr_t)rs->v[i].addr, rs->v[i].len };
+			rs->local[i] = (struct iovec){ rs->cur + rs->v[i].off, rs->v[i].len };
+		}
+		t->ops->peek_many(t, rs->remote, rs->local, rs->n, rs->ok);
+	}
 	for (size_t i = 0; i < rs->n; i++) {
 		struct inject_run *r = &rs->v[i];
 		r->dirty = r->written = 0;
-		r->readable = !t->ops->peek(t, r->addr, rs->cur + r->off, r->len);
+		r->readable = t->ops->peek_many ? rs->ok[i]
+						: !t->ops->peek(t, r->addr, rs->cur + r->off, r->len);
 		if (r->readable)
 			memcpy(rs->orig + r->off, rs->cur + r->off, r->len);
 	}
@@ -198,6 +212,99 @@ static void roll_back(struct proc_target *t, struct inject_plan *plan, size_t up
 	}
 }
 
+/* x86-64: the target of the jmp rel32 whose rel32 is `rel` at `at` (the
+ * byte after the opcode). */
+static uint64_t rel32_target(uint64_t at, const uint8_t *rel)
+{
+	int32_t d;
+	memcpy(&d, rel, 4);
+	return at + 4 + (uint64_t)(int64_t)d;
+}
+
+/* Patch index of the entry at `addr`, or plan->n. Entries are one run
+ * sorted by address in the plans switches write (record.c); a plan put
+ * together otherwise is searched in full. */
+static size_t find_entry(const struct inject_plan *plan, size_t lo, size_t hi, int sorted,
+			 uint64_t addr)
+{
+	if (!sorted) {
+		for (size_t i = 0; i < plan->n; i++)
+			if (plan->v[i].kind == INJECT_ENTRY && plan->v[i].addr == addr)
+				return i;
+		return plan->n;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (plan->v[mid].addr < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < plan->n && plan->v[lo].kind == INJECT_ENTRY && plan->v[lo].addr == addr
+	       ? lo : plan->n;
+}
+
+/* Put patch i back to the bytes it held before this call. */
+static void undo_patch(struct proc_target *t, struct inject_plan *plan, size_t i, int forward,
+		       uint8_t *changed, struct inject_apply_result *res)
+{
+	struct inject_patch *p = &plan->v[i];
+	const uint8_t *from = forward ? p->old : p->new_;
+	if (plan->runs)
+		memcpy(run_bytes(plan, i), from, p->len);
+	else if (poke(t, p, from))
+		return;
+	changed[i] = 0;
+	p->applied = (uint8_t)!forward;
+	if (p->kind == INJECT_ENTRY)
+		res->entries -= res->entries > 0;
+	else if (p->kind == INJECT_STUB)
+		res->stubs -= res->stubs > 0;
+}
+
+/*
+ * No jump loops between a C0 entry and its stub. An x86-64 entry jumps to
+ * its function's stub (plan.c), and a stub not in use jumps to the C0
+ * entry. Both change in the same stop — but an entry can be left as it is
+ * (a thread inside, entry.c; bytes not as expected) while its stub goes
+ * back to C0: the function would then jump between the two for ever. So
+ * after the patches are decided and before anything is written, every stub
+ * that would lead to an entry that would lead back to it keeps (or gets
+ * back) the bytes it had, or else the entry does: the function stays on
+ * the version it ran, and a later stop finishes the change.
+ */
+static void break_stub_loops(struct proc_target *t, struct inject_plan *plan, int forward,
+			     uint8_t *changed, struct inject_apply_result *res)
+{
+	size_t lo = plan->n, hi = 0;
+	int sorted = 1;
+	for (size_t i = 0; i < plan->n; i++) {
+		if (plan->v[i].kind != INJECT_ENTRY)
+			continue;
+		if (lo == plan->n)
+			lo = i;
+		else if (i != hi || plan->v[i].addr < plan->v[i - 1].addr)
+			sorted = 0;
+		hi = i + 1;
+	}
+	if (lo == plan->n)
+		return;
+	for (size_t i = 0; i < plan->n; i++) {
+		const struct inject_patch *s = &plan->v[i];
+		uint8_t sb[8], eb[8];
+		if (s->kind != INJECT_STUB || s->len != 4 || read_patch(t, plan, i, sb))
+			continue;
+		size_t e = find_entry(plan, lo, hi, sorted, rel32_target(s->addr, sb));
+		if (e == plan->n || read_patch(t, plan, e, eb) || eb[0] != 0xe9 ||
+		    rel32_target(plan->v[e].addr + 1, eb + 1) != s->addr - 1)
+			continue;
+		if (changed[i])
+			undo_patch(t, plan, i, forward, changed, res);
+		else if (changed[e])
+			undo_patch(t, plan, e, forward, changed, res);
+	}
+}
+
 int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 		 struct inject_apply_result *res, struct core_err *err)
 {
@@ -223,7 +330,10 @@ int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 		if (!forward && !p->applied)
 			continue;
 		if (forward && p->blocked) {
-			res->blocked++;
+			if (p->blocked == 2)
+				res->deferred++;
+			else
+				res->blocked++;
 			continue;
 		}
 		const uint8_t *from = forward ? p->old : p->new_, *to = forward ? p->new_ : p->old;
@@ -269,6 +379,8 @@ int inject_apply(struct proc_target *t, struct inject_plan *plan, int forward,
 		else
 			res->ptr_slots++;
 	}
+	if (!rc)
+		break_stub_loops(t, plan, forward, changed, res);
 	uint64_t failed_at = 0;
 	if (!rc && plan->runs && runs_write(t, plan->runs, &failed_at)) {
 		for (size_t i = 0; i < plan->n; i++)

@@ -134,3 +134,91 @@ size_t inject_stack_words(void *ctx, uint64_t sp, uint64_t *words, size_t max)
 	}
 	return 0; /* a stack we do not know (a mapping made after the snapshot) */
 }
+
+/* ---- entries of older versions no thread needs now (inject.h) ---- */
+
+int inject_defer_init(struct inject_defer *d, const struct inject_version_entries *const *v,
+		      size_t n, struct core_err *err)
+{
+	memset(d, 0, sizeof(*d));
+	for (size_t i = 0; i < n; i++)
+		if (v[i]->nfuncs > d->stride)
+			d->stride = v[i]->nfuncs;
+	if (!n || !d->stride)
+		return 0;
+	d->live = calloc(n, d->stride);
+	d->need = calloc(n, d->stride);
+	if (!d->live || !d->need) {
+		inject_defer_free(d);
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	}
+	d->v = v;
+	d->n = n;
+	return 0;
+}
+
+void inject_defer_free(struct inject_defer *d)
+{
+	free(d->live);
+	free(d->need);
+	memset(d, 0, sizeof(*d));
+}
+
+/* The function whose fragment of version `ve` holds `a`, or -1. */
+static long frag_func(const struct inject_version_entries *ve, uint64_t a)
+{
+	if (!ve->nfrags || a < ve->frags[0].lo || a >= ve->frags[ve->nfrags - 1].hi)
+		return -1;
+	size_t lo = 0, hi = ve->nfrags; /* first fragment starting after a */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ve->frags[mid].lo <= a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo > 0 && a < ve->frags[lo - 1].hi ? (long)ve->frags[lo - 1].func : -1;
+}
+
+void inject_defer_mark(struct inject_defer *d, uint64_t w)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		long f = d->v[i]->callee_off ? frag_func(d->v[i], w) : -1;
+		if (f >= 0)
+			d->live[i * d->stride + (size_t)f] = 1;
+	}
+}
+
+void inject_defer_apply(struct inject_defer *d, struct inject_plan *plan)
+{
+	if (!d->n || d->all)
+		return;
+	for (size_t i = 0; i < d->n; i++) {
+		const struct inject_version_entries *ve = d->v[i];
+		uint8_t *live = d->live + i * d->stride, *need = d->need + i * d->stride;
+		if (!ve->callee_off)
+			continue;
+		memset(need, 0, ve->nfuncs);
+		for (size_t f = 0; f < ve->nfuncs; f++) {
+			if (!live[f])
+				continue;
+			need[f] = 1;
+			for (uint32_t k = ve->callee_off[f]; k < ve->callee_off[f + 1]; k++)
+				need[ve->callees[k]] = 1;
+		}
+	}
+	for (size_t k = 0; k < plan->n; k++) {
+		struct inject_patch *p = &plan->v[k];
+		if (p->kind != INJECT_ENTRY || !p->owner_gen || p->blocked)
+			continue;
+		for (size_t i = 0; i < d->n; i++) {
+			const struct inject_version_entries *ve = d->v[i];
+			if (ve->gen != p->owner_gen || !ve->callee_off)
+				continue;
+			long f = frag_func(ve, p->addr);
+			if (f >= 0 && !d->need[i * d->stride + (size_t)f])
+				p->blocked = 2;
+			break;
+		}
+	}
+}

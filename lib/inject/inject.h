@@ -212,6 +212,15 @@ struct inject_version_entries {
 	 * those; NULL: not known, any address counts). */
 	uint64_t *ret_sites;
 	size_t nret_sites;
+	/* x86-64, for the stop that diverts threads from this version (see
+	 * inject_defer in entry.c): its fragments as sorted run-time ranges
+	 * with their function, and per function the copies its direct calls
+	 * and jumps go to (callees[callee_off[f] .. callee_off[f + 1])).
+	 * NULL when not known (a version a fresh agent read from the state
+	 * record): then every entry is redirected. */
+	struct inject_frag_range { uint64_t lo, hi; uint32_t func; } *frags;
+	size_t nfrags;
+	uint32_t *callee_off, *callees;
 };
 int inject_version_entries_build(const struct elf_binary *b, const struct bolt_output *o,
 				 const struct elf_bat *bat, const struct inject_fixups *fx,
@@ -283,6 +292,39 @@ void inject_plan_drop_owner(struct inject_plan *plan, uint32_t gen);
 int inject_record_leads_to(const struct inject_record *rec, uint32_t gen);
 void inject_record_free(struct inject_record *rec);
 
+/* ---- entries of older versions a stop may leave (entry.c) ---- */
+
+/*
+ * A round's stop redirects the entries of older versions so that threads
+ * still running in one leave it as their calls go. Only a thread with a
+ * frame in a version can still call into it, and only through the direct
+ * calls and jumps of the copies it has frames in: so the entries worth
+ * writing in this stop are those of the copies that a live copy (one
+ * holding a thread's PC, a register or a stack word) calls or jumps to,
+ * and the live copies' own. The others are left for now: nothing can reach
+ * them unless something live does first, and that is what the stop looked
+ * at. A later stop redirects them if that changes (they stay in the plan).
+ * Never a question of correctness — every version computes what C0 does,
+ * and retirement looks for threads itself — only of how many writes the
+ * pause holds: on fe by pid, 1,490 of them every round.
+ */
+struct inject_defer {
+	const struct inject_version_entries *const *v;
+	size_t n, stride;  /* versions; bytes per version in live and need */
+	uint8_t *live, *need;
+	int all;	   /* a stack could not be read: redirect every entry */
+};
+/* Before the stop (it allocates): 0, or OCOLOS_ENOMEM. Versions without
+ * callee lists (NULL callee_off) are never left alone. */
+int inject_defer_init(struct inject_defer *d, const struct inject_version_entries *const *v,
+		      size_t n, struct core_err *err);
+/* In the stop: a word of a stopped thread (PC, register, stack word). */
+void inject_defer_mark(struct inject_defer *d, uint64_t w);
+/* In the stop, after the entries check: mark deferred (blocked = 2) the
+ * entry patches of those versions that no live copy reaches. */
+void inject_defer_apply(struct inject_defer *d, struct inject_plan *plan);
+void inject_defer_free(struct inject_defer *d);
+
 /* ---- C1 mapping (map.c) ---- */
 
 /* Map C1's segments from BOLT's output into the reservation `r` of target
@@ -333,6 +375,8 @@ void inject_unwind_deregister(struct proc_target *t, uint64_t handle);
 struct inject_apply_result {
 	uint32_t call_sites, ptr_slots, entries, stubs; /* written */
 	uint32_t blocked;		 /* entries a thread might resume inside */
+	uint32_t deferred;		 /* entries of older versions no thread
+					    needed now (inject_defer) */
 	uint32_t mismatched;		 /* skipped: memory differed from plan */
 	/* Slots left on C0 although they matched: another slot of the same
 	 * function had been changed by the program (all or none). */
@@ -356,6 +400,8 @@ struct inject_runs {
 	struct inject_run *v; size_t n;
 	uint32_t *run_of;	/* per patch: its run */
 	uint8_t *cur, *orig;	/* the runs' bytes: as being written, as read */
+	struct iovec *remote, *local; /* for proc_target_ops.peek_many */
+	uint8_t *ok;
 };
 int inject_runs_build(const struct inject_plan *plan, struct inject_runs *runs,
 		      struct core_err *err);
@@ -458,11 +504,18 @@ struct inject_switch_request {
 	 * stacks below it (sps_cap entries; *nsps set). */
 	uint64_t *sps;
 	size_t sps_cap, *nsps;
+	/* Optional (with watch): the versions whose entries the plan may
+	 * redirect; those no stopped thread can reach are left (inject_defer). */
+	const struct inject_version_entries *const *versions;
+	size_t nversions;
 };
 
 struct inject_switch_result {
 	uint32_t threads;	/* threads stopped */
 	uint64_t pause_ns;	/* from the stop to the release */
+	/* Of the pause: stopping the threads, looking at them (entries check,
+	 * watched ranges, deferred entries), and writing the plan. */
+	uint64_t stop_ns, look_ns, write_ns;
 	struct inject_apply_result applied;
 	uint32_t stack_threads, stack_frames; /* in `moved`, if counted */
 	uint64_t stack_ns;	/* of the pause, spent counting them */

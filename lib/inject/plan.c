@@ -15,7 +15,9 @@
  *              wherever it is: a thread that never leaves a C0 loop would
  *              otherwise call C0 for good;
  *              function entries: x86-64, the first 5 bytes of a moved
- *              function become `jmp <its C1 copy>`; AArch64, its first
+ *              function become `jmp <its stub>` (the stub jumps to its
+ *              copy in the newest version, stubs.c), or `jmp <its C1
+ *              copy>` when there is no stub area; AArch64, its first
  *              instruction word becomes `B <its C1 copy>` (or a B to a
  *              veneer) — so whatever still enters C0 — calls through
  *              function pointers held anywhere, slots left alone, sites we
@@ -46,6 +48,17 @@
  * (INJECT_PLAN_UNSAFE_SLOTS, opts.redirect_writable_slots: measured on fe,
  * docs/benchmarks.md). A writable slot the program changed is seen at the
  * stop and its whole group is left on C0.
+ *
+ * Entries through stubs (x86-64). A continuous round retargets everything
+ * that leads into the version it replaces. An entry that jumped straight
+ * to C_k would be written again every round — on fe by pid, 1,480 writes of
+ * ~5 us each inside the pause. Jumping to the function's stub, it is
+ * written once, the first time the function moves, and a round rewrites
+ * the stubs instead: a few pages, each one write. The price is one more
+ * direct jump for what still enters C0 (cold callers, function pointers
+ * the program made itself); the hot calls go copy to copy. An entry that
+ * goes back to its own bytes and its stub, which then jumps to C0, change
+ * in the same stop, or neither does (apply.c: no jump loop).
  *
  * AArch64 veneers: a BL reaches +-128 MiB. A call site that cannot reach
  * its function's C1 copy branches instead to a veneer (ADRP/ADD/BR x16,
@@ -311,10 +324,15 @@ static int plan_entries_a64(const struct elf_binary *b, const struct bolt_output
 	return rc ? core_errf(err, rc, "out of memory") : 0;
 }
 
-/* x86-64 entries: `jmp rel32` to C1 over the first 5 bytes. */
-static int plan_entries_x86(const struct elf_binary *b, const struct bolt_output *o, uint64_t bias,
-			    uint8_t *entry_planned, struct inject_plan *plan, struct core_err *err)
+/* x86-64 entries: `jmp rel32` over the first 5 bytes, to the function's
+ * stub when there are stubs (continuous rounds: the entry is written once,
+ * and later rounds retarget only the stub, see the top of this file), else
+ * to C1. */
+static int plan_entries_x86(const struct elf_binary *b, const struct bolt_output *o,
+			    const struct inject_plan_opts *po, uint8_t *entry_planned,
+			    struct inject_plan *plan, struct core_err *err)
 {
+	uint64_t bias = po->bias;
 	for (size_t i = 0; i < b->nfuncs; i++) {
 		const struct elf_func *f = &b->funcs[i];
 		uint64_t c1 = o->c1_addr[i];
@@ -322,10 +340,21 @@ static int plan_entries_x86(const struct elf_binary *b, const struct bolt_output
 		    site_in_entry(b, f->addr, ARCH_X86_BRANCH_LEN, ARCH_X86_BRANCH_LEN))
 			continue;
 		struct inject_patch p = { .addr = bias + f->addr, .len = ARCH_X86_BRANCH_LEN,
-			.kind = INJECT_ENTRY, .new_ = { 0xe9 } };
+			.kind = INJECT_ENTRY, .new_ = { 0xe9 }, .target_gen = po->gen };
 		struct core_err ignore = { 0 };
-		if (elf_read_vaddr(b, f->addr, p.old, ARCH_X86_BRANCH_LEN, &ignore) ||
-		    arch_x86_encode_rel32(bias + f->addr, bias + c1, p.new_ + 1))
+		if (elf_read_vaddr(b, f->addr, p.old, ARCH_X86_BRANCH_LEN, &ignore))
+			continue;
+		uint64_t to = bias + c1, stub = 0;
+		if (po->stubs) {
+			int rc = inject_stubs_alloc(b, po->stubs, (uint32_t)i, bias + f->addr, &stub, err);
+			if (rc)
+				return rc;
+			if (!arch_x86_encode_rel32(p.addr, stub, p.new_ + 1)) {
+				to = stub;
+				p.target_gen = 0; /* it leads into the stubs, not a version */
+			}
+		}
+		if (to != stub && arch_x86_encode_rel32(p.addr, to, p.new_ + 1))
 			continue;
 		if (push(plan, &p))
 			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
@@ -438,13 +467,14 @@ int inject_plan_build_for(const struct elf_binary *b, const struct bolt_output *
 		if (!rc)
 			rc = plan_sites_a64(b, o, bias, entry_planned, plan, err);
 	} else {
-		rc = plan_entries_x86(b, o, bias, entry_planned, plan, err);
+		rc = plan_entries_x86(b, o, po, entry_planned, plan, err);
 		if (!rc)
 			rc = plan_sites_x86(b, o, bias, entry_planned, plan, err);
 	}
 	free(entry_planned);
 	for (size_t i = 0; !rc && i < plan->n; i++)
-		plan->v[i].target_gen = po->gen;
+		if (plan->v[i].kind != INJECT_ENTRY || b->machine == EM_AARCH64)
+			plan->v[i].target_gen = po->gen;
 	if (!rc)
 		rc = plan_slots(b, o, po, plan, err);
 	for (size_t i = 0; !rc && i < po->nolder; i++)

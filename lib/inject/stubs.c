@@ -1,5 +1,6 @@
 /*
- * Slot stubs: where a redirected function-pointer slot points.
+ * Stubs: where a redirected function-pointer slot points, and (x86-64)
+ * where a moved function's C0 entry jumps (plan.c says why).
  *
  * A slot (v-table entry, table of handlers) that the pointer rule allows to
  * move is given the address of a small stub, once, and never changes
@@ -32,7 +33,9 @@
 #include "arch/cpu.h"
 #include "inject/inject.h"
 
-#define STUB_AREA (2ull << 20)
+/* Address space only (PROT_NONE until used): a round that adds stubs takes
+ * at least a page, so 16 MiB is 4,096 such rounds. */
+#define STUB_AREA (16ull << 20)
 
 static uint64_t stub_len(uint16_t machine)
 {

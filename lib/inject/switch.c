@@ -8,7 +8,9 @@
  *                     going forward with entry patches, a snapshot of the
  *                     target's mappings and scratch space for its stacks
  *   stopped           entries a thread could resume inside are blocked
- *                     (entry.c); the plan is written (apply.c); optionally
+ *                     (entry.c), older versions' entries no thread can
+ *                     reach are left for later (inject_defer, entry.c);
+ *                     the plan is written (apply.c); optionally
  *                     the stopped threads' frames in moved C0 code counted,
  *                     and which watched ranges (versions to retire) a
  *                     thread could still run in
@@ -37,7 +39,7 @@ static void mark(const struct inject_switch_request *rq, uint64_t w, int stack_w
  * its PC, registers, and stack words (conservatively: any word that looks
  * like such an address counts). An unreadable stack counts as all. */
 static void watch_threads(const struct inject_switch_request *rq, const struct proc_thread_state *ts,
-			  size_t nts, struct inject_stack_snapshot *ss)
+			  size_t nts, struct inject_stack_snapshot *ss, struct inject_defer *d)
 {
 	memset(rq->watch_busy, 0, rq->nwatch);
 	if (rq->nsps)
@@ -46,17 +48,23 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 		if (rq->sps && rq->nsps && *rq->nsps < rq->sps_cap)
 			rq->sps[(*rq->nsps)++] = ts[t].sp;
 		mark(rq, ts[t].pc, 0);
-		for (uint32_t r = 0; r < ts[t].nregs; r++)
+		inject_defer_mark(d, ts[t].pc);
+		for (uint32_t r = 0; r < ts[t].nregs; r++) {
 			mark(rq, ts[t].regs[r], 0);
+			inject_defer_mark(d, ts[t].regs[r]);
+		}
 		/* The whole live stack, in scratch-sized pieces. */
 		for (uint64_t sp = ts[t].sp & ~7ull;; sp += 8 * INJECT_STACK_WORDS) {
 			size_t words = inject_stack_words(ss, sp, ss->scratch, INJECT_STACK_WORDS);
 			if (!words && sp == (ts[t].sp & ~7ull) && ts[t].sp) {
 				memset(rq->watch_busy, 1, rq->nwatch);
+				d->all = 1;
 				return;
 			}
-			for (size_t w = 0; w < words; w++)
+			for (size_t w = 0; w < words; w++) {
 				mark(rq, ss->scratch[w], 1);
+				inject_defer_mark(d, ss->scratch[w]);
+			}
 			if (words < INJECT_STACK_WORDS)
 				break;
 		}
@@ -95,7 +103,10 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 	int check_entries = rq->forward && plan->entries && inject_entries_need_check(plan);
 	int need_stacks = check_entries || rq->nwatch;
 	struct inject_runs runs = { 0 };
+	struct inject_defer defer = { 0 };
 	int rc = inject_plan_spans(plan, &spans, &nspans, err);
+	if (!rc && rq->forward && rq->nwatch && rq->nversions && plan->entries)
+		rc = inject_defer_init(&defer, rq->versions, rq->nversions, err);
 	if (!rc)
 		rc = inject_runs_build(plan, &runs, err);
 	if (!rc && need_stacks)
@@ -106,6 +117,7 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 	if (rc) {
 		inject_runs_free(&runs);
 		inject_stack_snapshot_free(&ss);
+		inject_defer_free(&defer);
 		return rc;
 	}
 	/* OCOLOS_BENCH_PATCH_BY_PATCH: the writes as before runs, for
@@ -115,13 +127,19 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 	uint64_t t0 = core_now_ns(), t1 = 0;
 	rc = t->ops->stop(t, &stop, &res->threads, err);
 	if (!rc) {
+		uint64_t t_look = core_now_ns(), t_write;
+		res->stop_ns = t_look - t0;
 		size_t nts = 0;
 		const struct proc_thread_state *ts = t->ops->states(stop, &nts);
 		if (check_entries)
 			inject_entries_check(plan, ts, nts, inject_stack_words, &ss, ss.scratch);
 		if (rq->nwatch)
-			watch_threads(rq, ts, nts, &ss);
+			watch_threads(rq, ts, nts, &ss, &defer);
+		inject_defer_apply(&defer, plan);
+		t_write = core_now_ns();
+		res->look_ns = t_write - t_look;
 		rc = inject_apply(t, plan, rq->forward, &res->applied, err);
+		res->write_ns = core_now_ns() - t_write;
 		if (!rc && rq->moved) {
 			/* Counted while stopped, so part of the pause (reported apart). */
 			uint64_t s0 = core_now_ns();
@@ -137,5 +155,6 @@ int inject_switch(struct proc_target *t, const struct inject_switch_request *rq,
 	inject_runs_free(&runs);
 	t->ops->poke_done(t);
 	inject_stack_snapshot_free(&ss);
+	inject_defer_free(&defer);
 	return rc;
 }

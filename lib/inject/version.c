@@ -30,6 +30,12 @@
 #include "core/util.h"
 #include "inject/inject.h"
 
+/* A direct call or jump of function `from`'s copy to link-time `to`. */
+struct edge {
+	uint64_t to;
+	uint32_t from;
+};
+
 struct targets {
 	uint64_t *v;
 	size_t n, cap;
@@ -37,11 +43,21 @@ struct targets {
 	struct inject_version_entries *ve; /* return sites go here */
 	size_t ret_cap;
 	uint64_t bias;
+	struct edge *e;
+	size_t ne, ecap;
+	long func; /* of the fragment being decoded */
 };
 
 static int on_insn(const struct arch_insn *in, void *user)
 {
 	struct targets *t = user;
+	if (!t->rc && t->func >= 0 && in->target &&
+	    (in->flow == ARCH_FLOW_CALL || in->flow == ARCH_FLOW_JUMP || in->flow == ARCH_FLOW_COND)) {
+		if (core_grow((void **)&t->e, &t->ecap, t->ne, sizeof(*t->e)))
+			t->rc = OCOLOS_ENOMEM;
+		else
+			t->e[t->ne++] = (struct edge){ in->target, (uint32_t)t->func };
+	}
 	if (t->rc || (in->flow != ARCH_FLOW_CALL && in->flow != ARCH_FLOW_ICALL))
 		return 0;
 	struct inject_version_entries *ve = t->ve;
@@ -65,6 +81,85 @@ static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 	return x < y ? -1 : x > y;
+}
+
+static int cmp_frag_range(const void *a, const void *b)
+{
+	const struct inject_frag_range *x = a, *y = b;
+	return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Copy `f`'s entry at link-time `to`, by binary search over the copies'
+ * entries `by` (sorted pairs: address, function); -1 if none. */
+static long copy_at(const uint64_t (*by)[2], size_t n, uint64_t to)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (by[mid][0] < to)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && by[lo][0] == to ? (long)by[lo][1] : -1;
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* The fragments as sorted ranges, and each copy's callees among the
+ * copies (the fields' comment in inject.h). */
+static int build_callees(const struct elf_binary *b, const struct bolt_output *o,
+			 const struct elf_bat *bat, uint64_t bias, const struct edge *e, size_t ne,
+			 struct inject_version_entries *ve)
+{
+	uint64_t (*by)[2] = malloc((b->nfuncs + 1) * sizeof(*by));
+	ve->frags = malloc((bat->nfrags + 1) * sizeof(*ve->frags));
+	ve->callee_off = calloc(b->nfuncs + 2, sizeof(*ve->callee_off));
+	ve->callees = malloc((ne + 1) * sizeof(*ve->callees));
+	if (!by || !ve->frags || !ve->callee_off || !ve->callees) {
+		free(by);
+		return OCOLOS_ENOMEM;
+	}
+	memset(by, 0, (b->nfuncs + 1) * sizeof(*by));
+	for (size_t i = 0; i < bat->nfrags; i++) {
+		const struct elf_bat_frag *fr = &bat->frags[i];
+		if (fr->in_func >= 0 && (size_t)fr->in_func < b->nfuncs && fr->size)
+			ve->frags[ve->nfrags++] = (struct inject_frag_range){ bias + fr->addr,
+				bias + fr->addr + fr->size, (uint32_t)fr->in_func };
+	}
+	if (ve->nfrags)
+		qsort(ve->frags, ve->nfrags, sizeof(*ve->frags), cmp_frag_range);
+	size_t nby = 0;
+	for (size_t f = 0; f < b->nfuncs; f++)
+		if (o->c1_addr[f]) {
+			by[nby][0] = o->c1_addr[f];
+			by[nby++][1] = f;
+		}
+	if (nby)
+		qsort(by, nby, sizeof(*by), cmp_pair);
+	/* Counting sort of the edges that reach a copy's entry, by caller. */
+	for (size_t i = 0; i < ne; i++)
+		if (copy_at((const uint64_t (*)[2])by, nby, e[i].to) >= 0)
+			ve->callee_off[e[i].from + 1]++;
+	for (size_t f = 0; f < b->nfuncs; f++)
+		ve->callee_off[f + 1] += ve->callee_off[f];
+	uint32_t *fill = calloc(b->nfuncs + 1, sizeof(*fill));
+	if (!fill) {
+		core_free_clear(by, (b->nfuncs + 1) * sizeof(*by));
+		return OCOLOS_ENOMEM;
+	}
+	for (size_t i = 0; i < ne; i++) {
+		long g = copy_at((const uint64_t (*)[2])by, nby, e[i].to);
+		if (g >= 0)
+			ve->callees[ve->callee_off[e[i].from] + fill[e[i].from]++] = (uint32_t)g;
+	}
+	free(fill);
+	core_free_clear(by, (b->nfuncs + 1) * sizeof(*by)); /* addresses: core/util.c says why */
+	return 0;
 }
 
 /* Bytes of BOLT's output at link-time [addr, addr + len), fixups applied. */
@@ -148,6 +243,7 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		uint8_t *code = read_code(o, fx, fr->addr, fr->size);
 		if (!code)
 			continue;
+		tg.func = fr->in_func >= 0 && (size_t)fr->in_func < b->nfuncs ? fr->in_func : -1;
 		struct arch_entry_info info = { .on_target = on_target };
 		size_t done = arch_x86_scan_function(code, fr->size, fr->addr, NULL, &info, &tg);
 		arch_x86_decode(code, fr->size, fr->addr, on_insn, &tg);
@@ -160,6 +256,9 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		}
 		free(code);
 	}
+	if (!tg.rc)
+		tg.rc = build_callees(b, o, bat, bias, tg.e, tg.ne, ve);
+	core_free_clear(tg.e, tg.ecap * sizeof(*tg.e));
 	if (tg.rc) {
 		free(tg.v);
 		inject_version_entries_free(ve);
@@ -251,5 +350,8 @@ void inject_version_entries_free(struct inject_version_entries *ve)
 	free(ve->off);
 	free(ve->pad);
 	core_free_clear(ve->ret_sites, ve->nret_sites * sizeof(*ve->ret_sites));
+	core_free_clear(ve->frags, ve->nfrags * sizeof(*ve->frags));
+	free(ve->callee_off);
+	free(ve->callees);
 	memset(ve, 0, sizeof(*ve));
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include "core/err.h"
 #include "core/log.h"
 
@@ -79,6 +80,12 @@ struct proc_target_ops {
 	 * A write of code is made visible to instruction fetch. 0 or -1. */
 	int (*peek)(struct proc_target *t, uint64_t addr, void *buf, size_t len);
 	int (*poke)(struct proc_target *t, uint64_t addr, const void *buf, size_t len, int code);
+	/* Optional (NULL: a peek each): read n ranges `remote[i]` of the target
+	 * into `local[i]` with as few accesses as it can, while stopped; ok[i]
+	 * says whether range i was read whole. By pid a peek is a system call
+	 * of several microseconds, and a switch reads hundreds of ranges. */
+	void (*peek_many)(struct proc_target *t, const struct iovec *remote,
+			  const struct iovec *local, size_t n, uint8_t *ok);
 	/* While stopped: how many threads have stack frames (and how many
 	 * frames) with an IP in one of the [lo, hi) `ranges`. -1 when this
 	 * target cannot walk stacks (reported, never needed). */

@@ -401,6 +401,34 @@ static int ptrace_peek(struct proc_target *t, uint64_t addr, void *buf, size_t l
 	return proc_mem_read(t->memfd, addr, buf, len);
 }
 
+static void ptrace_peek_many(struct proc_target *t, const struct iovec *remote,
+			     const struct iovec *local, size_t n, uint8_t *ok)
+{
+	/* process_vm_readv stops at the first range it cannot read: that one
+	 * gets a peek of its own (ok or not), and the batch goes on after it.
+	 * If the call itself is refused (EPERM under some security modules,
+	 * ENOSYS), everything is peeked. */
+	size_t i = 0;
+	int vm_ok = 1;
+	while (i < n) {
+		size_t k = n - i < IOV_MAX ? n - i : IOV_MAX, done = 0;
+		ssize_t got = vm_ok ? process_vm_readv(t->pid, local + i, k, remote + i, k, 0) : -1;
+		if (got < 0 && errno != EFAULT)
+			vm_ok = 0;
+		size_t left = got > 0 ? (size_t)got : 0;
+		for (; done < k && left >= remote[i + done].iov_len; done++) {
+			ok[i + done] = 1;
+			left -= remote[i + done].iov_len;
+		}
+		if (done < k) {
+			ok[i + done] = !ptrace_peek(t, (uint64_t)(uintptr_t)remote[i + done].iov_base,
+						    local[i + done].iov_base, remote[i + done].iov_len);
+			done++;
+		}
+		i += done;
+	}
+}
+
 static int ptrace_poke(struct proc_target *t, uint64_t addr, const void *buf, size_t len, int code)
 {
 	/* x86-64: the instruction cache is coherent with these writes; the
@@ -481,6 +509,7 @@ const struct proc_target_ops proc_target_ptrace_ops = {
 	.poke_prepare = ptrace_poke_prepare,
 	.poke_done = ptrace_poke_done,
 	.peek = ptrace_peek,
+	.peek_many = ptrace_peek_many,
 	.poke = ptrace_poke,
 	.count_frames = ptrace_count_frames,
 	.map_marker = ptrace_map_marker,

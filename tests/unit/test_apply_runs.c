@@ -8,7 +8,9 @@
  *     same plan applied without runs on a copy of the pages): the patches
  *     written, a mismatched patch skipped, the gap bytes untouched, the
  *     slots of one function held together when the program changed one;
- *   - that a revert puts back every byte.
+ *   - that a revert puts back every byte;
+ *   - no jump loop between a C0 entry and its stub: a revert whose entry
+ *     stays (a thread inside) keeps its stub on the version too.
  */
 #include <stdint.h>
 #include <string.h>
@@ -75,6 +77,52 @@ static struct inject_apply_result apply(struct proc_target *t, struct inject_pla
 	return res;
 }
 
+/* A jmp rel32 at `at` to `to`, the 5 bytes into out. */
+static void jmp(uint8_t *out, const uint8_t *at, const uint8_t *to)
+{
+	int32_t d = (int32_t)(to - (at + 5));
+	out[0] = 0xe9;
+	memcpy(out + 1, &d, 4);
+}
+
+/* An entry at code+1024 jumps to its stub at code+2048, which jumps to a
+ * version at code+3000; the plan puts both back (the entry to its own
+ * bytes, the stub to the entry). With the entry blocked, neither may
+ * change: the stub would lead to an entry leading back to the stub. */
+static void stub_loop(struct proc_target *t, uint8_t *code, int with_runs, int block)
+{
+	uint8_t *e = code + 1024, *s = code + 2048, *ver = code + 3000;
+	const uint8_t own[5] = { 0x55, 0x48, 0x89, 0xe5, 0x90 };
+	jmp(e, e, s);
+	jmp(s, s, ver);
+	struct inject_patch v[2] = {
+		{ .addr = (uint64_t)(uintptr_t)(s + 1), .len = 4, .kind = INJECT_STUB },
+		{ .addr = (uint64_t)(uintptr_t)e, .len = 5, .kind = INJECT_ENTRY, .blocked = (uint8_t)block },
+	};
+	uint8_t b[5];
+	memcpy(v[0].old, s + 1, 4);
+	jmp(b, s, e);
+	memcpy(v[0].new_, b + 1, 4);
+	memcpy(v[1].old, e, 5);
+	memcpy(v[1].new_, own, 5);
+	uint8_t changed[3];
+	struct inject_plan plan = { .v = v, .n = 2, .cap = 2, .changed = changed };
+	size_t nruns = 0;
+	struct inject_apply_result res = apply(t, &plan, with_runs, 1, &nruns);
+	uint8_t want_s[5], want_e[5];
+	jmp(want_s, s, block ? ver : e);
+	if (block)
+		jmp(want_e, e, s);
+	else
+		memcpy(want_e, own, 5);
+	expect(!memcmp(s, want_s, 5) && !memcmp(e, want_e, 5),
+	       "stub loop (runs %d, blocked %d): stub %s, entry %s", with_runs, block,
+	       memcmp(s, want_s, 5) ? "wrong" : "right", memcmp(e, want_e, 5) ? "wrong" : "right");
+	expect(res.stubs == (block ? 0u : 1u) && res.entries == (block ? 0u : 1u) &&
+	       v[0].applied == !block, "stub loop (runs %d, blocked %d): %u stubs, %u entries",
+	       with_runs, block, res.stubs, res.entries);
+}
+
 int main(void)
 {
 	long pg = sysconf(_SC_PAGESIZE);
@@ -137,6 +185,12 @@ int main(void)
 	       "held: bytes differ from patch by patch");
 	expect(data[0][0] == before[4096] && data[0][16] == before[4096 + 16],
 	       "a slot of the held function was written");
+
+	for (int runs = 0; runs < 2; runs++)
+		for (int block = 0; block < 2; block++) {
+			memset(code[0], 0xcc, (size_t)pg);
+			stub_loop(&t, code[0], runs, block);
+		}
 
 	proc_target_close(&t);
 	test_done();

@@ -7,7 +7,9 @@
  * tracer killed in the middle of an injected call leaves the child running
  * correctly — the call completes and the thread resumes by itself; and
  * code written into the child through /proc/PID/mem runs once the stub's
- * instruction-cache routine has run (AArch64; on x86-64 there is none).
+ * instruction-cache routine has run (AArch64; on x86-64 there is none);
+ * and a batched read of the child's memory (peek_many) reads what a peek
+ * reads, and tells a range it could not read from those around it.
  *
  * x86-64 and AArch64 (built by tests/aarch64 too, run in the AArch64
  * guest: qemu-user has no ptrace).
@@ -30,6 +32,7 @@
 #include "core/procmaps.h"
 #include "proc/proc.h"
 #include "proc/ptrace.h"
+#include "proc/target.h"
 #include "check.h"
 
 #define PATTERN 0x5a5aa5a5c3c33c3cll
@@ -341,6 +344,32 @@ int main(void)
 	expect(sh->reads == 2 && sh->counter > c, "the child does not run the new code (%ld)",
 	       sh->reads);
 	close(memfd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+
+	/* peek_many: readable, unmapped (a hole between two pages), readable. */
+	static uint8_t pattern[4096];
+	for (size_t i = 0; i < sizeof(pattern); i++)
+		pattern[i] = (uint8_t)(i * 13 + 1);
+	uint8_t *hole = mmap(NULL, 3 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	expect(hole != MAP_FAILED && munmap(hole + 4096, 4096) == 0, "hole");
+	pid = start(reader);
+	struct proc_target tg;
+	struct core_log log = { 0 };
+	expect(proc_target_open(&tg, pid, &log, &err) == 0, "target: %s", err.msg);
+	expect(tg.ops->peek_many != NULL, "the ptrace target has no batched read");
+	uint8_t got[3][64];
+	memset(got, 0, sizeof(got));
+	struct iovec remote[3] = { { pattern, 64 }, { hole + 4096 + 8, 64 }, { pattern + 1000, 64 } };
+	struct iovec local[3] = { { got[0], 64 }, { got[1], 64 }, { got[2], 64 } };
+	uint8_t ok[3] = { 9, 9, 9 };
+	if (tg.ops->peek_many)
+		tg.ops->peek_many(&tg, remote, local, 3, ok);
+	expect(ok[0] == 1 && ok[1] == 0 && ok[2] == 1, "peek_many: ok %d %d %d, want 1 0 1", ok[0],
+	       ok[1], ok[2]);
+	expect(!memcmp(got[0], pattern, 64) && !memcmp(got[2], pattern + 1000, 64),
+	       "peek_many read other bytes than the child holds");
+	proc_target_close(&tg);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	test_done();

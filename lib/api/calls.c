@@ -67,21 +67,9 @@ OCOLOS_API int ocolos_add_samples(struct ocolos_ctx *ctx, const uint64_t *ips, s
 	} else if (ctx->ext_n + n > (1u << 26) || ctx->ext_n + n < n) {
 		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "ocolos_add_samples(): more than 2^26 "
 			       "samples held (%zu + %zu): run a round to use them", ctx->ext_n, n);
-	} else if (ctx->ext_n + n > ctx->ext_cap) {
-		size_t cap = ctx->ext_cap ? ctx->ext_cap : 4096;
-		while (cap < ctx->ext_n + n)
-			cap *= 2;
-		uint64_t *v = malloc(cap * sizeof(*v));
-		if (!v) {
-			rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
-		} else {
-			if (ctx->ext_n)
-				memcpy(v, ctx->ext_ips, ctx->ext_n * sizeof(*v));
-			/* Samples name code addresses: cleared when freed. */
-			core_free_clear(ctx->ext_ips, ctx->ext_cap * sizeof(*v));
-			ctx->ext_ips = v;
-			ctx->ext_cap = cap;
-		}
+	} else if (core_reserve((void **)&ctx->ext_ips, &ctx->ext_cap, ctx->ext_n + n,
+				sizeof(*ctx->ext_ips))) {
+		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 	}
 	if (!rc) {
 		memcpy(ctx->ext_ips + ctx->ext_n, ips, n * sizeof(*ips));
@@ -125,16 +113,8 @@ OCOLOS_API int ocolos_add_branch_stacks(struct ocolos_ctx *ctx, const struct oco
 			       s->nbranches, total);
 	} else {
 		/* Room for all first, so that the call adds every stack or none. */
-		for (size_t i = 0; !rc && i < nstacks; i++)
-			if (core_grow((void **)&s->stack_start, &s->cap_stacks, s->nstacks + i,
-				      sizeof(*s->stack_start)))
-				rc = OCOLOS_ENOMEM;
-		for (size_t i = 0; !rc && i < total; i++)
-			if (core_grow((void **)&s->branches, &s->cap_branches, s->nbranches + i,
-				      sizeof(*s->branches)))
-				rc = OCOLOS_ENOMEM;
-		if (rc)
-			rc = core_errf(&ctx->err, rc, "out of memory");
+		if (sample_set_reserve(s, nstacks, total))
+			rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 	}
 	if (!rc) {
 		const struct ocolos_branch *b = branches;

@@ -1,4 +1,5 @@
 /* Small helpers shared by every module (util.h). */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,9 +15,19 @@
  */
 int core_grow(void **arr, size_t *cap, size_t n, size_t elem)
 {
-	if (n < *cap)
+	return n < *cap ? 0 : core_reserve(arr, cap, n + 1, elem);
+}
+
+int core_reserve(void **arr, size_t *cap, size_t want, size_t elem)
+{
+	if (want <= *cap)
 		return 0;
-	size_t ncap = *cap ? *cap * 2 : 64;
+	size_t ncap = *cap ? *cap : 64;
+	while (ncap < want) {
+		if (ncap > SIZE_MAX / 2 / (elem ? elem : 1))
+			return -1;
+		ncap *= 2;
+	}
 	void *p = malloc(ncap * elem);
 	if (!p)
 		return -1;

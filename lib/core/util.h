@@ -16,6 +16,8 @@ static inline uint64_t core_now_ns(void)
 /* Make room for one more element of `elem` bytes in *arr (which holds *n of
  * *cap). Returns 0 or -1 on allocation failure (then *arr is unchanged). */
 int core_grow(void **arr, size_t *cap, size_t n, size_t elem);
+/* The same for room for `want` elements in all (doubling). 0 or -1. */
+int core_reserve(void **arr, size_t *cap, size_t want, size_t elem);
 
 /* Clear `len` bytes at `p`, then free it (see util.c for why). NULL is fine. */
 void core_free_clear(void *p, size_t len);

@@ -66,18 +66,6 @@ static uint64_t rd64(const uint8_t *p)
 
 /* Room for one more stack of `nr` branches and one more IP, so that a
  * record is appended whole or not at all. */
-static int reserve_stack(struct sample_set *s, uint64_t nr)
-{
-	if (core_grow((void **)&s->stack_start, &s->cap_stacks, s->nstacks,
-		      sizeof(*s->stack_start)))
-		return OCOLOS_ENOMEM;
-	for (uint64_t i = 0; i < nr; i++)
-		if (core_grow((void **)&s->branches, &s->cap_branches, s->nbranches + i,
-			      sizeof(*s->branches)))
-			return OCOLOS_ENOMEM;
-	return 0;
-}
-
 int sample_perf_lbr_parse(const void *rec, size_t len, struct sample_set *out)
 {
 	const uint8_t *p = rec;
@@ -90,7 +78,7 @@ int sample_perf_lbr_parse(const void *rec, size_t len, struct sample_set *out)
 	    nr > (len - SAMPLE_LBR_FIXED_BYTES) / SAMPLE_LBR_ENTRY_BYTES ||
 	    SAMPLE_LBR_FIXED_BYTES + nr * SAMPLE_LBR_ENTRY_BYTES != len)
 		return OCOLOS_EINVAL;
-	if (reserve_stack(out, nr))
+	if (sample_set_reserve(out, 1, (size_t)nr))
 		return OCOLOS_ENOMEM;
 	if (sample_set_push(out, rd64(p + 8)))
 		return OCOLOS_ENOMEM;

@@ -77,6 +77,9 @@ int sample_each_new_thread(pid_t pid, pid_t exclude, int (*known)(void *, pid_t)
 
 /* Append one sample; returns 0 or OCOLOS_ENOMEM. */
 int sample_set_push(struct sample_set *s, uint64_t ip);
+/* Room for `stacks` more branch stacks holding `branches` more branches
+ * (so that what follows cannot fail half-way). 0 or OCOLOS_ENOMEM. */
+int sample_set_reserve(struct sample_set *s, size_t stacks, size_t branches);
 
 void sample_set_free(struct sample_set *s);
 

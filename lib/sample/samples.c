@@ -12,6 +12,16 @@ int sample_set_push(struct sample_set *s, uint64_t ip)
 	return 0;
 }
 
+int sample_set_reserve(struct sample_set *s, size_t stacks, size_t branches)
+{
+	if (core_reserve((void **)&s->stack_start, &s->cap_stacks, s->nstacks + stacks,
+			 sizeof(*s->stack_start)) ||
+	    core_reserve((void **)&s->branches, &s->cap_branches, s->nbranches + branches,
+			 sizeof(*s->branches)))
+		return OCOLOS_ENOMEM;
+	return 0;
+}
+
 void sample_set_free(struct sample_set *s)
 {
 	/* Samples name code addresses: cleared (core/util.c says why). */

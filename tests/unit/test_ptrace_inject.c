@@ -9,7 +9,8 @@
  * code written into the child through /proc/PID/mem runs once the stub's
  * instruction-cache routine has run (AArch64; on x86-64 there is none);
  * and a batched read of the child's memory (peek_many) reads what a peek
- * reads, and tells a range it could not read from those around it.
+ * reads, and tells a range it could not read from those around it; and a
+ * stop runs the tracer real-time (as root) and gives its policy back.
  *
  * x86-64 and AArch64 (built by tests/aarch64 too, run in the AArch64
  * guest: qemu-user has no ptrace).
@@ -19,6 +20,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -369,6 +371,17 @@ int main(void)
 	       ok[1], ok[2]);
 	expect(!memcmp(got[0], pattern, 64) && !memcmp(got[2], pattern + 1000, 64),
 	       "peek_many read other bytes than the child holds");
+	struct proc_stop *ps = NULL;
+	uint32_t nth = 0;
+	tg.stop_timeout_ms = 2000;
+	expect(tg.ops->stop(&tg, &ps, &nth, &err) == 0 && nth == 1, "stop: %s", err.msg);
+	int during = sched_getscheduler(0);
+	tg.ops->resume(&tg, ps, NULL);
+	int after = sched_getscheduler(0);
+	expect(after == SCHED_OTHER, "the tracer's policy after a stop: %d", after);
+	if (geteuid() == 0)
+		expect((during & ~SCHED_RESET_ON_FORK) == SCHED_FIFO,
+		       "the tracer was not real-time during the stop (policy %d)", during);
 	proc_target_close(&tg);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);

@@ -16,7 +16,9 @@
  * child computes the same piece (its inherited code versions must run
  * correctly in it too). stdout: the checksums of every phase, of the
  * short-lived threads and of the children; run_it.sh requires it identical
- * with and without the rounds.
+ * with and without the rounds. On x86-64, a redirected C0 entry must jump
+ * to the function's stub, never straight into a version (inject/plan.c:
+ * later rounds retarget the stub, not the entry).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -44,6 +46,36 @@ static NOINLINE uint64_t b2(uint64_t x) { SPIN(x, 0xe7037ed1a0b428dbull); return
 
 static const fn_t set_a[3] = { a0, a1, a2 };
 static const fn_t set_b[3] = { b0, b1, b2 };
+
+/* Where the C0 entry of `f` leads: 0 nowhere (not redirected), 1 into the
+ * stubs, 2 elsewhere. */
+static int entry_leads(uintptr_t f)
+{
+#if defined(__x86_64__)
+	const uint8_t *p = (const uint8_t *)f;
+	if (p[0] != 0xe9)
+		return 0;
+	int32_t d;
+	memcpy(&d, p + 1, 4);
+	uintptr_t to = f + 5 + (uintptr_t)(intptr_t)d;
+	FILE *m = fopen("/proc/self/maps", "re");
+	char line[512];
+	int r = 2;
+	while (m && fgets(line, sizeof(line), m)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && to >= lo && to < hi) {
+			r = strstr(line, "/memfd:ocolos-stubs") ? 1 : 2;
+			break;
+		}
+	}
+	if (m)
+		fclose(m);
+	return r;
+#else
+	(void)f;
+	return 0;
+#endif
+}
 
 /* Direct calls too: call sites and entries to redirect. */
 static NOINLINE uint64_t run_a(uint64_t x, unsigned n)
@@ -125,7 +157,7 @@ int main(int argc, char **argv)
 	static struct worker w[WORKERS];
 	for (unsigned i = 0; i < WORKERS; i++)
 		check(pthread_create(&w[i].th, NULL, worker_main, &w[i]) == 0, "pthread_create");
-	uint32_t max_mapped = 0, last_gen = 0;
+	uint32_t max_mapped = 0, last_gen = 0, via_stub = 0;
 	for (unsigned k = 0; k < rounds; k++) {
 		atomic_store(&phase, k);
 		test_sleep_ms(PHASE_MS);
@@ -145,6 +177,15 @@ int main(int argc, char **argv)
 			check(st.versions_mapped <= 2, "round %u: %u versions mapped (want <= 2)", k,
 			      st.versions_mapped);
 			max_mapped = st.versions_mapped > max_mapped ? st.versions_mapped : max_mapped;
+			/* run_a and run_b: called directly (their addresses may be
+			 * taken here: they have no slots). */
+			const uintptr_t runs[2] = { (uintptr_t)run_a, (uintptr_t)run_b };
+			for (unsigned i = 0; i < 2; i++) {
+				int r = entry_leads(runs[i]);
+				check(r != 2, "round %u: the C0 entry of run_%c jumps elsewhere than "
+				      "its stub", k, "ab"[i]);
+				via_stub += r == 1;
+			}
 		}
 		uint64_t sl = 0;
 		pthread_t t;
@@ -161,7 +202,12 @@ int main(int argc, char **argv)
 		      (unsigned long long)w[i].bad, (unsigned long long)w[i].laps);
 	}
 	printf("phases: %u\n", rounds);
-	if (round)
-		fprintf(stderr, "at most %u versions mapped after a round\n", max_mapped);
+	if (round) {
+		fprintf(stderr, "at most %u versions mapped after a round; %u C0 entries seen "
+			"jumping to their stub\n", max_mapped, via_stub);
+#if defined(__x86_64__)
+		check(via_stub > 0, "no C0 entry jumped to a stub after any round");
+#endif
+	}
 	return 0;
 }

@@ -44,7 +44,7 @@ int api_switch(struct ocolos_ctx *ctx, int forward, struct ocolos_switch_stats *
 	st->pause_ns = sw.pause_ns;
 	st->call_sites = res.call_sites;
 	/* A slot keeps its stub: what changes is where the stub leads. */
-	st->pointer_slots = res.ptr_slots + res.stubs;
+	st->pointer_slots = res.ptr_slots + res.slot_stubs;
 	st->entries = res.entries;
 	st->mismatched = res.mismatched;
 	if (rc) {

@@ -100,6 +100,36 @@ static int retirable(const struct api_state *st, size_t i, int keep_newest)
 	return !inject_record_leads_to(&st->rec, st->v[i].gen);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Of the stubs `plan` wrote, how many redirected slots hold: what a
+ * revert or re-apply changes for the program's pointers (a stub may also
+ * serve only a C0 entry, inject/plan.c). */
+static uint32_t count_slot_stubs(const struct inject_record *rec, const struct inject_plan *plan)
+{
+	size_t n = 0;
+	uint64_t *v = malloc((rec->n + 1) * sizeof(*v));
+	if (!v)
+		return 0;
+	for (size_t i = 0; i < rec->n; i++)
+		if (rec->v[i].kind == INJECT_PTR_SLOT || rec->v[i].kind == INJECT_DATA_SLOT)
+			memcpy(&v[n++], rec->v[i].cur, 8);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_u64);
+	uint32_t count = 0;
+	for (size_t i = 0; n && i < plan->n; i++) {
+		const struct inject_patch *p = &plan->v[i];
+		uint64_t stub = p->addr - (p->len == 4 ? 1 : 8); /* x86-64 rel32, AArch64 literal */
+		count += p->kind == INJECT_STUB && p->applied && core_sorted_has(v, n, stub);
+	}
+	core_free_clear(v, (rec->n + 1) * sizeof(*v));
+	return count;
+}
+
 int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 		   struct inject_switch_result *res, uint8_t *quiet)
 {
@@ -137,6 +167,8 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	rc = inject_switch(&ctx->target, &rq, res, &ctx->err);
 	if (!rc)
 		rc = inject_record_update(&st->rec, &plan, &ctx->err);
+	if (!rc)
+		res->applied.slot_stubs = count_slot_stubs(&st->rec, &plan);
 	/* Bytes other than the record said: it is corrected from the target
 	 * before anything relies on it (retirement above all). */
 	if (!rc && res->applied.mismatched && ctx->bin)

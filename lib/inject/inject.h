@@ -374,6 +374,9 @@ void inject_unwind_deregister(struct proc_target *t, uint64_t handle);
 
 struct inject_apply_result {
 	uint32_t call_sites, ptr_slots, entries, stubs; /* written */
+	uint32_t slot_stubs;		 /* of stubs, those slots hold (set by
+					    api/versions.c after the switch: a
+					    stub may serve only an entry) */
 	uint32_t blocked;		 /* entries a thread might resume inside */
 	uint32_t deferred;		 /* entries of older versions no thread
 					    needed now (inject_defer) */

@@ -200,11 +200,11 @@ typedef uint64_t (*ocolos_work_fn)(void *user);
  * copied by ocolos_open_*: the caller may free them after the call. */
 struct ocolos_opts {
 	size_t sz; /* sizeof(struct ocolos_opts); set by OCOLOS_OPTS */
-	/* Length of the sampling window, ms: a fixed window. Default 4000
-	 * (about 80k samples with 2 busy threads; the layout gain grows with
-	 * the samples, see docs/benchmarks.md), unless profile_min_ms or
-	 * profile_max_ms ask for a window that ends when the profile has
-	 * converged (below). */
+	/* Length of the sampling window, ms: a fixed window. Default 0: the
+	 * window ends when the profile has converged (profile_min_ms and
+	 * below; since 0.2, before which the default was a fixed 4000 ms —
+	 * about 80k samples with 2 busy threads, which left fe at 0.85 of
+	 * the gain a dense profile gives, see docs/benchmarks.md). */
 	uint32_t profile_ms;
 	/* Samples per second per thread (cpu-clock / cycles). Default 10000. */
 	uint32_t sample_hz;
@@ -267,17 +267,16 @@ struct ocolos_opts {
 	const char *profile_export;
 	const char *const *profile_from;
 	/* Sampling until the profile is good enough (docs/api.md, "The
-	 * sampling window"). Set profile_min_ms and/or profile_max_ms (and
-	 * leave profile_ms 0) and the window ends once the profile has
-	 * converged: the per-function distribution of the first half of the
-	 * samples and of all of them differ by less than
-	 * profile_converge_permille (total variation distance, 0..1000),
-	 * checked every 250 ms once profile_min_ms has passed; at
-	 * profile_max_ms at the latest. Defaults when converging: 1000 ms,
-	 * 20000 ms, 30 permille. With profile_ms set (a fixed window; also
-	 * the default, 4000 ms) profile_min_ms must be 0, and profile_max_ms
-	 * only caps how far max_overhead_permille may lengthen the window
-	 * (default 4 x profile_ms). */
+	 * sampling window"), the default: with profile_ms 0 the window ends
+	 * once the profile has converged: the per-function distribution of
+	 * the first half of the samples and of all of them differ by less
+	 * than profile_converge_permille (total variation distance,
+	 * 0..1000), checked every 250 ms once profile_min_ms has passed; at
+	 * profile_max_ms at the latest. Defaults: 1000 ms, 20000 ms, 30
+	 * permille. With profile_ms set (a fixed window) profile_min_ms and
+	 * profile_converge_permille must be 0, and profile_max_ms only caps
+	 * how far max_overhead_permille may lengthen the window (default 4 x
+	 * profile_ms). */
 	uint32_t profile_min_ms;
 	uint32_t profile_max_ms;
 	uint32_t profile_converge_permille;

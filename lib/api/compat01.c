@@ -110,7 +110,7 @@ static int self_opts_01(const struct compat01_self_opts *in, struct ocolos_opts 
 			      "ocolos_self_opts", o, &u, sizeof(u));
 	if (rc)
 		return rc;
-	o->profile_ms = u.profile_ms;
+	o->profile_ms = u.profile_ms ? u.profile_ms : 4000; /* 0.1's fixed default */
 	o->sample_hz = u.sample_hz;
 	o->bolt_path = u.bolt_path;
 	o->bolt_timeout_ms = u.bolt_timeout_ms;
@@ -135,7 +135,7 @@ static int pid_opts_01(const struct compat01_pid_opts *in, struct ocolos_opts *o
 			      "ocolos_pid_opts", o, &u, sizeof(u));
 	if (rc)
 		return rc;
-	o->profile_ms = u.profile_ms;
+	o->profile_ms = u.profile_ms ? u.profile_ms : 4000; /* 0.1's fixed default */
 	o->sample_hz = u.sample_hz;
 	o->bolt_path = u.bolt_path;
 	o->bolt_timeout_ms = u.bolt_timeout_ms;

@@ -216,7 +216,12 @@ void inject_defer_apply(struct inject_defer *d, struct inject_plan *plan)
 			if (ve->gen != p->owner_gen || !ve->callee_off)
 				continue;
 			long f = frag_func(ve, p->addr);
-			if (f >= 0 && !d->need[i * d->stride + (size_t)f])
+			/* Only an entry still as the version was made: one that
+			 * jumps to a newer version already would keep that one
+			 * mapped (a thread stuck in this version would then pin
+			 * two). */
+			if (f >= 0 && !d->need[i * d->stride + (size_t)f] && p->len <= sizeof(ve->orig[f]) &&
+			    !memcmp(p->old, ve->orig[f], p->len))
 				p->blocked = 2;
 			break;
 		}

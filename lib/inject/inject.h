@@ -304,6 +304,8 @@ void inject_record_free(struct inject_record *rec);
  * and the live copies' own. The others are left for now: nothing can reach
  * them unless something live does first, and that is what the stop looked
  * at. A later stop redirects them if that changes (they stay in the plan).
+ * An entry already redirected (to a version since made) is always written:
+ * left, it would keep that version mapped.
  * Never a question of correctness — every version computes what C0 does,
  * and retirement looks for threads itself — only of how many writes the
  * pause holds: on fe by pid, 1,490 of them every round.

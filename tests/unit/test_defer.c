@@ -4,7 +4,7 @@
  * of the live copies themselves, are written; a version without callee
  * lists, or a stop that could not read a stack, writes them all; an entry
  * already blocked (a thread inside) stays blocked; C0's entries are never
- * left.
+ * left, nor an entry already redirected to a newer version.
  */
 #include <string.h>
 
@@ -18,6 +18,7 @@ static struct inject_frag_range frags[4] = {
 	{ 0x10300, 0x10400, 3 },
 };
 static uint32_t callee_off[5] = { 0, 1, 2, 2, 2 }, callees[2] = { 1, 2 };
+static uint8_t orig[4][5] = { { 0x55 }, { 0x55 }, { 0x55 }, { 0x55 } };
 
 static struct inject_plan make_plan(struct inject_patch *v)
 {
@@ -25,7 +26,7 @@ static struct inject_plan make_plan(struct inject_patch *v)
 	v[0] = (struct inject_patch){ .addr = 0x5000, .len = 5, .kind = INJECT_ENTRY };
 	for (int i = 0; i < 4; i++)
 		v[1 + i] = (struct inject_patch){ .addr = 0x10000 + 0x100 * (uint64_t)i, .len = 5,
-			.kind = INJECT_ENTRY, .owner_gen = 1, .target_gen = 2 };
+			.kind = INJECT_ENTRY, .owner_gen = 1, .target_gen = 2, .old = { 0x55 } };
 	return (struct inject_plan){ .v = v, .n = 5, .cap = 5, .entries = 5 };
 }
 
@@ -55,7 +56,7 @@ static void want(const struct inject_plan *plan, const char *what, int b0, int b
 int main(void)
 {
 	struct inject_version_entries ve = { .gen = 1, .nfuncs = 4, .frags = frags, .nfrags = 4,
-		.callee_off = callee_off, .callees = callees };
+		.callee_off = callee_off, .callees = callees, .orig = orig };
 	struct inject_patch v[5];
 	struct inject_plan plan = make_plan(v);
 
@@ -80,6 +81,13 @@ int main(void)
 	v[3].blocked = 1;
 	run(&ve, in_f0, 1, 0, &plan);
 	want(&plan, "blocked", 0, 0, 0, 1, 2);
+
+	/* f3's entry jumps to a newer version already: written (retargeted),
+	 * or that version would stay mapped for it. */
+	plan = make_plan(v);
+	v[4].old[0] = 0xe9;
+	run(&ve, in_f0, 1, 0, &plan);
+	want(&plan, "redirected before", 0, 0, 0, 2, 0);
 
 	/* A stack that could not be read: everything is written. */
 	plan = make_plan(v);

@@ -187,6 +187,17 @@ def run_plain(a, binary, label):
     return {"ops_per_s": v, "intervals": n, "check_ok": ok}
 
 
+def agent_window_args(a):
+    """The agent's sampling options: a fixed window (--profile) or, with
+    --profile-max, a window that converges (the library's default in
+    process; the agent's is fixed)."""
+    argv = (["--profile-max", str(a.profile_max)] if a.profile_max
+            else ["--profile", str(a.profile)])
+    if a.hz:
+        argv += ["--hz", str(a.hz)]
+    return argv
+
+
 def run_online(a):
     tg = Target(fe_argv(a, a.bin, 0))
     t, _ = tg.wait_line("tput ", timeout=120)
@@ -195,9 +206,7 @@ def run_online(a):
     time.sleep(a.warmup)
     every = a.settle + a.window + a.interval + 1.0
     argv = [a.agent, "--pid", str(tg.p.pid), "--every", "%.1f" % every,
-            "--rounds", "2", "--profile", str(a.profile), "--json", "-q"]
-    if a.hz:
-        argv += ["--hz", str(a.hz)]
+            "--rounds", "2", "--json", "-q"] + agent_window_args(a)
     ag = subprocess.Popen(argv, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
     res = {"agent": shlex.join(argv), "rounds": []}
@@ -267,10 +276,8 @@ def run_concurrent(a, bolted):
     agents, queues = {}, {}
     for k, extra in (("C", ["--every", "%.1f" % every, "--rounds", "2"]),
                      ("S", [])):
-        argv = [a.agent, "--pid", str(tg[k].p.pid), "--profile",
-                str(a.profile), "--json", "-q"] + extra
-        if a.hz:
-            argv += ["--hz", str(a.hz)]
+        argv = [a.agent, "--pid", str(tg[k].p.pid), "--json",
+                "-q"] + agent_window_args(a) + extra
         res["agent_" + k] = shlex.join(argv)
         agents[k] = subprocess.Popen(argv, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
@@ -395,8 +402,9 @@ def concurrent_main(a, res):
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     print("phase_bench --concurrent: %s, %d reps, window %.1f s, agent "
-          "profile %.1f s; checksums %s, all rounds ok %s; load %s -> %s" %
-          (os.path.basename(a.bin), a.reps, a.window, a.profile,
+          "%s; checksums %s, all rounds ok %s; load %s -> %s" %
+          (os.path.basename(a.bin), a.reps, a.window,
+           " ".join(agent_window_args(a)),
            "ok" if res["checks_ok"] else "FAILED", res["rounds_ok"],
            " ".join(res["load_start"]), " ".join(res["load_end"])))
     for title, sm in (("ops per wall-clock second", summ),
@@ -435,6 +443,9 @@ def main():
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--profile", type=float, default=4.0,
                    help="agent sampling window of each round, s")
+    p.add_argument("--profile-max", type=float, default=0,
+                   help="agent --profile-max: a converging window of at "
+                   "most this many s instead of --profile")
     p.add_argument("--hz", type=int, default=0, help="agent --hz (0: default)")
     p.add_argument("--check", type=int, default=2000)
     p.add_argument("--profile-secs", type=float, default=10,
@@ -498,9 +509,10 @@ def main():
                         "phase-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
-    print("phase_bench: %s, %d reps, window %.1f s, agent profile %.1f s; "
+    print("phase_bench: %s, %d reps, window %.1f s, agent %s; "
           "checksums %s, all rounds ok %s; load %s -> %s" %
-          (os.path.basename(a.bin), a.reps, a.window, a.profile,
+          (os.path.basename(a.bin), a.reps, a.window,
+           " ".join(agent_window_args(a)),
            "ok" if res["checks_ok"] else "FAILED", res["rounds_ok"],
            " ".join(res["load_start"]), " ".join(res["load_end"])))
     for k, m in summ.items():

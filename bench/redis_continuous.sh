@@ -12,6 +12,8 @@
 #   RC_EVERY    pause between rounds, s (default 0.5)
 #   RC_N        requests per test per benchmark run (default 20000)
 #   RC_KEYS     DEBUG POPULATE size of the data set in db 0 (default 200000)
+#   RC_AGENT_ARGS  more ocolos-agent options (e.g. -v: the pause split into
+#               stopping, looking and writing, in continuous.agent.err)
 #   RD_OUT, RD_PORT, RD_JOBS as for bench/redis.sh (which builds Redis from
 #               Debian's sources; this script calls it with RD_ONLY=build)
 #
@@ -43,6 +45,8 @@ every=${RC_EVERY:-0.5}
 n=${RC_N:-20000}
 keys=${RC_KEYS:-200000}
 port=${RD_PORT:-16379}
+# shellcheck disable=SC2206
+agent_args=(${RC_AGENT_ARGS:-})
 agent=$build/tools/ocolos-agent
 
 log() { echo "redis_continuous: $*" >&2; }
@@ -102,7 +106,7 @@ sleep 2
 start=$(date +%s)
 log "server pid $srv; agent: $agent --pid $srv --every $every --rounds $rounds --profile $prof --json -q"
 nice -n 5 "$agent" --pid "$srv" --every "$every" --rounds "$rounds" --profile "$prof" \
-	--json -q >"$out/$tag.jsonl" 2>"$out/$tag.agent.err"
+	--json -q "${agent_args[@]}" >"$out/$tag.jsonl" 2>"$out/$tag.agent.err"
 agent_rc=$?
 secs=$(($(date +%s) - start))
 touch "$out/$tag.stop"

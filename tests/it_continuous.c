@@ -16,9 +16,9 @@
  * child computes the same piece (its inherited code versions must run
  * correctly in it too). stdout: the checksums of every phase, of the
  * short-lived threads and of the children; run_it.sh requires it identical
- * with and without the rounds. On x86-64, a redirected C0 entry must jump
- * to the function's stub, never straight into a version (inject/plan.c:
- * later rounds retarget the stub, not the entry).
+ * with and without the rounds. On x86-64, a redirected C0 entry or call
+ * site must jump to the function's stub, never straight into a version
+ * (inject/plan.c: later rounds retarget the stub, not the entry or site).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -74,6 +74,49 @@ static int entry_leads(uintptr_t f)
 #else
 	(void)f;
 	return 0;
+#endif
+}
+
+/* Where a code address lies: 1 in the stubs, 2 in a code version, 0
+ * elsewhere (C0, a library). */
+static int where_code(uintptr_t to)
+{
+	FILE *m = fopen("/proc/self/maps", "re");
+	char line[512];
+	int r = 0;
+	while (m && fgets(line, sizeof(line), m)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && to >= lo && to < hi) {
+			r = strstr(line, "/memfd:ocolos-stubs") ? 1
+			    : strstr(line, "/memfd:ocolos-c") ? 2 : 0;
+			break;
+		}
+	}
+	if (m)
+		fclose(m);
+	return r;
+}
+
+/* The C0 call sites in the first `len` bytes of `f` (a function too small
+ * and too rarely run to be moved): how many lead into the stubs, and how
+ * many straight into a version (on x86-64 none may: later rounds retarget
+ * the stub, not the site). A byte e8/e9 that is not a call leads nowhere
+ * we look. */
+static void c0_sites(uintptr_t f, size_t len, unsigned *via_stub, unsigned *into_version)
+{
+#if defined(__x86_64__)
+	const uint8_t *p = (const uint8_t *)f;
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] != 0xe8 && p[i] != 0xe9)
+			continue;
+		int32_t d;
+		memcpy(&d, p + i + 1, 4);
+		int r = where_code(f + i + 5 + (uintptr_t)(intptr_t)d);
+		*via_stub += r == 1;
+		*into_version += r == 2;
+	}
+#else
+	(void)f, (void)len, (void)via_stub, (void)into_version;
 #endif
 }
 
@@ -157,7 +200,7 @@ int main(int argc, char **argv)
 	static struct worker w[WORKERS];
 	for (unsigned i = 0; i < WORKERS; i++)
 		check(pthread_create(&w[i].th, NULL, worker_main, &w[i]) == 0, "pthread_create");
-	uint32_t max_mapped = 0, last_gen = 0, via_stub = 0;
+	uint32_t max_mapped = 0, last_gen = 0, via_stub = 0, sites_via_stub = 0;
 	for (unsigned k = 0; k < rounds; k++) {
 		atomic_store(&phase, k);
 		test_sleep_ms(PHASE_MS);
@@ -186,6 +229,10 @@ int main(int argc, char **argv)
 				      "its stub", k, "ab"[i]);
 				via_stub += r == 1;
 			}
+			unsigned into_version = 0;
+			c0_sites((uintptr_t)piece, 32, &sites_via_stub, &into_version);
+			check(into_version == 0, "round %u: %u C0 call site(s) of piece() lead straight "
+			      "into a version, not through a stub", k, into_version);
 		}
 		uint64_t sl = 0;
 		pthread_t t;
@@ -203,10 +250,11 @@ int main(int argc, char **argv)
 	}
 	printf("phases: %u\n", rounds);
 	if (round) {
-		fprintf(stderr, "at most %u versions mapped after a round; %u C0 entries seen "
-			"jumping to their stub\n", max_mapped, via_stub);
+		fprintf(stderr, "at most %u versions mapped after a round; %u C0 entries and %u "
+			"call sites seen jumping to their stub\n", max_mapped, via_stub, sites_via_stub);
 #if defined(__x86_64__)
 		check(via_stub > 0, "no C0 entry jumped to a stub after any round");
+		check(sites_via_stub > 0, "no C0 call site of piece() led to a stub after any round");
 #endif
 	}
 	return 0;

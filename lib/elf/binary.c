@@ -681,7 +681,7 @@ int elf_binary_open(const char *path, struct elf_binary **out, struct core_err *
 	}
 	if ((rc = read_segments(&sc, err)) || (rc = read_sections(&sc, err)) ||
 	    (rc = read_functions(&sc, err)) || (rc = read_relocations(&sc, err)) ||
-	    (rc = read_dyn_relocs(&sc)))
+	    (rc = read_dyn_relocs(&sc)) || (rc = elf_read_noreturn_plt(b)))
 		goto fail;
 	read_dynamic_symbols(&sc);
 	free(sc.shdrs);
@@ -708,6 +708,7 @@ void elf_binary_close(struct elf_binary *b)
 	free(b->sites);
 	free(b->slots);
 	free(b->dyn_relocs);
+	free(b->noreturn_plt);
 	free(b->path);
 	free(b);
 }

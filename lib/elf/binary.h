@@ -88,6 +88,9 @@ struct elf_binary {
 	 * time (r_offset of .rela.dyn's relocations), sorted: what the file
 	 * holds there never reaches the running process. */
 	uint64_t *dyn_relocs; size_t ndyn_relocs;
+	/* x86-64: link-time addresses of the PLT entries of functions that
+	 * never return (__cxa_throw, abort, ...), sorted (plt.c). */
+	uint64_t *noreturn_plt; size_t nnoreturn_plt;
 	/* private */
 	int fd;
 	void *elf;		 /* Elf * */
@@ -111,6 +114,12 @@ long elf_func_containing(const struct elf_binary *b, uint64_t addr);
 /* Whether the byte at link-time `addr` belongs to a word the dynamic
  * linker writes (dyn_relocs). */
 int elf_dyn_reloc_byte(const struct elf_binary *b, uint64_t addr);
+
+/* Does a call to link-time `addr` never return? (a PLT entry of a noreturn
+ * function of the C or C++ runtime; plt.c) */
+int elf_noreturn_target(const struct elf_binary *b, uint64_t addr);
+/* Fill noreturn_plt; called by elf_binary_open. 0 or OCOLOS_ENOMEM. */
+int elf_read_noreturn_plt(struct elf_binary *b);
 
 /* Read `len` bytes at link-time address `addr` from the file. */
 int elf_read_vaddr(const struct elf_binary *b, uint64_t addr, void *buf,

@@ -13,7 +13,8 @@
  *              (the pause, docs/benchmarks.md). A site whose target keeps
  *              its C0 entry (not entry_ok, or no room) is redirected
  *              wherever it is: a thread that never leaves a C0 loop would
- *              otherwise call C0 for good;
+ *              otherwise call C0 for good. On x86-64 with stubs, a site
+ *              aims at its callee's stub, like the entries (below);
  *              function entries: x86-64, the first 5 bytes of a moved
  *              function become `jmp <its stub>` (the stub jumps to its
  *              copy in the newest version, stubs.c), or `jmp <its C1
@@ -49,10 +50,11 @@
  * docs/benchmarks.md). A writable slot the program changed is seen at the
  * stop and its whole group is left on C0.
  *
- * Entries through stubs (x86-64). A continuous round retargets everything
- * that leads into the version it replaces. An entry that jumped straight
- * to C_k would be written again every round — on fe by pid, 1,480 writes of
- * ~5 us each inside the pause. Jumping to the function's stub, it is
+ * Entries and call sites through stubs (x86-64). A continuous round
+ * retargets everything that leads into the version it replaces. An entry
+ * that jumped straight to C_k would be written again every round — on fe by
+ * pid, 1,480 writes of ~5 us each inside the pause; on Redis, ~1,400 C0
+ * call sites of hot functions. Going to the function's stub, each is
  * written once, the first time the function moves, and a round rewrites
  * the stubs instead: a few pages, each one write. The price is one more
  * direct jump for what still enters C0 (cold callers, function pointers
@@ -244,18 +246,37 @@ static int plan_sites_a64(const struct elf_binary *b, const struct bolt_output *
 	return rc;
 }
 
-/* x86-64 call sites: the rel32 after the e8/e9 changes. */
-static int plan_sites_x86(const struct elf_binary *b, const struct bolt_output *o, uint64_t bias,
-			  const uint8_t *entry_planned, struct inject_plan *plan, struct core_err *err)
+/* x86-64 call sites: the rel32 after the e8/e9 changes — to the callee's
+ * stub when there are stubs, like the entries (see the top of this file):
+ * written when the callee first moves, it stays while the callee keeps
+ * moving, and later rounds retarget only the stub. On Redis by pid, ~1,400
+ * C0 call sites of hot functions were rewritten in every round's stop. */
+static int plan_sites_x86(const struct elf_binary *b, const struct bolt_output *o,
+			  const struct inject_plan_opts *po, const uint8_t *entry_planned,
+			  struct inject_plan *plan, struct core_err *err)
 {
+	uint64_t bias = po->bias;
 	for (size_t i = 0; i < b->nsites; i++) {
 		const struct elf_branch_site *s = &b->sites[i];
 		uint64_t c1 = o->c1_addr[s->func];
 		if (!c1 || site_in_moved_body(b, o, entry_planned, s))
 			continue;
-		struct inject_patch p = { .addr = bias + s->site + 1, .len = 4, .kind = INJECT_CALL_SITE };
-		if (arch_x86_encode_rel32(bias + s->site, bias + b->funcs[s->func].addr, p.old) ||
-		    arch_x86_encode_rel32(bias + s->site, bias + c1, p.new_))
+		uint64_t c0 = bias + b->funcs[s->func].addr, to = bias + c1, stub = 0;
+		struct inject_patch p = { .addr = bias + s->site + 1, .len = 4, .kind = INJECT_CALL_SITE,
+			.target_gen = po->gen };
+		if (arch_x86_encode_rel32(bias + s->site, c0, p.old))
+			return core_errf(err, OCOLOS_EELF, "call site 0x%llx does not reach its own target",
+					 (unsigned long long)s->site);
+		if (po->stubs) {
+			int rc = inject_stubs_alloc(b, po->stubs, s->func, c0, &stub, err);
+			if (rc)
+				return rc;
+			if (!arch_x86_encode_rel32(bias + s->site, stub, p.new_)) {
+				to = stub;
+				p.target_gen = 0; /* it leads into the stubs, not a version */
+			}
+		}
+		if (to != stub && arch_x86_encode_rel32(bias + s->site, to, p.new_))
 			return core_errf(err, OCOLOS_ERESERVE,
 					 "call site 0x%llx cannot reach C1 at 0x%llx with a rel32",
 					 (unsigned long long)s->site, (unsigned long long)c1);
@@ -469,11 +490,11 @@ int inject_plan_build_for(const struct elf_binary *b, const struct bolt_output *
 	} else {
 		rc = plan_entries_x86(b, o, po, entry_planned, plan, err);
 		if (!rc)
-			rc = plan_sites_x86(b, o, bias, entry_planned, plan, err);
+			rc = plan_sites_x86(b, o, po, entry_planned, plan, err);
 	}
 	free(entry_planned);
-	for (size_t i = 0; !rc && i < plan->n; i++)
-		if (plan->v[i].kind != INJECT_ENTRY || b->machine == EM_AARCH64)
+	if (!rc && b->machine == EM_AARCH64)
+		for (size_t i = 0; i < plan->n; i++)
 			plan->v[i].target_gen = po->gen;
 	if (!rc)
 		rc = plan_slots(b, o, po, plan, err);

@@ -41,6 +41,7 @@ struct targets {
 	size_t n, cap;
 	int rc;
 	struct inject_version_entries *ve; /* return sites go here */
+	const struct elf_binary *b;
 	size_t ret_cap;
 	uint64_t bias;
 	struct edge *e;
@@ -59,6 +60,10 @@ static int on_insn(const struct arch_insn *in, void *user)
 			t->e[t->ne++] = (struct edge){ in->target, (uint32_t)t->func };
 	}
 	if (t->rc || (in->flow != ARCH_FLOW_CALL && in->flow != ARCH_FLOW_ICALL))
+		return 0;
+	/* Nothing returns after a call to __cxa_throw & co. (elf/plt.c): the
+	 * word it pushed, left behind, must not keep the version mapped. */
+	if (in->flow == ARCH_FLOW_CALL && in->target && elf_noreturn_target(t->b, in->target))
 		return 0;
 	struct inject_version_entries *ve = t->ve;
 	if (core_grow((void **)&ve->ret_sites, &t->ret_cap, ve->nret_sites, sizeof(*ve->ret_sites)))
@@ -237,7 +242,7 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		return 0;
 	/* Every fragment decoded once: each hot copy's own entry facts, and
 	 * the targets of every direct branch of the version. */
-	struct targets tg = { .ve = ve, .bias = bias };
+	struct targets tg = { .ve = ve, .bias = bias, .b = b };
 	for (size_t i = 0; i < bat->nfrags && !tg.rc; i++) {
 		const struct elf_bat_frag *fr = &bat->frags[i];
 		uint8_t *code = read_code(o, fx, fr->addr, fr->size);

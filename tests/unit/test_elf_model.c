@@ -1,8 +1,10 @@
 /*
  * ELF model: functions, call sites and pointer slots of the fixture, and
  * the named refusals (no relocations, stripped, not ELF).
- * argv: fixture fixture-norelocs fixture-stripped
+ * argv: fixture fixture-norelocs fixture-stripped cxx-program (the PLT
+ * entries of functions that never return)
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "elf/binary.h"
@@ -110,12 +112,65 @@ static void check_refusal(const char *path, int want, const char *needle)
 	expect(strstr(err.msg, needle) != NULL, "message '%s' lacks '%s'", err.msg, needle);
 }
 
+/* The PLT entries of functions that never return (elf/plt.c), against
+ * objdump's `<name@plt>` labels: the ones named here as never returning
+ * are listed, the ones named as returning are not, and nothing else is. */
+static void check_noreturn_plt(const char *path)
+{
+	static const char *const never[] = { "__cxa_throw", "_Unwind_Resume", "exit", "_exit",
+					     "_ZSt20__throw_length_errorPKc", NULL };
+	static const char *const returns[] = { "printf", "__cxa_allocate_exception",
+					       "__cxa_begin_catch", "__cxa_atexit", "memcpy", NULL };
+	struct elf_binary *b;
+	struct core_err err = { 0 };
+	int rc = elf_binary_open(path, &b, &err);
+	expect(rc == 0, "%s: %s", path, err.msg);
+	if (rc)
+		return;
+	char cmd[4200], line[1024];
+	snprintf(cmd, sizeof(cmd), "objdump -d '%s'", path);
+	FILE *f = popen(cmd, "r");
+	expect(f != NULL, "cannot run objdump");
+	size_t labels = 0, seen_never = 0, seen_returns = 0, listed = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long long at;
+		char name[512];
+		if (sscanf(line, "%llx <%511[^@>]@plt>:", &at, name) != 2)
+			continue;
+		labels++;
+		int is_listed = elf_noreturn_target(b, at);
+		listed += is_listed;
+		for (size_t i = 0; never[i]; i++)
+			if (!strcmp(name, never[i])) {
+				seen_never++;
+				expect(is_listed, "%s@plt at 0x%llx not listed as never returning", name, at);
+			}
+		for (size_t i = 0; returns[i]; i++)
+			if (!strcmp(name, returns[i])) {
+				seen_returns++;
+				expect(!is_listed, "%s@plt at 0x%llx listed as never returning", name, at);
+			}
+	}
+	if (f)
+		pclose(f);
+	fprintf(stderr, "%s: %zu PLT entries, %zu listed as never returning (%zu in the model)\n",
+		path, labels, listed, b->nnoreturn_plt);
+	expect(seen_never == 5 && seen_returns == 5,
+	       "objdump showed %zu of the 5 noreturn and %zu of the 5 returning entries", seen_never,
+	       seen_returns);
+	expect(listed == b->nnoreturn_plt, "%zu listed entries are not objdump's PLT entries",
+	       b->nnoreturn_plt - listed);
+	elf_binary_close(b);
+}
+
 int main(int argc, char **argv)
 {
-	if (argc < 4) {
-		fprintf(stderr, "usage: %s fixture fixture-norelocs fixture-stripped\n", argv[0]);
+	if (argc < 5) {
+		fprintf(stderr, "usage: %s fixture fixture-norelocs fixture-stripped cxx-program\n",
+			argv[0]);
 		return 2;
 	}
+	check_noreturn_plt(argv[4]);
 	check_model(argv[1]);
 	check_refusal(argv[2], OCOLOS_ENORELOCS, "-Wl,--emit-relocs");
 	check_refusal(argv[3], OCOLOS_ENOSYMS, "stripped");

@@ -1,0 +1,183 @@
+/*
+ * Which PLT entries lead to functions that never return (x86-64).
+ *
+ * Why: retiring an old code version waits until no thread can return
+ * into it, and the evidence is conservative — any stack or heap word equal
+ * to one of the version's return sites (the address after one of its
+ * calls) keeps it mapped. The address after a call to __cxa_throw,
+ * _Unwind_Resume or abort is a return site no thread ever returns to, yet
+ * the call pushed it: after the throw unwinds, the word stays behind in
+ * stack memory that is dead, or in an unused slot of a frame built there
+ * later, until something overwrites it. In a program that throws all the
+ * time (the soak target, bench/soak_target.cpp) such a word pinned a
+ * version for hundreds of rounds. Knowing the callee never returns, the
+ * version leaves that address out of its return sites (inject/version.c).
+ *
+ * The names are those of the C and C++ runtimes whose functions are
+ * declared noreturn; a call reaches them through the PLT. An entry is
+ * resolved as the dynamic linker does: its `jmp *GOT(%rip)` names a GOT
+ * word, and the JUMP_SLOT (lazy PLT) or GLOB_DAT (.plt.got) relocation of
+ * that word names the symbol. An entry we cannot read is simply not
+ * listed: its return sites are kept, as before.
+ */
+#include <elf.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "elf/binary.h"
+
+static const char *const noreturn_names[] = {
+	"__cxa_throw", "__cxa_rethrow", "_Unwind_Resume", "__cxa_bad_cast",
+	"__cxa_bad_typeid", "__cxa_throw_bad_array_new_length", "__cxa_call_unexpected",
+	"_ZSt9terminatev", "abort", "exit", "_exit", "_Exit", "quick_exit",
+	"__stack_chk_fail", "__assert_fail", "__assert_perror_fail", "__chk_fail",
+	"__fortify_fail", "longjmp", "_longjmp", "siglongjmp", "__longjmp_chk",
+	"pthread_exit", "err", "errx", "verr", "verrx",
+};
+
+static int is_noreturn(const char *name)
+{
+	if (!name)
+		return 0;
+	/* libstdc++'s std::__throw_* helpers: _ZSt<len>__throw_... */
+	if (!strncmp(name, "_ZSt", 4)) {
+		const char *p = name + 4;
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (p > name + 4 && !strncmp(p, "__throw_", 8))
+			return 1;
+	}
+	for (size_t i = 0; i < sizeof(noreturn_names) / sizeof(noreturn_names[0]); i++)
+		if (!strcmp(name, noreturn_names[i]))
+			return 1;
+	return 0;
+}
+
+/* GOT word -> is its symbol a noreturn function; sorted by GOT address. */
+struct got_word {
+	uint64_t got;
+	int noreturn;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_got(const void *a, const void *b)
+{
+	const struct got_word *x = a, *y = b;
+	return x->got < y->got ? -1 : x->got > y->got;
+}
+
+static const struct got_word *find_got(const struct got_word *v, size_t n, uint64_t got)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v[mid].got < got)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && v[lo].got == got ? &v[lo] : NULL;
+}
+
+/* The GOT words the PLT may jump through, from the allocated RELA
+ * sections' JUMP_SLOT and GLOB_DAT relocations. */
+static int read_got_words(Elf *elf, struct got_word **out, size_t *nout)
+{
+	struct got_word *v = NULL;
+	size_t n = 0, cap = 0;
+	for (Elf_Scn *scn = elf_nextscn(elf, NULL); scn; scn = elf_nextscn(elf, scn)) {
+		GElf_Shdr sh;
+		if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_RELA || !(sh.sh_flags & SHF_ALLOC) ||
+		    !sh.sh_entsize)
+			continue;
+		Elf_Scn *symscn = elf_getscn(elf, sh.sh_link);
+		GElf_Shdr symsh;
+		Elf_Data *d = elf_getdata(scn, NULL);
+		Elf_Data *syms = symscn ? elf_getdata(symscn, NULL) : NULL;
+		if (!d || !syms || !gelf_getshdr(symscn, &symsh))
+			continue;
+		for (size_t i = 0; i < sh.sh_size / sh.sh_entsize; i++) {
+			GElf_Rela r;
+			GElf_Sym sym;
+			if (!gelf_getrela(d, (int)i, &r))
+				continue;
+			uint32_t type = (uint32_t)GELF_R_TYPE(r.r_info);
+			if (type != R_X86_64_JUMP_SLOT && type != R_X86_64_GLOB_DAT)
+				continue;
+			if (!gelf_getsym(syms, (int)GELF_R_SYM(r.r_info), &sym))
+				continue;
+			if (core_grow((void **)&v, &cap, n, sizeof(*v))) {
+				free(v);
+				return OCOLOS_ENOMEM;
+			}
+			v[n++] = (struct got_word){ r.r_offset,
+				is_noreturn(elf_strptr(elf, symsh.sh_link, sym.st_name)) };
+		}
+	}
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_got);
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+int elf_read_noreturn_plt(struct elf_binary *b)
+{
+	Elf *elf = b->elf;
+	size_t shstrndx;
+	if (b->machine != EM_X86_64 || elf_getshdrstrndx(elf, &shstrndx))
+		return 0;
+	struct got_word *got = NULL;
+	size_t ngot = 0, cap = 0;
+	if (read_got_words(elf, &got, &ngot))
+		return OCOLOS_ENOMEM;
+	int rc = 0;
+	for (Elf_Scn *scn = elf_nextscn(elf, NULL); ngot && scn && !rc; scn = elf_nextscn(elf, scn)) {
+		GElf_Shdr sh;
+		if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_PROGBITS ||
+		    !(sh.sh_flags & SHF_EXECINSTR))
+			continue;
+		const char *name = elf_strptr(elf, shstrndx, sh.sh_name);
+		if (!name || strncmp(name, ".plt", 4) || (name[4] && name[4] != '.'))
+			continue; /* .plt, .plt.sec, .plt.got */
+		Elf_Data *d = elf_getdata(scn, NULL);
+		if (!d || !d->d_buf || d->d_size < 6)
+			continue;
+		const uint8_t *code = d->d_buf;
+		uint64_t ent = sh.sh_entsize ? sh.sh_entsize : 16;
+		/* Every `jmp *rel32(%rip)` (ff 25, after endbr64 / a bnd prefix
+		 * or not) names the GOT word of the entry it is in. */
+		for (size_t i = 0; i + 6 <= d->d_size && !rc; i++) {
+			if (code[i] != 0xff || code[i + 1] != 0x25)
+				continue;
+			int32_t rel;
+			memcpy(&rel, code + i + 2, 4);
+			const struct got_word *g = find_got(got, ngot, sh.sh_addr + i + 6 + (int64_t)rel);
+			if (!g || !g->noreturn)
+				continue;
+			uint64_t at = sh.sh_addr + i / ent * ent;
+			if (core_grow((void **)&b->noreturn_plt, &cap, b->nnoreturn_plt,
+				      sizeof(*b->noreturn_plt)))
+				rc = OCOLOS_ENOMEM;
+			else
+				b->noreturn_plt[b->nnoreturn_plt++] = at;
+		}
+	}
+	free(got);
+	if (b->nnoreturn_plt)
+		qsort(b->noreturn_plt, b->nnoreturn_plt, sizeof(*b->noreturn_plt), cmp_u64);
+	return rc;
+}
+
+int elf_noreturn_target(const struct elf_binary *b, uint64_t addr)
+{
+	return core_sorted_has(b->noreturn_plt, b->nnoreturn_plt, addr);
+}

@@ -253,7 +253,14 @@ void api_fill_state_stats(const struct api_state *state, struct ocolos_stats *ou
  * at C0, slots kept on their stubs. */
 int api_want_c0(struct ocolos_ctx *ctx, struct inject_plan *want);
 /* Free a version (unmapping it and dropping its unwind tables if `unmap`). */
+/* Forget version `v`; with `unmap`, first take its unwind tables out of
+ * the target's libgcc and unmap it — unless that call could not be made
+ * or did not return in time: then it stays mapped for good (a tombstone,
+ * persist.c), since libgcc may still read it. */
 void api_version_free(struct ocolos_ctx *ctx, struct api_version *v, int unmap);
+/* Keep [lo, hi) mapped for the life of the process (persist.c). 0 or
+ * OCOLOS_ENOMEM. */
+int api_state_add_tomb(struct api_state *st, uint64_t lo, uint64_t hi);
 void api_state_free(struct api_state *st);
 
 /* ---- the state record in the target (persist.c) ---- */

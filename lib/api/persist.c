@@ -626,7 +626,7 @@ static int has_libgcc(const struct procmaps *m)
 
 /* ---- checking a loaded state against the process ---- */
 
-static int add_tomb(struct api_state *st, uint64_t lo, uint64_t hi)
+int api_state_add_tomb(struct api_state *st, uint64_t lo, uint64_t hi)
 {
 	if (!hi || core_grow((void **)&st->tomb, &st->tomb_cap, st->ntomb, sizeof(*st->tomb)))
 		return hi ? OCOLOS_ENOMEM : 0;
@@ -809,8 +809,8 @@ static int recover(struct ocolos_ctx *ctx, struct loaded *l, const struct procma
 			core_logf(&ctx->log, OCOLOS_LOG_WARN, "C%u stays mapped, unused, for the life "
 				  "of process %d: whether libgcc registered its unwind tables cannot "
 				  "be known", l->pd.gen, (int)ctx->pid);
-			if (add_tomb(st, l->pres.addr, l->pres.addr + l->pres.size) ||
-			    add_tomb(st, l->pisland.addr, l->pisland.addr + l->pisland.size))
+			if (api_state_add_tomb(st, l->pres.addr, l->pres.addr + l->pres.size) ||
+			    api_state_add_tomb(st, l->pisland.addr, l->pisland.addr + l->pisland.size))
 				return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 		} else {
 			release_pending(ctx, m, &l->pres);
@@ -845,8 +845,8 @@ static int recover(struct ocolos_ctx *ctx, struct loaded *l, const struct procma
 			core_logf(&ctx->log, OCOLOS_LOG_WARN, "C%u stays mapped, unused, for the life of "
 				  "process %d: it was being retired when the round was interrupted",
 				  v->gen, (int)ctx->pid);
-			if (add_tomb(st, v->res.addr, v->res.addr + v->res.size) ||
-			    add_tomb(st, v->island.addr, v->island.addr + v->island.size))
+			if (api_state_add_tomb(st, v->res.addr, v->res.addr + v->res.size) ||
+			    api_state_add_tomb(st, v->island.addr, v->island.addr + v->island.size))
 				return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 			inject_record_drop_owner(&st->rec, v->gen);
 			api_version_free(ctx, v, 0);

@@ -754,7 +754,18 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 			api_version_free(ctx, &state->v[--state->nv], 1);
 			state->last_gen = gen_before;
 		} else {
-			inject_unwind_deregister(&ctx->target, unwind);
+			/* Registered, never used: out of libgcc before its memory
+			 * goes; else kept mapped for good (api_version_free). */
+			struct core_err e = { 0 };
+			if (inject_unwind_deregister(&ctx->target, unwind, &e)) {
+				core_logf(&ctx->log, OCOLOS_LOG_WARN, "the new code stays mapped, "
+					  "unused: %s", e.msg);
+				api_state_add_tomb(state, p->res.addr, p->res.addr + p->res.size);
+				api_state_add_tomb(state, p->island.addr,
+						   p->island.addr + p->island.size);
+				p->res = (struct inject_reservation){ 0 };
+				p->island = (struct inject_reservation){ 0 };
+			}
 		}
 		free(quiet);
 		p->st.round_ns = core_now_ns() - p->t_start;

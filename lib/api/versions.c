@@ -31,13 +31,30 @@
 #include "api/debuginfo.h"
 #include "core/util.h"
 
+/* Keep version `v`'s memory mapped for the life of the process: libgcc
+ * may still list its unwind tables (inject_unwind_deregister). */
+static void keep_for_good(struct ocolos_ctx *ctx, struct api_version *v, const char *why)
+{
+	struct api_state *st = ctx->state;
+	core_logf(&ctx->log, OCOLOS_LOG_WARN, "C%u stays mapped, unused, for the life of process "
+		  "%d: its unwind tables may still be listed by libgcc (%s)", v->gen, (int)ctx->pid,
+		  why);
+	/* Out of memory: the ranges are simply not given back either way. */
+	if (!api_state_add_tomb(st, v->res.addr, v->res.addr + v->res.size))
+		api_state_add_tomb(st, v->island.addr, v->island.addr + v->island.size);
+}
+
 void api_version_free(struct ocolos_ctx *ctx, struct api_version *v, int unmap)
 {
 	if (unmap && ctx->target_open) {
 		api_debuginfo_forget(ctx, v); /* gdb forgets it first (debuginfo.c) */
-		inject_unwind_deregister(&ctx->target, v->unwind);
-		inject_reservation_release(&ctx->target, &v->res);
-		inject_reservation_release(&ctx->target, &v->island);
+		struct core_err e = { 0 };
+		if (inject_unwind_deregister(&ctx->target, v->unwind, &e)) {
+			keep_for_good(ctx, v, e.msg);
+		} else {
+			inject_reservation_release(&ctx->target, &v->res);
+			inject_reservation_release(&ctx->target, &v->island);
+		}
 	}
 	elf_bat_free(v->bat);
 	inject_version_entries_free(&v->entries);
@@ -349,13 +366,32 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 		struct api_pending pd = { .phase = API_PHASE_RETIRING, .gen = gen };
 		if ((rc = api_state_save(ctx, &pd)))
 			goto out;
-		st->bytes_retired += st->v[i].bytes;
-		st->versions_retired++;
+		/* Its unwind tables leave libgcc first. A call that could not
+		 * be made safely (a thread inside fork or malloc, safe_point.c)
+		 * changed nothing: the version stays, and is tried again. */
+		struct core_err e = { 0 };
+		int un = inject_unwind_deregister(&ctx->target, st->v[i].unwind, &e);
+		if (un == INJECT_UNWIND_LATER) {
+			core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u stays mapped for now: %s", gen,
+				  e.msg);
+			if ((rc = api_state_save(ctx, NULL)))
+				goto out;
+			i++;
+			continue;
+		}
 		inject_record_drop_owner(&st->rec, gen);
 		inject_plan_drop_owner(&st->want, gen);
-		core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u retired (%llu KiB unmapped)", gen,
-			  (unsigned long long)(st->v[i].bytes >> 10));
-		api_version_free(ctx, &st->v[i], 1);
+		if (un == INJECT_UNWIND_UNKNOWN) {
+			keep_for_good(ctx, &st->v[i], e.msg);
+			api_version_free(ctx, &st->v[i], 0);
+		} else {
+			st->bytes_retired += st->v[i].bytes;
+			st->versions_retired++;
+			core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u retired (%llu KiB unmapped)", gen,
+				  (unsigned long long)(st->v[i].bytes >> 10));
+			st->v[i].unwind = 0; /* done above */
+			api_version_free(ctx, &st->v[i], 1);
+		}
 		memmove(&st->v[i], &st->v[i + 1], (st->nv - i - 1) * sizeof(*st->v));
 		memmove(&quiet[i], &quiet[i + 1], st->nv - i - 1);
 		st->nv--;

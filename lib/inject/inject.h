@@ -370,7 +370,15 @@ int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output 
 				uint64_t *used, uint64_t *handle,
 				int (*before)(void *arg, uint64_t handle), void *arg,
 				struct core_err *err);
-void inject_unwind_deregister(struct proc_target *t, uint64_t handle);
+/* Take a registration out of the target's libgcc: 0 (done, or nothing to
+ * do), INJECT_UNWIND_LATER (the call could not be made safely now: nothing
+ * changed, try again), INJECT_UNWIND_UNKNOWN (the call did not complete as
+ * expected: libgcc may still list the tables, so their memory must stay
+ * mapped, and the call must never be made again — deregistering what
+ * libgcc does not know aborts the process). err says why. */
+#define INJECT_UNWIND_LATER 1
+#define INJECT_UNWIND_UNKNOWN 2
+int inject_unwind_deregister(struct proc_target *t, uint64_t handle, struct core_err *err);
 
 /* ---- applying a plan (apply.c) ---- */
 

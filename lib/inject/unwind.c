@@ -334,6 +334,8 @@ int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output 
 		rc = before(arg, at);
 	if (!rc && n) {
 		rc = t->ops->call_lib(t, "libgcc_s.so.1", "__register_frame_info", at, obj, err);
+		if (rc == PROC_CALL_NOT_MADE) /* nothing registered; err says why */
+			rc = err->code ? err->code : OCOLOS_ETIMEDOUT;
 		if (rc == 1) {
 			core_logf(t->log, OCOLOS_LOG_INFO,
 				  "process %d has no libgcc_s loaded: C1's unwind tables are not "
@@ -359,9 +361,12 @@ int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output 
 	return 0;
 }
 
-void inject_unwind_deregister(struct proc_target *t, uint64_t handle)
+int inject_unwind_deregister(struct proc_target *t, uint64_t handle, struct core_err *err)
 {
-	struct core_err ignore = { 0 };
-	if (handle)
-		t->ops->call_lib(t, "libgcc_s.so.1", "__deregister_frame_info", handle, 0, &ignore);
+	if (!handle)
+		return 0;
+	int rc = t->ops->call_lib(t, "libgcc_s.so.1", "__deregister_frame_info", handle, 0, err);
+	if (rc == 0 || rc == 1) /* 1: no libgcc_s any more, so nothing lists it */
+		return 0;
+	return rc == PROC_CALL_NOT_MADE ? INJECT_UNWIND_LATER : INJECT_UNWIND_UNKNOWN;
 }

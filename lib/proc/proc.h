@@ -36,6 +36,17 @@ int proc_mem_read(int fd, uint64_t addr, void *buf, size_t len);
  * undo its write. */
 void proc_mem_prefault(int fd, const struct proc_span *spans, size_t n);
 
+/* ---- where an injected library call may run (safe_point.c) ---- */
+
+/* The code ranges [lo, hi) of the functions of process `pid`'s glibc and
+ * libgcc_s that hold the locks an injected libgcc call needs (fork, malloc,
+ * the unwinder, the dynamic linker's lists); *out is malloc'ed (NULL, 0
+ * when none can be read). 0 or OCOLOS_ENOMEM. */
+int proc_lock_holder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout);
+/* Is a thread stopped at `pc` with stack pointer `sp` inside one of them
+ * (its PC, or a word of the top 4 KiB of its stack)? */
+int proc_at_lock_holder(int memfd, uint64_t pc, uint64_t sp, const uint64_t (*r)[2], size_t n);
+
 /* ---- stop-the-world in this process (stop_self.c) ---- */
 
 struct proc_self_stop; /* lives for one stop */

@@ -41,6 +41,8 @@ struct proc_span {
 	uint8_t kind;	/* enum proc_span_kind */
 };
 
+#define PROC_CALL_NOT_MADE 2 /* call_lib: not started, see below */
+
 struct proc_target_ops {
 	const char *name;
 	/* Map [addr, addr + size) PROT_NONE, failing (EEXIST-like, returned
@@ -60,7 +62,10 @@ struct proc_target_ops {
 	/* Call `sym`(arg, arg2) of the target's loaded library whose file name
 	 * starts with `lib` (e.g. "libgcc_s.so"); a function of one argument
 	 * ignores the second. 1 if the target has no such library or symbol,
-	 * 0, or OCOLOS_E*. */
+	 * PROC_CALL_NOT_MADE (err says why) if no thread could run it safely
+	 * in time — nothing was done, try again later — 0, or OCOLOS_E* (a
+	 * call that did not return in time may or may not have done its
+	 * work). */
 	int (*call_lib)(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
 			uint64_t arg2, struct core_err *err);
 	/* Stop every thread (of the calling process: every other one). */

@@ -46,6 +46,7 @@
 #include "core/util.h"
 #include "proc/proc.h"
 #include "proc/ptrace.h"
+#include "proc/ptrace_arch.h"
 
 
 /* The injection stub (see ptrace.c), placed on first use. */
@@ -232,17 +233,53 @@ static uint64_t find_lib_symbol(struct proc_target *t, const char *lib, const ch
 	return result;
 }
 
-/* Call fn(a0, a1) in one briefly stopped thread. */
-static int remote_call(struct proc_target *t, uint64_t fn, uint64_t a0, uint64_t a1,
+/* How long a library call waits for a thread outside fork, malloc and the
+ * unwinder (safe_point.c) before it is given up, not made. */
+#define SAFE_POINT_WAIT_MS 1000
+
+/* Call fn(a0, a1) in one briefly stopped thread; with `locks`, only where
+ * the thread holds none of the locks a libgcc call takes (safe_point.c):
+ * a thread found inside fork(), malloc or the unwinder is let go and
+ * stopped again a moment later; PROC_CALL_NOT_MADE if it stays there. */
+static int remote_call(struct proc_target *t, uint64_t fn, uint64_t a0, uint64_t a1, int locks,
 		       struct core_err *err)
 {
 	int rc = need_stub(t, err);
 	if (rc)
 		return rc;
+	uint64_t (*holders)[2] = NULL;
+	size_t nholders = 0;
+	if (locks && proc_lock_holder_ranges(t->pid, &holders, &nholders))
+		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	uint64_t deadline = core_now_ns() + SAFE_POINT_WAIT_MS * 1000000ull;
 	struct proc_ptrace *pt;
-	rc = proc_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
-	if (rc)
-		return rc;
+	for (unsigned tries = 1;; tries++) {
+		rc = proc_ptrace_stop(t->pid, 0, t->stop_timeout_ms, &pt, err);
+		if (rc || !nholders)
+			break;
+		struct ptrace_arch_saved *s = pt->n ? ptrace_arch_save(pt->t[0].tid) : NULL;
+		int held = s && proc_at_lock_holder(t->memfd, ptrace_arch_pc(s), ptrace_arch_sp(s),
+						    (const uint64_t (*)[2])holders, nholders);
+		pid_t tid = pt->n ? pt->t[0].tid : 0;
+		ptrace_arch_saved_free(s);
+		if (!held)
+			break;
+		proc_ptrace_resume(pt, NULL);
+		if (core_now_ns() > deadline) {
+			free(holders);
+			core_errf(err, OCOLOS_ETIMEDOUT, "thread %d of process %d was inside fork(), "
+				  "malloc or the unwinder at each of %u tries in %d ms; a libgcc call "
+				  "run there could wait for a lock the thread itself holds, so it was "
+				  "not made (a later round tries again)", (int)tid, (int)t->pid, tries,
+				  SAFE_POINT_WAIT_MS);
+			return PROC_CALL_NOT_MADE;
+		}
+		struct timespec ts = { 0, 2000000 };
+		nanosleep(&ts, NULL);
+	}
+	free(holders);
+	if (rc) /* no thread stopped: nothing was run (err says why) */
+		return locks ? PROC_CALL_NOT_MADE : rc;
 	uint64_t ret;
 	const uint64_t args[6] = { a0, a1, 0, 0, 0, 0 };
 	rc = proc_ptrace_call(pt, t->memfd, t->stub, fn, args, t->call_timeout_ms, &ret, err);
@@ -259,14 +296,14 @@ static int remote_icache(struct proc_target *t, uint64_t addr, uint64_t len,
 	uint64_t fn = rc ? 0 : proc_ptrace_icache_routine(t->stub);
 	if (rc || !fn || !len)
 		return rc;
-	return remote_call(t, fn, addr, addr + len, err);
+	return remote_call(t, fn, addr, addr + len, 0, err);
 }
 
 static int ptrace_call_lib(struct proc_target *t, const char *lib, const char *sym, uint64_t arg,
 			   uint64_t arg2, struct core_err *err)
 {
 	uint64_t fn = find_lib_symbol(t, lib, sym);
-	return fn ? remote_call(t, fn, arg, arg2, err) : 1;
+	return fn ? remote_call(t, fn, arg, arg2, 1, err) : 1;
 }
 
 /* A stopped world: the seized threads and where each is. */

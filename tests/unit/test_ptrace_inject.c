@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -158,6 +159,24 @@ static void reader(void)
 		else
 			sh->bad = n < 0 ? errno : -1; /* not restarted: EINTR or worse */
 	}
+}
+
+/* A thread inside dl_iterate_phdr (a function that holds the dynamic
+ * linker's lock), sleeping in its callback for good. */
+static int in_callback(struct dl_phdr_info *info, size_t size, void *data)
+{
+	(void)info, (void)size, (void)data;
+	for (;;) {
+		sh->counter++;
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
+static void inside_lock_holder(void)
+{
+	dl_iterate_phdr(in_callback, NULL);
 }
 
 static pid_t start(void (*fn)(void))
@@ -382,6 +401,27 @@ int main(void)
 	if (geteuid() == 0)
 		expect((during & ~SCHED_RESET_ON_FORK) == SCHED_FIFO,
 		       "the tracer was not real-time during the stop (policy %d)", during);
+	/* A library call (call_lib) runs in a thread only where it holds none
+	 * of the locks such a call may take (safe_point.c): not in one inside
+	 * dl_iterate_phdr — nothing is run, and the call says so — but in
+	 * one sleeping in plain code. */
+	tg.call_timeout_ms = 2000;
+	expect(tg.ops->call_lib(&tg, "libc.so", "getpid", 0, 0, &err) == 0,
+	       "call_lib in a thread in plain code: %s", err.msg);
+	proc_target_close(&tg);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	pid = start(inside_lock_holder);
+	expect(proc_target_open(&tg, pid, &log, &err) == 0, "target: %s", err.msg);
+	tg.stop_timeout_ms = tg.call_timeout_ms = 2000;
+	memset(&err, 0, sizeof(err));
+	int rc = tg.ops->call_lib(&tg, "libc.so", "getpid", 0, 0, &err);
+	expect(rc == PROC_CALL_NOT_MADE && err.code == OCOLOS_ETIMEDOUT &&
+		       strstr(err.msg, "not made"),
+	       "call_lib in a thread inside dl_iterate_phdr: %d (%s)", rc, err.msg);
+	long c1 = sh->counter;
+	sleep_ms(50);
+	expect(sh->counter > c1, "the child stopped running after the call was not made");
 	proc_target_close(&tg);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);

@@ -1,0 +1,165 @@
+/*
+ * Whether a thread of another process, stopped wherever it was, may run a
+ * library call injected into it (__register_frame_info and
+ * __deregister_frame_info, target_ptrace.c).
+ *
+ * Why: the injected call runs on top of whatever the thread was doing. If
+ * the thread was inside code that holds a lock the call needs, the call
+ * waits for the thread itself: libgcc's registration takes the unwinder's
+ * object mutex, deregistration also free()s (malloc's arena locks), and a
+ * thread stopped inside fork() holds every arena lock (glibc takes them
+ * around the clone, for the child). Found by the soak (bench/
+ * continuous_soak.sh, round 491): a deregistration injected into the main
+ * thread while it was forking took the object mutex, then waited forever
+ * for an arena lock its own fork held; the call was abandoned after its
+ * time limit with the object mutex still held, and every thread that threw
+ * an exception from then on waited for it — 2,800 threads, all asleep.
+ *
+ * So before running a call in a thread, its PC and the words at the top of
+ * its stack (return addresses of the frames it is in, conservatively) are
+ * compared with the code of the functions that hold those locks: fork,
+ * malloc's entry points, libgcc's unwinder and frame registry,
+ * dl_iterate_phdr and dlopen's family. A thread found inside one is let
+ * go and tried again a moment later (target_ptrace.c). The functions are
+ * found by name in the libraries' .dynsym, with their sizes; a lock held
+ * by code outside them (a program's own allocator around malloc, say) is
+ * not seen: the call's time limit then still applies.
+ */
+#include <elf.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/procmaps.h"
+#include "core/util.h"
+#include "proc/proc.h"
+
+static const char *const lock_holders[] = {
+	/* glibc: fork takes every arena lock around the clone */
+	"fork", "_Fork", "__libc_fork", "vfork",
+	/* malloc's entry points (their internals run below them) */
+	"malloc", "free", "calloc", "realloc", "reallocarray", "memalign", "posix_memalign",
+	"aligned_alloc", "valloc", "pvalloc", "malloc_trim", "malloc_stats", "malloc_info",
+	"mallinfo", "mallinfo2", "__libc_malloc", "__libc_free", "__libc_calloc",
+	"__libc_realloc", "__libc_memalign", "__libc_valloc", "__libc_pvalloc",
+	/* the dynamic linker's lists */
+	"dl_iterate_phdr", "dlopen", "dlclose", "dlsym", "dlvsym", "dladdr", "dladdr1",
+	"dlinfo", "dlmopen",
+	/* libgcc's unwinder and frame registry (its object mutex) */
+	"_Unwind_Find_FDE", "__register_frame_info", "__register_frame_info_bases",
+	"__register_frame", "__register_frame_table", "__register_frame_info_table",
+	"__register_frame_info_table_bases", "__deregister_frame_info",
+	"__deregister_frame_info_bases", "__deregister_frame", "_Unwind_RaiseException",
+	"_Unwind_Resume", "_Unwind_Resume_or_Rethrow", "_Unwind_ForcedUnwind",
+	"_Unwind_Backtrace",
+};
+
+static int is_lock_holder(const char *name)
+{
+	for (size_t i = 0; i < sizeof(lock_holders) / sizeof(lock_holders[0]); i++)
+		if (!strcmp(name, lock_holders[i]))
+			return 1;
+	return 0;
+}
+
+/* The libraries whose functions are listed: glibc, libgcc_s. */
+static int watched_library(const char *path)
+{
+	const char *base = strrchr(path, '/');
+	base = base ? base + 1 : path;
+	return !strncmp(base, "libc.so", 7) || !strncmp(base, "libc-", 5) ||
+	       !strncmp(base, "libgcc_s.so", 11);
+}
+
+int proc_lock_holder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout)
+{
+	*out = NULL;
+	*nout = 0;
+	struct procmaps m = { 0 };
+	struct core_err ignore = { 0 };
+	if (core_procmaps_read(pid, &m, &ignore))
+		return 0; /* nothing known: the time limit remains */
+	uint64_t (*v)[2] = NULL;
+	size_t n = 0, cap = 0;
+	int rc = 0;
+	elf_version(EV_CURRENT);
+	for (size_t i = 0; i < m.n && !rc; i++) {
+		const struct procmaps_entry *e = &m.v[i];
+		if (e->offset != 0 || !watched_library(e->path))
+			continue;
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid, e->path);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		Elf *elf = fd >= 0 ? elf_begin(fd, ELF_C_READ_MMAP, NULL) : NULL;
+		Elf_Scn *scn = NULL;
+		GElf_Shdr sh;
+		while (elf && !rc && (scn = elf_nextscn(elf, scn))) {
+			if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_DYNSYM || !sh.sh_entsize)
+				continue;
+			Elf_Data *d = elf_getdata(scn, NULL);
+			for (size_t k = 0; d && !rc && k < sh.sh_size / sh.sh_entsize; k++) {
+				GElf_Sym sym;
+				const char *name;
+				if (!gelf_getsym(d, (int)k, &sym) || !sym.st_value || !sym.st_size ||
+				    GELF_ST_TYPE(sym.st_info) != STT_FUNC ||
+				    !(name = elf_strptr(elf, sh.sh_link, sym.st_name)) ||
+				    !is_lock_holder(name))
+					continue;
+				if (core_grow((void **)&v, &cap, n, sizeof(*v)))
+					rc = OCOLOS_ENOMEM;
+				else { /* a DSO: its first PT_LOAD at 0 */
+					v[n][0] = e->start + sym.st_value;
+					v[n][1] = e->start + sym.st_value + sym.st_size;
+					n++;
+				}
+			}
+		}
+		if (elf)
+			elf_end(elf);
+		if (fd >= 0)
+			close(fd);
+	}
+	core_procmaps_free(&m);
+	if (rc) {
+		free(v);
+		return rc;
+	}
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+static int in_ranges(const uint64_t (*r)[2], size_t n, uint64_t w)
+{
+	for (size_t i = 0; i < n; i++)
+		if (w >= r[i][0] && w < r[i][1])
+			return 1;
+	return 0;
+}
+
+/* How much of the stack is looked at: the frames of malloc, fork and the
+ * unwinder below the point of the stop are far smaller (a conservative
+ * look, so a stale word may also say no: the caller tries again). */
+#define SAFE_POINT_STACK 4096
+
+int proc_at_lock_holder(int memfd, uint64_t pc, uint64_t sp, const uint64_t (*r)[2], size_t n)
+{
+	if (!n)
+		return 0;
+	if (in_ranges(r, n, pc))
+		return 1;
+	uint64_t words[SAFE_POINT_STACK / 8];
+	size_t len = sizeof(words);
+	/* The stack may end before 4 KiB (a thread's first frames): less. */
+	while (len >= 64 && proc_mem_read(memfd, sp, words, len))
+		len /= 2;
+	for (size_t i = 0; len >= 64 && i < len / 8; i++)
+		if (in_ranges(r, n, words[i]))
+			return 1;
+	return 0;
+}

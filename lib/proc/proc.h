@@ -38,6 +38,14 @@ void proc_mem_prefault(int fd, const struct proc_span *spans, size_t n);
 
 /* ---- where an injected library call may run (safe_point.c) ---- */
 
+/* Call fn(user, name, run-time start, size, STT_ type) for each defined
+ * .dynsym symbol of each shared library mapped in `pid` whose file name
+ * (without directory) want_lib accepts; stops at fn's first non-zero
+ * return, which it returns (OCOLOS_ENOPROC: no maps). */
+int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
+		     int (*fn)(void *user, const char *name, uint64_t start, uint64_t size, int type),
+		     void *user);
+
 /* The code ranges [lo, hi) of the functions of process `pid`'s glibc and
  * libgcc_s that hold the locks an injected libgcc call needs (fork, malloc,
  * the unwinder, the dynamic linker's lists); *out is malloc'ed (NULL, 0

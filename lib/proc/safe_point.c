@@ -24,6 +24,10 @@
  * found by name in the libraries' .dynsym, with their sizes; a lock held
  * by code outside them (a program's own allocator around malloc, say) is
  * not seen: the call's time limit then still applies.
+ *
+ * The functions of the target's libraries are read here too, for every
+ * caller (proc_lib_symbols: target_ptrace.c finds libgcc's entry points
+ * with it).
  */
 #include <elf.h>
 #include <fcntl.h>
@@ -68,69 +72,43 @@ static int is_lock_holder(const char *name)
 }
 
 /* The libraries whose functions are listed: glibc, libgcc_s. */
-static int watched_library(const char *path)
+static int watched_library(const char *base, void *user)
 {
-	const char *base = strrchr(path, '/');
-	base = base ? base + 1 : path;
+	(void)user;
 	return !strncmp(base, "libc.so", 7) || !strncmp(base, "libc-", 5) ||
 	       !strncmp(base, "libgcc_s.so", 11);
 }
 
+struct holders {
+	uint64_t (*v)[2];
+	size_t n, cap;
+};
+
+static int add_holder(void *user, const char *name, uint64_t start, uint64_t size, int type)
+{
+	struct holders *h = user;
+	if (type != STT_FUNC || !size || !is_lock_holder(name))
+		return 0;
+	if (core_grow((void **)&h->v, &h->cap, h->n, sizeof(*h->v)))
+		return OCOLOS_ENOMEM;
+	h->v[h->n][0] = start;
+	h->v[h->n][1] = start + size;
+	h->n++;
+	return 0;
+}
+
 int proc_lock_holder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout)
 {
-	*out = NULL;
-	*nout = 0;
-	struct procmaps m = { 0 };
-	struct core_err ignore = { 0 };
-	if (core_procmaps_read(pid, &m, &ignore))
-		return 0; /* nothing known: the time limit remains */
-	uint64_t (*v)[2] = NULL;
-	size_t n = 0, cap = 0;
-	int rc = 0;
-	elf_version(EV_CURRENT);
-	for (size_t i = 0; i < m.n && !rc; i++) {
-		const struct procmaps_entry *e = &m.v[i];
-		if (e->offset != 0 || !watched_library(e->path))
-			continue;
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid, e->path);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		Elf *elf = fd >= 0 ? elf_begin(fd, ELF_C_READ_MMAP, NULL) : NULL;
-		Elf_Scn *scn = NULL;
-		GElf_Shdr sh;
-		while (elf && !rc && (scn = elf_nextscn(elf, scn))) {
-			if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_DYNSYM || !sh.sh_entsize)
-				continue;
-			Elf_Data *d = elf_getdata(scn, NULL);
-			for (size_t k = 0; d && !rc && k < sh.sh_size / sh.sh_entsize; k++) {
-				GElf_Sym sym;
-				const char *name;
-				if (!gelf_getsym(d, (int)k, &sym) || !sym.st_value || !sym.st_size ||
-				    GELF_ST_TYPE(sym.st_info) != STT_FUNC ||
-				    !(name = elf_strptr(elf, sh.sh_link, sym.st_name)) ||
-				    !is_lock_holder(name))
-					continue;
-				if (core_grow((void **)&v, &cap, n, sizeof(*v)))
-					rc = OCOLOS_ENOMEM;
-				else { /* a DSO: its first PT_LOAD at 0 */
-					v[n][0] = e->start + sym.st_value;
-					v[n][1] = e->start + sym.st_value + sym.st_size;
-					n++;
-				}
-			}
-		}
-		if (elf)
-			elf_end(elf);
-		if (fd >= 0)
-			close(fd);
+	struct holders h = { 0 };
+	int rc = proc_lib_symbols(pid, watched_library, add_holder, &h);
+	if (rc < 0) {
+		free(h.v);
+		h = (struct holders){ 0 };
+		if (rc == OCOLOS_ENOMEM)
+			return rc;
 	}
-	core_procmaps_free(&m);
-	if (rc) {
-		free(v);
-		return rc;
-	}
-	*out = v;
-	*nout = n;
+	*out = h.v; /* none readable: nothing known, the time limit remains */
+	*nout = h.n;
 	return 0;
 }
 
@@ -162,4 +140,50 @@ int proc_at_lock_holder(int memfd, uint64_t pc, uint64_t sp, const uint64_t (*r)
 		if (in_ranges(r, n, words[i]))
 			return 1;
 	return 0;
+}
+
+/* ---- the functions of the target's shared libraries ---- */
+
+int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
+		     int (*fn)(void *user, const char *name, uint64_t start, uint64_t size, int type),
+		     void *user)
+{
+	struct procmaps m = { 0 };
+	struct core_err ignore = { 0 };
+	if (core_procmaps_read(pid, &m, &ignore))
+		return OCOLOS_ENOPROC;
+	int rc = 0;
+	elf_version(EV_CURRENT);
+	for (size_t i = 0; i < m.n && !rc; i++) {
+		const struct procmaps_entry *e = &m.v[i];
+		const char *base = strrchr(e->path, '/');
+		if (!base || e->offset != 0 || !want_lib(base + 1, user))
+			continue;
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid, e->path);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		Elf *elf = fd >= 0 ? elf_begin(fd, ELF_C_READ_MMAP, NULL) : NULL;
+		Elf_Scn *scn = NULL;
+		GElf_Shdr sh;
+		while (elf && !rc && (scn = elf_nextscn(elf, scn))) {
+			if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_DYNSYM || !sh.sh_entsize)
+				continue;
+			Elf_Data *d = elf_getdata(scn, NULL);
+			for (size_t k = 0; d && !rc && k < sh.sh_size / sh.sh_entsize; k++) {
+				GElf_Sym sym;
+				const char *name;
+				if (gelf_getsym(d, (int)k, &sym) && sym.st_value &&
+				    (name = elf_strptr(elf, sh.sh_link, sym.st_name)))
+					/* A DSO: its first PT_LOAD at 0. */
+					rc = fn(user, name, e->start + sym.st_value, sym.st_size,
+						GELF_ST_TYPE(sym.st_info));
+			}
+		}
+		if (elf)
+			elf_end(elf);
+		if (fd >= 0)
+			close(fd);
+	}
+	core_procmaps_free(&m);
+	return rc;
 }

@@ -193,44 +193,31 @@ static int ptrace_map_fill(struct proc_target *t, uint64_t addr, uint64_t size, 
 
 /* Run-time address of `name` in the target's library whose file name
  * starts with `lib` (or 0). */
+struct lib_symbol {
+	const char *lib, *name;
+	uint64_t at;
+};
+
+static int lib_named(const char *base, void *user)
+{
+	const struct lib_symbol *q = user;
+	return !strncmp(base, q->lib, strlen(q->lib));
+}
+
+static int symbol_named(void *user, const char *name, uint64_t start, uint64_t size, int type)
+{
+	struct lib_symbol *q = user;
+	(void)size, (void)type;
+	if (strcmp(name, q->name))
+		return 0;
+	q->at = start;
+	return 1;
+}
+
 static uint64_t find_lib_symbol(struct proc_target *t, const char *lib, const char *name)
 {
-	struct procmaps m = { 0 };
-	struct core_err ignore = { 0 };
-	if (core_procmaps_read(t->pid, &m, &ignore))
-		return 0;
-	uint64_t result = 0;
-	for (size_t i = 0; i < m.n && !result; i++) {
-		const struct procmaps_entry *e = &m.v[i];
-		const char *base = strrchr(e->path, '/');
-		if (!base || strncmp(base + 1, lib, strlen(lib)) || e->offset != 0)
-			continue;
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "/proc/%d/root%s", (int)t->pid, e->path);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		elf_version(EV_CURRENT);
-		Elf *elf = fd >= 0 ? elf_begin(fd, ELF_C_READ_MMAP, NULL) : NULL;
-		Elf_Scn *scn = NULL;
-		GElf_Shdr sh;
-		while (elf && (scn = elf_nextscn(elf, scn)) && !result) {
-			if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_DYNSYM)
-				continue;
-			Elf_Data *d = elf_getdata(scn, NULL);
-			for (size_t k = 0; d && k < sh.sh_size / sizeof(Elf64_Sym); k++) {
-				GElf_Sym sym;
-				const char *n;
-				if (gelf_getsym(d, (int)k, &sym) && sym.st_value &&
-				    (n = elf_strptr(elf, sh.sh_link, sym.st_name)) && !strcmp(n, name))
-					result = e->start + sym.st_value; /* a DSO: first PT_LOAD at 0 */
-			}
-		}
-		if (elf)
-			elf_end(elf);
-		if (fd >= 0)
-			close(fd);
-	}
-	core_procmaps_free(&m);
-	return result;
+	struct lib_symbol q = { lib, name, 0 };
+	return proc_lib_symbols(t->pid, lib_named, symbol_named, &q) == 1 ? q.at : 0;
 }
 
 /* How long a library call waits for a thread outside fork, malloc and the

@@ -669,8 +669,20 @@ static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *un
 	uint64_t used = p->bias + p->out->hi - p->res.addr;
 	rc = inject_unwind_register_hook(t, p->out, p->bias, p->entries.gen, &p->res, &used, unwind,
 					 note_mapping, ctx, &ctx->err);
-	if (!rc)
+	if (!rc) {
 		inject_reservation_trim(t, &p->res, p->res.addr + used);
+	} else if (*unwind) {
+		/* Maybe registered (inject_unwind_register): kept mapped for
+		 * good, never deregistered. */
+		core_logf(&ctx->log, OCOLOS_LOG_WARN, "the new code stays mapped, unused, for the "
+			  "life of process %d: whether libgcc registered its unwind tables is not "
+			  "known", (int)ctx->pid);
+		api_state_add_tomb(ctx->state, p->res.addr, p->res.addr + p->res.size);
+		api_state_add_tomb(ctx->state, p->island.addr, p->island.addr + p->island.size);
+		p->res = (struct inject_reservation){ 0 };
+		p->island = (struct inject_reservation){ 0 };
+		*unwind = 0;
+	}
 	return rc;
 }
 

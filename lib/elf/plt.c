@@ -4,21 +4,25 @@
  * Why: retiring an old code version waits until no thread can return
  * into it, and the evidence is conservative — any stack or heap word equal
  * to one of the version's return sites (the address after one of its
- * calls) keeps it mapped. The address after a call to __cxa_throw,
- * _Unwind_Resume or abort is a return site no thread ever returns to, yet
- * the call pushed it: after the throw unwinds, the word stays behind in
- * stack memory that is dead, or in an unused slot of a frame built there
- * later, until something overwrites it. In a program that throws all the
- * time (the soak target, bench/soak_target.cpp) such a word pinned a
- * version for hundreds of rounds. Knowing the callee never returns, the
- * version leaves that address out of its return sites (inject/version.c).
+ * calls) keeps it mapped. The address after a call to abort, exit or
+ * __stack_chk_fail is a return site no thread ever returns to, yet the
+ * call pushed it, and the word can stay behind in stack memory. Knowing
+ * the callee never returns, the version leaves that address out of its
+ * return sites (inject/version.c).
  *
- * The names are those of the C and C++ runtimes whose functions are
- * declared noreturn; a call reaches them through the PLT. An entry is
- * resolved as the dynamic linker does: its `jmp *GOT(%rip)` names a GOT
- * word, and the JUMP_SLOT (lazy PLT) or GLOB_DAT (.plt.got) relocation of
- * that word names the symbol. An entry we cannot read is simply not
- * listed: its return sites are kept, as before.
+ * Only functions that end the process or the thread without unwinding, or
+ * jump elsewhere (longjmp), are listed. Not __cxa_throw, _Unwind_Resume,
+ * __cxa_rethrow, std::__throw_* or pthread_exit: they never return either,
+ * but while their unwind runs, the address after the call is what the
+ * unwinder uses to find the caller's frame and its landing pad — in the
+ * version — so it must keep the version mapped. (Their stale words after
+ * the unwind are what still keeps versions of a program that throws
+ * often mapped longer: docs/benchmarks.md, "Soak by pid".)
+ *
+ * An entry is resolved as the dynamic linker does: its `jmp *GOT(%rip)`
+ * names a GOT word, and the JUMP_SLOT (lazy PLT) or GLOB_DAT (.plt.got)
+ * relocation of that word names the symbol. An entry we cannot read is
+ * simply not listed: its return sites are kept, as before.
  */
 #include <elf.h>
 #include <gelf.h>
@@ -30,26 +34,16 @@
 #include "elf/binary.h"
 
 static const char *const noreturn_names[] = {
-	"__cxa_throw", "__cxa_rethrow", "_Unwind_Resume", "__cxa_bad_cast",
-	"__cxa_bad_typeid", "__cxa_throw_bad_array_new_length", "__cxa_call_unexpected",
 	"_ZSt9terminatev", "abort", "exit", "_exit", "_Exit", "quick_exit",
 	"__stack_chk_fail", "__assert_fail", "__assert_perror_fail", "__chk_fail",
 	"__fortify_fail", "longjmp", "_longjmp", "siglongjmp", "__longjmp_chk",
-	"pthread_exit", "err", "errx", "verr", "verrx",
+	"err", "errx", "verr", "verrx",
 };
 
 static int is_noreturn(const char *name)
 {
 	if (!name)
 		return 0;
-	/* libstdc++'s std::__throw_* helpers: _ZSt<len>__throw_... */
-	if (!strncmp(name, "_ZSt", 4)) {
-		const char *p = name + 4;
-		while (*p >= '0' && *p <= '9')
-			p++;
-		if (p > name + 4 && !strncmp(p, "__throw_", 8))
-			return 1;
-	}
 	for (size_t i = 0; i < sizeof(noreturn_names) / sizeof(noreturn_names[0]); i++)
 		if (!strcmp(name, noreturn_names[i]))
 			return 1;

@@ -357,7 +357,10 @@ int inject_build_eh_frame(const uint8_t *eh, uint64_t size, uint64_t eh_addr, ui
  * FDEs is built from BOLT's output and mapped read-only in the reservation
  * at r->addr + *used (page-aligned; *used advances). *handle is 0 when the
  * target has no unwinder to register with (a C program without libgcc_s),
- * else what inject_unwind_deregister takes. */
+ * else what inject_unwind_deregister takes. On an error with *handle set,
+ * the registering call was started but did not complete as expected: the
+ * tables may be registered, so their memory must stay mapped for good and
+ * must never be deregistered (libgcc aborts on tables it does not know). */
 int inject_unwind_register(struct proc_target *t, const struct bolt_output *o, uint64_t bias,
 			   uint32_t gen, struct inject_reservation *r, uint64_t *used,
 			   uint64_t *handle, struct core_err *err);

@@ -336,6 +336,8 @@ int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output 
 		rc = t->ops->call_lib(t, "libgcc_s.so.1", "__register_frame_info", at, obj, err);
 		if (rc == PROC_CALL_NOT_MADE) /* nothing registered; err says why */
 			rc = err->code ? err->code : OCOLOS_ETIMEDOUT;
+		else if (rc < 0)
+			*handle = at; /* started: registered or not, nobody knows */
 		if (rc == 1) {
 			core_logf(t->log, OCOLOS_LOG_INFO,
 				  "process %d has no libgcc_s loaded: C1's unwind tables are not "
@@ -366,7 +368,9 @@ int inject_unwind_deregister(struct proc_target *t, uint64_t handle, struct core
 	if (!handle)
 		return 0;
 	int rc = t->ops->call_lib(t, "libgcc_s.so.1", "__deregister_frame_info", handle, 0, err);
-	if (rc == 0 || rc == 1) /* 1: no libgcc_s any more, so nothing lists it */
+	if (rc == 0)
 		return 0;
+	/* 1: libgcc_s or its symbol not found now (its file replaced since,
+	 * say) — it did register the tables, so it may still list them. */
 	return rc == PROC_CALL_NOT_MADE ? INJECT_UNWIND_LATER : INJECT_UNWIND_UNKNOWN;
 }

@@ -112,10 +112,13 @@ int proc_lock_holder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout)
 	return 0;
 }
 
-static int in_ranges(const uint64_t (*r)[2], size_t n, uint64_t w)
+/* Is w in one of the ranges: [lo, hi) for a PC; (lo, hi] for a return
+ * address (never a function's first byte, possibly one past its last: a
+ * call that ends it), so that a stored pointer to free() is not one. */
+static int in_ranges(const uint64_t (*r)[2], size_t n, uint64_t w, int ret)
 {
 	for (size_t i = 0; i < n; i++)
-		if (w >= r[i][0] && w < r[i][1])
+		if (ret ? w > r[i][0] && w <= r[i][1] : w >= r[i][0] && w < r[i][1])
 			return 1;
 	return 0;
 }
@@ -129,7 +132,7 @@ int proc_at_lock_holder(int memfd, uint64_t pc, uint64_t sp, const uint64_t (*r)
 {
 	if (!n)
 		return 0;
-	if (in_ranges(r, n, pc))
+	if (in_ranges(r, n, pc, 0))
 		return 1;
 	uint64_t words[SAFE_POINT_STACK / 8];
 	size_t len = sizeof(words);
@@ -137,7 +140,7 @@ int proc_at_lock_holder(int memfd, uint64_t pc, uint64_t sp, const uint64_t (*r)
 	while (len >= 64 && proc_mem_read(memfd, sp, words, len))
 		len /= 2;
 	for (size_t i = 0; len >= 64 && i < len / 8; i++)
-		if (in_ranges(r, n, words[i]))
+		if (in_ranges(r, n, words[i], 1))
 			return 1;
 	return 0;
 }

@@ -238,6 +238,10 @@ static int remote_call(struct proc_target *t, uint64_t fn, uint64_t a0, uint64_t
 	size_t nholders = 0;
 	if (locks && proc_lock_holder_ranges(t->pid, &holders, &nholders))
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+	if (locks && !nholders)
+		core_logf(t->log, OCOLOS_LOG_WARN, "process %d: fork, malloc and the unwinder were "
+			  "not found in its libc and libgcc_s; a libgcc call runs in whichever thread "
+			  "is stopped, with only its time limit", (int)t->pid);
 	uint64_t deadline = core_now_ns() + SAFE_POINT_WAIT_MS * 1000000ull;
 	struct proc_ptrace *pt;
 	for (unsigned tries = 1;; tries++) {

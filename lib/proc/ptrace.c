@@ -5,8 +5,9 @@
  * stub_place.c), and letting everything go again.
  *
  * Protocol. PTRACE_SEIZE (not ATTACH: no SIGSTOP is sent, so the target's
- * job control and its parent see nothing) with PTRACE_O_TRACECLONE, then
- * PTRACE_INTERRUPT each thread and wait for its stop. A thread that clones
+ * job control and its parent see nothing) — with PTRACE_O_TRACECLONE when
+ * every thread is to stop, not when one is held — then PTRACE_INTERRUPT
+ * each thread and wait for its stop. A thread that clones
  * meanwhile reports PTRACE_EVENT_CLONE and its child starts attached and
  * stopped; /proc/PID/task is re-read until a pass finds nothing new, so no
  * thread created during the stop runs user code. A thread that receives a
@@ -74,10 +75,15 @@ static int thread_dead(pid_t pid, pid_t tid)
 	return !p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X';
 }
 
-/* Seize and interrupt one thread. 0, 1 if it is gone, -1 on error. */
-static int seize(struct proc_ptrace *pt, pid_t tid, struct core_err *err)
+/* Seize and interrupt one thread; with `follow`, the threads it creates
+ * are attached too (a stop of every thread must hold those). Holding one
+ * thread only, they must not be: a thread seized, let go and seized again
+ * while it creates threads (the retries of target_ptrace.c's library
+ * calls) would leave each one it created attached. 0, 1 if it is gone, -1
+ * on error. */
+static int seize(struct proc_ptrace *pt, pid_t tid, int follow, struct core_err *err)
 {
-	if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACECLONE) != 0) {
+	if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)(follow ? PTRACE_O_TRACECLONE : 0)) != 0) {
 		/* EPERM is also what a zombie gives: it exited, it is not refusing. */
 		if (errno == ESRCH || thread_dead(pt->pid, tid))
 			return 1;
@@ -173,7 +179,7 @@ static int seize_if_new(void *user, pid_t tid)
 	struct seize_pass *p = user;
 	if (find_tid(p->pt, tid) >= 0)
 		return 0;
-	int rc = seize(p->pt, tid, p->err);
+	int rc = seize(p->pt, tid, !p->only_one, p->err);
 	if (rc < 0)
 		return -2;
 	p->added += rc == 0;
@@ -265,7 +271,7 @@ struct proc_ptrace *proc_ptrace_hold_one(pid_t pid, pid_t tid, uint64_t deadline
 	if (!one)
 		return NULL;
 	one->pid = pid;
-	if (seize(one, tid, &ignore) != 0 || wait_all_stopped(one, deadline) || !one->n ||
+	if (seize(one, tid, 0, &ignore) != 0 || wait_all_stopped(one, deadline) || !one->n ||
 	    one->t[0].gone) {
 		proc_ptrace_resume(one, NULL);
 		return NULL;

@@ -23,7 +23,10 @@
  * go and tried again a moment later (target_ptrace.c). The functions are
  * found by name in the libraries' .dynsym, with their sizes; a lock held
  * by code outside them (a program's own allocator around malloc, say) is
- * not seen: the call's time limit then still applies.
+ * not seen: the call's time limit then still applies. Nor is a return
+ * address more than 4 KiB above the stack pointer (a signal handler with
+ * deep frames that interrupted malloc), nor, on AArch64, one still in the
+ * link register of a leaf.
  *
  * The functions of the target's libraries are read here too, for every
  * caller (proc_lib_symbols: target_ptrace.c finds libgcc's entry points

@@ -16,6 +16,8 @@
 #   SOAK_PIE     pie | nopie (default pie)
 #   SOAK_PLAIN   seconds of the plain (unoptimized) run (default 20)
 #   SOAK_ARGS    extra soak_target arguments (default none)
+#   SOAK_AGENT_ARGS  the agent's verbosity (default -q; "" keeps its
+#                warnings in agent.err, -v adds its progress)
 #
 # Checks, each reported in $SOAK_OUT/summary.txt:
 #   - every JSON line of the agent has "ok":true, and "versions_mapped" <= 2
@@ -90,7 +92,7 @@ log "plain: exit $plain_rc; $(cat "$out/plain.err")"
 tpid=$!
 sleep 1
 start=$(date +%s)
-log "target pid $tpid; agent: $agent --pid $tpid --every $every --rounds $rounds --profile $profile --json -q"
+log "target pid $tpid; agent: $agent --pid $tpid --every $every --rounds $rounds --profile $profile --json ${SOAK_AGENT_ARGS--q}"
 # The watcher: the most code versions /proc/PID/maps ever listed at once.
 (
 	while kill -0 "$tpid" 2>/dev/null; do
@@ -101,7 +103,7 @@ log "target pid $tpid; agent: $agent --pid $tpid --every $every --rounds $rounds
 ) >"$out/maps.log" &
 wpid=$!
 nice -n 5 "$agent" --pid "$tpid" --every "$every" --rounds "$rounds" --profile "$profile" \
-	--json -q >"$out/rounds.jsonl" 2>"$out/agent.err" &
+	--json ${SOAK_AGENT_ARGS--q} >"$out/rounds.jsonl" 2>"$out/agent.err" &
 apid=$!
 trap 'log "interrupted: stopping the agent"; kill -INT $apid' INT
 wait "$apid"

@@ -46,6 +46,11 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 		     int (*fn)(void *user, const char *name, uint64_t start, uint64_t size, int type),
 		     void *user);
 
+/* The exported library function of `pid` containing `addr`, as
+ * "name+0xoff" in name[len]; 0, or -1 (name "") when none does. For
+ * messages: a call that does not return says where it waits. */
+int proc_symbol_at(pid_t pid, uint64_t addr, char *name, size_t len);
+
 /* The code ranges [lo, hi) of the functions of process `pid`'s glibc and
  * libgcc_s that hold the locks an injected libgcc call needs (fork, malloc,
  * the unwinder, the dynamic linker's lists); *out is malloc'ed (NULL, 0

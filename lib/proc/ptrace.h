@@ -37,8 +37,10 @@ void proc_ptrace_resume(struct proc_ptrace *pt, uint64_t *released_ns);
 /* Run system call `nr`, or call fn(arg), in a stopped thread, through the
  * stub at `stub` (proc_ptrace_place_stub): the thread is released at once
  * and completes and resumes by itself even if this process dies meanwhile.
- * OCOLOS_ETIMEDOUT if it does not return in time (the thread is then put
- * back where it was). */
+ * OCOLOS_ETIMEDOUT if it does not return in time: a system call is then
+ * abandoned (the thread put back where it was); a function call is left to
+ * finish by itself, its result unknown (a library function cut short would
+ * keep the locks it holds). */
 int proc_ptrace_syscall(struct proc_ptrace *pt, int memfd, uint64_t stub, long nr,
 			  const uint64_t args[6], int64_t *ret, struct core_err *err);
 int proc_ptrace_call(struct proc_ptrace *pt, int memfd, uint64_t stub, uint64_t fn,

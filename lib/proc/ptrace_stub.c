@@ -180,7 +180,7 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 	}
 	pid_t tid = t->tid;
 	uint64_t token = make_token(tid), base = 0;
-	/* Kept for an abandoned call: the mask to put back by hand. */
+	/* Kept for an abandoned system call: the mask to put back by hand. */
 	uint64_t sigmask = 0;
 	int have_mask = ptrace(PTRACE_GETSIGMASK, tid, (void *)8, &sigmask) == 0;
 	int rc = launch(pt, t, saved, memfd, stub, kind, fn, args, token, &base, err);
@@ -221,12 +221,31 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 		rc = core_errf(err, OCOLOS_ETIMEDOUT, "thread %d finished %s injected into it, but "
 			       "this process was too slow to read its result (a loaded machine?); "
 			       "retry", (int)tid, kind ? "a call" : "a system call");
+	} else if (kind) {
+		/* A function call not done within the time limit: it is left
+		 * to finish by itself (the stub then restores the thread), never
+		 * cut short. A library function stopped halfway keeps what it
+		 * held: libgcc's object mutex, taken by __deregister_frame_info
+		 * and released only on its return, stayed owned by a thread that
+		 * had been put back in its own code, and every later throw in the
+		 * program waited for it (the 1,000-round soak, round 921). A call
+		 * that is only slow (a lock another running thread holds for a
+		 * while) completes; its result is unknown to us. */
+		struct ptrace_arch_saved *now = ptrace_arch_save(tid);
+		uint64_t pc = now ? ptrace_arch_pc(now) : 0;
+		char where[160];
+		proc_symbol_at(pt->pid, pc, where, sizeof(where));
+		rc = core_errf(err, OCOLOS_ETIMEDOUT,
+			       "a call injected into thread %d did not return within %u ms (now at "
+			       "0x%llx %s; a lock it needs is held?); it is left to finish by itself "
+			       "and its result is unknown", (int)tid, timeout_ms,
+			       (unsigned long long)pc, where);
+		ptrace_arch_saved_free(now);
 	} else {
-		/* Not done within the time limit (a call waiting for a lock the
-		 * interrupted code holds, say). Put the thread back where it
-		 * was, as the stub would have, so that it runs on; what the
-		 * abandoned work did is left as it is. Only while it is still
-		 * in the stub or below its frame: anywhere else it has left. */
+		/* A system call not done within the time limit. Put the thread
+		 * back where it was, as the stub would have, so that it runs on;
+		 * what the system call did is left as it is. Only while it is
+		 * still in the stub or below its frame: anywhere else it has left. */
 		struct ptrace_arch_saved *now = ptrace_arch_save(tid);
 		uint64_t stub_len = ptrace_arch_stub(NULL);
 		if (now && have_mask &&
@@ -236,9 +255,8 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 			ptrace(PTRACE_SETSIGMASK, tid, (void *)8, &sigmask);
 		ptrace_arch_saved_free(now);
 		rc = core_errf(err, OCOLOS_ETIMEDOUT,
-			       "%s injected into thread %d did not return within %u ms (a lock it "
-			       "needs is held?); abandoned", kind ? "a call" : "a system call",
-			       (int)tid, timeout_ms);
+			       "a system call injected into thread %d did not return within %u ms; "
+			       "abandoned", (int)tid, timeout_ms);
 	}
 	proc_ptrace_resume(one, NULL);
 	ptrace_arch_saved_free(saved);

@@ -193,3 +193,32 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 	core_procmaps_free(&m);
 	return rc;
 }
+
+struct symbol_at {
+	uint64_t addr;
+	char *name;
+	size_t len;
+};
+
+static int any_library(const char *base, void *user)
+{
+	(void)base, (void)user;
+	return 1;
+}
+
+static int containing(void *user, const char *name, uint64_t start, uint64_t size, int type)
+{
+	struct symbol_at *q = user;
+	if (type != STT_FUNC || q->addr < start || q->addr - start >= size)
+		return 0;
+	snprintf(q->name, q->len, "%s+0x%llx", name, (unsigned long long)(q->addr - start));
+	return 1;
+}
+
+int proc_symbol_at(pid_t pid, uint64_t addr, char *name, size_t len)
+{
+	struct symbol_at q = { addr, name, len };
+	if (len)
+		name[0] = 0;
+	return proc_lib_symbols(pid, any_library, containing, &q) == 1 ? 0 : -1;
+}

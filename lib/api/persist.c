@@ -65,7 +65,7 @@
 #include "ocolos/ocolos.h"
 
 #define RECORD_MAGIC "OCOLOSR1"
-#define RECORD_FORMAT 1u
+#define RECORD_FORMAT 2u /* 2: a version's throw sites follow its return sites */
 #define RECORD_NAME "ocolos-state"
 #define RECORD_MAX (1ull << 30) /* a larger one is not ours */
 
@@ -210,6 +210,7 @@ static void put_version(struct wbuf *w, const struct api_version *v)
 	put_array(w, e->orig, e->orig ? e->nfuncs : 0, sizeof(*e->orig));
 	put_array(w, e->ok, e->ok ? e->nfuncs : 0, sizeof(*e->ok));
 	put_array(w, e->ret_sites, e->ret_sites ? e->nret_sites : 0, sizeof(*e->ret_sites));
+	put_array(w, e->throw_sites, e->throw_sites ? e->nthrow_sites : 0, sizeof(*e->throw_sites));
 	const struct elf_bat *b = v->bat;
 	put_u64(w, b != NULL);
 	if (b) {
@@ -420,6 +421,7 @@ static void get_version(struct rbuf *r, struct api_version *v)
 	e->ok = get_array(r, &n, sizeof(*e->ok));
 	r->bad |= n != e->nfuncs;
 	e->ret_sites = get_array(r, &e->nret_sites, sizeof(*e->ret_sites));
+	e->throw_sites = get_array(r, &e->nthrow_sites, sizeof(*e->throw_sites));
 	if (!get_u64(r) || r->bad)
 		return;
 	struct elf_bat *b = calloc(1, sizeof(*b));

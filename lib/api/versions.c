@@ -30,6 +30,7 @@
 #include "api/api.h"
 #include "api/debuginfo.h"
 #include "core/util.h"
+#include "proc/proc.h"
 
 /* Keep version `v`'s memory mapped for the life of the process: libgcc
  * may still list its unwind tables (inject_unwind_deregister). */
@@ -165,21 +166,34 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	}
 	const uint64_t **sites = calloc(2 * st->nv + 1, sizeof(*sites));
 	size_t *nsites = calloc(2 * st->nv + 1, sizeof(*nsites));
+	const uint64_t **throws = calloc(2 * st->nv + 1, sizeof(*throws));
+	size_t *nthrows = calloc(2 * st->nv + 1, sizeof(*nthrows));
 	const struct inject_version_entries **vers = calloc(st->nv + 1, sizeof(*vers));
 	for (size_t i = 0; vers && i < st->nv; i++)
 		vers[i] = &st->v[i].entries;
 	size_t nwatch = 0;
 	for (size_t i = 0; i < st->nv; i++) {
-		if (sites && nsites) {
+		if (sites && nsites && throws && nthrows) {
 			sites[nwatch] = st->v[i].entries.ret_sites;
 			nsites[nwatch] = st->v[i].entries.nret_sites;
+			throws[nwatch] = st->v[i].entries.throw_sites;
+			nthrows[nwatch] = st->v[i].entries.nthrow_sites;
 		}
 		nwatch += version_ranges(&st->v[i], watch + nwatch);
 	}
+	/* Where a thread's throw would be: read before the stop (no /proc
+	 * inside it). Unknown (none found): every thread counts. */
+	uint64_t (*unwinder)[2] = NULL;
+	size_t nunwinder = 0;
+	if (quiet && nwatch)
+		proc_unwinder_ranges(ctx->pid, &unwinder, &nunwinder);
+	int have_sites = sites && nsites && throws && nthrows;
 	struct inject_switch_request rq = { .plan = &plan, .forward = 1, .watch = (const uint64_t (*)[2])watch,
 		.nwatch = quiet ? nwatch : 0, .watch_busy = busy, .sps = st->sps,
 		.sps_cap = sizeof(st->sps) / sizeof(st->sps[0]), .nsps = &st->nsps,
-		.watch_sites = sites && nsites ? sites : NULL, .watch_nsites = nsites,
+		.watch_sites = have_sites ? sites : NULL, .watch_nsites = nsites,
+		.watch_throw_sites = have_sites ? throws : NULL, .watch_nthrow_sites = nthrows,
+		.unwinder = (const uint64_t (*)[2])unwinder, .nunwinder = nunwinder,
 		.versions = vers, .nversions = vers ? st->nv : 0 };
 	rc = inject_switch(&ctx->target, &rq, res, &ctx->err);
 	if (!rc)
@@ -203,6 +217,9 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	free(busy);
 	free(sites);
 	free(nsites);
+	free(throws);
+	free(nthrows);
+	free(unwinder);
 	free(vers);
 	inject_plan_free(&plan);
 	return rc;
@@ -241,6 +258,7 @@ static void own_bookkeeping(struct ocolos_ctx *ctx, struct skips *sk, const void
 		skip(sk, e->at, e->nfuncs * sizeof(*e->at));
 		skip(sk, e->orig, e->nfuncs * sizeof(*e->orig));
 		skip(sk, e->ret_sites, e->nret_sites * sizeof(*e->ret_sites));
+		skip(sk, e->throw_sites, e->nthrow_sites * sizeof(*e->throw_sites));
 		skip(sk, e->frags, e->nfrags * sizeof(*e->frags));
 		if (v->bat) {
 			skip(sk, v->bat, sizeof(*v->bat));

@@ -709,6 +709,7 @@ void elf_binary_close(struct elf_binary *b)
 	free(b->slots);
 	free(b->dyn_relocs);
 	free(b->noreturn_plt);
+	free(b->unwinding_plt);
 	free(b->path);
 	free(b);
 }

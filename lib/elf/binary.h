@@ -89,8 +89,11 @@ struct elf_binary {
 	 * holds there never reaches the running process. */
 	uint64_t *dyn_relocs; size_t ndyn_relocs;
 	/* x86-64: link-time addresses of the PLT entries of functions that
-	 * never return (__cxa_throw, abort, ...), sorted (plt.c). */
+	 * never return, sorted (plt.c): those that end the process or thread
+	 * or jump elsewhere (abort, exit, longjmp...), and those that unwind
+	 * through their caller (__cxa_throw, _Unwind_Resume...). */
 	uint64_t *noreturn_plt; size_t nnoreturn_plt;
+	uint64_t *unwinding_plt; size_t nunwinding_plt;
 	/* private */
 	int fd;
 	void *elf;		 /* Elf * */
@@ -116,9 +119,15 @@ long elf_func_containing(const struct elf_binary *b, uint64_t addr);
 int elf_dyn_reloc_byte(const struct elf_binary *b, uint64_t addr);
 
 /* Does a call to link-time `addr` never return? (a PLT entry of a noreturn
- * function of the C or C++ runtime; plt.c) */
+ * function of the C or C++ runtime; plt.c) 0 (it may return),
+ * ELF_NORETURN_ENDS (abort, exit, longjmp...) or ELF_NORETURN_UNWINDS
+ * (__cxa_throw, _Unwind_Resume, pthread_exit...: the unwinder reads the
+ * address after the call while it runs). */
+#define ELF_NORETURN_ENDS 1
+#define ELF_NORETURN_UNWINDS 2
 int elf_noreturn_target(const struct elf_binary *b, uint64_t addr);
-/* Fill noreturn_plt; called by elf_binary_open. 0 or OCOLOS_ENOMEM. */
+/* Fill noreturn_plt and unwinding_plt; called by elf_binary_open. 0 or
+ * OCOLOS_ENOMEM. */
 int elf_read_noreturn_plt(struct elf_binary *b);
 
 /* Read `len` bytes at link-time address `addr` from the file. */

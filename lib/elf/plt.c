@@ -1,5 +1,5 @@
 /*
- * Which PLT entries lead to functions that never return (x86-64).
+ * Which PLT entries lead to functions that never return (x86-64), and how.
  *
  * Why: retiring an old code version waits until no thread can return
  * into it, and the evidence is conservative — any stack or heap word equal
@@ -10,14 +10,17 @@
  * the callee never returns, the version leaves that address out of its
  * return sites (inject/version.c).
  *
- * Only functions that end the process or the thread without unwinding, or
- * jump elsewhere (longjmp), are listed. Not __cxa_throw, _Unwind_Resume,
- * __cxa_rethrow, std::__throw_* or pthread_exit: they never return either,
- * but while their unwind runs, the address after the call is what the
- * unwinder uses to find the caller's frame and its landing pad — in the
- * version — so it must keep the version mapped. (Their stale words after
- * the unwind are what still keeps versions of a program that throws
- * often mapped longer: docs/benchmarks.md, "Soak by pid".)
+ * Two kinds. Functions that end the process or the thread without
+ * unwinding, or jump elsewhere (longjmp): the address after their call is
+ * left out. Functions that unwind through their caller (__cxa_throw,
+ * _Unwind_Resume, __cxa_rethrow, std::__throw_*, pthread_exit...): they
+ * never return either, but while their unwind runs, the address after the
+ * call is what the unwinder uses to find the caller's frame and its
+ * landing pad — in the version. Those "throw sites" are kept apart: they
+ * keep a version mapped only in the stack of a thread that is inside the
+ * unwinder at the stop (inject/switch.c); once the throw is over, the word
+ * left behind is dead, and no thread can start a new throw from a version
+ * it no longer runs in.
  *
  * An entry is resolved as the dynamic linker does: its `jmp *GOT(%rip)`
  * names a GOT word, and the JUMP_SLOT (lazy PLT) or GLOB_DAT (.plt.got)
@@ -40,20 +43,40 @@ static const char *const noreturn_names[] = {
 	"err", "errx", "verr", "verrx",
 };
 
-static int is_noreturn(const char *name)
+static const char *const unwinding_names[] = {
+	"__cxa_throw", "__cxa_rethrow", "_Unwind_Resume", "_Unwind_RaiseException",
+	"_Unwind_Resume_or_Rethrow", "_Unwind_ForcedUnwind", "pthread_exit",
+	"__cxa_bad_cast", "__cxa_bad_typeid", "__cxa_throw_bad_array_new_length",
+	"_ZSt17rethrow_exceptionNSt15__exception_ptr13exception_ptrE",
+};
+
+/* ELF_NORETURN_ENDS, ELF_NORETURN_UNWINDS or 0 for the function `name`. */
+static int noreturn_kind(const char *name)
 {
 	if (!name)
 		return 0;
 	for (size_t i = 0; i < sizeof(noreturn_names) / sizeof(noreturn_names[0]); i++)
 		if (!strcmp(name, noreturn_names[i]))
-			return 1;
+			return ELF_NORETURN_ENDS;
+	for (size_t i = 0; i < sizeof(unwinding_names) / sizeof(unwinding_names[0]); i++)
+		if (!strcmp(name, unwinding_names[i]))
+			return ELF_NORETURN_UNWINDS;
+	/* std::__throw_logic_error(char const*) and its family:
+	 * _ZSt<length>__throw_<what> */
+	if (!strncmp(name, "_ZSt", 4)) {
+		const char *p = name + 4;
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (p > name + 4 && !strncmp(p, "__throw_", 8))
+			return ELF_NORETURN_UNWINDS;
+	}
 	return 0;
 }
 
-/* GOT word -> is its symbol a noreturn function; sorted by GOT address. */
+/* GOT word -> the noreturn kind of its symbol; sorted by GOT address. */
 struct got_word {
 	uint64_t got;
-	int noreturn;
+	int kind;
 };
 
 static int cmp_u64(const void *a, const void *b)
@@ -113,7 +136,7 @@ static int read_got_words(Elf *elf, struct got_word **out, size_t *nout)
 				return OCOLOS_ENOMEM;
 			}
 			v[n++] = (struct got_word){ r.r_offset,
-				is_noreturn(elf_strptr(elf, symsh.sh_link, sym.st_name)) };
+				noreturn_kind(elf_strptr(elf, symsh.sh_link, sym.st_name)) };
 		}
 	}
 	if (n)
@@ -130,7 +153,7 @@ int elf_read_noreturn_plt(struct elf_binary *b)
 	if (b->machine != EM_X86_64 || elf_getshdrstrndx(elf, &shstrndx))
 		return 0;
 	struct got_word *got = NULL;
-	size_t ngot = 0, cap = 0;
+	size_t ngot = 0, cap[2] = { 0, 0 };
 	if (read_got_words(elf, &got, &ngot))
 		return OCOLOS_ENOMEM;
 	int rc = 0;
@@ -155,23 +178,29 @@ int elf_read_noreturn_plt(struct elf_binary *b)
 			int32_t rel;
 			memcpy(&rel, code + i + 2, 4);
 			const struct got_word *g = find_got(got, ngot, sh.sh_addr + i + 6 + (int64_t)rel);
-			if (!g || !g->noreturn)
+			if (!g || !g->kind)
 				continue;
 			uint64_t at = sh.sh_addr + i / ent * ent;
-			if (core_grow((void **)&b->noreturn_plt, &cap, b->nnoreturn_plt,
-				      sizeof(*b->noreturn_plt)))
+			int u = g->kind == ELF_NORETURN_UNWINDS;
+			uint64_t **v = u ? &b->unwinding_plt : &b->noreturn_plt;
+			size_t *n = u ? &b->nunwinding_plt : &b->nnoreturn_plt;
+			if (core_grow((void **)v, &cap[u], *n, sizeof(**v)))
 				rc = OCOLOS_ENOMEM;
 			else
-				b->noreturn_plt[b->nnoreturn_plt++] = at;
+				(*v)[(*n)++] = at;
 		}
 	}
 	free(got);
 	if (b->nnoreturn_plt)
 		qsort(b->noreturn_plt, b->nnoreturn_plt, sizeof(*b->noreturn_plt), cmp_u64);
+	if (b->nunwinding_plt)
+		qsort(b->unwinding_plt, b->nunwinding_plt, sizeof(*b->unwinding_plt), cmp_u64);
 	return rc;
 }
 
 int elf_noreturn_target(const struct elf_binary *b, uint64_t addr)
 {
-	return core_sorted_has(b->noreturn_plt, b->nnoreturn_plt, addr);
+	if (core_sorted_has(b->noreturn_plt, b->nnoreturn_plt, addr))
+		return ELF_NORETURN_ENDS;
+	return core_sorted_has(b->unwinding_plt, b->nunwinding_plt, addr) ? ELF_NORETURN_UNWINDS : 0;
 }

@@ -212,6 +212,15 @@ struct inject_version_entries {
 	 * those; NULL: not known, any address counts). */
 	uint64_t *ret_sites;
 	size_t nret_sites;
+	/* x86-64: the addresses right after its calls to functions that
+	 * unwind through their caller (__cxa_throw, _Unwind_Resume...; elf/
+	 * plt.c), sorted. Not in ret_sites: nothing returns there, and the
+	 * word stays behind in stack memory after the throw; it matters only
+	 * to the unwinder while that throw runs, so it keeps the version
+	 * mapped only in the stack of a thread inside the unwinder at a stop
+	 * (inject_switch_request.unwinder). */
+	uint64_t *throw_sites;
+	size_t nthrow_sites;
 	/* x86-64, for the stop that diverts threads from this version (see
 	 * inject_defer in entry.c): its fragments as sorted run-time ranges
 	 * with their function, and per function the copies its direct calls
@@ -435,6 +444,10 @@ int inject_plan_spans(const struct inject_plan *plan, struct proc_span **spans, 
 typedef size_t (*inject_stack_reader)(void *ctx, uint64_t sp, uint64_t *words, size_t max);
 
 #define INJECT_STACK_WORDS (64 * 1024) /* 512 KiB of stack per thread */
+/* The top of a stack that tells a thread inside the unwinder: its
+ * frames (_Unwind_RaiseException's two contexts, the FDE search,
+ * dl_iterate_phdr's callback, the personality routine) take a few KiB. */
+#define INJECT_UNWINDER_WORDS 2048
 
 /* Before writing a plan forward: mark `blocked` every entry patch whose
  * bytes past the first hold a thread's PC, or whose span contains any word
@@ -515,6 +528,17 @@ struct inject_switch_request {
 	 * PCs and registers count anywhere in the range. */
 	const uint64_t *const *watch_sites;
 	const size_t *watch_nsites;
+	/* Per watched range (may be NULL, or an entry NULL): throw sites
+	 * (inject_version_entries.throw_sites), which count in the stack of
+	 * a thread inside the unwinder only: its PC, or a word of the top
+	 * INJECT_UNWINDER_WORDS of its stack, in one of the `unwinder`
+	 * ranges (libgcc_s's code, libstdc++'s throwing functions: made by
+	 * proc_unwinder_ranges before the stop). Without ranges, every
+	 * thread counts as inside. */
+	const uint64_t *const *watch_throw_sites;
+	const size_t *watch_nthrow_sites;
+	const uint64_t (*unwinder)[2];
+	size_t nunwinder;
 	/* Optional (with watch): where each stopped thread's stack pointer
 	 * was, for a memory scan after the stop to skip the dead part of
 	 * stacks below it (sps_cap entries; *nsps set). */

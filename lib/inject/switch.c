@@ -25,14 +25,45 @@
 #include "core/util.h"
 #include "inject/inject.h"
 
-/* `w` lies in a watched range (a stack word: on a return site, if known). */
-static void mark(const struct inject_switch_request *rq, uint64_t w, int stack_word)
+/* `w` lies in a watched range: a PC or a register anywhere in it; a stack
+ * word on a return site if they are known, or on a throw site if its
+ * thread is inside the unwinder. */
+static void mark(const struct inject_switch_request *rq, uint64_t w, int stack_word,
+		 int unwinding)
 {
-	for (size_t i = 0; i < rq->nwatch; i++)
-		if (w >= rq->watch[i][0] && w < rq->watch[i][1] &&
-		    (!stack_word || !rq->watch_sites || !rq->watch_sites[i] ||
-		     core_sorted_has(rq->watch_sites[i], rq->watch_nsites[i], w)))
+	for (size_t i = 0; i < rq->nwatch; i++) {
+		if (w < rq->watch[i][0] || w >= rq->watch[i][1])
+			continue;
+		if (!stack_word || !rq->watch_sites || !rq->watch_sites[i] ||
+		    core_sorted_has(rq->watch_sites[i], rq->watch_nsites[i], w) ||
+		    (unwinding && rq->watch_throw_sites && rq->watch_throw_sites[i] &&
+		     core_sorted_has(rq->watch_throw_sites[i], rq->watch_nthrow_sites[i], w)))
 			rq->watch_busy[i] = 1;
+	}
+}
+
+static int in_unwinder(const struct inject_switch_request *rq, uint64_t w)
+{
+	for (size_t i = 0; i < rq->nunwinder; i++)
+		if (w >= rq->unwinder[i][0] && w < rq->unwinder[i][1])
+			return 1;
+	return 0;
+}
+
+/* Is the thread at `pc` whose stack begins with words[0 .. n) inside the
+ * unwinder? Conservative: a stale word of an earlier throw in the top of
+ * its stack says yes too (the version then waits for a later stop). */
+static int unwinding(const struct inject_switch_request *rq, uint64_t pc, const uint64_t *words,
+		     size_t n)
+{
+	if (!rq->nunwinder)
+		return 1;
+	if (in_unwinder(rq, pc))
+		return 1;
+	for (size_t i = 0; i < n && i < INJECT_UNWINDER_WORDS; i++)
+		if (in_unwinder(rq, words[i]))
+			return 1;
+	return 0;
 }
 
 /* Which watched ranges a stopped thread could still be in or return to:
@@ -47,13 +78,15 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 	for (size_t t = 0; t < nts; t++) {
 		if (rq->sps && rq->nsps && *rq->nsps < rq->sps_cap)
 			rq->sps[(*rq->nsps)++] = ts[t].sp;
-		mark(rq, ts[t].pc, 0);
+		mark(rq, ts[t].pc, 0, 0);
 		inject_defer_mark(d, ts[t].pc);
 		for (uint32_t r = 0; r < ts[t].nregs; r++) {
-			mark(rq, ts[t].regs[r], 0);
+			mark(rq, ts[t].regs[r], 0, 0);
 			inject_defer_mark(d, ts[t].regs[r]);
 		}
-		/* The whole live stack, in scratch-sized pieces. */
+		/* The whole live stack, in scratch-sized pieces (the first one
+		 * holds the top that says whether the thread unwinds). */
+		int unw = 0;
 		for (uint64_t sp = ts[t].sp & ~7ull;; sp += 8 * INJECT_STACK_WORDS) {
 			size_t words = inject_stack_words(ss, sp, ss->scratch, INJECT_STACK_WORDS);
 			if (!words && sp == (ts[t].sp & ~7ull) && ts[t].sp) {
@@ -61,8 +94,10 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 				d->all = 1;
 				return;
 			}
+			if (sp == (ts[t].sp & ~7ull))
+				unw = rq->watch_throw_sites && unwinding(rq, ts[t].pc, ss->scratch, words);
 			for (size_t w = 0; w < words; w++) {
-				mark(rq, ss->scratch[w], 1);
+				mark(rq, ss->scratch[w], 1, unw);
 				inject_defer_mark(d, ss->scratch[w]);
 			}
 			if (words < INJECT_STACK_WORDS)

@@ -42,7 +42,7 @@ struct targets {
 	int rc;
 	struct inject_version_entries *ve; /* return sites go here */
 	const struct elf_binary *b;
-	size_t ret_cap;
+	size_t ret_cap, throw_cap;
 	uint64_t bias;
 	struct edge *e;
 	size_t ne, ecap;
@@ -61,11 +61,23 @@ static int on_insn(const struct arch_insn *in, void *user)
 	}
 	if (t->rc || (in->flow != ARCH_FLOW_CALL && in->flow != ARCH_FLOW_ICALL))
 		return 0;
-	/* Nothing returns after a call to __cxa_throw & co. (elf/plt.c): the
-	 * word it pushed, left behind, must not keep the version mapped. */
-	if (in->flow == ARCH_FLOW_CALL && in->target && elf_noreturn_target(t->b, in->target))
-		return 0;
+	/* Nothing returns after a call to abort, exit & co. (elf/plt.c): the
+	 * word it pushed, left behind, must not keep the version mapped. A
+	 * call to __cxa_throw & co. is a throw site: it counts only while its
+	 * thread unwinds (inject/switch.c). */
+	int kind = in->flow == ARCH_FLOW_CALL && in->target ? elf_noreturn_target(t->b, in->target)
+							    : 0;
 	struct inject_version_entries *ve = t->ve;
+	if (kind == ELF_NORETURN_ENDS)
+		return 0;
+	if (kind == ELF_NORETURN_UNWINDS) {
+		if (core_grow((void **)&ve->throw_sites, &t->throw_cap, ve->nthrow_sites,
+			      sizeof(*ve->throw_sites)))
+			t->rc = OCOLOS_ENOMEM;
+		else
+			ve->throw_sites[ve->nthrow_sites++] = t->bias + in->addr + in->len;
+		return 0;
+	}
 	if (core_grow((void **)&ve->ret_sites, &t->ret_cap, ve->nret_sites, sizeof(*ve->ret_sites)))
 		t->rc = OCOLOS_ENOMEM;
 	else
@@ -273,6 +285,8 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		qsort(tg.v, tg.n, sizeof(*tg.v), cmp_u64);
 	if (ve->nret_sites)
 		qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), cmp_u64);
+	if (ve->nthrow_sites)
+		qsort(ve->throw_sites, ve->nthrow_sites, sizeof(*ve->throw_sites), cmp_u64);
 	for (size_t f = 0; f < b->nfuncs; f++) {
 		if (!ve->ok[f])
 			continue;
@@ -355,6 +369,7 @@ void inject_version_entries_free(struct inject_version_entries *ve)
 	free(ve->off);
 	free(ve->pad);
 	core_free_clear(ve->ret_sites, ve->nret_sites * sizeof(*ve->ret_sites));
+	core_free_clear(ve->throw_sites, ve->nthrow_sites * sizeof(*ve->throw_sites));
 	core_free_clear(ve->frags, ve->nfrags * sizeof(*ve->frags));
 	free(ve->callee_off);
 	free(ve->callees);

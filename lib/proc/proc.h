@@ -46,6 +46,14 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 		     int (*fn)(void *user, const char *name, uint64_t start, uint64_t size, int type),
 		     void *user);
 
+/* The code of process `pid`'s unwinder, as ranges [lo, hi): libgcc_s's
+ * executable mappings, and the functions of libstdc++ and glibc that throw
+ * or run a forced unwind (__cxa_throw, pthread_exit...); *out is malloc'ed
+ * (NULL, 0 when libgcc_s is not loaded: an unwinder linked into the
+ * program is not known, so every thread counts as unwinding). 0 or
+ * OCOLOS_ENOMEM. */
+int proc_unwinder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout);
+
 /* The exported library function of `pid` containing `addr`, as
  * "name+0xoff" in name[len]; 0, or -1 (name "") when none does. For
  * messages: a call that does not return says where it waits. */

@@ -115,6 +115,78 @@ int proc_lock_holder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout)
 	return 0;
 }
 
+/* ---- the unwinder's code (for retirement: inject/switch.c) ---- */
+
+/* Functions outside libgcc_s that run a throw or a thread's forced unwind
+ * before, or around, libgcc_s's code. */
+static const char *const unwinder_entries[] = {
+	"__cxa_throw", "__cxa_rethrow", "__gxx_personality_v0", "__cxa_call_unexpected",
+	"_ZSt17rethrow_exceptionNSt15__exception_ptr13exception_ptrE", "pthread_exit",
+	"__pthread_unwind", "__pthread_unwind_next",
+};
+
+static int unwinder_library(const char *base, void *user)
+{
+	(void)user;
+	return !strncmp(base, "libstdc++.so", 12) || !strncmp(base, "libc.so", 7) ||
+	       !strncmp(base, "libc-", 5);
+}
+
+static int add_unwinder_entry(void *user, const char *name, uint64_t start, uint64_t size,
+			      int type)
+{
+	struct holders *h = user;
+	size_t i = 0, n = sizeof(unwinder_entries) / sizeof(unwinder_entries[0]);
+	while (i < n && strcmp(name, unwinder_entries[i]))
+		i++;
+	if (type != STT_FUNC || !size || i == n)
+		return 0;
+	if (core_grow((void **)&h->v, &h->cap, h->n, sizeof(*h->v)))
+		return OCOLOS_ENOMEM;
+	/* One byte past the end: a return address after a last call. */
+	h->v[h->n][0] = start;
+	h->v[h->n][1] = start + size + 1;
+	h->n++;
+	return 0;
+}
+
+int proc_unwinder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout)
+{
+	struct holders h = { 0 };
+	struct procmaps m = { 0 };
+	struct core_err ignore = { 0 };
+	*out = NULL;
+	*nout = 0;
+	if (core_procmaps_read(pid, &m, &ignore))
+		return 0;
+	int rc = 0;
+	for (size_t i = 0; i < m.n && !rc; i++) {
+		const struct procmaps_entry *e = &m.v[i];
+		const char *base = strrchr(e->path, '/');
+		if (!base || e->perms[2] != 'x' || strncmp(base + 1, "libgcc_s.so", 11))
+			continue;
+		if (core_grow((void **)&h.v, &h.cap, h.n, sizeof(*h.v)))
+			rc = OCOLOS_ENOMEM;
+		else {
+			h.v[h.n][0] = e->start;
+			h.v[h.n][1] = e->end;
+			h.n++;
+		}
+	}
+	core_procmaps_free(&m);
+	/* No libgcc_s: nothing in the process can unwind (a C program), and
+	 * no version has a throw site to keep. */
+	if (!rc && h.n)
+		rc = proc_lib_symbols(pid, unwinder_library, add_unwinder_entry, &h);
+	if (rc == OCOLOS_ENOMEM) {
+		free(h.v);
+		return rc;
+	}
+	*out = h.v;
+	*nout = h.n;
+	return 0;
+}
+
 /* Is w in one of the ranges: [lo, hi) for a PC; (lo, hi] for a return
  * address (never a function's first byte, possibly one past its last: a
  * call that ends it), so that a stored pointer to free() is not one. */

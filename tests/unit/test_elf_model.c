@@ -113,17 +113,24 @@ static void check_refusal(const char *path, int want, const char *needle)
 }
 
 /* The PLT entries of functions that never return (elf/plt.c), against
- * objdump's `<name@plt>` labels: the ones named here as never returning
- * are listed, the ones that return or unwind through their caller are
- * not, and nothing else is. */
+ * objdump's `<name@plt>` labels: the ones named here as ending the
+ * process are listed as such, those named as unwinding through their
+ * caller as such, the ones that return are not listed, and nothing else
+ * is. */
 static void check_noreturn_plt(const char *path)
 {
-	static const char *const never[] = { "exit", "_exit", "_ZSt9terminatev", NULL };
-	/* Returning, or unwinding through the caller (its return site is
-	 * what the unwinder uses): not listed. */
-	static const char *const returns[] = { "printf", "__cxa_allocate_exception",
-					       "__cxa_begin_catch", "__cxa_throw", "_Unwind_Resume",
+	static const char *const ends[] = { "exit", "_exit", "_ZSt9terminatev", NULL };
+	/* Their return site is what the unwinder uses while they run. */
+	static const char *const unwinds[] = { "__cxa_throw", "_Unwind_Resume",
 					       "_ZSt20__throw_length_errorPKc", NULL };
+	static const char *const returns[] = { "printf", "__cxa_allocate_exception",
+					       "__cxa_begin_catch", NULL };
+	struct {
+		const char *const *names;
+		int kind;
+		size_t seen;
+	} groups[] = { { ends, ELF_NORETURN_ENDS, 0 }, { unwinds, ELF_NORETURN_UNWINDS, 0 },
+		       { returns, 0, 0 } };
 	struct elf_binary *b;
 	struct core_err err = { 0 };
 	int rc = elf_binary_open(path, &b, &err);
@@ -134,35 +141,33 @@ static void check_noreturn_plt(const char *path)
 	snprintf(cmd, sizeof(cmd), "objdump -d '%s'", path);
 	FILE *f = popen(cmd, "r");
 	expect(f != NULL, "cannot run objdump");
-	size_t labels = 0, seen_never = 0, seen_returns = 0, listed = 0;
+	size_t labels = 0, listed = 0;
 	while (f && fgets(line, sizeof(line), f)) {
 		unsigned long long at;
 		char name[512];
 		if (sscanf(line, "%llx <%511[^@>]@plt>:", &at, name) != 2)
 			continue;
 		labels++;
-		int is_listed = elf_noreturn_target(b, at);
-		listed += is_listed;
-		for (size_t i = 0; never[i]; i++)
-			if (!strcmp(name, never[i])) {
-				seen_never++;
-				expect(is_listed, "%s@plt at 0x%llx not listed as never returning", name, at);
-			}
-		for (size_t i = 0; returns[i]; i++)
-			if (!strcmp(name, returns[i])) {
-				seen_returns++;
-				expect(!is_listed, "%s@plt at 0x%llx listed as never returning", name, at);
-			}
+		int kind = elf_noreturn_target(b, at);
+		listed += kind != 0;
+		for (size_t g = 0; g < 3; g++)
+			for (size_t i = 0; groups[g].names[i]; i++)
+				if (!strcmp(name, groups[g].names[i])) {
+					groups[g].seen++;
+					expect(kind == groups[g].kind, "%s@plt at 0x%llx: kind %d, "
+					       "not %d", name, at, kind, groups[g].kind);
+				}
 	}
 	if (f)
 		pclose(f);
-	fprintf(stderr, "%s: %zu PLT entries, %zu listed as never returning (%zu in the model)\n",
-		path, labels, listed, b->nnoreturn_plt);
-	expect(seen_never == 3 && seen_returns == 6,
-	       "objdump showed %zu of the 3 noreturn and %zu of the 6 other entries", seen_never,
-	       seen_returns);
-	expect(listed == b->nnoreturn_plt, "%zu listed entries are not objdump's PLT entries",
-	       b->nnoreturn_plt - listed);
+	fprintf(stderr, "%s: %zu PLT entries, %zu listed as never returning (%zu + %zu in the "
+		"model)\n", path, labels, listed, b->nnoreturn_plt, b->nunwinding_plt);
+	expect(groups[0].seen == 3 && groups[1].seen == 3 && groups[2].seen == 3,
+	       "objdump showed %zu of the 3 ending, %zu of the 3 unwinding and %zu of the 3 "
+	       "returning entries", groups[0].seen, groups[1].seen, groups[2].seen);
+	expect(listed == b->nnoreturn_plt + b->nunwinding_plt,
+	       "%zu listed entries are not objdump's PLT entries",
+	       b->nnoreturn_plt + b->nunwinding_plt - listed);
 	elf_binary_close(b);
 }
 

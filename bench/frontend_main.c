@@ -223,6 +223,7 @@ struct online {
 	/* --ocolos-profile-min-ms, --ocolos-profile-max-ms,
 	 * --ocolos-converge-permille, --ocolos-max-overhead-permille */
 	uint32_t profile_min_ms, profile_max_ms, converge_permille, max_overhead_permille;
+	int rounds;		      /* --online-rounds */
 	pthread_t tid;
 };
 
@@ -404,56 +405,66 @@ static void *online_main(void *p)
 
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
-	long rss0 = rss_kb();
-	double t_start = now_s();
-	if (o->profile_ms || o->sample_hz || o->keep || o->bolt ||
-	    o->bolt_args[0] || o->edges || o->sampler || o->writable_slots ||
-	    o->profile_min_ms || o->profile_max_ms || o->converge_permille ||
-	    o->max_overhead_permille) {
-		OCOLOS_OPTS(ocolos_opts, opts, .profile_ms = o->profile_ms,
-			    .profile_min_ms = o->profile_min_ms,
-			    .profile_max_ms = o->profile_max_ms,
-			    .profile_converge_permille = o->converge_permille,
-			    .max_overhead_permille = o->max_overhead_permille,
-			    .sample_hz = o->sample_hz, .edges = o->edges,
-			    .sampler = o->sampler,
-			    .pointer_slots = o->writable_slots ? OCOLOS_SLOTS_ALL : OCOLOS_SLOTS_SAFE,
-			    .keep_work_dir = o->keep, .bolt_path = o->bolt,
-			    .bolt_extra_args = o->bolt_args[0] ? o->bolt_args
-							       : NULL);
-		rc = ocolos_optimize_self(&opts, &st);
-	} else {
-		rc = ocolos_optimize_self(NULL, &st);
+	/* --online-rounds: continuous rounds, one after the other (each
+	 * the next generation, no revert between), a line each. */
+	for (int k = 1; k <= (o->rounds > 0 ? o->rounds : 1); k++) {
+		long rss0 = rss_kb();
+		double t_start = now_s();
+		if (o->profile_ms || o->sample_hz || o->keep || o->bolt ||
+		    o->bolt_args[0] || o->edges || o->sampler || o->writable_slots ||
+		    o->profile_min_ms || o->profile_max_ms || o->converge_permille ||
+		    o->max_overhead_permille) {
+			OCOLOS_OPTS(ocolos_opts, opts, .profile_ms = o->profile_ms,
+				    .profile_min_ms = o->profile_min_ms,
+				    .profile_max_ms = o->profile_max_ms,
+				    .profile_converge_permille = o->converge_permille,
+				    .max_overhead_permille = o->max_overhead_permille,
+				    .sample_hz = o->sample_hz, .edges = o->edges,
+				    .sampler = o->sampler,
+				    .pointer_slots = o->writable_slots ? OCOLOS_SLOTS_ALL : OCOLOS_SLOTS_SAFE,
+				    .keep_work_dir = o->keep, .bolt_path = o->bolt,
+				    .bolt_extra_args = o->bolt_args[0] ? o->bolt_args
+								       : NULL);
+			rc = ocolos_optimize_self(&opts, &st);
+		} else {
+			rc = ocolos_optimize_self(NULL, &st);
+		}
+		double t_done = now_s();
+		long rss1 = rss_kb();
+		printf("ocolos rc=%d t_start=%.3f t_done=%.3f samples=%" PRIu64
+		       " samples_in_binary=%" PRIu64 " functions_moved=%" PRIu32
+		       " c1_bytes=%" PRIu64 " call_sites_patched=%" PRIu32
+		       " pointer_slots_patched=%" PRIu32 " threads_stopped=%" PRIu32
+		       " profile_ns=%" PRIu64 " bolt_ns=%" PRIu64 " pause_ns=%" PRIu64
+		       " round_ns=%" PRIu64 " rss_before_kb=%ld rss_after_kb=%ld"
+		       " profile_stop=%" PRIu32 " profile_distance_ppm=%" PRIu32
+		       " sample_overhead_ppm=%" PRIu32 " sample_hz_final=%" PRIu32
+		       " sample_cost_ns=%" PRIu32,
+		       rc, t_start, t_done, st.samples, st.samples_in_binary,
+		       st.functions_moved, st.c1_bytes, st.call_sites_patched,
+		       st.pointer_slots_patched, st.threads_stopped, st.profile_ns,
+		       st.bolt_ns, st.pause_ns, st.round_ns, rss0, rss1, st.profile_stop,
+		       st.profile_distance_ppm, st.sample_overhead_ppm, st.sample_hz_final,
+		       st.sample_cost_ns);
+		if (rc) {
+			/* Quotes in the message would break the key="..." field. */
+			char msg[1024];
+			snprintf(msg, sizeof(msg), "%s", ocolos_last_error(NULL));
+			for (char *c = msg; *c; c++)
+				if (*c == '"' || *c == '\n')
+					*c = '\'';
+			printf(" strerror=\"%s\" error=\"%s\"", ocolos_strerror(rc),
+			       msg);
+		}
+		if (o->rounds > 0)
+			printf(" round=%d generation=%" PRIu32 " versions_mapped=%" PRIu32
+			       " versions_retired=%" PRIu32, k, st.generation, st.versions_mapped,
+			       st.versions_retired);
+		printf("\n");
+		fflush(stdout);
+		if (rc)
+			break;
 	}
-	double t_done = now_s();
-	long rss1 = rss_kb();
-	printf("ocolos rc=%d t_start=%.3f t_done=%.3f samples=%" PRIu64
-	       " samples_in_binary=%" PRIu64 " functions_moved=%" PRIu32
-	       " c1_bytes=%" PRIu64 " call_sites_patched=%" PRIu32
-	       " pointer_slots_patched=%" PRIu32 " threads_stopped=%" PRIu32
-	       " profile_ns=%" PRIu64 " bolt_ns=%" PRIu64 " pause_ns=%" PRIu64
-	       " round_ns=%" PRIu64 " rss_before_kb=%ld rss_after_kb=%ld"
-	       " profile_stop=%" PRIu32 " profile_distance_ppm=%" PRIu32
-	       " sample_overhead_ppm=%" PRIu32 " sample_hz_final=%" PRIu32
-	       " sample_cost_ns=%" PRIu32,
-	       rc, t_start, t_done, st.samples, st.samples_in_binary,
-	       st.functions_moved, st.c1_bytes, st.call_sites_patched,
-	       st.pointer_slots_patched, st.threads_stopped, st.profile_ns,
-	       st.bolt_ns, st.pause_ns, st.round_ns, rss0, rss1, st.profile_stop,
-	       st.profile_distance_ppm, st.sample_overhead_ppm, st.sample_hz_final,
-	       st.sample_cost_ns);
-	if (rc) {
-		/* Quotes in the message would break the key="..." field. */
-		char msg[1024];
-		snprintf(msg, sizeof(msg), "%s", ocolos_last_error(NULL));
-		for (char *c = msg; *c; c++)
-			if (*c == '"' || *c == '\n')
-				*c = '\'';
-		printf(" strerror=\"%s\" error=\"%s\"", ocolos_strerror(rc),
-		       msg);
-	}
-	printf("\n");
-	fflush(stdout);
 	if (rc == 0 && o->ab_pairs > 0)
 		ab_phase(o);
 	if (rc == 0 && o->cg_ops > 0)
@@ -482,6 +493,8 @@ static void usage(const char *argv0)
 		"(default 2000)\n"
 		"  --online-after SEC  call ocolos_optimize_self() after SEC "
 		"(needs -DWITH_OCOLOS)\n"
+		"  --online-rounds N   N continuous rounds from then on, one after "
+		"the other (a line each)\n"
 		"  --ocolos-bolt PATH  llvm-bolt (or bench/bolt_twostep.sh) "
 		"for the round\n"
 		"  --ocolos-bolt-arg A extra llvm-bolt argument (repeatable, "
@@ -512,7 +525,7 @@ int main(int argc, char **argv)
 	uint32_t profile_ms = 0, sample_hz = 0;
 	uint32_t profile_min_ms = 0, profile_max_ms = 0, converge_permille = 0, max_overhead = 0;
 	int edges = 0;
-	int keep = 0, ab_pairs = 0, nbolt_args = 0, sampler = 0;
+	int keep = 0, ab_pairs = 0, nbolt_args = 0, sampler = 0, online_rounds = 0;
 	long cg_ops = 0;
 	int writable_slots = 0;
 	double ab_secs = 2, phase2_after = -1;
@@ -576,6 +589,8 @@ int main(int argc, char **argv)
 			ab_secs = atof(v);
 		else if (!strcmp(a, "--cg-ops"))
 			cg_ops = atol(v);
+		else if (!strcmp(a, "--online-rounds"))
+			online_rounds = atoi(v);
 		else if (!strcmp(a, "--ocolos-sampler"))
 			sampler = atoi(v);
 		else if (!strcmp(a, "--phase2-after"))
@@ -654,7 +669,7 @@ int main(int argc, char **argv)
 			     .writable_slots = writable_slots,
 			     .profile_min_ms = profile_min_ms, .profile_max_ms = profile_max_ms,
 			     .converge_permille = converge_permille,
-			     .max_overhead_permille = max_overhead };
+			     .max_overhead_permille = max_overhead, .rounds = online_rounds };
 	memcpy(on.bolt_args, bolt_args, sizeof(bolt_args));
 	if (online_after < 0)
 		atomic_store(&g_ab_done, 1);

@@ -118,12 +118,6 @@ static int retirable(const struct api_state *st, size_t i, int keep_newest)
 	return !inject_record_leads_to(&st->rec, st->v[i].gen);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 /* Of the stubs `plan` wrote, how many redirected slots hold: what a
  * revert or re-apply changes for the program's pointers (a stub may also
  * serve only a C0 entry, inject/plan.c). */
@@ -137,7 +131,7 @@ static uint32_t count_slot_stubs(const struct inject_record *rec, const struct i
 		if (rec->v[i].kind == INJECT_PTR_SLOT || rec->v[i].kind == INJECT_DATA_SLOT)
 			memcpy(&v[n++], rec->v[i].cur, 8);
 	if (n)
-		qsort(v, n, sizeof(*v), cmp_u64);
+		qsort(v, n, sizeof(*v), core_cmp_u64);
 	uint32_t count = 0;
 	for (size_t i = 0; n && i < plan->n; i++) {
 		const struct inject_patch *p = &plan->v[i];

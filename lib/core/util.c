@@ -47,3 +47,9 @@ void core_free_clear(void *p, size_t len)
 	explicit_bzero(p, len);
 	free(p);
 }
+
+int core_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}

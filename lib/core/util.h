@@ -22,6 +22,9 @@ int core_reserve(void **arr, size_t *cap, size_t want, size_t elem);
 /* Clear `len` bytes at `p`, then free it (see util.c for why). NULL is fine. */
 void core_free_clear(void *p, size_t len);
 
+/* qsort comparator of uint64_t values, ascending. */
+int core_cmp_u64(const void *a, const void *b);
+
 /* Is `w` one of the `n` ascending values at `v`? (Binary search.) */
 static inline int core_sorted_has(const uint64_t *v, size_t n, uint64_t w)
 {

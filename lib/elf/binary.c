@@ -50,12 +50,6 @@ struct scan {
 	size_t ndata_marks, nalloc_marks;
 };
 
-static int cmp_u64(const void *a, const void *b)
-{
-	const uint64_t *x = a, *y = b;
-	return *x < *y ? -1 : *x > *y;
-}
-
 static int cmp_func(const void *a, const void *b)
 {
 	const struct elf_func *x = a, *y = b;
@@ -241,7 +235,7 @@ static int read_functions(struct scan *sc, struct core_err *err)
 				 "optimize a build without -fsanitize", b->path, b->sanitizer);
 	qsort(b->funcs, b->nfuncs, sizeof(*b->funcs), cmp_func);
 	if (sc->ndata_marks)
-		qsort(sc->data_marks, sc->ndata_marks, sizeof(*sc->data_marks), cmp_u64);
+		qsort(sc->data_marks, sc->ndata_marks, sizeof(*sc->data_marks), core_cmp_u64);
 	/* Aliases share an address: keep the lowest symbol index of each. */
 	size_t w = 0;
 	for (size_t i = 0; i < b->nfuncs; i++)
@@ -310,7 +304,7 @@ static int read_dyn_relocs(struct scan *sc)
 		}
 	}
 	if (b->ndyn_relocs)
-		qsort(b->dyn_relocs, b->ndyn_relocs, sizeof(*b->dyn_relocs), cmp_u64);
+		qsort(b->dyn_relocs, b->ndyn_relocs, sizeof(*b->dyn_relocs), core_cmp_u64);
 	return 0;
 }
 
@@ -489,7 +483,7 @@ static void entries_hit_by_branches(struct sweep *sw)
 {
 	struct elf_binary *b = sw->b;
 	if (sw->ntargets)
-		qsort(sw->targets, sw->ntargets, sizeof(*sw->targets), cmp_u64);
+		qsort(sw->targets, sw->ntargets, sizeof(*sw->targets), core_cmp_u64);
 	size_t t = 0;
 	for (size_t i = 0; i < b->nfuncs; i++) {
 		struct elf_func *f = &b->funcs[i];

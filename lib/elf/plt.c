@@ -79,12 +79,6 @@ struct got_word {
 	int kind;
 };
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 static int cmp_got(const void *a, const void *b)
 {
 	const struct got_word *x = a, *y = b;
@@ -192,9 +186,9 @@ int elf_read_noreturn_plt(struct elf_binary *b)
 	}
 	free(got);
 	if (b->nnoreturn_plt)
-		qsort(b->noreturn_plt, b->nnoreturn_plt, sizeof(*b->noreturn_plt), cmp_u64);
+		qsort(b->noreturn_plt, b->nnoreturn_plt, sizeof(*b->noreturn_plt), core_cmp_u64);
 	if (b->nunwinding_plt)
-		qsort(b->unwinding_plt, b->nunwinding_plt, sizeof(*b->unwinding_plt), cmp_u64);
+		qsort(b->unwinding_plt, b->nunwinding_plt, sizeof(*b->unwinding_plt), core_cmp_u64);
 	return rc;
 }
 

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "infer/hybrid.h"
 
 static uint64_t to_count(double w)
@@ -78,12 +79,6 @@ static int push_rec(struct writer *w, struct call_rec **v, size_t *n, size_t *ca
 	}
 	(*v)[(*n)++] = r;
 	return 0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
 }
 
 static int cmp_call_to(const void *a, const void *b)
@@ -185,7 +180,7 @@ static void write_calls(struct writer *w)
 	size_t j = 0;
 	for (size_t i = 0; i < w->ncalls; i++) {
 		if (!bsearch(&w->calls[i].to, w->profiled, w->nprofiled, sizeof(*w->profiled),
-			     cmp_u64)) {
+			     core_cmp_u64)) {
 			w->hs.calls_dropped++;
 			continue;
 		}

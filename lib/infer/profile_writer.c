@@ -5,13 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "infer/profile.h"
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
 
 int infer_link_samples(const struct elf_binary *b, uint64_t bias, const struct sample_set *s,
 		       uint64_t **out, size_t *n, struct core_err *err)
@@ -44,7 +39,7 @@ int infer_link_samples(const struct elf_binary *b, uint64_t bias, const struct s
 				 b->path);
 	}
 	if (k)
-		qsort(v, k, sizeof(*v), cmp_u64);
+		qsort(v, k, sizeof(*v), core_cmp_u64);
 	*out = v;
 	*n = k;
 	return 0;

@@ -94,12 +94,6 @@ static void on_target(uint64_t target, void *user)
 		t->v[t->n++] = target;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 static int cmp_frag_range(const void *a, const void *b)
 {
 	const struct inject_frag_range *x = a, *y = b;
@@ -282,11 +276,11 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
 	if (tg.n)
-		qsort(tg.v, tg.n, sizeof(*tg.v), cmp_u64);
+		qsort(tg.v, tg.n, sizeof(*tg.v), core_cmp_u64);
 	if (ve->nret_sites)
-		qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), cmp_u64);
+		qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), core_cmp_u64);
 	if (ve->nthrow_sites)
-		qsort(ve->throw_sites, ve->nthrow_sites, sizeof(*ve->throw_sites), cmp_u64);
+		qsort(ve->throw_sites, ve->nthrow_sites, sizeof(*ve->throw_sites), core_cmp_u64);
 	for (size_t f = 0; f < b->nfuncs; f++) {
 		if (!ve->ok[f])
 			continue;

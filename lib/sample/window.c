@@ -151,12 +151,6 @@ uint32_t sample_cost_probe(enum sample_backend_kind kind)
 
 /* ---- convergence ---------------------------------------------------------- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 uint32_t sample_distance_ppm(const uint64_t *keys, size_t n)
 {
 	if (n < 2)
@@ -166,8 +160,8 @@ uint32_t sample_distance_ppm(const uint64_t *keys, size_t n)
 	if (!k)
 		return 1000000;
 	memcpy(k, keys, n * sizeof(*k));
-	qsort(k, h, sizeof(*k), cmp_u64);
-	qsort(k + h, n - h, sizeof(*k), cmp_u64);
+	qsort(k, h, sizeof(*k), core_cmp_u64);
+	qsort(k + h, n - h, sizeof(*k), core_cmp_u64);
 	/* Walk both sorted halves at once: a = the key's count in the first
 	 * half, a + b in all; TV = 1/2 sum |a/h - (a+b)/n|. */
 	double tv = 0;
@@ -202,7 +196,7 @@ uint32_t sample_hot_keys(const uint64_t *keys, size_t n, uint32_t permille)
 	uint32_t hot = 0;
 	if (k && count) {
 		memcpy(k, keys, n * sizeof(*k));
-		qsort(k, n, sizeof(*k), cmp_u64);
+		qsort(k, n, sizeof(*k), core_cmp_u64);
 		size_t nk = 0;
 		for (size_t i = 0, j; i < n; i = j) {
 			for (j = i; j < n && k[j] == k[i]; j++)

@@ -180,7 +180,7 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	uint64_t (*unwinder)[2] = NULL;
 	size_t nunwinder = 0;
 	if (quiet && nwatch)
-		proc_unwinder_ranges(ctx->pid, &unwinder, &nunwinder);
+		proc_unwinder_ranges(ctx->pid, elf_unwinding_name, &unwinder, &nunwinder);
 	int have_sites = sites && nsites && throws && nthrows;
 	struct inject_switch_request rq = { .plan = &plan, .forward = 1, .watch = (const uint64_t (*)[2])watch,
 		.nwatch = quiet ? nwatch : 0, .watch_busy = busy, .sps = st->sps,
@@ -287,6 +287,15 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 		cand += retirable(st, i, keep_newest);
 	if (!cand)
 		goto out;
+	/* A thread still inside a library call left to finish (by pid) has
+	 * its own PC and registers in the injection stub's frame, where no
+	 * stop looks: it may resume in any version. */
+	if (proc_target_call_still_running(&ctx->target)) {
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "nothing retired: a call injected into thread "
+			  "%d of process %d has not returned yet", (int)ctx->target.call_left.tid,
+			  (int)ctx->pid);
+		goto out;
+	}
 	struct inject_switch_result res;
 	int need_stop = !quiet_at_stop;
 	if (quiet_at_stop) {

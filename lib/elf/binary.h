@@ -126,6 +126,11 @@ int elf_dyn_reloc_byte(const struct elf_binary *b, uint64_t addr);
 #define ELF_NORETURN_ENDS 1
 #define ELF_NORETURN_UNWINDS 2
 int elf_noreturn_target(const struct elf_binary *b, uint64_t addr);
+/* Is `name` (a .dynsym name) a function that never returns but unwinds
+ * through its caller: __cxa_throw, _Unwind_Resume, std::__throw_*,
+ * pthread_exit...? The same list decides which functions' code counts as
+ * the unwinder's (proc_unwinder_ranges). */
+int elf_unwinding_name(const char *name);
 /* Fill noreturn_plt and unwinding_plt; called by elf_binary_open. 0 or
  * OCOLOS_ENOMEM. */
 int elf_read_noreturn_plt(struct elf_binary *b);

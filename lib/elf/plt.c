@@ -50,6 +50,25 @@ static const char *const unwinding_names[] = {
 	"_ZSt17rethrow_exceptionNSt15__exception_ptr13exception_ptrE",
 };
 
+int elf_unwinding_name(const char *name)
+{
+	if (!name)
+		return 0;
+	for (size_t i = 0; i < sizeof(unwinding_names) / sizeof(unwinding_names[0]); i++)
+		if (!strcmp(name, unwinding_names[i]))
+			return 1;
+	/* std::__throw_logic_error(char const*) and its family:
+	 * _ZSt<length>__throw_<what> */
+	if (!strncmp(name, "_ZSt", 4)) {
+		const char *p = name + 4;
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (p > name + 4 && !strncmp(p, "__throw_", 8))
+			return 1;
+	}
+	return 0;
+}
+
 /* ELF_NORETURN_ENDS, ELF_NORETURN_UNWINDS or 0 for the function `name`. */
 static int noreturn_kind(const char *name)
 {
@@ -58,19 +77,7 @@ static int noreturn_kind(const char *name)
 	for (size_t i = 0; i < sizeof(noreturn_names) / sizeof(noreturn_names[0]); i++)
 		if (!strcmp(name, noreturn_names[i]))
 			return ELF_NORETURN_ENDS;
-	for (size_t i = 0; i < sizeof(unwinding_names) / sizeof(unwinding_names[0]); i++)
-		if (!strcmp(name, unwinding_names[i]))
-			return ELF_NORETURN_UNWINDS;
-	/* std::__throw_logic_error(char const*) and its family:
-	 * _ZSt<length>__throw_<what> */
-	if (!strncmp(name, "_ZSt", 4)) {
-		const char *p = name + 4;
-		while (*p >= '0' && *p <= '9')
-			p++;
-		if (p > name + 4 && !strncmp(p, "__throw_", 8))
-			return ELF_NORETURN_UNWINDS;
-	}
-	return 0;
+	return elf_unwinding_name(name) ? ELF_NORETURN_UNWINDS : 0;
 }
 
 /* GOT word -> the noreturn kind of its symbol; sorted by GOT address. */

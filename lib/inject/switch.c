@@ -50,6 +50,9 @@ static int in_unwinder(const struct inject_switch_request *rq, uint64_t w)
 	return 0;
 }
 
+/* See watch_threads. */
+#define THROW_SITE_TOP_WORDS 4
+
 /* Is the thread at `pc` whose stack begins with words[0 .. n) inside the
  * unwinder? Conservative: a stale word of an earlier throw in the top of
  * its stack says yes too (the version then waits for a later stop). */
@@ -96,8 +99,12 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 			}
 			if (sp == (ts[t].sp & ~7ull))
 				unw = rq->watch_throw_sites && unwinding(rq, ts[t].pc, ss->scratch, words);
+			/* The top words count as unwinding whatever the PC: a
+			 * thread in a PLT entry of __cxa_throw & co. has the throw
+			 * site there (under the two words lazy binding pushes). */
+			int top = sp == (ts[t].sp & ~7ull);
 			for (size_t w = 0; w < words; w++) {
-				mark(rq, ss->scratch[w], 1, unw);
+				mark(rq, ss->scratch[w], 1, unw || (top && w < THROW_SITE_TOP_WORDS));
 				inject_defer_mark(d, ss->scratch[w]);
 			}
 			if (words < INJECT_STACK_WORDS)

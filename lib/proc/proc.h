@@ -46,13 +46,17 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 		     int (*fn)(void *user, const char *name, uint64_t start, uint64_t size, int type),
 		     void *user);
 
-/* The code of process `pid`'s unwinder, as ranges [lo, hi): libgcc_s's
- * executable mappings, and the functions of libstdc++ and glibc that throw
- * or run a forced unwind (__cxa_throw, pthread_exit...); *out is malloc'ed
- * (NULL, 0 when libgcc_s is not loaded: an unwinder linked into the
- * program is not known, so every thread counts as unwinding). 0 or
- * OCOLOS_ENOMEM. */
-int proc_unwinder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout);
+/* The code of process `pid`'s unwinder, as ranges [lo, hi): the
+ * executable mappings of libgcc_s (or LLVM's libunwind) and of the dynamic
+ * linker (lazy binding of __cxa_throw@plt), and the functions of the C++
+ * runtime and glibc for which is_entry(name) is true (those a throw site
+ * calls: __cxa_throw, std::__throw_*, pthread_exit...) or that run a throw
+ * (the personality routine, glibc's cancellation unwinding); *out is
+ * malloc'ed. NULL, 0 when no unwinder library is loaded: an unwinder
+ * linked into the program is not known, so every thread counts as
+ * unwinding. 0 or OCOLOS_ENOMEM. */
+int proc_unwinder_ranges(pid_t pid, int (*is_entry)(const char *name), uint64_t (**out)[2],
+			 size_t *nout);
 
 /* The exported library function of `pid` containing `addr`, as
  * "name+0xoff" in name[len]; 0, or -1 (name "") when none does. For

@@ -24,6 +24,9 @@ struct proc_ptrace {
 	pid_t pid;
 	struct proc_ptrace_thread *t;
 	size_t n, cap;
+	/* Set by a call past its time limit, left to finish (run_stub):
+	 * proc_target.call_left takes it over. */
+	struct proc_call_left left;
 };
 
 /* Seize and stop every thread of `pid` (all = 1), or one (all = 0).

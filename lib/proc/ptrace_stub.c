@@ -241,6 +241,7 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 			       "and its result is unknown", (int)tid, timeout_ms,
 			       (unsigned long long)pc, where);
 		ptrace_arch_saved_free(now);
+		pt->left = (struct proc_call_left){ tid, base, token };
 	} else {
 		/* A system call not done within the time limit. Put the thread
 		 * back where it was, as the stub would have, so that it runs on;

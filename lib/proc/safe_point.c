@@ -117,73 +117,93 @@ int proc_lock_holder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout)
 
 /* ---- the unwinder's code (for retirement: inject/switch.c) ---- */
 
-/* Functions outside libgcc_s that run a throw or a thread's forced unwind
- * before, or around, libgcc_s's code. */
-static const char *const unwinder_entries[] = {
-	"__cxa_throw", "__cxa_rethrow", "__gxx_personality_v0", "__cxa_call_unexpected",
-	"_ZSt17rethrow_exceptionNSt15__exception_ptr13exception_ptrE", "pthread_exit",
+/* Functions that run a throw or a forced unwind besides those the caller
+ * names (the functions a version's throw sites call): the personality
+ * routine and glibc's cancellation unwinding. */
+static const char *const unwinder_helpers[] = {
+	"__gxx_personality_v0", "__cxa_call_unexpected", "__cxa_call_terminate",
 	"__pthread_unwind", "__pthread_unwind_next",
 };
 
-static int unwinder_library(const char *base, void *user)
+/* Libraries whose whole code counts: the unwinders (libgcc_s, LLVM's
+ * libunwind), and the dynamic linker, whose lazy binding runs between a
+ * first call to __cxa_throw@plt and __cxa_throw. */
+static int unwinder_library(const char *base)
+{
+	return !strncmp(base, "libgcc_s.so", 11) || !strncmp(base, "libunwind.so", 12) ||
+	       !strncmp(base, "ld-linux", 8) || !strncmp(base, "ld.so", 5) ||
+	       !strncmp(base, "ld64.so", 7);
+}
+
+/* Libraries whose throwing functions count (by name). */
+static int throwing_library(const char *base, void *user)
 {
 	(void)user;
-	return !strncmp(base, "libstdc++.so", 12) || !strncmp(base, "libc.so", 7) ||
-	       !strncmp(base, "libc-", 5);
+	return !strncmp(base, "libstdc++.so", 12) || !strncmp(base, "libc++abi.so", 12) ||
+	       !strncmp(base, "libc++.so", 9) || !strncmp(base, "libc.so", 7) ||
+	       !strncmp(base, "libc-", 5) || !strncmp(base, "libpthread", 10);
 }
+
+struct unwinder_q {
+	struct holders h;
+	int (*is_entry)(const char *name);
+};
 
 static int add_unwinder_entry(void *user, const char *name, uint64_t start, uint64_t size,
 			      int type)
 {
-	struct holders *h = user;
-	size_t i = 0, n = sizeof(unwinder_entries) / sizeof(unwinder_entries[0]);
-	while (i < n && strcmp(name, unwinder_entries[i]))
+	struct unwinder_q *q = user;
+	size_t i = 0, n = sizeof(unwinder_helpers) / sizeof(unwinder_helpers[0]);
+	while (i < n && strcmp(name, unwinder_helpers[i]))
 		i++;
-	if (type != STT_FUNC || !size || i == n)
+	if (type != STT_FUNC || !size || (i == n && !q->is_entry(name)))
 		return 0;
-	if (core_grow((void **)&h->v, &h->cap, h->n, sizeof(*h->v)))
+	if (core_grow((void **)&q->h.v, &q->h.cap, q->h.n, sizeof(*q->h.v)))
 		return OCOLOS_ENOMEM;
 	/* One byte past the end: a return address after a last call. */
-	h->v[h->n][0] = start;
-	h->v[h->n][1] = start + size + 1;
-	h->n++;
+	q->h.v[q->h.n][0] = start;
+	q->h.v[q->h.n][1] = start + size + 1;
+	q->h.n++;
 	return 0;
 }
 
-int proc_unwinder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout)
+int proc_unwinder_ranges(pid_t pid, int (*is_entry)(const char *name), uint64_t (**out)[2],
+			 size_t *nout)
 {
-	struct holders h = { 0 };
+	struct unwinder_q q = { { 0 }, is_entry };
 	struct procmaps m = { 0 };
 	struct core_err ignore = { 0 };
 	*out = NULL;
 	*nout = 0;
 	if (core_procmaps_read(pid, &m, &ignore))
 		return 0;
-	int rc = 0;
+	int rc = 0, unwinder = 0;
 	for (size_t i = 0; i < m.n && !rc; i++) {
 		const struct procmaps_entry *e = &m.v[i];
 		const char *base = strrchr(e->path, '/');
-		if (!base || e->perms[2] != 'x' || strncmp(base + 1, "libgcc_s.so", 11))
+		if (!base || e->perms[2] != 'x' || !unwinder_library(base + 1))
 			continue;
-		if (core_grow((void **)&h.v, &h.cap, h.n, sizeof(*h.v)))
+		unwinder |= strncmp(base + 1, "ld", 2) != 0;
+		if (core_grow((void **)&q.h.v, &q.h.cap, q.h.n, sizeof(*q.h.v)))
 			rc = OCOLOS_ENOMEM;
 		else {
-			h.v[h.n][0] = e->start;
-			h.v[h.n][1] = e->end;
-			h.n++;
+			q.h.v[q.h.n][0] = e->start;
+			q.h.v[q.h.n][1] = e->end;
+			q.h.n++;
 		}
 	}
 	core_procmaps_free(&m);
-	/* No libgcc_s: nothing in the process can unwind (a C program), and
-	 * no version has a throw site to keep. */
-	if (!rc && h.n)
-		rc = proc_lib_symbols(pid, unwinder_library, add_unwinder_entry, &h);
-	if (rc == OCOLOS_ENOMEM) {
-		free(h.v);
-		return rc;
+	/* No unwinder library: none the process can use is known (one
+	 * linked into the program, say), so nothing is returned and every
+	 * thread counts as unwinding. */
+	if (!rc && unwinder)
+		rc = proc_lib_symbols(pid, throwing_library, add_unwinder_entry, &q);
+	if (rc == OCOLOS_ENOMEM || !unwinder) {
+		free(q.h.v);
+		return rc == OCOLOS_ENOMEM ? rc : 0;
 	}
-	*out = h.v;
-	*nout = h.n;
+	*out = q.h.v;
+	*nout = q.h.n;
 	return 0;
 }
 

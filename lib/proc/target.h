@@ -103,6 +103,15 @@ struct proc_target_ops {
 	int (*map_marker)(struct proc_target *t, const char *path, struct core_err *err);
 };
 
+/* A function call injected into a thread (by pid) that did not return in
+ * time and was left to finish by itself: until it returns, the thread's
+ * own PC and registers are saved in the stub's frame (ptrace_stub.c), out
+ * of sight of a stop. */
+struct proc_call_left {
+	pid_t tid;
+	uint64_t base, token; /* the stub's frame, and the call's token */
+};
+
 struct proc_target {
 	const struct proc_target_ops *ops;
 	pid_t pid;
@@ -112,8 +121,15 @@ struct proc_target {
 	uint32_t call_timeout_ms; /* ptrace: limit of an injected call */
 	const struct core_log *log;
 	uint64_t stub;		 /* ptrace: the injection stub in the target */
+	struct proc_call_left call_left; /* ptrace: tid 0 when none */
 	void *poke_state;	 /* between poke_prepare and poke_done */
 };
+
+/* Is a call injected earlier (call_left) still running? Then nothing may
+ * be retired — the thread may resume into any version — and no other
+ * call is injected. Reads the target; 0 when none is (or, in-process,
+ * ever). */
+int proc_target_call_still_running(struct proc_target *t);
 
 /* Open a target for `pid` (getpid(): in-process). Fills *t. */
 int proc_target_open(struct proc_target *t, pid_t pid, const struct core_log *log,

@@ -234,6 +234,12 @@ static int remote_call(struct proc_target *t, uint64_t fn, uint64_t a0, uint64_t
 	int rc = need_stub(t, err);
 	if (rc)
 		return rc;
+	if (locks && proc_target_call_still_running(t)) {
+		core_errf(err, OCOLOS_ETIMEDOUT, "a call injected earlier into thread %d of process "
+			  "%d has not returned yet; no other call is made until it has",
+			  (int)t->call_left.tid, (int)t->pid);
+		return PROC_CALL_NOT_MADE;
+	}
 	uint64_t (*holders)[2] = NULL;
 	size_t nholders = 0;
 	if (locks && proc_lock_holder_ranges(t->pid, &holders, &nholders))
@@ -274,8 +280,51 @@ static int remote_call(struct proc_target *t, uint64_t fn, uint64_t a0, uint64_t
 	uint64_t ret;
 	const uint64_t args[6] = { a0, a1, 0, 0, 0, 0 };
 	rc = proc_ptrace_call(pt, t->memfd, t->stub, fn, args, t->call_timeout_ms, &ret, err);
+	if (pt->left.tid)
+		t->call_left = pt->left;
 	proc_ptrace_resume(pt, NULL);
 	return rc;
+}
+
+static int thread_exists(pid_t pid, pid_t tid)
+{
+	char task[64];
+	snprintf(task, sizeof(task), "/proc/%d/task/%d", (int)pid, (int)tid);
+	return access(task, F_OK) == 0;
+}
+
+/*
+ * The call is still running while its frame says "not done" and the
+ * thread's stack pointer is below the frame (the call runs on the stack
+ * under it; back in its own code the thread is above it). The frame is
+ * dead stack memory once the stub has returned: a word there that merely
+ * still reads "not done" is told apart by the stack pointer, or by the
+ * token itself having been overwritten.
+ */
+int proc_target_call_still_running(struct proc_target *t)
+{
+	const struct proc_call_left *l = &t->call_left;
+	uint64_t head[PTRACE_FR_HEAD / 8];
+	if (!l->tid)
+		return 0;
+	int running = proc_mem_read(t->memfd, l->base, head, sizeof(head)) == 0 &&
+		      head[PTRACE_FR_TOKEN / 8] == l->token &&
+		      head[PTRACE_FR_DONE / 8] != l->token && head[PTRACE_FR_DONE / 8] != ~l->token;
+	if (running) {
+		struct proc_ptrace *one =
+			proc_ptrace_hold_one(t->pid, l->tid, core_now_ns() + 200000000ull);
+		struct ptrace_arch_saved *s = one ? ptrace_arch_save(l->tid) : NULL;
+		/* Not held (gone, or not stopping): taken as still running
+		 * only if it exists — a thread that cannot stop now is no
+		 * proof it has left. */
+		running = s ? ptrace_arch_sp(s) < l->base : one == NULL && thread_exists(t->pid, l->tid);
+		ptrace_arch_saved_free(s);
+		if (one)
+			proc_ptrace_resume(one, NULL);
+	}
+	if (!running)
+		t->call_left.tid = 0;
+	return running;
 }
 
 /* AArch64: make [addr, addr + len) of the target visible to its
@@ -408,6 +457,8 @@ static void ptrace_resume_all(struct proc_target *t, struct proc_stop *ps, uint6
 		}
 		proc_ptrace_call(s->pt, t->memfd, t->stub, pk->routine, args, t->call_timeout_ms, &ret,
 				 &ignore);
+		if (s->pt->left.tid)
+			t->call_left = s->pt->left;
 		pk->n = 0;
 		pk->overflow = 0;
 	}

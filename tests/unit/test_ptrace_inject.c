@@ -229,6 +229,9 @@ static int open_mem(pid_t pid, uint64_t *stub)
 	return fd;
 }
 
+/* What the last call() left running (tid 0: nothing). */
+static struct proc_call_left last_left;
+
 static int call(pid_t pid, int memfd, uint64_t stub, uint64_t fn, uint64_t arg,
 		uint32_t timeout_ms, uint64_t *ret)
 {
@@ -239,6 +242,7 @@ static int call(pid_t pid, int memfd, uint64_t stub, uint64_t fn, uint64_t arg,
 		return rc;
 	const uint64_t args[6] = { arg, 0, 0, 0, 0, 0 };
 	rc = proc_ptrace_call(pt, memfd, stub, fn, args, timeout_ms, ret, &err);
+	last_left = pt->left;
 	proc_ptrace_resume(pt, NULL);
 	return rc;
 }
@@ -280,8 +284,19 @@ int main(void)
 	long before = sh->calls;
 	expect(call(pid, memfd, stub, (uint64_t)(uintptr_t)clobber, 600, 300, &ret) ==
 		       OCOLOS_ETIMEDOUT, "a call slower than its limit is not reported");
+	/* Reported as left running, and seen so by the library until it
+	 * returns (the word in its frame and the thread's stack pointer). */
+	struct proc_target lt;
+	struct core_err terr = { 0 };
+	expect(proc_target_open(&lt, pid, NULL, &terr) == 0, "target: %s", terr.msg);
+	lt.call_left = last_left;
+	expect(last_left.tid == pid && proc_target_call_still_running(&lt) == 1,
+	       "a call left running is not seen as running (tid %d)", (int)last_left.tid);
 	sleep_ms(700); /* the rest of the call, then the stub's bounded wait */
 	expect(sh->calls == before + 1, "a call past its time limit was cut short");
+	expect(proc_target_call_still_running(&lt) == 0 && lt.call_left.tid == 0,
+	       "a call left running is still seen as running after it returned");
+	proc_target_close(&lt);
 	expect_runs_clean(pid, "after a call past its time limit");
 
 	/* The tracer dies during a call (and, later, during the wait for

@@ -179,8 +179,12 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	 * inside it). Unknown (none found): every thread counts. */
 	uint64_t (*unwinder)[2] = NULL;
 	size_t nunwinder = 0;
-	if (quiet && nwatch)
+	uint64_t *sigreturn = NULL;
+	size_t nsigreturn = 0;
+	if (quiet && nwatch) {
 		proc_unwinder_ranges(ctx->pid, elf_unwinding_name, &unwinder, &nunwinder);
+		proc_sigreturn_trampolines(ctx->pid, ctx->target.memfd, &sigreturn, &nsigreturn);
+	}
 	int have_sites = sites && nsites && throws && nthrows;
 	struct inject_switch_request rq = { .plan = &plan, .forward = 1, .watch = (const uint64_t (*)[2])watch,
 		.nwatch = quiet ? nwatch : 0, .watch_busy = busy, .sps = st->sps,
@@ -188,6 +192,7 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 		.watch_sites = have_sites ? sites : NULL, .watch_nsites = nsites,
 		.watch_throw_sites = have_sites ? throws : NULL, .watch_nthrow_sites = nthrows,
 		.unwinder = (const uint64_t (*)[2])unwinder, .nunwinder = nunwinder,
+		.sigreturn = sigreturn, .nsigreturn = nsigreturn,
 		.versions = vers, .nversions = vers ? st->nv : 0 };
 	rc = inject_switch(&ctx->target, &rq, res, &ctx->err);
 	if (!rc)
@@ -214,6 +219,7 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	free(throws);
 	free(nthrows);
 	free(unwinder);
+	free(sigreturn);
 	free(vers);
 	inject_plan_free(&plan);
 	return rc;

@@ -539,6 +539,12 @@ struct inject_switch_request {
 	const size_t *watch_nthrow_sites;
 	const uint64_t (*unwinder)[2];
 	size_t nunwinder;
+	/* x86-64, optional: the target's sigreturn trampolines (glibc's
+	 * __restore_rt, proc_sigreturn_trampolines): a stack word equal to one
+	 * begins a signal frame, whose saved registers and PC count as a
+	 * thread's (inject/switch.c). */
+	const uint64_t *sigreturn;
+	size_t nsigreturn;
 	/* Optional (with watch): where each stopped thread's stack pointer
 	 * was, for a memory scan after the stop to skip the dead part of
 	 * stacks below it (sps_cap entries; *nsps set). */

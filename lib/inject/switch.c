@@ -69,9 +69,91 @@ static int unwinding(const struct inject_switch_request *rq, uint64_t pc, const 
 	return 0;
 }
 
+/*
+ * x86-64: a signal frame on a stack (struct rt_sigframe) begins with the
+ * handler's return address — glibc's sigreturn trampoline — then the
+ * ucontext, whose general registers start 6 words in: r8..r15, rdi, rsi,
+ * rbp, rbx, rdx, rax, rcx, rsp, rip. A thread inside a handler resumes at
+ * that rip, anywhere in a function (not at a return site), with those
+ * registers, and on that rsp — on another stack when the handler runs on
+ * sigaltstack.
+ */
+#define SIGFRAME_GREGS 6
+#define SIGFRAME_NGREGS 17
+#define SIGFRAME_RSP (SIGFRAME_GREGS + 15)
+#define SIGFRAME_RIP (SIGFRAME_GREGS + 16)
+/* Interrupted contexts on other stacks followed per thread. */
+#define MAX_OTHER_STACKS 4
+
+struct other_stack {
+	uint64_t pc, sp;
+};
+
+static int is_sigreturn(const struct inject_switch_request *rq, uint64_t w)
+{
+	for (size_t i = 0; i < rq->nsigreturn; i++)
+		if (w == rq->sigreturn[i])
+			return 1;
+	return 0;
+}
+
+/* Mark what the stack from `sp` up (to the end of its mapping) holds, for
+ * a context at `pc`: its words, and the registers and PCs of the signal
+ * frames in it; contexts those frames resume on another stack go to
+ * `other`. -1 if the stack cannot be read at all. */
+static int watch_stack(const struct inject_switch_request *rq, struct inject_stack_snapshot *ss,
+		       struct inject_defer *d, uint64_t pc, uint64_t sp0,
+		       struct other_stack *other, size_t *nother)
+{
+	int unw = 0;
+	for (uint64_t sp = sp0 & ~7ull;; sp += 8 * INJECT_STACK_WORDS) {
+		size_t words = inject_stack_words(ss, sp, ss->scratch, INJECT_STACK_WORDS);
+		int top = sp == (sp0 & ~7ull);
+		if (!words && top && sp0)
+			return -1;
+		if (top)
+			unw = rq->watch_throw_sites && unwinding(rq, pc, ss->scratch, words);
+		for (size_t w = 0; w < words; w++) {
+			uint64_t v = ss->scratch[w];
+			/* The top words count as unwinding whatever the PC: a
+			 * thread in a PLT entry of __cxa_throw & co. has the throw
+			 * site there (under the two words lazy binding pushes). */
+			mark(rq, v, 1, unw || (top && w < THROW_SITE_TOP_WORDS));
+			inject_defer_mark(d, v);
+			if (!rq->nsigreturn || !is_sigreturn(rq, v) || w + SIGFRAME_RIP >= words)
+				continue;
+			const uint64_t *g = &ss->scratch[w + SIGFRAME_GREGS];
+			for (size_t r = 0; r < SIGFRAME_NGREGS; r++) {
+				mark(rq, g[r], 0, 0);
+				inject_defer_mark(d, g[r]);
+			}
+			uint64_t rsp = ss->scratch[w + SIGFRAME_RSP], rip = ss->scratch[w + SIGFRAME_RIP];
+			uint64_t here = sp + 8 * w;
+			if (rsp > here && rsp < sp + 8 * words) {
+				/* Interrupted further up this stack: whether it was
+				 * unwinding decides for the words above it. */
+				size_t k = (size_t)((rsp - sp) / 8);
+				unw |= rq->watch_throw_sites && unwinding(rq, rip, ss->scratch + k, words - k);
+			} else if (rsp > here && words == INJECT_STACK_WORDS) {
+				unw = 1; /* up this stack, past this piece: assumed so */
+			} else if (other && *nother < MAX_OTHER_STACKS) {
+				other[(*nother)++] = (struct other_stack){ rip, rsp };
+			} else {
+				/* Too many, or nested on another stack: the worst. */
+				memset(rq->watch_busy, 1, rq->nwatch);
+				d->all = 1;
+			}
+		}
+		if (words < INJECT_STACK_WORDS)
+			break;
+	}
+	return 0;
+}
+
 /* Which watched ranges a stopped thread could still be in or return to:
  * its PC, registers, and stack words (conservatively: any word that looks
- * like such an address counts). An unreadable stack counts as all. */
+ * like such an address counts), and what the signal frames on its stack
+ * resume (x86-64). An unreadable stack counts as all. */
 static void watch_threads(const struct inject_switch_request *rq, const struct proc_thread_state *ts,
 			  size_t nts, struct inject_stack_snapshot *ss, struct inject_defer *d)
 {
@@ -87,28 +169,22 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 			mark(rq, ts[t].regs[r], 0, 0);
 			inject_defer_mark(d, ts[t].regs[r]);
 		}
-		/* The whole live stack, in scratch-sized pieces (the first one
-		 * holds the top that says whether the thread unwinds). */
-		int unw = 0;
-		for (uint64_t sp = ts[t].sp & ~7ull;; sp += 8 * INJECT_STACK_WORDS) {
-			size_t words = inject_stack_words(ss, sp, ss->scratch, INJECT_STACK_WORDS);
-			if (!words && sp == (ts[t].sp & ~7ull) && ts[t].sp) {
-				memset(rq->watch_busy, 1, rq->nwatch);
-				d->all = 1;
-				return;
-			}
-			if (sp == (ts[t].sp & ~7ull))
-				unw = rq->watch_throw_sites && unwinding(rq, ts[t].pc, ss->scratch, words);
-			/* The top words count as unwinding whatever the PC: a
-			 * thread in a PLT entry of __cxa_throw & co. has the throw
-			 * site there (under the two words lazy binding pushes). */
-			int top = sp == (ts[t].sp & ~7ull);
-			for (size_t w = 0; w < words; w++) {
-				mark(rq, ss->scratch[w], 1, unw || (top && w < THROW_SITE_TOP_WORDS));
-				inject_defer_mark(d, ss->scratch[w]);
-			}
-			if (words < INJECT_STACK_WORDS)
-				break;
+		struct other_stack other[MAX_OTHER_STACKS];
+		size_t nother = 0;
+		if (watch_stack(rq, ss, d, ts[t].pc, ts[t].sp, other, &nother)) {
+			memset(rq->watch_busy, 1, rq->nwatch);
+			d->all = 1;
+			return;
+		}
+		/* A handler on sigaltstack: the stack it interrupted, from
+		 * where it was (one level: a frame there is looked at, its
+		 * own other stack is not followed). */
+		for (size_t k = 0; k < nother; k++) {
+			/* Unreadable: no stack, so no frame either (a stale
+			 * word that looked like the trampoline). */
+			mark(rq, other[k].pc, 0, 0);
+			inject_defer_mark(d, other[k].pc);
+			watch_stack(rq, ss, d, other[k].pc, other[k].sp, NULL, NULL);
 		}
 	}
 }

@@ -58,6 +58,13 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 int proc_unwinder_ranges(pid_t pid, int (*is_entry)(const char *name), uint64_t (**out)[2],
 			 size_t *nout);
 
+/* x86-64: the addresses of process `pid`'s sigreturn trampolines (glibc's
+ * __restore_rt, found by its bytes in libc's code, read through `memfd`):
+ * the return address of every signal handler, at the bottom of its signal
+ * frame. *out is malloc'ed (NULL, 0 elsewhere or when none is found). 0 or
+ * OCOLOS_ENOMEM. */
+int proc_sigreturn_trampolines(pid_t pid, int memfd, uint64_t **out, size_t *nout);
+
 /* The exported library function of `pid` containing `addr`, as
  * "name+0xoff" in name[len]; 0, or -1 (name "") when none does. For
  * messages: a call that does not return says where it waits. */

@@ -207,6 +207,58 @@ int proc_unwinder_ranges(pid_t pid, int (*is_entry)(const char *name), uint64_t 
 	return 0;
 }
 
+/* ---- signal frames (for retirement: inject/switch.c) ---- */
+
+int proc_sigreturn_trampolines(pid_t pid, int memfd, uint64_t **out, size_t *nout)
+{
+	*out = NULL;
+	*nout = 0;
+#if defined(__x86_64__)
+	/* glibc's __restore_rt: mov $__NR_rt_sigreturn, %rax; syscall. It is
+	 * not exported; its bytes are unique in libc's code. */
+	static const uint8_t pat[] = { 0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05 };
+	struct procmaps m = { 0 };
+	struct core_err ignore = { 0 };
+	if (core_procmaps_read(pid, &m, &ignore))
+		return 0;
+	size_t cap = 0, chunk = 1u << 20;
+	uint8_t *buf = malloc(chunk + sizeof(pat));
+	int rc = buf ? 0 : OCOLOS_ENOMEM;
+	for (size_t i = 0; i < m.n && !rc; i++) {
+		const struct procmaps_entry *e = &m.v[i];
+		const char *base = strrchr(e->path, '/');
+		if (!base || e->perms[2] != 'x' ||
+		    (strncmp(base + 1, "libc.so", 7) && strncmp(base + 1, "libc-", 5)))
+			continue;
+		for (uint64_t at = e->start; at < e->end && !rc; at += chunk) {
+			size_t len = e->end - at < chunk + sizeof(pat) ? (size_t)(e->end - at)
+								 : chunk + sizeof(pat);
+			if (proc_mem_read(memfd, at, buf, len))
+				break;
+			for (size_t k = 0; k + sizeof(pat) <= len && k < chunk; k++) {
+				if (buf[k] != pat[0] || memcmp(buf + k, pat, sizeof(pat)))
+					continue;
+				if (core_grow((void **)out, &cap, *nout, sizeof(**out)))
+					rc = OCOLOS_ENOMEM;
+				else
+					(*out)[(*nout)++] = at + k;
+			}
+		}
+	}
+	free(buf);
+	core_procmaps_free(&m);
+	if (rc) {
+		free(*out);
+		*out = NULL;
+		*nout = 0;
+	}
+	return rc;
+#else
+	(void)pid, (void)memfd;
+	return 0;
+#endif
+}
+
 /* Is w in one of the ranges: [lo, hi) for a PC; (lo, hi] for a return
  * address (never a function's first byte, possibly one past its last: a
  * call that ends it), so that a stored pointer to free() is not one. */

@@ -190,7 +190,7 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 	}
 
 	uint64_t deadline = core_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	uint64_t done = 0;
+	uint64_t done = 0, left_pc = 0;
 	long nap = 10000;
 	for (;;) {
 		if (proc_mem_read(memfd, base + PTRACE_FR_DONE, &done, sizeof(done))) {
@@ -232,16 +232,10 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 		 * that is only slow (a lock another running thread holds for a
 		 * while) completes; its result is unknown to us. */
 		struct ptrace_arch_saved *now = ptrace_arch_save(tid);
-		uint64_t pc = now ? ptrace_arch_pc(now) : 0;
-		char where[160];
-		proc_symbol_at(pt->pid, pc, where, sizeof(where));
-		rc = core_errf(err, OCOLOS_ETIMEDOUT,
-			       "a call injected into thread %d did not return within %u ms (now at "
-			       "0x%llx %s; a lock it needs is held?); it is left to finish by itself "
-			       "and its result is unknown", (int)tid, timeout_ms,
-			       (unsigned long long)pc, where);
+		left_pc = now ? ptrace_arch_pc(now) : 0;
 		ptrace_arch_saved_free(now);
 		pt->left = (struct proc_call_left){ tid, base, token };
+		rc = OCOLOS_ETIMEDOUT; /* the message once the thread runs again */
 	} else {
 		/* A system call not done within the time limit. Put the thread
 		 * back where it was, as the stub would have, so that it runs on;
@@ -261,6 +255,17 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 	}
 	proc_ptrace_resume(one, NULL);
 	ptrace_arch_saved_free(saved);
+	if (pt->left.tid == tid && pt->left.token == token) {
+		/* Named after the thread is let go: reading the libraries'
+		 * symbols takes a while, and it may hold a lock others wait for. */
+		char where[160];
+		proc_symbol_at(pt->pid, left_pc, where, sizeof(where));
+		rc = core_errf(err, OCOLOS_ETIMEDOUT,
+			       "a call injected into thread %d did not return within %u ms (now at "
+			       "0x%llx %s; a lock it needs is held?); it is left to finish by itself "
+			       "and its result is unknown", (int)tid, timeout_ms,
+			       (unsigned long long)left_pc, where);
+	}
 	return rc;
 }
 

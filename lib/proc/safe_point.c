@@ -315,6 +315,10 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 		Elf *elf = fd >= 0 ? elf_begin(fd, ELF_C_READ_MMAP, NULL) : NULL;
 		Elf_Scn *scn = NULL;
 		GElf_Shdr sh;
+		GElf_Ehdr eh;
+		/* A DSO (or PIE): its first PT_LOAD at 0, so at the mapping's
+		 * start; a non-PIE executable's symbols are absolute. */
+		uint64_t bias = elf && gelf_getehdr(elf, &eh) && eh.e_type == ET_EXEC ? 0 : e->start;
 		while (elf && !rc && (scn = elf_nextscn(elf, scn))) {
 			if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_DYNSYM || !sh.sh_entsize)
 				continue;
@@ -324,8 +328,7 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 				const char *name;
 				if (gelf_getsym(d, (int)k, &sym) && sym.st_value &&
 				    (name = elf_strptr(elf, sh.sh_link, sym.st_name)))
-					/* A DSO: its first PT_LOAD at 0. */
-					rc = fn(user, name, e->start + sym.st_value, sym.st_size,
+					rc = fn(user, name, bias + sym.st_value, sym.st_size,
 						GELF_ST_TYPE(sym.st_info));
 			}
 		}

@@ -34,7 +34,7 @@
 # Exit 0 when all hold, 1 otherwise. The rounds reached are reported even
 # when the run is cut short (SIGINT: the agent is stopped, the rest runs).
 # This is a benchmark run by hand (an hour or so for 1000 rounds on
-# 2 cores), not a test: the CI version is ctest's soak label.
+# 2 cores); ctest runs 50 rounds of it (soak.continuous_pid).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

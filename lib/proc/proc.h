@@ -46,6 +46,8 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 		     int (*fn)(void *user, const char *name, uint64_t start, uint64_t size, int type),
 		     void *user);
 
+/* ---- what retirement needs of a target's code (retire_code.c) ---- */
+
 /* The code of process `pid`'s unwinder, as ranges [lo, hi): the
  * executable mappings of libgcc_s (or LLVM's libunwind) and of the dynamic
  * linker (lazy binding of __cxa_throw@plt), and the functions of the C++
@@ -64,6 +66,8 @@ int proc_unwinder_ranges(pid_t pid, int (*is_entry)(const char *name), uint64_t 
  * frame. *out is malloc'ed (NULL, 0 elsewhere or when none is found). 0 or
  * OCOLOS_ENOMEM. */
 int proc_sigreturn_trampolines(pid_t pid, int memfd, uint64_t **out, size_t *nout);
+
+/* ---- (safe_point.c) ---- */
 
 /* The exported library function of `pid` containing `addr`, as
  * "name+0xoff" in name[len]; 0, or -1 (name "") when none does. For

@@ -35,6 +35,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <thread>
 
 #include "common.h"
@@ -143,16 +145,28 @@ bool version_range(unsigned gen, uint64_t *lo, uint64_t *hi)
 	return found;
 }
 
+// The library's messages of the current round, for what it says keeps C1.
+std::mutex log_mu;
+std::string round_log;
+
 void log_line(enum ocolos_log_level level, const char *msg, void *user)
 {
 	(void)user;
-	if (level <= OCOLOS_LOG_INFO)
-		fprintf(stderr, "  ocolos: %s\n", msg);
+	if (level > OCOLOS_LOG_INFO)
+		return;
+	fprintf(stderr, "  ocolos: %s\n", msg);
+	std::lock_guard<std::mutex> g(log_mu);
+	round_log += msg;
+	round_log += '\n';
 }
 
 int round_of(unsigned k, ocolos_stats *st)
 {
 	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = kProfileMs, .log_fn = log_line);
+	{
+		std::lock_guard<std::mutex> g(log_mu);
+		round_log.clear();
+	}
 	int rc = ocolos_optimize_self(&o, st);
 	fprintf(stderr, "round %u: rc %d gen %u mapped %u retired %u moved %u%s%s\n", k, rc,
 		st->generation, st->versions_mapped, st->versions_retired, st->functions_moved,
@@ -255,6 +269,19 @@ int main(int argc, char **argv)
 		round_of(3, &st);
 		check(version_range(c1, &lo, &hi), "C%u was retired while a thread was unwinding "
 		      "through it", c1);
+		// What keeps it, as the log says: T's throw site (the first word
+		// of C1 on its stack, found above from inside the unwinder).
+		char want[128];
+		snprintf(want, sizeof(want), "holds 0x%llx", (unsigned long long)t_seen.load());
+		std::lock_guard<std::mutex> g(log_mu);
+		size_t at = round_log.find("C" + std::to_string(c1) + " stays mapped: the stack of "
+					   "stopped thread #");
+		size_t eol = at == std::string::npos ? at : round_log.find('\n', at);
+		std::string line = at == std::string::npos ? "" : round_log.substr(at, eol - at);
+		check(line.find(want) != std::string::npos &&
+		      line.find("a throw site, the thread unwinding") != std::string::npos,
+		      "round 3's log does not name T's throw site (%s) as what keeps C%u: \"%s\"",
+		      want, c1, line.c_str());
 	}
 	t_hold.store(false);
 	while (t_state.load() != 2)

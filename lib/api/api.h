@@ -58,6 +58,7 @@ struct api_version {
 	uint64_t unwind;		/* unwinder registration, or 0 */
 	struct elf_bat *bat;		/* its addresses back to C0's */
 	struct inject_version_entries entries; /* its copies' entries */
+	struct inject_pin pin;		/* what kept it mapped at the last look */
 };
 
 /* What the rounds left in a target process. */

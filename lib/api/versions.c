@@ -23,12 +23,14 @@
  * Until all four hold, C_k stays mapped, is reported, and is checked again
  * at the next round or ocolos_retire().
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "api/api.h"
 #include "api/debuginfo.h"
+#include "core/procmaps.h"
 #include "core/util.h"
 #include "proc/proc.h"
 
@@ -152,9 +154,11 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 		return rc;
 	uint64_t (*watch)[2] = calloc(2 * st->nv + 1, sizeof(*watch));
 	uint8_t *busy = calloc(2 * st->nv + 1, 1);
-	if (!watch || !busy) {
+	struct inject_pin *pins = calloc(2 * st->nv + 1, sizeof(*pins));
+	if (!watch || !busy || !pins) {
 		free(watch);
 		free(busy);
+		free(pins);
 		inject_plan_free(&plan);
 		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 	}
@@ -187,7 +191,7 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	}
 	int have_sites = sites && nsites && throws && nthrows;
 	struct inject_switch_request rq = { .plan = &plan, .forward = 1, .watch = (const uint64_t (*)[2])watch,
-		.nwatch = quiet ? nwatch : 0, .watch_busy = busy, .sps = st->sps,
+		.nwatch = quiet ? nwatch : 0, .watch_busy = busy, .watch_pins = pins, .sps = st->sps,
 		.sps_cap = sizeof(st->sps) / sizeof(st->sps[0]), .nsps = &st->nsps,
 		.watch_sites = have_sites ? sites : NULL, .watch_nsites = nsites,
 		.watch_throw_sites = have_sites ? throws : NULL, .watch_nthrow_sites = nthrows,
@@ -207,13 +211,17 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 		for (size_t i = 0, w = 0; i < st->nv; i++) {
 			size_t nr = version_ranges(&st->v[i], watch + w);
 			quiet[i] = !rc;
-			for (size_t k = 0; k < nr; k++)
+			for (size_t k = 0; k < nr; k++) {
+				if (!rc && busy[w + k] && quiet[i])
+					st->v[i].pin = pins[w + k];
 				quiet[i] &= !busy[w + k];
+			}
 			w += nr;
 		}
 	st->pointer_guard = res->pointer_guard ? res->pointer_guard : st->pointer_guard;
 	core_free_clear(watch, (2 * st->nv + 1) * sizeof(*watch));
 	free(busy);
+	core_free_clear(pins, (2 * st->nv + 1) * sizeof(*pins));
 	free(sites);
 	free(nsites);
 	free(throws);
@@ -275,6 +283,81 @@ static void own_bookkeeping(struct ocolos_ctx *ctx, struct skips *sk, const void
 		skip(sk, (const void *)(uintptr_t)(sp - 4096), ctx->entry_frame - sp + 4096);
 }
 
+/* " (FUNC+0xOFF)" for an address in version `v` (its fragments name the
+ * function each came from), or "" when not known. A return or throw site
+ * (`after_call`) is looked up by the call before it: a call to a function
+ * that does not return may end its fragment. */
+static void name_in_version(const struct ocolos_ctx *ctx, const struct api_version *v, uint64_t a,
+			    int after_call, char *buf, size_t len)
+{
+	const struct inject_version_entries *e = &v->entries;
+	uint64_t key = a - (after_call ? 1 : 0);
+	buf[0] = 0;
+	size_t lo = 0, hi = e->nfrags;
+	while (lo < hi) { /* the last fragment starting at or before key */
+		size_t mid = (lo + hi) / 2;
+		if (e->frags[mid].lo <= key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (!lo || key >= e->frags[lo - 1].hi || !ctx->bin || e->frags[lo - 1].func >= ctx->bin->nfuncs)
+		return;
+	const struct inject_frag_range *f = &e->frags[lo - 1];
+	snprintf(buf, len, " (%s%s+0x%llx)", ctx->bin->funcs[f->func].name,
+		 e->at && f->lo == e->at[f->func] ? "" : " fragment",
+		 (unsigned long long)(a - f->lo));
+}
+
+/* Why version `v` stays mapped, as the last look found it (v->pin): an
+ * operator's answer to "what holds C3?" (and ours, for the soak). */
+static void log_pin(struct ocolos_ctx *ctx, const struct api_version *v)
+{
+	const struct inject_pin *p = &v->pin;
+	char fn[160], what[256] = "";
+	name_in_version(ctx, v, p->value, p->kind == INJECT_PIN_STACK || p->kind == INJECT_PIN_MEMORY,
+			fn, sizeof(fn));
+	unsigned long long val = (unsigned long long)p->value, off = (unsigned long long)(p->where - p->sp);
+	switch (p->kind) {
+	case INJECT_PIN_PC:
+		snprintf(what, sizeof(what), "stopped thread #%u runs in it, at 0x%llx%s", p->thread, val, fn);
+		break;
+	case INJECT_PIN_REG:
+		snprintf(what, sizeof(what), "register %u of stopped thread #%u holds 0x%llx%s", p->reg,
+			 p->thread, val, fn);
+		break;
+	case INJECT_PIN_STACK:
+		snprintf(what, sizeof(what), "the stack of stopped thread #%u holds 0x%llx%s at sp+0x%llx, "
+			 "a %s", p->thread, val, fn, off,
+			 p->throw_site ? "throw site, the thread unwinding" : "return site");
+		break;
+	case INJECT_PIN_SIGFRAME:
+		snprintf(what, sizeof(what), "a signal frame of stopped thread #%u (at sp+0x%llx) restores "
+			 "0x%llx%s", p->thread, off, val, fn);
+		break;
+	case INJECT_PIN_UNKNOWN:
+		snprintf(what, sizeof(what), "stopped thread #%u's stack (sp 0x%llx) could not be followed",
+			 p->thread, (unsigned long long)p->sp);
+		break;
+	case INJECT_PIN_MEMORY: {
+		struct procmaps m = { 0 };
+		struct core_err e = { 0 };
+		const char *in = "no longer mapped";
+		if (!core_procmaps_read(ctx->pid, &m, &e))
+			for (size_t i = 0; i < m.n; i++)
+				if (p->where >= m.v[i].start && p->where < m.v[i].end)
+					in = m.v[i].path[0] ? m.v[i].path : "an anonymous mapping";
+		snprintf(what, sizeof(what), "the word at 0x%llx (%s) of process %d's memory holds "
+			 "0x%llx%s", (unsigned long long)p->where, in, (int)ctx->pid, val, fn);
+		core_procmaps_free(&m);
+		break;
+	}
+	default:
+		snprintf(what, sizeof(what), "a thread may still run in it");
+	}
+	core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u stays mapped: %s", v->gen, what);
+}
+
 int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_newest,
 	       uint32_t *retired)
 {
@@ -283,8 +366,9 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 	size_t n = st->nv;
 	uint8_t *quiet = calloc(n + 1, 1), *found = calloc(2 * n + 1, 1);
 	uint64_t (*ranges)[2] = calloc(2 * n + 1, sizeof(*ranges));
+	struct inject_pin *pins = calloc(2 * n + 1, sizeof(*pins));
 	int rc = 0;
-	if (!quiet || !found || !ranges) {
+	if (!quiet || !found || !ranges || !pins) {
 		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -345,7 +429,8 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 		st->sps[st->nsps++] = (uint64_t)(uintptr_t)__builtin_frame_address(0);
 	struct inject_scan_opts so = { .guard = st->pointer_guard, .sps = st->sps, .nsps = st->nsps,
 		.skip = (const uint64_t (*)[2])sk.v, .nskip = sk.n,
-		.sites = sites && nsites ? sites : NULL, .nsites = nsites, .skip_malloc = ctx->self };
+		.sites = sites && nsites ? sites : NULL, .nsites = nsites, .skip_malloc = ctx->self,
+		.pins = pins };
 	rc = inject_scan_memory(&ctx->target, (const uint64_t (*)[2])ranges, nr, &so, found,
 				&scanned, &ctx->err);
 	free(sk.v);
@@ -360,11 +445,10 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 			continue;
 		size_t k = version_ranges(&st->v[i], ranges + w);
 		for (size_t j = 0; j < k; j++)
-			if (found[w + j]) {
+			if (found[w + j] && quiet[i]) {
 				quiet[i] = 0;
-				core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u stays mapped: a word of "
-					  "process %d's memory still points into it", st->v[i].gen,
-					  (int)ctx->pid);
+				st->v[i].pin = pins[w + j];
+				log_pin(ctx, &st->v[i]);
 			}
 		w += k;
 	}
@@ -383,9 +467,8 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 	/* Each one noted in the state record before it goes (persist.c). */
 	for (size_t i = 0; i < st->nv;) {
 		if (!retirable(st, i, keep_newest) || !quiet[i]) {
-			if (retirable(st, i, keep_newest))
-				core_logf(&ctx->log, OCOLOS_LOG_INFO, "C%u stays mapped: a thread may "
-					  "still run in it", st->v[i].gen);
+			if (retirable(st, i, keep_newest) && st->v[i].pin.kind != INJECT_PIN_MEMORY)
+				log_pin(ctx, &st->v[i]);
 			i++;
 			continue;
 		}
@@ -430,6 +513,7 @@ out:
 	free(quiet);
 	free(found);
 	core_free_clear(ranges, (2 * n + 1) * sizeof(*ranges));
+	core_free_clear(pins, (2 * n + 1) * sizeof(*pins));
 	return rc;
 }
 

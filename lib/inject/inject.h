@@ -481,6 +481,28 @@ size_t inject_stack_words(void *ctx, uint64_t sp, uint64_t *words, size_t max);
  * x86-64 pointer guard; 0: no demangling). The part of a mapping below one
  * of the stack pointers `sps` (less the 128-byte red zone), dead stack at
  * the last stop, is skipped. *scanned gets the bytes read. */
+/* What keeps a watched range (an old version) busy: the first thing the
+ * stop or the memory scan found in it, for the log (api/versions.c says
+ * which version stays mapped and why). */
+enum inject_pin_kind {
+	INJECT_PIN_NONE,
+	INJECT_PIN_PC,		/* a stopped thread's PC */
+	INJECT_PIN_REG,		/* one of its registers (reg: which) */
+	INJECT_PIN_STACK,	/* a word of its stack at `where` */
+	INJECT_PIN_SIGFRAME,	/* a register or PC a signal frame at `where` restores */
+	INJECT_PIN_UNKNOWN,	/* a stack it could not read, or signal frames
+				   nested past what is followed: every range */
+	INJECT_PIN_MEMORY,	/* a word of memory at `where` (the scan) */
+};
+struct inject_pin {
+	uint8_t kind;		/* enum inject_pin_kind */
+	uint8_t throw_site;	/* the word is a throw site (a thread unwinding) */
+	uint16_t reg;
+	uint32_t thread;	/* index of the stopped thread */
+	uint64_t sp;		/* its stack pointer (the context's, for a frame) */
+	uint64_t where, value;
+};
+
 struct inject_scan_opts {
 	uint64_t guard;			/* see above */
 	const uint64_t *sps;		/* stack pointers at the last stop */
@@ -499,6 +521,8 @@ struct inject_scan_opts {
 	 * word must equal to count (return sites); else any in the range. */
 	const uint64_t *const *sites;
 	const size_t *nsites;
+	/* Optional, per range: where the first word found in it is. */
+	struct inject_pin *pins;
 	/* Tests: 0 reads only the pages that hold data, listed by the best
 	 * means the kernel has; 1 forces the per-page pagemap entries that
 	 * kernels before 6.7 give. */
@@ -523,6 +547,7 @@ struct inject_switch_request {
 	const uint64_t (*watch)[2];
 	size_t nwatch;
 	uint8_t *watch_busy;
+	struct inject_pin *watch_pins;	/* optional, per range: why busy */
 	/* Per watched range (may be NULL, or an entry NULL): the addresses a
 	 * stack word must equal to count (return sites, see inject_scan_opts);
 	 * PCs and registers count anywhere in the range. */

@@ -50,12 +50,16 @@
 #define CHUNK (1u << 20)
 
 static void check(const uint64_t (*ranges)[2], size_t n, const struct inject_scan_opts *so,
-		  uint64_t w, uint8_t *found)
+		  uint64_t w, uint64_t at, uint8_t *found)
 {
 	for (size_t i = 0; i < n; i++)
 		if (w >= ranges[i][0] && w < ranges[i][1] &&
-		    (!so->sites || !so->sites[i] || core_sorted_has(so->sites[i], so->nsites[i], w)))
+		    (!so->sites || !so->sites[i] || core_sorted_has(so->sites[i], so->nsites[i], w))) {
+			if (so->pins && !found[i])
+				so->pins[i] = (struct inject_pin){ .kind = INJECT_PIN_MEMORY,
+								   .where = at, .value = w };
 			found[i] = 1;
+		}
 }
 
 /* glibc's PTR_DEMANGLE on x86-64: rotate right by 0x11, then xor. */
@@ -188,9 +192,9 @@ static void scan_piece(struct proc_target *t, uint64_t from, uint64_t to, uint64
 			int hit = (v >= lo && v < hi) || (d >= lo && d < hi);
 			if (!hit || (so->nskip && skipped(so, a + 8 * w)))
 				continue;
-			check(ranges, n, so, v, found);
+			check(ranges, n, so, v, a + 8 * w, found);
 			if (guard)
-				check(ranges, n, so, d, found);
+				check(ranges, n, so, d, a + 8 * w, found);
 		}
 	}
 }
@@ -202,6 +206,8 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 	const uint64_t *sps = so->sps;
 	size_t nsps = so->nsps;
 	memset(found, 0, n);
+	if (so->pins)
+		memset(so->pins, 0, n * sizeof(*so->pins));
 	*scanned = 0;
 	if (!n)
 		return 0;

@@ -25,21 +25,47 @@
 #include "core/util.h"
 #include "inject/inject.h"
 
+/* Where a word being looked at comes from (inject_pin). */
+struct pin_src {
+	uint8_t kind;
+	uint16_t reg;
+	uint32_t thread;
+	uint64_t sp, where;
+};
+
 /* `w` lies in a watched range: a PC or a register anywhere in it; a stack
  * word on a return site if they are known, or on a throw site if its
  * thread is inside the unwinder. */
 static void mark(const struct inject_switch_request *rq, uint64_t w, int stack_word,
-		 int unwinding)
+		 int unwinding, struct pin_src src)
 {
 	for (size_t i = 0; i < rq->nwatch; i++) {
 		if (w < rq->watch[i][0] || w >= rq->watch[i][1])
 			continue;
-		if (!stack_word || !rq->watch_sites || !rq->watch_sites[i] ||
-		    core_sorted_has(rq->watch_sites[i], rq->watch_nsites[i], w) ||
-		    (unwinding && rq->watch_throw_sites && rq->watch_throw_sites[i] &&
-		     core_sorted_has(rq->watch_throw_sites[i], rq->watch_nthrow_sites[i], w)))
-			rq->watch_busy[i] = 1;
+		int ret = !stack_word || !rq->watch_sites || !rq->watch_sites[i] ||
+			  core_sorted_has(rq->watch_sites[i], rq->watch_nsites[i], w);
+		int thr = !ret && unwinding && rq->watch_throw_sites && rq->watch_throw_sites[i] &&
+			  core_sorted_has(rq->watch_throw_sites[i], rq->watch_nthrow_sites[i], w);
+		if (!ret && !thr)
+			continue;
+		if (rq->watch_pins && !rq->watch_busy[i])
+			rq->watch_pins[i] = (struct inject_pin){ .kind = src.kind, .throw_site = (uint8_t)thr,
+				.reg = src.reg, .thread = src.thread, .sp = src.sp, .where = src.where,
+				.value = w };
+		rq->watch_busy[i] = 1;
 	}
+}
+
+/* Every range busy: what a stop cannot see might be anywhere. */
+static void mark_all(const struct inject_switch_request *rq, struct inject_defer *d, uint32_t thread,
+		     uint64_t sp)
+{
+	for (size_t i = 0; rq->watch_pins && i < rq->nwatch; i++)
+		if (!rq->watch_busy[i])
+			rq->watch_pins[i] = (struct inject_pin){ .kind = INJECT_PIN_UNKNOWN,
+								 .thread = thread, .sp = sp };
+	memset(rq->watch_busy, 1, rq->nwatch);
+	d->all = 1;
 }
 
 static int in_unwinder(const struct inject_switch_request *rq, uint64_t w)
@@ -102,7 +128,7 @@ static int is_sigreturn(const struct inject_switch_request *rq, uint64_t w)
  * frames in it; contexts those frames resume on another stack go to
  * `other`. -1 if the stack cannot be read at all. */
 static int watch_stack(const struct inject_switch_request *rq, struct inject_stack_snapshot *ss,
-		       struct inject_defer *d, uint64_t pc, uint64_t sp0,
+		       struct inject_defer *d, uint32_t thread, uint64_t pc, uint64_t sp0,
 		       struct other_stack *other, size_t *nother)
 {
 	int unw = 0;
@@ -118,13 +144,15 @@ static int watch_stack(const struct inject_switch_request *rq, struct inject_sta
 			/* The top words count as unwinding whatever the PC: a
 			 * thread in a PLT entry of __cxa_throw & co. has the throw
 			 * site there (under the two words lazy binding pushes). */
-			mark(rq, v, 1, unw || (top && w < THROW_SITE_TOP_WORDS));
+			mark(rq, v, 1, unw || (top && w < THROW_SITE_TOP_WORDS),
+			     (struct pin_src){ INJECT_PIN_STACK, 0, thread, sp0, sp + 8 * w });
 			inject_defer_mark(d, v);
 			if (!rq->nsigreturn || !is_sigreturn(rq, v) || w + SIGFRAME_RIP >= words)
 				continue;
 			const uint64_t *g = &ss->scratch[w + SIGFRAME_GREGS];
 			for (size_t r = 0; r < SIGFRAME_NGREGS; r++) {
-				mark(rq, g[r], 0, 0);
+				mark(rq, g[r], 0, 0, (struct pin_src){ INJECT_PIN_SIGFRAME, (uint16_t)r,
+					thread, sp0, sp + 8 * w });
 				inject_defer_mark(d, g[r]);
 			}
 			uint64_t rsp = ss->scratch[w + SIGFRAME_RSP], rip = ss->scratch[w + SIGFRAME_RIP];
@@ -140,8 +168,7 @@ static int watch_stack(const struct inject_switch_request *rq, struct inject_sta
 				other[(*nother)++] = (struct other_stack){ rip, rsp };
 			} else {
 				/* Too many, or nested on another stack: the worst. */
-				memset(rq->watch_busy, 1, rq->nwatch);
-				d->all = 1;
+				mark_all(rq, d, thread, sp0);
 			}
 		}
 		if (words < INJECT_STACK_WORDS)
@@ -158,22 +185,24 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 			  size_t nts, struct inject_stack_snapshot *ss, struct inject_defer *d)
 {
 	memset(rq->watch_busy, 0, rq->nwatch);
+	if (rq->watch_pins)
+		memset(rq->watch_pins, 0, rq->nwatch * sizeof(*rq->watch_pins));
 	if (rq->nsps)
 		*rq->nsps = 0;
 	for (size_t t = 0; t < nts; t++) {
 		if (rq->sps && rq->nsps && *rq->nsps < rq->sps_cap)
 			rq->sps[(*rq->nsps)++] = ts[t].sp;
-		mark(rq, ts[t].pc, 0, 0);
+		mark(rq, ts[t].pc, 0, 0, (struct pin_src){ INJECT_PIN_PC, 0, (uint32_t)t, ts[t].sp, 0 });
 		inject_defer_mark(d, ts[t].pc);
 		for (uint32_t r = 0; r < ts[t].nregs; r++) {
-			mark(rq, ts[t].regs[r], 0, 0);
+			mark(rq, ts[t].regs[r], 0, 0,
+			     (struct pin_src){ INJECT_PIN_REG, (uint16_t)r, (uint32_t)t, ts[t].sp, 0 });
 			inject_defer_mark(d, ts[t].regs[r]);
 		}
 		struct other_stack other[MAX_OTHER_STACKS];
 		size_t nother = 0;
-		if (watch_stack(rq, ss, d, ts[t].pc, ts[t].sp, other, &nother)) {
-			memset(rq->watch_busy, 1, rq->nwatch);
-			d->all = 1;
+		if (watch_stack(rq, ss, d, (uint32_t)t, ts[t].pc, ts[t].sp, other, &nother)) {
+			mark_all(rq, d, (uint32_t)t, ts[t].sp);
 			return;
 		}
 		/* A handler on sigaltstack: the stack it interrupted, from
@@ -182,9 +211,10 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 		for (size_t k = 0; k < nother; k++) {
 			/* Unreadable: no stack, so no frame either (a stale
 			 * word that looked like the trampoline). */
-			mark(rq, other[k].pc, 0, 0);
+			mark(rq, other[k].pc, 0, 0, (struct pin_src){ INJECT_PIN_SIGFRAME,
+				SIGFRAME_NGREGS - 1, (uint32_t)t, other[k].sp, 0 });
 			inject_defer_mark(d, other[k].pc);
-			watch_stack(rq, ss, d, other[k].pc, other[k].sp, NULL, NULL);
+			watch_stack(rq, ss, d, (uint32_t)t, other[k].pc, other[k].sp, NULL, NULL);
 		}
 	}
 }

@@ -72,8 +72,8 @@ struct api_state {
 	struct inject_stubs stubs;	/* slot stubs */
 	uint32_t last_gen;		/* generation of the newest version made */
 	uint64_t pointer_guard;		/* glibc's, as read at the last stop (scan.c) */
-	uint64_t sps[1024];		/* the stopped threads' stack pointers then */
-	size_t nsps;
+	struct proc_live_thread threads[1024]; /* the threads stopped then */
+	size_t nthreads;
 	uint32_t versions_retired;
 	uint64_t bytes_retired;
 	/* Bumped by every change of the code in use, so a round prepared by

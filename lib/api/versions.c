@@ -191,8 +191,8 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 	}
 	int have_sites = sites && nsites && throws && nthrows;
 	struct inject_switch_request rq = { .plan = &plan, .forward = 1, .watch = (const uint64_t (*)[2])watch,
-		.nwatch = quiet ? nwatch : 0, .watch_busy = busy, .watch_pins = pins, .sps = st->sps,
-		.sps_cap = sizeof(st->sps) / sizeof(st->sps[0]), .nsps = &st->nsps,
+		.nwatch = quiet ? nwatch : 0, .watch_busy = busy, .watch_pins = pins, .threads = st->threads,
+		.threads_cap = sizeof(st->threads) / sizeof(st->threads[0]), .nthreads = &st->nthreads,
 		.watch_sites = have_sites ? sites : NULL, .watch_nsites = nsites,
 		.watch_throw_sites = have_sites ? throws : NULL, .watch_nthrow_sites = nthrows,
 		.unwinder = (const uint64_t (*)[2])unwinder, .nunwinder = nunwinder,
@@ -425,9 +425,10 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 	}
 	/* In this process the calling thread was not stopped: its stack below
 	 * here is dead too. */
-	if (ctx->self && st->nsps < sizeof(st->sps) / sizeof(st->sps[0]))
-		st->sps[st->nsps++] = (uint64_t)(uintptr_t)__builtin_frame_address(0);
-	struct inject_scan_opts so = { .guard = st->pointer_guard, .sps = st->sps, .nsps = st->nsps,
+	if (ctx->self && st->nthreads < sizeof(st->threads) / sizeof(st->threads[0]))
+		st->threads[st->nthreads++] = proc_self_thread((uint64_t)(uintptr_t)__builtin_frame_address(0));
+	struct inject_scan_opts so = { .guard = st->pointer_guard, .threads = st->threads,
+		.nthreads = st->nthreads,
 		.skip = (const uint64_t (*)[2])sk.v, .nskip = sk.n,
 		.sites = sites && nsites ? sites : NULL, .nsites = nsites, .skip_malloc = ctx->self,
 		.pins = pins };

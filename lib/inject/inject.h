@@ -479,8 +479,9 @@ size_t inject_stack_words(void *ctx, uint64_t sp, uint64_t *words, size_t max);
 /* Set found[i] when an aligned word of the target's writable memory points
  * into ranges[i] ([lo, hi)), or does once demangled with `guard` (glibc's
  * x86-64 pointer guard; 0: no demangling). The part of a mapping below one
- * of the stack pointers `sps` (less the 128-byte red zone), dead stack at
- * the last stop, is skipped. *scanned gets the bytes read. */
+ * of the threads' stack pointers (less the 128-byte red zone), dead stack
+ * at the last stop, is skipped, and so are stacks of threads that have
+ * exited (proc_dead_thread_stacks). *scanned gets the bytes read. */
 /* What keeps a watched range (an old version) busy: the first thing the
  * stop or the memory scan found in it, for the log (api/versions.c says
  * which version stays mapped and why). */
@@ -505,8 +506,11 @@ struct inject_pin {
 
 struct inject_scan_opts {
 	uint64_t guard;			/* see above */
-	const uint64_t *sps;		/* stack pointers at the last stop */
-	size_t nsps;
+	/* The threads at the last stop: their stacks' dead part, below the
+	 * stack pointer, is not read, nor are the stacks of threads that have
+	 * exited (proc_dead_thread_stacks learns them from these). */
+	const struct proc_live_thread *threads;
+	size_t nthreads;
 	const uint64_t (*skip)[2];	/* ranges not to read: the calling
 					   process's own bookkeeping, when it
 					   is the target */
@@ -570,11 +574,11 @@ struct inject_switch_request {
 	 * thread's (inject/switch.c). */
 	const uint64_t *sigreturn;
 	size_t nsigreturn;
-	/* Optional (with watch): where each stopped thread's stack pointer
-	 * was, for a memory scan after the stop to skip the dead part of
-	 * stacks below it (sps_cap entries; *nsps set). */
-	uint64_t *sps;
-	size_t sps_cap, *nsps;
+	/* Optional (with watch): each stopped thread's stack pointer, thread
+	 * pointer and tid, for a memory scan after the stop to skip the dead
+	 * part of stacks (threads_cap entries; *nthreads set). */
+	struct proc_live_thread *threads;
+	size_t threads_cap, *nthreads;
 	/* Optional (with watch): the versions whose entries the plan may
 	 * redirect; those no stopped thread can reach are left (inject_defer). */
 	const struct inject_version_entries *const *versions;

@@ -203,8 +203,8 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 		       const struct inject_scan_opts *so, uint8_t *found, uint64_t *scanned,
 		       struct core_err *err)
 {
-	const uint64_t *sps = so->sps;
-	size_t nsps = so->nsps;
+	const struct proc_live_thread *th = so->threads;
+	size_t nth = so->nthreads;
 	memset(found, 0, n);
 	if (so->pins)
 		memset(so->pins, 0, n * sizeof(*so->pins));
@@ -220,8 +220,11 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 		lo = ranges[i][0] < lo ? ranges[i][0] : lo;
 		hi = ranges[i][1] > hi ? ranges[i][1] : hi;
 	}
+	uint64_t (*dead)[2] = NULL;
+	size_t ndead = 0;
 	uint64_t *buf = malloc(CHUNK);
-	if (!buf) {
+	if (!buf || proc_dead_thread_stacks(t, &m, th, nth, &dead, &ndead)) {
+		free(buf);
 		core_procmaps_free(&m);
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
@@ -244,13 +247,20 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 		if (so->skip_malloc && (!strcmp(e->path, "[heap]") ||
 					(!e->path[0] && !(e->start & ((64ull << 20) - 1)))))
 			continue;
+		/* The stack of a thread that has exited, kept by glibc for
+		 * the next: nothing in it will run (thread_stacks.c). */
+		int is_dead = 0;
+		for (size_t d = 0; d < ndead && !is_dead; d++)
+			is_dead = dead[d][0] == e->start && dead[d][1] == e->end;
+		if (is_dead)
+			continue;
 		uint64_t from = e->start;
 		/* A stack: its live part only, the 128-byte red zone below the
 		 * stack pointer included; what lies below is dead by the ABI (a
 		 * signal frame pushed there since, stale locals). */
-		for (size_t k2 = 0; k2 < nsps; k2++)
-			if (sps[k2] >= e->start && sps[k2] < e->end && sps[k2] - 128 > from)
-				from = (sps[k2] - 128) & ~7ull;
+		for (size_t k2 = 0; k2 < nth; k2++)
+			if (th[k2].sp >= e->start && th[k2].sp < e->end && th[k2].sp - 128 > from)
+				from = (th[k2].sp - 128) & ~7ull;
 		pc.n = 0;
 		int prc = 1;
 		if (pmfd >= 0 && have_scan)
@@ -273,6 +283,7 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 				   scanned);
 	}
 	free(pc.v);
+	free(dead);
 	if (pmfd >= 0)
 		close(pmfd);
 	free(buf);

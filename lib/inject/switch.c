@@ -187,11 +187,12 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 	memset(rq->watch_busy, 0, rq->nwatch);
 	if (rq->watch_pins)
 		memset(rq->watch_pins, 0, rq->nwatch * sizeof(*rq->watch_pins));
-	if (rq->nsps)
-		*rq->nsps = 0;
+	if (rq->nthreads)
+		*rq->nthreads = 0;
 	for (size_t t = 0; t < nts; t++) {
-		if (rq->sps && rq->nsps && *rq->nsps < rq->sps_cap)
-			rq->sps[(*rq->nsps)++] = ts[t].sp;
+		if (rq->threads && rq->nthreads && *rq->nthreads < rq->threads_cap)
+			rq->threads[(*rq->nthreads)++] = (struct proc_live_thread){ ts[t].sp, ts[t].tp,
+										   ts[t].tid };
 		mark(rq, ts[t].pc, 0, 0, (struct pin_src){ INJECT_PIN_PC, 0, (uint32_t)t, ts[t].sp, 0 });
 		inject_defer_mark(d, ts[t].pc);
 		for (uint32_t r = 0; r < ts[t].nregs; r++) {

@@ -12,6 +12,8 @@
 #include "core/err.h"
 #include "proc/target.h"
 
+struct procmaps;
+
 /* ---- threads (threads.c) ---- */
 
 /* Call fn(user, tid) for every thread listed in /proc/PID/task, until fn
@@ -66,6 +68,19 @@ int proc_unwinder_ranges(pid_t pid, int (*is_entry)(const char *name), uint64_t 
  * frame. *out is malloc'ed (NULL, 0 elsewhere or when none is found). 0 or
  * OCOLOS_ENOMEM. */
 int proc_sigreturn_trampolines(pid_t pid, int memfd, uint64_t **out, size_t *nout);
+
+/* ---- (thread_stacks.c) ---- */
+
+/* The mappings of `t` (as `m` lists them) that are stacks of threads that
+ * have exited: glibc's cached stacks, whose descriptor says the thread is
+ * gone; learned from the live threads `live` (thread_stacks.c says how).
+ * No stopped thread's stack is among them. *out is malloc'ed (NULL, 0 when
+ * none, or elsewhere than x86-64). 0 or OCOLOS_ENOMEM. */
+int proc_dead_thread_stacks(struct proc_target *t, const struct procmaps *m,
+			    const struct proc_live_thread *live, size_t nlive,
+			    uint64_t (**out)[2], size_t *nout);
+/* The calling thread as a live one, its stack pointer `sp`. */
+struct proc_live_thread proc_self_thread(uint64_t sp);
 
 /* ---- (safe_point.c) ---- */
 

@@ -275,7 +275,8 @@ int ptrace_arch_state(pid_t tid, struct proc_thread_state *st)
 	struct user_regs_struct r;
 	if (ptrace(PTRACE_GETREGS, tid, 0, &r) != 0)
 		return -1;
-	*st = (struct proc_thread_state){ .pc = r.rip, .sp = r.rsp };
+	*st = (struct proc_thread_state){ .pc = r.rip, .sp = r.rsp, .tid = (uint32_t)tid,
+					  .tp = r.fs_base };
 	/* fs_base last: switch.c reads glibc's pointer guard through it. */
 	const uint64_t g[] = { r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9,
 			       r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.fs_base };

@@ -78,6 +78,9 @@ static void park_handler(int sig, siginfo_t *si, void *uc)
 			for (int r = 0; r < NGREG && r < 32; r++)
 				s->state[i].regs[r] = (uint64_t)ctx->uc_mcontext.gregs[r];
 			s->state[i].nregs = NGREG < 32 ? NGREG : 32;
+			uint64_t tp;
+			__asm__("mov %%fs:0, %0" : "=r"(tp));
+			s->state[i].tp = tp;
 #elif defined(__aarch64__)
 			s->state[i].pc = ctx->uc_mcontext.pc;
 			s->state[i].sp = ctx->uc_mcontext.sp;
@@ -85,6 +88,7 @@ static void park_handler(int sig, siginfo_t *si, void *uc)
 				s->state[i].regs[r] = ctx->uc_mcontext.regs[r];
 			s->state[i].nregs = 31;
 #endif
+			s->state[i].tid = (uint32_t)me;
 			atomic_store(&s->parked[i], 1); /* publishes the state too */
 		}
 	atomic_fetch_add(&s->arrivals, 1);

@@ -27,6 +27,14 @@ struct proc_thread_state {
 	uint64_t pc, sp;
 	uint64_t regs[32];
 	uint32_t nregs;
+	uint32_t tid;
+	uint64_t tp;		/* thread pointer (x86-64: fs base), 0 if not known */
+};
+
+/* What a memory scan after a stop needs of each thread stopped there. */
+struct proc_live_thread {
+	uint64_t sp, tp;
+	uint32_t tid;
 };
 
 /* A range of the target that the next stop will write, and what it holds. */

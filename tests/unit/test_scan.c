@@ -62,8 +62,9 @@ static __attribute__((noinline)) int scan(struct proc_target *t, struct book *b,
 	so.nsites = b->ns;
 	so.skip = (const uint64_t (*)[2])b->skip;
 	so.nskip = 1;
-	so.sps = &sp;
-	so.nsps = 1;
+	struct proc_live_thread me = { .sp = sp };
+	so.threads = &me;
+	so.nthreads = 1;
 	so.pagemap_entries = entries;
 	uint8_t found = 9;
 	struct core_err err = { 0 };

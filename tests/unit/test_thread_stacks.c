@@ -22,9 +22,9 @@
 #include "proc/target.h"
 
 #include "check.h"
+#include "pretend_version.h"
 
-/* A pretend version: [BASE, BASE + 4096), its return site at BASE + 16. */
-#define BASE 0x7e5700000000ull
+#define BASE PRETEND_BASE
 
 struct thread_info {
 	uint64_t lo, hi;		/* its stack mapping */
@@ -32,7 +32,7 @@ struct thread_info {
 	volatile int parked, go;
 };
 
-static uint64_t site_delta = 16;
+static uint64_t site_delta = 16; /* the pretend version's return site */
 
 static void stack_mapping(uint64_t a, uint64_t *lo, uint64_t *hi)
 {
@@ -100,58 +100,10 @@ static int is_dead(struct proc_target *t, const struct proc_live_thread *live, s
 	return found;
 }
 
-/* What names the pretend version (the range, the site list) lives in a
- * page the scan skips, and is handled only below `sp`, which it does not
- * read (as in test_scan.c). */
-struct book {
-	uint64_t ranges[1][2];
-	uint64_t site;
-	const uint64_t *sv[1];
-	size_t ns[1];
-	uint64_t skip[1][2];
-	struct proc_live_thread live[2];
-};
-
-static __attribute__((noinline)) int scan(struct proc_target *t, struct book *b,
-					  const struct proc_live_thread *live, int with_tp)
-{
-	b->ranges[0][0] = BASE;
-	b->ranges[0][1] = BASE + 4096;
-	b->site = BASE + site_delta;
-	b->sv[0] = &b->site;
-	b->ns[0] = 1;
-	b->skip[0][0] = (uint64_t)(uintptr_t)b;
-	b->skip[0][1] = (uint64_t)(uintptr_t)b + 4096;
-	for (int i = 0; i < 2; i++) {
-		b->live[i] = live[i];
-		if (!with_tp)
-			b->live[i].tp = 0;
-	}
-	struct inject_scan_opts so = { .guard = 0 };
-	so.sites = b->sv;
-	so.nsites = b->ns;
-	so.skip = (const uint64_t (*)[2])b->skip;
-	so.nskip = 1;
-	so.threads = b->live;
-	so.nthreads = 2;
-	uint8_t found = 9;
-	uint64_t scanned = 0;
-	struct core_err err = { 0 };
-	int rc = inject_scan_memory(t, (const uint64_t (*)[2])b->ranges, 1, &so, &found, &scanned,
-				    &err);
-	check(rc == 0, "scan: %s", err.msg);
-	memset(b, 0, sizeof(*b));
-	return found;
-}
-
 int main(void)
 {
-	struct core_log log = { 0 };
-	struct core_err err = { 0 };
 	struct proc_target t;
-	check(proc_target_open(&t, getpid(), &log, &err) == 0, "target: %s", err.msg);
-	struct book *b = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	check(b != MAP_FAILED, "mmap");
+	struct pretend *b = pretend_open(&t);
 
 	struct thread_info l = { 0 }, d = { 0 }, n = { 0 };
 	pthread_t hl, hd, hn;
@@ -170,9 +122,11 @@ int main(void)
 	expect(dead, "the exited thread's cached stack 0x%llx-0x%llx was not found dead",
 	       (unsigned long long)d.lo, (unsigned long long)d.hi);
 	expect(!is_dead(&t, live, 2, l.lo, l.hi), "the parked thread's stack counted as dead");
-	expect(scan(&t, b, live, 1) == 0, "the return site in the exited thread's stack was "
+	struct proc_live_thread no_tp[2] = { { live[0].sp, 0, live[0].tid },
+					     { live[1].sp, 0, live[1].tid } };
+	expect(pretend_scan(&t, b, 1, 0, live, 2, NULL) == 0, "the return site in the exited thread's stack was "
 	       "counted");
-	expect(scan(&t, b, live, 0) == 1, "without thread pointers the exited thread's stack "
+	expect(pretend_scan(&t, b, 1, 0, no_tp, 2, NULL) == 1, "without thread pointers the exited thread's stack "
 	       "was not scanned (or the word is not there)");
 
 	/* A thread started after the stop, on the cached stack. */

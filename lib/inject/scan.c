@@ -248,32 +248,33 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 					(!e->path[0] && !(e->start & ((64ull << 20) - 1)))))
 			continue;
 		/* The stack of a thread that has exited, kept by glibc for
-		 * the next: nothing in it will run (thread_stacks.c). */
-		int is_dead = 0;
-		for (size_t d = 0; d < ndead && !is_dead; d++)
-			is_dead = dead[d][0] == e->start && dead[d][1] == e->end;
-		if (is_dead)
+		 * the next, at the end of the mapping: nothing in it will run
+		 * (thread_stacks.c). */
+		uint64_t from = e->start, to = e->end;
+		for (size_t d = 0; d < ndead; d++)
+			if (dead[d][1] == e->end && dead[d][0] >= e->start && dead[d][0] < to)
+				to = dead[d][0];
+		if (to == from)
 			continue;
-		uint64_t from = e->start;
 		/* A stack: its live part only, the 128-byte red zone below the
 		 * stack pointer included; what lies below is dead by the ABI (a
 		 * signal frame pushed there since, stale locals). */
 		for (size_t k2 = 0; k2 < nth; k2++)
-			if (th[k2].sp >= e->start && th[k2].sp < e->end && th[k2].sp - 128 > from)
+			if (th[k2].sp >= e->start && th[k2].sp < to && th[k2].sp - 128 > from)
 				from = (th[k2].sp - 128) & ~7ull;
 		pc.n = 0;
 		int prc = 1;
 		if (pmfd >= 0 && have_scan)
-			prc = pieces_scan(pmfd, from, e->end, &pc);
+			prc = pieces_scan(pmfd, from, to, &pc);
 		if (prc == 1) {
 			have_scan = 0;
-			prc = pmfd >= 0 && e->end - from > READ_WHOLE_MAX
-				      ? pieces_pagemap(pmfd, from, e->end, &pc)
+			prc = pmfd >= 0 && to - from > READ_WHOLE_MAX
+				      ? pieces_pagemap(pmfd, from, to, &pc)
 				      : -1;
 		}
 		if (prc) { /* read it all */
 			pc.n = 0;
-			if (piece_add(&pc, from, e->end)) {
+			if (piece_add(&pc, from, to)) {
 				rc = core_errf(err, OCOLOS_ENOMEM, "out of memory");
 				break;
 			}

@@ -1,16 +1,24 @@
 /*
  * The stacks of exited threads (proc/thread_stacks.c): glibc keeps them
  * for its next threads with the dead thread's words in them, and the
- * retirement scan must not take those for references. Here a thread
- * leaves a pretend version's return site in its stack and exits; its
- * cached stack is found dead and the scan does not count the word, while
- * a scan that cannot learn glibc's layout (no thread pointers) still
- * does. A thread created on that stack afterwards — after the "stop", so
- * not among the live threads given — makes it live again (its tid is set).
- * x86-64 only (elsewhere no stack is dead, which is checked too).
+ * retirement scan must not take those for references — but nothing else.
+ *  1. A thread leaves a pretend version's return site in its stack and
+ *     exits: its cached stack is dead and the scan does not count the word;
+ *     a scan that cannot learn glibc's layout (no thread pointers) does. A
+ *     thread created on that stack afterwards — after the "stop", so not
+ *     among the live threads given — makes it live again (its tid is set).
+ *  2. A dead stack (guard size 0) sharing its mapping with the program's
+ *     memory right below it (a coroutine stack holding the return site):
+ *     only the stack block is dead, the word is found.
+ *  3. A thread ran on the program's own memory (pthread_attr_setstack) and
+ *     was joined: the memory is the program's again — never dead.
+ * The layout is learned from two parked threads. x86-64 only (elsewhere
+ * no stack is dead, which is checked too).
  */
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -78,8 +86,9 @@ static void *parked(void *arg)
 	return NULL;
 }
 
-static int is_dead(struct proc_target *t, const struct proc_live_thread *live, size_t n,
-		   uint64_t lo, uint64_t hi)
+/* The dead range holding address `a`, in *lo, *hi (0, 0 if none). */
+static void dead_at(struct proc_target *t, const struct proc_live_thread *live, size_t n,
+		    uint64_t a, uint64_t *lo, uint64_t *hi)
 {
 	struct procmaps m = { 0 };
 	struct core_err err = { 0 };
@@ -87,9 +96,12 @@ static int is_dead(struct proc_target *t, const struct proc_live_thread *live, s
 	uint64_t (*dead)[2] = NULL;
 	size_t nd = 0;
 	check(proc_dead_thread_stacks(t, &m, live, n, &dead, &nd) == 0, "out of memory");
-	int found = 0;
+	*lo = *hi = 0;
 	for (size_t i = 0; i < nd; i++) {
-		found |= dead[i][0] == lo && dead[i][1] == hi;
+		if (a >= dead[i][0] && a < dead[i][1]) {
+			*lo = dead[i][0];
+			*hi = dead[i][1];
+		}
 		for (size_t k = 0; k < n; k++)
 			expect(!(live[k].sp >= dead[i][0] && live[k].sp < dead[i][1]),
 			       "a live thread's stack 0x%llx-0x%llx counted as dead",
@@ -97,7 +109,21 @@ static int is_dead(struct proc_target *t, const struct proc_live_thread *live, s
 	}
 	free(dead);
 	core_procmaps_free(&m);
-	return found;
+}
+
+static int is_dead(struct proc_target *t, const struct proc_live_thread *live, size_t n,
+		   uint64_t a)
+{
+	uint64_t lo, hi;
+	dead_at(t, live, n, a, &lo, &hi);
+	return hi != 0;
+}
+
+static void *exiting(void *arg)
+{
+	struct thread_info *ti = arg;
+	stack_mapping((uint64_t)(uintptr_t)__builtin_frame_address(0), &ti->lo, &ti->hi);
+	return NULL;
 }
 
 int main(void)
@@ -105,45 +131,94 @@ int main(void)
 	struct proc_target t;
 	struct pretend *b = pretend_open(&t);
 
-	struct thread_info l = { 0 }, d = { 0 }, n = { 0 };
-	pthread_t hl, hd, hn;
-	check(pthread_create(&hl, NULL, parked, &l) == 0, "pthread_create");
-	while (!l.parked)
+	struct thread_info l1 = { 0 }, l2 = { 0 }, d = { 0 }, n = { 0 };
+	pthread_t h1, h2, hd, hn;
+	check(pthread_create(&h1, NULL, parked, &l1) == 0 &&
+		      pthread_create(&h2, NULL, parked, &l2) == 0, "pthread_create");
+	while (!l1.parked || !l2.parked)
 		usleep(1000);
 	check(pthread_create(&hd, NULL, dying, &d) == 0, "pthread_create");
 	check(pthread_join(hd, NULL) == 0, "pthread_join");
-	check(d.lo && l.lo && d.lo != l.lo, "the threads' stack mappings were not found");
+	check(d.lo && l1.lo && d.lo != l1.lo, "the threads' stack mappings were not found");
 
-	/* The "stop": this thread (below its frame) and the parked one. */
+	/* The "stop": this thread (below its frame) and the parked ones. */
 	uint64_t sp = (uint64_t)(uintptr_t)__builtin_frame_address(0) - 512;
-	struct proc_live_thread live[2] = { proc_self_thread(sp), l.live };
-	int dead = is_dead(&t, live, 2, d.lo, d.hi);
+	struct proc_live_thread live[3] = { proc_self_thread(sp), l1.live, l2.live };
+	int dead = is_dead(&t, live, 3, d.hi - 1);
 #if defined(__x86_64__)
+	/* 1 */
 	expect(dead, "the exited thread's cached stack 0x%llx-0x%llx was not found dead",
 	       (unsigned long long)d.lo, (unsigned long long)d.hi);
-	expect(!is_dead(&t, live, 2, l.lo, l.hi), "the parked thread's stack counted as dead");
-	struct proc_live_thread no_tp[2] = { { live[0].sp, 0, live[0].tid },
-					     { live[1].sp, 0, live[1].tid } };
-	expect(pretend_scan(&t, b, 1, 0, live, 2, NULL) == 0, "the return site in the exited thread's stack was "
-	       "counted");
-	expect(pretend_scan(&t, b, 1, 0, no_tp, 2, NULL) == 1, "without thread pointers the exited thread's stack "
-	       "was not scanned (or the word is not there)");
-
-	/* A thread started after the stop, on the cached stack. */
+	expect(!is_dead(&t, live, 3, l1.hi - 1), "a parked thread's stack counted as dead");
+	expect(!is_dead(&t, live, 2, l2.hi - 1), "a parked thread's stack counted as dead "
+	       "without being among the live threads given (its tid is set)");
+	struct proc_live_thread no_tp[3];
+	for (int i = 0; i < 3; i++)
+		no_tp[i] = (struct proc_live_thread){ live[i].sp, 0, live[i].tid };
+	expect(pretend_scan(&t, b, 1, 0, live, 3, NULL) == 0,
+	       "the return site in the exited thread's stack was counted");
+	expect(pretend_scan(&t, b, 1, 0, no_tp, 3, NULL) == 1, "without thread pointers the exited "
+	       "thread's stack was not scanned (or the word is not there)");
 	check(pthread_create(&hn, NULL, parked, &n) == 0, "pthread_create");
 	while (!n.parked)
 		usleep(1000);
 	expect(n.lo == d.lo, "glibc did not reuse the cached stack (0x%llx, new thread on 0x%llx)",
 	       (unsigned long long)d.lo, (unsigned long long)n.lo);
-	expect(!is_dead(&t, live, 2, d.lo, d.hi), "the stack of a thread started after the "
+	expect(!is_dead(&t, live, 3, d.hi - 1), "the stack of a thread started after the "
 	       "stop counted as dead");
 	n.go = 1;
 	pthread_join(hn, NULL);
+
+	/* 2: 1 MiB, so that no 8 MiB stack of the cache serves it (glibc
+	 * declines one more than 4 times too large). */
+	struct thread_info m = { 0 };
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setguardsize(&a, 0);
+	pthread_attr_setstacksize(&a, 1 << 20);
+	check(pthread_create(&hd, &a, exiting, &m) == 0, "pthread_create");
+	check(pthread_join(hd, NULL) == 0, "pthread_join");
+	pthread_attr_destroy(&a);
+	size_t xs = 1 << 16;
+	uint64_t *x = mmap((void *)(uintptr_t)(m.lo - xs), xs, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_FIXED_NOREPLACE, -1, 0);
+	check(x != MAP_FAILED, "mmap below the dead stack");
+	x[100] = BASE + site_delta;
+	uint64_t lo, hi, xlo, xhi;
+	stack_mapping((uint64_t)(uintptr_t)x, &xlo, &xhi);
+	dead_at(&t, live, 3, m.hi - 1, &lo, &hi);
+	fprintf(stderr, "2: stack 0x%llx-0x%llx, the memory below in 0x%llx-0x%llx, dead "
+		"0x%llx-0x%llx\n", (unsigned long long)m.lo, (unsigned long long)m.hi,
+		(unsigned long long)xlo, (unsigned long long)xhi, (unsigned long long)lo,
+		(unsigned long long)hi);
+	expect(hi == m.hi && lo >= (uint64_t)(uintptr_t)x + xs, "the dead range 0x%llx-0x%llx is "
+	       "not the stack block above 0x%llx", (unsigned long long)lo, (unsigned long long)hi,
+	       (unsigned long long)(uintptr_t)x + xs);
+	expect(pretend_scan(&t, b, 1, 0, live, 3, NULL) == 1, "the return site in memory sharing a "
+	       "mapping with a dead stack was missed");
+	munmap(x, xs);
+
+	/* 3 */
+	size_t us = 1 << 20;
+	uint64_t *u = mmap(NULL, us, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	check(u != MAP_FAILED, "mmap");
+	pthread_attr_init(&a);
+	pthread_attr_setstack(&a, u, us);
+	check(pthread_create(&hd, &a, exiting, &m) == 0, "pthread_create");
+	check(pthread_join(hd, NULL) == 0, "pthread_join");
+	pthread_attr_destroy(&a);
+	u[1000] = BASE + site_delta; /* the program's memory again */
+	expect(!is_dead(&t, live, 3, (uint64_t)(uintptr_t)&u[1000]), "memory a joined thread "
+	       "ran on (pthread_attr_setstack) counted as a dead stack");
+	expect(pretend_scan(&t, b, 1, 0, live, 3, NULL) == 1, "the return site in memory a joined "
+	       "thread ran on was missed");
+	munmap(u, us);
 #else
 	expect(!dead, "a stack counted as dead on this architecture");
 #endif
-	l.go = 1;
-	pthread_join(hl, NULL);
+	l1.go = l2.go = 1;
+	pthread_join(h1, NULL);
+	pthread_join(h2, NULL);
 	munmap(b, 4096);
 	proc_target_close(&t);
 	test_done();

@@ -1,6 +1,6 @@
 /*
  * Integration test: a code version a thread will resume into from a signal
- * handler is not retired (in-process, three rounds; x86-64).
+ * handler is not retired (in-process, three rounds; x86-64 and AArch64).
  *
  *   it_signal_retire plain   the same work, no round
  *   it_signal_retire round   the rounds and the checks below
@@ -47,7 +47,11 @@ static void on_usr1(int sig, siginfo_t *si, void *uc_)
 {
 	(void)sig, (void)si;
 	const ucontext_t *uc = uc_;
+#if defined(__aarch64__)
+	uint64_t rip = (uint64_t)uc->uc_mcontext.pc;
+#else
 	uint64_t rip = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
+#endif
 	if (rip < c1_lo || rip >= c1_hi) {
 		atomic_store(&s_state, 2);
 		return;

@@ -275,7 +275,7 @@ int main(int argc, char **argv)
 		snprintf(want, sizeof(want), "holds 0x%llx", (unsigned long long)t_seen.load());
 		std::lock_guard<std::mutex> g(log_mu);
 		size_t at = round_log.find("C" + std::to_string(c1) + " stays mapped: the stack of "
-					   "stopped thread #");
+					   "thread ");
 		size_t eol = at == std::string::npos ? at : round_log.find('\n', at);
 		std::string line = at == std::string::npos ? "" : round_log.substr(at, eol - at);
 		check(line.find(want) != std::string::npos &&

@@ -301,7 +301,8 @@ static void name_in_version(const struct ocolos_ctx *ctx, const struct api_versi
 		else
 			hi = mid;
 	}
-	if (!lo || key >= e->frags[lo - 1].hi || !ctx->bin || e->frags[lo - 1].func >= ctx->bin->nfuncs)
+	if (!lo || key >= e->frags[lo - 1].hi || !ctx->bin || e->frags[lo - 1].func >= ctx->bin->nfuncs ||
+	    e->frags[lo - 1].func >= e->nfuncs)
 		return;
 	const struct inject_frag_range *f = &e->frags[lo - 1];
 	snprintf(buf, len, " (%s%s+0x%llx)", ctx->bin->funcs[f->func].name,
@@ -320,23 +321,27 @@ static void log_pin(struct ocolos_ctx *ctx, const struct api_version *v)
 	unsigned long long val = (unsigned long long)p->value, off = (unsigned long long)(p->where - p->sp);
 	switch (p->kind) {
 	case INJECT_PIN_PC:
-		snprintf(what, sizeof(what), "stopped thread #%u runs in it, at 0x%llx%s", p->thread, val, fn);
+		snprintf(what, sizeof(what), "thread %u runs in it, at 0x%llx%s", p->thread, val, fn);
 		break;
 	case INJECT_PIN_REG:
-		snprintf(what, sizeof(what), "register %u of stopped thread #%u holds 0x%llx%s", p->reg,
+		snprintf(what, sizeof(what), "register %u of thread %u holds 0x%llx%s", p->reg,
 			 p->thread, val, fn);
 		break;
 	case INJECT_PIN_STACK:
-		snprintf(what, sizeof(what), "the stack of stopped thread #%u holds 0x%llx%s at sp+0x%llx, "
+		snprintf(what, sizeof(what), "the stack of thread %u holds 0x%llx%s at sp+0x%llx, "
 			 "a %s", p->thread, val, fn, off,
 			 p->throw_site ? "throw site, the thread unwinding" : "return site");
 		break;
 	case INJECT_PIN_SIGFRAME:
-		snprintf(what, sizeof(what), "a signal frame of stopped thread #%u (at sp+0x%llx) restores "
-			 "0x%llx%s", p->thread, off, val, fn);
+		if (p->where)
+			snprintf(what, sizeof(what), "a signal frame on the stack of thread %u (at "
+				 "sp+0x%llx) restores 0x%llx%s", p->thread, off, val, fn);
+		else
+			snprintf(what, sizeof(what), "thread %u, in a signal handler on another stack, "
+				 "returns to 0x%llx%s", p->thread, val, fn);
 		break;
 	case INJECT_PIN_UNKNOWN:
-		snprintf(what, sizeof(what), "stopped thread #%u's stack (sp 0x%llx) could not be followed",
+		snprintf(what, sizeof(what), "the stack of thread %u (sp 0x%llx) could not be followed",
 			 p->thread, (unsigned long long)p->sp);
 		break;
 	case INJECT_PIN_MEMORY: {
@@ -364,11 +369,12 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 	struct api_state *st = ctx->state;
 	*retired = 0;
 	size_t n = st->nv;
-	uint8_t *quiet = calloc(n + 1, 1), *found = calloc(2 * n + 1, 1);
+	/* said: why it stays was logged already (by the scan) */
+	uint8_t *quiet = calloc(n + 1, 1), *found = calloc(2 * n + 1, 1), *said = calloc(n + 1, 1);
 	uint64_t (*ranges)[2] = calloc(2 * n + 1, sizeof(*ranges));
 	struct inject_pin *pins = calloc(2 * n + 1, sizeof(*pins));
 	int rc = 0;
-	if (!quiet || !found || !ranges || !pins) {
+	if (!quiet || !found || !ranges || !pins || !said) {
 		rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -407,6 +413,10 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 	for (size_t i = 0; i < n; i++)
 		if (retirable(st, i, keep_newest) && quiet[i])
 			nr += version_ranges(&st->v[i], ranges + nr);
+		else if (retirable(st, i, keep_newest)) {
+			log_pin(ctx, &st->v[i]); /* busy at the stop */
+			said[i] = 1;
+		}
 	if (!nr)
 		goto out;
 	uint64_t scanned = 0, t0 = core_now_ns();
@@ -425,10 +435,16 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 	}
 	/* In this process the calling thread was not stopped: its stack below
 	 * here is dead too. */
-	if (ctx->self && st->nthreads < sizeof(st->threads) / sizeof(st->threads[0]))
-		st->threads[st->nthreads++] = proc_self_thread((uint64_t)(uintptr_t)__builtin_frame_address(0));
-	struct inject_scan_opts so = { .guard = st->pointer_guard, .threads = st->threads,
-		.nthreads = st->nthreads,
+	struct proc_live_thread *threads = malloc((st->nthreads + 1) * sizeof(*threads));
+	size_t nthreads = st->nthreads;
+	if (threads) {
+		memcpy(threads, st->threads, st->nthreads * sizeof(*threads));
+		if (ctx->self)
+			threads[nthreads++] =
+				proc_self_thread((uint64_t)(uintptr_t)__builtin_frame_address(0));
+	}
+	struct inject_scan_opts so = { .guard = st->pointer_guard,
+		.threads = threads ? threads : st->threads, .nthreads = threads ? nthreads : st->nthreads,
 		.skip = (const uint64_t (*)[2])sk.v, .nskip = sk.n,
 		.sites = sites && nsites ? sites : NULL, .nsites = nsites, .skip_malloc = ctx->self,
 		.pins = pins };
@@ -437,6 +453,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 	free(sk.v);
 	free(sites);
 	free(nsites);
+	free(threads);
 	if (rc)
 		goto out;
 	core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "retirement scan: %llu KiB of memory in %.1f ms",
@@ -450,6 +467,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 				quiet[i] = 0;
 				st->v[i].pin = pins[w + j];
 				log_pin(ctx, &st->v[i]);
+				said[i] = 1;
 			}
 		w += k;
 	}
@@ -468,7 +486,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 	/* Each one noted in the state record before it goes (persist.c). */
 	for (size_t i = 0; i < st->nv;) {
 		if (!retirable(st, i, keep_newest) || !quiet[i]) {
-			if (retirable(st, i, keep_newest) && st->v[i].pin.kind != INJECT_PIN_MEMORY)
+			if (retirable(st, i, keep_newest) && !said[i])
 				log_pin(ctx, &st->v[i]);
 			i++;
 			continue;
@@ -505,6 +523,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 		}
 		memmove(&st->v[i], &st->v[i + 1], (st->nv - i - 1) * sizeof(*st->v));
 		memmove(&quiet[i], &quiet[i + 1], st->nv - i - 1);
+		memmove(&said[i], &said[i + 1], st->nv - i - 1);
 		st->nv--;
 		(*retired)++;
 	}
@@ -513,6 +532,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 out:
 	free(quiet);
 	free(found);
+	free(said);
 	core_free_clear(ranges, (2 * n + 1) * sizeof(*ranges));
 	core_free_clear(pins, (2 * n + 1) * sizeof(*pins));
 	return rc;

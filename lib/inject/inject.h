@@ -499,9 +499,9 @@ struct inject_pin {
 	uint8_t kind;		/* enum inject_pin_kind */
 	uint8_t throw_site;	/* the word is a throw site (a thread unwinding) */
 	uint16_t reg;
-	uint32_t thread;	/* index of the stopped thread */
+	uint32_t thread;	/* the stopped thread's tid (0 if not known) */
 	uint64_t sp;		/* its stack pointer (the context's, for a frame) */
-	uint64_t where, value;
+	uint64_t where, value;	/* where: 0 for a frame on another stack */
 };
 
 struct inject_scan_opts {

@@ -96,18 +96,32 @@ static int unwinding(const struct inject_switch_request *rq, uint64_t pc, const 
 }
 
 /*
- * x86-64: a signal frame on a stack (struct rt_sigframe) begins with the
- * handler's return address — glibc's sigreturn trampoline — then the
- * ucontext, whose general registers start 6 words in: r8..r15, rdi, rsi,
- * rbp, rbx, rdx, rax, rcx, rsp, rip. A thread inside a handler resumes at
- * that rip, anywhere in a function (not at a return site), with those
- * registers, and on that rsp — on another stack when the handler runs on
- * sigaltstack.
+ * Signal frames. A thread inside a signal handler resumes, when the handler
+ * returns, at the PC saved in the frame the kernel pushed on its stack —
+ * anywhere in a function, not at a return site — with the registers saved
+ * there, and on the stack pointer saved there (another stack when the
+ * handler runs on sigaltstack). Each frame is found by an anchor word, and
+ * its saved registers (the stack pointer and PC among them) lie at fixed
+ * offsets from it:
+ *  - x86-64 (struct rt_sigframe): the anchor is the handler's return
+ *    address, glibc's sigreturn trampoline (rq->sigreturn), which begins
+ *    the frame; the ucontext's general registers start 6 words in: r8..r15,
+ *    rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip.
+ *  - AArch64: struct sigcontext is fault_address, x0..x30, sp, pc, pstate,
+ *    then (16-aligned) the records of __reserved, the first always the
+ *    FP/SIMD one, whose header {magic 0x46508001, size 528} is the anchor
+ *    word; x0 is 35 words before it.
  */
-#define SIGFRAME_GREGS 6
-#define SIGFRAME_NGREGS 17
-#define SIGFRAME_RSP (SIGFRAME_GREGS + 15)
-#define SIGFRAME_RIP (SIGFRAME_GREGS + 16)
+#if defined(__aarch64__)
+#define SIGFRAME_ANCHOR 0x0000021046508001ull
+#define SIGFRAME_REGS (-35) /* x0 .. x30, sp, pc */
+#define SIGFRAME_NREGS 33
+#else
+#define SIGFRAME_REGS 6 /* r8 .. rcx, rsp, rip */
+#define SIGFRAME_NREGS 17
+#endif
+#define SIGFRAME_SP (SIGFRAME_NREGS - 2) /* within the registers */
+#define SIGFRAME_PC (SIGFRAME_NREGS - 1)
 /* Interrupted contexts on other stacks followed per thread. */
 #define MAX_OTHER_STACKS 4
 
@@ -115,12 +129,17 @@ struct other_stack {
 	uint64_t pc, sp;
 };
 
-static int is_sigreturn(const struct inject_switch_request *rq, uint64_t w)
+static int is_sigframe_anchor(const struct inject_switch_request *rq, uint64_t w)
 {
+#if defined(__aarch64__)
+	(void)rq;
+	return w == SIGFRAME_ANCHOR;
+#else
 	for (size_t i = 0; i < rq->nsigreturn; i++)
 		if (w == rq->sigreturn[i])
 			return 1;
 	return 0;
+#endif
 }
 
 /* Mark what the stack from `sp` up (to the end of its mapping) holds, for
@@ -147,15 +166,24 @@ static int watch_stack(const struct inject_switch_request *rq, struct inject_sta
 			mark(rq, v, 1, unw || (top && w < THROW_SITE_TOP_WORDS),
 			     (struct pin_src){ INJECT_PIN_STACK, 0, thread, sp0, sp + 8 * w });
 			inject_defer_mark(d, v);
-			if (!rq->nsigreturn || !is_sigreturn(rq, v) || w + SIGFRAME_RIP >= words)
+			if (!is_sigframe_anchor(rq, v))
 				continue;
-			const uint64_t *g = &ss->scratch[w + SIGFRAME_GREGS];
-			for (size_t r = 0; r < SIGFRAME_NGREGS; r++) {
+			/* Its registers, from this piece of the stack, or read on
+			 * their own where the frame crosses its edge. */
+			int64_t at = (int64_t)w + SIGFRAME_REGS;
+			uint64_t own[SIGFRAME_NREGS];
+			const uint64_t *g = own;
+			if (at >= 0 && at + SIGFRAME_NREGS <= (int64_t)words)
+				g = &ss->scratch[at];
+			else if (inject_stack_words(ss, sp + 8 * (uint64_t)at, own, SIGFRAME_NREGS) <
+				 SIGFRAME_NREGS)
+				continue; /* not all readable: not a frame */
+			for (size_t r = 0; r < SIGFRAME_NREGS; r++) {
 				mark(rq, g[r], 0, 0, (struct pin_src){ INJECT_PIN_SIGFRAME, (uint16_t)r,
 					thread, sp0, sp + 8 * w });
 				inject_defer_mark(d, g[r]);
 			}
-			uint64_t rsp = ss->scratch[w + SIGFRAME_RSP], rip = ss->scratch[w + SIGFRAME_RIP];
+			uint64_t rsp = g[SIGFRAME_SP], rip = g[SIGFRAME_PC];
 			uint64_t here = sp + 8 * w;
 			if (rsp > here && rsp < sp + 8 * words) {
 				/* Interrupted further up this stack: whether it was
@@ -193,17 +221,17 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 		if (rq->threads && rq->nthreads && *rq->nthreads < rq->threads_cap)
 			rq->threads[(*rq->nthreads)++] = (struct proc_live_thread){ ts[t].sp, ts[t].tp,
 										   ts[t].tid };
-		mark(rq, ts[t].pc, 0, 0, (struct pin_src){ INJECT_PIN_PC, 0, (uint32_t)t, ts[t].sp, 0 });
+		mark(rq, ts[t].pc, 0, 0, (struct pin_src){ INJECT_PIN_PC, 0, ts[t].tid, ts[t].sp, 0 });
 		inject_defer_mark(d, ts[t].pc);
 		for (uint32_t r = 0; r < ts[t].nregs; r++) {
 			mark(rq, ts[t].regs[r], 0, 0,
-			     (struct pin_src){ INJECT_PIN_REG, (uint16_t)r, (uint32_t)t, ts[t].sp, 0 });
+			     (struct pin_src){ INJECT_PIN_REG, (uint16_t)r, ts[t].tid, ts[t].sp, 0 });
 			inject_defer_mark(d, ts[t].regs[r]);
 		}
 		struct other_stack other[MAX_OTHER_STACKS];
 		size_t nother = 0;
-		if (watch_stack(rq, ss, d, (uint32_t)t, ts[t].pc, ts[t].sp, other, &nother)) {
-			mark_all(rq, d, (uint32_t)t, ts[t].sp);
+		if (watch_stack(rq, ss, d, ts[t].tid, ts[t].pc, ts[t].sp, other, &nother)) {
+			mark_all(rq, d, ts[t].tid, ts[t].sp);
 			return;
 		}
 		/* A handler on sigaltstack: the stack it interrupted, from
@@ -213,9 +241,9 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 			/* Unreadable: no stack, so no frame either (a stale
 			 * word that looked like the trampoline). */
 			mark(rq, other[k].pc, 0, 0, (struct pin_src){ INJECT_PIN_SIGFRAME,
-				SIGFRAME_NGREGS - 1, (uint32_t)t, other[k].sp, 0 });
+				SIGFRAME_PC, ts[t].tid, other[k].sp, 0 });
 			inject_defer_mark(d, other[k].pc);
-			watch_stack(rq, ss, d, (uint32_t)t, other[k].pc, other[k].sp, NULL, NULL);
+			watch_stack(rq, ss, d, ts[t].tid, other[k].pc, other[k].sp, NULL, NULL);
 		}
 	}
 }

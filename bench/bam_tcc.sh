@@ -288,17 +288,21 @@ for k in ("ref", "first", "allprof", "plain", "later", "ceil", "ceilperf", "prof
 reps = sorted({r for k, r in by if k == "plain"}, key=int)
 def pairs(k, i):
     v = [by[("plain", r)][i] / by[(k, r)][i] for r in reps if (k, r) in by]
-    return st.median(v), min(v), max(v)
+    q = st.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
+    return st.median(v), min(v), max(v), q[0], q[2]
 for k in ("later", "ceil", "ceilperf", "profile"):
     if k in cpu:
         c, w = pairs(k, 0), pairs(k, 1)
-        print(f"plain/{k}: cpu median of pairs {c[0]:.3f}x (range {c[1]:.3f}-{c[2]:.3f}),"
-              f" wall {w[0]:.3f}x ({w[1]:.3f}-{w[2]:.3f}); medians {m['plain'] / m[k]:.3f}x")
+        print(f"plain/{k}: cpu median of pairs {c[0]:.3f}x (IQR {c[3]:.3f}-{c[4]:.3f},"
+              f" range {c[1]:.3f}-{c[2]:.3f}), wall {w[0]:.3f}x (IQR {w[3]:.3f}-{w[4]:.3f});"
+              f" medians {m['plain'] / m[k]:.3f}x")
 for k in ("ceil", "ceilperf"):
     if k in cpu:
         g = pairs(k, 0)[0] - 1
-        print(f"later's gain / {k}'s gain (cpu, median pairs): "
-              f"{(pairs('later', 0)[0] - 1) / g:.2f}" if g > 0 else f"{k}: no gain")
+        if g >= 0.02:
+            print(f"later's gain / {k}'s gain (cpu, median pairs): {(pairs('later', 0)[0] - 1) / g:.2f}")
+        else:
+            print(f"{k}: gain {g * 100:+.1f}% (under 2 %): later's share of it is not meaningful")
 print(f"first build vs plain median: cpu {(m['first'] / m['plain'] - 1) * 100:+.1f}%,"
       f" wall {(mw['first'] / mw['plain'] - 1) * 100:+.1f}%")
 print(f"every run profiled (profile vs plain, median pairs): {(1 / pairs('profile', 0)[0] - 1) * 100:+.1f}% cpu")

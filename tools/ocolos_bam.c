@@ -576,6 +576,11 @@ static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 		sample_set_free(&s);
 		return 2;
 	}
+	/* The spool is removed once BOLT is done: keep its size for the
+	 * summary ("bolt_samples"). */
+	char cnt[32];
+	snprintf(cnt, sizeof(cnt), "%zu\n", s.n);
+	mark(entry, "samples", cnt);
 	snprintf(logp, sizeof(logp), "%s/bolt.log", entry);
 	snprintf(prof, sizeof(prof), "%s/profile.pa", entry);
 	snprintf(fdata, sizeof(fdata), "%s/profile.fdata", entry);
@@ -824,9 +829,21 @@ static void summary(const char *session, const char *error, int status)
 		else
 			fputs("null", stderr);
 		fprintf(stderr, ",\"invocations\":%ld,\"profiled\":%ld,\"optimized\":%ld,"
-			"\"fallbacks\":%ld,\"refused_unsafe\":%ld,\"samples\":%" PRIu64 "}",
+			"\"fallbacks\":%ld,\"refused_unsafe\":%ld,\"samples\":%" PRIu64,
 			t[i].inv, t[i].prof, t[i].opt - t[i].fallback, t[i].fallback, t[i].unsafe,
 			spool_samples(e));
+		/* The samples the entry's BOLT run was given (the spool is gone
+		 * once it is done): written by the worker before BOLT starts. */
+		long bs = -1;
+		snprintf(line, sizeof(line), "%s/samples", e);
+		if ((mf = fopen(line, "re"))) {
+			if (fscanf(mf, "%ld", &bs) != 1)
+				bs = -1;
+			fclose(mf);
+		}
+		if (bs >= 0)
+			fprintf(stderr, ",\"bolt_samples\":%ld", bs);
+		fputc('}', stderr);
 	}
 	fprintf(stderr, "]}\n");
 	free(t);

@@ -51,6 +51,9 @@ optimize() { # optimize PROG
   bamrun opt.log --target "$1" --profile-runs 2 --profile-samples 1000000 --wait -- \
     sh -c "$1 in1 o.a $ROUNDS && $1 in2 o.b $ROUNDS"
   expect opt.log state optimized 0
+  # The spool is gone once BOLT is done; the summary still says what it had.
+  local n; n=$(jget opt.log bolt_samples 0)
+  [ "${n:-0}" -gt 0 ] || { cat opt.log >&2; fail "bolt_samples = '$n' after BOLT"; }
 }
 
 case $case_ in

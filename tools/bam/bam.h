@@ -22,6 +22,8 @@
  *       bolt.lock               flock: the entry's BOLT worker
  *       optimized               the BOLT output, 0500, rename'd in when done
  *       mode                    "relocs" or "no-relocs"
+ *       samples                 the spool's size when its BOLT started
+ *                               (the spool is removed once BOLT is done)
  *       failed                  BOLT failed: never retried for this key
  *       quarantine              the optimized binary failed to run
  *       bolt.log                BOLT's output

@@ -256,12 +256,25 @@ int inject_scan_memory(struct proc_target *t, const uint64_t (*ranges)[2], size_
 				to = dead[d][0];
 		if (to == from)
 			continue;
-		/* A stack: its live part only, the 128-byte red zone below the
-		 * stack pointer included; what lies below is dead by the ABI (a
-		 * signal frame pushed there since, stale locals). */
-		for (size_t k2 = 0; k2 < nth; k2++)
-			if (th[k2].sp >= e->start && th[k2].sp < to && th[k2].sp - 128 > from)
+		/* A thread's own stack: its live part only, the 128-byte red
+		 * zone below the stack pointer included; what lies below is
+		 * dead by the ABI (a signal frame pushed there since, stale
+		 * locals). Own: the process's stack, or a mapping with a guard
+		 * right below (a stack of its own, not merged with memory
+		 * below) holding the thread's descriptor (its thread pointer)
+		 * above its stack pointer — or any such guarded mapping when
+		 * the thread pointer is not known. A thread running elsewhere
+		 * (a coroutine stack in a pool, sigaltstack) may have
+		 * suspended stacks below it in the same mapping: all of it is
+		 * read. */
+		int guarded = k && m.v[k - 1].end == e->start && !strcmp(m.v[k - 1].perms, "---p");
+		for (size_t k2 = 0; k2 < nth; k2++) {
+			uint64_t tp = th[k2].tp;
+			int own = !strcmp(e->path, "[stack]") ||
+				  (guarded && (!tp || (tp >= e->start && tp < e->end && th[k2].sp < tp)));
+			if (own && th[k2].sp >= e->start && th[k2].sp < to && th[k2].sp - 128 > from)
 				from = (th[k2].sp - 128) & ~7ull;
+		}
 		pc.n = 0;
 		int prc = 1;
 		if (pmfd >= 0 && have_scan)

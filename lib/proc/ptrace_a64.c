@@ -397,8 +397,11 @@ int ptrace_arch_state(pid_t tid, struct proc_thread_state *st)
 	struct a64_gp gp;
 	if (getregset(tid, NT_PRSTATUS, &gp, sizeof(gp)))
 		return -1;
-	*st = (struct proc_thread_state){ .pc = gp.pc, .sp = gp.sp, .nregs = 31 };
+	*st = (struct proc_thread_state){ .pc = gp.pc, .sp = gp.sp, .nregs = 31, .tid = (uint32_t)tid };
 	memcpy(st->regs, gp.regs, sizeof(gp.regs));
+	uint64_t tls[2] = { 0 }; /* tpidr_el0 (and tpidr2_el0 on newer kernels) */
+	if (getregset(tid, NT_ARM_TLS, tls, sizeof(tls)) == 0)
+		st->tp = tls[0];
 	return 0;
 }
 #endif /* __aarch64__ */

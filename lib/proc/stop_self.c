@@ -87,6 +87,9 @@ static void park_handler(int sig, siginfo_t *si, void *uc)
 			for (int r = 0; r < 31; r++)
 				s->state[i].regs[r] = ctx->uc_mcontext.regs[r];
 			s->state[i].nregs = 31;
+			uint64_t tp;
+			__asm__("mrs %0, tpidr_el0" : "=r"(tp));
+			s->state[i].tp = tp;
 #endif
 			s->state[i].tid = (uint32_t)me;
 			atomic_store(&s->parked[i], 1); /* publishes the state too */

@@ -15,9 +15,12 @@
  * (FREE_P, nptl/allocatestack.c, nptl-stack.c). And the descriptor is
  * still linked into one of glibc's lists (its `list` node's neighbours
  * point back at it): the cache, or the list of threads not yet joined.
- * The stack of a thread that ran on memory of the program's
- * (pthread_attr_setstack) leaves the lists when the thread is joined, and
- * the program may then use that memory for anything: it never counts.
+ * Memory of the program's a thread ran on (pthread_attr_setstack) is the
+ * program's once the thread has exited — it may reuse it before the join,
+ * and leaves it out of the lists after — so it never counts: a tid of 0
+ * counts only on a stack glibc allocated, its guard mapping right below
+ * (with guards that are no mapping of their own, glibc 2.42 and later,
+ * only stacks back in the cache count).
  * Only the stack block the descriptor names (its stackblock and size) is
  * skipped, not the rest of a mapping it may share with other memory.
  *
@@ -198,8 +201,16 @@ int proc_dead_thread_stacks(struct proc_target *t, const struct procmaps *m,
 		int32_t tid;
 		memcpy(&tid, (const char *)w + lay.tid, 4);
 		uint64_t block = w[lay.block / 8], size = w[lay.block_size / 8];
-		if ((tid != 0 && tid != -1) || block + size != e->end || block >= e->end ||
+		if ((tid != 0 && tid != -1) || (block & 4095) || block > pd || block + size != e->end ||
 		    !linked(t, pd + lay.list, w[lay.list / 8], w[lay.list / 8 + 1]))
+			continue;
+		/* tid 0: exited, not joined yet — on a stack of glibc's own
+		 * (its guard right below the rest) or one of the program's,
+		 * which it may reuse already: only the first is dead. -1: back
+		 * in glibc's cache, which holds only its own. */
+		if (tid == 0 && !(k && block < e->start && m->v[k - 1].start == block &&
+				  m->v[k - 1].end == e->start && !strcmp(m->v[k - 1].perms, "---p") &&
+				  !m->v[k - 1].path[0]))
 			continue;
 		if (core_grow((void **)out, &cap, *nout, sizeof(**out))) {
 			rc = OCOLOS_ENOMEM;
@@ -225,6 +236,8 @@ struct proc_live_thread proc_self_thread(uint64_t sp)
 	uint64_t tp = 0;
 #if defined(__x86_64__)
 	__asm__("mov %%fs:0, %0" : "=r"(tp));
+#elif defined(__aarch64__)
+	__asm__("mrs %0, tpidr_el0" : "=r"(tp));
 #endif
 	return (struct proc_live_thread){ sp, tp, (uint32_t)syscall(SYS_gettid) };
 }

@@ -13,6 +13,7 @@
 
 #include "core/log.h"
 #include "inject/inject.h"
+#include "proc/proc.h"
 #include "proc/target.h"
 
 #include "check.h"
@@ -82,6 +83,25 @@ int main(void)
 		expect(pretend_scan(&t, b, 0, entries, &me, 1, &scanned) == 0,
 		       "entries=%d: a word past the range counted", entries);
 	}
+	/* A thread on a coroutine stack in the middle of a pool: what lies
+	 * below its stack pointer in the pool may be other stacks, suspended
+	 * (read); in the thread's own stack (its descriptor, the thread
+	 * pointer, there) it is dead (not read). */
+	size_t ps = 1 << 20;
+	char *pool = mmap(NULL, ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	check(pool != MAP_FAILED && mprotect(pool, 4096, PROT_NONE) == 0, "mmap");
+	put(pool + 8192, 16);
+	/* Its thread pointer elsewhere: in this file's data, a mapping of
+	 * its own whatever the kernel merges. */
+	static uint64_t elsewhere;
+	struct proc_live_thread on_pool[2] = { me, { (uint64_t)(uintptr_t)pool + ps / 2,
+						     (uint64_t)(uintptr_t)&elsewhere, 1 } };
+	expect(pretend_scan(&t, b, 1, 0, on_pool, 2, NULL) == 1, "a suspended stack below a "
+	       "running coroutine's, in the same pool, was not read");
+	on_pool[1].tp = (uint64_t)(uintptr_t)pool + ps - 2048; /* the pool as its own stack */
+	expect(pretend_scan(&t, b, 1, 0, on_pool, 2, NULL) == 0, "a thread's own stack below its "
+	       "stack pointer was read");
+	munmap(pool, ps);
 	munmap(r, RESERVE);
 	munmap(b, 4096);
 	proc_target_close(&t);

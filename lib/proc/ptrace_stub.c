@@ -180,6 +180,12 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 	}
 	pid_t tid = t->tid;
 	uint64_t token = make_token(tid), base = 0;
+	/* Where the thread was, for the message of a call that does not
+	 * return: the code it was stopped in, and the first words of its
+	 * stack (the frames it was in). */
+	uint64_t from_pc = ptrace_arch_pc(saved), from_words[64] = { 0 };
+	if (proc_mem_read(memfd, ptrace_arch_sp(saved), from_words, sizeof(from_words)))
+		memset(from_words, 0, sizeof(from_words));
 	/* Kept for an abandoned system call: the mask to put back by hand. */
 	uint64_t sigmask = 0;
 	int have_mask = ptrace(PTRACE_GETSIGMASK, tid, (void *)8, &sigmask) == 0;
@@ -258,13 +264,30 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 	if (pt->left.tid == tid && pt->left.token == token) {
 		/* Named after the thread is let go: reading the libraries'
 		 * symbols takes a while, and it may hold a lock others wait for. */
-		char where[160];
+		char where[160], from[160], frames[480] = "";
 		proc_symbol_at(pt->pid, left_pc, where, sizeof(where));
+		if (proc_symbol_at(pt->pid, from_pc, from, sizeof(from)))
+			snprintf(from, sizeof(from), "(no library function)");
+		/* The library functions its stack's first words name: the
+		 * frames it was in, when they are libc's or libgcc's. */
+		size_t len = 0, named = 0;
+		for (size_t i = 0; i < 64 && named < 4 && len + 1 < sizeof(frames); i++) {
+			char fn_name[112];
+			/* A return address is never a function's first byte. */
+			if (from_words[i] && !proc_symbol_at(pt->pid, from_words[i], fn_name, sizeof(fn_name)) &&
+			    !strstr(fn_name, "+0x0")) {
+				int k = snprintf(frames + len, sizeof(frames) - len, "%s%s", named ? ", " : "",
+						 fn_name);
+				len += k > 0 ? (size_t)k : 0;
+				named++;
+			}
+		}
 		rc = core_errf(err, OCOLOS_ETIMEDOUT,
 			       "a call injected into thread %d did not return within %u ms (now at "
 			       "0x%llx %s; a lock it needs is held?); it is left to finish by itself "
-			       "and its result is unknown", (int)tid, timeout_ms,
-			       (unsigned long long)left_pc, where);
+			       "and its result is unknown (the thread had been stopped at 0x%llx %s%s%s)",
+			       (int)tid, timeout_ms, (unsigned long long)left_pc, where,
+			       (unsigned long long)from_pc, from, named ? "; its stack names " : "", frames);
 	}
 	return rc;
 }

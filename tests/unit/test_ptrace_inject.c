@@ -232,6 +232,8 @@ static int open_mem(pid_t pid, uint64_t *stub)
 /* What the last call() left running (tid 0: nothing). */
 static struct proc_call_left last_left;
 
+static char last_msg[1024]; /* the last call's error */
+
 static int call(pid_t pid, int memfd, uint64_t stub, uint64_t fn, uint64_t arg,
 		uint32_t timeout_ms, uint64_t *ret)
 {
@@ -243,6 +245,7 @@ static int call(pid_t pid, int memfd, uint64_t stub, uint64_t fn, uint64_t arg,
 	const uint64_t args[6] = { arg, 0, 0, 0, 0, 0 };
 	rc = proc_ptrace_call(pt, memfd, stub, fn, args, timeout_ms, ret, &err);
 	last_left = pt->left;
+	snprintf(last_msg, sizeof(last_msg), "%s", err.msg);
 	proc_ptrace_resume(pt, NULL);
 	return rc;
 }
@@ -284,6 +287,10 @@ int main(void)
 	long before = sh->calls;
 	expect(call(pid, memfd, stub, (uint64_t)(uintptr_t)clobber, 600, 300, &ret) ==
 		       OCOLOS_ETIMEDOUT, "a call slower than its limit is not reported");
+	/* Saying where the thread was when the call went in. */
+	expect(strstr(last_msg, "left to finish") && strstr(last_msg, "had been stopped at 0x"),
+	       "the message of a call left to finish does not say where the thread was: %s",
+	       last_msg);
 	/* Reported as left running, and seen so by the library until it
 	 * returns (the word in its frame and the thread's stack pointer). */
 	struct proc_target lt;

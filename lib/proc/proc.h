@@ -88,6 +88,10 @@ struct proc_live_thread proc_self_thread(uint64_t sp);
  * "name+0xoff" in name[len]; 0, or -1 (name "") when none does. For
  * messages: a call that does not return says where it waits. */
 int proc_symbol_at(pid_t pid, uint64_t addr, char *name, size_t len);
+/* The same for n addresses in one pass over the libraries: names[i] ""
+ * where none is found. Returns how many were named. */
+#define PROC_SYMBOL_LEN 112
+size_t proc_symbols_at(pid_t pid, const uint64_t *addrs, size_t n, char (*names)[PROC_SYMBOL_LEN]);
 
 /* The code ranges [lo, hi) of the functions of process `pid`'s glibc and
  * libgcc_s that hold the locks an injected libgcc call needs (fork, malloc,

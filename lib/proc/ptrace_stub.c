@@ -264,30 +264,37 @@ static int run_stub(struct proc_ptrace *pt, int memfd, uint64_t stub, int kind, 
 	if (pt->left.tid == tid && pt->left.token == token) {
 		/* Named after the thread is let go: reading the libraries'
 		 * symbols takes a while, and it may hold a lock others wait for. */
-		char where[160], from[160], frames[480] = "";
-		proc_symbol_at(pt->pid, left_pc, where, sizeof(where));
-		if (proc_symbol_at(pt->pid, from_pc, from, sizeof(from)))
-			snprintf(from, sizeof(from), "(no library function)");
-		/* The library functions its stack's first words name: the
-		 * frames it was in, when they are libc's or libgcc's. */
+		/* One pass over the libraries' symbols (each pass reads their
+		 * files): where it is now, where it was, and the library
+		 * functions its stack's first words name — the frames it was
+		 * in, when they are libc's or libgcc's. */
+		uint64_t addrs[2 + 64];
+		char (*names)[PROC_SYMBOL_LEN] = calloc(2 + 64, sizeof(*names));
+		char frames[480] = "";
+		addrs[0] = left_pc;
+		addrs[1] = from_pc;
+		memcpy(addrs + 2, from_words, sizeof(from_words));
 		size_t len = 0, named = 0;
-		for (size_t i = 0; i < 64 && named < 4 && len + 1 < sizeof(frames); i++) {
-			char fn_name[112];
+		if (names)
+			proc_symbols_at(pt->pid, addrs, 2 + 64, names);
+		for (size_t i = 2; names && i < 2 + 64 && named < 4 && len + 1 < sizeof(frames); i++) {
 			/* A return address is never a function's first byte. */
-			if (from_words[i] && !proc_symbol_at(pt->pid, from_words[i], fn_name, sizeof(fn_name)) &&
-			    !strstr(fn_name, "+0x0")) {
+			if (names[i][0] && !strstr(names[i], "+0x0")) {
 				int k = snprintf(frames + len, sizeof(frames) - len, "%s%s", named ? ", " : "",
-						 fn_name);
+						 names[i]);
 				len += k > 0 ? (size_t)k : 0;
 				named++;
 			}
 		}
+		const char *where = names ? names[0] : "", *from = names && names[1][0] ? names[1]
+										     : "(no library function)";
 		rc = core_errf(err, OCOLOS_ETIMEDOUT,
 			       "a call injected into thread %d did not return within %u ms (now at "
 			       "0x%llx %s; a lock it needs is held?); it is left to finish by itself "
 			       "and its result is unknown (the thread had been stopped at 0x%llx %s%s%s)",
 			       (int)tid, timeout_ms, (unsigned long long)left_pc, where,
 			       (unsigned long long)from_pc, from, named ? "; its stack names " : "", frames);
+		free(names);
 	}
 	return rc;
 }

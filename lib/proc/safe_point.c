@@ -197,10 +197,10 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 	return rc;
 }
 
-struct symbol_at {
-	uint64_t addr;
-	char *name;
-	size_t len;
+struct symbols_at {
+	const uint64_t *addrs;
+	char (*names)[PROC_SYMBOL_LEN];
+	size_t n, found;
 };
 
 static int any_library(const char *base, void *user)
@@ -211,17 +211,32 @@ static int any_library(const char *base, void *user)
 
 static int containing(void *user, const char *name, uint64_t start, uint64_t size, int type)
 {
-	struct symbol_at *q = user;
-	if (type != STT_FUNC || q->addr < start || q->addr - start >= size)
+	struct symbols_at *q = user;
+	if (type != STT_FUNC)
 		return 0;
-	snprintf(q->name, q->len, "%s+0x%llx", name, (unsigned long long)(q->addr - start));
-	return 1;
+	for (size_t i = 0; i < q->n; i++)
+		if (!q->names[i][0] && q->addrs[i] >= start && q->addrs[i] - start < size) {
+			snprintf(q->names[i], PROC_SYMBOL_LEN, "%s+0x%llx", name,
+				 (unsigned long long)(q->addrs[i] - start));
+			q->found++;
+		}
+	return q->found == q->n; /* all named: stop */
+}
+
+size_t proc_symbols_at(pid_t pid, const uint64_t *addrs, size_t n, char (*names)[PROC_SYMBOL_LEN])
+{
+	struct symbols_at q = { addrs, names, n, 0 };
+	for (size_t i = 0; i < n; i++)
+		names[i][0] = 0;
+	proc_lib_symbols(pid, any_library, containing, &q);
+	return q.found;
 }
 
 int proc_symbol_at(pid_t pid, uint64_t addr, char *name, size_t len)
 {
-	struct symbol_at q = { addr, name, len };
+	char one[1][PROC_SYMBOL_LEN];
+	int rc = proc_symbols_at(pid, &addr, 1, one) ? 0 : -1;
 	if (len)
-		name[0] = 0;
-	return proc_lib_symbols(pid, any_library, containing, &q) == 1 ? 0 : -1;
+		snprintf(name, len, "%s", one[0]);
+	return rc;
 }

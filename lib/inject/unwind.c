@@ -27,7 +27,9 @@
 #include <unistd.h>
 
 #include "arch/cpu.h"
+#include "core/procmaps.h"
 #include "inject/inject.h"
+#include "proc/proc.h"
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif
@@ -363,11 +365,32 @@ int inject_unwind_register_hook(struct proc_target *t, const struct bolt_output 
 	return 0;
 }
 
+/* The object handed to libgcc with the table at `handle`: the mapping
+ * right after the table's (inject_unwind_register_hook). 0 if not found. */
+static uint64_t object_of(struct proc_target *t, uint64_t handle)
+{
+	struct procmaps m = { 0 };
+	struct core_err ignore = { 0 };
+	uint64_t obj = 0;
+	if (core_procmaps_read(t->pid, &m, &ignore))
+		return 0;
+	for (size_t i = 0; i + 1 < m.n; i++)
+		if (m.v[i].start == handle && m.v[i + 1].start == m.v[i].end &&
+		    strstr(m.v[i + 1].path, "-unwind-obj"))
+			obj = m.v[i + 1].start;
+	core_procmaps_free(&m);
+	return obj;
+}
+
 int inject_unwind_deregister(struct proc_target *t, uint64_t handle, struct core_err *err)
 {
 	if (!handle)
 		return 0;
+	/* By pid: not while the malloc lock it will take is held (proc.h). */
+	t->call_lock = t->ops != &proc_target_self_ops ? proc_free_lock(t->memfd, object_of(t, handle))
+						       : 0;
 	int rc = t->ops->call_lib(t, "libgcc_s.so.1", "__deregister_frame_info", handle, 0, err);
+	t->call_lock = 0;
 	if (rc == 0)
 		return 0;
 	/* 1: libgcc_s or its symbol not found now (its file replaced since,

@@ -148,6 +148,53 @@ int proc_at_lock_holder(int memfd, uint64_t pc, uint64_t sp, const uint64_t (*r)
 	return 0;
 }
 
+/* ---- the malloc lock a deregistration takes ---- */
+
+/*
+ * libgcc's __deregister_frame_info frees the sorted FDE array it hung on
+ * the object, with its own mutex held; free() takes the lock of the malloc
+ * arena the array came from (the thread that first threw through the
+ * version allocated it). If that lock is held — by the thread the call is
+ * injected into (stopped inside free() or fork(), which takes every arena
+ * lock), or by anyone for good — the call waits for it with libgcc's mutex
+ * held, and every throw in the program waits behind it: the soak's third
+ * deadlock (docs/benchmarks.md) had exactly that picture, the lock of a
+ * worker's arena held by no running code. So the lock is looked up and
+ * read with the thread stopped, before the call (target_ptrace.c).
+ *
+ * Layouts (x86-64 and AArch64, LP64): libgcc's struct object (GCC 12,
+ * unwind-dw2-fde.h) is pc_begin, tbase, dbase, u (u.sort at 24), s (bit
+ * 0 of s.i: sorted, at 32); a malloc chunk's size word is 8 bytes before
+ * the memory, its bit 2 (NON_MAIN_ARENA) set for a chunk of a thread's
+ * arena, whose heap starts at the chunk's address rounded down to
+ * HEAP_MAX_SIZE (64 MiB) and begins with the arena's address; an arena
+ * begins with its lock (glibc 2.26 to 2.40 at least). Anything that does
+ * not fit — not sorted, the main arena (its address is not exported), a
+ * lock word other than 0, 1 or 2 — gives 0: no check, as before.
+ */
+#define OBJ_SORT 3	/* words */
+#define OBJ_FLAGS 4
+#define HEAP_MAX (64ull << 20)
+#define NON_MAIN_ARENA 4ull
+
+uint64_t proc_free_lock(int memfd, uint64_t obj)
+{
+	uint64_t w[5], size, arena;
+	uint32_t lock;
+	if (!obj || proc_mem_read(memfd, obj, w, sizeof(w)))
+		return 0;
+	uint64_t sort = w[OBJ_SORT];
+	if (!(w[OBJ_FLAGS] & 1) || !sort || (sort & 15) || !w[0])
+		return 0;
+	uint64_t chunk = sort - 16;
+	if (proc_mem_read(memfd, chunk + 8, &size, sizeof(size)) || !(size & NON_MAIN_ARENA))
+		return 0;
+	if (proc_mem_read(memfd, chunk & ~(HEAP_MAX - 1), &arena, sizeof(arena)) || !arena ||
+	    (arena & 7) || proc_mem_read(memfd, arena, &lock, sizeof(lock)) || lock > 2)
+		return 0;
+	return arena;
+}
+
 /* ---- the functions of the target's shared libraries ---- */
 
 int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),

@@ -130,6 +130,10 @@ struct proc_target {
 	const struct core_log *log;
 	uint64_t stub;		 /* ptrace: the injection stub in the target */
 	struct proc_call_left call_left; /* ptrace: tid 0 when none */
+	/* ptrace, for the next call_lib only: a lock (a 32-bit word, 0 when
+	 * free) the call will take; it is made only while the word reads 0
+	 * with the thread that runs it stopped (proc_free_lock). 0: none. */
+	uint64_t call_lock;
 	void *poke_state;	 /* between poke_prepare and poke_done */
 };
 

@@ -257,6 +257,11 @@ static int remote_call(struct proc_target *t, uint64_t fn, uint64_t a0, uint64_t
 		struct ptrace_arch_saved *s = pt->n ? ptrace_arch_save(pt->t[0].tid) : NULL;
 		int held = s && proc_at_lock_holder(t->memfd, ptrace_arch_pc(s), ptrace_arch_sp(s),
 						    (const uint64_t (*)[2])holders, nholders);
+		/* The very lock the call will take, held now — by this thread
+		 * (it would wait for itself) or by another (it would wait). */
+		uint32_t lock = 0;
+		held |= locks && t->call_lock &&
+			(proc_mem_read(t->memfd, t->call_lock, &lock, sizeof(lock)) || lock != 0);
 		pid_t tid = pt->n ? pt->t[0].tid : 0;
 		ptrace_arch_saved_free(s);
 		if (!held)
@@ -265,10 +270,10 @@ static int remote_call(struct proc_target *t, uint64_t fn, uint64_t a0, uint64_t
 		if (core_now_ns() > deadline) {
 			free(holders);
 			core_errf(err, OCOLOS_ETIMEDOUT, "thread %d of process %d was inside fork(), "
-				  "malloc or the unwinder at each of %u tries in %d ms; a libgcc call "
-				  "run there could wait for a lock the thread itself holds, so it was "
-				  "not made (a later round tries again)", (int)tid, (int)t->pid, tries,
-				  SAFE_POINT_WAIT_MS);
+				  "malloc or the unwinder, or the malloc lock the call takes was held, "
+				  "at each of %u tries in %d ms; a libgcc call run there could wait for "
+				  "a lock the thread itself holds, so it was not made (a later round "
+				  "tries again)", (int)tid, (int)t->pid, tries, SAFE_POINT_WAIT_MS);
 			return PROC_CALL_NOT_MADE;
 		}
 		struct timespec ts = { 0, 2000000 };

@@ -57,9 +57,8 @@
 #if defined(__x86_64__)
 /* How far below its stack's end a descriptor may be, at most (x86-64 puts
  * it at the very top, the static TLS below it), and how much of it is
- * read: the fields used are in its first kilobyte (in glibc 2.36: list at
- * 0x2c0, tid 0x2d0, stackblock 0x690, stackblock_size 0x698 — past it,
- * hence 2 KiB). */
+ * read: the fields used are in its first 2 KiB (glibc 2.36: list at
+ * 0x2c0, tid 0x2d0, stackblock 0x690, stackblock_size 0x698). */
 #define TOP_MAX (64u << 10)
 #define DESC_READ 2048
 #define DESC_WORDS (DESC_READ / 8)

@@ -74,6 +74,7 @@
 
 #include "elf/bat.h"
 #include "elf/bolt_output.h"
+#include "elf/table.h"
 
 #define NT_BOLT_BAT 1u
 
@@ -460,7 +461,7 @@ static void size_from_symbols(Elf *e, struct elf_bat *bat)
 		if (gelf_getshdr(scn, &sh) && sh.sh_type == SHT_SYMTAB)
 			break;
 	Elf_Data *d = scn ? elf_getdata(scn, NULL) : NULL;
-	size_t nsyms = d && sh.sh_entsize ? sh.sh_size / sh.sh_entsize : 0;
+	size_t nsyms = scn ? elf_table_len(&sh, d) : 0;
 	for (size_t i = 1; i < nsyms; i++) {
 		GElf_Sym s;
 		if (!gelf_getsym(d, (int)i, &s) || GELF_ST_TYPE(s.st_info) != STT_FUNC)

@@ -35,6 +35,7 @@
 
 #include "core/util.h"
 #include "elf/binary.h"
+#include "elf/table.h"
 #include "arch/arch.h"
 
 struct scan {
@@ -194,7 +195,7 @@ static int read_sections(struct scan *sc, struct core_err *err)
 static int read_functions(struct scan *sc, struct core_err *err)
 {
 	struct elf_binary *b = sc->b;
-	size_t nsyms = sc->shdrs[sc->symtab_idx].sh_size / sizeof(Elf64_Sym);
+	size_t nsyms = elf_table_len(&sc->shdrs[sc->symtab_idx], sc->symdata);
 	size_t strndx = sc->shdrs[sc->symtab_idx].sh_link;
 	for (size_t i = 1; i < nsyms; i++) {
 		GElf_Sym sym;
@@ -266,8 +267,8 @@ static void read_dynamic_symbols(struct scan *sc)
 		return;
 	const GElf_Shdr *sh = &sc->shdrs[sc->dynsym_idx];
 	Elf_Data *d = elf_getdata(elf_getscn(sc->elf, sc->dynsym_idx), NULL);
-	size_t n = sh->sh_entsize ? sh->sh_size / sh->sh_entsize : 0;
-	for (size_t i = 1; d && i < n; i++) {
+	size_t n = elf_table_len(sh, d);
+	for (size_t i = 1; i < n; i++) {
 		GElf_Sym sym;
 		if (!gelf_getsym(d, (int)i, &sym))
 			continue;
@@ -294,7 +295,7 @@ static int read_dyn_relocs(struct scan *sc)
 		if (sh->sh_type != SHT_RELA || !(sh->sh_flags & SHF_ALLOC) || !sh->sh_entsize)
 			continue;
 		Elf_Data *d = elf_getdata(elf_getscn(sc->elf, i), NULL);
-		for (size_t k = 0; d && k < sh->sh_size / sh->sh_entsize; k++) {
+		for (size_t k = 0, n = elf_table_len(sh, d); k < n; k++) {
 			GElf_Rela r;
 			if (!gelf_getrela(d, (int)k, &r))
 				continue;
@@ -603,7 +604,7 @@ static int read_relocations(struct scan *sc, struct core_err *err)
 		const char *tname = elf_strptr(sc->elf, shstrndx, tsh->sh_name);
 		Elf_Data *rdata = elf_getdata(elf_getscn(sc->elf, i), NULL);
 		Elf_Data *tdata = elf_getdata(elf_getscn(sc->elf, sh->sh_info), NULL);
-		size_t n = sh->sh_entsize ? sh->sh_size / sh->sh_entsize : 0;
+		size_t n = elf_table_len(sh, rdata);
 		int is_code = (tsh->sh_flags & SHF_EXECINSTR) != 0;
 		code_relocs += is_code ? n : 0;
 		for (size_t k = 0; rdata && k < n; k++) {

@@ -13,6 +13,7 @@
 
 #include "core/util.h"
 #include "elf/bolt_output.h"
+#include "elf/table.h"
 
 #define PAGE 4096ull
 
@@ -74,7 +75,7 @@ static struct named *out_symbols(Elf *e, const struct elf_segment *segs, size_t 
 	if (!scn)
 		return NULL;
 	Elf_Data *d = elf_getdata(scn, NULL);
-	size_t nsyms = sh.sh_entsize ? sh.sh_size / sh.sh_entsize : 0, n = 0;
+	size_t nsyms = elf_table_len(&sh, d), n = 0;
 	struct named *v = calloc(nsyms ? nsyms : 1, sizeof(*v));
 	for (size_t i = 1; v && d && i < nsyms; i++) {
 		GElf_Sym s;

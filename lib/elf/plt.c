@@ -35,6 +35,7 @@
 
 #include "core/util.h"
 #include "elf/binary.h"
+#include "elf/table.h"
 
 static const char *const noreturn_names[] = {
 	"_ZSt9terminatev", "abort", "exit", "_exit", "_Exit", "quick_exit",
@@ -122,7 +123,7 @@ static int read_got_words(Elf *elf, struct got_word **out, size_t *nout)
 		Elf_Data *syms = symscn ? elf_getdata(symscn, NULL) : NULL;
 		if (!d || !syms || !gelf_getshdr(symscn, &symsh))
 			continue;
-		for (size_t i = 0; i < sh.sh_size / sh.sh_entsize; i++) {
+		for (size_t i = 0, nrel = elf_table_len(&sh, d); i < nrel; i++) {
 			GElf_Rela r;
 			GElf_Sym sym;
 			if (!gelf_getrela(d, (int)i, &r))

@@ -18,6 +18,7 @@
 
 #include "core/util.h"
 #include "elf/symfile.h"
+#include "elf/table.h"
 
 static int cmp_sym(const void *a, const void *b)
 {
@@ -71,7 +72,7 @@ int elf_code_syms_from_bolt(const struct bolt_output *o, struct elf_code_syms *o
 		if (gelf_getshdr(scn, &sh) && sh.sh_type == SHT_SYMTAB)
 			break;
 	Elf_Data *d = scn ? elf_getdata(scn, NULL) : NULL;
-	size_t nsyms = d && sh.sh_entsize ? sh.sh_size / sh.sh_entsize : 0;
+	size_t nsyms = scn ? elf_table_len(&sh, d) : 0;
 	int rc = 0;
 	for (size_t i = 1; !rc && i < nsyms; i++) {
 		GElf_Sym s;

@@ -44,6 +44,7 @@
 
 #include "core/procmaps.h"
 #include "core/util.h"
+#include "elf/table.h"
 #include "proc/proc.h"
 
 static const char *const lock_holders[] = {
@@ -226,7 +227,7 @@ int proc_lib_symbols(pid_t pid, int (*want_lib)(const char *base, void *user),
 			if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_DYNSYM || !sh.sh_entsize)
 				continue;
 			Elf_Data *d = elf_getdata(scn, NULL);
-			for (size_t k = 0; d && !rc && k < sh.sh_size / sh.sh_entsize; k++) {
+			for (size_t k = 0, n = elf_table_len(&sh, d); !rc && k < n; k++) {
 				GElf_Sym sym;
 				const char *name;
 				if (gelf_getsym(d, (int)k, &sym) && sym.st_value &&

@@ -7,7 +7,8 @@ the code versions (`/memfd:ocolos-cN`), takes every one but the newest, and
 scans each readable and writable mapping of the process (through
 /proc/PID/mem; root or ptrace rights needed) for 8-byte words inside them,
 printing the address, the mapping, and the words around each hit in the
-heap (a malloc'ed structure shows its size field and neighbours). It changes
+heap or another data mapping (a malloc'ed structure shows its size field and
+neighbours, each named by the mapping it points into). It changes
 nothing in the process and stops no thread (so a moving stack may be seen
 half-old). Not responsible for deciding anything: the library's own rule is
 in docs/guide.md.
@@ -19,6 +20,18 @@ import struct
 import sys
 
 MAP_RE = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)")
+
+
+def describe(w, maps, old):
+    """A neighbour word, and where it points when it points into a mapping
+    (the heap structure around a hit is named by what its words point at)."""
+    for k, (lo, hi) in old.items():
+        if lo <= w < hi:
+            return "%#x(C%d+%#x)" % (w, k, w - lo)
+    for a, b, perm, name in maps:
+        if a <= w < b and name:
+            return "%#x(%s+%#x)" % (w, name.split("/")[-1], w - a)
+    return "%#x" % w
 
 
 def main():
@@ -58,9 +71,10 @@ def main():
                     hits += 1
                     print("C%d+%#x at %#x in %s (+%#x)" % (k, w - lo, a + off,
                                                           name or "[anon]", off))
-                    if name == "[heap]" and off >= 16 and off + 48 <= len(data):
-                        ws = struct.unpack_from("<8Q", data, off - 16)
-                        print("    words from -16: " + " ".join("%#x" % x for x in ws))
+                    if not name.startswith("[stack") and off >= 64 and off + 64 <= len(data):
+                        ws = struct.unpack_from("<16Q", data, off - 64)
+                        print("    words from -64: " + " ".join(
+                            describe(x, maps, old) for x in ws))
     print("ocolos_pins: %d word(s)" % hits)
     return 0
 

@@ -177,6 +177,42 @@ static int skipped(const struct inject_scan_opts *so, uint64_t a)
 	return 0;
 }
 
+/*
+ * Is the word at `at` (buf[w], of a piece of len bytes read at `a`) one of
+ * the fields of a C++ exception's header that name a version's code or
+ * data — actionRecord, languageSpecificData, catchTemp (the landing pad)?
+ * The Itanium C++ ABI's header (__cxa_exception and
+ * __cxa_dependent_exception, libstdc++'s and libc++abi's alike, on x86-64
+ * and AArch64) ends with those three words, then adjustedPtr, then the
+ * _Unwind_Exception, whose first word is the exception class: "GNUCC++"
+ * or "CLNGC++" and a 0 or 1 byte (primary or dependent), 16 to 32 bytes
+ * after them. They never keep a version mapped: the personality writes
+ * them in a throw's search phase for its cleanup phase, which reads them
+ * while the frame they belong to is still on the thread's stack (its
+ * return site in the same version, seen at the stops) or, at the very end,
+ * in the registers that jump to the landing pad; after the catch they are
+ * dead. And a freed exception keeps them in the heap until the memory is
+ * reused: in the soak by pid, a worker's freed exception kept the landing
+ * pad of a catch in one_item's cold fragment — also a return site, after
+ * a call that does not return — and with it a version, for hundreds of
+ * rounds.
+ */
+static int cxx_exception_field(struct proc_target *t, const uint64_t *buf, size_t len, size_t w,
+			       uint64_t a)
+{
+	for (size_t k = 2; k <= 4; k++) {
+		uint64_t c;
+		if (w + k < len / 8)
+			c = buf[w + k];
+		else if (proc_mem_read(t->memfd, a + 8 * (w + k), &c, 8))
+			continue;
+		c &= ~1ull;
+		if (c == 0x474e5543432b2b00ull /* GNUCC++ */ || c == 0x434c4e47432b2b00ull /* CLNGC++ */)
+			return 1;
+	}
+	return 0;
+}
+
 static void scan_piece(struct proc_target *t, uint64_t from, uint64_t to, uint64_t *buf,
 		       uint64_t lo, uint64_t hi, const uint64_t (*ranges)[2], size_t n,
 		       const struct inject_scan_opts *so, uint8_t *found, uint64_t *scanned)
@@ -192,7 +228,8 @@ static void scan_piece(struct proc_target *t, uint64_t from, uint64_t to, uint64
 			int hit = (v >= lo && v < hi) || (d >= lo && d < hi);
 			if (!hit || (so->nskip && skipped(so, a + 8 * w)))
 				continue;
-			check(ranges, n, so, v, a + 8 * w, found);
+			if (v >= lo && v < hi && !cxx_exception_field(t, buf, len, w, a))
+				check(ranges, n, so, v, a + 8 * w, found);
 			if (guard)
 				check(ranges, n, so, d, a + 8 * w, found);
 		}

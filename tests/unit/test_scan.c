@@ -4,7 +4,8 @@
  * reservation, is found without the reservation being read, by both means
  * the kernel offers (PAGEMAP_SCAN ranges on Linux 6.7+, per-page pagemap
  * entries before). Return sites only: a word elsewhere in the range does
- * not count, nor does a page we read but never wrote (the zero page).
+ * not count, nor does a page we read but never wrote (the zero page), nor
+ * the landing pad a C++ exception's header keeps.
  */
 #include <stdint.h>
 #include <string.h>
@@ -83,6 +84,36 @@ int main(void)
 		expect(pretend_scan(&t, b, 0, entries, &me, 1, &scanned) == 0,
 		       "entries=%d: a word past the range counted", entries);
 	}
+	/* A C++ exception's header: its landing pad (catchTemp) and LSDA
+	 * pointers are dead once the throw is over (scan.c says why), found
+	 * by the exception class 16 to 32 bytes on — also when that word lies
+	 * past the 1 MiB the scan reads at once. */
+	char *x = r + (10ull << 30);
+	for (size_t off = 0; off < (1u << 20) + 4096; off += 4096)
+		x[off] = 1; /* one piece of present pages, over 1 MiB */
+	const uint64_t cls[] = { 0x474e5543432b2b00ull, 0x474e5543432b2b01ull,
+				 0x434c4e47432b2b00ull };
+	for (size_t c = 0; c < 3; c++)
+		for (size_t at = 16; at <= 32; at += 8)
+			for (int edge = 0; edge <= 1; edge++) {
+				char *site = x + (edge ? (1u << 20) - 8 : 64);
+				put(site, 16);
+				*(volatile uint64_t *)(site + at) = cls[c];
+				expect(pretend_scan(&t, b, 1, 0, &me, 1, NULL) == 0,
+				       "a return site %zu bytes before exception class %#llx "
+				       "(edge %d) counted", at, (unsigned long long)cls[c], edge);
+				*(volatile uint64_t *)(site + at) = cls[c] ^ 0x100;
+				expect(pretend_scan(&t, b, 1, 0, &me, 1, NULL) == 1,
+				       "a return site was missed: %zu bytes before it, no class",
+				       at);
+				*(volatile uint64_t *)(site + at) = 0;
+				put(site, 24); /* off the site: cleared for the next */
+			}
+	*(volatile uint64_t *)(x + 64 + 40) = cls[0]; /* too far: the site counts */
+	put(x + 64, 16);
+	expect(pretend_scan(&t, b, 1, 0, &me, 1, NULL) == 1,
+	       "a return site 40 bytes before an exception class did not count");
+	put(x + 64, 24);
 	/* A thread on a coroutine stack in the middle of a pool: what lies
 	 * below its stack pointer in the pool may be other stacks, suspended
 	 * (read); in the thread's own stack (its descriptor, the thread

@@ -36,6 +36,8 @@ if [ -z "$src" ]; then
 	(cd "$srcroot" && apt-get source -q lua5.4 2>&1 | tail -2) >&2
 	src=$(ls -d "$srcroot"/lua5.4-*/src | head -1)
 fi
+. "$here/debsrc.sh"
+lua_multiarch_header "$src"
 out=$here/out/bam/run.$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/build" "$out/ref"
 cache=$out/cache

@@ -40,3 +40,14 @@ ensure_sources() {
 	as_root apt-get update -q
 }
 
+
+# Debian's lua5.4 patches luaconf.h to include a header its debian/rules
+# writes (the multiarch triplet, for module paths); a build from the
+# unpacked source without the rules (bam_lua.sh, bam_luainterp.sh) writes it
+# the same way, so no liblua5.4-dev is needed. lua_multiarch_header SRC_DIR
+lua_multiarch_header() {
+	local h=$1/lua5.4-deb-multiarch.h
+	[[ -f $h ]] && return 0
+	printf '#ifndef _LUA_DEB_MULTIARCH_\n#define _LUA_DEB_MULTIARCH_\n#define DEB_HOST_MULTIARCH "%s"\n#endif\n' \
+		"$(gcc -print-multiarch)" >"$h"
+}

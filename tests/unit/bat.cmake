@@ -7,13 +7,12 @@ add_executable(bat_fixture bat_fixture.c)
 target_compile_options(bat_fixture PRIVATE -O2 -fno-jump-tables -fPIE)
 target_link_options(bat_fixture PRIVATE -pie -Wl,--emit-relocs)
 
-ocolos_unit(test_bat)
 # BOLT 22 with --custom-allocation-vma, as x86-64 rounds run it.
-add_test(NAME unit.bat COMMAND test_bat $<TARGET_FILE:bat_fixture>
-  ${OCOLOS_TEST_BOLT} ${OCOLOS_TEST_PERF2BOLT} custom)
+ocolos_unit_test(bat test_bat TIMEOUT 180 SKIP_RETURN_CODE 77
+  ARGS $<TARGET_FILE:bat_fixture> ${OCOLOS_TEST_BOLT} ${OCOLOS_TEST_PERF2BOLT} custom)
 # BOLT 19 on the same input, placing new code itself (AArch64 rounds' BOLT).
-add_test(NAME unit.bat_bolt19 COMMAND test_bat $<TARGET_FILE:bat_fixture>
-  ${OCOLOS_TEST_BOLT19} ${OCOLOS_TEST_PERF2BOLT19} placed)
+ocolos_unit_test(bat_bolt19 test_bat TIMEOUT 180 SKIP_RETURN_CODE 77
+  ARGS $<TARGET_FILE:bat_fixture> ${OCOLOS_TEST_BOLT19} ${OCOLOS_TEST_PERF2BOLT19} placed)
 
 # AArch64: the fixture cross-compiled, BOLT 19 (the one that handles
 # AArch64 inputs). Skipped (77) without a cross compiler or BOLT 19.
@@ -30,17 +29,10 @@ else()
   message(STATUS "aarch64-linux-gnu-gcc not found: unit.bat_a64 will be skipped")
   set(_bat64 ${CMAKE_CURRENT_BINARY_DIR}/no-aarch64-cross-compiler)
 endif()
-add_test(NAME unit.bat_a64 COMMAND test_bat ${_bat64}
-  ${OCOLOS_TEST_BOLT19} ${OCOLOS_TEST_PERF2BOLT19} placed)
+ocolos_unit_test(bat_a64 test_bat TIMEOUT 180 SKIP_RETURN_CODE 77
+  ARGS ${_bat64} ${OCOLOS_TEST_BOLT19} ${OCOLOS_TEST_PERF2BOLT19} placed)
 
-set_tests_properties(unit.bat unit.bat_bolt19 unit.bat_a64 PROPERTIES LABELS unit
-  TIMEOUT 180 SKIP_RETURN_CODE 77)
-
-ocolos_unit(test_bat_parse)
-add_test(NAME unit.bat_parse COMMAND test_bat_parse)
-set_tests_properties(unit.bat_parse PROPERTIES LABELS unit TIMEOUT 60)
+ocolos_unit_test(bat_parse test_bat_parse TIMEOUT 60)
 
 # infer/bat_translate.c: a sample set from optimized code, back to C0.
-ocolos_unit(test_bat_translate)
-add_test(NAME unit.bat_translate COMMAND test_bat_translate)
-set_tests_properties(unit.bat_translate PROPERTIES LABELS unit TIMEOUT 60)
+ocolos_unit_test(bat_translate test_bat_translate TIMEOUT 60)

@@ -6,20 +6,10 @@ add_executable(cfg_sample cfg_sample.c)
 target_compile_options(cfg_sample PRIVATE -O2 -fno-jump-tables -fPIE)
 target_link_options(cfg_sample PRIVATE -pie -Wl,--emit-relocs)
 
-ocolos_unit(test_hybrid)
-add_test(NAME unit.hybrid COMMAND test_hybrid)
-
-ocolos_unit(test_cfg_x86)
+ocolos_unit_test(hybrid test_hybrid)
+ocolos_unit_test(cfg_x86 test_cfg_x86 ARGS $<TARGET_FILE:cfg_sample> $<TARGET_FILE:unit_fixture>)
 target_include_directories(test_cfg_x86 PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-add_test(NAME unit.cfg_x86 COMMAND test_cfg_x86 $<TARGET_FILE:cfg_sample>
-  $<TARGET_FILE:unit_fixture>)
-
-ocolos_unit(test_hybrid_bolt)
-add_test(NAME unit.hybrid_bolt COMMAND test_hybrid_bolt $<TARGET_FILE:unit_fixture>
-  ${OCOLOS_TEST_BOLT})
-
-set_tests_properties(unit.hybrid unit.cfg_x86 unit.hybrid_bolt PROPERTIES LABELS unit
-  TIMEOUT 120)
+ocolos_unit_test(hybrid_bolt test_hybrid_bolt ARGS $<TARGET_FILE:unit_fixture> ${OCOLOS_TEST_BOLT})
 
 # AArch64: the same sample cross-compiled, when a cross compiler is installed
 # (Debian: gcc-aarch64-linux-gnu).
@@ -32,10 +22,8 @@ if(OCOLOS_AARCH64_CC)
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/cfg_sample.c
     COMMENT "Cross-compiling cfg_sample for AArch64")
   add_custom_target(cfg_sample_aarch64 ALL DEPENDS ${_cs64})
-  ocolos_unit(test_cfg_aarch64)
+  ocolos_unit_test(cfg_aarch64 test_cfg_aarch64 TIMEOUT 60 ARGS ${_cs64})
   target_include_directories(test_cfg_aarch64 PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-  add_test(NAME unit.cfg_aarch64 COMMAND test_cfg_aarch64 ${_cs64})
-  set_tests_properties(unit.cfg_aarch64 PROPERTIES LABELS unit TIMEOUT 60)
 else()
   message(STATUS "aarch64-linux-gnu-gcc not found: unit.cfg_aarch64 skipped")
 endif()

@@ -387,8 +387,9 @@ int inject_unwind_deregister(struct proc_target *t, uint64_t handle, struct core
 	if (!handle)
 		return 0;
 	/* By pid: not while the malloc lock it will take is held (proc.h). */
-	t->call_lock = t->ops != &proc_target_self_ops ? proc_free_lock(t->memfd, object_of(t, handle))
-						       : 0;
+	t->call_lock = t->ops != &proc_target_self_ops
+			       ? proc_free_lock(t->pid, t->memfd, object_of(t, handle))
+			       : 0;
 	if (t->call_lock)
 		core_logf(t->log, OCOLOS_LOG_DEBUG, "deregistering the table at 0x%llx: its free() "
 			  "takes the lock of the malloc arena at 0x%llx", (unsigned long long)handle,

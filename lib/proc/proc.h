@@ -102,9 +102,10 @@ int proc_lock_holder_ranges(pid_t pid, uint64_t (**out)[2], size_t *nout);
  * (its PC, or a word of the top 4 KiB of its stack)? */
 int proc_at_lock_holder(int memfd, uint64_t pc, uint64_t sp, const uint64_t (*r)[2], size_t n);
 /* The lock word of the malloc arena libgcc's __deregister_frame_info will
- * take (free of the sorted FDE array) for its struct object at `obj`, read
- * through `memfd`; 0 when not known (safe_point.c says when). */
-uint64_t proc_free_lock(int memfd, uint64_t obj);
+ * take (free of the sorted FDE array) for its struct object at `obj` in
+ * process `pid`, read through `memfd`; 0 when not known (safe_point.c says
+ * when). */
+uint64_t proc_free_lock(pid_t pid, int memfd, uint64_t obj);
 
 /* ---- stop-the-world in this process (stop_self.c) ---- */
 

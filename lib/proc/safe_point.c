@@ -169,16 +169,89 @@ int proc_at_lock_holder(int memfd, uint64_t pc, uint64_t sp, const uint64_t (*r)
  * the memory, its bit 2 (NON_MAIN_ARENA) set for a chunk of a thread's
  * arena, whose heap starts at the chunk's address rounded down to
  * HEAP_MAX_SIZE (64 MiB) and begins with the arena's address; an arena
- * begins with its lock (glibc 2.26 to 2.40 at least). Anything that does
- * not fit — not sorted, the main arena (its address is not exported), a
- * lock word other than 0, 1 or 2 — gives 0: no check, as before.
+ * begins with its lock (glibc 2.26 to 2.40 at least). The main arena's
+ * address is not exported: it is found on the ring of arenas (each
+ * arena's `next`), from a thread's arena found at the start of a 64
+ * MiB-aligned mapping — the one arena on the ring that is not at the start
+ * of its own heap. An arena is recognized by its bins before anything is
+ * read through it: 127 pairs of words after `top` and `last_remainder`,
+ * each an empty bin pointing at itself or two chunk pointers, several
+ * empty; `next` follows them and a 16-byte bitmap (glibc 2.26 to 2.40).
+ * Anything that does not fit — not sorted, no thread arena (no other
+ * thread ever allocated: then the only one that can hold the main lock is
+ * the one the call runs in, which the safe point sees), a ring that does
+ * not close, a lock word other than 0, 1 or 2 — gives 0: no check, as
+ * before.
  */
 #define OBJ_SORT 3	/* words */
 #define OBJ_FLAGS 4
 #define HEAP_MAX (64ull << 20)
 #define NON_MAIN_ARENA 4ull
 
-uint64_t proc_free_lock(int memfd, uint64_t obj)
+#define ARENA_BINS 0x70	/* bytes: mutex, flags, have_fastchunks, 10 fastbins, top, last_remainder */
+#define ARENA_NPAIRS 127
+#define ARENA_NEXT (ARENA_BINS + 2 * 8 * ARENA_NPAIRS + 16)
+
+/* Is there a malloc_state at `a`? Its bins say so (above). */
+static int looks_like_arena(int memfd, uint64_t a)
+{
+	uint64_t bins[2 * ARENA_NPAIRS];
+	if (!a || (a & 7) || proc_mem_read(memfd, a + ARENA_BINS, bins, sizeof(bins)))
+		return 0;
+	int empty = 0;
+	for (int j = 0; j < ARENA_NPAIRS; j++) {
+		uint64_t self = a + ARENA_BINS + 16 * (uint64_t)j - 16;
+		if (bins[2 * j] == self && bins[2 * j + 1] == self)
+			empty++;
+		else if (!bins[2 * j] || !bins[2 * j + 1] || (bins[2 * j] & 15) ||
+			 (bins[2 * j + 1] & 15))
+			return 0;
+	}
+	return empty >= 8;
+}
+
+/* Is the arena at `a` a thread's, at the start of its first heap? */
+static int thread_arena(int memfd, uint64_t a)
+{
+	uint64_t first;
+	return !proc_mem_read(memfd, a & ~(HEAP_MAX - 1), &first, sizeof(first)) && first == a &&
+	       a - (a & ~(HEAP_MAX - 1)) <= 0x40;
+}
+
+/* The main arena of process `pid`, from the ring of arenas; 0 if not found. */
+static uint64_t main_arena(pid_t pid, int memfd)
+{
+	struct procmaps m = { 0 };
+	struct core_err ignore = { 0 };
+	if (core_procmaps_read(pid, &m, &ignore))
+		return 0;
+	uint64_t start = 0, found = 0;
+	for (size_t i = 0; i < m.n && !start; i++) {
+		const struct procmaps_entry *e = &m.v[i];
+		uint64_t a;
+		if (!e->path[0] && !strcmp(e->perms, "rw-p") && !(e->start & (HEAP_MAX - 1)) &&
+		    !proc_mem_read(memfd, e->start, &a, sizeof(a)) && a > e->start &&
+		    a - e->start <= 0x40 && looks_like_arena(memfd, a))
+			start = a;
+	}
+	core_procmaps_free(&m);
+	/* The ring closes within glibc's limit of arenas (8 per CPU). */
+	uint64_t a = start;
+	for (int steps = 0; a && steps < 4096; steps++) {
+		if (proc_mem_read(memfd, a + ARENA_NEXT, &a, sizeof(a)) || !looks_like_arena(memfd, a))
+			return 0;
+		if (a == start)
+			return found;
+		if (!thread_arena(memfd, a)) {
+			if (found && found != a)
+				return 0; /* two main arenas: not glibc's ring */
+			found = a;
+		}
+	}
+	return 0;
+}
+
+uint64_t proc_free_lock(pid_t pid, int memfd, uint64_t obj)
 {
 	uint64_t w[5], size, arena;
 	uint32_t lock;
@@ -188,10 +261,13 @@ uint64_t proc_free_lock(int memfd, uint64_t obj)
 	if (!(w[OBJ_FLAGS] & 1) || !sort || (sort & 15) || !w[0])
 		return 0;
 	uint64_t chunk = sort - 16;
-	if (proc_mem_read(memfd, chunk + 8, &size, sizeof(size)) || !(size & NON_MAIN_ARENA))
+	if (proc_mem_read(memfd, chunk + 8, &size, sizeof(size)))
 		return 0;
-	if (proc_mem_read(memfd, chunk & ~(HEAP_MAX - 1), &arena, sizeof(arena)) || !arena ||
-	    (arena & 7) || proc_mem_read(memfd, arena, &lock, sizeof(lock)) || lock > 2)
+	if (!(size & NON_MAIN_ARENA))
+		arena = main_arena(pid, memfd);
+	else if (proc_mem_read(memfd, chunk & ~(HEAP_MAX - 1), &arena, sizeof(arena)))
+		return 0;
+	if (!arena || (arena & 7) || proc_mem_read(memfd, arena, &lock, sizeof(lock)) || lock > 2)
 		return 0;
 	return arena;
 }

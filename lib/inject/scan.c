@@ -49,17 +49,24 @@
 
 #define CHUNK (1u << 20)
 
+/* Does word `w`, at `at`, point into ranges[i] (at one of its return
+ * sites, when known)? `exc`: the word's place in a C++ exception header,
+ * or 0 (cxx_exception_field). */
 static void check(const uint64_t (*ranges)[2], size_t n, const struct inject_scan_opts *so,
-		  uint64_t w, uint64_t at, uint8_t *found)
+		  uint64_t w, uint64_t at, int exc, uint8_t *found)
 {
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		int sites = so->sites && so->sites[i];
+		if (exc == 2 || (exc && !sites))
+			continue;
 		if (w >= ranges[i][0] && w < ranges[i][1] &&
-		    (!so->sites || !so->sites[i] || core_sorted_has(so->sites[i], so->nsites[i], w))) {
+		    (!sites || core_sorted_has(so->sites[i], so->nsites[i], w))) {
 			if (so->pins && !found[i])
 				so->pins[i] = (struct inject_pin){ .kind = INJECT_PIN_MEMORY,
 								   .where = at, .value = w };
 			found[i] = 1;
 		}
+	}
 }
 
 /* glibc's PTR_DEMANGLE on x86-64: rotate right by 0x11, then xor. */
@@ -178,37 +185,46 @@ static int skipped(const struct inject_scan_opts *so, uint64_t a)
 }
 
 /*
- * Is the word at `at` (buf[w], of a piece of len bytes read at `a`) one of
- * the fields of a C++ exception's header that name a version's code or
- * data — actionRecord, languageSpecificData, catchTemp (the landing pad)?
+ * The fields of a C++ exception's header that name a version's code or
+ * data: actionRecord, languageSpecificData and catchTemp (the landing pad).
  * The Itanium C++ ABI's header (__cxa_exception and
  * __cxa_dependent_exception, libstdc++'s and libc++abi's alike, on x86-64
  * and AArch64) ends with those three words, then adjustedPtr, then the
- * _Unwind_Exception, whose first word is the exception class: "GNUCC++"
- * or "CLNGC++" and a 0 or 1 byte (primary or dependent), 16 to 32 bytes
- * after them. They never keep a version mapped: the personality writes
- * them in a throw's search phase for its cleanup phase, which reads them
- * while the frame they belong to is still on the thread's stack (its
- * return site in the same version, seen at the stops) or, at the very end,
- * in the registers that jump to the landing pad; after the catch they are
- * dead. And a freed exception keeps them in the heap until the memory is
- * reused: in the soak by pid, a worker's freed exception kept the landing
- * pad of a catch in one_item's cold fragment — also a return site, after
- * a call that does not return — and with it a version, for hundreds of
- * rounds.
+ * _Unwind_Exception, 16-byte aligned, whose first word is the exception
+ * class: "GNUCC++" or "CLNGC++" and a 0 or 1 byte (primary or dependent).
+ * They never keep a version mapped: the personality writes them in a
+ * throw's search phase for its cleanup phase, which reads them while the
+ * frame they belong to is still on the thread's stack (its return site in
+ * the same version, seen at the stops) or, at the very end, in the
+ * registers that jump to the landing pad; after the catch they are dead.
+ * And a freed exception keeps them in the heap until the memory is reused:
+ * in the soak by pid, a worker's freed exception kept the landing pad of a
+ * catch in one_item's cold fragment — also a return site, after a call
+ * that does not return — and with it a version, for hundreds of rounds.
+ *
+ * Returns k (2, 3 or 4) when the word at buf[w] (of a piece read at `a`
+ * that ends at `to`, `len` bytes of it in buf) lies k words before such a
+ * class word, else 0. A class word left in memory malloc hands out again
+ * must not exempt a real return address near it: the class must be
+ * 16-byte aligned (return addresses on an x86-64 stack, and the saved link
+ * register of an AArch64 frame record, are 8 bytes off that), and where a
+ * version's return sites are known only catchTemp (k = 2) is exempted
+ * (check()); the other two point into the LSDA, never at a return site.
  */
 static int cxx_exception_field(struct proc_target *t, const uint64_t *buf, size_t len, size_t w,
-			       uint64_t a)
+			       uint64_t a, uint64_t to)
 {
 	for (size_t k = 2; k <= 4; k++) {
-		uint64_t c;
+		uint64_t at = a + 8 * (w + k), c;
+		if ((at & 15) || at + 8 > to)
+			continue;
 		if (w + k < len / 8)
 			c = buf[w + k];
-		else if (proc_mem_read(t->memfd, a + 8 * (w + k), &c, 8))
+		else if (proc_mem_read(t->memfd, at, &c, 8))
 			continue;
 		c &= ~1ull;
 		if (c == 0x474e5543432b2b00ull /* GNUCC++ */ || c == 0x434c4e47432b2b00ull /* CLNGC++ */)
-			return 1;
+			return (int)k;
 	}
 	return 0;
 }
@@ -228,10 +244,11 @@ static void scan_piece(struct proc_target *t, uint64_t from, uint64_t to, uint64
 			int hit = (v >= lo && v < hi) || (d >= lo && d < hi);
 			if (!hit || (so->nskip && skipped(so, a + 8 * w)))
 				continue;
-			if (v >= lo && v < hi && !cxx_exception_field(t, buf, len, w, a))
-				check(ranges, n, so, v, a + 8 * w, found);
+			if (v >= lo && v < hi)
+				check(ranges, n, so, v, a + 8 * w,
+				      cxx_exception_field(t, buf, len, w, a, to), found);
 			if (guard)
-				check(ranges, n, so, d, a + 8 * w, found);
+				check(ranges, n, so, d, a + 8 * w, 0, found);
 		}
 	}
 }

@@ -86,34 +86,43 @@ int main(void)
 	}
 	/* A C++ exception's header: its landing pad (catchTemp) and LSDA
 	 * pointers are dead once the throw is over (scan.c says why), found
-	 * by the exception class 16 to 32 bytes on — also when that word lies
-	 * past the 1 MiB the scan reads at once. */
+	 * by the exception class, 16-byte aligned, 16 to 32 bytes on — also
+	 * when that word lies past the 1 MiB the scan reads at once. With
+	 * return sites known only catchTemp (16 bytes before) is exempted. */
 	char *x = r + (10ull << 30);
+	madvise(x, (2u << 20), MADV_NOHUGEPAGE); /* the piece must start at x */
 	for (size_t off = 0; off < (1u << 20) + 4096; off += 4096)
 		x[off] = 1; /* one piece of present pages, over 1 MiB */
 	const uint64_t cls[] = { 0x474e5543432b2b00ull, 0x474e5543432b2b01ull,
 				 0x434c4e47432b2b00ull };
 	for (size_t c = 0; c < 3; c++)
-		for (size_t at = 16; at <= 32; at += 8)
-			for (int edge = 0; edge <= 1; edge++) {
-				char *site = x + (edge ? (1u << 20) - 8 : 64);
-				put(site, 16);
-				*(volatile uint64_t *)(site + at) = cls[c];
-				expect(pretend_scan(&t, b, 1, 0, &me, 1, NULL) == 0,
-				       "a return site %zu bytes before exception class %#llx "
-				       "(edge %d) counted", at, (unsigned long long)cls[c], edge);
-				*(volatile uint64_t *)(site + at) = cls[c] ^ 0x100;
-				expect(pretend_scan(&t, b, 1, 0, &me, 1, NULL) == 1,
-				       "a return site was missed: %zu bytes before it, no class",
-				       at);
-				*(volatile uint64_t *)(site + at) = 0;
-				put(site, 24); /* off the site: cleared for the next */
-			}
-	*(volatile uint64_t *)(x + 64 + 40) = cls[0]; /* too far: the site counts */
-	put(x + 64, 16);
+		for (size_t before = 8; before <= 32; before += 8)
+			for (int edge = 0; edge <= 1; edge++)
+				for (int sites = 0; sites <= 1; sites++) {
+					char *cw = x + (edge ? (1u << 20) : 128); /* 16-aligned */
+					char *site = cw - before;
+					int exempt = before == 16 || (!sites && before >= 24);
+					put(site, sites ? 16 : 24);
+					*(volatile uint64_t *)cw = cls[c];
+					expect(pretend_scan(&t, b, sites, 0, &me, 1, NULL) == !exempt,
+					       "a word %zu bytes before exception class %#llx (edge %d, "
+					       "sites %d) %s", before, (unsigned long long)cls[c],
+					       edge, sites, exempt ? "counted" : "was exempted");
+					*(volatile uint64_t *)cw = cls[c] ^ 0x100;
+					expect(pretend_scan(&t, b, sites, 0, &me, 1, NULL) == 1,
+					       "a word was missed: %zu bytes before it, no class",
+					       before);
+					*(volatile uint64_t *)cw = 0;
+					*(volatile uint64_t *)site = 0;
+				}
+	/* A class word 8 bytes off 16: no exception header (a stale word next
+	 * to a return address pushed on a stack, say): the site counts. */
+	*(volatile uint64_t *)(x + 128 + 8) = cls[0];
+	put(x + 128 + 8 - 16, 16);
 	expect(pretend_scan(&t, b, 1, 0, &me, 1, NULL) == 1,
-	       "a return site 40 bytes before an exception class did not count");
-	put(x + 64, 24);
+	       "a return site 16 bytes before a misaligned exception class did not count");
+	*(volatile uint64_t *)(x + 128 + 8) = 0;
+	*(volatile uint64_t *)(x + 128 - 8) = 0;
 	/* A thread on a coroutine stack in the middle of a pool: what lies
 	 * below its stack pointer in the pool may be other stacks, suspended
 	 * (read); in the thread's own stack (its descriptor, the thread

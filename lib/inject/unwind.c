@@ -267,7 +267,8 @@ static uint8_t *read_eh_frame(const struct bolt_output *o, struct core_err *err)
 {
 	for (size_t i = 0; i < o->nsegs; i++) {
 		const struct elf_segment *s = &o->segs[i];
-		if (o->eh_frame < s->vaddr || o->eh_frame + o->eh_frame_size > s->vaddr + s->filesz)
+		if (o->eh_frame < s->vaddr || o->eh_frame - s->vaddr > s->filesz ||
+		    o->eh_frame_size > s->filesz - (o->eh_frame - s->vaddr))
 			continue;
 		uint8_t *eh = malloc(o->eh_frame_size ? o->eh_frame_size : 1);
 		if (eh && pread(o->fd, eh, o->eh_frame_size, (off_t)(s->offset + o->eh_frame - s->vaddr)) ==

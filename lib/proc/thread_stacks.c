@@ -103,7 +103,8 @@ static int linked(struct proc_target *t, uint64_t node, uint64_t next, uint64_t 
 /* What the live threads teach: see the comment at the top. */
 struct layout {
 	uint64_t top;		/* stack end - descriptor */
-	size_t tid, list, block, block_size; /* byte offsets in the descriptor */
+	size_t tid, list, block; /* byte offsets in the descriptor; the block's
+				   size is the word after its address */
 };
 
 static int learn(struct proc_target *t, const struct procmaps *m,
@@ -159,7 +160,6 @@ static int learn(struct proc_target *t, const struct procmaps *m,
 		}
 		if (is_block) {
 			lay->block = 8 * o;
-			lay->block_size = 8 * o + 8;
 			nblock++;
 		}
 	}
@@ -199,7 +199,7 @@ int proc_dead_thread_stacks(struct proc_target *t, const struct procmaps *m,
 			continue;
 		int32_t tid;
 		memcpy(&tid, (const char *)w + lay.tid, 4);
-		uint64_t block = w[lay.block / 8], size = w[lay.block_size / 8];
+		uint64_t block = w[lay.block / 8], size = w[lay.block / 8 + 1];
 		if ((tid != 0 && tid != -1) || (block & 4095) || block > pd || block + size != e->end ||
 		    !linked(t, pd + lay.list, w[lay.list / 8], w[lay.list / 8 + 1]))
 			continue;

@@ -41,14 +41,6 @@ int arch_a64_encode_b(uint64_t site, uint64_t target, uint32_t *out)
 	return arch_a64_encode_branch(site, OP_B, target, out);
 }
 
-int arch_a64_is_call(uint32_t insn)
-{
-	/* BL imm26; BLR Xn; BLRAAZ/BLRABZ Xn; BLRAA/BLRAB Xn, Xm (Arm ARM,
-	 * "Unconditional branch (register)"). */
-	return (insn & OP_MASK) == OP_BL || (insn & 0xfffffc1fu) == 0xd63f0000u ||
-	       (insn & 0xfffff81fu) == 0xd63f081fu || (insn & 0xfffff800u) == 0xd73f0800u;
-}
-
 int arch_a64_landing_pad(uint32_t insn)
 {
 	/* BTI {, c, j, jc} = HINT #32/#34/#36/#38; PACIASP = HINT #25,

@@ -123,10 +123,6 @@ size_t arch_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
 int arch_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target);
 /* `B target` at `site` into *out. 0, or -1 if out of +-128 MiB. */
 int arch_a64_encode_b(uint64_t site, uint64_t target, uint32_t *out);
-/* Whether `insn` is a call, leaving its return address (its own + 4) in
- * the link register: BL, BLR, or a pointer-authenticating BLRAA(Z) /
- * BLRAB(Z). */
-int arch_a64_is_call(uint32_t insn);
 /* Whether `insn` is a landing pad of an indirect branch into a BTI-guarded
  * page: BTI (any form), or PACIASP / PACIBSP, which are implicit ones. */
 int arch_a64_landing_pad(uint32_t insn);

@@ -209,9 +209,7 @@ struct inject_version_entries {
 	/* Run-time addresses right after each call instruction of the
 	 * version, sorted: the only addresses in it a return address, a
 	 * setjmp buffer or a saved context can hold (retirement looks for
-	 * those; NULL: not known — a record written before AArch64 had
-	 * them — and any address counts). AArch64: after every call,
-	 * noreturn and throwing calls included (no throw_sites there). */
+	 * those; NULL: not known, any address counts). */
 	uint64_t *ret_sites;
 	size_t nret_sites;
 	/* x86-64: the addresses right after its calls to functions that

@@ -186,41 +186,10 @@ static uint8_t *read_code(const struct bolt_output *o, const struct inject_fixup
 	return buf;
 }
 
-/* AArch64: the version's return sites — the word after every call of
- * every fragment, as on x86-64 without telling noreturn calls apart (a
- * site too many keeps a version longer, never shorter). A literal pool
- * word that decodes as a call adds one more. */
-static int a64_ret_sites(const struct bolt_output *o, const struct elf_bat *bat,
-			 const struct inject_fixups *fx, uint64_t bias,
-			 struct inject_version_entries *ve)
-{
-	size_t cap = 0;
-	for (size_t i = 0; bat && i < bat->nfrags; i++) {
-		const struct elf_bat_frag *fr = &bat->frags[i];
-		uint8_t *code = read_code(o, fx, fr->addr, fr->size);
-		for (uint64_t off = 0; code && off + 4 <= fr->size; off += 4) {
-			const uint8_t *w = code + off;
-			if (!arch_a64_is_call(w[0] | (uint32_t)w[1] << 8 | (uint32_t)w[2] << 16 |
-					      (uint32_t)w[3] << 24))
-				continue;
-			if (core_grow((void **)&ve->ret_sites, &cap, ve->nret_sites,
-				      sizeof(*ve->ret_sites))) {
-				free(code);
-				return OCOLOS_ENOMEM;
-			}
-			ve->ret_sites[ve->nret_sites++] = bias + fr->addr + off + 4;
-		}
-		free(code);
-	}
-	if (ve->nret_sites)
-		qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), core_cmp_u64);
-	return 0;
-}
-
 /* AArch64: each copy's patched word (version.c's opening comment). */
 static int build_a64(const struct elf_binary *b, const struct bolt_output *o,
-		     const struct elf_bat *bat, const struct inject_fixups *fx, uint64_t bias,
-		     struct inject_version_entries *ve, struct core_err *err)
+		     const struct inject_fixups *fx, struct inject_version_entries *ve,
+		     struct core_err *err)
 {
 	ve->off = calloc(b->nfuncs + 1, 1);
 	ve->pad = calloc(b->nfuncs + 1, sizeof(*ve->pad));
@@ -249,10 +218,6 @@ static int build_a64(const struct elf_binary *b, const struct bolt_output *o,
 		}
 		free(code);
 	}
-	if (a64_ret_sites(o, bat, fx, bias, ve)) {
-		inject_version_entries_free(ve);
-		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
-	}
 	return 0;
 }
 
@@ -278,7 +243,7 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		ve->c0[f] = bias + b->funcs[f].addr;
 	}
 	if (b->machine == EM_AARCH64)
-		return build_a64(b, o, bat, fx, bias, ve, err);
+		return build_a64(b, o, fx, ve, err);
 	if (b->machine != EM_X86_64 || !bat)
 		return 0;
 	/* Every fragment decoded once: each hot copy's own entry facts, and

@@ -23,16 +23,6 @@ static void encodings(void)
 	check(arch_a64_branch_kind(0x94000002) == 0x94 && arch_a64_branch_kind(0x17ffffff) == 0x14,
 	       "kind");
 	check(arch_a64_branch_kind(0xd65f03c0) == 0, "ret is no BL/B");
-	/* calls: bl; blr x8; blraaz x1; blrabz x1; blraa x1, x2; blrab x3, sp */
-	const uint32_t calls[] = { 0x94000002, 0xd63f0100, 0xd63f083f, 0xd63f0c3f, 0xd73f0822,
-				   0xd73f0c7f };
-	for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++)
-		check(arch_a64_is_call(calls[i]), "call %#x not recognized", calls[i]);
-	/* not calls: b; br x16; ret; retaa; braaz x1; blr-like hint (bti c); nop */
-	const uint32_t others[] = { 0x17ffffff, 0xd61f0200, 0xd65f03c0, 0xd65f0bff, 0xd61f083f,
-				    0xd503245f, 0xd503201f };
-	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
-		check(!arch_a64_is_call(others[i]), "%#x taken for a call", others[i]);
 	check(arch_a64_branch_target(0x1000, 0x94000002) == 0x1008, "bl .+8");
 	check(arch_a64_branch_target(0x1000, 0x17ffffff) == 0x0ffc, "b .-4");
 	check(arch_a64_encode_branch(0x1000, 0x94000000, 0x1008, &w) == 0 && w == 0x94000002, "enc bl");

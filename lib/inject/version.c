@@ -249,11 +249,14 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 	/* Every fragment decoded once: each hot copy's own entry facts, and
 	 * the targets of every direct branch of the version. */
 	struct targets tg = { .ve = ve, .bias = bias, .b = b };
+	int unread = 0;
 	for (size_t i = 0; i < bat->nfrags && !tg.rc; i++) {
 		const struct elf_bat_frag *fr = &bat->frags[i];
 		uint8_t *code = read_code(o, fx, fr->addr, fr->size);
-		if (!code)
+		if (!code) {
+			unread++;
 			continue;
+		}
 		tg.func = fr->in_func >= 0 && (size_t)fr->in_func < b->nfuncs ? fr->in_func : -1;
 		struct arch_entry_info info = { .on_target = on_target };
 		size_t done = arch_x86_scan_function(code, fr->size, fr->addr, NULL, &info, &tg);
@@ -277,6 +280,19 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 	}
 	if (tg.n)
 		qsort(tg.v, tg.n, sizeof(*tg.v), core_cmp_u64);
+	/* The return sites are the only addresses in the version retirement
+	 * looks for, which is right only if they are all of them: not when a
+	 * fragment could not be read (its calls unknown), nor when code of
+	 * the version still takes the address of one of its own copies
+	 * (keep_c0.c's unfixed references: a function pointer into the
+	 * version, which is no return site). Then no list: every address in
+	 * the version counts. */
+	if (unread || (fx && fx->unfixed)) {
+		core_free_clear(ve->ret_sites, ve->nret_sites * sizeof(*ve->ret_sites));
+		core_free_clear(ve->throw_sites, ve->nthrow_sites * sizeof(*ve->throw_sites));
+		ve->ret_sites = ve->throw_sites = NULL;
+		ve->nret_sites = ve->nthrow_sites = 0;
+	}
 	if (ve->nret_sites)
 		qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), core_cmp_u64);
 	if (ve->nthrow_sites)

@@ -56,6 +56,7 @@
 #include "infer/cfg.h"
 #include "infer/hybrid.h"
 #include "infer/profile.h"
+#include "inject/inject.h"
 #include "layout/layout.h"
 #include "sample/sample.h"
 #include "check.h"
@@ -652,6 +653,24 @@ int main(int argc, char **argv)
 		if (note)
 			check_damaged(note, len);
 		free(note);
+	}
+	/* The version's return sites (inject/version.c) are all retirement
+	 * looks for — unless its code still takes the address of a copy
+	 * (keep_c0.c's unfixed references): then there is no list, and every
+	 * address in the version counts. */
+	if (bat && o && b->machine == EM_X86_64) {
+		struct inject_fixups fx;
+		struct inject_version_entries ve;
+		expect(inject_fixups_build(b, o, bat, &fx, &err) == 0, "fixups: %s", err.msg);
+		expect(inject_version_entries_build(b, o, bat, &fx, 0, 1, &ve, &err) == 0 &&
+		       ve.ret_sites && ve.nret_sites > 0, "no return sites in the version");
+		inject_version_entries_free(&ve);
+		fx.unfixed++;
+		expect(inject_version_entries_build(b, o, bat, &fx, 0, 1, &ve, &err) == 0 &&
+		       !ve.ret_sites && !ve.nret_sites && !ve.throw_sites,
+		       "a version whose code takes the address of a copy kept its return-site list");
+		inject_version_entries_free(&ve);
+		inject_fixups_free(&fx);
 	}
 	/* Without the input, nothing is bound: addresses in moved code are
 	 * reported as such, not as original code. */

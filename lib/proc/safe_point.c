@@ -261,7 +261,8 @@ uint64_t proc_free_lock(pid_t pid, int memfd, uint64_t obj)
 	if (!(w[OBJ_FLAGS] & 1) || !sort || (sort & 15) || !w[0])
 		return 0;
 	uint64_t chunk = sort - 16;
-	if (proc_mem_read(memfd, chunk + 8, &size, sizeof(size)))
+	/* An mmap'ed chunk (bit 1) goes back to the kernel without a lock. */
+	if (proc_mem_read(memfd, chunk + 8, &size, sizeof(size)) || (size & 2))
 		return 0;
 	if (!(size & NON_MAIN_ARENA))
 		arena = main_arena(pid, memfd);

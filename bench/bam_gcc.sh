@@ -89,7 +89,8 @@ case $(readelf -S "$cc1") in *.rela.text*.symtab*) ;; *) false ;; esac ||
 	{ log "$cc1 lacks .rela.text or .symtab"; exit 1; }
 # The compiler: Debian's driver, the new cc1 (-B: the driver looks there first).
 cc="$driver -B$cc1dir/"
-$cc -v -x c -c /dev/null -o /dev/null 2>&1 | grep -q "^ $cc1 " ||
+case $($cc -v -x c -c /dev/null -o /dev/null 2>&1) in *"
+ $cc1 "*) ;; *) false ;; esac ||
 	{ log "the driver does not run $cc1 with -B"; exit 1; }
 # --- SQLite's split sources, as bam_tcc.sh prepares them ------------------
 srcroot=$here/out/bam/src

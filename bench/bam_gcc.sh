@@ -16,7 +16,9 @@
 #        COPIES (copies of the tree per build, default 1: 101 cc1 runs),
 #        FIRST_OPTS (more ocolos-bam options for the first build and the
 #        later ones), KINDS (the interleaved kinds, default
-#        "plain later ceil profile")
+#        "plain later ceil profile"), CEIL2 (a directory holding a cc1
+#        BOLTed some other way, e.g. with a perf profile: kind "ceil2",
+#        used directly as ceil is)
 #
 # Builds, each from clean, timed (CPU time, user+sys of everything the build
 # waited for, and wall clock):
@@ -197,6 +199,7 @@ run_kind() { # run_kind KIND REP
 		# shellcheck disable=SC2086
 		build later "$2" "$cc" --target "$cc1" ${FIRST_OPTS:-} ;;
 	ceil) build ceil "$2" "$driver -B$out/bin/ceil/" ;;
+	ceil2) build ceil2 "$2" "$driver -B${CEIL2:?kind ceil2 needs CEIL2}/" ;;
 	profile)
 		cache=$out/cache-profile
 		rm -rf "$cache"
@@ -213,6 +216,7 @@ done
 {
 	echo "cc1 runs per build: $ninv; first build's profile: $first_samples samples" \
 		"(FIRST_OPTS: ${FIRST_OPTS:-none}); ceiling profile: $ceil_samples samples (preload, all runs)"
+	[ -z "${CEIL2:-}" ] || echo "ceil2: $CEIL2/cc1"
 	echo "load: $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 } > "$out/summary.txt"
 python3 - "$results" <<'EOF' | tee -a "$out/summary.txt"
@@ -225,7 +229,7 @@ for k, r, s, c, *rest in rows:
     by[(k, r)] = (float(c), float(s))
 m = {k: st.median(v) for k, v in cpu.items()}
 mw = {k: st.median(v) for k, v in wall.items()}
-for k in ("ref", "first", "allprof", "plain", "later", "ceil", "profile"):
+for k in ("ref", "first", "allprof", "plain", "later", "ceil", "ceil2", "profile"):
     if k in cpu:
         print(f"{k:8s} n={len(cpu[k])} cpu median={m[k]:.2f}s all={' '.join(f'{x:.2f}' for x in cpu[k])};"
               f" wall median={mw[k]:.2f}s all={' '.join(f'{x:.1f}' for x in wall[k])}")
@@ -234,7 +238,7 @@ def pairs(k, i):
     v = [by[("plain", r)][i] / by[(k, r)][i] for r in reps if (k, r) in by]
     q = st.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
     return st.median(v), min(v), max(v), q[0], q[2]
-for k in ("later", "ceil", "profile"):
+for k in ("later", "ceil", "ceil2", "profile"):
     if k in cpu and "plain" in cpu:
         c, w = pairs(k, 0), pairs(k, 1)
         print(f"plain/{k}: cpu median of pairs {c[0]:.3f}x (IQR {c[3]:.3f}-{c[4]:.3f},"

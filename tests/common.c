@@ -432,19 +432,27 @@ void test_check_round(int rc, const struct ocolos_stats *st, unsigned workers,
 double test_c1_share(const struct ocolos_stats *st, uint32_t hz,
 		     uint32_t window_ms, size_t min_samples)
 {
-	OCOLOS_OPTS(ocolos_where_opts, o, .window_ms = window_ms, .sample_hz = hz);
-	OCOLOS_OPTS(ocolos_where_result, w);
-	int rc = ocolos_where_self(&o, &w);
-
+	/* Up to four windows, their samples added, until min_samples land in
+	 * the binary: a loaded machine (qemu-user beside other jobs) gives
+	 * the process less CPU per window, not a different share. */
+	unsigned long long in_c0 = 0, in_c1 = 0;
 	(void)st;
-	check(rc == 0, "ocolos_where_self: %s: %s", ocolos_strerror(rc),
-	      ocolos_last_error(NULL));
-	fprintf(stderr,
-		"after round: %llu samples: %llu in C0, %llu in C1, %llu elsewhere\n",
-		(unsigned long long)w.samples, (unsigned long long)w.in_original,
-		(unsigned long long)w.in_optimized, (unsigned long long)w.elsewhere);
-	check(w.in_original + w.in_optimized >= min_samples,
-	      "only %llu samples in the binary after the round (want >= %zu)",
-	      (unsigned long long)(w.in_original + w.in_optimized), min_samples);
-	return (double)w.in_optimized / (double)(w.in_original + w.in_optimized);
+	for (int i = 0; i < 4 && in_c0 + in_c1 < min_samples; i++) {
+		OCOLOS_OPTS(ocolos_where_opts, o, .window_ms = window_ms, .sample_hz = hz);
+		OCOLOS_OPTS(ocolos_where_result, w);
+		int rc = ocolos_where_self(&o, &w);
+		check(rc == 0, "ocolos_where_self: %s: %s", ocolos_strerror(rc),
+		      ocolos_last_error(NULL));
+		fprintf(stderr,
+			"after round (window %d): %llu samples: %llu in C0, %llu in C1, %llu "
+			"elsewhere\n", i + 1, (unsigned long long)w.samples,
+			(unsigned long long)w.in_original, (unsigned long long)w.in_optimized,
+			(unsigned long long)w.elsewhere);
+		in_c0 += w.in_original;
+		in_c1 += w.in_optimized;
+	}
+	check(in_c0 + in_c1 >= min_samples,
+	      "only %llu samples in the binary after the round, in 4 windows (want >= %zu)",
+	      in_c0 + in_c1, min_samples);
+	return (double)in_c1 / (double)(in_c0 + in_c1);
 }

@@ -111,9 +111,10 @@ void test_check_round(int rc, const struct ocolos_stats *st, unsigned workers,
 		      unsigned blocked);
 
 /* Sample the process (all threads but the caller) with ocolos_where_self()
- * for `window_ms` at `hz`, and return the share of the samples in the
- * binary's code (C0 or C1) that land in C1. Fails the test if fewer
- * than `min_samples` land in the binary at all. */
+ * for `window_ms` at `hz` — again, up to four windows in all, while fewer
+ * than `min_samples` have landed in the binary's code (C0 or C1) — and
+ * return the share of those that land in C1. Fails the test if fewer
+ * than `min_samples` land in the binary in the four windows. */
 double test_c1_share(const struct ocolos_stats *st, uint32_t hz,
 		     uint32_t window_ms, size_t min_samples);
 

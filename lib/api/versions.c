@@ -301,6 +301,16 @@ static void name_in_version(const struct ocolos_ctx *ctx, const struct api_versi
 		else
 			hi = mid;
 	}
+	if (!e->nfrags && e->at && ctx->bin && !after_call) {
+		/* Fragments are not in the state record: a version another
+		 * agent made names only its functions' entries. */
+		for (size_t f = 0; f < e->nfuncs && f < ctx->bin->nfuncs; f++)
+			if (e->at[f] == a) {
+				snprintf(buf, len, " (%s)", ctx->bin->funcs[f].name);
+				return;
+			}
+		return;
+	}
 	if (!lo || key >= e->frags[lo - 1].hi || !ctx->bin || e->frags[lo - 1].func >= ctx->bin->nfuncs ||
 	    e->frags[lo - 1].func >= e->nfuncs)
 		return;
@@ -323,10 +333,17 @@ static void log_pin(struct ocolos_ctx *ctx, const struct api_version *v)
 	case INJECT_PIN_PC:
 		snprintf(what, sizeof(what), "thread %u runs in it, at 0x%llx%s", p->thread, val, fn);
 		break;
-	case INJECT_PIN_REG:
-		snprintf(what, sizeof(what), "register %u of thread %u holds 0x%llx%s", p->reg,
-			 p->thread, val, fn);
+	case INJECT_PIN_REG: {
+		const char *reg = proc_reg_name(p->reg);
+		char num[16];
+		if (!reg) {
+			snprintf(num, sizeof(num), "%u", p->reg);
+			reg = num;
+		}
+		snprintf(what, sizeof(what), "register %s of thread %u holds 0x%llx%s", reg, p->thread,
+			 val, fn);
 		break;
+	}
 	case INJECT_PIN_STACK:
 		snprintf(what, sizeof(what), "the stack of thread %u holds 0x%llx%s at sp+0x%llx, "
 			 "a %s", p->thread, val, fn, off,

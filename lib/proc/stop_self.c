@@ -75,11 +75,17 @@ static void park_handler(int sig, siginfo_t *si, void *uc)
 #if defined(__x86_64__)
 			s->state[i].pc = (uint64_t)ctx->uc_mcontext.gregs[REG_RIP];
 			s->state[i].sp = (uint64_t)ctx->uc_mcontext.gregs[REG_RSP];
-			for (int r = 0; r < NGREG && r < 32; r++)
-				s->state[i].regs[r] = (uint64_t)ctx->uc_mcontext.gregs[r];
-			s->state[i].nregs = NGREG < 32 ? NGREG : 32;
+			/* The order ptrace_x86.c reports (proc_reg_name names
+			 * them), fs base last. */
+			static const int order[] = { REG_RAX, REG_RBX, REG_RCX, REG_RDX, REG_RSI,
+						     REG_RDI, REG_RBP, REG_R8,	REG_R9,	 REG_R10,
+						     REG_R11, REG_R12, REG_R13, REG_R14, REG_R15 };
+			for (size_t r = 0; r < sizeof(order) / sizeof(order[0]); r++)
+				s->state[i].regs[r] = (uint64_t)ctx->uc_mcontext.gregs[order[r]];
 			uint64_t tp;
 			__asm__("mov %%fs:0, %0" : "=r"(tp));
+			s->state[i].regs[15] = tp;
+			s->state[i].nregs = 16;
 			s->state[i].tp = tp;
 #elif defined(__aarch64__)
 			s->state[i].pc = ctx->uc_mcontext.pc;

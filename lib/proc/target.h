@@ -31,6 +31,11 @@ struct proc_thread_state {
 	uint64_t tp;		/* thread pointer (x86-64: fs base), 0 if not known */
 };
 
+/* The name of regs[r] ("rax", "x19"), or NULL past the last one: x86-64
+ * reports rax, rbx, rcx, rdx, rsi, rdi, rbp, r8–r15 and the fs base;
+ * AArch64 x0–x30. */
+const char *proc_reg_name(unsigned r);
+
 /* What a memory scan after a stop needs of each thread stopped there. */
 struct proc_live_thread {
 	uint64_t sp, tp;

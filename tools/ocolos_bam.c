@@ -57,6 +57,7 @@ struct opts {
 	long runs;		  /* --profile-runs */
 	long min_samples;	  /* --profile-samples */
 	long hz;		  /* --hz */
+	long instrument;	  /* --instrument: instrumented invocations (0 off) */
 	const char *cache;	  /* --cache */
 	long cache_max_mb;	  /* --cache-max */
 	const char *bolt;	  /* --bolt */
@@ -67,6 +68,7 @@ struct opts {
 };
 
 static char root[PATH_MAX];
+static char instrument_on[2]; /* "1" when --instrument N > 0: the summary says why not */
 static char bolt_path[PATH_MAX];
 static pid_t worker = -1;	  /* the BOLT worker we started, or -1 */
 static char worker_entry[PATH_MAX + 300]; /* ... and its entry */
@@ -83,6 +85,9 @@ static void usage(FILE *f)
 		"  --profile-samples N  samples before BOLT runs (default 2000; at the end of CMD any\n"
 		"                       profile counts once --profile-runs invocations were profiled)\n"
 		"  --hz N               sampling rate of a profiled process, per CPU second (default 1000)\n"
+		"  --instrument N       profile with N runs of a BOLT-instrumented copy (exact counts)\n"
+		"                       instead of sampling; binaries with relocations only, others\n"
+		"                       are sampled (default 0: sampling)\n"
 		"  --cache DIR          cache directory (default $XDG_CACHE_HOME/ocolos-bam)\n"
 		"  --cache-max MB       cache size bound (default 4096)\n"
 		"  --bolt PATH          llvm-bolt to use (default: libocolos's BOLT discovery)\n"
@@ -102,6 +107,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "auto-cpu-ms", required_argument, 0, 'C' },
 		{ "profile-runs", required_argument, 0, 'r' },
 		{ "profile-samples", required_argument, 0, 's' }, { "hz", required_argument, 0, 'z' },
+		{ "instrument", required_argument, 0, 'I' },
 		{ "cache", required_argument, 0, 'c' }, { "cache-max", required_argument, 0, 'm' },
 		{ "bolt", required_argument, 0, 'b' }, { "bolt-timeout", required_argument, 0, 'T' },
 		{ "wait", no_argument, 0, 'w' }, { "allow-stripped", no_argument, 0, 'S' }, { "preload", required_argument, 0, 'p' },
@@ -133,6 +139,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'r': o->runs = atol(optarg); break;
 		case 's': o->min_samples = atol(optarg); break;
 		case 'z': o->hz = atol(optarg); break;
+		case 'I': o->instrument = atol(optarg); break;
 		case 'c': o->cache = optarg; break;
 		case 'm': o->cache_max_mb = atol(optarg); break;
 		case 'b': o->bolt = optarg; break;
@@ -551,10 +558,132 @@ static void mark(const char *entry, const char *name, const char *text)
 	}
 }
 
+enum job {
+	JOB_BOLT,	 /* the spool's samples -> `optimized` */
+	JOB_INSTRUMENT,	 /* the original -> `instrumented` */
+	JOB_BOLT_COUNTS, /* finished instrumented runs' counts -> `optimized` */
+};
+
+/* The counts of the instrumented runs that have ended (fdata/<pid>.done
+ * beside a non-empty fdata/prof.<pid>.fdata): how many, and with `paths`
+ * (room for `cap`) their files. */
+static size_t counts_done(const char *entry, char (*paths)[PATH_MAX + 64], size_t cap)
+{
+	char d[PATH_MAX + 16];
+	snprintf(d, sizeof(d), "%s/fdata", entry);
+	DIR *dir = opendir(d);
+	if (!dir)
+		return 0;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		char *end;
+		unsigned long pid = strtoul(de->d_name, &end, 10);
+		if (end == de->d_name || strcmp(end, ".done"))
+			continue;
+		char f[64];
+		struct stat st;
+		snprintf(f, sizeof(f), "prof.%lu.fdata", pid);
+		if (fstatat(dirfd(dir), f, &st, 0) || !S_ISREG(st.st_mode) || !st.st_size)
+			continue;
+		if (paths && n < cap)
+			snprintf(paths[n], sizeof(paths[n]), "%s/%s", d, f);
+		n++;
+	}
+	closedir(dir);
+	return n;
+}
+
+/* BOLT's instrumentation of the original: every function counts its
+ * blocks and edges exactly, and writes them at exit to
+ * fdata/prof.<pid>.fdata (BOLT's runtime, from DT_FINI). Relocations are
+ * required (as for function reordering): without them, or without
+ * symbols, the entry is sampled as without --instrument. */
+static int instrument_main(const char *entry, const struct meta *m, long timeout_s)
+{
+	char out[PATH_MAX + 64], fin[PATH_MAX + 64], logp[PATH_MAX + 64], oarg[PATH_MAX + 80],
+		farg[PATH_MAX + 120], dir[PATH_MAX + 16];
+	int stripped, relocs = has_relocs(m->path, &stripped);
+	if (!relocs || stripped) {
+		mark(entry, "instrument-failed", !relocs ? "no relocations (-Wl,--emit-relocs): not "
+		     "instrumented, sampled instead\n" : "no symbol table: not instrumented\n");
+		return 1;
+	}
+	snprintf(dir, sizeof(dir), "%s/fdata", entry);
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		mark(entry, "instrument-failed", "cannot make fdata/: sampled instead\n");
+		return 1;
+	}
+	snprintf(out, sizeof(out), "%s/instrumented.tmp", entry);
+	snprintf(fin, sizeof(fin), "%s/instrumented", entry);
+	snprintf(logp, sizeof(logp), "%s/instrument.log", entry);
+	snprintf(oarg, sizeof(oarg), "-o=%s", out);
+	snprintf(farg, sizeof(farg), "--instrumentation-file=%s/prof", dir);
+	const char *argv[] = { bolt_path, m->path, "--instrument", farg,
+			       "--instrumentation-file-append-pid", oarg, NULL };
+	int rc = run_bolt((char **)argv, logp, timeout_s);
+	if (!rc && chmod(out, 0500)) /* never writable once it can run */
+		rc = -1;
+	if (!rc)
+		rc = rename(out, fin);
+	if (rc) {
+		unlink(out);
+		mark(entry, "instrument-failed", "llvm-bolt --instrument failed (instrument.log): "
+		     "sampled instead\n");
+		return 1;
+	}
+	return 0;
+}
+
+/* The counts of the instrumented runs, merged (merge-fdata, beside
+ * llvm-bolt) into profile.fdata; -data= for BOLT. The instrumented binary
+ * and the counts go once `optimized` is in. */
+static int counts_profile(const char *entry, char *darg, size_t cap, long timeout_s)
+{
+	enum { MAX_RUNS = 64 };
+	static char files[MAX_RUNS][PATH_MAX + 64];
+	size_t n = counts_done(entry, files, MAX_RUNS);
+	if (!n)
+		return -1;
+	if (n > MAX_RUNS)
+		n = MAX_RUNS;
+	char cnt[32];
+	snprintf(cnt, sizeof(cnt), "%zu\n", n);
+	mark(entry, "instrumented_runs", cnt);
+	if (n == 1) {
+		snprintf(darg, cap, "-data=%s", files[0]);
+		return 0;
+	}
+	char merge[PATH_MAX], out[PATH_MAX + 64], logp[PATH_MAX + 64];
+	snprintf(merge, sizeof(merge), "%s", bolt_path);
+	char *slash = strrchr(merge, '/');
+	snprintf(slash ? slash + 1 : merge, sizeof(merge) - (size_t)(slash ? slash + 1 - merge : 0),
+		 "merge-fdata");
+	snprintf(out, sizeof(out), "%s/profile.fdata", entry);
+	snprintf(logp, sizeof(logp), "%s/merge.log", entry);
+	const char *argv[MAX_RUNS + 6];
+	size_t k = 0;
+	argv[k++] = merge;
+	argv[k++] = "-q";
+	argv[k++] = "-o";
+	argv[k++] = out;
+	for (size_t i = 0; i < n; i++)
+		argv[k++] = files[i];
+	argv[k] = NULL;
+	if (access(merge, X_OK) || run_bolt((char **)argv, logp, timeout_s)) {
+		/* No merge-fdata: one run's counts are a good profile too. */
+		snprintf(darg, cap, "-data=%s", files[0]);
+		mark(entry, "instrumented_runs", "1\n");
+		return 0;
+	}
+	snprintf(darg, cap, "-data=%s", out);
+	return 0;
+}
+
 /* One entry, start to end: in a forked child at nice 19, holding the
  * entry's lock and the user's BOLT lock. Exit status 0 when `optimized`
- * was installed. */
-static int worker_main(const char *entry, long timeout_s, int allow_stripped)
+ * (JOB_INSTRUMENT: `instrumented`) was installed. */
+static int worker_main(const char *entry, enum job job, long timeout_s, int allow_stripped)
 {
 	char p[PATH_MAX + 64], prof[PATH_MAX + 64], fdata[PATH_MAX + 64], out[PATH_MAX + 64],
 		logp[PATH_MAX + 64];
@@ -562,7 +691,8 @@ static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 	int lk = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (lk < 0 || flock(lk, LOCK_EX | LOCK_NB))
 		return 2; /* another worker has it */
-	if (has(entry, "optimized") || has(entry, "failed") || has(entry, "quarantine"))
+	if (has(entry, "optimized") || has(entry, "failed") || has(entry, "quarantine") ||
+	    (job == JOB_INSTRUMENT && (has(entry, "instrumented") || has(entry, "instrument-failed"))))
 		return 2;
 	snprintf(p, sizeof(p), "%s/bolt.lock", root);
 	int glk = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -571,8 +701,12 @@ static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 	struct meta m;
 	if (read_meta(entry, &m) || !meta_current(&m))
 		return 2; /* the original changed: the entry is stale */
+	if (job == JOB_INSTRUMENT)
+		return instrument_main(entry, &m, timeout_s);
 	struct sample_set s = { 0 };
-	if (read_spool(entry, &s) || !s.n) {
+	char darg[PATH_MAX + 80];
+	if (job == JOB_BOLT_COUNTS ? counts_profile(entry, darg, sizeof(darg), timeout_s)
+				   : read_spool(entry, &s) || !s.n) {
 		sample_set_free(&s);
 		return 2;
 	}
@@ -580,12 +714,13 @@ static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 	 * summary ("bolt_samples"). */
 	char cnt[32];
 	snprintf(cnt, sizeof(cnt), "%zu\n", s.n);
-	mark(entry, "samples", cnt);
+	if (job == JOB_BOLT)
+		mark(entry, "samples", cnt);
 	snprintf(logp, sizeof(logp), "%s/bolt.log", entry);
 	snprintf(prof, sizeof(prof), "%s/profile.pa", entry);
 	snprintf(fdata, sizeof(fdata), "%s/profile.fdata", entry);
 	snprintf(out, sizeof(out), "%s/optimized.tmp", entry);
-	int stripped, relocs = has_relocs(m.path, &stripped), basic = 1;
+	int stripped, relocs = has_relocs(m.path, &stripped), basic = job == JOB_BOLT;
 	if (stripped && !allow_stripped) {
 		sample_set_free(&s);
 		mark(entry, "mode", relocs ? "relocs,stripped\n" : "no-relocs,stripped\n");
@@ -593,7 +728,7 @@ static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 		     "--allow-stripped lets BOLT try\n");
 		return 1;
 	}
-	if (relocs) {
+	if (relocs && job == JOB_BOLT) {
 		/* With relocations and symbols, libocolos's own model: CFGs and
 		 * hybrid edge weights (infer/), better than bare samples. */
 		struct elf_binary *b = NULL;
@@ -608,8 +743,10 @@ static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 	int rc = 0;
 	const char *argv[64];
 	size_t n = 0;
-	char parg[PATH_MAX + 80], oarg[PATH_MAX + 80], darg[PATH_MAX + 80];
-	if (basic) {
+	char parg[PATH_MAX + 80], oarg[PATH_MAX + 80];
+	if (job == JOB_BOLT_COUNTS) {
+		/* darg: the counts, BOLT's own format */
+	} else if (basic) {
 		/* BOLT 22 leaves block counts unknown for --ba read directly:
 		 * aggregate first (as lib/layout does for a round). */
 		snprintf(parg, sizeof(parg), "-p=%s", prof);
@@ -630,7 +767,7 @@ static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 		argv[n++] = m.path;
 		argv[n++] = oarg;
 		argv[n++] = darg;
-		if (!basic)
+		if (!basic && job == JOB_BOLT)
 			argv[n++] = "--pa";
 		for (size_t i = 0; bolt_common[i]; i++)
 			argv[n++] = bolt_common[i];
@@ -645,8 +782,9 @@ static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 			rc = -1;
 		snprintf(p, sizeof(p), "%s/optimized", entry);
 		if (!rc) {
-			mark(entry, "mode", relocs ? "relocs\n" : stripped ? "no-relocs,stripped\n"
-										    : "no-relocs\n");
+			mark(entry, "mode", job == JOB_BOLT_COUNTS ? "relocs,instrumented\n"
+					    : relocs ? "relocs\n" : stripped ? "no-relocs,stripped\n"
+									      : "no-relocs\n");
 			rc = rename(out, p);
 		}
 	}
@@ -657,12 +795,16 @@ static int worker_main(const char *entry, long timeout_s, int allow_stripped)
 	}
 	snprintf(p, sizeof(p), "%s/spool", entry);
 	nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* optimized: the samples are done with */
+	snprintf(p, sizeof(p), "%s/fdata", entry);
+	nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* ... and the counts */
+	snprintf(p, sizeof(p), "%s/instrumented", entry);
+	unlink(p);
 	return 0;
 }
 
 /* Start the worker for `entry` in the background: its own session (a ^C
  * to the build does not kill it), nice 19, output to the entry's log. */
-static void start_worker(const char *entry, long timeout_s, int allow_stripped)
+static void start_worker(const char *entry, enum job job, long timeout_s, int allow_stripped)
 {
 	sigset_t chld_set;
 	sigemptyset(&chld_set);
@@ -682,7 +824,7 @@ static void start_worker(const char *entry, long timeout_s, int allow_stripped)
 			if (fd > 2)
 				close(fd);
 		}
-		_exit(worker_main(entry, timeout_s, allow_stripped));
+		_exit(worker_main(entry, job, timeout_s, allow_stripped));
 	}
 	worker = pid;
 	snprintf(worker_entry, sizeof(worker_entry), "%s", entry);
@@ -709,11 +851,22 @@ static void poll_entries(const struct opts *o, int final)
 		snprintf(p, sizeof(p), "%s/%s", e, de->d_name);
 		if (has(p, "optimized") || has(p, "failed") || has(p, "quarantine") || !has(p, "meta"))
 			continue;
+		if (o->instrument > 0 && !has(p, "instrument-failed")) {
+			/* Instrumented runs: make the instrumented binary first;
+			 * BOLT once --instrument runs have ended, or, at the end
+			 * of CMD, any. */
+			size_t done = counts_done(p, NULL, 0);
+			if (!has(p, "instrumented"))
+				start_worker(p, JOB_INSTRUMENT, o->bolt_timeout_s, o->allow_stripped);
+			else if (done >= (size_t)o->instrument || (final && done > 0))
+				start_worker(p, JOB_BOLT_COUNTS, o->bolt_timeout_s, o->allow_stripped);
+			continue;
+		}
 		uint64_t n = spool_samples(p);
 		int ready = n >= (uint64_t)o->min_samples ||
 			    (final && n > 0 && file_size(p, "claims") >= o->runs);
 		if (ready)
-			start_worker(p, o->bolt_timeout_s, o->allow_stripped);
+			start_worker(p, JOB_BOLT, o->bolt_timeout_s, o->allow_stripped);
 	}
 	closedir(d);
 }
@@ -745,14 +898,18 @@ static void json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-struct target { char key[128]; char path[PATH_MAX]; long inv, prof, opt, fallback, unsafe; };
+struct target {
+	char key[128];
+	char path[PATH_MAX];
+	long inv, prof, opt, fallback, unsafe, instr, ifallback;
+};
 
 /* Read the session log and print the one-line summary. */
 static void summary(const char *session, const char *error, int status)
 {
 	struct target *t = NULL;
 	size_t nt = 0;
-	long inv = 0, prof = 0, opt = 0, fb = 0;
+	long inv = 0, prof = 0, opt = 0, fb = 0, instr = 0, ifb = 0;
 	FILE *f = session ? fopen(session, "re") : NULL;
 	char line[2 * PATH_MAX + 64];
 	while (f && fgets(line, sizeof(line), f)) {
@@ -781,6 +938,10 @@ static void summary(const char *session, const char *error, int status)
 			t[i].opt++, opt++;
 		else if (!strcmp(ev, "fallback"))
 			t[i].fallback++, fb++;
+		else if (!strcmp(ev, "instr"))
+			t[i].instr++, instr++;
+		else if (!strcmp(ev, "ifallback"))
+			t[i].ifallback++, ifb++;
 		else if (!strcmp(ev, "unsafe"))
 			t[i].unsafe++;
 	}
@@ -793,7 +954,8 @@ static void summary(const char *session, const char *error, int status)
 		json_str(stderr, error);
 	}
 	fprintf(stderr, ",\"invocations\":%ld,\"invocations_profiled\":%ld,"
-		"\"invocations_optimized\":%ld,\"fallbacks\":%ld,\"targets\":[", inv, prof, opt - fb, fb);
+		"\"invocations_optimized\":%ld,\"invocations_instrumented\":%ld,\"fallbacks\":%ld,"
+		"\"targets\":[", inv, prof, opt - fb, instr - ifb, fb + ifb);
 	for (size_t i = 0; i < nt; i++) {
 		char e[PATH_MAX + 200];
 		snprintf(e, sizeof(e), "%s/e/%s", root, t[i].key);
@@ -829,8 +991,9 @@ static void summary(const char *session, const char *error, int status)
 		else
 			fputs("null", stderr);
 		fprintf(stderr, ",\"invocations\":%ld,\"profiled\":%ld,\"optimized\":%ld,"
-			"\"fallbacks\":%ld,\"refused_unsafe\":%ld,\"samples\":%" PRIu64,
-			t[i].inv, t[i].prof, t[i].opt - t[i].fallback, t[i].fallback, t[i].unsafe,
+			"\"instrumented\":%ld,\"fallbacks\":%ld,\"refused_unsafe\":%ld,"
+			"\"samples\":%" PRIu64, t[i].inv, t[i].prof, t[i].opt - t[i].fallback,
+			t[i].instr - t[i].ifallback, t[i].fallback + t[i].ifallback, t[i].unsafe,
 			spool_samples(e));
 		/* The samples the entry's BOLT run was given (the spool is gone
 		 * once it is done): written by the worker before BOLT starts. */
@@ -843,6 +1006,27 @@ static void summary(const char *session, const char *error, int status)
 		}
 		if (bs >= 0)
 			fprintf(stderr, ",\"bolt_samples\":%ld", bs);
+		/* The instrumented runs whose counts it was given, instead. */
+		long ir = -1;
+		snprintf(line, sizeof(line), "%s/instrumented_runs", e);
+		if ((mf = fopen(line, "re"))) {
+			if (fscanf(mf, "%ld", &ir) != 1)
+				ir = -1;
+			fclose(mf);
+		}
+		if (ir >= 0)
+			fprintf(stderr, ",\"bolt_instrumented_runs\":%ld", ir);
+		if (has(e, "instrument-failed") && *instrument_on) {
+			char iw[256] = "";
+			snprintf(line, sizeof(line), "%s/instrument-failed", e);
+			if ((mf = fopen(line, "re"))) {
+				if (fgets(iw, sizeof(iw), mf))
+					iw[strcspn(iw, "\n")] = 0;
+				fclose(mf);
+			}
+			fprintf(stderr, ",\"instrument_failed\":");
+			json_str(stderr, iw);
+		}
 		fputc('}', stderr);
 	}
 	fprintf(stderr, "]}\n");
@@ -1005,6 +1189,9 @@ int main(int argc, char **argv)
 	setenv(BAM_ENV_RUNS, num, 1);
 	snprintf(num, sizeof(num), "%ld", o.hz);
 	setenv(BAM_ENV_HZ, num, 1);
+	instrument_on[0] = o.instrument > 0 ? '1' : 0;
+	snprintf(num, sizeof(num), "%ld", o.instrument > 0 ? o.instrument : 0);
+	setenv(BAM_ENV_INSTRUMENT, num, 1);
 
 	/* SIGCHLD blocked: the watch loop below waits for it with a timeout,
 	 * so the build's end is seen at once, not at the next poll. */

@@ -3,7 +3,8 @@
 #
 #   run_bam.sh CASE TOOLS_DIR TEST_BIN_DIR LLVM_BOLT
 #
-# CASE: intercept | auto | cpu | concurrent | invalidate | fallback | unsafe | off | gcc
+# CASE: intercept | auto | cpu | concurrent | instrument | invalidate | fallback | unsafe |
+#       off | gcc
 # Every case checks the oracle: each output file of the run under ocolos-bam
 # is byte-identical to the same run without it (bam_work's output depends
 # only on its input and arguments).
@@ -152,6 +153,70 @@ concurrent)
     for f in o*.out; do same "ref.$prog/$f" "$f"; done
     rm -f o*.out
   done
+  ;;
+instrument)
+  # --instrument 2 under make -j2: session 1 makes the instrumented copy
+  # (nothing sampled, the originals run); session 2 runs two compilations
+  # instrumented (claims under a file lock), BOLT takes their exact counts;
+  # session 3 runs the optimized binary. The relocation-less copy cannot be
+  # instrumented: it is sampled and optimized as without --instrument.
+  for prog in bam_work bam_work_norel; do
+    printf 'all: %s\n%%.out:\n\t%s $(if $(filter 1 3 5 7,$*),in1,in2) $@ %s\n' \
+      "$(echo o{1..8}.out)" "$prog" "$ROUNDS" > Makefile
+    make -s -j2 >/dev/null && mkdir -p "ref.$prog" && mv o*.out "ref.$prog/"
+    I="--target $prog --instrument 2 --profile-runs 3 --profile-samples 1000000 --wait"
+    bamrun "s1.$prog" $I -- make -s -j2
+    expect "s1.$prog" invocations 8
+    expect "s1.$prog" invocations_instrumented 0
+    for f in o*.out; do same "ref.$prog/$f" "$f"; done
+    rm -f o*.out
+    e=$(ls -d "$cache"/e/* | while read -r d; do grep -q "/$prog\$" "$d/meta" && echo "$d"; done)
+    if [ $prog = bam_work ]; then
+      expect "s1.$prog" invocations_profiled 0
+      [ -x "$e/instrumented" ] || { cat "$e/instrument.log" >&2; fail "no instrumented binary"; }
+      [ "$(stat -c %a "$e/instrumented")" = 500 ] || fail "instrumented binary not 0500"
+      bamrun "s2.$prog" $I -- make -s -j2
+      expect "s2.$prog" invocations_instrumented 2
+      expect "s2.$prog" invocations_profiled 0
+      expect "s2.$prog" state optimized 0
+      grep -q '"mode":"relocs,instrumented"' "s2.$prog" || fail "mode is not relocs,instrumented"
+      expect "s2.$prog" bolt_instrumented_runs 2 0
+      grep -q "have non-empty execution profile" "$e/bolt.log.2" || fail "BOLT saw no profile"
+      [ ! -e "$e/instrumented" ] && [ ! -e "$e/fdata" ] || fail "instrumented copy or counts kept"
+      for f in o*.out; do same "ref.$prog/$f" "$f"; done
+      rm -f o*.out
+    else
+      # Sampled instead (from when the worker said so: the build may be
+      # over by then), and said why.
+      grep -q '"instrument_failed":"no relocations' "s1.$prog" || { cat "s1.$prog" >&2; fail "no reason"; }
+      bamrun "s2.$prog" $I -- make -s -j2
+      [ "$(stat -c %s "$e/claims")" = 3 ] || fail "$prog: not 3 sampled runs"
+      expect "s2.$prog" state optimized 0
+      expect "s2.$prog" mode no-relocs 0
+      for f in o*.out; do same "ref.$prog/$f" "$f"; done
+      rm -f o*.out
+    fi
+    bamrun "s3.$prog" $I -- make -s -j2
+    expect "s3.$prog" invocations_optimized 8
+    expect "s3.$prog" fallbacks 0
+    for f in o*.out; do same "ref.$prog/$f" "$f"; done
+    rm -f o*.out
+  done
+  # An instrumented binary that faults: marked instrument-failed (not
+  # quarantined), the process becomes the original, and the key is then
+  # sampled as without --instrument.
+  rm -rf "$cache"
+  ref in1 1
+  bamrun i1 --target bam_work --instrument 1 --wait -- sh -c "bam_work in1 out.1 $ROUNDS"
+  e=$(entry_of)
+  chmod u+w "$e/instrumented"; cp "$work/bin/bam_crash" "$e/instrumented"; chmod 0500 "$e/instrumented"
+  bamrun i2 --target bam_work --instrument 1 --profile-samples 1000000 -- \
+    sh -c "bam_work in1 out.2 $ROUNDS && bam_work in1 out.3 $ROUNDS"
+  expect i2 fallbacks 1
+  expect i2 invocations_instrumented 0
+  expect i2 invocations_profiled 1
+  [ -e "$e/instrument-failed" ] && [ ! -e "$e/quarantine" ] || fail "instrument-failed not marked"
+  same ref.1 out.1; same ref.1 out.2; same ref.1 out.3
   ;;
 invalidate)
   ref in1 1

@@ -27,6 +27,17 @@
  *       failed                  BOLT failed: never retried for this key
  *       quarantine              the optimized binary failed to run
  *       bolt.log                BOLT's output
+ *       instrumented            with --instrument N: the original, instrumented
+ *                               by BOLT (exact block and edge counts), 0500,
+ *                               rename'd in; removed once `optimized` exists
+ *       instrument-failed       no instrumented binary for this key (why):
+ *                               sampled as without --instrument
+ *       iclaims                 one byte per instrumented invocation (flock'ed)
+ *       fdata/prof.<pid>.fdata  the counts one instrumented process wrote at
+ *                               its exit (BOLT's runtime)
+ *       fdata/<pid>.done        written after that, by the preload's destructor
+ *                               in the same process: the counts are complete
+ *       instrumented_runs       how many fdata files the BOLT run was given
  *   <root>/s/<pid>.log          the running session's events, one line each
  *                               ("<event> <key> <path>\n", O_APPEND)
  */
@@ -42,10 +53,12 @@
 #define BAM_ENV_AUTO_CPU "OCOLOS_BAM_AUTO_CPU_MS" /* ... and CPU ms its processes used; 0 off */
 #define BAM_ENV_RUNS	 "OCOLOS_BAM_PROFILE_RUNS" /* invocations profiled per key at most */
 #define BAM_ENV_HZ	 "OCOLOS_BAM_HZ"       /* sampling rate of profiled processes */
+#define BAM_ENV_INSTRUMENT "OCOLOS_BAM_INSTRUMENT" /* instrumented invocations per key; 0 off */
 /* Set by the exec wrapper for one process only (its constructor removes it): */
 #define BAM_ENV_PROFILE	 "OCOLOS_BAM_PROFILE"  /* spool directory: sample yourself */
 #define BAM_ENV_RUN_ENTRY "OCOLOS_BAM_RUN_ENTRY" /* you are an optimized binary: entry dir */
 #define BAM_ENV_RUN_ORIG "OCOLOS_BAM_RUN_ORIG" /* ... and this is the original to fall back to */
+#define BAM_ENV_RUN_FDATA "OCOLOS_BAM_RUN_FDATA" /* ... instrumented: mark your counts done here */
 
 /* The automatic rule reads at most this much of a .cpu file per exec: a
  * binary whose first 32768 processes used less CPU time than the threshold

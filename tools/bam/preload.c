@@ -211,14 +211,15 @@ static void elf_read_facts(int fd, struct elf_facts *f)
 
 /* ---- the decision ------------------------------------------------------------- */
 
-enum plan_kind { PLAN_PASS = 0, PLAN_PROFILE, PLAN_OPTIMIZED };
+enum plan_kind { PLAN_PASS = 0, PLAN_PROFILE, PLAN_OPTIMIZED, PLAN_INSTRUMENTED };
 
 struct plan {
 	enum plan_kind kind;
 	char orig[PATH_MAX];	  /* canonical path of the file asked for */
 	char entry[PATH_MAX];	  /* its cache entry */
-	char optimized[PATH_MAX]; /* PLAN_OPTIMIZED: entry/optimized */
-	char var1[PATH_MAX + 32], var2[PATH_MAX + 32]; /* added to the child's env */
+	char optimized[PATH_MAX]; /* what runs: entry/optimized or entry/instrumented */
+	/* added to the child's env */
+	char var1[PATH_MAX + 32], var2[PATH_MAX + 32], var3[PATH_MAX + 32];
 };
 
 /* Append one event line to the session log (O_APPEND: one write, never
@@ -511,13 +512,11 @@ static int entry_create(const struct plan *p, const struct stat *st, const struc
 /* Claim one of the entry's profiled invocations: the claims file holds one
  * byte per claim; the flock makes count-and-append one step across the
  * processes of a make -j. Returns 1 if claimed. */
-static int claim_profile(const char *entry)
+static int claim(const char *entry, const char *file, long max)
 {
-	const char *r = env(BAM_ENV_RUNS);
-	long max = r ? strtol(r, NULL, 10) : 10;
 	char p[PATH_MAX];
 	size_t n = 0;
-	if (max <= 0 || cat(p, sizeof(p), &n, entry) || cat(p, sizeof(p), &n, "/claims"))
+	if (max <= 0 || cat(p, sizeof(p), &n, entry) || cat(p, sizeof(p), &n, file))
 		return 0;
 	int fd = open(p, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
@@ -531,6 +530,12 @@ static int claim_profile(const char *entry)
 	}
 	close(fd);
 	return got;
+}
+
+static long env_long(const char *name, long dflt)
+{
+	const char *r = env(name);
+	return r ? strtol(r, NULL, 10) : dflt;
 }
 
 /* Decide what to run for the file at `path` (as the caller would exec it:
@@ -595,6 +600,22 @@ static void decide(const char *path, struct plan *p)
 	if (cat(p->optimized, sizeof(p->optimized), &n, p->entry) ||
 	    cat(p->optimized, sizeof(p->optimized), &n, "/optimized"))
 		return;
+	int instr = 0;
+	long ninstr = env_long(BAM_ENV_INSTRUMENT, 0);
+	if (access(p->optimized, F_OK) && ninstr > 0 && !exists(p->entry, "instrument-failed")) {
+		/* Instrumented runs give the profile: until BOLT has made the
+		 * instrumented binary, and once its runs are claimed, the
+		 * original runs as it is (nothing sampled). */
+		n = 0;
+		if (cat(p->optimized, sizeof(p->optimized), &n, p->entry) ||
+		    cat(p->optimized, sizeof(p->optimized), &n, "/instrumented"))
+			return;
+		if (access(p->optimized, F_OK) || !claim(p->entry, "/iclaims", ninstr)) {
+			entry_create(p, &st, &f);
+			return;
+		}
+		instr = 1;
+	}
 	if (access(p->optimized, F_OK) == 0) {
 		if (!trusted(p->entry, 1) || !trusted(p->optimized, 0)) {
 			say("refusing cache entry ", p->entry,
@@ -610,16 +631,24 @@ static void decide(const char *path, struct plan *p)
 		    cat(p->var2, sizeof(p->var2), &k, BAM_ENV_RUN_ORIG "=") ||
 		    cat(p->var2, sizeof(p->var2), &k, p->orig))
 			return;
+		p->var3[0] = 0;
 		p->kind = PLAN_OPTIMIZED;
+		n = 0;
+		if (instr && (cat(p->var3, sizeof(p->var3), &n, BAM_ENV_RUN_FDATA "=") ||
+			      cat(p->var3, sizeof(p->var3), &n, p->entry) ||
+			      cat(p->var3, sizeof(p->var3), &n, "/fdata")))
+			return;
+		if (instr)
+			p->kind = PLAN_INSTRUMENTED;
 		return;
 	}
-	if (entry_create(p, &st, &f) || !claim_profile(p->entry))
+	if (entry_create(p, &st, &f) || !claim(p->entry, "/claims", env_long(BAM_ENV_RUNS, 10)))
 		return;
 	n = 0;
 	if (cat(p->var1, sizeof(p->var1), &n, BAM_ENV_PROFILE "=") ||
 	    cat(p->var1, sizeof(p->var1), &n, p->entry) || cat(p->var1, sizeof(p->var1), &n, "/spool"))
 		return;
-	p->var2[0] = 0;
+	p->var2[0] = p->var3[0] = 0;
 	p->kind = PLAN_PROFILE;
 	event("prof", p);
 }
@@ -633,7 +662,7 @@ static size_t vlen(char *const v[])
 	return n;
 }
 
-/* Build into `out` (room for vlen(envp) + 3) the child's environment: the
+/* Build into `out` (room for vlen(envp) + 4) the child's environment: the
  * caller's, with the plan's variables added and stale ones of ours (a
  * profile or run marker inherited by accident) left out. */
 static char **plan_env(const struct plan *p, char *const envp[], char **out)
@@ -642,22 +671,28 @@ static char **plan_env(const struct plan *p, char *const envp[], char **out)
 	for (size_t i = 0; envp && envp[i]; i++)
 		if (strncmp(envp[i], BAM_ENV_PROFILE "=", sizeof(BAM_ENV_PROFILE)) &&
 		    strncmp(envp[i], BAM_ENV_RUN_ENTRY "=", sizeof(BAM_ENV_RUN_ENTRY)) &&
-		    strncmp(envp[i], BAM_ENV_RUN_ORIG "=", sizeof(BAM_ENV_RUN_ORIG)))
+		    strncmp(envp[i], BAM_ENV_RUN_ORIG "=", sizeof(BAM_ENV_RUN_ORIG)) &&
+		    strncmp(envp[i], BAM_ENV_RUN_FDATA "=", sizeof(BAM_ENV_RUN_FDATA)))
 			out[k++] = envp[i];
 	if (p->kind != PLAN_PASS) {
 		out[k++] = (char *)p->var1;
 		if (p->var2[0])
 			out[k++] = (char *)p->var2;
+		if (p->var3[0])
+			out[k++] = (char *)p->var3;
 	}
 	out[k] = NULL;
 	return out;
 }
 
-static void quarantine(const char *entry, const char *why)
+/* `file` is "/quarantine" (the optimized binary failed: the original from
+ * now on) or "/instrument-failed" (the instrumented one did: sampled
+ * profiles from now on, as without --instrument). */
+static void mark_failed(const char *entry, const char *file, const char *why)
 {
 	char q[PATH_MAX];
 	size_t n = 0;
-	if (cat(q, sizeof(q), &n, entry) || cat(q, sizeof(q), &n, "/quarantine"))
+	if (cat(q, sizeof(q), &n, entry) || cat(q, sizeof(q), &n, file))
 		return;
 	int fd = open(q, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd >= 0) {
@@ -674,15 +709,17 @@ static void quarantine(const char *entry, const char *why)
 static int exec_target(const char *path, struct plan *pp, char *const argv[], char *const envp[])
 {
 	struct plan p = *pp;
-	char *ne[vlen(envp) + 3];
+	char *ne[vlen(envp) + 4];
 	plan_env(&p, envp, ne);
 	if (p.kind == PLAN_PROFILE)
 		return real_execve(path, argv, ne);
-	event("opt", &p);
+	int in = p.kind == PLAN_INSTRUMENTED;
+	event(in ? "instr" : "opt", &p);
 	real_execve(p.optimized, argv, ne);
-	quarantine(p.entry, "exec failed\n");
-	event("fallback", &p);
-	say("optimized binary ", p.optimized, " could not be executed; quarantined, running the original");
+	mark_failed(p.entry, in ? "/instrument-failed" : "/quarantine", "exec failed\n");
+	event(in ? "ifallback" : "fallback", &p);
+	say(in ? "instrumented binary " : "optimized binary ", p.optimized,
+	    " could not be executed; marked so, running the original");
 	p.kind = PLAN_PASS;
 	plan_env(&p, envp, ne);
 	return real_execve(path, argv, ne);
@@ -823,17 +860,19 @@ static int spawn_planned(spawn_fn real, pid_t *pid, const char *file, const char
 	decide(path, &p);
 	if (p.kind == PLAN_PASS)
 		return real(pid, file, fa, at, argv, envp);
-	char *ne[vlen(envp) + 3];
+	char *ne[vlen(envp) + 4];
 	plan_env(&p, envp, ne);
 	if (p.kind == PLAN_PROFILE)
 		return real_posix_spawn(pid, path, fa, at, argv, ne);
-	event("opt", &p);
+	int in = p.kind == PLAN_INSTRUMENTED;
+	event(in ? "instr" : "opt", &p);
 	int rc = real_posix_spawn(pid, p.optimized, fa, at, argv, ne);
 	if (rc == 0)
 		return 0;
-	quarantine(p.entry, "spawn failed\n");
-	event("fallback", &p);
-	say("optimized binary ", p.optimized, " could not be executed; quarantined, running the original");
+	mark_failed(p.entry, in ? "/instrument-failed" : "/quarantine", "spawn failed\n");
+	event(in ? "ifallback" : "fallback", &p);
+	say(in ? "instrumented binary " : "optimized binary ", p.optimized,
+	    " could not be executed; marked so, running the original");
 	p.kind = PLAN_PASS;
 	plan_env(&p, envp, ne);
 	return real_posix_spawn(pid, path, fa, at, argv, ne);
@@ -1007,6 +1046,8 @@ static void profile_stop(void)
 
 static char run_entry[PATH_MAX], run_orig[PATH_MAX];
 static char **run_argv;
+static char run_fdata[PATH_MAX]; /* an instrumented process: where its counts go */
+static pid_t run_pid;
 
 /* A synchronous fault in the optimized binary: the entry is quarantined
  * (later execs run the original) and this process becomes the original,
@@ -1021,9 +1062,11 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 {
 	(void)si;
 	(void)uc;
-	quarantine(run_entry, "fault\n");
-	event_raw("fallback", run_entry, run_orig);
-	say("optimized binary crashed; quarantined ", run_entry, "; running the original");
+	int in = run_fdata[0] != 0;
+	mark_failed(run_entry, in ? "/instrument-failed" : "/quarantine", "fault\n");
+	event_raw(in ? "ifallback" : "fallback", run_entry, run_orig);
+	say(in ? "instrumented binary crashed; marked " : "optimized binary crashed; quarantined ",
+	    run_entry, "; running the original");
 	sigset_t all;
 	sigemptyset(&all);
 	sigaddset(&all, sig);
@@ -1121,13 +1164,18 @@ __attribute__((constructor)) static void bam_init(int argc, char **argv, char **
 	/* The markers are for this process only: its children decide anew. */
 	char *prof = getenv(BAM_ENV_PROFILE);
 	char *re = getenv(BAM_ENV_RUN_ENTRY), *ro = getenv(BAM_ENV_RUN_ORIG);
+	char *fd = getenv(BAM_ENV_RUN_FDATA);
 	char pbuf[PATH_MAX], ebuf[PATH_MAX], obuf[PATH_MAX];
-	size_t a = 0, b = 0, c = 0;
+	size_t a = 0, b = 0, c = 0, d = 0;
 	int have_p = prof && !cat(pbuf, sizeof(pbuf), &a, prof);
 	int have_r = re && ro && !cat(ebuf, sizeof(ebuf), &b, re) && !cat(obuf, sizeof(obuf), &c, ro);
+	if (have_r && fd && cat(run_fdata, sizeof(run_fdata), &d, fd))
+		run_fdata[0] = 0;
+	run_pid = getpid();
 	unsetenv(BAM_ENV_PROFILE);
 	unsetenv(BAM_ENV_RUN_ENTRY);
 	unsetenv(BAM_ENV_RUN_ORIG);
+	unsetenv(BAM_ENV_RUN_FDATA);
 	if (disabled())
 		return;
 	cpu_start(have_r ? obuf : NULL);
@@ -1137,8 +1185,29 @@ __attribute__((constructor)) static void bam_init(int argc, char **argv, char **
 		run_start(ebuf, obuf, argv);
 }
 
+/* An instrumented process: BOLT's runtime wrote its counts (prof.<pid>.fdata)
+ * from the main program's DT_FINI, which glibc runs before the destructors
+ * of a preloaded object (initialized first, finalized last). Saying so lets
+ * the launcher take them while the build still runs. Not in a fork child:
+ * its counts include the parent's (a copy of the counters), and only the
+ * process that was exec'd counts. */
+static void instr_done(void)
+{
+	if (!run_fdata[0] || getpid() != run_pid)
+		return;
+	char p[PATH_MAX];
+	size_t n = 0;
+	if (cat(p, sizeof(p), &n, run_fdata) || cat(p, sizeof(p), &n, "/") ||
+	    cat_u64(p, sizeof(p), &n, (uint64_t)getpid(), 10) || cat(p, sizeof(p), &n, ".done"))
+		return;
+	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0)
+		close(fd);
+}
+
 __attribute__((destructor)) static void bam_fini(void)
 {
+	instr_done();
 	profile_stop();
 	cpu_record();
 }

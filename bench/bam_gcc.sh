@@ -18,7 +18,9 @@
 #        later ones), KINDS (the interleaved kinds, default
 #        "plain later ceil profile"), CEIL2 (a directory holding a cc1
 #        BOLTed some other way, e.g. with a perf profile: kind "ceil2",
-#        used directly as ceil is)
+#        used directly as ceil is), INSTRUMENT (N: ocolos-bam --instrument N
+#        for first/later, and the ceiling from every run instrumented; see
+#        below)
 #
 # Builds, each from clean, timed (CPU time, user+sys of everything the build
 # waited for, and wall clock):
@@ -36,6 +38,9 @@
 #   ceil      the ceiling's cc1 used directly (-B its directory, no preload)
 #   profile   ocolos-bam, every cc1 run profiled, BOLT never runs (a fresh
 #             cache each time): the cost of profiling every run
+# With INSTRUMENT=N, `first` makes the instrumented cc1 (the originals run),
+# `first2` runs N compilations instrumented and BOLT takes their counts, and
+# the ceiling is made the same way with every run of a build instrumented.
 # Every output (.o files and the linked sqlite3) of every build must be
 # byte-identical to ref's, or the script fails.
 set -euo pipefail
@@ -162,6 +167,21 @@ build() {
 		done
 	fi
 }
+# wait_instr CACHE: the one entry's instrumented copy (or why not).
+wait_instr() {
+	local e; e=$(ls -d "$1"/e/* | head -1)
+	while [ ! -e "$e/instrumented" ] && [ ! -e "$e/instrument-failed" ] && [ ! -e "$e/failed" ]; do
+		sleep 1
+	done
+	[ -e "$e/instrumented" ] || { log "no instrumented cc1 in $e: $(cat "$e"/*failed)"; exit 1; }
+	log "instrumented cc1: $(du -h "$e/instrumented" | cut -f1)"
+}
+# profile_size ENTRY: what the entry's BOLT run was given.
+profile_size() {
+	if [ -e "$1/instrumented_runs" ]; then echo "$(cat "$1/instrumented_runs") instrumented runs"
+	else echo "$(cat "$1/samples") samples"; fi
+}
+IOPTS=${INSTRUMENT:+--instrument $INSTRUMENT}
 # wait_bolt CACHE: the one entry's BOLT outcome; prints the entry.
 wait_bolt() {
 	local e; e=$(ls -d "$1"/e/* | head -1)
@@ -177,27 +197,40 @@ c1=$(ls c1/*.o | wc -l)
 	"select * from t where t match 'hello'; select sqlite_version();" | c1/sqlite3) >&2
 cache=$out/cache
 # shellcheck disable=SC2086
-build first 0 "$cc" --target "$cc1" ${FIRST_OPTS:-}
+build first 0 "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
+if [ -n "${INSTRUMENT:-}" ]; then
+	t0=$(now)
+	wait_instr "$cache"
+	log "instrumented cc1 ready $(echo "$(now) - $t0" | bc)s after the first build ended"
+	# shellcheck disable=SC2086
+	build first2 0 "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
+fi
 t0=$(now)
 entry=$(wait_bolt "$cache")
-first_samples=$(cat "$entry/samples")
-log "BOLT done $(echo "$(now) - $t0" | bc)s after the first build ended; mode $(cat "$entry/mode"); $first_samples samples"
+first_samples=$(profile_size "$entry")
+log "BOLT done $(echo "$(now) - $t0" | bc)s after the first build ended; mode $(cat "$entry/mode"); $first_samples"
 ninv=$(tail -1 "$results" | cut -f5)
 log "$ninv cc1 runs per build ($c1 objects per copy, $COPIES copies)"
 # The ceiling: the profile of all runs of a build, through the same pipeline.
 cache=$out/cache-ceil
-build allprof 0 "$cc" --target "$cc1" --profile-runs "$ninv" --profile-samples 1000000000
+if [ -n "${INSTRUMENT:-}" ]; then
+	build allprof0 0 "$cc" --target "$cc1" --instrument "$ninv"
+	wait_instr "$cache"
+	build allprof 0 "$cc" --target "$cc1" --instrument "$ninv"
+else
+	build allprof 0 "$cc" --target "$cc1" --profile-runs "$ninv" --profile-samples 1000000000
+fi
 e=$(wait_bolt "$cache")
-ceil_samples=$(cat "$e/samples")
+ceil_samples=$(profile_size "$e")
 cp "$e/optimized" "$out/bin/ceil/cc1"
-log "ceiling: $ceil_samples samples from $ninv runs"
+log "ceiling: $ceil_samples from $ninv runs"
 run_kind() { # run_kind KIND REP
 	case $1 in
 	plain) build plain "$2" "$cc" ;;
 	later)
 		cache=$out/cache
 		# shellcheck disable=SC2086
-		build later "$2" "$cc" --target "$cc1" ${FIRST_OPTS:-} ;;
+		build later "$2" "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS ;;
 	ceil) build ceil "$2" "$driver -B$out/bin/ceil/" ;;
 	ceil2) build ceil2 "$2" "$driver -B${CEIL2:?kind ceil2 needs CEIL2}/" ;;
 	profile)
@@ -214,8 +247,9 @@ for r in $(seq 1 "$REPS"); do
 	done
 done
 {
-	echo "cc1 runs per build: $ninv; first build's profile: $first_samples samples" \
-		"(FIRST_OPTS: ${FIRST_OPTS:-none}); ceiling profile: $ceil_samples samples (preload, all runs)"
+	echo "cc1 runs per build: $ninv; first build's profile: $first_samples" \
+		"(FIRST_OPTS: ${FIRST_OPTS:-none}; INSTRUMENT: ${INSTRUMENT:-none}); ceiling profile:" \
+		"$ceil_samples (all runs)"
 	[ -z "${CEIL2:-}" ] || echo "ceil2: $CEIL2/cc1"
 	echo "load: $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 } > "$out/summary.txt"
@@ -229,7 +263,7 @@ for k, r, s, c, *rest in rows:
     by[(k, r)] = (float(c), float(s))
 m = {k: st.median(v) for k, v in cpu.items()}
 mw = {k: st.median(v) for k, v in wall.items()}
-for k in ("ref", "first", "allprof", "plain", "later", "ceil", "ceil2", "profile"):
+for k in ("ref", "first", "first2", "allprof", "plain", "later", "ceil", "ceil2", "profile"):
     if k in cpu:
         print(f"{k:8s} n={len(cpu[k])} cpu median={m[k]:.2f}s all={' '.join(f'{x:.2f}' for x in cpu[k])};"
               f" wall median={mw[k]:.2f}s all={' '.join(f'{x:.1f}' for x in wall[k])}")
@@ -251,8 +285,10 @@ if "ceil" in cpu and "later" in cpu:
     else:
         print(f"ceil: gain {g * 100:+.1f}% (under 2 %): later's share of it is not meaningful")
 if "plain" in cpu:
-    print(f"first build vs plain median: cpu {(m['first'] / m['plain'] - 1) * 100:+.1f}%,"
-          f" wall {(mw['first'] / mw['plain'] - 1) * 100:+.1f}%")
+    for k in ("first", "first2"):
+        if k in cpu:
+            print(f"{k} build vs plain median: cpu {(m[k] / m['plain'] - 1) * 100:+.1f}%,"
+                  f" wall {(mw[k] / mw['plain'] - 1) * 100:+.1f}%")
     if "profile" in cpu:
         print(f"every run profiled (profile vs plain, median pairs): {(1 / pairs('profile', 0)[0] - 1) * 100:+.1f}% cpu")
 EOF

@@ -170,11 +170,13 @@ build() {
 # wait_instr CACHE: the one entry's instrumented copy (or why not).
 wait_instr() {
 	local e; e=$(ls -d "$1"/e/* | head -1)
-	while [ ! -e "$e/instrumented" ] && [ ! -e "$e/instrument-failed" ] && [ ! -e "$e/failed" ]; do
+	while [ ! -e "$e/instrumented" ] && [ ! -e "$e/instrument-failed" ] && [ ! -e "$e/failed" ] &&
+		[ ! -e "$e/optimized" ]; do
 		sleep 1
 	done
-	[ -e "$e/instrumented" ] || { log "no instrumented cc1 in $e: $(cat "$e"/*failed)"; exit 1; }
-	log "instrumented cc1: $(du -h "$e/instrumented" | cut -f1)"
+	[ -e "$e/instrumented" ] || [ -e "$e/optimized" ] ||
+		{ log "no instrumented cc1 in $e: $(cat "$e"/*failed)"; exit 1; }
+	[ ! -e "$e/instrumented" ] || log "instrumented cc1: $(du -h "$e/instrumented" | cut -f1)"
 }
 # profile_size ENTRY: what the entry's BOLT run was given.
 profile_size() {
@@ -203,7 +205,8 @@ if [ -n "${INSTRUMENT:-}" ]; then
 	wait_instr "$cache"
 	log "instrumented cc1 ready $(echo "$(now) - $t0" | bc)s after the first build ended"
 	# shellcheck disable=SC2086
-	build first2 0 "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
+	[ -e "$(ls -d "$cache"/e/* | head -1)/optimized" ] ||
+		build first2 0 "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
 fi
 t0=$(now)
 entry=$(wait_bolt "$cache")
@@ -216,7 +219,8 @@ cache=$out/cache-ceil
 if [ -n "${INSTRUMENT:-}" ]; then
 	build allprof0 0 "$cc" --target "$cc1" --instrument "$ninv"
 	wait_instr "$cache"
-	build allprof 0 "$cc" --target "$cc1" --instrument "$ninv"
+	[ -e "$(ls -d "$cache"/e/* | head -1)/optimized" ] ||
+		build allprof 0 "$cc" --target "$cc1" --instrument "$ninv"
 else
 	build allprof 0 "$cc" --target "$cc1" --profile-runs "$ninv" --profile-samples 1000000000
 fi

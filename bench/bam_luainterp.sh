@@ -7,7 +7,10 @@
 #   bench/bam_luainterp.sh BUILD_DIR     (BUILD_DIR holds tools/ocolos-bam)
 #   env: REPS (interleaved repetitions, default 3), JOBS (default 2),
 #        FIRST_OPTS (more ocolos-bam options for the first batch, e.g.
-#        "--profile-runs 32 --profile-samples 100000": every run profiled)
+#        "--profile-runs 32 --profile-samples 100000": every run profiled),
+#        INSTRUMENT (N: ocolos-bam --instrument N; the first batch makes the
+#        instrumented lua, a batch `first2` runs N scripts instrumented and
+#        BOLT takes their counts)
 #
 # Batches, timed (CPU time of the batch, and wall clock):
 #   ref      no ocolos-bam (the oracle's outputs)
@@ -95,10 +98,20 @@ batch() { # batch KIND REP [ocolos-bam options...]
 	fi
 }
 batch ref 0
+IOPTS=${INSTRUMENT:+--instrument $INSTRUMENT}
 # shellcheck disable=SC2086
-batch first 0 --target lua ${FIRST_OPTS:-}
-t0=$(now)
+batch first 0 --target lua ${FIRST_OPTS:-} $IOPTS
 entry=$(ls -d "$cache"/e/* | head -1)
+if [ -n "${INSTRUMENT:-}" ]; then
+	# (On this short batch the instrumented runs and BOLT may all happen
+	# within the first batch: then there is no first2.)
+	while [ ! -e "$entry/instrumented" ] && [ ! -e "$entry/instrument-failed" ] &&
+		[ ! -e "$entry/optimized" ]; do sleep 1; done
+	[ ! -e "$entry/instrument-failed" ] || { log "not instrumented: $(cat "$entry/instrument-failed")"; exit 1; }
+	# shellcheck disable=SC2086
+	[ -e "$entry/optimized" ] || batch first2 0 --target lua ${FIRST_OPTS:-} $IOPTS
+fi
+t0=$(now)
 while [ ! -e "$entry/optimized" ] && [ ! -e "$entry/failed" ]; do sleep 1; done
 t1=$(now)
 [ -e "$entry/optimized" ] || { log "BOLT failed: $(cat "$entry/failed")"; exit 1; }
@@ -117,9 +130,10 @@ for k, r, s, c, *_ in rows:
     t.setdefault(k, []).append(float(c))
     w.setdefault(k, []).append(float(s))
 m = {k: st.median(v) for k, v in t.items()}
-for k in ("ref", "first", "plain", "later"):
-    print(f"{k:8s} n={len(t[k])} cpu median={m[k]:.2f}s all={' '.join(f'{x:.2f}' for x in t[k])}; wall {' '.join(f'{x:.1f}' for x in w[k])}")
+for k in ("ref", "first", "first2", "plain", "later"):
+    if k in t: print(f"{k:8s} n={len(t[k])} cpu median={m[k]:.2f}s all={' '.join(f'{x:.2f}' for x in t[k])}; wall {' '.join(f'{x:.1f}' for x in w[k])}")
 print(f"speedup later vs plain: {m['plain'] / m['later']:.3f}x")
-print(f"first batch vs plain: {(m['first'] / m['plain'] - 1) * 100:+.1f}%")
+for k in ("first", "first2"):
+    if k in m: print(f"{k} batch vs plain: {(m[k] / m['plain'] - 1) * 100:+.1f}%")
 EOF
 log "results in $out"

@@ -212,6 +212,12 @@ static int setup_root(const struct opts *o)
 	if (mkdirs(root))
 		return fprintf(stderr, "ocolos-bam: cannot create cache directory %s: %s\n", root,
 			       strerror(errno)), -1;
+	/* Absolute: the processes of the build change directory, and an
+	 * instrumented copy has the path of its entry's fdata/ built in. */
+	char abs[PATH_MAX];
+	if (!realpath(root, abs))
+		return fprintf(stderr, "ocolos-bam: cache directory %s: %s\n", root, strerror(errno)), -1;
+	snprintf(root, sizeof(root), "%s", abs);
 	static const char *const subs[] = { "", "/e", "/s", "/seen", "/probe" };
 	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
 		char p[PATH_MAX + 16];
@@ -383,10 +389,79 @@ static void prune_old(const char *sub, int days)
 	closedir(d);
 }
 
+/* The instrumented runs that have ended (fdata/<pid>.done beside a
+ * non-empty fdata/prof.<pid>.fdata): how many, and with `pids` (freed by
+ * the caller) their pids. */
+static size_t counts_done(const char *entry, unsigned long **pids)
+{
+	char d[PATH_MAX + 16];
+	snprintf(d, sizeof(d), "%s/fdata", entry);
+	if (pids)
+		*pids = NULL;
+	DIR *dir = opendir(d);
+	if (!dir)
+		return 0;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		char *end;
+		unsigned long pid = strtoul(de->d_name, &end, 10);
+		if (end == de->d_name || strcmp(end, ".done"))
+			continue;
+		char f[64];
+		struct stat st;
+		snprintf(f, sizeof(f), "prof.%lu.fdata", pid);
+		if (fstatat(dirfd(dir), f, &st, 0) || !S_ISREG(st.st_mode) || !st.st_size)
+			continue;
+		if (pids && n == cap) {
+			unsigned long *nv = realloc(*pids, (cap = cap ? 2 * cap : 16) * sizeof(*nv));
+			if (!nv)
+				break;
+			*pids = nv;
+		}
+		if (pids)
+			(*pids)[n] = pid;
+		n++;
+	}
+	closedir(dir);
+	return n;
+}
+
+/* Remove the counts of ended instrumented runs (and their .done), never
+ * fdata/ itself: a run still going writes there at its exit. */
+static void counts_remove(const char *entry)
+{
+	unsigned long *pids;
+	size_t n = counts_done(entry, &pids);
+	for (size_t i = 0; i < n; i++) {
+		char f[PATH_MAX + 64];
+		snprintf(f, sizeof(f), "%s/fdata/prof.%lu.fdata", entry, pids[i]);
+		unlink(f);
+		snprintf(f, sizeof(f), "%s/fdata/%lu.done", entry, pids[i]);
+		unlink(f);
+	}
+	free(pids);
+}
+
+/* An instrumented run of the entry may still be going: one was claimed in
+ * the last INSTR_RUN_MAX_S. At its exit BOLT's runtime reads the copy's own
+ * file (through /proc/self/map_files) and writes the counts to the entry's
+ * fdata/, built into the copy; if either is gone, it exits with status 1:
+ * neither may be removed under it. */
+#define INSTR_RUN_MAX_S 3600
+static int instr_running(const char *entry)
+{
+	char p[PATH_MAX + 16];
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/iclaims", entry);
+	return !stat(p, &st) && st.st_mtime > time(NULL) - INSTR_RUN_MAX_S;
+}
+
 /* Invalidate entries whose original changed or is gone, then evict the
  * least recently used entries (by the entry directory's mtime, which every
  * new file in it updates) until the cache fits in max_mb. Entries being
- * worked on (bolt.lock held) are skipped. */
+ * worked on (bolt.lock held) or with instrumented runs that may still be
+ * going are skipped. */
 static void trim_cache(long max_mb)
 {
 	char e[PATH_MAX + 4];
@@ -405,12 +480,21 @@ static void trim_cache(long max_mb)
 		snprintf(p, sizeof(p), "%s/%s", e, de->d_name);
 		struct meta m;
 		if (!read_meta(p, &m) && !meta_current(&m)) {
-			entry_remove(p);
+			if (!instr_running(p))
+				entry_remove(p);
 			continue;
 		}
 		struct stat st;
 		if (lstat(p, &st))
 			continue;
+		if (has(p, "optimized") && !instr_running(p)) {
+			/* Done with: the copy, and counts of runs that ended
+			 * after BOLT took the others. */
+			char c[PATH_MAX + 320];
+			snprintf(c, sizeof(c), "%s/instrumented", p);
+			unlink(c);
+			counts_remove(p);
+		}
 		dir_bytes = 0;
 		nftw(p, add_bytes, 16, FTW_PHYS);
 		struct ent *nv = realloc(v, (n + 1) * sizeof(*v));
@@ -434,7 +518,7 @@ static void trim_cache(long max_mb)
 		char lk[PATH_MAX + 320];
 		snprintf(lk, sizeof(lk), "%s/bolt.lock", v[old].path);
 		int fd = open(lk, O_RDONLY | O_CLOEXEC);
-		int busy = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB);
+		int busy = (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB)) || instr_running(v[old].path);
 		if (!busy)
 			entry_remove(v[old].path);
 		if (fd >= 0)
@@ -564,36 +648,6 @@ enum job {
 	JOB_BOLT_COUNTS, /* finished instrumented runs' counts -> `optimized` */
 };
 
-/* The counts of the instrumented runs that have ended (fdata/<pid>.done
- * beside a non-empty fdata/prof.<pid>.fdata): how many, and with `paths`
- * (room for `cap`) their files. */
-static size_t counts_done(const char *entry, char (*paths)[PATH_MAX + 64], size_t cap)
-{
-	char d[PATH_MAX + 16];
-	snprintf(d, sizeof(d), "%s/fdata", entry);
-	DIR *dir = opendir(d);
-	if (!dir)
-		return 0;
-	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(dir))) {
-		char *end;
-		unsigned long pid = strtoul(de->d_name, &end, 10);
-		if (end == de->d_name || strcmp(end, ".done"))
-			continue;
-		char f[64];
-		struct stat st;
-		snprintf(f, sizeof(f), "prof.%lu.fdata", pid);
-		if (fstatat(dirfd(dir), f, &st, 0) || !S_ISREG(st.st_mode) || !st.st_size)
-			continue;
-		if (paths && n < cap)
-			snprintf(paths[n], sizeof(paths[n]), "%s/%s", d, f);
-		n++;
-	}
-	closedir(dir);
-	return n;
-}
-
 /* BOLT's instrumentation of the original: every function counts its
  * blocks and edges exactly, and writes them at exit to
  * fdata/prof.<pid>.fdata (BOLT's runtime, from DT_FINI). Relocations are
@@ -640,20 +694,24 @@ static int instrument_main(const char *entry, const struct meta *m, long timeout
  * and the counts go once `optimized` is in. */
 static int counts_profile(const char *entry, char *darg, size_t cap, long timeout_s)
 {
-	enum { MAX_RUNS = 64 };
-	static char files[MAX_RUNS][PATH_MAX + 64];
-	size_t n = counts_done(entry, files, MAX_RUNS);
+	unsigned long *pids;
+	size_t n = counts_done(entry, &pids);
 	if (!n)
 		return -1;
-	if (n > MAX_RUNS)
-		n = MAX_RUNS;
+	char (*files)[PATH_MAX + 64] = malloc(n * sizeof(*files));
+	const char **argv = malloc((n + 5) * sizeof(*argv));
+	if (!files || !argv) {
+		free(files);
+		free(argv);
+		free(pids);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		snprintf(files[i], sizeof(files[i]), "%s/fdata/prof.%lu.fdata", entry, pids[i]);
+	free(pids);
 	char cnt[32];
 	snprintf(cnt, sizeof(cnt), "%zu\n", n);
 	mark(entry, "instrumented_runs", cnt);
-	if (n == 1) {
-		snprintf(darg, cap, "-data=%s", files[0]);
-		return 0;
-	}
 	char merge[PATH_MAX], out[PATH_MAX + 64], logp[PATH_MAX + 64];
 	snprintf(merge, sizeof(merge), "%s", bolt_path);
 	char *slash = strrchr(merge, '/');
@@ -661,7 +719,6 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 		 "merge-fdata");
 	snprintf(out, sizeof(out), "%s/profile.fdata", entry);
 	snprintf(logp, sizeof(logp), "%s/merge.log", entry);
-	const char *argv[MAX_RUNS + 6];
 	size_t k = 0;
 	argv[k++] = merge;
 	argv[k++] = "-q";
@@ -670,13 +727,17 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 	for (size_t i = 0; i < n; i++)
 		argv[k++] = files[i];
 	argv[k] = NULL;
-	if (access(merge, X_OK) || run_bolt((char **)argv, logp, timeout_s)) {
+	if (n == 1) {
+		snprintf(darg, cap, "-data=%s", files[0]);
+	} else if (access(merge, X_OK) || run_bolt((char **)argv, logp, timeout_s)) {
 		/* No merge-fdata: one run's counts are a good profile too. */
 		snprintf(darg, cap, "-data=%s", files[0]);
 		mark(entry, "instrumented_runs", "1\n");
-		return 0;
+	} else {
+		snprintf(darg, cap, "-data=%s", out);
 	}
-	snprintf(darg, cap, "-data=%s", out);
+	free(files);
+	free(argv);
 	return 0;
 }
 
@@ -795,10 +856,10 @@ static int worker_main(const char *entry, enum job job, long timeout_s, int allo
 	}
 	snprintf(p, sizeof(p), "%s/spool", entry);
 	nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* optimized: the samples are done with */
-	snprintf(p, sizeof(p), "%s/fdata", entry);
-	nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* ... and the counts */
-	snprintf(p, sizeof(p), "%s/instrumented", entry);
-	unlink(p);
+	/* The instrumented copy stays until no run of it can be going
+	 * (trim_cache): BOLT's runtime reads its own file at exit, and exits
+	 * with status 1 if it is gone. */
+	counts_remove(entry);
 	return 0;
 }
 
@@ -830,6 +891,18 @@ static void start_worker(const char *entry, enum job job, long timeout_s, int al
 	snprintf(worker_entry, sizeof(worker_entry), "%s", entry);
 }
 
+/* Entries whose worker found nothing to do, by key. */
+#define MAX_SKIP 64
+static char skip[MAX_SKIP][128];
+static size_t nskip;
+static int skipped(const char *key)
+{
+	for (size_t i = 0; i < nskip; i++)
+		if (!strcmp(skip[i], key))
+			return 1;
+	return 0;
+}
+
 /* Look for an entry with enough profile and no optimized binary yet, and
  * start its worker (one at a time). `final`: CMD has exited, so every
  * profiled process has written its spool; an entry whose profiled runs are
@@ -849,17 +922,28 @@ static void poll_entries(const struct opts *o, int final)
 			continue;
 		char p[PATH_MAX + 300];
 		snprintf(p, sizeof(p), "%s/%s", e, de->d_name);
-		if (has(p, "optimized") || has(p, "failed") || has(p, "quarantine") || !has(p, "meta"))
+		if (has(p, "optimized") || has(p, "failed") || has(p, "quarantine") || !has(p, "meta") ||
+		    skipped(de->d_name))
 			continue;
+		struct meta m;
+		if (read_meta(p, &m) || !meta_current(&m))
+			continue; /* stale: the next session removes it */
 		if (o->instrument > 0 && !has(p, "instrument-failed")) {
 			/* Instrumented runs: make the instrumented binary first;
 			 * BOLT once --instrument runs have ended, or, at the end
 			 * of CMD, any. */
-			size_t done = counts_done(p, NULL, 0);
-			if (!has(p, "instrumented"))
+			size_t done = counts_done(p, NULL);
+			if (!has(p, "instrumented")) {
 				start_worker(p, JOB_INSTRUMENT, o->bolt_timeout_s, o->allow_stripped);
-			else if (done >= (size_t)o->instrument || (final && done > 0))
+			} else if (done >= (size_t)o->instrument || (final && done > 0)) {
 				start_worker(p, JOB_BOLT_COUNTS, o->bolt_timeout_s, o->allow_stripped);
+			} else if (final && file_size(p, "iclaims") >= o->instrument) {
+				/* Every run claimed, none wrote its counts: they
+				 * ended by _exit, a signal or an exec. Without this
+				 * the key would wait for counts for good. */
+				mark(p, "instrument-failed", "the instrumented runs wrote no counts (they "
+				     "ended by _exit, a signal or an exec): sampled instead\n");
+			}
 			continue;
 		}
 		uint64_t n = spool_samples(p);
@@ -877,6 +961,12 @@ static void reap_worker(int block)
 		return;
 	int st;
 	pid_t w = waitpid(worker, &st, block ? 0 : WNOHANG);
+	if (w == worker && WIFEXITED(st) && WEXITSTATUS(st) == 2 && nskip < MAX_SKIP) {
+		/* Nothing to do there (another session's worker has the
+		 * entry, or it went stale): not again in this session. */
+		const char *b = strrchr(worker_entry, '/');
+		snprintf(skip[nskip++], sizeof(skip[0]), "%s", b ? b + 1 : worker_entry);
+	}
 	if (w == worker || (w < 0 && errno == ECHILD))
 		worker = -1;
 }

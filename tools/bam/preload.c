@@ -606,14 +606,24 @@ static void decide(const char *path, struct plan *p)
 		/* Instrumented runs give the profile: until BOLT has made the
 		 * instrumented binary, and once its runs are claimed, the
 		 * original runs as it is (nothing sampled). */
+		char fd_dir[PATH_MAX];
+		size_t k = 0;
 		n = 0;
 		if (cat(p->optimized, sizeof(p->optimized), &n, p->entry) ||
-		    cat(p->optimized, sizeof(p->optimized), &n, "/instrumented"))
+		    cat(p->optimized, sizeof(p->optimized), &n, "/instrumented") ||
+		    cat(fd_dir, sizeof(fd_dir), &k, p->entry) || cat(fd_dir, sizeof(fd_dir), &k, "/fdata"))
 			return;
-		if (access(p->optimized, F_OK) || !claim(p->entry, "/iclaims", ninstr)) {
+		if (access(p->optimized, F_OK)) {
 			entry_create(p, &st, &f);
 			return;
 		}
+		/* Trusted before a run is claimed (an untrusted copy is refused
+		 * below, and a claim would be lost); fdata/ must be there: the
+		 * copy's runtime writes into it at exit, and exits with status
+		 * 1 if it cannot. */
+		if (trusted(p->entry, 1) && trusted(p->optimized, 0) &&
+		    (!trusted(fd_dir, 1) || !claim(p->entry, "/iclaims", ninstr)))
+			return;
 		instr = 1;
 	}
 	if (access(p->optimized, F_OK) == 0) {
@@ -632,14 +642,12 @@ static void decide(const char *path, struct plan *p)
 		    cat(p->var2, sizeof(p->var2), &k, p->orig))
 			return;
 		p->var3[0] = 0;
-		p->kind = PLAN_OPTIMIZED;
 		n = 0;
 		if (instr && (cat(p->var3, sizeof(p->var3), &n, BAM_ENV_RUN_FDATA "=") ||
 			      cat(p->var3, sizeof(p->var3), &n, p->entry) ||
 			      cat(p->var3, sizeof(p->var3), &n, "/fdata")))
 			return;
-		if (instr)
-			p->kind = PLAN_INSTRUMENTED;
+		p->kind = instr ? PLAN_INSTRUMENTED : PLAN_OPTIMIZED;
 		return;
 	}
 	if (entry_create(p, &st, &f) || !claim(p->entry, "/claims", env_long(BAM_ENV_RUNS, 10)))
@@ -1186,20 +1194,26 @@ __attribute__((constructor)) static void bam_init(int argc, char **argv, char **
 }
 
 /* An instrumented process: BOLT's runtime wrote its counts (prof.<pid>.fdata)
- * from the main program's DT_FINI, which glibc runs before the destructors
- * of a preloaded object (initialized first, finalized last). Saying so lets
- * the launcher take them while the build still runs. Not in a fork child:
- * its counts include the parent's (a copy of the counters), and only the
- * process that was exec'd counts. */
+ * from the main program's DT_FINI, which glibc's _dl_fini runs before the
+ * destructors of a preloaded object (the main program is finalized first).
+ * Saying so lets the launcher take them while the build still runs. A fork
+ * child's counts include its parent's (a copy of the counters), and only
+ * the process that was exec'd counts: a child removes its file instead. */
 static void instr_done(void)
 {
-	if (!run_fdata[0] || getpid() != run_pid)
+	if (!run_fdata[0])
 		return;
 	char p[PATH_MAX];
 	size_t n = 0;
-	if (cat(p, sizeof(p), &n, run_fdata) || cat(p, sizeof(p), &n, "/") ||
-	    cat_u64(p, sizeof(p), &n, (uint64_t)getpid(), 10) || cat(p, sizeof(p), &n, ".done"))
+	int child = getpid() != run_pid;
+	if (cat(p, sizeof(p), &n, run_fdata) || cat(p, sizeof(p), &n, child ? "/prof." : "/") ||
+	    cat_u64(p, sizeof(p), &n, (uint64_t)getpid(), 10) ||
+	    cat(p, sizeof(p), &n, child ? ".fdata" : ".done"))
 		return;
+	if (child) {
+		unlink(p);
+		return;
+	}
 	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd >= 0)
 		close(fd);

@@ -994,6 +994,37 @@ struct target {
 	long inv, prof, opt, fallback, unsafe, instr, ifallback;
 };
 
+/* The first line of an entry's file `name` (without its newline) in buf;
+ * 1 if the file is there ("" if empty), 0 if not. */
+static int entry_line(const char *entry, const char *name, char *buf, size_t cap)
+{
+	char p[PATH_MAX + 240];
+	snprintf(p, sizeof(p), "%s/%s", entry, name);
+	buf[0] = 0;
+	FILE *f = fopen(p, "re");
+	if (!f)
+		return 0;
+	if (fgets(buf, (int)cap, f))
+		buf[strcspn(buf, "\n")] = 0;
+	fclose(f);
+	return 1;
+}
+
+/* The number an entry's file `name` starts with, or -1. */
+static long entry_number(const char *entry, const char *name)
+{
+	char p[PATH_MAX + 240];
+	long v = -1;
+	snprintf(p, sizeof(p), "%s/%s", entry, name);
+	FILE *f = fopen(p, "re");
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
 /* Read the session log and print the one-line summary. */
 static void summary(const char *session, const char *error, int status)
 {
@@ -1049,14 +1080,8 @@ static void summary(const char *session, const char *error, int status)
 	for (size_t i = 0; i < nt; i++) {
 		char e[PATH_MAX + 200];
 		snprintf(e, sizeof(e), "%s/e/%s", root, t[i].key);
-		char mode[32] = "";
-		FILE *mf;
-		snprintf(line, sizeof(line), "%s/mode", e);
-		if ((mf = fopen(line, "re"))) {
-			if (fgets(mode, sizeof(mode), mf))
-				mode[strcspn(mode, "\n")] = 0;
-			fclose(mf);
-		}
+		char mode[32], why[256];
+		entry_line(e, "mode", mode, sizeof(mode));
 		const char *state = has(e, "quarantine") ? "quarantined" : has(e, "failed") ? "failed"
 				  : has(e, "optimized") ? "optimized"
 				  : worker > 0 && !strcmp(worker_entry, e) ? "optimizing"
@@ -1066,12 +1091,7 @@ static void summary(const char *session, const char *error, int status)
 		fprintf(stderr, ",\"key\":");
 		json_str(stderr, t[i].key);
 		fprintf(stderr, ",\"state\":\"%s\"", state);
-		char why[256] = "";
-		snprintf(line, sizeof(line), "%s/failed", e);
-		if ((mf = fopen(line, "re"))) {
-			if (fgets(why, sizeof(why), mf))
-				why[strcspn(why, "\n")] = 0;
-			fclose(mf);
+		if (entry_line(e, "failed", why, sizeof(why))) {
 			fprintf(stderr, ",\"reason\":");
 			json_str(stderr, why);
 		}
@@ -1086,36 +1106,16 @@ static void summary(const char *session, const char *error, int status)
 			t[i].instr - t[i].ifallback, t[i].fallback + t[i].ifallback, t[i].unsafe,
 			spool_samples(e));
 		/* The samples the entry's BOLT run was given (the spool is gone
-		 * once it is done): written by the worker before BOLT starts. */
-		long bs = -1;
-		snprintf(line, sizeof(line), "%s/samples", e);
-		if ((mf = fopen(line, "re"))) {
-			if (fscanf(mf, "%ld", &bs) != 1)
-				bs = -1;
-			fclose(mf);
-		}
+		 * once it is done): written by the worker before BOLT starts;
+		 * or the instrumented runs whose counts it was given. */
+		long bs = entry_number(e, "samples"), ir = entry_number(e, "instrumented_runs");
 		if (bs >= 0)
 			fprintf(stderr, ",\"bolt_samples\":%ld", bs);
-		/* The instrumented runs whose counts it was given, instead. */
-		long ir = -1;
-		snprintf(line, sizeof(line), "%s/instrumented_runs", e);
-		if ((mf = fopen(line, "re"))) {
-			if (fscanf(mf, "%ld", &ir) != 1)
-				ir = -1;
-			fclose(mf);
-		}
 		if (ir >= 0)
 			fprintf(stderr, ",\"bolt_instrumented_runs\":%ld", ir);
-		if (has(e, "instrument-failed") && *instrument_on) {
-			char iw[256] = "";
-			snprintf(line, sizeof(line), "%s/instrument-failed", e);
-			if ((mf = fopen(line, "re"))) {
-				if (fgets(iw, sizeof(iw), mf))
-					iw[strcspn(iw, "\n")] = 0;
-				fclose(mf);
-			}
+		if (*instrument_on && entry_line(e, "instrument-failed", why, sizeof(why))) {
 			fprintf(stderr, ",\"instrument_failed\":");
-			json_str(stderr, iw);
+			json_str(stderr, why);
 		}
 		fputc('}', stderr);
 	}

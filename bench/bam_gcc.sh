@@ -211,7 +211,7 @@ fi
 t0=$(now)
 entry=$(wait_bolt "$cache")
 first_samples=$(profile_size "$entry")
-log "BOLT done $(echo "$(now) - $t0" | bc)s after the first build ended; mode $(cat "$entry/mode"); $first_samples"
+log "BOLT done $(echo "$(now) - $t0" | bc)s after the ${INSTRUMENT:+second }build ended; mode $(cat "$entry/mode"); $first_samples"
 ninv=$(tail -1 "$results" | cut -f5)
 log "$ninv cc1 runs per build ($c1 objects per copy, $COPIES copies)"
 # The ceiling: the profile of all runs of a build, through the same pipeline.

@@ -427,8 +427,34 @@ static size_t counts_done(const char *entry, unsigned long **pids)
 	return n;
 }
 
-/* Remove the counts of ended instrumented runs (and their .done), never
- * fdata/ itself: a run still going writes there at its exit. */
+/* Is an instrumented run of the entry still going? Each writes
+ * fdata/<pid>.run when it starts (the preload), and <pid>.done after its
+ * counts at exit; a pid with the first and not the second that is still
+ * alive (or reused: then this errs towards waiting) is going. */
+static int instr_runs_going(const char *entry)
+{
+	char d[PATH_MAX + 16];
+	snprintf(d, sizeof(d), "%s/fdata", entry);
+	DIR *dir = opendir(d);
+	if (!dir)
+		return 0;
+	int going = 0;
+	struct dirent *de;
+	while (!going && (de = readdir(dir))) {
+		char *end, f[64];
+		unsigned long pid = strtoul(de->d_name, &end, 10);
+		struct stat st;
+		if (end == de->d_name || strcmp(end, ".run") || !pid || pid > INT32_MAX)
+			continue;
+		snprintf(f, sizeof(f), "%lu.done", pid);
+		going = fstatat(dirfd(dir), f, &st, 0) && (!kill((pid_t)pid, 0) || errno == EPERM);
+	}
+	closedir(dir);
+	return going;
+}
+
+/* Remove the counts of ended instrumented runs (and their .done and .run),
+ * never fdata/ itself: a run still going writes there at its exit. */
 static void counts_remove(const char *entry)
 {
 	unsigned long *pids;
@@ -438,6 +464,8 @@ static void counts_remove(const char *entry)
 		snprintf(f, sizeof(f), "%s/fdata/prof.%lu.fdata", entry, pids[i]);
 		unlink(f);
 		snprintf(f, sizeof(f), "%s/fdata/%lu.done", entry, pids[i]);
+		unlink(f);
+		snprintf(f, sizeof(f), "%s/fdata/%lu.run", entry, pids[i]);
 		unlink(f);
 	}
 	free(pids);
@@ -891,16 +919,28 @@ static void start_worker(const char *entry, enum job job, long timeout_s, int al
 	snprintf(worker_entry, sizeof(worker_entry), "%s", entry);
 }
 
-/* Entries whose worker found nothing to do, by key. */
+/* Entries whose worker found nothing to do (another session's worker had
+ * the entry, or it was done meanwhile), by key: not polled again for
+ * SKIP_S, instead of a fork every poll while the other worker runs. */
 #define MAX_SKIP 64
-static char skip[MAX_SKIP][128];
-static size_t nskip;
+#define SKIP_S 10
+static struct { char key[128]; time_t until; } skip[MAX_SKIP];
 static int skipped(const char *key)
 {
-	for (size_t i = 0; i < nskip; i++)
-		if (!strcmp(skip[i], key))
+	time_t now = time(NULL);
+	for (size_t i = 0; i < MAX_SKIP; i++)
+		if (skip[i].until > now && !strcmp(skip[i].key, key))
 			return 1;
 	return 0;
+}
+static void skip_for_a_while(const char *key)
+{
+	size_t old = 0;
+	for (size_t i = 1; i < MAX_SKIP; i++)
+		if (skip[i].until < skip[old].until)
+			old = i;
+	snprintf(skip[old].key, sizeof(skip[old].key), "%s", key);
+	skip[old].until = time(NULL) + SKIP_S;
 }
 
 /* Look for an entry with enough profile and no optimized binary yet, and
@@ -937,10 +977,12 @@ static void poll_entries(const struct opts *o, int final)
 				start_worker(p, JOB_INSTRUMENT, o->bolt_timeout_s, o->allow_stripped);
 			} else if (done >= (size_t)o->instrument || (final && done > 0)) {
 				start_worker(p, JOB_BOLT_COUNTS, o->bolt_timeout_s, o->allow_stripped);
-			} else if (final && file_size(p, "iclaims") >= o->instrument) {
-				/* Every run claimed, none wrote its counts: they
-				 * ended by _exit, a signal or an exec. Without this
-				 * the key would wait for counts for good. */
+			} else if (final && file_size(p, "iclaims") >= o->instrument &&
+				   !instr_runs_going(p)) {
+				/* Every run claimed, none wrote its counts, none is
+				 * still going (another session's may be): they ended
+				 * by _exit, a signal or an exec. Without this the key
+				 * would wait for counts for good. */
 				mark(p, "instrument-failed", "the instrumented runs wrote no counts (they "
 				     "ended by _exit, a signal or an exec): sampled instead\n");
 			}
@@ -961,11 +1003,9 @@ static void reap_worker(int block)
 		return;
 	int st;
 	pid_t w = waitpid(worker, &st, block ? 0 : WNOHANG);
-	if (w == worker && WIFEXITED(st) && WEXITSTATUS(st) == 2 && nskip < MAX_SKIP) {
-		/* Nothing to do there (another session's worker has the
-		 * entry, or it went stale): not again in this session. */
+	if (w == worker && WIFEXITED(st) && WEXITSTATUS(st) == 2) {
 		const char *b = strrchr(worker_entry, '/');
-		snprintf(skip[nskip++], sizeof(skip[0]), "%s", b ? b + 1 : worker_entry);
+		skip_for_a_while(b ? b + 1 : worker_entry);
 	}
 	if (w == worker || (w < 0 && errno == ECHILD))
 		worker = -1;

@@ -226,6 +226,19 @@ instrument)
            sleep 0.2; kill -9 \$!; wait; exit 0"
   expect k2 invocations_instrumented 1
   grep -q '"instrument_failed":"the instrumented runs wrote no counts' k2 || { cat k2 >&2; fail "stuck"; }
+  # ... but not while the run is still going in another session.
+  rm -rf "$cache"
+  bam_work in1 ref.3 3000
+  bamrun j1 --target bam_work --instrument 1 --wait -- sh -c "bam_work in1 out.6 $ROUNDS"
+  e=$(entry_of)
+  bamrun j2 --target bam_work --instrument 1 -- sh -c "bam_work in1 out.7 3000" &
+  j2=$!
+  while [ ! -s "$e/iclaims" ]; do sleep 0.05; done
+  bamrun j3 --target bam_work --instrument 1 -- sh -c "bam_work in1 out.8 $ROUNDS"
+  [ ! -e "$e/instrument-failed" ] || fail "instrument-failed while a run was going: $(cat "$e/instrument-failed")"
+  wait $j2
+  expect j2 invocations_instrumented 1
+  same ref.3 out.7; same ref.1 out.8
   ;;
 invalidate)
   ref in1 1

@@ -1702,7 +1702,7 @@ static void mode_continue(const char *target)
 	/* A look can find a thread holding a C2 address for a moment: in
 	 * libgcc's FDE search over C2's table (still registered until C2 is
 	 * retired), a register holds the pc_begin it compares with (CI saw
-	 * r15 = C2's chain). Retire is tried again, as a caller would. */
+	 * rax = C2's chain). Retire is tried again, as a caller would. */
 	for (int k = 0; k < 10; k++) {
 		r = agent(t.pid, OP_RETIRE, prof);
 		check(r.rc == 0, "retire after revert: %d: %s", r.rc, r.msg);

@@ -35,6 +35,7 @@
  *       iclaims                 one byte per instrumented invocation (flock'ed)
  *       fdata/prof.<pid>.fdata  the counts one instrumented process wrote at
  *                               its exit (BOLT's runtime)
+ *       fdata/<pid>.run         written by the preload when such a process starts
  *       fdata/<pid>.done        written after that, by the preload's destructor
  *                               in the same process: the counts are complete
  *       instrumented_runs       how many fdata files the BOLT run was given

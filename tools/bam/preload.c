@@ -1162,6 +1162,41 @@ static void run_start(const char *entry, const char *orig, char **argv)
 
 /* ---- load and unload ---------------------------------------------------------- */
 
+/* Marks of an instrumented process in its entry's fdata/: <pid>.run when
+ * it starts, <pid>.done when it ends. */
+static void instr_mark(const char *suffix)
+{
+	char p[PATH_MAX];
+	size_t n = 0;
+	if (cat(p, sizeof(p), &n, run_fdata) || cat(p, sizeof(p), &n, "/") ||
+	    cat_u64(p, sizeof(p), &n, (uint64_t)getpid(), 10) || cat(p, sizeof(p), &n, suffix))
+		return;
+	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* An instrumented process: BOLT's runtime wrote its counts (prof.<pid>.fdata)
+ * from the main program's DT_FINI, which glibc's _dl_fini runs before the
+ * destructors of a preloaded object (the main program is finalized first).
+ * Saying so lets the launcher take them while the build still runs. A fork
+ * child's counts include its parent's (a copy of the counters), and only
+ * the process that was exec'd counts: a child removes its file instead. */
+static void instr_done(void)
+{
+	if (!run_fdata[0])
+		return;
+	if (getpid() == run_pid) {
+		instr_mark(".done");
+		return;
+	}
+	char p[PATH_MAX];
+	size_t n = 0;
+	if (!cat(p, sizeof(p), &n, run_fdata) && !cat(p, sizeof(p), &n, "/prof.") &&
+	    !cat_u64(p, sizeof(p), &n, (uint64_t)getpid(), 10) && !cat(p, sizeof(p), &n, ".fdata"))
+		unlink(p);
+}
+
 /* glibc calls constructors of a preloaded object with (argc, argv, envp),
  * before the program's main and before any thread of it exists. */
 __attribute__((constructor)) static void bam_init(int argc, char **argv, char **envp)
@@ -1191,32 +1226,8 @@ __attribute__((constructor)) static void bam_init(int argc, char **argv, char **
 		profile_start(pbuf);
 	if (have_r)
 		run_start(ebuf, obuf, argv);
-}
-
-/* An instrumented process: BOLT's runtime wrote its counts (prof.<pid>.fdata)
- * from the main program's DT_FINI, which glibc's _dl_fini runs before the
- * destructors of a preloaded object (the main program is finalized first).
- * Saying so lets the launcher take them while the build still runs. A fork
- * child's counts include its parent's (a copy of the counters), and only
- * the process that was exec'd counts: a child removes its file instead. */
-static void instr_done(void)
-{
-	if (!run_fdata[0])
-		return;
-	char p[PATH_MAX];
-	size_t n = 0;
-	int child = getpid() != run_pid;
-	if (cat(p, sizeof(p), &n, run_fdata) || cat(p, sizeof(p), &n, child ? "/prof." : "/") ||
-	    cat_u64(p, sizeof(p), &n, (uint64_t)getpid(), 10) ||
-	    cat(p, sizeof(p), &n, child ? ".fdata" : ".done"))
-		return;
-	if (child) {
-		unlink(p);
-		return;
-	}
-	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd >= 0)
-		close(fd);
+	if (have_r && run_fdata[0])
+		instr_mark(".run"); /* the launcher: this run may still write counts */
 }
 
 __attribute__((destructor)) static void bam_fini(void)

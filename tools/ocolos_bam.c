@@ -320,12 +320,18 @@ static off_t file_size(const char *entry, const char *name)
 	return stat(p, &st) ? 0 : st.st_size;
 }
 
+/* The entry's subdirectory `sub` (spool, fdata), or NULL. */
+static DIR *open_sub(const char *entry, const char *sub)
+{
+	char p[PATH_MAX + 16];
+	snprintf(p, sizeof(p), "%s/%s", entry, sub);
+	return opendir(p);
+}
+
 /* Samples in the entry's spool (8 bytes each). */
 static uint64_t spool_samples(const char *entry)
 {
-	char p[PATH_MAX + 8];
-	snprintf(p, sizeof(p), "%s/spool", entry);
-	DIR *d = opendir(p);
+	DIR *d = open_sub(entry, "spool");
 	if (!d)
 		return 0;
 	uint64_t n = 0;
@@ -394,11 +400,9 @@ static void prune_old(const char *sub, int days)
  * the caller) their pids. */
 static size_t counts_done(const char *entry, unsigned long **pids)
 {
-	char d[PATH_MAX + 16];
-	snprintf(d, sizeof(d), "%s/fdata", entry);
 	if (pids)
 		*pids = NULL;
-	DIR *dir = opendir(d);
+	DIR *dir = open_sub(entry, "fdata");
 	if (!dir)
 		return 0;
 	size_t n = 0, cap = 0;
@@ -433,9 +437,7 @@ static size_t counts_done(const char *entry, unsigned long **pids)
  * alive (or reused: then this errs towards waiting) is going. */
 static int instr_runs_going(const char *entry)
 {
-	char d[PATH_MAX + 16];
-	snprintf(d, sizeof(d), "%s/fdata", entry);
-	DIR *dir = opendir(d);
+	DIR *dir = open_sub(entry, "fdata");
 	if (!dir)
 		return 0;
 	int going = 0;

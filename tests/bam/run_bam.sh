@@ -12,7 +12,23 @@ set -euo pipefail
 case_=$1 tools=$2 bins=$3 bolt=$4
 bam=$tools/ocolos-bam
 work=$(mktemp -d /tmp/ocolos-bam-test.XXXXXX)
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+# A session without --wait leaves its BOLT worker running in the background
+# (as a build would): wait for every entry's worker (it holds the entry's
+# bolt.lock) before removing the cache, and retry the removal for one that
+# was forked but had not taken its lock yet.
+cleanup() {
+  local l i
+  for l in "$work"/cache/e/*/bolt.lock; do
+    [ -e "$l" ] && flock -w 120 "$l" true 2>/dev/null
+  done
+  for i in $(seq 50); do
+    chmod -R u+w "$work" 2>/dev/null
+    rm -rf "$work" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 cd "$work"
 cache=$work/cache
 # Programs under test live in $work/bin (copied: the invalidation case

@@ -4,7 +4,7 @@
 #   run_bam.sh CASE TOOLS_DIR TEST_BIN_DIR LLVM_BOLT
 #
 # CASE: intercept | auto | cpu | concurrent | instrument | invalidate | fallback | unsafe |
-#       off | gcc
+#       off | priority | gcc
 # Every case checks the oracle: each output file of the run under ocolos-bam
 # is byte-identical to the same run without it (bam_work's output depends
 # only on its input and arguments).
@@ -349,6 +349,27 @@ off)
   OCOLOS_BAM=off bamrun s1 --target bam_work -- sh -c "bam_work in1 out.1 $ROUNDS"
   expect s1 enabled false
   expect s1 invocations 0
+  same ref.1 out.1
+  ;;
+priority)
+  # The worker yields to the build: nice 19, and (where the kernel groups
+  # tasks by session, CONFIG_SCHED_AUTOGROUP) its session's group niced to
+  # 19 too — nice alone does not count across sessions. A BOLT wrapper
+  # records what BOLT ran with.
+  mkdir wrap
+  printf '#!/bin/sh\ncut -d" " -f19 /proc/$$/stat > %s/prio\n' "$work" > wrap/llvm-bolt
+  printf 'cat /proc/self/autogroup >> %s/prio 2>/dev/null\nexec %s "$@"\n' "$work" "$bolt" >> wrap/llvm-bolt
+  chmod +x wrap/llvm-bolt
+  ref in1 1
+  bolt=$work/wrap/llvm-bolt
+  optimize bam_work
+  [ -s prio ] || fail "BOLT did not run through the wrapper"
+  [ "$(head -1 prio)" = 19 ] || fail "BOLT ran at nice $(head -1 prio), not 19"
+  if [ -e /proc/self/autogroup ]; then
+    grep -q "nice 19" prio || fail "BOLT's session group: $(sed -n 2p prio), not nice 19"
+  fi
+  bamrun s1 --target bam_work -- sh -c "bam_work in1 out.1 $ROUNDS"
+  expect s1 invocations_optimized 1
   same ref.1 out.1
   ;;
 gcc)

@@ -895,28 +895,36 @@ static int worker_main(const char *entry, enum job job, long timeout_s, int allo
 
 /* Make the calling process (the worker, just after setsid) yield the CPU
  * to everything else. nice 19 alone does not: with autogroups
- * (CONFIG_SCHED_AUTOGROUP, on in Debian's kernels) every session is its own
- * scheduling group, and the scheduler shares the CPU between groups before
- * nice values count within one, so the worker's new session got as much CPU
- * as the whole build (measured: BOLT "at nice 19" ran at 90 % of a core
- * beside make -j2 on 2 cores, and the build took twice its wall time). The
- * group's own nice value fixes that; without autogroups the file is absent
- * and the task's nice is what counts. */
+ * (CONFIG_SCHED_AUTOGROUP, on in Debian's kernels, for tasks in the root
+ * CPU cgroup) every session is its own scheduling group, and the scheduler
+ * shares the CPU between groups before nice values count within one, so
+ * the worker's new session got as much CPU as the whole build (measured:
+ * BOLT "at nice 19" ran at 90 % of a core beside make -j2 on 2 cores, and
+ * the build took twice its wall time). The group's own nice value fixes
+ * that. Where autogroups are compiled out the file is absent; where they
+ * are off or do not apply (a CPU cgroup) the write does nothing and the
+ * task's nice is what counts. The kernel takes one such write per 100 ms
+ * from unprivileged users (EAGAIN): concurrent sessions retry. */
 static void yield_to_others(void)
 {
 	setpriority(PRIO_PROCESS, 0, 19);
 	int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		ssize_t w = write(fd, "19", 2);
-		(void)w; /* best effort: an older kernel may refuse; nice 19 stays */
-		close(fd);
+	if (fd < 0)
+		return;
+	for (int i = 0; i < 30 && write(fd, "19", 2) < 0 && (errno == EAGAIN || errno == EINTR); i++) {
+		struct timespec ts = { 0, 10 * 1000000L };
+		nanosleep(&ts, NULL);
 	}
+	close(fd); /* best effort: refused, nice 19 stays */
 }
 
 /* Start the worker for `entry` in the background: its own session (a ^C
  * to the build does not kill it), yielding to the build (yield_to_others),
- * output to the entry's log. */
-static void start_worker(const char *entry, enum job job, long timeout_s, int allow_stripped)
+ * output to the entry's log. Under --wait the session waits for the worker
+ * and there is no build left to yield to, so its group keeps the default
+ * share: a waiting test or benchmark must not be starved by whatever else
+ * runs on the machine. */
+static void start_worker(const char *entry, enum job job, const struct opts *o)
 {
 	sigset_t chld_set;
 	sigemptyset(&chld_set);
@@ -926,8 +934,10 @@ static void start_worker(const char *entry, enum job job, long timeout_s, int al
 		return;
 	if (pid == 0) {
 		sigprocmask(SIG_UNBLOCK, &chld_set, NULL);
-		setsid();
-		yield_to_others();
+		if (setsid() < 0 || o->wait)
+			setpriority(PRIO_PROCESS, 0, 19); /* the group is the caller's: leave it */
+		else
+			yield_to_others();
 		int fd = open("/dev/null", O_RDWR);
 		if (fd >= 0) {
 			dup2(fd, 0);
@@ -936,7 +946,7 @@ static void start_worker(const char *entry, enum job job, long timeout_s, int al
 			if (fd > 2)
 				close(fd);
 		}
-		_exit(worker_main(entry, job, timeout_s, allow_stripped));
+		_exit(worker_main(entry, job, o->bolt_timeout_s, o->allow_stripped));
 	}
 	worker = pid;
 	snprintf(worker_entry, sizeof(worker_entry), "%s", entry);
@@ -997,9 +1007,9 @@ static void poll_entries(const struct opts *o, int final)
 			 * of CMD, any. */
 			size_t done = counts_done(p, NULL);
 			if (!has(p, "instrumented")) {
-				start_worker(p, JOB_INSTRUMENT, o->bolt_timeout_s, o->allow_stripped);
+				start_worker(p, JOB_INSTRUMENT, o);
 			} else if (done >= (size_t)o->instrument || (final && done > 0)) {
-				start_worker(p, JOB_BOLT_COUNTS, o->bolt_timeout_s, o->allow_stripped);
+				start_worker(p, JOB_BOLT_COUNTS, o);
 			} else if (final && file_size(p, "iclaims") >= o->instrument &&
 				   !instr_runs_going(p)) {
 				/* Every run claimed, none wrote its counts, none is
@@ -1015,7 +1025,7 @@ static void poll_entries(const struct opts *o, int final)
 		int ready = n >= (uint64_t)o->min_samples ||
 			    (final && n > 0 && file_size(p, "claims") >= o->runs);
 		if (ready)
-			start_worker(p, JOB_BOLT, o->bolt_timeout_s, o->allow_stripped);
+			start_worker(p, JOB_BOLT, o);
 	}
 	closedir(d);
 }

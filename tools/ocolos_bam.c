@@ -473,6 +473,21 @@ static void counts_remove(const char *entry)
 	free(pids);
 }
 
+/* Once no instrumented run can still be going (instr_running), every file
+ * left in fdata/ goes: the counts of runs that were killed before writing
+ * their .done, and their .run markers, too. */
+static void fdata_clear(const char *entry)
+{
+	DIR *dir = open_sub(entry, "fdata");
+	if (!dir)
+		return;
+	struct dirent *de;
+	while ((de = readdir(dir)))
+		if (de->d_name[0] != '.')
+			unlinkat(dirfd(dir), de->d_name, 0);
+	closedir(dir);
+}
+
 /* An instrumented run of the entry may still be going: one was claimed in
  * the last INSTR_RUN_MAX_S. At its exit BOLT's runtime reads the copy's own
  * file (through /proc/self/map_files) and writes the counts to the entry's
@@ -518,12 +533,12 @@ static void trim_cache(long max_mb)
 		if (lstat(p, &st))
 			continue;
 		if (has(p, "optimized") && !instr_running(p)) {
-			/* Done with: the copy, and counts of runs that ended
-			 * after BOLT took the others. */
+			/* Done with: the copy, counts of runs that ended after
+			 * BOLT took the others, and what killed runs left. */
 			char c[PATH_MAX + 320];
 			snprintf(c, sizeof(c), "%s/instrumented", p);
 			unlink(c);
-			counts_remove(p);
+			fdata_clear(p);
 		}
 		dir_bytes = 0;
 		nftw(p, add_bytes, 16, FTW_PHYS);

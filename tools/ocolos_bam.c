@@ -325,7 +325,15 @@ static DIR *open_sub(const char *entry, const char *sub)
 {
 	char p[PATH_MAX + 16];
 	snprintf(p, sizeof(p), "%s/%s", entry, sub);
-	return opendir(p);
+	/* Not through a symlink: fdata_clear unlinks whatever the directory
+	 * holds. */
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	DIR *d = fdopendir(fd);
+	if (!d)
+		close(fd);
+	return d;
 }
 
 /* Samples in the entry's spool (8 bytes each). */

@@ -18,9 +18,10 @@
 #        later ones), KINDS (the interleaved kinds, default
 #        "plain later ceil profile"), CEIL2 (a directory holding a cc1
 #        BOLTed some other way, e.g. with a perf profile: kind "ceil2",
-#        used directly as ceil is), INSTRUMENT (N: ocolos-bam --instrument N
+#        used directly as ceil is), INSTRUMENT (N or auto: ocolos-bam --instrument N
 #        for first/later, and the ceiling from every run instrumented; see
-#        below)
+#        below; unset: sampled profiles, --instrument 0, which every build
+#        here is given first)
 #
 # Builds, each from clean, timed (CPU time, user+sys of everything the build
 # waited for, and wall clock):
@@ -148,7 +149,7 @@ build() {
 	if [ $# -eq 0 ]; then
 		timed make -s -j"$JOBS" CC="$cc" >/dev/null
 	else
-		timed "$bam" --cache "$cache" "$@" -- make -s -j"$JOBS" CC="$cc" >/dev/null 2> "$out/$kind.$rep.err"
+		timed "$bam" --cache "$cache" --instrument 0 "$@" -- make -s -j"$JOBS" CC="$cc" >/dev/null 2> "$out/$kind.$rep.err"
 		j=$(grep '^{"tool"' "$out/$kind.$rep.err" | tail -1)
 		f=("$(jfield invocations "$j")" "$(jfield invocations_profiled "$j")"
 			"$(jfield invocations_optimized "$j")" "$(jfield samples "$j")")

@@ -64,7 +64,7 @@ build() {
 	if [ $# -eq 0 ]; then
 		timed make -s -j"$JOBS" >/dev/null
 	else
-		timed "$bam" --cache "$cache" "$@" -- make -s -j"$JOBS" >/dev/null 2> "$out/$kind.$rep.err"
+		timed "$bam" --cache "$cache" --instrument 0 "$@" -- make -s -j"$JOBS" >/dev/null 2> "$out/$kind.$rep.err"
 		j=$(grep '^{"tool"' "$out/$kind.$rep.err" | tail -1)
 	fi
 	t1=$(now)

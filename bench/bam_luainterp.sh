@@ -8,9 +8,9 @@
 #   env: REPS (interleaved repetitions, default 3), JOBS (default 2),
 #        FIRST_OPTS (more ocolos-bam options for the first batch, e.g.
 #        "--profile-runs 32 --profile-samples 100000": every run profiled),
-#        INSTRUMENT (N: ocolos-bam --instrument N; the first batch makes the
-#        instrumented lua, a batch `first2` runs N scripts instrumented and
-#        BOLT takes their counts)
+#        INSTRUMENT (N or auto: ocolos-bam --instrument N; the first batch makes
+#        the instrumented lua, a batch `first2` runs N scripts instrumented
+#        and BOLT takes their counts; unset: sampled, --instrument 0)
 #
 # Batches, timed (CPU time of the batch, and wall clock):
 #   ref      no ocolos-bam (the oracle's outputs)
@@ -79,7 +79,7 @@ batch() { # batch KIND REP [ocolos-bam options...]
 	if [ $# -eq 0 ]; then
 		timed make -s -j"$JOBS" >/dev/null
 	else
-		timed "$bam" --cache "$cache" "$@" -- make -s -j"$JOBS" >/dev/null 2> "$out/$kind.$rep.err"
+		timed "$bam" --cache "$cache" --instrument 0 "$@" -- make -s -j"$JOBS" >/dev/null 2> "$out/$kind.$rep.err"
 		j=$(grep '^{"tool"' "$out/$kind.$rep.err" | tail -1)
 		f=()
 		for k in invocations invocations_profiled invocations_optimized; do

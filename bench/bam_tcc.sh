@@ -125,7 +125,7 @@ build() {
 	if [ $# -eq 0 ]; then
 		timed make -s -j"$JOBS" CC="$cc" >/dev/null
 	else
-		timed "$bam" --cache "$cache" "$@" -- make -s -j"$JOBS" CC="$cc" >/dev/null 2> "$out/$kind.$rep.err"
+		timed "$bam" --cache "$cache" --instrument 0 "$@" -- make -s -j"$JOBS" CC="$cc" >/dev/null 2> "$out/$kind.$rep.err"
 		j=$(grep '^{"tool"' "$out/$kind.$rep.err" | tail -1)
 		f=("$(jfield invocations "$j")" "$(jfield invocations_profiled "$j")"
 			"$(jfield invocations_optimized "$j")" "$(jfield samples "$j")")
@@ -229,12 +229,12 @@ EOF
 	# (env: CMD itself is never a target, the processes it execs are).
 	cache=$out/cache-ceilperf
 	echo 'int main(void) { return 0; }' > "$out/tiny.c"
-	"$bam" --cache "$cache" --target "$tcc" --profile-runs 2 --profile-samples 1000000000 -- \
+	"$bam" --cache "$cache" --instrument 0 --target "$tcc" --profile-runs 2 --profile-samples 1000000000 -- \
 		env "$tcc" -c "$out/tiny.c" -o "$out/tiny.o" 2>/dev/null
 	e=$(ls -d "$cache"/e/* | head -1)
 	mkdir -p "$e/spool"
 	cp "$out/perf.spool" "$e/spool/1.1.s"
-	"$bam" --cache "$cache" --target "$tcc" --profile-runs 2 --profile-samples 1000000000 --wait -- \
+	"$bam" --cache "$cache" --instrument 0 --target "$tcc" --profile-runs 2 --profile-samples 1000000000 --wait -- \
 		env "$tcc" -c "$out/tiny.c" -o "$out/tiny.o" 2>/dev/null
 	e=$(wait_bolt "$cache")
 	cp "$e/optimized" "$out/bin/tcc-ceilperf"

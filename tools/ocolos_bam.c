@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "bam/bam.h"
+#include "bam/memory.h"
 #include "core/err.h"
 #include "elf/binary.h"
 #include "infer/profile.h"
@@ -58,6 +59,7 @@ struct opts {
 	long min_samples;	  /* --profile-samples */
 	long hz;		  /* --hz */
 	long instrument;	  /* --instrument: instrumented invocations (0 off) */
+	int instrument_auto;	  /* ... not given (or "auto"): only where memory allows */
 	const char *cache;	  /* --cache */
 	long cache_max_mb;	  /* --cache-max */
 	const char *bolt;	  /* --bolt */
@@ -85,9 +87,11 @@ static void usage(FILE *f)
 		"  --profile-samples N  samples before BOLT runs (default 2000; at the end of CMD any\n"
 		"                       profile counts once --profile-runs invocations were profiled)\n"
 		"  --hz N               sampling rate of a profiled process, per CPU second (default 1000)\n"
-		"  --instrument N       profile with N runs of a BOLT-instrumented copy (exact counts)\n"
+		"  --instrument N|auto  profile with N runs of a BOLT-instrumented copy (exact counts)\n"
 		"                       instead of sampling; binaries with relocations only, others\n"
-		"                       are sampled (default 0: sampling)\n"
+		"                       are sampled. 0: always sample. Default auto: 1 run where\n"
+		"                       the memory BOLT --instrument needs (~100x the binary) is\n"
+		"                       available, sampling otherwise\n"
 		"  --cache DIR          cache directory (default $XDG_CACHE_HOME/ocolos-bam)\n"
 		"  --cache-max MB       cache size bound (default 4096)\n"
 		"  --bolt PATH          llvm-bolt to use (default: libocolos's BOLT discovery)\n"
@@ -117,9 +121,17 @@ static int parse(int argc, char **argv, struct opts *o)
 	 * CPU time; a binary that has used under 2 s in all its runs so far
 	 * would take a long time to pay that back. A compiler reaches 2 s
 	 * within its first few files, and at ~250 samples per CPU second its
-	 * profiled runs then have a profile worth the name. */
+	 * profiled runs then have a profile worth the name.
+	 *
+	 * --instrument auto (1 run) by default: where it can run, one
+	 * instrumented run gave the better binary every time it was measured
+	 * (cc1 1.08-1.11x, a Lua interpreter 1.07x; sampled profiles 0.92-0.99x
+	 * and 1.00x: docs/benchmarks.md), but BOLT's instrumentation of a big
+	 * binary takes gigabytes (cc1: 5.9 GB), which a default must not take
+	 * from a build that needs it: instrument_main checks first. */
 	*o = (struct opts){ .auto_n = 3, .auto_cpu_ms = 2000, .runs = 10, .min_samples = 2000, .hz = 1000,
-			    .cache_max_mb = 4096, .bolt_timeout_s = 1800 };
+			    .instrument = 1, .instrument_auto = 1, .cache_max_mb = 4096,
+			    .bolt_timeout_s = 1800 };
 	int c;
 	while ((c = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
 		switch (c) {
@@ -139,7 +151,10 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'r': o->runs = atol(optarg); break;
 		case 's': o->min_samples = atol(optarg); break;
 		case 'z': o->hz = atol(optarg); break;
-		case 'I': o->instrument = atol(optarg); break;
+		case 'I':
+			o->instrument_auto = !strcmp(optarg, "auto");
+			o->instrument = o->instrument_auto ? 1 : atol(optarg);
+			break;
 		case 'c': o->cache = optarg; break;
 		case 'm': o->cache_max_mb = atol(optarg); break;
 		case 'b': o->bolt = optarg; break;
@@ -701,12 +716,25 @@ enum job {
 	JOB_BOLT_COUNTS, /* finished instrumented runs' counts -> `optimized` */
 };
 
+/* What `llvm-bolt --instrument` takes at its peak, in MiB, from the
+ * binary's file size: measured with BOLT 22 here, 98x for cc1 (60 MB:
+ * 5.9 GB), 80x for fe (22 MB: 1.7 GB), and ~80 MB for a 0.5 MB Lua. */
+static long long instrument_need_mb(long long file_size)
+{
+	return file_size / (1 << 20) * 100 + 128;
+}
+
 /* BOLT's instrumentation of the original: every function counts its
  * blocks and edges exactly, and writes them at exit to
  * fdata/prof.<pid>.fdata (BOLT's runtime, from DT_FINI). Relocations are
  * required (as for function reordering): without them, or without
- * symbols, the entry is sampled as without --instrument. */
-static int instrument_main(const char *entry, const struct meta *m, long timeout_s)
+ * symbols, the entry is sampled as without --instrument. So it is when
+ * the choice was ocolos-bam's (`gated`: --instrument auto) and the
+ * memory BOLT needs, with a quarter more for the build beside it, is not
+ * available: a default must not push the build into swap or the OOM
+ * killer. The mark stays for this binary version (remove the entry, or
+ * give --instrument 1, to try again). */
+static int instrument_main(const char *entry, const struct meta *m, long timeout_s, int gated)
 {
 	char out[PATH_MAX + 64], fin[PATH_MAX + 64], logp[PATH_MAX + 64], oarg[PATH_MAX + 80],
 		farg[PATH_MAX + 120], dir[PATH_MAX + 16];
@@ -714,6 +742,15 @@ static int instrument_main(const char *entry, const struct meta *m, long timeout
 	if (!relocs || stripped) {
 		mark(entry, "instrument-failed", !relocs ? "no relocations (-Wl,--emit-relocs): not "
 		     "instrumented, sampled instead\n" : "no symbol table: not instrumented\n");
+		return 1;
+	}
+	long long need = instrument_need_mb(m->size), avail = bam_memory_available_mb();
+	if (gated && avail >= 0 && avail < need + need / 4) {
+		char why[256];
+		snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB (about 100x the "
+			 "binary), %lld MB available: sampled instead (--instrument 1 forces it)\n",
+			 need, avail);
+		mark(entry, "instrument-failed", why);
 		return 1;
 	}
 	snprintf(dir, sizeof(dir), "%s/fdata", entry);
@@ -797,8 +834,10 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 /* One entry, start to end: in a forked child at nice 19, holding the
  * entry's lock and the user's BOLT lock. Exit status 0 when `optimized`
  * (JOB_INSTRUMENT: `instrumented`) was installed. */
-static int worker_main(const char *entry, enum job job, long timeout_s, int allow_stripped)
+static int worker_main(const char *entry, enum job job, const struct opts *o)
 {
+	long timeout_s = o->bolt_timeout_s;
+	int allow_stripped = o->allow_stripped;
 	char p[PATH_MAX + 64], prof[PATH_MAX + 64], fdata[PATH_MAX + 64], out[PATH_MAX + 64],
 		logp[PATH_MAX + 64];
 	snprintf(p, sizeof(p), "%s/bolt.lock", entry);
@@ -816,7 +855,7 @@ static int worker_main(const char *entry, enum job job, long timeout_s, int allo
 	if (read_meta(entry, &m) || !meta_current(&m))
 		return 2; /* the original changed: the entry is stale */
 	if (job == JOB_INSTRUMENT)
-		return instrument_main(entry, &m, timeout_s);
+		return instrument_main(entry, &m, timeout_s, o->instrument_auto);
 	struct sample_set s = { 0 };
 	char darg[PATH_MAX + 80];
 	if (job == JOB_BOLT_COUNTS ? counts_profile(entry, darg, sizeof(darg), timeout_s)
@@ -969,7 +1008,7 @@ static void start_worker(const char *entry, enum job job, const struct opts *o)
 			if (fd > 2)
 				close(fd);
 		}
-		_exit(worker_main(entry, job, o->bolt_timeout_s, o->allow_stripped));
+		_exit(worker_main(entry, job, o));
 	}
 	worker = pid;
 	snprintf(worker_entry, sizeof(worker_entry), "%s", entry);

@@ -3,8 +3,8 @@
 #
 #   run_bam.sh CASE TOOLS_DIR TEST_BIN_DIR LLVM_BOLT
 #
-# CASE: intercept | auto | cpu | concurrent | instrument | invalidate | fallback | unsafe |
-#       off | priority | gcc
+# CASE: intercept | auto | cpu | concurrent | instrument | default | invalidate | fallback |
+#       unsafe | off | priority | gcc
 # Every case checks the oracle: each output file of the run under ocolos-bam
 # is byte-identical to the same run without it (bam_work's output depends
 # only on its input and arguments).
@@ -60,8 +60,12 @@ expect() { # expect JSONFILE KEY VALUE [TARGET_INDEX]
   [ "$v" = "$3" ] || { cat "$1" >&2; fail "$2 = $v, expected $3"; }
 }
 # bamrun LOG [ocolos-bam options] -- CMD...: one session, summary kept in LOG.
+# Sampled profiles unless the case says --instrument: most cases are about
+# the sampled path, and the default (--instrument auto) would instrument
+# bam_work, which has relocations. The default itself: case default.
 bamrun() {
   local log=$1; shift
+  case " $* " in *" --instrument "*) ;; *) set -- --instrument 0 "$@" ;; esac
   "$bam" --cache "$cache" --bolt "$bolt" "$@" 2> "$log" || { cat "$log" >&2; fail "ocolos-bam $*"; }
 }
 ref() { bam_work "$1" "ref.$2" "$ROUNDS"; }
@@ -270,6 +274,61 @@ instrument)
   wait $j2
   expect j2 invocations_instrumented 1
   same ref.3 out.7; same ref.1 out.8
+  ;;
+default)
+  # No --instrument: auto. bam_work has relocations and needs little
+  # memory, so it goes the instrumented way (session 1 makes the copy,
+  # session 2 runs one compilation of it and BOLTs its counts, session 3
+  # runs the optimized binary); bam_work_norel is sampled.
+  ref in1 1
+  run() { local log=$1; shift
+    "$bam" --cache "$cache" --bolt "$bolt" "$@" 2> "$log" || { cat "$log" >&2; fail "ocolos-bam $*"; }; }
+  for i in 1 2 3; do
+    run "d$i" --target bam_work --profile-samples 1000000 --wait -- \
+      sh -c "bam_work in1 out.$i $ROUNDS && bam_work in1 out.$i.b $ROUNDS"
+    same ref.1 out.$i; same ref.1 out.$i.b
+  done
+  expect d1 invocations_instrumented 0
+  expect d1 invocations_profiled 0
+  expect d2 invocations_instrumented 1
+  grep -q '"mode":"relocs,instrumented"' d2 || { cat d2 >&2; fail "mode is not relocs,instrumented"; }
+  expect d3 invocations_optimized 2
+  run n1 --target bam_work_norel --profile-runs 1 --profile-samples 1000000 --wait -- \
+    sh -c "bam_work_norel in1 out.n $ROUNDS"
+  grep -q '"instrument_failed":"no relocations' n1 || { cat n1 >&2; fail "norel: no reason"; }
+  # (the runs before the worker has looked at the binary run unprofiled)
+  run n2 --target bam_work_norel --profile-runs 1 --profile-samples 1000000 --wait -- \
+    sh -c "bam_work_norel in1 out.n2 $ROUNDS"
+  expect n2 invocations_profiled 1
+  expect n2 mode no-relocs 0
+  same ref.1 out.n; same ref.1 out.n2
+  # Where the memory BOLT --instrument would need (~128 MB for bam_work, a
+  # quarter more for the build) is not there, auto samples, and says why:
+  # a memory cgroup limited to 96 MB. Root can make one (v1 under our own
+  # memory cgroup, v2 at the root); where it cannot, this part is skipped.
+  rm -rf "$cache"
+  cg=
+  if v1=$(sed -n 's/^[0-9]*:\([^:]*,\)\{0,1\}memory\(,[^:]*\)\{0,1\}:\(.*\)/\3/p' /proc/self/cgroup) &&
+     [ -n "$v1" ] && mkdir "/sys/fs/cgroup/memory$v1/ocolos-bam-test.$$" 2>/dev/null; then
+    cg=/sys/fs/cgroup/memory$v1/ocolos-bam-test.$$
+    echo $((96 << 20)) > "$cg/memory.limit_in_bytes" || cg=
+  elif [ -f /sys/fs/cgroup/cgroup.controllers ] && mkdir "/sys/fs/cgroup/ocolos-bam-test.$$" 2>/dev/null; then
+    cg=/sys/fs/cgroup/ocolos-bam-test.$$
+    echo $((96 << 20)) > "$cg/memory.max" 2>/dev/null || cg=
+  fi
+  if [ -n "$cg" ]; then
+    ( echo "$BASHPID" > "$cg/cgroup.procs" &&
+      exec "$bam" --cache "$cache" --bolt "$bolt" --target bam_work --profile-runs 1 \
+        --profile-samples 1000000 --wait -- sh -c "bam_work in1 out.m $ROUNDS" ) 2> m1 ||
+      { cat m1 >&2; rmdir "$cg"; fail "ocolos-bam in a 96 MB cgroup"; }
+    rmdir "$cg" 2>/dev/null || true
+    grep -q '"instrument_failed":"BOLT --instrument would need ~128 MB' m1 ||
+      { cat m1 >&2; fail "auto instrumented in a 96 MB cgroup"; }
+    expect m1 invocations_instrumented 0
+    same ref.1 out.m
+  else
+    echo "no memory cgroup could be made here: the memory gate not checked"
+  fi
   ;;
 invalidate)
   ref in1 1

@@ -123,12 +123,12 @@ static int parse(int argc, char **argv, struct opts *o)
 	 * within its first few files, and at ~250 samples per CPU second its
 	 * profiled runs then have a profile worth the name.
 	 *
-	 * --instrument auto (1 run) by default: where it can run, one
-	 * instrumented run gave the better binary every time it was measured
-	 * (cc1 1.08-1.11x, a Lua interpreter 1.07x; sampled profiles 0.92-0.99x
-	 * and 1.00x: docs/benchmarks.md), but BOLT's instrumentation of a big
-	 * binary takes gigabytes (cc1: 5.9 GB), which a default must not take
-	 * from a build that needs it: instrument_main checks first. */
+	 * --instrument auto (1 run) by default: where it can run, instrumented
+	 * runs gave the better binary every time they were measured (cc1, one
+	 * run: 1.08-1.11x; a Lua interpreter, two: 1.07x; sampled profiles
+	 * 0.92-0.99x and 1.00x: docs/benchmarks.md), but BOLT's instrumentation
+	 * of a big binary takes gigabytes (cc1: 5.9 GB), which a default must
+	 * not take from a build that needs it: instrument_gate checks first. */
 	*o = (struct opts){ .auto_n = 3, .auto_cpu_ms = 2000, .runs = 10, .min_samples = 2000, .hz = 1000,
 			    .instrument = 1, .instrument_auto = 1, .cache_max_mb = 4096,
 			    .bolt_timeout_s = 1800 };
@@ -151,10 +151,17 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'r': o->runs = atol(optarg); break;
 		case 's': o->min_samples = atol(optarg); break;
 		case 'z': o->hz = atol(optarg); break;
-		case 'I':
+		case 'I': {
+			char *end;
 			o->instrument_auto = !strcmp(optarg, "auto");
-			o->instrument = o->instrument_auto ? 1 : atol(optarg);
+			o->instrument = o->instrument_auto ? 1 : strtol(optarg, &end, 10);
+			if (!o->instrument_auto && (end == optarg || *end || o->instrument < 0)) {
+				fprintf(stderr, "ocolos-bam: --instrument '%s': a number of runs (0: "
+					"sample) or auto\n", optarg);
+				return -1;
+			}
 			break;
+		}
 		case 'c': o->cache = optarg; break;
 		case 'm': o->cache_max_mb = atol(optarg); break;
 		case 'b': o->bolt = optarg; break;
@@ -716,43 +723,89 @@ enum job {
 	JOB_BOLT_COUNTS, /* finished instrumented runs' counts -> `optimized` */
 };
 
+/* Can the entry's binary be instrumented at all? Relocations are
+ * required (as for function reordering), and symbols. Otherwise the entry
+ * is marked and sampled as without --instrument: at once, by the session
+ * (poll_entries), since until then its runs go unprofiled. */
+static int instrumentable(const char *entry, const char *path)
+{
+	int stripped, relocs = has_relocs(path, &stripped);
+	if (relocs && !stripped)
+		return 1;
+	mark(entry, "instrument-failed", !relocs ? "no relocations (-Wl,--emit-relocs): not "
+	     "instrumented, sampled instead\n" : "no symbol table: not instrumented\n");
+	return 0;
+}
+
 /* What `llvm-bolt --instrument` takes at its peak, in MiB, from the
- * binary's file size: measured with BOLT 22 here, 98x for cc1 (60 MB:
- * 5.9 GB), 80x for fe (22 MB: 1.7 GB), and ~80 MB for a 0.5 MB Lua. */
+ * binary's file size, and a quarter more for the build beside it:
+ * measured with BOLT 22 here (docs/benchmarks.md, "Instrumented runs"),
+ * 98x for cc1 (60 MB: 5.9 GB), 80x for fe (22 MB: 1.7 GB), 81 MB for
+ * a 0.5 MB Lua. */
 static long long instrument_need_mb(long long file_size)
 {
-	return file_size / (1 << 20) * 100 + 128;
+	long long mb = (file_size + (1 << 20) - 1) >> 20;
+	return (mb * 100 + 128) * 5 / 4;
+}
+
+/* A memory shortage waits this long (in the background; the target's runs
+ * go unprofiled meanwhile) before the key is sampled instead. */
+#define DEFER_MAX_S 600
+
+/* --instrument auto: the instrumentation must not push the build into
+ * swap or the OOM killer. If the machine (or the cgroup) could never give
+ * BOLT what it needs, the key is sampled. If it could but does not now
+ * (a link, a peak of the build), the worker gives up for now (2: retried
+ * SKIP_S later) and writes `instrument-deferred` at the first time; after
+ * DEFER_MAX_S the key is sampled. A key marked so stays sampled for this
+ * binary version (remove the entry to try again). 0: go ahead. */
+static int instrument_gate(const char *entry, const struct meta *m)
+{
+	struct bam_memory mem;
+	bam_memory_read("", &mem);
+	long long need = instrument_need_mb(m->size);
+	char why[320];
+	if (mem.capacity_mb >= 0 && need > mem.capacity_mb) {
+		snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB (about 100x the "
+			 "binary, and a quarter more), more than the %lld MB this machine or cgroup "
+			 "has: sampled instead\n", need, mem.capacity_mb);
+		mark(entry, "instrument-failed", why);
+		return 1;
+	}
+	if (mem.available_mb < 0 || need <= mem.available_mb)
+		return 0;
+	char p[PATH_MAX + 64];
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/instrument-deferred", entry);
+	if (stat(p, &st)) {
+		snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB, %lld MB "
+			 "available: waiting for it\n", need, mem.available_mb);
+		mark(entry, "instrument-deferred", why);
+		return 2;
+	}
+	if (time(NULL) - st.st_mtime < DEFER_MAX_S)
+		return 2;
+	snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB, at most %lld MB "
+		 "available for %d minutes: sampled instead\n", need, mem.available_mb,
+		 DEFER_MAX_S / 60);
+	mark(entry, "instrument-failed", why);
+	return 1;
 }
 
 /* BOLT's instrumentation of the original: every function counts its
  * blocks and edges exactly, and writes them at exit to
- * fdata/prof.<pid>.fdata (BOLT's runtime, from DT_FINI). Relocations are
- * required (as for function reordering): without them, or without
- * symbols, the entry is sampled as without --instrument. So it is when
- * the choice was ocolos-bam's (`gated`: --instrument auto) and the
- * memory BOLT needs, with a quarter more for the build beside it, is not
- * available: a default must not push the build into swap or the OOM
- * killer. The mark stays for this binary version (remove the entry, or
- * give --instrument 1, to try again). */
+ * fdata/prof.<pid>.fdata (BOLT's runtime, from DT_FINI). `gated`: the
+ * choice was ocolos-bam's (--instrument auto), so the memory is checked
+ * first (instrument_gate). */
 static int instrument_main(const char *entry, const struct meta *m, long timeout_s, int gated)
 {
 	char out[PATH_MAX + 64], fin[PATH_MAX + 64], logp[PATH_MAX + 64], oarg[PATH_MAX + 80],
 		farg[PATH_MAX + 120], dir[PATH_MAX + 16];
-	int stripped, relocs = has_relocs(m->path, &stripped);
-	if (!relocs || stripped) {
-		mark(entry, "instrument-failed", !relocs ? "no relocations (-Wl,--emit-relocs): not "
-		     "instrumented, sampled instead\n" : "no symbol table: not instrumented\n");
+	if (!instrumentable(entry, m->path))
 		return 1;
-	}
-	long long need = instrument_need_mb(m->size), avail = bam_memory_available_mb();
-	if (gated && avail >= 0 && avail < need + need / 4) {
-		char why[256];
-		snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB (about 100x the "
-			 "binary), %lld MB available: sampled instead (--instrument 1 forces it)\n",
-			 need, avail);
-		mark(entry, "instrument-failed", why);
-		return 1;
-	}
+	int gate = gated ? instrument_gate(entry, m) : 0;
+	if (gate)
+		return gate;
 	snprintf(dir, sizeof(dir), "%s/fdata", entry);
 	if (mkdir(dir, 0700) && errno != EEXIST) {
 		mark(entry, "instrument-failed", "cannot make fdata/: sampled instead\n");
@@ -1042,23 +1095,42 @@ static void skip_for_a_while(const char *key)
  * start its worker (one at a time). `final`: CMD has exited, so every
  * profiled process has written its spool; an entry whose profiled runs are
  * all used up then goes to BOLT with whatever profile it has. */
+/* Keys whose binary instrumentable() accepted: not read again each poll. */
+#define MAX_CHECKED 64
+static char checked[MAX_CHECKED][128];
+static int instrumentable_once(const char *entry, const char *key, const char *path)
+{
+	for (size_t i = 0; i < MAX_CHECKED; i++)
+		if (!strcmp(checked[i], key))
+			return 1;
+	if (!instrumentable(entry, path))
+		return 0;
+	static size_t next;
+	snprintf(checked[next++ % MAX_CHECKED], sizeof(checked[0]), "%s", key);
+	return 1;
+}
+
 static void poll_entries(const struct opts *o, int final)
 {
-	if (worker > 0)
-		return;
 	char e[PATH_MAX + 4];
 	snprintf(e, sizeof(e), "%s/e", root);
 	DIR *d = opendir(e);
 	if (!d)
 		return;
 	struct dirent *de;
-	while ((de = readdir(d)) && worker < 0) {
+	/* Every entry is looked at even while a worker runs (it may wait
+	 * long for the user's BOLT lock): a new target that cannot be
+	 * instrumented is marked at once, so that its runs are sampled. */
+	while ((de = readdir(d))) {
 		if (de->d_name[0] == '.')
 			continue;
 		char p[PATH_MAX + 300];
 		snprintf(p, sizeof(p), "%s/%s", e, de->d_name);
 		if (has(p, "optimized") || has(p, "failed") || has(p, "quarantine") || !has(p, "meta") ||
 		    skipped(de->d_name))
+			continue;
+		if (worker > 0 && (o->instrument <= 0 || has(p, "instrumented") ||
+				   has(p, "instrument-failed")))
 			continue;
 		struct meta m;
 		if (read_meta(p, &m) || !meta_current(&m))
@@ -1067,6 +1139,10 @@ static void poll_entries(const struct opts *o, int final)
 			/* Instrumented runs: make the instrumented binary first;
 			 * BOLT once --instrument runs have ended, or, at the end
 			 * of CMD, any. */
+			if (!has(p, "instrumented") && !instrumentable_once(p, de->d_name, m.path))
+				continue; /* marked: sampled from now on */
+			if (worker > 0)
+				continue;
 			size_t done = counts_done(p, NULL);
 			if (!has(p, "instrumented")) {
 				start_worker(p, JOB_INSTRUMENT, o);
@@ -1083,6 +1159,8 @@ static void poll_entries(const struct opts *o, int final)
 			}
 			continue;
 		}
+		if (worker > 0)
+			continue;
 		uint64_t n = spool_samples(p);
 		int ready = n >= (uint64_t)o->min_samples ||
 			    (final && n > 0 && file_size(p, "claims") >= o->runs);
@@ -1250,6 +1328,10 @@ static void summary(const char *session, const char *error, int status)
 			fprintf(stderr, ",\"bolt_instrumented_runs\":%ld", ir);
 		if (*instrument_on && entry_line(e, "instrument-failed", why, sizeof(why))) {
 			fprintf(stderr, ",\"instrument_failed\":");
+			json_str(stderr, why);
+		} else if (*instrument_on && !has(e, "instrumented") &&
+			   entry_line(e, "instrument-deferred", why, sizeof(why))) {
+			fprintf(stderr, ",\"instrument_deferred\":");
 			json_str(stderr, why);
 		}
 		fputc('}', stderr);

@@ -22,6 +22,10 @@ work=$(mktemp -d /tmp/ocolos-bam-test.XXXXXX)
 cleanup() {
   set +e
   local d i
+  if [ -n "${cg:-}" ]; then
+    [ -n "${hog:-}" ] && kill "$hog" 2>/dev/null && wait "$hog" 2>/dev/null
+    for i in $(seq 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
+  fi
   for i in $(seq 20); do
     for d in "$work"/cache/e/*/; do
       [ -d "$d" ] && flock -w 60 "$d/bolt.lock" true 2>/dev/null
@@ -71,6 +75,30 @@ bamrun() {
 ref() { bam_work "$1" "ref.$2" "$ROUNDS"; }
 same() { cmp "$1" "$2" || fail "$1 differs from $2 (the oracle)"; }
 entry_of() { ls -d "$cache"/e/* | head -1; }
+# A memory cgroup of this test's own, its directory in $cg: v1 under our
+# own memory cgroup, or v2 at the root where the memory controller is
+# delegated there. Fails (cg empty) where none can be made (not root, a
+# container without it). Removed by cleanup.
+cg= cgv=
+make_cg() {
+  local v1
+  v1=$(sed -n 's/^[0-9]*:\([^:]*,\)\{0,1\}memory\(,[^:]*\)\{0,1\}:\(.*\)/\3/p' /proc/self/cgroup)
+  if [ -n "$v1" ] && [ -d "/sys/fs/cgroup/memory$v1" ]; then
+    cg=/sys/fs/cgroup/memory${v1%/}/ocolos-bam-test.$$ cgv=1
+  elif [ -f /sys/fs/cgroup/cgroup.controllers ] &&
+       grep -qw memory /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+    cg=/sys/fs/cgroup/ocolos-bam-test.$$ cgv=2
+  fi
+  [ -n "$cg" ] && mkdir "$cg" 2>/dev/null && set_cg_limit $((96 << 20)) 2>/dev/null && return 0
+  [ -z "$cg" ] || rmdir "$cg" 2>/dev/null
+  cg=; return 1
+}
+set_cg_limit() {
+  if [ "$cgv" = 1 ]; then echo "$1" > "$cg/memory.limit_in_bytes"; else echo "$1" > "$cg/memory.max"; fi
+}
+cg_usage() {
+  if [ "$cgv" = 1 ]; then cat "$cg/memory.usage_in_bytes"; else cat "$cg/memory.current"; fi
+}
 
 # Make a cache entry of bam_work optimized: profile two runs, BOLT (--wait).
 optimize() { # optimize PROG
@@ -278,57 +306,80 @@ instrument)
 default)
   # No --instrument: auto. bam_work has relocations and needs little
   # memory, so it goes the instrumented way (session 1 makes the copy,
-  # session 2 runs one compilation of it and BOLTs its counts, session 3
+  # session 2 runs one instrumented run and BOLTs its counts, session 3
   # runs the optimized binary); bam_work_norel is sampled.
   ref in1 1
   run() { local log=$1; shift
     "$bam" --cache "$cache" --bolt "$bolt" "$@" 2> "$log" || { cat "$log" >&2; fail "ocolos-bam $*"; }; }
-  for i in 1 2 3; do
+  run d1 --target bam_work --profile-samples 1000000 --wait -- sh -c "bam_work in1 out.1 $ROUNDS"
+  for i in 2 3; do
     run "d$i" --target bam_work --profile-samples 1000000 --wait -- \
       sh -c "bam_work in1 out.$i $ROUNDS && bam_work in1 out.$i.b $ROUNDS"
     same ref.1 out.$i; same ref.1 out.$i.b
   done
+  same ref.1 out.1
   expect d1 invocations_instrumented 0
   expect d1 invocations_profiled 0
   expect d2 invocations_instrumented 1
   grep -q '"mode":"relocs,instrumented"' d2 || { cat d2 >&2; fail "mode is not relocs,instrumented"; }
   expect d3 invocations_optimized 2
+  # Without relocations: marked by the session at once, not by a worker,
+  # which may wait long for the user's BOLT lock (held here for 4 s, as by
+  # another session's BOLT), so that the runs after the first are sampled.
+  flock "$cache/bolt.lock" sleep 4 &
+  locker=$!
+  sleep 0.2
   run n1 --target bam_work_norel --profile-runs 1 --profile-samples 1000000 --wait -- \
-    sh -c "bam_work_norel in1 out.n $ROUNDS"
+    sh -c "bam_work_norel in1 out.n1 $ROUNDS && sleep 1 && bam_work_norel in1 out.n2 $ROUNDS"
   grep -q '"instrument_failed":"no relocations' n1 || { cat n1 >&2; fail "norel: no reason"; }
-  # (the runs before the worker has looked at the binary run unprofiled)
+  expect n1 invocations_profiled 1
+  wait $locker
   run n2 --target bam_work_norel --profile-runs 1 --profile-samples 1000000 --wait -- \
-    sh -c "bam_work_norel in1 out.n2 $ROUNDS"
-  expect n2 invocations_profiled 1
+    sh -c "bam_work_norel in1 out.n3 $ROUNDS"
   expect n2 mode no-relocs 0
-  same ref.1 out.n; same ref.1 out.n2
-  # Where the memory BOLT --instrument would need (~128 MB for bam_work, a
-  # quarter more for the build) is not there, auto samples, and says why:
-  # a memory cgroup limited to 96 MB. Root can make one (v1 under our own
-  # memory cgroup, v2 at the root); where it cannot, this part is skipped.
+  same ref.1 out.n1; same ref.1 out.n2; same ref.1 out.n3
+  # The memory check, in a memory cgroup of this test's (root can make one:
+  # v1 under our own memory cgroup, v2 at the root; where it cannot, this
+  # part is skipped). bam_work needs ~285 MB by the estimate.
+  make_cg || { echo "no memory cgroup can be made here: the memory check not tested"; echo "PASS: bam.$case_"; exit 0; }
+  in_cg() { local log=$1; shift
+    ( echo "$BASHPID" > "$cg/cgroup.procs" 2>/dev/null || exit 99
+      exec "$bam" --cache "$cache" --bolt "$bolt" "$@" ) 2> "$log"; }
+  # 1. A limit below it (96 MB): sampled, for good.
   rm -rf "$cache"
-  cg=
-  if v1=$(sed -n 's/^[0-9]*:\([^:]*,\)\{0,1\}memory\(,[^:]*\)\{0,1\}:\(.*\)/\3/p' /proc/self/cgroup) &&
-     [ -n "$v1" ] && mkdir "/sys/fs/cgroup/memory$v1/ocolos-bam-test.$$" 2>/dev/null; then
-    cg=/sys/fs/cgroup/memory$v1/ocolos-bam-test.$$
-    echo $((96 << 20)) > "$cg/memory.limit_in_bytes" || cg=
-  elif [ -f /sys/fs/cgroup/cgroup.controllers ] && mkdir "/sys/fs/cgroup/ocolos-bam-test.$$" 2>/dev/null; then
-    cg=/sys/fs/cgroup/ocolos-bam-test.$$
-    echo $((96 << 20)) > "$cg/memory.max" 2>/dev/null || cg=
-  fi
-  if [ -n "$cg" ]; then
-    ( echo "$BASHPID" > "$cg/cgroup.procs" &&
-      exec "$bam" --cache "$cache" --bolt "$bolt" --target bam_work --profile-runs 1 \
-        --profile-samples 1000000 --wait -- sh -c "bam_work in1 out.m $ROUNDS" ) 2> m1 ||
-      { cat m1 >&2; rmdir "$cg"; fail "ocolos-bam in a 96 MB cgroup"; }
-    rmdir "$cg" 2>/dev/null || true
-    grep -q '"instrument_failed":"BOLT --instrument would need ~128 MB' m1 ||
-      { cat m1 >&2; fail "auto instrumented in a 96 MB cgroup"; }
-    expect m1 invocations_instrumented 0
-    same ref.1 out.m
-  else
-    echo "no memory cgroup could be made here: the memory gate not checked"
-  fi
+  set_cg_limit $((96 << 20))
+  rc=0; in_cg m1 --target bam_work --profile-runs 1 --profile-samples 1000000 --wait -- \
+    sh -c "bam_work in1 out.m1 $ROUNDS" || rc=$?
+  if [ $rc = 99 ]; then echo "cannot move into $cg: the memory check not tested"; echo "PASS: bam.$case_"; exit 0; fi
+  [ $rc = 0 ] || { cat m1 >&2; fail "ocolos-bam in a 96 MB cgroup: $rc"; }
+  grep -q '"instrument_failed":"BOLT --instrument would need ~[0-9]* MB (about 100x the binary, and a quarter more), more than the [0-9]* MB' m1 ||
+    { cat m1 >&2; fail "auto instrumented in a 96 MB cgroup"; }
+  expect m1 invocations_instrumented 0
+  same ref.1 out.m1
+  # 2. A limit above it (600 MB), but 400 MB of it in use (dd's buffer,
+  #    held while dd blocks on a fifo nobody reads): deferred, the run
+  #    unprofiled; ten minutes of it (the mark's age): sampled.
+  rm -rf "$cache"
+  set_cg_limit $((600 << 20))
+  mkfifo hog.fifo; exec 9<> hog.fifo
+  ( echo "$BASHPID" > "$cg/cgroup.procs" && exec dd if=/dev/zero bs=400M count=1 status=none ) > hog.fifo &
+  hog=$!
+  for i in $(seq 100); do [ "$(cg_usage)" -gt $((400 << 20)) ] && break; sleep 0.1; done
+  [ "$(cg_usage)" -gt $((400 << 20)) ] || fail "the cgroup's usage did not reach 400 MB: $(cg_usage)"
+  in_cg m2 --target bam_work --profile-runs 1 --profile-samples 1000000 --wait -- \
+    sh -c "bam_work in1 out.m2 $ROUNDS" || { cat m2 >&2; fail "ocolos-bam (deferred)"; }
+  grep -q '"instrument_deferred":"BOLT --instrument would need ~[0-9]* MB, [0-9]* MB available: waiting for it' m2 ||
+    { cat m2 >&2; fail "not deferred with 400 of 600 MB in use"; }
+  expect m2 invocations_profiled 0
+  touch -d '20 minutes ago' "$(entry_of)/instrument-deferred"
+  in_cg m3 --target bam_work --profile-runs 1 --profile-samples 1000000 --wait -- \
+    sh -c "bam_work in1 out.m3 $ROUNDS && sleep 1 && bam_work in1 out.m3b $ROUNDS" ||
+    { cat m3 >&2; fail "ocolos-bam (deferred, expired)"; }
+  grep -q '"instrument_failed":"BOLT --instrument would need ~[0-9]* MB, at most [0-9]* MB available for 10 minutes' m3 ||
+    { cat m3 >&2; fail "still deferred after ten minutes"; }
+  expect m3 invocations_profiled 1
+  kill $hog; wait $hog 2>/dev/null || true; exec 9>&-
+  same ref.1 out.m2; same ref.1 out.m3; same ref.1 out.m3b
   ;;
 invalidate)
   ref in1 1

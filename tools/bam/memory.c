@@ -1,90 +1,121 @@
 /* MemAvailable is the machine's view; in a container or a systemd slice
  * the limit that kills BOLT is the cgroup's, which MemAvailable does not
  * show. Both are read, and the smallest room wins. A limit applies to a
- * cgroup's whole subtree, so every ancestor's counts as well. */
+ * cgroup's whole subtree, so every ancestor's counts as well. A cgroup's
+ * usage includes its page cache, which the kernel reclaims before it
+ * kills anything: the inactive part of it counts as room, as in the
+ * "working set" container runtimes report. */
 #include "bam/memory.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MIB (1024.0 * 1024.0)
+#define MIB (1024LL * 1024LL)
+#define NO_LIMIT (1LL << 62) /* v1 says "none" with LONG_MAX rounded down to pages */
 
-static long long read_ll(const char *path, int *unlimited)
+/* The first number of a file, or -1 (also for v2's "max"). */
+static long long read_ll(const char *path)
 {
 	FILE *f = fopen(path, "re");
 	char buf[64];
-	*unlimited = 0;
 	if (!f)
 		return -1;
-	if (!fgets(buf, sizeof(buf), f)) {
-		fclose(f);
-		return -1;
-	}
+	char *got = fgets(buf, sizeof(buf), f);
 	fclose(f);
-	if (!strncmp(buf, "max", 3)) {
-		*unlimited = 1;
-		return -1;
-	}
 	char *end;
-	long long v = strtoll(buf, &end, 10);
-	return end == buf ? -1 : v;
+	long long v = got ? strtoll(buf, &end, 10) : -1;
+	return got && end != buf && v >= 0 ? v : -1;
 }
 
-/* limit - usage for the cgroup at dir (MiB), or -1 without a limit.
- * v1 reports "no limit" as a huge number (LONG_MAX rounded to pages). */
-static long long cgroup_room(const char *dir, int v2)
+/* `key value` from a memory.stat file, or 0. */
+static long long stat_field(const char *path, const char *key)
 {
-	char lp[4200], up[4200];
-	int unl;
-	snprintf(lp, sizeof(lp), "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
-	snprintf(up, sizeof(up), "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes");
-	long long limit = read_ll(lp, &unl), usage = read_ll(up, &unl);
-	if (limit < 0 || usage < 0 || limit >= (1LL << 62))
-		return -1;
-	return limit > usage ? (long long)((limit - usage) / MIB) : 0;
+	FILE *f = fopen(path, "re");
+	char line[256];
+	long long v = 0;
+	size_t n = strlen(key);
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, n) && line[n] == ' ') {
+			v = strtoll(line + n + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v > 0 ? v : 0;
 }
 
-static void consider(long long *best, long long v)
+static void least(long long *best, long long v)
 {
 	if (v >= 0 && (*best < 0 || v < *best))
 		*best = v;
 }
 
-/* Our cgroup's path, from mount root base, then each ancestor's. */
-static void walk_cgroup(long long *best, const char *base, const char *path, int v2)
+/* One cgroup directory's limit and room, in MiB (nothing without a limit). */
+static void cgroup_dir(const char *dir, int v2, struct bam_memory *m)
+{
+	char p[4200];
+	long long limit = -1, usage, high;
+	snprintf(p, sizeof(p), "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
+	limit = read_ll(p);
+	if (v2) { /* above memory.high the cgroup is throttled and reclaimed hard */
+		snprintf(p, sizeof(p), "%s/memory.high", dir);
+		high = read_ll(p);
+		if (high >= 0 && (limit < 0 || high < limit))
+			limit = high;
+	}
+	if (limit < 0 || limit >= NO_LIMIT)
+		return;
+	snprintf(p, sizeof(p), "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes");
+	usage = read_ll(p);
+	snprintf(p, sizeof(p), "%s/memory.stat", dir);
+	usage -= stat_field(p, v2 ? "inactive_file" : "total_inactive_file");
+	least(&m->capacity_mb, limit / MIB);
+	if (usage >= 0)
+		least(&m->available_mb, limit > usage ? (limit - usage) / MIB : 0);
+}
+
+/* Our cgroup (path under the mount at base), then each ancestor's. */
+static void cgroup_walk(const char *base, const char *path, int v2, struct bam_memory *m)
 {
 	char dir[4096];
+	size_t b = strlen(base);
 	snprintf(dir, sizeof(dir), "%s%s", base, path);
 	for (;;) {
 		size_t n = strlen(dir);
-		while (n > strlen(base) && dir[n - 1] == '/')
+		while (n > b && dir[n - 1] == '/')
 			dir[--n] = 0;
-		consider(best, cgroup_room(dir, v2));
+		cgroup_dir(dir, v2, m);
 		char *slash = strrchr(dir, '/');
-		if (!slash || (size_t)(slash - dir) < strlen(base))
+		if (!slash || (size_t)(slash - dir) < b)
 			break;
 		*slash = 0;
 	}
 }
 
-long long bam_memory_available_mb(void)
+void bam_memory_read(const char *root, struct bam_memory *m)
 {
-	long long best = -1;
-	FILE *f = fopen("/proc/meminfo", "re");
-	char line[4200];
+	char p[4200], line[4200];
+	m->available_mb = m->capacity_mb = -1;
+	snprintf(p, sizeof(p), "%s/proc/meminfo", root);
+	FILE *f = fopen(p, "re");
 	if (f) {
 		long long kb;
-		while (fgets(line, sizeof(line), f))
+		while (fgets(line, sizeof(line), f)) {
 			if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1)
-				consider(&best, kb / 1024);
+				least(&m->available_mb, kb / 1024);
+			if (sscanf(line, "MemTotal: %lld kB", &kb) == 1)
+				least(&m->capacity_mb, kb / 1024);
+		}
 		fclose(f);
 	}
 	/* "0::/path" is the v2 hierarchy; "N:memory:/path" (controllers
 	 * may be a comma list) is v1's memory controller. */
-	f = fopen("/proc/self/cgroup", "re");
+	snprintf(p, sizeof(p), "%s/proc/self/cgroup", root);
+	f = fopen(p, "re");
 	if (!f)
-		return best;
+		return;
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = 0;
 		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
@@ -93,14 +124,17 @@ long long bam_memory_available_mb(void)
 		*c2 = 0;
 		const char *ctrls = c1 + 1, *path = c2 + 1;
 		if (!*ctrls) {
-			walk_cgroup(&best, "/sys/fs/cgroup", path, 1);
-			walk_cgroup(&best, "/sys/fs/cgroup/unified", path, 1);
+			snprintf(p, sizeof(p), "%s/sys/fs/cgroup", root);
+			cgroup_walk(p, path, 1, m);
+			snprintf(p, sizeof(p), "%s/sys/fs/cgroup/unified", root);
+			cgroup_walk(p, path, 1, m);
 			continue;
 		}
-		for (const char *s = ctrls; s && *s; s = strchr(s, ',') ? strchr(s, ',') + 1 : NULL)
-			if (!strncmp(s, "memory", 6) && (s[6] == ',' || !s[6]))
-				walk_cgroup(&best, "/sys/fs/cgroup/memory", path, 0);
+		for (const char *s = ctrls; s; s = strchr(s, ',') ? strchr(s, ',') + 1 : NULL)
+			if (!strncmp(s, "memory", 6) && (s[6] == ',' || !s[6])) {
+				snprintf(p, sizeof(p), "%s/sys/fs/cgroup/memory", root);
+				cgroup_walk(p, path, 0, m);
+			}
 	}
 	fclose(f);
-	return best;
 }

@@ -519,7 +519,8 @@ static void fdata_clear(const char *entry)
 }
 
 /* An instrumented run of the entry may still be going: one was claimed in
- * the last INSTR_RUN_MAX_S. At its exit BOLT's runtime reads the copy's own
+ * the last INSTR_RUN_MAX_S, or one that marked its start is alive (a run
+ * longer than that). At its exit BOLT's runtime reads the copy's own
  * file (through /proc/self/map_files) and writes the counts to the entry's
  * fdata/, built into the copy; if either is gone, it exits with status 1:
  * neither may be removed under it. */
@@ -529,7 +530,8 @@ static int instr_running(const char *entry)
 	char p[PATH_MAX + 16];
 	struct stat st;
 	snprintf(p, sizeof(p), "%s/iclaims", entry);
-	return !stat(p, &st) && st.st_mtime > time(NULL) - INSTR_RUN_MAX_S;
+	return (!stat(p, &st) && st.st_mtime > time(NULL) - INSTR_RUN_MAX_S) ||
+	       instr_runs_going(entry);
 }
 
 /* Invalidate entries whose original changed or is gone, then evict the

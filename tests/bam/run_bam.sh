@@ -247,6 +247,12 @@ instrument)
     for f in o*.out; do same "ref.$prog/$f" "$f"; done
     rm -f o*.out
     if [ $prog = bam_work ]; then
+      # A run going for longer than the hour (its .run marker, a live pid:
+      # this script's) keeps the copy and fdata/.
+      : > "$e/fdata/$$.run"; touch -d '2 hours ago' "$e/iclaims"
+      bamrun "s1b.$prog" $I -- true
+      [ -e "$e/instrumented" ] || fail "instrumented copy removed under a run still going"
+      rm "$e/fdata/$$.run"
       # What a run killed before its counts were complete leaves: counts
       # without .done, a .run marker. Removed with the copy.
       echo x > "$e/fdata/prof.999999.fdata"; : > "$e/fdata/999999.run"

@@ -173,6 +173,9 @@ wait_instr() {
 	local e; e=$(ls -d "$1"/e/* | head -1)
 	while [ ! -e "$e/instrumented" ] && [ ! -e "$e/instrument-failed" ] && [ ! -e "$e/failed" ] &&
 		[ ! -e "$e/optimized" ]; do
+		# --instrument auto waits for memory while a session runs; none does here
+		[ ! -e "$e/instrument-deferred" ] ||
+			{ log "instrumentation deferred: $(head -1 "$e/instrument-deferred")"; exit 1; }
 		sleep 1
 	done
 	[ -e "$e/instrumented" ] || [ -e "$e/optimized" ] ||

@@ -106,7 +106,12 @@ if [ -n "${INSTRUMENT:-}" ]; then
 	# (On this short batch the instrumented runs and BOLT may all happen
 	# within the first batch: then there is no first2.)
 	while [ ! -e "$entry/instrumented" ] && [ ! -e "$entry/instrument-failed" ] &&
-		[ ! -e "$entry/optimized" ]; do sleep 1; done
+		[ ! -e "$entry/optimized" ]; do
+		# --instrument auto waits for memory while a session runs; none does here
+		[ ! -e "$entry/instrument-deferred" ] ||
+			{ log "instrumentation deferred: $(head -1 "$entry/instrument-deferred")"; exit 1; }
+		sleep 1
+	done
 	[ ! -e "$entry/instrument-failed" ] || { log "not instrumented: $(cat "$entry/instrument-failed")"; exit 1; }
 	# shellcheck disable=SC2086
 	[ -e "$entry/optimized" ] || batch first2 0 --target lua ${FIRST_OPTS:-} $IOPTS

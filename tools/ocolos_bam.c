@@ -153,9 +153,11 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'z': o->hz = atol(optarg); break;
 		case 'I': {
 			char *end;
+			errno = 0;
 			o->instrument_auto = !strcmp(optarg, "auto");
 			o->instrument = o->instrument_auto ? 1 : strtol(optarg, &end, 10);
-			if (!o->instrument_auto && (end == optarg || *end || o->instrument < 0)) {
+			if (!o->instrument_auto &&
+			    (end == optarg || *end || o->instrument < 0 || errno)) {
 				fprintf(stderr, "ocolos-bam: --instrument '%s': a number of runs (0: "
 					"sample) or auto\n", optarg);
 				return -1;
@@ -463,14 +465,20 @@ static size_t counts_done(const char *entry, unsigned long **pids)
 
 /* Is an instrumented run of the entry still going? Each writes
  * fdata/<pid>.run when it starts (the preload), and <pid>.done after its
- * counts at exit; a pid with the first and not the second that is still
- * alive (or reused: then this errs towards waiting) is going. */
+ * counts at exit; a pid with the first and not the second is going if it
+ * still runs the instrumented copy (/proc/<pid>/exe is that file: not a
+ * reused pid, nor a run that exec'd something else). Runs are the user's
+ * own processes; another user's pid is not one. While the copy itself is
+ * missing, any live pid counts (nothing to compare with: wait). */
 static int instr_runs_going(const char *entry)
 {
 	DIR *dir = open_sub(entry, "fdata");
 	if (!dir)
 		return 0;
-	int going = 0;
+	char copy[PATH_MAX + 32];
+	struct stat cst;
+	snprintf(copy, sizeof(copy), "%s/instrumented", entry);
+	int have_copy = !stat(copy, &cst), going = 0;
 	struct dirent *de;
 	while (!going && (de = readdir(dir))) {
 		char *end, f[64];
@@ -479,7 +487,11 @@ static int instr_runs_going(const char *entry)
 		if (end == de->d_name || strcmp(end, ".run") || !pid || pid > INT32_MAX)
 			continue;
 		snprintf(f, sizeof(f), "%lu.done", pid);
-		going = fstatat(dirfd(dir), f, &st, 0) && (!kill((pid_t)pid, 0) || errno == EPERM);
+		if (!fstatat(dirfd(dir), f, &st, 0) || kill((pid_t)pid, 0))
+			continue;
+		snprintf(f, sizeof(f), "/proc/%lu/exe", pid);
+		going = !have_copy ||
+			(!stat(f, &st) && st.st_dev == cst.st_dev && st.st_ino == cst.st_ino);
 	}
 	closedir(dir);
 	return going;
@@ -750,48 +762,64 @@ static long long instrument_need_mb(long long file_size)
 	return (mb * 100 + 128) * 5 / 4;
 }
 
-/* A memory shortage waits this long (in the background; the target's runs
- * go unprofiled meanwhile) before the key is sampled instead. */
+/* A memory shortage waits this long, looked at every SKIP_S while a
+ * session runs (the target's runs go unprofiled meanwhile), before the key
+ * is sampled instead. A look more than DEFER_GAP_S after the last one
+ * (no session ran, or the worker waited for the user's BOLT lock) starts
+ * the wait again: the shortage was not watched in between. */
 #define DEFER_MAX_S 600
+#define DEFER_GAP_S 120
 
 /* --instrument auto: the instrumentation must not push the build into
  * swap or the OOM killer. If the machine (or the cgroup) could never give
- * BOLT what it needs, the key is sampled. If it could but does not now
- * (a link, a peak of the build), the worker gives up for now (2: retried
- * SKIP_S later) and writes `instrument-deferred` at the first time; after
- * DEFER_MAX_S the key is sampled. A key marked so stays sampled for this
- * binary version (remove the entry to try again). 0: go ahead. */
+ * BOLT what it needs — more than 90 % of its memory: an idle machine
+ * rarely has more available — the key is sampled. If it could but does
+ * not now (a link, a peak of the build), the worker gives up for now (2:
+ * retried SKIP_S later) and records it in `instrument-deferred` (the
+ * reason, then the time the wait began; its mtime is the last look); after
+ * DEFER_MAX_S of it the key is sampled. A key marked so stays sampled for
+ * this binary version (remove the entry to try again). 0: go ahead. */
 static int instrument_gate(const char *entry, const struct meta *m)
 {
 	struct bam_memory mem;
 	bam_memory_read("", &mem);
 	long long need = instrument_need_mb(m->size);
-	char why[320];
-	if (mem.capacity_mb >= 0 && need > mem.capacity_mb) {
+	char why[320], p[PATH_MAX + 64];
+	snprintf(p, sizeof(p), "%s/instrument-deferred", entry);
+	if (mem.capacity_mb >= 0 && need > mem.capacity_mb / 10 * 9) {
 		snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB (about 100x the "
-			 "binary, and a quarter more), more than the %lld MB this machine or cgroup "
-			 "has: sampled instead\n", need, mem.capacity_mb);
+			 "binary, and a quarter more), more than 90%% of the %lld MB this machine "
+			 "or cgroup has: sampled instead\n", need, mem.capacity_mb);
 		mark(entry, "instrument-failed", why);
 		return 1;
 	}
-	if (mem.available_mb < 0 || need <= mem.available_mb)
+	if (mem.available_mb < 0 || need <= mem.available_mb) {
+		unlink(p);
 		return 0;
-	char p[PATH_MAX + 64];
-	struct stat st;
-	snprintf(p, sizeof(p), "%s/instrument-deferred", entry);
-	if (stat(p, &st)) {
-		snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB, %lld MB "
-			 "available: waiting for it\n", need, mem.available_mb);
-		mark(entry, "instrument-deferred", why);
-		return 2;
 	}
-	if (time(NULL) - st.st_mtime < DEFER_MAX_S)
-		return 2;
-	snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB, at most %lld MB "
-		 "available for %d minutes: sampled instead\n", need, mem.available_mb,
-		 DEFER_MAX_S / 60);
-	mark(entry, "instrument-failed", why);
-	return 1;
+	time_t now = time(NULL), since = now;
+	struct stat st;
+	FILE *f;
+	if (!stat(p, &st) && now - st.st_mtime <= DEFER_GAP_S && (f = fopen(p, "re"))) {
+		char line[320];
+		long long t;
+		if (fgets(line, sizeof(line), f) && fgets(line, sizeof(line), f) &&
+		    sscanf(line, "%lld", &t) == 1 && t <= now)
+			since = (time_t)t;
+		fclose(f);
+	}
+	if (now - since >= DEFER_MAX_S) {
+		snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB, at most %lld MB "
+			 "available for %d minutes: sampled instead\n", need, mem.available_mb,
+			 DEFER_MAX_S / 60);
+		mark(entry, "instrument-failed", why);
+		return 1;
+	}
+	snprintf(why, sizeof(why), "BOLT --instrument would need ~%lld MB, %lld MB available: "
+		 "waiting for it (the target's runs are not profiled meanwhile)\n%lld\n", need,
+		 mem.available_mb, (long long)since);
+	mark(entry, "instrument-deferred", why);
+	return 2;
 }
 
 /* BOLT's instrumentation of the original: every function counts its
@@ -1093,10 +1121,6 @@ static void skip_for_a_while(const char *key)
 	skip[old].until = time(NULL) + SKIP_S;
 }
 
-/* Look for an entry with enough profile and no optimized binary yet, and
- * start its worker (one at a time). `final`: CMD has exited, so every
- * profiled process has written its spool; an entry whose profiled runs are
- * all used up then goes to BOLT with whatever profile it has. */
 /* Keys whose binary instrumentable() accepted: not read again each poll. */
 #define MAX_CHECKED 64
 static char checked[MAX_CHECKED][128];
@@ -1112,6 +1136,10 @@ static int instrumentable_once(const char *entry, const char *key, const char *p
 	return 1;
 }
 
+/* Look for an entry with enough profile and no optimized binary yet, and
+ * start its worker (one at a time). `final`: CMD has exited, so every
+ * profiled process has written its spool; an entry whose profiled runs are
+ * all used up then goes to BOLT with whatever profile it has. */
 static void poll_entries(const struct opts *o, int final)
 {
 	char e[PATH_MAX + 4];
@@ -1331,7 +1359,8 @@ static void summary(const char *session, const char *error, int status)
 		if (*instrument_on && entry_line(e, "instrument-failed", why, sizeof(why))) {
 			fprintf(stderr, ",\"instrument_failed\":");
 			json_str(stderr, why);
-		} else if (*instrument_on && !has(e, "instrumented") &&
+		} else if (*instrument_on && !has(e, "instrumented") && !has(e, "optimized") &&
+			   !has(e, "failed") && !has(e, "quarantine") &&
 			   entry_line(e, "instrument-deferred", why, sizeof(why))) {
 			fprintf(stderr, ",\"instrument_deferred\":");
 			json_str(stderr, why);

@@ -32,6 +32,10 @@
  *                               rename'd in; removed once `optimized` exists
  *       instrument-failed       no instrumented binary for this key (why):
  *                               sampled as without --instrument
+ *       instrument-deferred     --instrument auto: the memory BOLT needs is
+ *                               short now (why; then the time the wait began;
+ *                               mtime: the last look); removed once it is not
+ *       instrument.log          llvm-bolt --instrument's output
  *       iclaims                 one byte per instrumented invocation (flock'ed)
  *       fdata/prof.<pid>.fdata  the counts one instrumented process wrote at
  *                               its exit (BOLT's runtime)

@@ -534,7 +534,8 @@ static void fdata_clear(const char *entry)
  * the last INSTR_RUN_MAX_S, or one that marked its start is alive (a run
  * longer than that). At its exit BOLT's runtime reads the copy's own
  * file (through /proc/self/map_files) and writes the counts to the entry's
- * fdata/, built into the copy; if either is gone, it exits with status 1:
+ * fdata/, built into the copy; if either is gone, the run gives its
+ * counts up (the preload's instr_guard; BOLT's runtime would exit 1):
  * neither may be removed under it. */
 #define INSTR_RUN_MAX_S 3600
 static int instr_running(const char *entry)

@@ -535,7 +535,7 @@ static void fdata_clear(const char *entry)
  * longer than that). At its exit BOLT's runtime reads the copy's own
  * file (through /proc/self/map_files) and writes the counts to the entry's
  * fdata/, built into the copy; if either is gone, the run gives its
- * counts up (the preload's instr_guard; BOLT's runtime would exit 1):
+ * counts up (the preload's guarded_fini; BOLT's runtime would exit 1):
  * neither may be removed under it. */
 #define INSTR_RUN_MAX_S 3600
 static int instr_running(const char *entry)
@@ -847,8 +847,12 @@ static int instrument_main(const char *entry, const struct meta *m, long timeout
 	snprintf(logp, sizeof(logp), "%s/instrument.log", entry);
 	snprintf(oarg, sizeof(oarg), "-o=%s", out);
 	snprintf(farg, sizeof(farg), "--instrumentation-file=%s/prof", dir);
+	/* The runtime reads the copy's own file at exit: through /proc/self/exe
+	 * it opens even if the copy was removed meanwhile (the preload's
+	 * guarded_fini covers fdata/, the other thing it needs). */
 	const char *argv[] = { bolt_path, m->path, "--instrument", farg,
-			       "--instrumentation-file-append-pid", oarg, NULL };
+			       "--instrumentation-file-append-pid",
+			       "--instrumentation-binpath=/proc/self/exe", oarg, NULL };
 	int rc = run_bolt((char **)argv, logp, timeout_s);
 	if (!rc && chmod(out, 0500)) /* never writable once it can run */
 		rc = -1;

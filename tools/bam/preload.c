@@ -42,7 +42,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <stdio.h> /* rename(), and fflush() at an instrumented process's exit */
+#include <stdio.h> /* rename() only: a system call wrapper */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -1197,62 +1197,52 @@ static void instr_done(void)
 		unlink(p);
 }
 
-/* An instrumented process at exit, before BOLT's runtime writes its counts.
- * The runtime exits with status 1 when it cannot open its file in fdata/
- * or read the copy's own file — the cache was removed or moved under the
- * build — which would turn a good run (a compilation) into a failed one.
- * Then the counts are given up: stdio is flushed, as exit() would, and the
- * process ends with its own status; the rest of exit's work (the program's
- * and its libraries' destructors) is skipped, in this case only. */
-static void instr_guard(int status, void *arg)
-{
-	(void)arg;
-	char copy[PATH_MAX];
-	size_t n = 0;
-	if (!run_fdata[0] || cat(copy, sizeof(copy), &n, run_entry) ||
-	    cat(copy, sizeof(copy), &n, "/instrumented"))
-		return;
-	if (!access(run_fdata, W_OK | X_OK) && !access(copy, R_OK))
-		return;
-	fflush(NULL);
-	cpu_record();
-	_exit(status);
-}
-
-/* When the guard must run: BOLT's runtime writes the counts from the
- * `rtld_fini` that ld.so hands to the program's entry point (its
- * __bolt_instr_start puts its own in its place), and __libc_start_main
- * registers that with atexit before it calls main. Exit handlers run
- * last-registered first, so one registered in our constructor (before
- * the entry point) would run after the counts were written, or not at
- * all. Registered as main starts, it runs after the program's own handlers
- * (registered later) and before the runtime's. So an instrumented process
- * gets main wrapped; every other process passes straight through. */
+/* An instrumented process at exit. BOLT's runtime writes the counts from
+ * the executable's DT_FINI, which ld.so's _dl_fini runs — the `rtld_fini`
+ * that __libc_start_main registers with atexit before main — and ends the
+ * process with status 1 if it cannot open its file in fdata/ (the cache
+ * removed or moved under the build: a good run, a compilation, would then
+ * fail). The copy's own file, which the runtime reads too, is opened
+ * through /proc/self/exe (--instrumentation-binpath), so that one cannot
+ * be missing. So an instrumented process gets rtld_fini wrapped: with
+ * fdata/ gone, the counts are given up by not running _dl_fini (the
+ * finalizers of every loaded object: DT_FINI, fini arrays; exit() still
+ * runs the other atexit handlers and C++ destructors, flushes stdio and
+ * ends with the program's status). Every other process passes straight
+ * through. (ENOSPC or EMFILE at the runtime's open is not covered.) */
+#if defined(__x86_64__) || defined(__aarch64__) /* the generic signature below */
 typedef int (*main_fn)(int, char **, char **);
 typedef int (*start_main_fn)(main_fn, int, char **, void (*)(void), void (*)(void), void (*)(void),
 			     void *);
-static main_fn program_main;
+static void (*program_rtld_fini)(void);
 
-static int guarded_main(int argc, char **argv, char **envp)
+static void guarded_fini(void)
 {
-	on_exit(instr_guard, NULL);
-	return program_main(argc, argv, envp);
+	if (faccessat(AT_FDCWD, run_fdata, W_OK | X_OK, AT_EACCESS)) {
+		cpu_record(); /* bam_fini's work that matters here */
+		return;
+	}
+	program_rtld_fini();
 }
 
-int __libc_start_main(main_fn prog_main, int argc, char **argv, void (*init)(void),
-		      void (*fini)(void), void (*rtld_fini)(void), void *stack_end);
+EXPORT int __libc_start_main(main_fn prog_main, int argc, char **argv, void (*init)(void),
+			     void (*fini)(void), void (*rtld_fini)(void), void *stack_end);
 EXPORT int __libc_start_main(main_fn prog_main, int argc, char **argv, void (*init)(void),
 			     void (*fini)(void), void (*rtld_fini)(void), void *stack_end)
 {
 	start_main_fn real = (start_main_fn)dlsym(RTLD_NEXT, "__libc_start_main");
-	if (!real)
-		abort(); /* no libc to start the program with: nothing else to do */
-	if (run_fdata[0]) {
-		program_main = prog_main;
-		prog_main = guarded_main;
+	if (!real) {
+		say("cannot find libc's __libc_start_main (is libc before libocolos-bam.so in "
+		    "LD_PRELOAD?)", "", "");
+		abort();
+	}
+	if (run_mode && run_fdata[0] && rtld_fini) {
+		program_rtld_fini = rtld_fini;
+		rtld_fini = guarded_fini;
 	}
 	return real(prog_main, argc, argv, init, fini, rtld_fini, stack_end);
 }
+#endif
 
 /* glibc calls constructors of a preloaded object with (argc, argv, envp),
  * before the program's main and before any thread of it exists. */

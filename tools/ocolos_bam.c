@@ -125,7 +125,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	 *
 	 * --instrument auto (1 run) by default: where it can run, instrumented
 	 * runs gave the better binary every time they were measured (cc1, one
-	 * run: 1.08-1.11x; a Lua interpreter, one or two: 1.07x; sampled profiles
+	 * run: 1.07-1.11x; a Lua interpreter, one or two: 1.07x; sampled profiles
 	 * 0.92-0.99x and 1.00x: docs/benchmarks.md), but BOLT's instrumentation
 	 * of a big binary takes gigabytes (cc1: 5.9 GB), which a default must
 	 * not take from a build that needs it: instrument_gate checks first. */

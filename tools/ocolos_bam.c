@@ -1164,20 +1164,20 @@ static void poll_entries(const struct opts *o, int final)
 		if (has(p, "optimized") || has(p, "failed") || has(p, "quarantine") || !has(p, "meta") ||
 		    skipped(de->d_name))
 			continue;
-		if (worker > 0 && (o->instrument <= 0 || has(p, "instrumented") ||
-				   has(p, "instrument-failed")))
-			continue;
+		int instr = o->instrument > 0 && !has(p, "instrument-failed");
+		if (worker > 0 && (!instr || has(p, "instrumented")))
+			continue; /* only the check below can be done while a worker runs */
 		struct meta m;
 		if (read_meta(p, &m) || !meta_current(&m))
 			continue; /* stale: the next session removes it */
-		if (o->instrument > 0 && !has(p, "instrument-failed")) {
+		if (instr && !has(p, "instrumented") && !instrumentable_once(p, de->d_name, m.path))
+			continue; /* marked: sampled from now on */
+		if (worker > 0)
+			continue;
+		if (instr) {
 			/* Instrumented runs: make the instrumented binary first;
 			 * BOLT once --instrument runs have ended, or, at the end
 			 * of CMD, any. */
-			if (!has(p, "instrumented") && !instrumentable_once(p, de->d_name, m.path))
-				continue; /* marked: sampled from now on */
-			if (worker > 0)
-				continue;
 			size_t done = counts_done(p, NULL);
 			if (!has(p, "instrumented")) {
 				start_worker(p, JOB_INSTRUMENT, o);
@@ -1194,8 +1194,6 @@ static void poll_entries(const struct opts *o, int final)
 			}
 			continue;
 		}
-		if (worker > 0)
-			continue;
 		uint64_t n = spool_samples(p);
 		int ready = n >= (uint64_t)o->min_samples ||
 			    (final && n > 0 && file_size(p, "claims") >= o->runs);

@@ -70,10 +70,15 @@ expect() { # expect JSONFILE KEY VALUE [TARGET_INDEX]
 # Sampled profiles unless the case says --instrument: most cases are about
 # the sampled path, and the default (--instrument auto) would instrument
 # bam_work, which has relocations. The default itself: case default.
+# session LOG ...: the same with ocolos-bam's own defaults.
+session() {
+  local log=$1; shift
+  "$bam" --cache "$cache" --bolt "$bolt" "$@" 2> "$log" || { cat "$log" >&2; fail "ocolos-bam $*"; }
+}
 bamrun() {
   local log=$1; shift
   case " $* " in *" --instrument "*) ;; *) set -- --instrument 0 "$@" ;; esac
-  "$bam" --cache "$cache" --bolt "$bolt" "$@" 2> "$log" || { cat "$log" >&2; fail "ocolos-bam $*"; }
+  session "$log" "$@"
 }
 ref() { bam_work "$1" "ref.$2" "$ROUNDS"; }
 same() { cmp "$1" "$2" || fail "$1 differs from $2 (the oracle)"; }
@@ -355,11 +360,9 @@ default)
   # not instrument it (the memory check below).
   avail=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
   [ "${avail:-0}" -gt 600 ] || { echo "MemAvailable ${avail} MB: too little for this case"; exit 77; }
-  run() { local log=$1; shift
-    "$bam" --cache "$cache" --bolt "$bolt" "$@" 2> "$log" || { cat "$log" >&2; fail "ocolos-bam $*"; }; }
-  run d1 --target bam_work --profile-samples 1000000 --wait -- sh -c "bam_work in1 out.1 $ROUNDS"
+  session d1 --target bam_work --profile-samples 1000000 --wait -- sh -c "bam_work in1 out.1 $ROUNDS"
   for i in 2 3; do
-    run "d$i" --target bam_work --profile-samples 1000000 --wait -- \
+    session "d$i" --target bam_work --profile-samples 1000000 --wait -- \
       sh -c "bam_work in1 out.$i $ROUNDS && bam_work in1 out.$i.b $ROUNDS"
     same ref.1 out.$i; same ref.1 out.$i.b
   done
@@ -376,14 +379,14 @@ default)
   locker=$!
   for i in $(seq 100); do [ -e locked ] && break; sleep 0.05; done
   # (the second run once the mark is there: at most 3 s, under the lock's 4)
-  run n1 --target bam_work_norel --profile-runs 1 --profile-samples 1000000 --wait -- \
+  session n1 --target bam_work_norel --profile-runs 1 --profile-samples 1000000 --wait -- \
     sh -c "bam_work_norel in1 out.n1 $ROUNDS && for i in \$(seq 30); do
              ls $cache/e/*/instrument-failed >/dev/null 2>&1 && break; sleep 0.1; done &&
            bam_work_norel in1 out.n2 $ROUNDS"
   grep -q '"instrument_failed":"no relocations' n1 || { cat n1 >&2; fail "norel: no reason"; }
   expect n1 invocations_profiled 1
   wait $locker
-  run n2 --target bam_work_norel --profile-runs 1 --profile-samples 1000000 --wait -- \
+  session n2 --target bam_work_norel --profile-runs 1 --profile-samples 1000000 --wait -- \
     sh -c "bam_work_norel in1 out.n3 $ROUNDS"
   expect n2 mode no-relocs 0
   same ref.1 out.n1; same ref.1 out.n2; same ref.1 out.n3

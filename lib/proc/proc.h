@@ -6,6 +6,7 @@
 #ifndef OCOLOS_PROC_PROC_H
 #define OCOLOS_PROC_PROC_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -107,12 +108,33 @@ int proc_at_lock_holder(int memfd, uint64_t pc, uint64_t sp, const uint64_t (*r)
  * when). */
 uint64_t proc_free_lock(pid_t pid, int memfd, uint64_t obj);
 
+/* ---- the stopping thread's priority during a stop (boost.c) ---- */
+
+/* What proc_boost changed, for proc_unboost; owned by the stop. */
+struct proc_boost {
+	int boosted;			/* 1: the old policy is to be restored */
+	int old_policy;			/* sched_getscheduler's, flags included */
+	struct sched_param old_param;
+};
+
+/* Make the calling thread SCHED_FIFO priority 1 | SCHED_RESET_ON_FORK if
+ * it is SCHED_OTHER and may be (boost.c says why); otherwise, or if that
+ * fails, change nothing (b->boosted 0). Never fails. */
+void proc_boost(struct proc_boost *b);
+/* Give the calling thread (the one that called proc_boost) back exactly
+ * the policy and parameters it had; nothing if it was not boosted. Call it
+ * before waiting for the released threads by sched_yield(). Idempotent. */
+void proc_unboost(struct proc_boost *b);
+
 /* ---- stop-the-world in this process (stop_self.c) ---- */
 
 struct proc_self_stop; /* lives for one stop */
 
 /* Park every thread of this process but the caller in a signal handler
- * (threads in system calls and threads created meanwhile included).
+ * (threads in system calls and threads created meanwhile included). The
+ * caller runs real-time from the first signal until proc_resume_self
+ * wakes the threads (proc_boost), or until this fails; the parked threads'
+ * scheduling is untouched. Resume from the thread that stopped.
  * OCOLOS_ESTOP after timeout_ms (e.g. a thread blocks `sig`): then nothing
  * stays parked. */
 int proc_stop_self(int sig, uint32_t timeout_ms, struct proc_self_stop **out,

@@ -12,6 +12,18 @@
  * is stopped. A thread in a blocking system call is interrupted by the
  * signal; the handler is installed with SA_RESTART so the call resumes.
  *
+ * The stopping thread runs real-time (proc_boost, boost.c) from just before
+ * the first signal until resume has woken the parked threads, so that on a
+ * busy machine it is not preempted while it waits for them to park and
+ * while it writes the patches. It is put back right after the wake and
+ * before it waits for them to leave the handler: that wait yields, and a
+ * SCHED_FIFO thread's sched_yield() returns at once when no other real-time
+ * task wants its CPU, so a real-time waiter would keep a woken thread
+ * sharing its CPU from ever leaving (a livelock until real-time
+ * throttling). The parked threads are not raised: one that blocks the
+ * signal would take it late and run user code real-time for the whole
+ * timeout.
+ *
  * Resume wakes the futex and waits until every parked thread has left the
  * handler before the shared state is freed (if a thread never parked, the
  * state and the inert handler are kept, see proc_resume_self). The state is reached from the
@@ -50,6 +62,7 @@ struct proc_self_stop {
 	_Atomic uint32_t release; /* futex word: 1 = resume */
 	_Atomic int inside;	  /* threads currently in the handler */
 	_Atomic uint32_t arrivals; /* futex word: bumped by each parking thread */
+	struct proc_boost boost;  /* the stopping thread's, until the wake */
 	struct proc_self_stop *next_stranded;
 };
 
@@ -257,6 +270,9 @@ int proc_stop_self(int sig, uint32_t timeout_ms, struct proc_self_stop **out,
 		stop_free(s);
 		return core_errf(err, OCOLOS_EINVAL, "cannot install a handler for signal %d", sig);
 	}
+	/* From here every way out goes through proc_resume_self, which puts
+	 * the priority back. */
+	proc_boost(&s->boost);
 	uint64_t deadline = core_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	for (;;) {
 		int added = signal_new_threads(s);
@@ -309,6 +325,7 @@ void proc_resume_self(struct proc_self_stop *s, uint64_t *released_ns)
 	if (released_ns) /* before the wake: woken threads may preempt us */
 		*released_ns = core_now_ns();
 	syscall(SYS_futex, &s->release, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+	proc_unboost(&s->boost); /* before the yields below (see above) */
 	while (atomic_load(&s->inside) > 0)
 		sched_yield();
 	if (!all_parked(s)) {

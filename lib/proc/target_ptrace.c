@@ -34,7 +34,6 @@
 #include <libelf.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,43 +355,8 @@ struct ptrace_stop {
 	struct proc_ptrace *pt;
 	struct proc_thread_state *states;
 	size_t n;
-	int boosted, old_policy;
-	struct sched_param old_param;
+	struct proc_boost boost; /* the tracer's priority while stopped (boost.c) */
 };
-
-/*
- * The tracer's priority while the target is stopped. Stopping every thread
- * takes one PTRACE_INTERRUPT each and a wait for its stop; the target's
- * threads stop at once when interrupted, but the tracer, polling for their
- * stops, competes for a CPU with the ones still running: where the target
- * has more busy threads than there are CPUs, each of its waits can cost a
- * scheduler time slice. Measured on fe with 8 busy threads on 2 CPUs:
- * stopping took 0.4–17 ms (median 6) as a normal thread, 0.25–0.46 ms as a
- * real-time one. So the calling thread runs SCHED_FIFO (the lowest
- * real-time priority; reset in any child it might fork) from before the
- * stop until the threads are let go — a few milliseconds — where it is
- * allowed to (root, CAP_SYS_NICE or RLIMIT_RTPRIO); elsewhere it stays as it
- * was, only slower to stop. A thread already real-time is left alone.
- */
-static void boost(struct ptrace_stop *s)
-{
-	int pol = sched_getscheduler(0);
-	if (pol < 0 || (pol & ~SCHED_RESET_ON_FORK) != SCHED_OTHER ||
-	    sched_getparam(0, &s->old_param) != 0)
-		return;
-	struct sched_param rt = { .sched_priority = 1 };
-	if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) == 0) {
-		s->boosted = 1;
-		s->old_policy = pol;
-	}
-}
-
-static void unboost(struct ptrace_stop *s)
-{
-	if (s->boosted)
-		sched_setscheduler(0, s->old_policy, &s->old_param);
-	s->boosted = 0;
-}
 
 static int ptrace_stop_all(struct proc_target *t, struct proc_stop **out, uint32_t *threads,
 			   struct core_err *err)
@@ -401,10 +365,10 @@ static int ptrace_stop_all(struct proc_target *t, struct proc_stop **out, uint32
 	struct ptrace_stop *s = calloc(1, sizeof(*s));
 	if (!s)
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
-	boost(s);
+	proc_boost(&s->boost);
 	int rc = proc_ptrace_stop(t->pid, 1, t->stop_timeout_ms, &s->pt, err);
 	if (rc) {
-		unboost(s);
+		proc_unboost(&s->boost);
 		free(s);
 		return rc;
 	}
@@ -415,7 +379,7 @@ static int ptrace_stop_all(struct proc_target *t, struct proc_stop **out, uint32
 	s->states = calloc(s->pt->n + 1, sizeof(*s->states));
 	if (!s->states) {
 		proc_ptrace_resume(s->pt, NULL);
-		unboost(s);
+		proc_unboost(&s->boost);
 		free(s);
 		return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 	}
@@ -468,7 +432,7 @@ static void ptrace_resume_all(struct proc_target *t, struct proc_stop *ps, uint6
 		pk->overflow = 0;
 	}
 	proc_ptrace_resume(s->pt, released_ns);
-	unboost(s);
+	proc_unboost(&s->boost);
 	free(s->states);
 	free(s);
 }

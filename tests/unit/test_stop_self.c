@@ -4,11 +4,24 @@
  * after resume all run again and the blocked read() still completes.
  * A thread that blocks the stop signal makes the stop fail with ESTOP in
  * time, leaves nothing parked, and its pending signal is harmless later.
+ *
+ * The stopping thread's priority (proc_boost): while stopped it is
+ * SCHED_FIFO 1 | SCHED_RESET_ON_FORK where it may be (skipped with a note
+ * where not), the parked threads stay SCHED_OTHER; after resume, and after
+ * the ESTOP (seen from the blocking thread while the stop waits), it has
+ * exactly the policy and priority it had; a thread already SCHED_FIFO 5
+ * stays at 5 throughout. And it is put back before resume waits for the
+ * woken threads: with everything on one CPU, a still real-time waiter
+ * would spin in sched_yield() and keep them off it until real-time
+ * throttling (~1 s here, 0.95 s of each 1 s period); resume takes well
+ * under that when it is put back in time.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,7 +61,55 @@ static void *spawner(void *arg)
 	return NULL;
 }
 
-static atomic_int blocker_ready;
+/* Thread `tid`'s (0: the caller's) policy, flags included, and priority;
+ * -1 if they cannot be read. */
+static int policy_of(pid_t tid, int *prio)
+{
+	struct sched_param p = { 0 };
+	int pol = sched_getscheduler(tid);
+	*prio = pol >= 0 && sched_getparam(tid, &p) == 0 ? p.sched_priority : -1;
+	return pol;
+}
+
+static void set_policy(int pol, int prio)
+{
+	struct sched_param p = { .sched_priority = prio };
+	check(sched_setscheduler(0, pol, &p) == 0, "sched_setscheduler(%d, %d)", pol, prio);
+}
+
+static int rt_allowed; /* may this process run SCHED_FIFO? */
+static pid_t main_tid;
+
+/* While stopped: the caller real-time where allowed, the parked threads
+ * untouched (SCHED_OTHER, as every thread here is). */
+static void expect_boosted(struct proc_self_stop *s, int round)
+{
+	int prio, pol = policy_of(0, &prio);
+	if (rt_allowed)
+		expect(pol == (SCHED_FIFO | SCHED_RESET_ON_FORK) && prio == 1,
+		       "stopping thread: policy %#x priority %d, want FIFO|RESET_ON_FORK 1 (round %d)",
+		       pol, prio, round);
+	else
+		expect(pol == SCHED_OTHER, "stopping thread: policy %#x (round %d)", pol, round);
+	size_t n = 0;
+	const struct proc_thread_state *ts = proc_stop_states(s, &n);
+	for (size_t i = 0; i < n; i++) {
+		if (!ts[i].tid)
+			continue;
+		pol = policy_of((pid_t)ts[i].tid, &prio);
+		expect(pol == SCHED_OTHER && prio == 0, "parked thread %u: policy %#x priority %d",
+		       ts[i].tid, pol, prio);
+	}
+}
+
+static void expect_policy(int want_pol, int want_prio, const char *when)
+{
+	int prio, pol = policy_of(0, &prio);
+	expect(pol == want_pol && prio == want_prio, "%s: policy %#x priority %d, want %#x %d",
+	       when, pol, prio, want_pol, want_prio);
+}
+
+static atomic_int blocker_ready, blocker_saw_fifo;
 static void *blocker(void *arg)
 {
 	sigset_t set;
@@ -56,8 +117,12 @@ static void *blocker(void *arg)
 	sigaddset(&set, SIGRTMIN + 7);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	atomic_store(&blocker_ready, 1);
-	while (atomic_load(&blocker_ready) != 2)
+	while (atomic_load(&blocker_ready) != 2) {
+		int prio; /* the stopping thread, seen while it waits for us */
+		if (policy_of(main_tid, &prio) == (SCHED_FIFO | SCHED_RESET_ON_FORK) && prio == 1)
+			atomic_store(&blocker_saw_fifo, 1);
 		usleep(1000);
+	}
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL); /* the pending signal arrives now */
 	return NULL;
 }
@@ -84,9 +149,62 @@ static void snapshot(long *v)
 	v[NBUSY] = atomic_load(&spawned);
 }
 
+static atomic_int pinned_quit;
+static void *pinned(void *arg)
+{
+	while (!atomic_load(&pinned_quit))
+		;
+	return NULL;
+}
+
+/* Everything on one CPU: the stop's caller and two busy threads. Resume
+ * must put the caller back before waiting for them to leave the handler
+ * (see the top). */
+static void one_cpu(void)
+{
+	int cpu = sched_getcpu();
+	check(cpu >= 0, "sched_getcpu");
+	cpu_set_t old, one;
+	check(sched_getaffinity(0, sizeof(old), &old) == 0, "sched_getaffinity");
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	check(sched_setaffinity(0, sizeof(one), &one) == 0, "sched_setaffinity");
+	pthread_t t[2]; /* inherit the one-CPU mask */
+	for (int i = 0; i < 2; i++)
+		check(pthread_create(&t[i], NULL, pinned, NULL) == 0, "pthread_create");
+	usleep(20000);
+	for (int round = 0; round < 3; round++) {
+		struct proc_self_stop *s = NULL;
+		struct core_err err = { 0 };
+		uint32_t n = 0;
+		check(proc_stop_self(SIGRTMIN + 7, 2000, &s, &n, &err) == 0, "stop: %s", err.msg);
+		expect(n >= 2, "one CPU: only %u threads parked", n);
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		proc_resume_self(s, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+		expect(ms < 300, "one CPU: resume took %.0f ms (still real-time while it yields?)", ms);
+		expect_policy(SCHED_OTHER, 0, "one CPU, after resume");
+	}
+	atomic_store(&pinned_quit, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	sched_setaffinity(0, sizeof(old), &old);
+}
+
 int main(void)
 {
 	pthread_t t[NBUSY + 2];
+	main_tid = (pid_t)syscall(SYS_gettid);
+	set_policy(SCHED_OTHER, 0); /* whatever ctest gave us */
+	struct sched_param rt = { .sched_priority = 1 };
+	rt_allowed = sched_setscheduler(0, SCHED_FIFO, &rt) == 0;
+	set_policy(SCHED_OTHER, 0);
+	if (!rt_allowed)
+		fprintf(stderr, "note: SCHED_FIFO is not permitted here (no CAP_SYS_NICE or "
+				"RLIMIT_RTPRIO, or no real-time runtime in this cgroup): the real-time "
+				"checks are skipped\n");
 	expect(pipe(pipefd) == 0, "pipe");
 	for (int i = 0; i < NBUSY; i++)
 		pthread_create(&t[i], NULL, busy, &counters[i]);
@@ -107,9 +225,24 @@ int main(void)
 		usleep(20000);
 		snapshot(b);
 		expect(!memcmp(a, b, sizeof(a)), "a thread ran while the world was stopped (round %d)", round);
+		expect_boosted(s, round);
 		uint64_t released;
 		proc_resume_self(s, &released);
+		expect_policy(SCHED_OTHER, 0, "after resume");
 		expect(all_advanced(a), "a busy thread did not resume (round %d)", round);
+	}
+
+	/* Already real-time: left at its own priority, during and after. */
+	if (rt_allowed) {
+		set_policy(SCHED_FIFO, 5);
+		struct proc_self_stop *s = NULL;
+		struct core_err err = { 0 };
+		uint32_t n = 0;
+		expect(proc_stop_self(SIGRTMIN + 7, 2000, &s, &n, &err) == 0, "stop: %s", err.msg);
+		expect_policy(SCHED_FIFO, 5, "FIFO 5, stopped");
+		proc_resume_self(s, NULL);
+		expect_policy(SCHED_FIFO, 5, "FIFO 5, after resume");
+		set_policy(SCHED_OTHER, 0);
 	}
 	expect(write(pipefd[1], "x", 1) == 1, "write");
 	void *got;
@@ -132,6 +265,9 @@ int main(void)
 	expect(rc == OCOLOS_ESTOP && !s, "blocked signal: rc %d", rc);
 	expect(strstr(err.msg, "opts.stop_signal") != NULL, "message: %s", err.msg);
 	expect(secs < 2.0, "ESTOP took %.2f s", secs);
+	expect_policy(SCHED_OTHER, 0, "after ESTOP");
+	if (rt_allowed)
+		expect(atomic_load(&blocker_saw_fifo), "not real-time while the stop waited");
 	long a[NBUSY + 1];
 	snapshot(a);
 	expect(all_advanced(a), "a busy thread stayed parked after ESTOP");
@@ -142,5 +278,7 @@ int main(void)
 	for (int i = 0; i < NBUSY; i++)
 		pthread_join(t[i], NULL);
 	pthread_join(t[NBUSY + 1], NULL);
+
+	one_cpu();
 	test_done();
 }

@@ -349,6 +349,36 @@ instrument)
   expect g3 bolt_instrumented_runs 1 0
   grep -q '"mode":"relocs,instrumented"' g3 || { cat g3 >&2; fail "g3: mode is not relocs,instrumented"; }
   same ref.3 out.10; same ref.3 out.11; same ref.1 out.9
+  # Which runs are instrumented: one no bigger than most (the size of the
+  # files its arguments name, against the median of the runs recorded in
+  # `inputs`). Records of empty inputs, as many as are kept (4096, so new
+  # ones are not added): in1 (40 KB) is above their median and declined,
+  # an empty input is not; after 32 declines any run is taken.
+  for d in "$cache"/e/*/; do flock -w 60 "$d/bolt.lock" true; done
+  rm -rf "$cache"
+  : > empty; ref empty 4
+  bamrun h1 $I2 --wait -- sh -c "bam_work in1 out.12 $ROUNDS"
+  e=$(entry_of)
+  [ "$(stat -c %s "$e/inputs")" = 8 ] || fail "h1: the run's input size not recorded"
+  head -c 32768 /dev/zero > "$e/inputs"
+  # (With the one run claimed, the third is not counted as declined.)
+  bamrun h2 --target bam_work --instrument 1 --profile-samples 1000000 -- \
+    sh -c "bam_work in1 out.13 $ROUNDS && bam_work empty out.14 $ROUNDS && bam_work in1 out.13b $ROUNDS"
+  expect h2 invocations_instrumented 1
+  [ "$(stat -c %s "$e/ideclined" 2>/dev/null)" = 1 ] || fail "h2: in1's run not declined, or declined after the claim"
+  [ "$(stat -c %s "$e/inputs")" = 32768 ] || fail "records past the 4096 kept"
+  # (At h2's end BOLT took the one run's counts: a fresh entry for the rest.)
+  for d in "$cache"/e/*/; do flock -w 60 "$d/bolt.lock" true; done
+  rm -rf "$cache"
+  bamrun h3 $I2 --wait -- sh -c "bam_work in1 out.15 $ROUNDS"
+  e=$(entry_of)
+  head -c 32768 /dev/zero > "$e/inputs"
+  bamrun h4 $I2 --wait -- sh -c "for i in \$(seq 33); do bam_work in1 out.15.\$i $ROUNDS || exit 1; done"
+  expect h4 invocations_instrumented 1
+  [ "$(stat -c %s "$e/ideclined")" = 32 ] || fail "h4: not 32 declines"
+  expect h4 bolt_instrumented_runs 1 0
+  same ref.1 out.12; same ref.1 out.13; same ref.1 out.13b; same ref.4 out.14; same ref.1 out.15
+  for i in $(seq 33); do same ref.1 "out.15.$i"; done
   ;;
 default)
   # No --instrument: auto. bam_work has relocations and needs little

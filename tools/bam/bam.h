@@ -37,6 +37,13 @@
  *                               mtime: the last look); removed once it is not
  *       instrument.log          llvm-bolt --instrument's output
  *       iclaims                 one byte per instrumented invocation (flock'ed)
+ *       inputs                  while instrumented runs are pending: the total
+ *                               size of the regular files each exec's
+ *                               arguments named (int64 each, O_APPEND, at
+ *                               most 4096); a run above their median is not
+ *                               instrumented (preload.c, input_typical)
+ *       ideclined               one byte per run declined that way (flock'ed;
+ *                               after 32, any run is taken)
  *       fdata/prof.<pid>.fdata  the counts one instrumented process wrote at
  *                               its exit (BOLT's runtime)
  *       fdata/<pid>.run         written by the preload when such a process starts

@@ -532,16 +532,110 @@ static int claim(const char *entry, const char *file, long max)
 	return got;
 }
 
+/* Are the `max` claims of `file` all taken? (A look without the lock: a
+ * run that finds room may still lose the claim itself.) */
+static int claimed(const char *entry, const char *file, long max)
+{
+	char p[PATH_MAX];
+	size_t n = 0;
+	struct stat st;
+	if (cat(p, sizeof(p), &n, entry) || cat(p, sizeof(p), &n, file))
+		return 1;
+	return !lstat(p, &st) && st.st_size >= max;
+}
+
 static long env_long(const char *name, long dflt)
 {
 	const char *r = env(name);
 	return r ? strtol(r, NULL, 10) : dflt;
 }
 
+/* ---- Which invocations are instrumented ---------------------------------- */
+
+/*
+ * An instrumented run costs several times a normal one (BOLT's counters:
+ * 5-6 times for gcc's cc1), once, in the build it lands in. Which run that
+ * was used to be chance: the first one after the copy was made, in the
+ * SQLite build of bench/bam_gcc.sh the compilation of alter.c (74 KB, 0.5 s
+ * of CPU, in the top quarter of the build's files), which added 6-18 % to
+ * that build. A run's cost is not known before it runs, but for batch
+ * programs it follows the size of the files they are given: so every exec
+ * of a target whose instrumentation is pending records the total size of
+ * the regular files its arguments name (`inputs`), and a run is
+ * instrumented only if that size is at most the median of the runs
+ * recorded before it (once there are BAM_PICK_MIN_RECORDS of them): a
+ * typical run, not one of the biggest. A workload made only of runs above
+ * the median so far is not starved: after BAM_PICK_DECLINES declined runs
+ * (`ideclined`), any run is taken. The runs declined run the original.
+ * Stack only, a stat() per argument that is not an option: this is done
+ * only for the execs of a target in this phase.
+ */
+#define BAM_PICK_MIN_RECORDS 8
+#define BAM_PICK_RECORDS_MAX 4096 /* records kept: 32 KB per entry */
+#define BAM_PICK_DECLINES 32
+#define BAM_PICK_ARGS_MAX 1024	  /* arguments looked at per exec */
+
+static int64_t input_bytes(char *const argv[])
+{
+	int64_t sum = 0;
+	for (size_t i = 1; argv && argv[i] && i < BAM_PICK_ARGS_MAX; i++) {
+		struct stat st;
+		if (argv[i][0] != '-' && argv[i][0] && !stat(argv[i], &st) && S_ISREG(st.st_mode))
+			sum += (int64_t)st.st_size;
+	}
+	return sum;
+}
+
+/* Append this run's input size to the entry's records (one O_APPEND write
+ * of 8 bytes: concurrent execs never mix them), while there are fewer than
+ * BAM_PICK_RECORDS_MAX. */
+static void input_record(const char *entry, int64_t bytes)
+{
+	char p[PATH_MAX];
+	size_t n = 0;
+	if (cat(p, sizeof(p), &n, entry) || cat(p, sizeof(p), &n, "/inputs"))
+		return;
+	int fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return;
+	struct stat st;
+	if (!fstat(fd, &st) && st.st_size < (off_t)(BAM_PICK_RECORDS_MAX * sizeof(bytes)))
+		(void)!write(fd, &bytes, sizeof(bytes));
+	close(fd);
+}
+
+/* Is a run of `bytes` typical enough to be instrumented: at most the
+ * median of the records (i.e. at least half of them are as big), or too
+ * few records to say? */
+static int input_typical(const char *entry, int64_t bytes)
+{
+	char p[PATH_MAX];
+	size_t n = 0;
+	if (cat(p, sizeof(p), &n, entry) || cat(p, sizeof(p), &n, "/inputs"))
+		return 1;
+	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 1;
+	int64_t rec[512];
+	size_t total = 0, as_big = 0;
+	for (off_t off = 0; total < BAM_PICK_RECORDS_MAX;) {
+		ssize_t r = pread(fd, rec, sizeof(rec), off);
+		size_t k = r > 0 ? (size_t)r / sizeof(rec[0]) : 0;
+		if (!k)
+			break;
+		for (size_t i = 0; i < k; i++)
+			as_big += rec[i] >= bytes;
+		total += k;
+		off += (off_t)(k * sizeof(rec[0]));
+	}
+	close(fd);
+	return total < BAM_PICK_MIN_RECORDS || 2 * as_big >= total;
+}
+
 /* Decide what to run for the file at `path` (as the caller would exec it:
  * absolute, or relative to the cwd). Fills `p`; PLAN_PASS whenever
  * anything is missing or doubtful: BAM never makes an exec fail. */
-static void decide(const char *path, struct plan *p)
+static void decide(const char *path, char *const argv[], struct plan *p)
 {
 	p->kind = PLAN_PASS;
 	p->entry[0] = p->orig[0] = 0;
@@ -613,17 +707,24 @@ static void decide(const char *path, struct plan *p)
 		    cat(p->optimized, sizeof(p->optimized), &n, "/instrumented") ||
 		    cat(fd_dir, sizeof(fd_dir), &k, p->entry) || cat(fd_dir, sizeof(fd_dir), &k, "/fdata"))
 			return;
+		int64_t bytes = input_bytes(argv);
 		if (access(p->optimized, F_OK)) {
-			entry_create(p, &st, &f);
+			if (!entry_create(p, &st, &f))
+				input_record(p->entry, bytes);
 			return;
 		}
 		/* Trusted before a run is claimed (an untrusted copy is refused
 		 * below, and a claim would be lost); fdata/ must be there: the
 		 * copy's runtime writes into it at exit, and exits with status
-		 * 1 if it cannot. */
-		if (trusted(p->entry, 1) && trusted(p->optimized, 0) &&
-		    (!trusted(fd_dir, 1) || !claim(p->entry, "/iclaims", ninstr)))
-			return;
+		 * 1 if it cannot. A run bigger than most is declined (above). */
+		if (trusted(p->entry, 1) && trusted(p->optimized, 0)) {
+			int typical = input_typical(p->entry, bytes);
+			input_record(p->entry, bytes);
+			if (!trusted(fd_dir, 1) || claimed(p->entry, "/iclaims", ninstr) ||
+			    (!typical && claim(p->entry, "/ideclined", BAM_PICK_DECLINES)) ||
+			    !claim(p->entry, "/iclaims", ninstr))
+				return;
+		}
 		instr = 1;
 	}
 	if (access(p->optimized, F_OK) == 0) {
@@ -739,7 +840,7 @@ static int exec_planned(const char *path, char *const argv[], char *const envp[]
 	RESOLVED();
 	int64_t noted = cpu_exec_note(path);
 	struct plan p;
-	decide(path, &p);
+	decide(path, argv, &p);
 	int rc = p.kind == PLAN_PASS ? real_execve(path, argv, envp) : exec_target(path, &p, argv, envp);
 	cpu_exec_failed(noted);
 	return rc;
@@ -799,7 +900,7 @@ EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 		return real_execvpe(file, argv, envp);
 	int64_t noted = cpu_exec_note(path);
 	struct plan p;
-	decide(path, &p);
+	decide(path, argv, &p);
 	int rc;
 	if (p.kind == PLAN_PASS)
 		rc = real_execvpe(file, argv, envp);
@@ -865,7 +966,7 @@ static int spawn_planned(spawn_fn real, pid_t *pid, const char *file, const char
 			 char *const argv[], char *const envp[])
 {
 	struct plan p;
-	decide(path, &p);
+	decide(path, argv, &p);
 	if (p.kind == PLAN_PASS)
 		return real(pid, file, fa, at, argv, envp);
 	char *ne[vlen(envp) + 4];

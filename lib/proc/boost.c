@@ -27,26 +27,30 @@
  * then take it late and run user code as real-time for as long as the stop
  * waited; by pid they are another process's threads.
  *
- * Hazard: a SCHED_FIFO thread calling sched_yield() with no other real-time
- * task on its CPU returns at once. A stopping thread that waits for the
- * threads it let go by yielding (stop_self.c's resume) must therefore be
- * put back first, or it starves a normal thread on its CPU that needs the
- * CPU to get out of the way (one CPU, or affinity: a livelock until the
- * kernel's real-time throttling).
+ * Hazard: a real-time thread that waits for normal threads by spinning or
+ * by sched_yield() (which returns at once when no other real-time task
+ * wants its CPU) starves a normal thread sharing its CPU (one CPU, or
+ * affinity: a livelock until the kernel's real-time throttling). Every
+ * wait of a stop sleeps (futex, nanosleep, waitpid), and the priority is
+ * put back as soon as the threads are let go. It is put back on the thread
+ * that was raised (its tid), whichever thread calls proc_unboost.
  */
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "proc/proc.h"
 
 void proc_boost(struct proc_boost *b)
 {
 	b->boosted = 0;
-	int pol = sched_getscheduler(0);
+	b->tid = (pid_t)syscall(SYS_gettid);
+	int pol = sched_getscheduler(b->tid);
 	if (pol < 0 || (pol & ~SCHED_RESET_ON_FORK) != SCHED_OTHER ||
-	    sched_getparam(0, &b->old_param) != 0)
+	    sched_getparam(b->tid, &b->old_param) != 0)
 		return;
 	struct sched_param rt = { .sched_priority = 1 };
-	if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) == 0) {
+	if (sched_setscheduler(b->tid, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) == 0) {
 		b->boosted = 1;
 		b->old_policy = pol; /* with its own SCHED_RESET_ON_FORK, if set */
 	}
@@ -54,7 +58,14 @@ void proc_boost(struct proc_boost *b)
 
 void proc_unboost(struct proc_boost *b)
 {
-	if (b->boosted)
-		sched_setscheduler(0, b->old_policy, &b->old_param);
+	if (!b->boosted)
+		return;
 	b->boosted = 0;
+	if (sched_setscheduler(b->tid, b->old_policy, &b->old_param) == 0)
+		return;
+	/* Without CAP_SYS_NICE (real-time allowed by RLIMIT_RTPRIO alone) the
+	 * kernel refuses to clear SCHED_RESET_ON_FORK: go back to the old
+	 * policy keeping the flag, which only means a child forked later
+	 * starts as SCHED_OTHER at nice >= 0. */
+	sched_setscheduler(b->tid, b->old_policy | SCHED_RESET_ON_FORK, &b->old_param);
 }

@@ -113,6 +113,7 @@ uint64_t proc_free_lock(pid_t pid, int memfd, uint64_t obj);
 /* What proc_boost changed, for proc_unboost; owned by the stop. */
 struct proc_boost {
 	int boosted;			/* 1: the old policy is to be restored */
+	pid_t tid;			/* the thread raised */
 	int old_policy;			/* sched_getscheduler's, flags included */
 	struct sched_param old_param;
 };
@@ -121,9 +122,10 @@ struct proc_boost {
  * it is SCHED_OTHER and may be (boost.c says why); otherwise, or if that
  * fails, change nothing (b->boosted 0). Never fails. */
 void proc_boost(struct proc_boost *b);
-/* Give the calling thread (the one that called proc_boost) back exactly
- * the policy and parameters it had; nothing if it was not boosted. Call it
- * before waiting for the released threads by sched_yield(). Idempotent. */
+/* Give the thread that called proc_boost (by its tid, whichever thread
+ * calls this) back the policy and parameters it had — keeping
+ * SCHED_RESET_ON_FORK where the kernel refuses to clear it (no
+ * CAP_SYS_NICE) —; nothing if it was not boosted. Idempotent. */
 void proc_unboost(struct proc_boost *b);
 
 /* ---- stop-the-world in this process (stop_self.c) ---- */

@@ -15,12 +15,12 @@
  * The stopping thread runs real-time (proc_boost, boost.c) from just before
  * the first signal until resume has woken the parked threads, so that on a
  * busy machine it is not preempted while it waits for them to park and
- * while it writes the patches. It is put back right after the wake and
- * before it waits for them to leave the handler: that wait yields, and a
- * SCHED_FIFO thread's sched_yield() returns at once when no other real-time
- * task wants its CPU, so a real-time waiter would keep a woken thread
- * sharing its CPU from ever leaving (a livelock until real-time
- * throttling). The parked threads are not raised: one that blocks the
+ * while it writes the patches. It is put back right after the wake, and
+ * its wait for them to leave the handler sleeps rather than yields: a
+ * real-time thread's sched_yield() returns at once when no other real-time
+ * task wants its CPU, so a yielding real-time waiter (boosted, or a caller
+ * real-time of its own) would keep a woken thread sharing its CPU from
+ * ever leaving (a livelock until real-time throttling). The parked threads are not raised: one that blocks the
  * signal would take it late and run user code real-time for the whole
  * timeout.
  *
@@ -325,9 +325,14 @@ void proc_resume_self(struct proc_self_stop *s, uint64_t *released_ns)
 	if (released_ns) /* before the wake: woken threads may preempt us */
 		*released_ns = core_now_ns();
 	syscall(SYS_futex, &s->release, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
-	proc_unboost(&s->boost); /* before the yields below (see above) */
-	while (atomic_load(&s->inside) > 0)
-		sched_yield();
+	proc_unboost(&s->boost);
+	/* Sleep, not yield: a caller that is real-time (boosted or its own)
+	 * would, by yielding, keep a woken thread sharing its CPU from ever
+	 * leaving the handler. */
+	while (atomic_load(&s->inside) > 0) {
+		struct timespec ts = { 0, 20000 };
+		nanosleep(&ts, NULL);
+	}
 	if (!all_parked(s)) {
 		/* Error path: some thread still has our signal pending (it blocks
 		 * it). Keep our handler, which ignores signals once no stop is

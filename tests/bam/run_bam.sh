@@ -134,6 +134,14 @@ intercept)
     expect "s.$how" invocations_profiled 1
     same ref.1 "out.$how"
   done
+  # posix_spawn with file actions: an absolute path is intercepted; a
+  # relative one runs as asked (an action may change the directory the
+  # child resolves it in).
+  bamrun s.fa --target bam_work --profile-runs 100 --profile-samples 1000000 -- \
+    sh -c "bam_spawn posix_spawn_fa $work/bin/bam_work in1 out.fa1 $ROUNDS &&
+           bam_spawn posix_spawn_fa bin/bam_work in1 out.fa2 $ROUNDS"
+  expect s.fa invocations 1
+  same ref.1 out.fa1; same ref.1 out.fa2
   # The profiled processes wrote their samples to the spool (at ~250
   # samples per CPU second, most runs leave a few).
   n=$(cat "$(entry_of)"/spool/*.s 2>/dev/null | wc -c)
@@ -350,34 +358,49 @@ instrument)
   grep -q '"mode":"relocs,instrumented"' g3 || { cat g3 >&2; fail "g3: mode is not relocs,instrumented"; }
   same ref.3 out.10; same ref.3 out.11; same ref.1 out.9
   # Which runs are instrumented: one no bigger than most (the size of the
-  # files its arguments name, against the median of the runs recorded in
-  # `inputs`). Records of empty inputs, as many as are kept (4096, so new
-  # ones are not added): in1 (40 KB) is above their median and declined,
-  # an empty input is not; after 32 declines any run is taken.
-  for d in "$cache"/e/*/; do flock -w 60 "$d/bolt.lock" true; done
-  rm -rf "$cache"
+  # files its arguments name, outputs after -o left out, against the median
+  # of the runs recorded in `inputs`; from 8 records on).
+  I1="--target bam_work --instrument 1 --profile-samples 1000000"
+  fresh() { for d in "$cache"/e/*/; do flock -w 60 "$d/bolt.lock" true; done; rm -rf "$cache"; }
+  fresh
   : > empty; ref empty 4
-  bamrun h1 $I2 --wait -- sh -c "bam_work in1 out.12 $ROUNDS"
+  head -c 80000 /dev/urandom > big; bam_work big ref.5 "$ROUNDS"
+  # h1 makes the copy (its run recorded; its output named after -o, big,
+  # not counted); h1b's bigger run is taken, since 1 record says nothing,
+  # and recorded too.
+  bamrun h1 $I1 --wait -- sh -c "bam_work in1 out.12 $ROUNDS -o big"
   e=$(entry_of)
-  [ "$(stat -c %s "$e/inputs")" = 8 ] || fail "h1: the run's input size not recorded"
-  head -c 32768 /dev/zero > "$e/inputs"
-  # (With the one run claimed, the third is not counted as declined.)
-  bamrun h2 --target bam_work --instrument 1 --profile-samples 1000000 -- \
+  [ "$(od -An -td8 "$e/inputs" | tr -d ' ')" = 40000 ] ||
+    fail "h1: recorded $(od -An -td8 "$e/inputs" | tr -s ' ') for in1 (40000) and the output after -o"
+  bamrun h1b $I1 -- sh -c "bam_work big out.16 $ROUNDS"
+  expect h1b invocations_instrumented 1
+  [ ! -e "$e/ideclined" ] || fail "h1b: declined with one record"
+  [ "$(stat -c %s "$e/inputs")" = 16 ] || fail "h1b: the run not recorded once the copy existed"
+  # Nine records of empty inputs: in1 (40 KB) is above their median and
+  # declined, the empty input is taken; with the one run claimed, the
+  # third is neither declined nor recorded.
+  fresh
+  bamrun h2a $I1 --wait -- sh -c "bam_work in1 out.13a $ROUNDS"
+  e=$(entry_of)
+  head -c 72 /dev/zero > "$e/inputs"
+  bamrun h2 $I1 -- \
     sh -c "bam_work in1 out.13 $ROUNDS && bam_work empty out.14 $ROUNDS && bam_work in1 out.13b $ROUNDS"
   expect h2 invocations_instrumented 1
   [ "$(stat -c %s "$e/ideclined" 2>/dev/null)" = 1 ] || fail "h2: in1's run not declined, or declined after the claim"
-  [ "$(stat -c %s "$e/inputs")" = 32768 ] || fail "records past the 4096 kept"
-  # (At h2's end BOLT took the one run's counts: a fresh entry for the rest.)
-  for d in "$cache"/e/*/; do flock -w 60 "$d/bolt.lock" true; done
-  rm -rf "$cache"
+  [ "$(stat -c %s "$e/inputs")" = 88 ] || fail "h2: $(stat -c %s "$e/inputs") bytes of records, want 88"
+  # As many records as are kept (4096), all empty: new ones are not added,
+  # in1 stays above the median, and after 32 declines the next run is taken.
+  fresh
   bamrun h3 $I2 --wait -- sh -c "bam_work in1 out.15 $ROUNDS"
   e=$(entry_of)
   head -c 32768 /dev/zero > "$e/inputs"
   bamrun h4 $I2 --wait -- sh -c "for i in \$(seq 33); do bam_work in1 out.15.\$i $ROUNDS || exit 1; done"
   expect h4 invocations_instrumented 1
   [ "$(stat -c %s "$e/ideclined")" = 32 ] || fail "h4: not 32 declines"
+  [ "$(stat -c %s "$e/inputs")" = 32768 ] || fail "h4: records past the 4096 kept"
   expect h4 bolt_instrumented_runs 1 0
-  same ref.1 out.12; same ref.1 out.13; same ref.1 out.13b; same ref.4 out.14; same ref.1 out.15
+  same ref.1 out.12; same ref.5 out.16; same ref.1 out.13a; same ref.1 out.13; same ref.1 out.13b
+  same ref.4 out.14; same ref.1 out.15
   for i in $(seq 33); do same ref.1 "out.15.$i"; done
   ;;
 default)

@@ -5,11 +5,13 @@
  *   bam_spawn HOW PROG [ARGS...]
  *
  * HOW: execve execv execvp execvpe execl execlp execle posix_spawn
- * posix_spawnp vfork (vfork + execv, as GCC 12's driver runs cc1). PROG is
+ * posix_spawnp vfork (vfork + execv, as GCC 12's driver runs cc1), and
+ * posix_spawn_fa: posix_spawn with a file action (a chdir to "."). PROG is
  * a path for the path-taking calls and a name searched in PATH for the
  * p-variants. Exits with the child's status.
  */
 
+/* (_GNU_SOURCE, from the build: posix_spawn_file_actions_addchdir_np) */
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +58,18 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s: %s\n", how, strerror(rc));
 			return 127;
 		}
+	} else if (!strcmp(how, "posix_spawn_fa")) {
+		posix_spawn_file_actions_t fa;
+		int rc = posix_spawn_file_actions_init(&fa);
+		if (!rc)
+			rc = posix_spawn_file_actions_addchdir_np(&fa, ".");
+		if (!rc)
+			rc = posix_spawn(&pid, args[0], &fa, NULL, args, environ);
+		if (rc) {
+			fprintf(stderr, "%s: %s\n", how, strerror(rc));
+			return 127;
+		}
+		posix_spawn_file_actions_destroy(&fa);
 	} else if (!strcmp(how, "vfork")) {
 		pid = vfork();
 		if (pid == 0) {

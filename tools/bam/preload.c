@@ -560,8 +560,9 @@ static long env_long(const char *name, long dflt)
  * of CPU, in the top quarter of the build's files), which added 6-18 % to
  * that build. A run's cost is not known before it runs, but for batch
  * programs it follows the size of the files they are given: so every exec
- * of a target whose instrumentation is pending records the total size of
- * the regular files its arguments name (`inputs`), and a run is
+ * of a target whose instrumented runs are pending records the total size
+ * of the regular files its arguments name, but for outputs (the argument
+ * after -o and the like: names_output), in `inputs`, and a run is
  * instrumented only if that size is at most the median of the runs
  * recorded before it (once there are BAM_PICK_MIN_RECORDS of them): a
  * typical run, not one of the biggest. A workload made only of runs above
@@ -575,13 +576,33 @@ static long env_long(const char *name, long dflt)
 #define BAM_PICK_DECLINES 32
 #define BAM_PICK_ARGS_MAX 1024	  /* arguments looked at per exec */
 
+/* Does option `a` name an output (or a name that is not an input) in the
+ * argument after it? Compilers' spellings: an object left by the last
+ * build, a dependency file, cc1's -dumpbase copy of the source name. */
+static int names_output(const char *a)
+{
+	static const char *const opts[] = { "-o", "-MF", "-MT", "-MQ", "-dumpbase",
+					    "-dumpdir", "-auxbase", "-auxbase-strip" };
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if (!strcmp(a, opts[i]))
+			return 1;
+	return 0;
+}
+
 static int64_t input_bytes(char *const argv[])
 {
 	int64_t sum = 0;
-	for (size_t i = 1; argv && argv[i] && i < BAM_PICK_ARGS_MAX; i++) {
+	if (!argv || !argv[0]) /* execve allows an empty argv */
+		return 0;
+	for (size_t i = 1; i < BAM_PICK_ARGS_MAX && argv[i]; i++) {
 		struct stat st;
-		if (argv[i][0] != '-' && argv[i][0] && !stat(argv[i], &st) && S_ISREG(st.st_mode))
+		if (names_output(argv[i])) {
+			if (!argv[++i])
+				break;
+		} else if (argv[i][0] != '-' && argv[i][0] && !stat(argv[i], &st) &&
+			   S_ISREG(st.st_mode)) {
 			sum += (int64_t)st.st_size;
+		}
 	}
 	return sum;
 }
@@ -707,10 +728,9 @@ static void decide(const char *path, char *const argv[], struct plan *p)
 		    cat(p->optimized, sizeof(p->optimized), &n, "/instrumented") ||
 		    cat(fd_dir, sizeof(fd_dir), &k, p->entry) || cat(fd_dir, sizeof(fd_dir), &k, "/fdata"))
 			return;
-		int64_t bytes = input_bytes(argv);
 		if (access(p->optimized, F_OK)) {
 			if (!entry_create(p, &st, &f))
-				input_record(p->entry, bytes);
+				input_record(p->entry, input_bytes(argv));
 			return;
 		}
 		/* Trusted before a run is claimed (an untrusted copy is refused
@@ -718,10 +738,12 @@ static void decide(const char *path, char *const argv[], struct plan *p)
 		 * copy's runtime writes into it at exit, and exits with status
 		 * 1 if it cannot. A run bigger than most is declined (above). */
 		if (trusted(p->entry, 1) && trusted(p->optimized, 0)) {
+			if (!trusted(fd_dir, 1) || claimed(p->entry, "/iclaims", ninstr))
+				return;
+			int64_t bytes = input_bytes(argv);
 			int typical = input_typical(p->entry, bytes);
 			input_record(p->entry, bytes);
-			if (!trusted(fd_dir, 1) || claimed(p->entry, "/iclaims", ninstr) ||
-			    (!typical && claim(p->entry, "/ideclined", BAM_PICK_DECLINES)) ||
+			if ((!typical && claim(p->entry, "/ideclined", BAM_PICK_DECLINES)) ||
 			    !claim(p->entry, "/iclaims", ninstr))
 				return;
 		}
@@ -966,6 +988,11 @@ static int spawn_planned(spawn_fn real, pid_t *pid, const char *file, const char
 			 char *const argv[], char *const envp[])
 {
 	struct plan p;
+	/* A relative path with file actions (one may change the directory
+	 * before the child resolves it) could name another file than the one
+	 * decide() would look at here: run it as asked. */
+	if (fa && path[0] != '/')
+		return real(pid, file, fa, at, argv, envp);
 	decide(path, argv, &p);
 	if (p.kind == PLAN_PASS)
 		return real(pid, file, fa, at, argv, envp);

@@ -12,15 +12,21 @@
  * threads than CPUs, each of its waits can cost a scheduler time slice, and
  * so can each preemption while it writes the patches. Measured on fe by pid
  * with 8 busy threads on 2 CPUs: stopping took 0.4–17 ms (median 6) as a
- * normal thread, 0.25–0.46 ms as a real-time one; in-process, as a normal
- * thread under load from other jobs, pauses reached 10–14 ms where the
- * quiet median is ~1.8 ms. So the stopping thread runs SCHED_FIFO (the lowest real-time
- * priority; reset in any child it might fork) from just before the stop
- * until the threads are let go — a few milliseconds — where it is allowed
- * to (root, CAP_SYS_NICE or RLIMIT_RTPRIO, and a cgroup with real-time
- * runtime); elsewhere it stays as it was, only slower to stop. Only a
- * SCHED_OTHER thread is raised: one already real-time (whatever its
- * priority), SCHED_BATCH or SCHED_IDLE is left alone.
+ * normal thread, 0.25–0.46 ms as a real-time one; in-process on fe with two
+ * busy loops of other processes beside it, pause median 5.8 ms and max
+ * 14.8 ms as a normal thread, 4.1 and 9.7 ms real-time (40 rounds each,
+ * bench/pause_load.sh). So the stopping thread runs SCHED_FIFO (the lowest
+ * real-time priority) from just before the stop until the threads are let
+ * go — a few milliseconds — where it is allowed to (root, CAP_SYS_NICE or
+ * RLIMIT_RTPRIO, and a cgroup with real-time runtime); elsewhere it stays
+ * as it was, only slower to stop. Only a SCHED_OTHER thread is raised: one
+ * already real-time (whatever its priority), SCHED_BATCH or SCHED_IDLE is
+ * left alone. With CAP_SYS_NICE it is raised with SCHED_RESET_ON_FORK (a
+ * child it might fork starts normal); without it, not: the kernel lets
+ * only CAP_SYS_NICE clear that flag, and the thread, often the
+ * application's own, must get back exactly what it had. (Should the
+ * capability go in between, the flag is kept rather than the thread left
+ * real-time.)
  *
  * The stopped threads are not raised. In-process they would have to raise
  * themselves in the handler, and a thread that blocks the stop signal would
@@ -35,11 +41,21 @@
  * put back as soon as the threads are let go. It is put back on the thread
  * that was raised (its tid), whichever thread calls proc_unboost.
  */
+#include <linux/capability.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "proc/proc.h"
+
+/* Has this thread CAP_SYS_NICE in its effective set? */
+static int may_clear_reset_on_fork(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	return syscall(SYS_capget, &h, d) == 0 &&
+	       (d[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE));
+}
 
 void proc_boost(struct proc_boost *b)
 {
@@ -50,7 +66,8 @@ void proc_boost(struct proc_boost *b)
 	    sched_getparam(b->tid, &b->old_param) != 0)
 		return;
 	struct sched_param rt = { .sched_priority = 1 };
-	if (sched_setscheduler(b->tid, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) == 0) {
+	int reset = may_clear_reset_on_fork() ? SCHED_RESET_ON_FORK : 0;
+	if (sched_setscheduler(b->tid, SCHED_FIFO | reset, &rt) == 0) {
 		b->boosted = 1;
 		b->old_policy = pol; /* with its own SCHED_RESET_ON_FORK, if set */
 	}
@@ -63,9 +80,8 @@ void proc_unboost(struct proc_boost *b)
 	b->boosted = 0;
 	if (sched_setscheduler(b->tid, b->old_policy, &b->old_param) == 0)
 		return;
-	/* Without CAP_SYS_NICE (real-time allowed by RLIMIT_RTPRIO alone) the
-	 * kernel refuses to clear SCHED_RESET_ON_FORK: go back to the old
-	 * policy keeping the flag, which only means a child forked later
-	 * starts as SCHED_OTHER at nice >= 0. */
+	/* CAP_SYS_NICE gone since the boost: the kernel refuses to clear
+	 * SCHED_RESET_ON_FORK. Go back to the old policy keeping the flag
+	 * rather than stay real-time. */
 	sched_setscheduler(b->tid, b->old_policy | SCHED_RESET_ON_FORK, &b->old_param);
 }

@@ -118,14 +118,16 @@ struct proc_boost {
 	struct sched_param old_param;
 };
 
-/* Make the calling thread SCHED_FIFO priority 1 | SCHED_RESET_ON_FORK if
- * it is SCHED_OTHER and may be (boost.c says why); otherwise, or if that
- * fails, change nothing (b->boosted 0). Never fails. */
+/* Make the calling thread SCHED_FIFO priority 1 (| SCHED_RESET_ON_FORK
+ * where it has CAP_SYS_NICE) if it is SCHED_OTHER and may be (boost.c says
+ * why); otherwise, or if that fails, change nothing (b->boosted 0). Never
+ * fails. */
 void proc_boost(struct proc_boost *b);
 /* Give the thread that called proc_boost (by its tid, whichever thread
  * calls this) back the policy and parameters it had — keeping
- * SCHED_RESET_ON_FORK where the kernel refuses to clear it (no
- * CAP_SYS_NICE) —; nothing if it was not boosted. Idempotent. */
+ * SCHED_RESET_ON_FORK only if CAP_SYS_NICE went away meanwhile and the
+ * kernel refuses to clear it —; nothing if it was not boosted.
+ * Idempotent. */
 void proc_unboost(struct proc_boost *b);
 
 /* ---- stop-the-world in this process (stop_self.c) ---- */

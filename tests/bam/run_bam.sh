@@ -365,13 +365,14 @@ instrument)
   fresh
   : > empty; ref empty 4
   head -c 80000 /dev/urandom > big; bam_work big ref.5 "$ROUNDS"
-  # h1 makes the copy (its run recorded; its output named after -o, big,
-  # not counted); h1b's bigger run is taken, since 1 record says nothing,
-  # and recorded too.
-  bamrun h1 $I1 --wait -- sh -c "bam_work in1 out.12 $ROUNDS -o big"
+  # h1 makes the copy (its run recorded; the outputs named after -o and
+  # -MD, big and dep.d, not counted); h1b's bigger run is taken, since 1
+  # record says nothing, and recorded too.
+  head -c 5000 /dev/zero > dep.d
+  bamrun h1 $I1 --wait -- sh -c "bam_work in1 out.12 $ROUNDS -o big -MD dep.d"
   e=$(entry_of)
   [ "$(od -An -td8 "$e/inputs" | tr -d ' ')" = 40000 ] ||
-    fail "h1: recorded $(od -An -td8 "$e/inputs" | tr -s ' ') for in1 (40000) and the output after -o"
+    fail "h1: recorded $(od -An -td8 "$e/inputs" | tr -s ' ') for in1 (40000) and the outputs after -o and -MD"
   bamrun h1b $I1 -- sh -c "bam_work big out.16 $ROUNDS"
   expect h1b invocations_instrumented 1
   [ ! -e "$e/ideclined" ] || fail "h1b: declined with one record"

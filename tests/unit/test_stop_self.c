@@ -6,7 +6,7 @@
  * time, leaves nothing parked, and its pending signal is harmless later.
  *
  * The stopping thread's priority (proc_boost): while stopped it is
- * SCHED_FIFO 1 | SCHED_RESET_ON_FORK where it may be (skipped with a note
+ * SCHED_FIFO 1 (| SCHED_RESET_ON_FORK with CAP_SYS_NICE) where it may be (skipped with a note
  * where not), the parked threads stay SCHED_OTHER; after resume, and after
  * the ESTOP (seen from the blocking thread while the stop waits), it has
  * exactly the policy and priority it had; a thread already SCHED_FIFO 5
@@ -14,10 +14,9 @@
  * the woken threads must not keep them off it — a real-time waiter that
  * yielded (boosted, or FIFO 5 of its own) would spin until real-time
  * throttling (~1 s here, 0.95 s of each 1 s period); resume takes well
- * under that. And without CAP_SYS_NICE at the resume (real-time from
- * RLIMIT_RTPRIO alone; here a child that drops the capability while
- * stopped), the stopping thread still ends up SCHED_OTHER, though the
- * kernel then refuses to clear SCHED_RESET_ON_FORK.
+ * under that. And with CAP_SYS_NICE gone by the resume (a child that
+ * drops it while stopped), the stopping thread still ends up SCHED_OTHER,
+ * though the kernel then refuses to clear SCHED_RESET_ON_FORK.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -84,6 +83,9 @@ static void set_policy(int pol, int prio)
 }
 
 static int rt_allowed; /* may this process run SCHED_FIFO? */
+/* What proc_boost adds to SCHED_FIFO: SCHED_RESET_ON_FORK with
+ * CAP_SYS_NICE (which alone may clear it again), nothing without. */
+static int boost_flags;
 static pid_t main_tid;
 
 /* While stopped: the caller real-time where allowed, the parked threads
@@ -92,9 +94,9 @@ static void expect_boosted(struct proc_self_stop *s, int round)
 {
 	int prio, pol = policy_of(0, &prio);
 	if (rt_allowed)
-		expect(pol == (SCHED_FIFO | SCHED_RESET_ON_FORK) && prio == 1,
-		       "stopping thread: policy %#x priority %d, want FIFO|RESET_ON_FORK 1 (round %d)",
-		       pol, prio, round);
+		expect(pol == (SCHED_FIFO | boost_flags) && prio == 1,
+		       "stopping thread: policy %#x priority %d, want FIFO|%#x 1 (round %d)",
+		       pol, prio, boost_flags, round);
 	else
 		expect(pol == SCHED_OTHER, "stopping thread: policy %#x (round %d)", pol, round);
 	size_t n = 0;
@@ -125,7 +127,7 @@ static void *blocker(void *arg)
 	atomic_store(&blocker_ready, 1);
 	while (atomic_load(&blocker_ready) != 2) {
 		int prio; /* the stopping thread, seen while it waits for us */
-		if (policy_of(main_tid, &prio) == (SCHED_FIFO | SCHED_RESET_ON_FORK) && prio == 1)
+		if (policy_of(main_tid, &prio) == (SCHED_FIFO | boost_flags) && prio == 1)
 			atomic_store(&blocker_saw_fifo, 1);
 		usleep(1000);
 	}
@@ -208,18 +210,17 @@ static void one_cpu(void)
 	sched_setaffinity(0, sizeof(old), &old);
 }
 
-/* Without CAP_SYS_NICE (real-time allowed by RLIMIT_RTPRIO alone) the
- * kernel refuses to clear SCHED_RESET_ON_FORK, so going back to plain
+/* CAP_SYS_NICE gone between the boost (with SCHED_RESET_ON_FORK) and the
+ * resume: the kernel then refuses to clear the flag, so going back to plain
  * SCHED_OTHER fails; the stopping thread must still end up SCHED_OTHER (the
- * flag kept). RLIMIT_RTPRIO cannot be raised here (no CAP_SYS_RESOURCE in
- * this sandbox), so a child that may boost drops CAP_SYS_NICE from its
- * capabilities while stopped, before the resume. Exit status 77: cannot
- * be set up. */
+ * flag kept). A child drops the capability while stopped. Exit status 77:
+ * cannot be set up (not real-time, or no CAP_SYS_NICE to begin with: then
+ * the boost does not set the flag). */
 static int no_cap_child(void)
 {
 	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
 	struct __user_cap_data_struct d[2];
-	if (!rt_allowed || syscall(SYS_capget, &h, d))
+	if (!rt_allowed || !boost_flags || syscall(SYS_capget, &h, d))
 		return 77;
 	struct proc_self_stop *s = NULL;
 	struct core_err err = { 0 };
@@ -262,6 +263,11 @@ int main(void)
 	set_policy(SCHED_OTHER, 0); /* whatever ctest gave us */
 	struct sched_param rt = { .sched_priority = 1 };
 	rt_allowed = sched_setscheduler(0, SCHED_FIFO, &rt) == 0;
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &h, d) == 0 &&
+	    (d[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE)))
+		boost_flags = SCHED_RESET_ON_FORK;
 	set_policy(SCHED_OTHER, 0);
 	if (!rt_allowed)
 		fprintf(stderr, "note: SCHED_FIFO is not permitted here (no CAP_SYS_NICE or "

@@ -553,8 +553,10 @@ static long env_long(const char *name, long dflt)
 /* ---- Which invocations are instrumented ---------------------------------- */
 
 /*
- * An instrumented run costs several times a normal one (BOLT's counters:
- * 5-6 times for gcc's cc1), once, in the build it lands in. Which run that
+ * An instrumented run costs several times a normal one (BOLT's counters,
+ * and its runtime writing them at exit: for gcc's cc1 5-6 times on the
+ * mid-size files measured, ~1.3 s of it the writing, so more times on small
+ * ones), once, in the build it lands in. Which run that
  * was used to be chance: the first one after the copy was made, in the
  * SQLite build of bench/bam_gcc.sh the compilation of alter.c (74 KB, 0.5 s
  * of CPU, in the top quarter of the build's files), which added 6-18 % to
@@ -576,17 +578,20 @@ static long env_long(const char *name, long dflt)
 #define BAM_PICK_DECLINES 32
 #define BAM_PICK_ARGS_MAX 1024	  /* arguments looked at per exec */
 
-/* Does option `a` name an output (or a name that is not an input) in the
- * argument after it? Compilers' spellings: an object left by the last
- * build, a dependency file, cc1's -dumpbase copy of the source name. */
-static int names_output(const char *a)
+/* Does option `a` name an output (or a name that is not an input) in
+ * argument `next`? Compilers' spellings: an object left by the last build,
+ * a dependency file, cc1's -dumpbase copy of the source name. cc1 gets
+ * `-MD x.d` from the driver, whose own -MD takes no argument: only a
+ * following name ending in .d is taken for its output. */
+static int names_output(const char *a, const char *next)
 {
 	static const char *const opts[] = { "-o", "-MF", "-MT", "-MQ", "-dumpbase",
 					    "-dumpdir", "-auxbase", "-auxbase-strip" };
 	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
 		if (!strcmp(a, opts[i]))
 			return 1;
-	return 0;
+	size_t n = next ? strlen(next) : 0;
+	return (!strcmp(a, "-MD") || !strcmp(a, "-MMD")) && n > 2 && !strcmp(next + n - 2, ".d");
 }
 
 static int64_t input_bytes(char *const argv[])
@@ -596,7 +601,7 @@ static int64_t input_bytes(char *const argv[])
 		return 0;
 	for (size_t i = 1; i < BAM_PICK_ARGS_MAX && argv[i]; i++) {
 		struct stat st;
-		if (names_output(argv[i])) {
+		if (names_output(argv[i], argv[i + 1])) {
 			if (!argv[++i])
 				break;
 		} else if (argv[i][0] != '-' && argv[i][0] && !stat(argv[i], &st) &&
@@ -991,7 +996,7 @@ static int spawn_planned(spawn_fn real, pid_t *pid, const char *file, const char
 	/* A relative path with file actions (one may change the directory
 	 * before the child resolves it) could name another file than the one
 	 * decide() would look at here: run it as asked. */
-	if (fa && path[0] != '/')
+	if (fa && (!path || path[0] != '/'))
 		return real(pid, file, fa, at, argv, envp);
 	decide(path, argv, &p);
 	if (p.kind == PLAN_PASS)

@@ -533,7 +533,7 @@ static void fdata_clear(const char *entry)
 /* An instrumented run of the entry may still be going: one was claimed in
  * the last INSTR_RUN_MAX_S, or one that marked its start is alive (a run
  * longer than that). At its exit BOLT's runtime reads the copy's own
- * file (through /proc/self/map_files) and writes the counts to the entry's
+ * file (through /proc/self/exe) and writes the counts to the entry's
  * fdata/, built into the copy; if either is gone, the run gives its
  * counts up (the preload's guarded_fini; BOLT's runtime would exit 1):
  * neither may be removed under it. */

@@ -41,7 +41,7 @@
  *                               size of the regular files each exec's
  *                               arguments named (int64 each, O_APPEND, at
  *                               most 4096); a run above their median is not
- *                               instrumented (preload.c, input_typical)
+ *                               instrumented (preload.c, input_note)
  *       ideclined               one byte per run declined that way (flock'ed;
  *                               after 32, any run is taken)
  *       fdata/prof.<pid>.fdata  the counts one instrumented process wrote at

@@ -612,39 +612,24 @@ static int64_t input_bytes(char *const argv[])
 	return sum;
 }
 
-/* Append this run's input size to the entry's records (one O_APPEND write
- * of 8 bytes: concurrent execs never mix them), while there are fewer than
- * BAM_PICK_RECORDS_MAX. */
-static void input_record(const char *entry, int64_t bytes)
-{
-	char p[PATH_MAX];
-	size_t n = 0;
-	if (cat(p, sizeof(p), &n, entry) || cat(p, sizeof(p), &n, "/inputs"))
-		return;
-	int fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return;
-	struct stat st;
-	if (!fstat(fd, &st) && st.st_size < (off_t)(BAM_PICK_RECORDS_MAX * sizeof(bytes)))
-		(void)!write(fd, &bytes, sizeof(bytes));
-	close(fd);
-}
-
-/* Is a run of `bytes` typical enough to be instrumented: at most the
- * median of the records (i.e. at least half of them are as big), or too
- * few records to say? */
-static int input_typical(const char *entry, int64_t bytes)
+/* Note this run's input size in the entry's records (one O_APPEND write of
+ * 8 bytes: concurrent execs never mix them; while there are fewer than
+ * BAM_PICK_RECORDS_MAX) and, if `judge`, say whether it is typical enough
+ * to be instrumented: at most the median of the records before it (at
+ * least half of them as big), or too few records to say. One open for
+ * both. */
+static int input_note(const char *entry, int64_t bytes, int judge)
 {
 	char p[PATH_MAX];
 	size_t n = 0;
 	if (cat(p, sizeof(p), &n, entry) || cat(p, sizeof(p), &n, "/inputs"))
 		return 1;
-	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(p, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return 1;
 	int64_t rec[512];
 	size_t total = 0, as_big = 0;
-	for (off_t off = 0; total < BAM_PICK_RECORDS_MAX;) {
+	for (off_t off = 0; judge && total < BAM_PICK_RECORDS_MAX;) {
 		ssize_t r = pread(fd, rec, sizeof(rec), off);
 		size_t k = r > 0 ? (size_t)r / sizeof(rec[0]) : 0;
 		if (!k)
@@ -654,6 +639,9 @@ static int input_typical(const char *entry, int64_t bytes)
 		total += k;
 		off += (off_t)(k * sizeof(rec[0]));
 	}
+	struct stat st;
+	if (!fstat(fd, &st) && st.st_size < (off_t)(BAM_PICK_RECORDS_MAX * sizeof(bytes)))
+		(void)!write(fd, &bytes, sizeof(bytes));
 	close(fd);
 	return total < BAM_PICK_MIN_RECORDS || 2 * as_big >= total;
 }
@@ -735,7 +723,7 @@ static void decide(const char *path, char *const argv[], struct plan *p)
 			return;
 		if (access(p->optimized, F_OK)) {
 			if (!entry_create(p, &st, &f))
-				input_record(p->entry, input_bytes(argv));
+				input_note(p->entry, input_bytes(argv), 0);
 			return;
 		}
 		/* Trusted before a run is claimed (an untrusted copy is refused
@@ -745,9 +733,7 @@ static void decide(const char *path, char *const argv[], struct plan *p)
 		if (trusted(p->entry, 1) && trusted(p->optimized, 0)) {
 			if (!trusted(fd_dir, 1) || claimed(p->entry, "/iclaims", ninstr))
 				return;
-			int64_t bytes = input_bytes(argv);
-			int typical = input_typical(p->entry, bytes);
-			input_record(p->entry, bytes);
+			int typical = input_note(p->entry, input_bytes(argv), 1);
 			if ((!typical && claim(p->entry, "/ideclined", BAM_PICK_DECLINES)) ||
 			    !claim(p->entry, "/iclaims", ninstr))
 				return;

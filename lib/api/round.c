@@ -22,7 +22,9 @@
  * the round between them is `ctx->pending`.
  */
 #include <elf.h>
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +218,18 @@ static const char *sampler_name(enum sample_backend_kind k)
 	return k == SAMPLE_PERF_LBR ? "perf-lbr" : k == SAMPLE_SIGPROF ? "sigprof" : "perf-ip";
 }
 
+/* The target exited (or was reaped) since the context was opened. */
+static int target_gone(const struct ocolos_ctx *ctx)
+{
+	return !ctx->self && kill(ctx->pid, 0) != 0 && errno == ESRCH;
+}
+
+static int gone_error(struct ocolos_ctx *ctx)
+{
+	return core_errf(&ctx->err, OCOLOS_ENOPROC,
+			 "process %d exited before its profile could be taken", (int)ctx->pid);
+}
+
 /* The backend for opts.sampler: the one asked for if it can run here, or
  * for AUTO the best that can (branch stacks, then IP samples, then, in the
  * process itself, CPU-time timers). */
@@ -229,7 +243,8 @@ static int choose_sampler(struct ocolos_ctx *ctx, enum sample_backend_kind *kind
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "unknown sampler %d", want);
 	if (want != OCOLOS_SAMPLER_AUTO) {
 		*kind = by_option[want];
-		return sample_probe(*kind, ctx->pid, &ctx->err);
+		int rc = sample_probe(*kind, ctx->pid, &ctx->err);
+		return rc && target_gone(ctx) ? gone_error(ctx) : rc;
 	}
 	static const enum sample_backend_kind order[] = { SAMPLE_PERF_LBR, SAMPLE_PERF_IP, SAMPLE_SIGPROF };
 	struct core_err why = { 0 };
@@ -241,6 +256,11 @@ static int choose_sampler(struct ocolos_ctx *ctx, enum sample_backend_kind *kind
 			*kind = order[i];
 			return 0;
 		}
+		/* A target that exited makes every probe fail, each for its own
+		 * reason (perf: ESRCH; sigprof: not this process); the caller
+		 * must hear that it is gone, not that no sampler fits. */
+		if (rc == OCOLOS_ENOPROC || target_gone(ctx))
+			return gone_error(ctx);
 		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "sampler %s unusable: %s",
 			  sampler_name(order[i]), why.msg);
 	}

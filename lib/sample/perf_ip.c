@@ -58,6 +58,8 @@ int sample_perf_ip_parse(const void *rec, size_t len, struct sample_set *out)
 
 static int refusal(pid_t pid, int e, struct core_err *err)
 {
+	if (e == ESRCH)
+		return core_errf(err, OCOLOS_ENOPROC, "process %d is gone (it exited)", (int)pid);
 	return core_errf(err, OCOLOS_EPERF,
 			 "perf_event_open refused for pid %d: %s; allow it (sysctl "
 			 "kernel.perf_event_paranoid<=2, or CAP_PERFMON) or use the sigprof sampler",

@@ -186,7 +186,7 @@ static int lbr_refusal(pid_t pid, int e, struct core_err *err)
 				 "hypervisor hides it); use perf-ip",
 				 e == EOPNOTSUPP ? "EOPNOTSUPP" : "EINVAL");
 	case ESRCH:
-		return core_errf(err, OCOLOS_EPERF, "no process %d to sample", (int)pid);
+		return core_errf(err, OCOLOS_ENOPROC, "process %d is gone (it exited)", (int)pid);
 	case EACCES:
 	case EPERM:
 		return core_errf(err, OCOLOS_EPERF,

@@ -5,6 +5,8 @@
  * (its read still returns the data); other processes are refused; the
  * probe succeeds here; the signal's handler stays installed, inert, so a
  * late signal, or one left pending on a thread that blocks it, is harmless.
+ * The perf probes of a process that exited say OCOLOS_ENOPROC, so a round
+ * whose target dies says it is gone, not that no sampler fits.
  *
  * Each spin function lives in its own section so the linker's
  * __start_/__stop_ symbols give its exact address range.
@@ -15,6 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -241,9 +244,33 @@ static void test_refusals(void)
 	expect(rc == OCOLOS_ENOTSUP, "probe other: %d", rc);
 }
 
+/* A child that exited and was reaped: its pid names nothing (until reused,
+ * which takes a whole pid_max cycle). */
+static void test_probe_gone(void)
+{
+	struct core_err err = { 0 };
+	if (sample_probe(SAMPLE_PERF_IP, getpid(), &err)) {
+		fprintf(stderr, "perf_event_open unusable here (%s): gone-probe check skipped\n",
+			err.msg);
+		return;
+	}
+	pid_t child = fork();
+	if (child == 0)
+		_exit(0);
+	expect(child > 0 && waitpid(child, NULL, 0) == child, "fork/wait");
+	static const enum sample_backend_kind perf[] = { SAMPLE_PERF_IP, SAMPLE_PERF_LBR };
+	for (size_t i = 0; i < 2; i++) {
+		memset(&err, 0, sizeof(err));
+		int rc = sample_probe(perf[i], child, &err);
+		expect(rc == OCOLOS_ENOPROC, "probe %d of exited pid %d: %d %s", (int)perf[i],
+		       (int)child, rc, err.msg);
+	}
+}
+
 int main(void)
 {
 	test_refusals();
+	test_probe_gone();
 	test_window();
 	test_late_signal();
 	test_done();

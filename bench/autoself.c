@@ -15,6 +15,8 @@
  *   OCOLOS_AFTER       seconds to wait (default 5; unset or "off": no round)
  *   OCOLOS_PROFILE_MS  sampling window (default: library default)
  *   OCOLOS_HZ          sample rate (default: library default)
+ *   OCOLOS_MAX_OVERHEAD sampling cost limit, permille (default: library
+ *                      default; 1000: no limit)
  *   OCOLOS_KEEP        1: keep the library's work directory
  *   OCOLOS_BOLT        llvm-bolt to use (opts.bolt_path), e.g.
  *                      bench/bolt_twostep.sh
@@ -142,6 +144,7 @@ static void *autoself_main(void *arg)
 	OCOLOS_OPTS(ocolos_opts, opts,
 		    .profile_ms = env_u32("OCOLOS_PROFILE_MS"),
 		    .sample_hz = env_u32("OCOLOS_HZ"),
+		    .max_overhead_permille = env_u32("OCOLOS_MAX_OVERHEAD"),
 		    .keep_work_dir = (int)env_u32("OCOLOS_KEEP"),
 		    .bolt_path = bolt && *bolt ? bolt : NULL,
 		    .bolt_extra_args = na ? bolt_args : NULL);
@@ -164,11 +167,13 @@ static void *autoself_main(void *arg)
 		" c1_bytes=%" PRIu64 " call_sites_patched=%" PRIu32
 		" pointer_slots_patched=%" PRIu32 " threads_stopped=%" PRIu32
 		" profile_ns=%" PRIu64 " bolt_ns=%" PRIu64 " pause_ns=%" PRIu64
-		" round_ns=%" PRIu64 " rss_before_kb=%ld rss_after_kb=%ld%s%s%s%s%s\n",
+		" round_ns=%" PRIu64 " rss_before_kb=%ld rss_after_kb=%ld profile_stop=%u"
+		" sample_overhead_ppm=%" PRIu32 " sample_hz_final=%" PRIu32 "%s%s%s%s%s\n",
 		rc, t_start, t_done, st.samples, st.samples_in_binary,
 		st.functions_moved, st.c1_bytes, st.call_sites_patched,
 		st.pointer_slots_patched, st.threads_stopped, st.profile_ns,
-		st.bolt_ns, st.pause_ns, st.round_ns, rss0, rss1,
+		st.bolt_ns, st.pause_ns, st.round_ns, rss0, rss1, (unsigned)st.profile_stop,
+		st.sample_overhead_ppm, st.sample_hz_final,
 		rc ? " strerror=\"" : "", rc ? ocolos_strerror(rc) : "",
 		rc ? "\" error=\"" : "", rc ? msg : "", rc ? "\"" : "");
 	int pairs = (int)env_u32("OCOLOS_AB_PAIRS");

@@ -273,7 +273,11 @@ struct ocolos_opts {
 	 * than profile_converge_permille (total variation distance,
 	 * 0..1000), checked every 250 ms once profile_min_ms has passed; at
 	 * profile_max_ms at the latest. Defaults: 1000 ms, 20000 ms, 30
-	 * permille. With profile_ms set (a fixed window) profile_min_ms and
+	 * permille. Under a cost limit (max_overhead_permille, by default
+	 * 2 % for such a window) profile_max_ms counts time at the asked
+	 * rate: at a tenth of sample_hz the window may last ten times as
+	 * long, and at most 16 x profile_max_ms of wall time. With
+	 * profile_ms set (a fixed window) profile_min_ms and
 	 * profile_converge_permille must be 0, and profile_max_ms only caps
 	 * how far max_overhead_permille may lengthen the window (default 4 x
 	 * profile_ms). */
@@ -285,8 +289,9 @@ struct ocolos_opts {
 	 * before the window, plus the sampler's own CPU time, per CPU time of
 	 * the sampled threads) and lowers the rate to stay below this many
 	 * permille of their CPU time, lengthening the window instead (up to
-	 * profile_max_ms). 0: no limit (the rate stays sample_hz). At most
-	 * 1000. */
+	 * profile_max_ms). Default (0): 20 (2 %) for a converging window,
+	 * no limit for a fixed one. 1000: no limit (the rate
+	 * stays sample_hz). At most 1000. */
 	uint32_t max_overhead_permille;
 	/* One BOLT per build (docs/api.md, "Artifacts"): the optimized code
 	 * of a build as a file other instances apply without sampling or

@@ -43,7 +43,8 @@ struct api_opts {
 	double benefit_min_ratio;
 	/* The sampling window (ctx.c: configure): converge (profile_ms 0)
 	 * between profile_min_ms and profile_max_ms, or a fixed profile_ms
-	 * that max_overhead_permille may lengthen up to profile_max_ms. */
+	 * that max_overhead_permille may lengthen up to profile_max_ms.
+	 * max_overhead_permille 0 here: no limit (the caller's 1000). */
 	int converge;
 	uint32_t profile_min_ms, profile_max_ms, converge_permille, max_overhead_permille;
 };

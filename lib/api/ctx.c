@@ -204,6 +204,8 @@ static int copy_strings(struct ocolos_ctx *ctx, const struct ocolos_opts *u)
 	return 0;
 }
 
+#define DEFAULT_MAX_OVERHEAD 20 /* permille: 2 % */
+
 /* The sampling window's options, checked, with their defaults: a window
  * that ends when the profile has converged (the default: 1000 to 20000 ms,
  * 30 permille), or a fixed profile_ms when the caller sets one.
@@ -220,8 +222,16 @@ static int configure_window(struct ocolos_ctx *ctx, const struct ocolos_opts *u)
 		return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.profile_converge_permille %u is "
 				 "more than 1000 (the distance is at most 1000)",
 				 u->profile_converge_permille);
-	o->max_overhead_permille = u->max_overhead_permille;
 	o->converge = !u->profile_ms;
+	/* A converging window's length is the library's choice, so is its
+	 * cost: by default at most DEFAULT_MAX_OVERHEAD of the sampled
+	 * threads' CPU time (a service pays the sampling, not a benchmark),
+	 * the window lengthened instead (round.c: sample_window). A fixed
+	 * window is the caller's: no limit unless asked. 1000 (all of their
+	 * CPU time) is no limit. */
+	o->max_overhead_permille = u->max_overhead_permille == 1000 ? 0
+				 : u->max_overhead_permille ? u->max_overhead_permille
+				 : o->converge ? DEFAULT_MAX_OVERHEAD : 0;
 	if (!o->converge) {
 		if (u->profile_min_ms || u->profile_converge_permille)
 			return core_errf(&ctx->err, OCOLOS_EINVAL, "opts.profile_ms %u is a fixed "

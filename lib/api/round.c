@@ -327,6 +327,8 @@ static uint64_t sample_key(void *user, uint64_t ip)
 	return f >= 0 ? (uint64_t)f : (ip >> 8) | (1ull << 63);
 }
 
+#define MAX_STRETCH 16 /* a converging window under a cost limit: wall max / profile_max_ms */
+
 static const char *const stop_names[] = { "-", "fixed window", "converged", "max window",
 					  "canceled" };
 
@@ -341,8 +343,16 @@ static int sample_window(struct ocolos_ctx *ctx, struct round_pending *p,
 		.exclude_tid = ctx->pid == getpid() ? (pid_t)syscall(SYS_gettid) : 0,
 		.cancel = &ctx->cancel };
 	struct sample_key key = { ctx->bin, ctx->state, p->bias };
+	/* With a cost limit a converging window's maximum counts time at the
+	 * asked rate (a tenth of the rate, ten times as long: as many
+	 * samples as without the limit), in at most MAX_STRETCH times
+	 * profile_max_ms of wall time. */
+	int stretch = o->converge && o->max_overhead_permille;
+	uint64_t wall_max = stretch ? (uint64_t)o->profile_max_ms * MAX_STRETCH : o->profile_max_ms;
 	struct sample_policy pol = { .fixed_ms = o->converge ? 0 : o->profile_ms,
-		.min_ms = o->profile_min_ms, .max_ms = o->profile_max_ms,
+		.min_ms = o->profile_min_ms,
+		.max_ms = wall_max > UINT32_MAX ? UINT32_MAX : (uint32_t)wall_max,
+		.max_rate_ms = stretch ? o->profile_max_ms : 0,
 		.converge_ppm = o->converge_permille * 1000,
 		.max_overhead_ppm = o->max_overhead_permille * 1000,
 		.key = sample_key, .key_user = &key };

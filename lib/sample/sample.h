@@ -103,6 +103,11 @@ struct sample_policy {
 	/* Converge: stop once min_ms has passed and the distance is below
 	 * converge_ppm; at max_ms at the latest (both modes). */
 	uint32_t min_ms, max_ms, converge_ppm;
+	/* Converge, non-zero: also stop after this many rate-milliseconds
+	 * (as a fixed window counts them), so that a rate lowered for the
+	 * cost limit buys the window the time to take the samples the asked
+	 * rate would have (max_ms then caps the wall time). */
+	uint32_t max_rate_ms;
 	/* Sampling may cost the sampled threads at most this share of their
 	 * CPU time (ppm); 0: no limit. */
 	uint32_t max_overhead_ppm;

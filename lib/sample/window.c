@@ -23,7 +23,10 @@
  *    the kernel's sample interrupt, charged to the interrupted thread and
  *    invisible to the thread that drains the rings. Over a limit the rate
  *    of the next segment is lowered (never raised past the asked rate),
- *    and the window lasts longer instead (up to its maximum).
+ *    and the window lasts longer instead (up to its maximum): a fixed
+ *    window and, with max_rate_ms, a converging window's maximum count
+ *    rate-milliseconds, so a window at a tenth of the rate may take ten
+ *    times as long to gather what the asked rate would have.
  * Not responsible for: the samples themselves (the backends), what a key
  * is (the caller: round.c maps an IP to its function).
  *
@@ -312,7 +315,7 @@ static int window_over(struct window *w)
 		r->stop = SAMPLE_STOP_CONVERGED;
 	else if (pol->fixed_ms && w->rate_ms + 0.5 >= pol->fixed_ms)
 		r->stop = SAMPLE_STOP_FIXED;
-	else if (ms >= pol->max_ms)
+	else if (ms >= pol->max_ms || (pol->max_rate_ms && w->rate_ms + 0.5 >= pol->max_rate_ms))
 		r->stop = SAMPLE_STOP_MAX;
 	return r->stop != SAMPLE_STOP_NONE;
 }
@@ -329,8 +332,9 @@ static uint32_t next_ms(const struct window *w)
 	uint64_t seg = (uint64_t)SAMPLE_SEGMENT_MS * w->cfg->hz / w->hz;
 	if (seg > SEGMENT_MAX_MS)
 		seg = SEGMENT_MAX_MS;
-	if (pol->fixed_ms) {
-		double left = (pol->fixed_ms - w->rate_ms) * w->cfg->hz / w->hz;
+	uint32_t rate_end = pol->fixed_ms ? pol->fixed_ms : pol->max_rate_ms;
+	if (rate_end) {
+		double left = (rate_end - w->rate_ms) * w->cfg->hz / w->hz;
 		if (left < seg)
 			seg = left < 1 ? 1 : (uint64_t)(left + 0.5);
 	}

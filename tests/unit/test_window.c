@@ -19,6 +19,11 @@
  *     is lowered, the window lengthened up to profile_max_ms 1000 (stop
  *     "max window": the fixed window's rate-ms cannot be reached at ~1 kHz
  *     in 1 s), and the estimate ends near the limit;
+ * 4b. a converging window (which cannot converge: 1 permille, max 500 ms)
+ *     under the default cost limit (2 %): where the rate drops, its
+ *     maximum counts rate-ms and it lasts longer than 500 ms, at most
+ *     16 x; the estimate ends near the limit. Parts 1 and 6 set 1000 (no
+ *     limit) and keep the asked rate, part 2 too (its 300 ms are wall time);
  *  5. a converging window that cannot converge (1 permille, max 30 s),
  *     canceled (ocolos_cancel) from another thread after 2 s:
  *     OCOLOS_ECANCELED, stop "canceled", the stats filled as far as it got;
@@ -153,7 +158,7 @@ int main(void)
 	usleep(200000);
 
 	OCOLOS_OPTS(ocolos_opts, conv, .sampler = OCOLOS_SAMPLER_PERF_IP, .profile_min_ms = 500,
-		    .profile_max_ms = 30000);
+		    .profile_max_ms = 30000, .max_overhead_permille = 1000);
 	OCOLOS_OPTS(ocolos_stats, s1);
 	expect(profile(&conv, &s1, "converge") == 0, "converging window failed");
 	expect(s1.profile_stop == OCOLOS_PROFILE_STOP_CONVERGED, "stop %u, want converged",
@@ -166,7 +171,7 @@ int main(void)
 	plausible(&s1, "converge");
 
 	OCOLOS_OPTS(ocolos_opts, tight, .sampler = OCOLOS_SAMPLER_PERF_IP, .profile_max_ms = 300,
-		    .profile_converge_permille = 1);
+		    .profile_converge_permille = 1, .max_overhead_permille = 1000);
 	OCOLOS_OPTS(ocolos_stats, s2);
 	int rc = profile(&tight, &s2, "max");
 	expect(rc == 0 || rc == OCOLOS_ENOPROFILE, "max window failed: %d", rc);
@@ -202,6 +207,30 @@ int main(void)
 	} else {
 		fprintf(stderr, "limit: %u ns per sample is cheap here, the rate may stay\n",
 			s4.sample_cost_ns);
+	}
+
+	/* 4b: the default limit of a converging window, which cannot
+	 * converge at 1 permille: its maximum counts rate-ms. */
+	OCOLOS_OPTS(ocolos_opts, dlim, .sampler = OCOLOS_SAMPLER_PERF_IP, .profile_max_ms = 500,
+		    .profile_converge_permille = 1);
+	OCOLOS_OPTS(ocolos_stats, s4b);
+	rc = profile(&dlim, &s4b, "default limit");
+	expect(rc == 0, "converging window under the default limit failed: %d", rc);
+	plausible(&s4b, "default limit");
+	expect(s4b.profile_stop == OCOLOS_PROFILE_STOP_MAX, "stop %u, want max", s4b.profile_stop);
+	expect(s4b.profile_ns < 16ull * 500000000ull + 2000000000ull,
+	       "window %llu ns past 16 x profile_max_ms", (unsigned long long)s4b.profile_ns);
+	if ((uint64_t)s4b.sample_cost_ns * 10000 / 1000 > 2 * 20000) {
+		expect(s4b.sample_hz_final < 10000, "default limit: rate %u kept at %u ns per sample",
+		       s4b.sample_hz_final, s4b.sample_cost_ns);
+		/* At most ~1/2 of the asked rate: at least ~2 x the 500 ms. */
+		expect(s4b.profile_ns > 800000000ull, "window %llu ns: the maximum did not stretch",
+		       (unsigned long long)s4b.profile_ns);
+		expect(s4b.sample_overhead_ppm < 2 * 20000, "estimate %u ppm, default limit 20000",
+		       s4b.sample_overhead_ppm);
+	} else {
+		fprintf(stderr, "default limit: %u ns per sample is cheap here, the rate may stay\n",
+			s4b.sample_cost_ns);
 	}
 
 	OCOLOS_OPTS(ocolos_opts, never, .sampler = OCOLOS_SAMPLER_PERF_IP, .profile_max_ms = 30000,

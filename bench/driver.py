@@ -702,8 +702,9 @@ def main():
     p.add_argument("--warmup", type=float, default=3,
                    help="seconds ignored at start; online: the round starts"
                    " then")
-    p.add_argument("--online-secs", type=float, default=60,
-                   help="fe: seconds of an online run")
+    p.add_argument("--online-secs", type=float, default=300,
+                   help="fe: seconds of an online run (the default round "
+                   "samples for 2-3 minutes on fe under its 2%% cost limit)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--hz", type=int, default=10000,
                    help="perf record -F for the offline profile")
@@ -711,7 +712,7 @@ def main():
                    help="fe: length of the offline profiling run")
     p.add_argument("--sq-size", type=int, default=50)
     p.add_argument("--sq-passes", type=int, default=6)
-    p.add_argument("--sq-online-passes", type=int, default=30)
+    p.add_argument("--sq-online-passes", type=int, default=80)
     p.add_argument("--samples", default="10000,30000,100000,300000",
                    help="curve: sample counts")
     p.add_argument("--seed", type=int, default=1)

@@ -445,7 +445,9 @@ def main():
                    help="agent sampling window of each round, s")
     p.add_argument("--profile-max", type=float, default=0,
                    help="agent --profile-max: a converging window of at "
-                   "most this many s instead of --profile")
+                   "most this many s at the asked rate instead of --profile "
+                   "(under the agent's default 2%% cost limit a lowered rate "
+                   "makes it up to 16x as long)")
     p.add_argument("--hz", type=int, default=0, help="agent --hz (0: default)")
     p.add_argument("--check", type=int, default=2000)
     p.add_argument("--profile-secs", type=float, default=10,

@@ -111,7 +111,7 @@ for ((r = 1; r <= RUNS; r++)); do
 			lim=; [ "$side" = nolimit ] && lim=1000
 			LD_PRELOAD=${sq%/*}/autoself.so OCOLOS_AFTER=$AFTER OCOLOS_MAX_OVERHEAD=$lim \
 				"$sq" --memdb --size 50 --testset "$sets" >"$log" 2>"$log.err" || true
-			summarize_sqlite "$log" "$side" "$r" | tee -a "$out/summary.txt"
+			summarize_sqlite "$log" "$side" "$r" | tee -a "$out/summary.txt" || true
 			continue
 		fi
 		extra=()
@@ -119,7 +119,7 @@ for ((r = 1; r <= RUNS; r++)); do
 		"$fe" --duration 900 --online-after "$AFTER" --ab-pairs 6 --ab-secs 1.5 "${extra[@]}" \
 			>"$log" 2>&1 || true
 		grep -q "check end=.* ok=1" "$log" || { echo "sample_cost: $log: checksum failed" >&2; exit 1; }
-		summarize "$log" "$side" "$r" | tee -a "$out/summary.txt"
+		summarize "$log" "$side" "$r" | tee -a "$out/summary.txt" || true
 	done
 done
 echo "logs: $out"

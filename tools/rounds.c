@@ -164,7 +164,8 @@ static void run_round(struct ocolos_ctx *ctx, const struct tool_cfg *cfg, struct
 			tool_format_seconds(cfg->profile_max_ms ? cfg->profile_max_ms : cfg->profile_ms,
 					    window, sizeof(window));
 			tool_progress(cfg, r->pid, r->round, cfg->profile_max_ms
-				      ? "profile: %s until the profile converges, at most %s s..."
+				      ? "profile: %s until the profile converges, at most %s s at the "
+					"full rate..."
 				      : "profile: %s for %s s...", stages[i].doing, window);
 		} else
 			tool_progress(cfg, r->pid, r->round, "%s: %s...", stages[i].name,

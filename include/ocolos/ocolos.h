@@ -289,7 +289,9 @@ struct ocolos_opts {
 	 * before the window, plus the sampler's own CPU time, per CPU time of
 	 * the sampled threads) and lowers the rate to stay below this many
 	 * permille of their CPU time, lengthening the window instead (up to
-	 * profile_max_ms). Default (0): 20 (2 %) for a converging window,
+	 * profile_max_ms). The per-sample cost is measured for perf-ip; for
+	 * perf-lbr and sigprof only the sampler thread's own CPU time counts.
+	 * Default (0): 20 (2 %) for a converging window,
 	 * no limit for a fixed one. 1000: no limit (the rate
 	 * stays sample_hz). At most 1000. */
 	uint32_t max_overhead_permille;

@@ -221,7 +221,7 @@ static const char *sampler_name(enum sample_backend_kind k)
 /* The target exited (or was reaped) since the context was opened. */
 static int target_gone(const struct ocolos_ctx *ctx)
 {
-	return !ctx->self && kill(ctx->pid, 0) != 0 && errno == ESRCH;
+	return !ctx->self && sample_process_gone(ctx->pid);
 }
 
 static int gone_error(struct ocolos_ctx *ctx)
@@ -259,7 +259,7 @@ static int choose_sampler(struct ocolos_ctx *ctx, enum sample_backend_kind *kind
 		/* A target that exited makes every probe fail, each for its own
 		 * reason (perf: ESRCH; sigprof: not this process); the caller
 		 * must hear that it is gone, not that no sampler fits. */
-		if (rc == OCOLOS_ENOPROC || target_gone(ctx))
+		if (target_gone(ctx))
 			return gone_error(ctx);
 		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "sampler %s unusable: %s",
 			  sampler_name(order[i]), why.msg);

@@ -1,8 +1,10 @@
 /* Sampler dispatch: which backend collects or probes, and the thread
  * listing the backends share (the samples themselves: samples.c). */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <unistd.h>
 
@@ -32,6 +34,31 @@ int sample_each_new_thread(pid_t pid, pid_t exclude, int (*known)(void *, pid_t)
 {
 	struct each_new e = { exclude, known, attach, user, 0 };
 	return proc_threads_each(pid, attach_if_new, &e) ? -1 : e.failures;
+}
+
+/* Gone: no such pid, or a zombie that is all that is left of it (State Z
+ * and one thread: a process whose main thread exited while others run is
+ * State Z too, with more threads). */
+int sample_process_gone(pid_t pid)
+{
+	if (kill(pid, 0) != 0)
+		return errno == ESRCH;
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT;
+	int zombie = 0;
+	long threads = -1;
+	while (fgets(line, sizeof(line), f)) {
+		char st;
+		if (sscanf(line, "State: %c", &st) == 1)
+			zombie = st == 'Z' || st == 'X';
+		else if (!strncmp(line, "Threads:", 8))
+			threads = strtol(line + 8, NULL, 10);
+	}
+	fclose(f);
+	return zombie && threads <= 1;
 }
 
 int sample_window_over(const struct sample_config *cfg, uint64_t end_ns)

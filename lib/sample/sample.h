@@ -90,7 +90,7 @@ enum sample_stop {
 	SAMPLE_STOP_NONE = 0,
 	SAMPLE_STOP_FIXED = 1,	   /* the fixed window's samples are in */
 	SAMPLE_STOP_CONVERGED = 2, /* the distance fell below the threshold */
-	SAMPLE_STOP_MAX = 3,	   /* max_ms passed first */
+	SAMPLE_STOP_MAX = 3,	   /* max_ms (or max_rate_ms) passed first */
 	SAMPLE_STOP_CANCELED = 4,  /* cfg->cancel */
 };
 
@@ -162,6 +162,9 @@ uint32_t sample_hot_keys(const uint64_t *keys, size_t n, uint32_t permille);
  * to the interrupted thread). ns; 0 if it cannot be measured (then the
  * cost of the window is only the calling thread's own CPU time). */
 uint32_t sample_cost_probe(enum sample_backend_kind kind);
+
+/* Has process `pid` exited (no thread of it left to signal)? */
+int sample_process_gone(pid_t pid);
 /* The measurement itself, for a backend that can sample the calling
  * thread: set(user, 1 / 0) starts / stops sampling it, count(user) says
  * how many samples were taken since the last call. 0 if unmeasurable. */

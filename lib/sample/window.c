@@ -233,7 +233,8 @@ static int add_keys(const struct sample_policy *pol, const struct sample_set *s,
 
 /* The rate for a cost of `per_sample_ppm` (proportional to the rate) +
  * `fixed_ppm` (the sampler thread's polling: not) at rate `hz`: as high as
- * the limit allows with a margin, never above `asked` nor below MIN_HZ (a
+ * the limit allows with a margin, never above `asked` nor below MIN_HZ or
+ * `asked` if lower (a
  * limit the fixed part alone exceeds cannot be met: MIN_HZ, and the
  * estimate says so); unchanged within 10 %. */
 static uint32_t adjust_rate(uint32_t asked, uint32_t hz, double per_sample_ppm,
@@ -242,10 +243,13 @@ static uint32_t adjust_rate(uint32_t asked, uint32_t hz, double per_sample_ppm,
 	double room = RATE_MARGIN * limit - fixed_ppm;
 	double want = per_sample_ppm <= 0 ? (double)asked
 		    : room <= 0 ? MIN_HZ : (double)hz * room / per_sample_ppm;
+	/* The floor never lifts the rate above the asked one (a caller
+	 * asking 50 Hz gets at most 50 Hz). */
+	double floor = asked < MIN_HZ ? asked : MIN_HZ;
 	if (want > asked)
 		want = asked;
-	if (want < MIN_HZ)
-		want = MIN_HZ;
+	if (want < floor)
+		want = floor;
 	if (want > hz * 0.9 && want < hz * 1.1)
 		return hz;
 	return (uint32_t)want;

@@ -244,27 +244,70 @@ static void test_refusals(void)
 	expect(rc == OCOLOS_ENOTSUP, "probe other: %d", rc);
 }
 
-/* A child that exited and was reaped: its pid names nothing (until reused,
- * which takes a whole pid_max cycle). */
+static void *linger(void *arg)
+{
+	(void)arg;
+	sleep(3);
+	return NULL;
+}
+
+/* Three children: one that exited and was reaped (its pid names nothing
+ * until reused, which takes a whole pid_max cycle), one that exited and
+ * is not reaped yet (a zombie), and one whose main thread exited while
+ * another thread lives on (its leader is a zombie too, the process is
+ * not gone). */
 static void test_probe_gone(void)
 {
+	pid_t reaped = fork();
+	if (reaped == 0)
+		_exit(0);
+	expect(reaped > 0 && waitpid(reaped, NULL, 0) == reaped, "fork/wait");
+	pid_t zombie = fork();
+	if (zombie == 0)
+		_exit(0);
+	pid_t headless = fork();
+	if (headless == 0) {
+		pthread_t t;
+		pthread_create(&t, NULL, linger, NULL);
+		pthread_exit(NULL);
+	}
+	expect(zombie > 0 && headless > 0, "fork");
+	usleep(300000); /* both have exited their main thread by now */
+	expect(sample_process_gone(reaped), "reaped child %d not gone", (int)reaped);
+	expect(sample_process_gone(zombie), "zombie child %d not gone", (int)zombie);
+	expect(!sample_process_gone(headless), "child %d with a live thread called gone",
+	       (int)headless);
+	expect(!sample_process_gone(getpid()), "this process called gone");
+
 	struct core_err err = { 0 };
 	if (sample_probe(SAMPLE_PERF_IP, getpid(), &err)) {
-		fprintf(stderr, "perf_event_open unusable here (%s): gone-probe check skipped\n",
+		fprintf(stderr, "perf_event_open unusable here (%s): probe checks skipped\n",
 			err.msg);
-		return;
+	} else {
+		static const enum sample_backend_kind perf[] = { SAMPLE_PERF_IP, SAMPLE_PERF_LBR };
+		for (size_t i = 0; i < 2; i++) {
+			const pid_t gone[] = { reaped, zombie };
+			for (size_t k = 0; k < 2; k++) {
+				memset(&err, 0, sizeof(err));
+				int rc = sample_probe(perf[i], gone[k], &err);
+				/* A zombie still has a task: without a PMU the
+				 * branch-stack event fails (ENOENT) before the
+				 * kernel sees that it exited. */
+				int no_pmu = perf[i] == SAMPLE_PERF_LBR && gone[k] == zombie &&
+					     rc == OCOLOS_ENOTSUP;
+				expect(rc == OCOLOS_ENOPROC || no_pmu, "probe %d of exited pid %d: "
+				       "%d %s", (int)perf[i], (int)gone[k], rc, err.msg);
+			}
+			/* The live process whose main thread exited: not "gone". */
+			memset(&err, 0, sizeof(err));
+			int rc = sample_probe(perf[i], headless, &err);
+			expect(rc != OCOLOS_ENOPROC, "probe %d of pid %d, alive without its main "
+			       "thread: ENOPROC (%s)", (int)perf[i], (int)headless, err.msg);
+		}
 	}
-	pid_t child = fork();
-	if (child == 0)
-		_exit(0);
-	expect(child > 0 && waitpid(child, NULL, 0) == child, "fork/wait");
-	static const enum sample_backend_kind perf[] = { SAMPLE_PERF_IP, SAMPLE_PERF_LBR };
-	for (size_t i = 0; i < 2; i++) {
-		memset(&err, 0, sizeof(err));
-		int rc = sample_probe(perf[i], child, &err);
-		expect(rc == OCOLOS_ENOPROC, "probe %d of exited pid %d: %d %s", (int)perf[i],
-		       (int)child, rc, err.msg);
-	}
+	waitpid(zombie, NULL, 0);
+	kill(headless, SIGKILL);
+	waitpid(headless, NULL, 0);
 }
 
 int main(void)

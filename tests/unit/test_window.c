@@ -24,6 +24,8 @@
  *     maximum counts rate-ms and it lasts longer than 500 ms, at most
  *     16 x; the estimate ends near the limit. Parts 1 and 6 set 1000 (no
  *     limit) and keep the asked rate, part 2 too (its 300 ms are wall time);
+ * 4c. a fixed window asked at 50 Hz under a limit: its rate stays at or
+ *     below 50 Hz (the limit's 100 Hz floor does not raise it);
  *  5. a converging window that cannot converge (1 permille, max 30 s),
  *     canceled (ocolos_cancel) from another thread after 2 s:
  *     OCOLOS_ECANCELED, stop "canceled", the stats filled as far as it got;
@@ -208,6 +210,16 @@ int main(void)
 		fprintf(stderr, "limit: %u ns per sample is cheap here, the rate may stay\n",
 			s4.sample_cost_ns);
 	}
+
+	/* 4c: a rate asked below the 100 Hz floor stays below it under a
+	 * limit (the floor is min(100 Hz, the asked rate)). */
+	OCOLOS_OPTS(ocolos_opts, slow, .sampler = OCOLOS_SAMPLER_PERF_IP, .profile_ms = 300,
+		    .profile_max_ms = 600, .sample_hz = 50, .max_overhead_permille = 20);
+	OCOLOS_OPTS(ocolos_stats, s4c);
+	rc = profile(&slow, &s4c, "50 Hz limited");
+	expect(rc == 0 || rc == OCOLOS_ENOPROFILE, "50 Hz window under a limit: %d", rc);
+	expect(s4c.sample_hz_final > 0 && s4c.sample_hz_final <= 50,
+	       "50 Hz asked, %u Hz at the end", s4c.sample_hz_final);
 
 	/* 4b: the default limit of a converging window, which cannot
 	 * converge at 1 permille: its maximum counts rate-ms. */

@@ -18,6 +18,8 @@
  *   OCOLOS_MAX_OVERHEAD sampling cost limit, permille (default: library
  *                      default; 1000: no limit)
  *   OCOLOS_KEEP        1: keep the library's work directory
+ *   OCOLOS_VERBOSE     1: the library's log (info and above) on stderr,
+ *                      "ocolos-log: " before each line
  *   OCOLOS_BOLT        llvm-bolt to use (opts.bolt_path), e.g.
  *                      bench/bolt_twostep.sh
  *   OCOLOS_BOLT_ARGS   extra llvm-bolt arguments, space-separated
@@ -119,6 +121,13 @@ static void ab_phase(int pairs, double secs)
 	fprintf(stderr, "ocolos-ab state=end t=%.3f\n", since_start());
 }
 
+static void log_stderr(enum ocolos_log_level level, const char *msg, void *user)
+{
+	(void)user;
+	if (level <= OCOLOS_LOG_INFO)
+		fprintf(stderr, "ocolos-log: %s\n", msg);
+}
+
 static void *autoself_main(void *arg)
 {
 	struct timespec ts = { (time_t)g_after,
@@ -146,6 +155,7 @@ static void *autoself_main(void *arg)
 		    .sample_hz = env_u32("OCOLOS_HZ"),
 		    .max_overhead_permille = env_u32("OCOLOS_MAX_OVERHEAD"),
 		    .keep_work_dir = (int)env_u32("OCOLOS_KEEP"),
+		    .log_fn = env_u32("OCOLOS_VERBOSE") ? log_stderr : NULL,
 		    .bolt_path = bolt && *bolt ? bolt : NULL,
 		    .bolt_extra_args = na ? bolt_args : NULL);
 	long rss0 = rss_kb();

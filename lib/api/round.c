@@ -22,9 +22,7 @@
  * the round between them is `ctx->pending`.
  */
 #include <elf.h>
-#include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

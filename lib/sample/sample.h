@@ -162,14 +162,14 @@ uint32_t sample_hot_keys(const uint64_t *keys, size_t n, uint32_t permille);
  * to the interrupted thread). ns; 0 if it cannot be measured (then the
  * cost of the window is only the calling thread's own CPU time). */
 uint32_t sample_cost_probe(enum sample_backend_kind kind);
-
-/* Has process `pid` exited (no thread of it left to signal)? */
-int sample_process_gone(pid_t pid);
 /* The measurement itself, for a backend that can sample the calling
  * thread: set(user, 1 / 0) starts / stops sampling it, count(user) says
  * how many samples were taken since the last call. 0 if unmeasurable. */
 uint32_t sample_cost_abba(int (*set)(void *, int), uint64_t (*count)(void *), void *user);
 uint32_t sample_perf_ip_cost_probe(void);
+
+/* Has process `pid` exited (no thread of it left to signal)? */
+int sample_process_gone(pid_t pid);
 
 /* Can `kind` sample process `pid` here? 0, or OCOLOS_ENOTSUP / OCOLOS_EPERF
  * with the reason in `err` (e.g. "this CPU has no branch-stack sampling").

@@ -233,10 +233,9 @@ static int add_keys(const struct sample_policy *pol, const struct sample_set *s,
 
 /* The rate for a cost of `per_sample_ppm` (proportional to the rate) +
  * `fixed_ppm` (the sampler thread's polling: not) at rate `hz`: as high as
- * the limit allows with a margin, never above `asked` nor below MIN_HZ or
- * `asked` if lower (a
- * limit the fixed part alone exceeds cannot be met: MIN_HZ, and the
- * estimate says so); unchanged within 10 %. */
+ * the limit allows with a margin, never above `asked` nor below MIN_HZ (or
+ * `asked` if lower; a limit the fixed part alone exceeds cannot be met:
+ * that floor, and the estimate says so); unchanged within 10 %. */
 static uint32_t adjust_rate(uint32_t asked, uint32_t hz, double per_sample_ppm,
 			    double fixed_ppm, uint32_t limit)
 {

@@ -1181,6 +1181,20 @@ static void mode_agent_kill(const char *target, const char *agent)
 		fprintf(stderr, "kill %d %u ms %s (%s; %zu rounds reported)\n%s", i, ms, when,
 			WIFSIGNALED(st) ? "killed" : "had exited", lines, log);
 		fprintf(stderr, "%s", json);
+		if (test_contains(json, "\"ok\":false")) {
+			/* Say how the target ended, if it did (seen once in the
+			 * AArch64 guest: gone after a round, cause unknown). */
+			char how[64] = "still running";
+			int tst = 0;
+			test_sleep_ms(500);
+			if (waitpid(t.pid, &tst, WNOHANG) == t.pid)
+				describe_status(tst, how, sizeof(how));
+			char *o = slurp(t.out);
+			size_t n = strlen(o);
+			fprintf(stderr, "target %d: %s; the end of its output:\n%s\n", (int)t.pid,
+				how, n > 1500 ? o + n - 1500 : o);
+			free(o);
+		}
 		check(!test_contains(json, "\"ok\":false"), "an agent after a killed one failed a "
 		      "round:\n%s", json);
 		free(json);

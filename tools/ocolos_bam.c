@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "bam/bam.h"
+#include "bam/counts.h"
 #include "bam/memory.h"
 #include "core/err.h"
 #include "elf/binary.h"
@@ -72,6 +73,7 @@ struct opts {
 static char root[PATH_MAX];
 static char instrument_on[2]; /* "1" when --instrument N > 0: the summary says why not */
 static char bolt_path[PATH_MAX];
+static char preload_path[PATH_MAX]; /* libocolos-bam.so, for the replays */
 static pid_t worker = -1;	  /* the BOLT worker we started, or -1 */
 static char worker_entry[PATH_MAX + 300]; /* ... and its entry */
 
@@ -428,8 +430,8 @@ static void prune_old(const char *sub, int days)
 }
 
 /* The instrumented runs that have ended (fdata/<pid>.done beside a
- * non-empty fdata/prof.<pid>.fdata): how many, and with `pids` (freed by
- * the caller) their pids. */
+ * non-empty fdata/prof.<pid>.fdata or fdata/counts.<pid>): how many, and
+ * with `pids` (freed by the caller) their pids. */
 static size_t counts_done(const char *entry, unsigned long **pids)
 {
 	if (pids)
@@ -444,10 +446,12 @@ static size_t counts_done(const char *entry, unsigned long **pids)
 		unsigned long pid = strtoul(de->d_name, &end, 10);
 		if (end == de->d_name || strcmp(end, ".done"))
 			continue;
-		char f[64];
+		char f[64], c[64];
 		struct stat st;
 		snprintf(f, sizeof(f), "prof.%lu.fdata", pid);
-		if (fstatat(dirfd(dir), f, &st, 0) || !S_ISREG(st.st_mode) || !st.st_size)
+		snprintf(c, sizeof(c), "counts.%lu", pid);
+		if ((fstatat(dirfd(dir), f, &st, 0) || !S_ISREG(st.st_mode) || !st.st_size) &&
+		    (fstatat(dirfd(dir), c, &st, 0) || !S_ISREG(st.st_mode) || !st.st_size))
 			continue;
 		if (pids && n == cap) {
 			unsigned long *nv = realloc(*pids, (cap = cap ? 2 * cap : 16) * sizeof(*nv));
@@ -510,6 +514,12 @@ static void counts_remove(const char *entry)
 		snprintf(f, sizeof(f), "%s/fdata/%lu.done", entry, pids[i]);
 		unlink(f);
 		snprintf(f, sizeof(f), "%s/fdata/%lu.run", entry, pids[i]);
+		unlink(f);
+		snprintf(f, sizeof(f), "%s/fdata/counts.%lu", entry, pids[i]);
+		unlink(f);
+		snprintf(f, sizeof(f), "%s/fdata/counts.%lu.fdata", entry, pids[i]);
+		unlink(f);
+		snprintf(f, sizeof(f), "%s/fdata/replay.%lu.fdata", entry, pids[i]);
 		unlink(f);
 	}
 	free(pids);
@@ -823,6 +833,101 @@ static int instrument_gate(const char *entry, const struct meta *m)
 	return 2;
 }
 
+/* merge-fdata, beside llvm-bolt. */
+static void merge_fdata_path(char *out, size_t cap)
+{
+	snprintf(out, cap, "%s", bolt_path);
+	char *slash = strrchr(out, '/');
+	snprintf(slash ? slash + 1 : out, cap - (size_t)(slash ? slash + 1 - out : 0),
+		 "merge-fdata");
+}
+
+/* Where the copy keeps its counters, for its runs to hand them over at
+ * exit (tools/bam/counts.h): only where the worker can replay them and
+ * merge the two halves (merge-fdata), else the runs keep BOLT's own dump. */
+static void counters_note(const char *entry, const char *copy)
+{
+	char merge[PATH_MAX], p[PATH_MAX + 64], text[160];
+	uint64_t loc, num;
+	struct stat st;
+	merge_fdata_path(merge, sizeof(merge));
+	snprintf(p, sizeof(p), "%s/" BAM_COUNTERS_FILE, entry);
+	unlink(p);
+	if (!preload_path[0] || access(merge, X_OK) || bam_counters_locate(copy, &loc, &num) ||
+	    stat(copy, &st))
+		return;
+	snprintf(text, sizeof(text), "%" PRIx64 " %" PRIx64 " %llx %llx\n", loc, num,
+		 (unsigned long long)st.st_size, (unsigned long long)st.st_mtime);
+	mark(entry, BAM_COUNTERS_FILE, text);
+}
+
+/* Run the copy as the replay of `counts`: the preload alone preloaded, the
+ * session's variables gone (OCOLOS_BAM=off: the replay is no process of
+ * the build), output to `logp`, killed after timeout_s. 0: it exited 0. */
+static int replay_spawn(const char *copy, const char *counts, const char *logp, long timeout_s)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int in = open("/dev/null", O_RDONLY | O_CLOEXEC),
+		    lg = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (in < 0 || lg < 0 || dup2(in, 0) < 0 || dup2(lg, 1) < 0 || dup2(lg, 2) < 0)
+			_exit(126);
+		if (setenv("LD_PRELOAD", preload_path, 1) || setenv(BAM_ENV_SWITCH, "off", 1) ||
+		    setenv(BAM_ENV_REPLAY, counts, 1))
+			_exit(126);
+		unsetenv(BAM_ENV_ROOT);
+		unsetenv(BAM_ENV_SESSION);
+		execl(copy, copy, (char *)NULL);
+		_exit(127);
+	}
+	int st = 0;
+	for (long waited_ms = 0;; waited_ms += 10) {
+		pid_t w = waitpid(pid, &st, WNOHANG);
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR)
+			return -1;
+		if (waited_ms >= timeout_s * 1000) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return -1;
+		}
+		struct timespec ts = { 0, 10 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* A run's counters (fdata/counts.<pid>), replayed by the copy itself
+ * (the preload's replay_fini) into the profile the run would have written,
+ * fixed for the indirect calls the run wrote itself (fdata/prof.<pid>.fdata)
+ * into fdata/replay.<pid>.fdata. In the worker, at nice 19: the build does
+ * not wait for it. 0: done; -1: no profile (the counters are removed, so
+ * that a run whose own file is empty no longer counts as done). */
+static int counts_replay(const char *entry, unsigned long pid, long timeout_s)
+{
+	char counts[PATH_MAX + 64], copy[PATH_MAX + 64], logp[PATH_MAX + 64], out[PATH_MAX + 80],
+		fixed[PATH_MAX + 64], run[PATH_MAX + 64];
+	snprintf(counts, sizeof(counts), "%s/fdata/counts.%lu", entry, pid);
+	snprintf(copy, sizeof(copy), "%s/instrumented", entry);
+	snprintf(logp, sizeof(logp), "%s/replay.log", entry);
+	snprintf(out, sizeof(out), "%s.fdata", counts);
+	snprintf(fixed, sizeof(fixed), "%s/fdata/replay.%lu.fdata", entry, pid);
+	snprintf(run, sizeof(run), "%s/fdata/prof.%lu.fdata", entry, pid);
+	unlink(out);
+	int rc = replay_spawn(copy, counts, logp, timeout_s);
+	if (!rc)
+		rc = bam_counts_correct(out, run, fixed);
+	unlink(out);
+	if (rc) {
+		unlink(fixed);
+		unlink(counts);
+	}
+	return rc;
+}
+
 /* BOLT's instrumentation of the original: every function counts its
  * blocks and edges exactly, and writes them at exit to
  * fdata/prof.<pid>.fdata (BOLT's runtime, from DT_FINI). `gated`: the
@@ -857,6 +962,8 @@ static int instrument_main(const char *entry, const struct meta *m, long timeout
 	if (!rc && chmod(out, 0500)) /* never writable once it can run */
 		rc = -1;
 	if (!rc)
+		counters_note(entry, out);
+	if (!rc)
 		rc = rename(out, fin);
 	if (rc) {
 		unlink(out);
@@ -876,25 +983,43 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 	size_t n = counts_done(entry, &pids);
 	if (!n)
 		return -1;
-	char (*files)[PATH_MAX + 64] = malloc(n * sizeof(*files));
-	const char **argv = malloc((n + 5) * sizeof(*argv));
+	char (*files)[PATH_MAX + 64] = malloc(2 * n * sizeof(*files));
+	const char **argv = malloc((2 * n + 5) * sizeof(*argv));
 	if (!files || !argv) {
 		free(files);
 		free(argv);
 		free(pids);
 		return -1;
 	}
-	for (size_t i = 0; i < n; i++)
-		snprintf(files[i], sizeof(files[i]), "%s/fdata/prof.%lu.fdata", entry, pids[i]);
+	/* Two files per run whose counters were handed over (the replay's
+	 * profile and the run's indirect calls), else the run's own. */
+	size_t nf = 0, runs = 0;
+	for (size_t i = 0; i < n; i++) {
+		char p[PATH_MAX + 64];
+		struct stat st;
+		snprintf(p, sizeof(p), "%s/fdata/counts.%lu", entry, pids[i]);
+		int replayed = !access(p, F_OK) && !counts_replay(entry, pids[i], timeout_s);
+		if (replayed)
+			snprintf(files[nf++], sizeof(files[0]), "%s/fdata/replay.%lu.fdata", entry,
+				 pids[i]);
+		snprintf(p, sizeof(p), "%s/fdata/prof.%lu.fdata", entry, pids[i]);
+		if (!stat(p, &st) && st.st_size)
+			snprintf(files[nf++], sizeof(files[0]), "%s", p);
+		else if (!replayed)
+			continue;
+		runs++;
+	}
 	free(pids);
+	if (!runs) {
+		free(files);
+		free(argv);
+		return -1;
+	}
 	char cnt[32];
-	snprintf(cnt, sizeof(cnt), "%zu\n", n);
+	snprintf(cnt, sizeof(cnt), "%zu\n", runs);
 	mark(entry, "instrumented_runs", cnt);
 	char merge[PATH_MAX], out[PATH_MAX + 64], logp[PATH_MAX + 64];
-	snprintf(merge, sizeof(merge), "%s", bolt_path);
-	char *slash = strrchr(merge, '/');
-	snprintf(slash ? slash + 1 : merge, sizeof(merge) - (size_t)(slash ? slash + 1 - merge : 0),
-		 "merge-fdata");
+	merge_fdata_path(merge, sizeof(merge));
 	snprintf(out, sizeof(out), "%s/profile.fdata", entry);
 	snprintf(logp, sizeof(logp), "%s/merge.log", entry);
 	size_t k = 0;
@@ -902,10 +1027,10 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 	argv[k++] = "-q";
 	argv[k++] = "-o";
 	argv[k++] = out;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < nf; i++)
 		argv[k++] = files[i];
 	argv[k] = NULL;
-	if (n == 1) {
+	if (nf == 1) {
 		snprintf(darg, cap, "-data=%s", files[0]);
 	} else if (access(merge, X_OK) || run_bolt((char **)argv, logp, timeout_s)) {
 		/* No merge-fdata: one run's counts are a good profile too. */
@@ -1487,7 +1612,9 @@ int main(int argc, char **argv)
 		return st;
 	}
 	char preload[PATH_MAX];
-	if (find_preload(&o, preload)) {
+	if (!find_preload(&o, preload))
+		snprintf(preload_path, sizeof(preload_path), "%s", preload);
+	if (!preload_path[0]) {
 		fprintf(stderr, "ocolos-bam: libocolos-bam.so not found beside ocolos-bam: give "
 			"--preload PATH; running the command unaccelerated\n");
 		int st = run_plain(cmd);

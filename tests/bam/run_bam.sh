@@ -403,6 +403,33 @@ instrument)
   same ref.1 out.12; same ref.5 out.16; same ref.1 out.13a; same ref.1 out.13; same ref.1 out.13b
   same ref.4 out.14; same ref.1 out.15
   for i in $(seq 33); do same ref.1 "out.15.$i"; done
+  # The counters handed over (tools/bam/counts.h): the run writes them out
+  # at exit and BOLT's runtime in it writes only what its counters do not
+  # hold; the worker replays them with the copy. What BOLT is given must be
+  # the profile the runtime writes by itself for the same run: the copy
+  # run directly, outside ocolos-bam, is the reference (bam_work is
+  # deterministic).
+  fresh
+  bamrun c1 $I1 --wait -- sh -c "bam_work in1 out.17 $ROUNDS"
+  e=$(entry_of)
+  [ -s "$e/instrumented.counters" ] || fail "c1: the copy's counters were not located"
+  "$e/instrumented" in1 out.18 "$ROUNDS"
+  mv "$e"/fdata/prof.*.fdata direct.fdata
+  rm -f "$e"/fdata/*
+  bamrun c2 $I1 --wait -- sh -c "bam_work in1 out.19 $ROUNDS"
+  expect c2 invocations_instrumented 1
+  expect c2 bolt_instrumented_runs 1 0
+  grep -q "Profile from 2 files merged" "$e/merge.log" ||
+    { cat "$e/merge.log" "$e/replay.log" >&2; fail "c2: the replay's profile and the run's were not merged"; }
+  [ -z "$(ls "$e/fdata")" ] || fail "c2: counts kept: $(ls "$e/fdata")"
+  # Both as "<branch> <count>", summed per branch (merge-fdata's order and
+  # grouping differ), the same lines either way.
+  norm() { awk 'NF == 8 { c[$1" "$2" "$3" "$4" "$5" "$6" "$7] += $8 } END { for (k in c) print k, c[k] }' "$1" | sort; }
+  norm direct.fdata > direct.norm; norm "$e/profile.fdata" > replayed.norm
+  [ -s direct.norm ] || fail "the direct run wrote no profile"
+  cmp -s direct.norm replayed.norm ||
+    { diff direct.norm replayed.norm >&2; fail "c2: the replayed profile differs from the run's own"; }
+  same ref.1 out.17; same ref.1 out.18; same ref.1 out.19
   ;;
 default)
   # No --instrument: auto. bam_work has relocations and needs little

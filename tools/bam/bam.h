@@ -50,6 +50,11 @@
  *       fdata/<pid>.done        written after that, by the preload's destructor
  *                               in the same process: the counts are complete
  *       instrumented_runs       how many fdata files the BOLT run was given
+ *       instrumented.counters   where the copy keeps its counters (BAM_COUNTERS_FILE)
+ *       fdata/counts.<pid>      a run's counters, handed over at its exit
+ *                               (struct bam_counts_header, then the counters)
+ *       fdata/counts.<pid>.fdata  the replay's profile of them (BOLT's runtime)
+ *       fdata/replay.<pid>.fdata  ... fixed for the run's indirect calls (counts.h)
  *   <root>/s/<pid>.log          the running session's events, one line each
  *                               ("<event> <key> <path>\n", O_APPEND)
  */
@@ -71,6 +76,20 @@
 #define BAM_ENV_RUN_ENTRY "OCOLOS_BAM_RUN_ENTRY" /* you are an optimized binary: entry dir */
 #define BAM_ENV_RUN_ORIG "OCOLOS_BAM_RUN_ORIG" /* ... and this is the original to fall back to */
 #define BAM_ENV_RUN_FDATA "OCOLOS_BAM_RUN_FDATA" /* ... instrumented: mark your counts done here */
+/* Set by the worker for the replay of a run's counters (tools/bam/counts.h): */
+#define BAM_ENV_REPLAY	 "OCOLOS_BAM_REPLAY"   /* this fdata/counts.<pid>: load it, skip main */
+
+/* An instrumented copy's counters, for the preload of its runs: one line,
+ * "<locations> <num> <size> <mtime>\n" in hex: the link-time addresses of
+ * __bolt_instr_locations and __bolt_num_counters, and the copy's size and
+ * mtime (a run of another copy does not use them). */
+#define BAM_COUNTERS_FILE "instrumented.counters"
+
+/* fdata/counts.<pid>: this header, then `count` uint64_t counters. */
+#define BAM_COUNTS_MAGIC 0x31544e4354434f42ull /* "BOCTCNT1" */
+struct bam_counts_header {
+	uint64_t magic, locations, num, count;
+};
 
 /* The automatic rule reads at most this much of a .cpu file per exec: a
  * binary whose first 32768 processes used less CPU time than the threshold

@@ -15,7 +15,10 @@
  *  - in every process, while the automatic rule is on, recording the CPU
  *    time it used (at exit, and before an exec) for that rule;
  *  - in an optimized process (OCOLOS_BAM_RUN_*), a fault handler that
- *    quarantines the entry and re-executes the original binary in place.
+ *    quarantines the entry and re-executes the original binary in place;
+ *  - in an instrumented process, handing its counters over at exit, and in
+ *    the worker's replay of them (OCOLOS_BAM_REPLAY), loading them back
+ *    (tools/bam/counts.h says why).
  * Not responsible for: deciding when to run BOLT, running it, the cache's
  * size or its trust check at the root (all in the launcher, ocolos_bam.c).
  *
@@ -1316,6 +1319,156 @@ static void instr_done(void)
 		unlink(p);
 }
 
+/* ---- an instrumented process's counters, handed over (tools/bam/counts.h) ---- */
+
+#define BAM_COUNTERS_MAX (1u << 28) /* 2 GiB of counters: beyond it, not ours */
+
+static char replay_path[PATH_MAX]; /* the worker's replay: the counters to load */
+
+/* The main program (glibc lists it first): its load bias (0 unless PIE)
+ * and its DT_FINI, which ld.so calls at l_addr + d_ptr. */
+struct main_object {
+	uintptr_t bias;
+	void (*fini)(void);
+};
+
+static int first_object(struct dl_phdr_info *info, size_t size, void *data)
+{
+	(void)size;
+	struct main_object *m = data;
+	m->bias = info->dlpi_addr;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		if (info->dlpi_phdr[i].p_type != PT_DYNAMIC)
+			continue;
+		for (const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr +
+							     info->dlpi_phdr[i].p_vaddr);
+		     d->d_tag != DT_NULL; d++)
+			if (d->d_tag == DT_FINI && d->d_un.d_ptr)
+				m->fini = (void (*)(void))(info->dlpi_addr + d->d_un.d_ptr);
+	}
+	return 1;
+}
+
+static int main_object(struct main_object *m)
+{
+	memset(m, 0, sizeof(*m));
+	return dl_iterate_phdr(first_object, m) == 1 ? 0 : -1;
+}
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+	for (const char *p = buf; len;) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+static int read_full(int fd, void *buf, size_t len)
+{
+	for (char *p = buf; len;) {
+		ssize_t r = read(fd, p, len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+/* An instrumented run at exit, before BOLT's runtime writes its profile:
+ * the counters go to fdata/counts.<pid> (written whole, then renamed in)
+ * and are zeroed, so that the runtime's dump finds no function to write
+ * and is quick (counts.h: the expensive part of the run, for a compiler);
+ * the worker replays them later. Only where the worker found the counters
+ * in this very copy (BAM_COUNTERS_FILE, checked against /proc/self/exe);
+ * on any failure the counters stay and the runtime writes them as usual. */
+static void counts_hand_over(void)
+{
+	char p[PATH_MAX], t[PATH_MAX], buf[160];
+	size_t n = 0, l = strlen(run_fdata);
+	if (l < 6 || strcmp(run_fdata + l - 6, "/fdata"))
+		return;
+	memcpy(p, run_fdata, l - 5);
+	n = l - 5;
+	p[n] = 0;
+	if (cat(p, sizeof(p), &n, BAM_COUNTERS_FILE))
+		return;
+	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	ssize_t r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return;
+	buf[r] = 0;
+	char *end;
+	uint64_t loc = strtoull(buf, &end, 16), num = strtoull(end, &end, 16);
+	uint64_t size = strtoull(end, &end, 16), mtime = strtoull(end, &end, 16);
+	/* This copy, and still the entry's (the worker replays that file). */
+	struct stat st, cst;
+	p[l - 5] = 0;
+	n = l - 5;
+	if (*end != '\n' || !loc || !num || stat("/proc/self/exe", &st) ||
+	    (uint64_t)st.st_size != size || (uint64_t)st.st_mtime != mtime ||
+	    cat(p, sizeof(p), &n, "instrumented") || stat(p, &cst) || cst.st_dev != st.st_dev ||
+	    cst.st_ino != st.st_ino)
+		return;
+	struct main_object m;
+	if (main_object(&m))
+		return;
+	uint32_t count = *(const volatile uint32_t *)(m.bias + num);
+	uint64_t *counters = (uint64_t *)(m.bias + loc);
+	if (!count || count > BAM_COUNTERS_MAX)
+		return;
+	struct bam_counts_header h = { BAM_COUNTS_MAGIC, loc, num, count };
+	n = 0;
+	if (cat(p, sizeof(p), &n, run_fdata) || cat(p, sizeof(p), &n, "/counts.") ||
+	    cat_u64(p, sizeof(p), &n, (uint64_t)getpid(), 10))
+		return;
+	memcpy(t, p, n + 1);
+	size_t tn = n;
+	if (cat(t, sizeof(t), &tn, ".tmp"))
+		return;
+	fd = open(t, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return;
+	int bad = write_full(fd, &h, sizeof(h)) ||
+		  write_full(fd, counters, (size_t)count * sizeof(uint64_t));
+	if (close(fd) || bad || rename(t, p)) {
+		unlink(t);
+		return;
+	}
+	memset(counters, 0, (size_t)count * sizeof(uint64_t));
+}
+
+/* The replay (below) after BOLT's dump: the runtime wrote prof.<pid>.fdata
+ * beside the counters; it becomes <counters>.fdata for the worker. */
+static void replay_done(void)
+{
+	if (!replay_path[0])
+		return;
+	char p[PATH_MAX], q[PATH_MAX];
+	size_t n = 0, m = 0;
+	const char *slash = strrchr(replay_path, '/');
+	if (!slash || (size_t)(slash - replay_path) + 1 >= sizeof(p))
+		return;
+	memcpy(p, replay_path, (size_t)(slash - replay_path) + 1);
+	n = (size_t)(slash - replay_path) + 1;
+	p[n] = 0;
+	if (!cat(p, sizeof(p), &n, "prof.") && !cat_u64(p, sizeof(p), &n, (uint64_t)getpid(), 10) &&
+	    !cat(p, sizeof(p), &n, ".fdata") && !cat(q, sizeof(q), &m, replay_path) &&
+	    !cat(q, sizeof(q), &m, ".fdata"))
+		rename(p, q);
+}
+
 /* An instrumented process at exit. BOLT's runtime writes the counts from
  * the executable's DT_FINI, which ld.so's _dl_fini runs — the `rtld_fini`
  * that __libc_start_main registers with atexit before main — and ends the
@@ -1341,7 +1494,43 @@ static void guarded_fini(void)
 		cpu_record(); /* bam_fini's work that matters here */
 		return;
 	}
+	if (getpid() == run_pid)
+		counts_hand_over();
 	program_rtld_fini();
+}
+
+/* The worker's replay of a run's counters (counts_hand_over): the copy
+ * starts as usual (BOLT's runtime sets its counters up at the entry
+ * point), runs its constructors and skips main; at exit, where the run
+ * handed its counters over (rtld_fini), it loads them over whatever the
+ * replay counted so far and calls BOLT's dump itself (the executable's
+ * DT_FINI), then ends at once: the finalizers the run went on to count are
+ * in the run's own file, not counted twice. What the replay adds of its
+ * own: the indirect calls of its start-up (one process's, e.g. _start's
+ * call into libc). Exit status 3: the counters could not be loaded, or
+ * there is no DT_FINI (no profile is written). */
+static int replay_main(int argc, char **argv, char **envp)
+{
+	(void)argc;
+	(void)argv;
+	(void)envp;
+	return 0;
+}
+
+static void replay_fini(void)
+{
+	struct bam_counts_header h;
+	struct main_object m;
+	int fd = open(replay_path, O_RDONLY | O_CLOEXEC);
+	if (main_object(&m) || !m.fini || fd < 0 || read_full(fd, &h, sizeof(h)) ||
+	    h.magic != BAM_COUNTS_MAGIC || !h.count || h.count > BAM_COUNTERS_MAX ||
+	    *(const volatile uint32_t *)(m.bias + h.num) != h.count ||
+	    read_full(fd, (void *)(m.bias + h.locations), h.count * sizeof(uint64_t)))
+		_exit(3);
+	close(fd);
+	m.fini();
+	replay_done();
+	_exit(0);
 }
 
 EXPORT int __libc_start_main(main_fn prog_main, int argc, char **argv, void (*init)(void),
@@ -1355,7 +1544,11 @@ EXPORT int __libc_start_main(main_fn prog_main, int argc, char **argv, void (*in
 		    "LD_PRELOAD?)", "", "");
 		abort();
 	}
-	if (run_mode && run_fdata[0] && rtld_fini) {
+	if (replay_path[0] && rtld_fini) {
+		prog_main = replay_main;
+		program_rtld_fini = rtld_fini;
+		rtld_fini = replay_fini;
+	} else if (run_mode && run_fdata[0] && rtld_fini) {
 		program_rtld_fini = rtld_fini;
 		rtld_fini = guarded_fini;
 	}
@@ -1381,6 +1574,11 @@ __attribute__((constructor)) static void bam_init(int argc, char **argv, char **
 	if (have_r && fd && cat(run_fdata, sizeof(run_fdata), &d, fd))
 		run_fdata[0] = 0;
 	run_pid = getpid();
+	char *rp = getenv(BAM_ENV_REPLAY);
+	size_t e = 0;
+	if (rp && cat(replay_path, sizeof(replay_path), &e, rp))
+		replay_path[0] = 0;
+	unsetenv(BAM_ENV_REPLAY);
 	unsetenv(BAM_ENV_PROFILE);
 	unsetenv(BAM_ENV_RUN_ENTRY);
 	unsetenv(BAM_ENV_RUN_ORIG);

@@ -1,0 +1,186 @@
+/*
+ * The counts of an instrumented run, taken out of the run: counts.h says
+ * why. Responsible for: finding the counters in an instrumented copy, and
+ * fixing a replay's profile. Not responsible for: writing or replaying the
+ * counters (the preload), running the replay and merging (ocolos_bam.c).
+ */
+#include "bam/counts.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The bytes of `len` at link-time address `addr`, from the section that
+ * holds them. */
+static int read_at(Elf *e, uint64_t addr, unsigned char *buf, size_t len)
+{
+	for (Elf_Scn *s = NULL; (s = elf_nextscn(e, s));) {
+		GElf_Shdr sh;
+		if (!gelf_getshdr(s, &sh) || sh.sh_type != SHT_PROGBITS || addr < sh.sh_addr ||
+		    addr + len > sh.sh_addr + sh.sh_size)
+			continue;
+		Elf_Data *d = elf_getdata(s, NULL);
+		if (!d || !d->d_buf || addr - sh.sh_addr + len > d->d_size)
+			return -1;
+		memcpy(buf, (const unsigned char *)d->d_buf + (addr - sh.sh_addr), len);
+		return 0;
+	}
+	return -1;
+}
+
+/* The address a getter returns: `lea disp(%rip),%rax; ret` (48 8d 05) or
+ * `mov disp(%rip),%rax|%eax; ret` (48 8b 05, 8b 05), as BOLT emits them. */
+static int getter_target(Elf *e, uint64_t at, int lea, uint64_t *target)
+{
+	unsigned char b[8];
+	if (read_at(e, at, b, sizeof(b)))
+		return -1;
+	size_t op = 0;
+	if (b[0] == 0x48)
+		op = 1;
+	if (b[op] != (lea ? 0x8d : 0x8b) || b[op + 1] != 0x05 || (lea && !op) ||
+	    b[op + 6] != 0xc3)
+		return -1;
+	int32_t disp;
+	memcpy(&disp, b + op + 2, sizeof(disp));
+	*target = at + op + 6 + (uint64_t)(int64_t)disp;
+	return 0;
+}
+
+int bam_counters_locate(const char *copy, uint64_t *locations, uint64_t *num)
+{
+	int fd = open(copy, O_RDONLY | O_CLOEXEC), rc = -1;
+	if (fd < 0)
+		return -1;
+	elf_version(EV_CURRENT);
+	Elf *e = elf_begin(fd, ELF_C_READ, NULL);
+	GElf_Ehdr eh;
+	uint64_t loc_getter = 0, num_getter = 0;
+	if (!e || !gelf_getehdr(e, &eh) || eh.e_machine != EM_X86_64)
+		goto out;
+	for (Elf_Scn *s = NULL; (s = elf_nextscn(e, s));) {
+		GElf_Shdr sh;
+		if (!gelf_getshdr(s, &sh) || sh.sh_type != SHT_SYMTAB || !sh.sh_entsize)
+			continue;
+		Elf_Data *d = elf_getdata(s, NULL);
+		size_t n = d ? d->d_size / sh.sh_entsize : 0;
+		for (size_t i = 0; i < n; i++) {
+			GElf_Sym sym;
+			const char *name;
+			if (!gelf_getsym(d, (int)i, &sym) || GELF_ST_TYPE(sym.st_info) != STT_FUNC ||
+			    !(name = elf_strptr(e, sh.sh_link, sym.st_name)))
+				continue;
+			if (!strcmp(name, "__bolt_instr_locations_getter"))
+				loc_getter = sym.st_value;
+			else if (!strcmp(name, "__bolt_num_counters_getter"))
+				num_getter = sym.st_value;
+		}
+	}
+	if (loc_getter && num_getter && !getter_target(e, loc_getter, 1, locations) &&
+	    !getter_target(e, num_getter, 0, num))
+		rc = 0;
+out:
+	if (e)
+		elf_end(e);
+	close(fd);
+	return rc;
+}
+
+/* ---- fixing the replay's [unknown] callers --------------------------------- */
+
+struct callee {
+	char *key; /* "<name> <offset>" of a call target */
+	unsigned long long calls;
+};
+
+static int cmp_callee(const void *a, const void *b)
+{
+	return strcmp(((const struct callee *)a)->key, ((const struct callee *)b)->key);
+}
+
+/* A line of BOLT's fdata split in its 8 fields: "<is_sym> <name> <off>
+ * <is_sym> <name> <off> <mispreds> <count>". */
+static int fields(char *line, char *f[8])
+{
+	int n = 0;
+	for (char *save = NULL, *t = strtok_r(line, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
+		if (n < 8)
+			f[n++] = t;
+		else
+			return -1;
+	return n == 8 ? 0 : -1;
+}
+
+int bam_counts_correct(const char *replay_fdata, const char *run_fdata, const char *out)
+{
+	FILE *run = fopen(run_fdata, "re"), *rep = fopen(replay_fdata, "re"), *o = NULL;
+	struct callee *c = NULL;
+	size_t n = 0, cap = 0;
+	char line[4096], copy[4096], key[4096], *f[8];
+	int rc = -1;
+	if (!rep)
+		goto out;
+	/* The run's file: the indirect calls it recorded, by callee. */
+	while (run && fgets(line, sizeof(line), run)) {
+		if (fields(line, f) || strcmp(f[3], "1"))
+			continue;
+		if (n == cap) {
+			struct callee *nc = realloc(c, (cap = cap ? 2 * cap : 256) * sizeof(*c));
+			if (!nc)
+				goto out;
+			c = nc;
+		}
+		snprintf(key, sizeof(key), "%s %s", f[4], f[5]);
+		if (!(c[n].key = strdup(key)))
+			goto out;
+		c[n++].calls = strtoull(f[7], NULL, 10);
+	}
+	qsort(c, n, sizeof(*c), cmp_callee);
+	if (!(o = fopen(out, "we")))
+		goto out;
+	while (fgets(line, sizeof(line), rep)) {
+		memcpy(copy, line, sizeof(line));
+		/* A call to an unknown target: only an indirect call leaves the
+		 * binary so, and the replay's are its own start-up's (_start into
+		 * libc): the run's file has the run's. */
+		if (!fields(copy, f) && !strcmp(f[0], "1") && !strcmp(f[3], "0") &&
+		    !strcmp(f[4], "[unknown]"))
+			continue;
+		memcpy(copy, line, sizeof(line));
+		if (fields(copy, f) || strcmp(f[0], "0") || strcmp(f[1], "[unknown]") ||
+		    strcmp(f[3], "1")) {
+			fputs(line, o);
+			continue;
+		}
+		snprintf(key, sizeof(key), "%s %s", f[4], f[5]);
+		unsigned long long count = strtoull(f[7], NULL, 10), ind = 0;
+		struct callee k = { key, 0 };
+		const struct callee *hit = n ? bsearch(&k, c, n, sizeof(*c), cmp_callee) : NULL;
+		/* Several lines may share a callee (one per call site): sum them. */
+		for (const struct callee *p = hit; p && p >= c && !strcmp(p->key, key); p--)
+			ind += p->calls;
+		for (const struct callee *p = hit ? hit + 1 : NULL; p && p < c + n && !strcmp(p->key, key);
+		     p++)
+			ind += p->calls;
+		if (count > ind)
+			fprintf(o, "%s %s %s %s %s %s %s %llu\n", f[0], f[1], f[2], f[3], f[4], f[5], f[6],
+				count - ind);
+	}
+	rc = ferror(rep) ? -1 : 0;
+out:
+	if (o && fclose(o))
+		rc = -1;
+	if (rep)
+		fclose(rep);
+	if (run)
+		fclose(run);
+	for (size_t i = 0; i < n; i++)
+		free(c[i].key);
+	free(c);
+	return rc;
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# SQLite's layout after a round, as a distribution: how much of the
+# original's I1 misses the optimized code removes, over many rounds of two
+# kinds of window, by callgrind's cache simulation (deterministic for one
+# binary, so all the spread is the rounds').
+#
+# Why many rounds: SQLite's hot code (~45 KB after BOLT) is larger than a
+# 32 KiB I1, so its misses are mostly conflicts, and which hot blocks land
+# on which cache sets changes with every profile. One round's figure says
+# little about a window (2026-12-03: 0.86-1.22 MPKI over six rounds at
+# --size 20, with no order by the number of samples).
+#
+# Sides, alternating (ABAB...), N rounds each, one fresh process per round
+# (bench/out/sqlite/speedtest1-nopie --memdb --size 50, the `main` test set
+# over and over, bench/autoself.c preloaded, the round after AFTER s):
+#   default  the library's default round (a converging window under the
+#            default 2 % cost limit)
+#   dense    a fixed 6 s window at 10 kHz, no cost limit (~46k samples in
+#            the binary: the dense profile)
+# Each round's optimized binary (c1.bolt in the kept work directory, a
+# whole runnable program) and the original run under
+#   valgrind --tool=callgrind --cache-sim=yes --I1=32768,8,64
+#     --D1=49152,12,64 --LL=2097152,16,64 ... --memdb --size SIZE
+#     --testset main
+# (one callgrind at a time in the background while the next round runs).
+# Prints per round the I1 misses per 1000 instructions, and per side the
+# median, the range and the median share of the original's misses removed;
+# then default/dense of those medians.
+#
+#   bench/sqlite_layout_draws.sh
+#   env: N (rounds per side, default 8), SIZE (callgrind's --size, default
+#        20: ~1 min each), AFTER (default 5)
+# needs bench/out/sqlite/speedtest1-nopie and autoself.so
+# (bench/build_sqlite.sh) and valgrind.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+N=${N:-8} SIZE=${SIZE:-20} AFTER=${AFTER:-5}
+sq=$here/out/sqlite/speedtest1-nopie
+[ -x "$sq" ] && [ -f "${sq%/*}/autoself.so" ] ||
+	{ echo "sqlite_layout_draws: $sq or autoself.so missing: run bench/build_sqlite.sh" >&2; exit 2; }
+command -v valgrind >/dev/null || { echo "sqlite_layout_draws: needs valgrind" >&2; exit 2; }
+out=$here/out/sqlite_layout.$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+sets=$(printf 'main,%.0s' $(seq 400)); sets=${sets%,}
+
+mpki() { # callgrind's stderr -> I1 misses per 1000 instructions
+	python3 - "$1" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+i = int(re.search(r'I\s+refs:\s+([\d,]+)', t).group(1).replace(',', ''))
+m = int(re.search(r'I1\s+misses:\s+([\d,]+)', t).group(1).replace(',', ''))
+print('%.4f' % (1000 * m / i))
+PY
+}
+cachesim() { # binary tag
+	valgrind --tool=callgrind --cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 \
+		--LL=2097152,16,64 --callgrind-out-file=/dev/null "$1" --memdb --size "$SIZE" \
+		--testset main >/dev/null 2>"$out/$2.cg" || { echo "$2: callgrind failed" >&2; return 1; }
+	echo "$2 $(mpki "$out/$2.cg")" >>"$out/mpki.txt"
+}
+
+cachesim "$sq" original &
+bg=$!
+for ((r = 1; r <= N; r++)); do
+	order="default dense"; [ $((r % 2)) = 0 ] && order="dense default"
+	for side in $order; do
+		tag=$side.$r
+		extra=(); [ "$side" = dense ] && extra=(OCOLOS_PROFILE_MS=6000)
+		env "${extra[@]}" OCOLOS_KEEP=1 OCOLOS_VERBOSE=1 OCOLOS_AFTER="$AFTER" LD_PRELOAD="${sq%/*}/autoself.so" \
+			"$sq" --memdb --size 50 --testset "$sets" >/dev/null 2>"$out/$tag.err" &
+		pid=$!
+		# The round's line ends the run: the rest of the passes are not needed.
+		while kill -0 "$pid" 2>/dev/null && ! grep -q '^ocolos rc' "$out/$tag.err"; do sleep 1; done
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		line=$(grep '^ocolos rc' "$out/$tag.err" || true)
+		case $line in "ocolos rc=0 "*) ;; *) echo "$tag: the round failed: $line" >&2; exit 1 ;; esac
+		dir=$(grep -o 'work directory kept: [^ ]*' "$out/$tag.err" | awk '{print $4}' || true)
+		[ -x "$dir/c1.bolt" ] || { echo "$tag: no $dir/c1.bolt" >&2; exit 1; }
+		mv "$dir/c1.bolt" "$out/$tag.bolt"
+		rm -rf "$dir"
+		echo "$tag $(echo "$line" | grep -o 'samples_in_binary=[0-9]*') $(echo "$line" | grep -o 'profile_ns=[0-9]*')" >>"$out/rounds.txt"
+		wait "$bg" || exit 1
+		cachesim "$out/$tag.bolt" "$tag" &
+		bg=$!
+	done
+done
+wait "$bg" || exit 1
+rm -f "$out"/*.bolt
+python3 - "$out" <<'PY'
+import statistics, sys
+out = sys.argv[1]
+mp = dict(l.split() for l in open(out + '/mpki.txt'))
+rounds = {l.split()[0]: l.split()[1:] for l in open(out + '/rounds.txt')}
+orig = float(mp.pop('original'))
+print('original: %.3f I1 MPKI' % orig)
+med = {}
+for side in ('default', 'dense'):
+    tags = sorted((t for t in mp if t.split('.')[0] == side), key=lambda t: int(t.split('.')[1]))
+    v = [float(mp[t]) for t in tags]
+    for t in tags:
+        print('  %-10s %.3f  %s' % (t, float(mp[t]), ' '.join(rounds[t])))
+    med[side] = statistics.median(v)
+    rem = [1 - x / orig for x in v]
+    print('%s: median %.3f (range %.3f-%.3f, n=%d), misses removed: median %.1f %% (range %.1f-%.1f %%)'
+          % (side, med[side], min(v), max(v), len(v), 100 * statistics.median(rem),
+             100 * min(rem), 100 * max(rem)))
+g = {s: 1 - med[s] / orig for s in med}
+print('default/dense, share of the misses removed (medians): %.2f' % (g['default'] / g['dense']))
+PY
+echo "logs: $out"

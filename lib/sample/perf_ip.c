@@ -58,16 +58,8 @@ int sample_perf_ip_parse(const void *rec, size_t len, struct sample_set *out)
 
 static int refusal(pid_t pid, int e, struct core_err *err)
 {
-	/* ESRCH names the thread the event was opened on (tid == pid): the
-	 * process is gone only if no thread of it answers either; a process
-	 * whose main thread exited lives on in its others. */
-	if (e == ESRCH && sample_process_gone(pid))
-		return core_errf(err, OCOLOS_ENOPROC, "process %d is gone (it exited)", (int)pid);
 	if (e == ESRCH)
-		return core_errf(err, OCOLOS_ENOTSUP,
-				 "thread %d, the main thread of process %d, has exited: the perf "
-				 "samplers open their events on it; use the sigprof sampler "
-				 "(in-process only)", (int)pid, (int)pid);
+		return sample_perf_esrch(pid, err);
 	return core_errf(err, OCOLOS_EPERF,
 			 "perf_event_open refused for pid %d: %s; allow it (sysctl "
 			 "kernel.perf_event_paranoid<=2, or CAP_PERFMON) or use the sigprof sampler",

@@ -186,13 +186,7 @@ static int lbr_refusal(pid_t pid, int e, struct core_err *err)
 				 "hypervisor hides it); use perf-ip",
 				 e == EOPNOTSUPP ? "EOPNOTSUPP" : "EINVAL");
 	case ESRCH:
-		if (sample_process_gone(pid))
-			return core_errf(err, OCOLOS_ENOPROC, "process %d is gone (it exited)",
-					 (int)pid);
-		return core_errf(err, OCOLOS_ENOTSUP,
-				 "thread %d, the main thread of process %d, has exited: the perf "
-				 "samplers open their events on it; use the sigprof sampler "
-				 "(in-process only)", (int)pid, (int)pid);
+		return sample_perf_esrch(pid, err);
 	case EACCES:
 	case EPERM:
 		return core_errf(err, OCOLOS_EPERF,

@@ -61,6 +61,16 @@ int sample_process_gone(pid_t pid)
 	return zombie && threads <= 1;
 }
 
+int sample_perf_esrch(pid_t pid, struct core_err *err)
+{
+	if (sample_process_gone(pid))
+		return core_errf(err, OCOLOS_ENOPROC, "process %d is gone (it exited)", (int)pid);
+	return core_errf(err, OCOLOS_ENOTSUP,
+			 "thread %d, the main thread of process %d, has exited: the perf "
+			 "samplers open their events on it; use the sigprof sampler "
+			 "(in-process only)", (int)pid, (int)pid);
+}
+
 int sample_window_over(const struct sample_config *cfg, uint64_t end_ns)
 {
 	return core_now_ns() >= end_ns || (cfg->cancel && atomic_load(cfg->cancel));

@@ -171,6 +171,13 @@ uint32_t sample_perf_ip_cost_probe(void);
 /* Has process `pid` exited (no thread of it left to signal)? */
 int sample_process_gone(pid_t pid);
 
+/* perf_event_open(pid) failed with ESRCH. It names the thread the event
+ * was opened on (tid == pid): the process is gone only if no thread of it
+ * answers either (OCOLOS_ENOPROC); a process whose main thread exited lives
+ * on in its others, which the perf samplers cannot follow (OCOLOS_ENOTSUP,
+ * naming sigprof). The error, set in `err`. */
+int sample_perf_esrch(pid_t pid, struct core_err *err);
+
 /* Can `kind` sample process `pid` here? 0, or OCOLOS_ENOTSUP / OCOLOS_EPERF
  * with the reason in `err` (e.g. "this CPU has no branch-stack sampling").
  * Cheap: opens and closes an event, samples nothing. */

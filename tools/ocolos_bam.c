@@ -44,6 +44,7 @@
 #include "bam/counts.h"
 #include "bam/memory.h"
 #include "core/err.h"
+#include "core/util.h"
 #include "elf/binary.h"
 #include "infer/profile.h"
 #include "layout/layout.h"
@@ -861,18 +862,25 @@ static void counters_note(const char *entry, const char *copy)
 	mark(entry, BAM_COUNTERS_FILE, text);
 }
 
+/* A replay takes about what the run's own dump took (cc1: ~1.3 s); a
+ * replay still going after this long is stuck (it holds the user's BOLT
+ * lock meanwhile). */
+#define REPLAY_TIMEOUT_S 120
+
 /* Run the copy as the replay of `counts`: the preload alone preloaded, the
  * session's variables gone (OCOLOS_BAM=off: the replay is no process of
- * the build), output to `logp`, killed after timeout_s. 0: it exited 0. */
-static int replay_spawn(const char *copy, const char *counts, const char *logp, long timeout_s)
+ * the build), in fdata/, output appended to `logp`, killed after
+ * REPLAY_TIMEOUT_S. Its exit status, or -1. */
+static int replay_spawn(const char *copy, const char *counts, const char *dir, const char *logp)
 {
 	pid_t pid = fork();
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
 		int in = open("/dev/null", O_RDONLY | O_CLOEXEC),
-		    lg = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if (in < 0 || lg < 0 || dup2(in, 0) < 0 || dup2(lg, 1) < 0 || dup2(lg, 2) < 0)
+		    lg = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (in < 0 || lg < 0 || dup2(in, 0) < 0 || dup2(lg, 1) < 0 || dup2(lg, 2) < 0 ||
+		    chdir(dir))
 			_exit(126);
 		if (setenv("LD_PRELOAD", preload_path, 1) || setenv(BAM_ENV_SWITCH, "off", 1) ||
 		    setenv(BAM_ENV_REPLAY, counts, 1))
@@ -882,48 +890,61 @@ static int replay_spawn(const char *copy, const char *counts, const char *logp, 
 		execl(copy, copy, (char *)NULL);
 		_exit(127);
 	}
+	uint64_t deadline = core_now_ns() + (uint64_t)REPLAY_TIMEOUT_S * 1000000000ull;
 	int st = 0;
-	for (long waited_ms = 0;; waited_ms += 10) {
+	for (;;) {
 		pid_t w = waitpid(pid, &st, WNOHANG);
 		if (w == pid)
 			break;
 		if (w < 0 && errno != EINTR)
 			return -1;
-		if (waited_ms >= timeout_s * 1000) {
+		if (core_now_ns() >= deadline) {
 			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
+			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+				;
 			return -1;
 		}
 		struct timespec ts = { 0, 10 * 1000000L };
 		nanosleep(&ts, NULL);
 	}
-	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* A run's counters (fdata/counts.<pid>), replayed by the copy itself
- * (the preload's replay_fini) into the profile the run would have written,
- * fixed for the indirect calls the run wrote itself (fdata/prof.<pid>.fdata)
- * into fdata/replay.<pid>.fdata. In the worker, at nice 19: the build does
- * not wait for it. 0: done; -1: no profile (the counters are removed, so
- * that a run whose own file is empty no longer counts as done). */
-static int counts_replay(const char *entry, unsigned long pid, long timeout_s)
+ * (the preload's replay_counts) into the profile the run would have
+ * written, fixed for the indirect calls the run wrote itself
+ * (fdata/prof.<pid>.fdata) into fdata/replay.<pid>.fdata. In the worker,
+ * at nice 19: the build does not wait for it. 0: done. -1: no profile;
+ * the run's counters, its own file (without the counters no profile of
+ * the run) and its markers are removed: the run no longer counts. */
+static int counts_replay(const char *entry, unsigned long pid)
 {
 	char counts[PATH_MAX + 64], copy[PATH_MAX + 64], logp[PATH_MAX + 64], out[PATH_MAX + 80],
-		fixed[PATH_MAX + 64], run[PATH_MAX + 64];
+		fixed[PATH_MAX + 64], run[PATH_MAX + 64], dir[PATH_MAX + 16];
 	snprintf(counts, sizeof(counts), "%s/fdata/counts.%lu", entry, pid);
 	snprintf(copy, sizeof(copy), "%s/instrumented", entry);
 	snprintf(logp, sizeof(logp), "%s/replay.log", entry);
+	snprintf(dir, sizeof(dir), "%s/fdata", entry);
 	snprintf(out, sizeof(out), "%s.fdata", counts);
 	snprintf(fixed, sizeof(fixed), "%s/fdata/replay.%lu.fdata", entry, pid);
 	snprintf(run, sizeof(run), "%s/fdata/prof.%lu.fdata", entry, pid);
 	unlink(out);
-	int rc = replay_spawn(copy, counts, logp, timeout_s);
-	if (!rc)
-		rc = bam_counts_correct(out, run, fixed);
+	/* The replay's runtime writes prof.<its pid>.fdata first: a pid an
+	 * ended run had would cost that run its file, so the preload refuses
+	 * it and the replay is started again (another pid). */
+	int st = BAM_REPLAY_PID_TAKEN;
+	for (int i = 0; i < 8 && st == BAM_REPLAY_PID_TAKEN; i++)
+		st = replay_spawn(copy, counts, dir, logp);
+	int rc = st == 0 ? bam_counts_correct(out, run, fixed) : -1;
 	unlink(out);
 	if (rc) {
 		unlink(fixed);
 		unlink(counts);
+		unlink(run);
+		snprintf(run, sizeof(run), "%s/fdata/%lu.done", entry, pid);
+		unlink(run);
+		snprintf(run, sizeof(run), "%s/fdata/%lu.run", entry, pid);
+		unlink(run);
 	}
 	return rc;
 }
@@ -998,14 +1019,16 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 		char p[PATH_MAX + 64];
 		struct stat st;
 		snprintf(p, sizeof(p), "%s/fdata/counts.%lu", entry, pids[i]);
-		int replayed = !access(p, F_OK) && !counts_replay(entry, pids[i], timeout_s);
-		if (replayed)
+		int handed = !access(p, F_OK);
+		if (handed && counts_replay(entry, pids[i]))
+			continue; /* no profile of that run */
+		if (handed)
 			snprintf(files[nf++], sizeof(files[0]), "%s/fdata/replay.%lu.fdata", entry,
 				 pids[i]);
 		snprintf(p, sizeof(p), "%s/fdata/prof.%lu.fdata", entry, pids[i]);
 		if (!stat(p, &st) && st.st_size)
 			snprintf(files[nf++], sizeof(files[0]), "%s", p);
-		else if (!replayed)
+		else if (!handed)
 			continue;
 		runs++;
 	}

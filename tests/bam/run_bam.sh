@@ -429,7 +429,28 @@ instrument)
   [ -s direct.norm ] || fail "the direct run wrote no profile"
   cmp -s direct.norm replayed.norm ||
     { diff direct.norm replayed.norm >&2; fail "c2: the replayed profile differs from the run's own"; }
-  same ref.1 out.17; same ref.1 out.18; same ref.1 out.19
+  # A replay that fails (the counters spoiled after the run): that run has
+  # no profile, and its own file is no profile of it either, so BOLT is not
+  # run on the rest: the key waits for runs that count (--instrument 2: the
+  # worker starts only when the command ends, after the spoiling), and the
+  # next session's run is the one BOLT gets.
+  fresh
+  bamrun c3 $I2 --wait -- sh -c "bam_work in1 out.20 $ROUNDS"
+  e=$(entry_of)
+  bamrun c4 $I2 --wait -- sh -c "bam_work in1 out.21 $ROUNDS && truncate -s 40 $e/fdata/counts.*"
+  expect c4 invocations_instrumented 1
+  [ ! -e "$e/optimized" ] || fail "c4: BOLTed from a run whose counters were lost"
+  [ -z "$(ls "$e/fdata")" ] || fail "c4: files left: $(ls "$e/fdata")"
+  [ -s "$e/replay.log" ] || fail "c4: the replay said nothing of its failure"
+  bamrun c5 $I2 --wait -- sh -c "bam_work in1 out.23 $ROUNDS"
+  expect c5 invocations_instrumented 1
+  expect c5 bolt_instrumented_runs 1 0
+  grep -q '"mode":"relocs,instrumented"' c5 || { cat c5 >&2; fail "c5: mode is not relocs,instrumented"; }
+  # The replay's variable set in any other process does nothing.
+  OCOLOS_BAM_REPLAY="$e/fdata/counts.1" LD_PRELOAD="$tools/libocolos-bam.so" \
+    bam_work in1 out.22 "$ROUNDS" || fail "a stray OCOLOS_BAM_REPLAY stopped bam_work"
+  same ref.1 out.17; same ref.1 out.18; same ref.1 out.19; same ref.1 out.20; same ref.1 out.21
+  same ref.1 out.22; same ref.1 out.23
   ;;
 default)
   # No --instrument: auto. bam_work has relocations and needs little

@@ -77,7 +77,8 @@
 #define BAM_ENV_RUN_ORIG "OCOLOS_BAM_RUN_ORIG" /* ... and this is the original to fall back to */
 #define BAM_ENV_RUN_FDATA "OCOLOS_BAM_RUN_FDATA" /* ... instrumented: mark your counts done here */
 /* Set by the worker for the replay of a run's counters (tools/bam/counts.h): */
-#define BAM_ENV_REPLAY	 "OCOLOS_BAM_REPLAY"   /* this fdata/counts.<pid>: load it, skip main */
+#define BAM_ENV_REPLAY	 "OCOLOS_BAM_REPLAY"   /* this fdata/counts.<pid>: load it, dump, exit */
+#define BAM_REPLAY_PID_TAKEN 4 /* a replay's exit status: fdata/prof.<its pid>.fdata exists */
 
 /* An instrumented copy's counters, for the preload of its runs: one line,
  * "<locations> <num> <size> <mtime>\n" in hex: the link-time addresses of

@@ -9,11 +9,12 @@
  * per function). The run itself only needs to hand the counters over: the
  * preload copies them to fdata/counts.<pid> at exit and zeroes them, so
  * the runtime's own dump finds nothing to infer and writes only the
- * indirect calls it recorded (kept in its own tables, which the copy does
- * not include). Later the background worker replays the copy
- * (bam_counts_replay): the instrumented binary started with the counters
- * loaded instead of running its main, whose runtime then writes the same
- * profile the run would have written, at nice 19, outside the build.
+ * indirect calls it recorded (kept in its own tables, which the hand-over
+ * does not include). Later the background worker replays the counters with
+ * the copy (ocolos_bam.c counts_replay, the preload's replay_counts): the
+ * instrumented binary started, the counters loaded before the program
+ * itself starts, and the runtime's dump called, which writes the profile
+ * the run would have written, at nice 19, outside the build.
  */
 #ifndef OCOLOS_BAM_COUNTS_H
 #define OCOLOS_BAM_COUNTS_H
@@ -34,15 +35,15 @@ int bam_counters_locate(const char *copy, uint64_t *locations, uint64_t *num);
  * that its known callers do not account for (entry count - direct calls -
  * indirect calls). The replay saw none of the run's indirect calls (the
  * run's own dump wrote them, in `run_fdata`), so its [unknown] lines still
- * hold them: each is lowered by the calls to that function in the run's
- * file (its indirect calls, and the few calls and [unknown] entries of the
- * exit path the run went on to count, which the replay's entry counts hold
- * too), and dropped at 0. The replay's own calls out of the binary (its
- * start-up's, e.g. _start into libc) are dropped. Merged with the run's
- * file, this is the profile the run's own dump writes (tests/bam: equal
- * for the test program), but for indirect calls the replay's start-up
- * made inside the binary, and a function entered from unknown callers both
- * before and after the hand-over (lowered once too often). 0 or -1. */
+ * hold them: each is lowered by the calls into that function the run's
+ * file holds (from another function: its indirect calls, and the few of
+ * the exit path the run went on to count after the hand-over), and
+ * dropped at 0. The replay's own call out of the binary (_start into libc)
+ * is dropped. Merged with the run's file, this is the profile the run's
+ * own dump writes (tests/bam: line for line for the test program), but
+ * where a function is entered both before and after the hand-over from
+ * unknown callers (the run's exit path: its [unknown] count is lowered by
+ * that path's calls once too often). 0 or -1. */
 int bam_counts_correct(const char *replay_fdata, const char *run_fdata, const char *out);
 
 #endif

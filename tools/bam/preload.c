@@ -1325,11 +1325,15 @@ static void instr_done(void)
 
 static char replay_path[PATH_MAX]; /* the worker's replay: the counters to load */
 
-/* The main program (glibc lists it first): its load bias (0 unless PIE)
- * and its DT_FINI, which ld.so calls at l_addr + d_ptr. */
+/* The main program (glibc lists it first): its load bias (0 unless PIE),
+ * its DT_FINI, which ld.so calls at l_addr + d_ptr, and its writable
+ * segments (link-time addresses), where counters can be. */
+#define MAX_WSEG 8
 struct main_object {
 	uintptr_t bias;
 	void (*fini)(void);
+	uint64_t w_lo[MAX_WSEG], w_hi[MAX_WSEG];
+	int nw;
 };
 
 static int first_object(struct dl_phdr_info *info, size_t size, void *data)
@@ -1338,7 +1342,12 @@ static int first_object(struct dl_phdr_info *info, size_t size, void *data)
 	struct main_object *m = data;
 	m->bias = info->dlpi_addr;
 	for (int i = 0; i < info->dlpi_phnum; i++) {
-		if (info->dlpi_phdr[i].p_type != PT_DYNAMIC)
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_W) && m->nw < MAX_WSEG) {
+			m->w_lo[m->nw] = ph->p_vaddr;
+			m->w_hi[m->nw++] = ph->p_vaddr + ph->p_memsz;
+		}
+		if (ph->p_type != PT_DYNAMIC)
 			continue;
 		for (const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr +
 							     info->dlpi_phdr[i].p_vaddr);
@@ -1353,6 +1362,40 @@ static int main_object(struct main_object *m)
 {
 	memset(m, 0, sizeof(*m));
 	return dl_iterate_phdr(first_object, m) == 1 ? 0 : -1;
+}
+
+/* Is [addr, addr + len) (link-time) inside one writable segment? The
+ * addresses come from the cache entry: a wrong one must not be written
+ * through (the run would fault after its work was done). */
+static int writable(const struct main_object *m, uint64_t addr, uint64_t len)
+{
+	for (int i = 0; i < m->nw; i++)
+		if (addr >= m->w_lo[i] && len <= m->w_hi[i] - m->w_lo[i] &&
+		    addr - m->w_lo[i] <= m->w_hi[i] - m->w_lo[i] - len)
+			return 1;
+	return 0;
+}
+
+/* The counters at link-time `loc`, their number at `num`, of this
+ * process's main program: NULL unless both lie in its writable segments. */
+static uint64_t *counters_at(const struct main_object *m, uint64_t loc, uint64_t num,
+			     uint32_t *count)
+{
+	if (!writable(m, num, sizeof(uint32_t)))
+		return NULL;
+	*count = *(const volatile uint32_t *)(m->bias + num);
+	if (!*count || *count > BAM_COUNTERS_MAX ||
+	    !writable(m, loc, (uint64_t)*count * sizeof(uint64_t)))
+		return NULL;
+	return (uint64_t *)(m->bias + loc);
+}
+
+/* Is the running program `path` (the same file as /proc/self/exe)? */
+static int self_is(const char *path)
+{
+	struct stat a, b;
+	return !stat("/proc/self/exe", &a) && !stat(path, &b) && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
 }
 
 static int write_full(int fd, const void *buf, size_t len)
@@ -1422,11 +1465,9 @@ static void counts_hand_over(void)
 	    cst.st_ino != st.st_ino)
 		return;
 	struct main_object m;
-	if (main_object(&m))
-		return;
-	uint32_t count = *(const volatile uint32_t *)(m.bias + num);
-	uint64_t *counters = (uint64_t *)(m.bias + loc);
-	if (!count || count > BAM_COUNTERS_MAX)
+	uint32_t count;
+	uint64_t *counters;
+	if (main_object(&m) || !(counters = counters_at(&m, loc, num, &count)))
 		return;
 	struct bam_counts_header h = { BAM_COUNTS_MAGIC, loc, num, count };
 	n = 0;
@@ -1499,34 +1540,55 @@ static void guarded_fini(void)
 	program_rtld_fini();
 }
 
-/* The worker's replay of a run's counters (counts_hand_over): the copy
- * starts as usual (BOLT's runtime sets its counters up at the entry
- * point), runs its constructors and skips main; at exit, where the run
- * handed its counters over (rtld_fini), it loads them over whatever the
- * replay counted so far and calls BOLT's dump itself (the executable's
- * DT_FINI), then ends at once: the finalizers the run went on to count are
- * in the run's own file, not counted twice. What the replay adds of its
- * own: the indirect calls of its start-up (one process's, e.g. _start's
- * call into libc). Exit status 3: the counters could not be loaded, or
- * there is no DT_FINI (no profile is written). */
-static int replay_main(int argc, char **argv, char **envp)
+/* The worker's replay of a run's counters (counts_hand_over), in the copy
+ * itself: at the entry point BOLT's runtime has set its counters up, and
+ * ld.so has loaded and initialised the libraries; before libc starts the
+ * program (no constructor of the program, no main), the counters are
+ * loaded and BOLT's dump is called (the executable's DT_FINI), which writes
+ * the profile the run would have written, then the process ends. What the
+ * replay adds of its own: _start's indirect call into libc (the worker
+ * drops such calls). Only in the entry's own copy (a stray variable does
+ * nothing elsewhere). Exit status: 3, the counters could not be loaded or
+ * there is no DT_FINI; BAM_REPLAY_PID_TAKEN, an ended run of this pid still
+ * has its file here, which the dump would overwrite (the worker starts the
+ * replay again). */
+static void replay_counts(void)
 {
-	(void)argc;
-	(void)argv;
-	(void)envp;
-	return 0;
-}
-
-static void replay_fini(void)
-{
+	char p[PATH_MAX];
+	size_t n = 0;
+	const char *slash = strrchr(replay_path, '/');
+	if (!slash || (size_t)(slash - replay_path) + 1 >= sizeof(p))
+		return;
+	memcpy(p, replay_path, (size_t)(slash - replay_path));
+	p[slash - replay_path] = 0;
+	char *up = strrchr(p, '/'); /* <entry>/fdata -> <entry> */
+	if (!up)
+		return;
+	n = (size_t)(up - p) + 1;
+	p[n] = 0;
+	if (cat(p, sizeof(p), &n, "instrumented") || !self_is(p))
+		return;
+	n = (size_t)(slash - replay_path) + 1;
+	memcpy(p, replay_path, n);
+	p[n] = 0;
+	struct stat st;
+	if (cat(p, sizeof(p), &n, "prof.") || cat_u64(p, sizeof(p), &n, (uint64_t)getpid(), 10) ||
+	    cat(p, sizeof(p), &n, ".fdata"))
+		_exit(3);
+	if (!lstat(p, &st))
+		_exit(BAM_REPLAY_PID_TAKEN);
 	struct bam_counts_header h;
 	struct main_object m;
-	int fd = open(replay_path, O_RDONLY | O_CLOEXEC);
+	uint32_t count;
+	uint64_t *counters;
+	int fd = open(replay_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (main_object(&m) || !m.fini || fd < 0 || read_full(fd, &h, sizeof(h)) ||
-	    h.magic != BAM_COUNTS_MAGIC || !h.count || h.count > BAM_COUNTERS_MAX ||
-	    *(const volatile uint32_t *)(m.bias + h.num) != h.count ||
-	    read_full(fd, (void *)(m.bias + h.locations), h.count * sizeof(uint64_t)))
+	    h.magic != BAM_COUNTS_MAGIC || !(counters = counters_at(&m, h.locations, h.num, &count)) ||
+	    h.count != count || read_full(fd, counters, (size_t)count * sizeof(uint64_t))) {
+		say("replay: cannot load the counters of ", replay_path,
+		    " (missing, short, or not this copy's): no profile from that run");
 		_exit(3);
+	}
 	close(fd);
 	m.fini();
 	replay_done();
@@ -1544,11 +1606,9 @@ EXPORT int __libc_start_main(main_fn prog_main, int argc, char **argv, void (*in
 		    "LD_PRELOAD?)", "", "");
 		abort();
 	}
-	if (replay_path[0] && rtld_fini) {
-		prog_main = replay_main;
-		program_rtld_fini = rtld_fini;
-		rtld_fini = replay_fini;
-	} else if (run_mode && run_fdata[0] && rtld_fini) {
+	if (replay_path[0])
+		replay_counts(); /* ends the process, but in another binary */
+	if (run_mode && run_fdata[0] && rtld_fini) {
 		program_rtld_fini = rtld_fini;
 		rtld_fini = guarded_fini;
 	}

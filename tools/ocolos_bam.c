@@ -502,27 +502,27 @@ static int instr_runs_going(const char *entry)
 	return going;
 }
 
+/* Every file one instrumented run has in fdata/ (bam.h lists them). */
+static void run_files_remove(const char *entry, unsigned long pid)
+{
+	static const char *const names[] = { "prof.%lu.fdata", "%lu.done", "%lu.run", "counts.%lu",
+					     "counts.%lu.fdata", "replay.%lu.fdata" };
+	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+		char name[64], f[PATH_MAX + 64];
+		snprintf(name, sizeof(name), names[k], pid);
+		snprintf(f, sizeof(f), "%s/fdata/%s", entry, name);
+		unlink(f);
+	}
+}
+
 /* Remove the counts of ended instrumented runs (and their .done and .run),
  * never fdata/ itself: a run still going writes there at its exit. */
 static void counts_remove(const char *entry)
 {
 	unsigned long *pids;
 	size_t n = counts_done(entry, &pids);
-	for (size_t i = 0; i < n; i++) {
-		char f[PATH_MAX + 64];
-		snprintf(f, sizeof(f), "%s/fdata/prof.%lu.fdata", entry, pids[i]);
-		unlink(f);
-		snprintf(f, sizeof(f), "%s/fdata/%lu.done", entry, pids[i]);
-		unlink(f);
-		snprintf(f, sizeof(f), "%s/fdata/%lu.run", entry, pids[i]);
-		unlink(f);
-		snprintf(f, sizeof(f), "%s/fdata/counts.%lu", entry, pids[i]);
-		unlink(f);
-		snprintf(f, sizeof(f), "%s/fdata/counts.%lu.fdata", entry, pids[i]);
-		unlink(f);
-		snprintf(f, sizeof(f), "%s/fdata/replay.%lu.fdata", entry, pids[i]);
-		unlink(f);
-	}
+	for (size_t i = 0; i < n; i++)
+		run_files_remove(entry, pids[i]);
 	free(pids);
 }
 
@@ -937,15 +937,8 @@ static int counts_replay(const char *entry, unsigned long pid)
 		st = replay_spawn(copy, counts, dir, logp);
 	int rc = st == 0 ? bam_counts_correct(out, run, fixed) : -1;
 	unlink(out);
-	if (rc) {
-		unlink(fixed);
-		unlink(counts);
-		unlink(run);
-		snprintf(run, sizeof(run), "%s/fdata/%lu.done", entry, pid);
-		unlink(run);
-		snprintf(run, sizeof(run), "%s/fdata/%lu.run", entry, pid);
-		unlink(run);
-	}
+	if (rc)
+		run_files_remove(entry, pid);
 	return rc;
 }
 

@@ -506,7 +506,7 @@ static int instr_runs_going(const char *entry)
 static void run_files_remove(const char *entry, unsigned long pid)
 {
 	static const char *const names[] = { "prof.%lu.fdata", "%lu.done", "%lu.run", "counts.%lu",
-					     "counts.%lu.fdata", "replay.%lu.fdata" };
+					     "counts.%lu.tmp", "counts.%lu.fdata", "replay.%lu.fdata" };
 	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
 		char name[64], f[PATH_MAX + 64];
 		snprintf(name, sizeof(name), names[k], pid);
@@ -862,16 +862,17 @@ static void counters_note(const char *entry, const char *copy)
 	mark(entry, BAM_COUNTERS_FILE, text);
 }
 
-/* A replay takes about what the run's own dump took (cc1: ~1.3 s); a
- * replay still going after this long is stuck (it holds the user's BOLT
- * lock meanwhile). */
-#define REPLAY_TIMEOUT_S 120
+/* A replay takes about the CPU time the run's own dump took (cc1: 1.3 to
+ * 7 s by machine); one that used this much CPU is stuck. Its wall time
+ * is --bolt-timeout's: at nice 19 beside a build it may wait long. */
+#define REPLAY_CPU_S 120
 
 /* Run the copy as the replay of `counts`: the preload alone preloaded, the
  * session's variables gone (OCOLOS_BAM=off: the replay is no process of
- * the build), in fdata/, output appended to `logp`, killed after
- * REPLAY_TIMEOUT_S. Its exit status, or -1. */
-static int replay_spawn(const char *copy, const char *counts, const char *dir, const char *logp)
+ * the build), in fdata/, output appended to `logp`, at most REPLAY_CPU_S
+ * of CPU and timeout_s of wall time. Its exit status, or -1. */
+static int replay_spawn(const char *copy, const char *counts, const char *dir, const char *logp,
+			long timeout_s)
 {
 	pid_t pid = fork();
 	if (pid < 0)
@@ -882,15 +883,16 @@ static int replay_spawn(const char *copy, const char *counts, const char *dir, c
 		if (in < 0 || lg < 0 || dup2(in, 0) < 0 || dup2(lg, 1) < 0 || dup2(lg, 2) < 0 ||
 		    chdir(dir))
 			_exit(126);
+		struct rlimit cpu = { REPLAY_CPU_S, REPLAY_CPU_S };
 		if (setenv("LD_PRELOAD", preload_path, 1) || setenv(BAM_ENV_SWITCH, "off", 1) ||
-		    setenv(BAM_ENV_REPLAY, counts, 1))
+		    setenv(BAM_ENV_REPLAY, counts, 1) || setrlimit(RLIMIT_CPU, &cpu))
 			_exit(126);
 		unsetenv(BAM_ENV_ROOT);
 		unsetenv(BAM_ENV_SESSION);
 		execl(copy, copy, (char *)NULL);
 		_exit(127);
 	}
-	uint64_t deadline = core_now_ns() + (uint64_t)REPLAY_TIMEOUT_S * 1000000000ull;
+	uint64_t deadline = core_now_ns() + (uint64_t)timeout_s * 1000000000ull;
 	int st = 0;
 	for (;;) {
 		pid_t w = waitpid(pid, &st, WNOHANG);
@@ -910,6 +912,33 @@ static int replay_spawn(const char *copy, const char *counts, const char *dir, c
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* A replay failed, so its run counts for nothing: the run's claim is
+ * given back (iclaims, one byte per claim, flock'ed as the preload
+ * claims) and a later run is instrumented instead; after a second
+ * failure the key is sampled (instrument-failed, with the reason). */
+static void replay_failed(const char *entry)
+{
+	char p[PATH_MAX + 64];
+	snprintf(p, sizeof(p), "%s/replay-failed", entry);
+	if (file_size(entry, "replay-failed") >= 1) {
+		mark(entry, "instrument-failed", "the replays of the instrumented runs' counters "
+		     "failed twice (replay.log): sampled instead\n");
+		return;
+	}
+	mark(entry, "replay-failed", "x");
+	snprintf(p, sizeof(p), "%s/iclaims", entry);
+	int fd = open(p, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (fd >= 0 && !flock(fd, LOCK_EX)) {
+		if (!fstat(fd, &st) && st.st_size > 0 && ftruncate(fd, st.st_size - 1))
+			mark(entry, "instrument-failed", "cannot give a failed replay's claim back: "
+			     "sampled instead\n");
+		flock(fd, LOCK_UN);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
 /* A run's counters (fdata/counts.<pid>), replayed by the copy itself
  * (the preload's replay_counts) into the profile the run would have
  * written, fixed for the indirect calls the run wrote itself
@@ -917,7 +946,7 @@ static int replay_spawn(const char *copy, const char *counts, const char *dir, c
  * at nice 19: the build does not wait for it. 0: done. -1: no profile;
  * the run's counters, its own file (without the counters no profile of
  * the run) and its markers are removed: the run no longer counts. */
-static int counts_replay(const char *entry, unsigned long pid)
+static int counts_replay(const char *entry, unsigned long pid, long timeout_s)
 {
 	char counts[PATH_MAX + 64], copy[PATH_MAX + 64], logp[PATH_MAX + 64], out[PATH_MAX + 80],
 		fixed[PATH_MAX + 64], run[PATH_MAX + 64], dir[PATH_MAX + 16];
@@ -934,11 +963,13 @@ static int counts_replay(const char *entry, unsigned long pid)
 	 * it and the replay is started again (another pid). */
 	int st = BAM_REPLAY_PID_TAKEN;
 	for (int i = 0; i < 8 && st == BAM_REPLAY_PID_TAKEN; i++)
-		st = replay_spawn(copy, counts, dir, logp);
+		st = replay_spawn(copy, counts, dir, logp, timeout_s);
 	int rc = st == 0 ? bam_counts_correct(out, run, fixed) : -1;
 	unlink(out);
-	if (rc)
+	if (rc) {
 		run_files_remove(entry, pid);
+		replay_failed(entry);
+	}
 	return rc;
 }
 
@@ -1013,7 +1044,7 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 		struct stat st;
 		snprintf(p, sizeof(p), "%s/fdata/counts.%lu", entry, pids[i]);
 		int handed = !access(p, F_OK);
-		if (handed && counts_replay(entry, pids[i]))
+		if (handed && counts_replay(entry, pids[i], timeout_s))
 			continue; /* no profile of that run */
 		if (handed)
 			snprintf(files[nf++], sizeof(files[0]), "%s/fdata/replay.%lu.fdata", entry,
@@ -1049,7 +1080,8 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 	if (nf == 1) {
 		snprintf(darg, cap, "-data=%s", files[0]);
 	} else if (access(merge, X_OK) || run_bolt((char **)argv, logp, timeout_s)) {
-		/* No merge-fdata: one run's counts are a good profile too. */
+		/* merge-fdata failed: one run's counts are a good profile too
+		 * (a replay's without that run's indirect calls). */
 		snprintf(darg, cap, "-data=%s", files[0]);
 		mark(entry, "instrumented_runs", "1\n");
 	} else {

@@ -431,7 +431,7 @@ instrument)
     { diff direct.norm replayed.norm >&2; fail "c2: the replayed profile differs from the run's own"; }
   # A replay that fails (the counters spoiled after the run): that run has
   # no profile, and its own file is no profile of it either, so BOLT is not
-  # run on the rest: the key waits for runs that count (--instrument 2: the
+  # run on the rest; the run's claim is given back (--instrument 2: the
   # worker starts only when the command ends, after the spoiling), and the
   # next session's run is the one BOLT gets.
   fresh
@@ -442,13 +442,21 @@ instrument)
   [ ! -e "$e/optimized" ] || fail "c4: BOLTed from a run whose counters were lost"
   [ -z "$(ls "$e/fdata")" ] || fail "c4: files left: $(ls "$e/fdata")"
   [ -s "$e/replay.log" ] || fail "c4: the replay said nothing of its failure"
+  [ "$(stat -c %s "$e/iclaims")" = 0 ] && [ -e "$e/replay-failed" ] ||
+    fail "c4: the failed replay's claim was not given back"
   bamrun c5 $I2 --wait -- sh -c "bam_work in1 out.23 $ROUNDS"
   expect c5 invocations_instrumented 1
   expect c5 bolt_instrumented_runs 1 0
   grep -q '"mode":"relocs,instrumented"' c5 || { cat c5 >&2; fail "c5: mode is not relocs,instrumented"; }
-  # The replay's variable set in any other process does nothing.
-  OCOLOS_BAM_REPLAY="$e/fdata/counts.1" LD_PRELOAD="$tools/libocolos-bam.so" \
+  # The replay's variable: a value that is no replay's path does nothing; a
+  # replay's path in another binary (the copy replaced under the worker)
+  # ends it before its main, with no profile (status 3).
+  OCOLOS_BAM_REPLAY=/nonexistent LD_PRELOAD="$tools/libocolos-bam.so" \
     bam_work in1 out.22 "$ROUNDS" || fail "a stray OCOLOS_BAM_REPLAY stopped bam_work"
+  st=0
+  OCOLOS_BAM_REPLAY="$e/fdata/counts.1" LD_PRELOAD="$tools/libocolos-bam.so" \
+    bam_work in1 out.24 "$ROUNDS" 2>/dev/null || st=$?
+  [ $st = 3 ] && [ ! -e out.24 ] || fail "a replay's path in bam_work: status $st, or its main ran"
   same ref.1 out.17; same ref.1 out.18; same ref.1 out.19; same ref.1 out.20; same ref.1 out.21
   same ref.1 out.22; same ref.1 out.23
   ;;

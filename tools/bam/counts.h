@@ -24,10 +24,11 @@
 /* Where an instrumented copy (BOLT's --instrument output) keeps its
  * counters: the link-time addresses of __bolt_instr_locations (the
  * uint64_t counters) and of __bolt_num_counters (their number, uint32_t),
- * read from the runtime's getter functions in the copy's symbol table
- * (x86-64: `lea`/`mov` of a RIP-relative address, then `ret`). 0: found;
- * -1: not an x86-64 copy, or the getters are missing or look different
- * (another BOLT): the runs then keep BOLT's own dump. */
+ * from those symbols where the copy's symbol table has them, else decoded
+ * from the runtime's getter functions (Debian's BOLT 22; x86-64: `lea`/
+ * `mov` of a RIP-relative address, then `ret`). 0: found; -1: not an
+ * x86-64 copy, no DT_FINI, or neither form there (another BOLT): the runs
+ * then keep BOLT's own dump. */
 int bam_counters_locate(const char *copy, uint64_t *locations, uint64_t *num);
 
 /* The replay's profile, fixed for being taken apart from the run's:
@@ -40,10 +41,12 @@ int bam_counters_locate(const char *copy, uint64_t *locations, uint64_t *num);
  * the exit path the run went on to count after the hand-over), and
  * dropped at 0. The replay's own call out of the binary (_start into libc)
  * is dropped. Merged with the run's file, this is the profile the run's
- * own dump writes (tests/bam: line for line for the test program), but
- * where a function is entered both before and after the hand-over from
- * unknown callers (the run's exit path: its [unknown] count is lowered by
- * that path's calls once too often). 0 or -1. */
+ * own dump writes (tests/bam: branch for branch for the test program),
+ * but for a function with [unknown] entries before the hand-over that is
+ * entered again after it (on the run's exit path): its [unknown] count is
+ * short by those later entries; and for a function calling itself
+ * indirectly (such a call cannot be told from a branch to its own entry,
+ * which is skipped), whose [unknown] count stays high. 0 or -1. */
 int bam_counts_correct(const char *replay_fdata, const char *run_fdata, const char *out);
 
 #endif

@@ -1334,6 +1334,7 @@ struct main_object {
 	void (*fini)(void);
 	uint64_t w_lo[MAX_WSEG], w_hi[MAX_WSEG];
 	int nw;
+	uint64_t relro_lo, relro_hi; /* read-only once relocated: not counters */
 };
 
 static int first_object(struct dl_phdr_info *info, size_t size, void *data)
@@ -1343,6 +1344,10 @@ static int first_object(struct dl_phdr_info *info, size_t size, void *data)
 	m->bias = info->dlpi_addr;
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type == PT_GNU_RELRO) {
+			m->relro_lo = ph->p_vaddr;
+			m->relro_hi = ph->p_vaddr + ph->p_memsz;
+		}
 		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_W) && m->nw < MAX_WSEG) {
 			m->w_lo[m->nw] = ph->p_vaddr;
 			m->w_hi[m->nw++] = ph->p_vaddr + ph->p_memsz;
@@ -1369,6 +1374,8 @@ static int main_object(struct main_object *m)
  * through (the run would fault after its work was done). */
 static int writable(const struct main_object *m, uint64_t addr, uint64_t len)
 {
+	if (addr < m->relro_hi && addr + len > m->relro_lo)
+		return 0;
 	for (int i = 0; i < m->nw; i++)
 		if (addr >= m->w_lo[i] && len <= m->w_hi[i] - m->w_lo[i] &&
 		    addr - m->w_lo[i] <= m->w_hi[i] - m->w_lo[i] - len)
@@ -1562,12 +1569,16 @@ static void replay_counts(void)
 	memcpy(p, replay_path, (size_t)(slash - replay_path));
 	p[slash - replay_path] = 0;
 	char *up = strrchr(p, '/'); /* <entry>/fdata -> <entry> */
-	if (!up)
-		return;
+	if (!up || strcmp(up, "/fdata") || strncmp(slash, "/counts.", 8))
+		return; /* not a replay's path: a stray variable */
 	n = (size_t)(up - p) + 1;
 	p[n] = 0;
-	if (cat(p, sizeof(p), &n, "instrumented") || !self_is(p))
-		return;
+	if (cat(p, sizeof(p), &n, "instrumented") || !self_is(p)) {
+		/* Meant for a replay, but this is not the entry's copy (it was
+		 * replaced meanwhile): no profile, and the program does not run. */
+		say("replay: ", p, " is no longer the copy that ran: no profile from that run");
+		_exit(3);
+	}
 	n = (size_t)(slash - replay_path) + 1;
 	memcpy(p, replay_path, n);
 	p[n] = 0;

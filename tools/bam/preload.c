@@ -1554,11 +1554,12 @@ static void guarded_fini(void)
  * loaded and BOLT's dump is called (the executable's DT_FINI), which writes
  * the profile the run would have written, then the process ends. What the
  * replay adds of its own: _start's indirect call into libc (the worker
- * drops such calls). Only in the entry's own copy (a stray variable does
- * nothing elsewhere). Exit status: 3, the counters could not be loaded or
- * there is no DT_FINI; BAM_REPLAY_PID_TAKEN, an ended run of this pid still
- * has its file here, which the dump would overwrite (the worker starts the
- * replay again). */
+ * drops such calls). A value that is no replay's path (<entry>/fdata/
+ * counts.<pid>) does nothing; a replay's path in a binary that is not the
+ * entry's copy ends it before its main. Exit status: 3, not the copy, the
+ * counters could not be loaded or there is no DT_FINI;
+ * BAM_REPLAY_PID_TAKEN, an ended run of this pid still has its file here,
+ * which the dump would overwrite (the worker starts the replay again). */
 static void replay_counts(void)
 {
 	char p[PATH_MAX];

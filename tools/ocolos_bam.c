@@ -919,7 +919,6 @@ static int replay_spawn(const char *copy, const char *counts, const char *dir, c
 static void replay_failed(const char *entry)
 {
 	char p[PATH_MAX + 64];
-	snprintf(p, sizeof(p), "%s/replay-failed", entry);
 	if (file_size(entry, "replay-failed") >= 1) {
 		mark(entry, "instrument-failed", "the replays of the instrumented runs' counters "
 		     "failed twice (replay.log): sampled instead\n");

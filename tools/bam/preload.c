@@ -1443,13 +1443,8 @@ static int read_full(int fd, void *buf, size_t len)
 static void counts_hand_over(void)
 {
 	char p[PATH_MAX], t[PATH_MAX], buf[160];
-	size_t n = 0, l = strlen(run_fdata);
-	if (l < 6 || strcmp(run_fdata + l - 6, "/fdata"))
-		return;
-	memcpy(p, run_fdata, l - 5);
-	n = l - 5;
-	p[n] = 0;
-	if (cat(p, sizeof(p), &n, BAM_COUNTERS_FILE))
+	size_t n = 0;
+	if (cat(p, sizeof(p), &n, run_entry) || cat(p, sizeof(p), &n, "/" BAM_COUNTERS_FILE))
 		return;
 	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -1463,13 +1458,11 @@ static void counts_hand_over(void)
 	uint64_t loc = strtoull(buf, &end, 16), num = strtoull(end, &end, 16);
 	uint64_t size = strtoull(end, &end, 16), mtime = strtoull(end, &end, 16);
 	/* This copy, and still the entry's (the worker replays that file). */
-	struct stat st, cst;
-	p[l - 5] = 0;
-	n = l - 5;
+	struct stat st;
+	n = 0;
 	if (*end != '\n' || !loc || !num || stat("/proc/self/exe", &st) ||
 	    (uint64_t)st.st_size != size || (uint64_t)st.st_mtime != mtime ||
-	    cat(p, sizeof(p), &n, "instrumented") || stat(p, &cst) || cst.st_dev != st.st_dev ||
-	    cst.st_ino != st.st_ino)
+	    cat(p, sizeof(p), &n, run_entry) || cat(p, sizeof(p), &n, "/instrumented") || !self_is(p))
 		return;
 	struct main_object m;
 	uint32_t count;

@@ -22,7 +22,10 @@
 #        for first/later, and the ceiling from every run instrumented; see
 #        below; unset: sampled profiles, --instrument 0, which every build
 #        here is given first), FIRST2_DEFER (1: the user's BOLT lock held
-#        through first2, so BOLT and the replay wait for its end)
+#        through first2, so BOLT and the replay wait for its end); with
+#        INSTRUMENT, KINDS may hold first2: that build repeated (below), and
+#        first2alt: the same with the ocolos-bam of another build directory,
+#        BAM_ALT (to compare two versions of the tool in one run)
 #
 # Builds, each from clean, timed (CPU time, user+sys of everything the build
 # waited for, and wall clock):
@@ -248,8 +251,33 @@ if [[ " ${kinds[*]} " == *" ceil "* ]]; then
 	cp "$e/optimized" "$out/bin/ceil/cc1"
 	log "ceiling: $ceil_samples from $ninv runs"
 fi
+# Kind first2 (INSTRUMENT only), repeated: the second build as a new user
+# meets it, from the cache state `first` leaves (the instrumented cc1 made,
+# no counts yet), restored for each repetition; the worker's replay and BOLT
+# run beside the build as they would, and the script waits for them after
+# it (untimed) so that they do not spill into the next build. The restore
+# must use the same path: the instrumented cc1 holds its entry's path.
+if [[ " ${kinds[*]} " == *" first2"* ]]; then
+	[ -n "${INSTRUMENT:-}" ] || { log "kind first2 needs INSTRUMENT"; exit 1; }
+	cache=$out/cache-rep
+	# shellcheck disable=SC2086
+	build prep2 0 "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
+	wait_instr "$cache"
+	flock "$(ls -d "$cache"/e/* | head -1)/bolt.lock" true # the instrumenting worker is done
+	cp -a "$cache" "$out/cache-snap"
+fi
 run_kind() { # run_kind KIND REP
 	case $1 in
+	first2 | first2alt)
+		cache=$out/cache-rep
+		rm -rf "$cache"
+		cp -a "$out/cache-snap" "$cache"
+		local keep=$bam
+		[ "$1" = first2 ] || bam=${BAM_ALT:?kind first2alt needs BAM_ALT}/tools/ocolos-bam
+		# shellcheck disable=SC2086
+		build "$1" "$2" "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
+		bam=$keep
+		wait_bolt "$cache" >/dev/null ;;
 	plain) build plain "$2" "$cc" ;;
 	later)
 		cache=$out/cache
@@ -287,7 +315,7 @@ for k, r, s, c, *rest in rows:
     by[(k, r)] = (float(c), float(s))
 m = {k: st.median(v) for k, v in cpu.items()}
 mw = {k: st.median(v) for k, v in wall.items()}
-for k in ("ref", "first", "first2", "allprof", "plain", "later", "ceil", "ceil2", "profile"):
+for k in ("ref", "first", "first2", "first2alt", "allprof", "plain", "later", "ceil", "ceil2", "profile"):
     if k in cpu:
         print(f"{k:8s} n={len(cpu[k])} cpu median={m[k]:.2f}s all={' '.join(f'{x:.2f}' for x in cpu[k])};"
               f" wall median={mw[k]:.2f}s all={' '.join(f'{x:.1f}' for x in wall[k])}")
@@ -296,8 +324,8 @@ def pairs(k, i):
     v = [by[("plain", r)][i] / by[(k, r)][i] for r in reps if (k, r) in by]
     q = st.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
     return st.median(v), min(v), max(v), q[0], q[2]
-for k in ("later", "ceil", "ceil2", "profile"):
-    if k in cpu and "plain" in cpu:
+for k in ("later", "ceil", "ceil2", "profile", "first2", "first2alt"):
+    if k in cpu and "plain" in cpu and any((k, r) in by for r in reps):
         c, w = pairs(k, 0), pairs(k, 1)
         print(f"plain/{k}: cpu median of pairs {c[0]:.3f}x (IQR {c[3]:.3f}-{c[4]:.3f},"
               f" range {c[1]:.3f}-{c[2]:.3f}), wall {w[0]:.3f}x (IQR {w[3]:.3f}-{w[4]:.3f});"
@@ -313,6 +341,12 @@ if "plain" in cpu:
         if k in cpu:
             print(f"{k} build vs plain median: cpu {(m[k] / m['plain'] - 1) * 100:+.1f}%,"
                   f" wall {(mw[k] / mw['plain'] - 1) * 100:+.1f}%")
+    for k in ("first2", "first2alt"):
+        if any((k, r) in by for r in reps):
+            c, w = pairs(k, 0), pairs(k, 1)
+            print(f"{k} repeated, its cost against plain (median of pairs): cpu {(1 / c[0] - 1) * 100:+.1f}%"
+                  f" (range {(1 / c[2] - 1) * 100:+.1f} to {(1 / c[1] - 1) * 100:+.1f}%),"
+                  f" wall {(1 / w[0] - 1) * 100:+.1f}% (range {(1 / w[2] - 1) * 100:+.1f} to {(1 / w[1] - 1) * 100:+.1f}%)")
     if "profile" in cpu:
         print(f"every run profiled (profile vs plain, median pairs): {(1 / pairs('profile', 0)[0] - 1) * 100:+.1f}% cpu")
 EOF

@@ -940,7 +940,7 @@ static void replay_failed(const char *entry)
 }
 
 /* A run's counters (fdata/counts.<pid>), replayed by the copy itself
- * (the preload's replay_counts) into the profile the run would have
+ * (handover.c's handover_replay) into the profile the run would have
  * written, fixed for the indirect calls the run wrote itself
  * (fdata/prof.<pid>.fdata) into fdata/replay.<pid>.fdata. In the worker,
  * at nice 19: the build does not wait for it. 0: done. -1: no profile;

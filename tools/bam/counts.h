@@ -11,7 +11,7 @@
  * the runtime's own dump finds nothing to infer and writes only the
  * indirect calls it recorded (kept in its own tables, which the hand-over
  * does not include). Later the background worker replays the counters with
- * the copy (ocolos_bam.c counts_replay, the preload's replay_counts): the
+ * the copy (ocolos_bam.c counts_replay, handover.c's handover_replay): the
  * instrumented binary started, the counters loaded before the program
  * itself starts, and the runtime's dump called, which writes the profile
  * the run would have written, at nice 19, outside the build.

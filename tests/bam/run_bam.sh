@@ -448,6 +448,28 @@ instrument)
   expect c5 invocations_instrumented 1
   expect c5 bolt_instrumented_runs 1 0
   grep -q '"mode":"relocs,instrumented"' c5 || { cat c5 >&2; fail "c5: mode is not relocs,instrumented"; }
+  # A run that forks (its child exits through exit(), so BOLT's runtime
+  # and the preload's finalizer run in both): only the exec'd process
+  # hands its counters over, the child's own profile file is removed, and
+  # BOLT gets the parent's counts, those of the parent's file when the copy
+  # runs by itself.
+  fresh
+  bamrun f1 $I1 --wait -- sh -c "bam_work in1 out.25 $ROUNDS"
+  e=$(entry_of)
+  "$e/instrumented" in1 out.26 "$ROUNDS" fork & fp=$!
+  wait $fp
+  [ "$(ls "$e"/fdata/prof.*.fdata | wc -l)" = 2 ] || fail "f1: the copy run directly wrote $(ls "$e"/fdata)"
+  mv "$e/fdata/prof.$fp.fdata" fork.fdata
+  rm -f "$e"/fdata/*
+  bamrun f2 $I1 --wait -- sh -c "bam_work in1 out.27 $ROUNDS fork"
+  expect f2 invocations_instrumented 1
+  expect f2 bolt_instrumented_runs 1 0
+  grep -q "Profile from 2 files merged" "$e/merge.log" || { cat "$e/merge.log" >&2; fail "f2: not merged"; }
+  [ -z "$(ls "$e/fdata")" ] || fail "f2: files left: $(ls "$e/fdata")"
+  norm fork.fdata > fork.norm; norm "$e/profile.fdata" > forkrep.norm
+  cmp -s fork.norm forkrep.norm ||
+    { diff fork.norm forkrep.norm >&2; fail "f2: the profile is not the parent's own"; }
+  same ref.1 out.25; same ref.1 out.26; same ref.1 out.27
   # The replay's variable: a value that is no replay's path does nothing; a
   # replay's path in another binary (the copy replaced under the worker)
   # ends it before its main, with no profile (status 3).

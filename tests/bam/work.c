@@ -5,12 +5,18 @@
  * output file that depends only on the input and the argument: the
  * accelerated run must produce the same bytes.
  *
- *   bam_work IN OUT [ROUNDS]
+ *   bam_work IN OUT [ROUNDS [fork]]
+ *
+ * fork: before writing OUT, a child runs one more pass and exits through
+ * exit() (its atexit handlers and finalizers run, as the parent's do); the
+ * parent waits for it. OUT is the same either way.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 __attribute__((noinline)) static uint64_t mix(uint64_t h, unsigned c)
 {
@@ -65,6 +71,16 @@ int main(int argc, char **argv)
 	uint64_t h = 14695981039346656037ull;
 	for (long r = 0; r < rounds; r++)
 		h = pass(buf, n, h + (uint64_t)r);
+	if (argc > 4 && !strcmp(argv[4], "fork")) {
+		pid_t child = fork();
+		if (child < 0)
+			return perror("fork"), 1;
+		if (child == 0)
+			exit(pass(buf, n, h) == 42);
+		int st;
+		if (waitpid(child, &st, 0) != child)
+			return perror("waitpid"), 1;
+	}
 	FILE *out = fopen(argv[2], "wb");
 	if (!out)
 		return perror(argv[2]), 1;

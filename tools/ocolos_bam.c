@@ -1205,6 +1205,7 @@ static int worker_main(const char *entry, enum job job, const struct opts *o)
 	if (rc) {
 		unlink(out);
 		mark(entry, "failed", "llvm-bolt failed: see bolt.log and bolt.log.2\n");
+		counts_remove(entry); /* a failed entry is not tried again: they would only take space */
 		return 1;
 	}
 	snprintf(p, sizeof(p), "%s/spool", entry);

@@ -470,6 +470,25 @@ instrument)
   cmp -s fork.norm forkrep.norm ||
     { diff fork.norm forkrep.norm >&2; fail "f2: the profile is not the parent's own"; }
   same ref.1 out.25; same ref.1 out.26; same ref.1 out.27
+  # BOLT failing on the counts: the entry is failed for good (never tried
+  # again), so the counts go with it. (The wrapper fails only BOLT's run
+  # on a profile; merge-fdata is looked for beside it.)
+  fresh
+  mkdir -p failbolt
+  ln -sf "$(dirname "$bolt")/merge-fdata" failbolt/merge-fdata
+  printf '#!/bin/sh\ncase " $* " in *" -data="*) exit 1 ;; esac\nexec %s "$@"\n' "$bolt" \
+    > failbolt/llvm-bolt
+  chmod +x failbolt/llvm-bolt
+  realbolt=$bolt; bolt=$work/failbolt/llvm-bolt
+  bamrun x1 $I1 --wait -- sh -c "bam_work in1 out.28 $ROUNDS"
+  e=$(entry_of)
+  [ -s "$e/instrumented.counters" ] || fail "x1: the copy's counters were not located"
+  bamrun x2 $I1 --wait -- sh -c "bam_work in1 out.29 $ROUNDS"
+  bolt=$realbolt
+  expect x2 invocations_instrumented 1
+  [ -e "$e/failed" ] || fail "x2: BOLT failed, the entry is not marked failed"
+  [ -z "$(ls "$e/fdata")" ] || fail "x2: the failed entry kept its counts: $(ls "$e/fdata")"
+  same ref.1 out.28; same ref.1 out.29
   # The replay's variable: a value that is no replay's path does nothing; a
   # replay's path in another binary (the copy replaced under the worker)
   # ends it before its main, with no profile (status 3).

@@ -25,7 +25,8 @@
 #        through first2, so BOLT and the replay wait for its end); with
 #        INSTRUMENT, KINDS may hold first2: that build repeated (below), and
 #        first2alt: the same with the ocolos-bam of another build directory,
-#        BAM_ALT (to compare two versions of the tool in one run)
+#        BAM_ALT (to compare two versions of the tool in one run); KINDS may
+#        hold first: the first build repeated on a fresh cache
 #
 # Builds, each from clean, timed (CPU time, user+sys of everything the build
 # waited for, and wall clock):
@@ -268,6 +269,20 @@ if [[ " ${kinds[*]} " == *" first2"* ]]; then
 fi
 run_kind() { # run_kind KIND REP
 	case $1 in
+	first)
+		# The first build repeated, on a fresh cache each time: the
+		# originals run while the worker makes the instrumented copy
+		# beside the build (INSTRUMENT; sampled runs without it).
+		cache=$out/cache-first
+		rm -rf "$cache"
+		# shellcheck disable=SC2086
+		build first "$2" "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
+		if [ -n "${INSTRUMENT:-}" ]; then
+			wait_instr "$cache"
+			flock "$(ls -d "$cache"/e/* | head -1)/bolt.lock" true
+		else
+			wait_bolt "$cache" >/dev/null
+		fi ;;
 	first2 | first2alt)
 		cache=$out/cache-rep
 		rm -rf "$cache"
@@ -324,7 +339,7 @@ def pairs(k, i):
     v = [by[("plain", r)][i] / by[(k, r)][i] for r in reps if (k, r) in by]
     q = st.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
     return st.median(v), min(v), max(v), q[0], q[2]
-for k in ("later", "ceil", "ceil2", "profile", "first2", "first2alt"):
+for k in ("later", "ceil", "ceil2", "profile", "first", "first2", "first2alt"):
     if k in cpu and "plain" in cpu and any((k, r) in by for r in reps):
         c, w = pairs(k, 0), pairs(k, 1)
         print(f"plain/{k}: cpu median of pairs {c[0]:.3f}x (IQR {c[3]:.3f}-{c[4]:.3f},"
@@ -341,7 +356,7 @@ if "plain" in cpu:
         if k in cpu:
             print(f"{k} build vs plain median: cpu {(m[k] / m['plain'] - 1) * 100:+.1f}%,"
                   f" wall {(mw[k] / mw['plain'] - 1) * 100:+.1f}%")
-    for k in ("first2", "first2alt"):
+    for k in ("first", "first2", "first2alt"):
         if any((k, r) in by for r in reps):
             c, w = pairs(k, 0), pairs(k, 1)
             print(f"{k} repeated, its cost against plain (median of pairs): cpu {(1 / c[0] - 1) * 100:+.1f}%"

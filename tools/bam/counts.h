@@ -1,6 +1,6 @@
 /*
  * The counts of an instrumented run, taken out of the run (ocolos-bam's
- * side; the preload writes and replays them: preload.c).
+ * side; the preload writes and replays them: handover.c).
  *
  * Why: BOLT's runtime turns an instrumented process's counters into a
  * profile at its exit, and for a compiler that is the dearest part of the

@@ -1,6 +1,6 @@
 /*
- * The preload's third concern (preload.c has the other two): an
- * instrumented process's counters, handed over at its exit, and the
+ * The preload library's counters hand-over (the rest of it is preload.c):
+ * an instrumented process's counters, handed over at its exit, and the
  * worker's replay of them (tools/bam/counts.h says why). Compiled into
  * libocolos-bam.so with preload.c, under the same rules: libc only, no
  * malloc, no stdio; this runs inside the build's compilers, at their exit.

@@ -589,9 +589,10 @@ static void trim_cache(long max_mb)
 		struct stat st;
 		if (lstat(p, &st))
 			continue;
-		if (has(p, "optimized") && !instr_running(p)) {
-			/* Done with: the copy, counts of runs that ended after
-			 * BOLT took the others, and what killed runs left. */
+		if ((has(p, "optimized") || has(p, "failed")) && !instr_running(p)) {
+			/* Done with (optimized, or failed for good): the copy,
+			 * counts of runs that ended after BOLT took the others
+			 * or failed, and what killed runs left. */
 			char c[PATH_MAX + 320];
 			snprintf(c, sizeof(c), "%s/instrumented", p);
 			unlink(c);
@@ -1237,7 +1238,11 @@ static void yield_to_others(void)
 	 * an idle one; at nice 19 alone it may wait out the worker's slice
 	 * (measured, make -j2 on 2 vCPUs beside the replay and BOLT: the build
 	 * +6 % wall instead of +14 %; docs/benchmarks.md). Children (BOLT, the
-	 * replay) inherit it. Refused (a seccomp filter): nice 19 stays. */
+	 * replay) inherit it. Refused (a seccomp filter): nice 19 stays. The
+	 * price: on a machine that never idles it gets even less CPU than at
+	 * nice 19 (--bolt-timeout is wall time), and the one lock it shares with
+	 * the build's processes (iclaims, replay_failed) is held for a few
+	 * system calls only, since a preempted holder waits long for a slice. */
 	struct sched_param sp = { 0 };
 	sched_setscheduler(0, SCHED_IDLE, &sp);
 	int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);

@@ -55,6 +55,13 @@ bdir=$(cd "${1:?usage: bam_gcc.sh BUILD_DIR}" && pwd)
 bam=$bdir/tools/ocolos-bam
 REPS=${REPS:-5} JOBS=${JOBS:-2} COPIES=${COPIES:-1}
 read -r -a kinds <<< "${KINDS:-plain later ceil profile}"
+for k in "${kinds[@]}"; do # checked now, not an hour in
+	case $k in
+	first2 | first2alt) [ -n "${INSTRUMENT:-}" ] || { echo "bam_gcc: kind $k needs INSTRUMENT" >&2; exit 1; } ;;
+	esac
+	[ "$k" != first2alt ] || [ -x "${BAM_ALT:-}/tools/ocolos-bam" ] ||
+		{ echo "bam_gcc: kind first2alt needs BAM_ALT (a build directory with tools/ocolos-bam)" >&2; exit 1; }
+done
 log() { echo "bam_gcc: $*" >&2; }
 . "$here/debsrc.sh"
 driver=$(command -v gcc-12) || { log "needs Debian's gcc-12"; exit 1; }
@@ -259,12 +266,16 @@ fi
 # it (untimed) so that they do not spill into the next build. The restore
 # must use the same path: the instrumented cc1 holds its entry's path.
 if [[ " ${kinds[*]} " == *" first2"* ]]; then
-	[ -n "${INSTRUMENT:-}" ] || { log "kind first2 needs INSTRUMENT"; exit 1; }
 	cache=$out/cache-rep
 	# shellcheck disable=SC2086
 	build prep2 0 "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
 	wait_instr "$cache"
-	flock "$(ls -d "$cache"/e/* | head -1)/bolt.lock" true # the instrumenting worker is done
+	e=$(ls -d "$cache"/e/* | head -1)
+	flock "$e/bolt.lock" true # the instrumenting worker is done
+	# The state to restore: the copy made, no run of it yet (the copy came
+	# after prep2's last compilation), no worker started on counts.
+	[ ! -e "$e/optimized" ] && [ ! -s "$e/iclaims" ] && [ -z "$(ls -A "$e/fdata")" ] ||
+		{ log "prep2: the copy was ready during the build (runs instrumented): no clean snapshot"; exit 1; }
 	cp -a "$cache" "$out/cache-snap"
 fi
 run_kind() { # run_kind KIND REP
@@ -337,14 +348,14 @@ for k in ("ref", "first", "first2", "first2alt", "allprof", "plain", "later", "c
 reps = sorted({r for k, r in by if k == "plain"}, key=int)
 def pairs(k, i):
     v = [by[("plain", r)][i] / by[(k, r)][i] for r in reps if (k, r) in by]
-    q = st.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
+    q = st.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
     return st.median(v), min(v), max(v), q[0], q[2]
 for k in ("later", "ceil", "ceil2", "profile", "first", "first2", "first2alt"):
     if k in cpu and "plain" in cpu and any((k, r) in by for r in reps):
         c, w = pairs(k, 0), pairs(k, 1)
         print(f"plain/{k}: cpu median of pairs {c[0]:.3f}x (IQR {c[3]:.3f}-{c[4]:.3f},"
               f" range {c[1]:.3f}-{c[2]:.3f}), wall {w[0]:.3f}x (IQR {w[3]:.3f}-{w[4]:.3f});"
-              f" medians {m['plain'] / m[k]:.3f}x")
+              f" medians {m['plain'] / st.median(by[(k, r)][0] for r in reps if (k, r) in by):.3f}x")
 if "ceil" in cpu and "later" in cpu:
     g = pairs("ceil", 0)[0] - 1
     if g >= 0.02:
@@ -353,9 +364,10 @@ if "ceil" in cpu and "later" in cpu:
         print(f"ceil: gain {g * 100:+.1f}% (under 2 %): later's share of it is not meaningful")
 if "plain" in cpu:
     for k in ("first", "first2"):
-        if k in cpu:
-            print(f"{k} build vs plain median: cpu {(m[k] / m['plain'] - 1) * 100:+.1f}%,"
-                  f" wall {(mw[k] / mw['plain'] - 1) * 100:+.1f}%")
+        if (k, "0") in by: # the sequence's own (one build), not the repetitions
+            c, w = by[(k, "0")]
+            print(f"{k} build of the sequence vs plain median: cpu {(c / m['plain'] - 1) * 100:+.1f}%,"
+                  f" wall {(w / mw['plain'] - 1) * 100:+.1f}%")
     for k in ("first", "first2", "first2alt"):
         if any((k, r) in by for r in reps):
             c, w = pairs(k, 0), pairs(k, 1)

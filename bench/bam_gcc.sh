@@ -156,6 +156,10 @@ jfield() { grep -o "\"$1\":[0-9]*" <<< "$2" | head -1 | cut -d: -f2; }
 build() {
 	local kind=$1 rep=$2 cc=$3; shift 3
 	rm -rf ./c[0-9]*
+	# Untimed: what the previous step wrote (a restored 150 MB cache, a new
+	# instrumented copy) reaches the disk now, not during this build (seen:
+	# 50 % iowait under a build that followed a restore).
+	sync
 	local t0 t1 j="" f=(0 0 0 0)
 	t0=$(now)
 	if [ $# -eq 0 ]; then

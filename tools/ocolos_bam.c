@@ -28,7 +28,6 @@
 #include <inttypes.h>
 #include <libelf.h>
 #include <limits.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1232,19 +1231,11 @@ static int worker_main(const char *entry, enum job job, const struct opts *o)
  * from unprivileged users (EAGAIN): concurrent sessions retry. */
 static void yield_to_others(void)
 {
+	/* SCHED_IDLE was tried as well and not kept: in two interleaved runs
+	 * of the same build it was 8.6 % faster and 2 % slower in wall time
+	 * than nice 19 (docs/benchmarks.md), and it would starve the worker's
+	 * locks and timeouts further on a machine that never idles. */
 	setpriority(PRIO_PROCESS, 0, 19);
-	/* SCHED_IDLE too: a task of the build that wakes preempts the worker
-	 * at once, and the scheduler places it on a CPU the worker holds as on
-	 * an idle one; at nice 19 alone it may wait out the worker's slice
-	 * (measured, make -j2 on 2 vCPUs beside the replay and BOLT: the build
-	 * +6 % wall instead of +14 %; docs/benchmarks.md). Children (BOLT, the
-	 * replay) inherit it. Refused (a seccomp filter): nice 19 stays. The
-	 * price: on a machine that never idles it gets even less CPU than at
-	 * nice 19 (--bolt-timeout is wall time), and the one lock it shares with
-	 * the build's processes (iclaims, replay_failed) is held for a few
-	 * system calls only, since a preempted holder waits long for a slice. */
-	struct sched_param sp = { 0 };
-	sched_setscheduler(0, SCHED_IDLE, &sp);
 	int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;

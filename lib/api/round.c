@@ -515,6 +515,8 @@ int api_stage_profile(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc)
 		rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_PROFILING,
 								 .res = &p->res });
+	if (!rc)
+		core_test_kill_at("profiling-saved");
 	if (!rc && p->from_artifact) {
 		/* nothing to sample: the artifact holds BOLT's output */
 	} else if (!rc && ctx->opts.profile_from) {
@@ -678,9 +680,12 @@ static int note_mapping(void *arg, uint64_t handle)
 {
 	struct ocolos_ctx *ctx = arg;
 	struct round_pending *p = ctx->pending;
-	return api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_MAPPING,
-			      .res = &p->res, .island = &p->island, .gen = p->entries.gen,
-			      .unwind = handle });
+	int rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_MAPPING,
+				.res = &p->res, .island = &p->island, .gen = p->entries.gen,
+				.unwind = handle });
+	if (!rc)
+		core_test_kill_at("mapping-saved");
+	return rc;
 }
 
 /* Map C1 and register its unwind tables: still invisible to the target. */
@@ -698,7 +703,9 @@ static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *un
 	rc = inject_unwind_register_hook(t, p->out, p->bias, p->entries.gen, &p->res, &used, unwind,
 					 note_mapping, ctx, &ctx->err);
 	if (!rc) {
+		core_test_kill_at("mapping-registered");
 		inject_reservation_trim(t, &p->res, p->res.addr + used);
+		core_test_kill_at("mapping-trimmed");
 	} else if (*unwind) {
 		/* Maybe registered (inject_unwind_register): kept mapped for
 		 * good, never deregistered. */
@@ -763,6 +770,8 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	rc = prepare(ctx, p, &unwind);
 	if (!rc)
 		rc = inject_stubs_map(&ctx->target, &state->stubs, &ctx->err);
+	if (!rc)
+		core_test_kill_at("stubs-mapped");
 	/* The new version joins the state before the switch, so that the
 	 * switch also watches it; it is taken out again if the switch fails. */
 	size_t nv_before = state->nv;
@@ -779,6 +788,8 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	if (!rc)
 		rc = api_state_save(ctx, &(struct api_pending){ .phase = API_PHASE_SWITCHING,
 				    .want = &p->want, .forward = 1 });
+	if (!rc)
+		core_test_kill_at("switching-saved");
 	if (!rc)
 		rc = api_transition(ctx, &p->want, &sw, quiet);
 	const struct inject_apply_result res = sw.applied;

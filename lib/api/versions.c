@@ -56,6 +56,7 @@ void api_version_free(struct ocolos_ctx *ctx, struct api_version *v, int unmap)
 			keep_for_good(ctx, v, e.msg);
 		} else {
 			inject_reservation_release(&ctx->target, &v->res);
+			core_test_kill_at("retire-code-unmapped");
 			inject_reservation_release(&ctx->target, &v->island);
 		}
 	}
@@ -144,6 +145,34 @@ static uint32_t count_slot_stubs(const struct inject_record *rec, const struct i
 	return count;
 }
 
+/* Which locations held other bytes than the transition expected (debug
+ * log): a record that disagrees with the target is how an interrupted
+ * round shows itself. */
+static void log_mismatched(struct ocolos_ctx *ctx, const struct inject_plan *plan)
+{
+	static const char *const kinds[] = { "?", "call site", "pointer slot", "entry",
+					     "data slot", "stub" };
+	unsigned shown = 0;
+	for (size_t i = 0; i < plan->n && shown < 8; i++) {
+		const struct inject_patch *p = &plan->v[i];
+		uint8_t cur[8] = { 0 };
+		if (p->applied || p->blocked)
+			continue;
+		int unreadable = ctx->target.ops->peek(&ctx->target, p->addr, cur, p->len) != 0;
+		if (!unreadable && !memcmp(cur, p->old, p->len))
+			continue; /* a slot held with its group, or not wanted */
+		uint64_t now = 0, expected = 0;
+		memcpy(&now, cur, p->len);
+		memcpy(&expected, p->old, p->len);
+		core_logf(&ctx->log, OCOLOS_LOG_DEBUG, "mismatched: %s at 0x%llx (in C%u, to C%u): "
+			  "%s 0x%llx, expected 0x%llx", p->kind < 6 ? kinds[p->kind] : "?",
+			  (unsigned long long)p->addr, p->owner_gen, p->target_gen,
+			  unreadable ? "unreadable," : "holds", (unsigned long long)now,
+			  (unsigned long long)expected);
+		shown++;
+	}
+}
+
 int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 		   struct inject_switch_result *res, uint8_t *quiet)
 {
@@ -205,8 +234,10 @@ int api_transition(struct ocolos_ctx *ctx, const struct inject_plan *want,
 		res->applied.slot_stubs = count_slot_stubs(&st->rec, &plan);
 	/* Bytes other than the record said: it is corrected from the target
 	 * before anything relies on it (retirement above all). */
-	if (!rc && res->applied.mismatched && ctx->bin)
+	if (!rc && res->applied.mismatched && ctx->bin) {
+		log_mismatched(ctx, &plan);
 		api_record_refresh(ctx);
+	}
 	if (quiet)
 		for (size_t i = 0, w = 0; i < st->nv; i++) {
 			size_t nr = version_ranges(&st->v[i], watch + w);
@@ -512,6 +543,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 		struct api_pending pd = { .phase = API_PHASE_RETIRING, .gen = gen };
 		if ((rc = api_state_save(ctx, &pd)))
 			goto out;
+		core_test_kill_at("retiring-saved");
 		/* Its unwind tables leave libgcc first. A call that could not
 		 * be made safely (a thread inside fork or malloc, safe_point.c)
 		 * changed nothing: the version stays, and is tried again. */
@@ -525,6 +557,7 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 			i++;
 			continue;
 		}
+		core_test_kill_at("retire-deregistered");
 		inject_record_drop_owner(&st->rec, gen);
 		inject_plan_drop_owner(&st->want, gen);
 		if (un == INJECT_UNWIND_UNKNOWN) {

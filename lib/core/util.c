@@ -1,4 +1,5 @@
 /* Small helpers shared by every module (util.h). */
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,4 +53,21 @@ int core_cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 	return x < y ? -1 : x > y;
+}
+
+/* A process killed at a random moment (tests/pid: agent-kill) rarely dies
+ * in the few instructions between two steps of a round that the state
+ * record must cover together; naming the point makes each such moment a
+ * test of its own (agent-die-at). One getenv per point reached: a round
+ * reaches a dozen. */
+void core_test_kill_at(const char *point)
+{
+	static unsigned hits;
+	const char *want = getenv("OCOLOS_TEST_KILL_AT");
+	size_t len = strlen(point);
+	if (!want || strncmp(want, point, len) || (want[len] != '\0' && want[len] != ':'))
+		return;
+	unsigned n = want[len] == ':' ? (unsigned)strtoul(want + len + 1, NULL, 10) : 1;
+	if (__atomic_add_fetch(&hits, 1, __ATOMIC_RELAXED) >= (n ? n : 1))
+		raise(SIGKILL);
 }

@@ -22,6 +22,12 @@ int core_reserve(void **arr, size_t *cap, size_t want, size_t elem);
 /* Clear `len` bytes at `p`, then free it (see util.c for why). NULL is fine. */
 void core_free_clear(void *p, size_t len);
 
+/* Tests only: SIGKILL the calling process the n-th time it reaches the
+ * point named by OCOLOS_TEST_KILL_AT=POINT[:n] (n defaults to 1), to show
+ * what the next context finds when an agent dies exactly there. Without
+ * that variable, nothing. */
+void core_test_kill_at(const char *point);
+
 /* qsort comparator of uint64_t values, ascending. */
 int core_cmp_u64(const void *a, const void *b);
 

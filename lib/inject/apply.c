@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "arch/cpu.h"
+#include "core/util.h"
 #include "inject/inject.h"
 
 /* Instructions (made visible to instruction fetch after the write), as
@@ -171,10 +172,13 @@ static void runs_read(struct proc_target *t, struct inject_runs *rs)
 /* Write every changed run; if one fails, put back the ones written. */
 static int runs_write(struct proc_target *t, struct inject_runs *rs, uint64_t *failed_at)
 {
+	int half = 0;
 	for (size_t i = 0; i < rs->n; i++) {
 		struct inject_run *r = &rs->v[i];
 		if (!r->dirty)
 			continue;
+		if (i >= rs->n / 2 && !half++)
+			core_test_kill_at("switch-half"); /* the world stopped, half written */
 		if (t->ops->poke(t, r->addr, rs->cur + r->off, r->len, r->code)) {
 			for (size_t k = 0; k < i; k++)
 				if (rs->v[k].written)

@@ -37,6 +37,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crash_report.h"
+
 #define NOINLINE __attribute__((noinline))
 #define MAX_THREADS 8
 #define LAP_ITEMS 3000	  /* a few ms: threads return to their loop often */
@@ -212,6 +214,7 @@ int main(int argc, char **argv)
 	if (nthreads < 1 || nthreads > MAX_THREADS)
 		nthreads = 2;
 
+	crash_report_install();
 	/* Blocked before the workers start, so they inherit the mask and only
 	 * the main thread's sigtimedwait() takes the stop signals. */
 	sigset_t set;

@@ -26,6 +26,8 @@
 #include <unistd.h>
 #include <vector>
 
+#include "crash_report.h"
+
 #define NOINLINE __attribute__((noinline))
 
 namespace {
@@ -164,6 +166,7 @@ int main(int argc, char **argv)
 	if (nthreads < 1 || nthreads > 8)
 		nthreads = 2;
 
+	crash_report_install();
 	/* Workers inherit the mask: only main's sigtimedwait() takes these. */
 	sigset_t set;
 	sigemptyset(&set);

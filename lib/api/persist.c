@@ -65,7 +65,8 @@
 #include "ocolos/ocolos.h"
 
 #define RECORD_MAGIC "OCOLOSR1"
-#define RECORD_FORMAT 2u /* 2: a version's throw sites follow its return sites */
+#define RECORD_FORMAT 3u /* 2: a version's throw sites follow its return sites;
+				   3: and its entry width, AArch64 offsets and pads */
 #define RECORD_NAME "ocolos-state"
 #define RECORD_MAX (1ull << 30) /* a larger one is not ours */
 
@@ -211,6 +212,12 @@ static void put_version(struct wbuf *w, const struct api_version *v)
 	put_array(w, e->ok, e->ok ? e->nfuncs : 0, sizeof(*e->ok));
 	put_array(w, e->ret_sites, e->ret_sites ? e->nret_sites : 0, sizeof(*e->ret_sites));
 	put_array(w, e->throw_sites, e->throw_sites ? e->nthrow_sites : 0, sizeof(*e->throw_sites));
+	/* Without the width, a reader takes the entries for x86-64 jumps
+	 * (inject_plan_version_entries) and writes 5 bytes of one over an
+	 * AArch64 instruction. */
+	put_u64(w, e->len);
+	put_array(w, e->off, e->off ? e->nfuncs : 0, sizeof(*e->off));
+	put_array(w, e->pad, e->pad ? e->nfuncs : 0, sizeof(*e->pad));
 	const struct elf_bat *b = v->bat;
 	put_u64(w, b != NULL);
 	if (b) {
@@ -422,6 +429,16 @@ static void get_version(struct rbuf *r, struct api_version *v)
 	r->bad |= n != e->nfuncs;
 	e->ret_sites = get_array(r, &e->nret_sites, sizeof(*e->ret_sites));
 	e->throw_sites = get_array(r, &e->nthrow_sites, sizeof(*e->throw_sites));
+	uint64_t len = get_u64(r);
+	e->len = (uint8_t)len;
+	e->off = get_array(r, &n, sizeof(*e->off));
+	r->bad |= e->off ? n != e->nfuncs : 0;
+	size_t npad = 0;
+	e->pad = get_array(r, &npad, sizeof(*e->pad));
+	r->bad |= e->pad ? npad != e->nfuncs : 0;
+	/* A width the planner knows, and AArch64's per-function tables with
+	 * it (plan_a64 reads them unchecked). */
+	r->bad |= e->at && !(len == 5 || (len == 4 && e->off && e->pad));
 	if (!get_u64(r) || r->bad)
 		return;
 	struct elf_bat *b = calloc(1, sizeof(*b));

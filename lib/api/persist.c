@@ -347,10 +347,17 @@ struct rbuf {
 	int bad;
 };
 
+/* Not what this version writes. An earlier "out of memory" (2) stays. */
+static void malformed(struct rbuf *r)
+{
+	if (!r->bad)
+		r->bad = 1;
+}
+
 static void get(struct rbuf *r, void *dst, size_t len)
 {
 	if (r->bad || len > r->n - r->off) {
-		r->bad = 1;
+		malformed(r);
 		memset(dst, 0, len);
 		return;
 	}
@@ -393,10 +400,21 @@ static void get_res(struct rbuf *r, struct inject_reservation *res)
 	res->early = (int)get_u64(r);
 }
 
+/* Every reader copies `len` bytes of a location into 8-byte buffers: a
+ * record is the target's memory, so a length it could forge is checked. */
+static int patch_fits(uint8_t len, uint8_t kind)
+{
+	return (len == 4 || len == 5 || len == 8) && kind >= INJECT_CALL_SITE &&
+	       kind <= INJECT_STUB;
+}
+
 static void get_plan(struct rbuf *r, struct inject_plan *p)
 {
 	p->v = get_array(r, &p->n, sizeof(*p->v));
 	p->cap = p->n;
+	for (size_t i = 0; i < p->n; i++)
+		if (!patch_fits(p->v[i].len, p->v[i].kind))
+			malformed(r);
 	uint32_t c[6];
 	get(r, c, sizeof(c));
 	p->call_sites = c[0];
@@ -422,23 +440,26 @@ static void get_version(struct rbuf *r, struct api_version *v)
 	e->gen = (uint32_t)get_u64(r);
 	e->at = get_array(r, &e->nfuncs, sizeof(*e->at));
 	e->c0 = get_array(r, &n, sizeof(*e->c0));
-	r->bad |= n != e->nfuncs;
+	if (n != e->nfuncs)
+		malformed(r);
 	e->orig = get_array(r, &n, sizeof(*e->orig));
-	r->bad |= n != e->nfuncs;
+	if (n != e->nfuncs)
+		malformed(r);
 	e->ok = get_array(r, &n, sizeof(*e->ok));
-	r->bad |= n != e->nfuncs;
+	if (n != e->nfuncs)
+		malformed(r);
 	e->ret_sites = get_array(r, &e->nret_sites, sizeof(*e->ret_sites));
 	e->throw_sites = get_array(r, &e->nthrow_sites, sizeof(*e->throw_sites));
 	uint64_t len = get_u64(r);
 	e->len = (uint8_t)len;
 	e->off = get_array(r, &n, sizeof(*e->off));
-	r->bad |= e->off ? n != e->nfuncs : 0;
 	size_t npad = 0;
 	e->pad = get_array(r, &npad, sizeof(*e->pad));
-	r->bad |= e->pad ? npad != e->nfuncs : 0;
 	/* A width the planner knows, and AArch64's per-function tables with
 	 * it (plan_a64 reads them unchecked). */
-	r->bad |= e->at && !(len == 5 || (len == 4 && e->off && e->pad));
+	if ((e->off && n != e->nfuncs) || (e->pad && npad != e->nfuncs) ||
+	    (e->at && !(len == 5 || (len == 4 && e->off && e->pad))))
+		malformed(r);
 	if (!get_u64(r) || r->bad)
 		return;
 	struct elf_bat *b = calloc(1, sizeof(*b));
@@ -455,14 +476,17 @@ static void get_version(struct rbuf *r, struct api_version *v)
 	b->eps = get_array(r, &b->neps, sizeof(*b->eps));
 	b->order = get_array(r, &b->norder, sizeof(*b->order));
 	/* Indices the lookups follow without checking. */
-	r->bad |= b->nhot > b->nfrags;
+	if (b->nhot > b->nfrags)
+		malformed(r);
 	for (size_t i = 0; !r->bad && i < b->nfrags; i++) {
 		const struct elf_bat_frag *f = &b->frags[i];
-		r->bad |= f->hot >= b->nfrags || (uint64_t)f->first + f->n > b->nentries ||
-			  (uint64_t)f->first_ep + f->nep > b->neps;
+		if (f->hot >= b->nfrags || (uint64_t)f->first + f->n > b->nentries ||
+		    (uint64_t)f->first_ep + f->nep > b->neps)
+			malformed(r);
 	}
 	for (size_t i = 0; !r->bad && i < b->norder; i++)
-		r->bad |= b->order[i] >= b->nfrags;
+		if (b->order[i] >= b->nfrags)
+			malformed(r);
 }
 
 /* A record as read from the target, parsed. */
@@ -512,6 +536,9 @@ static int parse(const uint8_t *p, size_t n, struct loaded *l)
 	}
 	st->rec.v = get_array(&r, &st->rec.n, sizeof(*st->rec.v));
 	st->rec.cap = st->rec.n;
+	for (size_t i = 0; i < st->rec.n; i++)
+		if (!patch_fits(st->rec.v[i].len, st->rec.v[i].kind))
+			malformed(&r);
 	get_plan(&r, &st->want);
 	get_res(&r, &st->stubs.res);
 	st->stubs.at = get_array(&r, &st->stubs.nfuncs, sizeof(*st->stubs.at));
@@ -837,6 +864,24 @@ static int recover(struct ocolos_ctx *ctx, struct loaded *l, const struct procma
 		}
 		break;
 	case API_PHASE_SWITCHING: {
+		/* Unless what it leads into is gone: a switch that failed had
+		 * its patches undone and its new version unmapped, and the
+		 * agent died before saving that (round.c). Nothing to finish:
+		 * the locations hold what the record, just refreshed, says. */
+		uint32_t gone = 0;
+		for (size_t i = 0; l->pd.want && i < l->pd.want->n && !gone; i++) {
+			uint32_t g = l->pd.want->v[i].target_gen;
+			int mapped = !g;
+			for (size_t k = 0; k < st->nv && !mapped; k++)
+				mapped = st->v[k].gen == g;
+			gone = mapped ? 0 : g;
+		}
+		if (gone) {
+			core_logf(&ctx->log, OCOLOS_LOG_WARN, "the interrupted switch led into C%u, "
+				  "which process %d no longer maps (the switch had failed): nothing "
+				  "to finish", gone, (int)ctx->pid);
+			break;
+		}
 		/* Roll forward: everything the switch leads to is in place. */
 		struct inject_switch_result res = { 0 };
 		rc = l->pd.want ? api_transition(ctx, l->pd.want, &res, NULL) : 0;

@@ -802,6 +802,13 @@ int api_stage_replace(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 	p->st.pointer_slots_kept = p->want.slots_kept + res.slots_held;
 	if (rc) {
 		if (state->nv > nv_before) { /* the switch failed: nothing leads there */
+			/* Noted as being retired first, as any version
+			 * (versions.c): killed while its tables leave libgcc,
+			 * this agent leaves a tombstone, not a switch that the
+			 * next one would finish into unmapped code. */
+			api_state_save_quiet(ctx, &(struct api_pending){
+					     .phase = API_PHASE_RETIRING,
+					     .gen = state->v[state->nv - 1].gen });
 			api_version_free(ctx, &state->v[--state->nv], 1);
 			state->last_gen = gen_before;
 		} else {

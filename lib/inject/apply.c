@@ -172,13 +172,14 @@ static void runs_read(struct proc_target *t, struct inject_runs *rs)
 /* Write every changed run; if one fails, put back the ones written. */
 static int runs_write(struct proc_target *t, struct inject_runs *rs, uint64_t *failed_at)
 {
-	int half = 0;
+	size_t dirty = 0, written = 0;
+	for (size_t i = 0; i < rs->n; i++)
+		dirty += rs->v[i].dirty;
+	size_t half = dirty / 2 ? dirty / 2 : 1;
 	for (size_t i = 0; i < rs->n; i++) {
 		struct inject_run *r = &rs->v[i];
 		if (!r->dirty)
 			continue;
-		if (i >= rs->n / 2 && !half++)
-			core_test_kill_at("switch-half"); /* the world stopped, half written */
 		if (t->ops->poke(t, r->addr, rs->cur + r->off, r->len, r->code)) {
 			for (size_t k = 0; k < i; k++)
 				if (rs->v[k].written)
@@ -188,6 +189,8 @@ static int runs_write(struct proc_target *t, struct inject_runs *rs, uint64_t *f
 			return -1;
 		}
 		r->written = 1;
+		if (++written == half)
+			core_test_kill_at("switch-half"); /* the world stopped, half written */
 	}
 	return 0;
 }

@@ -4,8 +4,9 @@
  * stderr), so a test that sees "killed by signal 4" also sees which
  * mapping the thread was running — an agent's mistake in another process
  * leaves nothing else behind. Only async-signal-safe calls; the handler is
- * reset on entry, so the faulting instruction runs again and the process
- * ends by the same signal as without it.
+ * reset on entry, so the faulting instruction runs again (a signal sent by
+ * kill() is raised again) and the process ends by the same signal as
+ * without it.
  */
 #ifndef OCOLOS_TESTS_PID_CRASH_REPORT_H
 #define OCOLOS_TESTS_PID_CRASH_REPORT_H
@@ -57,6 +58,10 @@ static void crash_report(int sig, siginfo_t *si, void *ucv)
 	}
 	if (fd >= 0)
 		close(fd);
+	/* Sent by kill() rather than raised by an instruction: nothing runs
+	 * again to raise it, so raise it (the handler is reset). */
+	if (si->si_code <= 0)
+		raise(sig);
 }
 
 static void crash_report_install(void)

@@ -1282,13 +1282,17 @@ static void die_at_one(struct tgt *t, const char *agent, const char *point)
 	 * it switched held other bytes than it expected (an AArch64 version
 	 * read back as x86-64 once made every older entry "mismatched", and
 	 * the few that matched by chance got 5 bytes of x86 jump). */
+	unsigned switches = 0;
 	for (const char *l = strstr(log, "redirect to C"); l; l = strstr(l + 1, "redirect to C")) {
+		switches++;
 		const char *m = strstr(l, " mismatched");
 		const char *eol = strchr(l, '\n');
 		check(m && (!eol || m < eol) && m - l > 2 && m[-1] == '0' && m[-2] == ' ',
 		      "after a kill at '%s', a switch found locations holding other bytes than the "
 		      "state record said: %.*s", point, eol ? (int)(eol - l) : (int)strlen(l), l);
 	}
+	check(switches == 1, "after a kill at '%s', the next agent's log shows %u switches, not "
+	      "its round's one (has the line changed? lib/api/round.c):\n%s", point, switches, log);
 	free(json);
 	free(log);
 	/* Long enough for a thread to run into anything left unfilled (the

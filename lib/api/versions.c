@@ -55,9 +55,14 @@ void api_version_free(struct ocolos_ctx *ctx, struct api_version *v, int unmap)
 		if (inject_unwind_deregister(&ctx->target, v->unwind, &e)) {
 			keep_for_good(ctx, v, e.msg);
 		} else {
-			inject_reservation_release(&ctx->target, &v->res);
-			core_test_kill_at("retire-code-unmapped");
+			/* The veneers first: killed in between, this leaves the
+			 * code mapped, which the record still lists (the next
+			 * context keeps it for good); the other way round left
+			 * veneers no record names, and a process that maps
+			 * optimized code without a record is refused for good. */
 			inject_reservation_release(&ctx->target, &v->island);
+			core_test_kill_at("retire-veneers-unmapped");
+			inject_reservation_release(&ctx->target, &v->res);
 		}
 	}
 	elf_bat_free(v->bat);

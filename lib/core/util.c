@@ -1,5 +1,6 @@
 /* Small helpers shared by every module (util.h). */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,16 +59,23 @@ int core_cmp_u64(const void *a, const void *b)
 /* A process killed at a random moment (tests/pid: agent-kill) rarely dies
  * in the few instructions between two steps of a round that the state
  * record must cover together; naming the point makes each such moment a
- * test of its own (agent-die-at). One getenv per point reached: a round
- * reaches a dozen. */
+ * test of its own (agent-die-at). The variable is read once per process
+ * (tests set it before the process starts): one point sits inside the
+ * stop-the-world pause, which should not walk the environment each round. */
 void core_test_kill_at(const char *point)
 {
+	static const char *_Atomic want;
+	static _Atomic int looked;
 	static unsigned hits;
-	const char *want = getenv("OCOLOS_TEST_KILL_AT");
+	if (!atomic_load(&looked)) {
+		atomic_store(&want, getenv("OCOLOS_TEST_KILL_AT"));
+		atomic_store(&looked, 1);
+	}
+	const char *w = atomic_load(&want);
 	size_t len = strlen(point);
-	if (!want || strncmp(want, point, len) || (want[len] != '\0' && want[len] != ':'))
+	if (!w || strncmp(w, point, len) || (w[len] != '\0' && w[len] != ':'))
 		return;
-	unsigned n = want[len] == ':' ? (unsigned)strtoul(want + len + 1, NULL, 10) : 1;
+	unsigned n = w[len] == ':' ? (unsigned)strtoul(w + len + 1, NULL, 10) : 1;
 	if (__atomic_add_fetch(&hits, 1, __ATOMIC_RELAXED) >= (n ? n : 1))
 		raise(SIGKILL);
 }

@@ -25,7 +25,7 @@ void core_free_clear(void *p, size_t len);
 /* Tests only: SIGKILL the calling process the n-th time it reaches the
  * point named by OCOLOS_TEST_KILL_AT=POINT[:n] (n defaults to 1), to show
  * what the next context finds when an agent dies exactly there. Without
- * that variable, nothing. */
+ * that variable (read the first time any point is reached), nothing. */
 void core_test_kill_at(const char *point);
 
 /* qsort comparator of uint64_t values, ascending. */

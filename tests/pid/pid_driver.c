@@ -1222,9 +1222,20 @@ static void mode_agent_kill(const char *target, const char *agent)
  * kill left, the next agent inherits). At the end an agent reverts it, and
  * it must print what it prints unoptimized.
  */
+/* The target has not ended (`when`: at which step after the kill). */
+static void check_target_on(const struct tgt *t, const char *when, const char *point)
+{
+	char how[64];
+	int tst = 0;
+	if (waitpid(t->pid, &tst, WNOHANG) == t->pid) {
+		describe_status(tst, how, sizeof(how));
+		check(0, "the target ended %s (agent killed at '%s'): %s", when, point, how);
+	}
+}
+
 static void die_at_one(struct tgt *t, const char *agent, const char *point)
 {
-	char out[PATH_MAX], err[PATH_MAX], pid[16], how[64];
+	char out[PATH_MAX], err[PATH_MAX], pid[16];
 	snprintf(out, sizeof(out), "%s/agent.out", tmpdir);
 	snprintf(err, sizeof(err), "%s/agent.err", tmpdir);
 	snprintf(pid, sizeof(pid), "%d", (int)t->pid);
@@ -1238,7 +1249,7 @@ static void die_at_one(struct tgt *t, const char *agent, const char *point)
 	pid_t a = spawn_as(argv, out, err, 0);
 	unsetenv("OCOLOS_TEST_KILL_AT");
 	uint64_t end = test_now_ms() + scaled(120000);
-	int st = 0, tst = 0;
+	int st = 0;
 	while (waitpid(a, &st, WNOHANG) != a) {
 		if (test_now_ms() > end) {
 			kill(a, SIGKILL);
@@ -1256,10 +1267,7 @@ static void die_at_one(struct tgt *t, const char *agent, const char *point)
 	check(!test_contains(json, "\"ok\":false"), "a round before the kill failed:\n%s", json);
 	free(json);
 	free(log);
-	if (waitpid(t->pid, &tst, WNOHANG) == t->pid) {
-		describe_status(tst, how, sizeof(how));
-		check(0, "the target ended when its agent was killed at '%s': %s", point, how);
-	}
+	check_target_on(t, "when its agent was killed", point);
 	check_free(t->pid);
 
 	/* The next agent finishes what was cut short, and its round reads
@@ -1271,10 +1279,7 @@ static void die_at_one(struct tgt *t, const char *agent, const char *point)
 	json = slurp(out);
 	log = slurp(err);
 	fprintf(stderr, "== the next agent:\n%s%s", log, json);
-	if (waitpid(t->pid, &tst, WNOHANG) == t->pid) {
-		describe_status(tst, how, sizeof(how));
-		check(0, "the target ended during the rounds after a kill at '%s': %s", point, how);
-	}
+	check_target_on(t, "during the next agent's round", point);
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 0 && !test_contains(json, "\"ok\":false"),
 	      "after a kill at '%s', the next agent failed a round (status 0x%x):\n%s", point, st,
 	      json);
@@ -1298,10 +1303,7 @@ static void die_at_one(struct tgt *t, const char *agent, const char *point)
 	/* Long enough for a thread to run into anything left unfilled (the
 	 * check below watches it for another 400 ms). */
 	test_sleep_ms(scaled(500));
-	if (waitpid(t->pid, &tst, WNOHANG) == t->pid) {
-		describe_status(tst, how, sizeof(how));
-		check(0, "the target ended after a kill at '%s' and the rounds after: %s", point, how);
-	}
+	check_target_on(t, "after the next agent's round", point);
 	check_free(t->pid);
 }
 

@@ -98,7 +98,7 @@ static void usage(FILE *f)
 		"  --cache DIR          cache directory (default $XDG_CACHE_HOME/ocolos-bam)\n"
 		"  --cache-max MB       cache size bound (default 4096)\n"
 		"  --bolt PATH          llvm-bolt to use (default: libocolos's BOLT discovery)\n"
-		"  --bolt-timeout S     BOLT's time limit (default 1800)\n"
+		"  --bolt-timeout S     BOLT's CPU-time limit, per run (default 1800)\n"
 		"  --wait               wait for the background BOLT before exiting\n"
 		"  --allow-stripped     let BOLT try binaries without .symtab (off: BOLT 22 broke\n"
 		"                       Debian's stripped cc1 here; a fault falls back to the original)\n"
@@ -170,7 +170,18 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'c': o->cache = optarg; break;
 		case 'm': o->cache_max_mb = atol(optarg); break;
 		case 'b': o->bolt = optarg; break;
-		case 'T': o->bolt_timeout_s = atol(optarg); break;
+		case 'T': {
+			char *end;
+			errno = 0;
+			o->bolt_timeout_s = strtol(optarg, &end, 10);
+			if (end == optarg || *end || o->bolt_timeout_s <= 0 ||
+			    o->bolt_timeout_s > 86400 * 30 || errno) {
+				fprintf(stderr, "ocolos-bam: --bolt-timeout '%s': seconds of CPU time "
+					"each BOLT run may use, 1 to 2592000\n", optarg);
+				return -1;
+			}
+			break;
+		}
 		case 'w': o->wait = 1; break;
 		case 'S': o->allow_stripped = 1; break;
 		case 'p': o->preload = optarg; break;
@@ -727,10 +738,53 @@ static int write_basic(const struct sample_set *s, const char *path)
 	return fclose(f) ? -1 : 0;
 }
 
-static int run_bolt(char **argv, const char *log, long timeout_s)
+/* How the worker's children are limited. --bolt-timeout is CPU time, not
+ * wall time: the worker runs at nice 19 (and its session's group too)
+ * beside a build that may keep every CPU busy for hours, and BOLT then
+ * gets a sliver of a CPU. A wall limit killed it there and marked the
+ * entry failed for good, so the binaries of the longest builds, those
+ * that gain most, were never optimized. What wall time still catches is
+ * a child that does nothing at all (blocked, or stopped): one whose CPU
+ * time has not moved for STALL_S. At nice 19 on a busy machine it still
+ * moves, in slices. */
+#define STALL_S 600
+
+static uint32_t stall_ms(void)
 {
-	int st = layout_spawn_wait(argv, log, (uint32_t)timeout_s * 1000u, NULL);
-	return st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+	const char *t = getenv("OCOLOS_TEST_BAM_STALL_S"); /* tests only */
+	long s = t ? atol(t) : 0;
+	return (uint32_t)(s > 0 ? s : STALL_S) * 1000u;
+}
+
+/* Why the last run_bolt() failed, for the entry's marker: "exited with
+ * status 1", "used its 1800 s of CPU (--bolt-timeout)"... */
+static char bolt_why[192];
+
+static int run_bolt(char **argv, const char *log, long cpu_s)
+{
+	struct layout_spawn_limits lim = { .cpu_s = (uint32_t)cpu_s, .stall_ms = stall_ms() };
+	int st = layout_spawn_wait(argv, log, &lim, NULL);
+	if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	if (st == -1)
+		snprintf(bolt_why, sizeof(bolt_why), "cannot run %s: %s", argv[0], strerror(errno));
+	else if (st == -4)
+		snprintf(bolt_why, sizeof(bolt_why), "used no CPU for %u s: killed as stuck",
+			 lim.stall_ms / 1000u);
+	else if (st < 0)
+		snprintf(bolt_why, sizeof(bolt_why), "killed (status %d)", st);
+	else if (WIFEXITED(st))
+		snprintf(bolt_why, sizeof(bolt_why), "exited with status %d", WEXITSTATUS(st));
+	else if (WTERMSIG(st) == SIGXCPU)
+		snprintf(bolt_why, sizeof(bolt_why), "past its %ld s of CPU (--bolt-timeout): "
+			 "killed by SIGXCPU", cpu_s);
+	else if (WTERMSIG(st) == SIGKILL) /* the hard limit, or the OOM killer */
+		snprintf(bolt_why, sizeof(bolt_why), "killed by SIGKILL: out of memory, or past "
+			 "its %ld s of CPU (--bolt-timeout)", cpu_s);
+	else
+		snprintf(bolt_why, sizeof(bolt_why), "killed by signal %d (%s)", WTERMSIG(st),
+			 strsignal(WTERMSIG(st)));
+	return -1;
 }
 
 static void mark(const char *entry, const char *name, const char *text)
@@ -864,16 +918,16 @@ static void counters_note(const char *entry, const char *copy)
 }
 
 /* A replay takes about the CPU time the run's own dump took (cc1: 1.3 to
- * 7 s by machine); one that used this much CPU is stuck. Its wall time
- * is --bolt-timeout's: at nice 19 beside a build it may wait long. */
+ * 7 s by machine); one that used this much CPU is stuck. Its wall time is
+ * not limited, only its stalls (STALL_S): at nice 19 beside a build it
+ * may wait long. */
 #define REPLAY_CPU_S 120
 
 /* Run the copy as the replay of `counts`: the preload alone preloaded, the
  * session's variables gone (OCOLOS_BAM=off: the replay is no process of
  * the build), in fdata/, output appended to `logp`, at most REPLAY_CPU_S
- * of CPU and timeout_s of wall time. Its exit status, or -1. */
-static int replay_spawn(const char *copy, const char *counts, const char *dir, const char *logp,
-			long timeout_s)
+ * of CPU, killed if it stalls. Its exit status, or -1. */
+static int replay_spawn(const char *copy, const char *counts, const char *dir, const char *logp)
 {
 	pid_t pid = fork();
 	if (pid < 0)
@@ -893,24 +947,9 @@ static int replay_spawn(const char *copy, const char *counts, const char *dir, c
 		execl(copy, copy, (char *)NULL);
 		_exit(127);
 	}
-	uint64_t deadline = core_now_ns() + (uint64_t)timeout_s * 1000000000ull;
-	int st = 0;
-	for (;;) {
-		pid_t w = waitpid(pid, &st, WNOHANG);
-		if (w == pid)
-			break;
-		if (w < 0 && errno != EINTR)
-			return -1;
-		if (core_now_ns() >= deadline) {
-			kill(pid, SIGKILL);
-			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-				;
-			return -1;
-		}
-		struct timespec ts = { 0, 10 * 1000000L };
-		nanosleep(&ts, NULL);
-	}
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	struct layout_spawn_limits lim = { .stall_ms = stall_ms() };
+	int st = layout_wait(pid, &lim, NULL);
+	return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* A replay failed, so its run counts for nothing: the run's claim is
@@ -946,7 +985,7 @@ static void replay_failed(const char *entry)
  * at nice 19: the build does not wait for it. 0: done. -1: no profile;
  * the run's counters, its own file (without the counters no profile of
  * the run) and its markers are removed: the run no longer counts. */
-static int counts_replay(const char *entry, unsigned long pid, long timeout_s)
+static int counts_replay(const char *entry, unsigned long pid)
 {
 	char counts[PATH_MAX + 64], copy[PATH_MAX + 64], logp[PATH_MAX + 64], out[PATH_MAX + 80],
 		fixed[PATH_MAX + 64], run[PATH_MAX + 64], dir[PATH_MAX + 16];
@@ -963,7 +1002,7 @@ static int counts_replay(const char *entry, unsigned long pid, long timeout_s)
 	 * it and the replay is started again (another pid). */
 	int st = BAM_REPLAY_PID_TAKEN;
 	for (int i = 0; i < 8 && st == BAM_REPLAY_PID_TAKEN; i++)
-		st = replay_spawn(copy, counts, dir, logp, timeout_s);
+		st = replay_spawn(copy, counts, dir, logp);
 	int rc = st == 0 ? bam_counts_correct(out, run, fixed) : -1;
 	unlink(out);
 	if (rc) {
@@ -1012,8 +1051,10 @@ static int instrument_main(const char *entry, const struct meta *m, long timeout
 		rc = rename(out, fin);
 	if (rc) {
 		unlink(out);
-		mark(entry, "instrument-failed", "llvm-bolt --instrument failed (instrument.log): "
-		     "sampled instead\n");
+		char why[sizeof(bolt_why) + 80];
+		snprintf(why, sizeof(why), "llvm-bolt --instrument failed%s%s%s (instrument.log): "
+			 "sampled instead\n", bolt_why[0] ? " (" : "", bolt_why, bolt_why[0] ? ")" : "");
+		mark(entry, "instrument-failed", why);
 		return 1;
 	}
 	return 0;
@@ -1044,7 +1085,7 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 		struct stat st;
 		snprintf(p, sizeof(p), "%s/fdata/counts.%lu", entry, pids[i]);
 		int handed = !access(p, F_OK);
-		if (handed && counts_replay(entry, pids[i], timeout_s))
+		if (handed && counts_replay(entry, pids[i]))
 			continue; /* no profile of that run */
 		if (handed)
 			snprintf(files[nf++], sizeof(files[0]), "%s/fdata/replay.%lu.fdata", entry,
@@ -1204,7 +1245,10 @@ static int worker_main(const char *entry, enum job job, const struct opts *o)
 	}
 	if (rc) {
 		unlink(out);
-		mark(entry, "failed", "llvm-bolt failed: see bolt.log and bolt.log.2\n");
+		char why[sizeof(bolt_why) + 64];
+		snprintf(why, sizeof(why), "llvm-bolt failed%s%s%s: see bolt.log and bolt.log.2\n",
+			 bolt_why[0] ? " (" : "", bolt_why, bolt_why[0] ? ")" : "");
+		mark(entry, "failed", why);
 		counts_remove(entry); /* a failed entry is not tried again: they would only take space */
 		return 1;
 	}

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,11 +54,51 @@ static char **bolt_environment(void)
 	return env;
 }
 
-/* Spawn argv with stdout/stderr to `log` (or /dev/null), wait at most
- * timeout_ms, or until *cancel (may be NULL) is set. Returns the wait
- * status, -1 on spawn failure (errno set), -2 on timeout or -3 on cancel
- * (child killed and reaped either way: no zombie, no BOLT left running). */
-static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
+/* See layout.h. */
+int layout_wait(pid_t pid, const struct layout_spawn_limits *lim, const atomic_int *cancel)
+{
+	clockid_t cpu_clock;
+	int have_clock = lim->stall_ms && !clock_getcpuclockid(pid, &cpu_clock);
+	uint64_t t0 = core_now_ns(), last_cpu = 0, moved = t0, looked = t0;
+	for (;;) {
+		int status;
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		if (w == pid)
+			return status;
+		if (w < 0 && errno != EINTR)
+			return -1;
+		uint64_t now = core_now_ns();
+		int canceled = cancel && atomic_load(cancel);
+		int late = lim->wall_ms && now - t0 > (uint64_t)lim->wall_ms * 1000000ull;
+		int stalled = 0;
+		/* Once a second: has it used any CPU since the last look? */
+		if (have_clock && now - looked >= 1000000000ull) {
+			struct timespec ts;
+			looked = now;
+			if (!clock_gettime(cpu_clock, &ts)) {
+				uint64_t c = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+				if (c != last_cpu)
+					moved = now;
+				last_cpu = c;
+			}
+			stalled = now - moved > (uint64_t)lim->stall_ms * 1000000ull;
+		}
+		if (canceled || late || stalled) {
+			kill(pid, SIGKILL);
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			return canceled ? -3 : late ? -2 : -4;
+		}
+		struct timespec ts = { 0, 5 * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Spawn argv with stdout/stderr to `log` (or /dev/null) and wait within
+ * `lim` (layout.h), or until *cancel (may be NULL) is set. Returns the wait
+ * status, -1 on spawn failure (errno set), -2 on timeout, -3 on cancel or
+ * -4 when it stalled (the child killed and reaped in each case). */
+static int spawn_wait(char *const argv[], const char *log, const struct layout_spawn_limits *lim,
 		      const atomic_int *cancel)
 {
 	char **env = bolt_environment();
@@ -79,30 +120,35 @@ static int spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
 		errno = rc;
 		return -1;
 	}
-	uint64_t deadline = core_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	for (;;) {
-		int status;
-		pid_t w = waitpid(pid, &status, WNOHANG);
-		if (w == pid)
-			return status;
-		if (w < 0 && errno != EINTR)
-			return -1;
-		int canceled = cancel && atomic_load(cancel);
-		if (canceled || core_now_ns() > deadline) {
+	/* The CPU limit is set from outside once the child exists (posix_spawn
+	 * has no hook in the child); what it ran before counts all the same.
+	 * The hard limit is the kernel's SIGKILL for a child that outlives
+	 * its SIGXCPU (LLVM's handler prints a stack trace first). */
+	if (lim->cpu_s) {
+		struct rlimit cpu = { lim->cpu_s, (rlim_t)lim->cpu_s + 5 };
+		if (prlimit(pid, RLIMIT_CPU, &cpu, NULL) && errno != ESRCH) {
+			int e = errno;
 			kill(pid, SIGKILL);
-			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 				;
-			return canceled ? -3 : -2;
+			errno = e;
+			return -1;
 		}
-		struct timespec ts = { 0, 5 * 1000000 };
-		nanosleep(&ts, NULL);
 	}
+	return layout_wait(pid, lim, cancel);
 }
 
-int layout_spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
+static int spawn_wait_ms(char *const argv[], const char *log, uint32_t timeout_ms,
+			 const atomic_int *cancel)
+{
+	struct layout_spawn_limits lim = { .wall_ms = timeout_ms };
+	return spawn_wait(argv, log, &lim, cancel);
+}
+
+int layout_spawn_wait(char *const argv[], const char *log, const struct layout_spawn_limits *lim,
 		      const atomic_int *cancel)
 {
-	return spawn_wait(argv, log, timeout_ms, cancel);
+	return spawn_wait(argv, log, lim, cancel);
 }
 
 /* Last `max` bytes of a file, as one line, for error messages. */
@@ -128,7 +174,7 @@ static int bolt_has_custom_vma(const char *path, const char *dir)
 	char tmpl[PATH_MAX];
 	snprintf(tmpl, sizeof(tmpl), "%s/bolt-help.txt", dir);
 	char *argv[] = { (char *)path, "--help-hidden", NULL };
-	int st = spawn_wait(argv, tmpl, 20000, NULL);
+	int st = spawn_wait_ms(argv, tmpl, 20000, NULL);
 	int ok = 0;
 	FILE *f = fopen(tmpl, "re");
 	if (f && st >= 0) {
@@ -279,7 +325,7 @@ static int aggregate(const struct layout_request *req, char *fdata, uint64_t dea
 		prof, out, NULL };
 	uint64_t now = core_now_ns();
 	uint32_t left = deadline_ns > now ? (uint32_t)((deadline_ns - now) / 1000000) : 0;
-	int st = spawn_wait((char *const *)argv, req->log_path, left, req->cancel);
+	int st = spawn_wait_ms((char *const *)argv, req->log_path, left, req->cancel);
 	/* BOLT 19 (the AArch64 BOLT here) has no --ba, and its pre-aggregated
 	 * reader takes only B/F records (its --nl refuses S lines): it cannot
 	 * take bare samples this way at all. */
@@ -351,7 +397,7 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 	}
 	uint64_t now = core_now_ns();
 	uint32_t left = deadline > now ? (uint32_t)((deadline - now) / 1000000) : 0;
-	int st = spawn_wait((char *const *)argv, req->log_path, left, req->cancel);
+	int st = spawn_wait_ms((char *const *)argv, req->log_path, left, req->cancel);
 	*elapsed_ns = core_now_ns() - t0;
 	if ((rc = bolt_status(req, st, err)))
 		return rc;
@@ -366,7 +412,7 @@ void layout_bolt_version(const char *bolt_path, const char *dir, char *out, size
 	char log[PATH_MAX];
 	snprintf(log, sizeof(log), "%s/bolt-version.txt", dir);
 	char *argv[] = { (char *)bolt_path, "--version", NULL };
-	int st = spawn_wait(argv, log, 20000, NULL);
+	int st = spawn_wait_ms(argv, log, 20000, NULL);
 	snprintf(out, size, "unknown");
 	FILE *f = st >= 0 ? fopen(log, "re") : NULL;
 	size_t k = 0;

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "core/err.h"
 
 struct layout_request {
@@ -50,14 +51,26 @@ int layout_bolt_probe(const char *hint, const char *dir, char *out,
 int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, char *out,
 			  int *custom_vma, struct core_err *err);
 
+/* What layout_spawn_wait() lets a child use; a zero field is no limit. */
+struct layout_spawn_limits {
+	uint32_t wall_ms;  /* wall time: then killed, -2 */
+	uint32_t cpu_s;	   /* CPU time of all its threads (RLIMIT_CPU): SIGXCPU, SIGKILL 5 s later */
+	uint32_t stall_ms; /* killed when its CPU time has not moved for this long: -4 */
+};
+
 /* Spawn argv (argv[0] a path; no shell; LD_PRELOAD left out of its
- * environment) with stdout+stderr to `log` (or /dev/null), wait at most
- * timeout_ms or until *cancel (may be NULL) is set. Returns the wait status,
- * -1 on spawn failure (errno set), -2 on timeout, -3 on cancel (the child
- * killed and reaped either way). For callers that run BOLT on a whole
- * binary rather than a round's (tools/ocolos_bam.c). */
-int layout_spawn_wait(char *const argv[], const char *log, uint32_t timeout_ms,
+ * environment) with stdout+stderr to `log` (or /dev/null), wait within
+ * `lim` or until *cancel (may be NULL) is set. Returns the wait status,
+ * -1 on spawn failure (errno set), -2 past wall_ms, -3 on cancel, -4 when
+ * it stalled (the child killed and reaped in each case). For callers that
+ * run BOLT on a whole binary rather than a round's (tools/ocolos_bam.c):
+ * in the background at nice 19 beside a busy machine, wall time says
+ * little about how much work BOLT did, so they limit its CPU time. */
+int layout_spawn_wait(char *const argv[], const char *log, const struct layout_spawn_limits *lim,
 		      const atomic_int *cancel);
+/* The waiting part alone, for a child the caller forked itself (the cpu_s
+ * limit is then the caller's to set in the child): the same returns. */
+int layout_wait(pid_t pid, const struct layout_spawn_limits *lim, const atomic_int *cancel);
 
 /* ---- BOLT's placement rule (placement.c) ---- */
 

@@ -4,7 +4,7 @@
 #   run_bam.sh CASE TOOLS_DIR TEST_BIN_DIR LLVM_BOLT
 #
 # CASE: intercept | auto | cpu | concurrent | instrument | default | invalidate | fallback |
-#       unsafe | off | priority | gcc
+#       unsafe | off | priority | limits | gcc
 # Every case checks the oracle: each output file of the run under ocolos-bam
 # is byte-identical to the same run without it (bam_work's output depends
 # only on its input and arguments).
@@ -740,6 +740,57 @@ priority)
   if [ -e /proc/self/autogroup ]; then
     grep -q "nice 0" prio || fail "BOLT's session group under --wait: $(sed -n 2p prio), not nice 0"
   fi
+  ;;
+limits)
+  # --bolt-timeout limits BOLT's CPU time, not its wall time: at nice 19
+  # beside a busy build BOLT gets a sliver of a CPU, and a wall limit
+  # failed the entry for good. What wall time still catches is a BOLT that
+  # uses no CPU at all (stuck). Three wrappers stand in for BOLT's runs
+  # (the probe, --help-hidden, goes straight to BOLT): one slow in wall
+  # time only, one burning CPU, one doing nothing.
+  mkdir wrap
+  probe='case " $* " in *" --help-hidden "*|*" --version "*) exec '"$bolt"' "$@" ;; esac'
+  printf '#!/bin/bash\n%s\nsleep 3\nexec %s "$@"\n' "$probe" "$bolt" > wrap/slow
+  printf '#!/bin/bash\n%s\nend=$((SECONDS + 6))\nwhile [ $SECONDS -lt $end ]; do :; done\nexec %s "$@"\n' \
+    "$probe" "$bolt" > wrap/hog
+  printf '#!/bin/bash\n%s\nexec sleep 60\n' "$probe" > wrap/stuck
+  chmod +x wrap/*
+  realbolt=$bolt
+  ref in1 1
+  twice="bam_work in1 o.a $ROUNDS && bam_work in2 o.b $ROUNDS"
+  # 1. Three seconds of wall time per BOLT run, next to no CPU: within
+  #    --bolt-timeout 2, optimized (a wall limit of 2 s failed it).
+  bolt=$work/wrap/slow
+  bamrun s1 --bolt-timeout 2 --target bam_work --profile-runs 2 --profile-samples 1000000 \
+    --wait -- sh -c "$twice"
+  e=$(entry_of)
+  expect s1 state optimized 0
+  bamrun s2 --target bam_work -- sh -c "bam_work in1 out.1 $ROUNDS"
+  expect s2 invocations_optimized 1
+  same ref.1 out.1
+  # 2. Past its CPU time: killed, the entry failed, saying why; the
+  #    program keeps running the original.
+  rm -rf "$cache"
+  bolt=$work/wrap/hog
+  bamrun s3 --bolt-timeout 1 --target bam_work --profile-runs 2 --profile-samples 1000000 \
+    --wait -- sh -c "$twice"
+  e=$(entry_of)
+  expect s3 state failed 0
+  grep -q "past its 1 s of CPU (--bolt-timeout)" "$e/failed" || fail "failed says: $(cat "$e/failed")"
+  bamrun s4 --target bam_work -- sh -c "bam_work in1 out.4 $ROUNDS"
+  expect s4 invocations_optimized 0
+  same ref.1 out.4
+  # 3. No CPU used at all for OCOLOS_TEST_BAM_STALL_S: killed as stuck.
+  rm -rf "$cache"
+  bolt=$work/wrap/stuck
+  t0=$SECONDS
+  OCOLOS_TEST_BAM_STALL_S=2 bamrun s5 --target bam_work --profile-runs 2 \
+    --profile-samples 1000000 --wait -- sh -c "$twice"
+  e=$(entry_of)
+  expect s5 state failed 0
+  grep -q "used no CPU for 2 s: killed as stuck" "$e/failed" || fail "failed says: $(cat "$e/failed")"
+  [ $((SECONDS - t0)) -lt 50 ] || fail "the stuck BOLT was not killed before it ended by itself"
+  bolt=$realbolt
   ;;
 gcc)
   # The real thing, small: gcc's driver runs cc1 (vfork + execv in GCC 12),

@@ -77,6 +77,7 @@ static int entry_leads(uintptr_t f)
 #endif
 }
 
+#if defined(__x86_64__)
 /* Where a code address lies: 1 in the stubs, 2 in a code version, 0
  * elsewhere (C0, a library). */
 static int where_code(uintptr_t to)
@@ -96,6 +97,7 @@ static int where_code(uintptr_t to)
 		fclose(m);
 	return r;
 }
+#endif
 
 /* The C0 call sites in the first `len` bytes of `f` (a function too small
  * and too rarely run to be moved): how many lead into the stubs, and how

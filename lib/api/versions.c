@@ -383,7 +383,9 @@ static void log_pin(struct ocolos_ctx *ctx, const struct api_version *v)
 	case INJECT_PIN_STACK:
 		snprintf(what, sizeof(what), "the stack of thread %u holds 0x%llx%s at sp+0x%llx, "
 			 "a %s", p->thread, val, fn, off,
-			 p->throw_site ? "throw site, the thread unwinding" : "return site");
+			 p->throw_site ? "throw site, the thread unwinding"
+			 : p->any_word ? "word in the version (its return sites are not known)"
+				       : "return site");
 		break;
 	case INJECT_PIN_SIGFRAME:
 		if (p->where)

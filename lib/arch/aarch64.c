@@ -21,6 +21,15 @@ uint8_t arch_a64_branch_kind(uint32_t insn)
 	return op == OP_BL ? 0x94 : op == OP_B ? 0x14 : 0;
 }
 
+int arch_a64_call_reg(uint32_t insn)
+{
+	/* Arm ARM, "Unconditional branch (register)": BLR 0xd63f0000 | Rn<<5;
+	 * BLRAAZ/BLRABZ 0xd63f081f/0xd63f0c1f | Rn<<5; BLRAA/BLRAB
+	 * 0xd73f0800/0xd73f0c00 | Rn<<5 | Rm. */
+	return (insn & 0xfffffc1fu) == 0xd63f0000u || (insn & 0xfffff81fu) == 0xd63f081fu ||
+	       (insn & 0xfffff800u) == 0xd73f0800u;
+}
+
 uint64_t arch_a64_branch_target(uint64_t site, uint32_t insn)
 {
 	int64_t imm = (int64_t)((uint64_t)(insn & IMM26) << 38) >> 38; /* sign-extend 26 bits */

@@ -99,6 +99,9 @@ size_t arch_x86_scan_branches(const uint8_t *code, size_t len, uint64_t addr,
 /* Whether the word `insn` is `BL imm26` (returns 0x94) or `B imm26`
  * (returns 0x14), else 0: the opcode byte kept in elf_branch_site. */
 uint8_t arch_a64_branch_kind(uint32_t insn);
+/* Whether `insn` is a call through a register: BLR, or BLRAA, BLRAAZ,
+ * BLRAB, BLRABZ (pointer authentication). */
+int arch_a64_call_reg(uint32_t insn);
 /* Target of the BL/B `insn` at `site`. */
 uint64_t arch_a64_branch_target(uint64_t site, uint32_t insn);
 /* Re-encode the BL/B `insn` at `site` to branch to `target` (4-aligned)

@@ -498,6 +498,7 @@ enum inject_pin_kind {
 struct inject_pin {
 	uint8_t kind;		/* enum inject_pin_kind */
 	uint8_t throw_site;	/* the word is a throw site (a thread unwinding) */
+	uint8_t any_word;	/* a stack word, and the version's return sites unknown */
 	uint16_t reg;
 	uint32_t thread;	/* the stopped thread's tid (0 if not known) */
 	uint64_t sp;		/* its stack pointer (the context's, for a frame) */

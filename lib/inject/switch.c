@@ -50,6 +50,7 @@ static void mark(const struct inject_switch_request *rq, uint64_t w, int stack_w
 			continue;
 		if (rq->watch_pins && !rq->watch_busy[i])
 			rq->watch_pins[i] = (struct inject_pin){ .kind = src.kind, .throw_site = (uint8_t)thr,
+				.any_word = (uint8_t)(stack_word && (!rq->watch_sites || !rq->watch_sites[i])),
 				.reg = src.reg, .thread = src.thread, .sp = src.sp, .where = src.where,
 				.value = w };
 		rq->watch_busy[i] = 1;
@@ -148,12 +149,16 @@ static int is_sigframe_anchor(const struct inject_switch_request *rq, uint64_t w
  * `other`. -1 if the stack cannot be read at all. */
 static int watch_stack(const struct inject_switch_request *rq, struct inject_stack_snapshot *ss,
 		       struct inject_defer *d, uint32_t thread, uint64_t pc, uint64_t sp0,
-		       struct other_stack *other, size_t *nother)
+		       uint64_t limit, struct other_stack *other, size_t *nother)
 {
 	int unw = 0;
 	for (uint64_t sp = sp0 & ~7ull;; sp += 8 * INJECT_STACK_WORDS) {
 		size_t words = inject_stack_words(ss, sp, ss->scratch, INJECT_STACK_WORDS);
-		int top = sp == (sp0 & ~7ull);
+		int top = sp == (sp0 & ~7ull), last = words < INJECT_STACK_WORDS;
+		if (limit && words && sp + 8 * words > limit) {
+			words = limit > sp ? (size_t)((limit - sp) / 8) : 0;
+			last = 1;
+		}
 		if (!words && top && sp0)
 			return -1;
 		if (top)
@@ -199,8 +204,38 @@ static int watch_stack(const struct inject_switch_request *rq, struct inject_sta
 				mark_all(rq, d, thread, sp0);
 			}
 		}
-		if (words < INJECT_STACK_WORDS)
+		if (last)
 			break;
+	}
+	return 0;
+}
+
+/*
+ * Where the frames of a thread's own stack end: at its thread pointer when
+ * that lies above `sp` in the same mapping (glibc puts the thread's
+ * descriptor — and on AArch64 the static TLS past it — at the top of the
+ * block it allocates for the stack; x86-64's fs base is the descriptor,
+ * AArch64's tpidr_el0 its end), else 0 (to the end of the mapping: the
+ * process's stack, or a stack the thread pointer is not on). The mapping
+ * alone is no bound: /proc/PID/maps shows adjacent anonymous mappings with
+ * the same protections as one line (qemu-user does, and a kernel merges
+ * them unless MAP_STACK keeps them apart), and under qemu-user, whose mmap
+ * places guest mappings bottom-up and whose brk cannot grow past the
+ * library's reservation, glibc's main arena grows by 1 MiB mmaps right
+ * above a thread's stack: the heap, with the library's own lists of a
+ * version's return sites in it, scanned as that thread's stack pinned
+ * every version (it_continuous under qemu-aarch64). What lies past the
+ * thread pointer (static TLS, or another mapping) is left to the memory
+ * scan (scan.c), which reads every writable mapping.
+ */
+static uint64_t own_stack_limit(const struct inject_stack_snapshot *ss, uint64_t sp, uint64_t tp)
+{
+	if (!tp || tp <= sp)
+		return 0;
+	for (size_t i = 0; i < ss->maps.n; i++) {
+		const struct procmaps_entry *e = &ss->maps.v[i];
+		if (sp >= e->start && sp < e->end)
+			return tp < e->end ? tp : 0;
 	}
 	return 0;
 }
@@ -230,7 +265,8 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 		}
 		struct other_stack other[MAX_OTHER_STACKS];
 		size_t nother = 0;
-		if (watch_stack(rq, ss, d, ts[t].tid, ts[t].pc, ts[t].sp, other, &nother)) {
+		if (watch_stack(rq, ss, d, ts[t].tid, ts[t].pc, ts[t].sp,
+				own_stack_limit(ss, ts[t].sp, ts[t].tp), other, &nother)) {
 			mark_all(rq, d, ts[t].tid, ts[t].sp);
 			return;
 		}
@@ -243,7 +279,7 @@ static void watch_threads(const struct inject_switch_request *rq, const struct p
 			mark(rq, other[k].pc, 0, 0, (struct pin_src){ INJECT_PIN_SIGFRAME,
 				SIGFRAME_PC, ts[t].tid, other[k].sp, 0 });
 			inject_defer_mark(d, other[k].pc);
-			watch_stack(rq, ss, d, ts[t].tid, other[k].pc, other[k].sp, NULL, NULL);
+			watch_stack(rq, ss, d, ts[t].tid, other[k].pc, other[k].sp, 0, NULL, NULL);
 		}
 	}
 }

@@ -49,6 +49,31 @@ struct targets {
 	long func; /* of the fragment being decoded */
 };
 
+/* A call of the version to link-time `target` (0: unknown, an indirect
+ * call) whose return address is link-time `ret`. Nothing returns after a
+ * call to abort, exit & co. (elf/plt.c): the word it pushed, left behind,
+ * must not keep the version mapped. A call to __cxa_throw & co. is a throw
+ * site: it counts only while its thread unwinds (inject/switch.c). */
+static void note_call(struct targets *t, uint64_t target, uint64_t ret)
+{
+	int kind = target ? elf_noreturn_target(t->b, target) : 0;
+	struct inject_version_entries *ve = t->ve;
+	if (kind == ELF_NORETURN_ENDS)
+		return;
+	if (kind == ELF_NORETURN_UNWINDS) {
+		if (core_grow((void **)&ve->throw_sites, &t->throw_cap, ve->nthrow_sites,
+			      sizeof(*ve->throw_sites)))
+			t->rc = OCOLOS_ENOMEM;
+		else
+			ve->throw_sites[ve->nthrow_sites++] = t->bias + ret;
+		return;
+	}
+	if (core_grow((void **)&ve->ret_sites, &t->ret_cap, ve->nret_sites, sizeof(*ve->ret_sites)))
+		t->rc = OCOLOS_ENOMEM;
+	else
+		ve->ret_sites[ve->nret_sites++] = t->bias + ret;
+}
+
 static int on_insn(const struct arch_insn *in, void *user)
 {
 	struct targets *t = user;
@@ -61,27 +86,7 @@ static int on_insn(const struct arch_insn *in, void *user)
 	}
 	if (t->rc || (in->flow != ARCH_FLOW_CALL && in->flow != ARCH_FLOW_ICALL))
 		return 0;
-	/* Nothing returns after a call to abort, exit & co. (elf/plt.c): the
-	 * word it pushed, left behind, must not keep the version mapped. A
-	 * call to __cxa_throw & co. is a throw site: it counts only while its
-	 * thread unwinds (inject/switch.c). */
-	int kind = in->flow == ARCH_FLOW_CALL && in->target ? elf_noreturn_target(t->b, in->target)
-							    : 0;
-	struct inject_version_entries *ve = t->ve;
-	if (kind == ELF_NORETURN_ENDS)
-		return 0;
-	if (kind == ELF_NORETURN_UNWINDS) {
-		if (core_grow((void **)&ve->throw_sites, &t->throw_cap, ve->nthrow_sites,
-			      sizeof(*ve->throw_sites)))
-			t->rc = OCOLOS_ENOMEM;
-		else
-			ve->throw_sites[ve->nthrow_sites++] = t->bias + in->addr + in->len;
-		return 0;
-	}
-	if (core_grow((void **)&ve->ret_sites, &t->ret_cap, ve->nret_sites, sizeof(*ve->ret_sites)))
-		t->rc = OCOLOS_ENOMEM;
-	else
-		ve->ret_sites[ve->nret_sites++] = t->bias + in->addr + in->len;
+	note_call(t, in->flow == ARCH_FLOW_CALL ? in->target : 0, in->addr + in->len);
 	return 0;
 }
 
@@ -221,6 +226,44 @@ static int build_a64(const struct elf_binary *b, const struct bolt_output *o,
 	return 0;
 }
 
+/* AArch64: the calls of one fragment of the version, [addr, addr + len)
+ * at link time: BL, and BLR with its pointer-authenticating forms; the
+ * return address is the next word. A data word (a literal pool) that
+ * reads as a call only adds a site, which can only keep the version
+ * longer. */
+static void a64_calls(const uint8_t *code, uint64_t len, uint64_t addr, struct targets *t)
+{
+	for (uint64_t k = 0; k + 4 <= len && !t->rc; k += 4) {
+		uint32_t w;
+		memcpy(&w, code + k, 4);
+		if (arch_a64_branch_kind(w) == 0x94)
+			note_call(t, arch_a64_branch_target(addr + k, w), addr + k + 4);
+		else if (arch_a64_call_reg(w))
+			note_call(t, 0, addr + k + 4);
+	}
+}
+
+/* The return sites are the only addresses in the version retirement
+ * looks for, which is right only if they are all of them: not when a
+ * fragment could not be read (its calls unknown), nor when code of the
+ * version still takes the address of one of its own copies (keep_c0.c's
+ * unfixed references: a function pointer into the version, which is no
+ * return site). Then no list: every address in the version counts. */
+static void sites_finish(struct inject_version_entries *ve, int unread,
+			 const struct inject_fixups *fx)
+{
+	if (unread || (fx && fx->unfixed)) {
+		core_free_clear(ve->ret_sites, ve->nret_sites * sizeof(*ve->ret_sites));
+		core_free_clear(ve->throw_sites, ve->nthrow_sites * sizeof(*ve->throw_sites));
+		ve->ret_sites = ve->throw_sites = NULL;
+		ve->nret_sites = ve->nthrow_sites = 0;
+	}
+	if (ve->nret_sites)
+		qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), core_cmp_u64);
+	if (ve->nthrow_sites)
+		qsort(ve->throw_sites, ve->nthrow_sites, sizeof(*ve->throw_sites), core_cmp_u64);
+}
+
 int inject_version_entries_build(const struct elf_binary *b, const struct bolt_output *o,
 				 const struct elf_bat *bat, const struct inject_fixups *fx,
 				 uint64_t bias, uint32_t gen, struct inject_version_entries *ve,
@@ -242,14 +285,33 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		ve->at[f] = o->c1_addr[f] ? bias + o->c1_addr[f] : 0;
 		ve->c0[f] = bias + b->funcs[f].addr;
 	}
-	if (b->machine == EM_AARCH64)
-		return build_a64(b, o, fx, ve, err);
+	struct targets tg = { .ve = ve, .bias = bias, .b = b };
+	int unread = 0;
+	if (b->machine == EM_AARCH64) {
+		int rc = build_a64(b, o, fx, ve, err);
+		if (rc || !bat)
+			return rc;
+		for (size_t i = 0; i < bat->nfrags && !tg.rc; i++) {
+			const struct elf_bat_frag *fr = &bat->frags[i];
+			uint8_t *code = read_code(o, fx, fr->addr, fr->size);
+			if (!code) {
+				unread++;
+				continue;
+			}
+			a64_calls(code, fr->size, fr->addr, &tg);
+			free(code);
+		}
+		if (tg.rc) {
+			inject_version_entries_free(ve);
+			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
+		}
+		sites_finish(ve, unread, fx);
+		return 0;
+	}
 	if (b->machine != EM_X86_64 || !bat)
 		return 0;
 	/* Every fragment decoded once: each hot copy's own entry facts, and
 	 * the targets of every direct branch of the version. */
-	struct targets tg = { .ve = ve, .bias = bias, .b = b };
-	int unread = 0;
 	for (size_t i = 0; i < bat->nfrags && !tg.rc; i++) {
 		const struct elf_bat_frag *fr = &bat->frags[i];
 		uint8_t *code = read_code(o, fx, fr->addr, fr->size);
@@ -280,23 +342,7 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 	}
 	if (tg.n)
 		qsort(tg.v, tg.n, sizeof(*tg.v), core_cmp_u64);
-	/* The return sites are the only addresses in the version retirement
-	 * looks for, which is right only if they are all of them: not when a
-	 * fragment could not be read (its calls unknown), nor when code of
-	 * the version still takes the address of one of its own copies
-	 * (keep_c0.c's unfixed references: a function pointer into the
-	 * version, which is no return site). Then no list: every address in
-	 * the version counts. */
-	if (unread || (fx && fx->unfixed)) {
-		core_free_clear(ve->ret_sites, ve->nret_sites * sizeof(*ve->ret_sites));
-		core_free_clear(ve->throw_sites, ve->nthrow_sites * sizeof(*ve->throw_sites));
-		ve->ret_sites = ve->throw_sites = NULL;
-		ve->nret_sites = ve->nthrow_sites = 0;
-	}
-	if (ve->nret_sites)
-		qsort(ve->ret_sites, ve->nret_sites, sizeof(*ve->ret_sites), core_cmp_u64);
-	if (ve->nthrow_sites)
-		qsort(ve->throw_sites, ve->nthrow_sites, sizeof(*ve->throw_sites), core_cmp_u64);
+	sites_finish(ve, unread, fx);
 	for (size_t f = 0; f < b->nfuncs; f++) {
 		if (!ve->ok[f])
 			continue;

@@ -23,6 +23,14 @@ static void encodings(void)
 	check(arch_a64_branch_kind(0x94000002) == 0x94 && arch_a64_branch_kind(0x17ffffff) == 0x14,
 	       "kind");
 	check(arch_a64_branch_kind(0xd65f03c0) == 0, "ret is no BL/B");
+	/* Calls through a register (the word after one is a return site):
+	 * blr x1, blr x30, blraaz x3, blrabz x3, blraa x3, x4, blrab x3, x4;
+	 * not: br x16, ret, braaz x3, bl. */
+	check(arch_a64_call_reg(0xd63f0020) && arch_a64_call_reg(0xd63f03c0) &&
+	       arch_a64_call_reg(0xd63f087f) && arch_a64_call_reg(0xd63f0c7f) &&
+	       arch_a64_call_reg(0xd73f0864) && arch_a64_call_reg(0xd73f0c64), "blr and blra*");
+	check(!arch_a64_call_reg(0xd61f0200) && !arch_a64_call_reg(0xd65f03c0) &&
+	       !arch_a64_call_reg(0xd61f087f) && !arch_a64_call_reg(0x94000002), "not calls");
 	check(arch_a64_branch_target(0x1000, 0x94000002) == 0x1008, "bl .+8");
 	check(arch_a64_branch_target(0x1000, 0x17ffffff) == 0x0ffc, "b .-4");
 	check(arch_a64_encode_branch(0x1000, 0x94000000, 0x1008, &w) == 0 && w == 0x94000002, "enc bl");

@@ -495,6 +495,22 @@ enum inject_pin_kind {
 				   nested past what is followed: every range */
 	INJECT_PIN_MEMORY,	/* a word of memory at `where` (the scan) */
 };
+
+/* A word that may hold a code address, as retirement compares it: on
+ * AArch64 without the pointer authentication code that signed return
+ * addresses carry in their top bits (-mbranch-protection=pac-ret: a
+ * frame saves x30 signed, and x30 holds it signed until the epilogue
+ * authenticates it). User addresses fit in 48 bits; a word that was no
+ * address may then fall in a version, which only keeps it longer. */
+static inline uint64_t inject_code_word(uint64_t w)
+{
+#if defined(__aarch64__)
+	return w & ((1ull << 48) - 1);
+#else
+	return w;
+#endif
+}
+
 struct inject_pin {
 	uint8_t kind;		/* enum inject_pin_kind */
 	uint8_t throw_site;	/* the word is a throw site (a thread unwinding) */

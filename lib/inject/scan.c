@@ -55,6 +55,7 @@
 static void check(const uint64_t (*ranges)[2], size_t n, const struct inject_scan_opts *so,
 		  uint64_t w, uint64_t at, int exc, uint8_t *found)
 {
+	w = inject_code_word(w);
 	for (size_t i = 0; i < n; i++) {
 		int sites = so->sites && so->sites[i];
 		if (exc == 2 || (exc && !sites))

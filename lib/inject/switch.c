@@ -39,6 +39,7 @@ struct pin_src {
 static void mark(const struct inject_switch_request *rq, uint64_t w, int stack_word,
 		 int unwinding, struct pin_src src)
 {
+	w = inject_code_word(w);
 	for (size_t i = 0; i < rq->nwatch; i++) {
 		if (w < rq->watch[i][0] || w >= rq->watch[i][1])
 			continue;
@@ -71,6 +72,7 @@ static void mark_all(const struct inject_switch_request *rq, struct inject_defer
 
 static int in_unwinder(const struct inject_switch_request *rq, uint64_t w)
 {
+	w = inject_code_word(w);
 	for (size_t i = 0; i < rq->nunwinder; i++)
 		if (w >= rq->unwinder[i][0] && w < rq->unwinder[i][1])
 			return 1;

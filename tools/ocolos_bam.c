@@ -753,21 +753,34 @@ static uint32_t stall_ms(void)
 {
 	const char *t = getenv("OCOLOS_TEST_BAM_STALL_S"); /* tests only */
 	long s = t ? atol(t) : 0;
-	return (uint32_t)(s > 0 ? s : STALL_S) * 1000u;
+	return (uint32_t)(s > 0 && s < 86400 ? s : STALL_S) * 1000u;
+}
+
+/* --bolt-timeout S gives each run S seconds of CPU per online CPU: BOLT
+ * runs a thread per CPU, so that is what S seconds of wall time gave it
+ * on an idle machine, where the limit used to be wall time. */
+static long cpu_budget_s(long timeout_s)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	long long s = (long long)timeout_s * (n > 0 ? n : 1);
+	return s > UINT32_MAX - 5ll ? (long)(UINT32_MAX - 5ll) : (long)s;
 }
 
 /* Why the last run_bolt() failed, for the entry's marker: "exited with
  * status 1", "used its 1800 s of CPU (--bolt-timeout)"... */
 static char bolt_why[192];
 
-static int run_bolt(char **argv, const char *log, long cpu_s)
+static int run_bolt(char **argv, const char *log, long timeout_s)
 {
+	long cpu_s = cpu_budget_s(timeout_s);
 	struct layout_spawn_limits lim = { .cpu_s = (uint32_t)cpu_s, .stall_ms = stall_ms() };
+	bolt_why[0] = '\0';
 	int st = layout_spawn_wait(argv, log, &lim, NULL);
 	if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
 	if (st == -1)
-		snprintf(bolt_why, sizeof(bolt_why), "cannot run %s: %s", argv[0], strerror(errno));
+		snprintf(bolt_why, sizeof(bolt_why), "cannot run or wait for %s: %s", argv[0],
+			 strerror(errno));
 	else if (st == -4)
 		snprintf(bolt_why, sizeof(bolt_why), "used no CPU for %u s: killed as stuck",
 			 lim.stall_ms / 1000u);
@@ -776,11 +789,11 @@ static int run_bolt(char **argv, const char *log, long cpu_s)
 	else if (WIFEXITED(st))
 		snprintf(bolt_why, sizeof(bolt_why), "exited with status %d", WEXITSTATUS(st));
 	else if (WTERMSIG(st) == SIGXCPU)
-		snprintf(bolt_why, sizeof(bolt_why), "past its %ld s of CPU (--bolt-timeout): "
-			 "killed by SIGXCPU", cpu_s);
+		snprintf(bolt_why, sizeof(bolt_why), "past its %ld s of CPU (--bolt-timeout %ld "
+			 "per CPU): killed by SIGXCPU", cpu_s, timeout_s);
 	else if (WTERMSIG(st) == SIGKILL) /* the hard limit, or the OOM killer */
 		snprintf(bolt_why, sizeof(bolt_why), "killed by SIGKILL: out of memory, or past "
-			 "its %ld s of CPU (--bolt-timeout)", cpu_s);
+			 "its %ld s of CPU (--bolt-timeout %ld per CPU)", cpu_s, timeout_s);
 	else
 		snprintf(bolt_why, sizeof(bolt_why), "killed by signal %d (%s)", WTERMSIG(st),
 			 strsignal(WTERMSIG(st)));
@@ -1125,6 +1138,7 @@ static int counts_profile(const char *entry, char *darg, size_t cap, long timeou
 		 * (a replay's without that run's indirect calls). */
 		snprintf(darg, cap, "-data=%s", files[0]);
 		mark(entry, "instrumented_runs", "1\n");
+		bolt_why[0] = '\0'; /* not why a later step fails */
 	} else {
 		snprintf(darg, cap, "-data=%s", out);
 	}

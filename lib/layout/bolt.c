@@ -71,9 +71,14 @@ int layout_wait(pid_t pid, const struct layout_spawn_limits *lim, const atomic_i
 		int canceled = cancel && atomic_load(cancel);
 		int late = lim->wall_ms && now - t0 > (uint64_t)lim->wall_ms * 1000000ull;
 		int stalled = 0;
-		/* Once a second: has it used any CPU since the last look? */
+		/* Once a second: has it used any CPU since the last look? A
+		 * look long overdue means this process was stopped or frozen
+		 * too (SIGSTOP, a cgroup freezer, a paused VM): the child had no
+		 * chance to run either, so the wait starts again. */
 		if (have_clock && now - looked >= 1000000000ull) {
 			struct timespec ts;
+			if (now - looked > 5000000000ull)
+				moved = now;
 			looked = now;
 			if (!clock_gettime(cpu_clock, &ts)) {
 				uint64_t c = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
@@ -125,7 +130,15 @@ static int spawn_wait(char *const argv[], const char *log, const struct layout_s
 	 * The hard limit is the kernel's SIGKILL for a child that outlives
 	 * its SIGXCPU (LLVM's handler prints a stack trace first). */
 	if (lim->cpu_s) {
-		struct rlimit cpu = { lim->cpu_s, (rlim_t)lim->cpu_s + 5 };
+		/* Within the hard limit the caller may have inherited (ulimit
+		 * -t, a batch scheduler): raising it is not ours to do. And no
+		 * core file of a BOLT of gigabytes that SIGXCPU stops. */
+		struct rlimit cpu = { lim->cpu_s, (rlim_t)lim->cpu_s + 5 }, old, none = { 0, 0 };
+		if (!prlimit(pid, RLIMIT_CPU, NULL, &old) && old.rlim_max != RLIM_INFINITY) {
+			cpu.rlim_max = cpu.rlim_max < old.rlim_max ? cpu.rlim_max : old.rlim_max;
+			cpu.rlim_cur = cpu.rlim_cur < cpu.rlim_max ? cpu.rlim_cur : cpu.rlim_max;
+		}
+		prlimit(pid, RLIMIT_CORE, &none, NULL);
 		if (prlimit(pid, RLIMIT_CPU, &cpu, NULL) && errno != ESRCH) {
 			int e = errno;
 			kill(pid, SIGKILL);

@@ -751,8 +751,9 @@ limits)
   mkdir wrap
   probe='case " $* " in *" --help-hidden "*|*" --version "*) exec '"$bolt"' "$@" ;; esac'
   printf '#!/bin/bash\n%s\nsleep 3\nexec %s "$@"\n' "$probe" "$bolt" > wrap/slow
-  printf '#!/bin/bash\n%s\nend=$((SECONDS + 6))\nwhile [ $SECONDS -lt $end ]; do :; done\nexec %s "$@"\n' \
-    "$probe" "$bolt" > wrap/hog
+  # (--bolt-timeout 1 is 1 s of CPU per CPU: the hog outlasts that.)
+  printf '#!/bin/bash\n%s\nend=$((SECONDS + %d))\nwhile [ $SECONDS -lt $end ]; do :; done\nexec %s "$@"\n' \
+    "$probe" $(($(getconf _NPROCESSORS_ONLN) + 20)) "$bolt" > wrap/hog
   printf '#!/bin/bash\n%s\nexec sleep 60\n' "$probe" > wrap/stuck
   chmod +x wrap/*
   realbolt=$bolt
@@ -776,7 +777,9 @@ limits)
     --wait -- sh -c "$twice"
   e=$(entry_of)
   expect s3 state failed 0
-  grep -q "past its 1 s of CPU (--bolt-timeout)" "$e/failed" || fail "failed says: $(cat "$e/failed")"
+  n=$(getconf _NPROCESSORS_ONLN)
+  grep -q "past its $n s of CPU (--bolt-timeout 1 per CPU)" "$e/failed" ||
+    fail "failed says: $(cat "$e/failed")"
   bamrun s4 --target bam_work -- sh -c "bam_work in1 out.4 $ROUNDS"
   expect s4 invocations_optimized 0
   same ref.1 out.4

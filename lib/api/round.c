@@ -639,7 +639,7 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		rc = inject_fixups_build(ctx->bin, p->out, p->bat, &p->fixups, &ctx->err);
 	if (!rc && (p->fixups.n || p->fixups.unfixed))
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "address-taking code in C1 kept on C0: %u "
-			  "RIP-relative references, %u immediates (%u references to a copy left)",
+			  "PC-relative references, %u immediates (%u references to a copy left)",
 			  p->fixups.rip_refs, p->fixups.immediates, p->fixups.unfixed);
 	if (!rc) {
 		if (p->from_artifact)

@@ -142,7 +142,8 @@ struct inject_fixup {
 };
 struct inject_fixups {
 	struct inject_fixup *v; size_t n, cap;
-	uint32_t rip_refs;	/* RIP-relative references re-aimed at C0 */
+	uint32_t rip_refs;	/* PC-relative references re-aimed at C0 (x86-64:
+				   RIP-relative; AArch64: ADRP+ADD pairs) */
 	uint32_t immediates;	/* absolute immediates changed to C0 */
 	uint32_t unfixed;	/* references to a copy left as they are (a
 				   constant that merely looks like one, an
@@ -150,8 +151,8 @@ struct inject_fixups {
 };
 /* The changes that make every address-taking instruction of BOLT's output
  * `o` (its code fragments from `bat`) name a moved function's C0 address
- * instead of its copy's. Nothing for inputs other than x86-64 (see
- * keep_c0.c). 0 or OCOLOS_ENOMEM. */
+ * instead of its copy's, on x86-64 and AArch64 (see keep_c0.c). 0 or
+ * OCOLOS_ENOMEM. */
 int inject_fixups_build(const struct elf_binary *b, const struct bolt_output *o,
 			const struct elf_bat *bat, struct inject_fixups *fx, struct core_err *err);
 /* Apply those of `fx` that lie in `buf`, the output's bytes at link-time

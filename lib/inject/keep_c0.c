@@ -25,8 +25,17 @@
  * it from (found through BAT) has the same length and encodes C0's address
  * of the same function.
  *
- * AArch64 is not handled yet (ADRP/ADD pairs, literal pools): a round there
- * counts such references and logs them (inject_fixups.unfixed).
+ * AArch64: a function's address is formed by an ADRP (its 4 KiB page,
+ * PC-relative) and an ADD of the low 12 bits. Where an ADD names the start
+ * of a moved function's copy with the page an earlier ADRP of the fragment
+ * put in its source register, and the input instructions both came from
+ * (found through BAT) are an ADRP and an ADD with the same registers that
+ * formed C0's address of that function, the ADRP is re-aimed at C0's page
+ * and the ADD at its low bits: the pair then forms what it formed before
+ * BOLT. Any other use of that ADRP's register formed, in the input, an
+ * address in the same page of C0, and does again. An ADR or a literal that
+ * names a copy, a pair not so proven, or C0 beyond the ADRP's 4 GiB reach
+ * is counted as unfixed.
  */
 #include <elf.h>
 #include <stdlib.h>
@@ -144,6 +153,94 @@ static int on_insn(const struct arch_insn *in, void *p)
 	return 0;
 }
 
+/* AArch64 decoding, Arm ARM "Data processing -- immediate". */
+static int a64_is_adrp(uint32_t w)
+{
+	return (w & 0x9f000000u) == 0x90000000u;
+}
+
+static uint64_t a64_adrp_page(uint64_t pc, uint32_t w)
+{
+	uint64_t imm = ((w >> 5) & 0x7ffffu) << 2 | ((w >> 29) & 3u);
+	return (pc & ~0xfffull) + (uint64_t)(((int64_t)(imm << 43) >> 43) * 4096);
+}
+
+/* ADD Xd, Xn, #imm12 (64-bit, no shift), the form of :lo12: */
+static int a64_is_add_lo12(uint32_t w)
+{
+	return (w & 0xffc00000u) == 0x91000000u;
+}
+
+/* The input word the output instruction at `out` came from, or -1. */
+static int a64_input_word(const struct keep *k, uint64_t out, uint64_t *in, uint32_t *w)
+{
+	struct core_err ignore = { 0 };
+	return !k->bat || elf_bat_translate(k->bat, out, in) != ELF_BAT_TRANSLATED ||
+			       elf_read_vaddr(k->b, *in, w, 4, &ignore)
+		       ? -1
+		       : 0;
+}
+
+/* The pair ADRP at `adrp` (word `wp`), ADD at `add` (word `wa`) forms the
+ * start of function f's copy: re-aim it at C0's f when proven (above). */
+static void a64_pair(struct keep *k, uint64_t adrp, uint32_t wp, uint64_t add, uint32_t wa, long f)
+{
+	uint64_t c0 = k->b->funcs[f].addr, in_p, in_a;
+	uint32_t ip, ia;
+	if (a64_input_word(k, adrp, &in_p, &ip) || a64_input_word(k, add, &in_a, &ia) ||
+	    !a64_is_adrp(ip) || (ip & 31u) != (wp & 31u) || a64_adrp_page(in_p, ip) != (c0 & ~0xfffull) ||
+	    !a64_is_add_lo12(ia) || (ia & 0x3ffu) != (wa & 0x3ffu) || ((ia >> 10) & 0xfffu) != (c0 & 0xfffu)) {
+		k->fx->unfixed++;
+		return;
+	}
+	int64_t pages = (int64_t)((c0 & ~0xfffull) - (adrp & ~0xfffull)) / 4096;
+	if (pages < -(1ll << 20) || pages >= (1ll << 20)) {
+		k->fx->unfixed++;
+		return;
+	}
+	uint32_t imm = (uint32_t)pages & 0x1fffffu;
+	uint32_t np = (wp & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5;
+	uint32_t na = (wa & ~(0xfffu << 10)) | (uint32_t)(c0 & 0xfffu) << 10;
+	if ((k->rc = push_fixup(k->fx, adrp, &np, 4)) || (k->rc = push_fixup(k->fx, add, &na, 4)))
+		return;
+	k->fx->rip_refs++;
+}
+
+/* One fragment of AArch64 output. ADRPs are followed per register
+ * whatever the control flow; a pairing that is no real one fails the
+ * proof through BAT and is only counted. */
+static void a64_fragment(struct keep *k, const uint8_t *code, uint64_t len, uint64_t addr)
+{
+	uint64_t page[32], at[32];
+	uint32_t word[32], have = 0;
+	for (uint64_t i = 0; i + 4 <= len && !k->rc; i += 4) {
+		uint32_t w;
+		memcpy(&w, code + i, 4);
+		uint64_t pc = addr + i, t;
+		long f;
+		if (a64_is_adrp(w)) {
+			uint32_t rd = w & 31u;
+			page[rd] = a64_adrp_page(pc, w);
+			at[rd] = pc;
+			word[rd] = w;
+			have |= 1u << rd;
+		} else if (a64_is_add_lo12(w)) {
+			uint32_t rn = (w >> 5) & 31u;
+			if ((have & (1u << rn)) && (f = moved_at(k, page[rn] + ((w >> 10) & 0xfffu))) >= 0)
+				a64_pair(k, at[rn], word[rn], pc, w, f);
+		} else if (arch_a64_adr_target(pc, w, &t) && moved_at(k, t) >= 0) {
+			k->fx->unfixed++;
+		} else if ((w & 0xff000000u) == 0x58000000u) { /* LDR Xt, literal */
+			uint64_t lit = pc + (uint64_t)((int64_t)((uint64_t)((w >> 5) & 0x7ffffu) << 45) >> 43);
+			uint64_t v = 0;
+			if (lit >= addr && lit + 8 <= addr + len)
+				memcpy(&v, code + (lit - addr), 8);
+			if (v && moved_at(k, v) >= 0)
+				k->fx->unfixed++;
+		}
+	}
+}
+
 /* The output bytes at link-time [addr, addr + len), from BOLT's file. */
 static uint8_t *read_output(const struct bolt_output *o, uint64_t addr, uint64_t len)
 {
@@ -164,7 +261,7 @@ int inject_fixups_build(const struct elf_binary *b, const struct bolt_output *o,
 			const struct elf_bat *bat, struct inject_fixups *fx, struct core_err *err)
 {
 	memset(fx, 0, sizeof(*fx));
-	if (b->machine != EM_X86_64 || !bat)
+	if ((b->machine != EM_X86_64 && b->machine != EM_AARCH64) || !bat)
 		return 0;
 	struct keep k = { .b = b, .o = o, .bat = bat, .fx = fx };
 	k.by_c1 = malloc((o->moved + 1) * sizeof(*k.by_c1));
@@ -180,7 +277,10 @@ int inject_fixups_build(const struct elf_binary *b, const struct bolt_output *o,
 		uint8_t *code = read_output(o, fr->addr, fr->size);
 		if (!code)
 			continue; /* not in a new segment: not code we map */
-		arch_x86_decode(code, fr->size, fr->addr, on_insn, &k);
+		if (b->machine == EM_AARCH64)
+			a64_fragment(&k, code, fr->size, fr->addr);
+		else
+			arch_x86_decode(code, fr->size, fr->addr, on_insn, &k);
 		free(code);
 	}
 	free(k.by_c1);

@@ -6,9 +6,11 @@
 #include "common.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -353,6 +355,37 @@ uint64_t test_stub_target(uint64_t addr)
 	}
 #endif
 	return addr;
+}
+
+int test_version_range(unsigned gen, uint64_t *lo, uint64_t *hi)
+{
+	char want[64], line[512];
+	snprintf(want, sizeof(want), "/memfd:ocolos-c%u ", gen);
+	FILE *m = fopen("/proc/self/maps", "re");
+	int found = 0;
+	while (m && !found && fgets(line, sizeof(line), m))
+		found = strstr(line, want) && strstr(line, "r-xp") &&
+			sscanf(line, "%" SCNx64 "-%" SCNx64, lo, hi) == 2;
+	if (m)
+		fclose(m);
+	return found;
+}
+
+static void info_lines(enum ocolos_log_level level, const char *msg, void *user)
+{
+	(void)user;
+	if (level <= OCOLOS_LOG_INFO)
+		fprintf(stderr, "  ocolos: %s\n", msg);
+}
+
+void test_retire_round(unsigned k, unsigned profile_ms, struct ocolos_stats *st)
+{
+	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = profile_ms, .log_fn = info_lines);
+	int rc = ocolos_optimize_self(&o, st);
+	fprintf(stderr, "round %u: rc %d gen %u mapped %u retired %u moved %u%s%s\n", k, rc,
+		st->generation, st->versions_mapped, st->versions_retired, st->functions_moved,
+		rc ? ": " : "", rc ? ocolos_last_error(NULL) : "");
+	check(rc == 0, "round %u failed: %s", k, ocolos_last_error(NULL));
 }
 
 int test_in_c1(const struct ocolos_stats *st, uint64_t addr)

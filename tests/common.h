@@ -99,6 +99,13 @@ int test_blocker_release(void);
  * function pointer points at its function's stub), or `addr` itself when
  * it is not a stub. */
 uint64_t test_stub_target(uint64_t addr);
+/* Where code version C<gen> is mapped executable (/proc/self/maps):
+ * 1 with [*lo, *hi), or 0 if it is not (never mapped, or retired). */
+int test_version_range(unsigned gen, uint64_t *lo, uint64_t *hi);
+/* Round k of a retirement test: ocolos_optimize_self with a window of
+ * profile_ms, the library's info lines and one summary line on stderr;
+ * fails the test unless it succeeded. */
+void test_retire_round(unsigned k, unsigned profile_ms, struct ocolos_stats *st);
 /* True if `addr`, or the stub at `addr`, leads into [st->c1_addr,
  * st->c1_addr + st->c1_bytes): calls through it run C1. */
 int test_in_c1(const struct ocolos_stats *st, uint64_t addr);

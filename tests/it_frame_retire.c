@@ -67,37 +67,6 @@ static void *p_main(void *arg)
 	return (void *)(uintptr_t)(x & 1);
 }
 
-static int version_range(unsigned gen, uint64_t *lo, uint64_t *hi)
-{
-	char want[64], line[512];
-	snprintf(want, sizeof(want), "/memfd:ocolos-c%u ", gen);
-	FILE *m = fopen("/proc/self/maps", "re");
-	int found = 0;
-	while (m && !found && fgets(line, sizeof(line), m))
-		found = strstr(line, want) && strstr(line, "r-xp") &&
-			sscanf(line, "%lx-%lx", (unsigned long *)lo, (unsigned long *)hi) == 2;
-	if (m)
-		fclose(m);
-	return found;
-}
-
-static void log_line(enum ocolos_log_level level, const char *msg, void *user)
-{
-	(void)user;
-	if (level <= OCOLOS_LOG_INFO)
-		fprintf(stderr, "  ocolos: %s\n", msg);
-}
-
-static void round_of(unsigned k, struct ocolos_stats *st)
-{
-	OCOLOS_OPTS(ocolos_opts, o, .profile_ms = 600, .log_fn = log_line);
-	int rc = ocolos_optimize_self(&o, st);
-	fprintf(stderr, "round %u: rc %d gen %u mapped %u retired %u moved %u%s%s\n", k, rc,
-		st->generation, st->versions_mapped, st->versions_retired, st->functions_moved,
-		rc ? ": " : "", rc ? ocolos_last_error(NULL) : "");
-	check(rc == 0, "round %u failed: %s", k, ocolos_last_error(NULL));
-}
-
 int main(int argc, char **argv)
 {
 	check(argc >= 2 && (!strcmp(argv[1], "plain") || !strcmp(argv[1], "round")),
@@ -112,9 +81,9 @@ int main(int argc, char **argv)
 	test_sleep_ms(200);
 	OCOLOS_OPTS(ocolos_stats, st);
 	if (round) {
-		round_of(1, &st);
+		test_retire_round(1, 600, &st);
 		uint64_t lo, hi;
-		check(version_range(st.generation, &lo, &hi), "C%u is not in /proc/self/maps",
+		check(test_version_range(st.generation, &lo, &hi), "C%u is not in /proc/self/maps",
 		      st.generation);
 		unsigned c1 = st.generation;
 		c1_lo = lo;
@@ -132,16 +101,18 @@ int main(int argc, char **argv)
 		check(atomic_load(&p_state) == 1, "P never parked from C1 in %u tries (hot() not "
 		      "moved?)", tries);
 		fprintf(stderr, "P parked in parker(), called from C%u (%u tries)\n", c1, tries);
-		round_of(2, &st);
-		check(version_range(c1, &lo, &hi), "C%u was retired while a thread was to return "
+		test_retire_round(2, 600, &st);
+		check(st.generation > c1, "round 2 mapped no newer version than C%u: nothing "
+		      "to retire, nothing tested", c1);
+		check(test_version_range(c1, &lo, &hi), "C%u was retired while a thread was to return "
 		      "into it", c1);
 		uint64_t laps = laps_of[0];
 		atomic_store(&p_hold, 0);
 		test_sleep_ms(300);
-		round_of(3, &st);
+		test_retire_round(3, 600, &st);
 		check(laps_of[0] > laps, "P did not run on after parker()");
 		fprintf(stderr, "C%u %s after round 3\n", c1,
-			version_range(c1, &lo, &hi) ? "still mapped" : "retired");
+			test_version_range(c1, &lo, &hi) ? "still mapped" : "retired");
 	} else {
 		test_sleep_ms(1500);
 	}

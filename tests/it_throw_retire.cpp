@@ -127,23 +127,6 @@ NOINLINE void t_main()
 	__asm__ volatile("" : : "r"(keep) : "memory");
 }
 
-// Where each code version is mapped (/proc/self/maps).
-bool version_range(unsigned gen, uint64_t *lo, uint64_t *hi)
-{
-	char want[64], line[512];
-	snprintf(want, sizeof(want), "/memfd:ocolos-c%u ", gen);
-	FILE *m = fopen("/proc/self/maps", "re");
-	bool found = false;
-	while (m && fgets(line, sizeof(line), m))
-		if (strstr(line, want) && strstr(line, "r-xp") &&
-		    sscanf(line, "%" SCNx64 "-%" SCNx64, lo, hi) == 2) {
-			found = true;
-			break;
-		}
-	if (m)
-		fclose(m);
-	return found;
-}
 
 // The library's messages of the current round, for what it says keeps C1.
 std::mutex log_mu;
@@ -245,7 +228,7 @@ int main(int argc, char **argv)
 	st.sz = sizeof(st);
 	if (round) {
 		round_of(1, &st);
-		check(version_range(st.generation, &c1_lo, &c1_hi), "C%u is not in /proc/self/maps",
+		check(test_version_range(st.generation, &c1_lo, &c1_hi), "C%u is not in /proc/self/maps",
 		      st.generation);
 	}
 	unsigned c1 = st.generation;
@@ -267,7 +250,7 @@ int main(int argc, char **argv)
 		phase.store(0);
 		test_sleep_ms(kPhaseMs);
 		round_of(3, &st);
-		check(version_range(c1, &lo, &hi), "C%u was retired while a thread was unwinding "
+		check(test_version_range(c1, &lo, &hi), "C%u was retired while a thread was unwinding "
 		      "through it", c1);
 		// What keeps it, as the log says: T's throw site (the first word
 		// of C1 on its stack, found above from inside the unwinder).
@@ -302,7 +285,7 @@ int main(int argc, char **argv)
 		check(asan || st.versions_mapped <= 2, "%u versions mapped after round 4",
 		      st.versions_mapped);
 #if defined(__x86_64__)
-		check(asan || !version_range(c1, &lo, &hi), "C%u stays mapped after round 4: the "
+		check(asan || !test_version_range(c1, &lo, &hi), "C%u stays mapped after round 4: the "
 		      "throw site left on the stack of a thread no longer unwinding keeps it", c1);
 #endif
 	}

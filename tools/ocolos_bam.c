@@ -28,6 +28,7 @@
 #include <inttypes.h>
 #include <libelf.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -756,12 +757,14 @@ static uint32_t stall_ms(void)
 	return (uint32_t)(s > 0 && s < 86400 ? s : STALL_S) * 1000u;
 }
 
-/* --bolt-timeout S gives each run S seconds of CPU per online CPU: BOLT
- * runs a thread per CPU, so that is what S seconds of wall time gave it
- * on an idle machine, where the limit used to be wall time. */
+/* --bolt-timeout S gives each run S seconds of CPU per CPU it may run on:
+ * BOLT runs a thread per CPU, so that is what S seconds of wall time gave
+ * it on an idle machine, where the limit used to be wall time. */
 static long cpu_budget_s(long timeout_s)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t cpus; /* the CPUs it may run on, not the machine's */
+	long n = sched_getaffinity(0, sizeof(cpus), &cpus) ? sysconf(_SC_NPROCESSORS_ONLN)
+							   : CPU_COUNT(&cpus);
 	long long s = (long long)timeout_s * (n > 0 ? n : 1);
 	return s > UINT32_MAX - 5ll ? (long)(UINT32_MAX - 5ll) : (long)s;
 }

@@ -501,12 +501,18 @@ enum inject_pin_kind {
  * AArch64 without the pointer authentication code that signed return
  * addresses carry in their top bits (-mbranch-protection=pac-ret: a
  * frame saves x30 signed, and x30 holds it signed until the epilogue
- * authenticates it). User addresses fit in 48 bits; a word that was no
- * address may then fall in a version, which only keeps it longer. */
+ * authenticates it). Which bits those are depends on the kernel's
+ * virtual address size, so the CPU strips them: XPACLRI (HINT #7, a no-op
+ * on CPUs without pointer authentication, where nothing is signed) on
+ * x30, as the kernel's xpaclri() does. The target runs on this CPU and
+ * kernel in every mode. A word that was no address may then fall in a
+ * version, which only keeps it longer. */
 static inline uint64_t inject_code_word(uint64_t w)
 {
 #if defined(__aarch64__)
-	return w & ((1ull << 48) - 1);
+	register uint64_t x30 __asm__("x30") = w;
+	__asm__("hint #7" : "+r"(x30));
+	return x30;
 #else
 	return w;
 #endif

@@ -26,16 +26,18 @@
  * of the same function.
  *
  * AArch64: a function's address is formed by an ADRP (its 4 KiB page,
- * PC-relative) and an ADD of the low 12 bits. Where an ADD names the start
- * of a moved function's copy with the page an earlier ADRP of the fragment
- * put in its source register, and the input instructions both came from
- * (found through BAT) are an ADRP and an ADD with the same registers that
- * formed C0's address of that function, the ADRP is re-aimed at C0's page
- * and the ADD at its low bits: the pair then forms what it formed before
- * BOLT. Any other use of that ADRP's register formed, in the input, an
- * address in the same page of C0, and does again. An ADR or a literal that
- * names a copy, a pair not so proven, or C0 beyond the ADRP's 4 GiB reach
- * is counted as unfixed.
+ * PC-relative) and an ADD of the low 12 bits. Only the plainest form is
+ * re-aimed: `ADRP Xn, page` immediately followed by `ADD Xn, Xn, #lo12`
+ * naming the start of a moved function's copy, the ADD inside the ADRP's
+ * block (not a BAT row of its own: no other path reaches it), the two
+ * input instructions they came from (found through BAT) the same pair,
+ * adjacent, forming C0's address of that function. Then no other
+ * instruction can read the ADRP's page (the ADD overwrites it at once),
+ * and the pair is pointed at C0. Every other form (an ADRP kept in a
+ * register for several ADDs, perhaps in another fragment; an ADR; a
+ * literal) is left and counted as unfixed: rewriting an ADRP some of
+ * whose readers were not proven would break them. version.c then keeps
+ * no list of return sites for the version.
  */
 #include <elf.h>
 #include <stdlib.h>
@@ -81,6 +83,20 @@ static long moved_at(const struct keep *k, uint64_t a)
 			hi = mid;
 	}
 	return lo < k->n && k->by_c1[lo].c1 == a ? (long)k->by_c1[lo].func : -1;
+}
+
+/* Does the 4 KiB page at `page` hold the start of a moved function's copy? */
+static int moved_in_page(const struct keep *k, uint64_t page)
+{
+	size_t lo = 0, hi = k->n; /* first copy at or after page */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (k->by_c1[mid].c1 < page)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < k->n && k->by_c1[lo].c1 < page + 4096;
 }
 
 static int push_fixup(struct inject_fixups *fx, uint64_t addr, const void *bytes, uint8_t len)
@@ -185,9 +201,11 @@ static int a64_input_word(const struct keep *k, uint64_t out, uint64_t *in, uint
  * start of function f's copy: re-aim it at C0's f when proven (above). */
 static void a64_pair(struct keep *k, uint64_t adrp, uint32_t wp, uint64_t add, uint32_t wa, long f)
 {
-	uint64_t c0 = k->b->funcs[f].addr, in_p, in_a;
+	uint64_t c0 = k->b->funcs[f].addr, in_p, in_a, row;
 	uint32_t ip, ia;
 	if (a64_input_word(k, adrp, &in_p, &ip) || a64_input_word(k, add, &in_a, &ia) ||
+	    in_a != in_p + 4 || elf_bat_translate_src(k->bat, add, &row) != ELF_BAT_TRANSLATED ||
+	    row == in_a ||
 	    !a64_is_adrp(ip) || (ip & 31u) != (wp & 31u) || a64_adrp_page(in_p, ip) != (c0 & ~0xfffull) ||
 	    !a64_is_add_lo12(ia) || (ia & 0x3ffu) != (wa & 0x3ffu) || ((ia >> 10) & 0xfffu) != (c0 & 0xfffu)) {
 		k->fx->unfixed++;
@@ -206,28 +224,29 @@ static void a64_pair(struct keep *k, uint64_t adrp, uint32_t wp, uint64_t add, u
 	k->fx->rip_refs++;
 }
 
-/* One fragment of AArch64 output. ADRPs are followed per register
- * whatever the control flow; a pairing that is no real one fails the
- * proof through BAT and is only counted. */
+/* One fragment of AArch64 output (above). */
 static void a64_fragment(struct keep *k, const uint8_t *code, uint64_t len, uint64_t addr)
 {
-	uint64_t page[32], at[32];
-	uint32_t word[32], have = 0;
 	for (uint64_t i = 0; i + 4 <= len && !k->rc; i += 4) {
-		uint32_t w;
+		uint32_t w, wa;
 		memcpy(&w, code + i, 4);
-		uint64_t pc = addr + i, t;
+		uint64_t pc = addr + i, t, page;
 		long f;
 		if (a64_is_adrp(w)) {
-			uint32_t rd = w & 31u;
-			page[rd] = a64_adrp_page(pc, w);
-			at[rd] = pc;
-			word[rd] = w;
-			have |= 1u << rd;
-		} else if (a64_is_add_lo12(w)) {
-			uint32_t rn = (w >> 5) & 31u;
-			if ((have & (1u << rn)) && (f = moved_at(k, page[rn] + ((w >> 10) & 0xfffu))) >= 0)
-				a64_pair(k, at[rn], word[rn], pc, w, f);
+			page = a64_adrp_page(pc, w);
+			if (i + 8 <= len) {
+				memcpy(&wa, code + i + 4, 4);
+				uint32_t rd = w & 31u;
+				if (a64_is_add_lo12(wa) && (wa & 31u) == rd && ((wa >> 5) & 31u) == rd &&
+				    (f = moved_at(k, page + ((wa >> 10) & 0xfffu))) >= 0) {
+					a64_pair(k, pc, w, pc + 4, wa, f);
+					i += 4;
+					continue;
+				}
+			}
+			/* Another use of a page holding a copy's start. */
+			if (k->n && moved_in_page(k, page))
+				k->fx->unfixed++;
 		} else if (arch_a64_adr_target(pc, w, &t) && moved_at(k, t) >= 0) {
 			k->fx->unfixed++;
 		} else if ((w & 0xff000000u) == 0x58000000u) { /* LDR Xt, literal */
@@ -235,6 +254,8 @@ static void a64_fragment(struct keep *k, const uint8_t *code, uint64_t len, uint
 			uint64_t v = 0;
 			if (lit >= addr && lit + 8 <= addr + len)
 				memcpy(&v, code + (lit - addr), 8);
+			else if (elf_bolt_output_read(k->o, lit, &v, 8))
+				v = 0;
 			if (v && moved_at(k, v) >= 0)
 				k->fx->unfixed++;
 		}

@@ -232,10 +232,19 @@ static int build_a64(const struct elf_binary *b, const struct bolt_output *o,
 	return 0;
 }
 
-/* AArch64: does link-time `a` start one of the version's copies? */
-static void a64_formed(struct targets *t, uint64_t a)
+/* AArch64: does link-time [lo, hi) hold the start of one of the version's
+ * copies? */
+static void a64_formed(struct targets *t, uint64_t lo, uint64_t hi)
 {
-	if (core_sorted_has(t->starts, t->nstarts, a))
+	size_t l = 0, h = t->nstarts; /* first start >= lo */
+	while (l < h) {
+		size_t mid = l + (h - l) / 2;
+		if (t->starts[mid] < lo)
+			l = mid + 1;
+		else
+			h = mid;
+	}
+	if (l < t->nstarts && t->starts[l] < hi)
 		t->takes_copy = 1;
 }
 
@@ -243,39 +252,31 @@ static void a64_formed(struct targets *t, uint64_t a)
  * at link time: BL, and BLR with its pointer-authenticating forms; the
  * return address is the next word. A data word (a literal pool) that
  * reads as a call only adds a site, which can only keep the version
- * longer. Also whether the fragment forms the address of a copy's start:
- * a function pointer into the version (BOLT points code that takes a
- * function's address at its new copy; keep_c0.c points such references
- * back at C0 on x86-64 only), which is no return site, so the version
- * must then have no list (sites_finish). Formed by ADR, by ADRP then ADD
- * (followed per register through the fragment, whatever the control
- * flow: a pair that never runs together only costs the list), or loaded
- * by LDR from a literal. Not followed: MOVZ/MOVK sequences
- * (-mcmodel=large), which BOLT's AArch64 support does not take either. */
+ * longer. Also whether the fragment may form the address of a copy's
+ * start: a function pointer into the version (keep_c0.c points the pairs
+ * it can prove back at C0; these words are read with its fixups), which
+ * is no return site, so the version must then have no list
+ * (sites_finish). By ADR; by an ADRP of a page holding a copy's start,
+ * whichever instruction adds the low bits, in whichever fragment (a
+ * long-jump stub's ADRP too: that only costs the list); or loaded by LDR
+ * from a literal. Not followed: MOVZ/MOVK sequences (-mcmodel=large),
+ * which BOLT's AArch64 support does not take either. */
 static void a64_calls(const uint8_t *code, uint64_t len, uint64_t addr, struct targets *t)
 {
-	uint64_t page[32];
-	uint32_t have = 0; /* registers holding an ADRP's page */
 	for (uint64_t k = 0; k + 4 <= len && !t->rc; k += 4) {
 		uint32_t w;
 		memcpy(&w, code + k, 4);
-		uint32_t rd = w & 31u;
 		uint64_t pc = addr + k, a;
 		if (arch_a64_branch_kind(w) == 0x94) {
 			note_call(t, arch_a64_branch_target(pc, w), pc + 4);
 		} else if (arch_a64_call_reg(w)) {
 			note_call(t, 0, pc + 4);
 		} else if (arch_a64_adr_target(pc, w, &a)) {
-			a64_formed(t, a);
+			a64_formed(t, a, a + 1);
 		} else if ((w & 0x9f000000u) == 0x90000000u) { /* ADRP */
 			uint64_t imm = ((w >> 5) & 0x7ffffu) << 2 | ((w >> 29) & 3u);
-			page[rd] = (pc & ~0xfffull) + (uint64_t)(((int64_t)(imm << 43) >> 43) * 4096);
-			have |= 1u << rd;
-		} else if ((w & 0xff800000u) == 0x91000000u) { /* ADD Xd, Xn, #imm{, LSL 12} */
-			uint32_t rn = (w >> 5) & 31u;
-			uint64_t imm = (w >> 10) & 0xfffu;
-			if (have & (1u << rn))
-				a64_formed(t, page[rn] + (w & (1u << 22) ? imm << 12 : imm));
+			a = (pc & ~0xfffull) + (uint64_t)(((int64_t)(imm << 43) >> 43) * 4096);
+			a64_formed(t, a, a + 4096);
 		} else if ((w & 0xff000000u) == 0x58000000u) { /* LDR Xt, literal */
 			uint64_t lit = pc + (uint64_t)((int64_t)((uint64_t)((w >> 5) & 0x7ffffu) << 45) >> 43);
 			uint64_t v;
@@ -283,11 +284,8 @@ static void a64_calls(const uint8_t *code, uint64_t len, uint64_t addr, struct t
 				memcpy(&v, code + (lit - addr), 8);
 			else if (elf_bolt_output_read(t->o, lit, &v, 8))
 				v = 0;
-			a64_formed(t, v);
+			a64_formed(t, v, v + 1);
 		}
-		/* A page is not forgotten when its register is written again:
-		 * a stale one pairs only by chance, which costs the list, while
-		 * a pair missed would cost the program. */
 	}
 }
 

@@ -753,7 +753,7 @@ limits)
   printf '#!/bin/bash\n%s\nsleep 3\nexec %s "$@"\n' "$probe" "$bolt" > wrap/slow
   # (--bolt-timeout 1 is 1 s of CPU per CPU: the hog outlasts that.)
   printf '#!/bin/bash\n%s\nend=$((SECONDS + %d))\nwhile [ $SECONDS -lt $end ]; do :; done\nexec %s "$@"\n' \
-    "$probe" $(($(getconf _NPROCESSORS_ONLN) + 20)) "$bolt" > wrap/hog
+    "$probe" $(($(nproc) + 20)) "$bolt" > wrap/hog
   printf '#!/bin/bash\n%s\nexec sleep 60\n' "$probe" > wrap/stuck
   chmod +x wrap/*
   realbolt=$bolt
@@ -777,7 +777,7 @@ limits)
     --wait -- sh -c "$twice"
   e=$(entry_of)
   expect s3 state failed 0
-  n=$(getconf _NPROCESSORS_ONLN)
+  n=$(nproc)
   grep -q "past its $n s of CPU (--bolt-timeout 1 per CPU)" "$e/failed" ||
     fail "failed says: $(cat "$e/failed")"
   bamrun s4 --target bam_work -- sh -c "bam_work in1 out.4 $ROUNDS"

@@ -71,8 +71,8 @@ struct keep {
 	int rc;
 };
 
-/* The moved function whose copy starts exactly at `a`, or -1. */
-static long moved_at(const struct keep *k, uint64_t a)
+/* Index in by_c1 of the first copy starting at or after `a`. */
+static size_t first_copy_from(const struct keep *k, uint64_t a)
 {
 	size_t lo = 0, hi = k->n;
 	while (lo < hi) {
@@ -82,21 +82,21 @@ static long moved_at(const struct keep *k, uint64_t a)
 		else
 			hi = mid;
 	}
-	return lo < k->n && k->by_c1[lo].c1 == a ? (long)k->by_c1[lo].func : -1;
+	return lo;
+}
+
+/* The moved function whose copy starts exactly at `a`, or -1. */
+static long moved_at(const struct keep *k, uint64_t a)
+{
+	size_t i = first_copy_from(k, a);
+	return i < k->n && k->by_c1[i].c1 == a ? (long)k->by_c1[i].func : -1;
 }
 
 /* Does the 4 KiB page at `page` hold the start of a moved function's copy? */
 static int moved_in_page(const struct keep *k, uint64_t page)
 {
-	size_t lo = 0, hi = k->n; /* first copy at or after page */
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (k->by_c1[mid].c1 < page)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < k->n && k->by_c1[lo].c1 < page + 4096;
+	size_t i = first_copy_from(k, page);
+	return i < k->n && k->by_c1[i].c1 < page + 4096;
 }
 
 static int push_fixup(struct inject_fixups *fx, uint64_t addr, const void *bytes, uint8_t len)

@@ -388,6 +388,14 @@ void test_retire_round(unsigned k, unsigned profile_ms, struct ocolos_stats *st)
 	check(rc == 0, "round %u failed: %s", k, ocolos_last_error(NULL));
 }
 
+unsigned test_retire_first(struct ocolos_stats *st, uint64_t *lo, uint64_t *hi)
+{
+	test_retire_round(1, 600, st);
+	check(test_version_range(st->generation, lo, hi), "C%u is not in /proc/self/maps",
+	      st->generation);
+	return st->generation;
+}
+
 int test_in_c1(const struct ocolos_stats *st, uint64_t addr)
 {
 	uint64_t to = test_stub_target(addr);

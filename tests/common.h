@@ -106,6 +106,9 @@ int test_version_range(unsigned gen, uint64_t *lo, uint64_t *hi);
  * profile_ms, the library's info lines and one summary line on stderr;
  * fails the test unless it succeeded. */
 void test_retire_round(unsigned k, unsigned profile_ms, struct ocolos_stats *st);
+/* Round 1 of such a test (600 ms window): the generation of the version it
+ * mapped, whose range goes to *lo, *hi; fails the test if none is mapped. */
+unsigned test_retire_first(struct ocolos_stats *st, uint64_t *lo, uint64_t *hi);
 /* True if `addr`, or the stub at `addr`, leads into [st->c1_addr,
  * st->c1_addr + st->c1_bytes): calls through it run C1. */
 int test_in_c1(const struct ocolos_stats *st, uint64_t addr);

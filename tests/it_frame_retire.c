@@ -81,11 +81,8 @@ int main(int argc, char **argv)
 	test_sleep_ms(200);
 	OCOLOS_OPTS(ocolos_stats, st);
 	if (round) {
-		test_retire_round(1, 600, &st);
 		uint64_t lo, hi;
-		check(test_version_range(st.generation, &lo, &hi), "C%u is not in /proc/self/maps",
-		      st.generation);
-		unsigned c1 = st.generation;
+		unsigned c1 = test_retire_first(&st, &lo, &hi);
 		c1_lo = lo;
 		c1_hi = hi;
 		/* Until P parks from hot()'s copy in C1. */

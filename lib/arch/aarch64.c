@@ -85,6 +85,28 @@ int arch_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target)
 	return 1;
 }
 
+int arch_a64_adrp_page(uint64_t pc, uint32_t insn, uint64_t *page)
+{
+	if ((insn & 0x9f000000u) != 0x90000000u) /* ADRP: op=1, bits 28:24 = 10000 */
+		return 0;
+	uint64_t imm = ((insn >> 5) & 0x7ffffu) << 2 | ((insn >> 29) & 3u); /* immhi:immlo */
+	*page = (pc & ~0xfffull) + (uint64_t)(((int64_t)(imm << 43) >> 43) * 4096);
+	return 1;
+}
+
+int arch_a64_is_add_lo12(uint32_t insn)
+{
+	return (insn & 0xffc00000u) == 0x91000000u; /* sf=1 op=0 S=0 100010 sh=0 */
+}
+
+int arch_a64_ldr_literal(uint64_t pc, uint32_t insn, uint64_t *lit)
+{
+	if ((insn & 0xff000000u) != 0x58000000u) /* LDR (literal), opc=01: 64-bit */
+		return 0;
+	*lit = pc + (uint64_t)((int64_t)((uint64_t)((insn >> 5) & 0x7ffffu) << 45) >> 43);
+	return 1;
+}
+
 size_t arch_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
 			       arch_branch_fn fn, void (*on_address)(uint64_t addr, void *user),
 			       void *user)

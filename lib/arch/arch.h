@@ -124,6 +124,14 @@ size_t arch_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
 			       void *user);
 /* Target of `insn` at `pc` if it is ADR; 0 if it is not. */
 int arch_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target);
+/* The 4 KiB page `insn` at `pc` forms if it is ADRP; 0 if it is not. */
+int arch_a64_adrp_page(uint64_t pc, uint32_t insn, uint64_t *page);
+/* Whether `insn` is `ADD Xd, Xn, #imm12` (64-bit, no shift: the :lo12:
+ * half of an address). */
+int arch_a64_is_add_lo12(uint32_t insn);
+/* The address of the 8-byte literal `insn` at `pc` loads if it is
+ * `LDR Xt, label`; 0 if it is not. */
+int arch_a64_ldr_literal(uint64_t pc, uint32_t insn, uint64_t *lit);
 /* `B target` at `site` into *out. 0, or -1 if out of +-128 MiB. */
 int arch_a64_encode_b(uint64_t site, uint64_t target, uint32_t *out);
 /* Whether `insn` is a landing pad of an indirect branch into a BTI-guarded

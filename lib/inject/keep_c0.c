@@ -169,24 +169,6 @@ static int on_insn(const struct arch_insn *in, void *p)
 	return 0;
 }
 
-/* AArch64 decoding, Arm ARM "Data processing -- immediate". */
-static int a64_is_adrp(uint32_t w)
-{
-	return (w & 0x9f000000u) == 0x90000000u;
-}
-
-static uint64_t a64_adrp_page(uint64_t pc, uint32_t w)
-{
-	uint64_t imm = ((w >> 5) & 0x7ffffu) << 2 | ((w >> 29) & 3u);
-	return (pc & ~0xfffull) + (uint64_t)(((int64_t)(imm << 43) >> 43) * 4096);
-}
-
-/* ADD Xd, Xn, #imm12 (64-bit, no shift), the form of :lo12: */
-static int a64_is_add_lo12(uint32_t w)
-{
-	return (w & 0xffc00000u) == 0x91000000u;
-}
-
 /* The input word the output instruction at `out` came from, or -1. */
 static int a64_input_word(const struct keep *k, uint64_t out, uint64_t *in, uint32_t *w)
 {
@@ -203,11 +185,12 @@ static void a64_pair(struct keep *k, uint64_t adrp, uint32_t wp, uint64_t add, u
 {
 	uint64_t c0 = k->b->funcs[f].addr, in_p, in_a, row;
 	uint32_t ip, ia;
+	uint64_t in_page;
 	if (a64_input_word(k, adrp, &in_p, &ip) || a64_input_word(k, add, &in_a, &ia) ||
 	    in_a != in_p + 4 || elf_bat_translate_src(k->bat, add, &row) != ELF_BAT_TRANSLATED ||
-	    row == in_a ||
-	    !a64_is_adrp(ip) || (ip & 31u) != (wp & 31u) || a64_adrp_page(in_p, ip) != (c0 & ~0xfffull) ||
-	    !a64_is_add_lo12(ia) || (ia & 0x3ffu) != (wa & 0x3ffu) || ((ia >> 10) & 0xfffu) != (c0 & 0xfffu)) {
+	    row == in_a || !arch_a64_adrp_page(in_p, ip, &in_page) || (ip & 31u) != (wp & 31u) ||
+	    in_page != (c0 & ~0xfffull) || !arch_a64_is_add_lo12(ia) ||
+	    (ia & 0x3ffu) != (wa & 0x3ffu) || ((ia >> 10) & 0xfffu) != (c0 & 0xfffu)) {
 		k->fx->unfixed++;
 		return;
 	}
@@ -230,14 +213,13 @@ static void a64_fragment(struct keep *k, const uint8_t *code, uint64_t len, uint
 	for (uint64_t i = 0; i + 4 <= len && !k->rc; i += 4) {
 		uint32_t w, wa;
 		memcpy(&w, code + i, 4);
-		uint64_t pc = addr + i, t, page;
+		uint64_t pc = addr + i, t, page, lit;
 		long f;
-		if (a64_is_adrp(w)) {
-			page = a64_adrp_page(pc, w);
+		if (arch_a64_adrp_page(pc, w, &page)) {
 			if (i + 8 <= len) {
 				memcpy(&wa, code + i + 4, 4);
 				uint32_t rd = w & 31u;
-				if (a64_is_add_lo12(wa) && (wa & 31u) == rd && ((wa >> 5) & 31u) == rd &&
+				if (arch_a64_is_add_lo12(wa) && (wa & 31u) == rd && ((wa >> 5) & 31u) == rd &&
 				    (f = moved_at(k, page + ((wa >> 10) & 0xfffu))) >= 0) {
 					a64_pair(k, pc, w, pc + 4, wa, f);
 					i += 4;
@@ -249,8 +231,7 @@ static void a64_fragment(struct keep *k, const uint8_t *code, uint64_t len, uint
 				k->fx->unfixed++;
 		} else if (arch_a64_adr_target(pc, w, &t) && moved_at(k, t) >= 0) {
 			k->fx->unfixed++;
-		} else if ((w & 0xff000000u) == 0x58000000u) { /* LDR Xt, literal */
-			uint64_t lit = pc + (uint64_t)((int64_t)((uint64_t)((w >> 5) & 0x7ffffu) << 45) >> 43);
+		} else if (arch_a64_ldr_literal(pc, w, &lit)) {
 			uint64_t v = 0;
 			if (lit >= addr && lit + 8 <= addr + len)
 				memcpy(&v, code + (lit - addr), 8);

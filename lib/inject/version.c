@@ -47,12 +47,6 @@ struct targets {
 	struct edge *e;
 	size_t ne, ecap;
 	long func; /* of the fragment being decoded */
-	/* AArch64: the copies' link-time starts, ascending, and whether code
-	 * of the version forms one of them (a64_calls). */
-	const uint64_t *starts;
-	size_t nstarts;
-	const struct bolt_output *o;
-	int takes_copy;
 };
 
 /* A call of the version to link-time `target` (0: unknown, an indirect
@@ -232,60 +226,23 @@ static int build_a64(const struct elf_binary *b, const struct bolt_output *o,
 	return 0;
 }
 
-/* AArch64: does link-time [lo, hi) hold the start of one of the version's
- * copies? */
-static void a64_formed(struct targets *t, uint64_t lo, uint64_t hi)
-{
-	size_t l = 0, h = t->nstarts; /* first start >= lo */
-	while (l < h) {
-		size_t mid = l + (h - l) / 2;
-		if (t->starts[mid] < lo)
-			l = mid + 1;
-		else
-			h = mid;
-	}
-	if (l < t->nstarts && t->starts[l] < hi)
-		t->takes_copy = 1;
-}
-
 /* AArch64: the calls of one fragment of the version, [addr, addr + len)
  * at link time: BL, and BLR with its pointer-authenticating forms; the
  * return address is the next word. A data word (a literal pool) that
  * reads as a call only adds a site, which can only keep the version
- * longer. Also whether the fragment may form the address of a copy's
- * start: a function pointer into the version (keep_c0.c points the pairs
- * it can prove back at C0; these words are read with its fixups), which
- * is no return site, so the version must then have no list
- * (sites_finish). By ADR; by an ADRP of a page holding a copy's start,
- * whichever instruction adds the low bits, in whichever fragment (a
- * long-jump stub's ADRP too: that only costs the list); or loaded by LDR
- * from a literal. Not followed: MOVZ/MOVK sequences (-mcmodel=large),
- * which BOLT's AArch64 support does not take either. */
+ * longer. Whether the version may form one of its copies' addresses (a
+ * function pointer into it, which is no return site) is keep_c0.c's
+ * count of references it left (sites_finish). */
 static void a64_calls(const uint8_t *code, uint64_t len, uint64_t addr, struct targets *t)
 {
 	for (uint64_t k = 0; k + 4 <= len && !t->rc; k += 4) {
 		uint32_t w;
 		memcpy(&w, code + k, 4);
-		uint64_t pc = addr + k, a;
-		if (arch_a64_branch_kind(w) == 0x94) {
+		uint64_t pc = addr + k;
+		if (arch_a64_branch_kind(w) == 0x94)
 			note_call(t, arch_a64_branch_target(pc, w), pc + 4);
-		} else if (arch_a64_call_reg(w)) {
+		else if (arch_a64_call_reg(w))
 			note_call(t, 0, pc + 4);
-		} else if (arch_a64_adr_target(pc, w, &a)) {
-			a64_formed(t, a, a + 1);
-		} else if ((w & 0x9f000000u) == 0x90000000u) { /* ADRP */
-			uint64_t imm = ((w >> 5) & 0x7ffffu) << 2 | ((w >> 29) & 3u);
-			a = (pc & ~0xfffull) + (uint64_t)(((int64_t)(imm << 43) >> 43) * 4096);
-			a64_formed(t, a, a + 4096);
-		} else if ((w & 0xff000000u) == 0x58000000u) { /* LDR Xt, literal */
-			uint64_t lit = pc + (uint64_t)((int64_t)((uint64_t)((w >> 5) & 0x7ffffu) << 45) >> 43);
-			uint64_t v;
-			if (lit >= addr && lit + 8 <= addr + len)
-				memcpy(&v, code + (lit - addr), 8);
-			else if (elf_bolt_output_read(t->o, lit, &v, 8))
-				v = 0;
-			a64_formed(t, v, v + 1);
-		}
 	}
 }
 
@@ -296,9 +253,9 @@ static void a64_calls(const uint8_t *code, uint64_t len, uint64_t addr, struct t
  * unfixed references: a function pointer into the version, which is no
  * return site). Then no list: every address in the version counts. */
 static void sites_finish(struct inject_version_entries *ve, int unread,
-			 const struct inject_fixups *fx, int takes_copy)
+			 const struct inject_fixups *fx)
 {
-	if (unread || (fx && fx->unfixed) || takes_copy) {
+	if (unread || (fx && fx->unfixed)) {
 		core_free_clear(ve->ret_sites, ve->nret_sites * sizeof(*ve->ret_sites));
 		core_free_clear(ve->throw_sites, ve->nthrow_sites * sizeof(*ve->throw_sites));
 		ve->ret_sites = ve->throw_sites = NULL;
@@ -337,17 +294,6 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 		int rc = build_a64(b, o, fx, ve, err);
 		if (rc || !bat)
 			return rc;
-		uint64_t *starts = malloc((b->nfuncs + 1) * sizeof(*starts));
-		if (!starts) {
-			inject_version_entries_free(ve);
-			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
-		}
-		for (size_t f = 0; f < b->nfuncs; f++)
-			if (o->c1_addr[f])
-				starts[tg.nstarts++] = o->c1_addr[f];
-		qsort(starts, tg.nstarts, sizeof(*starts), core_cmp_u64);
-		tg.starts = starts;
-		tg.o = o;
 		for (size_t i = 0; i < bat->nfrags && !tg.rc; i++) {
 			const struct elf_bat_frag *fr = &bat->frags[i];
 			uint8_t *code = read_code(o, fx, fr->addr, fr->size);
@@ -358,12 +304,11 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 			a64_calls(code, fr->size, fr->addr, &tg);
 			free(code);
 		}
-		free(starts);
 		if (tg.rc) {
 			inject_version_entries_free(ve);
 			return core_errf(err, OCOLOS_ENOMEM, "out of memory");
 		}
-		sites_finish(ve, unread, fx, tg.takes_copy);
+		sites_finish(ve, unread, fx);
 		return 0;
 	}
 	if (b->machine != EM_X86_64 || !bat)
@@ -400,7 +345,7 @@ int inject_version_entries_build(const struct elf_binary *b, const struct bolt_o
 	}
 	if (tg.n)
 		qsort(tg.v, tg.n, sizeof(*tg.v), core_cmp_u64);
-	sites_finish(ve, unread, fx, 0);
+	sites_finish(ve, unread, fx);
 	for (size_t f = 0; f < b->nfuncs; f++) {
 		if (!ve->ok[f])
 			continue;

@@ -22,6 +22,7 @@
  * the round between them is `ctx->pending`.
  */
 #include <elf.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -603,6 +604,87 @@ static int plan(struct ocolos_ctx *ctx, struct round_pending *p)
 	return rc;
 }
 
+/* Write `name` as a regular expression that matches it whole, and BOLT's
+ * names of it as a local symbol ("name/N", "name/file/N"). */
+static void put_name_regex(FILE *f, const char *name)
+{
+	fputc('^', f);
+	for (const char *c = name; *c; c++) {
+		if (strchr(".^$|()[]{}*+?\\", *c))
+			fputc('\\', f);
+		fputc(*c, f);
+	}
+	fputs("(/.*)?$\n", f);
+}
+
+/* BOLT's code forms the address of moved copies that keep_c0.c could not
+ * point back at C0 (inject.h, `left`): `&f` would yield a copy's address
+ * where the rest of the program yields C0's, a default that changes what
+ * the program computes. BOLT runs once more, told to leave those
+ * functions where they are: references to them are then C0's, and the
+ * rest of the layout is kept. If some are left still, nothing is applied.
+ * Rare: the relocations explain nearly every form (keep_c0.c). */
+static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
+				struct layout_request *req)
+{
+	struct inject_fixups *fx = &p->fixups;
+	const char *first = ctx->bin->funcs[fx->left[0]].name;
+	if (p->from_artifact)
+		return core_errf(&ctx->err, OCOLOS_ENOTSUP, "the artifact's code forms the address of "
+				 "%zu moved functions (first: %s) in a way the library cannot point "
+				 "back at the original code; nothing was applied: build the artifact "
+				 "again with this version of the library", fx->nleft, first);
+	char path[PATH_MAX], arg[PATH_MAX + 32];
+	int rc = api_workdir_file(&p->wd, "bolt-skip-funcs.txt", path, &ctx->err);
+	if (rc)
+		return rc;
+	FILE *f = fopen(path, "we");
+	if (!f)
+		return core_errf(&ctx->err, OCOLOS_EIO, "cannot write '%s': %s", path, strerror(errno));
+	for (size_t i = 0; i < fx->nleft; i++)
+		put_name_regex(f, ctx->bin->funcs[fx->left[i]].name);
+	if (fclose(f) != 0)
+		return core_errf(&ctx->err, OCOLOS_EIO, "cannot write '%s'", path);
+	core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT's code forms the address of %zu moved "
+		  "functions in a way not pointed back at the original code (first: %s): BOLT "
+		  "runs again, leaving them in place", fx->nleft, first);
+	size_t n = 0;
+	while (req->extra_args && req->extra_args[n])
+		n++;
+	const char **args = calloc(n + 2, sizeof(*args));
+	if (!args)
+		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		args[i] = req->extra_args[i];
+	snprintf(arg, sizeof(arg), "--skip-funcs-file=%s", path);
+	args[n] = arg;
+	inject_fixups_free(fx);
+	elf_bat_free(p->bat);
+	p->bat = NULL;
+	elf_bolt_output_close(p->out);
+	p->out = NULL;
+	const char *const *saved = req->extra_args;
+	req->extra_args = args;
+	uint64_t ns = 0;
+	rc = layout_bolt_run(req, &ns, &ctx->err);
+	req->extra_args = saved;
+	free(args);
+	p->st.bolt_ns += ns;
+	if (!rc)
+		rc = elf_bolt_output_open(p->output, ctx->bin, req->alloc_vma, p->res.size, &p->out,
+					 &ctx->err);
+	if (!rc)
+		rc = elf_bat_open(p->output, ctx->bin, &p->bat, &ctx->err);
+	if (!rc)
+		rc = inject_fixups_build(ctx->bin, p->out, p->bat, fx, &ctx->err);
+	if (!rc && fx->nleft)
+		rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "BOLT's code forms the address of moved "
+			       "function %s in a way the library cannot point back at the original "
+			       "code, even with it left in place; nothing was applied (the program "
+			       "runs its code as before)", ctx->bin->funcs[fx->left[0]].name);
+	return rc;
+}
+
 int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 {
 	struct round_pending *p = ctx->pending;
@@ -637,6 +719,8 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		rc = elf_bat_open(p->output, ctx->bin, &p->bat, &ctx->err);
 	if (!rc)
 		rc = inject_fixups_build(ctx->bin, p->out, p->bat, &p->fixups, &ctx->err);
+	if (!rc && p->fixups.nleft)
+		rc = layout_again_without(ctx, p, &req);
 	if (!rc && (p->fixups.n || p->fixups.unfixed))
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "address-taking code in C1 kept on C0: %u "
 			  "PC-relative references, %u immediates (%u references to a copy left)",

@@ -370,6 +370,55 @@ static int push_site(struct elf_binary *b, uint64_t site, long f, uint8_t op)
 	return 0;
 }
 
+/* AArch64: remember an address-forming relocation against a function
+ * start (binary.h, struct elf_a64_ref). Other types naming a function
+ * (MOVW, a literal-pool word, GOT loads) are not needed there: keep_c0.c
+ * finds their output forms by decoding. */
+static int add_a64_ref(struct elf_binary *b, const GElf_Rela *r, uint64_t s)
+{
+	uint8_t kind;
+	switch (GELF_R_TYPE(r->r_info)) {
+	case R_AARCH64_ADR_PREL_PG_HI21:
+	case R_AARCH64_ADR_PREL_PG_HI21_NC: kind = ELF_A64_REF_PAGE; break;
+	case R_AARCH64_ADD_ABS_LO12_NC: kind = ELF_A64_REF_ADD; break;
+	case R_AARCH64_ADR_PREL_LO21: kind = ELF_A64_REF_ADR; break;
+	case R_AARCH64_LDST8_ABS_LO12_NC:
+	case R_AARCH64_LDST16_ABS_LO12_NC:
+	case R_AARCH64_LDST32_ABS_LO12_NC:
+	case R_AARCH64_LDST64_ABS_LO12_NC:
+	case R_AARCH64_LDST128_ABS_LO12_NC: kind = ELF_A64_REF_LO12_LDST; break;
+	default: return 0;
+	}
+	long f = elf_func_at(b, s + (uint64_t)r->r_addend);
+	if (f < 0)
+		return 0;
+	if (core_grow((void **)&b->a64_refs, &b->nalloc_a64_refs, b->na64_refs, sizeof(*b->a64_refs)))
+		return OCOLOS_ENOMEM;
+	b->a64_refs[b->na64_refs++] = (struct elf_a64_ref){ r->r_offset, (uint32_t)f, kind };
+	return 0;
+}
+
+static int cmp_a64_ref(const void *a, const void *b)
+{
+	const struct elf_a64_ref *x = a, *y = b;
+	return x->at < y->at ? -1 : x->at > y->at;
+}
+
+const struct elf_a64_ref *elf_a64_ref_at(const struct elf_binary *b, uint64_t at)
+{
+	size_t lo = 0, hi = b->na64_refs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->a64_refs[mid].at < at)
+			lo = mid + 1;
+		else if (b->a64_refs[mid].at > at)
+			hi = mid;
+		else
+			return &b->a64_refs[mid];
+	}
+	return NULL;
+}
+
 /* AArch64: a BL/B at r_offset that, as linked, targets a function start.
  * Conditional branches only branch; every other relocation in code (ADRP,
  * ADD :lo12:, ADR, MOVW, GOT loads, literal-pool words) materializes an
@@ -382,7 +431,7 @@ static int add_code_reloc_a64(struct scan *sc, const GElf_Shdr *tsh, Elf_Data *t
 		return 0;
 	if (type != R_AARCH64_CALL26 && type != R_AARCH64_JUMP26) {
 		note_reference(sc, r, s, section, 0);
-		return 0;
+		return add_a64_ref(sc->b, r, s);
 	}
 	if (!tdata || tsh->sh_type == SHT_NOBITS || r->r_offset < tsh->sh_addr ||
 	    r->r_offset - tsh->sh_addr + 4 > tdata->d_size || (r->r_offset & 3))
@@ -630,6 +679,8 @@ static int read_relocations(struct scan *sc, struct core_err *err)
 	if (rc)
 		return rc;
 	dedupe_sites(b);
+	if (b->na64_refs)
+		qsort(b->a64_refs, b->na64_refs, sizeof(*b->a64_refs), cmp_a64_ref);
 	return 0;
 }
 
@@ -702,6 +753,7 @@ void elf_binary_close(struct elf_binary *b)
 	free(b->funcs);
 	free(b->sites);
 	free(b->slots);
+	free(b->a64_refs);
 	free(b->dyn_relocs);
 	free(b->noreturn_plt);
 	free(b->unwinding_plt);

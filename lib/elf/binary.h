@@ -59,6 +59,25 @@ struct elf_ptr_slot {
 	uint8_t writable;  /* in a section that stays writable at run time */
 };
 
+/* AArch64: an instruction that, as the linker's relocation says, forms
+ * (part of) the address of a function start: what keep_c0.c needs to point
+ * BOLT's copies of such instructions back at C0 without following
+ * registers. The compiler pairs an ADRP of `f` only with `:lo12:f` uses of
+ * the same symbol expression, so the relocations name every reader of a
+ * page that an ADRP of f computes. */
+enum elf_a64_ref_kind {
+	ELF_A64_REF_PAGE = 1,	/* ADRP f (R_AARCH64_ADR_PREL_PG_HI21[_NC]) */
+	ELF_A64_REF_ADD,	/* ADD :lo12:f (R_AARCH64_ADD_ABS_LO12_NC) */
+	ELF_A64_REF_ADR,	/* ADR f (R_AARCH64_ADR_PREL_LO21) */
+	ELF_A64_REF_LO12_LDST,	/* a load/store at :lo12:f (LDST*_ABS_LO12_NC):
+				   reads f's page in another way */
+};
+struct elf_a64_ref {
+	uint64_t at;	   /* link-time address of the instruction */
+	uint32_t func;	   /* index into funcs[] of the function it names */
+	uint8_t kind;	   /* enum elf_a64_ref_kind */
+};
+
 struct elf_segment {
 	uint64_t vaddr, memsz, offset, filesz;
 	uint32_t flags;	   /* PF_R | PF_W | PF_X */
@@ -76,6 +95,7 @@ struct elf_binary {
 	struct elf_branch_site *sites; size_t nsites; /* sorted by site, unique */
 	size_t reloc_sites;	 /* how many the relocations alone gave */
 	struct elf_ptr_slot *slots; size_t nslots;
+	struct elf_a64_ref *a64_refs; size_t na64_refs; /* sorted by at */
 	uint8_t build_id[64]; size_t build_id_len;
 	uint64_t build_id_vaddr;  /* where the loaded image holds it, or 0 */
 	uint64_t text_bytes;	 /* size of executable PT_LOADs */
@@ -97,7 +117,7 @@ struct elf_binary {
 	/* private */
 	int fd;
 	void *elf;		 /* Elf * */
-	size_t nalloc_funcs, nalloc_sites, nalloc_slots;
+	size_t nalloc_funcs, nalloc_sites, nalloc_slots, nalloc_a64_refs;
 };
 
 /* Open and model the ELF file at `path`. Refuses, before anything is done to
@@ -134,6 +154,9 @@ int elf_unwinding_name(const char *name);
 /* Fill noreturn_plt and unwinding_plt; called by elf_binary_open. 0 or
  * OCOLOS_ENOMEM. */
 int elf_read_noreturn_plt(struct elf_binary *b);
+
+/* The AArch64 reference at link-time `at`, or NULL. */
+const struct elf_a64_ref *elf_a64_ref_at(const struct elf_binary *b, uint64_t at);
 
 /* Read `len` bytes at link-time address `addr` from the file. */
 int elf_read_vaddr(const struct elf_binary *b, uint64_t addr, void *buf,

@@ -143,11 +143,16 @@ struct inject_fixup {
 struct inject_fixups {
 	struct inject_fixup *v; size_t n, cap;
 	uint32_t rip_refs;	/* PC-relative references re-aimed at C0 (x86-64:
-				   RIP-relative; AArch64: ADRP+ADD pairs) */
+				   RIP-relative; AArch64: the ADDs and ADRs that
+				   complete an address, their ADRPs with them) */
 	uint32_t immediates;	/* absolute immediates changed to C0 */
 	uint32_t unfixed;	/* references to a copy left as they are (a
-				   constant that merely looks like one, an
-				   AArch64 input, out of reach) */
+				   constant that merely looks like one, out of
+				   reach, an AArch64 form not proven) */
+	/* The moved functions whose copy's address code in C1 still forms
+	 * for certain (not a constant that merely looks like one), each
+	 * once: the round has BOLT leave them in place (api/round.c). */
+	uint32_t *left; size_t nleft, left_cap;
 };
 /* The changes that make every address-taking instruction of BOLT's output
  * `o` (its code fragments from `bat`) name a moved function's C0 address

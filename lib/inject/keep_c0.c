@@ -26,18 +26,24 @@
  * of the same function.
  *
  * AArch64: a function's address is formed by an ADRP (its 4 KiB page,
- * PC-relative) and an ADD of the low 12 bits. Only the plainest form is
- * re-aimed: `ADRP Xn, page` immediately followed by `ADD Xn, Xn, #lo12`
- * naming the start of a moved function's copy, the ADD inside the ADRP's
- * block (not a BAT row of its own: no other path reaches it), the two
- * input instructions they came from (found through BAT) the same pair,
- * adjacent, forming C0's address of that function. Then no other
- * instruction can read the ADRP's page (the ADD overwrites it at once),
- * and the pair is pointed at C0. Every other form (an ADRP kept in a
- * register for several ADDs, perhaps in another fragment; an ADR; a
- * literal) is left and counted as unfixed: rewriting an ADRP some of
- * whose readers were not proven would break them. version.c then keeps
- * no list of return sites for the version.
+ * PC-relative) and an ADD of the low 12 bits, or by one ADR. GCC keeps an
+ * ADRP's page in a register for several ADDs, not next to it, some in
+ * other blocks, which BOLT may split into another fragment; following
+ * registers across all that is not needed: the linker's relocations
+ * (binary.h, struct elf_a64_ref) name, for every such input instruction,
+ * the function it forms, and the compiler pairs an `ADRP f` only with
+ * `:lo12:f` uses. So each output word is translated to its input word
+ * (BAT); one with such a relocation against a moved function f, of the
+ * same form and aimed at f's copy, is changed to form C0's f; and all of
+ * f's changes are made, or none: f is left alone (its references counted
+ * as unfixed) when one of its instructions is not that form, a load or
+ * store reads f's page, or an output ADRP or ADD that no relocation
+ * explains may read or feed one (an ADRP of a page holding a copy's
+ * start, an ADD BOLT did not copy unchanged whose immediate is a copy's
+ * low 12 bits: a BOLT stub, or a translation thrown off by BOLT's edits
+ * within a block). An ADR out of reach of C0, or a literal holding a
+ * copy's start, is counted as unfixed. version.c keeps no list of return
+ * sites for a version with unfixed references.
  */
 #include <elf.h>
 #include <stdlib.h>
@@ -59,6 +65,19 @@ static int cmp_c1(const void *a, const void *b)
 	return x->c1 < y->c1 ? -1 : x->c1 > y->c1;
 }
 
+struct a64_change {
+	uint64_t addr;	/* link-time address of the output word */
+	uint32_t word;	/* its new encoding */
+	uint32_t func;	/* the function it names */
+	uint8_t forms;	/* 1: completes an address (ADD, ADR); 0: an ADRP */
+};
+
+static int cmp_lo12(const void *a, const void *b)
+{
+	const struct c1_func *x = a, *y = b;
+	return (int)(x->c1 & 0xfff) - (int)(y->c1 & 0xfff);
+}
+
 struct keep {
 	const struct elf_binary *b;
 	const struct bolt_output *o;
@@ -66,9 +85,14 @@ struct keep {
 	struct c1_func *by_c1;
 	size_t n;
 	struct inject_fixups *fx;
-	const uint8_t *code;	/* the fragment being decoded */
-	uint64_t code_addr;
 	int rc;
+	/* AArch64 (a64_*): the changes found, applied at the end to the
+	 * functions not marked `bad` (one flag per function of the binary);
+	 * by_c1 again, sorted by the copies' low 12 bits. */
+	struct a64_change *ch;
+	size_t nch, ch_cap;
+	uint8_t *bad;
+	struct c1_func *by_lo12;
 };
 
 /* Index in by_c1 of the first copy starting at or after `a`. */
@@ -111,6 +135,19 @@ static int push_fixup(struct inject_fixups *fx, uint64_t addr, const void *bytes
 	return 0;
 }
 
+/* Function f's copy's address is left formed by C1 (inject.h, `left`). */
+static int left_formed(struct keep *k, uint32_t f)
+{
+	struct inject_fixups *fx = k->fx;
+	for (size_t i = 0; i < fx->nleft; i++)
+		if (fx->left[i] == f)
+			return 0;
+	if (core_grow((void **)&fx->left, &fx->left_cap, fx->nleft, sizeof(*fx->left)))
+		return k->rc = OCOLOS_ENOMEM;
+	fx->left[fx->nleft++] = f;
+	return 0;
+}
+
 struct first_insn {
 	struct arch_insn in;
 	int seen;
@@ -149,7 +186,7 @@ static int on_insn(const struct arch_insn *in, void *p)
 		int64_t d = (int64_t)(k->b->funcs[f].addr - (in->addr + in->len));
 		if (d < INT32_MIN || d > INT32_MAX) {
 			k->fx->unfixed++;
-			return 0;
+			return left_formed(k, (uint32_t)f);
 		}
 		int32_t disp = (int32_t)d;
 		if ((k->rc = push_fixup(k->fx, in->addr + in->disp_off, &disp, 4)))
@@ -179,67 +216,157 @@ static int a64_input_word(const struct keep *k, uint64_t out, uint64_t *in, uint
 		       : 0;
 }
 
-/* The pair ADRP at `adrp` (word `wp`), ADD at `add` (word `wa`) forms the
- * start of function f's copy: re-aim it at C0's f when proven (above). */
-static void a64_pair(struct keep *k, uint64_t adrp, uint32_t wp, uint64_t add, uint32_t wa, long f)
+static void a64_bad(struct keep *k, uint32_t f)
 {
-	uint64_t c0 = k->b->funcs[f].addr, in_p, in_a, row;
-	uint32_t ip, ia;
-	uint64_t in_page;
-	if (a64_input_word(k, adrp, &in_p, &ip) || a64_input_word(k, add, &in_a, &ia) ||
-	    in_a != in_p + 4 || elf_bat_translate_src(k->bat, add, &row) != ELF_BAT_TRANSLATED ||
-	    row == in_a || !arch_a64_adrp_page(in_p, ip, &in_page) || (ip & 31u) != (wp & 31u) ||
-	    in_page != (c0 & ~0xfffull) || !arch_a64_is_add_lo12(ia) ||
-	    (ia & 0x3ffu) != (wa & 0x3ffu) || ((ia >> 10) & 0xfffu) != (c0 & 0xfffu)) {
-		k->fx->unfixed++;
-		return;
+	k->bad[f] = 1;
+}
+
+/* Every moved function whose copy starts in the 4 KiB page at `page`. */
+static void a64_bad_page(struct keep *k, uint64_t page)
+{
+	for (size_t i = first_copy_from(k, page); i < k->n && k->by_c1[i].c1 < page + 4096; i++)
+		a64_bad(k, k->by_c1[i].func);
+}
+
+/* Every moved function whose copy's start has low 12 bits `lo12`. */
+static void a64_bad_lo12(struct keep *k, uint32_t lo12)
+{
+	size_t lo = 0, hi = k->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if ((k->by_lo12[mid].c1 & 0xfff) < lo12)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	int64_t pages = (int64_t)((c0 & ~0xfffull) - (adrp & ~0xfffull)) / 4096;
-	if (pages < -(1ll << 20) || pages >= (1ll << 20)) {
-		k->fx->unfixed++;
-		return;
+	for (; lo < k->n && (k->by_lo12[lo].c1 & 0xfff) == lo12; lo++)
+		a64_bad(k, k->by_lo12[lo].func);
+}
+
+static int a64_change(struct keep *k, uint64_t addr, uint32_t word, uint32_t f, int forms)
+{
+	if (core_grow((void **)&k->ch, &k->ch_cap, k->nch, sizeof(*k->ch)))
+		return k->rc = OCOLOS_ENOMEM;
+	k->ch[k->nch++] = (struct a64_change){ addr, word, f, (uint8_t)forms };
+	return 0;
+}
+
+/* The output word `w` at `pc` came from input word `wi` at `in`, which
+ * relocation `r` says forms (part of) moved function f's address. Queue
+ * its change back to C0's f, or mark f when the output is not that form
+ * aimed at f's copy. 0 when `w` is another kind of instruction: the
+ * translation is off (a branch BOLT added to a block reads as the start
+ * of the input block it leads to), and the caller looks at it as it is. */
+static int a64_ref(struct keep *k, const struct elf_a64_ref *r, uint64_t pc, uint32_t w,
+		    uint64_t in, uint32_t wi)
+{
+	uint32_t f = r->func;
+	uint64_t c0 = k->b->funcs[f].addr, c1 = k->o->c1_addr[f], pg, in_pg, t, in_t;
+	switch (r->kind) {
+	case ELF_A64_REF_PAGE: {
+		if (!arch_a64_adrp_page(pc, w, &pg))
+			return 0;
+		if (!arch_a64_adrp_page(in, wi, &in_pg) ||
+		    pg != (c1 & ~0xfffull) || in_pg != (c0 & ~0xfffull) || (w & 31u) != (wi & 31u))
+			break;
+		int64_t pages = (int64_t)((c0 & ~0xfffull) - (pc & ~0xfffull)) / 4096;
+		if (pages < -(1ll << 20) || pages >= (1ll << 20))
+			break;
+		uint32_t imm = (uint32_t)pages & 0x1fffffu;
+		a64_change(k, pc, (w & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5, f, 0);
+		return 1;
 	}
-	uint32_t imm = (uint32_t)pages & 0x1fffffu;
-	uint32_t np = (wp & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5;
-	uint32_t na = (wa & ~(0xfffu << 10)) | (uint32_t)(c0 & 0xfffu) << 10;
-	if ((k->rc = push_fixup(k->fx, adrp, &np, 4)) || (k->rc = push_fixup(k->fx, add, &na, 4)))
-		return;
-	k->fx->rip_refs++;
+	case ELF_A64_REF_ADD:
+		if (!arch_a64_is_add_lo12(w))
+			return 0;
+		if (!arch_a64_is_add_lo12(wi) ||
+		    (w & 0x3ffu) != (wi & 0x3ffu) || ((w >> 10) & 0xfffu) != (c1 & 0xfffu) ||
+		    ((wi >> 10) & 0xfffu) != (c0 & 0xfffu))
+			break;
+		a64_change(k, pc, (w & ~(0xfffu << 10)) | (uint32_t)(c0 & 0xfffu) << 10, f, 1);
+		return 1;
+	case ELF_A64_REF_ADR: {
+		if (!arch_a64_adr_target(pc, w, &t))
+			return 0;
+		if (!arch_a64_adr_target(in, wi, &in_t) ||
+		    t != c1 || in_t != c0 || (w & 31u) != (wi & 31u))
+			break;
+		int64_t d = (int64_t)(c0 - pc);
+		if (d < -(1ll << 20) || d >= (1ll << 20)) {
+			k->fx->unfixed++; /* out of ADR's reach: stands alone, harms no other */
+			left_formed(k, f);
+			return 1;
+		}
+		uint32_t imm = (uint32_t)d & 0x1fffffu;
+		a64_change(k, pc, (w & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5, f, 1);
+		return 1;
+	}
+	default: /* a load or store reading f's page: not rewritten */
+		break;
+	}
+	a64_bad(k, f);
+	return 1;
 }
 
 /* One fragment of AArch64 output (above). */
 static void a64_fragment(struct keep *k, const uint8_t *code, uint64_t len, uint64_t addr)
 {
 	for (uint64_t i = 0; i + 4 <= len && !k->rc; i += 4) {
-		uint32_t w, wa;
+		uint32_t w, wi;
 		memcpy(&w, code + i, 4);
-		uint64_t pc = addr + i, t, page, lit;
+		uint64_t pc = addr + i, in, t, page, lit;
 		long f;
+		int translated = !a64_input_word(k, pc, &in, &wi);
+		const struct elf_a64_ref *r = translated ? elf_a64_ref_at(k->b, in) : NULL;
+		if (r && k->o->c1_addr[r->func] && a64_ref(k, r, pc, w, in, wi))
+			continue;
+		/* Not explained by a relocation of the input. */
 		if (arch_a64_adrp_page(pc, w, &page)) {
-			if (i + 8 <= len) {
-				memcpy(&wa, code + i + 4, 4);
-				uint32_t rd = w & 31u;
-				if (arch_a64_is_add_lo12(wa) && (wa & 31u) == rd && ((wa >> 5) & 31u) == rd &&
-				    (f = moved_at(k, page + ((wa >> 10) & 0xfffu))) >= 0) {
-					a64_pair(k, pc, w, pc + 4, wa, f);
-					i += 4;
-					continue;
-				}
-			}
-			/* Another use of a page holding a copy's start. */
-			if (k->n && moved_in_page(k, page))
+			/* A page holding a copy's start (a BOLT stub's, or a
+			 * translation BOLT's edits within a block threw off):
+			 * its readers may be among the changes. */
+			if (k->n && moved_in_page(k, page)) {
 				k->fx->unfixed++;
-		} else if (arch_a64_adr_target(pc, w, &t) && moved_at(k, t) >= 0) {
+				a64_bad_page(k, page);
+			}
+		} else if (arch_a64_is_add_lo12(w) && ((w >> 5) & 31u) != 31u &&
+			   !(translated && wi == w)) {
+			/* An ADD BOLT did not copy as it was: it may read a
+			 * changed ADRP. (ADDs of constants are copied as is.) */
+			a64_bad_lo12(k, (w >> 10) & 0xfffu);
+		} else if (arch_a64_adr_target(pc, w, &t) && (f = moved_at(k, t)) >= 0) {
 			k->fx->unfixed++;
+			left_formed(k, (uint32_t)f);
 		} else if (arch_a64_ldr_literal(pc, w, &lit)) {
 			uint64_t v = 0;
 			if (lit >= addr && lit + 8 <= addr + len)
 				memcpy(&v, code + (lit - addr), 8);
 			else if (elf_bolt_output_read(k->o, lit, &v, 8))
 				v = 0;
-			if (v && moved_at(k, v) >= 0)
+			/* Only BOLT knows where the copies are: a literal
+			 * holding one's start is BOLT's pointer to it. */
+			if (v && (f = moved_at(k, v)) >= 0) {
 				k->fx->unfixed++;
+				left_formed(k, (uint32_t)f);
+			}
 		}
+	}
+}
+
+/* The queued changes of every function nothing marked (above). */
+static void a64_finish(struct keep *k)
+{
+	for (size_t i = 0; i < k->nch && !k->rc; i++) {
+		const struct a64_change *c = &k->ch[i];
+		if (k->bad[c->func]) {
+			k->fx->unfixed += c->forms;
+			if (c->forms && left_formed(k, c->func))
+				return;
+			continue;
+		}
+		if ((k->rc = push_fixup(k->fx, c->addr, &c->word, 4)))
+			return;
+		k->fx->rip_refs += c->forms;
 	}
 }
 
@@ -274,6 +401,16 @@ int inject_fixups_build(const struct elf_binary *b, const struct bolt_output *o,
 			k.by_c1[k.n++] = (struct c1_func){ o->c1_addr[i], (uint32_t)i };
 	if (k.n)
 		qsort(k.by_c1, k.n, sizeof(*k.by_c1), cmp_c1);
+	if (b->machine == EM_AARCH64) {
+		k.bad = calloc(b->nfuncs + 1, 1);
+		k.by_lo12 = malloc((k.n + 1) * sizeof(*k.by_lo12));
+		if (!k.bad || !k.by_lo12)
+			k.rc = OCOLOS_ENOMEM;
+		else if (k.n) {
+			memcpy(k.by_lo12, k.by_c1, k.n * sizeof(*k.by_lo12));
+			qsort(k.by_lo12, k.n, sizeof(*k.by_lo12), cmp_lo12);
+		}
+	}
 	for (size_t i = 0; i < bat->nfrags && !k.rc; i++) {
 		const struct elf_bat_frag *fr = &bat->frags[i];
 		uint8_t *code = read_output(o, fr->addr, fr->size);
@@ -285,7 +422,12 @@ int inject_fixups_build(const struct elf_binary *b, const struct bolt_output *o,
 			arch_x86_decode(code, fr->size, fr->addr, on_insn, &k);
 		free(code);
 	}
+	if (b->machine == EM_AARCH64 && !k.rc)
+		a64_finish(&k);
 	free(k.by_c1);
+	free(k.by_lo12);
+	free(k.bad);
+	free(k.ch);
 	if (k.rc) {
 		inject_fixups_free(fx);
 		return core_errf(err, k.rc, "out of memory");
@@ -305,5 +447,6 @@ void inject_fixups_apply(const struct inject_fixups *fx, uint64_t lo, uint8_t *b
 void inject_fixups_free(struct inject_fixups *fx)
 {
 	core_free_clear(fx->v, fx->cap * sizeof(*fx->v));
+	free(fx->left);
 	memset(fx, 0, sizeof(*fx));
 }

@@ -21,8 +21,9 @@
  * back to C0 (inject/keep_c0.c); a comparison that fails counts as wrong.
  * On AArch64 they also form &f_taken the ways GCC does at -Os and -O3
  * (shared_page: one ADRP, three ADDs in three blocks, one of them cold),
- * and h_read's address through an ADRP that a load reads too (reads_code:
- * BOLT is run again to leave h_read in place). Before the relocation rule
+ * h_read's address through an ADRP that a load reads too (reads_code:
+ * BOLT is run again to leave h_read in place), and k_adr's by an ADR,
+ * which BOLT turns into ADRP+ADD (adr_form). Before the relocation rule
  * shared_page counted 1,778,351 wrong comparisons after a round (PIE).
  *
  * stdout: the comparison counts before and after the round point and the
@@ -140,6 +141,14 @@ static NOINLINE uint64_t h_read(uint64_t x)
 /* Writable, and h_read's address is taken: stays C0's. */
 static fn_t volatile h_read_ptr = h_read;
 
+/* Moved; its address formed by an ADR (adr_form). */
+static NOINLINE uint64_t k_adr(uint64_t x)
+{
+	SPIN(x, 0x94d049bb133111ebull);
+	return x + (x >> 11);
+}
+static fn_t volatile k_adr_ptr = k_adr;
+
 #if defined(__aarch64__)
 __attribute__((noinline)) static void reads_code(void)
 {
@@ -148,10 +157,27 @@ __attribute__((noinline)) static void reads_code(void)
 	__asm__ volatile("adrp %0, h_read" : "=r"(page));
 	__asm__ volatile("ldr %w0, [%1, :lo12:h_read]" : "=r"(word) : "r"(page));
 	__asm__ volatile("add %0, %1, :lo12:h_read" : "=r"(a) : "r"(page));
-	if (a != (uintptr_t)h_read_ptr || !word)
+	if (a != (uintptr_t)h_read_ptr || word != *(const volatile uint32_t *)(uintptr_t)h_read_ptr)
+		atomic_fetch_add_explicit(&wrong, 1, memory_order_relaxed);
+}
+
+/* GCC forms an address with one ADR at -mcmodel=tiny (GNU as resolves it
+ * itself: no relocation); BOLT turns an ADR of a function it moves into
+ * ADRP+ADD. */
+__attribute__((noinline)) static void adr_form(void)
+{
+	uintptr_t a;
+	__asm__ volatile("adr %0, k_adr" : "=r"(a));
+	if (a != (uintptr_t)k_adr_ptr)
 		atomic_fetch_add_explicit(&wrong, 1, memory_order_relaxed);
 }
 #else
+__attribute__((noinline)) static void adr_form(void)
+{
+	if ((uintptr_t)k_adr != (uintptr_t)k_adr_ptr)
+		atomic_fetch_add_explicit(&wrong, 1, memory_order_relaxed);
+}
+
 __attribute__((noinline)) static void reads_code(void)
 {
 	if ((uintptr_t)h_read != (uintptr_t)h_read_ptr)
@@ -195,7 +221,9 @@ static void *worker_main(void *arg)
 			same_as_taken(rt, wt);
 			shared_page(rt, i);
 			reads_code();
+			adr_form();
 			laps += h_read(i) & 1;
+			laps += k_adr(k_adr(i)) & 1; /* hot enough to be moved */
 		}
 	for (unsigned i = 0; i < 200000; i++)
 		x = rt[i & 1](wt[(x >> 7) & 1](x));

@@ -620,10 +620,13 @@ static void put_name_regex(FILE *f, const char *name)
 /* BOLT's code forms the address of moved copies that keep_c0.c could not
  * point back at C0 (inject.h, `left`): `&f` would yield a copy's address
  * where the rest of the program yields C0's, a default that changes what
- * the program computes. BOLT runs once more, told to leave those
- * functions where they are: references to them are then C0's, and the
- * rest of the layout is kept. If some are left still, nothing is applied.
- * Rare: the relocations explain nearly every form (keep_c0.c). */
+ * the program computes. BOLT runs again, told to leave those functions
+ * where they are: references to them are then C0's, and the rest of the
+ * layout is kept. A new layout may leave others (a function moved next to
+ * a form keep_c0.c cannot prove): the list grows, up to RERUNS runs more;
+ * if some are left still, nothing is applied. Each run has the whole
+ * bolt_timeout_ms. Rare: the relocations explain nearly every form. */
+#define RERUNS 2
 static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
 				struct layout_request *req)
 {
@@ -638,17 +641,7 @@ static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
 	int rc = api_workdir_file(&p->wd, "bolt-skip-funcs.txt", path, &ctx->err);
 	if (rc)
 		return rc;
-	FILE *f = fopen(path, "we");
-	if (!f)
-		return core_errf(&ctx->err, OCOLOS_EIO, "cannot write '%s': %s", path, strerror(errno));
-	for (size_t i = 0; i < fx->nleft; i++)
-		put_name_regex(f, ctx->bin->funcs[fx->left[i]].name);
-	if (fclose(f) != 0)
-		return core_errf(&ctx->err, OCOLOS_EIO, "cannot write '%s'", path);
-	core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT's code forms the address of %zu moved "
-		  "functions in a way not pointed back at the original code (first: %s): BOLT "
-		  "runs again, leaving them in place", fx->nleft, first);
-	size_t n = 0;
+	size_t n = 0, skipped = 0;
 	while (req->extra_args && req->extra_args[n])
 		n++;
 	const char **args = calloc(n + 2, sizeof(*args));
@@ -658,30 +651,52 @@ static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
 		args[i] = req->extra_args[i];
 	snprintf(arg, sizeof(arg), "--skip-funcs-file=%s", path);
 	args[n] = arg;
-	inject_fixups_free(fx);
-	elf_bat_free(p->bat);
-	p->bat = NULL;
-	elf_bolt_output_close(p->out);
-	p->out = NULL;
 	const char *const *saved = req->extra_args;
-	req->extra_args = args;
-	uint64_t ns = 0;
-	rc = layout_bolt_run(req, &ns, &ctx->err);
-	req->extra_args = saved;
+	for (int run = 0; !rc && fx->nleft; run++) {
+		if (run == RERUNS) {
+			rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "BOLT's code forms the address of "
+				       "moved function %s in a way the library cannot point back at "
+				       "the original code, after %d runs that left %zu such functions "
+				       "in place; nothing was applied (the program runs its code as "
+				       "before)", ctx->bin->funcs[fx->left[0]].name, RERUNS, skipped);
+			break;
+		}
+		FILE *f = fopen(path, "ae");
+		if (!f) {
+			rc = core_errf(&ctx->err, OCOLOS_EIO, "cannot write '%s': %s", path,
+				       strerror(errno));
+			break;
+		}
+		for (size_t i = 0; i < fx->nleft; i++)
+			put_name_regex(f, ctx->bin->funcs[fx->left[i]].name);
+		skipped += fx->nleft;
+		if (fclose(f) != 0) {
+			rc = core_errf(&ctx->err, OCOLOS_EIO, "cannot write '%s'", path);
+			break;
+		}
+		core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT's code forms the address of %zu moved "
+			  "functions in a way not pointed back at the original code (first: %s): "
+			  "BOLT runs again, leaving %zu in place", fx->nleft,
+			  ctx->bin->funcs[fx->left[0]].name, skipped);
+		inject_fixups_free(fx);
+		elf_bat_free(p->bat);
+		p->bat = NULL;
+		elf_bolt_output_close(p->out);
+		p->out = NULL;
+		req->extra_args = args;
+		uint64_t ns = 0;
+		rc = layout_bolt_run(req, &ns, &ctx->err);
+		req->extra_args = saved;
+		p->st.bolt_ns += ns;
+		if (!rc)
+			rc = elf_bolt_output_open(p->output, ctx->bin, req->alloc_vma, p->res.size,
+						 &p->out, &ctx->err);
+		if (!rc)
+			rc = elf_bat_open(p->output, ctx->bin, &p->bat, &ctx->err);
+		if (!rc)
+			rc = inject_fixups_build(ctx->bin, p->out, p->bat, fx, &ctx->err);
+	}
 	free(args);
-	p->st.bolt_ns += ns;
-	if (!rc)
-		rc = elf_bolt_output_open(p->output, ctx->bin, req->alloc_vma, p->res.size, &p->out,
-					 &ctx->err);
-	if (!rc)
-		rc = elf_bat_open(p->output, ctx->bin, &p->bat, &ctx->err);
-	if (!rc)
-		rc = inject_fixups_build(ctx->bin, p->out, p->bat, fx, &ctx->err);
-	if (!rc && fx->nleft)
-		rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "BOLT's code forms the address of moved "
-			       "function %s in a way the library cannot point back at the original "
-			       "code, even with it left in place; nothing was applied (the program "
-			       "runs its code as before)", ctx->bin->funcs[fx->left[0]].name);
 	return rc;
 }
 
@@ -782,6 +797,7 @@ static int prepare(struct ocolos_ctx *ctx, struct round_pending *p, uint64_t *un
 		rc = inject_map_island(t, &p->want, p->entries.gen, &ctx->err);
 	if (rc)
 		return rc;
+	core_test_kill_at("c1-mapped");
 	p->st.c1_addr = p->bias + p->out->lo;
 	uint64_t used = p->bias + p->out->hi - p->res.addr;
 	rc = inject_unwind_register_hook(t, p->out, p->bias, p->entries.gen, &p->res, &used, unwind,

@@ -35,15 +35,21 @@
  * `:lo12:f` uses. So each output word is translated to its input word
  * (BAT); one with such a relocation against a moved function f, of the
  * same form and aimed at f's copy, is changed to form C0's f; and all of
- * f's changes are made, or none: f is left alone (its references counted
- * as unfixed) when one of its instructions is not that form, a load or
- * store reads f's page, or an output ADRP or ADD that no relocation
- * explains may read or feed one (an ADRP of a page holding a copy's
- * start, an ADD BOLT did not copy unchanged whose immediate is a copy's
- * low 12 bits: a BOLT stub, or a translation thrown off by BOLT's edits
- * within a block). An ADR out of reach of C0, or a literal holding a
- * copy's start, is counted as unfixed. version.c keeps no list of return
- * sites for a version with unfixed references.
+ * f's changes are made, or none: f is left alone when one of its
+ * instructions is not that form, a load or store reads f's page, or an
+ * output ADRP, ADD or load/store that no relocation explains may read or
+ * feed one (an ADRP of a page holding a copy's start; an ADD or load/store
+ * BOLT did not copy unchanged whose offset is a copy's low 12 bits: a
+ * translation thrown off by BOLT's edits within a block). An ADRP
+ * followed by an ADD of the same register stands alone (the ADD
+ * overwrites what the ADRP wrote): BOLT's relaxed ADR (GNU as resolves an
+ * ADR to a function of the same section itself, without a relocation) is
+ * changed whatever explains it, a BOLT stub (the pair, then a branch
+ * through the register) left. What still forms a copy's address (f's
+ * references when f is left alone, an ADR out of reach of C0, a literal
+ * holding a copy's start) is listed in `left`: the round has BOLT leave
+ * those functions in place (api/round.c). version.c keeps no list of
+ * return sites for a version with unfixed references.
  */
 #include <elf.h>
 #include <stdlib.h>
@@ -251,31 +257,51 @@ static int a64_change(struct keep *k, uint64_t addr, uint32_t word, uint32_t f, 
 	return 0;
 }
 
-/* The output word `w` at `pc` came from input word `wi` at `in`, which
- * relocation `r` says forms (part of) moved function f's address. Queue
- * its change back to C0's f, or mark f when the output is not that form
- * aimed at f's copy. 0 when `w` is another kind of instruction: the
- * translation is off (a branch BOLT added to a block reads as the start
- * of the input block it leads to), and the caller looks at it as it is. */
-static int a64_ref(struct keep *k, const struct elf_a64_ref *r, uint64_t pc, uint32_t w,
-		    uint64_t in, uint32_t wi)
+/* The words of an `ADRP Xd, page; ADD Xd, Xd, #lo12` pair, aimed at C0's
+ * f (at `pc`): 0, or -1 out of ADRP's reach. */
+static int a64_pair_words(uint64_t pc, uint64_t c0, uint32_t wp, uint32_t wa, uint32_t out[2])
 {
-	uint32_t f = r->func;
+	int64_t pages = (int64_t)((c0 & ~0xfffull) - (pc & ~0xfffull)) / 4096;
+	if (pages < -(1ll << 20) || pages >= (1ll << 20))
+		return -1;
+	uint32_t imm = (uint32_t)pages & 0x1fffffu;
+	out[0] = (wp & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5;
+	out[1] = (wa & ~(0xfffu << 10)) | (uint32_t)(c0 & 0xfffu) << 10;
+	return 0;
+}
+
+/* Is `w2` (at pc+4) `ADD Xd, Xd, #lo12` completing the ADRP `w` (of Xd,
+ * page `page`) to f's copy start `c1`? */
+static int a64_completes(uint32_t w, uint64_t page, uint32_t w2, uint64_t c1)
+{
+	uint32_t rd = w & 31u;
+	return arch_a64_is_add_lo12(w2) && (w2 & 31u) == rd && ((w2 >> 5) & 31u) == rd &&
+	       page + ((w2 >> 10) & 0xfffu) == c1;
+}
+
+/* The output word `w` at `pc` (`next`: the word after it, `has_next`)
+ * came from input word `wi` at `in`, which relocation `r` says forms
+ * (part of) moved function f's address. Queue its change back to C0's f,
+ * or mark f when the output is not that form aimed at f's copy. Returns
+ * the words taken (1, or 2 for an ADR BOLT turned into an ADRP+ADD
+ * pair), or 0 when `w` is another kind of instruction: the translation is
+ * off (a branch BOLT added to a block reads as the start of the input
+ * block it leads to), and the caller looks at it as it is. */
+static int a64_ref(struct keep *k, const struct elf_a64_ref *r, uint64_t pc, uint32_t w,
+		   uint32_t next, int has_next, uint64_t in, uint32_t wi)
+{
+	uint32_t f = r->func, pair[2];
 	uint64_t c0 = k->b->funcs[f].addr, c1 = k->o->c1_addr[f], pg, in_pg, t, in_t;
 	switch (r->kind) {
-	case ELF_A64_REF_PAGE: {
+	case ELF_A64_REF_PAGE:
 		if (!arch_a64_adrp_page(pc, w, &pg))
 			return 0;
-		if (!arch_a64_adrp_page(in, wi, &in_pg) ||
-		    pg != (c1 & ~0xfffull) || in_pg != (c0 & ~0xfffull) || (w & 31u) != (wi & 31u))
+		if (!arch_a64_adrp_page(in, wi, &in_pg) || pg != (c1 & ~0xfffull) ||
+		    in_pg != (c0 & ~0xfffull) || (w & 31u) != (wi & 31u) ||
+		    a64_pair_words(pc, c0, w, 0, pair))
 			break;
-		int64_t pages = (int64_t)((c0 & ~0xfffull) - (pc & ~0xfffull)) / 4096;
-		if (pages < -(1ll << 20) || pages >= (1ll << 20))
-			break;
-		uint32_t imm = (uint32_t)pages & 0x1fffffu;
-		a64_change(k, pc, (w & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5, f, 0);
+		a64_change(k, pc, pair[0], f, 0);
 		return 1;
-	}
 	case ELF_A64_REF_ADD:
 		if (!arch_a64_is_add_lo12(w))
 			return 0;
@@ -285,22 +311,38 @@ static int a64_ref(struct keep *k, const struct elf_a64_ref *r, uint64_t pc, uin
 			break;
 		a64_change(k, pc, (w & ~(0xfffu << 10)) | (uint32_t)(c0 & 0xfffu) << 10, f, 1);
 		return 1;
-	case ELF_A64_REF_ADR: {
-		if (!arch_a64_adr_target(pc, w, &t))
-			return 0;
-		if (!arch_a64_adr_target(in, wi, &in_t) ||
-		    t != c1 || in_t != c0 || (w & 31u) != (wi & 31u))
+	case ELF_A64_REF_ADR:
+		if (!arch_a64_adr_target(in, wi, &in_t) || in_t != c0)
 			break;
-		int64_t d = (int64_t)(c0 - pc);
-		if (d < -(1ll << 20) || d >= (1ll << 20)) {
-			k->fx->unfixed++; /* out of ADR's reach: stands alone, harms no other */
-			left_formed(k, f);
+		if (arch_a64_adr_target(pc, w, &t)) {
+			if (t != c1 || (w & 31u) != (wi & 31u))
+				break;
+			int64_t d = (int64_t)(c0 - pc);
+			if (d < -(1ll << 20) || d >= (1ll << 20)) {
+				/* Out of ADR's reach: it stands alone. */
+				k->fx->unfixed++;
+				left_formed(k, f);
+				return 1;
+			}
+			uint32_t imm = (uint32_t)d & 0x1fffffu;
+			a64_change(k, pc, (w & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5, f, 1);
 			return 1;
 		}
-		uint32_t imm = (uint32_t)d & 0x1fffffu;
-		a64_change(k, pc, (w & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5, f, 1);
-		return 1;
-	}
+		/* BOLT relaxes an ADR whose target may move out of reach into
+		 * ADRP+ADD of one register: the ADD overwrites what the ADRP
+		 * wrote, so no other instruction reads it. */
+		if (arch_a64_adrp_page(pc, w, &pg) && (w & 31u) == (wi & 31u) && has_next &&
+		    a64_completes(w, pg, next, c1)) {
+			if (a64_pair_words(pc, c0, w, next, pair)) {
+				k->fx->unfixed++;
+				left_formed(k, f);
+				return 2;
+			}
+			a64_change(k, pc, pair[0], f, 0);
+			a64_change(k, pc + 4, pair[1], f, 1);
+			return 2;
+		}
+		return 0;
 	default: /* a load or store reading f's page: not rewritten */
 		break;
 	}
@@ -308,32 +350,81 @@ static int a64_ref(struct keep *k, const struct elf_a64_ref *r, uint64_t pc, uin
 	return 1;
 }
 
+/* A load or store with an unsigned 12-bit offset (scaled by its size) from
+ * a register other than SP: the byte offset, or -1. */
+static long a64_ldst_lo12(uint32_t w)
+{
+	if ((w & 0x3b000000u) != 0x39000000u || ((w >> 5) & 31u) == 31u)
+		return -1;
+	unsigned scale = w >> 30;
+	if ((w >> 26) & 1u && !scale && ((w >> 22) & 2u))
+		scale = 4; /* a 128-bit vector register */
+	return (long)(((w >> 10) & 0xfffu) << scale);
+}
+
+/* Is `w` a branch through register Xd (BR, BLR, or their authenticating
+ * forms)? */
+static int a64_branches_through(uint32_t w, uint32_t rd)
+{
+	return (w & 0xfe9ff000u) == 0xd61f0000u && ((w >> 5) & 31u) == rd;
+}
+
 /* One fragment of AArch64 output (above). */
 static void a64_fragment(struct keep *k, const uint8_t *code, uint64_t len, uint64_t addr)
 {
 	for (uint64_t i = 0; i + 4 <= len && !k->rc; i += 4) {
-		uint32_t w, wi;
+		uint32_t w, wi, next = 0, after = 0, pair[2];
 		memcpy(&w, code + i, 4);
+		int has_next = i + 8 <= len;
+		if (has_next)
+			memcpy(&next, code + i + 4, 4);
+		if (i + 12 <= len)
+			memcpy(&after, code + i + 8, 4);
 		uint64_t pc = addr + i, in, t, page, lit;
-		long f;
-		int translated = !a64_input_word(k, pc, &in, &wi);
+		long f, off;
+		int translated = !a64_input_word(k, pc, &in, &wi), took;
 		const struct elf_a64_ref *r = translated ? elf_a64_ref_at(k->b, in) : NULL;
-		if (r && k->o->c1_addr[r->func] && a64_ref(k, r, pc, w, in, wi))
+		if (r && k->o->c1_addr[r->func] &&
+		    (took = a64_ref(k, r, pc, w, next, has_next, in, wi))) {
+			i += 4 * (uint64_t)(took - 1);
 			continue;
+		}
 		/* Not explained by a relocation of the input. */
 		if (arch_a64_adrp_page(pc, w, &page)) {
-			/* A page holding a copy's start (a BOLT stub's, or a
+			if (!k->n || !moved_in_page(k, page))
+				continue;
+			/* ADRP+ADD of one register forming a copy's start: no
+			 * other instruction reads the page. A branch through it
+			 * (a BOLT stub) is left; any other use is pointed at C0. */
+			if (has_next && arch_a64_is_add_lo12(next) && (next & 31u) == (w & 31u) &&
+			    ((next >> 5) & 31u) == (w & 31u)) {
+				if ((f = moved_at(k, page + ((next >> 10) & 0xfffu))) >= 0 &&
+				    !a64_branches_through(after, w & 31u)) {
+					if (a64_pair_words(pc, k->b->funcs[f].addr, w, next, pair)) {
+						k->fx->unfixed++;
+						left_formed(k, (uint32_t)f);
+					} else {
+						a64_change(k, pc, pair[0], (uint32_t)f, 0);
+						a64_change(k, pc + 4, pair[1], (uint32_t)f, 1);
+					}
+				}
+				i += 4;
+				continue;
+			}
+			/* Any other ADRP of a page holding a copy's start (a
 			 * translation BOLT's edits within a block threw off):
 			 * its readers may be among the changes. */
-			if (k->n && moved_in_page(k, page)) {
-				k->fx->unfixed++;
-				a64_bad_page(k, page);
-			}
+			k->fx->unfixed++;
+			a64_bad_page(k, page);
 		} else if (arch_a64_is_add_lo12(w) && ((w >> 5) & 31u) != 31u &&
 			   !(translated && wi == w)) {
 			/* An ADD BOLT did not copy as it was: it may read a
 			 * changed ADRP. (ADDs of constants are copied as is.) */
 			a64_bad_lo12(k, (w >> 10) & 0xfffu);
+		} else if ((off = a64_ldst_lo12(w)) >= 0 && !(translated && wi == w)) {
+			/* Likewise a load or store. */
+			if (off < 4096)
+				a64_bad_lo12(k, (uint32_t)off);
 		} else if (arch_a64_adr_target(pc, w, &t) && (f = moved_at(k, t)) >= 0) {
 			k->fx->unfixed++;
 			left_formed(k, (uint32_t)f);
@@ -351,6 +442,28 @@ static void a64_fragment(struct keep *k, const uint8_t *code, uint64_t len, uint
 			}
 		}
 	}
+}
+
+/* Every function named by the relocations of the input function of
+ * fragment `fr`, which is not read. */
+static void a64_bad_unread(struct keep *k, const struct elf_bat_frag *fr)
+{
+	if (fr->in_func < 0) {
+		for (size_t i = 0; i < k->n; i++) /* which function is unknown */
+			a64_bad(k, k->by_c1[i].func);
+		return;
+	}
+	const struct elf_func *fn = &k->b->funcs[fr->in_func];
+	size_t lo = 0, hi = k->b->na64_refs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (k->b->a64_refs[mid].at < fn->addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < k->b->na64_refs && k->b->a64_refs[lo].at < fn->addr + fn->size; lo++)
+		a64_bad(k, k->b->a64_refs[lo].func);
 }
 
 /* The queued changes of every function nothing marked (above). */
@@ -414,8 +527,14 @@ int inject_fixups_build(const struct elf_binary *b, const struct bolt_output *o,
 	for (size_t i = 0; i < bat->nfrags && !k.rc; i++) {
 		const struct elf_bat_frag *fr = &bat->frags[i];
 		uint8_t *code = read_output(o, fr->addr, fr->size);
-		if (!code)
-			continue; /* not in a new segment: not code we map */
+		if (!code) {
+			/* Not in a new segment: not code we map. Should its
+			 * function have other fragments we do map, their ADRPs'
+			 * readers may be here. */
+			if (b->machine == EM_AARCH64)
+				a64_bad_unread(&k, fr);
+			continue;
+		}
 		if (b->machine == EM_AARCH64)
 			a64_fragment(&k, code, fr->size, fr->addr);
 		else

@@ -793,6 +793,15 @@ limits)
   expect s5 state failed 0
   grep -q "used no CPU for 2 s: killed as stuck" "$e/failed" || fail "failed says: $(cat "$e/failed")"
   [ $((SECONDS - t0)) -lt 50 ] || fail "the stuck BOLT was not killed before it ended by itself"
+  #    The same where the child's CPU clock cannot be had: /proc/PID/stat.
+  rm -rf "$cache"
+  t0=$SECONDS
+  OCOLOS_TEST_NO_CPU_CLOCK=1 OCOLOS_TEST_BAM_STALL_S=2 bamrun s6 --target bam_work \
+    --profile-runs 2 --profile-samples 1000000 --wait -- sh -c "$twice"
+  e=$(entry_of)
+  expect s6 state failed 0
+  grep -q "used no CPU for 2 s: killed as stuck" "$e/failed" || fail "failed says: $(cat "$e/failed")"
+  [ $((SECONDS - t0)) -lt 50 ] || fail "the stuck BOLT was not killed (no CPU clock)"
   bolt=$realbolt
   ;;
 gcc)

@@ -72,7 +72,9 @@ struct api_state {
 					   (old = original bytes): a re-apply */
 	struct inject_stubs stubs;	/* slot stubs */
 	uint32_t last_gen;		/* generation of the newest version made */
-	uint64_t pointer_guard;		/* glibc's, as read at the last stop (scan.c) */
+	uint64_t pointer_guard;		/* glibc's, as read at the last stop (scan.c;
+					   AArch64: from the dynamic linker, once) */
+	int guard_looked;		/* AArch64: looked for it already */
 	struct proc_live_thread threads[1024]; /* the threads stopped then */
 	size_t nthreads;
 	uint32_t versions_retired;

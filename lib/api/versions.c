@@ -498,6 +498,15 @@ int api_retire(struct ocolos_ctx *ctx, const uint8_t *quiet_at_stop, int keep_ne
 			threads[nthreads++] =
 				proc_self_thread((uint64_t)(uintptr_t)__builtin_frame_address(0));
 	}
+	/* On AArch64 the guard is a word of the dynamic linker, not of the
+	 * threads (x86-64: read at the stop): looked up once. */
+	if (!st->pointer_guard && ctx->bin->machine == EM_AARCH64 && !st->guard_looked) {
+		st->guard_looked = 1;
+		if (proc_a64_pointer_guard(&ctx->target, ctx->pid, &st->pointer_guard))
+			core_logf(&ctx->log, OCOLOS_LOG_INFO, "glibc's pointer guard was not found "
+				  "in process %d: mangled code addresses (setjmp buffers, atexit "
+				  "handlers) are not seen by retirement", (int)ctx->pid);
+	}
 	struct inject_scan_opts so = { .guard = st->pointer_guard,
 		.threads = threads ? threads : st->threads, .nthreads = threads ? nthreads : st->nthreads,
 		.skip = (const uint64_t (*)[2])sk.v, .nskip = sk.n,

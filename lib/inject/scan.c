@@ -15,7 +15,7 @@
  * not pin it. What it catches that a stop does not: return addresses on
  * the stacks of suspended coroutines (heap or mmap'ed stacks), contexts
  * saved by getcontext/swapcontext, backtraces stored by the program, and,
- * demangled with glibc's pointer guard (x86-64), the PCs of setjmp buffers
+ * demangled with glibc's pointer guard, the PCs of setjmp buffers
  * and the functions of atexit lists, which glibc stores mangled.
  *
  * Read through /proc/PID/mem (for the calling process too): a mapping that
@@ -70,10 +70,15 @@ static void check(const uint64_t (*ranges)[2], size_t n, const struct inject_sca
 	}
 }
 
-/* glibc's PTR_DEMANGLE on x86-64: rotate right by 0x11, then xor. */
+/* glibc's PTR_DEMANGLE: on x86-64 rotate right by 0x11, then xor; on
+ * AArch64 xor only (proc/pointer_guard.c). */
 static uint64_t demangle(uint64_t w, uint64_t guard)
 {
+#if defined(__aarch64__)
+	return w ^ guard;
+#else
 	return ((w >> 0x11) | (w << (64 - 0x11))) ^ guard;
+#endif
 }
 
 /* PAGEMAP_SCAN's ABI (include/uapi/linux/fs.h, Linux 6.7), spelled out

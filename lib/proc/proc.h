@@ -41,6 +41,12 @@ void proc_mem_prefault(int fd, const struct proc_span *spans, size_t n);
 
 /* ---- where an injected library call may run (safe_point.c) ---- */
 
+/* glibc's AArch64 pointer guard in `pid` (pointer_guard.c): the value of
+ * the dynamic linker's __pointer_chk_guard, read through `t`. 0, or -1
+ * (*guard 0) when it is not found (a static program, another libc). */
+struct proc_target;
+int proc_a64_pointer_guard(struct proc_target *t, pid_t pid, uint64_t *guard);
+
 /* Call fn(user, name, run-time start, size, STT_ type) for each defined
  * .dynsym symbol of each shared library mapped in `pid` whose file name
  * (without directory) want_lib accepts; stops at fn's first non-zero

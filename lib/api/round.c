@@ -718,6 +718,7 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		.profile = p->profile, .output = p->output, .log_path = p->log,
 		.alloc_vma = p->res.addr - p->bias, .self_placed = !ctx->bolt_custom_vma,
 		.no_split = c1_may_be_far(ctx->bin, p->res.addr - p->bias),
+		.keep_nops = ctx->bin->machine == EM_AARCH64,
 		.timeout_ms = ctx->opts.bolt_timeout_ms,
 		.basic_samples = p->basic, .extra_args = ctx->opts.bolt_extra_args,
 		.cancel = &ctx->cancel, .args_out = p->bolt_args,

@@ -344,10 +344,15 @@ static int a64_ref(struct keep *k, const struct elf_a64_ref *r, uint64_t pc, uin
 		}
 		return 0;
 	default: /* a load or store reading f's page: not rewritten */
-		break;
+		a64_bad(k, f);
+		return 1;
 	}
+	/* Not the form its input was: BOLT added or removed a word earlier
+	 * in the block (the translation drifts until the next BAT row), so
+	 * the word may be another instruction altogether; the caller looks
+	 * at it as it is too. */
 	a64_bad(k, f);
-	return 1;
+	return 0;
 }
 
 /* A load or store with an unsigned 12-bit offset (scaled by its size) from
@@ -367,6 +372,31 @@ static long a64_ldst_lo12(uint32_t w)
 static int a64_branches_through(uint32_t w, uint32_t rd)
 {
 	return (w & 0xfe9ff000u) == 0xd61f0000u && ((w >> 5) & 31u) == rd;
+}
+
+/* The address the ADD `w` at fragment offset `i` forms from the page
+ * that the last ADRP before it in the fragment (within 256 words) wrote
+ * into its source register, or -1 (none, or the register perhaps written
+ * otherwise since). Not a proof (another path may reach the ADD): only
+ * used to list more. */
+static long a64_formed_after(const uint8_t *code, uint64_t i, uint64_t addr, uint32_t w)
+{
+	uint32_t rn = (w >> 5) & 31u;
+	for (int n = 0; i >= 4 && n < 256; n++) {
+		i -= 4;
+		uint32_t p;
+		uint64_t page;
+		memcpy(&p, code + i, 4);
+		if ((p & 31u) != rn)
+			continue;
+		if (arch_a64_adrp_page(addr + i, p, &page))
+			return (long)(page + ((w >> 10) & 0xfffu));
+		/* A store names rn without writing it; anything else may. */
+		int store = ((p >> 27) & 1u) && !((p >> 25) & 1u) && !((p >> 22) & 1u);
+		if (!store)
+			return -1;
+	}
+	return -1;
 }
 
 /* One fragment of AArch64 output (above). */
@@ -419,8 +449,16 @@ static void a64_fragment(struct keep *k, const uint8_t *code, uint64_t len, uint
 		} else if (arch_a64_is_add_lo12(w) && ((w >> 5) & 31u) != 31u &&
 			   !(translated && wi == w)) {
 			/* An ADD BOLT did not copy as it was: it may read a
-			 * changed ADRP. (ADDs of constants are copied as is.) */
+			 * changed ADRP. (ADDs of constants are copied as is.)
+			 * And when the ADRP last writing its register earlier
+			 * in the fragment, with it, forms a copy's start, that
+			 * copy's address is formed here. */
 			a64_bad_lo12(k, (w >> 10) & 0xfffu);
+			long a = a64_formed_after(code, i, addr, w);
+			if (a >= 0 && (f = moved_at(k, (uint64_t)a)) >= 0) {
+				k->fx->unfixed++;
+				left_formed(k, (uint32_t)f);
+			}
 		} else if ((off = a64_ldst_lo12(w)) >= 0 && !(translated && wi == w)) {
 			/* Likewise a load or store. */
 			if (off < 4096)
@@ -472,8 +510,10 @@ static void a64_finish(struct keep *k)
 	for (size_t i = 0; i < k->nch && !k->rc; i++) {
 		const struct a64_change *c = &k->ch[i];
 		if (k->bad[c->func]) {
+			/* An ADRP alone forms a copy's page, which its reader
+			 * completes (it was not proven, or f would be whole). */
 			k->fx->unfixed += c->forms;
-			if (c->forms && left_formed(k, c->func))
+			if (left_formed(k, c->func))
 				return;
 			continue;
 		}

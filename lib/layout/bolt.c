@@ -430,6 +430,8 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 		argv[n++] = common[i];
 	if (!req->no_split)
 		argv[n++] = "--split-functions";
+	if (req->keep_nops)
+		argv[n++] = "--keep-nops";
 	for (size_t i = 0; req->extra_args && req->extra_args[i]; i++) {
 		if (n + 1 >= MAX_ARGS)
 			return core_errf(err, OCOLOS_EINVAL, "too many extra BOLT arguments");

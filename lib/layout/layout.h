@@ -27,6 +27,11 @@ struct layout_request {
 				    reach of the original code (AArch64), where BOLT
 				    19 gives cold fragments no stubs to C0 (its LongJmp
 				    pass covers the hot area only) and fails */
+	int keep_nops;		 /* --keep-nops: AArch64, where BOLT Address
+				    Translation has rows only at block starts and
+				    branches, so a NOP removed inside a block
+				    throws off the translation of every word after
+				    it, which inject/keep_c0.c relies on */
 	uint32_t timeout_ms;
 	int basic_samples;	 /* profile holds IP samples (S records): --ba */
 	const char *const *extra_args; /* NULL-ended, may be NULL */

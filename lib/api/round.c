@@ -684,6 +684,7 @@ static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
 		elf_bolt_output_close(p->out);
 		p->out = NULL;
 		req->extra_args = args;
+		req->fdata_ready = 1;
 		uint64_t ns = 0;
 		rc = layout_bolt_run(req, &ns, &ctx->err);
 		req->extra_args = saved;

@@ -403,7 +403,11 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 {
 	char vma[64], data[2 * PATH_MAX], outarg[PATH_MAX + 8], fdata[PATH_MAX];
 	uint64_t t0 = core_now_ns(), deadline = t0 + (uint64_t)req->timeout_ms * 1000000ull;
-	int rc = req->basic_samples ? aggregate(req, fdata, deadline, err) : 0;
+	int rc = 0;
+	if (req->basic_samples && req->fdata_ready)
+		snprintf(fdata, sizeof(fdata), "%s.fdata", req->profile);
+	else if (req->basic_samples)
+		rc = aggregate(req, fdata, deadline, err);
 	if (rc) {
 		*elapsed_ns = core_now_ns() - t0;
 		return rc;

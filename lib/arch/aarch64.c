@@ -139,15 +139,22 @@ static void put32(uint8_t *p, uint32_t w)
 	p[3] = (uint8_t)(w >> 24);
 }
 
+int arch_a64_set_pcrel21(uint32_t insn, int64_t imm, uint32_t *out)
+{
+	if (imm < -(1ll << 20) || imm >= (1ll << 20))
+		return -1;
+	uint32_t v = (uint32_t)imm & 0x1fffffu; /* immlo (bits 30:29), immhi (23:5) */
+	*out = (insn & 0x9f00001fu) | (v & 3u) << 29 | (v >> 2) << 5;
+	return 0;
+}
+
 int arch_a64_encode_veneer(uint64_t at, uint64_t target, uint8_t out[ARCH_A64_VENEER_LEN])
 {
-	/* ADRP: page of target minus page of the instruction, in 4 KiB pages,
-	 * a signed 21-bit field split immlo (bits 30:29) / immhi (23:5). */
-	int64_t pages = (int64_t)((target & ~0xfffull) - (at & ~0xfffull)) >> 12;
-	if (pages < -(1ll << 20) || pages >= (1ll << 20))
+	/* ADRP x16: page of target minus page of the instruction. */
+	uint32_t adrp;
+	if (arch_a64_set_pcrel21(0x90000000u | 16u,
+				 (int64_t)((target & ~0xfffull) - (at & ~0xfffull)) / 4096, &adrp))
 		return -1;
-	uint32_t imm = (uint32_t)pages & 0x1fffff;
-	uint32_t adrp = 0x90000000u | ((imm & 3) << 29) | ((imm >> 2) << 5) | 16u; /* x16 */
 	uint32_t add = 0x91000000u | ((uint32_t)(target & 0xfff) << 10) | (16u << 5) | 16u;
 	uint32_t br = 0xd61f0000u | (16u << 5);	/* BR x16 */
 	uint32_t brk = 0xd4200000u;		/* BRK #0: never reached */

@@ -126,6 +126,9 @@ size_t arch_a64_scan_function(const uint8_t *code, size_t len, uint64_t addr,
 int arch_a64_adr_target(uint64_t pc, uint32_t insn, uint64_t *target);
 /* The 4 KiB page `insn` at `pc` forms if it is ADRP; 0 if it is not. */
 int arch_a64_adrp_page(uint64_t pc, uint32_t insn, uint64_t *page);
+/* ADR or ADRP `insn` with its signed 21-bit immediate (bytes for ADR, 4 KiB
+ * pages for ADRP) set to `imm`, its register kept: 0, or -1 out of range. */
+int arch_a64_set_pcrel21(uint32_t insn, int64_t imm, uint32_t *out);
 /* Whether `insn` is `ADD Xd, Xn, #imm12` (64-bit, no shift: the :lo12:
  * half of an address). */
 int arch_a64_is_add_lo12(uint32_t insn);

@@ -404,19 +404,23 @@ static int cmp_a64_ref(const void *a, const void *b)
 	return x->at < y->at ? -1 : x->at > y->at;
 }
 
-const struct elf_a64_ref *elf_a64_ref_at(const struct elf_binary *b, uint64_t at)
+size_t elf_a64_ref_from(const struct elf_binary *b, uint64_t at)
 {
 	size_t lo = 0, hi = b->na64_refs;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		if (b->a64_refs[mid].at < at)
 			lo = mid + 1;
-		else if (b->a64_refs[mid].at > at)
-			hi = mid;
 		else
-			return &b->a64_refs[mid];
+			hi = mid;
 	}
-	return NULL;
+	return lo;
+}
+
+const struct elf_a64_ref *elf_a64_ref_at(const struct elf_binary *b, uint64_t at)
+{
+	size_t i = elf_a64_ref_from(b, at);
+	return i < b->na64_refs && b->a64_refs[i].at == at ? &b->a64_refs[i] : NULL;
 }
 
 /* AArch64: a BL/B at r_offset that, as linked, targets a function start.

@@ -155,6 +155,8 @@ int elf_unwinding_name(const char *name);
  * OCOLOS_ENOMEM. */
 int elf_read_noreturn_plt(struct elf_binary *b);
 
+/* Index of the first AArch64 reference at or after link-time `at`. */
+size_t elf_a64_ref_from(const struct elf_binary *b, uint64_t at);
 /* The AArch64 reference at link-time `at`, or NULL. */
 const struct elf_a64_ref *elf_a64_ref_at(const struct elf_binary *b, uint64_t at);
 

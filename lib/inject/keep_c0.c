@@ -261,11 +261,8 @@ static int a64_change(struct keep *k, uint64_t addr, uint32_t word, uint32_t f, 
  * f (at `pc`): 0, or -1 out of ADRP's reach. */
 static int a64_pair_words(uint64_t pc, uint64_t c0, uint32_t wp, uint32_t wa, uint32_t out[2])
 {
-	int64_t pages = (int64_t)((c0 & ~0xfffull) - (pc & ~0xfffull)) / 4096;
-	if (pages < -(1ll << 20) || pages >= (1ll << 20))
+	if (arch_a64_set_pcrel21(wp, (int64_t)((c0 & ~0xfffull) - (pc & ~0xfffull)) / 4096, &out[0]))
 		return -1;
-	uint32_t imm = (uint32_t)pages & 0x1fffffu;
-	out[0] = (wp & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5;
 	out[1] = (wa & ~(0xfffu << 10)) | (uint32_t)(c0 & 0xfffu) << 10;
 	return 0;
 }
@@ -317,15 +314,14 @@ static int a64_ref(struct keep *k, const struct elf_a64_ref *r, uint64_t pc, uin
 		if (arch_a64_adr_target(pc, w, &t)) {
 			if (t != c1 || (w & 31u) != (wi & 31u))
 				break;
-			int64_t d = (int64_t)(c0 - pc);
-			if (d < -(1ll << 20) || d >= (1ll << 20)) {
+			uint32_t adr;
+			if (arch_a64_set_pcrel21(w, (int64_t)(c0 - pc), &adr)) {
 				/* Out of ADR's reach: it stands alone. */
 				k->fx->unfixed++;
 				left_formed(k, f);
 				return 1;
 			}
-			uint32_t imm = (uint32_t)d & 0x1fffffu;
-			a64_change(k, pc, (w & 0x9f00001fu) | (imm & 3u) << 29 | (imm >> 2) << 5, f, 1);
+			a64_change(k, pc, adr, f, 1);
 			return 1;
 		}
 		/* BOLT relaxes an ADR whose target may move out of reach into
@@ -492,16 +488,9 @@ static void a64_bad_unread(struct keep *k, const struct elf_bat_frag *fr)
 		return;
 	}
 	const struct elf_func *fn = &k->b->funcs[fr->in_func];
-	size_t lo = 0, hi = k->b->na64_refs;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (k->b->a64_refs[mid].at < fn->addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (; lo < k->b->na64_refs && k->b->a64_refs[lo].at < fn->addr + fn->size; lo++)
-		a64_bad(k, k->b->a64_refs[lo].func);
+	for (size_t i = elf_a64_ref_from(k->b, fn->addr);
+	     i < k->b->na64_refs && k->b->a64_refs[i].at < fn->addr + fn->size; i++)
+		a64_bad(k, k->b->a64_refs[i].func);
 }
 
 /* The queued changes of every function nothing marked (above). */

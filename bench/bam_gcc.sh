@@ -26,7 +26,8 @@
 #        INSTRUMENT, KINDS may hold first2: that build repeated (below), and
 #        first2alt: the same with the ocolos-bam of another build directory,
 #        BAM_ALT (to compare two versions of the tool in one run); KINDS may
-#        hold first: the first build repeated on a fresh cache
+#        hold first: the first build repeated on a fresh cache, and
+#        firstalt: the same with BAM_ALT's ocolos-bam
 #
 # Builds, each from clean, timed (CPU time, user+sys of everything the build
 # waited for, and wall clock):
@@ -59,8 +60,8 @@ for k in "${kinds[@]}"; do # checked now, not an hour in
 	case $k in
 	first2 | first2alt) [ -n "${INSTRUMENT:-}" ] || { echo "bam_gcc: kind $k needs INSTRUMENT" >&2; exit 1; } ;;
 	esac
-	[ "$k" != first2alt ] || [ -x "${BAM_ALT:-}/tools/ocolos-bam" ] ||
-		{ echo "bam_gcc: kind first2alt needs BAM_ALT (a build directory with tools/ocolos-bam)" >&2; exit 1; }
+	case $k in first2alt | firstalt) [ -x "${BAM_ALT:-}/tools/ocolos-bam" ] ||
+		{ echo "bam_gcc: kind $k needs BAM_ALT (a build directory with tools/ocolos-bam)" >&2; exit 1; } ;; esac
 done
 log() { echo "bam_gcc: $*" >&2; }
 . "$here/debsrc.sh"
@@ -284,14 +285,17 @@ if [[ " ${kinds[*]} " == *" first2"* ]]; then
 fi
 run_kind() { # run_kind KIND REP
 	case $1 in
-	first)
+	first | firstalt)
 		# The first build repeated, on a fresh cache each time: the
 		# originals run while the worker makes the instrumented copy
-		# beside the build (INSTRUMENT; sampled runs without it).
+		# (INSTRUMENT; sampled runs without it).
 		cache=$out/cache-first
 		rm -rf "$cache"
+		local keep1=$bam
+		[ "$1" = first ] || bam=$BAM_ALT/tools/ocolos-bam
 		# shellcheck disable=SC2086
-		build first "$2" "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
+		build "$1" "$2" "$cc" --target "$cc1" ${FIRST_OPTS:-} $IOPTS
+		bam=$keep1
 		if [ -n "${INSTRUMENT:-}" ]; then
 			wait_instr "$cache"
 			flock "$(ls -d "$cache"/e/* | head -1)/bolt.lock" true
@@ -345,7 +349,7 @@ for k, r, s, c, *rest in rows:
     by[(k, r)] = (float(c), float(s))
 m = {k: st.median(v) for k, v in cpu.items()}
 mw = {k: st.median(v) for k, v in wall.items()}
-for k in ("ref", "first", "first2", "first2alt", "allprof", "plain", "later", "ceil", "ceil2", "profile"):
+for k in ("ref", "first", "firstalt", "first2", "first2alt", "allprof", "plain", "later", "ceil", "ceil2", "profile"):
     if k in cpu:
         print(f"{k:8s} n={len(cpu[k])} cpu median={m[k]:.2f}s all={' '.join(f'{x:.2f}' for x in cpu[k])};"
               f" wall median={mw[k]:.2f}s all={' '.join(f'{x:.1f}' for x in wall[k])}")
@@ -354,7 +358,7 @@ def pairs(k, i):
     v = [by[("plain", r)][i] / by[(k, r)][i] for r in reps if (k, r) in by]
     q = st.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
     return st.median(v), min(v), max(v), q[0], q[2]
-for k in ("later", "ceil", "ceil2", "profile", "first", "first2", "first2alt"):
+for k in ("later", "ceil", "ceil2", "profile", "first", "firstalt", "first2", "first2alt"):
     if k in cpu and "plain" in cpu and any((k, r) in by for r in reps):
         c, w = pairs(k, 0), pairs(k, 1)
         print(f"plain/{k}: cpu median of pairs {c[0]:.3f}x (IQR {c[3]:.3f}-{c[4]:.3f},"
@@ -372,7 +376,7 @@ if "plain" in cpu:
             c, w = by[(k, "0")]
             print(f"{k} build of the sequence vs plain median: cpu {(c / m['plain'] - 1) * 100:+.1f}%,"
                   f" wall {(w / mw['plain'] - 1) * 100:+.1f}%")
-    for k in ("first", "first2", "first2alt"):
+    for k in ("first", "firstalt", "first2", "first2alt"):
         if any((k, r) in by for r in reps):
             c, w = pairs(k, 0), pairs(k, 1)
             print(f"{k} repeated, its cost against plain (median of pairs): cpu {(1 / c[0] - 1) * 100:+.1f}%"

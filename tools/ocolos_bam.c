@@ -43,6 +43,7 @@
 
 #include "bam/bam.h"
 #include "bam/counts.h"
+#include "bam/cpu.h"
 #include "bam/memory.h"
 #include "core/err.h"
 #include "core/util.h"
@@ -67,6 +68,7 @@ struct opts {
 	long cache_max_mb;	  /* --cache-max */
 	const char *bolt;	  /* --bolt */
 	long bolt_timeout_s;	  /* --bolt-timeout */
+	long idle_wait_s;	  /* --idle-wait */
 	int wait;		  /* --wait */
 	int allow_stripped;	  /* --allow-stripped */
 	const char *preload;	  /* --preload */
@@ -100,6 +102,9 @@ static void usage(FILE *f)
 		"  --cache-max MB       cache size bound (default 4096)\n"
 		"  --bolt PATH          llvm-bolt to use (default: libocolos's BOLT discovery)\n"
 		"  --bolt-timeout S     BOLT's CPU-time limit, per run (default 1800)\n"
+		"  --idle-wait S        background work (BOLT, the instrumented copy) waits for an\n"
+		"                       idle CPU while CMD runs, S seconds at most (default 60;\n"
+		"                       0: start at once); it always starts when CMD ends\n"
 		"  --wait               wait for the background BOLT before exiting\n"
 		"  --allow-stripped     let BOLT try binaries without .symtab (off: BOLT 22 broke\n"
 		"                       Debian's stripped cc1 here; a fault falls back to the original)\n"
@@ -118,6 +123,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "instrument", required_argument, 0, 'I' },
 		{ "cache", required_argument, 0, 'c' }, { "cache-max", required_argument, 0, 'm' },
 		{ "bolt", required_argument, 0, 'b' }, { "bolt-timeout", required_argument, 0, 'T' },
+		{ "idle-wait", required_argument, 0, 'W' },
 		{ "wait", no_argument, 0, 'w' }, { "allow-stripped", no_argument, 0, 'S' }, { "preload", required_argument, 0, 'p' },
 		{ "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 } };
 	/* --auto-cpu-ms 2000: one BOLT run costs tens of CPU seconds (minutes
@@ -132,10 +138,18 @@ static int parse(int argc, char **argv, struct opts *o)
 	 * run: 1.07-1.11x; a Lua interpreter, one or two: 1.07x; sampled profiles
 	 * 0.92-0.99x and 1.00x: docs/benchmarks.md), but BOLT's instrumentation
 	 * of a big binary takes gigabytes (cc1: 5.9 GB), which a default must
-	 * not take from a build that needs it: instrument_gate checks first. */
+	 * not take from a build that needs it: instrument_gate checks first.
+	 *
+	 * --idle-wait 60: the background work starts at once where a CPU is
+	 * idle. Where the build keeps every CPU busy, BOLT at nice 19 beside
+	 * it still cost the build's CPU time +2 to +14 % (cc1, make -j2 on 2
+	 * CPUs: docs/benchmarks.md), and the optimized binary it makes helps
+	 * only the compilations after it. A build that is over within a
+	 * minute has little left to gain from it; a longer one waits a minute
+	 * out of its length, then has BOLT beside it as before. */
 	*o = (struct opts){ .auto_n = 3, .auto_cpu_ms = 2000, .runs = 10, .min_samples = 2000, .hz = 1000,
 			    .instrument = 1, .instrument_auto = 1, .cache_max_mb = 4096,
-			    .bolt_timeout_s = 1800 };
+			    .bolt_timeout_s = 1800, .idle_wait_s = 60 };
 	int c;
 	while ((c = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
 		switch (c) {
@@ -179,6 +193,18 @@ static int parse(int argc, char **argv, struct opts *o)
 			    o->bolt_timeout_s > 86400 * 30 || errno) {
 				fprintf(stderr, "ocolos-bam: --bolt-timeout '%s': seconds of CPU time "
 					"each BOLT run may use, 1 to 2592000\n", optarg);
+				return -1;
+			}
+			break;
+		}
+		case 'W': {
+			char *end;
+			errno = 0;
+			o->idle_wait_s = strtol(optarg, &end, 10);
+			if (end == optarg || *end || o->idle_wait_s < 0 || o->idle_wait_s > 86400 ||
+			    errno) {
+				fprintf(stderr, "ocolos-bam: --idle-wait '%s': seconds, 0 to 86400\n",
+					optarg);
 				return -1;
 			}
 			break;
@@ -1380,6 +1406,73 @@ static int instrumentable_once(const char *entry, const char *key, const char *p
 	return 1;
 }
 
+/* ---- when background work may start -------------------------------------------- */
+
+/* Half a CPU idle, on average over a second: a build with -j below the
+ * CPU count, a link or a configure step. make -j2 compiling on 2 CPUs
+ * leaves 0-5 % of a CPU idle (measured with 0.5 s samples), its final
+ * link ~50 %. */
+#define IDLE_CPU_MIN 0.5
+#define IDLE_INTERVAL_S 1.0
+
+static cpu_set_t our_cpus;	     /* our affinity, read once: the worker inherits it */
+static int our_cpus_known;
+static struct bam_cpu_sample cpu_last; /* the counters at the start of the interval */
+static int cpu_measured;	     /* an interval has been measured */
+static double cpu_idle_cpus = -1;    /* idle CPUs over the last interval; -1 unreadable */
+static double held_since = -1;	     /* ready work held back since (mono_s), or -1 */
+static double held_s;		     /* all the time it was, this session (summary) */
+
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* At every poll: a new interval's idle CPUs once the last is a second old. */
+static void cpu_watch(void)
+{
+	double now = mono_s();
+	if (!our_cpus_known) {
+		our_cpus_known = sched_getaffinity(0, sizeof(our_cpus), &our_cpus) ? -1 : 1;
+		bam_cpu_read("", our_cpus_known > 0 ? &our_cpus : NULL, now, &cpu_last);
+		return;
+	}
+	if (now - cpu_last.at_s < IDLE_INTERVAL_S)
+		return;
+	struct bam_cpu_sample cur;
+	bam_cpu_read("", our_cpus_known > 0 ? &our_cpus : NULL, now, &cur);
+	cpu_idle_cpus = bam_cpu_idle(&cpu_last, &cur);
+	cpu_last = cur;
+	cpu_measured = 1;
+}
+
+/* Work is ready for a worker: may it start now? Yes when a CPU is idle
+ * (or idleness cannot be read: the behaviour before this rule), when CMD
+ * has ended (`final`: there is no build to slow down), or once the work
+ * has been held --idle-wait seconds. */
+static int worker_may_start(const struct opts *o, int final)
+{
+	double now = mono_s();
+	int go = final || o->idle_wait_s == 0 ||
+		 (cpu_measured && (cpu_idle_cpus < 0 || cpu_idle_cpus >= IDLE_CPU_MIN)) ||
+		 (held_since >= 0 && now - held_since >= (double)o->idle_wait_s);
+	if (go && held_since >= 0) {
+		held_s += now - held_since;
+		held_since = -1;
+	} else if (!go && held_since < 0) {
+		held_since = now;
+	}
+	return go;
+}
+
+static void start_worker_when_idle(const char *entry, enum job job, const struct opts *o, int final)
+{
+	if (worker_may_start(o, final))
+		start_worker(entry, job, o);
+}
+
 /* Look for an entry with enough profile and no optimized binary yet, and
  * start its worker (one at a time). `final`: CMD has exited, so every
  * profiled process has written its spool; an entry whose profiled runs are
@@ -1388,6 +1481,7 @@ static void poll_entries(const struct opts *o, int final)
 {
 	char e[PATH_MAX + 4];
 	snprintf(e, sizeof(e), "%s/e", root);
+	cpu_watch();
 	DIR *d = opendir(e);
 	if (!d)
 		return;
@@ -1419,9 +1513,9 @@ static void poll_entries(const struct opts *o, int final)
 			 * of CMD, any. */
 			size_t done = counts_done(p, NULL);
 			if (!has(p, "instrumented")) {
-				start_worker(p, JOB_INSTRUMENT, o);
+				start_worker_when_idle(p, JOB_INSTRUMENT, o, final);
 			} else if (done >= (size_t)o->instrument || (final && done > 0)) {
-				start_worker(p, JOB_BOLT_COUNTS, o);
+				start_worker_when_idle(p, JOB_BOLT_COUNTS, o, final);
 			} else if (final && file_size(p, "iclaims") >= o->instrument &&
 				   !instr_runs_going(p)) {
 				/* Every run claimed, none wrote its counts, none is
@@ -1437,7 +1531,7 @@ static void poll_entries(const struct opts *o, int final)
 		int ready = n >= (uint64_t)o->min_samples ||
 			    (final && n > 0 && file_size(p, "claims") >= o->runs);
 		if (ready)
-			start_worker(p, JOB_BOLT, o);
+			start_worker_when_idle(p, JOB_BOLT, o, final);
 	}
 	closedir(d);
 }
@@ -1561,7 +1655,8 @@ static void summary(const char *session, const char *error, int status)
 	}
 	fprintf(stderr, ",\"invocations\":%ld,\"invocations_profiled\":%ld,"
 		"\"invocations_optimized\":%ld,\"invocations_instrumented\":%ld,\"fallbacks\":%ld,"
-		"\"targets\":[", inv, prof, opt - fb, instr - ifb, fb + ifb);
+		"\"worker_held_ms\":%lld,\"targets\":[", inv, prof, opt - fb, instr - ifb, fb + ifb,
+		(long long)((held_s + (held_since >= 0 ? mono_s() - held_since : 0)) * 1000));
 	for (size_t i = 0; i < nt; i++) {
 		char e[PATH_MAX + 200];
 		snprintf(e, sizeof(e), "%s/e/%s", root, t[i].key);

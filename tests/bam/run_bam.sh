@@ -4,7 +4,7 @@
 #   run_bam.sh CASE TOOLS_DIR TEST_BIN_DIR LLVM_BOLT
 #
 # CASE: intercept | auto | cpu | concurrent | instrument | default | invalidate | fallback |
-#       unsafe | off | priority | limits | gcc
+#       unsafe | off | priority | limits | idle | gcc
 # Every case checks the oracle: each output file of the run under ocolos-bam
 # is byte-identical to the same run without it (bam_work's output depends
 # only on its input and arguments).
@@ -70,6 +70,9 @@ expect() { # expect JSONFILE KEY VALUE [TARGET_INDEX]
 # Sampled profiles unless the case says --instrument: most cases are about
 # the sampled path, and the default (--instrument auto) would instrument
 # bam_work, which has relocations. The default itself: case default.
+# Background work at once unless the case says --idle-wait: cases that wait
+# inside their command for what a worker does must not wait for an idle
+# CPU, which ctest -j beside them may not leave (the wait itself: case idle).
 # session LOG ...: the same with ocolos-bam's own defaults.
 session() {
   local log=$1; shift
@@ -78,6 +81,7 @@ session() {
 bamrun() {
   local log=$1; shift
   case " $* " in *" --instrument "*) ;; *) set -- --instrument 0 "$@" ;; esac
+  case " $* " in *" --idle-wait "*) ;; *) set -- --idle-wait 0 "$@" ;; esac
   session "$log" "$@"
 }
 ref() { bam_work "$1" "ref.$2" "$ROUNDS"; }
@@ -553,7 +557,7 @@ default)
   make_cg || { echo "no memory cgroup can be made here: the memory check not tested"; echo "PASS: bam.$case_"; exit 0; }
   in_cg() { local log=$1; shift
     ( echo "$BASHPID" > "$cg/cgroup.procs" 2>/dev/null || exit 99
-      exec "$bam" --cache "$cache" --bolt "$bolt" "$@" ) 2> "$log"; }
+      exec "$bam" --cache "$cache" --bolt "$bolt" --idle-wait 0 "$@" ) 2> "$log"; }
   # 1. A limit below it (96 MB): sampled, for good.
   rm -rf "$cache"
   set_cg_limit $((96 << 20))
@@ -803,6 +807,37 @@ limits)
   grep -q "used no CPU for 2 s: killed as stuck" "$e/failed" || fail "failed says: $(cat "$e/failed")"
   [ $((SECONDS - t0)) -lt 50 ] || fail "the stuck BOLT was not killed (no CPU clock)"
   bolt=$realbolt
+  ;;
+idle)
+  # Background work waits for an idle CPU while the command runs
+  # (--idle-wait). The command here keeps every CPU we may use busy (one
+  # spinner per CPU of our affinity, which the worker would inherit), so
+  # none is idle whatever else runs. With the default wait (60 s, longer
+  # than the command) the worker must not start inside the command: the
+  # entry's bolt.lock, the first thing a worker makes, is absent after 4 s,
+  # and the summary counts the time held back; the work starts once the
+  # command has ended. With --idle-wait 1 it starts inside the command.
+  # --instrument 1: work is ready at the first exec (the copy to make).
+  ref in1 1
+  busy="pids=; for i in \$(seq $(nproc)); do (while :; do :; done) & pids=\"\$pids \$!\"; done"
+  check_lock="sleep 4; ls $cache/e/*/bolt.lock > seen 2>/dev/null; kill \$pids"
+  session a1 --target bam_work --instrument 1 -- sh -c "$busy; bam_work in1 out.1 $ROUNDS; $check_lock"
+  e=$(entry_of)
+  [ ! -s seen ] || fail "the worker started inside a command that kept every CPU busy"
+  held=$(jget a1 worker_held_ms)
+  [ "${held:-0}" -ge 2500 ] || { cat a1 >&2; fail "worker_held_ms = '$held', expected >= 2500"; }
+  for i in $(seq 900); do
+    { [ -e "$e/instrumented" ] || [ -e "$e/instrument-failed" ]; } && break
+    sleep 0.1
+  done
+  [ -e "$e/instrumented" ] || fail "no instrumented copy 90 s after the command: $(cat "$e/instrument-failed" 2>&1)"
+  rm -f seen; flock -w 60 "$e/bolt.lock" true; rm -rf "$cache"
+  session b1 --target bam_work --instrument 1 --idle-wait 1 -- \
+    sh -c "$busy; bam_work in1 out.2 $ROUNDS; $check_lock"
+  [ -s seen ] || fail "--idle-wait 1: no worker within 4 s of a busy command"
+  held=$(jget b1 worker_held_ms)
+  [ "${held:-0}" -ge 900 ] && [ "$held" -lt 3900 ] || { cat b1 >&2; fail "worker_held_ms = '$held' with --idle-wait 1"; }
+  same ref.1 out.1; same ref.1 out.2
   ;;
 gcc)
   # The real thing, small: gcc's driver runs cc1 (vfork + execv in GCC 12),

@@ -7,26 +7,14 @@
  * "working set" container runtimes report. */
 #include "bam/memory.h"
 
+#include "bam/cgroup.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MIB (1024LL * 1024LL)
 #define NO_LIMIT (1LL << 62) /* v1 says "none" with LONG_MAX rounded down to pages */
-
-/* The first number of a file, or -1 (also for v2's "max"). */
-static long long read_ll(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	char buf[64];
-	if (!f)
-		return -1;
-	char *got = fgets(buf, sizeof(buf), f);
-	fclose(f);
-	char *end;
-	long long v = got ? strtoll(buf, &end, 10) : -1;
-	return got && end != buf && v >= 0 ? v : -1;
-}
 
 /* `key value` from a memory.stat file, or 0. */
 static long long stat_field(const char *path, const char *key)
@@ -58,17 +46,17 @@ static void cgroup_dir(const char *dir, int v2, struct bam_memory *m)
 	char p[4200];
 	long long limit = -1, usage, high;
 	snprintf(p, sizeof(p), "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
-	limit = read_ll(p);
+	limit = bam_read_ll(p);
 	if (v2) { /* above memory.high the cgroup is throttled and reclaimed hard */
 		snprintf(p, sizeof(p), "%s/memory.high", dir);
-		high = read_ll(p);
+		high = bam_read_ll(p);
 		if (high >= 0 && (limit < 0 || high < limit))
 			limit = high;
 	}
 	if (limit < 0 || limit >= NO_LIMIT)
 		return;
 	snprintf(p, sizeof(p), "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes");
-	usage = read_ll(p);
+	usage = bam_read_ll(p);
 	snprintf(p, sizeof(p), "%s/memory.stat", dir);
 	usage -= stat_field(p, v2 ? "inactive_file" : "total_inactive_file");
 	least(&m->capacity_mb, limit / MIB);
@@ -76,22 +64,21 @@ static void cgroup_dir(const char *dir, int v2, struct bam_memory *m)
 		least(&m->available_mb, limit > usage ? (limit - usage) / MIB : 0);
 }
 
-/* Our cgroup (path under the mount at base), then each ancestor's. */
+struct walk {
+	int v2;
+	struct bam_memory *m;
+};
+
+static void cgroup_dir_v(const char *dir, void *arg)
+{
+	struct walk *w = arg;
+	cgroup_dir(dir, w->v2, w->m);
+}
+
 static void cgroup_walk(const char *base, const char *path, int v2, struct bam_memory *m)
 {
-	char dir[4096];
-	size_t b = strlen(base);
-	snprintf(dir, sizeof(dir), "%s%s", base, path);
-	for (;;) {
-		size_t n = strlen(dir);
-		while (n > b && dir[n - 1] == '/')
-			dir[--n] = 0;
-		cgroup_dir(dir, v2, m);
-		char *slash = strrchr(dir, '/');
-		if (!slash || (size_t)(slash - dir) < b)
-			break;
-		*slash = 0;
-	}
+	struct walk w = { v2, m };
+	bam_cgroup_walk(base, path, cgroup_dir_v, &w);
 }
 
 void bam_memory_read(const char *root, struct bam_memory *m)

@@ -1,0 +1,172 @@
+/*
+ * ocolos-bam's idle-CPU check (tools/bam/cpu.c: bam_cpu_read, bam_cpu_idle)
+ * on fixture trees of /proc and /sys: idle time over all CPUs, over our
+ * affinity only, iowait counted as idle and steal as busy; a cgroup v2 CPU
+ * quota that is used up while the machine idles, an ancestor's quota, a
+ * "max" quota (none); counters that go backwards; nothing readable.
+ * Expected values worked out by hand below.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bam/cpu.h"
+#include "check.h"
+
+static char root[256];
+
+static void put(const char *rel, const char *fmt, ...)
+{
+	char p[512], cmd[600];
+	snprintf(p, sizeof(p), "%s/%s", root, rel);
+	char *slash = strrchr(p, '/');
+	*slash = 0;
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", p);
+	if (system(cmd))
+		abort();
+	*slash = '/';
+	FILE *f = fopen(p, "w");
+	if (!f)
+		abort();
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(f, fmt, ap);
+	va_end(ap);
+	fclose(f);
+}
+
+static void fresh(void)
+{
+	char cmd[300];
+	if (*root) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+		if (system(cmd))
+			abort();
+	}
+	snprintf(root, sizeof(root), "/tmp/ocolos-bam-cpu.XXXXXX");
+	if (!mkdtemp(root))
+		abort();
+}
+
+/* /proc/stat with four CPUs; each row: user nice system idle iowait irq
+ * softirq steal guest guest_nice. The aggregate "cpu" line is made
+ * misleading on purpose: only the per-CPU lines may count. */
+static void stat4(const unsigned long long v[4][8])
+{
+	char buf[2048];
+	int n = snprintf(buf, sizeof(buf), "cpu  1 1 1 999999 1 1 1 1 0 0\n");
+	for (int c = 0; c < 4; c++)
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
+			      "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu 7 0\n", c, v[c][0], v[c][1],
+			      v[c][2], v[c][3], v[c][4], v[c][5], v[c][6], v[c][7]);
+	snprintf(buf + n, sizeof(buf) - (size_t)n, "intr 12345 0 0\nctxt 99\n");
+	put("proc/stat", "%s", buf);
+}
+
+static int near(double a, double b)
+{
+	return fabs(a - b) < 1e-9;
+}
+
+int main(void)
+{
+	struct bam_cpu_sample a, b;
+
+	/* 1. All CPUs, no cgroup file. Over the interval (100 jiffies per
+	 * CPU): cpu0 busy (user 100), cpu1 idle 60 + iowait 20 + user 20,
+	 * cpu2 nice 100 (a niced job is busy), cpu3 steal 50 + idle 50.
+	 * Idle: (80 + 50) / 400 of 4 CPUs = 1.3 CPUs. */
+	fresh();
+	const unsigned long long t0[4][8] = { { 10, 0, 5, 100, 0, 0, 0, 0 },
+					      { 10, 0, 5, 100, 0, 0, 0, 0 },
+					      { 10, 0, 5, 100, 0, 0, 0, 0 },
+					      { 10, 0, 5, 100, 0, 0, 0, 0 } };
+	const unsigned long long t1[4][8] = { { 110, 0, 5, 100, 0, 0, 0, 0 },
+					      { 30, 0, 5, 160, 20, 0, 0, 0 },
+					      { 10, 100, 5, 100, 0, 0, 0, 0 },
+					      { 10, 0, 5, 150, 0, 0, 0, 50 } };
+	stat4(t0);
+	bam_cpu_read(root, NULL, 10.0, &a);
+	stat4(t1);
+	bam_cpu_read(root, NULL, 11.0, &b);
+	expect(a.ncpu == 4 && b.ncpu == 4 && a.nlevels == 0, "1: %d cpus, %d levels", b.ncpu,
+	       b.nlevels);
+	expect(near(bam_cpu_idle(&a, &b), 1.3), "1: %f idle CPUs", bam_cpu_idle(&a, &b));
+
+	/* 2. Our affinity is {0, 2}: both busy, so nothing is idle for us
+	 * though cpu1 and cpu3 idle. Then {1, 3}: (80 + 50) / 200 of 2 = 1.3. */
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(0, &set);
+	CPU_SET(2, &set);
+	stat4(t0);
+	bam_cpu_read(root, &set, 10.0, &a);
+	stat4(t1);
+	bam_cpu_read(root, &set, 11.0, &b);
+	expect(b.ncpu == 2 && near(bam_cpu_idle(&a, &b), 0.0), "2: %d cpus, %f idle", b.ncpu,
+	       bam_cpu_idle(&a, &b));
+	CPU_ZERO(&set);
+	CPU_SET(1, &set);
+	CPU_SET(3, &set);
+	stat4(t0);
+	bam_cpu_read(root, &set, 10.0, &a);
+	stat4(t1);
+	bam_cpu_read(root, &set, 11.0, &b);
+	expect(near(bam_cpu_idle(&a, &b), 1.3), "2b: %f idle", bam_cpu_idle(&a, &b));
+
+	/* 3. cgroup v2: our /s/c has cpu.max "max 100000" (no quota); its
+	 * parent /s has 150000/100000 = 1.5 CPUs and used 1.4 s of CPU in the
+	 * 2 s interval (0.7 CPUs): room 0.8, less than the machine's 1.3. */
+	fresh();
+	put("proc/self/cgroup", "0::/s/c\n");
+	put("sys/fs/cgroup/s/c/cpu.max", "max 100000\n");
+	put("sys/fs/cgroup/s/c/cpu.stat", "usage_usec 5000\nuser_usec 1\n");
+	put("sys/fs/cgroup/s/cpu.max", "150000 100000\n");
+	put("sys/fs/cgroup/s/cpu.stat", "usage_usec 1000000\nuser_usec 2\n");
+	stat4(t0);
+	bam_cpu_read(root, NULL, 20.0, &a);
+	put("sys/fs/cgroup/s/cpu.stat", "usage_usec 2400000\nuser_usec 2\n");
+	stat4(t1);
+	bam_cpu_read(root, NULL, 22.0, &b);
+	expect(b.nlevels == 1 && near(b.quota_cpus[0], 1.5), "3: %d levels", b.nlevels);
+	expect(near(bam_cpu_idle(&a, &b), 0.8), "3: %f idle", bam_cpu_idle(&a, &b));
+	/* ... the quota all used (3 s in 2 s: 1.5 CPUs): nothing idle, while
+	 * the machine has 1.3 CPUs idle. */
+	put("sys/fs/cgroup/s/cpu.stat", "usage_usec 4000000\n");
+	bam_cpu_read(root, NULL, 22.0, &b);
+	expect(near(bam_cpu_idle(&a, &b), 0.0), "3b: %f idle", bam_cpu_idle(&a, &b));
+
+	/* 4. Counters that went backwards (a CPU hot-plugged, a fixture
+	 * rewritten): the machine's part unknown; no cgroup: -1. */
+	fresh();
+	stat4(t1);
+	bam_cpu_read(root, NULL, 30.0, &a);
+	stat4(t0);
+	bam_cpu_read(root, NULL, 31.0, &b);
+	expect(bam_cpu_idle(&a, &b) < 0, "4: %f", bam_cpu_idle(&a, &b));
+
+	/* 5. Nothing readable: unknown. */
+	fresh();
+	bam_cpu_read(root, NULL, 40.0, &a);
+	bam_cpu_read(root, NULL, 41.0, &b);
+	expect(a.ncpu == 0 && bam_cpu_idle(&a, &b) < 0, "5: %d cpus", a.ncpu);
+
+	/* 6. This machine, over 0.3 s: between 0 and the CPUs it has. */
+	struct timespec ts = { 0, 300 * 1000000L };
+	bam_cpu_read("", NULL, 0.0, &a);
+	nanosleep(&ts, NULL);
+	bam_cpu_read("", NULL, 0.3, &b);
+	double idle = bam_cpu_idle(&a, &b);
+	expect(a.ncpu > 0 && idle >= 0 && idle <= a.ncpu, "6: %f idle of %d", idle, a.ncpu);
+
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	if (system(cmd))
+		abort();
+	test_done();
+}

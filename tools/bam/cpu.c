@@ -1,0 +1,113 @@
+/* /proc/stat is the machine's view; in a container or a systemd slice with
+ * a CPU quota (cgroup v2 cpu.max) the machine may idle while our cgroup
+ * uses all it may, so both are read and the smaller room wins, as in
+ * memory.c. Idle time is counted on our own CPUs only: the worker
+ * inherits our affinity (a cpuset, taskset), so other CPUs idling are no
+ * room it could use. */
+#include "bam/cpu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bam/cgroup.h"
+
+static void stat_cpus(const char *root, const cpu_set_t *cpus, struct bam_cpu_sample *s)
+{
+	char p[4200], line[512];
+	snprintf(p, sizeof(p), "%s/proc/stat", root);
+	FILE *f = fopen(p, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		/* "cpuN user nice system idle iowait irq softirq steal guest
+		 * guest_nice": guest time is inside user already, so the first
+		 * eight make the total. */
+		unsigned long long v[8] = { 0 };
+		int n, cpu;
+		/* (not the "cpu  " line, the sum of all: a digit must follow) */
+		if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9' ||
+		    sscanf(line + 3, "%d%n", &cpu, &n) != 1)
+			continue;
+		if (cpu < 0 || (cpus && (cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, cpus))))
+			continue;
+		if (sscanf(line + 3 + n, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+			   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) < 4)
+			continue;
+		s->ncpu++;
+		s->idle += v[3] + v[4];
+		for (int i = 0; i < 8; i++)
+			s->total += v[i];
+	}
+	fclose(f);
+}
+
+static void cgroup_level(const char *dir, void *arg)
+{
+	struct bam_cpu_sample *s = arg;
+	char p[4200], line[128];
+	long long quota, period;
+	if (s->nlevels >= BAM_CPU_LEVELS)
+		return;
+	snprintf(p, sizeof(p), "%s/cpu.max", dir);
+	FILE *f = fopen(p, "re");
+	if (!f)
+		return;
+	int got = fscanf(f, "%lld %lld", &quota, &period); /* "max 100000": no quota, 0 read */
+	fclose(f);
+	if (got != 2 || quota <= 0 || period <= 0)
+		return;
+	snprintf(p, sizeof(p), "%s/cpu.stat", dir);
+	f = fopen(p, "re");
+	long long usage = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "usage_usec %lld", &usage) == 1)
+			break;
+	if (f)
+		fclose(f);
+	if (usage < 0)
+		return;
+	s->quota_cpus[s->nlevels] = (double)quota / (double)period;
+	s->usage_us[s->nlevels++] = usage;
+}
+
+void bam_cpu_read(const char *root, const cpu_set_t *cpus, double at_s, struct bam_cpu_sample *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->at_s = at_s;
+	stat_cpus(root, cpus, s);
+	char p[4200], line[4200];
+	snprintf(p, sizeof(p), "%s/proc/self/cgroup", root);
+	FILE *f = fopen(p, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = 0;
+		if (strncmp(line, "0::", 3))
+			continue; /* v2's line only */
+		static const char *const mounts[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+		for (size_t i = 0; i < 2; i++) {
+			snprintf(p, sizeof(p), "%s%s", root, mounts[i]);
+			bam_cgroup_walk(p, line + 3, cgroup_level, s);
+		}
+	}
+	fclose(f);
+}
+
+double bam_cpu_idle(const struct bam_cpu_sample *a, const struct bam_cpu_sample *b)
+{
+	double idle = -1, dt = b->at_s - a->at_s;
+	if (a->ncpu && a->ncpu == b->ncpu && b->total > a->total && b->idle >= a->idle)
+		idle = (double)(b->idle - a->idle) / (double)(b->total - a->total) * b->ncpu;
+	/* The same levels in both (a cgroup move between them is ignored). */
+	if (dt > 0 && a->nlevels == b->nlevels)
+		for (int i = 0; i < b->nlevels; i++) {
+			double used = (double)(b->usage_us[i] - a->usage_us[i]) / 1e6 / dt;
+			double room = b->quota_cpus[i] - used;
+			if (room < 0)
+				room = 0;
+			if (idle < 0 || room < idle)
+				idle = room;
+		}
+	return idle;
+}

@@ -217,13 +217,14 @@ int api_profile_import(struct ocolos_ctx *ctx, const char *const *paths, const c
 		       uint64_t *records);
 /* Artifacts, one BOLT per build (artifact.c). Write BOLT's output
  * `output`, built for link-time address `vma` in a reservation of `size`
- * bytes by BOLT `bolt_version` with arguments `bolt_args`, as the artifact
- * `path`. Read
+ * bytes by BOLT `bolt_version` with arguments `bolt_args`, told to leave
+ * the `nskipped` functions `skipped` in place, as the artifact `path`. Read
  * the artifact `path` (trusted, whole, of this build: else
  * OCOLOS_EUNTRUSTED / OCOLOS_EBADARTIFACT) and write its BOLT output to
  * `output`; *vma and *size say where it must go. */
 int api_artifact_write(struct ocolos_ctx *ctx, const char *output, uint64_t vma, uint64_t size,
-		       const char *bolt_version, const char *bolt_args, const char *path);
+		       const char *bolt_version, const char *bolt_args, const char *const *skipped,
+		       size_t nskipped, const char *path);
 int api_artifact_read(struct ocolos_ctx *ctx, const char *path, const char *output,
 		      uint64_t *vma, uint64_t *size);
 /* ocolos_stage_check(): the same as a call of its own, on what the last

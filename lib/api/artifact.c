@@ -20,10 +20,18 @@
  *     size=0x<hex>            bytes reserved for it
  *     bolt=<version>          what `llvm-bolt --version` says
  *     bolt-args=<args>        the layout run's arguments after the input
+ *     skip-funcs=<n> <names>  the n functions BOLT was told to leave in place
  *     content=<bytes>         length of the ELF that follows
  *     sha256=<hex>            of every byte above this line and the ELF
  *     <empty line>
  *     <the ELF>
+ *
+ * skip-funcs: when keep_c0 could not point a copy's address back at C0,
+ * BOLT ran again with --skip-funcs-file=<a file of the work directory>
+ * (api/round.c); bolt-args names that file, which is gone, so the names
+ * are recorded here. The count comes first so that a list that does not
+ * fit can be left out whole (count alone) rather than cut into a wrong
+ * one. Older artifacts have no such line.
  *
  * Trust. An artifact is code the target will run, so it is treated like
  * a binary: a file (after symlinks) or a directory holding it that group
@@ -173,8 +181,47 @@ static int decode(FILE *in, int out, uint64_t max, struct core_sha256 *h, uint64
 	}
 }
 
+/* A name the skip-funcs line can hold unambiguously: no separator, no
+ * line break, nothing a terminal would act on. */
+static int listable(const char *name)
+{
+	if (!*name)
+		return 0;
+	for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+		if (*c <= ' ' || *c == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* The skip-funcs line into `out` (`size` bytes): the count and the names,
+ * or the count alone (*whole 0) when a name is not listable or they do not
+ * fit. Its length, or -1 when not even the count fits. */
+static int skip_line(char *out, size_t size, const char *const *names, size_t n, int *whole)
+{
+	int m = snprintf(out, size, "skip-funcs=%zu", n);
+	if (m < 0 || (size_t)m + 2 > size)
+		return -1;
+	size_t k = (size_t)m;
+	*whole = 1;
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(names[i]);
+		if (!listable(names[i]) || len > size || k + 1 + len + 2 > size) {
+			*whole = 0;
+			k = (size_t)m;
+			break;
+		}
+		out[k++] = ' ';
+		memcpy(out + k, names[i], len);
+		k += len;
+	}
+	out[k++] = '\n';
+	out[k] = '\0';
+	return (int)k;
+}
+
 int api_artifact_write(struct ocolos_ctx *ctx, const char *output, uint64_t vma, uint64_t size,
-		       const char *bolt_version, const char *bolt_args, const char *path)
+		       const char *bolt_version, const char *bolt_args, const char *const *skipped,
+		       size_t nskipped, const char *path)
 {
 	const struct elf_binary *b = ctx->bin;
 	char bid[160];
@@ -192,11 +239,22 @@ int api_artifact_write(struct ocolos_ctx *ctx, const char *output, uint64_t vma,
 		return core_errf(&ctx->err, OCOLOS_EIO, "cannot read BOLT's output '%s': %s", output,
 				 strerror(e));
 	}
-	char head[MAX_HEADER];
+	/* The header stays within what every reader takes (MAX_HEADER, the
+	 * digest line and the empty one after it included): the skip-funcs
+	 * names get what the other lines leave. */
+	char head[MAX_HEADER], tail[64];
 	int hl = snprintf(head, sizeof(head), MAGIC "build-id=%s\nmachine=%u\nvma=0x%" PRIx64
-			  "\nsize=0x%" PRIx64 "\nbolt=%s\nbolt-args=%s\ncontent=%llu\n", bid,
-			  (unsigned)b->machine, vma, size, bolt_version, bolt_args,
-			  (unsigned long long)st.st_size);
+			  "\nsize=0x%" PRIx64 "\nbolt=%s\nbolt-args=%s\n", bid,
+			  (unsigned)b->machine, vma, size, bolt_version, bolt_args);
+	int tl = snprintf(tail, sizeof(tail), "content=%llu\n", (unsigned long long)st.st_size);
+	int whole = 1;
+	if (hl >= 0 && tl >= 0 && (size_t)hl + (size_t)tl < sizeof(head) - 100) {
+		size_t room = sizeof(head) - 100 - (size_t)hl - (size_t)tl;
+		int sl = skip_line(head + hl, room, skipped, nskipped, &whole);
+		hl = sl < 0 ? -1 : hl + sl + snprintf(head + hl + sl, (size_t)tl + 1, "%s", tail);
+	} else {
+		hl = -1;
+	}
 	if (hl < 0 || (size_t)hl >= sizeof(head) - 100 || strchr(bolt_args, '\n') ||
 	    strchr(bolt_version, '\n') || (uint64_t)st.st_size > MAX_CONTENT) {
 		fclose(in);
@@ -257,6 +315,16 @@ int api_artifact_write(struct ocolos_ctx *ctx, const char *output, uint64_t vma,
 		  "(%llu not zero) for 0x%llx (+0x%llx), sha256 %.16s...", path,
 		  (unsigned long long)st.st_size, (unsigned long long)data, (unsigned long long)vma,
 		  (unsigned long long)size, line + 7);
+	if (!whole) {
+		/* The log is then the only record of them. */
+		core_logf(&ctx->log, OCOLOS_LOG_WARN, "artifact %s: the names of the %zu functions "
+			  "BOLT left in place do not fit its header (or one holds a space or control "
+			  "character): it records their number only (skip-funcs=%zu); they follow",
+			  path, nskipped, nskipped);
+		for (size_t i = 0; i < nskipped; i++)
+			core_logf(&ctx->log, OCOLOS_LOG_WARN, "artifact %s: left in place: %s", path,
+				  skipped[i]);
+	}
 	return 0;
 }
 

@@ -47,6 +47,11 @@ struct round_pending {
 	int basic;		/* IP samples handed to BOLT bare (OCOLOS_EDGES_BOLT) */
 	int from_artifact;	/* `output` came from opts.artifact_in: no BOLT run */
 	char bolt_args[2048];	/* the layout run's arguments, for an artifact */
+	/* Functions BOLT was told to leave in place (layout_again_without),
+	 * names of ctx->bin's: the file that told BOLT goes with the work
+	 * directory, so an artifact records them. */
+	const char **skipped;
+	size_t nskipped;
 	uint64_t bias;
 	struct api_workdir wd;
 	struct inject_reservation res;
@@ -456,6 +461,7 @@ void api_drop_pending(struct ocolos_ctx *ctx)
 	inject_fixups_free(&p->fixups);
 	elf_bat_free(p->bat);
 	elf_bolt_output_close(p->out);
+	free(p->skipped);
 	if (ctx->target_open) {
 		int had = p->res.size || p->island.size;
 		inject_reservation_release(&ctx->target, &p->res);
@@ -637,11 +643,11 @@ static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
 				 "%zu moved functions (first: %s) in a way the library cannot point "
 				 "back at the original code; nothing was applied: build the artifact "
 				 "again with this version of the library", fx->nleft, first);
-	char path[PATH_MAX], arg[PATH_MAX + 32];
+	char path[PATH_MAX], arg[PATH_MAX + 32], log[PATH_MAX];
 	int rc = api_workdir_file(&p->wd, "bolt-skip-funcs.txt", path, &ctx->err);
 	if (rc)
 		return rc;
-	size_t n = 0, skipped = 0;
+	size_t n = 0, cap = 0;
 	while (req->extra_args && req->extra_args[n])
 		n++;
 	const char **args = calloc(n + 2, sizeof(*args));
@@ -652,14 +658,31 @@ static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
 	snprintf(arg, sizeof(arg), "--skip-funcs-file=%s", path);
 	args[n] = arg;
 	const char *const *saved = req->extra_args;
+	const char *saved_log = req->log_path;
 	for (int run = 0; !rc && fx->nleft; run++) {
 		if (run == RERUNS) {
 			rc = core_errf(&ctx->err, OCOLOS_ENOTSUP, "BOLT's code forms the address of "
 				       "moved function %s in a way the library cannot point back at "
 				       "the original code, after %d runs that left %zu such functions "
 				       "in place; nothing was applied (the program runs its code as "
-				       "before)", ctx->bin->funcs[fx->left[0]].name, RERUNS, skipped);
+				       "before)", ctx->bin->funcs[fx->left[0]].name, RERUNS,
+				       p->nskipped);
 			break;
+		}
+		/* Each run its own log: a kept work directory then shows what
+		 * made BOLT run again as well as the run that was applied. */
+		char name[32];
+		snprintf(name, sizeof(name), "bolt-rerun%d.log", run + 1);
+		if ((rc = api_workdir_file(&p->wd, name, log, &ctx->err)))
+			break;
+		if (p->nskipped + fx->nleft > cap) {
+			cap = p->nskipped + fx->nleft;
+			const char **grown = realloc(p->skipped, cap * sizeof(*grown));
+			if (!grown) {
+				rc = core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
+				break;
+			}
+			p->skipped = grown;
 		}
 		FILE *f = fopen(path, "ae");
 		if (!f) {
@@ -667,27 +690,30 @@ static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
 				       strerror(errno));
 			break;
 		}
-		for (size_t i = 0; i < fx->nleft; i++)
+		for (size_t i = 0; i < fx->nleft; i++) {
 			put_name_regex(f, ctx->bin->funcs[fx->left[i]].name);
-		skipped += fx->nleft;
+			p->skipped[p->nskipped++] = ctx->bin->funcs[fx->left[i]].name;
+		}
 		if (fclose(f) != 0) {
 			rc = core_errf(&ctx->err, OCOLOS_EIO, "cannot write '%s'", path);
 			break;
 		}
 		core_logf(&ctx->log, OCOLOS_LOG_INFO, "BOLT's code forms the address of %zu moved "
 			  "functions in a way not pointed back at the original code (first: %s): "
-			  "BOLT runs again, leaving %zu in place", fx->nleft,
-			  ctx->bin->funcs[fx->left[0]].name, skipped);
+			  "BOLT runs again, leaving %zu in place (its log: %s)", fx->nleft,
+			  ctx->bin->funcs[fx->left[0]].name, p->nskipped, name);
 		inject_fixups_free(fx);
 		elf_bat_free(p->bat);
 		p->bat = NULL;
 		elf_bolt_output_close(p->out);
 		p->out = NULL;
 		req->extra_args = args;
+		req->log_path = log;
 		req->fdata_ready = 1;
 		uint64_t ns = 0;
 		rc = layout_bolt_run(req, &ns, &ctx->err);
 		req->extra_args = saved;
+		req->log_path = saved_log;
 		p->st.bolt_ns += ns;
 		if (!rc)
 			rc = elf_bolt_output_open(p->output, ctx->bin, req->alloc_vma, p->res.size,
@@ -765,7 +791,8 @@ int api_stage_optimize(struct ocolos_ctx *ctx, struct ocolos_stats *st)
 		char version[256];
 		layout_bolt_version(ctx->bolt, p->wd.path, version, sizeof(version));
 		rc = api_artifact_write(ctx, p->output, req.alloc_vma, p->res.size, version,
-					p->bolt_args, ctx->opts.artifact_out);
+					p->bolt_args, p->skipped, p->nskipped,
+					ctx->opts.artifact_out);
 	}
 	p->st.round_ns = core_now_ns() - p->t_start;
 	copy_stats(p, st);

@@ -273,6 +273,8 @@ static void check_slots(const struct ocolos_stats *st)
 
 static char work_dir[PATH_MAX];
 static int reruns;
+/* A line of the caller's own --skip-funcs-file (it names no function). */
+#define USER_SKIP_LINE "^ocolos_it_fnptr_no_such_function$"
 
 static void round_log(enum ocolos_log_level level, const char *msg, void *user)
 {
@@ -296,6 +298,19 @@ static void check_logs_and_remove(const char *parent)
 	/* reads_code's load: without a run again there is nothing to check. */
 	expect(reruns > 0, "BOLT did not run again: h_read or reads_code not moved");
 #endif
+	/* A --skip-funcs-file of the caller's is kept by the runs again (BOLT
+	 * keeps only the last one given): its line is in the round's file. */
+	if (reruns) {
+		char line[256];
+		int found = 0;
+		snprintf(path, sizeof(path), "%s/bolt-skip-funcs.txt", work_dir);
+		FILE *f = fopen(path, "re");
+		while (f && fgets(line, sizeof(line), f))
+			found |= !strcmp(line, USER_SKIP_LINE "\n");
+		if (f)
+			fclose(f);
+		expect(found, "the caller's --skip-funcs-file line is not in %s", path);
+	}
 	for (int run = 0; run <= reruns; run++) {
 		if (run)
 			snprintf(path, sizeof(path), "%s/bolt-rerun%d.log", work_dir, run);
@@ -312,6 +327,8 @@ static void check_logs_and_remove(const char *parent)
 	if (d)
 		closedir(d);
 	rmdir(work_dir);
+	snprintf(path, sizeof(path), "%s/user-skip.txt", parent);
+	unlink(path);
 	rmdir(parent);
 }
 
@@ -336,9 +353,16 @@ int main(int argc, char **argv)
 		char tmp[] = "/tmp/ocolos-it-fnptr.XXXXXX";
 
 		check(mkdtemp(tmp), "mkdtemp");
+		char skip[PATH_MAX], skip_arg[PATH_MAX + 32];
+		snprintf(skip, sizeof(skip), "%s/user-skip.txt", tmp);
+		FILE *f = fopen(skip, "we");
+		check(f && fputs(USER_SKIP_LINE "\n", f) >= 0 && fclose(f) == 0, "%s", skip);
+		snprintf(skip_arg, sizeof(skip_arg), "--skip-funcs-file=%s", skip);
+		const char *extra[] = { skip_arg, NULL };
 		test_sleep_ms(500);
 		OCOLOS_OPTS(ocolos_opts, o, .profile_ms = PROFILE_MS, .tmp_dir = tmp,
-			    .keep_work_dir = 1, .log_fn = round_log, .log_user = (void *)"");
+			    .keep_work_dir = 1, .log_fn = round_log, .log_user = (void *)"",
+			    .bolt_extra_args = extra);
 		int rc = ocolos_optimize_self(&o, &st);
 		test_print_stats(rc, &st);
 		check(rc == 0, "round failed: %s", ocolos_last_error(NULL));

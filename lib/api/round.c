@@ -623,6 +623,30 @@ static void put_name_regex(FILE *f, const char *name)
 	fputs("(/.*)?$\n", f);
 }
 
+/* Append the lines of `from` to `to`, each ended by a newline. */
+static int copy_lines(const char *from, const char *to, struct core_err *err)
+{
+	FILE *in = fopen(from, "re");
+	if (!in)
+		return core_errf(err, OCOLOS_EINVAL, "cannot read the --skip-funcs-file '%s' given in "
+				 "bolt_extra_args: %s", from, strerror(errno));
+	FILE *out = fopen(to, "ae");
+	if (!out) {
+		fclose(in);
+		return core_errf(err, OCOLOS_EIO, "cannot write '%s': %s", to, strerror(errno));
+	}
+	int c, last = '\n';
+	while ((c = getc(in)) != EOF)
+		putc(last = c, out);
+	if (last != '\n')
+		putc('\n', out);
+	int bad = ferror(in);
+	fclose(in);
+	if (fclose(out) != 0 || bad)
+		return core_errf(err, OCOLOS_EIO, "cannot copy '%s' into '%s'", from, to);
+	return 0;
+}
+
 /* BOLT's code forms the address of moved copies that keep_c0.c could not
  * point back at C0 (inject.h, `left`): `&f` would yield a copy's address
  * where the rest of the program yields C0's, a default that changes what
@@ -653,10 +677,28 @@ static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
 	const char **args = calloc(n + 2, sizeof(*args));
 	if (!args)
 		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
-	for (size_t i = 0; i < n; i++)
-		args[i] = req->extra_args[i];
+	/* BOLT keeps the last --skip-funcs-file it is given: one of the
+	 * caller's (bolt_extra_args) would be dropped by ours. Its lines go
+	 * into ours and the argument is left out of the runs again. */
+	size_t m = 0;
+	for (size_t i = 0; !rc && i < n; i++) {
+		const char *a = req->extra_args[i], *file = NULL;
+		a += a[0] == '-' && a[1] == '-';
+		if (!strncmp(a, "-skip-funcs-file=", 17))
+			file = a + 17;
+		else if (!strcmp(a, "-skip-funcs-file") && i + 1 < n)
+			file = req->extra_args[++i];
+		if (file)
+			rc = copy_lines(file, path, &ctx->err);
+		else
+			args[m++] = req->extra_args[i];
+	}
+	if (rc) {
+		free(args);
+		return rc;
+	}
 	snprintf(arg, sizeof(arg), "--skip-funcs-file=%s", path);
-	args[n] = arg;
+	args[m] = arg;
 	const char *const *saved = req->extra_args;
 	const char *saved_log = req->log_path;
 	for (int run = 0; !rc && fx->nleft; run++) {

@@ -33,10 +33,10 @@ struct layout_request {
 				    throws off the translation of every word after
 				    it, which inject/keep_c0.c relies on */
 	uint32_t timeout_ms;
-	int basic_samples;
+	int basic_samples;	 /* profile holds IP samples (S records): --ba */
 	int fdata_ready;	 /* basic_samples: an earlier run of this request
 				    aggregated the profile already (its .fdata
-				    beside it): not again */	 /* profile holds IP samples (S records): --ba */
+				    beside it): not again */
 	const char *const *extra_args; /* NULL-ended, may be NULL */
 	const atomic_int *cancel; /* non-NULL: BOLT is killed once it is set */
 	/* Out, if non-NULL: the arguments of the layout run after the input

@@ -873,11 +873,21 @@ static long long instrument_need_mb(long long file_size)
 
 /* A memory shortage waits this long, looked at every SKIP_S while a
  * session runs (the target's runs go unprofiled meanwhile), before the key
- * is sampled instead. A look more than DEFER_GAP_S after the last one
+ * is sampled instead. A look more than defer_gap_s() after the last one
  * (no session ran, or the worker waited for the user's BOLT lock) starts
- * the wait again: the shortage was not watched in between. */
+ * the wait again: the shortage was not watched in between. Where no CPU
+ * is idle, a look (a worker) also waits up to --idle-wait for one, so the
+ * gap allowed grows with it: otherwise a long --idle-wait would restart
+ * the wait at every look and the key would never be sampled. */
 #define DEFER_MAX_S 600
 #define DEFER_GAP_S 120
+#define SKIP_S 10 /* below, skipped() */
+
+static long defer_gap_s(const struct opts *o)
+{
+	long g = SKIP_S + o->idle_wait_s + 60;
+	return g > DEFER_GAP_S ? g : DEFER_GAP_S;
+}
 
 /* --instrument auto: the instrumentation must not push the build into
  * swap or the OOM killer. If the machine (or the cgroup) could never give
@@ -888,7 +898,7 @@ static long long instrument_need_mb(long long file_size)
  * reason, then the time the wait began; its mtime is the last look); after
  * DEFER_MAX_S of it the key is sampled. A key marked so stays sampled for
  * this binary version (remove the entry to try again). 0: go ahead. */
-static int instrument_gate(const char *entry, const struct meta *m)
+static int instrument_gate(const char *entry, const struct meta *m, long gap_s)
 {
 	struct bam_memory mem;
 	bam_memory_read("", &mem);
@@ -909,7 +919,7 @@ static int instrument_gate(const char *entry, const struct meta *m)
 	time_t now = time(NULL), since = now;
 	struct stat st;
 	FILE *f;
-	if (!stat(p, &st) && now - st.st_mtime <= DEFER_GAP_S && (f = fopen(p, "re"))) {
+	if (!stat(p, &st) && now - st.st_mtime <= gap_s && (f = fopen(p, "re"))) {
 		char line[320];
 		long long t;
 		if (fgets(line, sizeof(line), f) && fgets(line, sizeof(line), f) &&
@@ -1056,16 +1066,17 @@ static int counts_replay(const char *entry, unsigned long pid)
 
 /* BOLT's instrumentation of the original: every function counts its
  * blocks and edges exactly, and writes them at exit to
- * fdata/prof.<pid>.fdata (BOLT's runtime, from DT_FINI). `gated`: the
- * choice was ocolos-bam's (--instrument auto), so the memory is checked
+ * fdata/prof.<pid>.fdata (BOLT's runtime, from DT_FINI). Under
+ * --instrument auto the choice was ocolos-bam's, so the memory is checked
  * first (instrument_gate). */
-static int instrument_main(const char *entry, const struct meta *m, long timeout_s, int gated)
+static int instrument_main(const char *entry, const struct meta *m, long timeout_s,
+			   const struct opts *o)
 {
 	char out[PATH_MAX + 64], fin[PATH_MAX + 64], logp[PATH_MAX + 64], oarg[PATH_MAX + 80],
 		farg[PATH_MAX + 120], dir[PATH_MAX + 16];
 	if (!instrumentable(entry, m->path))
 		return 1;
-	int gate = gated ? instrument_gate(entry, m) : 0;
+	int gate = o->instrument_auto ? instrument_gate(entry, m, defer_gap_s(o)) : 0;
 	if (gate)
 		return gate;
 	snprintf(dir, sizeof(dir), "%s/fdata", entry);
@@ -1200,7 +1211,7 @@ static int worker_main(const char *entry, enum job job, const struct opts *o)
 	if (read_meta(entry, &m) || !meta_current(&m))
 		return 2; /* the original changed: the entry is stale */
 	if (job == JOB_INSTRUMENT)
-		return instrument_main(entry, &m, timeout_s, o->instrument_auto);
+		return instrument_main(entry, &m, timeout_s, o);
 	struct sample_set s = { 0 };
 	char darg[PATH_MAX + 80];
 	if (job == JOB_BOLT_COUNTS ? counts_profile(entry, darg, sizeof(darg), timeout_s)
@@ -1371,7 +1382,6 @@ static void start_worker(const char *entry, enum job job, const struct opts *o)
  * the entry, or it was done meanwhile), by key: not polled again for
  * SKIP_S, instead of a fork every poll while the other worker runs. */
 #define MAX_SKIP 64
-#define SKIP_S 10
 static struct { char key[128]; time_t until; } skip[MAX_SKIP];
 static int skipped(const char *key)
 {
@@ -1422,6 +1432,7 @@ static int cpu_measured;	     /* an interval has been measured */
 static double cpu_idle_cpus = -1;    /* idle CPUs over the last interval; -1 unreadable */
 static double held_since = -1;	     /* ready work held back since (mono_s), or -1 */
 static double held_s;		     /* all the time it was, this session (summary) */
+static int gate_reached;	     /* this poll, some work asked worker_may_start */
 
 static double mono_s(void)
 {
@@ -1430,19 +1441,24 @@ static double mono_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* At every poll: a new interval's idle CPUs once the last is a second old. */
+/* At every poll: a new interval's idle CPUs once the last is a second old.
+ * OCOLOS_TEST_BAM_PROC_ROOT: a directory of fixtures read instead of /proc
+ * and /sys (test bam.idle makes a machine that idles). */
 static void cpu_watch(void)
 {
 	double now = mono_s();
+	const char *proc_root = getenv("OCOLOS_TEST_BAM_PROC_ROOT");
+	proc_root = proc_root ? proc_root : "";
 	if (!our_cpus_known) {
+		/* (more CPUs than a cpu_set_t holds: all of them count) */
 		our_cpus_known = sched_getaffinity(0, sizeof(our_cpus), &our_cpus) ? -1 : 1;
-		bam_cpu_read("", our_cpus_known > 0 ? &our_cpus : NULL, now, &cpu_last);
+		bam_cpu_read(proc_root, our_cpus_known > 0 ? &our_cpus : NULL, now, &cpu_last);
 		return;
 	}
 	if (now - cpu_last.at_s < IDLE_INTERVAL_S)
 		return;
 	struct bam_cpu_sample cur;
-	bam_cpu_read("", our_cpus_known > 0 ? &our_cpus : NULL, now, &cur);
+	bam_cpu_read(proc_root, our_cpus_known > 0 ? &our_cpus : NULL, now, &cur);
 	cpu_idle_cpus = bam_cpu_idle(&cpu_last, &cur);
 	cpu_last = cur;
 	cpu_measured = 1;
@@ -1455,6 +1471,7 @@ static void cpu_watch(void)
 static int worker_may_start(const struct opts *o, int final)
 {
 	double now = mono_s();
+	gate_reached = 1;
 	int go = final || o->idle_wait_s == 0 ||
 		 (cpu_measured && (cpu_idle_cpus < 0 || cpu_idle_cpus >= IDLE_CPU_MIN)) ||
 		 (held_since >= 0 && now - held_since >= (double)o->idle_wait_s);
@@ -1473,6 +1490,17 @@ static void start_worker_when_idle(const char *entry, enum job job, const struct
 		start_worker(entry, job, o);
 }
 
+/* After a poll: work held back that is no longer ready (another session's
+ * worker did it, the binary changed) is no longer held. Without this the
+ * next work to be ready would find its wait already spent. */
+static void held_work_gone(void)
+{
+	if (!gate_reached && held_since >= 0) {
+		held_s += mono_s() - held_since;
+		held_since = -1;
+	}
+}
+
 /* Look for an entry with enough profile and no optimized binary yet, and
  * start its worker (one at a time). `final`: CMD has exited, so every
  * profiled process has written its spool; an entry whose profiled runs are
@@ -1482,6 +1510,7 @@ static void poll_entries(const struct opts *o, int final)
 	char e[PATH_MAX + 4];
 	snprintf(e, sizeof(e), "%s/e", root);
 	cpu_watch();
+	gate_reached = 0;
 	DIR *d = opendir(e);
 	if (!d)
 		return;
@@ -1534,6 +1563,7 @@ static void poll_entries(const struct opts *o, int final)
 			start_worker_when_idle(p, JOB_BOLT, o, final);
 	}
 	closedir(d);
+	held_work_gone();
 }
 
 static void reap_worker(int block)

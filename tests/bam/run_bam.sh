@@ -810,17 +810,23 @@ limits)
   ;;
 idle)
   # Background work waits for an idle CPU while the command runs
-  # (--idle-wait). The command here keeps every CPU we may use busy (one
-  # spinner per CPU of our affinity, which the worker would inherit), so
-  # none is idle whatever else runs. With the default wait (60 s, longer
-  # than the command) the worker must not start inside the command: the
-  # entry's bolt.lock, the first thing a worker makes, is absent after 4 s,
-  # and the summary counts the time held back; the work starts once the
-  # command has ended. With --idle-wait 1 it starts inside the command.
-  # --instrument 1: work is ready at the first exec (the copy to make).
+  # (--idle-wait). The session is pinned to one CPU of ours (the command
+  # and the worker inherit it), and the command keeps that CPU busy with
+  # one spinner, so no CPU of ours is idle whatever else runs. With the
+  # default wait (60 s, longer than the command) the worker must not start
+  # inside the command: the entry's bolt.lock, the first thing a worker
+  # makes, is absent after 4 s, and the summary counts the time held back;
+  # the work starts once the command has ended. With --idle-wait 1 it
+  # starts inside the command. --instrument 1: work is ready at the first
+  # exec (the copy to make).
   ref in1 1
-  busy="pids=; for i in \$(seq $(nproc)); do (while :; do :; done) & pids=\"\$pids \$!\"; done"
-  check_lock="sleep 4; ls $cache/e/*/bolt.lock > seen 2>/dev/null; kill \$pids"
+  cpu=$(taskset -pc $$ | sed 's/.*: //' | cut -d, -f1 | cut -d- -f1)
+  mkdir pin
+  printf '#!/bin/sh\nexec taskset -c %s %s "$@"\n' "$cpu" "$bam" > pin/ocolos-bam
+  chmod +x pin/ocolos-bam
+  realbam=$bam bam=$work/pin/ocolos-bam
+  busy="(while :; do :; done) & spin=\$!"
+  check_lock="sleep 4; ls $cache/e/*/bolt.lock > seen 2>/dev/null; kill \$spin 2>/dev/null; exit 0"
   session a1 --target bam_work --instrument 1 -- sh -c "$busy; bam_work in1 out.1 $ROUNDS; $check_lock"
   e=$(entry_of)
   [ ! -s seen ] || fail "the worker started inside a command that kept every CPU busy"
@@ -837,7 +843,24 @@ idle)
   [ -s seen ] || fail "--idle-wait 1: no worker within 4 s of a busy command"
   held=$(jget b1 worker_held_ms)
   [ "${held:-0}" -ge 900 ] && [ "$held" -lt 3900 ] || { cat b1 >&2; fail "worker_held_ms = '$held' with --idle-wait 1"; }
-  same ref.1 out.1; same ref.1 out.2
+  # Where a CPU idles, the work starts at once, inside the command: the
+  # session reads a fixture /proc/stat (OCOLOS_TEST_BAM_PROC_ROOT) of one
+  # CPU, as many as the session may use, whose idle time grows with the
+  # clock, kept up to date by a loop beside it. The command does not spin.
+  rm -f seen; flock -w 60 "$(entry_of)/bolt.lock" true; rm -rf "$cache"
+  mkdir -p fake/proc
+  ( i=0; while :; do i=$((i + 25))
+      printf 'cpu  0 0 0 %d 0 0 0 0 0 0\ncpu0 0 0 0 %d 0 0 0 0 0 0\n' $i $i > fake/proc/stat.new
+      mv fake/proc/stat.new fake/proc/stat; sleep 0.25; done ) &
+  hog=$!
+  OCOLOS_TEST_BAM_PROC_ROOT=$work/fake session c1 --target bam_work --instrument 1 -- \
+    sh -c "bam_work in1 out.3 $ROUNDS; sleep 4; ls $cache/e/*/bolt.lock > seen 2>/dev/null; exit 0"
+  kill $hog; wait $hog 2>/dev/null || true; hog=
+  [ -s seen ] || { cat c1 >&2; fail "an idle CPU: no worker within 4 s"; }
+  held=$(jget c1 worker_held_ms)
+  [ "${held:-0}" -lt 2500 ] || { cat c1 >&2; fail "an idle CPU: worker_held_ms = '$held'"; }
+  bam=$realbam
+  same ref.1 out.1; same ref.1 out.2; same ref.1 out.3
   ;;
 gcc)
   # The real thing, small: gcc's driver runs cc1 (vfork + execv in GCC 12),

@@ -1,9 +1,11 @@
 /*
  * ocolos-bam's idle-CPU check (tools/bam/cpu.c: bam_cpu_read, bam_cpu_idle)
  * on fixture trees of /proc and /sys: idle time over all CPUs, over our
- * affinity only, iowait counted as idle and steal as busy; a cgroup v2 CPU
- * quota that is used up while the machine idles, an ancestor's quota, a
- * "max" quota (none); counters that go backwards; nothing readable.
+ * affinity only, iowait counted as idle and steal as busy; a /proc/stat
+ * renumbered as LXCFS does; a cgroup v2 CPU quota that is used up while the
+ * machine idles, an ancestor's quota, a "max" quota (none), a quota on our
+ * own level under the hybrid layout; counters that go backwards; nothing
+ * readable.
  * Expected values worked out by hand below.
  */
 #include <math.h>
@@ -56,16 +58,21 @@ static void fresh(void)
 /* /proc/stat with four CPUs; each row: user nice system idle iowait irq
  * softirq steal guest guest_nice. The aggregate "cpu" line is made
  * misleading on purpose: only the per-CPU lines may count. */
-static void stat4(const unsigned long long v[4][8])
+static void statn(int ncpu, const unsigned long long v[4][8])
 {
 	char buf[2048];
 	int n = snprintf(buf, sizeof(buf), "cpu  1 1 1 999999 1 1 1 1 0 0\n");
-	for (int c = 0; c < 4; c++)
+	for (int c = 0; c < ncpu; c++)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
 			      "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu 7 0\n", c, v[c][0], v[c][1],
 			      v[c][2], v[c][3], v[c][4], v[c][5], v[c][6], v[c][7]);
 	snprintf(buf + n, sizeof(buf) - (size_t)n, "intr 12345 0 0\nctxt 99\n");
 	put("proc/stat", "%s", buf);
+}
+
+static void stat4(const unsigned long long v[4][8])
+{
+	statn(4, v);
 }
 
 static int near(double a, double b)
@@ -118,6 +125,25 @@ int main(void)
 	stat4(t1);
 	bam_cpu_read(root, &set, 11.0, &b);
 	expect(near(bam_cpu_idle(&a, &b), 1.3), "2b: %f idle", bam_cpu_idle(&a, &b));
+	/* 2c. Affinity {8, 9}, the host's numbers, and a /proc/stat of two
+	 * lines, cpu0 and cpu1 (LXCFS renumbers a container's CPUs): as many
+	 * as ours, so they are ours: (0 + 80) / 200 of 2 = 0.8. With four
+	 * lines none of which is 8 or 9: nothing read, unknown. */
+	CPU_ZERO(&set);
+	CPU_SET(8, &set);
+	CPU_SET(9, &set);
+	statn(2, t0);
+	bam_cpu_read(root, &set, 10.0, &a);
+	statn(2, t1);
+	bam_cpu_read(root, &set, 11.0, &b);
+	expect(b.ncpu == 2 && near(bam_cpu_idle(&a, &b), 0.8), "2c: %d cpus, %f idle", b.ncpu,
+	       bam_cpu_idle(&a, &b));
+	stat4(t0);
+	bam_cpu_read(root, &set, 10.0, &a);
+	stat4(t1);
+	bam_cpu_read(root, &set, 11.0, &b);
+	expect(b.ncpu == 0 && bam_cpu_idle(&a, &b) < 0, "2d: %d cpus, %f idle", b.ncpu,
+	       bam_cpu_idle(&a, &b));
 
 	/* 3. cgroup v2: our /s/c has cpu.max "max 100000" (no quota); its
 	 * parent /s has 150000/100000 = 1.5 CPUs and used 1.4 s of CPU in the
@@ -140,6 +166,20 @@ int main(void)
 	put("sys/fs/cgroup/s/cpu.stat", "usage_usec 4000000\n");
 	bam_cpu_read(root, NULL, 22.0, &b);
 	expect(near(bam_cpu_idle(&a, &b), 0.0), "3b: %f idle", bam_cpu_idle(&a, &b));
+
+	/* 3c. The quota on our own level, under the hybrid layout's v2 mount
+	 * (/sys/fs/cgroup/unified): 0.5 CPUs, 0.25 used over 1 s: room 0.25. */
+	fresh();
+	put("proc/self/cgroup", "4:memory:/\n0::/q\n");
+	put("sys/fs/cgroup/unified/q/cpu.max", "50000 100000\n");
+	put("sys/fs/cgroup/unified/q/cpu.stat", "usage_usec 100\n");
+	stat4(t0);
+	bam_cpu_read(root, NULL, 50.0, &a);
+	put("sys/fs/cgroup/unified/q/cpu.stat", "usage_usec 250100\n");
+	stat4(t1);
+	bam_cpu_read(root, NULL, 51.0, &b);
+	expect(b.nlevels == 1 && near(bam_cpu_idle(&a, &b), 0.25), "3c: %d levels, %f idle",
+	       b.nlevels, bam_cpu_idle(&a, &b));
 
 	/* 4. Counters that went backwards (a CPU hot-plugged, a fixture
 	 * rewritten): the machine's part unknown; no cgroup: -1. */

@@ -12,9 +12,22 @@
 
 #include "bam/cgroup.h"
 
+static void add_cpu(struct bam_cpu_sample *s, const unsigned long long v[8])
+{
+	s->ncpu++;
+	s->idle += v[3] + v[4];
+	for (int i = 0; i < 8; i++)
+		s->total += v[i];
+}
+
+/* Our CPUs' lines of /proc/stat. Where that file shows exactly as many
+ * CPUs as our affinity holds, it is taken to show ours, whatever their
+ * numbers: LXCFS renumbers a container's CPUs from 0 while the affinity
+ * keeps the host's numbers. */
 static void stat_cpus(const char *root, const cpu_set_t *cpus, struct bam_cpu_sample *s)
 {
 	char p[4200], line[512];
+	struct bam_cpu_sample all = { 0 };
 	snprintf(p, sizeof(p), "%s/proc/stat", root);
 	FILE *f = fopen(p, "re");
 	if (!f)
@@ -29,17 +42,19 @@ static void stat_cpus(const char *root, const cpu_set_t *cpus, struct bam_cpu_sa
 		if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9' ||
 		    sscanf(line + 3, "%d%n", &cpu, &n) != 1)
 			continue;
-		if (cpu < 0 || (cpus && (cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, cpus))))
+		if (cpu < 0 || sscanf(line + 3 + n, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+				      &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) < 4)
 			continue;
-		if (sscanf(line + 3 + n, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
-			   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) < 4)
-			continue;
-		s->ncpu++;
-		s->idle += v[3] + v[4];
-		for (int i = 0; i < 8; i++)
-			s->total += v[i];
+		add_cpu(&all, v);
+		if (!cpus || (cpu < CPU_SETSIZE && CPU_ISSET(cpu, cpus)))
+			add_cpu(s, v);
 	}
 	fclose(f);
+	if (cpus && all.ncpu == CPU_COUNT(cpus)) {
+		s->ncpu = all.ncpu;
+		s->idle = all.idle;
+		s->total = all.total;
+	}
 }
 
 static void cgroup_level(const char *dir, void *arg)

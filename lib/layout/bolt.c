@@ -327,7 +327,8 @@ int layout_bolt_probe_for(const char *hint, const char *dir, uint16_t machine, c
 }
 
 /* Turn a spawn_wait() status into 0 or a named error. */
-static int bolt_status(const struct layout_request *req, int st, struct core_err *err)
+static int bolt_status(const struct layout_request *req, int st, const char *log,
+		       struct core_err *err)
 {
 	if (st == -3)
 		return core_errf(err, OCOLOS_ECANCELED,
@@ -342,7 +343,7 @@ static int bolt_status(const struct layout_request *req, int st, struct core_err
 		return core_errf(err, OCOLOS_ENOBOLT, "cannot run '%s': %s", req->bolt_path, strerror(errno));
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		char tail[400];
-		log_tail(req->log_path, tail, sizeof(tail));
+		log_tail(log, tail, sizeof(tail));
 		/* A crash used to read "killed by signal 11 ...; its output
 		 * ends: " and nothing: name the signal, say there was no output. */
 		char sig[64] = "";
@@ -365,7 +366,14 @@ static int bolt_status(const struct layout_request *req, int st, struct core_err
 static int aggregate(const struct layout_request *req, char *fdata, uint64_t deadline_ns,
 		     struct core_err *err)
 {
-	char prof[PATH_MAX + 8], out[PATH_MAX + 8];
+	char prof[PATH_MAX + 8], out[PATH_MAX + 8], log[PATH_MAX + 32];
+	/* Its own log beside the layout run's, which would overwrite it. */
+	const char *slash = req->log_path ? strrchr(req->log_path, '/') : NULL;
+	if (slash)
+		snprintf(log, sizeof(log), "%.*s/bolt-aggregate.log", (int)(slash - req->log_path),
+			 req->log_path);
+	else
+		snprintf(log, sizeof(log), "%s", req->log_path ? req->log_path : "/dev/null");
 	snprintf(fdata, PATH_MAX, "%s.fdata", req->profile);
 	snprintf(prof, sizeof(prof), "-p=%s", req->profile);
 	snprintf(out, sizeof(out), "-o=%s", fdata);
@@ -373,13 +381,13 @@ static int aggregate(const struct layout_request *req, char *fdata, uint64_t dea
 		prof, out, NULL };
 	uint64_t now = core_now_ns();
 	uint32_t left = deadline_ns > now ? (uint32_t)((deadline_ns - now) / 1000000) : 0;
-	int st = spawn_wait_ms((char *const *)argv, req->log_path, left, req->cancel);
+	int st = spawn_wait_ms((char *const *)argv, log, left, req->cancel);
 	/* BOLT 19 (the AArch64 BOLT here) has no --ba, and its pre-aggregated
 	 * reader takes only B/F records (its --nl refuses S lines): it cannot
 	 * take bare samples this way at all. */
 	char tail[400];
 	if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
-		log_tail(req->log_path, tail, sizeof(tail));
+		log_tail(log, tail, sizeof(tail));
 		if (strstr(tail, "Unknown command line argument '--ba'"))
 			return core_errf(err, OCOLOS_ENOTSUP,
 					 "llvm-bolt '%s' cannot read bare IP samples (no --ba; BOLT 19's "
@@ -387,7 +395,7 @@ static int aggregate(const struct layout_request *req, char *fdata, uint64_t dea
 					 "edges (opts.edges = OCOLOS_EDGES_AUTO or OCOLOS_EDGES_HYBRID)",
 					 req->bolt_path);
 	}
-	return bolt_status(req, st, err);
+	return bolt_status(req, st, log, err);
 }
 
 /*
@@ -453,7 +461,7 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 	uint32_t left = deadline > now ? (uint32_t)((deadline - now) / 1000000) : 0;
 	int st = spawn_wait_ms((char *const *)argv, req->log_path, left, req->cancel);
 	*elapsed_ns = core_now_ns() - t0;
-	if ((rc = bolt_status(req, st, err)))
+	if ((rc = bolt_status(req, st, req->log_path, err)))
 		return rc;
 	struct stat sb;
 	if (stat(req->output, &sb) != 0)

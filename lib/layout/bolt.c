@@ -451,11 +451,15 @@ int layout_bolt_run(const struct layout_request *req, uint64_t *elapsed_ns,
 	}
 	argv[n] = NULL;
 	if (req->args_out && req->args_out_size) {
-		size_t k = 0;
+		size_t k = 0, i;
 		req->args_out[0] = '\0';
-		for (size_t i = 2; i < n && k + 1 < req->args_out_size; i++)
+		for (i = 2; i < n && k + 1 < req->args_out_size; i++)
 			k += (size_t)snprintf(req->args_out + k, req->args_out_size - k, "%s%s",
 					      i > 2 ? " " : "", argv[i]);
+		/* A record cut short says so: an artifact's reader must not
+		 * take it for the whole command. */
+		if ((k >= req->args_out_size || i < n) && req->args_out_size > 4)
+			memcpy(req->args_out + req->args_out_size - 5, " ...", 5);
 	}
 	uint64_t now = core_now_ns();
 	uint32_t left = deadline > now ? (uint32_t)((deadline - now) / 1000000) : 0;

@@ -40,7 +40,8 @@ struct layout_request {
 	const char *const *extra_args; /* NULL-ended, may be NULL */
 	const atomic_int *cancel; /* non-NULL: BOLT is killed once it is set */
 	/* Out, if non-NULL: the arguments of the layout run after the input
-	 * binary, space-separated (for an artifact's record), cut to fit. */
+	 * binary, space-separated (for an artifact's record); cut to fit, and
+	 * then ending in " ...". */
 	char *args_out;
 	size_t args_out_size;
 };

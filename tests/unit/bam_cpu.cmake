@@ -1,7 +1,7 @@
 # ocolos-bam's idle-CPU check (tools/bam/cpu.c): /proc/stat over our own
 # CPUs and the cgroup v2 CPU quotas, read from fixture trees.
 if(OCOLOS_BUILD_TOOLS)
-  add_executable(test_bam_cpu test_bam_cpu.c ${PROJECT_SOURCE_DIR}/tools/bam/cpu.c
+  add_executable(test_bam_cpu test_bam_cpu.c fixture_tree.c ${PROJECT_SOURCE_DIR}/tools/bam/cpu.c
     ${PROJECT_SOURCE_DIR}/tools/bam/cgroup.c)
   target_include_directories(test_bam_cpu PRIVATE ${PROJECT_SOURCE_DIR}/tools)
   target_compile_options(test_bam_cpu PRIVATE ${_unit_flags})

@@ -1,7 +1,7 @@
 # ocolos-bam's memory check (tools/bam/memory.c): MemAvailable and the
 # memory cgroups' limits, read from fixture trees of /proc and /sys.
 if(OCOLOS_BUILD_TOOLS)
-  add_executable(test_bam_memory test_bam_memory.c ${PROJECT_SOURCE_DIR}/tools/bam/memory.c
+  add_executable(test_bam_memory test_bam_memory.c fixture_tree.c ${PROJECT_SOURCE_DIR}/tools/bam/memory.c
     ${PROJECT_SOURCE_DIR}/tools/bam/cgroup.c)
   target_include_directories(test_bam_memory PRIVATE ${PROJECT_SOURCE_DIR}/tools)
   target_compile_options(test_bam_memory PRIVATE ${_unit_flags})

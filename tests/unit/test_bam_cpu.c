@@ -9,7 +9,6 @@
  * Expected values worked out by hand below.
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,40 +18,16 @@
 
 #include "bam/cpu.h"
 #include "check.h"
+#include "fixture_tree.h"
 
 static char root[256];
 
-static void put(const char *rel, const char *fmt, ...)
-{
-	char p[512], cmd[600];
-	snprintf(p, sizeof(p), "%s/%s", root, rel);
-	char *slash = strrchr(p, '/');
-	*slash = 0;
-	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", p);
-	if (system(cmd))
-		abort();
-	*slash = '/';
-	FILE *f = fopen(p, "w");
-	if (!f)
-		abort();
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(f, fmt, ap);
-	va_end(ap);
-	fclose(f);
-}
+/* put("sys/fs/cgroup/a/memory.max", "%lld\n", ...): a file under the root. */
+#define put(...) fixture_put(root, __VA_ARGS__)
 
 static void fresh(void)
 {
-	char cmd[300];
-	if (*root) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-		if (system(cmd))
-			abort();
-	}
-	snprintf(root, sizeof(root), "/tmp/ocolos-bam-cpu.XXXXXX");
-	if (!mkdtemp(root))
-		abort();
+	fixture_fresh(root, sizeof(root), "ocolos-bam-cpu");
 }
 
 /* /proc/stat with four CPUs; each row: user nice system idle iowait irq
@@ -204,9 +179,6 @@ int main(void)
 	double idle = bam_cpu_idle(&a, &b);
 	expect(a.ncpu > 0 && idle >= 0 && idle <= a.ncpu, "6: %f idle of %d", idle, a.ncpu);
 
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-	if (system(cmd))
-		abort();
+	fixture_remove(root);
 	test_done();
 }

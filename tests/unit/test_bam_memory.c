@@ -6,7 +6,6 @@
  * ancestor's limit; the hybrid layout (v2 under /sys/fs/cgroup/unified);
  * nothing readable. Expected values worked out by hand below (MiB).
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,45 +14,19 @@
 
 #include "bam/memory.h"
 #include "check.h"
+#include "fixture_tree.h"
 
 #define MiB (1024LL * 1024LL)
 #define GiB (1024LL * MiB)
 
 static char root[256];
 
-/* put("sys/fs/cgroup/a/memory.max", "%lld\n", ...): the file, with its
- * directories, under the fixture root. */
-static void put(const char *rel, const char *fmt, ...)
-{
-	char p[512], cmd[600];
-	snprintf(p, sizeof(p), "%s/%s", root, rel);
-	char *slash = strrchr(p, '/');
-	*slash = 0;
-	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", p);
-	if (system(cmd))
-		abort();
-	*slash = '/';
-	FILE *f = fopen(p, "w");
-	if (!f)
-		abort();
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(f, fmt, ap);
-	va_end(ap);
-	fclose(f);
-}
+/* put("sys/fs/cgroup/a/memory.max", "%lld\n", ...): a file under the root. */
+#define put(...) fixture_put(root, __VA_ARGS__)
 
 static void fresh(void)
 {
-	char cmd[300];
-	if (*root) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-		if (system(cmd))
-			abort();
-	}
-	snprintf(root, sizeof(root), "/tmp/ocolos-bam-mem.XXXXXX");
-	if (!mkdtemp(root))
-		abort();
+	fixture_fresh(root, sizeof(root), "ocolos-bam-mem");
 }
 
 static void meminfo(long long total_mb, long long avail_mb)
@@ -147,9 +120,6 @@ int main(void)
 	expect(m.available_mb >= 0 && m.available_mb <= m.capacity_mb, "7: %lld/%lld",
 	       m.available_mb, m.capacity_mb);
 
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-	if (system(cmd))
-		abort();
+	fixture_remove(root);
 	test_done();
 }

@@ -623,13 +623,18 @@ static void put_name_regex(FILE *f, const char *name)
 	fputs("(/.*)?$\n", f);
 }
 
-/* Append the lines of `from` to `to`, each ended by a newline. */
-static int copy_lines(const char *from, const char *to, struct core_err *err)
+/* Append the lines of `from` to `to`, each ended by a newline. A `from`
+ * that cannot be read is passed over with a warning, as BOLT itself does
+ * with it (no message, exit 0): the first run went ahead without it too. */
+static int copy_lines(struct ocolos_ctx *ctx, const char *from, const char *to,
+		      struct core_err *err)
 {
 	FILE *in = fopen(from, "re");
-	if (!in)
-		return core_errf(err, OCOLOS_EINVAL, "cannot read the --skip-funcs-file '%s' given in "
-				 "bolt_extra_args: %s", from, strerror(errno));
+	if (!in) {
+		core_logf(&ctx->log, OCOLOS_LOG_WARN, "cannot read the --skip-funcs-file '%s' given "
+			  "in bolt_extra_args (%s); BOLT ignores it too", from, strerror(errno));
+		return 0;
+	}
 	FILE *out = fopen(to, "ae");
 	if (!out) {
 		fclose(in);
@@ -678,27 +683,27 @@ static int layout_again_without(struct ocolos_ctx *ctx, struct round_pending *p,
 	if (!args)
 		return core_errf(&ctx->err, OCOLOS_ENOMEM, "out of memory");
 	/* BOLT keeps the last --skip-funcs-file it is given: one of the
-	 * caller's (bolt_extra_args) would be dropped by ours. Its lines go
-	 * into ours and the argument is left out of the runs again. */
-	size_t m = 0;
+	 * caller's (bolt_extra_args) would be dropped by ours, which comes
+	 * last. Its lines go into ours; the argument stays, overridden, so
+	 * that the runs' record (bolt-args, an artifact's) still names it.
+	 * (One inside an @response file is not seen.) */
 	for (size_t i = 0; !rc && i < n; i++) {
 		const char *a = req->extra_args[i], *file = NULL;
+		args[i] = a;
 		a += a[0] == '-' && a[1] == '-';
 		if (!strncmp(a, "-skip-funcs-file=", 17))
 			file = a + 17;
 		else if (!strcmp(a, "-skip-funcs-file") && i + 1 < n)
-			file = req->extra_args[++i];
-		if (file)
-			rc = copy_lines(file, path, &ctx->err);
-		else
-			args[m++] = req->extra_args[i];
+			file = req->extra_args[i + 1];
+		if (file && *file) /* (empty: not set, to BOLT) */
+			rc = copy_lines(ctx, file, path, &ctx->err);
 	}
 	if (rc) {
 		free(args);
 		return rc;
 	}
 	snprintf(arg, sizeof(arg), "--skip-funcs-file=%s", path);
-	args[m] = arg;
+	args[n] = arg;
 	const char *const *saved = req->extra_args;
 	const char *saved_log = req->log_path;
 	for (int run = 0; !rc && fx->nleft; run++) {

@@ -627,6 +627,8 @@ uint64_t elf_bat_input_offset(const struct elf_bat *bat, size_t frag, uint64_t o
 			      int branch_src)
 {
 	const struct elf_bat_frag *f = &bat->frags[frag];
+	if (!f->n) /* (a table of no rows has no entries array: NULL + 0) */
+		return off;
 	const struct elf_bat_entry *e = bat->entries + f->first;
 	size_t lo = 0, hi = f->n;
 	while (lo < hi) {

@@ -1436,9 +1436,7 @@ static int gate_reached;	     /* this poll, some work asked worker_may_start */
 
 static double mono_s(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	return (double)core_now_ns() / 1e9;
 }
 
 /* At every poll: a new interval's idle CPUs once the last is a second old.

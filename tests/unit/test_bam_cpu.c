@@ -4,8 +4,10 @@
  * affinity only, iowait counted as idle and steal as busy; a /proc/stat
  * renumbered as LXCFS does; a cgroup v2 CPU quota that is used up while the
  * machine idles, an ancestor's quota, a "max" quota (none), a quota on our
- * own level under the hybrid layout; counters that go backwards; nothing
- * readable.
+ * own level under the hybrid layout; cgroup v1's quota (cpu.cfs_quota_us
+ * with cpuacct.usage) at a nested level and as a container sees it, and
+ * not read without cpuacct or for a cpuacct-only line; counters that go
+ * backwards; nothing readable.
  * Expected values worked out by hand below.
  */
 #include <math.h>
@@ -154,6 +156,56 @@ int main(void)
 	stat4(t1);
 	bam_cpu_read(root, NULL, 51.0, &b);
 	expect(b.nlevels == 1 && near(bam_cpu_idle(&a, &b), 0.25), "3c: %d levels, %f idle",
+	       b.nlevels, bam_cpu_idle(&a, &b));
+
+	/* 3d. cgroup v1, systemd's layout (cpu and cpuacct in one directory,
+	 * reached through the "cpu" link; here a directory): /docker/abc has
+	 * 0.5 CPUs (50000/100000) and used 0.25 s in 1 s: room 0.25; /docker
+	 * has no quota (-1). */
+	fresh();
+	put("proc/self/cgroup", "12:cpu,cpuacct:/docker/abc\n5:memory:/docker/abc\n0::/\n");
+	put("sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us", "50000\n");
+	put("sys/fs/cgroup/cpu/docker/abc/cpu.cfs_period_us", "100000\n");
+	put("sys/fs/cgroup/cpu/docker/abc/cpuacct.usage", "1000000000\n");
+	put("sys/fs/cgroup/cpu/docker/cpu.cfs_quota_us", "-1\n");
+	put("sys/fs/cgroup/cpu/docker/cpu.cfs_period_us", "100000\n");
+	put("sys/fs/cgroup/cpu/docker/cpuacct.usage", "5000000000\n");
+	stat4(t0);
+	bam_cpu_read(root, NULL, 60.0, &a);
+	put("sys/fs/cgroup/cpu/docker/abc/cpuacct.usage", "1250000000\n");
+	stat4(t1);
+	bam_cpu_read(root, NULL, 61.0, &b);
+	expect(b.nlevels == 1 && near(b.quota_cpus[0], 0.5) && near(bam_cpu_idle(&a, &b), 0.25),
+	       "3d: %d levels, %f idle", b.nlevels, bam_cpu_idle(&a, &b));
+	/* 3e. As a container without its own cgroup namespace sees it: the
+	 * line names /docker/xyz, the mount ("cpuacct,cpu" here) shows only
+	 * the container's level at its top. 2 CPUs, 1.5 used in 1 s: 0.5. */
+	fresh();
+	put("proc/self/cgroup", "3:cpuacct,cpu:/docker/xyz\n");
+	put("sys/fs/cgroup/cpuacct,cpu/cpu.cfs_quota_us", "200000\n");
+	put("sys/fs/cgroup/cpuacct,cpu/cpu.cfs_period_us", "100000\n");
+	put("sys/fs/cgroup/cpuacct,cpu/cpuacct.usage", "0\n");
+	stat4(t0);
+	bam_cpu_read(root, NULL, 70.0, &a);
+	put("sys/fs/cgroup/cpuacct,cpu/cpuacct.usage", "1500000000\n");
+	stat4(t1);
+	bam_cpu_read(root, NULL, 71.0, &b);
+	expect(b.nlevels == 1 && near(bam_cpu_idle(&a, &b), 0.5), "3e: %d levels, %f idle",
+	       b.nlevels, bam_cpu_idle(&a, &b));
+	/* 3f. A quota with no cpuacct.usage beside it, and a cpuacct-only
+	 * line: no level; the machine's 1.3 CPUs decide. */
+	fresh();
+	put("proc/self/cgroup", "3:cpu:/a\n4:cpuacct:/b\n");
+	put("sys/fs/cgroup/cpu/a/cpu.cfs_quota_us", "10000\n");
+	put("sys/fs/cgroup/cpu/a/cpu.cfs_period_us", "100000\n");
+	put("sys/fs/cgroup/cpuacct/b/cpu.cfs_quota_us", "10000\n");
+	put("sys/fs/cgroup/cpuacct/b/cpu.cfs_period_us", "100000\n");
+	put("sys/fs/cgroup/cpuacct/b/cpuacct.usage", "0\n");
+	stat4(t0);
+	bam_cpu_read(root, NULL, 80.0, &a);
+	stat4(t1);
+	bam_cpu_read(root, NULL, 81.0, &b);
+	expect(b.nlevels == 0 && near(bam_cpu_idle(&a, &b), 1.3), "3f: %d levels, %f idle",
 	       b.nlevels, bam_cpu_idle(&a, &b));
 
 	/* 4. Counters that went backwards (a CPU hot-plugged, a fixture

@@ -1,7 +1,7 @@
 /* /proc/stat is the machine's view; in a container or a systemd slice with
- * a CPU quota (cgroup v2 cpu.max) the machine may idle while our cgroup
- * uses all it may, so both are read and the smaller room wins, as in
- * memory.c. Idle time is counted on our own CPUs only: the worker
+ * a CPU quota (cgroup v2 cpu.max, v1 cpu.cfs_quota_us) the machine may
+ * idle while our cgroup uses all it may, so both are read and the smaller
+ * room wins, as in memory.c. Idle time is counted on our own CPUs only: the worker
  * inherits our affinity (a cpuset, taskset), so other CPUs idling are no
  * room it could use. */
 #include "bam/cpu.h"
@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bam/cgroup.h"
 
@@ -86,6 +87,39 @@ static void cgroup_level(const char *dir, void *arg)
 	s->usage_us[s->nlevels++] = usage;
 }
 
+/* cgroup v1: the quota in cpu.cfs_quota_us (-1: none) per
+ * cpu.cfs_period_us, the use in cpuacct.usage (ns). Only where cpuacct is
+ * mounted with cpu (systemd's and Docker's layout: one directory has all
+ * three); a level without cpuacct.usage has no use to compare, so its
+ * quota is passed over and /proc/stat alone decides, as before. */
+static void cgroup_level_v1(const char *dir, void *arg)
+{
+	struct bam_cpu_sample *s = arg;
+	char p[4200];
+	if (s->nlevels >= BAM_CPU_LEVELS)
+		return;
+	snprintf(p, sizeof(p), "%s/cpu.cfs_quota_us", dir);
+	long long quota = bam_read_ll(p); /* "-1" reads as -1: no quota */
+	snprintf(p, sizeof(p), "%s/cpu.cfs_period_us", dir);
+	long long period = bam_read_ll(p);
+	snprintf(p, sizeof(p), "%s/cpuacct.usage", dir);
+	long long usage_ns = bam_read_ll(p);
+	if (quota <= 0 || period <= 0 || usage_ns < 0)
+		return;
+	s->quota_cpus[s->nlevels] = (double)quota / (double)period;
+	s->usage_us[s->nlevels++] = usage_ns / 1000;
+}
+
+/* Whether a v1 line's controller list ("cpu,cpuacct") names `name`. */
+static int has_controller(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *c = list; c; c = strchr(c, ',') ? strchr(c, ',') + 1 : NULL)
+		if (!strncmp(c, name, n) && (c[n] == ',' || !c[n]))
+			return 1;
+	return 0;
+}
+
 void bam_cpu_read(const char *root, const cpu_set_t *cpus, double at_s, struct bam_cpu_sample *s)
 {
 	memset(s, 0, sizeof(*s));
@@ -98,12 +132,32 @@ void bam_cpu_read(const char *root, const cpu_set_t *cpus, double at_s, struct b
 		return;
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = 0;
-		if (strncmp(line, "0::", 3))
-			continue; /* v2's line only */
-		static const char *const mounts[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
-		for (size_t i = 0; i < 2; i++) {
-			snprintf(p, sizeof(p), "%s%s", root, mounts[i]);
-			bam_cgroup_walk(p, line + 3, cgroup_level, s);
+		if (!strncmp(line, "0::", 3)) {
+			static const char *const mounts[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+			for (size_t i = 0; i < 2; i++) {
+				snprintf(p, sizeof(p), "%s%s", root, mounts[i]);
+				bam_cgroup_walk(p, line + 3, cgroup_level, s);
+			}
+			continue;
+		}
+		/* v1: "N:cpu,cpuacct:/path". The controller's mount goes by
+		 * several names (systemd links cpu and cpuacct to the joint
+		 * directory); the first that exists is read, so no level counts
+		 * twice. */
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = 0;
+		if (!has_controller(c1 + 1, "cpu"))
+			continue;
+		static const char *const v1[] = { "cpu", "cpu,cpuacct", "cpuacct,cpu" };
+		for (size_t i = 0; i < 3; i++) {
+			struct stat st;
+			snprintf(p, sizeof(p), "%s/sys/fs/cgroup/%s", root, v1[i]);
+			if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+				bam_cgroup_walk(p, c2 + 1, cgroup_level_v1, s);
+				break;
+			}
 		}
 	}
 	fclose(f);

@@ -16,16 +16,18 @@ struct bam_cpu_sample {
 	int ncpu;		/* our CPUs found in /proc/stat; 0: nothing read */
 	unsigned long long idle; /* their idle + iowait time (jiffies) */
 	unsigned long long total; /* their time, all of it (jiffies) */
-	int nlevels;		/* our cgroup v2 levels with a cpu.max quota */
+	int nlevels;		/* our cgroup levels with a CPU quota */
 	double quota_cpus[BAM_CPU_LEVELS]; /* each one's quota / period */
-	long long usage_us[BAM_CPU_LEVELS]; /* each one's cpu.stat usage_usec */
+	long long usage_us[BAM_CPU_LEVELS]; /* each one's CPU use so far */
 };
 
 /* Read the counters at `at_s`. `root` prefixes /proc and /sys ("" for the
  * real ones; tests give a directory of fixtures); `cpus`: the CPUs that
  * count (our affinity: a cpuset or taskset confines us to them), NULL for
  * all. The cgroup v2 hierarchy is read at /sys/fs/cgroup and
- * /sys/fs/cgroup/unified; v1's cpu controller is not read. */
+ * /sys/fs/cgroup/unified (cpu.max, cpu.stat); v1's cpu controller at
+ * /sys/fs/cgroup/cpu (or cpu,cpuacct), where it is mounted with cpuacct
+ * (cpu.cfs_quota_us, cpu.cfs_period_us, cpuacct.usage). */
 void bam_cpu_read(const char *root, const cpu_set_t *cpus, double at_s, struct bam_cpu_sample *s);
 
 /* CPUs idle on average between samples `a` and `b` (b later): the least of

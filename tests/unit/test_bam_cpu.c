@@ -192,21 +192,50 @@ int main(void)
 	bam_cpu_read(root, NULL, 71.0, &b);
 	expect(b.nlevels == 1 && near(bam_cpu_idle(&a, &b), 0.5), "3e: %d levels, %f idle",
 	       b.nlevels, bam_cpu_idle(&a, &b));
-	/* 3f. A quota with no cpuacct.usage beside it, and a cpuacct-only
-	 * line: no level; the machine's 1.3 CPUs decide. */
+	/* 3f. A quota with no cpuacct.usage beside it, and cpuacct-only and
+	 * cpuset lines whose paths hold whole quota files under the cpu mount
+	 * (so a line wrongly taken for cpu's would find them): no level; the
+	 * machine's 1.3 CPUs decide. */
 	fresh();
-	put("proc/self/cgroup", "3:cpu:/a\n4:cpuacct:/b\n");
+	put("proc/self/cgroup", "3:cpu:/a\n4:cpuacct:/b\n5:cpuset:/x\n");
 	put("sys/fs/cgroup/cpu/a/cpu.cfs_quota_us", "10000\n");
 	put("sys/fs/cgroup/cpu/a/cpu.cfs_period_us", "100000\n");
-	put("sys/fs/cgroup/cpuacct/b/cpu.cfs_quota_us", "10000\n");
-	put("sys/fs/cgroup/cpuacct/b/cpu.cfs_period_us", "100000\n");
-	put("sys/fs/cgroup/cpuacct/b/cpuacct.usage", "0\n");
+	const char *const other[] = { "b", "x" };
+	for (int i = 0; i < 2; i++) {
+		static const char *const files[][2] = { { "cpu.cfs_quota_us", "10000" },
+							{ "cpu.cfs_period_us", "100000" },
+							{ "cpuacct.usage", "0" } };
+		for (int k = 0; k < 3; k++) {
+			char rel[128];
+			snprintf(rel, sizeof(rel), "sys/fs/cgroup/cpu/%s/%s", other[i], files[k][0]);
+			put(rel, "%s\n", files[k][1]);
+		}
+	}
 	stat4(t0);
 	bam_cpu_read(root, NULL, 80.0, &a);
 	stat4(t1);
 	bam_cpu_read(root, NULL, 81.0, &b);
 	expect(b.nlevels == 0 && near(bam_cpu_idle(&a, &b), 1.3), "3f: %d levels, %f idle",
 	       b.nlevels, bam_cpu_idle(&a, &b));
+
+	/* 3g. The quota moved between the samples from our level /s/c to
+	 * its parent /s (as many levels each time): no level is in both, so
+	 * the machine's 1.3 decides. Paired by position, /s's 5 s of use
+	 * against /s/c's 0 would have read as no room at all. */
+	fresh();
+	put("proc/self/cgroup", "0::/s/c\n");
+	put("sys/fs/cgroup/s/c/cpu.max", "100000 100000\n");
+	put("sys/fs/cgroup/s/c/cpu.stat", "usage_usec 0\n");
+	put("sys/fs/cgroup/s/cpu.max", "max 100000\n");
+	put("sys/fs/cgroup/s/cpu.stat", "usage_usec 5000000\n");
+	stat4(t0);
+	bam_cpu_read(root, NULL, 90.0, &a);
+	put("sys/fs/cgroup/s/c/cpu.max", "max 100000\n");
+	put("sys/fs/cgroup/s/cpu.max", "100000 100000\n");
+	stat4(t1);
+	bam_cpu_read(root, NULL, 91.0, &b);
+	expect(a.nlevels == 1 && b.nlevels == 1 && near(bam_cpu_idle(&a, &b), 1.3),
+	       "3g: %d/%d levels, %f idle", a.nlevels, b.nlevels, bam_cpu_idle(&a, &b));
 
 	/* 4. Counters that went backwards (a CPU hot-plugged, a fixture
 	 * rewritten): the machine's part unknown; no cgroup: -1. */

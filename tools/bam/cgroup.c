@@ -22,7 +22,8 @@ void bam_cgroup_walk(const char *base, const char *path, void (*fn)(const char *
 {
 	char dir[4096];
 	size_t b = strlen(base);
-	snprintf(dir, sizeof(dir), "%s%s", base, path);
+	if ((size_t)snprintf(dir, sizeof(dir), "%s%s", base, path) >= sizeof(dir))
+		return; /* cut short, it would name some other directory */
 	for (;;) {
 		size_t n = strlen(dir);
 		while (n > b && dir[n - 1] == '/')

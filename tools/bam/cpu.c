@@ -58,6 +58,17 @@ static void stat_cpus(const char *root, const cpu_set_t *cpus, struct bam_cpu_sa
 	}
 }
 
+static void add_level(struct bam_cpu_sample *s, const char *dir, double quota_cpus, long long usage_us)
+{
+	struct stat st;
+	if (s->nlevels >= BAM_CPU_LEVELS || stat(dir, &st))
+		return;
+	s->quota_cpus[s->nlevels] = quota_cpus;
+	s->usage_us[s->nlevels] = usage_us;
+	s->level_dev[s->nlevels] = (unsigned long long)st.st_dev;
+	s->level_ino[s->nlevels++] = (unsigned long long)st.st_ino;
+}
+
 static void cgroup_level(const char *dir, void *arg)
 {
 	struct bam_cpu_sample *s = arg;
@@ -83,8 +94,7 @@ static void cgroup_level(const char *dir, void *arg)
 		fclose(f);
 	if (usage < 0)
 		return;
-	s->quota_cpus[s->nlevels] = (double)quota / (double)period;
-	s->usage_us[s->nlevels++] = usage;
+	add_level(s, dir, (double)quota / (double)period, usage);
 }
 
 /* cgroup v1: the quota in cpu.cfs_quota_us (-1: none) per
@@ -106,8 +116,7 @@ static void cgroup_level_v1(const char *dir, void *arg)
 	long long usage_ns = bam_read_ll(p);
 	if (quota <= 0 || period <= 0 || usage_ns < 0)
 		return;
-	s->quota_cpus[s->nlevels] = (double)quota / (double)period;
-	s->usage_us[s->nlevels++] = usage_ns / 1000;
+	add_level(s, dir, (double)quota / (double)period, usage_ns / 1000);
 }
 
 /* Whether a v1 line's controller list ("cpu,cpuacct") names `name`. */
@@ -168,10 +177,14 @@ double bam_cpu_idle(const struct bam_cpu_sample *a, const struct bam_cpu_sample 
 	double idle = -1, dt = b->at_s - a->at_s;
 	if (a->ncpu && a->ncpu == b->ncpu && b->total > a->total && b->idle >= a->idle)
 		idle = (double)(b->idle - a->idle) / (double)(b->total - a->total) * b->ncpu;
-	/* The same levels in both (a cgroup move between them is ignored). */
-	if (dt > 0 && a->nlevels == b->nlevels)
-		for (int i = 0; i < b->nlevels; i++) {
-			double used = (double)(b->usage_us[i] - a->usage_us[i]) / 1e6 / dt;
+	/* Each level with a quota in both samples; one that gained or lost its
+	 * quota in between has no use over the interval to compare. */
+	for (int i = 0; dt > 0 && i < b->nlevels; i++)
+		for (int j = 0; j < a->nlevels; j++) {
+			if (a->level_dev[j] != b->level_dev[i] || a->level_ino[j] != b->level_ino[i] ||
+			    b->usage_us[i] < a->usage_us[j])
+				continue;
+			double used = (double)(b->usage_us[i] - a->usage_us[j]) / 1e6 / dt;
 			double room = b->quota_cpus[i] - used;
 			if (room < 0)
 				room = 0;

@@ -19,6 +19,10 @@ struct bam_cpu_sample {
 	int nlevels;		/* our cgroup levels with a CPU quota */
 	double quota_cpus[BAM_CPU_LEVELS]; /* each one's quota / period */
 	long long usage_us[BAM_CPU_LEVELS]; /* each one's CPU use so far */
+	/* each one's directory (device, inode): a level is compared only with
+	 * itself in the other sample, since quotas come and go between them
+	 * (`systemctl set-property`, `docker update`) */
+	unsigned long long level_dev[BAM_CPU_LEVELS], level_ino[BAM_CPU_LEVELS];
 };
 
 /* Read the counters at `at_s`. `root` prefixes /proc and /sys ("" for the
@@ -26,7 +30,8 @@ struct bam_cpu_sample {
  * count (our affinity: a cpuset or taskset confines us to them), NULL for
  * all. The cgroup v2 hierarchy is read at /sys/fs/cgroup and
  * /sys/fs/cgroup/unified (cpu.max, cpu.stat); v1's cpu controller at
- * /sys/fs/cgroup/cpu (or cpu,cpuacct), where it is mounted with cpuacct
+ * /sys/fs/cgroup/cpu (or cpu,cpuacct or cpuacct,cpu), where it is mounted
+ * with cpuacct
  * (cpu.cfs_quota_us, cpu.cfs_period_us, cpuacct.usage). */
 void bam_cpu_read(const char *root, const cpu_set_t *cpus, double at_s, struct bam_cpu_sample *s);
 

@@ -471,6 +471,9 @@ def cmd_ab(a):
                 env["OCOLOS_BOLT"] = TWOSTEP
         if a.bolt_drop:
             env["BOLT_DROP"] = a.bolt_drop
+        for kv_ in a.round_env or []:
+            k_, _, v_ = kv_.partition("=")
+            env[k_] = v_
         log("ab run %d: %s%s" % (r + 1, " ".join("%s=%s" % kv_ for kv_ in
                                                   env.items() if kv_[0] !=
                                                   "LD_PRELOAD") + " "
@@ -736,6 +739,10 @@ def main():
                    "bench/bolt_twostep.sh (aggregate, then -data)")
     p.add_argument("--bolt-drop", help="ab with --twostep: llvm-bolt "
                    "arguments the wrapper removes (e.g. --split-functions)")
+    p.add_argument("--round-env", action="append", metavar="KEY=VALUE",
+                   help="ab: one more variable for the program's environment "
+                   "(e.g. OCOLOS_PROFILE_MS=6000 for sqlite's autoself: a "
+                   "fixed window); repeatable")
     a = p.parse_args()
     {"run": cmd_run, "curve": cmd_curve, "cachesim": cmd_cachesim,
      "ab": cmd_ab, "pairs": cmd_pairs}[a.cmd](a)

@@ -23,18 +23,27 @@
 #     --D1=49152,12,64 --LL=2097152,16,64 ... --memdb --size SIZE
 #     --testset main
 # (one callgrind at a time in the background while the next round runs).
-# Prints per round the I1 misses per 1000 instructions, and per side the
+# with --branch-sim=yes as well. Prints per round the I1 misses per 1000
+# instructions and the estimated speedup over the original, and per side the
 # median, the range and the median share of the original's misses removed;
 # then default/dense of those medians.
 #
+# The estimated speedup is the original's cycle estimate over the round's,
+# callgrind's CEst as KCachegrind defines it: Ir + 10 Bm + 10 L1m + 100 LLm
+# (instructions, mispredicted branches, first-level misses of code and
+# data, last-level misses). It is what issue 12 item 2 compares ("the
+# dense-profile speedup"): a model, deterministic per binary, not a timing.
+#
 #   bench/sqlite_layout_draws.sh
 #   env: N (rounds per side, default 8), SIZE (callgrind's --size, default
-#        20: ~1 min each), AFTER (default 5)
+#        20: ~1 min each), AFTER (default 5), I1 (callgrind's --I1, default
+#        32768,8,64), KEEP_BOLT (1: keep each round's binary in the run
+#        directory, to simulate again)
 # needs bench/out/sqlite/speedtest1-nopie and autoself.so
 # (bench/build_sqlite.sh) and valgrind.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-N=${N:-8} SIZE=${SIZE:-20} AFTER=${AFTER:-5}
+N=${N:-8} SIZE=${SIZE:-20} AFTER=${AFTER:-5} I1=${I1:-32768,8,64}
 sq=$here/out/sqlite/speedtest1-nopie
 [ -x "$sq" ] && [ -f "${sq%/*}/autoself.so" ] ||
 	{ echo "sqlite_layout_draws: $sq or autoself.so missing: run bench/build_sqlite.sh" >&2; exit 2; }
@@ -43,17 +52,20 @@ out=$here/out/sqlite_layout.$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
 sets=$(printf 'main,%.0s' $(seq 400)); sets=${sets%,}
 
-mpki() { # callgrind's stderr -> I1 misses per 1000 instructions
+mpki() { # callgrind's stderr -> I1 misses per 1000 instructions, CEst
 	python3 - "$1" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
-i = int(re.search(r'I\s+refs:\s+([\d,]+)', t).group(1).replace(',', ''))
-m = int(re.search(r'I1\s+misses:\s+([\d,]+)', t).group(1).replace(',', ''))
-print('%.4f' % (1000 * m / i))
+def n(label):  # the first figure after the label (totals come first)
+    return int(re.search(label + r':\s+([\d,]+)', t).group(1).replace(',', ''))
+i, m = n(r'I\s+refs'), n(r'I1\s+misses')
+l1 = m + n(r'D1\s+misses')
+ll = n(r'LLi\s+misses') + n(r'LLd\s+misses')
+print('%.4f %d' % (1000 * m / i, i + 10 * n(r'Mispredicts') + 10 * l1 + 100 * ll))
 PY
 }
 cachesim() { # binary tag
-	valgrind --tool=callgrind --cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 \
+	valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes --I1="$I1" --D1=49152,12,64 \
 		--LL=2097152,16,64 --callgrind-out-file=/dev/null "$1" --memdb --size "$SIZE" \
 		--testset main >/dev/null 2>"$out/$2.cg" || { echo "$2: callgrind failed" >&2; return 1; }
 	echo "$2 $(mpki "$out/$2.cg")" >>"$out/mpki.txt"
@@ -86,26 +98,30 @@ for ((r = 1; r <= N; r++)); do
 	done
 done
 wait "$bg" || exit 1
-rm -f "$out"/*.bolt
+[ "${KEEP_BOLT:-0}" = 1 ] || rm -f "$out"/*.bolt
 python3 - "$out" <<'PY'
 import statistics, sys
 out = sys.argv[1]
-mp = dict(l.split() for l in open(out + '/mpki.txt'))
+mp = {l.split()[0]: l.split()[1:] for l in open(out + '/mpki.txt')}
 rounds = {l.split()[0]: l.split()[1:] for l in open(out + '/rounds.txt')}
-orig = float(mp.pop('original'))
-print('original: %.3f I1 MPKI' % orig)
-med = {}
+orig, orig_c = float(mp['original'][0]), int(mp['original'][1])
+del mp['original']
+print('original: %.3f I1 MPKI, CEst %d' % (orig, orig_c))
+med, spd = {}, {}
 for side in ('default', 'dense'):
     tags = sorted((t for t in mp if t.split('.')[0] == side), key=lambda t: int(t.split('.')[1]))
-    v = [float(mp[t]) for t in tags]
-    for t in tags:
-        print('  %-10s %.3f  %s' % (t, float(mp[t]), ' '.join(rounds[t])))
-    med[side] = statistics.median(v)
+    v = [float(mp[t][0]) for t in tags]
+    sp = [orig_c / int(mp[t][1]) for t in tags]
+    for t, x in zip(tags, sp):
+        print('  %-10s %.3f  est. speedup %.4f  %s' % (t, float(mp[t][0]), x, ' '.join(rounds[t])))
+    med[side], spd[side] = statistics.median(v), statistics.median(sp)
     rem = [1 - x / orig for x in v]
     print('%s: median %.3f (range %.3f-%.3f, n=%d), misses removed: median %.1f %% (range %.1f-%.1f %%)'
           % (side, med[side], min(v), max(v), len(v), 100 * statistics.median(rem),
              100 * min(rem), 100 * max(rem)))
+    print('%s: estimated speedup median %.4f (range %.4f-%.4f)' % (side, spd[side], min(sp), max(sp)))
 g = {s: 1 - med[s] / orig for s in med}
 print('default/dense, share of the misses removed (medians): %.2f' % (g['default'] / g['dense']))
+print('default/dense, estimated speedup (medians): %.4f' % (spd['default'] / spd['dense']))
 PY
 echo "logs: $out"

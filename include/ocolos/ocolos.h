@@ -268,7 +268,8 @@ struct ocolos_opts {
 	const char *const *profile_from;
 	/* Sampling until the profile is good enough (docs/api.md, "The
 	 * sampling window"), the default: with profile_ms 0 the window ends
-	 * once the profile has converged: the per-function distribution of
+	 * once the profile has converged: the distribution over 256-byte
+	 * blocks of the binary's code (docs/api.md says why blocks) of
 	 * the first half of the samples and of all of them differ by less
 	 * than profile_converge_permille (total variation distance,
 	 * 0..1000), checked every 250 ms once profile_min_ms has passed; at
@@ -363,7 +364,7 @@ struct ocolos_stats {
 	/* Why the sampling window ended (enum ocolos_profile_stop; 0 when
 	 * nothing was sampled: imported or external samples), and the
 	 * convergence distance when it ended, in ppm of the total variation
-	 * between the per-function distribution of the first half of the
+	 * between the distribution over blocks of code of the first half of the
 	 * samples and of all of them (UINT32_MAX: never computed). */
 	uint32_t profile_stop;
 	uint32_t profile_distance_ppm;

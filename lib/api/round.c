@@ -304,10 +304,15 @@ static int translate_samples(struct ocolos_ctx *ctx, struct round_pending *p, st
 	return rc;
 }
 
-/* The key of a sample for the window's convergence test: the function
- * of the binary it is in — for a sample in optimized code of an earlier
- * round, the function it came from (BAT) — else (libraries, code BOLT
- * added) its 256-byte block. */
+/* The key of a sample for the window's convergence test: the 256-byte
+ * block of the binary it is in — for a sample in optimized code of an
+ * earlier round, the block it came from (BAT) — else (libraries, code BOLT
+ * added) its own 256-byte block, kept apart. Blocks, not functions: BOLT
+ * lays out each function's blocks by their counts, and a program whose
+ * time is in a few large functions (SQLite's VDBE loop) had converged by
+ * function long before those functions' blocks had counts (samples per
+ * block, not per function, decided the layout: docs/benchmarks.md,
+ * "Converging on blocks"). */
 struct sample_key {
 	const struct elf_binary *bin;
 	const struct api_state *st;
@@ -327,8 +332,7 @@ static uint64_t sample_key(void *user, uint64_t ip)
 			break;
 		}
 	}
-	long f = elf_func_containing(k->bin, at);
-	return f >= 0 ? (uint64_t)f : (ip >> 8) | (1ull << 63);
+	return elf_func_containing(k->bin, at) >= 0 ? at >> 8 : (ip >> 8) | (1ull << 63);
 }
 
 #define MAX_STRETCH 16 /* a converging window under a cost limit: wall max / profile_max_ms */
@@ -373,7 +377,7 @@ static int sample_window(struct ocolos_ctx *ctx, struct round_pending *p,
 		snprintf(dist, sizeof(dist), "%.1f%%", wr.distance_ppm / 1e4);
 	core_logf(&ctx->log, OCOLOS_LOG_INFO,
 		  "sampling window: %.0f ms in %u segments, stopped: %s (distance %s; %s; %u "
-		  "functions carry 90%% of the samples), rate %u Hz at the end (asked %u), "
+		  "256-byte blocks carry 90%% of the samples), rate %u Hz at the end (asked %u), "
 		  "estimated cost %.2f%% of the sampled threads' CPU time (%u ns per sample, "
 		  "sampler thread %.1f ms, sampled threads %.1f ms)",
 		  wr.elapsed_ns / 1e6, wr.segments, stop_names[wr.stop], dist,

@@ -8,13 +8,14 @@
  *    (profile_ms at sample_hz); without a cost limit it is one segment,
  *    exactly the window the library always sampled;
  *  - a converging window ends once the profile stops changing: the total
- *    variation distance between the key distribution (a key is the
- *    function a sample is in, from the caller) of the first half of the
+ *    variation distance between the key distribution (a key is what the
+ *    caller makes of a sample: round.c, its 256-byte block of the
+ *    binary's code) of the first half of the
  *    samples and that of all of them falls below a threshold, after a
  *    minimum and before a maximum. The distance shrinks as 1/sqrt(samples)
- *    for a steady program (about 0.4 * sqrt(hot functions / samples)), so
+ *    for a steady program (about 0.4 * sqrt(hot keys / samples)), so
  *    the threshold sets how many samples a program of that many hot
- *    functions gets; a program whose hot set moves keeps it high;
+ *    keys gets; a program whose hot set moves keeps it high;
  *  - the cost: what sampling takes from the sampled threads, estimated as
  *    (per-sample cost x samples + the calling thread's CPU time) / the
  *    sampled threads' CPU time (schedstat), per segment and for the whole

@@ -1,10 +1,11 @@
 /*
  * The sampling window of real profile stages on this process (self
  * context, perf-ip): two threads spend their time in 64 small functions
- * picked pseudo-randomly, a steady profile of 64 hot functions (plus the
- * worker loop). For such a profile the convergence distance after n
- * samples is about 0.4 * sqrt(65 / n) (sample/window.c): 3 % (the
- * default threshold) near 11k samples, and no less than ~2 % at the
+ * picked pseudo-randomly, a steady profile of 64 hot functions of 38
+ * bytes, 48 apart, so about 13 hot 256-byte blocks (the keys, with the
+ * worker loop's). For such a profile the convergence distance after n
+ * samples is about 0.4 * sqrt(13 / n) (sample/window.c): 3 % (the
+ * default threshold) near 2.3k samples, and no less than ~1.9 % at the
  * ~6k samples 300 ms can give two threads at 10 kHz, let alone 0.1 %.
  *
  *  1. converging, threshold 3 %, min 500 ms, max 30 s: stops "converged",
@@ -34,9 +35,10 @@
  *     another process's /proc): converged, cost above 0;
  *  7. a whole round with a converging window, then the profile stage of
  *     the next generation, whose samples are in the optimized code
- *     (keyed by the function BAT maps them back to): both converge;
- *  8. sigprof, converging at 100 permille (about (0.4 / 0.1)^2 x 65 = 1k
- *     samples: ~2 s at 250 signals per thread second): converged in
+ *     (keyed by the block of the binary BAT maps them back to): both
+ *     converge;
+ *  8. sigprof, converging at 100 permille (about (0.4 / 0.1)^2 x 13 = 200
+ *     samples, past its minimum window): converged in
  *     segments too, its per-sample cost not measured (0), the estimate
  *     the sampling thread's share only;
  *  9. the options' checks.

@@ -707,7 +707,8 @@ def main():
                    " then")
     p.add_argument("--online-secs", type=float, default=300,
                    help="fe: seconds of an online run (the default round "
-                   "samples for 2-3 minutes on fe under its 2%% cost limit)")
+                   "samples for 3-3.5 minutes on fe under its 2%% cost "
+                   "limit)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--hz", type=int, default=10000,
                    help="perf record -F for the offline profile")

@@ -20,7 +20,7 @@ fe=$here/out/fe/fe-nopie-ocolos
 [ $# -ge 2 ] || { echo "usage: $0 LIBDIR_A LIBDIR_B [REPS]" >&2; exit 2; }
 a=$1 b=$2 reps=${3:-3}
 # --duration only bounds a run (it ends after the A/B pairs); the default
-# round's window under its 2 % cost limit takes 2-3 minutes on fe here.
+# round's window under its 2 % cost limit takes 3-3.5 minutes on fe here.
 args=${LAB_ARGS:---duration 900 --online-after 4 --ab-pairs 6 --ab-secs 1.5}
 ratios=()
 for ((i = 1; i <= reps; i++)); do

@@ -111,8 +111,9 @@ struct sample_policy {
 	/* Sampling may cost the sampled threads at most this share of their
 	 * CPU time (ppm); 0: no limit. */
 	uint32_t max_overhead_ppm;
-	/* The key of a sample for the distance (e.g. the index of the
-	 * function it is in). NULL: 256-byte blocks of the address. */
+	/* The key of a sample for the distance (round.c: its 256-byte block
+	 * of the binary's code, through BAT for optimized code). NULL:
+	 * 256-byte blocks of the address. */
 	uint64_t (*key)(void *user, uint64_t ip);
 	void *key_user;
 	/* The cost of one sample, ns, if known (e.g. a benchmark that

@@ -29,7 +29,8 @@
  *    rate-milliseconds, so a window at a tenth of the rate may take ten
  *    times as long to gather what the asked rate would have.
  * Not responsible for: the samples themselves (the backends), what a key
- * is (the caller: round.c maps an IP to its function).
+ * is (the caller: round.c maps an IP to its 256-byte block of the
+ * binary's code).
  *
  * Segments reopen the backend's events (perf: one open and mmap per
  * thread; sigprof: one timer per thread), about a millisecond of the

@@ -8,6 +8,15 @@
  * file). */
 long long bam_read_ll(const char *path);
 
+/* One line of /proc/self/cgroup, "N:controllers:/path", split in place:
+ * `*controllers` is "" on v2's line ("0::/path"), a comma list on v1's.
+ * 0 for a line without two colons. */
+int bam_cgroup_line(char *line, const char **controllers, const char **path);
+
+/* Whether a v1 controller list ("cpu,cpuacct") names `name` exactly
+ * ("cpu" is not "cpuacct" or "cpuset"). */
+int bam_cgroup_names(const char *controllers, const char *name);
+
 /* `fn(dir, arg)` for the cgroup at `path` under the hierarchy mounted at
  * `base` (e.g. "/sys/fs/cgroup" and "/user.slice/x.scope"), then for each
  * ancestor up to and including `base` itself. */

@@ -119,16 +119,6 @@ static void cgroup_level_v1(const char *dir, void *arg)
 	add_level(s, dir, (double)quota / (double)period, usage_ns / 1000);
 }
 
-/* Whether a v1 line's controller list ("cpu,cpuacct") names `name`. */
-static int has_controller(const char *list, const char *name)
-{
-	size_t n = strlen(name);
-	for (const char *c = list; c; c = strchr(c, ',') ? strchr(c, ',') + 1 : NULL)
-		if (!strncmp(c, name, n) && (c[n] == ',' || !c[n]))
-			return 1;
-	return 0;
-}
-
 void bam_cpu_read(const char *root, const cpu_set_t *cpus, double at_s, struct bam_cpu_sample *s)
 {
 	memset(s, 0, sizeof(*s));
@@ -139,13 +129,15 @@ void bam_cpu_read(const char *root, const cpu_set_t *cpus, double at_s, struct b
 	FILE *f = fopen(p, "re");
 	if (!f)
 		return;
+	const char *ctrls, *path;
 	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = 0;
-		if (!strncmp(line, "0::", 3)) {
+		if (!bam_cgroup_line(line, &ctrls, &path))
+			continue;
+		if (!*ctrls) { /* v2 */
 			static const char *const mounts[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
 			for (size_t i = 0; i < 2; i++) {
 				snprintf(p, sizeof(p), "%s%s", root, mounts[i]);
-				bam_cgroup_walk(p, line + 3, cgroup_level, s);
+				bam_cgroup_walk(p, path, cgroup_level, s);
 			}
 			continue;
 		}
@@ -153,18 +145,14 @@ void bam_cpu_read(const char *root, const cpu_set_t *cpus, double at_s, struct b
 		 * several names (systemd links cpu and cpuacct to the joint
 		 * directory); the first that exists is read, so no level counts
 		 * twice. */
-		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-		if (!c2)
-			continue;
-		*c2 = 0;
-		if (!has_controller(c1 + 1, "cpu"))
+		if (!bam_cgroup_names(ctrls, "cpu"))
 			continue;
 		static const char *const v1[] = { "cpu", "cpu,cpuacct", "cpuacct,cpu" };
 		for (size_t i = 0; i < 3; i++) {
 			struct stat st;
 			snprintf(p, sizeof(p), "%s/sys/fs/cgroup/%s", root, v1[i]);
 			if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
-				bam_cgroup_walk(p, c2 + 1, cgroup_level_v1, s);
+				bam_cgroup_walk(p, path, cgroup_level_v1, s);
 				break;
 			}
 		}

@@ -31,8 +31,7 @@ struct bam_cpu_sample {
  * all. The cgroup v2 hierarchy is read at /sys/fs/cgroup and
  * /sys/fs/cgroup/unified (cpu.max, cpu.stat); v1's cpu controller at
  * /sys/fs/cgroup/cpu (or cpu,cpuacct or cpuacct,cpu), where it is mounted
- * with cpuacct
- * (cpu.cfs_quota_us, cpu.cfs_period_us, cpuacct.usage). */
+ * with cpuacct (cpu.cfs_quota_us, cpu.cfs_period_us, cpuacct.usage). */
 void bam_cpu_read(const char *root, const cpu_set_t *cpus, double at_s, struct bam_cpu_sample *s);
 
 /* CPUs idle on average between samples `a` and `b` (b later): the least of

@@ -103,13 +103,10 @@ void bam_memory_read(const char *root, struct bam_memory *m)
 	f = fopen(p, "re");
 	if (!f)
 		return;
+	const char *ctrls, *path;
 	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = 0;
-		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-		if (!c2)
+		if (!bam_cgroup_line(line, &ctrls, &path))
 			continue;
-		*c2 = 0;
-		const char *ctrls = c1 + 1, *path = c2 + 1;
 		if (!*ctrls) {
 			snprintf(p, sizeof(p), "%s/sys/fs/cgroup", root);
 			cgroup_walk(p, path, 1, m);
@@ -117,11 +114,10 @@ void bam_memory_read(const char *root, struct bam_memory *m)
 			cgroup_walk(p, path, 1, m);
 			continue;
 		}
-		for (const char *s = ctrls; s; s = strchr(s, ',') ? strchr(s, ',') + 1 : NULL)
-			if (!strncmp(s, "memory", 6) && (s[6] == ',' || !s[6])) {
-				snprintf(p, sizeof(p), "%s/sys/fs/cgroup/memory", root);
-				cgroup_walk(p, path, 0, m);
-			}
+		if (bam_cgroup_names(ctrls, "memory")) {
+			snprintf(p, sizeof(p), "%s/sys/fs/cgroup/memory", root);
+			cgroup_walk(p, path, 0, m);
+		}
 	}
 	fclose(f);
 }
